@@ -1,0 +1,53 @@
+# persona-graph: `make up` runs everything, `make test` runs the suite. Both set up what they need.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: venv up test test-unit test-integration lint format bench bench-ingest neo4j-start neo4j-stop clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	UV_PYTHON=$(PYTHON) $(UV) sync --locked --quiet
+	touch $@
+
+venv: $(VENV)/.synced
+
+up: venv  ## Local Neo4j, schema, demo data, segmentation, API (Ctrl-C stops it all)
+	$(BIN)/personas up
+
+test: venv  ## The whole suite: unit tests, then integration tests against a real Neo4j
+	$(BIN)/pytest
+
+test-unit: venv
+	$(BIN)/pytest -m "not integration"
+
+test-integration: venv
+	$(BIN)/pytest -m integration
+
+lint: venv
+	$(BIN)/ruff check graph api tests bench
+	$(BIN)/mypy
+
+format: venv
+	$(BIN)/ruff check --fix graph api tests bench
+
+bench: bench-ingest  ## Every benchmark
+
+bench-ingest: venv  ## personas ingest of 200k demo events vs one transaction per event
+	$(BIN)/python bench/ingest.py
+
+neo4j-start: venv
+	$(BIN)/personas neo4j start
+
+neo4j-stop: venv
+	$(BIN)/personas neo4j stop
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,73 @@
+"""The FastAPI application factory: GraphQL at /graphql, health and readiness probes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from neo4j import AsyncDriver, RoutingControl
+from strawberry.fastapi import GraphQLRouter
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+
+from api import queries as q
+from api.context import Context
+from api.schema import build_schema
+from graph.db import create_async_driver
+from graph.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_driver(request: Request) -> AsyncDriver:
+    driver: AsyncDriver = request.app.state.driver
+    return driver
+
+
+async def get_context(
+    driver: AsyncDriver = Depends(get_driver), settings: Settings = Depends(get_settings)
+) -> Context:
+    return Context(driver, settings)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service. The Neo4j driver is opened in the lifespan and closed at shutdown."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.driver = create_async_driver(settings)
+        try:
+            yield
+        finally:
+            await app.state.driver.close()
+
+    app = FastAPI(title="persona-graph", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    graphql = GraphQLRouter(
+        build_schema(), context_getter=get_context, graphql_ide="graphiql",
+        subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
+    )
+    app.include_router(graphql, prefix="/graphql")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(driver: AsyncDriver = Depends(get_driver)) -> JSONResponse:
+        try:
+            records, _, _ = await driver.execute_query(
+                q.READY, database_=settings.neo4j_database, routing_=RoutingControl.READ)
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            return JSONResponse({"status": "unavailable", "reason": type(exc).__name__}, 503)
+        version = records[0]["version"]
+        if version is None:
+            return JSONResponse({"status": "unmigrated"}, 503)
+        return JSONResponse({"status": "ready", "schema_version": version})
+
+    return app

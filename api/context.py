@@ -1,0 +1,24 @@
+"""The per-request GraphQL context: the shared driver and settings, and a read helper."""
+
+from __future__ import annotations
+
+from typing import Any, LiteralString
+
+from neo4j import AsyncDriver, RoutingControl
+from strawberry.fastapi import BaseContext
+
+from graph.settings import Settings
+
+
+class Context(BaseContext):
+    def __init__(self, driver: AsyncDriver, settings: Settings) -> None:
+        super().__init__()
+        self.driver = driver
+        self.settings = settings
+
+    async def rows(self, query: LiteralString, **params: Any) -> list[dict[str, Any]]:
+        """Run one read query (retried on transient errors by the driver) and return dicts."""
+        records, _, _ = await self.driver.execute_query(
+            query, params, database_=self.settings.neo4j_database, routing_=RoutingControl.READ
+        )
+        return [r.data() for r in records]

@@ -1,0 +1,39 @@
+"""Error translation at the GraphQL edge: every error carries a code; unexpected ones are masked."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
+
+from graph.errors import PersonaError
+
+log = logging.getLogger(__name__)
+MASKED_MESSAGE = "Unexpected error; it has been logged."
+
+
+def _translate(error: GraphQLError) -> GraphQLError:
+    original = error.original_error
+    if original is None:
+        # Parse and validation errors: the query itself is at fault.
+        code = (error.extensions or {}).get("code", "GRAPHQL_VALIDATION_FAILED")
+        return GraphQLError(error.message, error.nodes, error.source, error.positions,
+                            error.path, None, {**(error.extensions or {}), "code": code})
+    if isinstance(original, PersonaError):
+        return GraphQLError(str(original), error.nodes, error.source, error.positions,
+                            error.path, None, {"code": original.code})
+    log.error("unexpected error at %s", error.path, exc_info=original)
+    return GraphQLError(MASKED_MESSAGE, error.nodes, error.source, error.positions, error.path,
+                        None, {"code": "INTERNAL_SERVER_ERROR"})
+
+
+class ErrorCodes(SchemaExtension):
+    """Adds ``extensions.code`` to every error and hides internals (stack traces, Cypher)."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        if result is not None and result.errors:
+            result.errors = [_translate(e) for e in result.errors]

@@ -1,0 +1,54 @@
+"""Segments, personas and the reasons a segment was named as it was."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import strawberry
+
+
+@strawberry.type(description="A stable, named behaviour group a chatbot can act on.")
+class Persona:
+    id: strawberry.ID
+    name: str
+    description: str
+
+    @classmethod
+    def from_record(cls, p: dict[str, Any]) -> Persona:
+        return cls(id=strawberry.ID(p["id"]), name=p["name"], description=p["description"])
+
+
+@strawberry.type(description="A feature on which a segment differs from the population.")
+class WhyScore:
+    feature: str
+    z_score: float = strawberry.field(description="Segment centre minus mean, in std units.")
+
+
+@strawberry.type(description="A group of users from one segmentation run; level 0 is a leaf.")
+class Segment:
+    id: strawberry.ID
+    label: str
+    description: str
+    size: int
+    level: int
+    run_id: str
+    why: list[WhyScore]
+    persona: Persona | None
+    parent_id: strawberry.ID | None
+
+    @classmethod
+    def from_record(cls, s: dict[str, Any], persona: dict[str, Any] | None,
+                    parent_id: str | None = None) -> Segment:
+        why = [WhyScore(feature=f, z_score=z) for f, z in json.loads(s.get("why") or "[]")]
+        return cls(id=strawberry.ID(s["id"]), label=s["label"], description=s["description"],
+                   size=s["size"], level=s["level"], run_id=s["run_id"], why=why,
+                   persona=Persona.from_record(persona) if persona else None,
+                   parent_id=strawberry.ID(parent_id) if parent_id else None)
+
+
+@strawberry.type(description="The user's persona in the latest segmentation, and why.")
+class Membership:
+    persona: Persona | None
+    segment: Segment
+    distance: float = strawberry.field(description="Distance to the segment centre (z units).")

@@ -1,0 +1,303 @@
+"""The `personas` command line: local Neo4j, migrations, ingestion, demo data, segmentation, API."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from neo4j.exceptions import AuthError, Neo4jError, ServiceUnavailable
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from graph import context, migrate as migrations
+from graph.db import Graph, open_graph
+from graph.demo import DemoPopulation
+from graph.errors import PersonaError
+from graph.ingest.files import IngestSummary, ingest_file
+from graph.ingest.writer import EventWriter
+from graph.local import neo4j_server
+from graph.privacy import Pseudonymizer
+from graph.segments.run import RunResult, run_segmentation
+from graph.settings import Settings
+
+app = typer.Typer(help="persona-graph: a graph-based persona store for chatbots, on Neo4j.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+neo4j_app = typer.Typer(help="Provision and run the local Neo4j server.", no_args_is_help=True)
+app.add_typer(neo4j_app, name="neo4j")
+console = Console(stderr=True, soft_wrap=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fails_cleanly(func: F) -> F:
+    """Turn expected failures into one clear message and a non-zero exit, without a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except PersonaError as exc:
+            console.print(f"[red]error ({exc.code}):[/red] {exc}")
+            raise typer.Exit(2) from None
+        except ServiceUnavailable as exc:
+            console.print(f"[red]error:[/red] Neo4j is not reachable ({exc}). "
+                          "Start it with `personas neo4j start` or set PERSONAS_NEO4J_URI.")
+            raise typer.Exit(3) from None
+        except AuthError as exc:
+            console.print(f"[red]error:[/red] Neo4j refused the credentials: {exc.message}")
+            raise typer.Exit(3) from None
+        except Neo4jError as exc:
+            console.print(f"[red]error:[/red] Neo4j: {exc.message}")
+            raise typer.Exit(3) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def settings() -> Settings:
+    return Settings()
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                  transient=False) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def count_lines(path: Path) -> int:
+    with path.open("rb") as handle:
+        return sum(buf.count(b"\n") for buf in iter(lambda: handle.read(1 << 20), b""))
+
+
+@neo4j_app.command("start")
+@fails_cleanly
+def neo4j_start() -> None:
+    """Fetch Neo4j once (Maven Central), configure it, start it on 127.0.0.1 and wait for it."""
+    status = neo4j_server.start(settings(), echo=lambda m: console.print(m))
+    console.print(f"[green]Neo4j is up[/green] at {status.bolt_uri} "
+                  f"(Browser: {status.browser_url})")
+
+
+@neo4j_app.command("stop")
+@fails_cleanly
+def neo4j_stop() -> None:
+    """Stop the local Neo4j server."""
+    if neo4j_server.stop(settings()):
+        console.print("Neo4j stopped.")
+    else:
+        console.print("Neo4j was not running.")
+
+
+@neo4j_app.command("status")
+@fails_cleanly
+def neo4j_status() -> None:
+    """Say whether the local server runs and answers; exit 1 when it does not answer."""
+    status = neo4j_server.status(settings())
+    state = "answering" if status.answering else ("running, not answering" if status.running
+                                                  else "stopped")
+    print(f"neo4j: {state}  pid={status.pid}  bolt={status.bolt_uri}  "
+          f"browser={status.browser_url}  home={status.home}")
+    if not status.answering:
+        raise typer.Exit(1)
+
+
+@app.command("migrate")
+@fails_cleanly
+def migrate_cmd(
+    status: Annotated[bool, typer.Option("--status", help="List applied and pending.")] = False,
+) -> None:
+    """Apply pending schema migrations (constraints, indexes) in order."""
+    cfg = settings()
+    with open_graph(cfg) as graph:
+        if status:
+            table = Table("version", "name", "state", "applied at")
+            for st in migrations.status(graph, cfg.migrations_dir):
+                table.add_row(f"{st.migration.version:04d}", st.migration.name,
+                              "applied" if st.applied else "pending", st.applied_at or "")
+            Console().print(table)
+            return
+        done = migrations.migrate(graph, cfg.migrations_dir)
+    if done:
+        for m in done:
+            console.print(f"applied {m.path.name}")
+    else:
+        console.print("schema is up to date")
+
+
+def _ingest(graph: Graph, cfg: Settings, path: Path, dead_letter: Path | None,
+            batch_size: int) -> IngestSummary:
+    writer = EventWriter(graph, Pseudonymizer(cfg.pseudonym_key.get_secret_value()))
+    with progress_bar(f"ingesting {path.name}", count_lines(path)) as advance:
+        return ingest_file(writer, path, batch_size=batch_size,
+                           max_line_bytes=cfg.max_line_bytes, dead_letter=dead_letter,
+                           on_progress=advance)
+
+
+@app.command("ingest")
+@fails_cleanly
+def ingest_cmd(
+    file: Annotated[Path, typer.Argument(help="Events as JSON Lines (.jsonl) or CSV (.csv).")],
+    dead_letter: Annotated[Path | None, typer.Option(
+        help="Where rejected records go (default: FILE.deadletter.jsonl).")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, max=50_000,
+                                                   help="Events per transaction.")] = None,
+) -> None:
+    """Load an event file; malformed records go to the dead-letter file and the exit is 1."""
+    cfg = settings()
+    if not file.is_file():
+        console.print(f"[red]error:[/red] {file}: no such file")
+        raise typer.Exit(2)
+    with open_graph(cfg) as graph:
+        summary = _ingest(graph, cfg, file, dead_letter, batch_size or cfg.batch_size)
+    console.print(f"records: {summary.records}  written: {summary.written}  "
+                  f"duplicates: {summary.duplicates}  rejected: {summary.rejected}")
+    if summary.rejected:
+        console.print(f"[yellow]{summary.rejected} record(s) rejected[/yellow]; "
+                      f"reasons in {summary.dead_letter}")
+        raise typer.Exit(1)
+
+
+def load_demo(graph: Graph, cfg: Settings, users: int, seed: int,
+              out: Path | None) -> IngestSummary:
+    population = DemoPopulation(users, seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = out or Path(tmp) / "demo-events.jsonl"
+        n = population.write_events(path)
+        console.print(f"generated {n} events for {users} users in {path if out else 'a temp file'}")
+        summary = _ingest(graph, cfg, path, None, cfg.batch_size)
+    weather, local_events = population.context()
+    context.upsert_weather(graph, weather)
+    context.upsert_local_events(graph, local_events)
+    console.print(f"context: {len(weather)} weather observations, "
+                  f"{len(local_events)} local events")
+    return summary
+
+
+@app.command("demo-data")
+@fails_cleanly
+def demo_data_cmd(
+    users: Annotated[int, typer.Option(min=1, max=1_000_000, help="How many users.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 42,
+    out: Annotated[Path | None, typer.Option(help="Also keep the events in this file.")] = None,
+    load: Annotated[bool, typer.Option(help="Load into Neo4j (else only write --out).")] = True,
+) -> None:
+    """Generate a demo population with planted behaviour groups, and load it."""
+    cfg = settings()
+    if not load:
+        if out is None:
+            console.print("[red]error:[/red] --no-load needs --out")
+            raise typer.Exit(2)
+        n = DemoPopulation(users, seed).write_events(out)
+        console.print(f"wrote {n} events to {out}")
+        return
+    with open_graph(cfg) as graph:
+        summary = load_demo(graph, cfg, users, seed, out)
+    console.print(f"written: {summary.written}  duplicates: {summary.duplicates}")
+
+
+def print_run(result: RunResult) -> None:
+    table = Table("segment", "persona", "users", "why", title=f"run {result.run_id}")
+    for c, name in enumerate(result.names):
+        why = ", ".join(f"{f} {z:+.2f}" for f, z in name.why)
+        table.add_row(str(c), name.name, str(result.sizes[c]), why)
+    Console().print(table)
+    console.print(f"{result.k_reason}; silhouette {result.silhouette:.3f}")
+    if result.planted_ari is not None:
+        console.print(f"agreement with the demo's planted groups (ARI): {result.planted_ari:.3f}")
+
+
+@app.command("segment")
+@fails_cleanly
+def segment_cmd(
+    k: Annotated[int | None, typer.Option(min=2, max=100,
+                                          help="Number of leaf segments (default: automatic).")] = None,
+) -> None:
+    """Cluster users from graph features into named segments and write the run to the graph."""
+    cfg = settings()
+    with open_graph(cfg) as graph:
+        with console.status("segmenting...") as status:
+            result = run_segmentation(graph, n_clusters=k,
+                                      on_progress=lambda m: status.update(m))
+    print_run(result)
+
+
+def serve_api(cfg: Settings, host: str, port: int) -> None:
+    """Run the API with uvicorn; it builds the app from the environment's settings (the
+    graph package never imports the web layer)."""
+    import uvicorn
+
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info")
+
+
+@app.command("serve")
+@fails_cleanly
+def serve_cmd(
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+) -> None:
+    """Serve the GraphQL API (GraphiQL at /graphql)."""
+    cfg = settings()
+    serve_api(cfg, host or cfg.api_host, port or cfg.api_port)
+
+
+@app.command("up")
+@fails_cleanly
+def up_cmd(
+    users: Annotated[int, typer.Option(min=10, help="Demo users when the graph is empty.")] = 2000,
+    serve: Annotated[bool, typer.Option(help="Serve the API after preparing.")] = True,
+) -> None:
+    """Everything: local Neo4j, schema, demo data if empty, segmentation, the API."""
+    cfg = settings()
+    started_here = False
+    if cfg.provisions_locally and not neo4j_server.status(cfg).answering:
+        neo4j_server.start(cfg, echo=lambda m: console.print(m))
+        started_here = True
+    try:
+        with open_graph(cfg) as graph:
+            for m in migrations.migrate(graph, cfg.migrations_dir):
+                console.print(f"applied {m.path.name}")
+            users_now = graph.rows("MATCH (u:User) RETURN count(u) AS n")[0]["n"]
+            if users_now == 0:
+                load_demo(graph, cfg, users, 42, None)
+            else:
+                console.print(f"graph holds {users_now} users; not loading demo data")
+            with console.status("segmenting...") as status:
+                result = run_segmentation(graph, on_progress=lambda m: status.update(m))
+            print_run(result)
+        browser = f"http://127.0.0.1:{cfg.neo4j_http_port}/browser/"
+        console.print(f"\n[bold]GraphQL[/bold]: http://{cfg.api_host}:{cfg.api_port}/graphql\n"
+                      f"[bold]Neo4j Browser[/bold]: {browser} "
+                      f"(user {cfg.neo4j_user}, password from PERSONAS_NEO4J_PASSWORD)\n")
+        if serve:
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+            serve_api(cfg, cfg.api_host, cfg.api_port)
+    finally:
+        if started_here and serve:
+            console.print("stopping the Neo4j this command started...")
+            neo4j_server.stop(cfg)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""The one place that creates Neo4j drivers and runs managed transactions.
+
+A process creates one driver at its edge (CLI command, API lifespan, test session) and passes it
+down; nothing else builds drivers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, LiteralString, TypeVar
+
+from neo4j import AsyncDriver, AsyncGraphDatabase, Driver, GraphDatabase, ManagedTransaction
+
+from graph.settings import Settings
+
+T = TypeVar("T")
+
+
+def _auth(settings: Settings) -> tuple[str, str]:
+    return (settings.neo4j_user, settings.neo4j_password.get_secret_value())
+
+
+def create_driver(settings: Settings) -> Driver:
+    """A synchronous driver for the CLI, batch jobs and tests."""
+    return GraphDatabase.driver(
+        settings.bolt_uri, auth=_auth(settings), notifications_min_severity="OFF"
+    )
+
+
+def create_async_driver(settings: Settings) -> AsyncDriver:
+    """An asyncio driver for the API, so no request blocks the event loop."""
+    return AsyncGraphDatabase.driver(
+        settings.bolt_uri, auth=_auth(settings), notifications_min_severity="OFF"
+    )
+
+
+@contextmanager
+def driver_for(settings: Settings) -> Iterator[Driver]:
+    driver = create_driver(settings)
+    try:
+        yield driver
+    finally:
+        driver.close()
+
+
+class Graph:
+    """A driver bound to one database, with the managed-transaction helpers the jobs use."""
+
+    def __init__(self, driver: Driver, database: str) -> None:
+        self.driver = driver
+        self.database = database
+
+    def write(self, work: Callable[[ManagedTransaction], T]) -> T:
+        """Run ``work`` in a managed write transaction (retried on transient errors)."""
+        with self.driver.session(database=self.database) as session:
+            return session.execute_write(work)
+
+    def read(self, work: Callable[[ManagedTransaction], T]) -> T:
+        with self.driver.session(database=self.database) as session:
+            return session.execute_read(work)
+
+    def rows(self, query: LiteralString, **params: Any) -> list[dict[str, Any]]:
+        """Read query results as plain dicts."""
+        def work(tx: ManagedTransaction) -> list[dict[str, Any]]:
+            return [record.data() for record in tx.run(query, params)]
+        return self.read(work)
+
+    def execute(self, query: LiteralString, **params: Any) -> list[dict[str, Any]]:
+        """Run one write query in a managed transaction and return its rows."""
+        def work(tx: ManagedTransaction) -> list[dict[str, Any]]:
+            return [record.data() for record in tx.run(query, params)]
+        return self.write(work)
+
+    def auto_commit(self, query: LiteralString, **params: Any) -> None:
+        """For `CALL { ... } IN TRANSACTIONS`, which needs an auto-commit transaction."""
+        with self.driver.session(database=self.database) as session:
+            session.run(query, params).consume()
+
+
+@contextmanager
+def open_graph(settings: Settings) -> Iterator[Graph]:
+    with driver_for(settings) as driver:
+        yield Graph(driver, settings.neo4j_database)
+
+
+WIPE_RELATIONSHIPS = "MATCH ()-[r]->() CALL (r) { DELETE r } IN TRANSACTIONS OF 20000 ROWS"
+WIPE_NODES = (
+    "MATCH (n) WHERE NOT n:Migration CALL (n) { DELETE n } IN TRANSACTIONS OF 20000 ROWS"
+)
+
+
+def wipe(graph: Graph) -> None:
+    """Delete all data but the migration records (schema stays). Relationships go first, in
+    batches, so that dense nodes never need one huge transaction."""
+    graph.auto_commit(WIPE_RELATIONSHIPS)
+    graph.auto_commit(WIPE_NODES)

@@ -1,0 +1,33 @@
+"""The domain error tree, raised inside and translated once at each edge (CLI, HTTP, GraphQL)."""
+
+from __future__ import annotations
+
+
+class PersonaError(Exception):
+    """Base of every error persona-graph raises on purpose."""
+
+    code = "INTERNAL"
+
+
+class InvalidInput(PersonaError):
+    """The caller sent something we cannot accept."""
+
+    code = "BAD_USER_INPUT"
+
+
+class NotFound(PersonaError):
+    """The thing asked for does not exist."""
+
+    code = "NOT_FOUND"
+
+
+class Conflict(PersonaError):
+    """The request contradicts what is already stored (e.g. an edited, applied migration)."""
+
+    code = "CONFLICT"
+
+
+class EnvironmentProblem(PersonaError):
+    """Something the machine must provide is missing (Java, Maven, a free port...)."""
+
+    code = "ENVIRONMENT"

@@ -1,0 +1,173 @@
+"""The versioned event envelope every source is normalized into before it reaches the graph."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from graph.privacy import IDENTIFIER_KINDS
+
+SCHEMA_VERSION = 1
+MAX_FUTURE_SKEW = timedelta(days=1)
+
+Key = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=4000)]
+
+
+class EventType(StrEnum):
+    PAGE_VIEW = "page_view"
+    SEARCH = "search"
+    ADD_TO_CART = "add_to_cart"
+    PURCHASE = "purchase"
+    CHAT_MESSAGE = "chat_message"
+    FEEDBACK = "feedback"
+
+
+def normalize_category(name: str) -> str:
+    """Category names are compared case- and space-insensitively: ``' Home  Garden'`` -> ``home garden``."""
+    return re.sub(r"\s+", " ", name).strip().lower()
+
+
+class Location(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: Key
+    city: Key | None = None
+    country: Annotated[str, StringConstraints(min_length=2, max_length=2, to_upper=True)] | None = None
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+
+
+class Profile(BaseModel):
+    """Demographic bands and location a source may attach to any event."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    age_band: Literal["18-24", "25-34", "35-44", "45-54", "55-64", "65+"] | None = None
+    gender: Literal["female", "male", "nonbinary", "undisclosed"] | None = None
+    locale: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")] | None = None
+    location: Location | None = None
+    # Only the demo generator sets this: the behaviour group it planted, for evaluation.
+    demo_group: Key | None = None
+
+
+class Device(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: Key
+    kind: Literal["desktop", "mobile", "tablet", "app", "voice"] | None = None
+
+
+class Properties(BaseModel):
+    """Type-specific payload; which fields are required depends on the event type."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: Key | None = None
+    item_name: ShortText | None = None
+    category: Key | None = None
+    brand: Key | None = None
+    price: Decimal | None = Field(default=None, max_digits=14, decimal_places=2)
+    quantity: int = Field(default=1, ge=1, le=10_000)
+    discount: float = Field(default=0.0, ge=0, le=1)
+    order_id: Key | None = None
+    query: ShortText | None = None
+    text: ShortText | None = None
+    intent: Key | None = None
+    rating: int | None = Field(default=None, ge=1, le=5)
+    duration_s: float | None = Field(default=None, ge=0, le=86_400)
+    channel: Key | None = None
+
+    @field_validator("price")
+    @classmethod
+    def _non_negative(cls, value: Decimal | None) -> Decimal | None:
+        if value is not None and value < 0:
+            raise ValueError("amount must not be negative")
+        return value.quantize(Decimal("0.01")) if value is not None else None
+
+    @field_validator("category")
+    @classmethod
+    def _category(cls, value: str | None) -> str | None:
+        return normalize_category(value) if value is not None else None
+
+
+REQUIRED: dict[EventType, tuple[str, ...]] = {
+    EventType.PAGE_VIEW: (),
+    EventType.SEARCH: ("query",),
+    EventType.ADD_TO_CART: ("item_id",),
+    EventType.PURCHASE: ("item_id", "price"),
+    EventType.CHAT_MESSAGE: ("text",),
+    EventType.FEEDBACK: ("rating",),
+}
+
+
+class Event(BaseModel):
+    """One interaction, from any source. Identifiers are plaintext here and hashed before storage."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: Key
+    type: EventType
+    source: Key = "unknown"
+    occurred_at: datetime
+    user: dict[str, Key]
+    session_id: Key | None = None
+    device: Device | None = None
+    profile: Profile | None = None
+    properties: Properties = Field(default_factory=Properties)
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("timestamp has no timezone offset (use e.g. 2026-11-28T10:00:00Z)")
+        value = value.astimezone(UTC)
+        if value > datetime.now(UTC) + MAX_FUTURE_SKEW:
+            raise ValueError("timestamp is more than a day in the future")
+        return value
+
+    @field_validator("user")
+    @classmethod
+    def _identifiers(cls, value: dict[str, str]) -> dict[str, str]:
+        if not value:
+            raise ValueError("at least one user identifier is required")
+        unknown = sorted(set(value) - set(IDENTIFIER_KINDS))
+        if unknown:
+            raise ValueError(
+                f"unknown identifier kind(s) {unknown}; expected some of {list(IDENTIFIER_KINDS)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _required_properties(self) -> Event:
+        missing = [f for f in REQUIRED[self.type] if getattr(self.properties, f) is None]
+        if missing:
+            raise ValueError(f"{self.type.value} event needs properties {missing}")
+        return self
+
+    def identifiers(self) -> list[tuple[str, str]]:
+        """(kind, value) pairs, most authoritative kind first."""
+        return [(kind, self.user[kind]) for kind in IDENTIFIER_KINDS if kind in self.user]
+
+
+def describe_validation_error(errors: list[Any]) -> str:
+    """A one-line reason from pydantic's error list, naming the field."""
+    parts = []
+    for err in errors[:3]:
+        where = ".".join(str(p) for p in err.get("loc", ())) or "record"
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts)

@@ -1,0 +1,44 @@
+"""Cypher that reads per-user feature inputs, a page of users per round trip."""
+
+from __future__ import annotations
+
+CATEGORIES = "MATCH (c:Category) RETURN c.name AS name ORDER BY name"
+
+# One row per user of the page: counters kept on the user by ingestion, session statistics,
+# purchase statistics and the category mix of their interactions.
+USER_PAGE = """
+MATCH (u:User)
+WHERE u.id > $after
+WITH u ORDER BY u.id LIMIT $limit
+CALL (u) {
+  OPTIONAL MATCH (u)-[:HAD_SESSION]->(s:Session)
+  RETURN count(s) AS sessions,
+         avg(duration.inSeconds(s.started_at, s.ended_at).seconds) AS avg_session_s
+}
+CALL (u) {
+  OPTIONAL MATCH (u)-[:PERFORMED]->(p:Interaction {type: 'purchase'})
+  RETURN count(DISTINCT coalesce(p.order_id, p.event_id)) AS orders,
+         avg(CASE WHEN p IS NULL THEN null ELSE coalesce(p.discount, 0.0) END) AS avg_discount,
+         max(p.at) AS last_purchase,
+         collect(p.at.month) AS purchase_months
+}
+CALL (u) {
+  OPTIONAL MATCH (u)-[:PERFORMED]->(i:Interaction) WHERE i.category IS NOT NULL
+  WITH i.category AS category, count(*) AS n
+  RETURN collect([category, n]) AS category_counts
+}
+RETURN u.id AS user_id, u.first_seen AS first_seen, u.last_seen AS last_seen,
+       u.events AS events, u.page_views AS page_views, u.carts AS carts,
+       u.purchases AS purchases, u.spend AS spend, u.chat_messages AS chat_messages,
+       u.age_band AS age_band, u.demo_group AS demo_group,
+       sessions, avg_session_s, orders, avg_discount, last_purchase, purchase_months,
+       category_counts
+ORDER BY u.id
+"""
+
+# The user–item graph with interaction weights, for the structural features.
+USER_ITEM_EDGES = """
+MATCH (u:User)-[r:INTERACTED]->(it:Item)
+RETURN u.id AS user_id, it.id AS item_id,
+       r.views + 3 * r.carts + 5 * r.purchases AS weight
+"""

@@ -1,0 +1,83 @@
+"""File import: read, validate, batch, write, dead-letter. Used by `personas ingest` and the bench."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from graph.events import Event
+from graph.ingest.deadletter import DeadLetterFile
+from graph.ingest.reader import Parsed, read_events
+from graph.ingest.writer import EventWriter, WriteResult
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    records: int
+    written: int
+    duplicates: int
+    rejected: int
+    dead_letter: Path | None
+
+
+def default_dead_letter_path(path: Path) -> Path:
+    return path.with_name(path.name + ".deadletter.jsonl")
+
+
+def ingest_file(
+    writer: EventWriter,
+    path: Path,
+    *,
+    batch_size: int,
+    max_line_bytes: int,
+    dead_letter: Path | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> IngestSummary:
+    """Load one JSONL/CSV file; every malformed record goes to the dead-letter file with its reason.
+
+    Parsing the next batch overlaps with writing the previous one (one writer thread, so batches
+    commit in file order). ``on_progress`` is called with the number of records handled.
+    """
+    dl = DeadLetterFile(dead_letter or default_dead_letter_path(path), str(path),
+                        writer.pseudonymizer)
+    records = written = duplicates = 0
+
+    def batches() -> Iterator[list[Event]]:
+        nonlocal records
+        batch: list[Event] = []
+        for record in read_events(path, max_line_bytes):
+            records += 1
+            if isinstance(record, Parsed):
+                batch.append(record.event)
+                if len(batch) >= batch_size:
+                    yield batch
+                    batch = []
+            else:
+                dl.write(record.line, record.reason, record.raw)
+                if on_progress:
+                    on_progress(1)
+        if batch:
+            yield batch
+
+    def settle(future: Future[WriteResult], size: int) -> None:
+        nonlocal written, duplicates
+        result = future.result()
+        written += result.written
+        duplicates += result.duplicates
+        if on_progress:
+            on_progress(size)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer") as pool:
+        in_flight: tuple[Future[WriteResult], int] | None = None
+        for batch in batches():
+            # The previous batch must have committed before the next is submitted, so a failure
+            # stops the load at a batch boundary.
+            if in_flight is not None:
+                settle(*in_flight)
+            in_flight = (pool.submit(writer.write, batch), len(batch))
+        if in_flight is not None:
+            settle(*in_flight)
+    return IngestSummary(records, written, duplicates, dl.count,
+                         dl.path if dl.count else None)

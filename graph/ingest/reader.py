@@ -1,0 +1,140 @@
+"""Reading event files (JSON Lines, CSV) into validated events or rejects, with line numbers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from pydantic import ValidationError
+
+from graph.errors import InvalidInput
+from graph.events import Event, describe_validation_error
+from graph.privacy import IDENTIFIER_KINDS
+
+ENVELOPE_COLUMNS = ("schema_version", "event_id", "type", "source", "occurred_at", "session_id")
+PROFILE_COLUMNS = ("age_band", "gender", "locale", "demo_group")
+LOCATION_COLUMNS = {"location_id": "id", "city": "city", "country": "country",
+                    "lat": "lat", "lon": "lon"}
+
+
+@dataclass(frozen=True)
+class Reject:
+    line: int
+    reason: str
+    raw: str
+
+
+@dataclass(frozen=True)
+class Parsed:
+    line: int
+    event: Event
+
+
+Record = Parsed | Reject
+
+
+def detect_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    if suffix == ".csv":
+        return "csv"
+    raise InvalidInput(f"{path.name}: unknown file type {suffix!r}; use .jsonl, .ndjson or .csv")
+
+
+def validate(line: int, data: Any, raw: str) -> Record:
+    if not isinstance(data, dict):
+        return Reject(line, "record is not a JSON object", raw)
+    try:
+        return Parsed(line, Event.model_validate(data))
+    except ValidationError as exc:
+        return Reject(line, describe_validation_error(exc.errors()), raw)
+
+
+def read_jsonl(stream: BinaryIO, max_bytes: int) -> Iterator[Record]:
+    for number, line in enumerate(stream, start=1):
+        if len(line) > max_bytes:
+            yield Reject(number, f"record is {len(line)} bytes, over the limit of {max_bytes}",
+                         line[:2000].decode("utf-8", "replace"))
+            continue
+        text = line.decode("utf-8", "replace").strip()
+        if not text:
+            continue
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield Reject(number, f"invalid JSON: {exc.msg} at column {exc.colno}", text)
+            continue
+        yield validate(number, data, text)
+
+
+def csv_row_to_envelope(row: dict[str, str]) -> dict[str, Any]:
+    """Flat CSV columns to the envelope: ``user_<kind>`` identifiers, profile and device columns,
+    and every other column a property. Empty cells are absent values."""
+    data: dict[str, Any] = {}
+    user: dict[str, str] = {}
+    profile: dict[str, Any] = {}
+    location: dict[str, Any] = {}
+    device: dict[str, Any] = {}
+    props: dict[str, Any] = {}
+    for column, value in row.items():
+        if column is None or value is None or value == "":
+            continue
+        if column in ENVELOPE_COLUMNS:
+            data[column] = value
+        elif column.startswith("user_") and column[5:] in IDENTIFIER_KINDS:
+            user[column[5:]] = value
+        elif column in PROFILE_COLUMNS:
+            profile[column] = value
+        elif column in LOCATION_COLUMNS:
+            location[LOCATION_COLUMNS[column]] = value
+        elif column in ("device_id", "device_kind"):
+            device[column.removeprefix("device_")] = value
+        else:
+            props[column] = value
+    data["user"] = user
+    if location:
+        profile["location"] = location
+    if profile:
+        data["profile"] = profile
+    if device:
+        data["device"] = device
+    data["properties"] = props
+    return data
+
+
+def read_csv(stream: BinaryIO, max_bytes: int) -> Iterator[Record]:
+    text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="")
+    csv.field_size_limit(max_bytes)
+    reader = csv.DictReader(text)
+    while True:
+        line = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield Reject(line, f"invalid CSV: {exc}", "")
+            continue
+        raw = json.dumps(row)[:2000]
+        if None in row:
+            yield Reject(reader.line_num, "row has more cells than the header", raw)
+            continue
+        yield validate(reader.line_num, csv_row_to_envelope(row), raw)
+
+
+def read_events(path: Path, max_bytes: int) -> Iterator[Record]:
+    """Every record of the file in order, each either a validated event or a reject."""
+    fmt = detect_format(path)
+    if not path.is_file():
+        raise InvalidInput(f"{path}: no such file")
+    with path.open("rb") as stream:
+        if fmt == "jsonl":
+            yield from read_jsonl(stream, max_bytes)
+        else:
+            yield from read_csv(stream, max_bytes)

@@ -1,0 +1,269 @@
+"""Batched, idempotent writes of validated events into the graph.
+
+One batch is one managed transaction: events already in the graph are filtered out first, then
+users, identifiers, catalogue, sessions, interactions and the per-user aggregates and inferred
+preferences are written with one ``UNWIND`` statement each. A retry after a transient error re-runs
+the whole function, including the filter, so nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from neo4j import ManagedTransaction
+
+from graph.db import Graph
+from graph.events import Event, EventType
+from graph.ingest import queries as q
+from graph.privacy import Pseudonymizer
+
+# How much one event says about interest in its category (feeds inferred preferences).
+INTEREST_SCORE: dict[EventType, float] = {
+    EventType.PAGE_VIEW: 1.0,
+    EventType.SEARCH: 0.5,
+    EventType.ADD_TO_CART: 3.0,
+    EventType.PURCHASE: 5.0,
+    EventType.CHAT_MESSAGE: 1.0,
+    EventType.FEEDBACK: 2.0,
+}
+COUNTER = {
+    EventType.PAGE_VIEW: "page_views",
+    EventType.SEARCH: "searches",
+    EventType.ADD_TO_CART: "carts",
+    EventType.PURCHASE: "purchases",
+    EventType.CHAT_MESSAGE: "chat_messages",
+    EventType.FEEDBACK: "feedbacks",
+}
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    written: int
+    duplicates: int
+
+
+def epoch_ms(at: datetime) -> int:
+    """Times go to Neo4j as epoch milliseconds (see ``queries``)."""
+    return int(at.timestamp() * 1000)
+
+
+class EventWriter:
+    """Writes batches of events; one instance per process, shared by every source."""
+
+    def __init__(self, graph: Graph, pseudonymizer: Pseudonymizer) -> None:
+        self.graph = graph
+        self.pseudonymizer = pseudonymizer
+
+    def write(self, events: Sequence[Event]) -> WriteResult:
+        """Write one batch in one transaction; events already stored are skipped, not re-counted."""
+        unique: dict[str, Event] = {}
+        for event in events:
+            unique.setdefault(event.event_id, event)
+        in_batch_duplicates = len(events) - len(unique)
+        if not unique:
+            return WriteResult(0, in_batch_duplicates)
+        hashed = {
+            eid: [(kind, self.pseudonymizer.digest(kind, value)) for kind, value in e.identifiers()]
+            for eid, e in unique.items()
+        }
+        written = self.graph.write(lambda tx: self._write_tx(tx, unique, hashed))
+        return WriteResult(written, len(events) - written)
+
+    def _write_tx(
+        self,
+        tx: ManagedTransaction,
+        events: dict[str, Event],
+        hashed: dict[str, list[tuple[str, str]]],
+    ) -> int:
+        existing = {r["id"] for r in tx.run(q.EXISTING_EVENTS, ids=list(events))}
+        fresh = [e for eid, e in events.items() if eid not in existing]
+        if not fresh:
+            return 0
+        idents = {pair for e in fresh for pair in hashed[e.event_id]}
+        known = {
+            (r["kind"], r["hash"]): r["user_id"]
+            for r in tx.run(q.RESOLVE_IDENTIFIERS,
+                            rows=[{"kind": k, "hash": h} for k, h in idents])
+        }
+        params = self._prepare(fresh, hashed, known)
+        tx.run(q.UPSERT_USERS, rows=params["users"]).consume()
+        if params["identifiers"]:
+            tx.run(q.LINK_IDENTIFIERS, rows=params["identifiers"]).consume()
+        if params["locations"]:
+            tx.run(q.UPSERT_LOCATIONS, rows=params["locations"]).consume()
+        if params["devices"]:
+            tx.run(q.UPSERT_DEVICES, rows=params["devices"]).consume()
+        if params["categories"]:
+            tx.run(q.UPSERT_CATEGORIES, names=params["categories"]).consume()
+        if params["brands"]:
+            tx.run(q.UPSERT_BRANDS, names=params["brands"]).consume()
+        if params["items"]:
+            tx.run(q.UPSERT_ITEMS, rows=params["items"]).consume()
+        if params["sessions"]:
+            tx.run(q.UPSERT_SESSIONS, rows=params["sessions"]).consume()
+        tx.run(q.CREATE_INTERACTIONS, rows=params["interactions"]).consume()
+        if params["interacted"]:
+            tx.run(q.UPDATE_INTERACTED, rows=params["interacted"]).consume()
+        if params["inferred"]:
+            tx.run(q.UPDATE_INFERRED_PREFERENCES, rows=params["inferred"]).consume()
+            tx.run(q.NORMALIZE_INFERRED_PREFERENCES,
+                   user_ids=sorted({r["user_id"] for r in params["inferred"]})).consume()
+        if params["explicit"]:
+            tx.run(q.SET_EXPLICIT_PREFERENCES, rows=params["explicit"]).consume()
+        return len(fresh)
+
+    def _resolve_users(
+        self,
+        fresh: list[Event],
+        hashed: dict[str, list[tuple[str, str]]],
+        known: dict[tuple[str, str], str],
+    ) -> tuple[dict[str, str], list[dict[str, Any]]]:
+        """Map each event to a user id, and list the identifier links that are new.
+
+        An identifier already bound to a user keeps that user; an event whose identifiers are all
+        new creates a user named after its most authoritative identifier. An event naming
+        identifiers of two different users is attributed to the first found; merging them is the
+        identity-resolution job's.
+        """
+        owner = dict(known)
+        user_of: dict[str, str] = {}
+        links: list[dict[str, Any]] = []
+        for event in fresh:
+            pairs = hashed[event.event_id]
+            uid = next((owner[p] for p in pairs if p in owner), None)
+            if uid is None:
+                kind, value = event.identifiers()[0]
+                uid = self.pseudonymizer.user_id(kind, value)
+            user_of[event.event_id] = uid
+            for kind, digest in pairs:
+                if (kind, digest) not in owner:
+                    owner[(kind, digest)] = uid
+                    links.append({"user_id": uid, "kind": kind, "hash": digest,
+                                  "at": epoch_ms(event.occurred_at)})
+        return user_of, links
+
+    def _prepare(
+        self,
+        fresh: list[Event],
+        hashed: dict[str, list[tuple[str, str]]],
+        known: dict[tuple[str, str], str],
+    ) -> dict[str, list[Any]]:
+        user_of, links = self._resolve_users(fresh, hashed, known)
+        users: dict[str, dict[str, Any]] = {}
+        sessions: dict[str, dict[str, Any]] = {}
+        items: dict[str, dict[str, Any]] = {}
+        interacted: dict[tuple[str, str], dict[str, Any]] = {}
+        inferred: dict[tuple[str, str], dict[str, Any]] = {}
+        explicit: dict[tuple[str, str], dict[str, Any]] = {}
+        locations: dict[str, dict[str, Any]] = {}
+        devices: dict[tuple[str, str], dict[str, Any]] = {}
+        categories: set[str] = set()
+        brands: set[str] = set()
+        interactions: list[dict[str, Any]] = []
+
+        for e in sorted(fresh, key=lambda ev: ev.occurred_at):
+            uid = user_of[e.event_id]
+            at = epoch_ms(e.occurred_at)
+            p = e.properties
+            amount = float(p.price) * p.quantity if p.price is not None else None
+            user = users.setdefault(uid, {
+                "id": uid, "first_seen": at, "last_seen": at, "events": 0, "page_views": 0,
+                "searches": 0, "carts": 0, "purchases": 0, "chat_messages": 0, "feedbacks": 0,
+                "spend": 0.0, "profile": {},
+            })
+            user["first_seen"] = min(user["first_seen"], at)
+            user["last_seen"] = max(user["last_seen"], at)
+            user["events"] += 1
+            user[COUNTER[e.type]] += 1
+            if e.type is EventType.PURCHASE and amount is not None:
+                user["spend"] += amount
+            if e.profile is not None:
+                user["profile"].update(e.profile.model_dump(exclude_none=True,
+                                                            exclude={"location"}))
+                if e.profile.location is not None:
+                    locations[uid] = {"user_id": uid,
+                                      "location": e.profile.location.model_dump(exclude_none=True)}
+            device_id = None
+            if e.device is not None:
+                device_id = self.pseudonymizer.device_id(e.device.id)
+                devices[(uid, device_id)] = {"user_id": uid, "id": device_id,
+                                             "kind": e.device.kind}
+            if p.category:
+                categories.add(p.category)
+            if p.brand:
+                brands.add(p.brand)
+            if p.item_id:
+                item = items.setdefault(p.item_id, {"id": p.item_id, "name": None, "price": None,
+                                                    "category": None, "brand": None})
+                item["name"] = p.item_name or item["name"]
+                item["price"] = float(p.price) if p.price is not None else item["price"]
+                item["category"] = p.category or item["category"]
+                item["brand"] = p.brand or item["brand"]
+                agg = interacted.setdefault((uid, p.item_id), {
+                    "user_id": uid, "item_id": p.item_id, "views": 0, "carts": 0, "purchases": 0,
+                    "spend": 0.0, "first_at": at, "last_at": at})
+                agg["last_at"] = max(agg["last_at"], at)
+                if e.type is EventType.PAGE_VIEW:
+                    agg["views"] += 1
+                elif e.type is EventType.ADD_TO_CART:
+                    agg["carts"] += 1
+                elif e.type is EventType.PURCHASE:
+                    agg["purchases"] += p.quantity
+                    agg["spend"] += amount or 0.0
+            if e.session_id:
+                s = sessions.setdefault(e.session_id, {
+                    "id": e.session_id, "user_id": uid, "started_at": at, "ended_at": at,
+                    "events": 0, "channel": p.channel or e.source,
+                    "device_kind": e.device.kind if e.device else None})
+                s["started_at"] = min(s["started_at"], at)
+                s["ended_at"] = max(s["ended_at"], at)
+                s["events"] += 1
+            if p.category:
+                pref = inferred.setdefault((uid, p.category), {
+                    "user_id": uid, "category": p.category, "score": 0.0, "at": at})
+                pref["score"] += INTEREST_SCORE[e.type]
+                pref["at"] = max(pref["at"], at)
+                if e.type is EventType.FEEDBACK and p.rating is not None:
+                    explicit[(uid, p.category)] = {"user_id": uid, "category": p.category,
+                                                   "weight": (p.rating - 3) / 2.0, "at": at}
+            props: dict[str, Any] = {
+                "event_id": e.event_id, "type": e.type.value, "source": e.source,
+            }
+            for key in ("item_id", "category", "brand", "order_id", "intent", "rating",
+                        "duration_s", "channel", "query"):
+                value = getattr(p, key)
+                if value is not None:
+                    props[key] = value
+            if p.price is not None:
+                props["price"] = float(p.price)
+                props["quantity"] = p.quantity
+                props["amount"] = amount
+            if p.discount:
+                props["discount"] = p.discount
+            if p.text is not None:
+                props["text"] = self.pseudonymizer.scrub_text(p.text)
+            if p.query is not None:
+                props["query"] = self.pseudonymizer.scrub_text(p.query)
+            if device_id is not None:
+                props["device_id"] = device_id
+            interactions.append({"user_id": uid, "session_id": e.session_id, "at": at,
+                                 "item_id": p.item_id, "category": p.category, "props": props})
+
+        return {
+            "users": list(users.values()),
+            "identifiers": links,
+            "locations": list(locations.values()),
+            "devices": list(devices.values()),
+            "categories": sorted(categories),
+            "brands": sorted(brands),
+            "items": list(items.values()),
+            "sessions": list(sessions.values()),
+            "interactions": interactions,
+            "interacted": list(interacted.values()),
+            "inferred": list(inferred.values()),
+            "explicit": list(explicit.values()),
+        }
+

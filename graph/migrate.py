@@ -1,0 +1,119 @@
+"""Versioned schema migrations: numbered ``.cypher`` files applied once and recorded in the graph.
+
+Neo4j refuses schema changes and data writes in one transaction, so each statement of a migration
+runs in its own transaction and the record of the migration is written last. Statements must
+therefore be re-runnable (``IF NOT EXISTS``), which makes a migration interrupted half-way safe to
+apply again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, LiteralString, cast
+
+from graph.db import Graph
+from graph.errors import Conflict, InvalidInput
+
+FILE_PATTERN = re.compile(r"^(\d{4})_([a-z0-9_]+)\.cypher$")
+
+BOOTSTRAP = (
+    "CREATE CONSTRAINT migration_version IF NOT EXISTS "
+    "FOR (m:Migration) REQUIRE m.version IS UNIQUE"
+)
+APPLIED = "MATCH (m:Migration) RETURN m.version AS version, m.name AS name, m.checksum AS checksum, "\
+    "m.applied_at AS applied_at ORDER BY m.version"
+RECORD = (
+    "MERGE (m:Migration {version: $version}) "
+    "SET m.name = $name, m.checksum = $checksum, m.applied_at = datetime()"
+)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+    checksum: str
+
+    @property
+    def statements(self) -> list[str]:
+        return split_statements(self.path.read_text())
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    migration: Migration
+    applied: bool
+    applied_at: str | None
+
+
+def split_statements(text: str) -> list[str]:
+    """Split a migration file into statements: ``;`` ends one, ``//`` lines are comments."""
+    lines = [line for line in text.splitlines() if not line.strip().startswith("//")]
+    return [stmt.strip() for stmt in "\n".join(lines).split(";") if stmt.strip()]
+
+
+def discover(folder: Path) -> list[Migration]:
+    """All migrations in ``folder``, ordered by version; a misnamed .cypher file is an error."""
+    if not folder.is_dir():
+        raise InvalidInput(f"Migrations folder {folder} does not exist.")
+    found: list[Migration] = []
+    for path in sorted(folder.glob("*.cypher")):
+        match = FILE_PATTERN.match(path.name)
+        if not match:
+            raise InvalidInput(
+                f"Migration file {path.name} is not named NNNN_lowercase_name.cypher."
+            )
+        checksum = hashlib.sha256(path.read_bytes()).hexdigest()
+        found.append(Migration(int(match.group(1)), match.group(2), path, checksum))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise InvalidInput(f"Two migrations in {folder} share a version number.")
+    return found
+
+
+def _applied(graph: Graph) -> dict[int, dict[str, Any]]:
+    graph.auto_commit(BOOTSTRAP)
+    return {row["version"]: row for row in graph.rows(APPLIED)}
+
+
+def status(graph: Graph, folder: Path) -> list[MigrationState]:
+    applied = _applied(graph)
+    states = []
+    for migration in discover(folder):
+        row = applied.get(migration.version)
+        states.append(MigrationState(migration, row is not None,
+                                     str(row["applied_at"]) if row else None))
+    return states
+
+
+def migrate(graph: Graph, folder: Path) -> list[Migration]:
+    """Apply pending migrations in order; refuse if an applied one was edited since."""
+    applied = _applied(graph)
+    migrations = discover(folder)
+    for migration in migrations:
+        row = applied.get(migration.version)
+        if row is not None and row["checksum"] != migration.checksum:
+            raise Conflict(
+                f"Migration {migration.path.name} was edited after it was applied "
+                f"(recorded checksum {row['checksum'][:12]}, file now {migration.checksum[:12]}). "
+                "Add a new migration instead of editing an applied one."
+            )
+    done = []
+    for migration in migrations:
+        if migration.version in applied:
+            continue
+        for statement in migration.statements:
+            # Migration files are trusted project source, not user input.
+            graph.auto_commit(cast(LiteralString, statement))
+        graph.execute(RECORD, version=migration.version, name=migration.name,
+                      checksum=migration.checksum)
+        done.append(migration)
+    return done
+
+
+def pending(graph: Graph, folder: Path) -> list[Migration]:
+    return [s.migration for s in status(graph, folder) if not s.applied]

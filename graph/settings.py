@@ -1,0 +1,69 @@
+"""Settings for every persona-graph process, read from the environment (prefix ``PERSONAS_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "persona-graph"
+
+
+class Settings(BaseSettings):
+    """All configuration in one object; constructed at the edge (CLI, app factory) and passed down."""
+
+    model_config = SettingsConfigDict(env_prefix="PERSONAS_", extra="ignore")
+
+    neo4j_uri: str | None = Field(
+        default=None,
+        description="Bolt URI of an existing Neo4j. When set, nothing is provisioned locally.",
+    )
+    neo4j_user: str = Field(default="neo4j", description="Neo4j user name.")
+    neo4j_password: SecretStr = Field(
+        default=SecretStr("persona-graph-local"),
+        description="Neo4j password (set as the initial password of the local server).",
+    )
+    neo4j_database: str = Field(default="neo4j", description="Neo4j database name.")
+    neo4j_version: str = Field(default="5.26.30", description="Neo4j LTS version provisioned.")
+    neo4j_bolt_port: int = Field(default=7687, description="Bolt port of the local server.")
+    neo4j_http_port: int = Field(default=7474, description="HTTP port (Neo4j Browser).")
+    neo4j_heap: str = Field(default="2g", description="Heap size of the local server.")
+    neo4j_pagecache: str = Field(default="1g", description="Page cache of the local server.")
+    neo4j_instance: str = Field(
+        default="default",
+        description="Name of the local server instance (separate data folder per name).",
+    )
+    cache_dir: Path = Field(
+        default_factory=_default_cache_dir,
+        description="Where Neo4j jars and local server data live (outside the repo).",
+    )
+    migrations_dir: Path = Field(
+        default=REPO_ROOT / "migrations", description="Folder of numbered Cypher migrations."
+    )
+    pseudonym_key: SecretStr = Field(
+        default=SecretStr("persona-graph-demo-key"),
+        description="Key of the HMAC that pseudonymizes identifiers and PII.",
+    )
+    batch_size: int = Field(default=2000, ge=1, le=50_000, description="Rows per write transaction.")
+    max_line_bytes: int = Field(
+        default=1_000_000, ge=1024, description="Longest accepted input record, in bytes."
+    )
+    api_host: str = Field(default="127.0.0.1", description="Address the API binds to.")
+    api_port: int = Field(default=8000, description="Port the API listens on.")
+
+    @property
+    def local_instance_dir(self) -> Path:
+        return self.cache_dir / "instances" / self.neo4j_instance
+
+    @property
+    def bolt_uri(self) -> str:
+        return self.neo4j_uri or f"bolt://127.0.0.1:{self.neo4j_bolt_port}"
+
+    @property
+    def provisions_locally(self) -> bool:
+        return self.neo4j_uri is None

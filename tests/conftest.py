@@ -1,0 +1,78 @@
+"""Shared fixtures. Integration tests run against a real Neo4j: a separate local instance
+("test", Bolt 7688) started here when needed and stopped afterwards, or the server named by
+PERSONAS_NEO4J_URI (which the tests wipe: never point it at data you want to keep)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from neo4j import Driver
+
+from graph.db import Graph, create_driver, wipe
+from graph.local import neo4j_server
+from graph.migrate import migrate
+from graph.settings import Settings
+
+TEST_BOLT_PORT = int(os.environ.get("PERSONAS_TEST_BOLT_PORT", "7688"))
+TEST_HTTP_PORT = int(os.environ.get("PERSONAS_TEST_HTTP_PORT", "7475"))
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings(
+        neo4j_instance="test",
+        neo4j_bolt_port=TEST_BOLT_PORT,
+        neo4j_http_port=TEST_HTTP_PORT,
+        neo4j_heap="1g",
+        neo4j_pagecache="256m",
+        pseudonym_key="test-pseudonym-key",
+    )
+
+
+@pytest.fixture(scope="session")
+def neo4j_running(settings: Settings) -> Iterator[Settings]:
+    started = False
+    if not neo4j_server.status(settings).answering:
+        neo4j_server.start(settings)
+        started = True
+    yield settings
+    if started:
+        neo4j_server.stop(settings)
+
+
+@pytest.fixture(scope="session")
+def driver(neo4j_running: Settings) -> Iterator[Driver]:
+    drv = create_driver(neo4j_running)
+    yield drv
+    drv.close()
+
+
+@pytest.fixture
+def graph(driver: Driver, settings: Settings) -> Graph:
+    """An empty, migrated database."""
+    g = Graph(driver, settings.neo4j_database)
+    wipe(g)
+    migrate(g, settings.migrations_dir)
+    return g
+
+
+@pytest.fixture
+def cli_env(neo4j_running: Settings) -> dict[str, str]:
+    """Environment for running the `personas` CLI against the test server."""
+    s = neo4j_running
+    return {
+        **os.environ,
+        "PERSONAS_NEO4J_URI": s.bolt_uri,
+        "PERSONAS_NEO4J_PASSWORD": s.neo4j_password.get_secret_value(),
+        "PERSONAS_PSEUDONYM_KEY": s.pseudonym_key.get_secret_value(),
+        "PERSONAS_NEO4J_INSTANCE": s.neo4j_instance,
+    }
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+

@@ -1,0 +1,183 @@
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from graph.db import Graph
+from graph.demo import DemoPopulation
+from graph.ingest.files import ingest_file
+from graph.ingest.writer import EventWriter
+from graph.privacy import Pseudonymizer
+from tests.helpers import PERSONAS, graph_counts
+
+pytestmark = pytest.mark.integration
+
+
+def good_event(event_id: str, **overrides: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "event_id": event_id, "type": "purchase", "source": "web",
+        "occurred_at": "2026-11-01T10:00:00+01:00",
+        "user": {"cookie": "ck-1", "email": "Jane.Doe@Example.com"},
+        "session_id": "s-1",
+        "properties": {"item_id": "sku-1", "category": " Home  Garden ", "price": "19.99",
+                       "quantity": 2},
+    }
+    event.update(overrides)
+    return event
+
+
+@pytest.fixture
+def demo_file(tmp_path: Path) -> Path:
+    path = tmp_path / "demo.jsonl"
+    DemoPopulation(60, seed=3).write_events(path)
+    return path
+
+
+def test_same_file_twice_changes_nothing(graph: Graph, demo_file: Path, cli_env) -> None:
+    first = subprocess.run([PERSONAS, "ingest", str(demo_file)], env=cli_env,
+                           capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    counts = graph_counts(graph)
+    aggregates = graph.rows(
+        "MATCH (u:User) RETURN sum(u.events) AS events, sum(u.spend) AS spend, "
+        "sum(u.purchases) AS purchases")
+    prefs = graph.rows("MATCH ()-[p:PREFERS]->() RETURN sum(p.score) AS s, sum(p.weight) AS w")
+    n_lines = sum(1 for _ in demo_file.open())
+    assert counts["node:Interaction"] == n_lines
+    assert aggregates[0]["events"] == n_lines
+
+    second = subprocess.run([PERSONAS, "ingest", str(demo_file)], env=cli_env,
+                            capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr
+    assert f"written: 0  duplicates: {n_lines}" in second.stderr
+    assert graph_counts(graph) == counts
+    assert graph.rows(
+        "MATCH (u:User) RETURN sum(u.events) AS events, sum(u.spend) AS spend, "
+        "sum(u.purchases) AS purchases") == aggregates
+    assert graph.rows(
+        "MATCH ()-[p:PREFERS]->() RETURN sum(p.score) AS s, sum(p.weight) AS w") == prefs
+
+
+def test_aggregates_and_preferences_follow_events(graph: Graph, settings) -> None:
+    writer = EventWriter(graph, Pseudonymizer("k"))
+    events = [
+        good_event("e1"),
+        good_event("e2", type="page_view", occurred_at="2026-11-02T09:00:00Z",
+                   properties={"item_id": "sku-1", "category": "home garden"}),
+        good_event("e3", type="add_to_cart", occurred_at="2026-11-02T09:01:00Z",
+                   properties={"item_id": "sku-2", "category": "Books", "price": "5"}),
+        good_event("e4", type="feedback", occurred_at="2026-11-02T09:02:00Z",
+                   properties={"category": "books", "rating": 5}),
+    ]
+    from graph.events import Event
+
+    result = writer.write([Event.model_validate(e) for e in events])
+    assert (result.written, result.duplicates) == (4, 0)
+    user = graph.rows("MATCH (u:User) RETURN u.events AS events, u.purchases AS purchases, "
+                      "u.spend AS spend, u.carts AS carts, toString(u.first_seen) AS first")
+    assert user == [{"events": 4, "purchases": 1, "spend": 39.98, "carts": 1,
+                     "first": "2026-11-01T09:00:00Z"}]
+    interacted = graph.rows(
+        "MATCH (:User)-[r:INTERACTED]->(i:Item) RETURN i.id AS item, r.views AS views, "
+        "r.carts AS carts, r.purchases AS purchases, r.spend AS spend ORDER BY item")
+    assert interacted == [
+        {"item": "sku-1", "views": 1, "carts": 0, "purchases": 2, "spend": 39.98},
+        {"item": "sku-2", "views": 0, "carts": 1, "purchases": 0, "spend": 0.0},
+    ]
+    prefs = graph.rows("MATCH (:User)-[p:PREFERS]->(c:Category) RETURN c.name AS c, "
+                       "p.source AS source, p.weight AS w ORDER BY c, source")
+    # home garden: purchase 5 + view 1 = 6; books: cart 3 + feedback 2 = 5 -> shares 6/11, 5/11
+    assert prefs == [
+        {"c": "books", "source": "explicit", "w": 1.0},
+        {"c": "books", "source": "inferred", "w": pytest.approx(5 / 11)},
+        {"c": "home garden", "source": "inferred", "w": pytest.approx(6 / 11)},
+    ]
+    # The same user throughout, known by two hashed identifiers and no plaintext.
+    idents = graph.rows("MATCH (i:Identifier)-[:IDENTIFIES]->(u:User) "
+                        "RETURN i.kind AS kind, i.hash AS hash, u.id AS uid ORDER BY kind")
+    assert [r["kind"] for r in idents] == ["cookie", "email"]
+    assert len({r["uid"] for r in idents}) == 1
+    assert all(len(r["hash"]) == 64 for r in idents)
+
+
+def test_pii_never_reaches_the_graph(graph: Graph) -> None:
+    from graph.events import Event
+
+    writer = EventWriter(graph, Pseudonymizer("k"))
+    chat = good_event("c1", type="chat_message", properties={
+        "text": "Call me on +44 20 7946 0958 or write to jane.doe@example.com please"})
+    writer.write([Event.model_validate(good_event("p1")), Event.model_validate(chat)])
+    dump = json.dumps(graph.rows("MATCH (n) RETURN properties(n) AS p"), default=str).lower()
+    for secret in ("jane.doe@example.com", "7946 0958", "7946", "+442079460958"):
+        assert secret not in dump
+    text = graph.rows("MATCH (i:Interaction {event_id: 'c1'}) RETURN i.text AS t")[0]["t"]
+    assert text.startswith("Call me on [phone:") and "[email:" in text
+
+
+BAD_LINES = {
+    "invalid JSON": '{"event_id": "bad-json", "type": ',
+    "event_id": json.dumps({k: v for k, v in good_event("x").items() if k != "event_id"}),
+    "type: Input should be": json.dumps(good_event("bad-type", type="teleport")),
+    "occurred_at": json.dumps(good_event("bad-time", occurred_at="yesterday-ish")),
+    "amount must not be negative": json.dumps(good_event(
+        "bad-amount", properties={"item_id": "sku-1", "price": "-5.00"})),
+    "over the limit": json.dumps(good_event(
+        "huge", properties={"item_id": "s", "price": "1", "item_name": "x" * 10_000_000})),
+    "timezone": json.dumps(good_event("naive-time", occurred_at="2026-11-01T10:00:00")),
+}
+
+
+def test_malformed_records_go_to_dead_letters(graph: Graph, tmp_path: Path, cli_env) -> None:
+    path = tmp_path / "mixed.jsonl"
+    lines = [json.dumps(good_event("ok-1"))]
+    expected: dict[int, str] = {}
+    for reason, line in BAD_LINES.items():
+        lines.append(line)
+        expected[len(lines)] = reason
+    lines.append(json.dumps(good_event("ok-2", occurred_at="2026-11-03T10:00:00Z")))
+    path.write_text("\n".join(lines) + "\n")
+    dead = tmp_path / "dead.jsonl"
+
+    proc = subprocess.run([PERSONAS, "ingest", str(path), "--dead-letter", str(dead)],
+                          env=cli_env, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert f"rejected: {len(BAD_LINES)}" in proc.stderr
+
+    letters = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert {d["line"]: d for d in letters}.keys() == expected.keys()
+    for d in letters:
+        assert expected[d["line"]] in d["reason"], d
+        assert len(d["record"]) <= 2000
+        assert "jane.doe@example.com" not in d["record"].lower()
+    ids = {r["id"] for r in graph.rows("MATCH (i:Interaction) RETURN i.event_id AS id")}
+    assert ids == {"ok-1", "ok-2"}
+
+
+def test_csv_file(graph: Graph, tmp_path: Path, settings) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text(
+        "event_id,type,occurred_at,user_cookie,user_email,session_id,item_id,category,price,"
+        "city,location_id,country\n"
+        "c-1,purchase,2026-11-01T10:00:00Z,ck-9,a@b.example,s-9,sku-9,Toys,10.50,Paris,paris,fr\n"
+        "c-2,page_view,2026-11-01T10:05:00Z,ck-9,,s-9,sku-8,Toys,,,,\n"
+        "c-3,purchase,not-a-time,ck-9,,s-9,sku-8,Toys,3,,,\n"
+    )
+    writer = EventWriter(graph, Pseudonymizer("k"))
+    summary = ingest_file(writer, path, batch_size=10, max_line_bytes=10_000)
+    assert (summary.records, summary.written, summary.rejected) == (3, 2, 1)
+    letters = [json.loads(x) for x in summary.dead_letter.read_text().splitlines()]
+    assert letters[0]["line"] == 4 and "occurred_at" in letters[0]["reason"]
+    loc = graph.rows("MATCH (:User)-[:LOCATED_IN]->(l:Location) RETURN l.id AS id, "
+                     "l.city AS city, l.country AS country")
+    assert loc == [{"id": "paris", "city": "Paris", "country": "FR"}]
+
+
+def test_missing_file_is_a_clear_error(cli_env, tmp_path: Path) -> None:
+    proc = subprocess.run([PERSONAS, "ingest", str(tmp_path / "nope.jsonl")], env=cli_env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "no such file" in proc.stderr

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from graph.db import Graph
+from graph.errors import Conflict
+from graph.migrate import migrate, status
+from tests.helpers import PERSONAS
+
+pytestmark = pytest.mark.integration
+
+DROP_ALL_SCHEMA_NAMES = "SHOW CONSTRAINTS YIELD name RETURN name"
+DROP_ALL_INDEX_NAMES = "SHOW INDEXES YIELD name, owningConstraint WHERE owningConstraint IS NULL RETURN name"
+
+
+def reset_schema(graph: Graph) -> None:
+    """Drop every constraint and index (names come from SHOW, checked before use)."""
+    import re
+
+    for query, kind in ((DROP_ALL_SCHEMA_NAMES, "CONSTRAINT"), (DROP_ALL_INDEX_NAMES, "INDEX")):
+        for row in graph.rows(query):
+            name = row["name"]
+            assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name), name
+            if name.startswith("index_") and kind == "INDEX":
+                continue  # token lookup indexes stay
+            graph.auto_commit(f"DROP {kind} {name} IF EXISTS")  # type: ignore[arg-type]
+    graph.execute("MATCH (m:Migration) DETACH DELETE m")
+
+
+@pytest.fixture
+def fresh(graph: Graph, tmp_path: Path, settings) -> tuple[Graph, Path]:
+    reset_schema(graph)
+    folder = tmp_path / "migrations"
+    shutil.copytree(settings.migrations_dir, folder)
+    yield graph, folder
+    reset_schema(graph)
+    migrate(graph, settings.migrations_dir)
+
+
+def constraint_names(graph: Graph) -> set[str]:
+    return {r["name"] for r in graph.rows("SHOW CONSTRAINTS YIELD name RETURN name")}
+
+
+def test_apply_then_rerun_is_a_noop(fresh: tuple[Graph, Path]) -> None:
+    graph, folder = fresh
+    assert all(not s.applied for s in status(graph, folder))
+    applied = migrate(graph, folder)
+    assert [m.version for m in applied] == [1, 2]
+    assert {"user_id", "interaction_event_id", "identifier_kind_hash"} <= constraint_names(graph)
+    recorded = graph.rows("MATCH (m:Migration) RETURN m.version AS v, m.checksum AS c ORDER BY v")
+    assert [r["v"] for r in recorded] == [1, 2]
+    assert all(len(r["c"]) == 64 for r in recorded)
+    before = graph.rows("MATCH (m:Migration) RETURN m.version AS v, toString(m.applied_at) AS at")
+    assert migrate(graph, folder) == []
+    after = graph.rows("MATCH (m:Migration) RETURN m.version AS v, toString(m.applied_at) AS at")
+    assert before == after
+    assert all(s.applied for s in status(graph, folder))
+
+
+def test_new_migration_is_pending_then_applied(fresh: tuple[Graph, Path]) -> None:
+    graph, folder = fresh
+    migrate(graph, folder)
+    (folder / "0003_extra.cypher").write_text(
+        "CREATE INDEX test_extra IF NOT EXISTS FOR (n:Item) ON (n.name);\n")
+    states = status(graph, folder)
+    assert [(s.migration.version, s.applied) for s in states] == [(1, True), (2, True), (3, False)]
+    assert [m.version for m in migrate(graph, folder)] == [3]
+    names = {r["name"] for r in graph.rows("SHOW INDEXES YIELD name RETURN name")}
+    assert "test_extra" in names
+
+
+def test_edited_applied_migration_is_refused(fresh: tuple[Graph, Path]) -> None:
+    graph, folder = fresh
+    migrate(graph, folder)
+    path = folder / "0002_indexes.cypher"
+    path.write_text(path.read_text() + "\n// edited\n")
+    (folder / "0003_extra.cypher").write_text(
+        "CREATE INDEX test_extra2 IF NOT EXISTS FOR (n:Item) ON (n.price);\n")
+    with pytest.raises(Conflict, match="0002_indexes.cypher was edited"):
+        migrate(graph, folder)
+    # Nothing after the refusal was applied.
+    names = {r["name"] for r in graph.rows("SHOW INDEXES YIELD name RETURN name")}
+    assert "test_extra2" not in names
+
+
+def test_cli_status_and_refusal_exit_code(fresh: tuple[Graph, Path], cli_env, tmp_path) -> None:
+    graph, folder = fresh
+    env = {**cli_env, "PERSONAS_MIGRATIONS_DIR": str(folder)}
+    out = subprocess.run([PERSONAS, "migrate", "--status"], env=env, capture_output=True,
+                         text=True, check=True)
+    assert "pending" in out.stdout and "0001" in out.stdout
+    subprocess.run([PERSONAS, "migrate"], env=env, check=True, capture_output=True)
+    out = subprocess.run([PERSONAS, "migrate", "--status"], env=env, capture_output=True,
+                         text=True, check=True)
+    assert "pending" not in out.stdout and out.stdout.count("applied") >= 2
+    (folder / "0001_constraints.cypher").write_text("// changed\n")
+    bad = subprocess.run([PERSONAS, "migrate"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert "was edited after it was applied" in bad.stderr

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from graph.errors import EnvironmentProblem
+from graph.local import neo4j_server
+from graph.settings import Settings
+
+
+def test_missing_maven_names_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    fake_java = tmp_path / "java"
+    fake_java.write_text('#!/bin/sh\necho \'openjdk version "17.0.15" 2025-04-15\' >&2\n')
+    fake_java.chmod(fake_java.stat().st_mode | stat.S_IEXEC)
+    settings = Settings(cache_dir=tmp_path / "cache")
+    with pytest.raises(EnvironmentProblem, match=r"`mvn` was not found.*apt-get install maven"):
+        neo4j_server.install(settings)
+
+
+def test_old_java_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    fake_java = tmp_path / "java"
+    fake_java.write_text('#!/bin/sh\necho \'java version "1.8.0_381"\' >&2\n')
+    fake_java.chmod(fake_java.stat().st_mode | stat.S_IEXEC)
+    settings = Settings(cache_dir=tmp_path / "cache")
+    with pytest.raises(EnvironmentProblem, match="needs Java 17 or newer; `java` here is Java 8"):
+        neo4j_server.install(settings)
+
+
+def test_missing_java(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(EnvironmentProblem, match="`java` was not found.*openjdk-17"):
+        neo4j_server.install(Settings(cache_dir=tmp_path / "cache"))
+
+
+def test_config_binds_loopback_only(tmp_path: Path) -> None:
+    settings = Settings(cache_dir=tmp_path, neo4j_bolt_port=7999, neo4j_http_port=7998)
+    text = neo4j_server._conf_text(settings, tmp_path)
+    assert "server.default_listen_address=127.0.0.1" in text
+    assert "server.bolt.listen_address=127.0.0.1:7999" in text
+    assert "server.http.listen_address=127.0.0.1:7998" in text
+    assert "server.https.enabled=false" in text

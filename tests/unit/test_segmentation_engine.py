@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import numpy as np
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
+
+from graph.migrate import split_statements
+from graph.segments.engine import HierarchicalSegmenter, cut_tree, make_preparation
+from graph.segments.naming import name_segments
+
+
+def test_picks_k_and_recovers_blobs() -> None:
+    X, y = make_blobs(n_samples=300, centers=5, n_features=6, random_state=1, cluster_std=0.8)
+    model = HierarchicalSegmenter().fit(X)
+    assert model.n_clusters_ == 5
+    assert adjusted_rand_score(y, model.labels_) > 0.95
+    assert (model.predict(X) == model.labels_).mean() > 0.95
+    assert model.cluster_centers_.shape == (5, 6)
+
+
+def test_levels_nest() -> None:
+    X, _ = make_blobs(n_samples=120, centers=6, random_state=2)
+    model = HierarchicalSegmenter(n_clusters=6, parent_clusters=3).fit(X)
+    for leaf in range(6):
+        parents = set(model.parent_labels_[model.labels_ == leaf])
+        assert parents == {model.leaf_parent_[leaf]}
+
+
+def test_cut_tree_counts() -> None:
+    X, _ = make_blobs(n_samples=50, centers=3, random_state=3)
+    children = HierarchicalSegmenter(n_clusters=3).fit(X).children_
+    for k in (1, 2, 7, 50):
+        assert len(set(cut_tree(children, 50, k))) == k
+
+
+def test_preparation_logs_and_standardizes() -> None:
+    X = np.array([[1.0, 100.0], [2.0, 1000.0], [3.0, 10000.0]])
+    Z = make_preparation(["a", "b"], ["b"]).fit_transform(X)
+    assert np.allclose(Z.mean(axis=0), 0) and np.allclose(Z.std(axis=0), 1)
+    # log1p makes the tenfold steps (almost) equal
+    assert np.allclose(np.diff(Z[:, 1]), np.diff(Z[:, 1])[0], rtol=1e-2)
+
+
+def test_names_are_distinct_and_explained() -> None:
+    features = ["purchase_frequency", "avg_discount", "tenure_days", "share:toys"]
+    centers = np.array([[1.5, 0.1, 0.2, 0.0], [1.2, 0.0, 0.1, 1.0], [-1, -0.2, -1.5, 0.0]])
+    names = name_segments(centers, features)
+    assert names[0].name == "Frequent Shoppers"
+    assert names[1].name == "Toys Fans"  # the weaker claim on "Frequent Shoppers" yields
+    assert names[2].name == "New Visitors"
+    assert names[2].why[0] == ("tenure_days", -1.5)
+    assert len({n.name for n in names}) == 3
+
+
+def test_split_statements() -> None:
+    text = "// comment; not a statement\nCREATE INDEX a;\n\nCREATE INDEX b\n  FOR x;\n"
+    assert split_statements(text) == ["CREATE INDEX a", "CREATE INDEX b\n  FOR x"]
