@@ -41,7 +41,7 @@ format: venv
 bench: bench-ingest  ## Every benchmark
 
 bench-ingest: venv  ## personas ingest of 200k demo events vs one transaction per event
-	$(BIN)/python bench/ingest.py
+	$(BIN)/python -m bench.ingest
 
 neo4j-start: venv
 	$(BIN)/personas neo4j start

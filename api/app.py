@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -28,9 +29,11 @@ def get_driver(request: Request) -> AsyncDriver:
     return driver
 
 
-async def get_context(
-    driver: AsyncDriver = Depends(get_driver), settings: Settings = Depends(get_settings)
-) -> Context:
+DriverDep = Annotated[AsyncDriver, Depends(get_driver)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+async def get_context(driver: DriverDep, settings: SettingsDep) -> Context:
     return Context(driver, settings)
 
 
@@ -59,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz")
-    async def readyz(driver: AsyncDriver = Depends(get_driver)) -> JSONResponse:
+    async def readyz(driver: DriverDep) -> JSONResponse:
         try:
             records, _, _ = await driver.execute_query(
                 q.READY, database_=settings.neo4j_database, routing_=RoutingControl.READ)

@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from neo4j.exceptions import AuthError, Neo4jError, ServiceUnavailable
@@ -25,7 +25,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from graph import context, migrate as migrations
+from graph import context
+from graph import migrate as migrations
 from graph.db import Graph, open_graph
 from graph.demo import DemoPopulation
 from graph.errors import PersonaError
@@ -33,8 +34,10 @@ from graph.ingest.files import IngestSummary, ingest_file
 from graph.ingest.writer import EventWriter
 from graph.local import neo4j_server
 from graph.privacy import Pseudonymizer
-from graph.segments.run import RunResult, run_segmentation
 from graph.settings import Settings
+
+if TYPE_CHECKING:
+    from graph.segments.run import RunResult
 
 app = typer.Typer(help="persona-graph: a graph-based persona store for chatbots, on Neo4j.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -226,19 +229,21 @@ def print_run(result: RunResult) -> None:
 @app.command("segment")
 @fails_cleanly
 def segment_cmd(
-    k: Annotated[int | None, typer.Option(min=2, max=100,
-                                          help="Number of leaf segments (default: automatic).")] = None,
+    k: Annotated[int | None, typer.Option(
+        min=2, max=100, help="Number of leaf segments (default: automatic).")] = None,
 ) -> None:
     """Cluster users from graph features into named segments and write the run to the graph."""
+    # scikit-learn takes seconds to import; only the commands that cluster pay for it.
+    from graph.segments.run import run_segmentation
+
     cfg = settings()
-    with open_graph(cfg) as graph:
-        with console.status("segmenting...") as status:
-            result = run_segmentation(graph, n_clusters=k,
-                                      on_progress=lambda m: status.update(m))
+    with open_graph(cfg) as graph, console.status("segmenting...") as status:
+        result = run_segmentation(graph, n_clusters=k,
+                                  on_progress=lambda m: status.update(m))
     print_run(result)
 
 
-def serve_api(cfg: Settings, host: str, port: int) -> None:
+def serve_api(host: str, port: int) -> None:
     """Run the API with uvicorn; it builds the app from the environment's settings (the
     graph package never imports the web layer)."""
     import uvicorn
@@ -254,7 +259,7 @@ def serve_cmd(
 ) -> None:
     """Serve the GraphQL API (GraphiQL at /graphql)."""
     cfg = settings()
-    serve_api(cfg, host or cfg.api_host, port or cfg.api_port)
+    serve_api(host or cfg.api_host, port or cfg.api_port)
 
 
 @app.command("up")
@@ -264,6 +269,8 @@ def up_cmd(
     serve: Annotated[bool, typer.Option(help="Serve the API after preparing.")] = True,
 ) -> None:
     """Everything: local Neo4j, schema, demo data if empty, segmentation, the API."""
+    from graph.segments.run import run_segmentation
+
     cfg = settings()
     started_here = False
     if cfg.provisions_locally and not neo4j_server.status(cfg).answering:
@@ -287,7 +294,7 @@ def up_cmd(
                       f"(user {cfg.neo4j_user}, password from PERSONAS_NEO4J_PASSWORD)\n")
         if serve:
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-            serve_api(cfg, cfg.api_host, cfg.api_port)
+            serve_api(cfg.api_host, cfg.api_port)
     finally:
         if started_here and serve:
             console.print("stopping the Neo4j this command started...")
@@ -295,7 +302,8 @@ def up_cmd(
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app()
 
 

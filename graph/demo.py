@@ -130,7 +130,8 @@ class DemoPopulation:
                              "lat": city[3], "lon": city[4]},
                 "demo_group": group,
             }
-            device = {"id": f"dev-{uid}", "kind": rng.choice(("desktop", "mobile", "mobile", "app"))}
+            device = {"id": f"dev-{uid}",
+                      "kind": rng.choice(("desktop", "mobile", "mobile", "app"))}
             favourites = GROUP_CATEGORIES[group]
             n_sessions = rng.randint(*b.sessions)
             starts = sorted(

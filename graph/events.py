@@ -19,10 +19,11 @@ from pydantic import (
 
 from graph.privacy import IDENTIFIER_KINDS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 MAX_FUTURE_SKEW = timedelta(days=1)
 
 Key = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+CountryCode = Annotated[str, StringConstraints(min_length=2, max_length=2, to_upper=True)]
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=4000)]
 
 
@@ -36,7 +37,7 @@ class EventType(StrEnum):
 
 
 def normalize_category(name: str) -> str:
-    """Category names are compared case- and space-insensitively: ``' Home  Garden'`` -> ``home garden``."""
+    """Categories compare case- and space-insensitively: ``' Home  Garden'`` -> ``home garden``."""
     return re.sub(r"\s+", " ", name).strip().lower()
 
 
@@ -45,7 +46,7 @@ class Location(BaseModel):
 
     id: Key
     city: Key | None = None
-    country: Annotated[str, StringConstraints(min_length=2, max_length=2, to_upper=True)] | None = None
+    country: CountryCode | None = None
     lat: float | None = Field(default=None, ge=-90, le=90)
     lon: float | None = Field(default=None, ge=-180, le=180)
 
@@ -114,7 +115,7 @@ REQUIRED: dict[EventType, tuple[str, ...]] = {
 
 
 class Event(BaseModel):
-    """One interaction, from any source. Identifiers are plaintext here and hashed before storage."""
+    """One interaction from any source. Identifiers are plaintext here, hashed before storage."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

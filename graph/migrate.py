@@ -12,7 +12,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, LiteralString, cast
+from typing import Any
 
 from graph.db import Graph
 from graph.errors import Conflict, InvalidInput
@@ -23,8 +23,10 @@ BOOTSTRAP = (
     "CREATE CONSTRAINT migration_version IF NOT EXISTS "
     "FOR (m:Migration) REQUIRE m.version IS UNIQUE"
 )
-APPLIED = "MATCH (m:Migration) RETURN m.version AS version, m.name AS name, m.checksum AS checksum, "\
-    "m.applied_at AS applied_at ORDER BY m.version"
+APPLIED = (
+    "MATCH (m:Migration) RETURN m.version AS version, m.name AS name, "
+    "m.checksum AS checksum, m.applied_at AS applied_at ORDER BY m.version"
+)
 RECORD = (
     "MERGE (m:Migration {version: $version}) "
     "SET m.name = $name, m.checksum = $checksum, m.applied_at = datetime()"
@@ -108,7 +110,7 @@ def migrate(graph: Graph, folder: Path) -> list[Migration]:
             continue
         for statement in migration.statements:
             # Migration files are trusted project source, not user input.
-            graph.auto_commit(cast(LiteralString, statement))
+            graph.auto_commit(statement)
         graph.execute(RECORD, version=migration.version, name=migration.name,
                       checksum=migration.checksum)
         done.append(migration)

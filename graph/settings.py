@@ -15,7 +15,7 @@ def _default_cache_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    """All configuration in one object; constructed at the edge (CLI, app factory) and passed down."""
+    """All configuration in one object, built at the edge (CLI, app factory) and passed down."""
 
     model_config = SettingsConfigDict(env_prefix="PERSONAS_", extra="ignore")
 
@@ -49,7 +49,9 @@ class Settings(BaseSettings):
         default=SecretStr("persona-graph-demo-key"),
         description="Key of the HMAC that pseudonymizes identifiers and PII.",
     )
-    batch_size: int = Field(default=2000, ge=1, le=50_000, description="Rows per write transaction.")
+    batch_size: int = Field(
+        default=2000, ge=1, le=50_000, description="Events per write transaction."
+    )
     max_line_bytes: int = Field(
         default=1_000_000, ge=1024, description="Longest accepted input record, in bytes."
     )

@@ -126,8 +126,8 @@ def build_feature_table(
             on_progress(len(page))
     X = np.array(rows, dtype=np.float64).reshape(len(rows), len(names))
     structural = structural_features(graph, user_ids)
-    for name, values in structural.items():
-        X = np.column_stack([X, values])
+    for name, column in structural.items():
+        X = np.column_stack([X, column])
         names.append(name)
         descriptions[name] = STRUCTURAL_FEATURES[name]
     log.info("feature table: %d users x %d features", X.shape[0], X.shape[1])

@@ -1,4 +1,4 @@
-"""The dead-letter file: one JSON line per rejected record, with its line and reason, PII scrubbed."""
+"""The dead-letter file: a JSON line per rejected record, with its line and reason, PII scrubbed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""File import: read, validate, batch, write, dead-letter. Used by `personas ingest` and the bench."""
+"""File import: read, validate, batch, write, dead-letter (behind `personas ingest`)."""
 
 from __future__ import annotations
 

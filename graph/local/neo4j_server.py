@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from neo4j import GraphDatabase
-from neo4j.exceptions import AuthError, ServiceUnavailable
+from neo4j.exceptions import AuthError, DriverError, Neo4jError, ServiceUnavailable
 
 from graph.errors import EnvironmentProblem
 from graph.settings import Settings
@@ -191,17 +191,23 @@ def _pid(settings: Settings) -> int | None:
 def _answers(settings: Settings) -> bool:
     auth = (settings.neo4j_user, settings.neo4j_password.get_secret_value())
     try:
-        with GraphDatabase.driver(settings.bolt_uri, auth=auth) as driver:
-            driver.execute_query("RETURN 1", database_=settings.neo4j_database)
+        with GraphDatabase.driver(settings.bolt_uri, auth=auth,
+                                  connection_timeout=5.0) as driver:
+            # verify_connectivity fails at once on a closed port, where execute_query would
+            # keep retrying for half a minute.
+            driver.verify_connectivity()
+            with driver.session(database=settings.neo4j_database) as session:
+                session.run("RETURN 1").consume()
         return True
-    except (ServiceUnavailable, OSError):
-        return False
     except AuthError as exc:
         raise EnvironmentProblem(
             f"Neo4j at {settings.bolt_uri} refused the configured credentials ({exc.message}). "
             "Set PERSONAS_NEO4J_PASSWORD to the password this instance was created with, "
             f"or remove {settings.local_instance_dir} to start afresh."
         ) from exc
+    except (ServiceUnavailable, Neo4jError, DriverError, OSError):
+        # Not up yet, or its database still starting.
+        return False
 
 
 def status(settings: Settings) -> ServerStatus:

@@ -23,7 +23,7 @@ class Log1pColumns(TransformerMixin, BaseEstimator):  # type: ignore[misc]
     def __init__(self, columns: Sequence[int] = ()) -> None:
         self.columns = columns
 
-    def fit(self, X: FloatArray, y: Any = None) -> Log1pColumns:
+    def fit(self, X: FloatArray, y: Any = None) -> Log1pColumns:  # noqa: ARG002 - sklearn API
         self.n_features_in_ = X.shape[1]
         return self
 
@@ -100,7 +100,7 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         return float(silhouette_score(X, labels, sample_size=sample,
                                       random_state=self.random_state))
 
-    def fit(self, X: FloatArray, y: Any = None) -> HierarchicalSegmenter:
+    def fit(self, X: FloatArray, y: Any = None) -> HierarchicalSegmenter:  # noqa: ARG002
         n = X.shape[0]
         if n < 3:
             raise ValueError(f"need at least 3 users to segment, got {n}")

@@ -76,7 +76,7 @@ def run_segmentation(
         "n_users": len(table.user_ids), "k": model.n_clusters_,
         "k_reason": model.k_reason_, "silhouette": model.silhouette_,
         "silhouette_by_k": json.dumps(model.scores_),
-        "snapshot_at": table.snapshot_at.isoformat(),
+        "snapshot_at": table.snapshot_at,
         "planted_ari": ari,
     }
 

@@ -14,7 +14,9 @@ from tests.helpers import PERSONAS
 pytestmark = pytest.mark.integration
 
 DROP_ALL_SCHEMA_NAMES = "SHOW CONSTRAINTS YIELD name RETURN name"
-DROP_ALL_INDEX_NAMES = "SHOW INDEXES YIELD name, owningConstraint WHERE owningConstraint IS NULL RETURN name"
+DROP_ALL_INDEX_NAMES = (
+    "SHOW INDEXES YIELD name, owningConstraint WHERE owningConstraint IS NULL RETURN name"
+)
 
 
 def reset_schema(graph: Graph) -> None:
