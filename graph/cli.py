@@ -224,6 +224,8 @@ def print_run(result: RunResult) -> None:
     console.print(f"{result.k_reason}; silhouette {result.silhouette:.3f}")
     if result.planted_ari is not None:
         console.print(f"agreement with the demo's planted groups (ARI): {result.planted_ari:.3f}")
+    for path in result.plots:
+        console.print(f"picture: {path}")
 
 
 @app.command("segment")
@@ -238,7 +240,7 @@ def segment_cmd(
 
     cfg = settings()
     with open_graph(cfg) as graph, console.status("segmenting...") as status:
-        result = run_segmentation(graph, n_clusters=k,
+        result = run_segmentation(graph, n_clusters=k, plots_dir=cfg.resolved_plots_dir,
                                   on_progress=lambda m: status.update(m))
     print_run(result)
 
@@ -286,7 +288,8 @@ def up_cmd(
             else:
                 console.print(f"graph holds {users_now} users; not loading demo data")
             with console.status("segmenting...") as status:
-                result = run_segmentation(graph, on_progress=lambda m: status.update(m))
+                result = run_segmentation(graph, plots_dir=cfg.resolved_plots_dir,
+                                          on_progress=lambda m: status.update(m))
             print_run(result)
         browser = f"http://127.0.0.1:{cfg.neo4j_http_port}/browser/"
         console.print(f"\n[bold]GraphQL[/bold]: http://{cfg.api_host}:{cfg.api_port}/graphql\n"

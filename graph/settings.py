@@ -55,12 +55,19 @@ class Settings(BaseSettings):
     max_line_bytes: int = Field(
         default=1_000_000, ge=1024, description="Longest accepted input record, in bytes."
     )
+    plots_dir: Path | None = Field(
+        default=None, description="Where segmentation pictures go (default: CACHE_DIR/plots)."
+    )
     api_host: str = Field(default="127.0.0.1", description="Address the API binds to.")
     api_port: int = Field(default=8000, description="Port the API listens on.")
 
     @property
     def local_instance_dir(self) -> Path:
         return self.cache_dir / "instances" / self.neo4j_instance
+
+    @property
+    def resolved_plots_dir(self) -> Path:
+        return self.plots_dir or self.cache_dir / "plots"
 
     @property
     def bolt_uri(self) -> str:

@@ -41,8 +41,8 @@ def make_preparation(feature_names: Sequence[str], log_features: Sequence[str]) 
     return Pipeline([("log", Log1pColumns(log_cols)), ("zscore", StandardScaler())])
 
 
-def cut_tree(children: IntArray, n_samples: int, n_clusters: int) -> IntArray:
-    """Flat labels from an agglomerative merge tree cut at ``n_clusters``.
+def cluster_roots(children: IntArray, n_samples: int, n_clusters: int) -> IntArray:
+    """For each sample, the tree node that heads its cluster when the tree is cut at k.
 
     Applying the first ``n_samples - n_clusters`` merges of one tree gives nested partitions for
     every k, which is what makes the segment hierarchy consistent across levels.
@@ -60,7 +60,12 @@ def cut_tree(children: IntArray, n_samples: int, n_clusters: int) -> IntArray:
         node = n_samples + step
         parent[find(int(a))] = node
         parent[find(int(b))] = node
-    roots = np.array([find(i) for i in range(n_samples)])
+    return np.array([find(i) for i in range(n_samples)], dtype=np.int64)
+
+
+def cut_tree(children: IntArray, n_samples: int, n_clusters: int) -> IntArray:
+    """Flat labels 0..k-1 from an agglomerative merge tree cut at ``n_clusters``."""
+    roots = cluster_roots(children, n_samples, n_clusters)
     # Number clusters by first appearance so labels are deterministic.
     _, first = np.unique(roots, return_index=True)
     order = {root: rank for rank, root in enumerate(roots[np.sort(first)])}
@@ -109,6 +114,7 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
             compute_full_tree=True,
         ).fit(X)
         self.children_: IntArray = tree.children_
+        self.distances_: FloatArray = tree.distances_
         self.scores_: dict[int, float] = {}
         if self.n_clusters is not None:
             k = self.n_clusters

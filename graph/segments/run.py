@@ -7,6 +7,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ class RunResult:
     labels: list[int]
     user_ids: list[str]
     planted_ari: float | None
+    plots: list[Path]
 
 
 def planted_agreement(table: FeatureTable, labels: np.ndarray[Any, Any]) -> float | None:
@@ -48,9 +50,13 @@ def run_segmentation(
     *,
     n_clusters: int | None = None,
     k_max: int = 10,
+    plots_dir: Path | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> RunResult:
-    """Segment every user and record the run; earlier runs stay as history."""
+    """Segment every user and record the run; earlier runs stay as history.
+
+    With ``plots_dir``, the dendrogram and the choice-of-k chart go to ``plots_dir/<run id>/``.
+    """
     note = on_progress or (lambda msg: log.info(msg))
     note("reading features from the graph")
     table = build_feature_table(graph)
@@ -115,5 +121,14 @@ def run_segmentation(
 
     # One transaction: a run is visible whole or not at all.
     graph.write(write)
+    plots: list[Path] = []
+    if plots_dir is not None:
+        from graph.segments.plots import plot_dendrogram, plot_k_choice
+
+        folder = plots_dir / run_id
+        folder.mkdir(parents=True, exist_ok=True)
+        plots = [plot_dendrogram(model, [n.name for n in names], folder / "dendrogram.png"),
+                 plot_k_choice(model, folder / "k-choice.png")]
     return RunResult(run_id, len(table.user_ids), model.n_clusters_, model.silhouette_,
-                     model.k_reason_, names, sizes, model.labels_.tolist(), table.user_ids, ari)
+                     model.k_reason_, names, sizes, model.labels_.tolist(), table.user_ids, ari,
+                     plots)

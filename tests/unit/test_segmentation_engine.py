@@ -55,3 +55,17 @@ def test_names_are_distinct_and_explained() -> None:
 def test_split_statements() -> None:
     text = "// comment; not a statement\nCREATE INDEX a;\n\nCREATE INDEX b\n  FOR x;\n"
     assert split_statements(text) == ["CREATE INDEX a", "CREATE INDEX b\n  FOR x"]
+
+
+def test_pictures_are_valid_pngs(tmp_path) -> None:
+    from graph.segments.plots import DPI, FIGSIZE, plot_dendrogram, plot_k_choice
+
+    X, _ = make_blobs(n_samples=90, centers=3, random_state=4)
+    model = HierarchicalSegmenter().fit(X)
+    paths = [plot_dendrogram(model, ["A", "B", "C"], tmp_path / "d.png"),
+             plot_k_choice(model, tmp_path / "k.png")]
+    for path in paths:
+        data = path.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        assert (width, height) == (FIGSIZE[0] * DPI, FIGSIZE[1] * DPI)
