@@ -7,7 +7,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv up test test-unit test-integration lint format bench bench-ingest neo4j-start neo4j-stop clean
+.PHONY: venv up test test-unit test-integration lint format bench bench-ingest bench-segment neo4j-start neo4j-stop clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -38,7 +38,7 @@ lint: venv
 format: venv
 	$(BIN)/ruff check --fix graph api tests bench
 
-bench: bench-ingest  ## Every benchmark
+bench: bench-ingest bench-segment  ## Every benchmark
 
 bench-ingest: venv  ## personas ingest of 200k demo events vs one transaction per event
 	$(BIN)/python -m bench.ingest
@@ -51,3 +51,6 @@ neo4j-stop: venv
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
+
+bench-segment: venv  ## Segmentation time and peak memory at 10k, 100k, 1M users vs plain Ward
+	$(BIN)/python -m bench.segment

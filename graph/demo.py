@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -79,7 +79,7 @@ BEHAVIOUR = {
                                  (0, 180), 0.2),
     "seasonal_buyers": Behaviour((3, 5), (3, 6), 0.9, 0.85, (0.6, 0.95), (0.0, 0.1),
                                  (300, 345), 0.3),
-    "new_visitors": Behaviour((1, 2), (1, 4), 0.15, 0.0, (0.0, 1.0), (0.0, 0.0), (0, 10), 0.1),
+    "new_visitors": Behaviour((1, 2), (1, 4), 0.0, 0.0, (0.0, 1.0), (0.0, 0.0), (0, 10), 0.1),
 }
 
 
@@ -97,14 +97,19 @@ def _catalogue(rng: random.Random) -> dict[str, list[dict[str, Any]]]:
 class DemoPopulation:
     """Generates the demo events for ``users`` users, reproducibly from ``seed``."""
 
-    def __init__(self, users: int, seed: int, as_of: datetime | None = None) -> None:
+    def __init__(self, users: int, seed: int, as_of: datetime | None = None,
+                 groups: Sequence[str] = GROUPS) -> None:
+        unknown = set(groups) - set(GROUPS)
+        if unknown or not groups:
+            raise ValueError(f"groups must be a non-empty subset of {GROUPS}, got {groups}")
         self.users = users
         self.seed = seed
+        self.groups = tuple(groups)
         now = as_of or datetime.now(UTC)
         self.as_of = now.replace(hour=0, minute=0, second=0, microsecond=0)
 
     def planted_group(self, index: int) -> str:
-        return GROUPS[index % len(GROUPS)]
+        return self.groups[index % len(self.groups)]
 
     def events(self) -> Iterator[dict[str, Any]]:
         rng = random.Random(self.seed)
@@ -119,7 +124,7 @@ class DemoPopulation:
             if group != "new_visitors" or rng.random() < 0.2:
                 user["email"] = f"user{uid}@example.com"
             if rng.random() < 0.3:
-                user["phone"] = f"+49 151 {index:07d}"
+                user["phone"] = f"+49 151 {self.seed % 1000:03d} {index:07d}"
             if group == "frequent_shoppers":
                 user["crm_id"] = f"crm-{uid}"
             profile = {

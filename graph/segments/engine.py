@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
-from sklearn.cluster import AgglomerativeClustering
+from sklearn.cluster import AgglomerativeClustering, MiniBatchKMeans
 from sklearn.metrics import silhouette_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -72,11 +72,54 @@ def cut_tree(children: IntArray, n_samples: int, n_clusters: int) -> IntArray:
     return np.array([order[r] for r in roots], dtype=np.int64)
 
 
+def weighted_ward(centers: FloatArray, weights: IntArray) -> tuple[IntArray, FloatArray]:
+    """Ward's agglomeration of weighted points: merge tree (children, distances) in
+    scikit-learn's layout, leaves ``0..m-1`` and merge ``i`` creating node ``m + i``.
+
+    The merge cost of clusters a and b is ``w_a w_b / (w_a + w_b) * |c_a - c_b|^2``; the distance
+    reported is its square root times sqrt(2), matching scikit-learn's Ward distances for
+    unit weights. O(m^2) memory and O(m^3 / vectorized) time: meant for m up to a few thousand.
+    """
+    m = centers.shape[0]
+    c = np.array(centers, dtype=np.float64, copy=True)
+    w = np.asarray(weights, dtype=np.float64).copy()
+    node = np.arange(m)
+    active = np.ones(m, dtype=bool)
+
+    def costs(i: int) -> FloatArray:
+        d2 = ((c - c[i]) ** 2).sum(axis=1)
+        out: FloatArray = w * w[i] / (w + w[i]) * d2
+        out[~active] = np.inf
+        out[i] = np.inf
+        return out
+
+    cost = np.vstack([costs(i) for i in range(m)]) if m > 1 else np.full((1, 1), np.inf)
+    children = np.zeros((max(m - 1, 0), 2), dtype=np.int64)
+    distances = np.zeros(max(m - 1, 0))
+    for step in range(m - 1):
+        flat = int(np.argmin(cost))
+        a, b = divmod(flat, m)
+        children[step] = (node[a], node[b])
+        distances[step] = np.sqrt(2.0 * cost[a, b])
+        c[a] = (w[a] * c[a] + w[b] * c[b]) / (w[a] + w[b])
+        w[a] += w[b]
+        active[b] = False
+        node[a] = m + step
+        cost[b, :] = np.inf
+        cost[:, b] = np.inf
+        row = costs(a)
+        cost[a, :] = row
+        cost[:, a] = row
+    return children, distances
+
+
 class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
     """Agglomerative clustering with automatic choice of k and a parent level for nesting.
 
     k is ``n_clusters`` when given, else the k in ``[k_min, k_max]`` with the best silhouette
-    whose smallest segment holds at least ``min_segment_share`` of the users.
+    (on a sample of ``silhouette_sample`` users) whose smallest segment holds at least
+    ``min_segment_share`` of the users. Above ``max_exact`` users the tree is built over
+    ``n_micro`` Mini-Batch K-Means micro-clusters (size-weighted Ward), so memory stays bounded.
     """
 
     def __init__(
@@ -89,6 +132,10 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         min_segment_share: float = 0.02,
         parent_clusters: int | None = None,
         silhouette_sample: int = 5000,
+        max_exact: int = 20_000,
+        n_micro: int = 1000,
+        preferred_k: int | None = None,
+        k_tolerance: float = 0.03,
         random_state: int = 0,
     ) -> None:
         self.n_clusters = n_clusters
@@ -98,6 +145,10 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         self.min_segment_share = min_segment_share
         self.parent_clusters = parent_clusters
         self.silhouette_sample = silhouette_sample
+        self.max_exact = max_exact
+        self.n_micro = n_micro
+        self.preferred_k = preferred_k
+        self.k_tolerance = k_tolerance
         self.random_state = random_state
 
     def _silhouette(self, X: FloatArray, labels: IntArray) -> float:
@@ -105,44 +156,89 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         return float(silhouette_score(X, labels, sample_size=sample,
                                       random_state=self.random_state))
 
+    def _tree(self, X: FloatArray) -> None:
+        """Build the merge tree over units: the users themselves, or micro-clusters at scale."""
+        n = X.shape[0]
+        if n <= self.max_exact:
+            tree = AgglomerativeClustering(
+                n_clusters=None, distance_threshold=0.0, linkage=self.linkage,
+                compute_full_tree=True,
+            ).fit(X)
+            self.children_: IntArray = tree.children_
+            self.distances_: FloatArray = tree.distances_
+            self.unit_of_: IntArray = np.arange(n, dtype=np.int64)
+            self.unit_sizes_: IntArray = np.ones(n, dtype=np.int64)
+            self.scalable_ = False
+            return
+        # Plain Ward needs memory quadratic in n; above max_exact, users are first summarized
+        # by Mini-Batch K-Means micro-clusters, and Ward (weighted by micro-cluster size) runs on
+        # their centres. Each user then follows its micro-cluster.
+        micro = MiniBatchKMeans(n_clusters=min(self.n_micro, n), batch_size=4096, n_init=1,
+                                random_state=self.random_state).fit(X)
+        self.unit_of_ = np.asarray(micro.labels_, dtype=np.int64)
+        self.unit_sizes_ = np.bincount(self.unit_of_, minlength=micro.cluster_centers_.shape[0])
+        keep = self.unit_sizes_ > 0
+        if not keep.all():
+            remap = np.cumsum(keep) - 1
+            self.unit_of_ = remap[self.unit_of_]
+        centers = micro.cluster_centers_[keep]
+        self.unit_sizes_ = self.unit_sizes_[keep]
+        self.children_, self.distances_ = weighted_ward(centers, self.unit_sizes_)
+        self.scalable_ = True
+
+    def _labels(self, k: int) -> IntArray:
+        units = self.unit_sizes_.shape[0]
+        return cut_tree(self.children_, units, k)[self.unit_of_]
+
     def fit(self, X: FloatArray, y: Any = None) -> HierarchicalSegmenter:  # noqa: ARG002
         n = X.shape[0]
         if n < 3:
             raise ValueError(f"need at least 3 users to segment, got {n}")
-        tree = AgglomerativeClustering(
-            n_clusters=None, distance_threshold=0.0, linkage=self.linkage,
-            compute_full_tree=True,
-        ).fit(X)
-        self.children_: IntArray = tree.children_
-        self.distances_: FloatArray = tree.distances_
+        self._tree(X)
+        units = self.unit_sizes_.shape[0]
+        self.n_units_ = units
         self.scores_: dict[int, float] = {}
         if self.n_clusters is not None:
-            k = self.n_clusters
+            k = min(self.n_clusters, units)
             self.k_reason_ = f"k={k} given"
         else:
             best: tuple[float, int] | None = None
-            for k in range(self.k_min, min(self.k_max, n - 1) + 1):
-                labels = cut_tree(self.children_, n, k)
+            allowed: set[int] = set()
+            for k in range(self.k_min, min(self.k_max, units - 1) + 1):
+                labels = self._labels(k)
                 score = self._silhouette(X, labels)
                 self.scores_[k] = score
                 smallest = np.bincount(labels).min() / n
-                if smallest >= self.min_segment_share and (best is None or score > best[0]):
-                    best = (score, k)
+                if smallest >= self.min_segment_share:
+                    allowed.add(k)
+                    if best is None or score > best[0]:
+                        best = (score, k)
             k = best[1] if best else self.k_min
             self.k_reason_ = (
                 f"k={k} has the best silhouette ({self.scores_.get(k, float('nan')):.3f}) in "
                 f"{self.k_min}..{self.k_max} with every segment >= "
                 f"{self.min_segment_share:.0%} of users"
             )
+            # Segments should only appear or vanish when the data says so clearly: keep the
+            # previous run's k unless another k is better by more than k_tolerance.
+            pk = self.preferred_k
+            if (best is not None and pk is not None and pk != k and pk in allowed
+                    and self.scores_[pk] >= best[0] - self.k_tolerance):
+                self.k_reason_ = (
+                    f"kept the previous run's k={pk} (silhouette {self.scores_[pk]:.3f}, within "
+                    f"{self.k_tolerance} of the best, k={k} at {best[0]:.3f})"
+                )
+                k = pk
         self.n_clusters_ = k
-        self.labels_: IntArray = cut_tree(self.children_, n, k)
+        self.unit_labels_: IntArray = cut_tree(self.children_, units, k)
+        self.labels_: IntArray = self.unit_labels_[self.unit_of_]
         self.cluster_centers_: FloatArray = np.vstack(
             [X[self.labels_ == c].mean(axis=0) for c in range(k)]
         )
         parent_k = self.parent_clusters or max(1, k // 2)
         parent_k = min(parent_k, k)
         self.parent_n_clusters_ = parent_k
-        self.parent_labels_: IntArray = cut_tree(self.children_, n, parent_k)
+        self.parent_labels_: IntArray = self._labels(parent_k)
         # Each leaf lies wholly inside one parent, because both cuts come from one tree.
         self.leaf_parent_: IntArray = np.array(
             [int(self.parent_labels_[self.labels_ == c][0]) for c in range(k)], dtype=np.int64

@@ -21,18 +21,17 @@ DPI = 100
 
 def linkage_matrix(model: HierarchicalSegmenter) -> np.ndarray:
     """The fitted merge tree in SciPy's linkage format (children, distance, size)."""
-    n = model.children_.shape[0] + 1
+    n = model.n_units_
     counts = np.zeros(n - 1)
     for i, (a, b) in enumerate(model.children_):
-        counts[i] = sum(1 if c < n else counts[c - n] for c in (a, b))
+        counts[i] = sum(model.unit_sizes_[c] if c < n else counts[c - n] for c in (a, b))
     return np.column_stack([model.children_, model.distances_, counts]).astype(float)
 
 
 def plot_dendrogram(model: HierarchicalSegmenter, names: Sequence[str], path: Path) -> Path:
     """Dendrogram truncated at the chosen k, each leaf labelled with its persona and size."""
-    n = model.labels_.shape[0]
-    roots = cluster_roots(model.children_, n, model.n_clusters_)
-    label_of_root = {int(r): int(model.labels_[i]) for i, r in enumerate(roots)}
+    roots = cluster_roots(model.children_, model.n_units_, model.n_clusters_)
+    label_of_root = {int(r): int(model.unit_labels_[i]) for i, r in enumerate(roots)}
     sizes = np.bincount(model.labels_)
 
     def leaf_label(node: int) -> str:

@@ -21,8 +21,7 @@ MATCH (child:Segment {id: row.child}), (parent:Segment {id: row.parent})
 CREATE (child)-[:CHILD_OF]->(parent)
 """
 
-# Personas are keyed by their name's slug, so a later run that finds the same kind of group
-# embodies the same persona.
+# Persona ids come from matching against the previous run (see personas.py).
 UPSERT_PERSONAS = """
 UNWIND $rows AS row
 MATCH (s:Segment {id: row.segment_id})
@@ -35,4 +34,30 @@ ASSIGN_USERS = """
 UNWIND $rows AS row
 MATCH (u:User {id: row.user_id}), (s:Segment {id: row.segment_id})
 CREATE (u)-[:IN_SEGMENT {distance: row.distance, assigned_at: datetime(), run_id: $run_id}]->(s)
+"""
+
+# The latest run's leaf segments with their personas and raw-unit centres, for matching.
+PREVIOUS_RUN_PERSONAS = """
+MATCH (r:SegmentationRun)
+WITH r ORDER BY r.created_at DESC LIMIT 1
+MATCH (r)-[:PRODUCED]->(s:Segment {level: 0})-[:EMBODIES]->(p:Persona)
+RETURN r.id AS run_id, r.features AS features, s.id AS segment_id, s.raw_center AS raw_center,
+       p.id AS persona_id, p.name AS name, p.description AS description
+"""
+
+RUN_MEMBERS = """
+MATCH (u:User)-[:IN_SEGMENT {run_id: $run_id}]->(s:Segment)
+RETURN u.id AS user_id, s.id AS segment_id
+"""
+
+# Each user's persona over time: the open entry is closed when the persona changes.
+UPDATE_PERSONA_HISTORY = """
+UNWIND $rows AS row
+MATCH (u:User {id: row.user_id}), (p:Persona {id: row.persona_id})
+OPTIONAL MATCH (u)-[h:HAD_PERSONA]->(old:Persona) WHERE h.valid_to IS NULL
+WITH u, p, h, old
+FOREACH (_ IN CASE WHEN h IS NOT NULL AND old <> p THEN [1] ELSE [] END |
+         SET h.valid_to = datetime($at))
+FOREACH (_ IN CASE WHEN h IS NULL OR old <> p THEN [1] ELSE [] END |
+         CREATE (u)-[:HAD_PERSONA {valid_from: datetime($at), run_id: $run_id}]->(p))
 """

@@ -14,10 +14,17 @@ import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
 from graph.db import Graph
+from graph.errors import InvalidInput
 from graph.features.table import LOG_FEATURES, FeatureTable, build_feature_table
 from graph.segments import queries as q
 from graph.segments.engine import HierarchicalSegmenter, make_preparation
-from graph.segments.naming import SegmentName, name_segments, slug
+from graph.segments.naming import SegmentName, name_segments
+from graph.segments.personas import (
+    PersonaMatch,
+    PreviousPersona,
+    align_centers,
+    match_personas,
+)
 
 log = logging.getLogger(__name__)
 WRITE_BATCH = 5000
@@ -36,6 +43,8 @@ class RunResult:
     user_ids: list[str]
     planted_ari: float | None
     plots: list[Path]
+    persona_ids: list[str]
+    agreement: dict[str, Any]
 
 
 def planted_agreement(table: FeatureTable, labels: np.ndarray[Any, Any]) -> float | None:
@@ -50,23 +59,40 @@ def run_segmentation(
     *,
     n_clusters: int | None = None,
     k_max: int = 10,
+    match_threshold: float = 1.5,
     plots_dir: Path | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Segment every user and record the run; earlier runs stay as history.
 
-    With ``plots_dir``, the dendrogram and the choice-of-k chart go to ``plots_dir/<run id>/``.
+    Leaf segments are matched to the previous run's personas (``match_threshold`` in z units),
+    so persona ids stay stable; the run records its agreement with the previous one. With
+    ``plots_dir``, the dendrogram and the choice-of-k chart go to ``plots_dir/<run id>/``.
     """
     note = on_progress or (lambda msg: log.info(msg))
     note("reading features from the graph")
     table = build_feature_table(graph)
     if len(table.user_ids) < 3:
-        raise ValueError(f"need at least 3 users to segment, found {len(table.user_ids)}")
+        raise InvalidInput(f"need at least 3 users to segment, found {len(table.user_ids)}")
+    previous_rows = graph.rows(q.PREVIOUS_RUN_PERSONAS)
     prep = make_preparation(table.names, LOG_FEATURES)
     Z = prep.fit_transform(table.X)
     note(f"clustering {Z.shape[0]} users on {Z.shape[1]} features")
-    model = HierarchicalSegmenter(n_clusters=n_clusters, k_max=k_max).fit(Z)
+    previous_k = len(previous_rows) or None
+    model = HierarchicalSegmenter(n_clusters=n_clusters, k_max=k_max,
+                                  preferred_k=previous_k).fit(Z)
     names = name_segments(model.cluster_centers_, table.names)
+    raw_centers = np.vstack([table.X[model.labels_ == c].mean(axis=0)
+                             for c in range(model.n_clusters_)])
+    previous = [PreviousPersona(r["persona_id"], r["name"], r["description"],
+                                dict(zip(r["features"], r["raw_center"], strict=True)))
+                for r in previous_rows if r["raw_center"] is not None]
+    previous_z = (prep.transform(align_centers(previous, table.names, table.X.mean(axis=0)))
+                  if previous else np.zeros((0, Z.shape[1])))
+    matches = match_personas(model.cluster_centers_, [(n.name, n.description) for n in names],
+                             previous, previous_z, match_threshold)
+    agreement = _agreement_with_previous(graph, previous_rows, table.user_ids, model.labels_,
+                                         matches)
     parent_centers = np.vstack([Z[model.parent_labels_ == p].mean(axis=0)
                                 for p in range(model.parent_n_clusters_)])
     parent_names = name_segments(parent_centers, table.names)
@@ -84,6 +110,8 @@ def run_segmentation(
         "silhouette_by_k": json.dumps(model.scores_),
         "snapshot_at": table.snapshot_at,
         "planted_ari": ari,
+        "match_threshold": match_threshold,
+        **agreement,
     }
 
     def seg_props(level: int, label: str, n: SegmentName, size: int,
@@ -92,8 +120,9 @@ def run_segmentation(
                 "why": json.dumps(n.why), "size": size, "center": center}
 
     leaves = [{"id": f"{run_id}-L0-{c}",
-               "props": seg_props(0, names[c].name, names[c], sizes[c],
-                                  model.cluster_centers_[c].tolist())}
+               "props": {**seg_props(0, matches[c].name, names[c], sizes[c],
+                                     model.cluster_centers_[c].tolist()),
+                         "raw_center": raw_centers[c].tolist()}}
               for c in range(model.n_clusters_)]
     parents = [{"id": f"{run_id}-L1-{p}",
                 "props": seg_props(1, parent_names[p].name, parent_names[p], parent_sizes[p],
@@ -101,9 +130,12 @@ def run_segmentation(
                for p in range(model.parent_n_clusters_)]
     links = [{"child": f"{run_id}-L0-{c}", "parent": f"{run_id}-L1-{int(model.leaf_parent_[c])}"}
              for c in range(model.n_clusters_)]
-    personas = [{"segment_id": f"{run_id}-L0-{c}", "persona_id": slug(names[c].name),
-                 "name": names[c].name, "description": names[c].description}
+    personas = [{"segment_id": f"{run_id}-L0-{c}", "persona_id": matches[c].persona_id,
+                 "name": matches[c].name, "description": matches[c].description}
                 for c in range(model.n_clusters_)]
+    history = [{"user_id": uid, "persona_id": matches[int(label)].persona_id}
+               for uid, label in zip(table.user_ids, model.labels_, strict=True)]
+    at = table.snapshot_at.isoformat()
     members = [{"user_id": uid, "segment_id": f"{run_id}-L0-{int(label)}",
                 "distance": float(dist)}
                for uid, label, dist in zip(table.user_ids, model.labels_, distances, strict=True)]
@@ -118,6 +150,8 @@ def run_segmentation(
         for start in range(0, len(members), WRITE_BATCH):
             tx.run(q.ASSIGN_USERS, run_id=run_id,
                    rows=members[start:start + WRITE_BATCH]).consume()
+            tx.run(q.UPDATE_PERSONA_HISTORY, run_id=run_id, at=at,
+                   rows=history[start:start + WRITE_BATCH]).consume()
 
     # One transaction: a run is visible whole or not at all.
     graph.write(write)
@@ -131,4 +165,28 @@ def run_segmentation(
                  plot_k_choice(model, folder / "k-choice.png")]
     return RunResult(run_id, len(table.user_ids), model.n_clusters_, model.silhouette_,
                      model.k_reason_, names, sizes, model.labels_.tolist(), table.user_ids, ari,
-                     plots)
+                     plots, [m.persona_id for m in matches], agreement)
+
+
+def _agreement_with_previous(
+    graph: Graph,
+    previous_rows: list[dict[str, Any]],
+    user_ids: list[str],
+    labels: np.ndarray[Any, Any],
+    matches: list[PersonaMatch],
+) -> dict[str, Any]:
+    """ARI with the previous run over the users in both, and how many changed persona."""
+    if not previous_rows:
+        return {"previous_run_id": None, "ari_vs_previous": None, "users_moved": None,
+                "new_personas": len(matches)}
+    run_id = previous_rows[0]["run_id"]
+    persona_of_segment = {r["segment_id"]: r["persona_id"] for r in previous_rows}
+    before = {r["user_id"]: r["segment_id"] for r in graph.rows(q.RUN_MEMBERS, run_id=run_id)}
+    common = [(before[u], int(label)) for u, label in zip(user_ids, labels, strict=True)
+              if u in before]
+    moved = sum(1 for seg, label in common
+                if persona_of_segment.get(seg) != matches[label].persona_id)
+    ari = (float(adjusted_rand_score([s for s, _ in common], [lab for _, lab in common]))
+           if common else None)
+    return {"previous_run_id": run_id, "ari_vs_previous": ari, "users_moved": moved,
+            "new_personas": sum(m.is_new for m in matches)}

@@ -61,10 +61,66 @@ def test_segmentation_recovers_planted_groups(graph: Graph, tmp_path: Path) -> N
     assert run["segments"] == 4 + len(nesting)
 
 
-def test_rerun_keeps_persona_ids(graph: Graph, tmp_path: Path) -> None:
+def test_rerun_keeps_persona_ids_and_history(graph: Graph, tmp_path: Path) -> None:
     load_demo(graph, tmp_path, users=120, seed=8)
     first = run_segmentation(graph)
     second = run_segmentation(graph)
-    personas = graph.rows("MATCH (p:Persona) RETURN p.id AS id ORDER BY id")
-    assert len(personas) == first.n_segments == second.n_segments
-    assert sorted(n.name for n in first.names) == sorted(n.name for n in second.names)
+    assert second.persona_ids == first.persona_ids
+    assert second.agreement == {"previous_run_id": first.run_id, "ari_vs_previous": 1.0,
+                                "users_moved": 0, "new_personas": 0}
+    assert graph.rows("MATCH (p:Persona) RETURN count(p) AS n")[0]["n"] == first.n_segments
+    run = graph.rows("MATCH (r:SegmentationRun {id: $id}) RETURN r.ari_vs_previous AS ari, "
+                     "r.users_moved AS moved", id=second.run_id)
+    assert run == [{"ari": 1.0, "moved": 0}]
+    # One open persona-history entry per user, unchanged by the second run.
+    history = graph.rows("MATCH (u:User)-[h:HAD_PERSONA]->() RETURN u.id AS u, "
+                         "h.valid_to IS NULL AS open, h.run_id AS run")
+    assert len(history) == 120 and all(h["open"] and h["run"] == first.run_id for h in history)
+
+
+def persona_by_group(graph: Graph, run_id: str) -> dict[str, Counter[str]]:
+    rows = graph.rows("MATCH (u:User)-[:IN_SEGMENT {run_id: $run}]->(:Segment)-[:EMBODIES]->"
+                      "(p:Persona) RETURN u.id AS user, u.demo_group AS group, p.id AS persona",
+                      run=run_id)
+    out: dict[str, Counter[str]] = {}
+    for r in rows:
+        out.setdefault(r["group"], Counter())[r["persona"]] += 1
+    return out
+
+
+def test_new_users_of_known_groups_keep_personas(graph: Graph, tmp_path: Path) -> None:
+    load_demo(graph, tmp_path, users=200, seed=21)
+    first = run_segmentation(graph)
+    persona_of_group = {g: c.most_common(1)[0][0]
+                        for g, c in persona_by_group(graph, first.run_id).items()}
+    load_demo(graph, tmp_path, users=20, seed=22)  # 10% more, same four groups
+    second = run_segmentation(graph)
+    assert sorted(second.persona_ids) == sorted(first.persona_ids)
+    assert second.agreement["new_personas"] == 0
+    newcomers = graph.rows(
+        "MATCH (u:User)-[:IN_SEGMENT {run_id: $run}]->(:Segment)-[:EMBODIES]->(p:Persona) "
+        "WHERE u.id IN $ids RETURN u.demo_group AS group, p.id AS persona",
+        run=second.run_id,
+        ids=[uid for uid in second.user_ids if uid not in set(first.user_ids)])
+    assert len(newcomers) == 20
+    correct = sum(r["persona"] == persona_of_group[r["group"]] for r in newcomers)
+    assert correct >= 18, newcomers
+
+
+def test_one_new_group_creates_exactly_one_persona(graph: Graph, tmp_path: Path) -> None:
+    known = ("frequent_shoppers", "bargain_hunters", "seasonal_buyers")
+    path = tmp_path / "known.jsonl"
+    DemoPopulation(150, seed=31, groups=known).write_events(path)
+    ingest_file(EventWriter(graph, Pseudonymizer("k")), path, batch_size=2000,
+                max_line_bytes=1_000_000)
+    first = run_segmentation(graph)
+    assert first.n_segments == 3
+    path = tmp_path / "new.jsonl"
+    DemoPopulation(50, seed=32, groups=("new_visitors",)).write_events(path)
+    ingest_file(EventWriter(graph, Pseudonymizer("k")), path, batch_size=2000,
+                max_line_bytes=1_000_000)
+    second = run_segmentation(graph)
+    assert second.n_segments == 4
+    assert second.agreement["new_personas"] == 1
+    assert set(first.persona_ids) < set(second.persona_ids)
+    assert graph.rows("MATCH (p:Persona) RETURN count(p) AS n")[0]["n"] == 4

@@ -69,3 +69,49 @@ def test_pictures_are_valid_pngs(tmp_path) -> None:
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
         width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
         assert (width, height) == (FIGSIZE[0] * DPI, FIGSIZE[1] * DPI)
+
+
+def test_weighted_ward_matches_sklearn_for_unit_weights() -> None:
+    from sklearn.cluster import AgglomerativeClustering
+
+    from graph.segments.engine import weighted_ward
+
+    X, _ = make_blobs(n_samples=60, centers=4, random_state=6)
+    ref = AgglomerativeClustering(n_clusters=None, distance_threshold=0, linkage="ward").fit(X)
+    children, distances = weighted_ward(X, np.ones(60, dtype=np.int64))
+    assert np.allclose(np.sort(distances), np.sort(ref.distances_))
+    for k in (2, 4, 7):
+        assert adjusted_rand_score(cut_tree(children, 60, k), cut_tree(ref.children_, 60, k)) == 1
+
+
+def test_scalable_path_recovers_groups() -> None:
+    X, y = make_blobs(n_samples=30_000, centers=6, n_features=8, random_state=7,
+                      cluster_std=1.0)
+    model = HierarchicalSegmenter(max_exact=5000, n_micro=300).fit(X)
+    assert model.scalable_ and model.n_units_ <= 300
+    assert model.n_clusters_ == 6
+    assert adjusted_rand_score(y, model.labels_) > 0.95
+
+
+def test_personas_keep_ids_and_new_group_gets_one_new_persona() -> None:
+    from graph.segments.personas import PreviousPersona, align_centers, match_personas
+
+    names = ["a", "b"]
+    previous = [PreviousPersona("p1", "Alpha", "d1", {"a": 0.0, "b": 0.0}),
+                PreviousPersona("p2", "Beta", "d2", {"a": 5.0, "b": 5.0})]
+    prev = align_centers(previous, names, np.array([9.0, 9.0]))
+    new = np.array([[5.1, 4.9], [0.1, -0.1], [-5.0, 5.0]])
+    generated = [("Gen0", "g0"), ("Gen1", "g1"), ("Gen2", "g2")]
+    out = match_personas(new, generated, previous, prev, threshold=1.0)
+    assert [m.persona_id for m in out[:2]] == ["p2", "p1"]
+    assert [m.name for m in out] == ["Gen0", "Gen1", "Gen2"]  # names describe the current run
+    assert out[2].is_new and out[2].persona_id.startswith("persona-")
+    assert sum(m.is_new for m in out) == 1
+
+
+def test_align_fills_missing_features_with_population_mean() -> None:
+    from graph.segments.personas import PreviousPersona, align_centers
+
+    rows = align_centers([PreviousPersona("p", "n", "d", {"a": 1.0})], ["a", "new"],
+                         np.array([0.0, 7.0]))
+    assert rows.tolist() == [[1.0, 7.0]]
