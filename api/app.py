@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from neo4j import AsyncDriver, RoutingControl
 from strawberry.fastapi import GraphQLRouter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
@@ -16,7 +16,17 @@ from api import queries as q
 from api.context import Context
 from api.schema import build_schema
 from graph.db import create_async_driver
+from graph.errors import InvalidInput, NotFound, PersonaError
 from graph.settings import Settings
+
+HTTP_STATUS = {InvalidInput: 400, NotFound: 404}
+
+
+async def persona_error(_: Request, exc: Exception) -> JSONResponse:
+    """Domain errors become JSON with a code; the status follows the error's kind."""
+    assert isinstance(exc, PersonaError)
+    status = next((s for cls, s in HTTP_STATUS.items() if isinstance(exc, cls)), 500)
+    return JSONResponse({"error": {"code": exc.code, "message": str(exc)}}, status)
 
 
 def get_settings(request: Request) -> Settings:
@@ -51,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="persona-graph", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
+    app.add_exception_handler(PersonaError, persona_error)
     graphql = GraphQLRouter(
         build_schema(), context_getter=get_context, graphql_ide="graphiql",
         subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
@@ -72,5 +83,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if version is None:
             return JSONResponse({"status": "unmigrated"}, 503)
         return JSONResponse({"status": "ready", "schema_version": version})
+
+    @app.get("/runs/{run_id}/plots/{kind}.png", response_class=FileResponse)
+    def run_plot(run_id: str, kind: str) -> FileResponse:
+        """A picture of a segmentation run, drawn once from its saved artifacts and kept.
+
+        A plain (threadpool) route: drawing is CPU work that must not block the event loop.
+        """
+        from graph.segments.artifacts import load, run_dir
+        from graph.segments.plots import KINDS, render
+
+        if kind not in KINDS:
+            raise InvalidInput(f"unknown picture kind {kind!r}; choose from {sorted(KINDS)}")
+        path = run_dir(settings.resolved_runs_dir, run_id) / f"{kind}.png"
+        if not path.exists():
+            render(kind, load(settings.resolved_runs_dir, run_id), path)
+        return FileResponse(path, media_type="image/png")
 
     return app

@@ -240,9 +240,42 @@ def segment_cmd(
 
     cfg = settings()
     with open_graph(cfg) as graph, console.status("segmenting...") as status:
-        result = run_segmentation(graph, n_clusters=k, plots_dir=cfg.resolved_plots_dir,
+        result = run_segmentation(graph, n_clusters=k, runs_dir=cfg.resolved_runs_dir,
                                   on_progress=lambda m: status.update(m))
     print_run(result)
+
+
+LATEST_RUN = "MATCH (r:SegmentationRun) RETURN r.id AS id ORDER BY r.created_at DESC LIMIT 1"
+
+
+@app.command("plot")
+@fails_cleanly
+def plot_cmd(
+    run: Annotated[str, typer.Argument(help="Run id, or `latest`.")],
+    kind: Annotated[str, typer.Argument(
+        help="dendrogram, k-choice, elbow, silhouette, pca, tsne or profile.")],
+    out: Annotated[Path | None, typer.Option(
+        help="PNG to write (default: the run's folder, KIND.png).")] = None,
+) -> None:
+    """Draw a picture of a segmentation run as a PNG."""
+    from graph.segments.artifacts import load, run_dir
+    from graph.segments.plots import KINDS, render
+
+    if kind not in KINDS:
+        console.print(f"[red]error:[/red] unknown picture kind {kind!r}; choose from "
+                      f"{', '.join(KINDS)}")
+        raise typer.Exit(2)
+    cfg = settings()
+    if run == "latest":
+        with open_graph(cfg) as graph:
+            rows = graph.rows(LATEST_RUN)
+        if not rows:
+            console.print("[red]error:[/red] no segmentation run yet; run `personas segment`")
+            raise typer.Exit(2)
+        run = rows[0]["id"]
+    artifacts = load(cfg.resolved_runs_dir, run)
+    path = render(kind, artifacts, out or run_dir(cfg.resolved_runs_dir, run) / f"{kind}.png")
+    print(path)
 
 
 def serve_api(host: str, port: int) -> None:
@@ -288,7 +321,7 @@ def up_cmd(
             else:
                 console.print(f"graph holds {users_now} users; not loading demo data")
             with console.status("segmenting...") as status:
-                result = run_segmentation(graph, plots_dir=cfg.resolved_plots_dir,
+                result = run_segmentation(graph, runs_dir=cfg.resolved_runs_dir,
                                           on_progress=lambda m: status.update(m))
             print_run(result)
         browser = f"http://127.0.0.1:{cfg.neo4j_http_port}/browser/"

@@ -55,8 +55,9 @@ class Settings(BaseSettings):
     max_line_bytes: int = Field(
         default=1_000_000, ge=1024, description="Longest accepted input record, in bytes."
     )
-    plots_dir: Path | None = Field(
-        default=None, description="Where segmentation pictures go (default: CACHE_DIR/plots)."
+    runs_dir: Path | None = Field(
+        default=None,
+        description="Per-run segmentation artifacts and pictures (default: CACHE_DIR/runs).",
     )
     api_host: str = Field(default="127.0.0.1", description="Address the API binds to.")
     api_port: int = Field(default=8000, description="Port the API listens on.")
@@ -66,8 +67,8 @@ class Settings(BaseSettings):
         return self.cache_dir / "instances" / self.neo4j_instance
 
     @property
-    def resolved_plots_dir(self) -> Path:
-        return self.plots_dir or self.cache_dir / "plots"
+    def resolved_runs_dir(self) -> Path:
+        return self.runs_dir or self.cache_dir / "runs"
 
     @property
     def bolt_uri(self) -> str:

@@ -21,8 +21,9 @@ TEST_HTTP_PORT = int(os.environ.get("PERSONAS_TEST_HTTP_PORT", "7475"))
 
 
 @pytest.fixture(scope="session")
-def settings() -> Settings:
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings(
+        runs_dir=tmp_path_factory.mktemp("runs"),
         neo4j_instance="test",
         neo4j_bolt_port=TEST_BOLT_PORT,
         neo4j_http_port=TEST_HTTP_PORT,

@@ -9,7 +9,9 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.cluster import AgglomerativeClustering, MiniBatchKMeans
-from sklearn.metrics import silhouette_score
+from sklearn.decomposition import PCA
+from sklearn.impute import SimpleImputer
+from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -35,10 +37,47 @@ class Log1pColumns(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         return out
 
 
-def make_preparation(feature_names: Sequence[str], log_features: Sequence[str]) -> Pipeline:
-    """Log-scale heavy-tailed features, then z-score every feature."""
+class QuantileClipper(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+    """Clip each feature to its ``[lower, upper]`` quantiles learned in ``fit``, so a few extreme
+    users cannot stretch a feature's scale; ``outliers`` flags the rows that were clipped."""
+
+    def __init__(self, lower: float = 0.005, upper: float = 0.995) -> None:
+        self.lower = lower
+        self.upper = upper
+
+    def fit(self, X: FloatArray, y: Any = None) -> QuantileClipper:  # noqa: ARG002 - sklearn API
+        self.n_features_in_ = X.shape[1]
+        self.low_: FloatArray = np.nanquantile(X, self.lower, axis=0)
+        self.high_: FloatArray = np.nanquantile(X, self.upper, axis=0)
+        return self
+
+    def transform(self, X: FloatArray) -> FloatArray:
+        return np.asarray(np.clip(X, self.low_, self.high_), dtype=np.float64)
+
+    def outliers(self, X: FloatArray) -> NDArray[np.bool_]:
+        return np.asarray(((self.low_ > X) | (self.high_ < X)).any(axis=1))
+
+
+def make_preparation(
+    feature_names: Sequence[str],
+    log_features: Sequence[str],
+    *,
+    clip: tuple[float, float] | None = (0.005, 0.995),
+    pca_components: int | float | None = None,
+) -> Pipeline:
+    """Impute missing values (median), log-scale heavy-tailed features, clip extreme quantiles,
+    z-score every feature, and optionally project on principal components."""
     log_cols = [i for i, name in enumerate(feature_names) if name in set(log_features)]
-    return Pipeline([("log", Log1pColumns(log_cols)), ("zscore", StandardScaler())])
+    steps: list[tuple[str, Any]] = [
+        ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+        ("log", Log1pColumns(log_cols)),
+    ]
+    if clip is not None:
+        steps.append(("clip", QuantileClipper(*clip)))
+    steps.append(("zscore", StandardScaler()))
+    if pca_components is not None:
+        steps.append(("pca", PCA(n_components=pca_components, random_state=0)))
+    return Pipeline(steps)
 
 
 def cluster_roots(children: IntArray, n_samples: int, n_clusters: int) -> IntArray:
@@ -151,6 +190,15 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         self.k_tolerance = k_tolerance
         self.random_state = random_state
 
+    def _metrics(self, X: FloatArray, labels: IntArray, silhouette: float) -> dict[str, float]:
+        """Model-selection figures for one k: elbow (WCSS), silhouette, CH and DB indices."""
+        k = int(labels.max()) + 1
+        centers = np.vstack([X[labels == c].mean(axis=0) for c in range(k)])
+        wcss = float(((X - centers[labels]) ** 2).sum())
+        return {"wcss": wcss, "silhouette": silhouette,
+                "calinski_harabasz": float(calinski_harabasz_score(X, labels)),
+                "davies_bouldin": float(davies_bouldin_score(X, labels))}
+
     def _silhouette(self, X: FloatArray, labels: IntArray) -> float:
         sample = min(self.silhouette_sample, X.shape[0])
         return float(silhouette_score(X, labels, sample_size=sample,
@@ -198,6 +246,7 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         units = self.unit_sizes_.shape[0]
         self.n_units_ = units
         self.scores_: dict[int, float] = {}
+        self.selection_: dict[int, dict[str, float]] = {}
         if self.n_clusters is not None:
             k = min(self.n_clusters, units)
             self.k_reason_ = f"k={k} given"
@@ -208,6 +257,7 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
                 labels = self._labels(k)
                 score = self._silhouette(X, labels)
                 self.scores_[k] = score
+                self.selection_[k] = self._metrics(X, labels, score)
                 smallest = np.bincount(labels).min() / n
                 if smallest >= self.min_segment_share:
                     allowed.add(k)

@@ -60,14 +60,15 @@ def run_segmentation(
     n_clusters: int | None = None,
     k_max: int = 10,
     match_threshold: float = 1.5,
-    plots_dir: Path | None = None,
+    runs_dir: Path | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Segment every user and record the run; earlier runs stay as history.
 
     Leaf segments are matched to the previous run's personas (``match_threshold`` in z units),
     so persona ids stay stable; the run records its agreement with the previous one. With
-    ``plots_dir``, the dendrogram and the choice-of-k chart go to ``plots_dir/<run id>/``.
+    ``runs_dir``, the fitted preparation pipeline and model are saved in ``runs_dir/<run id>/``
+    with the default pictures (dendrogram, choice of k, elbow); `personas plot` draws the rest.
     """
     note = on_progress or (lambda msg: log.info(msg))
     note("reading features from the graph")
@@ -75,8 +76,14 @@ def run_segmentation(
     if len(table.user_ids) < 3:
         raise InvalidInput(f"need at least 3 users to segment, found {len(table.user_ids)}")
     previous_rows = graph.rows(q.PREVIOUS_RUN_PERSONAS)
+    warnings = feature_warnings(table)
+    for warning in warnings:
+        log.warning("segmentation: %s", warning)
     prep = make_preparation(table.names, LOG_FEATURES)
     Z = prep.fit_transform(table.X)
+    clipper = prep.named_steps["clip"]
+    before_clip = prep[: list(prep.named_steps).index("clip")]
+    outliers = int(clipper.outliers(before_clip.transform(table.X)).sum())
     note(f"clustering {Z.shape[0]} users on {Z.shape[1]} features")
     previous_k = len(previous_rows) or None
     model = HierarchicalSegmenter(n_clusters=n_clusters, k_max=k_max,
@@ -108,6 +115,9 @@ def run_segmentation(
         "n_users": len(table.user_ids), "k": model.n_clusters_,
         "k_reason": model.k_reason_, "silhouette": model.silhouette_,
         "silhouette_by_k": json.dumps(model.scores_),
+        "selection_by_k": json.dumps(model.selection_),
+        "warnings": warnings,
+        "outliers_clipped": outliers,
         "snapshot_at": table.snapshot_at,
         "planted_ari": ari,
         "match_threshold": match_threshold,
@@ -156,16 +166,30 @@ def run_segmentation(
     # One transaction: a run is visible whole or not at all.
     graph.write(write)
     plots: list[Path] = []
-    if plots_dir is not None:
-        from graph.segments.plots import plot_dendrogram, plot_k_choice
+    if runs_dir is not None:
+        from graph.segments.artifacts import RunArtifacts, save
+        from graph.segments.plots import DEFAULT_KINDS, render
 
-        folder = plots_dir / run_id
-        folder.mkdir(parents=True, exist_ok=True)
-        plots = [plot_dendrogram(model, [n.name for n in names], folder / "dendrogram.png"),
-                 plot_k_choice(model, folder / "k-choice.png")]
+        artifacts = RunArtifacts.build(run_id, prep, model, table.names,
+                                       [m.name for m in matches], Z)
+        folder = save(artifacts, runs_dir)
+        plots = [render(kind, artifacts, folder / f"{kind}.png") for kind in DEFAULT_KINDS]
     return RunResult(run_id, len(table.user_ids), model.n_clusters_, model.silhouette_,
                      model.k_reason_, names, sizes, model.labels_.tolist(), table.user_ids, ari,
                      plots, [m.persona_id for m in matches], agreement)
+
+
+def feature_warnings(table: FeatureTable, max_missing: float = 0.3) -> list[str]:
+    """Features that cannot help: constant ones, and ones missing for many users."""
+    out = []
+    for j, name in enumerate(table.names):
+        column = table.X[:, j]
+        missing = float(np.isnan(column).mean())
+        if missing > max_missing:
+            out.append(f"feature {name} is missing for {missing:.0%} of users")
+        elif np.nanstd(column) == 0:
+            out.append(f"feature {name} has no variance")
+    return out
 
 
 def _agreement_with_previous(

@@ -26,7 +26,7 @@ def readme_query(repo_root: Path) -> str:
 
 
 @pytest.fixture
-def demo_graph(graph: Graph, tmp_path: Path) -> Graph:
+def demo_graph(graph: Graph, tmp_path: Path, settings: Settings) -> Graph:
     """The README's demo: seed 42 with the demo pseudonym key, context and one segmentation."""
     population = DemoPopulation(80, seed=42)
     path = tmp_path / "demo.jsonl"
@@ -36,7 +36,7 @@ def demo_graph(graph: Graph, tmp_path: Path) -> Graph:
     weather, events = population.context()
     context.upsert_weather(graph, weather)
     context.upsert_local_events(graph, events)
-    run_segmentation(graph)
+    run_segmentation(graph, runs_dir=settings.resolved_runs_dir)
     return graph
 
 
@@ -93,3 +93,18 @@ def test_health_readiness_and_graphiql(demo_graph: Graph, client: TestClient) ->
     assert ready.status_code == 200 and ready.json()["schema_version"] == 2
     page = client.get("/graphql", headers={"accept": "text/html"})
     assert page.status_code == 200 and "graphiql" in page.text.lower()
+
+
+def test_run_pictures_are_served(demo_graph: Graph, client: TestClient) -> None:
+    run_id = demo_graph.rows("MATCH (r:SegmentationRun) RETURN r.id AS id")[0]["id"]
+    for kind in ("dendrogram", "profile", "pca"):
+        response = client.get(f"/runs/{run_id}/plots/{kind}.png")
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "image/png"
+        assert response.content[:8] == b"\x89PNG\r\n\x1a\n"
+    bad_kind = client.get(f"/runs/{run_id}/plots/pie.png")
+    assert bad_kind.status_code == 400 and bad_kind.json()["error"]["code"] == "BAD_USER_INPUT"
+    unknown = client.get("/runs/run-20000101T000000-abcdef/plots/pca.png")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "NOT_FOUND"
+    escape = client.get("/runs/..%2F..%2Fetc/plots/pca.png")
+    assert escape.status_code in (400, 404)

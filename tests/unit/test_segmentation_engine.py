@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
@@ -57,18 +58,43 @@ def test_split_statements() -> None:
     assert split_statements(text) == ["CREATE INDEX a", "CREATE INDEX b\n  FOR x"]
 
 
-def test_pictures_are_valid_pngs(tmp_path) -> None:
-    from graph.segments.plots import DPI, FIGSIZE, plot_dendrogram, plot_k_choice
+@pytest.mark.parametrize("kind", ["dendrogram", "k-choice", "elbow", "silhouette", "pca",
+                                  "tsne", "profile"])
+def test_every_picture_kind_is_a_valid_png(tmp_path, kind: str) -> None:
+    from graph.segments.artifacts import RunArtifacts, load, save
+    from graph.segments.plots import DPI, FIGSIZE, render
 
-    X, _ = make_blobs(n_samples=90, centers=3, random_state=4)
-    model = HierarchicalSegmenter().fit(X)
-    paths = [plot_dendrogram(model, ["A", "B", "C"], tmp_path / "d.png"),
-             plot_k_choice(model, tmp_path / "k.png")]
-    for path in paths:
-        data = path.read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n"
-        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-        assert (width, height) == (FIGSIZE[0] * DPI, FIGSIZE[1] * DPI)
+    X, _ = make_blobs(n_samples=300, centers=3, n_features=4, random_state=4)
+    prep = make_preparation(["a", "b", "c", "d"], [])
+    Z = prep.fit_transform(X)
+    model = HierarchicalSegmenter().fit(Z)
+    artifacts = RunArtifacts.build("run-20261128T000000-abcdef", prep, model,
+                                   ["a", "b", "c", "d"], ["A", "B", "C"], Z)
+    save(artifacts, tmp_path)
+    loaded = load(tmp_path, "run-20261128T000000-abcdef")
+    path = render(kind, loaded, tmp_path / f"{kind}.png")
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert (width, height) == (FIGSIZE[0] * DPI, FIGSIZE[1] * DPI)
+
+
+def test_run_ids_cannot_escape_the_runs_folder(tmp_path) -> None:
+    from graph.errors import InvalidInput, NotFound
+    from graph.segments.artifacts import load
+
+    with pytest.raises(InvalidInput):
+        load(tmp_path, "../../etc/passwd")
+    with pytest.raises(NotFound):
+        load(tmp_path, "run-20261128T000000-abcdef")
+
+
+def test_unknown_picture_kind(tmp_path) -> None:
+    from graph.errors import InvalidInput
+    from graph.segments.plots import render
+
+    with pytest.raises(InvalidInput, match="unknown picture kind"):
+        render("pie", None, tmp_path / "x.png")  # type: ignore[arg-type]
 
 
 def test_weighted_ward_matches_sklearn_for_unit_weights() -> None:
