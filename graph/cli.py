@@ -233,14 +233,23 @@ def print_run(result: RunResult) -> None:
 def segment_cmd(
     k: Annotated[int | None, typer.Option(
         min=2, max=100, help="Number of leaf segments (default: automatic).")] = None,
+    algorithm: Annotated[str, typer.Option(
+        help="agglomerative, kmeans, minibatch-kmeans, birch, dbscan or hdbscan.")
+    ] = "agglomerative",
 ) -> None:
     """Cluster users from graph features into named segments and write the run to the graph."""
     # scikit-learn takes seconds to import; only the commands that cluster pay for it.
+    from graph.segments.engine import ALGORITHMS
     from graph.segments.run import run_segmentation
 
+    if algorithm not in ALGORITHMS:
+        console.print(f"[red]error:[/red] unknown algorithm {algorithm!r}; choose from "
+                      f"{', '.join(ALGORITHMS)}")
+        raise typer.Exit(2)
     cfg = settings()
     with open_graph(cfg) as graph, console.status("segmenting...") as status:
-        result = run_segmentation(graph, n_clusters=k, runs_dir=cfg.resolved_runs_dir,
+        result = run_segmentation(graph, n_clusters=k, algorithm=algorithm,
+                                  runs_dir=cfg.resolved_runs_dir,
                                   on_progress=lambda m: status.update(m))
     print_run(result)
 

@@ -8,7 +8,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
-from sklearn.cluster import AgglomerativeClustering, MiniBatchKMeans
+from sklearn.cluster import (
+    DBSCAN,
+    HDBSCAN,
+    AgglomerativeClustering,
+    Birch,
+    KMeans,
+    MiniBatchKMeans,
+)
 from sklearn.decomposition import PCA
 from sklearn.impute import SimpleImputer
 from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
@@ -17,6 +24,7 @@ from sklearn.preprocessing import StandardScaler
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
+ALGORITHMS = ("agglomerative", "kmeans", "minibatch-kmeans", "birch", "dbscan", "hdbscan")
 
 
 class Log1pColumns(TransformerMixin, BaseEstimator):  # type: ignore[misc]
@@ -159,12 +167,19 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
     (on a sample of ``silhouette_sample`` users) whose smallest segment holds at least
     ``min_segment_share`` of the users. Above ``max_exact`` users the tree is built over
     ``n_micro`` Mini-Batch K-Means micro-clusters (size-weighted Ward), so memory stays bounded.
+
+    ``algorithm`` picks how the leaf segments are found: ``agglomerative`` (``linkage`` ward,
+    average or complete), the k-based ``kmeans``, ``minibatch-kmeans`` and ``birch`` (k chosen
+    the same way), or the density-based ``dbscan`` and ``hdbscan`` (k found by the algorithm;
+    users it calls noise join the nearest segment). For the flat algorithms the hierarchy above
+    the leaves is Ward on the leaf centres, weighted by size.
     """
 
     def __init__(
         self,
         n_clusters: int | None = None,
         *,
+        algorithm: str = "agglomerative",
         k_min: int = 2,
         k_max: int = 10,
         linkage: str = "ward",
@@ -175,9 +190,12 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         n_micro: int = 1000,
         preferred_k: int | None = None,
         k_tolerance: float = 0.03,
+        eps: float | None = None,
+        min_samples: int = 5,
         random_state: int = 0,
     ) -> None:
         self.n_clusters = n_clusters
+        self.algorithm = algorithm
         self.k_min = k_min
         self.k_max = k_max
         self.linkage = linkage
@@ -188,6 +206,8 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         self.n_micro = n_micro
         self.preferred_k = preferred_k
         self.k_tolerance = k_tolerance
+        self.eps = eps
+        self.min_samples = min_samples
         self.random_state = random_state
 
     def _metrics(self, X: FloatArray, labels: IntArray, silhouette: float) -> dict[str, float]:
@@ -238,47 +258,118 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         units = self.unit_sizes_.shape[0]
         return cut_tree(self.children_, units, k)[self.unit_of_]
 
+    def _select_k(self, X: FloatArray, label_sets: dict[int, IntArray]) -> int:
+        """The best k by silhouette among those whose smallest segment is large enough, kept at
+        the previous run's k unless another is better by more than ``k_tolerance``."""
+        n = X.shape[0]
+        best: tuple[float, int] | None = None
+        allowed: set[int] = set()
+        for k, labels in sorted(label_sets.items()):
+            if len(np.unique(labels)) < 2:
+                continue
+            score = self._silhouette(X, labels)
+            self.scores_[k] = score
+            self.selection_[k] = self._metrics(X, labels, score)
+            if np.bincount(labels).min() / n >= self.min_segment_share:
+                allowed.add(k)
+                if best is None or score > best[0]:
+                    best = (score, k)
+        k = best[1] if best else min(label_sets)
+        self.k_reason_ = (
+            f"k={k} has the best silhouette ({self.scores_.get(k, float('nan')):.3f}) in "
+            f"{self.k_min}..{self.k_max} with every segment >= "
+            f"{self.min_segment_share:.0%} of users"
+        )
+        # Segments should only appear or vanish when the data says so clearly: keep the
+        # previous run's k unless another k is better by more than k_tolerance.
+        pk = self.preferred_k
+        if (best is not None and pk is not None and pk != k and pk in allowed
+                and self.scores_[pk] >= best[0] - self.k_tolerance):
+            self.k_reason_ = (
+                f"kept the previous run's k={pk} (silhouette {self.scores_[pk]:.3f}, within "
+                f"{self.k_tolerance} of the best, k={k} at {best[0]:.3f})"
+            )
+            k = pk
+        return k
+
+    def _k_range(self, limit: int) -> range:
+        if self.n_clusters is not None:
+            return range(min(self.n_clusters, limit), min(self.n_clusters, limit) + 1)
+        return range(self.k_min, min(self.k_max, limit - 1) + 1)
+
+    def _flat_model(self, k: int, n: int) -> Any:
+        if self.algorithm == "kmeans":
+            return KMeans(n_clusters=k, n_init=4, random_state=self.random_state)
+        if self.algorithm == "minibatch-kmeans":
+            return MiniBatchKMeans(n_clusters=k, batch_size=4096, n_init=3,
+                                   random_state=self.random_state)
+        if self.algorithm == "birch":
+            return Birch(n_clusters=k, threshold=0.5)
+        if self.algorithm == "dbscan":
+            return DBSCAN(eps=self.eps or 1.0, min_samples=self.min_samples)
+        if self.algorithm == "hdbscan":
+            return HDBSCAN(min_cluster_size=max(5, int(self.min_segment_share * n)),
+                           min_samples=self.min_samples, copy=True)
+        raise ValueError(f"unknown algorithm {self.algorithm!r}; choose from {ALGORITHMS}")
+
+    def _fit_flat(self, X: FloatArray) -> None:
+        """Leaf segments from a flat algorithm; the tree is weighted Ward on their centres."""
+        n = X.shape[0]
+        if self.algorithm in ("dbscan", "hdbscan"):
+            raw = np.asarray(self._flat_model(0, n).fit_predict(X), dtype=np.int64)
+            found = sorted(set(raw.tolist()) - {-1})
+            if not found:
+                raise ValueError(f"{self.algorithm} found no segment; loosen its parameters")
+            remap = {c: i for i, c in enumerate(found)}
+            centers = np.vstack([X[raw == c].mean(axis=0) for c in found])
+            noise = raw == -1
+            labels = np.array([remap.get(int(c), -1) for c in raw], dtype=np.int64)
+            if noise.any():
+                d = ((X[noise][:, None, :] - centers[None, :, :]) ** 2).sum(axis=2)
+                labels[noise] = d.argmin(axis=1)
+            self.noise_ = int(noise.sum())
+            k = len(found)
+            self.k_reason_ = (f"{self.algorithm} found k={k} segments; {self.noise_} users it "
+                              "called noise joined the nearest segment")
+        else:
+            sets = {k: np.asarray(self._flat_model(k, n).fit_predict(X), dtype=np.int64)
+                    for k in self._k_range(n)}
+            k = self._select_k(X, sets)
+            labels = sets[k]
+            self.noise_ = 0
+        # Empty clusters (possible with BIRCH) are dropped; units are the non-empty leaves.
+        present = np.unique(labels)
+        relabel = np.full(int(labels.max()) + 1, -1, dtype=np.int64)
+        relabel[present] = np.arange(len(present))
+        self.unit_of_ = relabel[labels]
+        self.unit_sizes_ = np.bincount(self.unit_of_)
+        centers = np.vstack([X[self.unit_of_ == u].mean(axis=0) for u in range(len(present))])
+        self.children_, self.distances_ = weighted_ward(centers, self.unit_sizes_)
+        self.scalable_ = False
+
     def fit(self, X: FloatArray, y: Any = None) -> HierarchicalSegmenter:  # noqa: ARG002
         n = X.shape[0]
         if n < 3:
             raise ValueError(f"need at least 3 users to segment, got {n}")
-        self._tree(X)
-        units = self.unit_sizes_.shape[0]
-        self.n_units_ = units
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {self.algorithm!r}; choose from {ALGORITHMS}")
         self.scores_: dict[int, float] = {}
         self.selection_: dict[int, dict[str, float]] = {}
-        if self.n_clusters is not None:
-            k = min(self.n_clusters, units)
-            self.k_reason_ = f"k={k} given"
+        if self.algorithm == "agglomerative":
+            self._tree(X)
+            units = self.unit_sizes_.shape[0]
+            if self.n_clusters is not None:
+                k = min(self.n_clusters, units)
+                self.k_reason_ = f"k={k} given"
+            else:
+                k = self._select_k(X, {k: self._labels(k) for k in self._k_range(units)})
         else:
-            best: tuple[float, int] | None = None
-            allowed: set[int] = set()
-            for k in range(self.k_min, min(self.k_max, units - 1) + 1):
-                labels = self._labels(k)
-                score = self._silhouette(X, labels)
-                self.scores_[k] = score
-                self.selection_[k] = self._metrics(X, labels, score)
-                smallest = np.bincount(labels).min() / n
-                if smallest >= self.min_segment_share:
-                    allowed.add(k)
-                    if best is None or score > best[0]:
-                        best = (score, k)
-            k = best[1] if best else self.k_min
-            self.k_reason_ = (
-                f"k={k} has the best silhouette ({self.scores_.get(k, float('nan')):.3f}) in "
-                f"{self.k_min}..{self.k_max} with every segment >= "
-                f"{self.min_segment_share:.0%} of users"
-            )
-            # Segments should only appear or vanish when the data says so clearly: keep the
-            # previous run's k unless another k is better by more than k_tolerance.
-            pk = self.preferred_k
-            if (best is not None and pk is not None and pk != k and pk in allowed
-                    and self.scores_[pk] >= best[0] - self.k_tolerance):
-                self.k_reason_ = (
-                    f"kept the previous run's k={pk} (silhouette {self.scores_[pk]:.3f}, within "
-                    f"{self.k_tolerance} of the best, k={k} at {best[0]:.3f})"
-                )
-                k = pk
+            self._fit_flat(X)
+            units = self.unit_sizes_.shape[0]
+            k = units
+            if self.n_clusters is not None and self.algorithm not in ("dbscan", "hdbscan"):
+                self.k_reason_ = f"k={k} given"
+        self.n_units_ = units
         self.n_clusters_ = k
         self.unit_labels_: IntArray = cut_tree(self.children_, units, k)
         self.labels_: IntArray = self.unit_labels_[self.unit_of_]

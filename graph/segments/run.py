@@ -59,6 +59,7 @@ def run_segmentation(
     *,
     n_clusters: int | None = None,
     k_max: int = 10,
+    algorithm: str = "agglomerative",
     match_threshold: float = 1.5,
     runs_dir: Path | None = None,
     on_progress: Callable[[str], None] | None = None,
@@ -86,7 +87,7 @@ def run_segmentation(
     outliers = int(clipper.outliers(before_clip.transform(table.X)).sum())
     note(f"clustering {Z.shape[0]} users on {Z.shape[1]} features")
     previous_k = len(previous_rows) or None
-    model = HierarchicalSegmenter(n_clusters=n_clusters, k_max=k_max,
+    model = HierarchicalSegmenter(n_clusters=n_clusters, k_max=k_max, algorithm=algorithm,
                                   preferred_k=previous_k).fit(Z)
     names = name_segments(model.cluster_centers_, table.names)
     raw_centers = np.vstack([table.X[model.labels_ == c].mean(axis=0)
@@ -110,7 +111,10 @@ def run_segmentation(
     parent_sizes = np.bincount(model.parent_labels_,
                                minlength=model.parent_n_clusters_).tolist()
     run_props = {
-        "id": run_id, "algorithm": f"agglomerative-{model.linkage}",
+        "id": run_id,
+        "algorithm": (f"agglomerative-{model.linkage}" if algorithm == "agglomerative"
+                      else algorithm),
+        "scalable_path": bool(model.scalable_),
         "params": json.dumps(model.get_params()), "features": table.names,
         "n_users": len(table.user_ids), "k": model.n_clusters_,
         "k_reason": model.k_reason_, "silhouette": model.silhouette_,

@@ -141,3 +141,28 @@ def test_align_fills_missing_features_with_population_mean() -> None:
     rows = align_centers([PreviousPersona("p", "n", "d", {"a": 1.0})], ["a", "new"],
                          np.array([0.0, 7.0]))
     assert rows.tolist() == [[1.0, 7.0]]
+
+
+@pytest.mark.parametrize("algorithm", ["agglomerative", "kmeans", "minibatch-kmeans", "birch",
+                                       "hdbscan"])
+def test_every_algorithm_finds_the_groups_and_nests(algorithm: str) -> None:
+    X, y = make_blobs(n_samples=600, centers=4, n_features=5, random_state=9, cluster_std=0.7)
+    model = HierarchicalSegmenter(algorithm=algorithm).fit(X)
+    assert model.n_clusters_ == 4, model.k_reason_
+    assert adjusted_rand_score(y, model.labels_) > 0.95
+    for leaf in range(4):
+        assert set(model.parent_labels_[model.labels_ == leaf]) == {model.leaf_parent_[leaf]}
+
+
+def test_dbscan_assigns_noise_to_the_nearest_segment() -> None:
+    X, y = make_blobs(n_samples=400, centers=3, n_features=2, random_state=10, cluster_std=0.5)
+    X = np.vstack([X, [[30.0, 30.0]]])
+    model = HierarchicalSegmenter(algorithm="dbscan", eps=0.8).fit(X)
+    assert model.n_clusters_ == 3 and model.noise_ >= 1
+    assert model.labels_.min() == 0 and len(model.labels_) == 401
+    assert adjusted_rand_score(y, model.labels_[:400]) > 0.95
+
+
+def test_unknown_algorithm() -> None:
+    with pytest.raises(ValueError, match="unknown algorithm 'spectral'"):
+        HierarchicalSegmenter(algorithm="spectral").fit(np.zeros((5, 2)))
