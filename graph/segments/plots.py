@@ -29,11 +29,14 @@ DEFAULT_KINDS = ("dendrogram", "k-choice", "elbow")
 
 
 def linkage_matrix(model: HierarchicalSegmenter) -> np.ndarray:
-    """The fitted merge tree in SciPy's linkage format (children, distance, size)."""
+    """The fitted merge tree in SciPy's linkage format (children, distance, size).
+
+    Sizes count tree leaves (users, or micro-clusters and flat segments), as SciPy requires;
+    the leaf labels carry the user counts."""
     n = model.n_units_
     counts = np.zeros(n - 1)
     for i, (a, b) in enumerate(model.children_):
-        counts[i] = sum(model.unit_sizes_[c] if c < n else counts[c - n] for c in (a, b))
+        counts[i] = sum(1 if c < n else counts[c - n] for c in (a, b))
     return np.column_stack([model.children_, model.distances_, counts]).astype(float)
 
 

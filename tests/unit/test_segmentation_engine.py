@@ -166,3 +166,17 @@ def test_dbscan_assigns_noise_to_the_nearest_segment() -> None:
 def test_unknown_algorithm() -> None:
     with pytest.raises(ValueError, match="unknown algorithm 'spectral'"):
         HierarchicalSegmenter(algorithm="spectral").fit(np.zeros((5, 2)))
+
+
+@pytest.mark.parametrize("options", [{"algorithm": "kmeans"},
+                                     {"max_exact": 500, "n_micro": 50}])
+def test_dendrogram_of_flat_and_scalable_runs(tmp_path, options) -> None:
+    from graph.segments.artifacts import RunArtifacts
+    from graph.segments.plots import render
+
+    X, _ = make_blobs(n_samples=2000, centers=3, n_features=4, random_state=12)
+    model = HierarchicalSegmenter(**options).fit(X)
+    artifacts = RunArtifacts.build("run-20261128T000000-abcdef", make_preparation([], []),
+                                   model, ["a", "b", "c", "d"], ["A", "B", "C"], X)
+    path = render("dendrogram", artifacts, tmp_path / "d.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
