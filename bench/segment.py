@@ -19,7 +19,7 @@ import time
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
-from graph.features.table import BEHAVIOUR_FEATURES, LOG_FEATURES, STRUCTURAL_FEATURES
+from graph.features.registry import log_scaled
 from graph.segments.engine import HierarchicalSegmenter, make_preparation
 
 CATEGORIES = 8
@@ -27,8 +27,10 @@ N_GROUPS = 5
 
 
 def feature_names() -> list[str]:
-    return (list(BEHAVIOUR_FEATURES) + [f"share:c{i}" for i in range(CATEGORIES)]
-            + list(STRUCTURAL_FEATURES))
+    behaviour = ["purchase_frequency", "avg_order_value", "avg_discount", "recency_days",
+                 "tenure_days", "session_count", "avg_session_minutes", "views_per_session",
+                 "cart_abandonment", "peak_month_share"]
+    return behaviour + [f"share:c{i}" for i in range(CATEGORIES)] + ["item_pagerank"]
 
 
 def generate(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[type-arg]
@@ -39,7 +41,7 @@ def generate(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:  # type: i
     centers = rng.normal(0.0, 1.5, size=(N_GROUPS, len(names)))
     X = centers[groups] + rng.normal(0.0, 0.6, size=(n, len(names)))
     for i, name in enumerate(names):
-        if name in LOG_FEATURES:
+        if name in set(log_scaled(names)):
             X[:, i] = np.expm1(np.abs(X[:, i]) + 0.5)
     return X, groups
 
@@ -54,7 +56,7 @@ def run_one(n: int, plain_ward: bool) -> dict[str, float]:
         labels = AgglomerativeClustering(n_clusters=N_GROUPS, linkage="ward").fit_predict(
             StandardScaler().fit_transform(X))
     else:
-        Z = make_preparation(feature_names(), LOG_FEATURES).fit_transform(X)
+        Z = make_preparation(feature_names(), log_scaled(feature_names())).fit_transform(X)
         labels = HierarchicalSegmenter().fit(Z).labels_
     elapsed = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

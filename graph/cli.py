@@ -236,6 +236,9 @@ def segment_cmd(
     algorithm: Annotated[str, typer.Option(
         help="agglomerative, kmeans, minibatch-kmeans, birch, dbscan or hdbscan.")
     ] = "agglomerative",
+    features: Annotated[str | None, typer.Option(
+        help="Comma-separated families or feature names (default: PERSONAS_SEGMENT_FEATURES).")
+    ] = None,
 ) -> None:
     """Cluster users from graph features into named segments and write the run to the graph."""
     # scikit-learn takes seconds to import; only the commands that cluster pay for it.
@@ -248,7 +251,8 @@ def segment_cmd(
         raise typer.Exit(2)
     cfg = settings()
     with open_graph(cfg) as graph, console.status("segmenting...") as status:
-        result = run_segmentation(graph, n_clusters=k, algorithm=algorithm,
+        chosen = features.split(",") if features else cfg.segment_features
+        result = run_segmentation(graph, n_clusters=k, algorithm=algorithm, features=chosen,
                                   runs_dir=cfg.resolved_runs_dir,
                                   on_progress=lambda m: status.update(m))
     print_run(result)
@@ -331,6 +335,7 @@ def up_cmd(
                 console.print(f"graph holds {users_now} users; not loading demo data")
             with console.status("segmenting...") as status:
                 result = run_segmentation(graph, runs_dir=cfg.resolved_runs_dir,
+                                          features=cfg.segment_features,
                                           on_progress=lambda m: status.update(m))
             print_run(result)
         browser = f"http://127.0.0.1:{cfg.neo4j_http_port}/browser/"

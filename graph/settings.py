@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     max_line_bytes: int = Field(
         default=1_000_000, ge=1024, description="Longest accepted input record, in bytes."
     )
+    segment_features: list[str] = Field(
+        default=["behaviour", "share:*", "structure"],
+        description="Features a segmentation uses: families (behaviour, preferences, device, "
+        "demographics, context, structure), feature names, or share:* (JSON list).",
+    )
     runs_dir: Path | None = Field(
         default=None,
         description="Per-run segmentation artifacts and pictures (default: CACHE_DIR/runs).",

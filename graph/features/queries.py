@@ -13,7 +13,23 @@ WITH u ORDER BY u.id LIMIT $limit
 CALL (u) {
   OPTIONAL MATCH (u)-[:HAD_SESSION]->(s:Session)
   RETURN count(s) AS sessions,
-         avg(duration.inSeconds(s.started_at, s.ended_at).seconds) AS avg_session_s
+         avg(duration.inSeconds(s.started_at, s.ended_at).seconds) AS avg_session_s,
+         sum(CASE WHEN s.device_kind IN ['mobile', 'app'] THEN 1 ELSE 0 END) AS mobile_sessions
+}
+CALL (u) {
+  OPTIONAL MATCH (u)-[p:PREFERS {source: 'explicit'}]->(:Category)
+  RETURN avg(p.weight) AS explicit_preference
+}
+CALL (u) {
+  OPTIONAL MATCH (u)-[:LOCATED_IN]->(:Location)<-[:OBSERVED_AT]-(w:WeatherObservation)
+  WITH collect(DISTINCT date(w.at)) AS known,
+       collect(DISTINCT CASE WHEN w.condition IN ['rain', 'snow'] OR w.temp_c < 5
+                             THEN date(w.at) END) AS bad
+  OPTIONAL MATCH (u)-[:PERFORMED]->(i:Interaction)
+  WITH known, bad, collect(date(i.at)) AS activity_days
+  WITH bad, [d IN activity_days WHERE d IN known] AS days
+  RETURN size(days) AS weather_known_events,
+         size([d IN days WHERE d IN bad]) AS bad_weather_events
 }
 CALL (u) {
   OPTIONAL MATCH (u)-[:PERFORMED]->(p:Interaction {type: 'purchase'})
@@ -31,7 +47,8 @@ RETURN u.id AS user_id, u.first_seen AS first_seen, u.last_seen AS last_seen,
        u.events AS events, u.page_views AS page_views, u.carts AS carts,
        u.purchases AS purchases, u.spend AS spend, u.chat_messages AS chat_messages,
        u.age_band AS age_band, u.demo_group AS demo_group,
-       sessions, avg_session_s, orders, avg_discount, last_purchase, purchase_months,
+       sessions, avg_session_s, mobile_sessions, explicit_preference, weather_known_events,
+       bad_weather_events, orders, avg_discount, last_purchase, purchase_months,
        category_counts
 ORDER BY u.id
 """

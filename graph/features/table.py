@@ -15,27 +15,19 @@ from numpy.typing import NDArray
 
 from graph.db import Graph
 from graph.features import queries as q
+from graph.features.registry import CATEGORY_PREFIX, describe
 
 log = logging.getLogger(__name__)
 
-BEHAVIOUR_FEATURES: dict[str, str] = {
-    "purchase_frequency": "orders per 30 days of tenure",
-    "avg_order_value": "spend per order",
-    "avg_discount": "mean discount on purchases (0-1)",
-    "recency_days": "days since the user was last seen",
-    "tenure_days": "days between first and last activity",
-    "session_count": "number of sessions",
-    "avg_session_minutes": "mean session duration",
-    "views_per_session": "page views per session",
-    "cart_abandonment": "share of cart additions not followed by a purchase",
-    "peak_month_share": "share of purchases in the user's busiest calendar month",
-}
-STRUCTURAL_FEATURES: dict[str, str] = {
-    "item_pagerank": "PageRank of the user in the weighted user–item graph (networkx), x n",
-}
-# Heavy-tailed features are compared on a log scale.
-LOG_FEATURES = ("purchase_frequency", "avg_order_value", "session_count", "views_per_session",
-                "recency_days", "tenure_days", "avg_session_minutes", "item_pagerank")
+AGE_YEARS = {"18-24": 21.0, "25-34": 29.5, "35-44": 39.5, "45-54": 49.5, "55-64": 59.5,
+             "65+": 70.0}
+# Columns computed per user from the page query, in table order (category shares follow, then
+# the structural features).
+ROW_FEATURES = ("purchase_frequency", "avg_order_value", "avg_discount", "recency_days",
+                "tenure_days", "session_count", "avg_session_minutes", "views_per_session",
+                "cart_abandonment", "peak_month_share", "mobile_share", "explicit_preference",
+                "age_years", "bad_weather_share")
+STRUCTURAL = ("item_pagerank",)
 
 
 @dataclass
@@ -51,6 +43,13 @@ class FeatureTable:
 
     def column(self, name: str) -> NDArray[np.float64]:
         return self.X[:, self.names.index(name)]
+
+    def select(self, names: list[str]) -> FeatureTable:
+        """The same users with only the named columns."""
+        idx = [self.names.index(n) for n in names]
+        return FeatureTable(self.user_ids, list(names), self.X[:, idx],
+                            {n: self.descriptions[n] for n in names}, self.planted,
+                            self.snapshot_at)
 
 
 def _days(delta_s: float) -> float:
@@ -76,7 +75,16 @@ def behaviour_row(row: dict[str, Any], now: datetime) -> dict[str, float]:
         "views_per_session": (row["page_views"] or 0) / sessions if sessions else 0.0,
         "cart_abandonment": max(0.0, 1.0 - (row["purchases"] or 0) / carts) if carts else 0.0,
         "peak_month_share": max(months.values()) / sum(months.values()) if months else 0.0,
+        "mobile_share": (row["mobile_sessions"] or 0) / sessions if sessions else 0.0,
+        "explicit_preference": nan_if_none(row["explicit_preference"]),
+        "age_years": AGE_YEARS.get(row["age_band"] or "", float("nan")),
+        "bad_weather_share": ((row["bad_weather_events"] or 0) / row["weather_known_events"]
+                              if row["weather_known_events"] else float("nan")),
     }
+
+
+def nan_if_none(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def structural_features(graph: Graph, user_ids: list[str]) -> dict[str, NDArray[np.float64]]:
@@ -101,10 +109,7 @@ def build_feature_table(
     """Read every user's features: one Cypher round trip per page of users, never per user."""
     now = now or datetime.now(UTC)
     categories = [r["name"] for r in graph.rows(q.CATEGORIES)]
-    names = list(BEHAVIOUR_FEATURES) + [f"share:{c}" for c in categories]
-    descriptions = dict(BEHAVIOUR_FEATURES)
-    descriptions.update({f"share:{c}": f"share of interactions in category {c}"
-                         for c in categories})
+    names = list(ROW_FEATURES) + [f"{CATEGORY_PREFIX}{c}" for c in categories]
     user_ids: list[str] = []
     planted: list[str | None] = []
     rows: list[list[float]] = []
@@ -118,7 +123,7 @@ def build_feature_table(
             counts = {c: n for c, n in row["category_counts"] if c is not None}
             total = sum(counts.values())
             shares = [counts.get(c, 0) / total if total else 0.0 for c in categories]
-            rows.append([values[n] for n in BEHAVIOUR_FEATURES] + shares)
+            rows.append([values[n] for n in ROW_FEATURES] + shares)
             user_ids.append(row["user_id"])
             planted.append(row["demo_group"])
         after = page[-1]["user_id"]
@@ -126,9 +131,9 @@ def build_feature_table(
             on_progress(len(page))
     X = np.array(rows, dtype=np.float64).reshape(len(rows), len(names))
     structural = structural_features(graph, user_ids)
-    for name, column in structural.items():
-        X = np.column_stack([X, column])
+    for name in STRUCTURAL:
+        X = np.column_stack([X, structural[name]])
         names.append(name)
-        descriptions[name] = STRUCTURAL_FEATURES[name]
+    descriptions = {n: describe(n).description for n in names}
     log.info("feature table: %d users x %d features", X.shape[0], X.shape[1])
     return FeatureTable(user_ids, names, X, descriptions, planted, now)

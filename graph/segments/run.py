@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,8 @@ from sklearn.metrics import adjusted_rand_score
 
 from graph.db import Graph
 from graph.errors import InvalidInput
-from graph.features.table import LOG_FEATURES, FeatureTable, build_feature_table
+from graph.features.registry import DEFAULT_SELECTION, log_scaled, select
+from graph.features.table import FeatureTable, build_feature_table
 from graph.segments import queries as q
 from graph.segments.engine import HierarchicalSegmenter, make_preparation
 from graph.segments.naming import SegmentName, name_segments
@@ -60,6 +61,7 @@ def run_segmentation(
     n_clusters: int | None = None,
     k_max: int = 10,
     algorithm: str = "agglomerative",
+    features: Sequence[str] = DEFAULT_SELECTION,
     match_threshold: float = 1.5,
     runs_dir: Path | None = None,
     on_progress: Callable[[str], None] | None = None,
@@ -73,14 +75,15 @@ def run_segmentation(
     """
     note = on_progress or (lambda msg: log.info(msg))
     note("reading features from the graph")
-    table = build_feature_table(graph)
+    full = build_feature_table(graph)
+    table = full.select(select(full.names, features))
     if len(table.user_ids) < 3:
         raise InvalidInput(f"need at least 3 users to segment, found {len(table.user_ids)}")
     previous_rows = graph.rows(q.PREVIOUS_RUN_PERSONAS)
     warnings = feature_warnings(table)
     for warning in warnings:
         log.warning("segmentation: %s", warning)
-    prep = make_preparation(table.names, LOG_FEATURES)
+    prep = make_preparation(table.names, log_scaled(table.names))
     Z = prep.fit_transform(table.X)
     clipper = prep.named_steps["clip"]
     before_clip = prep[: list(prep.named_steps).index("clip")]

@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from graph.db import Graph
@@ -124,3 +125,32 @@ def test_one_new_group_creates_exactly_one_persona(graph: Graph, tmp_path: Path)
     assert second.agreement["new_personas"] == 1
     assert set(first.persona_ids) < set(second.persona_ids)
     assert graph.rows("MATCH (p:Persona) RETURN count(p) AS n")[0]["n"] == 4
+
+
+def test_every_feature_family_is_computed(graph: Graph, tmp_path: Path) -> None:
+    from graph import context
+    from graph.features.table import build_feature_table
+
+    population = DemoPopulation(60, seed=41)
+    path = tmp_path / "demo.jsonl"
+    population.write_events(path)
+    ingest_file(EventWriter(graph, Pseudonymizer("k")), path, batch_size=2000,
+                max_line_bytes=1_000_000)
+    weather, events = population.context()
+    context.upsert_weather(graph, weather)
+    context.upsert_local_events(graph, events)
+    table = build_feature_table(graph)
+    assert len(table.user_ids) == 60
+    for name in ("mobile_share", "bad_weather_share", "age_years", "explicit_preference"):
+        column = table.column(name)
+        known = column[~np.isnan(column)]
+        assert len(known) > 0, name
+    assert ((table.column("mobile_share") >= 0) & (table.column("mobile_share") <= 1)).all()
+    weather_share = table.column("bad_weather_share")
+    assert np.nanmin(weather_share) >= 0 and np.nanmax(weather_share) <= 1
+    ages = table.column("age_years")
+    assert set(ages[~np.isnan(ages)]) <= {21.0, 29.5, 39.5, 49.5, 59.5, 70.0}
+    result = run_segmentation(graph, features=["behaviour", "context", "device", "demographics",
+                                               "preferences"])
+    run = graph.rows("MATCH (r:SegmentationRun {id: $id}) RETURN r.features AS f", id=result.run_id)
+    assert "bad_weather_share" in run[0]["f"] and "age_years" in run[0]["f"]

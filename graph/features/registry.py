@@ -1,0 +1,89 @@
+"""The feature registry: every per-user feature by name, with its family and meaning.
+
+A segmentation run uses the features named in configuration, by feature or by family
+(``PERSONAS_SEGMENT_FEATURES``, ``personas segment --features``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from graph.errors import InvalidInput
+
+CATEGORY_PREFIX = "share:"
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    family: str
+    description: str
+    log_scale: bool = False
+    """Heavy-tailed features are compared on a log scale."""
+
+
+FEATURES: tuple[Feature, ...] = (
+    Feature("purchase_frequency", "behaviour", "orders per 30 days of tenure", True),
+    Feature("avg_order_value", "behaviour", "spend per order", True),
+    Feature("avg_discount", "behaviour", "mean discount on purchases (0-1)"),
+    Feature("recency_days", "behaviour", "days since the user was last seen", True),
+    Feature("tenure_days", "behaviour", "days between first and last activity", True),
+    Feature("session_count", "behaviour", "number of sessions", True),
+    Feature("avg_session_minutes", "behaviour", "mean session duration", True),
+    Feature("views_per_session", "behaviour", "page views per session", True),
+    Feature("cart_abandonment", "behaviour",
+            "share of cart additions not followed by a purchase"),
+    Feature("peak_month_share", "behaviour",
+            "share of purchases in the user's busiest calendar month"),
+    Feature("mobile_share", "device", "share of sessions on a mobile device or app"),
+    Feature("explicit_preference", "preferences",
+            "mean explicit preference weight (-1 dislike .. 1 like); missing when none"),
+    Feature("age_years", "demographics", "middle of the user's age band; missing when unknown"),
+    Feature("bad_weather_share", "context",
+            "share of activity on days of rain, snow or below 5 °C at the user's location, "
+            "among days with a weather observation; missing when none"),
+    Feature("item_pagerank", "structure",
+            "PageRank of the user in the weighted user–item graph (networkx), x n", True),
+)
+REGISTRY: dict[str, Feature] = {f.name: f for f in FEATURES}
+FAMILIES = ("behaviour", "preferences", "device", "demographics", "context", "structure")
+DEFAULT_SELECTION = ("behaviour", "share:*", "structure")
+
+
+def describe(name: str) -> Feature:
+    if name.startswith(CATEGORY_PREFIX):
+        category = name.removeprefix(CATEGORY_PREFIX)
+        return Feature(name, "preferences", f"share of interactions in category {category}")
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise InvalidInput(f"unknown feature {name!r}") from None
+
+
+def select(available: Sequence[str], selection: Iterable[str]) -> list[str]:
+    """The available columns the selection names, in table order. Each selection entry is a
+    family, a feature name, or ``share:*`` for every category share."""
+    wanted: set[str] = set()
+    for entry in selection:
+        if entry in FAMILIES:
+            wanted |= {n for n in available if describe(n).family == entry}
+        elif entry == CATEGORY_PREFIX + "*":
+            wanted |= {n for n in available if n.startswith(CATEGORY_PREFIX)}
+        elif entry in REGISTRY or entry.startswith(CATEGORY_PREFIX):
+            if entry not in available:
+                raise InvalidInput(f"feature {entry!r} is not in the feature table")
+            wanted.add(entry)
+        else:
+            raise InvalidInput(
+                f"unknown feature or family {entry!r}; families: {', '.join(FAMILIES)}; "
+                f"features: {', '.join(REGISTRY)}"
+            )
+    chosen = [n for n in available if n in wanted]
+    if len(chosen) < 2:
+        raise InvalidInput(f"the selection {list(selection)} leaves fewer than 2 features")
+    return chosen
+
+
+def log_scaled(names: Iterable[str]) -> list[str]:
+    return [n for n in names if describe(n).log_scale]

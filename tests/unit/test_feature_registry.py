@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import pytest
+
+from graph.errors import InvalidInput
+from graph.features.registry import DEFAULT_SELECTION, describe, log_scaled, select
+
+TABLE = ["purchase_frequency", "avg_discount", "mobile_share", "age_years", "bad_weather_share",
+         "explicit_preference", "share:toys", "share:books", "item_pagerank"]
+
+
+def test_default_selection() -> None:
+    assert select(TABLE, DEFAULT_SELECTION) == [
+        "purchase_frequency", "avg_discount", "share:toys", "share:books", "item_pagerank"]
+
+
+def test_families_and_names_mix() -> None:
+    assert select(TABLE, ["context", "age_years", "share:books"]) == [
+        "age_years", "bad_weather_share", "share:books"]
+    assert select(TABLE, ["preferences"]) == ["explicit_preference", "share:toys", "share:books"]
+
+
+def test_bad_selections_are_clear_errors() -> None:
+    with pytest.raises(InvalidInput, match="unknown feature or family 'colour'"):
+        select(TABLE, ["colour"])
+    with pytest.raises(InvalidInput, match="'share:garden' is not in the feature table"):
+        select(TABLE, ["share:garden", "behaviour"])
+    with pytest.raises(InvalidInput, match="fewer than 2 features"):
+        select(TABLE, ["device"])
+
+
+def test_descriptions_and_log_scale() -> None:
+    assert describe("share:toys").family == "preferences"
+    assert log_scaled(TABLE) == ["purchase_frequency", "item_pagerank"]
+    with pytest.raises(InvalidInput):
+        describe("nope")
