@@ -239,6 +239,9 @@ def segment_cmd(
     features: Annotated[str | None, typer.Option(
         help="Comma-separated families or feature names (default: PERSONAS_SEGMENT_FEATURES).")
     ] = None,
+    distance_threshold: Annotated[float | None, typer.Option(
+        min=0.0, help="Cut the dendrogram at this merge distance instead of choosing k.")
+    ] = None,
 ) -> None:
     """Cluster users from graph features into named segments and write the run to the graph."""
     # scikit-learn takes seconds to import; only the commands that cluster pay for it.
@@ -253,6 +256,7 @@ def segment_cmd(
     with open_graph(cfg) as graph, console.status("segmenting...") as status:
         chosen = features.split(",") if features else cfg.segment_features
         result = run_segmentation(graph, n_clusters=k, algorithm=algorithm, features=chosen,
+                                  distance_threshold=distance_threshold,
                                   runs_dir=cfg.resolved_runs_dir,
                                   on_progress=lambda m: status.update(m))
     print_run(result)

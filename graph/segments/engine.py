@@ -192,6 +192,7 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         k_tolerance: float = 0.03,
         eps: float | None = None,
         min_samples: int = 5,
+        distance_threshold: float | None = None,
         random_state: int = 0,
     ) -> None:
         self.n_clusters = n_clusters
@@ -208,6 +209,7 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         self.k_tolerance = k_tolerance
         self.eps = eps
         self.min_samples = min_samples
+        self.distance_threshold = distance_threshold
         self.random_state = random_state
 
     def _metrics(self, X: FloatArray, labels: IntArray, silhouette: float) -> dict[str, float]:
@@ -292,6 +294,13 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
             k = pk
         return k
 
+    def _cut_at_distance(self, units: int) -> int:
+        """k from a distance threshold on the dendrogram: merges above it are not made."""
+        t = float(self.distance_threshold or 0.0)
+        k = int(min(units, max(1, 1 + int((self.distances_ > t).sum()))))
+        self.k_reason_ = f"dendrogram cut at distance {t:g} gives k={k}"
+        return k
+
     def _k_range(self, limit: int) -> range:
         if self.n_clusters is not None:
             return range(min(self.n_clusters, limit), min(self.n_clusters, limit) + 1)
@@ -358,7 +367,9 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         if self.algorithm == "agglomerative":
             self._tree(X)
             units = self.unit_sizes_.shape[0]
-            if self.n_clusters is not None:
+            if self.distance_threshold is not None:
+                k = self._cut_at_distance(units)
+            elif self.n_clusters is not None:
                 k = min(self.n_clusters, units)
                 self.k_reason_ = f"k={k} given"
             else:
@@ -369,6 +380,8 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
             k = units
             if self.n_clusters is not None and self.algorithm not in ("dbscan", "hdbscan"):
                 self.k_reason_ = f"k={k} given"
+            if self.distance_threshold is not None:
+                k = self._cut_at_distance(units)
         self.n_units_ = units
         self.n_clusters_ = k
         self.unit_labels_: IntArray = cut_tree(self.children_, units, k)
@@ -376,11 +389,19 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         self.cluster_centers_: FloatArray = np.vstack(
             [X[self.labels_ == c].mean(axis=0) for c in range(k)]
         )
-        parent_k = self.parent_clusters or max(1, k // 2)
-        parent_k = min(parent_k, k)
-        self.parent_n_clusters_ = parent_k
-        self.parent_labels_: IntArray = self._labels(parent_k)
-        # Each leaf lies wholly inside one parent, because both cuts come from one tree.
+        # Levels of the hierarchy: the leaves, then cuts of the same tree with about half as many
+        # segments each, up to a single root. Each segment lies wholly inside one segment of the
+        # level above, because every cut comes from one tree.
+        self.level_ks_: list[int] = [k]
+        while self.level_ks_[-1] > 1:
+            nxt = self.parent_clusters if len(self.level_ks_) == 1 and self.parent_clusters \
+                else self.level_ks_[-1] // 2
+            self.level_ks_.append(max(1, min(nxt, self.level_ks_[-1] - 1)))
+        self.level_labels_: list[IntArray] = [self.labels_] + [
+            self._labels(lk) for lk in self.level_ks_[1:]]
+        self.parent_n_clusters_ = self.level_ks_[1] if k > 1 else 1
+        self.parent_labels_: IntArray = (self.level_labels_[1] if k > 1
+                                         else np.zeros(n, dtype=np.int64))
         self.leaf_parent_: IntArray = np.array(
             [int(self.parent_labels_[self.labels_ == c][0]) for c in range(k)], dtype=np.int64
         )

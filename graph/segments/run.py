@@ -26,6 +26,7 @@ from graph.segments.personas import (
     align_centers,
     match_personas,
 )
+from graph.version import code_version
 
 log = logging.getLogger(__name__)
 WRITE_BATCH = 5000
@@ -62,6 +63,7 @@ def run_segmentation(
     k_max: int = 10,
     algorithm: str = "agglomerative",
     features: Sequence[str] = DEFAULT_SELECTION,
+    distance_threshold: float | None = None,
     match_threshold: float = 1.5,
     runs_dir: Path | None = None,
     on_progress: Callable[[str], None] | None = None,
@@ -91,6 +93,7 @@ def run_segmentation(
     note(f"clustering {Z.shape[0]} users on {Z.shape[1]} features")
     previous_k = len(previous_rows) or None
     model = HierarchicalSegmenter(n_clusters=n_clusters, k_max=k_max, algorithm=algorithm,
+                                  distance_threshold=distance_threshold,
                                   preferred_k=previous_k).fit(Z)
     names = name_segments(model.cluster_centers_, table.names)
     raw_centers = np.vstack([table.X[model.labels_ == c].mean(axis=0)
@@ -104,15 +107,10 @@ def run_segmentation(
                              previous, previous_z, match_threshold)
     agreement = _agreement_with_previous(graph, previous_rows, table.user_ids, model.labels_,
                                          matches)
-    parent_centers = np.vstack([Z[model.parent_labels_ == p].mean(axis=0)
-                                for p in range(model.parent_n_clusters_)])
-    parent_names = name_segments(parent_centers, table.names)
     distances = model.distances(Z)
     ari = planted_agreement(table, model.labels_)
     run_id = f"run-{table.snapshot_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     sizes = np.bincount(model.labels_, minlength=model.n_clusters_).tolist()
-    parent_sizes = np.bincount(model.parent_labels_,
-                               minlength=model.parent_n_clusters_).tolist()
     run_props = {
         "id": run_id,
         "algorithm": (f"agglomerative-{model.linkage}" if algorithm == "agglomerative"
@@ -126,6 +124,8 @@ def run_segmentation(
         "warnings": warnings,
         "outliers_clipped": outliers,
         "snapshot_at": table.snapshot_at,
+        "levels": model.level_ks_,
+        "code_version": code_version(),
         "planted_ari": ari,
         "match_threshold": match_threshold,
         **agreement,
@@ -141,12 +141,7 @@ def run_segmentation(
                                      model.cluster_centers_[c].tolist()),
                          "raw_center": raw_centers[c].tolist()}}
               for c in range(model.n_clusters_)]
-    parents = [{"id": f"{run_id}-L1-{p}",
-                "props": seg_props(1, parent_names[p].name, parent_names[p], parent_sizes[p],
-                                   parent_centers[p].tolist())}
-               for p in range(model.parent_n_clusters_)]
-    links = [{"child": f"{run_id}-L0-{c}", "parent": f"{run_id}-L1-{int(model.leaf_parent_[c])}"}
-             for c in range(model.n_clusters_)]
+    parents, links = upper_levels(run_id, model, Z, table.names, seg_props)
     personas = [{"segment_id": f"{run_id}-L0-{c}", "persona_id": matches[c].persona_id,
                  "name": matches[c].name, "description": matches[c].description}
                 for c in range(model.n_clusters_)]
@@ -184,6 +179,38 @@ def run_segmentation(
     return RunResult(run_id, len(table.user_ids), model.n_clusters_, model.silhouette_,
                      model.k_reason_, names, sizes, model.labels_.tolist(), table.user_ids, ari,
                      plots, [m.persona_id for m in matches], agreement)
+
+
+def upper_levels(
+    run_id: str,
+    model: HierarchicalSegmenter,
+    Z: np.ndarray[Any, Any],
+    feature_names: list[str],
+    seg_props: Callable[..., dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Segments of every level above the leaves, named from their centres, and the CHILD_OF
+    links from each level to the next (the top level is one root holding every user)."""
+    segments: list[dict[str, Any]] = []
+    links: list[dict[str, str]] = []
+    for level in range(1, len(model.level_ks_)):
+        k, labels = model.level_ks_[level], model.level_labels_[level]
+        centers = np.vstack([Z[labels == c].mean(axis=0) for c in range(k)])
+        sizes = np.bincount(labels, minlength=k).tolist()
+        if k == 1:
+            root = SegmentName("All Users", "Every segmented user.", [])
+            level_names = [root]
+        else:
+            level_names = name_segments(centers, feature_names)
+        for c in range(k):
+            segments.append({"id": f"{run_id}-L{level}-{c}",
+                             "props": seg_props(level, level_names[c].name, level_names[c],
+                                                sizes[c], centers[c].tolist())})
+        below = model.level_labels_[level - 1]
+        for child in range(model.level_ks_[level - 1]):
+            parent = int(labels[below == child][0])
+            links.append({"child": f"{run_id}-L{level - 1}-{child}",
+                          "parent": f"{run_id}-L{level}-{parent}"})
+    return segments, links
 
 
 def feature_warnings(table: FeatureTable, max_missing: float = 0.3) -> list[str]:

@@ -69,7 +69,7 @@ def test_readme_query_answers_on_demo_data(demo_graph: Graph, client: TestClient
     assert location["city"] and location["latestWeather"]["condition"]
     assert len(location["upcomingEvents"]) == 2
     segments = body["data"]["segments"]
-    assert {s["level"] for s in segments} == {0, 1}
+    assert {s["level"] for s in segments} == {0, 1, 2}
     assert sum(s["size"] for s in segments if s["level"] == 0) == 80
 
 

@@ -54,12 +54,21 @@ def test_segmentation_recovers_planted_groups(graph: Graph, tmp_path: Path) -> N
                      "RETURN r.k AS k, r.algorithm AS algo, size(r.features) AS nf, "
                      "count(s) AS segments", run=result.run_id)[0]
     assert run["k"] == 4 and run["algo"] == "agglomerative-ward" and run["nf"] >= 12
-    # Leaves nest in parents; sizes add up.
+    # Levels 4 -> 2 -> 1: every segment below the root has one parent on the next level, and
+    # each parent's size is the sum of its children's.
+    levels = graph.rows("MATCH (s:Segment {run_id: $run}) RETURN s.level AS level, "
+                        "count(*) AS n, sum(s.size) AS users ORDER BY level", run=result.run_id)
+    assert levels == [{"level": 0, "n": 4, "users": 240}, {"level": 1, "n": 2, "users": 240},
+                      {"level": 2, "n": 1, "users": 240}]
     nesting = graph.rows(
-        "MATCH (leaf:Segment {run_id: $run, level: 0})-[:CHILD_OF]->(p:Segment {level: 1}) "
-        "RETURN p.id AS parent, p.size AS size, sum(leaf.size) AS leaves", run=result.run_id)
-    assert nesting and all(r["size"] == r["leaves"] for r in nesting)
-    assert run["segments"] == 4 + len(nesting)
+        "MATCH (child:Segment {run_id: $run})-[:CHILD_OF]->(p:Segment) "
+        "WHERE p.level = child.level + 1 "
+        "RETURN p.id AS parent, p.size AS size, sum(child.size) AS children", run=result.run_id)
+    assert len(nesting) == 3 and all(r["size"] == r["children"] for r in nesting)
+    orphans = graph.rows("MATCH (s:Segment {run_id: $run}) WHERE s.level < 2 AND "
+                         "NOT (s)-[:CHILD_OF]->() RETURN count(s) AS n", run=result.run_id)
+    assert orphans == [{"n": 0}]
+    assert run["segments"] == 7
 
 
 def test_rerun_keeps_persona_ids_and_history(graph: Graph, tmp_path: Path) -> None:

@@ -180,3 +180,18 @@ def test_dendrogram_of_flat_and_scalable_runs(tmp_path, options) -> None:
                                    model, ["a", "b", "c", "d"], ["A", "B", "C"], X)
     path = render("dendrogram", artifacts, tmp_path / "d.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_levels_up_to_a_root_and_distance_cut() -> None:
+    X, y = make_blobs(n_samples=300, centers=6, n_features=3, random_state=13, cluster_std=0.5)
+    model = HierarchicalSegmenter(n_clusters=6).fit(X)
+    assert model.level_ks_ == [6, 3, 1]
+    for upper in range(1, len(model.level_ks_)):
+        below, above = model.level_labels_[upper - 1], model.level_labels_[upper]
+        for c in range(model.level_ks_[upper - 1]):
+            assert len(set(above[below == c].tolist())) == 1
+    # A threshold between the 6th- and 5th-largest merge distances gives 6 segments.
+    d = np.sort(model.distances_)[::-1]
+    cut = HierarchicalSegmenter(distance_threshold=float((d[4] + d[5]) / 2)).fit(X)
+    assert cut.n_clusters_ == 6 and "dendrogram cut at distance" in cut.k_reason_
+    assert adjusted_rand_score(y, cut.labels_) > 0.95
