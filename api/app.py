@@ -91,10 +91,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         A plain (threadpool) route: drawing is CPU work that must not block the event loop.
         """
         from graph.segments.artifacts import load, run_dir
-        from graph.segments.plots import KINDS, render
+        from graph.segments.plots import check_kind, render
 
-        if kind not in KINDS:
-            raise InvalidInput(f"unknown picture kind {kind!r}; choose from {sorted(KINDS)}")
+        check_kind(kind)
         path = run_dir(settings.resolved_runs_dir, run_id) / f"{kind}.png"
         if not path.exists():
             render(kind, load(settings.resolved_runs_dir, run_id), path)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
+# The latest run is the segmentation job's notion; the API asks the same question.
+from graph.segments.queries import LATEST_RUN as LATEST_RUN
+
 USER = """
 MATCH (u:User {id: $id})
 RETURN u.id AS id, u.first_seen AS first_seen, u.last_seen AS last_seen,
        u.age_band AS age_band, u.gender AS gender, u.locale AS locale,
        u.events AS events, u.purchases AS purchases, u.spend AS spend
-"""
-
-LATEST_RUN = """
-MATCH (r:SegmentationRun)
-RETURN r.id AS id ORDER BY r.created_at DESC LIMIT 1
 """
 
 # The user's leaf segment in the latest run that includes them.

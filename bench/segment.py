@@ -19,7 +19,7 @@ import time
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
-from graph.features.registry import log_scaled
+from graph.features.registry import FEATURES, log_scaled
 from graph.segments.engine import HierarchicalSegmenter, make_preparation
 
 CATEGORIES = 8
@@ -27,10 +27,10 @@ N_GROUPS = 5
 
 
 def feature_names() -> list[str]:
-    behaviour = ["purchase_frequency", "avg_order_value", "avg_discount", "recency_days",
-                 "tenure_days", "session_count", "avg_session_minutes", "views_per_session",
-                 "cart_abandonment", "peak_month_share"]
-    return behaviour + [f"share:c{i}" for i in range(CATEGORIES)] + ["item_pagerank"]
+    """The default selection's layout: behaviour, category shares, structure."""
+    return ([f.name for f in FEATURES if f.family == "behaviour"]
+            + [f"share:c{i}" for i in range(CATEGORIES)]
+            + [f.name for f in FEATURES if f.family == "structure"])
 
 
 def generate(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[type-arg]

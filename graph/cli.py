@@ -31,6 +31,7 @@ from graph.db import Graph, open_graph
 from graph.demo import DemoPopulation
 from graph.errors import PersonaError
 from graph.ingest.files import IngestSummary, ingest_file
+from graph.ingest.queries import USER_COUNT
 from graph.ingest.writer import EventWriter
 from graph.local import neo4j_server
 from graph.privacy import Pseudonymizer
@@ -245,24 +246,24 @@ def segment_cmd(
 ) -> None:
     """Cluster users from graph features into named segments and write the run to the graph."""
     # scikit-learn takes seconds to import; only the commands that cluster pay for it.
-    from graph.segments.engine import ALGORITHMS
+    from graph.segments.engine import check_algorithm
+
+    check_algorithm(algorithm)  # before any work, so a typo fails at once
+    cfg = settings()
+    with open_graph(cfg) as graph:
+        segment(graph, cfg, n_clusters=k, algorithm=algorithm,
+                features=features.split(",") if features else cfg.segment_features,
+                distance_threshold=distance_threshold)
+
+
+def segment(graph: Graph, cfg: Settings, **options: Any) -> None:
+    """One segmentation run with a spinner, then its table; artifacts go to the runs folder."""
     from graph.segments.run import run_segmentation
 
-    if algorithm not in ALGORITHMS:
-        console.print(f"[red]error:[/red] unknown algorithm {algorithm!r}; choose from "
-                      f"{', '.join(ALGORITHMS)}")
-        raise typer.Exit(2)
-    cfg = settings()
-    with open_graph(cfg) as graph, console.status("segmenting...") as status:
-        chosen = features.split(",") if features else cfg.segment_features
-        result = run_segmentation(graph, n_clusters=k, algorithm=algorithm, features=chosen,
-                                  distance_threshold=distance_threshold,
-                                  runs_dir=cfg.resolved_runs_dir,
-                                  on_progress=lambda m: status.update(m))
+    with console.status("segmenting...") as status:
+        result = run_segmentation(graph, runs_dir=cfg.resolved_runs_dir,
+                                  on_progress=lambda m: status.update(m), **options)
     print_run(result)
-
-
-LATEST_RUN = "MATCH (r:SegmentationRun) RETURN r.id AS id ORDER BY r.created_at DESC LIMIT 1"
 
 
 @app.command("plot")
@@ -276,12 +277,10 @@ def plot_cmd(
 ) -> None:
     """Draw a picture of a segmentation run as a PNG."""
     from graph.segments.artifacts import load, run_dir
-    from graph.segments.plots import KINDS, render
+    from graph.segments.plots import check_kind, render
+    from graph.segments.queries import LATEST_RUN
 
-    if kind not in KINDS:
-        console.print(f"[red]error:[/red] unknown picture kind {kind!r}; choose from "
-                      f"{', '.join(KINDS)}")
-        raise typer.Exit(2)
+    check_kind(kind)
     cfg = settings()
     if run == "latest":
         with open_graph(cfg) as graph:
@@ -321,8 +320,6 @@ def up_cmd(
     serve: Annotated[bool, typer.Option(help="Serve the API after preparing.")] = True,
 ) -> None:
     """Everything: local Neo4j, schema, demo data if empty, segmentation, the API."""
-    from graph.segments.run import run_segmentation
-
     cfg = settings()
     started_here = False
     if cfg.provisions_locally and not neo4j_server.status(cfg).answering:
@@ -332,16 +329,12 @@ def up_cmd(
         with open_graph(cfg) as graph:
             for m in migrations.migrate(graph, cfg.migrations_dir):
                 console.print(f"applied {m.path.name}")
-            users_now = graph.rows("MATCH (u:User) RETURN count(u) AS n")[0]["n"]
+            users_now = graph.rows(USER_COUNT)[0]["n"]
             if users_now == 0:
                 load_demo(graph, cfg, users, 42, None)
             else:
                 console.print(f"graph holds {users_now} users; not loading demo data")
-            with console.status("segmenting...") as status:
-                result = run_segmentation(graph, runs_dir=cfg.resolved_runs_dir,
-                                          features=cfg.segment_features,
-                                          on_progress=lambda m: status.update(m))
-            print_run(result)
+            segment(graph, cfg, features=cfg.segment_features)
         browser = f"http://127.0.0.1:{cfg.neo4j_http_port}/browser/"
         console.print(f"\n[bold]GraphQL[/bold]: http://{cfg.api_host}:{cfg.api_port}/graphql\n"
                       f"[bold]Neo4j Browser[/bold]: {browser} "

@@ -9,8 +9,8 @@ class PersonaError(Exception):
     code = "INTERNAL"
 
 
-class InvalidInput(PersonaError):
-    """The caller sent something we cannot accept."""
+class InvalidInput(PersonaError, ValueError):
+    """The caller sent something we cannot accept (a ValueError too, as scikit-learn expects)."""
 
     code = "BAD_USER_INPUT"
 

@@ -11,13 +11,12 @@ from api import queries as q
 from api.context import Context
 from api.types.context_types import LocalEvent, WeatherObservation, native
 from api.types.segment import Membership, Segment
+from graph.errors import InvalidInput
 
 MAX_FIRST = 100
 
 
 def bounded(first: int) -> int:
-    from graph.errors import InvalidInput
-
     if not 1 <= first <= MAX_FIRST:
         raise InvalidInput(f"`first` must be between 1 and {MAX_FIRST}, got {first}")
     return first

@@ -6,6 +6,8 @@ Times travel as epoch milliseconds and become DateTime values here: the Python d
 
 from __future__ import annotations
 
+USER_COUNT = "MATCH (u:User) RETURN count(u) AS n"
+
 EXISTING_EVENTS = """
 UNWIND $ids AS id
 MATCH (i:Interaction {event_id: id})

@@ -22,9 +22,17 @@ from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silho
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from graph.errors import InvalidInput
+
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 ALGORITHMS = ("agglomerative", "kmeans", "minibatch-kmeans", "birch", "dbscan", "hdbscan")
+
+
+def check_algorithm(name: str) -> str:
+    if name not in ALGORITHMS:
+        raise InvalidInput(f"unknown algorithm {name!r}; choose from {', '.join(ALGORITHMS)}")
+    return name
 
 
 class Log1pColumns(TransformerMixin, BaseEstimator):  # type: ignore[misc]
@@ -57,6 +65,7 @@ class QuantileClipper(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         self.n_features_in_ = X.shape[1]
         self.low_: FloatArray = np.nanquantile(X, self.lower, axis=0)
         self.high_: FloatArray = np.nanquantile(X, self.upper, axis=0)
+        self.n_outliers_ = int(self.outliers(X).sum())
         return self
 
     def transform(self, X: FloatArray) -> FloatArray:
@@ -319,7 +328,7 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         if self.algorithm == "hdbscan":
             return HDBSCAN(min_cluster_size=max(5, int(self.min_segment_share * n)),
                            min_samples=self.min_samples, copy=True)
-        raise ValueError(f"unknown algorithm {self.algorithm!r}; choose from {ALGORITHMS}")
+        raise InvalidInput(f"unknown algorithm {self.algorithm!r}")
 
     def _fit_flat(self, X: FloatArray) -> None:
         """Leaf segments from a flat algorithm; the tree is weighted Ward on their centres."""
@@ -360,8 +369,7 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         n = X.shape[0]
         if n < 3:
             raise ValueError(f"need at least 3 users to segment, got {n}")
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"unknown algorithm {self.algorithm!r}; choose from {ALGORITHMS}")
+        check_algorithm(self.algorithm)
         self.scores_: dict[int, float] = {}
         self.selection_: dict[int, dict[str, float]] = {}
         if self.algorithm == "agglomerative":

@@ -153,11 +153,16 @@ KINDS: dict[str, Callable[[RunArtifacts, Figure], None]] = {
 }
 
 
-def render(kind: str, artifacts: RunArtifacts, path: Path) -> Path:
-    """Draw one picture of the run as a PNG of FIGSIZE x DPI pixels."""
+def check_kind(kind: str) -> Callable[[RunArtifacts, Figure], None]:
     draw = KINDS.get(kind)
     if draw is None:
-        raise InvalidInput(f"unknown picture kind {kind!r}; choose from {sorted(KINDS)}")
+        raise InvalidInput(f"unknown picture kind {kind!r}; choose from {', '.join(KINDS)}")
+    return draw
+
+
+def render(kind: str, artifacts: RunArtifacts, path: Path) -> Path:
+    """Draw one picture of the run as a PNG of FIGSIZE x DPI pixels."""
+    draw = check_kind(kind)
     fig = plt.figure(figsize=FIGSIZE, dpi=DPI)
     try:
         draw(artifacts, fig)

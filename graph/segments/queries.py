@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+LATEST_RUN = """
+MATCH (r:SegmentationRun)
+RETURN r.id AS id ORDER BY r.created_at DESC LIMIT 1
+"""
+
 CREATE_RUN = """
 CREATE (r:SegmentationRun {id: $run.id})
 SET r += $run, r.created_at = datetime()

@@ -87,9 +87,7 @@ def run_segmentation(
         log.warning("segmentation: %s", warning)
     prep = make_preparation(table.names, log_scaled(table.names))
     Z = prep.fit_transform(table.X)
-    clipper = prep.named_steps["clip"]
-    before_clip = prep[: list(prep.named_steps).index("clip")]
-    outliers = int(clipper.outliers(before_clip.transform(table.X)).sum())
+    outliers = prep.named_steps["clip"].n_outliers_
     note(f"clustering {Z.shape[0]} users on {Z.shape[1]} features")
     previous_k = len(previous_rows) or None
     model = HierarchicalSegmenter(n_clusters=n_clusters, k_max=k_max, algorithm=algorithm,
