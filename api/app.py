@@ -1,4 +1,5 @@
-"""The FastAPI application factory: GraphQL at /graphql, health and readiness probes."""
+"""The FastAPI application factory: GraphQL at /graphql, run pictures, health and readiness
+probes. Everything but the probes needs an API key (`api.auth`)."""
 
 from __future__ import annotations
 
@@ -13,20 +14,26 @@ from strawberry.fastapi import GraphQLRouter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from api import queries as q
+from api.auth import PrincipalCache, PrincipalDep, neo4j_loader, requires
 from api.context import Context
 from api.schema import build_schema
+from api.segmentation import SegmentationRunner
+from graph.auth import ANALYSTS
 from graph.db import create_async_driver
-from graph.errors import InvalidInput, NotFound, PersonaError
+from graph.errors import Forbidden, InvalidInput, NotFound, PersonaError, Unauthenticated
 from graph.settings import Settings
 
-HTTP_STATUS = {InvalidInput: 400, NotFound: 404}
+HTTP_STATUS = {InvalidInput: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404}
 
 
 async def persona_error(_: Request, exc: Exception) -> JSONResponse:
     """Domain errors become JSON with a code; the status follows the error's kind."""
     assert isinstance(exc, PersonaError)
     status = next((s for cls, s in HTTP_STATUS.items() if isinstance(exc, cls)), 500)
-    return JSONResponse({"error": {"code": exc.code, "message": str(exc)}}, status)
+    # A 401 must name the scheme the client should use (RFC 9110).
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": {"code": exc.code, "message": str(exc)}}, status,
+                        headers=headers)
 
 
 def get_settings(request: Request) -> Settings:
@@ -43,8 +50,17 @@ DriverDep = Annotated[AsyncDriver, Depends(get_driver)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-async def get_context(driver: DriverDep, settings: SettingsDep) -> Context:
-    return Context(driver, settings)
+def get_segmentation(request: Request) -> SegmentationRunner:
+    runner: SegmentationRunner = request.app.state.segmentation
+    return runner
+
+
+SegmentationDep = Annotated[SegmentationRunner, Depends(get_segmentation)]
+
+
+async def get_context(driver: DriverDep, settings: SettingsDep, principal: PrincipalDep,
+                      segmentation: SegmentationDep) -> Context:
+    return Context(driver, settings, principal, segmentation)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -54,6 +70,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.driver = create_async_driver(settings)
+        app.state.principals = PrincipalCache(
+            neo4j_loader(app.state.driver, settings.neo4j_database),
+            ttl=settings.api_key_cache_seconds)
+        # Made here, not at import: one lock per running app, on the loop that serves it.
+        app.state.segmentation = SegmentationRunner(settings)
         try:
             yield
         finally:
@@ -84,7 +105,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return JSONResponse({"status": "unmigrated"}, 503)
         return JSONResponse({"status": "ready", "schema_version": version})
 
-    @app.get("/runs/{run_id}/plots/{kind}.png", response_class=FileResponse)
+    @app.get("/runs/{run_id}/plots/{kind}.png", response_class=FileResponse,
+             dependencies=[Depends(requires(ANALYSTS))])
     def run_plot(run_id: str, kind: str) -> FileResponse:
         """A picture of a segmentation run, drawn once from its saved artifacts and kept.
 

@@ -1,4 +1,5 @@
-"""The per-request GraphQL context: the shared driver and settings, and a read helper."""
+"""The per-request GraphQL context: the shared driver and settings, the caller, and a read
+helper."""
 
 from __future__ import annotations
 
@@ -7,14 +8,20 @@ from typing import Any, LiteralString
 from neo4j import AsyncDriver, RoutingControl
 from strawberry.fastapi import BaseContext
 
+from api.segmentation import SegmentationRunner
+from graph.auth import Principal
 from graph.settings import Settings
 
 
 class Context(BaseContext):
-    def __init__(self, driver: AsyncDriver, settings: Settings) -> None:
+    def __init__(self, driver: AsyncDriver, settings: Settings, principal: Principal | None,
+                 segmentation: SegmentationRunner) -> None:
         super().__init__()
         self.driver = driver
         self.settings = settings
+        self.principal = principal
+        """The API key's principal; None when the request presented no live key."""
+        self.segmentation = segmentation
 
     async def rows(self, query: LiteralString, **params: Any) -> list[dict[str, Any]]:
         """Run one read query (retried on transient errors by the driver) and return dicts."""

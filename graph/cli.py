@@ -7,8 +7,10 @@ import logging
 import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -27,6 +29,7 @@ from rich.table import Table
 
 from graph import context
 from graph import migrate as migrations
+from graph.auth import create_key, ensure_demo_key, list_keys, parse_role, revoke_key
 from graph.db import Graph, open_graph
 from graph.demo import DemoPopulation
 from graph.errors import PersonaError
@@ -35,6 +38,7 @@ from graph.ingest.queries import USER_COUNT
 from graph.ingest.writer import EventWriter
 from graph.local import neo4j_server
 from graph.privacy import Pseudonymizer
+from graph.segments.assign import SegmentAssigner
 from graph.settings import Settings
 
 if TYPE_CHECKING:
@@ -45,6 +49,7 @@ app = typer.Typer(help="persona-graph: a graph-based persona store for chatbots,
 neo4j_app = typer.Typer(help="Provision and run the local Neo4j server.", no_args_is_help=True)
 app.add_typer(neo4j_app, name="neo4j")
 console = Console(stderr=True, soft_wrap=True)
+log = logging.getLogger("personas")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -147,7 +152,8 @@ def migrate_cmd(
 
 def _ingest(graph: Graph, cfg: Settings, path: Path, dead_letter: Path | None,
             batch_size: int) -> IngestSummary:
-    writer = EventWriter(graph, Pseudonymizer(cfg.pseudonym_key.get_secret_value()))
+    writer = EventWriter(graph, Pseudonymizer(cfg.pseudonym_key.get_secret_value()),
+                         SegmentAssigner(graph, cfg.resolved_runs_dir))
     with progress_bar(f"ingesting {path.name}", count_lines(path)) as advance:
         return ingest_file(writer, path, batch_size=batch_size,
                            max_line_bytes=cfg.max_line_bytes, dead_letter=dead_letter,
@@ -213,6 +219,7 @@ def demo_data_cmd(
         return
     with open_graph(cfg) as graph:
         summary = load_demo(graph, cfg, users, seed, out)
+        ensure_demo_api_key(graph, cfg)
     console.print(f"written: {summary.written}  duplicates: {summary.duplicates}")
 
 
@@ -243,6 +250,9 @@ def segment_cmd(
     distance_threshold: Annotated[float | None, typer.Option(
         min=0.0, help="Cut the dendrogram at this merge distance instead of choosing k.")
     ] = None,
+    connectivity: Annotated[int | None, typer.Option(
+        min=2, help="Agglomerative merges only among each user's N nearest neighbours.")
+    ] = None,
 ) -> None:
     """Cluster users from graph features into named segments and write the run to the graph."""
     # scikit-learn takes seconds to import; only the commands that cluster pay for it.
@@ -253,7 +263,7 @@ def segment_cmd(
     with open_graph(cfg) as graph:
         segment(graph, cfg, n_clusters=k, algorithm=algorithm,
                 features=features.split(",") if features else cfg.segment_features,
-                distance_threshold=distance_threshold)
+                distance_threshold=distance_threshold, connectivity=connectivity)
 
 
 def segment(graph: Graph, cfg: Settings, **options: Any) -> None:
@@ -264,6 +274,40 @@ def segment(graph: Graph, cfg: Settings, **options: Any) -> None:
         result = run_segmentation(graph, runs_dir=cfg.resolved_runs_dir,
                                   on_progress=lambda m: status.update(m), **options)
     print_run(result)
+
+
+def scheduler_loop(cfg: Settings, stop: threading.Event) -> None:
+    """Re-segment whenever the latest run is older than PERSONAS_SEGMENT_EVERY_HOURS."""
+    from graph.segments.run import run_segmentation
+    from graph.segments.schedule import SegmentationScheduler, last_run_at
+
+    with open_graph(cfg) as graph:
+        def run() -> None:
+            result = run_segmentation(graph, runs_dir=cfg.resolved_runs_dir,
+                                      features=cfg.segment_features)
+            log.info("scheduled run %s: %d users in %d segments", result.run_id,
+                     result.n_users, result.n_segments)
+
+        SegmentationScheduler(timedelta(hours=cfg.segment_every_hours), run,
+                              lambda: last_run_at(graph)).run_forever(stop)
+
+
+@app.command("scheduler")
+@fails_cleanly
+def scheduler_cmd() -> None:
+    """Keep segmentations fresh: a new run whenever the latest is older than the interval."""
+    cfg = settings()
+    if cfg.segment_every_hours <= 0:
+        console.print("[red]error:[/red] the schedule is off (PERSONAS_SEGMENT_EVERY_HOURS=0)")
+        raise typer.Exit(2)
+    logging.getLogger().setLevel(logging.INFO)  # a long-running job reports what it does
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    console.print(f"re-segmenting every {cfg.segment_every_hours:g} h; Ctrl-C stops")
+    try:
+        scheduler_loop(cfg, stop)
+    except KeyboardInterrupt:
+        stop.set()
 
 
 @app.command("plot")
@@ -292,6 +336,45 @@ def plot_cmd(
     artifacts = load(cfg.resolved_runs_dir, run)
     path = render(kind, artifacts, out or run_dir(cfg.resolved_runs_dir, run) / f"{kind}.png")
     print(path)
+
+
+@app.command("schema")
+def schema_cmd(
+    check: Annotated[bool, typer.Option(
+        "--check", help="Only compare: exit 1 when the file differs from the code.")] = False,
+    path: Annotated[Path | None, typer.Option(
+        help="The SDL file (default: api/schema.graphql).")] = None,
+) -> None:
+    """Write the GraphQL schema (SDL) to api/schema.graphql, or check that it is up to date."""
+    import difflib
+
+    # The web layer (strawberry) loads only for this command, not at every start of the CLI.
+    from api.sdl import REGENERATE, SDL_PATH, render_sdl
+
+    target = path or SDL_PATH
+    sdl = render_sdl()
+    current = target.read_text(encoding="utf-8") if target.is_file() else None
+    if not check:
+        if current == sdl:
+            console.print(f"{target} is up to date")
+        else:
+            target.write_text(sdl, encoding="utf-8", newline="\n")
+            console.print(f"wrote {target}")
+        return
+    if current == sdl:
+        console.print(f"{target} is up to date")
+        return
+    command = REGENERATE if path is None else f"{REGENERATE} --path {target}"
+    state = "is missing" if current is None else "differs from the schema in the code"
+    console.print(f"[red]error:[/red] {target} {state}; run `{command}` to regenerate it")
+    if current is not None:
+        diff = list(difflib.unified_diff(current.splitlines(), sdl.splitlines(),
+                                         f"{target} (file)", "schema in the code", lineterm=""))
+        for line in diff[:60]:
+            console.print(line, markup=False, highlight=False)
+        if len(diff) > 60:
+            console.print(f"... {len(diff) - 60} more diff lines", markup=False)
+    raise typer.Exit(1)
 
 
 def serve_api(host: str, port: int) -> None:
@@ -334,6 +417,7 @@ def up_cmd(
                 load_demo(graph, cfg, users, 42, None)
             else:
                 console.print(f"graph holds {users_now} users; not loading demo data")
+            ensure_demo_api_key(graph, cfg)
             segment(graph, cfg, features=cfg.segment_features)
         browser = f"http://127.0.0.1:{cfg.neo4j_http_port}/browser/"
         console.print(f"\n[bold]GraphQL[/bold]: http://{cfg.api_host}:{cfg.api_port}/graphql\n"
@@ -341,11 +425,91 @@ def up_cmd(
                       f"(user {cfg.neo4j_user}, password from PERSONAS_NEO4J_PASSWORD)\n")
         if serve:
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-            serve_api(cfg.api_host, cfg.api_port)
+            stop = threading.Event()
+            if cfg.segment_every_hours > 0:
+                threading.Thread(target=scheduler_loop, args=(cfg, stop), daemon=True,
+                                 name="segmentation-scheduler").start()
+            try:
+                serve_api(cfg.api_host, cfg.api_port)
+            finally:
+                stop.set()
     finally:
         if started_here and serve:
             console.print("stopping the Neo4j this command started...")
             neo4j_server.stop(cfg)
+
+
+apikey_app = typer.Typer(help="Create, list and revoke the API keys of the GraphQL API.",
+                         no_args_is_help=True)
+app.add_typer(apikey_app, name="apikey")
+
+
+def ensure_demo_api_key(graph: Graph, cfg: Settings) -> None:
+    """In demo mode, make sure the README's reader key exists and say so; else say how to make
+    a key (the public demo key must never open real data)."""
+    state = ensure_demo_key(graph, cfg)
+    if state is None:
+        console.print("API keys: create one with "
+                      "`personas apikey create --role reader --name NAME`")
+    elif state.usable:
+        console.print(f"demo API key (role reader, as in the README): "
+                      f"Authorization: Bearer {state.key}")
+    else:
+        console.print("[yellow]the demo API key was revoked[/yellow]; create a key with "
+                      "`personas apikey create --role reader --name NAME`")
+
+
+@apikey_app.command("create")
+@fails_cleanly
+def apikey_create(
+    role: Annotated[str, typer.Option(
+        help="reader (chatbots), writer (ingestion), analyst (read all) or admin (all).")],
+    name: Annotated[str, typer.Option(help="Who uses the key; shown in `personas apikey list`.")],
+) -> None:
+    """Create an API key and print it (on stdout, alone). It is shown this once only."""
+    parsed = parse_role(role)  # before connecting, so a typo fails at once
+    with open_graph(settings()) as graph:
+        created = create_key(graph, parsed, name)
+    print(created.key)
+    console.print(f"created API key {created.info.id} ({created.info.name}, role "
+                  f"{created.info.role.value}). Store it now: only its hash is kept, so it "
+                  "cannot be shown again.")
+
+
+@apikey_app.command("list")
+@fails_cleanly
+def apikey_list() -> None:
+    """List API keys: id, name, role, when created and revoked (never the key or its hash)."""
+    with open_graph(settings()) as graph:
+        keys = list_keys(graph)
+    if not keys:
+        console.print("no API keys; create one with `personas apikey create`")
+        return
+    table = Table("id", "name", "role", "created (UTC)", "revoked (UTC)")
+    for column in (0, 2, 3, 4):
+        table.columns[column].no_wrap = True  # only names may wrap on a narrow terminal
+    for k in keys:
+        table.add_row(k.id, k.name, k.role.value, f"{k.created_at:%Y-%m-%d %H:%M:%S}",
+                      f"{k.revoked_at:%Y-%m-%d %H:%M:%S}" if k.revoked_at else "")
+    Console().print(table)
+
+
+@apikey_app.command("revoke")
+@fails_cleanly
+def apikey_revoke(
+    key_id: Annotated[str, typer.Argument(metavar="ID",
+                                          help="The key's id, as `personas apikey list` shows.")],
+) -> None:
+    """Revoke an API key for good."""
+    cfg = settings()
+    with open_graph(cfg) as graph:
+        revocation = revoke_key(graph, key_id)
+    at = revocation.revoked_at.isoformat(timespec="seconds")
+    if revocation.already:
+        console.print(f"API key {key_id} was already revoked (at {at})")
+    else:
+        console.print(f"revoked API key {key_id}; a running API may accept it for up to "
+                      f"{cfg.api_key_cache_seconds:g} s more (PERSONAS_API_KEY_CACHE_SECONDS)")
 
 
 def main() -> None:

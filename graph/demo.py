@@ -155,7 +155,8 @@ class DemoPopulation:
                          device: dict[str, str] = device) -> dict[str, Any]:
                     return {
                         "schema_version": 1, "event_id": f"demo-{self.seed}-{next(ids):09d}",
-                        "type": kind, "source": "web", "occurred_at": at.isoformat(),
+                        "type": kind, "source": "app" if device["kind"] == "app" else "web",
+                        "occurred_at": at.isoformat(),
                         "user": user, "session_id": session_id, "device": device,
                         "properties": props,
                     }

@@ -31,3 +31,15 @@ class EnvironmentProblem(PersonaError):
     """Something the machine must provide is missing (Java, Maven, a free port...)."""
 
     code = "ENVIRONMENT"
+
+
+class Unauthenticated(PersonaError):
+    """No credentials, or credentials that match no live API key (unknown or revoked)."""
+
+    code = "UNAUTHENTICATED"
+
+
+class Forbidden(PersonaError):
+    """Valid credentials whose role does not allow the operation."""
+
+    code = "FORBIDDEN"

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from graph.features.registry import DEFAULT_SELECTION
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -56,9 +58,14 @@ class Settings(BaseSettings):
         default=1_000_000, ge=1024, description="Longest accepted input record, in bytes."
     )
     segment_features: list[str] = Field(
-        default=["behaviour", "share:*", "structure"],
+        default_factory=lambda: list(DEFAULT_SELECTION),
         description="Features a segmentation uses: families (behaviour, preferences, device, "
         "demographics, context, structure), feature names, or share:* (JSON list).",
+    )
+    segment_every_hours: float = Field(
+        default=168.0, ge=0.0,
+        description="Re-segment when the latest run is older than this (hours; 0 turns the "
+        "schedule off). Checked by `personas scheduler` and by `personas up` while serving.",
     )
     runs_dir: Path | None = Field(
         default=None,
@@ -66,6 +73,11 @@ class Settings(BaseSettings):
     )
     api_host: str = Field(default="127.0.0.1", description="Address the API binds to.")
     api_port: int = Field(default=8000, description="Port the API listens on.")
+    api_key_cache_seconds: float = Field(
+        default=30.0, ge=0.0,
+        description="How long the API trusts a resolved API key before asking Neo4j again; a "
+        "revoked key keeps working in a running API for at most this long (0: no cache).",
+    )
 
     @property
     def local_instance_dir(self) -> Path:
@@ -82,3 +94,10 @@ class Settings(BaseSettings):
     @property
     def provisions_locally(self) -> bool:
         return self.neo4j_uri is None
+
+    @property
+    def demo_mode(self) -> bool:
+        """True while identifiers are pseudonymized with the built-in, public demo key: such a
+        graph holds nothing worth protecting, so the documented demo API key may exist."""
+        default = Settings.model_fields["pseudonym_key"].default
+        return bool(self.pseudonym_key.get_secret_value() == default.get_secret_value())

@@ -18,13 +18,15 @@ from graph.settings import Settings
 
 TEST_BOLT_PORT = int(os.environ.get("PERSONAS_TEST_BOLT_PORT", "7688"))
 TEST_HTTP_PORT = int(os.environ.get("PERSONAS_TEST_HTTP_PORT", "7475"))
+# A second checkout can run its suite beside this one on its own instance and ports.
+TEST_INSTANCE = os.environ.get("PERSONAS_TEST_INSTANCE", "test")
 
 
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings(
         runs_dir=tmp_path_factory.mktemp("runs"),
-        neo4j_instance="test",
+        neo4j_instance=TEST_INSTANCE,
         neo4j_bolt_port=TEST_BOLT_PORT,
         neo4j_http_port=TEST_HTTP_PORT,
         neo4j_heap="1g",

@@ -5,7 +5,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from graph import context
 from graph.db import Graph
+from graph.demo import DemoPopulation
+from graph.ingest.files import IngestSummary, ingest_file
+from graph.ingest.writer import Assigner, EventWriter
+from graph.privacy import Pseudonymizer
 
 PERSONAS = str(Path(sys.executable).parent / "personas")
 """The `personas` console script of the virtual environment running the tests."""
@@ -16,3 +21,20 @@ def graph_counts(graph: Graph) -> dict[str, int]:
     nodes = graph.rows("MATCH (n) RETURN labels(n)[0] AS k, count(*) AS c")
     rels = graph.rows("MATCH ()-[r]->() RETURN type(r) AS k, count(*) AS c")
     return {**{f"node:{r['k']}": r["c"] for r in nodes}, **{f"rel:{r['k']}": r["c"] for r in rels}}
+
+
+def load_demo(graph: Graph, folder: Path, users: int, seed: int, *, key: str = "k",
+              with_context: bool = True, assigner: Assigner | None = None) -> IngestSummary:
+    """A demo population written to ``folder``, ingested, and (by default) its weather and
+    local events stored: the data most integration tests start from."""
+    population = DemoPopulation(users, seed)
+    path = folder / f"demo-{seed}.jsonl"
+    population.write_events(path)
+    summary = ingest_file(EventWriter(graph, Pseudonymizer(key), assigner), path,
+                          batch_size=2000, max_line_bytes=1_000_000)
+    assert summary.rejected == 0, summary
+    if with_context:
+        weather, events = population.context()
+        context.upsert_weather(graph, weather)
+        context.upsert_local_events(graph, events)
+    return summary

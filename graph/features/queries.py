@@ -4,17 +4,17 @@ from __future__ import annotations
 
 CATEGORIES = "MATCH (c:Category) RETURN c.name AS name ORDER BY name"
 
-# One row per user of the page: counters kept on the user by ingestion, session statistics,
-# purchase statistics and the category mix of their interactions.
-USER_PAGE = """
-MATCH (u:User)
-WHERE u.id > $after
-WITH u ORDER BY u.id LIMIT $limit
+# One row per user: counters kept on the user by ingestion, session statistics, purchase
+# statistics and the category mix of their interactions. The users come from the statement
+# that precedes this body (a page, or a list of ids).
+_USER_FEATURES = """
 CALL (u) {
   OPTIONAL MATCH (u)-[:HAD_SESSION]->(s:Session)
   RETURN count(s) AS sessions,
          avg(duration.inSeconds(s.started_at, s.ended_at).seconds) AS avg_session_s,
-         sum(CASE WHEN s.device_kind IN ['mobile', 'app'] THEN 1 ELSE 0 END) AS mobile_sessions
+         sum(CASE WHEN s.device_kind IN ['mobile', 'app'] THEN 1 ELSE 0 END) AS mobile_sessions,
+         sum(CASE WHEN s.channel = 'app' THEN 1 ELSE 0 END) AS app_sessions,
+         sum(CASE WHEN s.channel = 'chat' THEN 1 ELSE 0 END) AS chat_sessions
 }
 CALL (u) {
   OPTIONAL MATCH (u)-[p:PREFERS {source: 'explicit'}]->(:Category)
@@ -47,11 +47,23 @@ RETURN u.id AS user_id, u.first_seen AS first_seen, u.last_seen AS last_seen,
        u.events AS events, u.page_views AS page_views, u.carts AS carts,
        u.purchases AS purchases, u.spend AS spend, u.chat_messages AS chat_messages,
        u.age_band AS age_band, u.demo_group AS demo_group,
-       sessions, avg_session_s, mobile_sessions, explicit_preference, weather_known_events,
+       sessions, avg_session_s, mobile_sessions, app_sessions, chat_sessions,
+       explicit_preference, weather_known_events,
        bad_weather_events, orders, avg_discount, last_purchase, purchase_months,
        category_counts
 ORDER BY u.id
 """
+
+USER_PAGE = """
+MATCH (u:User)
+WHERE u.id > $after
+WITH u ORDER BY u.id LIMIT $limit
+""" + _USER_FEATURES
+
+USERS_BY_ID = """
+UNWIND $ids AS id
+MATCH (u:User {id: id})
+""" + _USER_FEATURES
 
 # The user–item graph with interaction weights, for the structural features.
 USER_ITEM_EDGES = """

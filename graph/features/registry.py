@@ -37,6 +37,8 @@ FEATURES: tuple[Feature, ...] = (
     Feature("peak_month_share", "behaviour",
             "share of purchases in the user's busiest calendar month"),
     Feature("mobile_share", "device", "share of sessions on a mobile device or app"),
+    Feature("app_share", "device", "share of sessions in the app channel"),
+    Feature("chat_share", "device", "share of sessions in the chat channel"),
     Feature("explicit_preference", "preferences",
             "mean explicit preference weight (-1 dislike .. 1 like); missing when none"),
     Feature("age_years", "demographics", "middle of the user's age band; missing when unknown"),
@@ -45,10 +47,18 @@ FEATURES: tuple[Feature, ...] = (
             "among days with a weather observation; missing when none"),
     Feature("item_pagerank", "structure",
             "PageRank of the user in the weighted user–item graph (networkx), x n", True),
+    Feature("item_degree", "structure", "distinct items the user interacted with", True),
+    Feature("spectral_1", "structure",
+            "first axis of the users' spectral embedding in the user–item graph: users of the "
+            "same items lie close"),
+    Feature("spectral_2", "structure", "second axis of the spectral embedding"),
 )
 REGISTRY: dict[str, Feature] = {f.name: f for f in FEATURES}
 FAMILIES = ("behaviour", "preferences", "device", "demographics", "context", "structure")
-DEFAULT_SELECTION = ("behaviour", "share:*", "structure")
+# The spectral axes are left out by default: they are re-derived on every run and rotate when
+# the population changes, which would break the matching of segments to earlier personas.
+# Name them (or the "structure" family) for exploratory runs.
+DEFAULT_SELECTION = ("behaviour", "share:*", "item_pagerank")
 
 
 def describe(name: str) -> Feature:

@@ -12,6 +12,8 @@ from typing import Any
 import networkx as nx
 import numpy as np
 from numpy.typing import NDArray
+from scipy import sparse
+from scipy.sparse.linalg import LinearOperator, svds
 
 from graph.db import Graph
 from graph.features import queries as q
@@ -25,9 +27,10 @@ AGE_YEARS = {"18-24": 21.0, "25-34": 29.5, "35-44": 39.5, "45-54": 49.5, "55-64"
 # the structural features).
 ROW_FEATURES = ("purchase_frequency", "avg_order_value", "avg_discount", "recency_days",
                 "tenure_days", "session_count", "avg_session_minutes", "views_per_session",
-                "cart_abandonment", "peak_month_share", "mobile_share", "explicit_preference",
+                "cart_abandonment", "peak_month_share", "mobile_share", "app_share", "chat_share",
+                "explicit_preference",
                 "age_years", "bad_weather_share")
-STRUCTURAL = ("item_pagerank",)
+STRUCTURAL = ("item_pagerank", "item_degree", "spectral_1", "spectral_2")
 
 
 @dataclass
@@ -76,6 +79,8 @@ def behaviour_row(row: dict[str, Any], now: datetime) -> dict[str, float]:
         "cart_abandonment": max(0.0, 1.0 - (row["purchases"] or 0) / carts) if carts else 0.0,
         "peak_month_share": max(months.values()) / sum(months.values()) if months else 0.0,
         "mobile_share": (row["mobile_sessions"] or 0) / sessions if sessions else 0.0,
+        "app_share": (row["app_sessions"] or 0) / sessions if sessions else 0.0,
+        "chat_share": (row["chat_sessions"] or 0) / sessions if sessions else 0.0,
         "explicit_preference": nan_if_none(row["explicit_preference"]),
         "age_years": AGE_YEARS.get(row["age_band"] or "", float("nan")),
         "bad_weather_share": ((row["bad_weather_events"] or 0) / row["weather_known_events"]
@@ -88,15 +93,79 @@ def nan_if_none(value: float | None) -> float:
 
 
 def structural_features(graph: Graph, user_ids: list[str]) -> dict[str, NDArray[np.float64]]:
-    """PageRank on the user–item interaction graph, computed with networkx."""
+    """Graph-structure features from the weighted user–item interaction graph (networkx):
+    PageRank, degree, and a two-dimensional spectral embedding of the users."""
     g = nx.Graph()
     for r in graph.rows(q.USER_ITEM_EDGES):
         g.add_edge(("u", r["user_id"]), ("i", r["item_id"]), weight=float(r["weight"] or 0) + 1.0)
+    out = {name: np.zeros(len(user_ids)) for name in STRUCTURAL}
     if g.number_of_edges() == 0:
-        return {"item_pagerank": np.zeros(len(user_ids))}
+        return out
     rank = nx.pagerank(g, weight="weight")
     n = g.number_of_nodes()
-    return {"item_pagerank": np.array([rank.get(("u", uid), 0.0) * n for uid in user_ids])}
+    out["item_pagerank"] = np.array([rank.get(("u", uid), 0.0) * n for uid in user_ids])
+    out["item_degree"] = np.array([float(g.degree(("u", uid))) if ("u", uid) in g else 0.0
+                                   for uid in user_ids])
+    embedding = spectral_embedding(g, user_ids)
+    out["spectral_1"], out["spectral_2"] = embedding[:, 0], embedding[:, 1]
+    return out
+
+
+def spectral_embedding(g: nx.Graph, user_ids: list[str], dims: int = 2) -> NDArray[np.float64]:
+    """Users placed by the leading non-trivial singular vectors of the degree-normalized
+    user–item matrix (bipartite spectral co-clustering): users who interact with the same items
+    land close together. Users outside the graph get NaN (imputed later)."""
+    users = [("u", uid) for uid in user_ids if ("u", uid) in g]
+    items = sorted(node for node in g if node[0] == "i")
+    result = np.full((len(user_ids), dims), np.nan)
+    if len(users) <= dims + 1 or len(items) <= dims + 1:
+        return result
+    A = nx.bipartite.biadjacency_matrix(g, row_order=users, column_order=items,
+                                        weight="weight").astype(np.float64)
+    du = np.asarray(A.sum(axis=1)).ravel()
+    di = np.asarray(A.sum(axis=0)).ravel()
+    B = sparse.csr_matrix(sparse.diags(1 / np.sqrt(du)) @ A @ sparse.diags(1 / np.sqrt(di)))
+    # The leading singular pair (value 1) only restates the degrees; it is projected out
+    # so the vectors found carry structure.
+    u0 = np.sqrt(du) / np.linalg.norm(np.sqrt(du))
+    v0 = np.sqrt(di) / np.linalg.norm(np.sqrt(di))
+    deflated = LinearOperator(
+        B.shape, dtype=np.float64,
+        matvec=lambda x: B @ np.ravel(x) - u0 * (v0 @ np.ravel(x)),
+        rmatvec=lambda y: B.T @ np.ravel(y) - v0 * (u0 @ np.ravel(y)),
+    )
+    # A fixed start vector makes the result the same on the same graph.
+    start = np.ones(min(B.shape)) / np.sqrt(min(B.shape))
+    U, values, Vt = svds(deflated, k=dims, v0=start)
+    order = np.argsort(-values)
+    vectors = U[:, order] / np.sqrt(du)[:, None]
+    # Singular vectors have no inherent sign; orient each so the most-used item scores
+    # positive, which keeps the axes (and the persona centres) comparable between runs.
+    top_item = int(np.argmax(di))
+    signs = np.sign(Vt[order, top_item])
+    signs[signs == 0] = 1.0
+    vectors = vectors * signs
+    vectors = vectors / (np.abs(vectors).max(axis=0) + 1e-12)
+    index = {uid: row for row, (_, uid) in enumerate(users)}
+    for i, uid in enumerate(user_ids):
+        if uid in index:
+            result[i] = vectors[index[uid]]
+    return result
+
+
+def feature_rows(
+    page: list[dict[str, Any]], categories: list[str], now: datetime,
+) -> tuple[list[list[float]], list[str], list[str | None]]:
+    """Feature values (ROW_FEATURES, then one share per category) of users read with
+    ``USER_PAGE`` or ``USERS_BY_ID``; also their ids and planted demo groups."""
+    rows: list[list[float]] = []
+    for row in page:
+        values = behaviour_row(row, now)
+        counts = {c: n for c, n in row["category_counts"] if c is not None}
+        total = sum(counts.values())
+        shares = [counts.get(c, 0) / total if total else 0.0 for c in categories]
+        rows.append([values[n] for n in ROW_FEATURES] + shares)
+    return rows, [r["user_id"] for r in page], [r["demo_group"] for r in page]
 
 
 def build_feature_table(
@@ -118,14 +187,10 @@ def build_feature_table(
         page = graph.rows(q.USER_PAGE, after=after, limit=page_size)
         if not page:
             break
-        for row in page:
-            values = behaviour_row(row, now)
-            counts = {c: n for c, n in row["category_counts"] if c is not None}
-            total = sum(counts.values())
-            shares = [counts.get(c, 0) / total if total else 0.0 for c in categories]
-            rows.append([values[n] for n in ROW_FEATURES] + shares)
-            user_ids.append(row["user_id"])
-            planted.append(row["demo_group"])
+        values, ids, groups = feature_rows(page, categories, now)
+        rows += values
+        user_ids += ids
+        planted += groups
         after = page[-1]["user_id"]
         if on_progress:
             on_progress(len(page))
@@ -137,3 +202,25 @@ def build_feature_table(
     descriptions = {n: describe(n).description for n in names}
     log.info("feature table: %d users x %d features", X.shape[0], X.shape[1])
     return FeatureTable(user_ids, names, X, descriptions, planted, now)
+
+
+def features_of_users(
+    graph: Graph, user_ids: list[str], names: list[str], now: datetime | None = None,
+) -> FeatureTable:
+    """The named features of a few users, e.g. newcomers between runs, in one round trip.
+
+    Graph-structure features need the whole graph, so they are missing here (the run's
+    preparation pipeline imputes them); categories the names do not list are ignored.
+    """
+    now = now or datetime.now(UTC)
+    categories = [n.removeprefix(CATEGORY_PREFIX) for n in names
+                  if n.startswith(CATEGORY_PREFIX)]
+    page = graph.rows(q.USERS_BY_ID, ids=user_ids)
+    values, ids, groups = feature_rows(page, categories, now)
+    computed = list(ROW_FEATURES) + [f"{CATEGORY_PREFIX}{c}" for c in categories]
+    X = np.full((len(ids), len(names)), np.nan)
+    for j, name in enumerate(names):
+        if name in computed:
+            X[:, j] = [v[computed.index(name)] for v in values]
+    return FeatureTable(ids, list(names), X, {n: describe(n).description for n in names},
+                        groups, now)

@@ -8,10 +8,11 @@ the whole function, including the filter, so nothing is counted twice.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from neo4j import ManagedTransaction
 
@@ -19,6 +20,8 @@ from graph.db import Graph
 from graph.events import Event, EventType
 from graph.ingest import queries as q
 from graph.privacy import Pseudonymizer
+
+log = logging.getLogger(__name__)
 
 # How much one event says about interest in its category (feeds inferred preferences).
 INTEREST_SCORE: dict[EventType, float] = {
@@ -43,6 +46,14 @@ COUNTER = {
 class WriteResult:
     written: int
     duplicates: int
+    user_ids: tuple[str, ...] = ()
+    """Users the written events belong to."""
+
+
+class Assigner(Protocol):
+    """What runs after each committed batch: segment assignment of newcomers."""
+
+    def assign(self, user_ids: Sequence[str]) -> int: ...
 
 
 def epoch_ms(at: datetime) -> int:
@@ -53,9 +64,11 @@ def epoch_ms(at: datetime) -> int:
 class EventWriter:
     """Writes batches of events; one instance per process, shared by every source."""
 
-    def __init__(self, graph: Graph, pseudonymizer: Pseudonymizer) -> None:
+    def __init__(self, graph: Graph, pseudonymizer: Pseudonymizer,
+                 assigner: Assigner | None = None) -> None:
         self.graph = graph
         self.pseudonymizer = pseudonymizer
+        self.assigner = assigner
 
     def write(self, events: Sequence[Event]) -> WriteResult:
         """Write one batch in one transaction; events already stored are skipped, not re-counted."""
@@ -69,19 +82,24 @@ class EventWriter:
             eid: [(kind, self.pseudonymizer.digest(kind, value)) for kind, value in e.identifiers()]
             for eid, e in unique.items()
         }
-        written = self.graph.write(lambda tx: self._write_tx(tx, unique, hashed))
-        return WriteResult(written, len(events) - written)
+        written, users = self.graph.write(lambda tx: self._write_tx(tx, unique, hashed))
+        if self.assigner is not None and users:
+            try:
+                self.assigner.assign(users)
+            except Exception:  # noqa: BLE001 - the events are committed; the next run assigns
+                log.exception("segment assignment after a batch failed; the events are stored")
+        return WriteResult(written, len(events) - written, tuple(users))
 
     def _write_tx(
         self,
         tx: ManagedTransaction,
         events: dict[str, Event],
         hashed: dict[str, list[tuple[str, str]]],
-    ) -> int:
+    ) -> tuple[int, list[str]]:
         existing = {r["id"] for r in tx.run(q.EXISTING_EVENTS, ids=list(events))}
         fresh = [e for eid, e in events.items() if eid not in existing]
         if not fresh:
-            return 0
+            return 0, []
         idents = {pair for e in fresh for pair in hashed[e.event_id]}
         known = {
             (r["kind"], r["hash"]): r["user_id"]
@@ -113,7 +131,7 @@ class EventWriter:
                    user_ids=sorted({r["user_id"] for r in params["inferred"]})).consume()
         if params["explicit"]:
             tx.run(q.SET_EXPLICIT_PREFERENCES, rows=params["explicit"]).consume()
-        return len(fresh)
+        return len(fresh), [u["id"] for u in params["users"]]
 
     def _resolve_users(
         self,

@@ -19,6 +19,7 @@ from sklearn.cluster import (
 from sklearn.decomposition import PCA
 from sklearn.impute import SimpleImputer
 from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+from sklearn.neighbors import kneighbors_graph
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -181,7 +182,8 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
     average or complete), the k-based ``kmeans``, ``minibatch-kmeans`` and ``birch`` (k chosen
     the same way), or the density-based ``dbscan`` and ``hdbscan`` (k found by the algorithm;
     users it calls noise join the nearest segment). For the flat algorithms the hierarchy above
-    the leaves is Ward on the leaf centres, weighted by size.
+    the leaves is Ward on the leaf centres, weighted by size. ``connectivity`` (a number of
+    nearest neighbours) constrains agglomerative merges to neighbouring units.
     """
 
     def __init__(
@@ -202,6 +204,7 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         eps: float | None = None,
         min_samples: int = 5,
         distance_threshold: float | None = None,
+        connectivity: int | None = None,
         random_state: int = 0,
     ) -> None:
         self.n_clusters = n_clusters
@@ -219,6 +222,7 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         self.eps = eps
         self.min_samples = min_samples
         self.distance_threshold = distance_threshold
+        self.connectivity = connectivity
         self.random_state = random_state
 
     def _metrics(self, X: FloatArray, labels: IntArray, silhouette: float) -> dict[str, float]:
@@ -241,7 +245,7 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         if n <= self.max_exact:
             tree = AgglomerativeClustering(
                 n_clusters=None, distance_threshold=0.0, linkage=self.linkage,
-                compute_full_tree=True,
+                compute_full_tree=True, connectivity=self._neighbours(X),
             ).fit(X)
             self.children_: IntArray = tree.children_
             self.distances_: FloatArray = tree.distances_
@@ -262,8 +266,26 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
             self.unit_of_ = remap[self.unit_of_]
         centers = micro.cluster_centers_[keep]
         self.unit_sizes_ = self.unit_sizes_[keep]
-        self.children_, self.distances_ = weighted_ward(centers, self.unit_sizes_)
+        if self.linkage == "ward":
+            self.children_, self.distances_ = weighted_ward(centers, self.unit_sizes_)
+        else:
+            # Average and complete linkage over micro-cluster centres; unlike Ward they have no
+            # size-weighted form, so each centre counts once.
+            tree = AgglomerativeClustering(
+                n_clusters=None, distance_threshold=0.0, linkage=self.linkage,
+                compute_full_tree=True, connectivity=self._neighbours(centers),
+            ).fit(centers)
+            self.children_, self.distances_ = tree.children_, tree.distances_
         self.scalable_ = True
+
+    def _neighbours(self, X: FloatArray) -> Any:
+        """The optional connectivity constraint: only merge among each unit's k nearest
+        neighbours (segments stay contiguous in feature space). Size-weighted Ward on
+        micro-clusters has no such constraint; the micro-clusters are local already."""
+        if self.connectivity is None:
+            return None
+        return kneighbors_graph(X, n_neighbors=min(self.connectivity, X.shape[0] - 1),
+                                include_self=False)
 
     def _labels(self, k: int) -> IntArray:
         units = self.unit_sizes_.shape[0]
@@ -397,13 +419,15 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         self.cluster_centers_: FloatArray = np.vstack(
             [X[self.labels_ == c].mean(axis=0) for c in range(k)]
         )
-        # Levels of the hierarchy: the leaves, then cuts of the same tree with about half as many
-        # segments each, up to a single root. Each segment lies wholly inside one segment of the
-        # level above, because every cut comes from one tree.
+        # Levels of the hierarchy: the leaves, the parent level, then cuts of the same tree with
+        # about half as many segments each, up to a single root. Each segment lies wholly inside
+        # one segment of the level above, because every cut comes from one tree.
         self.level_ks_: list[int] = [k]
         while self.level_ks_[-1] > 1:
-            nxt = self.parent_clusters if len(self.level_ks_) == 1 and self.parent_clusters \
-                else self.level_ks_[-1] // 2
+            if len(self.level_ks_) == 1:
+                nxt = self.parent_clusters or self._parent_k(k)
+            else:
+                nxt = self.level_ks_[-1] // 2
             self.level_ks_.append(max(1, min(nxt, self.level_ks_[-1] - 1)))
         self.level_labels_: list[IntArray] = [self.labels_] + [
             self._labels(lk) for lk in self.level_ks_[1:]]
@@ -415,6 +439,18 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         )
         self.silhouette_ = self._silhouette(X, self.labels_) if k > 1 else float("nan")
         return self
+
+    def _parent_k(self, k: int) -> int:
+        """The number of parent segments: the cut between 2 and k-1 segments that the dendrogram
+        holds longest (the widest gap between consecutive merge heights), so natural groups of
+        segments become the parents."""
+        if k <= 2:
+            return 1
+        heights = np.sort(self.distances_)
+        units = heights.shape[0] + 1
+        # The merge that takes m segments to m-1 is at heights[units - m].
+        gaps = {pk: float(heights[units - pk] - heights[units - pk - 1]) for pk in range(2, k)}
+        return max(gaps, key=lambda pk: gaps[pk])
 
     def predict(self, X: FloatArray) -> IntArray:
         """Nearest leaf centre: how users arriving between runs are assigned."""

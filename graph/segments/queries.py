@@ -35,10 +35,24 @@ SET p.name = row.name, p.description = row.description, p.updated_at = datetime(
 CREATE (s)-[:EMBODIES]->(p)
 """
 
+# A user has one membership per run: a run assigns everyone ('run'), ingestion assigns users who
+# arrived after it ('ingest'); the guard keeps concurrent batches from assigning a user twice.
 ASSIGN_USERS = """
 UNWIND $rows AS row
 MATCH (u:User {id: row.user_id}), (s:Segment {id: row.segment_id})
-CREATE (u)-[:IN_SEGMENT {distance: row.distance, assigned_at: datetime(), run_id: $run_id}]->(s)
+WHERE NOT EXISTS { (u)-[:IN_SEGMENT {run_id: $run_id}]->() }
+CREATE (u)-[:IN_SEGMENT {distance: row.distance, assigned_at: datetime(), run_id: $run_id,
+                         assigned_by: $assigned_by}]->(s)
+"""
+
+# Which of the given users the latest run has no segment for.
+UNSEGMENTED = """
+MATCH (r:SegmentationRun)
+WITH r ORDER BY r.created_at DESC LIMIT 1
+UNWIND $ids AS id
+MATCH (u:User {id: id})
+WHERE NOT EXISTS { (u)-[:IN_SEGMENT {run_id: r.id}]->() }
+RETURN r.id AS run_id, collect(u.id) AS user_ids
 """
 
 # The latest run's leaf segments with their personas and raw-unit centres, for matching.

@@ -64,6 +64,7 @@ def run_segmentation(
     algorithm: str = "agglomerative",
     features: Sequence[str] = DEFAULT_SELECTION,
     distance_threshold: float | None = None,
+    connectivity: int | None = None,
     match_threshold: float = 1.5,
     runs_dir: Path | None = None,
     on_progress: Callable[[str], None] | None = None,
@@ -92,7 +93,7 @@ def run_segmentation(
     previous_k = len(previous_rows) or None
     model = HierarchicalSegmenter(n_clusters=n_clusters, k_max=k_max, algorithm=algorithm,
                                   distance_threshold=distance_threshold,
-                                  preferred_k=previous_k).fit(Z)
+                                  connectivity=connectivity, preferred_k=previous_k).fit(Z)
     names = name_segments(model.cluster_centers_, table.names)
     raw_centers = np.vstack([table.X[model.labels_ == c].mean(axis=0)
                              for c in range(model.n_clusters_)])
@@ -158,7 +159,7 @@ def run_segmentation(
         tx.run(q.LINK_SEGMENT_PARENTS, rows=links).consume()
         tx.run(q.UPSERT_PERSONAS, rows=personas).consume()
         for start in range(0, len(members), WRITE_BATCH):
-            tx.run(q.ASSIGN_USERS, run_id=run_id,
+            tx.run(q.ASSIGN_USERS, run_id=run_id, assigned_by="run",
                    rows=members[start:start + WRITE_BATCH]).consume()
             tx.run(q.UPDATE_PERSONA_HISTORY, run_id=run_id, at=at,
                    rows=history[start:start + WRITE_BATCH]).consume()

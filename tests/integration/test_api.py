@@ -5,16 +5,14 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from api.app import create_app
-from graph import context
+from graph.auth import DEMO_API_KEY, Role, create_key, ensure_demo_key
 from graph.db import Graph
-from graph.demo import DemoPopulation
-from graph.ingest.files import ingest_file
-from graph.ingest.writer import EventWriter
-from graph.privacy import Pseudonymizer
 from graph.segments.run import run_segmentation
 from graph.settings import Settings
+from tests.helpers import load_demo
 
 pytestmark = pytest.mark.integration
 DEMO_KEY = Settings().pseudonym_key.get_secret_value()
@@ -25,30 +23,39 @@ def readme_query(repo_root: Path) -> str:
     return re.search(r"```graphql\n(.*?)```", text, re.S).group(1)  # type: ignore[union-attr]
 
 
+def readme_auth_header(repo_root: Path) -> tuple[str, str]:
+    """The header the README's curl example sends."""
+    text = (repo_root / "README.md").read_text()
+    match = re.search(r"-H '(Authorization): (Bearer pg_[A-Za-z0-9_-]+)'", text)
+    assert match, "the README's example sends no Authorization header"
+    return match.group(1), match.group(2)
+
+
 @pytest.fixture
 def demo_graph(graph: Graph, tmp_path: Path, settings: Settings) -> Graph:
     """The README's demo: seed 42 with the demo pseudonym key, context and one segmentation."""
-    population = DemoPopulation(80, seed=42)
-    path = tmp_path / "demo.jsonl"
-    population.write_events(path)
-    ingest_file(EventWriter(graph, Pseudonymizer(DEMO_KEY)), path, batch_size=2000,
-                max_line_bytes=1_000_000)
-    weather, events = population.context()
-    context.upsert_weather(graph, weather)
-    context.upsert_local_events(graph, events)
+    load_demo(graph, tmp_path, 80, seed=42, key=DEMO_KEY)
     run_segmentation(graph, runs_dir=settings.resolved_runs_dir)
+    # As `personas up` does in demo mode: the README's reader key.
+    demo_mode = settings.model_copy(update={"pseudonym_key": SecretStr(DEMO_KEY)})
+    demo = ensure_demo_key(graph, demo_mode)
+    assert demo is not None and demo.usable
     return graph
 
 
 @pytest.fixture
 def client(settings: Settings, neo4j_running) -> TestClient:
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings),
+                    headers={"Authorization": f"Bearer {DEMO_API_KEY}"}) as c:
         yield c
 
 
 def test_readme_query_answers_on_demo_data(demo_graph: Graph, client: TestClient,
                                            repo_root: Path) -> None:
-    response = client.post("/graphql", json={"query": readme_query(repo_root)})
+    name, value = readme_auth_header(repo_root)
+    assert value == f"Bearer {DEMO_API_KEY}"
+    response = client.post("/graphql", json={"query": readme_query(repo_root)},
+                           headers={name: value})
     assert response.status_code == 200
     body = response.json()
     assert "errors" not in body, body
@@ -90,13 +97,15 @@ def test_bad_arguments_are_bad_user_input(demo_graph: Graph, client: TestClient)
 def test_health_readiness_and_graphiql(demo_graph: Graph, client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["schema_version"] == 2
+    assert ready.status_code == 200 and ready.json()["schema_version"] == 3
     page = client.get("/graphql", headers={"accept": "text/html"})
     assert page.status_code == 200 and "graphiql" in page.text.lower()
 
 
 def test_run_pictures_are_served(demo_graph: Graph, client: TestClient) -> None:
     run_id = demo_graph.rows("MATCH (r:SegmentationRun) RETURN r.id AS id")[0]["id"]
+    # Pictures are for analysts; the client's default key is the demo reader's.
+    client.headers["Authorization"] = f"Bearer {create_key(demo_graph, Role.ANALYST, 'a').key}"
     for kind in ("dendrogram", "profile", "pca"):
         response = client.get(f"/runs/{run_id}/plots/{kind}.png")
         assert response.status_code == 200, response.text

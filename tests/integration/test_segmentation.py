@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -11,7 +12,9 @@ from graph.demo import DemoPopulation
 from graph.ingest.files import ingest_file
 from graph.ingest.writer import EventWriter
 from graph.privacy import Pseudonymizer
+from graph.segments.assign import SegmentAssigner
 from graph.segments.run import run_segmentation
+from tests.helpers import load_demo
 
 pytestmark = pytest.mark.integration
 
@@ -21,14 +24,6 @@ EXPECTED_NAMES = {
     "seasonal_buyers": "Seasonal Buyers",
     "new_visitors": "New Visitors",
 }
-
-
-def load_demo(graph: Graph, tmp_path: Path, users: int, seed: int) -> None:
-    path = tmp_path / "demo.jsonl"
-    DemoPopulation(users, seed).write_events(path)
-    summary = ingest_file(EventWriter(graph, Pseudonymizer("k")), path, batch_size=2000,
-                          max_line_bytes=1_000_000)
-    assert summary.rejected == 0
 
 
 def test_segmentation_recovers_planted_groups(graph: Graph, tmp_path: Path) -> None:
@@ -54,21 +49,23 @@ def test_segmentation_recovers_planted_groups(graph: Graph, tmp_path: Path) -> N
                      "RETURN r.k AS k, r.algorithm AS algo, size(r.features) AS nf, "
                      "count(s) AS segments", run=result.run_id)[0]
     assert run["k"] == 4 and run["algo"] == "agglomerative-ward" and run["nf"] >= 12
-    # Levels 4 -> 2 -> 1: every segment below the root has one parent on the next level, and
-    # each parent's size is the sum of its children's.
+    # Levels from the 4 leaves up to one root: every segment below the root has one parent on
+    # the next level, and each parent's size is the sum of its children's.
     levels = graph.rows("MATCH (s:Segment {run_id: $run}) RETURN s.level AS level, "
                         "count(*) AS n, sum(s.size) AS users ORDER BY level", run=result.run_id)
-    assert levels == [{"level": 0, "n": 4, "users": 240}, {"level": 1, "n": 2, "users": 240},
-                      {"level": 2, "n": 1, "users": 240}]
+    counts = [lv["n"] for lv in levels]
+    assert counts[0] == 4 and counts[-1] == 1 and counts == sorted(counts, reverse=True)
+    assert len(set(counts)) == len(counts) and all(lv["users"] == 240 for lv in levels)
     nesting = graph.rows(
         "MATCH (child:Segment {run_id: $run})-[:CHILD_OF]->(p:Segment) "
         "WHERE p.level = child.level + 1 "
         "RETURN p.id AS parent, p.size AS size, sum(child.size) AS children", run=result.run_id)
-    assert len(nesting) == 3 and all(r["size"] == r["children"] for r in nesting)
-    orphans = graph.rows("MATCH (s:Segment {run_id: $run}) WHERE s.level < 2 AND "
-                         "NOT (s)-[:CHILD_OF]->() RETURN count(s) AS n", run=result.run_id)
+    assert len(nesting) == sum(counts[1:]) and all(r["size"] == r["children"] for r in nesting)
+    orphans = graph.rows("MATCH (s:Segment {run_id: $run}) WHERE s.level < $top AND "
+                         "NOT (s)-[:CHILD_OF]->() RETURN count(s) AS n", run=result.run_id,
+                         top=len(counts) - 1)
     assert orphans == [{"n": 0}]
-    assert run["segments"] == 7
+    assert run["segments"] == sum(counts)
 
 
 def test_rerun_keeps_persona_ids_and_history(graph: Graph, tmp_path: Path) -> None:
@@ -117,6 +114,41 @@ def test_new_users_of_known_groups_keep_personas(graph: Graph, tmp_path: Path) -
     assert correct >= 18, newcomers
 
 
+def test_newcomers_are_assigned_at_ingest_between_runs(graph: Graph, tmp_path: Path) -> None:
+    runs_dir = tmp_path / "runs"
+    assigner = SegmentAssigner(graph, runs_dir)
+    load_demo(graph, tmp_path, users=200, seed=21, assigner=assigner)  # no run yet: no-op
+    assert graph.rows("MATCH ()-[m:IN_SEGMENT]->() RETURN count(m) AS n") == [{"n": 0}]
+    first = run_segmentation(graph, runs_dir=runs_dir)
+    persona_of_group = {g: c.most_common(1)[0][0]
+                        for g, c in persona_by_group(graph, first.run_id).items()}
+    load_demo(graph, tmp_path, users=20, seed=22, assigner=assigner)
+    rows = graph.rows(
+        "MATCH (u:User)-[m:IN_SEGMENT {run_id: $run}]->(s:Segment)-[:EMBODIES]->(p:Persona) "
+        "WHERE m.assigned_by = 'ingest' "
+        "OPTIONAL MATCH (u)-[h:HAD_PERSONA]->(p) WHERE h.valid_to IS NULL "
+        "RETURN u.demo_group AS group, p.id AS persona, s.level AS level, "
+        "m.distance AS distance, count(h) AS open_history", run=first.run_id)
+    assert len(rows) == 20
+    assert all(r["level"] == 0 and r["distance"] >= 0 and r["open_history"] == 1 for r in rows)
+    assert sum(r["persona"] == persona_of_group[r["group"]] for r in rows) >= 18, rows
+    # The same events again assign nobody twice; run members keep their run assignment.
+    load_demo(graph, tmp_path, users=20, seed=22, assigner=assigner)
+    counts = graph.rows("MATCH (u:User)-[m:IN_SEGMENT {run_id: $run}]->() "
+                        "RETURN m.assigned_by AS by, count(m) AS n, count(DISTINCT u) AS users "
+                        "ORDER BY by", run=first.run_id)
+    assert counts == [{"by": "ingest", "n": 20, "users": 20}, {"by": "run", "n": 200, "users": 200}]
+
+
+def test_assignment_waits_when_the_run_has_no_saved_model(graph: Graph, tmp_path: Path) -> None:
+    load_demo(graph, tmp_path, users=40, seed=23)
+    run_segmentation(graph)  # no runs_dir: nothing saved to assign with
+    load_demo(graph, tmp_path, users=5, seed=24,
+              assigner=SegmentAssigner(graph, tmp_path / "runs"))
+    assert graph.rows("MATCH ()-[m:IN_SEGMENT {assigned_by: 'ingest'}]->() "
+                      "RETURN count(m) AS n") == [{"n": 0}]
+
+
 def test_one_new_group_creates_exactly_one_persona(graph: Graph, tmp_path: Path) -> None:
     known = ("frequent_shoppers", "bargain_hunters", "seasonal_buyers")
     path = tmp_path / "known.jsonl"
@@ -137,29 +169,40 @@ def test_one_new_group_creates_exactly_one_persona(graph: Graph, tmp_path: Path)
 
 
 def test_every_feature_family_is_computed(graph: Graph, tmp_path: Path) -> None:
-    from graph import context
     from graph.features.table import build_feature_table
 
-    population = DemoPopulation(60, seed=41)
-    path = tmp_path / "demo.jsonl"
-    population.write_events(path)
-    ingest_file(EventWriter(graph, Pseudonymizer("k")), path, batch_size=2000,
-                max_line_bytes=1_000_000)
-    weather, events = population.context()
-    context.upsert_weather(graph, weather)
-    context.upsert_local_events(graph, events)
+    load_demo(graph, tmp_path, users=60, seed=41)
     table = build_feature_table(graph)
     assert len(table.user_ids) == 60
-    for name in ("mobile_share", "bad_weather_share", "age_years", "explicit_preference"):
+    for name in ("mobile_share", "app_share", "bad_weather_share", "age_years",
+                 "explicit_preference", "item_degree"):
         column = table.column(name)
         known = column[~np.isnan(column)]
         assert len(known) > 0, name
     assert ((table.column("mobile_share") >= 0) & (table.column("mobile_share") <= 1)).all()
+    # Channel mix: the demo's app users browse in the app channel, the others on the web.
+    assert 0 < (table.column("app_share") > 0).sum() < 60
+    assert (table.column("app_share") <= table.column("mobile_share") + 1e-9).all()
+    assert (table.column("item_degree") >= 1).all()
     weather_share = table.column("bad_weather_share")
     assert np.nanmin(weather_share) >= 0 and np.nanmax(weather_share) <= 1
     ages = table.column("age_years")
     assert set(ages[~np.isnan(ages)]) <= {21.0, 29.5, 39.5, 49.5, 59.5, 70.0}
     result = run_segmentation(graph, features=["behaviour", "context", "device", "demographics",
-                                               "preferences"])
-    run = graph.rows("MATCH (r:SegmentationRun {id: $id}) RETURN r.features AS f", id=result.run_id)
+                                               "preferences"], connectivity=10)
+    run = graph.rows("MATCH (r:SegmentationRun {id: $id}) RETURN r.features AS f, "
+                     "r.params AS params", id=result.run_id)
+    assert json.loads(run[0]["params"])["connectivity"] == 10
     assert "bad_weather_share" in run[0]["f"] and "age_years" in run[0]["f"]
+    # Structure: the spectral embedding places users of the same items together, so users of
+    # the same planted group are closer to their group's mean than to other groups'.
+    spectral = np.column_stack([table.column("spectral_1"), table.column("spectral_2")])
+    assert np.isfinite(spectral).all() and np.abs(spectral).max() <= 1.0 + 1e-9
+    groups = sorted({g for g in table.planted if g is not None})
+    planted = np.array(table.planted)
+    means = np.vstack([spectral[planted == g].mean(axis=0) for g in groups])
+    nearest = np.argmin(((spectral[:, None, :] - means[None]) ** 2).sum(axis=2), axis=1)
+    assert (np.array(groups)[nearest] == planted).mean() >= 0.7
+    # The same graph gives the same embedding (fixed start vector, fixed orientation).
+    again = build_feature_table(graph)
+    assert np.allclose(again.column("spectral_1"), table.column("spectral_1"))

@@ -6,12 +6,15 @@ from graph.errors import InvalidInput
 from graph.features.registry import DEFAULT_SELECTION, describe, log_scaled, select
 
 TABLE = ["purchase_frequency", "avg_discount", "mobile_share", "age_years", "bad_weather_share",
-         "explicit_preference", "share:toys", "share:books", "item_pagerank"]
+         "explicit_preference", "share:toys", "share:books", "item_pagerank", "spectral_1",
+         "spectral_2"]
 
 
 def test_default_selection() -> None:
     assert select(TABLE, DEFAULT_SELECTION) == [
         "purchase_frequency", "avg_discount", "share:toys", "share:books", "item_pagerank"]
+    assert select(TABLE, ["structure"]) == ["item_pagerank", "spectral_1", "spectral_2"]
+    assert select(TABLE + ["item_degree"], ["structure"])[-1] == "item_degree"
 
 
 def test_families_and_names_mix() -> None:

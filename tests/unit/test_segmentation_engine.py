@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
@@ -8,6 +10,7 @@ from sklearn.metrics import adjusted_rand_score
 from graph.migrate import split_statements
 from graph.segments.engine import HierarchicalSegmenter, cut_tree, make_preparation
 from graph.segments.naming import name_segments
+from graph.segments.synthetic import planted_population
 
 
 def test_picks_k_and_recovers_blobs() -> None:
@@ -185,7 +188,8 @@ def test_dendrogram_of_flat_and_scalable_runs(tmp_path, options) -> None:
 def test_levels_up_to_a_root_and_distance_cut() -> None:
     X, y = make_blobs(n_samples=300, centers=6, n_features=3, random_state=13, cluster_std=0.5)
     model = HierarchicalSegmenter(n_clusters=6).fit(X)
-    assert model.level_ks_ == [6, 3, 1]
+    assert model.level_ks_[0] == 6 and model.level_ks_[-1] == 1
+    assert all(a > b for a, b in itertools.pairwise(model.level_ks_))
     for upper in range(1, len(model.level_ks_)):
         below, above = model.level_labels_[upper - 1], model.level_labels_[upper]
         for c in range(model.level_ks_[upper - 1]):
@@ -195,3 +199,43 @@ def test_levels_up_to_a_root_and_distance_cut() -> None:
     cut = HierarchicalSegmenter(distance_threshold=float((d[4] + d[5]) / 2)).fit(X)
     assert cut.n_clusters_ == 6 and "dendrogram cut at distance" in cut.k_reason_
     assert adjusted_rand_score(y, cut.labels_) > 0.95
+
+
+@pytest.mark.parametrize(("n", "max_exact"), [(1500, 20_000), (12_000, 2000)])
+def test_nested_groups_recovered_at_leaf_and_parent_level(n: int, max_exact: int) -> None:
+    """Exact tree (1,500 users) and the micro-cluster path (12,000 users above max_exact)."""
+    pop = planted_population(n, 12, parents=2, children=3, log_columns=(0, 1), seed=5)
+    names = [f"f{j}" for j in range(12)]
+    Z = make_preparation(names, names[:2]).fit_transform(pop.X)
+    model = HierarchicalSegmenter(max_exact=max_exact, n_micro=300).fit(Z)
+    assert model.scalable_ is (n > max_exact)
+    assert model.n_clusters_ == 6
+    assert adjusted_rand_score(pop.leaf, model.labels_) >= 0.9
+    assert model.level_ks_[:2] == [6, 2]
+    assert adjusted_rand_score(pop.parent, model.level_labels_[1]) >= 0.9
+    # every planted child sits inside one found parent
+    for child in range(6):
+        assert len(set(model.level_labels_[1][pop.leaf == child])) == 1
+
+
+@pytest.mark.parametrize("linkage", ["average", "complete"])
+def test_scalable_path_uses_the_asked_linkage(linkage: str) -> None:
+    pop = planted_population(6000, 8, parents=2, children=2, seed=9)
+    ward = HierarchicalSegmenter(n_clusters=4, max_exact=1000, n_micro=200).fit(pop.X)
+    other = HierarchicalSegmenter(n_clusters=4, max_exact=1000, n_micro=200,
+                                  linkage=linkage).fit(pop.X)
+    assert other.scalable_
+    assert not np.array_equal(ward.distances_, other.distances_)
+    assert adjusted_rand_score(pop.leaf, other.labels_) >= 0.9
+
+
+def test_connectivity_constraint_merges_only_neighbours() -> None:
+    """Two interleaved half-moons: only a neighbourhood-constrained single-style tree follows
+    the shapes; the constraint must change the tree and still find both moons."""
+    from sklearn.datasets import make_moons
+
+    X, y = make_moons(n_samples=400, noise=0.04, random_state=0)
+    free = HierarchicalSegmenter(n_clusters=2, linkage="average").fit(X)
+    constrained = HierarchicalSegmenter(n_clusters=2, linkage="average", connectivity=8).fit(X)
+    assert adjusted_rand_score(y, constrained.labels_) > 0.95
+    assert adjusted_rand_score(y, free.labels_) < adjusted_rand_score(y, constrained.labels_)

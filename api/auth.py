@@ -1,0 +1,134 @@
+"""Who is calling the API: credentials from the request, resolved to a principal (briefly
+cached), and the role checks on GraphQL fields and HTTP routes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Collection
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+from neo4j import AsyncDriver, RoutingControl
+from strawberry.extensions import FieldExtension
+from strawberry.permission import BasePermission, PermissionExtension
+from strawberry.types import Info
+
+from graph import auth
+from graph.auth import Principal, Role
+
+Loader = Callable[[str], Awaitable[Principal | None]]
+MAX_CACHED_KEYS = 10_000
+
+
+def credentials(authorization: str | None, x_api_key: str | None) -> str | None:
+    """The key a request presents: ``Authorization: Bearer <key>`` first, else ``X-API-Key``."""
+    if authorization:
+        scheme, _, value = authorization.strip().partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    if x_api_key and x_api_key.strip():
+        return x_api_key.strip()
+    return None
+
+
+class PrincipalCache:
+    """Resolves keys to principals, remembering each answer for ``ttl`` seconds.
+
+    Without it every request would cost a Neo4j round trip before any work. The price is that a
+    key revoked in the graph keeps working in this process for at most ``ttl`` seconds; unknown
+    keys are remembered too (as None), so a flood of wrong keys does not reach Neo4j either.
+    Entries are keyed by the key's hash, and the cache is bounded, so that random keys cannot
+    grow it without limit.
+    """
+
+    def __init__(self, load: Loader, ttl: float, *, max_entries: int = MAX_CACHED_KEYS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._load = load
+        self._ttl = ttl
+        self._max_entries = max_entries
+        self._clock = clock
+        self._entries: dict[str, tuple[Principal | None, float]] = {}
+
+    async def resolve(self, key: str) -> Principal | None:
+        if not auth.looks_like_key(key):
+            return None
+        digest = auth.hash_key(key)
+        now = self._clock()
+        cached = self._entries.get(digest)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        principal = await self._load(digest)
+        if self._ttl > 0:
+            self._remember(digest, principal, now)
+        return principal
+
+    def _remember(self, digest: str, principal: Principal | None, now: float) -> None:
+        self._entries.pop(digest, None)
+        if len(self._entries) >= self._max_entries:
+            self._entries = {d: e for d, e in self._entries.items() if e[1] > now}
+        while len(self._entries) >= self._max_entries:
+            # Insertion order is age order: drop the oldest answer.
+            del self._entries[next(iter(self._entries))]
+        self._entries[digest] = (principal, now + self._ttl)
+
+
+def neo4j_loader(driver: AsyncDriver, database: str) -> Loader:
+    """Looks a key hash up in the graph with the API's async driver."""
+
+    async def load(digest: str) -> Principal | None:
+        records, _, _ = await driver.execute_query(
+            auth.RESOLVE_KEY, {"hash": digest}, database_=database,
+            routing_=RoutingControl.READ)
+        return Principal.from_record(records[0].data()) if records else None
+
+    return load
+
+
+async def get_principal(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> Principal | None:
+    """The caller, or None. Never raises: GraphQL must answer an anonymous call with a GraphQL
+    error, so each field or route decides whether it needs a principal."""
+    key = credentials(authorization, x_api_key)
+    if key is None:
+        return None
+    cache: PrincipalCache = request.app.state.principals
+    return await cache.resolve(key)
+
+
+PrincipalDep = Annotated[Principal | None, Depends(get_principal)]
+
+
+def requires(roles: Collection[Role]) -> Callable[[Principal | None], Awaitable[Principal]]:
+    """A route dependency admitting only ``roles``; the error handler turns its errors into
+    401 or 403."""
+
+    async def dependency(principal: PrincipalDep) -> Principal:
+        return auth.require_role(principal, roles)
+
+    return dependency
+
+
+class HasRole(BasePermission):
+    """Lets a GraphQL field resolve only for a principal with one of ``roles``.
+
+    It raises the domain error itself instead of returning False: strawberry's own
+    ``on_unauthorized`` cannot tell a missing key (UNAUTHENTICATED) from a wrong role
+    (FORBIDDEN), while ``api.errors.ErrorCodes`` gives domain errors their code.
+    """
+
+    def __init__(self, roles: Collection[Role]) -> None:
+        self.roles = frozenset(roles)
+
+    def has_permission(
+        self, source: Any, info: Info, **kwargs: Any,  # noqa: ARG002 - strawberry's signature
+    ) -> bool:
+        auth.require_role(info.context.principal, self.roles)
+        return True
+
+
+def allowed(roles: Collection[Role]) -> list[FieldExtension]:
+    """Field extensions for ``strawberry.field(extensions=...)`` admitting only ``roles``."""
+    return [PermissionExtension(permissions=[HasRole(roles)], use_directives=False)]

@@ -1,0 +1,84 @@
+"""Between runs, users who arrive are put into the nearest leaf segment of the latest run.
+
+Ingestion calls this after each committed batch, so a chatbot sees a persona for a newcomer
+without waiting for the next full segmentation. The run's saved preparation pipeline and model
+(``PERSONAS_RUNS_DIR/<run id>/``) turn the user's features into the run's space; the nearest
+leaf centre decides.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from graph.db import Graph
+from graph.errors import NotFound
+from graph.segments import queries as q
+
+log = logging.getLogger(__name__)
+
+
+class SegmentAssigner:
+    """Assigns unsegmented users to the latest run; the run's model is loaded once per run."""
+
+    def __init__(self, graph: Graph, runs_dir: Path) -> None:
+        self.graph = graph
+        self.runs_dir = runs_dir
+        self._run_id: str | None = None
+        self._artifacts: Any = None
+        self._personas: dict[str, str] = {}
+
+    def _load(self, run_id: str) -> bool:
+        if run_id == self._run_id:
+            return self._artifacts is not None
+        from graph.segments.artifacts import load  # scikit-learn only when a run exists
+
+        self._run_id = run_id
+        try:
+            self._artifacts = load(self.runs_dir, run_id)
+        except NotFound:
+            log.warning("run %s has no saved model in %s; newcomers wait for the next run",
+                        run_id, self.runs_dir)
+            self._artifacts = None
+            return False
+        self._personas = {r["segment_id"]: r["persona_id"]
+                          for r in self.graph.rows(q.PREVIOUS_RUN_PERSONAS)
+                          if r["run_id"] == run_id}
+        return True
+
+    def assign(self, user_ids: Sequence[str], now: datetime | None = None) -> int:
+        """Give each of ``user_ids`` that the latest run lacks its nearest leaf segment and
+        persona; returns how many were assigned."""
+        if not user_ids:
+            return 0
+        found = self.graph.rows(q.UNSEGMENTED, ids=list(user_ids))
+        if not found or not found[0]["user_ids"] or not self._load(found[0]["run_id"]):
+            return 0
+        from graph.features.table import features_of_users  # networkx, scipy: only when used
+
+        run_id: str = found[0]["run_id"]
+        art = self._artifacts
+        now = now or datetime.now(UTC)
+        table = features_of_users(self.graph, found[0]["user_ids"], art.feature_names, now)
+        Z = art.preparation.transform(table.X)
+        labels = art.model.predict(Z)
+        distances = np.sqrt(((Z - art.model.cluster_centers_[labels]) ** 2).sum(axis=1))
+        members = [{"user_id": uid, "segment_id": f"{run_id}-L0-{int(label)}",
+                    "distance": float(d)}
+                   for uid, label, d in zip(table.user_ids, labels, distances, strict=True)]
+        history = [{"user_id": m["user_id"], "persona_id": self._personas[m["segment_id"]]}
+                   for m in members if m["segment_id"] in self._personas]
+
+        def write(tx: Any) -> None:
+            tx.run(q.ASSIGN_USERS, run_id=run_id, assigned_by="ingest", rows=members).consume()
+            tx.run(q.UPDATE_PERSONA_HISTORY, run_id=run_id, at=now.isoformat(),
+                   rows=history).consume()
+
+        self.graph.write(write)
+        log.info("assigned %d new user(s) to segments of %s", len(members), run_id)
+        return len(members)
