@@ -13,7 +13,7 @@ import anyio.to_thread
 
 from graph.db import open_graph
 from graph.errors import Conflict, InvalidInput
-from graph.features.registry import CATEGORY_PREFIX, FAMILIES, REGISTRY
+from graph.features.registry import check_selection
 from graph.settings import Settings
 
 if TYPE_CHECKING:
@@ -32,21 +32,6 @@ class SegmentationOptions:
     distance_threshold: float | None
 
 
-def check_features(entries: Sequence[str]) -> list[str]:
-    """Reject names that are neither a family, a registered feature nor a category share.
-    Whether a named category exists is only known from the graph; the run itself checks it."""
-    names = [e.strip() for e in entries if e.strip()]
-    if not names:
-        raise InvalidInput("`features` must name at least one family or feature")
-    for name in names:
-        share = name.startswith(CATEGORY_PREFIX) and len(name) > len(CATEGORY_PREFIX)
-        if not (name in FAMILIES or name in REGISTRY or share):
-            raise InvalidInput(
-                f"unknown feature or family {name!r}; families: {', '.join(FAMILIES)}; "
-                f"features: {', '.join(REGISTRY)}; or {CATEGORY_PREFIX}<category>")
-    return names
-
-
 def check_options(settings: Settings, k: int | None, algorithm: str | None,
                   features: Sequence[str] | None,
                   distance_threshold: float | None) -> SegmentationOptions:
@@ -62,7 +47,7 @@ def check_options(settings: Settings, k: int | None, algorithm: str | None,
     return SegmentationOptions(
         n_clusters=k,
         algorithm=check_algorithm(algorithm or DEFAULT_ALGORITHM),
-        features=check_features(features) if features is not None
+        features=check_selection(features) if features is not None
         else list(settings.segment_features),
         distance_threshold=distance_threshold,
     )

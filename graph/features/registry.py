@@ -71,27 +71,40 @@ def describe(name: str) -> Feature:
         raise InvalidInput(f"unknown feature {name!r}") from None
 
 
+def check_selection(selection: Iterable[str]) -> list[str]:
+    """The selection's entries, each a family, a feature name, ``share:*`` or
+    ``share:<category>``; anything else is InvalidInput naming what is allowed. Whether a named
+    category exists is only known from the feature table (see ``select``)."""
+    entries = [e.strip() for e in selection if e.strip()]
+    if not entries:
+        raise InvalidInput("the feature selection must name at least one family or feature")
+    for entry in entries:
+        share = entry.startswith(CATEGORY_PREFIX) and len(entry) > len(CATEGORY_PREFIX)
+        if not (entry in FAMILIES or entry in REGISTRY or share):
+            raise InvalidInput(
+                f"unknown feature or family {entry!r}; families: {', '.join(FAMILIES)}; "
+                f"features: {', '.join(REGISTRY)}; or {CATEGORY_PREFIX}<category>"
+            )
+    return entries
+
+
 def select(available: Sequence[str], selection: Iterable[str]) -> list[str]:
     """The available columns the selection names, in table order. Each selection entry is a
     family, a feature name, or ``share:*`` for every category share."""
+    entries = check_selection(selection)
     wanted: set[str] = set()
-    for entry in selection:
+    for entry in entries:
         if entry in FAMILIES:
             wanted |= {n for n in available if describe(n).family == entry}
         elif entry == CATEGORY_PREFIX + "*":
             wanted |= {n for n in available if n.startswith(CATEGORY_PREFIX)}
-        elif entry in REGISTRY or entry.startswith(CATEGORY_PREFIX):
+        else:
             if entry not in available:
                 raise InvalidInput(f"feature {entry!r} is not in the feature table")
             wanted.add(entry)
-        else:
-            raise InvalidInput(
-                f"unknown feature or family {entry!r}; families: {', '.join(FAMILIES)}; "
-                f"features: {', '.join(REGISTRY)}"
-            )
     chosen = [n for n in available if n in wanted]
     if len(chosen) < 2:
-        raise InvalidInput(f"the selection {list(selection)} leaves fewer than 2 features")
+        raise InvalidInput(f"the selection {entries} leaves fewer than 2 features")
     return chosen
 
 

@@ -8,10 +8,11 @@ import asyncio
 import pytest
 
 from api.auth import PrincipalCache, credentials
-from api.segmentation import check_features, check_options
+from api.segmentation import check_options
 from graph import auth
 from graph.auth import ADMINS, ANALYSTS, PERSONA_READERS, Principal, Role
 from graph.errors import Forbidden, InvalidInput, Unauthenticated
+from graph.features.registry import check_selection
 from graph.settings import Settings
 
 
@@ -155,7 +156,7 @@ def test_segmentation_options_are_checked_before_any_work() -> None:
     settings = Settings(segment_features=["behaviour", "share:*"])
     options = check_options(settings, None, None, None, None)
     assert options.algorithm == "agglomerative" and options.features == ["behaviour", "share:*"]
-    assert check_features([" behaviour", "share:Books", "recency_days"]) == [
+    assert check_selection([" behaviour", "share:Books", "recency_days"]) == [
         "behaviour", "share:Books", "recency_days"]
     for bad in ({"k": 1}, {"k": 101}, {"algorithm": "nope"}, {"features": ["nope"]},
                 {"features": []}, {"distance_threshold": -1.0}):
