@@ -21,6 +21,11 @@ def _translate(error: GraphQLError) -> GraphQLError:
         code = (error.extensions or {}).get("code", "GRAPHQL_VALIDATION_FAILED")
         return GraphQLError(error.message, error.nodes, error.source, error.positions,
                             error.path, None, {**(error.extensions or {}), "code": code})
+    if error.path is None and not isinstance(original, PersonaError):
+        # Raised while reading the request's values (a variable or literal the scalar cannot
+        # parse, e.g. a malformed DateTime), before any resolver ran: the caller's input.
+        return GraphQLError(error.message, error.nodes, error.source, error.positions,
+                            error.path, None, {"code": "BAD_USER_INPUT"})
     if isinstance(original, PersonaError):
         return GraphQLError(str(original), error.nodes, error.source, error.positions,
                             error.path, None, {"code": original.code})

@@ -5,11 +5,153 @@ from __future__ import annotations
 # The latest run is the segmentation job's notion; the API asks the same question.
 from graph.segments.queries import LATEST_RUN as LATEST_RUN
 
-USER = """
-MATCH (u:User {id: $id})
+_USER_FIELDS = """
 RETURN u.id AS id, u.first_seen AS first_seen, u.last_seen AS last_seen,
        u.age_band AS age_band, u.gender AS gender, u.locale AS locale,
-       u.events AS events, u.purchases AS purchases, u.spend AS spend
+       u.events AS events, u.purchases AS purchases, u.spend AS spend,
+       u.consent_personalization AS consent_personalization
+"""
+
+USER = """
+MATCH (u:User {id: $id})
+""" + _USER_FIELDS
+
+# Identifiers are stored as keyed hashes only: the caller's value is hashed the same way first.
+USER_BY_IDENTIFIER = """
+MATCH (:Identifier {kind: $kind, hash: $hash})-[:IDENTIFIES]->(u:User)
+""" + _USER_FIELDS
+
+_SEGMENT_FIELDS = "s {.id, .label, .description, .why, .size, .level, .run_id, .median_distance}"
+
+# The user's persona: the leaf segment of the latest run that includes them.
+USER_PERSONA = """
+MATCH (u:User {id: $id})-[m:IN_SEGMENT]->(s:Segment)
+WITH s, m ORDER BY m.assigned_at DESC LIMIT 1
+MATCH (s)-[:EMBODIES]->(p:Persona)
+RETURN p {.id, .name, .description} AS persona, """ + _SEGMENT_FIELDS + """ AS segment,
+       m.distance AS distance
+"""
+
+# The persona the user had at $as_of (persona history), with the segment of that run.
+USER_PERSONA_AS_OF = """
+MATCH (u:User {id: $id})-[h:HAD_PERSONA]->(p:Persona)
+WHERE h.valid_from <= $as_of AND (h.valid_to IS NULL OR h.valid_to > $as_of)
+WITH u, p, h ORDER BY h.valid_from DESC LIMIT 1
+OPTIONAL MATCH (u)-[m:IN_SEGMENT {run_id: h.run_id}]->(s:Segment)
+RETURN p {.id, .name, .description} AS persona, """ + _SEGMENT_FIELDS + """ AS segment,
+       m.distance AS distance
+"""
+
+# Leaf segment of the latest run, then each parent up to the root.
+USER_SEGMENT_PATH = """
+MATCH (:User {id: $id})-[m:IN_SEGMENT]->(leaf:Segment)
+WITH leaf ORDER BY m.assigned_at DESC LIMIT 1
+MATCH path = (leaf)-[:CHILD_OF*0..]->(s:Segment)
+OPTIONAL MATCH (s)-[:EMBODIES]->(p:Persona)
+OPTIONAL MATCH (s)-[:CHILD_OF]->(parent:Segment)
+RETURN """ + _SEGMENT_FIELDS + """ AS segment, p {.id, .name, .description} AS persona,
+       parent.id AS parent_id
+ORDER BY length(path)
+"""
+
+PERSONA_HISTORY = """
+MATCH (:User {id: $id})-[h:HAD_PERSONA]->(p:Persona)
+RETURN p {.id, .name, .description} AS persona, h.valid_from AS valid_from,
+       h.valid_to AS valid_to, h.run_id AS run_id
+ORDER BY h.valid_from DESC
+LIMIT $first
+"""
+
+# Users who interacted with the same items, by Jaccard overlap of their item sets.
+SIMILAR_USERS = """
+MATCH (u:User {id: $id})-[:INTERACTED]->(it:Item)<-[:INTERACTED]-(other:User)
+WHERE other <> u
+WITH u, other, count(it) AS shared
+WITH other, shared,
+     toFloat(shared) / (COUNT { (u)-[:INTERACTED]->() } + COUNT { (other)-[:INTERACTED]->() }
+                        - shared) AS similarity
+ORDER BY similarity DESC, other.id
+LIMIT $first
+RETURN other.id AS id, shared, similarity
+"""
+
+# Where the user is and what is going on there at $now: the latest weather observation within
+# the validity window, and local events starting in the next $days days.
+SITUATION = """
+MATCH (u:User {id: $id})-[:LOCATED_IN]->(l:Location)
+CALL (l) {
+  OPTIONAL MATCH (w:WeatherObservation)-[:OBSERVED_AT]->(l)
+  WHERE w.at <= $now AND w.at > $now - duration({hours: $valid_hours})
+  WITH w ORDER BY w.at DESC LIMIT 1
+  RETURN w {.at, .temp_c, .condition} AS weather
+}
+CALL (l) {
+  OPTIONAL MATCH (e:LocalEvent)-[:HELD_IN]->(l)
+  WHERE e.starts_at >= $now AND e.starts_at < $now + duration({days: $days})
+  WITH e ORDER BY e.starts_at LIMIT $first
+  RETURN collect(e {.id, .name, .starts_at, .ends_at}) AS events
+}
+RETURN l {.id, .city, .country, .lat, .lon} AS location, weather, events
+"""
+
+# What the user did lately: searches, chat intents and categories, newest first.
+RECENT_INTENT = """
+MATCH (:User {id: $id})-[:PERFORMED]->(i:Interaction)
+WHERE i.at >= $since AND i.type IN ['search', 'chat_message', 'add_to_cart', 'page_view']
+RETURN i.type AS type, i.query AS query, i.intent AS intent, i.category AS category
+ORDER BY i.at DESC
+LIMIT $first
+"""
+
+_PERSONA_OF_LATEST_RUN = """
+MATCH (r:SegmentationRun)
+WITH r ORDER BY r.created_at DESC LIMIT 1
+MATCH (r)-[:PRODUCED]->(s:Segment {level: 0})-[:EMBODIES]->(p:Persona)
+"""
+
+PERSONAS = _PERSONA_OF_LATEST_RUN + """
+RETURN p {.id, .name, .description} AS persona, s.id AS segment_id, s.size AS size
+ORDER BY size DESC, p.id
+"""
+
+# A persona by id, with its segment in the latest run (none if that run did not find it).
+PERSONA = """
+MATCH (p:Persona {id: $id})
+OPTIONAL MATCH (r:SegmentationRun)
+WITH p, r ORDER BY r.created_at DESC LIMIT 1
+OPTIONAL MATCH (r)-[:PRODUCED]->(s:Segment {level: 0})-[:EMBODIES]->(p)
+RETURN p {.id, .name, .description} AS persona, s.id AS segment_id, coalesce(s.size, 0) AS size
+"""
+
+PERSONA_MEMBERS = """
+MATCH (:Segment {id: $segment_id})<-[m:IN_SEGMENT]-(u:User)
+WITH u, m ORDER BY m.distance, u.id LIMIT $first
+""" + _USER_FIELDS
+
+PERSONA_TOP_CATEGORIES = """
+MATCH (s:Segment {id: $segment_id})<-[:IN_SEGMENT]-(u:User)-[pr:PREFERS {source: 'inferred'}]
+      ->(c:Category)
+WITH s, c, sum(pr.weight) AS total
+RETURN c.name AS category, total / s.size AS weight
+ORDER BY weight DESC, category
+LIMIT $first
+"""
+
+PERSONA_TOP_ITEMS = """
+MATCH (:Segment {id: $segment_id})<-[:IN_SEGMENT]-(u:User)-[r:INTERACTED]->(it:Item)
+WITH it, sum(r.purchases) AS purchases, count(u) AS users
+OPTIONAL MATCH (it)-[:IN_CATEGORY]->(c:Category)
+RETURN it.id AS id, it.name AS name, c.name AS category, purchases, users
+ORDER BY purchases DESC, users DESC, id
+LIMIT $first
+"""
+
+SEGMENTATION_RUNS = """
+MATCH (r:SegmentationRun)
+RETURN r {.id, .created_at, .algorithm, .k, .n_users, .silhouette, .k_reason,
+          .ari_vs_previous, .users_moved, .new_personas, .features, .code_version} AS run
+ORDER BY r.created_at DESC
+LIMIT $first
 """
 
 # The user's leaf segment in the latest run that includes them.
@@ -17,7 +159,7 @@ USER_SEGMENT = """
 MATCH (u:User {id: $id})-[m:IN_SEGMENT]->(s:Segment)
 WITH s, m ORDER BY m.assigned_at DESC LIMIT 1
 OPTIONAL MATCH (s)-[:EMBODIES]->(p:Persona)
-RETURN s {.id, .label, .description, .why, .size, .level, .run_id} AS segment,
+RETURN s {.id, .label, .description, .why, .size, .level, .run_id, .median_distance} AS segment,
        p {.id, .name, .description} AS persona, m.distance AS distance
 """
 
@@ -43,6 +185,28 @@ MATCH (:User {id: $id})-[p:PREFERS]->(c:Category)
 RETURN c.name AS category, p.weight AS weight, p.source AS source, p.updated_at AS updated_at
 ORDER BY CASE p.source WHEN 'explicit' THEN 0 ELSE 1 END, p.weight DESC
 LIMIT $first
+"""
+
+# Preferences at a point in time, rebuilt from the interactions before it (see ingestion's
+# rules): the last feedback per category, and each category's share of interest.
+EXPLICIT_PREFERENCES_AS_OF = """
+MATCH (:User {id: $id})-[:PERFORMED]->(i:Interaction {type: 'feedback'})
+WHERE i.at <= $as_of AND i.category IS NOT NULL AND i.rating IS NOT NULL
+WITH i.category AS category, i ORDER BY i.at DESC
+WITH category, head(collect(i)) AS last
+RETURN category, (last.rating - 3) / 2.0 AS weight, last.at AS updated_at
+ORDER BY weight DESC, category
+"""
+
+INFERRED_PREFERENCES_AS_OF = """
+MATCH (:User {id: $id})-[:PERFORMED]->(i:Interaction)
+WHERE i.at <= $as_of AND i.category IS NOT NULL
+WITH i.category AS category, sum($scores[i.type]) AS score, max(i.at) AS updated_at
+WITH collect({category: category, score: score, updated_at: updated_at}) AS rows,
+     sum(score) AS total
+UNWIND rows AS r
+RETURN r.category AS category, r.score / total AS weight, r.updated_at AS updated_at
+ORDER BY weight DESC, category
 """
 
 RECENT_INTERACTIONS = """

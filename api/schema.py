@@ -3,6 +3,7 @@ segmentation run. Every root field names the roles it admits (`graph.auth`)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 import strawberry
@@ -11,22 +12,71 @@ from api import queries as q
 from api.auth import allowed
 from api.context import Context
 from api.errors import ErrorCodes
+from api.types.chat import ChatContext, chat_context
+from api.types.persona import PersonaProfile, SegmentationRun
 from api.types.run import SegmentationRunResult
 from api.types.segment import Segment
-from api.types.user import User
+from api.types.user import User, bounded
 from graph.auth import ADMINS, PERSONA_READERS
-from graph.errors import NotFound
+from graph.errors import InvalidInput, NotFound
+from graph.privacy import IDENTIFIER_KINDS, Pseudonymizer
 
 
 @strawberry.type
 class Query:
-    @strawberry.field(description="A user by pseudonymous id.",
+    @strawberry.field(description="A user by pseudonymous id; with `asOf`, persona and "
+                      "preferences answer as they were at that time.",
                       extensions=allowed(PERSONA_READERS))
-    async def user(self, info: strawberry.Info[Context, None], id: strawberry.ID) -> User:
+    async def user(self, info: strawberry.Info[Context, None], id: strawberry.ID,
+                   as_of: datetime | None = None) -> User:
+        if as_of is not None and as_of.tzinfo is None:
+            raise InvalidInput("`asOf` needs a time zone, e.g. 2026-11-01T12:00:00Z")
         rows = await info.context.rows(q.USER, id=id)
         if not rows:
             raise NotFound(f"no user with id {id!r}")
+        return User.from_record(rows[0], as_of)
+
+    @strawberry.field(description="The user an identifier (cookie, CRM id, email, phone, chat "
+                      "handle) belongs to. The value is hashed as at ingestion; it is never "
+                      "stored or logged.", extensions=allowed(PERSONA_READERS))
+    async def user_by_identifier(self, info: strawberry.Info[Context, None], kind: str,
+                                 value: str) -> User:
+        if kind not in IDENTIFIER_KINDS:
+            raise InvalidInput(f"unknown identifier kind {kind!r}; one of "
+                               f"{', '.join(IDENTIFIER_KINDS)}")
+        digest = Pseudonymizer(
+            info.context.settings.pseudonym_key.get_secret_value()).digest(kind, value)
+        rows = await info.context.rows(q.USER_BY_IDENTIFIER, kind=kind, hash=digest)
+        if not rows:
+            raise NotFound(f"no user with that {kind}")
         return User.from_record(rows[0])
+
+    @strawberry.field(description="Personas of the latest run, largest first.",
+                      extensions=allowed(PERSONA_READERS))
+    async def personas(self, info: strawberry.Info[Context, None]) -> list[PersonaProfile]:
+        return [PersonaProfile.from_row(r) for r in await info.context.rows(q.PERSONAS)]
+
+    @strawberry.field(description="One persona by id.", extensions=allowed(PERSONA_READERS))
+    async def persona(self, info: strawberry.Info[Context, None],
+                      id: strawberry.ID) -> PersonaProfile:
+        rows = await info.context.rows(q.PERSONA, id=id)
+        if not rows:
+            raise NotFound(f"no persona with id {id!r}")
+        return PersonaProfile.from_row(rows[0])
+
+    @strawberry.field(description="Segmentation runs, newest first.",
+                      extensions=allowed(PERSONA_READERS))
+    async def segmentation_runs(self, info: strawberry.Info[Context, None],
+                                first: int = 10) -> list[SegmentationRun]:
+        rows = await info.context.rows(q.SEGMENTATION_RUNS, first=bounded(first))
+        return [SegmentationRun.from_record(r["run"]) for r in rows]
+
+    @strawberry.field(description="Prompt-ready context for a chatbot within a token budget: "
+                      "persona, top preferences, recent intent, current situation. Honours the "
+                      "user's personalization consent.", extensions=allowed(PERSONA_READERS))
+    async def chat_context(self, info: strawberry.Info[Context, None], user_id: strawberry.ID,
+                           max_tokens: int = 120) -> ChatContext:
+        return await chat_context(info.context, user_id, max_tokens)
 
     @strawberry.field(description="Segments of a run (default: the latest), parents first.",
                       extensions=allowed(PERSONA_READERS))

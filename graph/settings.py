@@ -71,6 +71,11 @@ class Settings(BaseSettings):
         default=None,
         description="Per-run segmentation artifacts and pictures (default: CACHE_DIR/runs).",
     )
+    weather_valid_hours: float = Field(
+        default=24.0, gt=0, description="How long a weather observation counts as the current "
+        "weather at its location.")
+    event_horizon_days: int = Field(
+        default=14, ge=1, description="How far ahead local events count as upcoming.")
     api_host: str = Field(default="127.0.0.1", description="Address the API binds to.")
     api_port: int = Field(default=8000, description="Port the API listens on.")
     api_key_cache_seconds: float = Field(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from datetime import UTC, datetime
 from typing import Any
 
 import strawberry
@@ -10,10 +11,12 @@ import strawberry
 from api import queries as q
 from api.context import Context
 from api.types.context_types import LocalEvent, WeatherObservation, native
-from api.types.segment import Membership, Segment
+from api.types.segment import Membership, Persona, Segment, WhyScore
 from graph.errors import InvalidInput
+from graph.ingest.writer import INTEREST_SCORE
 
 MAX_FIRST = 100
+INTEREST = {t.value: score for t, score in INTEREST_SCORE.items()}
 
 
 def bounded(first: int) -> int:
@@ -67,6 +70,90 @@ class Location:
         return [LocalEvent.from_record(r["event"]) for r in rows]
 
 
+def confidence(distance: float | None, median: float | None) -> float | None:
+    """How surely the user belongs to the segment: 1 at its centre, 0.5 at the median member's
+    distance, falling towards 0 further out."""
+    if distance is None or not median:
+        return None
+    return float(math.pow(2.0, -((distance / median) ** 2)))
+
+
+@strawberry.type(description="The user's persona, how surely they belong to it, and why.")
+class UserPersona:
+    id: strawberry.ID
+    name: str
+    description: str
+    confidence: float | None = strawberry.field(
+        description="1 at the segment centre, 0.5 at the median member's distance.")
+    why: list[WhyScore] = strawberry.field(
+        description="Features on which the persona's segment differs most from everyone.")
+    segment: Segment | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> UserPersona:
+        persona = Persona.from_record(row["persona"])
+        seg = row["segment"]
+        segment = Segment.from_record(seg, row["persona"]) if seg else None
+        return cls(id=persona.id, name=persona.name, description=persona.description,
+                   confidence=confidence(row["distance"], seg.get("median_distance")
+                                         if seg else None),
+                   why=segment.why if segment else [], segment=segment)
+
+
+@strawberry.type(description="A persona the user had, and when.")
+class PersonaPeriod:
+    persona: Persona
+    valid_from: datetime
+    valid_to: datetime | None = strawberry.field(description="Null while it is current.")
+    run_id: str | None
+
+
+@strawberry.type(description="A user who interacted with many of the same items.")
+class SimilarUser:
+    id: strawberry.ID
+    shared_items: int
+    similarity: float = strawberry.field(description="Jaccard overlap of the users' item sets.")
+
+
+@strawberry.type(description="Where the user is and what is going on there.")
+class Situation:
+    location: Location | None
+    current_weather: WeatherObservation | None = strawberry.field(
+        description="The latest observation within the validity window "
+        "(PERSONAS_WEATHER_VALID_HOURS), else null.")
+    upcoming_events: list[LocalEvent]
+
+
+async def situation(context: Context, user_id: str, now: datetime,
+                    first: int = 5) -> Situation | None:
+    rows = await context.rows(q.SITUATION, id=user_id, now=now,
+                              valid_hours=context.settings.weather_valid_hours,
+                              days=context.settings.event_horizon_days, first=first)
+    if not rows:
+        return None
+    r = rows[0]
+    weather = WeatherObservation.from_record(r["weather"]) if r["weather"] else None
+    loc = r["location"]
+    location = Location(id=strawberry.ID(loc["id"]), city=loc.get("city"),
+                        country=loc.get("country"), latest_weather=weather)
+    return Situation(location=location, current_weather=weather,
+                     upcoming_events=[LocalEvent.from_record(e) for e in r["events"]])
+
+
+async def preferences_as_of(context: Context, user_id: str, as_of: datetime,
+                            first: int) -> list[Preference]:
+    """Preferences as they stood at ``as_of``, rebuilt from the interactions before it with
+    the same rules ingestion applies (explicit: last feedback wins; inferred: interest shares)."""
+    explicit = await context.rows(q.EXPLICIT_PREFERENCES_AS_OF, id=user_id, as_of=as_of)
+    inferred = await context.rows(q.INFERRED_PREFERENCES_AS_OF, id=user_id, as_of=as_of,
+                                  scores=INTEREST)
+    prefs = [Preference(category=r["category"], weight=r["weight"], source=source,
+                        updated_at=native(r["updated_at"]))
+             for source, rows in (("explicit", explicit), ("inferred", inferred))
+             for r in rows]
+    return prefs[:first]
+
+
 @strawberry.type(description="A pseudonymous user profile.")
 class User:
     id: strawberry.ID
@@ -78,15 +165,56 @@ class User:
     events: int
     purchases: int
     spend: float
+    as_of: datetime | None = strawberry.field(
+        description="The point in time persona and preferences answer for (null: now).")
 
     @classmethod
-    def from_record(cls, u: dict[str, Any]) -> User:
+    def from_record(cls, u: dict[str, Any], as_of: datetime | None = None) -> User:
         return cls(id=strawberry.ID(u["id"]), first_seen=native(u["first_seen"]),
                    last_seen=native(u["last_seen"]), age_band=u["age_band"],
                    gender=u["gender"], locale=u["locale"], events=u["events"] or 0,
-                   purchases=u["purchases"] or 0, spend=u["spend"] or 0.0)
+                   purchases=u["purchases"] or 0, spend=u["spend"] or 0.0, as_of=as_of)
 
-    @strawberry.field(description="Persona and leaf segment from the latest segmentation.")
+    @strawberry.field(description="The persona (at `asOf` when the user was asked for then), "
+                      "with confidence and the features that explain it.")
+    async def persona(self, info: strawberry.Info[Context, None]) -> UserPersona | None:
+        if self.as_of is not None:
+            rows = await info.context.rows(q.USER_PERSONA_AS_OF, id=self.id, as_of=self.as_of)
+        else:
+            rows = await info.context.rows(q.USER_PERSONA, id=self.id)
+        return UserPersona.from_row(rows[0]) if rows else None
+
+    @strawberry.field(description="The user's leaf segment in the latest run, then each parent "
+                      "up to the root.")
+    async def segments(self, info: strawberry.Info[Context, None]) -> list[Segment]:
+        rows = await info.context.rows(q.USER_SEGMENT_PATH, id=self.id)
+        return [Segment.from_record(r["segment"], r["persona"], r["parent_id"]) for r in rows]
+
+    @strawberry.field(description="Personas the user has had, newest first.")
+    async def persona_history(self, info: strawberry.Info[Context, None],
+                              first: int = 10) -> list[PersonaPeriod]:
+        rows = await info.context.rows(q.PERSONA_HISTORY, id=self.id, first=bounded(first))
+        return [PersonaPeriod(persona=Persona.from_record(r["persona"]),
+                              valid_from=r["valid_from"].to_native(),
+                              valid_to=native(r["valid_to"]), run_id=r["run_id"])
+                for r in rows]
+
+    @strawberry.field(description="Users with the most similar item sets (co-interaction).")
+    async def similar_users(self, info: strawberry.Info[Context, None],
+                            first: int = 5) -> list[SimilarUser]:
+        rows = await info.context.rows(q.SIMILAR_USERS, id=self.id, first=bounded(first))
+        return [SimilarUser(id=strawberry.ID(r["id"]), shared_items=r["shared"],
+                            similarity=r["similarity"]) for r in rows]
+
+    @strawberry.field(description="The situation now: location, current weather, upcoming "
+                      "local events.")
+    async def context(self, info: strawberry.Info[Context, None],
+                      first_events: int = 5) -> Situation | None:
+        now = self.as_of or datetime.now(UTC)
+        return await situation(info.context, self.id, now, bounded(first_events))
+
+    @strawberry.field(description="Persona and leaf segment from the latest segmentation.",
+                      deprecation_reason="Use `persona` (with confidence) and `segments`.")
     async def membership(self, info: strawberry.Info[Context, None]) -> Membership | None:
         rows = await info.context.rows(q.USER_SEGMENT, id=self.id)
         if not rows:
@@ -98,6 +226,8 @@ class User:
     @strawberry.field(description="Top category preferences, explicit ones first.")
     async def preferences(self, info: strawberry.Info[Context, None],
                           first: int = 5) -> list[Preference]:
+        if self.as_of is not None:
+            return await preferences_as_of(info.context, self.id, self.as_of, bounded(first))
         rows = await info.context.rows(q.PREFERENCES, id=self.id, first=bounded(first))
         return [Preference(category=r["category"], weight=r["weight"] or 0.0,
                            source=r["source"], updated_at=native(r["updated_at"]))

@@ -135,10 +135,13 @@ def run_segmentation(
         return {"level": level, "label": label, "description": n.description,
                 "why": json.dumps(n.why), "size": size, "center": center}
 
+    # The median member distance lets the API turn a user's distance into a confidence.
+    medians = [float(np.median(distances[model.labels_ == c])) for c in range(model.n_clusters_)]
     leaves = [{"id": f"{run_id}-L0-{c}",
                "props": {**seg_props(0, matches[c].name, names[c], sizes[c],
                                      model.cluster_centers_[c].tolist()),
-                         "raw_center": raw_centers[c].tolist()}}
+                         "raw_center": raw_centers[c].tolist(),
+                         "median_distance": medians[c]}}
               for c in range(model.n_clusters_)]
     parents, links = upper_levels(run_id, model, Z, table.names, seg_props)
     personas = [{"segment_id": f"{run_id}-L0-{c}", "persona_id": matches[c].persona_id,

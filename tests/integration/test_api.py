@@ -61,10 +61,14 @@ def test_readme_query_answers_on_demo_data(demo_graph: Graph, client: TestClient
     assert "errors" not in body, body
     user = body["data"]["user"]
     assert user["id"] == "u_df274c9e684b56cdd53a"
-    membership = user["membership"]
-    assert membership["persona"]["name"] == "Frequent Shoppers"
-    assert len(membership["segment"]["why"]) == 3
-    assert all(isinstance(w["zScore"], float) for w in membership["segment"]["why"])
+    persona = user["persona"]
+    assert persona["name"] == "Frequent Shoppers" and 0 < persona["confidence"] <= 1
+    assert len(persona["why"]) == 3
+    assert all(isinstance(w["zScore"], float) for w in persona["why"])
+    # leaf first, then each parent up to the one root
+    levels = [s["level"] for s in user["segments"]]
+    assert levels == list(range(len(levels))) and len(levels) >= 2
+    assert user["segments"][0]["label"] == "Frequent Shoppers"
     prefs = user["preferences"]
     assert 1 <= len(prefs) <= 3
     assert [p["weight"] for p in prefs if p["source"] == "inferred"] == sorted(
@@ -72,12 +76,34 @@ def test_readme_query_answers_on_demo_data(demo_graph: Graph, client: TestClient
     interactions = user["recentInteractions"]
     assert len(interactions) == 3
     assert interactions[0]["at"] >= interactions[1]["at"] >= interactions[2]["at"]
-    location = user["location"]
-    assert location["city"] and location["latestWeather"]["condition"]
-    assert len(location["upcomingEvents"]) == 2
+    situation = user["context"]
+    assert situation["location"]["city"] and situation["currentWeather"]["condition"]
+    assert len(situation["upcomingEvents"]) == 2
     segments = body["data"]["segments"]
     assert {s["level"] for s in segments} == {0, 1, 2}
     assert sum(s["size"] for s in segments if s["level"] == 0) == 80
+
+
+def test_every_readme_query_answers_on_demo_data(demo_graph: Graph, settings: Settings,
+                                                 repo_root: Path) -> None:
+    """The chatbot examples: each `graphql` block that is a query (mutations need an admin key
+    and are tested with the roles) answers without errors and with data in every field. The
+    API runs in demo mode, as after `make up`, so identifiers hash as in the demo data."""
+    text = (repo_root / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```graphql\n(.*?)```", text, re.S)
+              if not b.lstrip().startswith("mutation")]
+    assert len(blocks) >= 4
+    name, value = readme_auth_header(repo_root)
+    demo_mode = settings.model_copy(update={"pseudonym_key": SecretStr(DEMO_KEY)})
+    with TestClient(create_app(demo_mode)) as client:
+        for block in blocks:
+            body = client.post("/graphql", json={"query": block}, headers={name: value}).json()
+            assert "errors" not in body, (block, body)
+            assert all(v not in (None, []) for v in body["data"].values()), (block, body)
+        chat = client.post("/graphql", json={"query": blocks[1]},
+                           headers={name: value}).json()
+    assert chat["data"]["userByIdentifier"]["id"] == "u_df274c9e684b56cdd53a"
+    assert chat["data"]["chatContext"]["tokens"] <= 80
 
 
 def test_unknown_user_is_not_found(demo_graph: Graph, client: TestClient) -> None:

@@ -1,0 +1,98 @@
+"""Personas as the root API serves them: their segment in the latest run, members and favourites."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import strawberry
+
+from api import queries as q
+from api.context import Context
+from api.types.user import User, bounded
+
+
+@strawberry.type(description="A category a persona's members favour.")
+class CategoryShare:
+    category: str
+    weight: float = strawberry.field(description="Mean inferred preference weight of members.")
+
+
+@strawberry.type(description="An item a persona's members interact with.")
+class PopularItem:
+    id: strawberry.ID
+    name: str | None
+    category: str | None
+    purchases: int
+    users: int
+
+
+@strawberry.type(description="A stable, named behaviour group, as found by the latest run.")
+class PersonaProfile:
+    id: strawberry.ID
+    name: str
+    description: str
+    size: int = strawberry.field(description="Users in its segment of the latest run (0: none).")
+    segment_id: strawberry.ID | None
+
+    @classmethod
+    def from_row(cls, r: dict[str, Any]) -> PersonaProfile:
+        p = r["persona"]
+        return cls(id=strawberry.ID(p["id"]), name=p["name"], description=p["description"],
+                   size=r["size"] or 0,
+                   segment_id=strawberry.ID(r["segment_id"]) if r["segment_id"] else None)
+
+    @strawberry.field(description="Members nearest the segment centre first.")
+    async def members(self, info: strawberry.Info[Context, None], first: int = 10) -> list[User]:
+        if self.segment_id is None:
+            return []
+        rows = await info.context.rows(q.PERSONA_MEMBERS, segment_id=self.segment_id,
+                                       first=bounded(first))
+        return [User.from_record(r) for r in rows]
+
+    @strawberry.field(description="Categories the members favour most.")
+    async def top_categories(self, info: strawberry.Info[Context, None],
+                             first: int = 5) -> list[CategoryShare]:
+        if self.segment_id is None:
+            return []
+        rows = await info.context.rows(q.PERSONA_TOP_CATEGORIES, segment_id=self.segment_id,
+                                       first=bounded(first))
+        return [CategoryShare(category=r["category"], weight=r["weight"]) for r in rows]
+
+    @strawberry.field(description="Items the members buy most (then: interact with most).")
+    async def top_items(self, info: strawberry.Info[Context, None],
+                        first: int = 5) -> list[PopularItem]:
+        if self.segment_id is None:
+            return []
+        rows = await info.context.rows(q.PERSONA_TOP_ITEMS, segment_id=self.segment_id,
+                                       first=bounded(first))
+        return [PopularItem(id=strawberry.ID(r["id"]), name=r["name"], category=r["category"],
+                            purchases=r["purchases"] or 0, users=r["users"]) for r in rows]
+
+
+@strawberry.type(description="A recorded segmentation run and how it went.")
+class SegmentationRun:
+    id: strawberry.ID
+    created_at: datetime
+    algorithm: str
+    k: int
+    n_users: int
+    silhouette: float | None
+    k_reason: str
+    ari_vs_previous: float | None = strawberry.field(
+        description="Agreement with the previous run (adjusted Rand index).")
+    users_moved: int | None = strawberry.field(
+        description="Users whose persona changed since the previous run.")
+    new_personas: int | None
+    features: list[str]
+    code_version: str | None
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> SegmentationRun:
+        silhouette = r.get("silhouette")
+        return cls(id=strawberry.ID(r["id"]), created_at=r["created_at"].to_native(),
+                   algorithm=r["algorithm"], k=r["k"], n_users=r["n_users"],
+                   silhouette=silhouette if silhouette == silhouette else None,  # NaN
+                   k_reason=r["k_reason"], ari_vs_previous=r.get("ari_vs_previous"),
+                   users_moved=r.get("users_moved"), new_personas=r.get("new_personas"),
+                   features=list(r.get("features") or []), code_version=r.get("code_version"))

@@ -1,0 +1,233 @@
+"""The chatbot-facing API against the real graph: users by identifier, personas with confidence,
+the segment path, persona history and point-in-time answers, similar users, the situation,
+personas with members and favourites, runs, and prompt-ready chat context."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from neo4j import Driver
+
+from api.app import create_app
+from graph.auth import Role, create_key
+from graph.db import Graph, wipe
+from graph.migrate import migrate
+from graph.segments.run import run_segmentation
+from graph.settings import Settings
+from tests.helpers import load_demo
+
+pytestmark = pytest.mark.integration
+USERS = 80
+EMAIL = "user42-000000@example.com"  # the demo's first user (seed 42, index 0)
+
+
+@dataclass(frozen=True)
+class World:
+    graph: Graph
+    key: str
+    first_run: str
+    second_run: str
+    between_runs: datetime
+
+
+@pytest.fixture(scope="module")
+def world(driver: Driver, settings: Settings,
+          tmp_path_factory: pytest.TempPathFactory) -> World:
+    """Demo users hashed with the API's key, two runs (k=3, then automatic) so that some users
+    changed persona, and a reader key."""
+    graph = Graph(driver, settings.neo4j_database)
+    wipe(graph)
+    migrate(graph, settings.migrations_dir)
+    load_demo(graph, tmp_path_factory.mktemp("events"), USERS, seed=42,
+              key=settings.pseudonym_key.get_secret_value())
+    first = run_segmentation(graph, n_clusters=3)
+    between = datetime.now(UTC)
+    second = run_segmentation(graph)
+    key = create_key(graph, Role.READER, "chatbot test").key
+    return World(graph, key, first.run_id, second.run_id, between)
+
+
+@pytest.fixture(scope="module")
+def client(world: World, settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def ask(client: TestClient, world: World, query: str, **variables: Any) -> dict[str, Any]:
+    response = client.post("/graphql", json={"query": query, "variables": variables},
+                           headers={"Authorization": f"Bearer {world.key}"})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def data(client: TestClient, world: World, query: str, **variables: Any) -> dict[str, Any]:
+    body = ask(client, world, query, **variables)
+    assert "errors" not in body, body["errors"]
+    result: dict[str, Any] = body["data"]
+    return result
+
+
+def error_code(client: TestClient, world: World, query: str, **variables: Any) -> str:
+    body = ask(client, world, query, **variables)
+    assert body.get("errors"), body
+    code: str = body["errors"][0]["extensions"]["code"]
+    return code
+
+
+def test_user_by_identifier_hashes_the_value_like_ingestion(client: TestClient,
+                                                            world: World) -> None:
+    q = "query($k: String!, $v: String!) { userByIdentifier(kind: $k, value: $v) { id } }"
+    by_email = data(client, world, q, k="email", v=EMAIL)["userByIdentifier"]["id"]
+    by_cookie = data(client, world, q, k="cookie", v="ck-42-000000")["userByIdentifier"]["id"]
+    messy = data(client, world, q, k="email", v=f"  {EMAIL.upper()} ")["userByIdentifier"]["id"]
+    assert by_email == by_cookie == messy
+    assert error_code(client, world, q, k="email", v="nobody@example.com") == "NOT_FOUND"
+    assert error_code(client, world, q, k="passport", v="x") == "BAD_USER_INPUT"
+
+
+def test_persona_confidence_and_segment_path(client: TestClient, world: World) -> None:
+    row = world.graph.rows(
+        "MATCH (u:User)-[m:IN_SEGMENT {run_id: $run}]->(s:Segment) "
+        "RETURN u.id AS id, m.distance AS d, s.median_distance AS median, s.id AS leaf "
+        "ORDER BY u.id LIMIT 1", run=world.second_run)[0]
+    q = """query($id: ID!) { user(id: $id) {
+      persona { id name confidence why { feature zScore } segment { id } }
+      segments { id level parentId label } } }"""
+    user = data(client, world, q, id=row["id"])["user"]
+    assert user["persona"]["confidence"] == pytest.approx(2 ** -((row["d"] / row["median"]) ** 2))
+    assert user["persona"]["segment"]["id"] == row["leaf"] and user["persona"]["why"]
+    path = user["segments"]
+    assert path[0]["id"] == row["leaf"] and path[-1]["parentId"] is None
+    assert [s["level"] for s in path] == list(range(len(path)))
+    for child, parent in zip(path, path[1:], strict=False):
+        assert child["parentId"] == parent["id"]
+
+
+def changed_user(world: World) -> str:
+    rows = world.graph.rows(
+        "MATCH (u:User)-[h:HAD_PERSONA]->() WITH u, count(h) AS n WHERE n = 2 "
+        "RETURN u.id AS id ORDER BY id LIMIT 1")
+    assert rows, "k=3 then automatic k should move some users"
+    user_id: str = rows[0]["id"]
+    return user_id
+
+
+def test_persona_history_and_point_in_time(client: TestClient, world: World) -> None:
+    uid = changed_user(world)
+    q = """query($id: ID!, $at: DateTime) { user(id: $id, asOf: $at) {
+      asOf persona { id name } personaHistory { persona { id } validFrom validTo runId }
+      preferences(first: 10) { category weight source } } }"""
+    now_user = data(client, world, q, id=uid, at=None)["user"]
+    history = now_user["personaHistory"]
+    assert [h["runId"] for h in history] == [world.second_run, world.first_run]
+    assert history[0]["validTo"] is None and history[1]["validTo"] == history[0]["validFrom"]
+    assert now_user["persona"]["id"] == history[0]["persona"]["id"]
+
+    then = data(client, world, q, id=uid, at=world.between_runs.isoformat())["user"]
+    assert then["persona"]["id"] == history[1]["persona"]["id"] != now_user["persona"]["id"]
+    # Rebuilt from the interactions up to now, preferences equal what ingestion stored.
+    rebuilt = data(client, world, q, id=uid,
+                   at=(datetime.now(UTC) + timedelta(minutes=1)).isoformat())["user"]
+    stored = {(p["category"], p["source"]): p["weight"] for p in now_user["preferences"]}
+    assert {(p["category"], p["source"]): pytest.approx(p["weight"])
+            for p in rebuilt["preferences"]} == stored
+    before_anything = data(client, world, q, id=uid, at="2000-01-01T00:00:00Z")["user"]
+    assert before_anything["persona"] is None and before_anything["preferences"] == []
+    assert error_code(client, world, q, id=uid, at="2026-01-01T00:00:00") == "BAD_USER_INPUT"
+    assert error_code(client, world, q, id=uid, at="yesterday") == "BAD_USER_INPUT"
+    # Written into the query text itself, the value fails the document's validation instead.
+    literal = f'{{ user(id: "{uid}", asOf: "soon") {{ id }} }}'
+    assert error_code(client, world, literal) == "GRAPHQL_VALIDATION_FAILED"
+
+
+def test_similar_users_by_item_overlap(client: TestClient, world: World) -> None:
+    uid = changed_user(world)
+    q = "query($id: ID!) { user(id: $id) { similarUsers(first: 5) { id sharedItems similarity } } }"
+    similar = data(client, world, q, id=uid)["user"]["similarUsers"]
+    assert len(similar) == 5 and uid not in {s["id"] for s in similar}
+    items = {r["u"]: set(r["items"]) for r in world.graph.rows(
+        "MATCH (u:User)-[:INTERACTED]->(i:Item) RETURN u.id AS u, collect(i.id) AS items")}
+    mine = items[uid]
+    expected = sorted(((len(mine & v) / len(mine | v), k) for k, v in items.items()
+                       if k != uid and mine & v), key=lambda t: (-t[0], t[1]))[:5]
+    assert [s["id"] for s in similar] == [k for _, k in expected]
+    assert [s["similarity"] for s in similar] == pytest.approx([j for j, _ in expected])
+
+
+def test_situation_now_and_in_the_past(client: TestClient, world: World) -> None:
+    uid = changed_user(world)
+    q = """query($id: ID!, $at: DateTime) { user(id: $id, asOf: $at) { context(firstEvents: 3) {
+      location { id city } currentWeather { at condition tempC }
+      upcomingEvents { startsAt } } } }"""
+    now = data(client, world, q, id=uid, at=None)["user"]["context"]
+    assert now["location"]["city"]
+    observed = datetime.fromisoformat(now["currentWeather"]["at"])
+    assert timedelta(0) <= datetime.now(UTC) - observed <= timedelta(hours=24)
+    starts = [e["startsAt"] for e in now["upcomingEvents"]]
+    assert starts == sorted(starts) and 1 <= len(starts) <= 3
+    past = data(client, world, q, id=uid, at="2000-01-01T00:00:00Z")["user"]["context"]
+    assert past["currentWeather"] is None and past["location"]["id"] == now["location"]["id"]
+
+
+def test_personas_with_members_and_favourites(client: TestClient, world: World) -> None:
+    q = """{ personas { id name size segmentId
+      members(first: 5) { id } topCategories(first: 4) { category weight }
+      topItems(first: 3) { id purchases users } } }"""
+    personas = data(client, world, q)["personas"]
+    assert sum(p["size"] for p in personas) == USERS
+    assert [p["size"] for p in personas] == sorted((p["size"] for p in personas), reverse=True)
+    shoppers = next(p for p in personas if p["name"] == "Frequent Shoppers")
+    assert {c["category"] for c in shoppers["topCategories"]} & {
+        "grocery", "beauty", "fashion", "books"}
+    items = shoppers["topItems"]
+    assert [i["purchases"] for i in items] == sorted((i["purchases"] for i in items), reverse=True)
+    members = [m["id"] for m in shoppers["members"]]
+    distances = world.graph.rows(
+        "MATCH (u:User)-[m:IN_SEGMENT]->(:Segment {id: $s}) WHERE u.id IN $ids "
+        "RETURN u.id AS id, m.distance AS d", s=shoppers["segmentId"], ids=members)
+    by_id = {r["id"]: r["d"] for r in distances}
+    assert [by_id[m] for m in members] == sorted(by_id.values())
+    one = data(client, world, "query($id: ID!) { persona(id: $id) { name size } }",
+               id=shoppers["id"])["persona"]
+    assert one == {"name": "Frequent Shoppers", "size": shoppers["size"]}
+    assert error_code(client, world, 'query { persona(id: "nope") { id } }') == "NOT_FOUND"
+
+
+def test_segmentation_runs_newest_first(client: TestClient, world: World) -> None:
+    runs = data(client, world, "{ segmentationRuns { id k usersMoved ariVsPrevious } }")
+    ids = [r["id"] for r in runs["segmentationRuns"]]
+    assert ids == [world.second_run, world.first_run]
+    latest = runs["segmentationRuns"][0]
+    assert latest["usersMoved"] > 0 and latest["ariVsPrevious"] is not None
+    assert error_code(client, world, "{ segmentationRuns(first: 0) { id } }") == "BAD_USER_INPUT"
+
+
+def test_chat_context_fits_the_budget_and_honours_consent(client: TestClient,
+                                                          world: World) -> None:
+    uid = changed_user(world)
+    q = """query($id: ID!, $max: Int!) { chatContext(userId: $id, maxTokens: $max) {
+      text tokens personalized persona { name } preferences { category }
+      recentIntents situation { location { city } } dropped } }"""
+    full = data(client, world, q, id=uid, max=400)["chatContext"]
+    assert full["personalized"] and full["dropped"] == []
+    assert full["persona"]["name"] in full["text"] and full["tokens"] <= 400
+    assert full["preferences"][0]["category"] in full["text"]
+    assert full["situation"]["location"]["city"] in full["text"]
+    tight = data(client, world, q, id=uid, max=16)["chatContext"]
+    assert tight["tokens"] <= 16 and tight["dropped"]
+    assert tight["text"].startswith("Persona: ")  # the most important line survives
+    world.graph.execute("MATCH (u:User {id: $id}) SET u.consent_personalization = false", id=uid)
+    try:
+        withheld = data(client, world, q, id=uid, max=400)["chatContext"]
+    finally:
+        world.graph.execute("MATCH (u:User {id: $id}) REMOVE u.consent_personalization", id=uid)
+    assert withheld["personalized"] is False and withheld["persona"] is None
+    assert full["persona"]["name"] not in withheld["text"] and withheld["preferences"] == []
+    assert error_code(client, world, q, id=uid, max=5) == "BAD_USER_INPUT"
+    assert error_code(client, world, q, id="u_nobody", max=100) == "NOT_FOUND"
