@@ -16,6 +16,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from api import queries as q
 from api.auth import PrincipalCache, PrincipalDep, neo4j_loader, requires
 from api.context import Context
+from api.metrics import RequestMetrics
 from api.schema import build_schema
 from api.segmentation import SegmentationRunner
 from graph.auth import ANALYSTS
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="persona-graph", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.add_exception_handler(PersonaError, persona_error)
+    RequestMetrics().install(app)
     graphql = GraphQLRouter(
         build_schema(), context_getter=get_context, graphql_ide="graphiql",
         subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],

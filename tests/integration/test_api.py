@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -143,3 +144,21 @@ def test_run_pictures_are_served(demo_graph: Graph, client: TestClient) -> None:
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "NOT_FOUND"
     escape = client.get("/runs/..%2F..%2Fetc/plots/pca.png")
     assert escape.status_code in (400, 404)
+
+
+def test_metrics_count_requests_by_route_and_log_latency(
+        demo_graph: Graph, client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="api.access")
+    query = {"query": "{ segments { id } }"}
+    auth = {"Authorization": f"Bearer {DEMO_API_KEY}"}
+    for _ in range(3):
+        assert client.post("/graphql", json=query, headers=auth).status_code == 200
+    assert client.get("/runs/not-a-run/plots/pca.png", headers=auth).status_code in (400, 403)
+    assert client.get("/no/such/route").status_code == 404
+    text = client.get("/metrics").text
+    assert 'personas_http_requests_total{method="POST",route="/graphql",status="200"} 3.0' in text
+    assert 'personas_http_request_seconds_count{method="POST",route="/graphql"} 3.0' in text
+    assert 'route="/runs/{run_id}/plots/{kind}.png"' in text  # the template, not the raw path
+    assert 'route="unmatched",status="404"' in text
+    lines = [r.getMessage() for r in caplog.records if r.name == "api.access"]
+    assert any(re.fullmatch(r"POST /graphql 200 \d+\.\d ms", line) for line in lines)

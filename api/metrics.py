@@ -1,0 +1,59 @@
+"""Request metrics for Prometheus (`/metrics`) and one access-log line per request with latency.
+
+Each app has its own registry (no module-level state), so tests and several apps in one process
+do not share counters. Routes are labelled by their template (`/runs/{run_id}/plots/{kind}.png`),
+never by the raw path, so the number of series stays bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+
+log = logging.getLogger("api.access")
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class RequestMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("personas_http_requests", "HTTP requests by route and status",
+                                ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram("personas_http_request_seconds", "HTTP request latency",
+                                 ["method", "route"], buckets=LATENCY_BUCKETS,
+                                 registry=self.registry)
+
+    async def middleware(self, request: Request,
+                         call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            elapsed = time.perf_counter() - start
+            matched = request.scope.get("route")
+            # Routers mounted under a prefix (GraphQL) keep an empty template: their path is
+            # the prefix itself, still one series per route.
+            route = (getattr(matched, "path", "") or request.url.path) if matched else "unmatched"
+            self.requests.labels(request.method, route, str(status)).inc()
+            self.latency.labels(request.method, route).observe(elapsed)
+            log.info("%s %s %d %.1f ms", request.method, route, status, elapsed * 1000)
+
+    def install(self, app: FastAPI) -> None:
+        app.middleware("http")(self.middleware)
+
+        @app.get("/metrics", include_in_schema=False)
+        async def metrics() -> Response:
+            return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
