@@ -86,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(PersonaError, persona_error)
     RequestMetrics().install(app)
     graphql = GraphQLRouter(
-        build_schema(), context_getter=get_context, graphql_ide="graphiql",
+        build_schema(settings), context_getter=get_context, graphql_ide="graphiql",
         subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
     )
     app.include_router(graphql, prefix="/graphql")

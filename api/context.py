@@ -10,6 +10,7 @@ from strawberry.fastapi import BaseContext
 
 from api.segmentation import SegmentationRunner
 from graph.auth import Principal
+from graph.errors import InvalidInput, LimitExceeded
 from graph.settings import Settings
 
 
@@ -22,6 +23,15 @@ class Context(BaseContext):
         self.principal = principal
         """The API key's principal; None when the request presented no live key."""
         self.segmentation = segmentation
+
+    def page(self, first: int) -> int:
+        """A page size the caller asked for, within PERSONAS_API_MAX_PAGE_SIZE."""
+        if first < 1:
+            raise InvalidInput(f"`first` must be at least 1, got {first}")
+        if first > self.settings.api_max_page_size:
+            raise LimitExceeded(f"`first` is {first}, over the maximum page size of "
+                                f"{self.settings.api_max_page_size}")
+        return first
 
     async def rows(self, query: LiteralString, **params: Any) -> list[dict[str, Any]]:
         """Run one read query (retried on transient errors by the driver) and return dicts."""

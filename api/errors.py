@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
+from api.limits import TOKENS_MESSAGE
 from graph.errors import PersonaError
 
 log = logging.getLogger(__name__)
@@ -17,8 +18,11 @@ MASKED_MESSAGE = "Unexpected error; it has been logged."
 def _translate(error: GraphQLError) -> GraphQLError:
     original = error.original_error
     if original is None:
-        # Parse and validation errors: the query itself is at fault.
+        # Parse and validation errors: the query itself is at fault (limit rules set their own
+        # code; the parser's token limit cannot, so it is recognised by its message).
         code = (error.extensions or {}).get("code", "GRAPHQL_VALIDATION_FAILED")
+        if TOKENS_MESSAGE in error.message:
+            code = "LIMIT_EXCEEDED"
         return GraphQLError(error.message, error.nodes, error.source, error.positions,
                             error.path, None, {**(error.extensions or {}), "code": code})
     if error.path is None and not isinstance(original, PersonaError):

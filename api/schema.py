@@ -12,14 +12,16 @@ from api import queries as q
 from api.auth import allowed
 from api.context import Context
 from api.errors import ErrorCodes
+from api.limits import limit_extensions
 from api.types.chat import ChatContext, chat_context
 from api.types.persona import PersonaProfile, SegmentationRun
 from api.types.run import SegmentationRunResult
 from api.types.segment import Segment
-from api.types.user import User, bounded
+from api.types.user import User
 from graph.auth import ADMINS, PERSONA_READERS
 from graph.errors import InvalidInput, NotFound
 from graph.privacy import IDENTIFIER_KINDS, Pseudonymizer
+from graph.settings import Settings
 
 
 @strawberry.type
@@ -68,7 +70,7 @@ class Query:
                       extensions=allowed(PERSONA_READERS))
     async def segmentation_runs(self, info: strawberry.Info[Context, None],
                                 first: int = 10) -> list[SegmentationRun]:
-        rows = await info.context.rows(q.SEGMENTATION_RUNS, first=bounded(first))
+        rows = await info.context.rows(q.SEGMENTATION_RUNS, first=info.context.page(first))
         return [SegmentationRun.from_record(r["run"]) for r in rows]
 
     @strawberry.field(description="Prompt-ready context for a chatbot within a token budget: "
@@ -126,5 +128,7 @@ class Mutation:
         return SegmentationRunResult.from_result(result)
 
 
-def build_schema() -> strawberry.Schema:
-    return strawberry.Schema(query=Query, mutation=Mutation, extensions=[ErrorCodes])
+def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+    """The schema with its request limits (from ``settings``; defaults when exporting SDL)."""
+    limits = limit_extensions(settings or Settings())
+    return strawberry.Schema(query=Query, mutation=Mutation, extensions=[*limits, ErrorCodes])

@@ -43,3 +43,9 @@ class Forbidden(PersonaError):
     """Valid credentials whose role does not allow the operation."""
 
     code = "FORBIDDEN"
+
+
+class LimitExceeded(PersonaError):
+    """A request over a configured limit (page size, query depth, aliases, cost, tokens)."""
+
+    code = "LIMIT_EXCEEDED"

@@ -76,6 +76,14 @@ class Settings(BaseSettings):
         "weather at its location.")
     event_horizon_days: int = Field(
         default=14, ge=1, description="How far ahead local events count as upcoming.")
+    api_max_page_size: int = Field(default=100, ge=1, description="Largest `first` a "
+                                   "GraphQL list accepts (LIMIT_EXCEEDED above).")
+    api_max_depth: int = Field(default=10, ge=2, description="Deepest GraphQL selection.")
+    api_max_aliases: int = Field(default=20, ge=0, description="Most aliases in one request.")
+    api_max_tokens: int = Field(default=2000, ge=100, description="Most tokens in one request.")
+    api_max_cost: int = Field(
+        default=5000, ge=10, description="Most fields a request may resolve: each field counts "
+        "1, times the `first` of each list around it.")
     api_host: str = Field(default="127.0.0.1", description="Address the API binds to.")
     api_port: int = Field(default=8000, description="Port the API listens on.")
     api_key_cache_seconds: float = Field(

@@ -9,7 +9,7 @@ import strawberry
 
 from api import queries as q
 from api.context import Context
-from api.types.user import User, bounded
+from api.types.user import User
 
 
 @strawberry.type(description="A category a persona's members favour.")
@@ -47,7 +47,7 @@ class PersonaProfile:
         if self.segment_id is None:
             return []
         rows = await info.context.rows(q.PERSONA_MEMBERS, segment_id=self.segment_id,
-                                       first=bounded(first))
+                                       first=info.context.page(first))
         return [User.from_record(r) for r in rows]
 
     @strawberry.field(description="Categories the members favour most.")
@@ -56,7 +56,7 @@ class PersonaProfile:
         if self.segment_id is None:
             return []
         rows = await info.context.rows(q.PERSONA_TOP_CATEGORIES, segment_id=self.segment_id,
-                                       first=bounded(first))
+                                       first=info.context.page(first))
         return [CategoryShare(category=r["category"], weight=r["weight"]) for r in rows]
 
     @strawberry.field(description="Items the members buy most (then: interact with most).")
@@ -65,7 +65,7 @@ class PersonaProfile:
         if self.segment_id is None:
             return []
         rows = await info.context.rows(q.PERSONA_TOP_ITEMS, segment_id=self.segment_id,
-                                       first=bounded(first))
+                                       first=info.context.page(first))
         return [PopularItem(id=strawberry.ID(r["id"]), name=r["name"], category=r["category"],
                             purchases=r["purchases"] or 0, users=r["users"]) for r in rows]
 

@@ -12,17 +12,9 @@ from api import queries as q
 from api.context import Context
 from api.types.context_types import LocalEvent, WeatherObservation, native
 from api.types.segment import Membership, Persona, Segment, WhyScore
-from graph.errors import InvalidInput
 from graph.ingest.writer import INTEREST_SCORE
 
-MAX_FIRST = 100
 INTEREST = {t.value: score for t, score in INTEREST_SCORE.items()}
-
-
-def bounded(first: int) -> int:
-    if not 1 <= first <= MAX_FIRST:
-        raise InvalidInput(f"`first` must be between 1 and {MAX_FIRST}, got {first}")
-    return first
 
 
 @strawberry.type
@@ -66,7 +58,7 @@ class Location:
     async def upcoming_events(self, info: strawberry.Info[Context, None],
                               first: int = 5) -> list[LocalEvent]:
         rows = await info.context.rows(q.UPCOMING_EVENTS, location_id=self.id,
-                                       first=bounded(first))
+                                       first=info.context.page(first))
         return [LocalEvent.from_record(r["event"]) for r in rows]
 
 
@@ -193,7 +185,8 @@ class User:
     @strawberry.field(description="Personas the user has had, newest first.")
     async def persona_history(self, info: strawberry.Info[Context, None],
                               first: int = 10) -> list[PersonaPeriod]:
-        rows = await info.context.rows(q.PERSONA_HISTORY, id=self.id, first=bounded(first))
+        rows = await info.context.rows(q.PERSONA_HISTORY, id=self.id,
+                                       first=info.context.page(first))
         return [PersonaPeriod(persona=Persona.from_record(r["persona"]),
                               valid_from=r["valid_from"].to_native(),
                               valid_to=native(r["valid_to"]), run_id=r["run_id"])
@@ -202,7 +195,7 @@ class User:
     @strawberry.field(description="Users with the most similar item sets (co-interaction).")
     async def similar_users(self, info: strawberry.Info[Context, None],
                             first: int = 5) -> list[SimilarUser]:
-        rows = await info.context.rows(q.SIMILAR_USERS, id=self.id, first=bounded(first))
+        rows = await info.context.rows(q.SIMILAR_USERS, id=self.id, first=info.context.page(first))
         return [SimilarUser(id=strawberry.ID(r["id"]), shared_items=r["shared"],
                             similarity=r["similarity"]) for r in rows]
 
@@ -211,7 +204,7 @@ class User:
     async def context(self, info: strawberry.Info[Context, None],
                       first_events: int = 5) -> Situation | None:
         now = self.as_of or datetime.now(UTC)
-        return await situation(info.context, self.id, now, bounded(first_events))
+        return await situation(info.context, self.id, now, info.context.page(first_events))
 
     @strawberry.field(description="Persona and leaf segment from the latest segmentation.",
                       deprecation_reason="Use `persona` (with confidence) and `segments`.")
@@ -227,8 +220,10 @@ class User:
     async def preferences(self, info: strawberry.Info[Context, None],
                           first: int = 5) -> list[Preference]:
         if self.as_of is not None:
-            return await preferences_as_of(info.context, self.id, self.as_of, bounded(first))
-        rows = await info.context.rows(q.PREFERENCES, id=self.id, first=bounded(first))
+            return await preferences_as_of(info.context, self.id, self.as_of,
+                                           info.context.page(first))
+        rows = await info.context.rows(q.PREFERENCES, id=self.id,
+                                       first=info.context.page(first))
         return [Preference(category=r["category"], weight=r["weight"] or 0.0,
                            source=r["source"], updated_at=native(r["updated_at"]))
                 for r in rows]
@@ -236,7 +231,8 @@ class User:
     @strawberry.field(description="Most recent interactions first.")
     async def recent_interactions(self, info: strawberry.Info[Context, None],
                                   first: int = 10) -> list[Interaction]:
-        rows = await info.context.rows(q.RECENT_INTERACTIONS, id=self.id, first=bounded(first))
+        rows = await info.context.rows(q.RECENT_INTERACTIONS, id=self.id,
+                                       first=info.context.page(first))
         return [Interaction.from_record(r["interaction"]) for r in rows]
 
     @strawberry.field(description="Where the user is, with the latest weather there.")

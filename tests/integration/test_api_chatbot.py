@@ -231,3 +231,26 @@ def test_chat_context_fits_the_budget_and_honours_consent(client: TestClient,
     assert full["persona"]["name"] not in withheld["text"] and withheld["preferences"] == []
     assert error_code(client, world, q, id=uid, max=5) == "BAD_USER_INPUT"
     assert error_code(client, world, q, id="u_nobody", max=100) == "NOT_FOUND"
+
+
+def test_each_limit_is_limit_exceeded(world: World, settings: Settings) -> None:
+    tight = settings.model_copy(update={"api_max_page_size": 20, "api_max_depth": 4,
+                                        "api_max_aliases": 2, "api_max_cost": 60,
+                                        "api_max_tokens": 120})
+    with TestClient(create_app(tight)) as small:
+        def code(query: str) -> str | None:
+            body = ask(small, world, query)
+            return body["errors"][0]["extensions"]["code"] if body.get("errors") else None
+
+        assert code("{ segmentationRuns(first: 20) { id } }") is None
+        assert code("{ segmentationRuns(first: 21) { id } }") == "LIMIT_EXCEEDED"
+        assert code("{ segmentationRuns(first: 0) { id } }") == "BAD_USER_INPUT"
+        assert code("{ personas { members(first: 1) { persona { segment { id } } } } }") == (
+            "LIMIT_EXCEEDED")  # depth 5
+        assert code("{ a: personas { id } b: personas { id } }") is None
+        assert code("{ a: personas { id } b: personas { id } c: personas { id } }") == (
+            "LIMIT_EXCEEDED")
+        # cost: 1 + 20 x 2 = 41 fits; 1 + 20 x 3 = 61 is over 60
+        assert code("{ segmentationRuns(first: 20) { id features } }") is None
+        assert code("{ segmentationRuns(first: 20) { id features k } }") == "LIMIT_EXCEEDED"
+        assert code("{ " + " ".join(["personas { id }"] * 40) + " }") == "LIMIT_EXCEEDED"
