@@ -45,6 +45,7 @@ class World:
     user_id: str
     segment_id: str
     run_id: str
+    persona_id: str
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +56,16 @@ def world(driver: Driver, settings: Settings,
     graph = Graph(driver, settings.neo4j_database)
     wipe(graph)
     migrate(graph, settings.migrations_dir)
-    load_demo(graph, tmp_path_factory.mktemp("events"), USERS, seed=42)
+    load_demo(graph, tmp_path_factory.mktemp("events"), USERS, seed=42,
+              key=settings.pseudonym_key.get_secret_value())
     result = run_segmentation(graph, runs_dir=settings.resolved_runs_dir)
     keys = {role.value: create_key(graph, role, f"{role.value} test").key for role in Role}
     revoked = create_key(graph, Role.ADMIN, "revoked admin")
     revoke_key(graph, revoked.info.id)
     keys["revoked"] = revoked.key
     keys["unknown"] = "pg_0123abcd_" + "x" * 32
-    return World(graph, keys, result.user_ids[0], f"{result.run_id}-L0-0", result.run_id)
+    return World(graph, keys, result.user_ids[0], f"{result.run_id}-L0-0", result.run_id,
+                 result.persona_ids[0])
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +100,12 @@ QUERIES = {
     "user": ('query($id: ID!) { user(id: $id) { id } }', "user_id"),
     "segments": ("{ segments { id } }", None),
     "segment": ('query($id: ID!) { segment(id: $id) { id } }', "segment_id"),
+    "userByIdentifier": ('{ userByIdentifier(kind: "email", value: "user42-000000@example.com") '
+                         "{ id } }", None),
+    "personas": ("{ personas { id } }", None),
+    "persona": ('query($id: ID!) { persona(id: $id) { id } }', "persona_id"),
+    "segmentationRuns": ("{ segmentationRuns { id } }", None),
+    "chatContext": ('query($id: ID!) { chatContext(userId: $id) { text } }', "user_id"),
 }
 
 
