@@ -8,6 +8,7 @@ from typing import Any, LiteralString
 from neo4j import AsyncDriver, RoutingControl
 from strawberry.fastapi import BaseContext
 
+from api.loaders import Loaders
 from api.segmentation import SegmentationRunner
 from graph.auth import Principal
 from graph.errors import InvalidInput, LimitExceeded
@@ -23,6 +24,9 @@ class Context(BaseContext):
         self.principal = principal
         """The API key's principal; None when the request presented no live key."""
         self.segmentation = segmentation
+        self.round_trips = 0
+        """Cypher round trips this request made (logged per operation, see CypherRoundTrips)."""
+        self.loaders = Loaders(self.rows)
 
     def page(self, first: int) -> int:
         """A page size the caller asked for, within PERSONAS_API_MAX_PAGE_SIZE."""
@@ -35,6 +39,7 @@ class Context(BaseContext):
 
     async def rows(self, query: LiteralString, **params: Any) -> list[dict[str, Any]]:
         """Run one read query (retried on transient errors by the driver) and return dicts."""
+        self.round_trips += 1
         records, _, _ = await self.driver.execute_query(
             query, params, database_=self.settings.neo4j_database, routing_=RoutingControl.READ
         )

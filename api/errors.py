@@ -46,3 +46,4 @@ class ErrorCodes(SchemaExtension):
         result = self.execution_context.result
         if result is not None and result.errors:
             result.errors = [_translate(e) for e in result.errors]
+

@@ -1,4 +1,5 @@
-"""Request metrics for Prometheus (`/metrics`) and one access-log line per request with latency.
+"""Request metrics for Prometheus (`/metrics`), one access-log line per request with latency,
+and the number of Cypher round trips of each GraphQL operation.
 
 Each app has its own registry (no module-level state), so tests and several apps in one process
 do not share counters. Routes are labelled by their template (`/runs/{run_id}/plots/{kind}.png`),
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import (
@@ -19,8 +20,10 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from strawberry.extensions import SchemaExtension
 
 log = logging.getLogger("api.access")
+cypher_log = logging.getLogger("api.cypher")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -57,3 +60,15 @@ class RequestMetrics:
         @app.get("/metrics", include_in_schema=False)
         async def metrics() -> Response:
             return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class CypherRoundTrips(SchemaExtension):
+    """Logs how many Cypher round trips each operation made (logger ``api.cypher``, DEBUG), so a
+    resolver that queries once per item shows up at once."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        context = self.execution_context.context
+        cypher_log.debug("operation %s: %d Cypher round trips",
+                         self.execution_context.operation_name or "-",
+                         getattr(context, "round_trips", 0))

@@ -23,12 +23,16 @@ MATCH (:Identifier {kind: $kind, hash: $hash})-[:IDENTIFIES]->(u:User)
 
 _SEGMENT_FIELDS = "s {.id, .label, .description, .why, .size, .level, .run_id, .median_distance}"
 
-# The user's persona: the leaf segment of the latest run that includes them.
-USER_PERSONA = """
-MATCH (u:User {id: $id})-[m:IN_SEGMENT]->(s:Segment)
-WITH s, m ORDER BY m.assigned_at DESC LIMIT 1
+# Batched per request (DataLoaders): one round trip answers every user the request names.
+# Each user's persona: the leaf segment of the latest run that includes them.
+USERS_PERSONA = """
+UNWIND $ids AS id
+MATCH (:User {id: id})-[m:IN_SEGMENT]->(s:Segment)
+WITH id, m, s ORDER BY m.assigned_at DESC
+WITH id, head(collect([m, s])) AS latest
+WITH id, latest[0] AS m, latest[1] AS s
 MATCH (s)-[:EMBODIES]->(p:Persona)
-RETURN p {.id, .name, .description} AS persona, """ + _SEGMENT_FIELDS + """ AS segment,
+RETURN id, p {.id, .name, .description} AS persona, """ + _SEGMENT_FIELDS + """ AS segment,
        m.distance AS distance
 """
 
@@ -42,17 +46,34 @@ RETURN p {.id, .name, .description} AS persona, """ + _SEGMENT_FIELDS + """ AS s
        m.distance AS distance
 """
 
-# Leaf segment of the latest run, then each parent up to the root.
-USER_SEGMENT_PATH = """
-MATCH (:User {id: $id})-[m:IN_SEGMENT]->(leaf:Segment)
-WITH leaf ORDER BY m.assigned_at DESC LIMIT 1
+# Each user's leaf segment of the latest run, then each parent up to the root.
+USERS_SEGMENT_PATH = """
+UNWIND $ids AS id
+MATCH (:User {id: id})-[m:IN_SEGMENT]->(leaf:Segment)
+WITH id, leaf ORDER BY m.assigned_at DESC
+WITH id, head(collect(leaf)) AS leaf
 MATCH path = (leaf)-[:CHILD_OF*0..]->(s:Segment)
 OPTIONAL MATCH (s)-[:EMBODIES]->(p:Persona)
 OPTIONAL MATCH (s)-[:CHILD_OF]->(parent:Segment)
-RETURN """ + _SEGMENT_FIELDS + """ AS segment, p {.id, .name, .description} AS persona,
-       parent.id AS parent_id
-ORDER BY length(path)
+WITH id, length(path) AS depth, """ + _SEGMENT_FIELDS + """ AS segment,
+     p {.id, .name, .description} AS persona, parent.id AS parent_id
+ORDER BY id, depth
+RETURN id, collect({segment: segment, persona: persona, parent_id: parent_id}) AS path
 """
+
+# A page of users in id order after the cursor, optionally of one persona (latest run) or
+# segment, or last seen after a time. One row more than the page tells whether more follow.
+USERS_PAGE = """
+MATCH (u:User)
+WHERE u.id > $after
+  AND ($last_seen_after IS NULL OR u.last_seen > $last_seen_after)
+  AND ($segment_id IS NULL OR EXISTS { (u)-[:IN_SEGMENT]->(:Segment {id: $segment_id}) })
+  AND ($persona_id IS NULL OR EXISTS {
+        MATCH (r:SegmentationRun) WITH r ORDER BY r.created_at DESC LIMIT 1
+        MATCH (u)-[:IN_SEGMENT {run_id: r.id}]->(:Segment)-[:EMBODIES]->(:Persona {id: $persona_id})
+      })
+WITH u ORDER BY u.id LIMIT $limit
+""" + _USER_FIELDS
 
 PERSONA_HISTORY = """
 MATCH (:User {id: $id})-[h:HAD_PERSONA]->(p:Persona)
@@ -155,14 +176,6 @@ LIMIT $first
 """
 
 # The user's leaf segment in the latest run that includes them.
-USER_SEGMENT = """
-MATCH (u:User {id: $id})-[m:IN_SEGMENT]->(s:Segment)
-WITH s, m ORDER BY m.assigned_at DESC LIMIT 1
-OPTIONAL MATCH (s)-[:EMBODIES]->(p:Persona)
-RETURN s {.id, .label, .description, .why, .size, .level, .run_id, .median_distance} AS segment,
-       p {.id, .name, .description} AS persona, m.distance AS distance
-"""
-
 SEGMENTS_OF_RUN = """
 MATCH (r:SegmentationRun {id: $run_id})-[:PRODUCED]->(s:Segment)
 OPTIONAL MATCH (s)-[:EMBODIES]->(p:Persona)
@@ -180,11 +193,15 @@ RETURN s {.id, .label, .description, .why, .size, .level, .run_id} AS segment,
        p {.id, .name, .description} AS persona, parent.id AS parent_id
 """
 
-PREFERENCES = """
-MATCH (:User {id: $id})-[p:PREFERS]->(c:Category)
-RETURN c.name AS category, p.weight AS weight, p.source AS source, p.updated_at AS updated_at
-ORDER BY CASE p.source WHEN 'explicit' THEN 0 ELSE 1 END, p.weight DESC
-LIMIT $first
+# Each user's top preferences, explicit ones first.
+USERS_PREFERENCES = """
+UNWIND $ids AS id
+MATCH (:User {id: id})-[p:PREFERS]->(c:Category)
+WITH id, p, c
+ORDER BY id, CASE p.source WHEN 'explicit' THEN 0 ELSE 1 END, p.weight DESC, c.name
+WITH id, collect({category: c.name, weight: p.weight, source: p.source,
+                  updated_at: p.updated_at})[..$first] AS prefs
+RETURN id, prefs
 """
 
 # Preferences at a point in time, rebuilt from the interactions before it (see ingestion's

@@ -13,7 +13,15 @@ from api.auth import allowed
 from api.context import Context
 from api.errors import ErrorCodes
 from api.limits import limit_extensions
+from api.metrics import CypherRoundTrips
 from api.types.chat import ChatContext, chat_context
+from api.types.connection import (
+    PageInfo,
+    UserConnection,
+    UserEdge,
+    decode_cursor,
+    encode_cursor,
+)
 from api.types.persona import PersonaProfile, SegmentationRun
 from api.types.run import SegmentationRunResult
 from api.types.segment import Segment
@@ -37,6 +45,24 @@ class Query:
         if not rows:
             raise NotFound(f"no user with id {id!r}")
         return User.from_record(rows[0], as_of)
+
+    @strawberry.field(description="Users in id order, a page at a time, optionally of one "
+                      "persona (latest run) or segment, or seen after a time.",
+                      extensions=allowed(PERSONA_READERS))
+    async def users(self, info: strawberry.Info[Context, None], first: int = 20,
+                    after: str | None = None, persona_id: strawberry.ID | None = None,
+                    segment_id: strawberry.ID | None = None,
+                    last_seen_after: datetime | None = None) -> UserConnection:
+        if last_seen_after is not None and last_seen_after.tzinfo is None:
+            raise InvalidInput("`lastSeenAfter` needs a time zone, e.g. 2026-11-01T12:00:00Z")
+        size = info.context.page(first)
+        rows = await info.context.rows(
+            q.USERS_PAGE, after=decode_cursor("user", after), limit=size + 1,
+            persona_id=persona_id, segment_id=segment_id, last_seen_after=last_seen_after)
+        edges = [UserEdge(cursor=encode_cursor("user", r["id"]), node=User.from_record(r))
+                 for r in rows[:size]]
+        return UserConnection(edges=edges, page_info=PageInfo(
+            has_next_page=len(rows) > size, end_cursor=edges[-1].cursor if edges else None))
 
     @strawberry.field(description="The user an identifier (cookie, CRM id, email, phone, chat "
                       "handle) belongs to. The value is hashed as at ingestion; it is never "
@@ -131,4 +157,5 @@ class Mutation:
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     """The schema with its request limits (from ``settings``; defaults when exporting SDL)."""
     limits = limit_extensions(settings or Settings())
-    return strawberry.Schema(query=Query, mutation=Mutation, extensions=[*limits, ErrorCodes])
+    return strawberry.Schema(query=Query, mutation=Mutation,
+                             extensions=[*limits, CypherRoundTrips, ErrorCodes])

@@ -87,9 +87,9 @@ async def chat_context(context: Context, user_id: str, max_tokens: int) -> ChatC
                            tokens=estimate_tokens(text), personalized=False, persona=None,
                            preferences=[], recent_intents=[], situation=None, dropped=[])
     now = datetime.now(UTC)
-    persona_rows = await context.rows(q.USER_PERSONA, id=user_id)
-    persona = UserPersona.from_row(persona_rows[0]) if persona_rows else None
-    pref_rows = await context.rows(q.PREFERENCES, id=user_id, first=3)
+    persona_row = await context.loaders.persona.load(user_id)
+    persona = UserPersona.from_row(persona_row) if persona_row else None
+    pref_rows = await context.loaders.preferences.load((user_id, 3))
     preferences = [Preference(category=r["category"], weight=r["weight"] or 0.0,
                               source=r["source"], updated_at=None) for r in pref_rows]
     intents = describe_intents(await context.rows(

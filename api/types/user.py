@@ -172,15 +172,15 @@ class User:
     async def persona(self, info: strawberry.Info[Context, None]) -> UserPersona | None:
         if self.as_of is not None:
             rows = await info.context.rows(q.USER_PERSONA_AS_OF, id=self.id, as_of=self.as_of)
-        else:
-            rows = await info.context.rows(q.USER_PERSONA, id=self.id)
-        return UserPersona.from_row(rows[0]) if rows else None
+            return UserPersona.from_row(rows[0]) if rows else None
+        row = await info.context.loaders.persona.load(self.id)
+        return UserPersona.from_row(row) if row else None
 
     @strawberry.field(description="The user's leaf segment in the latest run, then each parent "
                       "up to the root.")
     async def segments(self, info: strawberry.Info[Context, None]) -> list[Segment]:
-        rows = await info.context.rows(q.USER_SEGMENT_PATH, id=self.id)
-        return [Segment.from_record(r["segment"], r["persona"], r["parent_id"]) for r in rows]
+        path = await info.context.loaders.segment_path.load(self.id)
+        return [Segment.from_record(r["segment"], r["persona"], r["parent_id"]) for r in path]
 
     @strawberry.field(description="Personas the user has had, newest first.")
     async def persona_history(self, info: strawberry.Info[Context, None],
@@ -209,10 +209,9 @@ class User:
     @strawberry.field(description="Persona and leaf segment from the latest segmentation.",
                       deprecation_reason="Use `persona` (with confidence) and `segments`.")
     async def membership(self, info: strawberry.Info[Context, None]) -> Membership | None:
-        rows = await info.context.rows(q.USER_SEGMENT, id=self.id)
-        if not rows:
+        row = await info.context.loaders.persona.load(self.id)
+        if row is None:
             return None
-        row = rows[0]
         segment = Segment.from_record(row["segment"], row["persona"])
         return Membership(persona=segment.persona, segment=segment, distance=row["distance"])
 
@@ -222,8 +221,7 @@ class User:
         if self.as_of is not None:
             return await preferences_as_of(info.context, self.id, self.as_of,
                                            info.context.page(first))
-        rows = await info.context.rows(q.PREFERENCES, id=self.id,
-                                       first=info.context.page(first))
+        rows = await info.context.loaders.preferences.load((self.id, info.context.page(first)))
         return [Preference(category=r["category"], weight=r["weight"] or 0.0,
                            source=r["source"], updated_at=native(r["updated_at"]))
                 for r in rows]

@@ -114,9 +114,12 @@ def test_unknown_user_is_not_found(demo_graph: Graph, client: TestClient) -> Non
 
 
 def test_bad_arguments_are_bad_user_input(demo_graph: Graph, client: TestClient) -> None:
-    query = '{ user(id: "u_df274c9e684b56cdd53a") { preferences(first: 1000) { category } } }'
+    query = '{ user(id: "u_df274c9e684b56cdd53a") { preferences(first: 0) { category } } }'
     body = client.post("/graphql", json={"query": query}).json()
     assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    too_many = query.replace("first: 0", "first: 1000")
+    body = client.post("/graphql", json={"query": too_many}).json()
+    assert body["errors"][0]["extensions"]["code"] == "LIMIT_EXCEEDED"
     body = client.post("/graphql", json={"query": "{ user { id } }"}).json()
     assert body["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
 

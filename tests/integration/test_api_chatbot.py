@@ -4,6 +4,7 @@ personas with members and favourites, runs, and prompt-ready chat context."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -254,3 +255,47 @@ def test_each_limit_is_limit_exceeded(world: World, settings: Settings) -> None:
         assert code("{ segmentationRuns(first: 20) { id features } }") is None
         assert code("{ segmentationRuns(first: 20) { id features k } }") == "LIMIT_EXCEEDED"
         assert code("{ " + " ".join(["personas { id }"] * 40) + " }") == "LIMIT_EXCEEDED"
+
+
+def test_users_connection_pages_and_filters(client: TestClient, world: World) -> None:
+    q = """query($after: String, $persona: ID, $seen: DateTime) {
+      users(first: 30, after: $after, personaId: $persona, lastSeenAfter: $seen) {
+        edges { cursor node { id } } pageInfo { hasNextPage endCursor } } }"""
+    seen: list[str] = []
+    after = None
+    while True:
+        page = data(client, world, q, after=after)["users"]
+        seen += [e["node"]["id"] for e in page["edges"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert len(seen) == USERS == len(set(seen)) and seen == sorted(seen)
+    persona = world.graph.rows(
+        "MATCH (u:User)-[:IN_SEGMENT {run_id: $run}]->(:Segment)-[:EMBODIES]->(p:Persona) "
+        "RETURN p.id AS id, collect(u.id) AS users ORDER BY size(users) LIMIT 1",
+        run=world.second_run)[0]
+    members = data(client, world, q, persona=persona["id"])["users"]["edges"]
+    assert sorted(e["node"]["id"] for e in members) == sorted(persona["users"])[:30]
+    recent = world.graph.rows("MATCH (u:User) RETURN u.last_seen AS t ORDER BY t DESC LIMIT 5")
+    cut = recent[-1]["t"].to_native()
+    newest = data(client, world, q, seen=cut.isoformat())["users"]["edges"]
+    assert len(newest) == 4  # strictly after the 5th most recent
+    assert error_code(client, world, q, after="not-a-cursor") == "BAD_USER_INPUT"
+    assert error_code(client, world, q, after="c2VnbWVudDp4") == "BAD_USER_INPUT"  # segment:x
+
+
+def test_round_trips_do_not_grow_with_the_number_of_users(
+        client: TestClient, world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """100 users with persona, segments and top preferences: a fixed number of Cypher round
+    trips (the page, then one per kind of data), whatever the page size."""
+    caplog.set_level(logging.DEBUG, logger="api.cypher")
+    q = """query Page($n: Int!) { users(first: $n) { edges { node {
+      id persona { name confidence } segments { id } preferences(first: 5) { category } } } } }"""
+    counts = {}
+    for n in (5, 80):
+        caplog.clear()
+        page = data(client, world, q, n=n)["users"]["edges"]
+        assert len(page) == n and all(e["node"]["persona"] for e in page)
+        line = next(r.getMessage() for r in caplog.records if r.name == "api.cypher")
+        counts[n] = int(line.split(": ")[1].split()[0])
+    assert counts[5] == counts[80] == 4, counts
