@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from neo4j import AsyncDriver, RoutingControl
+from starlette.requests import HTTPConnection
 from strawberry.fastapi import GraphQLRouter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
@@ -37,12 +38,14 @@ async def persona_error(_: Request, exc: Exception) -> JSONResponse:
                         headers=headers)
 
 
-def get_settings(request: Request) -> Settings:
+# Dependencies take the connection, not the request, so GraphQL subscriptions (WebSocket) get
+# the same context as queries.
+def get_settings(request: HTTPConnection) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_driver(request: Request) -> AsyncDriver:
+def get_driver(request: HTTPConnection) -> AsyncDriver:
     driver: AsyncDriver = request.app.state.driver
     return driver
 
@@ -51,7 +54,7 @@ DriverDep = Annotated[AsyncDriver, Depends(get_driver)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_segmentation(request: Request) -> SegmentationRunner:
+def get_segmentation(request: HTTPConnection) -> SegmentationRunner:
     runner: SegmentationRunner = request.app.state.segmentation
     return runner
 

@@ -7,8 +7,9 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header
 from neo4j import AsyncDriver, RoutingControl
+from starlette.requests import HTTPConnection
 from strawberry.extensions import FieldExtension
 from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.types import Info
@@ -85,7 +86,7 @@ def neo4j_loader(driver: AsyncDriver, database: str) -> Loader:
 
 
 async def get_principal(
-    request: Request,
+    request: HTTPConnection,
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
 ) -> Principal | None:

@@ -75,6 +75,15 @@ WHERE u.id > $after
 WITH u ORDER BY u.id LIMIT $limit
 """ + _USER_FIELDS
 
+# The user's current persona period (the open history entry).
+CURRENT_PERSONA_PERIOD = """
+MATCH (:User {id: $id})-[h:HAD_PERSONA]->(p:Persona)
+WHERE h.valid_to IS NULL
+RETURN p {.id, .name, .description} AS persona, h.valid_from AS valid_from, h.run_id AS run_id
+ORDER BY h.valid_from DESC
+LIMIT 1
+"""
+
 PERSONA_HISTORY = """
 MATCH (:User {id: $id})-[h:HAD_PERSONA]->(p:Persona)
 RETURN p {.id, .name, .description} AS persona, h.valid_from AS valid_from,

@@ -14,6 +14,7 @@ from api.context import Context
 from api.errors import ErrorCodes
 from api.limits import limit_extensions
 from api.metrics import CypherRoundTrips
+from api.subscriptions import Subscription
 from api.types.chat import ChatContext, chat_context
 from api.types.connection import (
     PageInfo,
@@ -157,5 +158,5 @@ class Mutation:
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     """The schema with its request limits (from ``settings``; defaults when exporting SDL)."""
     limits = limit_extensions(settings or Settings())
-    return strawberry.Schema(query=Query, mutation=Mutation,
+    return strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription,
                              extensions=[*limits, CypherRoundTrips, ErrorCodes])

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     api_max_cost: int = Field(
         default=5000, ge=10, description="Most fields a request may resolve: each field counts "
         "1, times the `first` of each list around it.")
+    api_subscription_poll_seconds: float = Field(
+        default=2.0, gt=0, description="How often subscriptions look for new runs and persona "
+        "changes (runs and assignments may come from any process, so they poll the graph).")
     api_host: str = Field(default="127.0.0.1", description="Address the API binds to.")
     api_port: int = Field(default=8000, description="Port the API listens on.")
     api_key_cache_seconds: float = Field(

@@ -5,6 +5,7 @@ personas with members and favourites, runs, and prompt-ready chat context."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -299,3 +300,59 @@ def test_round_trips_do_not_grow_with_the_number_of_users(
         line = next(r.getMessage() for r in caplog.records if r.name == "api.cypher")
         counts[n] = int(line.split(": ")[1].split()[0])
     assert counts[5] == counts[80] == 4, counts
+
+
+def subscribe(ws: Any, op_id: str, query: str, **variables: Any) -> None:
+    ws.send_json({"id": op_id, "type": "subscribe",
+                  "payload": {"query": query, "variables": variables}})
+
+
+def test_subscriptions_over_graphql_transport_ws(world: World, settings: Settings) -> None:
+    """A new run and the persona changes it causes arrive as `next` messages. Before the run,
+    one user of each current persona is watched; k=3 retires at least one of the 4 personas,
+    so at least one watched user changes."""
+    fast = settings.model_copy(update={"api_subscription_poll_seconds": 0.2})
+    watched = {r["persona"]: r["user"] for r in world.graph.rows(
+        "MATCH (u:User)-[h:HAD_PERSONA]->(p:Persona) WHERE h.valid_to IS NULL "
+        "WITH p, min(u.id) AS user RETURN p.id AS persona, user")}
+    assert len(watched) == 4
+    with TestClient(create_app(fast)) as app_client, app_client.websocket_connect(
+            "/graphql", subprotocols=["graphql-transport-ws"],
+            headers={"Authorization": f"Bearer {world.key}"}) as ws:
+        ws.send_json({"type": "connection_init"})
+        assert ws.receive_json()["type"] == "connection_ack"
+        subscribe(ws, "runs", "subscription { segmentationFinished { id k } }")
+        for persona, user in watched.items():
+            subscribe(ws, persona, "subscription($u: ID!) { personaChanged(userId: $u) { "
+                      "userId persona { id } previous { id } runId } }", u=user)
+        time.sleep(1.0)  # every subscription has read its starting point
+        run = run_segmentation(world.graph, n_clusters=3)
+        messages: dict[str, dict[str, Any]] = {}
+        while "runs" not in messages or not set(messages) - {"runs"}:
+            msg = ws.receive_json()
+            assert msg["type"] == "next", msg
+            messages[msg["id"]] = msg["payload"]["data"]
+    assert messages["runs"]["segmentationFinished"] == {"id": run.run_id, "k": 3}
+    for persona, payload in messages.items():
+        if persona == "runs":
+            continue
+        change = payload["personaChanged"]
+        assert change["previous"]["id"] == persona != change["persona"]["id"]
+        assert change["userId"] == watched[persona] and change["runId"] == run.run_id
+        now = world.graph.rows("MATCH (:User {id: $u})-[h:HAD_PERSONA]->(p) "
+                               "WHERE h.valid_to IS NULL RETURN p.id AS id",
+                               u=change["userId"])
+        assert now == [{"id": change["persona"]["id"]}]
+
+
+def test_subscriptions_need_a_key(world: World, settings: Settings) -> None:
+    with TestClient(create_app(settings)) as app_client, app_client.websocket_connect(
+            "/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+        ws.send_json({"type": "connection_init"})
+        assert ws.receive_json()["type"] == "connection_ack"
+        subscribe(ws, "1", "subscription { segmentationFinished { id } }")
+        msg = ws.receive_json()
+    # Refused before it starts: graphql-transport-ws sends an `error` message (its payload
+    # carries the message, without our extensions).
+    assert msg["type"] == "error" and msg["id"] == "1"
+    assert "valid API key is required" in msg["payload"][0]["message"]
