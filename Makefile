@@ -7,7 +7,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv up test test-unit test-integration lint format bench bench-ingest bench-segment neo4j-start neo4j-stop clean
+.PHONY: venv up test test-unit test-integration lint format bench bench-ingest bench-segment bench-recommend neo4j-start neo4j-stop clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -38,7 +38,7 @@ lint: venv
 format: venv
 	$(BIN)/ruff check --fix graph api tests bench
 
-bench: bench-ingest bench-segment  ## Every benchmark
+bench: bench-ingest bench-segment bench-recommend  ## Every benchmark
 
 bench-ingest: venv  ## personas ingest of 200k demo events vs one transaction per event
 	$(BIN)/python -m bench.ingest
@@ -54,3 +54,6 @@ clean:
 
 bench-segment: venv  ## Segmentation time and peak memory at 10k, 100k, 1M users vs plain Ward
 	$(BIN)/python -m bench.segment
+
+bench-recommend: venv  ## Hit-rate and NDCG@10 of recommendations vs popularity, leave-last-purchase-out
+	$(BIN)/python -m bench.recommend

@@ -13,6 +13,8 @@ from api.context import Context
 from api.types.context_types import LocalEvent, WeatherObservation, native
 from api.types.segment import Membership, Persona, Segment, WhyScore
 from graph.ingest.writer import INTEREST_SCORE
+from graph.recommend.engine import recommend_params
+from graph.recommend.queries import RECOMMEND
 
 INTEREST = {t.value: score for t, score in INTEREST_SCORE.items()}
 
@@ -146,6 +148,17 @@ async def preferences_as_of(context: Context, user_id: str, as_of: datetime,
     return prefs[:first]
 
 
+@strawberry.type(description="An item suggested by graph traversal, with the reasons why.")
+class Recommendation:
+    item_id: strawberry.ID
+    name: str
+    category: str | None
+    score: float
+    reasons: list[str] = strawberry.field(
+        description="Why: segment favourite, similar users' purchases, stated or inferred "
+        "preference, weather or local events.")
+
+
 @strawberry.type(description="A pseudonymous user profile.")
 class User:
     id: strawberry.ID
@@ -198,6 +211,16 @@ class User:
         rows = await info.context.rows(q.SIMILAR_USERS, id=self.id, first=info.context.page(first))
         return [SimilarUser(id=strawberry.ID(r["id"]), shared_items=r["shared"],
                             similarity=r["similarity"]) for r in rows]
+
+    @strawberry.field(description="Items to suggest, best first, each with its reasons "
+                      "(at `asOf` for the context boost when given).")
+    async def recommendations(self, info: strawberry.Info[Context, None],
+                              first: int = 5) -> list[Recommendation]:
+        params = recommend_params(self.id, info.context.page(first), self.as_of)
+        rows = await info.context.rows(RECOMMEND, **params)
+        return [Recommendation(item_id=strawberry.ID(r["item_id"]), name=r["name"],
+                               category=r["category"], score=r["score"],
+                               reasons=list(r["reasons"])) for r in rows]
 
     @strawberry.field(description="The situation now: location, current weather, upcoming "
                       "local events.")

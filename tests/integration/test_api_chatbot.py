@@ -356,3 +356,18 @@ def test_subscriptions_need_a_key(world: World, settings: Settings) -> None:
     # carries the message, without our extensions).
     assert msg["type"] == "error" and msg["id"] == "1"
     assert "valid API key is required" in msg["payload"][0]["message"]
+
+
+def test_recommendations_with_reasons(client: TestClient, world: World) -> None:
+    uid = changed_user(world)
+    q = """query($id: ID!) { user(id: $id) {
+      recommendations(first: 5) { itemId category score reasons } } }"""
+    recs = data(client, world, q, id=uid)["user"]["recommendations"]
+    assert 1 <= len(recs) <= 5 and all(r["reasons"] for r in recs)
+    assert [r["score"] for r in recs] == sorted((r["score"] for r in recs), reverse=True)
+    bought = {r["id"] for r in world.graph.rows(
+        "MATCH (:User {id: $u})-[r:INTERACTED]->(i:Item) WHERE r.purchases > 0 "
+        "RETURN i.id AS id", u=uid)}
+    assert not bought & {r["itemId"] for r in recs}
+    assert error_code(client, world, f'{{ user(id: "{uid}") {{ recommendations(first: 0) '
+                      "{ itemId } } }") == "BAD_USER_INPUT"

@@ -1,0 +1,117 @@
+"""Recommendations for one user, by graph traversal, each with the reasons behind it.
+
+``recommend`` runs ``queries.RECOMMEND`` (see there for how candidates are found and scored);
+``popular`` runs the global-popularity baseline the offline evaluation (`make bench-recommend`)
+compares it with. Both are synchronous; the API runs the same Cypher through its async driver with
+``recommend_params``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from graph.db import Graph
+from graph.errors import InvalidInput, NotFound
+from graph.recommend import queries as q
+
+MAX_FIRST = 100
+
+# How much each signal adds to an item's score (see queries.RECOMMEND; tuned with
+# `make bench-recommend`, see the README), and the smallest category weight that counts as a
+# preference (a reason, and a source of candidates).
+WEIGHTS: dict[str, float] = {
+    "segment": 1.0,
+    "similar": 2.0,
+    "preference": 0.25,
+    "popularity": 0.2,
+    "context": 0.1,
+    "preference_min": 0.15,
+}
+
+# Which categories the situation at the user's location makes more fitting. The weather is the
+# latest observation at most `weather_valid_hours` before now: its `condition` picks a row of
+# `weather`, and its temperature adds `cold` (at or below `cold_below_c`) or `warm` (at or above
+# `warm_from_c`). A local event starting within `event_horizon_days` adds the categories of each
+# kind its name contains (LocalEvent nodes carry no kind of their own: "Berlin concert").
+CONTEXT_BOOSTS: dict[str, Any] = {
+    "weather_valid_hours": 6,
+    "event_horizon_days": 7,
+    "weather": {
+        "rain": ["home & garden", "books", "electronics"],
+        "snow": ["home & garden", "books", "electronics"],
+        "fog": ["books"],
+        "clear": ["sports", "fashion"],
+        "cloudy": [],
+    },
+    "cold_below_c": 5.0,
+    "cold": ["home & garden", "books", "electronics"],
+    "warm_from_c": 22.0,
+    "warm": ["sports", "fashion"],
+    "event_kinds": {
+        "concert": ["fashion", "beauty"],
+        "festival": ["fashion", "beauty", "sports"],
+        "football match": ["sports"],
+        "market": ["grocery", "home & garden"],
+        "trade fair": ["electronics", "books"],
+    },
+}
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    item_id: str
+    name: str
+    category: str | None
+    score: float
+    reasons: list[str]
+
+
+def check_first(first: int) -> int:
+    """How many recommendations may be asked for at once: 1 to ``MAX_FIRST``."""
+    if not 1 <= first <= MAX_FIRST:
+        raise InvalidInput(f"first must be between 1 and {MAX_FIRST}, got {first}")
+    return first
+
+
+def epoch_millis(at: datetime | None) -> int:
+    """``$now`` as the queries take it: epoch milliseconds; naive datetimes count as UTC."""
+    at = at or datetime.now(UTC)
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return int(at.timestamp() * 1000)
+
+
+def recommend_params(user_id: str, first: int = 10,
+                     now: datetime | None = None) -> dict[str, Any]:
+    """Every parameter ``queries.RECOMMEND`` needs, checked (``first`` within 1..100)."""
+    return {"user_id": user_id, "first": check_first(first), "now": epoch_millis(now),
+            "weights": WEIGHTS, "context": CONTEXT_BOOSTS}
+
+
+def _results(graph: Graph, rows: list[dict[str, Any]], user_id: str) -> list[Recommendation]:
+    if not rows and not graph.rows(q.USER_EXISTS, user_id=user_id):
+        raise NotFound(f"no user {user_id!r}")
+    return [Recommendation(r["item_id"], r["name"], r["category"], float(r["score"]),
+                           list(r["reasons"])) for r in rows]
+
+
+def recommend(graph: Graph, user_id: str, first: int = 10,
+              now: datetime | None = None) -> list[Recommendation]:
+    """Up to ``first`` items the user has not bought, best first, each with its reasons.
+
+    ``now`` (default: the current time) decides which weather and local events count. Raises
+    ``NotFound`` for an unknown user and ``InvalidInput`` when ``first`` is outside 1..100.
+    """
+    rows = graph.rows(q.RECOMMEND, **recommend_params(user_id, first, now))
+    return _results(graph, rows, user_id)
+
+
+def popular(graph: Graph, user_id: str, first: int = 10) -> list[Recommendation]:
+    """The baseline: the items bought by the most users, without those this user bought.
+
+    Raises ``NotFound`` for an unknown user and ``InvalidInput`` when ``first`` is outside 1..100.
+    """
+    rows = graph.rows(q.POPULAR, user_id=user_id, first=check_first(first))
+    return _results(graph, rows, user_id)

@@ -1,0 +1,165 @@
+"""Recommendations on a real Neo4j holding a small demo population."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from graph import context
+from graph.db import Graph
+from graph.demo import DemoPopulation
+from graph.errors import InvalidInput, NotFound
+from graph.events import Event
+from graph.ingest.writer import EventWriter
+from graph.privacy import Pseudonymizer
+from graph.recommend.engine import CONTEXT_BOOSTS, WEIGHTS, popular, recommend
+from graph.segments.run import run_segmentation
+from tests.helpers import load_demo
+
+pytestmark = pytest.mark.integration
+
+USERS, SEED, KEY = 120, 31, "k"  # load_demo's default pseudonymization key
+# Demo user 0 is a frequent shopper (grocery, beauty, fashion, books), known by a CRM id.
+CRM_ID = f"crm-{SEED}-000000"
+
+BOUGHT = """
+MATCH (:User {id: $user_id})-[r:INTERACTED]->(it:Item) WHERE r.purchases > 0
+RETURN collect(it.id) AS items
+"""
+BUYERS = """
+MATCH (u:User)-[r:INTERACTED]->() WHERE r.purchases > 0
+RETURN DISTINCT u.id AS id ORDER BY id LIMIT $n
+"""
+
+
+def frequent_shopper(graph: Graph) -> str:
+    """The id ingestion gave demo user 0 (named after the most authoritative identifier)."""
+    uid = Pseudonymizer(KEY).user_id("crm_id", CRM_ID)
+    assert graph.rows("MATCH (u:User {id: $id}) RETURN u.id AS id", id=uid), "demo user 0"
+    return uid
+
+
+def bought(graph: Graph, user_id: str) -> set[str]:
+    return set(graph.rows(BOUGHT, user_id=user_id)[0]["items"])
+
+
+def test_recommendations_leave_out_what_the_user_bought(graph: Graph, tmp_path: Path) -> None:
+    load_demo(graph, tmp_path, users=USERS, seed=SEED)
+    run_segmentation(graph)
+    buyers = [r["id"] for r in graph.rows(BUYERS, n=20)]
+    assert len(buyers) == 20
+    for uid in buyers:
+        own = bought(graph, uid)
+        assert own, uid
+        recs = recommend(graph, uid, first=50)
+        assert recs, uid
+        assert not own & {r.item_id for r in recs}, uid
+        assert not own & {r.item_id for r in popular(graph, uid, first=50)}, uid
+
+
+def test_every_recommendation_has_a_reason(graph: Graph, tmp_path: Path) -> None:
+    load_demo(graph, tmp_path, users=USERS, seed=SEED)
+    run_segmentation(graph)
+    users = [r["id"] for r in graph.rows("MATCH (u:User) RETURN u.id AS id ORDER BY id")]
+    seen = 0
+    for uid in users[::4]:
+        recs = recommend(graph, uid, first=100)
+        assert [r.score for r in recs] == sorted((r.score for r in recs), reverse=True), uid
+        for rec in recs:
+            assert rec.reasons and all(isinstance(s, str) and s for s in rec.reasons), rec
+        seen += len(recs)
+    assert seen > 100
+
+
+def test_explicit_negative_feedback_suppresses_a_category(graph: Graph, tmp_path: Path) -> None:
+    load_demo(graph, tmp_path, users=USERS, seed=SEED)
+    uid = frequent_shopper(graph)
+    before = recommend(graph, uid, first=100)
+    disliked = before[0].category
+    assert disliked is not None and sum(r.category == disliked for r in before) >= 3
+
+    # The user tells the shop, through an ordinary feedback event, that they dislike it.
+    feedback = Event.model_validate({
+        "event_id": "fb-negative-1", "type": "feedback", "source": "chat",
+        "occurred_at": datetime.now(UTC).isoformat(), "user": {"crm_id": CRM_ID},
+        "properties": {"category": disliked.upper(), "rating": 1},
+    })
+    result = EventWriter(graph, Pseudonymizer(KEY)).write([feedback])
+    assert result.written == 1 and result.user_ids == (uid,)
+    assert graph.rows(
+        "MATCH (:User {id: $uid})-[p:PREFERS {source: 'explicit'}]->(:Category {name: $c}) "
+        "RETURN p.weight AS w", uid=uid, c=disliked) == [{"w": -1.0}]
+
+    after = recommend(graph, uid, first=100)
+    assert after, "other categories are still recommended"
+    assert disliked not in {r.category for r in after}
+    categories = graph.rows("UNWIND $ids AS id MATCH (:Item {id: id})-[:IN_CATEGORY]->(c) "
+                            "RETURN collect(DISTINCT c.name) AS names",
+                            ids=[r.item_id for r in after])[0]["names"]
+    assert disliked not in categories
+
+
+def test_rain_at_the_users_location_boosts_fitting_categories(
+    graph: Graph, tmp_path: Path
+) -> None:
+    load_demo(graph, tmp_path, users=USERS, seed=SEED)
+    uid = frequent_shopper(graph)
+    location = graph.rows("MATCH (:User {id: $uid})-[:LOCATED_IN]->(l:Location) "
+                          "RETURN l.id AS id, l.city AS city", uid=uid)[0]
+    # Three days after the demo's last weather observation: no current weather there yet.
+    now = DemoPopulation(USERS, SEED).as_of + timedelta(days=3)
+    rainy = set(CONTEXT_BOOSTS["weather"]["rain"])
+    dry = recommend(graph, uid, first=100, now=now)
+    fitting = [r for r in dry if r.category in rainy]
+    other = [r for r in dry if r.category not in rainy]
+    assert fitting and other
+    assert not any("rain in " in reason for r in dry for reason in r.reasons)
+
+    context.upsert_weather(graph, [{
+        "id": "wx-test-rain", "location_id": location["id"], "at": now - timedelta(hours=1),
+        "temp_c": 12.0, "condition": "rain", "source": "test"}])
+    wet = {r.item_id: r for r in recommend(graph, uid, first=100, now=now)}
+
+    for rec in fitting:
+        assert wet[rec.item_id].score == pytest.approx(rec.score + WEIGHTS["context"])
+        assert f"rain in {location['city']} today" in wet[rec.item_id].reasons
+    for rec in other:
+        if rec.item_id in wet:
+            assert wet[rec.item_id].score == pytest.approx(rec.score)
+    # An observation older than the validity window no longer counts.
+    later = recommend(graph, uid, first=100,
+                      now=now + timedelta(hours=CONTEXT_BOOSTS["weather_valid_hours"] + 1))
+    assert not any("rain in " in reason for r in later for reason in r.reasons)
+
+
+def test_unknown_user_is_not_found(graph: Graph) -> None:
+    with pytest.raises(NotFound):
+        recommend(graph, "u_nobody")
+    with pytest.raises(NotFound):
+        popular(graph, "u_nobody")
+
+
+@pytest.mark.parametrize("first", [0, -1, 101])
+def test_first_outside_1_to_100_is_invalid(graph: Graph, first: int) -> None:
+    with pytest.raises(InvalidInput):
+        recommend(graph, "u_nobody", first=first)
+    with pytest.raises(InvalidInput):
+        popular(graph, "u_nobody", first=first)
+
+
+def test_segment_favourites_appear_once_a_run_exists(graph: Graph, tmp_path: Path) -> None:
+    load_demo(graph, tmp_path, users=USERS, seed=SEED)
+    uid = frequent_shopper(graph)
+    assert not any(reason.startswith("popular with your segment")
+                   for r in recommend(graph, uid, first=100) for reason in r.reasons)
+
+    result = run_segmentation(graph)
+    label = graph.rows("MATCH (:User {id: $uid})-[:IN_SEGMENT {run_id: $run}]->(s:Segment) "
+                       "RETURN s.label AS label", uid=uid, run=result.run_id)[0]["label"]
+    recs = recommend(graph, uid, first=10)
+    favourites = [r for r in recs if f"popular with your segment {label}" in r.reasons]
+    assert favourites, recs
+    own = bought(graph, uid)
+    assert not own & {r.item_id for r in favourites}
