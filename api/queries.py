@@ -61,16 +61,18 @@ ORDER BY id, depth
 RETURN id, collect({segment: segment, persona: persona, parent_id: parent_id}) AS path
 """
 
-# A page of users in id order after the cursor, optionally of one persona (latest run) or
-# segment, or last seen after a time. One row more than the page tells whether more follow.
+# A page of users in id order after the cursor, optionally of one persona (latest run, found
+# once per page) or segment, or last seen after a time. One row more than the page tells
+# whether more follow.
 USERS_PAGE = """
+OPTIONAL MATCH (r:SegmentationRun)
+WITH r ORDER BY r.created_at DESC LIMIT 1
 MATCH (u:User)
 WHERE u.id > $after
   AND ($last_seen_after IS NULL OR u.last_seen > $last_seen_after)
   AND ($segment_id IS NULL OR EXISTS { (u)-[:IN_SEGMENT]->(:Segment {id: $segment_id}) })
   AND ($persona_id IS NULL OR EXISTS {
-        MATCH (r:SegmentationRun) WITH r ORDER BY r.created_at DESC LIMIT 1
-        MATCH (u)-[:IN_SEGMENT {run_id: r.id}]->(:Segment)-[:EMBODIES]->(:Persona {id: $persona_id})
+        (u)-[:IN_SEGMENT {run_id: r.id}]->(:Segment)-[:EMBODIES]->(:Persona {id: $persona_id})
       })
 WITH u ORDER BY u.id LIMIT $limit
 """ + _USER_FIELDS

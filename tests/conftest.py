@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from neo4j import Driver
 
-from graph.db import Graph, create_driver, wipe
+from graph.db import Graph, create_driver
 from graph.local import neo4j_server
-from graph.migrate import migrate
 from graph.settings import Settings
+from tests.helpers import empty_graph
 
 TEST_BOLT_PORT = int(os.environ.get("PERSONAS_TEST_BOLT_PORT", "7688"))
 TEST_HTTP_PORT = int(os.environ.get("PERSONAS_TEST_HTTP_PORT", "7475"))
@@ -56,10 +56,7 @@ def driver(neo4j_running: Settings) -> Iterator[Driver]:
 @pytest.fixture
 def graph(driver: Driver, settings: Settings) -> Graph:
     """An empty, migrated database."""
-    g = Graph(driver, settings.neo4j_database)
-    wipe(g)
-    migrate(g, settings.migrations_dir)
-    return g
+    return empty_graph(driver, settings)
 
 
 @pytest.fixture

@@ -5,12 +5,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from neo4j import Driver
+
 from graph import context
-from graph.db import Graph
+from graph.db import Graph, wipe
 from graph.demo import DemoPopulation
 from graph.ingest.files import IngestSummary, ingest_file
 from graph.ingest.writer import Assigner, EventWriter
+from graph.migrate import migrate
 from graph.privacy import Pseudonymizer
+from graph.settings import Settings
 
 PERSONAS = str(Path(sys.executable).parent / "personas")
 """The `personas` console script of the virtual environment running the tests."""
@@ -21,6 +25,14 @@ def graph_counts(graph: Graph) -> dict[str, int]:
     nodes = graph.rows("MATCH (n) RETURN labels(n)[0] AS k, count(*) AS c")
     rels = graph.rows("MATCH ()-[r]->() RETURN type(r) AS k, count(*) AS c")
     return {**{f"node:{r['k']}": r["c"] for r in nodes}, **{f"rel:{r['k']}": r["c"] for r in rels}}
+
+
+def empty_graph(driver: Driver, settings: Settings) -> Graph:
+    """The test database wiped and migrated."""
+    graph = Graph(driver, settings.neo4j_database)
+    wipe(graph)
+    migrate(graph, settings.migrations_dir)
+    return graph
 
 
 def load_demo(graph: Graph, folder: Path, users: int, seed: int, *, key: str = "k",

@@ -256,7 +256,9 @@ class User:
                                        first=info.context.page(first))
         return [Interaction.from_record(r["interaction"]) for r in rows]
 
-    @strawberry.field(description="Where the user is, with the latest weather there.")
+    @strawberry.field(description="Where the user is, with the latest weather there.",
+                      deprecation_reason="Use `context`: current weather within its validity "
+                      "window, and upcoming events.")
     async def location(self, info: strawberry.Info[Context, None]) -> Location | None:
         rows = await info.context.rows(q.LOCATION, id=self.id)
         if not rows:

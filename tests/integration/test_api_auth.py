@@ -16,11 +16,10 @@ from neo4j import Driver
 from api.app import create_app
 from api.segmentation import SegmentationRunner
 from graph.auth import Role, create_key, revoke_key
-from graph.db import Graph, wipe
-from graph.migrate import migrate
+from graph.db import Graph
 from graph.segments.run import run_segmentation
 from graph.settings import Settings
-from tests.helpers import load_demo
+from tests.helpers import empty_graph, load_demo
 
 pytestmark = pytest.mark.integration
 
@@ -53,9 +52,7 @@ def world(driver: Driver, settings: Settings,
           tmp_path_factory: pytest.TempPathFactory) -> World:
     """Demo users, one segmentation run with its pictures, and a key for every caller; built
     once for the module (the tests here only add runs)."""
-    graph = Graph(driver, settings.neo4j_database)
-    wipe(graph)
-    migrate(graph, settings.migrations_dir)
+    graph = empty_graph(driver, settings)
     load_demo(graph, tmp_path_factory.mktemp("events"), USERS, seed=42,
               key=settings.pseudonym_key.get_secret_value())
     result = run_segmentation(graph, runs_dir=settings.resolved_runs_dir)

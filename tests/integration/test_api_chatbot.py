@@ -17,11 +17,10 @@ from neo4j import Driver
 
 from api.app import create_app
 from graph.auth import Role, create_key
-from graph.db import Graph, wipe
-from graph.migrate import migrate
+from graph.db import Graph
 from graph.segments.run import run_segmentation
 from graph.settings import Settings
-from tests.helpers import load_demo
+from tests.helpers import empty_graph, load_demo
 
 pytestmark = pytest.mark.integration
 USERS = 80
@@ -42,9 +41,7 @@ def world(driver: Driver, settings: Settings,
           tmp_path_factory: pytest.TempPathFactory) -> World:
     """Demo users hashed with the API's key, two runs (k=3, then automatic) so that some users
     changed persona, and a reader key."""
-    graph = Graph(driver, settings.neo4j_database)
-    wipe(graph)
-    migrate(graph, settings.migrations_dir)
+    graph = empty_graph(driver, settings)
     load_demo(graph, tmp_path_factory.mktemp("events"), USERS, seed=42,
               key=settings.pseudonym_key.get_secret_value())
     first = run_segmentation(graph, n_clusters=3)
