@@ -21,8 +21,11 @@ from api.metrics import RequestMetrics
 from api.schema import build_schema
 from api.segmentation import SegmentationRunner
 from graph.auth import ANALYSTS
-from graph.db import create_async_driver
+from graph.db import Graph, create_async_driver, create_driver
 from graph.errors import Forbidden, InvalidInput, NotFound, PersonaError, Unauthenticated
+from graph.ingest.metrics import IngestMetrics
+from graph.ingest.pipeline import build_writer
+from graph.ingest.writer import EventWriter
 from graph.settings import Settings
 
 HTTP_STATUS = {InvalidInput: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404}
@@ -62,6 +65,15 @@ def get_segmentation(request: HTTPConnection) -> SegmentationRunner:
 SegmentationDep = Annotated[SegmentationRunner, Depends(get_segmentation)]
 
 
+def get_writer(request: HTTPConnection) -> EventWriter:
+    """The app's event writer (synchronous driver: call it from a threadpool route)."""
+    writer: EventWriter = request.app.state.writer
+    return writer
+
+
+WriterDep = Annotated[EventWriter, Depends(get_writer)]
+
+
 async def get_context(driver: DriverDep, settings: SettingsDep, principal: PrincipalDep,
                       segmentation: SegmentationDep) -> Context:
     return Context(driver, settings, principal, segmentation)
@@ -79,15 +91,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ttl=settings.api_key_cache_seconds)
         # Made here, not at import: one lock per running app, on the loop that serves it.
         app.state.segmentation = SegmentationRunner(settings)
+        # Ingestion (HTTP events, webhooks) shares the batch writer of every other source, which
+        # runs managed transactions on a synchronous driver.
+        sync_driver = create_driver(settings)
+        app.state.writer = build_writer(Graph(sync_driver, settings.neo4j_database), settings,
+                                        app.state.ingest_metrics)
         try:
             yield
         finally:
             await app.state.driver.close()
+            sync_driver.close()
 
     app = FastAPI(title="persona-graph", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.add_exception_handler(PersonaError, persona_error)
-    RequestMetrics().install(app)
+    request_metrics = RequestMetrics()
+    request_metrics.install(app)
+    app.state.ingest_metrics = IngestMetrics(request_metrics.registry)
     graphql = GraphQLRouter(
         build_schema(settings), context_getter=get_context, graphql_ide="graphiql",
         subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],

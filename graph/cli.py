@@ -34,11 +34,9 @@ from graph.db import Graph, open_graph
 from graph.demo import DemoPopulation
 from graph.errors import PersonaError
 from graph.ingest.files import IngestSummary, ingest_file
+from graph.ingest.pipeline import build_writer
 from graph.ingest.queries import USER_COUNT
-from graph.ingest.writer import EventWriter
 from graph.local import neo4j_server
-from graph.privacy import Pseudonymizer
-from graph.segments.assign import SegmentAssigner
 from graph.settings import Settings
 
 if TYPE_CHECKING:
@@ -152,8 +150,7 @@ def migrate_cmd(
 
 def _ingest(graph: Graph, cfg: Settings, path: Path, dead_letter: Path | None,
             batch_size: int) -> IngestSummary:
-    writer = EventWriter(graph, Pseudonymizer(cfg.pseudonym_key.get_secret_value()),
-                         SegmentAssigner(graph, cfg.resolved_runs_dir))
+    writer = build_writer(graph, cfg)
     with progress_bar(f"ingesting {path.name}", count_lines(path)) as advance:
         return ingest_file(writer, path, batch_size=batch_size,
                            max_line_bytes=cfg.max_line_bytes, dead_letter=dead_letter,

@@ -9,6 +9,7 @@ the whole function, including the filter, so nothing is counted twice.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +20,7 @@ from neo4j import ManagedTransaction
 from graph.db import Graph
 from graph.events import Event, EventType
 from graph.ingest import queries as q
+from graph.ingest.metrics import IngestMetrics
 from graph.privacy import Pseudonymizer
 
 log = logging.getLogger(__name__)
@@ -65,13 +67,25 @@ class EventWriter:
     """Writes batches of events; one instance per process, shared by every source."""
 
     def __init__(self, graph: Graph, pseudonymizer: Pseudonymizer,
-                 assigner: Assigner | None = None) -> None:
+                 assigner: Assigner | None = None, metrics: IngestMetrics | None = None) -> None:
         self.graph = graph
         self.pseudonymizer = pseudonymizer
         self.assigner = assigner
+        self.metrics = metrics
 
-    def write(self, events: Sequence[Event]) -> WriteResult:
-        """Write one batch in one transaction; events already stored are skipped, not re-counted."""
+    def write(self, events: Sequence[Event], *, source: str = "file") -> WriteResult:
+        """Write one batch in one transaction; events already stored are skipped, not re-counted.
+
+        ``source`` labels the batch in the metrics (a source family, see ``IngestMetrics``).
+        """
+        start = time.perf_counter()
+        result = self._write(events)
+        if self.metrics is not None:
+            self.metrics.batch(source, time.perf_counter() - start, result.written,
+                               result.duplicates)
+        return result
+
+    def _write(self, events: Sequence[Event]) -> WriteResult:
         unique: dict[str, Event] = {}
         for event in events:
             unique.setdefault(event.event_id, event)
