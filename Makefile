@@ -7,7 +7,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv up test test-unit test-integration lint format bench bench-ingest bench-segment bench-recommend neo4j-start neo4j-stop clean
+.PHONY: venv up test test-unit test-integration lint format bench bench-ingest bench-segment bench-recommend bench-api bench-stream kafka-start kafka-stop neo4j-start neo4j-stop clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -38,7 +38,7 @@ lint: venv
 format: venv
 	$(BIN)/ruff check --fix graph api tests bench
 
-bench: bench-ingest bench-segment bench-recommend  ## Every benchmark
+bench: bench-ingest bench-segment bench-recommend bench-api bench-stream  ## Every benchmark
 
 bench-ingest: venv  ## personas ingest of 200k demo events vs one transaction per event
 	$(BIN)/python -m bench.ingest
@@ -55,5 +55,17 @@ clean:
 bench-segment: venv  ## Segmentation time and peak memory at 10k, 100k, 1M users vs plain Ward
 	$(BIN)/python -m bench.segment
 
+bench-api: venv  ## Chatbot query p50/p99 through the API at fixed rates vs plain Cypher
+	$(BIN)/python -m bench.api
+
 bench-recommend: venv  ## Hit-rate and NDCG@10 of recommendations vs popularity, leave-last-purchase-out
 	$(BIN)/python -m bench.recommend
+
+bench-stream: venv  ## Kafka -> Neo4j events/s vs the file path, and freshness p50/p99 at 1,000 events/s
+	$(BIN)/python -m bench.stream
+
+kafka-start: venv
+	$(BIN)/personas kafka start
+
+kafka-stop: venv
+	$(BIN)/personas kafka stop

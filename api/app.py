@@ -5,30 +5,40 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
-from neo4j import AsyncDriver, RoutingControl
-from starlette.requests import HTTPConnection
+from neo4j import RoutingControl
 from strawberry.fastapi import GraphQLRouter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from api import queries as q
 from api.auth import PrincipalCache, PrincipalDep, neo4j_loader, requires
 from api.context import Context
+from api.context_routes import router as context_router
+from api.deps import DriverDep, SegmentationDep, SettingsDep, WriterDep
+from api.ingest_routes import router as ingest_router
 from api.metrics import RequestMetrics
 from api.schema import build_schema
 from api.segmentation import SegmentationRunner
 from graph.auth import ANALYSTS
 from graph.db import Graph, create_async_driver, create_driver
-from graph.errors import Forbidden, InvalidInput, NotFound, PersonaError, Unauthenticated
+from graph.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    LimitExceeded,
+    NotFound,
+    PersonaError,
+    Unauthenticated,
+    Unavailable,
+)
 from graph.ingest.metrics import IngestMetrics
 from graph.ingest.pipeline import build_writer
-from graph.ingest.writer import EventWriter
 from graph.settings import Settings
 
-HTTP_STATUS = {InvalidInput: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404}
+HTTP_STATUS = {InvalidInput: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404,
+               Conflict: 409, LimitExceeded: 413, Unavailable: 503}
 
 
 async def persona_error(_: Request, exc: Exception) -> JSONResponse:
@@ -41,47 +51,15 @@ async def persona_error(_: Request, exc: Exception) -> JSONResponse:
                         headers=headers)
 
 
-# Dependencies take the connection, not the request, so GraphQL subscriptions (WebSocket) get
-# the same context as queries.
-def get_settings(request: HTTPConnection) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def get_driver(request: HTTPConnection) -> AsyncDriver:
-    driver: AsyncDriver = request.app.state.driver
-    return driver
-
-
-DriverDep = Annotated[AsyncDriver, Depends(get_driver)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-
-
-def get_segmentation(request: HTTPConnection) -> SegmentationRunner:
-    runner: SegmentationRunner = request.app.state.segmentation
-    return runner
-
-
-SegmentationDep = Annotated[SegmentationRunner, Depends(get_segmentation)]
-
-
-def get_writer(request: HTTPConnection) -> EventWriter:
-    """The app's event writer (synchronous driver: call it from a threadpool route)."""
-    writer: EventWriter = request.app.state.writer
-    return writer
-
-
-WriterDep = Annotated[EventWriter, Depends(get_writer)]
-
-
 async def get_context(driver: DriverDep, settings: SettingsDep, principal: PrincipalDep,
-                      segmentation: SegmentationDep) -> Context:
-    return Context(driver, settings, principal, segmentation)
+                      segmentation: SegmentationDep, writer: WriterDep) -> Context:
+    return Context(driver, settings, principal, segmentation, writer)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service. The Neo4j driver is opened in the lifespan and closed at shutdown."""
     settings = settings or Settings()
+    settings.require_pseudonym_key()  # outside demo mode, no API without a real key
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -113,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
     )
     app.include_router(graphql, prefix="/graphql")
+    app.include_router(ingest_router)
+    app.include_router(context_router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

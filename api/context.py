@@ -9,21 +9,25 @@ from neo4j import AsyncDriver, RoutingControl
 from strawberry.fastapi import BaseContext
 
 from api.loaders import Loaders
+from api.queries import USER
 from api.segmentation import SegmentationRunner
 from graph.auth import Principal
-from graph.errors import InvalidInput, LimitExceeded
+from graph.errors import InvalidInput, LimitExceeded, NotFound
+from graph.ingest.writer import EventWriter
 from graph.settings import Settings
 
 
 class Context(BaseContext):
     def __init__(self, driver: AsyncDriver, settings: Settings, principal: Principal | None,
-                 segmentation: SegmentationRunner) -> None:
+                 segmentation: SegmentationRunner, writer: EventWriter) -> None:
         super().__init__()
         self.driver = driver
         self.settings = settings
         self.principal = principal
         """The API key's principal; None when the request presented no live key."""
         self.segmentation = segmentation
+        self.writer = writer
+        """The app's event writer (synchronous: call it through ``asyncio.to_thread``)."""
         self.round_trips = 0
         """Cypher round trips this request made (logged per operation, see CypherRoundTrips)."""
         self.loaders = Loaders(self.rows)
@@ -37,10 +41,26 @@ class Context(BaseContext):
                                 f"{self.settings.api_max_page_size}")
         return first
 
+    async def user_row(self, user_id: str) -> dict[str, Any]:
+        """The user a request names, following merges to the survivor; NotFound otherwise.
+        Later queries must use the row's ``id``: it is the survivor's."""
+        rows = await self.rows(USER, id=user_id)
+        if not rows:
+            raise NotFound(f"no user with id {user_id!r}")
+        return rows[0]
+
     async def rows(self, query: LiteralString, **params: Any) -> list[dict[str, Any]]:
         """Run one read query (retried on transient errors by the driver) and return dicts."""
         self.round_trips += 1
         records, _, _ = await self.driver.execute_query(
             query, params, database_=self.settings.neo4j_database, routing_=RoutingControl.READ
+        )
+        return [r.data() for r in records]
+
+    async def write(self, query: LiteralString, **params: Any) -> list[dict[str, Any]]:
+        """Run one write query in its own managed transaction (retried on transient errors)."""
+        self.round_trips += 1
+        records, _, _ = await self.driver.execute_query(
+            query, params, database_=self.settings.neo4j_database, routing_=RoutingControl.WRITE
         )
         return [r.data() for r in records]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
@@ -46,4 +47,12 @@ class ErrorCodes(SchemaExtension):
         result = self.execution_context.result
         if result is not None and result.errors:
             result.errors = [_translate(e) for e in result.errors]
+
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        # Subscriptions: each result (a refusal before the stream starts included) goes out
+        # over graphql-transport-ws without passing `on_operation`'s result.
+        errors = getattr(result, "errors", None)
+        if errors and all(isinstance(e, GraphQLError) for e in errors):
+            result.errors = [_translate(e) for e in errors]
+        yield
 

@@ -9,11 +9,18 @@ _USER_FIELDS = """
 RETURN u.id AS id, u.first_seen AS first_seen, u.last_seen AS last_seen,
        u.age_band AS age_band, u.gender AS gender, u.locale AS locale,
        u.events AS events, u.purchases AS purchases, u.spend AS spend,
-       u.consent_personalization AS consent_personalization
+       u.consent_personalization AS consent_personalization,
+       u.consent_analytics AS consent_analytics
 """
 
+# A merged-away user's id still finds the person: the user it was merged into (in chains, the
+# last survivor).
 USER = """
-MATCH (u:User {id: $id})
+CALL () {
+  MATCH (u:User {id: $id}) RETURN u
+  UNION
+  MATCH (:MergedUser {id: $id})-[:MERGED_INTO*1..]->(u:User) RETURN u
+}
 """ + _USER_FIELDS
 
 # Identifiers are stored as keyed hashes only: the caller's value is hashed the same way first.
@@ -107,15 +114,17 @@ LIMIT $first
 RETURN other.id AS id, shared, similarity
 """
 
-# Where the user is and what is going on there at $now: the latest weather observation within
-# the validity window, and local events starting in the next $days days.
+# Where the user is and what is going on there at $now: the latest weather observation still
+# valid at $now (its valid_until, else at + $valid_hours; none looks back more than
+# $lookback_hours), and local events starting in the next $days days.
 SITUATION = """
 MATCH (u:User {id: $id})-[:LOCATED_IN]->(l:Location)
 CALL (l) {
   OPTIONAL MATCH (w:WeatherObservation)-[:OBSERVED_AT]->(l)
-  WHERE w.at <= $now AND w.at > $now - duration({hours: $valid_hours})
+  WHERE $now - duration({hours: $lookback_hours}) < w.at <= $now
+    AND $now < coalesce(w.valid_until, w.at + duration({hours: $valid_hours}))
   WITH w ORDER BY w.at DESC LIMIT 1
-  RETURN w {.at, .temp_c, .condition} AS weather
+  RETURN w {.at, .temp_c, .condition, .valid_until} AS weather
 }
 CALL (l) {
   OPTIONAL MATCH (e:LocalEvent)-[:HELD_IN]->(l)
@@ -226,10 +235,15 @@ RETURN category, (last.rating - 3) / 2.0 AS weight, last.at AS updated_at
 ORDER BY weight DESC, category
 """
 
+# The same weights ingestion keeps (graph/ingest/queries.py): interest per category, decayed
+# to the user's latest categorized interaction before $as_of, as shares of the total.
 INFERRED_PREFERENCES_AS_OF = """
 MATCH (:User {id: $id})-[:PERFORMED]->(i:Interaction)
 WHERE i.at <= $as_of AND i.category IS NOT NULL
-WITH i.category AS category, sum($scores[i.type]) AS score, max(i.at) AS updated_at
+WITH collect(i) AS its, max(i.at).epochMillis AS ref
+UNWIND its AS i
+WITH i.category AS category, max(i.at) AS updated_at,
+     sum($scores[i.type] * exp(-$decay_per_ms * (ref - i.at.epochMillis))) AS score
 WITH collect({category: category, score: score, updated_at: updated_at}) AS rows,
      sum(score) AS total
 UNWIND rows AS r
@@ -250,7 +264,7 @@ MATCH (:User {id: $id})-[:LOCATED_IN]->(l:Location)
 OPTIONAL MATCH (w:WeatherObservation)-[:OBSERVED_AT]->(l) WHERE w.at <= datetime()
 WITH l, w ORDER BY w.at DESC LIMIT 1
 RETURN l {.id, .city, .country, .lat, .lon} AS location,
-       w {.at, .temp_c, .condition} AS weather
+       w {.at, .temp_c, .condition, .valid_until} AS weather
 """
 
 UPCOMING_EVENTS = """
@@ -262,3 +276,95 @@ LIMIT $first
 """
 
 READY = "MATCH (m:Migration) RETURN max(m.version) AS version"
+
+# Cursor pages over time-ordered lists: ($after_at, $after_id) is the last row of the previous
+# page (epoch milliseconds, id), null on the first page; ties on time are broken by id.
+_INTERACTION_FIELDS = """i {.event_id, .type, .at, .item_id, .category, .amount, .query, .text,
+         .intent, .rating} AS interaction, i.at.epochMillis AS at_ms"""
+
+USER_INTERACTIONS_NEWEST = """
+MATCH (:User {id: $id})-[:PERFORMED]->(i:Interaction)
+WHERE ($types IS NULL OR i.type IN $types)
+  AND ($since IS NULL OR i.at >= $since) AND ($until IS NULL OR i.at < $until)
+  AND ($after_at IS NULL OR i.at < datetime({epochMillis: $after_at})
+       OR (i.at = datetime({epochMillis: $after_at}) AND i.event_id < $after_id))
+RETURN """ + _INTERACTION_FIELDS + """
+ORDER BY i.at DESC, i.event_id DESC
+LIMIT $limit
+"""
+
+USER_INTERACTIONS_OLDEST = """
+MATCH (:User {id: $id})-[:PERFORMED]->(i:Interaction)
+WHERE ($types IS NULL OR i.type IN $types)
+  AND ($since IS NULL OR i.at >= $since) AND ($until IS NULL OR i.at < $until)
+  AND ($after_at IS NULL OR i.at > datetime({epochMillis: $after_at})
+       OR (i.at = datetime({epochMillis: $after_at}) AND i.event_id > $after_id))
+RETURN """ + _INTERACTION_FIELDS + """
+ORDER BY i.at, i.event_id
+LIMIT $limit
+"""
+
+USER_SESSIONS = """
+MATCH (:User {id: $id})-[:HAD_SESSION]->(s:Session)
+WHERE $after_at IS NULL OR s.started_at < datetime({epochMillis: $after_at})
+      OR (s.started_at = datetime({epochMillis: $after_at}) AND s.id < $after_id)
+RETURN s {.id, .started_at, .ended_at, .events, .channel, .device_kind} AS session,
+       s.started_at.epochMillis AS at_ms
+ORDER BY s.started_at DESC, s.id DESC
+LIMIT $limit
+"""
+
+SESSION_INTERACTIONS = """
+MATCH (:Session {id: $id})<-[:IN_SESSION]-(i:Interaction)
+WHERE $after_at IS NULL OR i.at > datetime({epochMillis: $after_at})
+      OR (i.at = datetime({epochMillis: $after_at}) AND i.event_id > $after_id)
+RETURN """ + _INTERACTION_FIELDS + """
+ORDER BY i.at, i.event_id
+LIMIT $limit
+"""
+
+# Identifiers are held only as keyed hashes; the API shows a short prefix of the hash.
+USER_IDENTIFIERS = """
+MATCH (i:Identifier)-[:IDENTIFIES]->(:User {id: $id})
+RETURN i.kind AS kind, i.hash AS hash, i.first_seen AS first_seen
+ORDER BY kind, hash
+"""
+
+ITEMS_PAGE = """
+MATCH (it:Item)
+WHERE it.id > $after
+  AND ($category IS NULL OR EXISTS { (it)-[:IN_CATEGORY]->(:Category {name: $category}) })
+OPTIONAL MATCH (it)-[:IN_CATEGORY]->(c:Category)
+OPTIONAL MATCH (it)-[:OF_BRAND]->(b:Brand)
+RETURN it.id AS id, it.name AS name, it.price AS price, c.name AS category, b.name AS brand,
+       COUNT { (:User)-[r:INTERACTED]->(it) WHERE r.purchases > 0 } AS buyers
+ORDER BY it.id
+LIMIT $limit
+"""
+
+ITEM = """
+MATCH (it:Item {id: $id})
+OPTIONAL MATCH (it)-[:IN_CATEGORY]->(c:Category)
+OPTIONAL MATCH (it)-[:OF_BRAND]->(b:Brand)
+RETURN it.id AS id, it.name AS name, it.price AS price, c.name AS category, b.name AS brand,
+       COUNT { (:User)-[r:INTERACTED]->(it) WHERE r.purchases > 0 } AS buyers
+"""
+
+CATEGORIES = """
+MATCH (c:Category)
+RETURN c.name AS name, COUNT { (:Item)-[:IN_CATEGORY]->(c) } AS items
+ORDER BY name
+"""
+
+EXPLICIT_PREFERENCE = """
+MATCH (:User {id: $id})-[p:PREFERS {source: 'explicit'}]->(:Category {name: $category})
+RETURN p.weight AS weight, p.updated_at AS updated_at
+"""
+
+SEGMENT_CHILDREN = """
+MATCH (s:Segment)-[:CHILD_OF]->(:Segment {id: $id})
+OPTIONAL MATCH (s)-[:EMBODIES]->(p:Persona)
+RETURN s {.id, .label, .description, .why, .size, .level, .run_id} AS segment,
+       p {.id, .name, .description} AS persona, $id AS parent_id
+ORDER BY s.size DESC, s.id
+"""

@@ -4,7 +4,6 @@ segmentation run. Every root field names the roles it admits (`graph.auth`)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 
 import strawberry
 
@@ -14,21 +13,17 @@ from api.context import Context
 from api.errors import ErrorCodes
 from api.limits import limit_extensions
 from api.metrics import CypherRoundTrips
+from api.mutations import Mutation
 from api.subscriptions import Subscription
+from api.types.catalogue import Category, Item, items_of
 from api.types.chat import ChatContext, chat_context
-from api.types.connection import (
-    PageInfo,
-    UserConnection,
-    UserEdge,
-    decode_cursor,
-    encode_cursor,
-)
+from api.types.connection import Connection, decode_cursor, paginate
 from api.types.persona import PersonaProfile, SegmentationRun
-from api.types.run import SegmentationRunResult
 from api.types.segment import Segment
 from api.types.user import User
-from graph.auth import ADMINS, PERSONA_READERS
+from graph.auth import PERSONA_READERS
 from graph.errors import InvalidInput, NotFound
+from graph.events import normalize_category
 from graph.privacy import IDENTIFIER_KINDS, Pseudonymizer
 from graph.settings import Settings
 
@@ -42,10 +37,7 @@ class Query:
                    as_of: datetime | None = None) -> User:
         if as_of is not None and as_of.tzinfo is None:
             raise InvalidInput("`asOf` needs a time zone, e.g. 2026-11-01T12:00:00Z")
-        rows = await info.context.rows(q.USER, id=id)
-        if not rows:
-            raise NotFound(f"no user with id {id!r}")
-        return User.from_record(rows[0], as_of)
+        return User.from_record(await info.context.user_row(id), as_of)
 
     @strawberry.field(description="Users in id order, a page at a time, optionally of one "
                       "persona (latest run) or segment, or seen after a time.",
@@ -53,17 +45,14 @@ class Query:
     async def users(self, info: strawberry.Info[Context, None], first: int = 20,
                     after: str | None = None, persona_id: strawberry.ID | None = None,
                     segment_id: strawberry.ID | None = None,
-                    last_seen_after: datetime | None = None) -> UserConnection:
+                    last_seen_after: datetime | None = None) -> Connection[User]:
         if last_seen_after is not None and last_seen_after.tzinfo is None:
             raise InvalidInput("`lastSeenAfter` needs a time zone, e.g. 2026-11-01T12:00:00Z")
         size = info.context.page(first)
         rows = await info.context.rows(
             q.USERS_PAGE, after=decode_cursor("user", after), limit=size + 1,
             persona_id=persona_id, segment_id=segment_id, last_seen_after=last_seen_after)
-        edges = [UserEdge(cursor=encode_cursor("user", r["id"]), node=User.from_record(r))
-                 for r in rows[:size]]
-        return UserConnection(edges=edges, page_info=PageInfo(
-            has_next_page=len(rows) > size, end_cursor=edges[-1].cursor if edges else None))
+        return paginate(rows, size, "user", key=lambda r: str(r["id"]), node=User.from_record)
 
     @strawberry.field(description="The user an identifier (cookie, CRM id, email, phone, chat "
                       "handle) belongs to. The value is hashed as at ingestion; it is never "
@@ -121,6 +110,28 @@ class Query:
             raise NotFound(f"no segmentation run with id {run_id!r}")
         return [Segment.from_record(r["segment"], r["persona"], r["parent_id"]) for r in rows]
 
+    @strawberry.field(description="Catalogue items in id order, optionally of one category.",
+                      extensions=allowed(PERSONA_READERS))
+    async def items(self, info: strawberry.Info[Context, None], first: int = 20,
+                    after: str | None = None, category: str | None = None) -> Connection[Item]:
+        return await items_of(info.context,
+                              normalize_category(category) if category is not None else None,
+                              first, after)
+
+    @strawberry.field(description="One catalogue item by id.",
+                      extensions=allowed(PERSONA_READERS))
+    async def item(self, info: strawberry.Info[Context, None], id: strawberry.ID) -> Item:
+        rows = await info.context.rows(q.ITEM, id=id)
+        if not rows:
+            raise NotFound(f"no item with id {id!r}")
+        return Item.from_record(rows[0])
+
+    @strawberry.field(description="Every category, by name, with its number of items.",
+                      extensions=allowed(PERSONA_READERS))
+    async def categories(self, info: strawberry.Info[Context, None]) -> list[Category]:
+        return [Category(name=r["name"], item_count=r["items"])
+                for r in await info.context.rows(q.CATEGORIES)]
+
     @strawberry.field(description="One segment by id.", extensions=allowed(PERSONA_READERS))
     async def segment(self, info: strawberry.Info[Context, None], id: strawberry.ID) -> Segment:
         rows = await info.context.rows(q.SEGMENT, id=id)
@@ -128,31 +139,6 @@ class Query:
             raise NotFound(f"no segment with id {id!r}")
         r = rows[0]
         return Segment.from_record(r["segment"], r["persona"], r["parent_id"])
-
-
-@strawberry.type
-class Mutation:
-    @strawberry.mutation(
-        description="Segment every user now, as `personas segment` does, and record the run. "
-        "One run at a time: a call while one is in progress fails with CONFLICT.",
-        extensions=allowed(ADMINS))
-    async def run_segmentation(
-        self, info: strawberry.Info[Context, None],
-        k: Annotated[int | None, strawberry.argument(
-            description="Number of leaf segments (default: automatic).")] = None,
-        algorithm: Annotated[str | None, strawberry.argument(
-            description="agglomerative (default), kmeans, minibatch-kmeans, birch, dbscan or "
-            "hdbscan.")] = None,
-        features: Annotated[list[str] | None, strawberry.argument(
-            description="Families or feature names (default: PERSONAS_SEGMENT_FEATURES).")
-        ] = None,
-        distance_threshold: Annotated[float | None, strawberry.argument(
-            description="Cut the dendrogram at this merge distance instead of choosing k.")
-        ] = None,
-    ) -> SegmentationRunResult:
-        result = await info.context.segmentation.run(
-            k=k, algorithm=algorithm, features=features, distance_threshold=distance_threshold)
-        return SegmentationRunResult.from_result(result)
 
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:

@@ -17,7 +17,6 @@ from api.context import Context
 from api.types.persona import SegmentationRun
 from api.types.segment import Persona
 from graph.auth import PERSONA_READERS
-from graph.errors import NotFound
 
 
 @strawberry.type(description="A user's persona changed (a run or an assignment at ingest).")
@@ -52,8 +51,7 @@ class Subscription:
         self, info: strawberry.Info[Context, None], user_id: strawberry.ID,
     ) -> AsyncGenerator[PersonaChange, None]:
         context = info.context
-        if not await context.rows(q.USER, id=user_id):
-            raise NotFound(f"no user with id {user_id!r}")
+        user_id = strawberry.ID((await context.user_row(user_id))["id"])
         rows = await context.rows(q.CURRENT_PERSONA_PERIOD, id=user_id)
         current = rows[0] if rows else None
         while True:

@@ -28,7 +28,7 @@ class Role(StrEnum):
     READER = "reader"
     """Chatbots: users' personas, segments and preferences."""
     WRITER = "writer"
-    """Ingestion clients (the API has no ingestion endpoint yet)."""
+    """Ingestion clients: event and webhook endpoints, data mutations."""
     ANALYST = "analyst"
     """Everything the API reads, including run pictures (all of it pseudonymized)."""
     ADMIN = "admin"
@@ -39,6 +39,8 @@ class Role(StrEnum):
 PERSONA_READERS = frozenset({Role.READER, Role.ANALYST, Role.ADMIN})
 ANALYSTS = frozenset({Role.ANALYST, Role.ADMIN})
 ADMINS = frozenset({Role.ADMIN})
+WRITERS = frozenset({Role.WRITER, Role.ADMIN})
+"""Who may send data in: ingestion endpoints and mutations."""
 
 KEY_PREFIX = "pg"
 # Lower-case alphanumerics rather than only hex for the id, so the demo key's non-hex id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -79,6 +80,18 @@ def settings() -> Settings:
     return Settings()
 
 
+def demo_unless_keyed(cfg: Settings) -> Settings:
+    """`personas up` and `personas demo-data` run in demo mode when no pseudonymization key is
+    set: the public demo key is then allowed, for this process and the API it starts."""
+    if not cfg.demo_mode or cfg.demo:
+        return cfg
+    os.environ["PERSONAS_DEMO"] = "true"  # the API factory reads settings from the environment
+    console.print("[yellow]demo mode[/yellow]: no PERSONAS_PSEUDONYM_KEY or "
+                  "PERSONAS_PSEUDONYM_KEY_FILE set, so identifiers are hashed with the public "
+                  "demo key")
+    return cfg.model_copy(update={"demo": True})
+
+
 @contextmanager
 def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
@@ -125,6 +138,111 @@ def neo4j_status() -> None:
         raise typer.Exit(1)
 
 
+kafka_app = typer.Typer(help="Provision and run the local Kafka broker (KRaft, one node).",
+                        no_args_is_help=True)
+app.add_typer(kafka_app, name="kafka")
+
+
+@kafka_app.command("start")
+@fails_cleanly
+def kafka_start() -> None:
+    """Fetch Kafka once (Maven Central), configure it, start it on 127.0.0.1 and wait for it."""
+    from graph.local import kafka_server
+
+    status = kafka_server.start(settings(), echo=lambda m: console.print(m))
+    console.print(f"[green]Kafka is up[/green] at {status.bootstrap}")
+
+
+@kafka_app.command("stop")
+@fails_cleanly
+def kafka_stop() -> None:
+    """Stop the local Kafka broker (SIGTERM, then SIGKILL if it does not stop in time)."""
+    from graph.local import kafka_server
+
+    console.print("Kafka stopped." if kafka_server.stop(settings()) else "Kafka was not running.")
+
+
+@kafka_app.command("status")
+@fails_cleanly
+def kafka_status() -> None:
+    """Say whether the local broker runs and answers; exit 1 when it does not answer."""
+    from graph.local import kafka_server
+
+    status = kafka_server.status(settings())
+    state = "answering" if status.answering else ("running, not answering" if status.running
+                                                  else "stopped")
+    print(f"kafka: {state}  pid={status.pid}  bootstrap={status.bootstrap}  home={status.home}")
+    if not status.answering:
+        raise typer.Exit(1)
+
+
+@app.command("consume")
+@fails_cleanly
+def consume_cmd(
+    topic: Annotated[str | None, typer.Option(help="Topic (default: PERSONAS_KAFKA_TOPIC).")
+                     ] = None,
+    dead_letter_topic: Annotated[str | None, typer.Option(
+        help="Dead-letter topic (default: PERSONAS_KAFKA_DEAD_LETTER_TOPIC).")] = None,
+    group: Annotated[str | None, typer.Option(help="Consumer group (default: "
+                                              "PERSONAS_KAFKA_GROUP).")] = None,
+    batch_max: Annotated[int | None, typer.Option(
+        min=1, max=50_000, help="Messages per transaction (default: PERSONAS_KAFKA_BATCH_MAX).")
+    ] = None,
+    max_messages: Annotated[int | None, typer.Option(
+        min=1, help="Exit after reading this many messages.")] = None,
+    idle_exit: Annotated[float | None, typer.Option(
+        min=0, help="Exit after this many seconds with nothing to read.")] = None,
+) -> None:
+    """Consume events from Kafka into the graph; offsets are committed after each batch is
+    stored. SIGTERM/Ctrl-C finish the batch in flight and exit 0."""
+    from graph.ingest import stream
+
+    cfg = settings()
+    cfg.require_pseudonym_key()
+    logging.getLogger().setLevel(logging.INFO)  # a long-running job reports what it does
+    stop = threading.Event()
+    stream.stop_on_signals(stop)
+    with open_graph(cfg) as graph:
+        summary = stream.consume(graph, cfg, stop=stop, topic=topic,
+                                 dead_letter_topic=dead_letter_topic, group=group,
+                                 batch_max=batch_max, max_messages=max_messages,
+                                 idle_exit=idle_exit)
+    console.print(f"messages: {summary.messages}  written: {summary.written}  duplicates: "
+                  f"{summary.duplicates}  dead letters: {summary.dead_letters}  "
+                  f"batches: {summary.batches}")
+
+
+@app.command("produce")
+@fails_cleanly
+def produce_cmd(
+    file: Annotated[Path, typer.Argument(help="Events as JSON Lines, one message a line.")],
+    rate: Annotated[float, typer.Option(min=0, help="Messages a second (0: as fast as "
+                                        "possible).")] = 100.0,
+    topic: Annotated[str | None, typer.Option(help="Topic (default: PERSONAS_KAFKA_TOPIC).")
+                     ] = None,
+    skip_invalid: Annotated[bool, typer.Option(
+        "--skip-invalid", help="Do not send lines that are not valid events.")] = False,
+) -> None:
+    """Replay a JSONL file into the events topic at a steady rate, keyed by pseudonymous user."""
+    from graph.ingest.replay import replay_file
+    from graph.ingest.stream import require_kafka
+
+    cfg = settings()
+    cfg.require_pseudonym_key()
+    if not file.is_file():
+        console.print(f"[red]error:[/red] {file}: no such file")
+        raise typer.Exit(2)
+    require_kafka(cfg)  # before the progress bar appears
+    with progress_bar(f"producing {file.name}", count_lines(file)) as advance:
+        summary = replay_file(cfg, file, topic=topic, rate=rate, skip_invalid=skip_invalid,
+                              on_progress=advance)
+    console.print(f"lines: {summary.lines}  sent: {summary.sent}  invalid: {summary.invalid}  "
+                  f"skipped: {summary.skipped}  failed: {summary.failed}  "
+                  f"({summary.sent / max(summary.seconds, 1e-9):,.0f}/s)")
+    if summary.failed:
+        raise typer.Exit(1)
+
+
 @app.command("migrate")
 @fails_cleanly
 def migrate_cmd(
@@ -168,6 +286,7 @@ def ingest_cmd(
 ) -> None:
     """Load an event file; malformed records go to the dead-letter file and the exit is 1."""
     cfg = settings()
+    cfg.require_pseudonym_key()
     if not file.is_file():
         console.print(f"[red]error:[/red] {file}: no such file")
         raise typer.Exit(2)
@@ -175,6 +294,48 @@ def ingest_cmd(
         summary = _ingest(graph, cfg, file, dead_letter, batch_size or cfg.batch_size)
     console.print(f"records: {summary.records}  written: {summary.written}  "
                   f"duplicates: {summary.duplicates}  rejected: {summary.rejected}")
+    if summary.rejected:
+        console.print(f"[yellow]{summary.rejected} record(s) rejected[/yellow]; "
+                      f"reasons in {summary.dead_letter}")
+        raise typer.Exit(1)
+
+
+crm_app = typer.Typer(help="Import customer records from a CRM.", no_args_is_help=True)
+app.add_typer(crm_app, name="crm")
+
+
+@crm_app.command("import")
+@fails_cleanly
+def crm_import_cmd(
+    file: Annotated[Path, typer.Argument(help="CRM records as CSV (.csv) or JSON Lines.")],
+    mapping: Annotated[Path, typer.Option(help="The YAML field mapping.")],
+    dead_letter: Annotated[Path | None, typer.Option(
+        help="Where rejected records go (default: FILE.deadletter.jsonl).")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, max=50_000,
+                                                   help="Records per transaction.")] = None,
+) -> None:
+    """Upsert customer records through a field mapping: newer values win, per field."""
+    from graph.crm.importer import import_file
+    from graph.crm.mapping import load_mapping
+    from graph.privacy import Pseudonymizer
+
+    cfg = settings()
+    cfg.require_pseudonym_key()  # names and identifiers are hashed with it
+    parsed = load_mapping(mapping)  # before connecting: a bad mapping writes nothing
+    if not file.is_file():
+        console.print(f"[red]error:[/red] {file}: no such file")
+        raise typer.Exit(2)
+    total = count_lines(file) - (1 if file.suffix.lower() == ".csv" else 0)  # CSV header
+    with open_graph(cfg) as graph, progress_bar(f"importing {file.name}", total) as advance:
+        summary = import_file(graph, Pseudonymizer(cfg.pseudonym_key.get_secret_value()),
+                              parsed, file, batch_size=batch_size or cfg.batch_size,
+                              max_line_bytes=cfg.max_line_bytes, dead_letter=dead_letter,
+                              on_progress=advance)
+    console.print(f"records: {summary.records}  applied: {summary.applied}  "
+                  f"rejected: {summary.rejected}  new users: {summary.users_created}  "
+                  f"fields updated: {summary.fields_updated}  "
+                  f"fields kept (stored value as new or newer): {summary.fields_kept}  "
+                  f"merges: {summary.merges}")
     if summary.rejected:
         console.print(f"[yellow]{summary.rejected} record(s) rejected[/yellow]; "
                       f"reasons in {summary.dead_letter}")
@@ -190,8 +351,9 @@ def load_demo(graph: Graph, cfg: Settings, users: int, seed: int,
         console.print(f"generated {n} events for {users} users in {path if out else 'a temp file'}")
         summary = _ingest(graph, cfg, path, None, cfg.batch_size)
     weather, local_events = population.context()
-    context.upsert_weather(graph, weather)
-    context.upsert_local_events(graph, local_events)
+    batch = context.parse_context({"weather": weather, "local_events": local_events},
+                                  origin="demo context")
+    context.write_context(graph, batch, valid_hours=cfg.weather_valid_hours)
     console.print(f"context: {len(weather)} weather observations, "
                   f"{len(local_events)} local events")
     return summary
@@ -206,7 +368,7 @@ def demo_data_cmd(
     load: Annotated[bool, typer.Option(help="Load into Neo4j (else only write --out).")] = True,
 ) -> None:
     """Generate a demo population with planted behaviour groups, and load it."""
-    cfg = settings()
+    cfg = demo_unless_keyed(settings())
     if not load:
         if out is None:
             console.print("[red]error:[/red] --no-load needs --out")
@@ -280,6 +442,12 @@ def scheduler_loop(cfg: Settings, stop: threading.Event) -> None:
 
     with open_graph(cfg) as graph:
         def run() -> None:
+            if cfg.retention_days > 0:  # retention first, so the run sees what is kept
+                from graph.subjects import prune_interactions
+
+                pruned = prune_interactions(graph, timedelta(days=cfg.retention_days))
+                log.info("retention: pruned %d interactions older than %d days", pruned,
+                         cfg.retention_days)
             result = run_segmentation(graph, runs_dir=cfg.resolved_runs_dir,
                                       features=cfg.segment_features)
             log.info("scheduled run %s: %d users in %d segments", result.run_id,
@@ -390,6 +558,7 @@ def serve_cmd(
 ) -> None:
     """Serve the GraphQL API (GraphiQL at /graphql)."""
     cfg = settings()
+    cfg.require_pseudonym_key()
     serve_api(host or cfg.api_host, port or cfg.api_port)
 
 
@@ -400,7 +569,8 @@ def up_cmd(
     serve: Annotated[bool, typer.Option(help="Serve the API after preparing.")] = True,
 ) -> None:
     """Everything: local Neo4j, schema, demo data if empty, segmentation, the API."""
-    cfg = settings()
+    cfg = demo_unless_keyed(settings())
+    cfg.require_pseudonym_key()
     started_here = False
     if cfg.provisions_locally and not neo4j_server.status(cfg).answering:
         neo4j_server.start(cfg, echo=lambda m: console.print(m))
@@ -507,6 +677,215 @@ def apikey_revoke(
     else:
         console.print(f"revoked API key {key_id}; a running API may accept it for up to "
                       f"{cfg.api_key_cache_seconds:g} s more (PERSONAS_API_KEY_CACHE_SECONDS)")
+
+
+context_app = typer.Typer(help="External context: weather and local events per location.",
+                          no_args_is_help=True)
+app.add_typer(context_app, name="context")
+
+
+@context_app.command("load")
+@fails_cleanly
+def context_load(
+    file: Annotated[Path, typer.Argument(help="A context file (JSON; format in the README).")],
+) -> None:
+    """Load a context file once (all or nothing: a bad record names itself, nothing is written)."""
+    from graph.context.providers import load_context_file
+
+    cfg = settings()
+    batch = load_context_file(file)  # validated before connecting
+    with open_graph(cfg) as graph:
+        counts = context.write_context(graph, batch, valid_hours=cfg.weather_valid_hours)
+    console.print(f"locations: {counts.locations}  weather: {counts.weather} "
+                  f"({counts.new_weather} new)  local events: {counts.local_events} "
+                  f"({counts.new_local_events} new)")
+
+
+@context_app.command("poll")
+@fails_cleanly
+def context_poll(
+    once: Annotated[bool, typer.Option("--once", help="One round over every known location, "
+                                       "then exit (1 if any location failed).")] = False,
+) -> None:
+    """Fetch weather and local events for every known location, every
+    PERSONAS_CONTEXT_POLL_MINUTES, from PERSONAS_CONTEXT_PROVIDER; failing locations back off."""
+    from graph.context.poller import build_poller
+    from graph.context.providers import build_provider
+
+    cfg = settings()
+    provider = build_provider(cfg)
+    logging.getLogger().setLevel(logging.INFO)  # a long-running job reports what it does
+    with open_graph(cfg) as graph:
+        poller = build_poller(graph, provider, cfg)
+        if once:
+            report = poller.poll_due()
+            ok = len(report.results) - len(report.failed)
+            console.print(f"{provider.name}: {ok} location(s) updated, "
+                          f"{len(report.failed)} failed")
+            for failure in report.failed:
+                console.print(f"[red]{failure.location_id}[/red]: {failure.error}")
+            if report.failed:
+                raise typer.Exit(1)
+            return
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        console.print(f"polling {provider.name} every {cfg.context_poll_minutes:g} min; "
+                      "Ctrl-C stops")
+        try:
+            poller.run(stop)
+        except KeyboardInterrupt:
+            stop.set()
+
+
+privacy_app = typer.Typer(help="Privacy: export or erase a user's data, record consent, prune "
+                          "old raw interactions.", no_args_is_help=True)
+app.add_typer(privacy_app, name="privacy")
+UserArg = Annotated[str, typer.Argument(metavar="USER", help="The user's id (u_...).")]
+ANSWERS = {"yes": True, "y": True, "true": True, "grant": True, "granted": True,
+           "no": False, "n": False, "false": False, "withdraw": False, "withdrawn": False}
+
+
+@privacy_app.command("export")
+@fails_cleanly
+def privacy_export(
+    user: UserArg,
+    out: Annotated[Path | None, typer.Option(
+        help="Write the JSON to this file, readable by its owner only (default: stdout).")
+    ] = None,
+) -> None:
+    """Everything held on a user, as JSON (identifiers as keyed hashes: no plaintext is kept)."""
+    import json
+
+    from graph.subjects import export_user
+
+    with open_graph(settings()) as graph:
+        data = export_user(graph, user)
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    if out is None:
+        print(text, end="")
+        return
+    out.touch(mode=0o600)
+    out.write_text(text, encoding="utf-8")
+    console.print(f"wrote {out}: {len(data['interactions'])} interactions, "
+                  f"{len(data['identifiers'])} identifiers")
+
+
+@privacy_app.command("forget")
+@fails_cleanly
+def privacy_forget(
+    user: UserArg,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm; an erasure cannot be undone.")
+                   ] = False,
+) -> None:
+    """Erase a user and everything derived from them (shared catalogue and segments stay)."""
+    from graph.subjects import forget_user
+
+    if not yes:
+        console.print("[red]error:[/red] erasing a user cannot be undone; confirm with --yes")
+        raise typer.Exit(2)
+    with open_graph(settings()) as graph:
+        report = forget_user(graph, user, source="cli")
+    if report.already_erased:
+        console.print(f"user {user} was already erased (erasure {report.erasure_id})")
+        return
+    counts = "  ".join(f"{k}: {v}" for k, v in report.counts.items())
+    console.print(f"erased user {user} (erasure {report.erasure_id})\n{counts}")
+
+
+@privacy_app.command("consent")
+@fails_cleanly
+def privacy_consent(
+    user: UserArg,
+    purpose: Annotated[str, typer.Argument(help="personalization or analytics.")],
+    answer: Annotated[str, typer.Argument(metavar="yes|no", help="Granted (yes) or not (no).")],
+    source: Annotated[str, typer.Option(help="Who recorded the answer (provenance).")] = "cli",
+) -> None:
+    """Record a user's consent for a purpose (kept with its history; the newest answer wins)."""
+    from graph.subjects import parse_purpose, set_consent
+
+    parsed = parse_purpose(purpose)  # before connecting, so a typo fails at once
+    if answer.strip().lower() not in ANSWERS:
+        console.print(f"[red]error:[/red] answer {answer!r}: say yes or no")
+        raise typer.Exit(2)
+    with open_graph(settings()) as graph:
+        current = set_consent(graph, user, parsed, ANSWERS[answer.strip().lower()],
+                              source=source)
+    console.print(f"consents of {user}: " + ", ".join(
+        f"{p} {'granted' if ok else 'withdrawn'}" for p, ok in current.items()))
+
+
+@privacy_app.command("prune")
+@fails_cleanly
+def privacy_prune(
+    older_than_days: Annotated[int | None, typer.Option(
+        min=1, help="Age in days (default: PERSONAS_RETENTION_DAYS).")] = None,
+) -> None:
+    """Delete raw interactions older than the retention age; counters and aggregates stay."""
+    from graph.subjects import prune_interactions
+
+    cfg = settings()
+    days = older_than_days or cfg.retention_days
+    if days <= 0:
+        console.print("retention is off (PERSONAS_RETENTION_DAYS=0): nothing pruned")
+        return
+    with open_graph(cfg) as graph:
+        pruned = prune_interactions(graph, timedelta(days=days))
+    console.print(f"pruned {pruned} interactions older than {days} days")
+
+
+identity_app = typer.Typer(help="Identity resolution: merge users, undo merges, list them.",
+                           no_args_is_help=True)
+app.add_typer(identity_app, name="identity")
+
+
+@identity_app.command("merge")
+@fails_cleanly
+def identity_merge_cmd(
+    survivor: Annotated[str, typer.Argument(help="The user id that stays.")],
+    merged: Annotated[str, typer.Argument(help="The user id merged into SURVIVOR.")],
+    reason: Annotated[str, typer.Option(help="Why, recorded with the merge.")] = "manual merge",
+) -> None:
+    """Merge user MERGED into SURVIVOR; prints the merge id (for `personas identity unmerge`)."""
+    from graph.identity import merge_users
+
+    with open_graph(settings()) as graph:
+        merge_id = merge_users(graph, survivor, merged, source="cli", reason=reason)
+    print(merge_id)
+    console.print(f"merged {merged} into {survivor} ({merge_id})")
+
+
+@identity_app.command("unmerge")
+@fails_cleanly
+def identity_unmerge_cmd(
+    merge_id: Annotated[str, typer.Argument(metavar="MERGE_ID", help="As printed by merge.")],
+) -> None:
+    """Undo a merge: both users get back what they had; their aggregates are rebuilt."""
+    from graph.identity import unmerge
+
+    with open_graph(settings()) as graph:
+        survivor, merged = unmerge(graph, merge_id)
+    console.print(f"unmerged {merge_id}: {merged} is separate from {survivor} again")
+
+
+@identity_app.command("merges")
+@fails_cleanly
+def identity_merges_cmd(
+    user: Annotated[str, typer.Argument(help="A user id (a merged user's old id works too).")],
+) -> None:
+    """The merge history of a user and of the users merged into it."""
+    from graph.identity import merges_of
+
+    with open_graph(settings()) as graph:
+        history = merges_of(graph, user)
+    if not history:
+        console.print(f"no merges for {user}")
+        return
+    table = Table("merge", "at (UTC)", "survivor", "merged", "source", "reason", "undone (UTC)")
+    for m in history:
+        table.add_row(m["id"], f"{m['at']:%Y-%m-%d %H:%M:%S}", m["survivor_id"], m["merged_id"],
+                      m["source"], m["reason"],
+                      f"{m['undone_at']:%Y-%m-%d %H:%M:%S}" if m["undone_at"] else "")
+    Console(width=200).print(table)
 
 
 def main() -> None:

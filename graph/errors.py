@@ -49,3 +49,34 @@ class LimitExceeded(PersonaError):
     """A request over a configured limit (page size, query depth, aliases, cost, tokens)."""
 
     code = "LIMIT_EXCEEDED"
+
+
+class ConfigurationError(PersonaError):
+    """The process is configured in a way it must not run with (e.g. no pseudonymization key
+    outside demo mode, an unreadable secret file)."""
+
+    code = "CONFIGURATION"
+
+
+class InvalidRecords(InvalidInput):
+    """A batch with bad records (a context file, a webhook push): nothing of it is written.
+
+    ``problems`` names each bad record and its reason, for an answer listing them one by one.
+    """
+
+    def __init__(self, message: str, problems: list[tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.problems = problems
+        """(record, reason) pairs, e.g. ``("weather[3] (id 'wx-1')", "temp_c: ...")``."""
+
+
+class Upstream(PersonaError):
+    """An external service (a weather provider) failed or answered something unusable."""
+
+    code = "UPSTREAM"
+
+
+class Unavailable(PersonaError):
+    """A feature this process is not configured for (e.g. the CRM webhook without a secret)."""
+
+    code = "UNAVAILABLE"

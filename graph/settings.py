@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from graph.errors import ConfigurationError
 from graph.features.registry import DEFAULT_SELECTION
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -14,6 +16,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 def _default_cache_dir() -> Path:
     return Path.home() / ".cache" / "persona-graph"
+
+
+DEMO_PSEUDONYM_KEY = "persona-graph-demo-key"
+"""The public key of demo mode: pseudonyms made with it protect nothing."""
+
+KEY_VARIABLES = "PERSONAS_PSEUDONYM_KEY or PERSONAS_PSEUDONYM_KEY_FILE"
 
 
 class Settings(BaseSettings):
@@ -48,8 +56,24 @@ class Settings(BaseSettings):
         default=REPO_ROOT / "migrations", description="Folder of numbered Cypher migrations."
     )
     pseudonym_key: SecretStr = Field(
-        default=SecretStr("persona-graph-demo-key"),
-        description="Key of the HMAC that pseudonymizes identifiers and PII.",
+        default=SecretStr(DEMO_PSEUDONYM_KEY),
+        description="Key of the HMAC that pseudonymizes identifiers and PII. The default is a "
+        "public demo key, accepted only in demo mode (PERSONAS_DEMO).",
+    )
+    pseudonym_key_file: Path | None = Field(
+        default=None,
+        description="A file holding the pseudonymization key (a mounted secret); one trailing "
+        "newline is stripped. Use it instead of PERSONAS_PSEUDONYM_KEY, not with it.",
+    )
+    demo: bool = Field(
+        default=False,
+        description="Demo mode: allows the built-in public pseudonymization key. `personas up` "
+        "and `personas demo-data` turn it on for themselves when no key is configured.",
+    )
+    retention_days: int = Field(
+        default=365, ge=0,
+        description="Raw interactions older than this many days are pruned (`personas privacy "
+        "prune`, and the scheduler); aggregates stay. 0 keeps them forever.",
     )
     batch_size: int = Field(
         default=2000, ge=1, le=50_000, description="Events per write transaction."
@@ -76,6 +100,29 @@ class Settings(BaseSettings):
         "weather at its location.")
     event_horizon_days: int = Field(
         default=14, ge=1, description="How far ahead local events count as upcoming.")
+    context_provider: Literal["offline", "open-meteo"] = Field(
+        default="offline", description="Where `personas context poll` gets weather and local "
+        "events: `offline` (the JSON file CONTEXT_FILE) or `open-meteo` (weather only).")
+    context_file: Path = Field(
+        default=REPO_ROOT / "docs" / "context.example.json",
+        description="The offline provider's JSON file (format in the README, External context).")
+    context_poll_minutes: float = Field(
+        default=30.0, gt=0, description="How often `personas context poll` fetches each known "
+        "location's weather and local events.")
+    context_backoff_base_seconds: float = Field(
+        default=60.0, gt=0, description="First retry delay after a location's fetch fails.")
+    context_backoff_factor: float = Field(
+        default=2.0, ge=1, description="Each further failure multiplies the retry delay by this.")
+    context_backoff_max_seconds: float = Field(
+        default=3600.0, gt=0, description="Longest retry delay after repeated failures.")
+    context_backoff_jitter: float = Field(
+        default=0.1, ge=0, lt=1, description="Retry delays vary randomly by up to this fraction, "
+        "so that failed locations do not all retry at once.")
+    open_meteo_url: str = Field(
+        default="https://api.open-meteo.com/v1/forecast",
+        description="Open-Meteo forecast endpoint (change it for a self-hosted instance).")
+    context_http_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Timeout of one request to a context provider.")
     api_max_page_size: int = Field(default=100, ge=1, description="Largest `first` a "
                                    "GraphQL list accepts (LIMIT_EXCEEDED above).")
     api_max_depth: int = Field(default=10, ge=2, description="Deepest GraphQL selection.")
@@ -94,6 +141,70 @@ class Settings(BaseSettings):
         description="How long the API trusts a resolved API key before asking Neo4j again; a "
         "revoked key keeps working in a running API for at most this long (0: no cache).",
     )
+    api_max_batch_events: int = Field(
+        default=1000, ge=1, le=50_000,
+        description="Most records one POST /v1/events or CRM webhook may carry (413 above).")
+    api_max_body_bytes: int = Field(
+        default=10_000_000, ge=1024,
+        description="Largest request body the ingestion routes read (413 above, before parsing).")
+    crm_mapping_file: Path | None = Field(
+        default=None,
+        description="YAML field mapping the CRM webhook applies to its records (unset: 503).")
+    crm_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Shared secret of the CRM webhook's HMAC-SHA256 signature (unset: 503).")
+    crm_webhook_tolerance_seconds: int = Field(
+        default=300, ge=1, le=86_400,
+        description="How far a webhook's X-Personas-Timestamp may be from now, in seconds.")
+
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        description="Bootstrap servers of an existing Kafka (host:port,...). When set, nothing "
+        "is provisioned locally.",
+    )
+    kafka_port: int = Field(default=9092, description="Broker port of the local Kafka.")
+    kafka_controller_port: int = Field(
+        default=9093, description="KRaft controller port of the local Kafka.")
+    kafka_version: str = Field(
+        default="4.1.1", description="Kafka version provisioned from Maven Central.")
+    kafka_instance: str = Field(
+        default="default",
+        description="Name of the local Kafka instance (separate data folder per name).",
+    )
+    kafka_heap: str = Field(default="512m", description="Heap size of the local Kafka.")
+    kafka_topic: str = Field(default="persona-events", description="Topic of incoming events.")
+    kafka_dead_letter_topic: str = Field(
+        default="persona-events-dlq",
+        description="Topic that malformed messages go to, PII-scrubbed, with their reason.",
+    )
+    kafka_group: str = Field(
+        default="persona-graph", description="Consumer group of `personas consume`.")
+    kafka_partitions: int = Field(
+        default=3, ge=1, le=1000,
+        description="Partitions of the topics persona-graph creates when they are missing.",
+    )
+    kafka_batch_max: int = Field(
+        default=2000, ge=1, le=50_000,
+        description="Most messages `personas consume` writes in one transaction.",
+    )
+    consumer_metrics_port: int = Field(
+        default=9464, ge=0, le=65535,
+        description="Port of the Prometheus metrics of `personas consume` (0: not served).",
+    )
+    consumer_metrics_host: str = Field(
+        default="127.0.0.1", description="Address the consumer's metrics server binds to.")
+
+    @property
+    def kafka_instance_dir(self) -> Path:
+        return self.cache_dir / "kafka-instances" / self.kafka_instance
+
+    @property
+    def kafka_bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def kafka_provisions_locally(self) -> bool:
+        return self.kafka_bootstrap is None
 
     @property
     def local_instance_dir(self) -> Path:
@@ -110,6 +221,38 @@ class Settings(BaseSettings):
     @property
     def provisions_locally(self) -> bool:
         return self.neo4j_uri is None
+
+    @model_validator(mode="after")
+    def _key_from_file(self) -> Settings:
+        """Read the key from PERSONAS_PSEUDONYM_KEY_FILE, so every user of ``pseudonym_key``
+        gets the configured key (like any settings source, this reads when settings are made)."""
+        if self.pseudonym_key_file is None:
+            return self
+        if "pseudonym_key" in self.model_fields_set and not self.demo_mode:
+            raise ConfigurationError(
+                "both PERSONAS_PSEUDONYM_KEY and PERSONAS_PSEUDONYM_KEY_FILE are set; set one")
+        path = self.pseudonym_key_file
+        try:
+            key = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(
+                f"PERSONAS_PSEUDONYM_KEY_FILE {path} cannot be read: {exc}") from None
+        key = key.removesuffix("\n").removesuffix("\r")
+        if not key.strip():
+            raise ConfigurationError(f"PERSONAS_PSEUDONYM_KEY_FILE {path} is empty")
+        self.pseudonym_key = SecretStr(key)
+        return self
+
+    def require_pseudonym_key(self) -> None:
+        """Refuse to run without a real pseudonymization key outside demo mode. Every entry
+        point that hashes or serves identifiers (serve, ingest, consume, the API) calls this."""
+        if not self.pseudonym_key.get_secret_value().strip():
+            raise ConfigurationError(f"the pseudonymization key is empty; set {KEY_VARIABLES}")
+        if self.demo_mode and not self.demo:
+            raise ConfigurationError(
+                f"no pseudonymization key: set {KEY_VARIABLES} (a file holding the key). The "
+                "built-in public demo key is allowed only in demo mode (PERSONAS_DEMO=true), "
+                "which `personas up` and `personas demo-data` turn on when no key is set.")
 
     @property
     def demo_mode(self) -> bool:

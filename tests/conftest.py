@@ -4,6 +4,7 @@ PERSONAS_NEO4J_URI (which the tests wipe: never point it at data you want to kee
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,8 @@ TEST_BOLT_PORT = int(os.environ.get("PERSONAS_TEST_BOLT_PORT", "7688"))
 TEST_HTTP_PORT = int(os.environ.get("PERSONAS_TEST_HTTP_PORT", "7475"))
 # A second checkout can run its suite beside this one on its own instance and ports.
 TEST_INSTANCE = os.environ.get("PERSONAS_TEST_INSTANCE", "test")
+TEST_KAFKA_PORT = int(os.environ.get("PERSONAS_TEST_KAFKA_PORT", "9192"))
+TEST_KAFKA_CONTROLLER_PORT = int(os.environ.get("PERSONAS_TEST_KAFKA_CONTROLLER_PORT", "9193"))
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +35,11 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         neo4j_heap="1g",
         neo4j_pagecache="256m",
         pseudonym_key="test-pseudonym-key",
+        kafka_instance=TEST_INSTANCE,
+        kafka_port=TEST_KAFKA_PORT,
+        kafka_controller_port=TEST_KAFKA_CONTROLLER_PORT,
+        kafka_heap="256m",
+        consumer_metrics_port=0,
     )
 
 
@@ -44,6 +52,21 @@ def neo4j_running(settings: Settings) -> Iterator[Settings]:
     yield settings
     if started:
         neo4j_server.stop(settings)
+
+
+@pytest.fixture(scope="session")
+def kafka_running(settings: Settings) -> Iterator[Settings]:
+    """The test Kafka (instance named like the Neo4j test instance, ports from
+    PERSONAS_TEST_KAFKA_PORT / _CONTROLLER_PORT), started when not answering, stopped after."""
+    from graph.local import kafka_server
+
+    started = False
+    if not kafka_server.status(settings).answering:
+        kafka_server.start(settings)
+        started = True
+    yield settings
+    if started:
+        kafka_server.stop(settings)
 
 
 @pytest.fixture(scope="session")
@@ -76,3 +99,27 @@ def cli_env(neo4j_running: Settings) -> dict[str, str]:
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every log record of the test process at INFO and above, in one file, for the final
+    plaintext-PII sweep (tests/pii.py)."""
+    path = tmp_path_factory.getbasetemp() / "session.log"
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(min(previous, logging.INFO))
+    try:
+        yield path
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
+        handler.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `last` (the suite-wide sweeps) run after everything else."""
+    items.sort(key=lambda item: item.get_closest_marker("last") is not None)

@@ -15,6 +15,7 @@ from graph.ingest.writer import Assigner, EventWriter
 from graph.migrate import migrate
 from graph.privacy import Pseudonymizer
 from graph.settings import Settings
+from tests.pii import record_graph_leaks
 
 PERSONAS = str(Path(sys.executable).parent / "personas")
 """The `personas` console script of the virtual environment running the tests."""
@@ -30,6 +31,7 @@ def graph_counts(graph: Graph) -> dict[str, int]:
 def empty_graph(driver: Driver, settings: Settings) -> Graph:
     """The test database wiped and migrated."""
     graph = Graph(driver, settings.neo4j_database)
+    record_graph_leaks(graph)
     wipe(graph)
     migrate(graph, settings.migrations_dir)
     return graph

@@ -12,7 +12,7 @@ import strawberry
 from api import queries as q
 from api.context import Context
 from api.types.user import Preference, Situation, UserPersona, situation
-from graph.errors import InvalidInput, NotFound
+from graph.errors import InvalidInput
 
 CHARS_PER_TOKEN = 4  # the usual estimate for English text with GPT-style tokenizers
 MIN_TOKENS, MAX_TOKENS = 16, 2000
@@ -78,10 +78,9 @@ async def chat_context(context: Context, user_id: str, max_tokens: int) -> ChatC
     if not MIN_TOKENS <= max_tokens <= MAX_TOKENS:
         raise InvalidInput(f"`maxTokens` must be between {MIN_TOKENS} and {MAX_TOKENS}, "
                            f"got {max_tokens}")
-    users = await context.rows(q.USER, id=user_id)
-    if not users:
-        raise NotFound(f"no user with id {user_id!r}")
-    if users[0]["consent_personalization"] is False:
+    user = await context.user_row(user_id)
+    user_id = user["id"]
+    if user["consent_personalization"] is False:
         text = "The user has not consented to personalization; answer without a profile."
         return ChatContext(user_id=strawberry.ID(user_id), text=text,
                            tokens=estimate_tokens(text), personalized=False, persona=None,

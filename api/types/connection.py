@@ -1,14 +1,21 @@
-"""Relay-style cursor connections: opaque cursors, edges, and whether more pages follow."""
+"""Relay-style cursor connections: opaque cursors, edges, and whether more pages follow.
+
+``Connection[User]`` is the GraphQL type ``UserConnection`` (with ``UserEdge``); every list that
+can grow without bound is one of these.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 import strawberry
 
-from api.types.user import User
 from graph.errors import InvalidInput
+
+T = TypeVar("T")
 
 
 def encode_cursor(kind: str, key: str) -> str:
@@ -30,6 +37,17 @@ def decode_cursor(kind: str, cursor: str | None) -> str:
     return key
 
 
+def decode_time_cursor(kind: str, cursor: str | None) -> tuple[int | None, str | None]:
+    """(epoch milliseconds, id) of a cursor over a time-ordered list; (None, None) at the start."""
+    key = decode_cursor(kind, cursor)
+    if not key:
+        return None, None
+    millis, sep, ident = key.partition("|")
+    if not sep or not ident or not millis.lstrip("-").isdigit():
+        raise InvalidInput(f"malformed cursor {cursor!r}")
+    return int(millis), ident
+
+
 @strawberry.type
 class PageInfo:
     has_next_page: bool
@@ -37,12 +55,23 @@ class PageInfo:
 
 
 @strawberry.type
-class UserEdge:
+class Edge(Generic[T]):
     cursor: str
-    node: User
+    node: T
 
 
-@strawberry.type(description="A page of users; pass `pageInfo.endCursor` as `after` for the next.")
-class UserConnection:
-    edges: list[UserEdge]
+@strawberry.type(description="A page of a list; pass `pageInfo.endCursor` as `after` for the "
+                 "next.")
+class Connection(Generic[T]):
+    edges: list[Edge[T]]
     page_info: PageInfo
+
+
+def paginate(rows: Sequence[dict[str, Any]], size: int, kind: str,
+             key: Callable[[dict[str, Any]], str],
+             node: Callable[[dict[str, Any]], T]) -> Connection[T]:
+    """A page from ``rows`` fetched with ``LIMIT size + 1``: the extra row only says whether
+    another page follows."""
+    edges = [Edge(cursor=encode_cursor(kind, key(r)), node=node(r)) for r in rows[:size]]
+    return Connection(edges=edges, page_info=PageInfo(
+        has_next_page=len(rows) > size, end_cursor=edges[-1].cursor if edges else None))

@@ -17,10 +17,13 @@ class WeatherObservation:
     at: datetime
     temp_c: float
     condition: str
+    valid_until: datetime | None = strawberry.field(
+        default=None, description="Until when the observation counts as current.")
 
     @classmethod
     def from_record(cls, w: dict[str, Any]) -> WeatherObservation:
-        return cls(at=w["at"].to_native(), temp_c=w["temp_c"], condition=w["condition"])
+        return cls(at=w["at"].to_native(), temp_c=w["temp_c"], condition=w["condition"],
+                   valid_until=native(w.get("valid_until")))
 
 
 @strawberry.type

@@ -7,6 +7,9 @@ from typing import Any
 
 import strawberry
 
+from api import queries as q
+from api.context import Context
+
 
 @strawberry.type(description="A stable, named behaviour group a chatbot can act on.")
 class Persona:
@@ -45,6 +48,20 @@ class Segment:
                    size=s["size"], level=s["level"], run_id=s["run_id"], why=why,
                    persona=Persona.from_record(persona) if persona else None,
                    parent_id=strawberry.ID(parent_id) if parent_id else None)
+
+    @strawberry.field(description="The segment one level up (null at the root).")
+    async def parent(self, info: strawberry.Info[Context, None]) -> Segment | None:
+        if self.parent_id is None:
+            return None
+        rows = await info.context.rows(q.SEGMENT, id=self.parent_id)
+        return (Segment.from_record(rows[0]["segment"], rows[0]["persona"],
+                                    rows[0]["parent_id"]) if rows else None)
+
+    @strawberry.field(description="The segments one level down, largest first (none for a "
+                      "leaf).")
+    async def children(self, info: strawberry.Info[Context, None]) -> list[Segment]:
+        rows = await info.context.rows(q.SEGMENT_CHILDREN, id=self.id)
+        return [Segment.from_record(r["segment"], r["persona"], r["parent_id"]) for r in rows]
 
 
 @strawberry.type(description="The user's persona in the latest segmentation, and why.")

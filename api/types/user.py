@@ -9,12 +9,26 @@ from typing import Any
 import strawberry
 
 from api import queries as q
+from api.auth import allowed
 from api.context import Context
+from api.types.activity import (
+    Interaction,
+    InteractionType,
+    Session,
+    TimeOrder,
+    interaction_page,
+    session_page,
+)
+from api.types.connection import Connection, decode_time_cursor
 from api.types.context_types import LocalEvent, WeatherObservation, native
 from api.types.segment import Membership, Persona, Segment, WhyScore
-from graph.ingest.writer import INTEREST_SCORE
+from graph.auth import ANALYSTS
+from graph.context.models import weather_lookback_hours
+from graph.errors import InvalidInput
+from graph.ingest.aggregates import DECAY_PER_MS, INTEREST_SCORE
 from graph.recommend.engine import recommend_params
-from graph.recommend.queries import RECOMMEND
+from graph.recommend.queries import POPULAR, RECOMMEND
+from graph.settings import Settings
 
 INTEREST = {t.value: score for t, score in INTEREST_SCORE.items()}
 
@@ -25,27 +39,6 @@ class Preference:
     weight: float
     source: str = strawberry.field(description="explicit (stated) or inferred (from behaviour)")
     updated_at: datetime | None
-
-
-@strawberry.type
-class Interaction:
-    event_id: strawberry.ID
-    type: str
-    at: datetime
-    item_id: str | None
-    category: str | None
-    amount: float | None
-    query: str | None
-    text: str | None = strawberry.field(description="Chat text, with PII pseudonymized.")
-    intent: str | None
-    rating: int | None
-
-    @classmethod
-    def from_record(cls, i: dict[str, Any]) -> Interaction:
-        return cls(event_id=strawberry.ID(i["event_id"]), type=i["type"], at=i["at"].to_native(),
-                   item_id=i.get("item_id"), category=i.get("category"),
-                   amount=i.get("amount"), query=i.get("query"), text=i.get("text"),
-                   intent=i.get("intent"), rating=i.get("rating"))
 
 
 @strawberry.type
@@ -113,16 +106,23 @@ class SimilarUser:
 class Situation:
     location: Location | None
     current_weather: WeatherObservation | None = strawberry.field(
-        description="The latest observation within the validity window "
-        "(PERSONAS_WEATHER_VALID_HOURS), else null.")
+        description="The latest observation still valid now: until its `validUntil`, or "
+        "PERSONAS_WEATHER_VALID_HOURS after it when the provider gave none; else null.")
     upcoming_events: list[LocalEvent]
+
+
+def situation_params(user_id: str, now: datetime, settings: Settings,
+                     first: int) -> dict[str, Any]:
+    """Parameters of ``queries.SITUATION`` (also used by the API benchmark's plain Cypher)."""
+    return {"id": user_id, "now": now, "valid_hours": settings.weather_valid_hours,
+            "lookback_hours": weather_lookback_hours(settings.weather_valid_hours),
+            "days": settings.event_horizon_days, "first": first}
 
 
 async def situation(context: Context, user_id: str, now: datetime,
                     first: int = 5) -> Situation | None:
-    rows = await context.rows(q.SITUATION, id=user_id, now=now,
-                              valid_hours=context.settings.weather_valid_hours,
-                              days=context.settings.event_horizon_days, first=first)
+    rows = await context.rows(q.SITUATION,
+                              **situation_params(user_id, now, context.settings, first))
     if not rows:
         return None
     r = rows[0]
@@ -140,7 +140,7 @@ async def preferences_as_of(context: Context, user_id: str, as_of: datetime,
     the same rules ingestion applies (explicit: last feedback wins; inferred: interest shares)."""
     explicit = await context.rows(q.EXPLICIT_PREFERENCES_AS_OF, id=user_id, as_of=as_of)
     inferred = await context.rows(q.INFERRED_PREFERENCES_AS_OF, id=user_id, as_of=as_of,
-                                  scores=INTEREST)
+                                  scores=INTEREST, decay_per_ms=DECAY_PER_MS)
     prefs = [Preference(category=r["category"], weight=r["weight"], source=source,
                         updated_at=native(r["updated_at"]))
              for source, rows in (("explicit", explicit), ("inferred", inferred))
@@ -159,6 +159,32 @@ class Recommendation:
         "preference, weather or local events.")
 
 
+MASKED_CHARS = 8
+
+
+@strawberry.type(description="An identifier the user is known by. Only its kind and the start "
+                 "of its keyed hash: the plaintext value is never stored.")
+class Identifier:
+    kind: str
+    masked: str = strawberry.field(description="The first characters of the identifier's "
+                                   "pseudonym, e.g. `3f9a1c0b…`.")
+    first_seen: datetime | None
+
+
+def utc_or_none(value: datetime | None, name: str) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise InvalidInput(f"`{name}` needs a time zone, e.g. 2026-11-01T12:00:00Z")
+    return value
+
+
+@strawberry.type(description="What the user agreed their data may be used for (a purpose "
+                 "never stated counts as granted).")
+class Consents:
+    personalization: bool = strawberry.field(
+        description="Profile facts, preferences and personal recommendations for chatbots.")
+    analytics: bool = strawberry.field(description="Segmentation and analytics.")
+
+
 @strawberry.type(description="A pseudonymous user profile.")
 class User:
     id: strawberry.ID
@@ -172,13 +198,17 @@ class User:
     spend: float
     as_of: datetime | None = strawberry.field(
         description="The point in time persona and preferences answer for (null: now).")
+    consents: Consents
 
     @classmethod
     def from_record(cls, u: dict[str, Any], as_of: datetime | None = None) -> User:
         return cls(id=strawberry.ID(u["id"]), first_seen=native(u["first_seen"]),
                    last_seen=native(u["last_seen"]), age_band=u["age_band"],
                    gender=u["gender"], locale=u["locale"], events=u["events"] or 0,
-                   purchases=u["purchases"] or 0, spend=u["spend"] or 0.0, as_of=as_of)
+                   purchases=u["purchases"] or 0, spend=u["spend"] or 0.0, as_of=as_of,
+                   consents=Consents(
+                       personalization=u.get("consent_personalization") is not False,
+                       analytics=u.get("consent_analytics") is not False))
 
     @strawberry.field(description="The persona (at `asOf` when the user was asked for then), "
                       "with confidence and the features that explain it.")
@@ -213,11 +243,17 @@ class User:
                             similarity=r["similarity"]) for r in rows]
 
     @strawberry.field(description="Items to suggest, best first, each with its reasons "
-                      "(at `asOf` for the context boost when given).")
+                      "(at `asOf` for the context boost when given). Without personalization "
+                      "consent: the best-sellers, the same for everyone.")
     async def recommendations(self, info: strawberry.Info[Context, None],
                               first: int = 5) -> list[Recommendation]:
-        params = recommend_params(self.id, info.context.page(first), self.as_of)
-        rows = await info.context.rows(RECOMMEND, **params)
+        if not self.consents.personalization:
+            # Nothing of the user is read: the same best-sellers everyone is offered.
+            rows = await info.context.rows(POPULAR, user_id=self.id,
+                                           first=info.context.page(first), personal=False)
+        else:
+            params = recommend_params(self.id, info.context.page(first), self.as_of)
+            rows = await info.context.rows(RECOMMEND, **params)
         return [Recommendation(item_id=strawberry.ID(r["item_id"]), name=r["name"],
                                category=r["category"], score=r["score"],
                                reasons=list(r["reasons"])) for r in rows]
@@ -238,9 +274,12 @@ class User:
         segment = Segment.from_record(row["segment"], row["persona"])
         return Membership(persona=segment.persona, segment=segment, distance=row["distance"])
 
-    @strawberry.field(description="Top category preferences, explicit ones first.")
+    @strawberry.field(description="Top category preferences, explicit ones first; none "
+                      "without personalization consent.")
     async def preferences(self, info: strawberry.Info[Context, None],
                           first: int = 5) -> list[Preference]:
+        if not self.consents.personalization:
+            return []
         if self.as_of is not None:
             return await preferences_as_of(info.context, self.id, self.as_of,
                                            info.context.page(first))
@@ -249,12 +288,46 @@ class User:
                            source=r["source"], updated_at=native(r["updated_at"]))
                 for r in rows]
 
-    @strawberry.field(description="Most recent interactions first.")
+    @strawberry.field(description="Most recent interactions first.",
+                      deprecation_reason="Use `interactions`, a connection with filters.")
     async def recent_interactions(self, info: strawberry.Info[Context, None],
                                   first: int = 10) -> list[Interaction]:
         rows = await info.context.rows(q.RECENT_INTERACTIONS, id=self.id,
                                        first=info.context.page(first))
         return [Interaction.from_record(r["interaction"]) for r in rows]
+
+    @strawberry.field(description="Interactions, newest first by default, optionally of some "
+                      "types and within [since, until).")
+    async def interactions(self, info: strawberry.Info[Context, None], first: int = 20,
+                           after: str | None = None,
+                           types: list[InteractionType] | None = None,
+                           since: datetime | None = None, until: datetime | None = None,
+                           order: TimeOrder = TimeOrder.NEWEST_FIRST) -> Connection[Interaction]:
+        size = info.context.page(first)
+        after_at, after_id = decode_time_cursor("interaction", after)
+        query = (q.USER_INTERACTIONS_NEWEST if order is TimeOrder.NEWEST_FIRST
+                 else q.USER_INTERACTIONS_OLDEST)
+        rows = await info.context.rows(
+            query, id=self.id, types=[t.value for t in types] if types else None,
+            since=utc_or_none(since, "since"), until=utc_or_none(until, "until"),
+            after_at=after_at, after_id=after_id, limit=size + 1)
+        return interaction_page(rows, size)
+
+    @strawberry.field(description="Sessions, most recently started first.")
+    async def sessions(self, info: strawberry.Info[Context, None], first: int = 10,
+                       after: str | None = None) -> Connection[Session]:
+        size = info.context.page(first)
+        after_at, after_id = decode_time_cursor("session", after)
+        rows = await info.context.rows(q.USER_SESSIONS, id=self.id, after_at=after_at,
+                                       after_id=after_id, limit=size + 1)
+        return session_page(rows, size)
+
+    @strawberry.field(description="Identifiers the user is known by, masked (analysts and "
+                      "admins only).", extensions=allowed(ANALYSTS))
+    async def identifiers(self, info: strawberry.Info[Context, None]) -> list[Identifier]:
+        rows = await info.context.rows(q.USER_IDENTIFIERS, id=self.id)
+        return [Identifier(kind=r["kind"], masked=r["hash"][:MASKED_CHARS] + "…",
+                           first_seen=native(r["first_seen"])) for r in rows]
 
     @strawberry.field(description="Where the user is, with the latest weather there.",
                       deprecation_reason="Use `context`: current weather within its validity "

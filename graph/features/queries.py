@@ -54,20 +54,24 @@ RETURN u.id AS user_id, u.first_seen AS first_seen, u.last_seen AS last_seen,
 ORDER BY u.id
 """
 
+# Users who withdrew analytics consent (`u.consent_analytics = false`, see graph/subjects)
+# are left out of every feature table, and of the user-item graph below.
 USER_PAGE = """
 MATCH (u:User)
-WHERE u.id > $after
+WHERE u.id > $after AND coalesce(u.consent_analytics, true)
 WITH u ORDER BY u.id LIMIT $limit
 """ + _USER_FEATURES
 
 USERS_BY_ID = """
 UNWIND $ids AS id
 MATCH (u:User {id: id})
+WHERE coalesce(u.consent_analytics, true)
 """ + _USER_FEATURES
 
 # The user–item graph with interaction weights, for the structural features.
 USER_ITEM_EDGES = """
 MATCH (u:User)-[r:INTERACTED]->(it:Item)
+WHERE coalesce(u.consent_analytics, true)
 RETURN u.id AS user_id, it.id AS item_id,
        r.views + 3 * r.carts + 5 * r.purchases AS weight
 """

@@ -1,33 +1,181 @@
-"""The dead-letter file: a JSON line per rejected record, with its line and reason, PII scrubbed."""
+"""Dead letters: rejected records, PII scrubbed, kept in a JSON Lines file and in the graph.
+
+Every sink of rejects (the file import, the Kafka dead-letter topic, HTTP and CRM rejects) makes a
+``DeadLetter`` with ``make_dead_letter`` and hands it to ``DeadLetterStore.record``, which writes
+``(:DeadLetter {id, source, position, reason, at, record, identifiers, truncated})`` nodes. The
+``identifiers`` are the ``kind:hash`` pseudonyms of the user identifiers readable from the
+rejected record, so that a user's dead letters can be exported and erased with the user.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from graph.privacy import Pseudonymizer
+from graph.db import Graph
+from graph.privacy import IDENTIFIER_KINDS, Pseudonymizer
 
 MAX_RAW_CHARS = 2000
+STORE_BATCH = 500
+NAME_KEYS = frozenset({"name", "first_name", "last_name", "full_name", "given_name",
+                       "family_name", "surname", "display_name", "firstname", "lastname"})
+"""Keys whose string values are taken for personal names and pseudonymized in dead letters."""
+
+RECORD_DEAD_LETTERS = """
+UNWIND $rows AS row
+MERGE (d:DeadLetter {id: row.id})
+ON CREATE SET d.source = row.source, d.position = row.position, d.reason = row.reason,
+              d.record = row.record, d.identifiers = row.identifiers,
+              d.truncated = row.truncated, d.at = datetime({epochMillis: row.at})
+"""
 
 
+@dataclass(frozen=True)
+class DeadLetter:
+    """One rejected record, already scrubbed: nothing here is plaintext PII."""
+
+    id: str
+    source: str
+    reason: str
+    record: str
+    identifiers: tuple[str, ...]
+    at: datetime
+    position: str | None = None
+    truncated: bool = False
+
+    def as_row(self) -> dict[str, Any]:
+        return {"id": self.id, "source": self.source, "position": self.position,
+                "reason": self.reason, "record": self.record,
+                "identifiers": list(self.identifiers), "truncated": self.truncated,
+                "at": int(self.at.timestamp() * 1000)}
+
+
+def _user_map(data: Any) -> dict[str, Any]:
+    """The identifiers a record names: its ``user`` map, or CSV-style ``user_<kind>`` columns."""
+    if not isinstance(data, dict):
+        return {}
+    found: dict[str, Any] = {}
+    user = data.get("user")
+    if isinstance(user, dict):
+        found.update(user)
+    for key, value in data.items():
+        if isinstance(key, str) and key.startswith("user_"):
+            found.setdefault(key.removeprefix("user_"), value)
+    return found
+
+
+def identifier_keys(pseudonymizer: Pseudonymizer, data: Any) -> tuple[str, ...]:
+    """``kind:hash`` of each known identifier kind with a non-empty string value (best effort)."""
+    keys = []
+    for kind, value in _user_map(data).items():
+        if kind in IDENTIFIER_KINDS and isinstance(value, str) and value.strip():
+            keys.append(f"{kind}:{pseudonymizer.digest(kind, value)}")
+    return tuple(sorted(set(keys)))
+
+
+def _token(pseudonymizer: Pseudonymizer, kind: str, value: str) -> str:
+    return f"[{kind}:{pseudonymizer.digest(kind, value)[:10]}]"
+
+
+def _scrub(pseudonymizer: Pseudonymizer, value: Any, key: str | None = None,
+           identifiers: bool = False) -> Any:
+    if isinstance(value, dict):
+        return {pseudonymizer.scrub_text(str(k)): _scrub(
+                    pseudonymizer, v, str(k),
+                    identifiers or str(k) == "user" or str(k).startswith("user_"))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(pseudonymizer, v, key, identifiers) for v in value]
+    if not isinstance(value, str):
+        return value
+    if identifiers or key in ("email", "phone"):
+        kind = (key or "").removeprefix("user_")
+        return _token(pseudonymizer, kind if kind in IDENTIFIER_KINDS else "identifier", value)
+    if key is not None and key.lower() in NAME_KEYS:
+        return _token(pseudonymizer, "name", value)
+    return pseudonymizer.scrub_text(value)
+
+
+def scrub_record(pseudonymizer: Pseudonymizer, raw: str) -> str:
+    """The raw record without plaintext PII, at most ``MAX_RAW_CHARS`` long.
+
+    A JSON record has every identifier value (its ``user`` map, ``user_<kind>`` columns, any
+    ``email``/``phone`` field) and name-like fields replaced by pseudonym tokens, and emails and
+    phone numbers in other strings too; other text has its emails and phone numbers replaced.
+    Scrubbing comes before truncation, so no identifier is cut in half and left readable.
+    """
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        text = pseudonymizer.scrub_text(raw)
+    else:
+        text = json.dumps(_scrub(pseudonymizer, data), ensure_ascii=False)
+    return text[:MAX_RAW_CHARS]
+
+
+def make_dead_letter(pseudonymizer: Pseudonymizer, *, source: str, reason: str, raw: str,
+                     position: str | None = None, at: datetime | None = None) -> DeadLetter:
+    """A scrubbed dead letter. Its id is stable for the same source, position and record, so a
+    re-sent reject is stored once. ``position`` is where it was (a line, a partition/offset)."""
+    record = scrub_record(pseudonymizer, raw)
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    clean_source = pseudonymizer.scrub_text(source)
+    digest = hashlib.sha256(
+        "\x00".join((clean_source, position or "", record)).encode()).hexdigest()[:32]
+    return DeadLetter(id=f"dl_{digest}", source=clean_source,
+                      reason=pseudonymizer.scrub_text(reason), record=record,
+                      identifiers=identifier_keys(pseudonymizer, data),
+                      at=at or datetime.now(UTC), position=position,
+                      truncated=len(raw) > MAX_RAW_CHARS)
+
+
+class DeadLetterStore:
+    """Writes dead letters to the graph in batches (one UNWIND per batch, idempotent on id)."""
+
+    def __init__(self, graph: Graph, batch_size: int = STORE_BATCH) -> None:
+        self.graph = graph
+        self.batch_size = batch_size
+
+    def record(self, letters: Sequence[DeadLetter]) -> int:
+        """Store ``letters``; returns how many were given (a re-sent one is stored once)."""
+        for start in range(0, len(letters), self.batch_size):
+            rows = [d.as_row() for d in letters[start:start + self.batch_size]]
+            self.graph.execute(RECORD_DEAD_LETTERS, rows=rows)
+        return len(letters)
+
+
+@dataclass
 class DeadLetterFile:
-    """Appends rejects to a JSON Lines file, created only when the first reject arrives."""
+    """Appends rejects to a JSON Lines file, created only when the first reject arrives, and
+    (with a ``store``) to the graph, in batches; ``close`` stores what is pending."""
 
-    def __init__(self, path: Path, source: str, pseudonymizer: Pseudonymizer) -> None:
-        self.path = path
-        self.source = source
-        self.pseudonymizer = pseudonymizer
-        self.count = 0
+    path: Path
+    source: str
+    pseudonymizer: Pseudonymizer
+    store: DeadLetterStore | None = None
+    count: int = 0
+    _pending: list[DeadLetter] = field(default_factory=list, repr=False)
 
     def write(self, line: int, reason: str, raw: str) -> None:
+        letter = make_dead_letter(self.pseudonymizer, source=self.source, reason=reason,
+                                  raw=raw, position=f"line {line}")
         record = {
-            "source": self.source,
+            "id": letter.id,
+            "source": letter.source,
             "line": line,
-            "reason": self.pseudonymizer.scrub_text(reason),
-            "record": self.pseudonymizer.scrub_text(raw[:MAX_RAW_CHARS]),
-            "truncated": len(raw) > MAX_RAW_CHARS,
-            "rejected_at": datetime.now(UTC).isoformat(),
+            "reason": letter.reason,
+            "record": letter.record,
+            "truncated": letter.truncated,
+            "identifiers": list(letter.identifiers),
+            "rejected_at": letter.at.isoformat(),
         }
         if self.count == 0:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,3 +183,15 @@ class DeadLetterFile:
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
         self.count += 1
+        if self.store is not None:
+            self._pending.append(letter)
+            if len(self._pending) >= self.store.batch_size:
+                self.flush()
+
+    def flush(self) -> None:
+        if self.store is not None and self._pending:
+            self.store.record(self._pending)
+            self._pending.clear()
+
+    def close(self) -> None:
+        self.flush()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from graph.events import Event
-from graph.ingest.deadletter import DeadLetterFile
+from graph.ingest.deadletter import DeadLetterFile, DeadLetterStore
 from graph.ingest.reader import Parsed, read_events
 from graph.ingest.writer import EventWriter, WriteResult
 
@@ -35,13 +35,14 @@ def ingest_file(
     dead_letter: Path | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> IngestSummary:
-    """Load one JSONL/CSV file; every malformed record goes to the dead-letter file with its reason.
+    """Load one JSONL/CSV file; every malformed record goes to the dead-letter file with its
+    reason, and to the graph as a ``DeadLetter`` node (PII scrubbed, see ``deadletter``).
 
     Parsing the next batch overlaps with writing the previous one (one writer thread, so batches
     commit in file order). ``on_progress`` is called with the number of records handled.
     """
     dl = DeadLetterFile(dead_letter or default_dead_letter_path(path), str(path),
-                        writer.pseudonymizer)
+                        writer.pseudonymizer, DeadLetterStore(writer.graph))
     records = written = duplicates = 0
 
     def batches() -> Iterator[list[Event]]:
@@ -69,15 +70,18 @@ def ingest_file(
         if on_progress:
             on_progress(size)
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer") as pool:
-        in_flight: tuple[Future[WriteResult], int] | None = None
-        for batch in batches():
-            # The previous batch must have committed before the next is submitted, so a failure
-            # stops the load at a batch boundary.
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer") as pool:
+            in_flight: tuple[Future[WriteResult], int] | None = None
+            for batch in batches():
+                # The previous batch must have committed before the next is submitted, so a
+                # failure stops the load at a batch boundary.
+                if in_flight is not None:
+                    settle(*in_flight)
+                in_flight = (pool.submit(writer.write, batch), len(batch))
             if in_flight is not None:
                 settle(*in_flight)
-            in_flight = (pool.submit(writer.write, batch), len(batch))
-        if in_flight is not None:
-            settle(*in_flight)
+    finally:
+        dl.close()  # the rejects seen so far reach the graph's dead-letter index too
     return IngestSummary(records, written, duplicates, dl.count,
                          dl.path if dl.count else None)

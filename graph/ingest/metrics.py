@@ -2,8 +2,8 @@
 
 One ``IngestMetrics`` per process, on a registry of its own: the API serves it beside its request
 metrics at ``/metrics``; ``personas consume`` serves it on its own port. Labels stay bounded:
-``source`` is a source family (``file``, ``kafka``, ``http``, ``crm``, ``context``), and
-``reason`` a short code from ``REJECT_CODES``, never a free-text reason.
+``source`` is a source family (``file``, ``kafka``, ``http``, ``graphql``, ``crm``,
+``context``), and ``reason`` a short code from ``REJECT_CODES``, never a free-text reason.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """Cypher for event ingestion. Every statement takes a batch as ``$rows`` (one UNWIND a statement).
 
+A device, session, location or explicit preference the writer touches becomes the user's own:
+``REMOVE r.via_merge`` drops the mark of a copy made by a merge (``graph/identity``), so that
+unmerging keeps what the user's own events confirmed.
+
 Times travel as epoch milliseconds and become DateTime values here: the Python driver packs
 ``datetime`` objects about ten times slower than integers, which dominated batch writes.
 """
@@ -57,7 +61,8 @@ SET l += row.location
 WITH u, l
 OPTIONAL MATCH (u)-[old:LOCATED_IN]->(other:Location) WHERE other <> l
 DELETE old
-MERGE (u)-[:LOCATED_IN]->(l)
+MERGE (u)-[r:LOCATED_IN]->(l)
+REMOVE r.via_merge
 """
 
 UPSERT_DEVICES = """
@@ -65,7 +70,8 @@ UNWIND $rows AS row
 MATCH (u:User {id: row.user_id})
 MERGE (d:Device {id: row.id})
 SET d.kind = coalesce(row.kind, d.kind)
-MERGE (u)-[:USES]->(d)
+MERGE (u)-[r:USES]->(d)
+REMOVE r.via_merge
 """
 
 UPSERT_CATEGORIES = """
@@ -102,7 +108,8 @@ SET s.started_at = CASE WHEN started_at < s.started_at THEN started_at ELSE s.st
     s.events = s.events + row.events,
     s.channel = coalesce(row.channel, s.channel),
     s.device_kind = coalesce(row.device_kind, s.device_kind)
-MERGE (u)-[:HAD_SESSION]->(s)
+MERGE (u)-[r:HAD_SESSION]->(s)
+REMOVE r.via_merge
 """
 
 # Look-ups come before the CREATE so the planner needs no Eager barrier between them.
@@ -136,33 +143,112 @@ SET r.views = r.views + row.views,
     r.last_at = CASE WHEN last_at > r.last_at THEN last_at ELSE r.last_at END
 """
 
+# Inferred interest decays exponentially ($decay_per_ms: aggregates.DECAY_PER_MS): a score is
+# held as of its `updated_at`; a newer batch decays it to the batch's time before adding, an
+# older (late) one adds its own score decayed to `updated_at`. Rows come pre-decayed to row.at.
 UPDATE_INFERRED_PREFERENCES = """
 UNWIND $rows AS row
 WITH row, datetime({epochMillis: row.at}) AS at
 MATCH (u:User {id: row.user_id}), (c:Category {name: row.category})
 MERGE (u)-[p:PREFERS {source: 'inferred'}]->(c)
 ON CREATE SET p.score = 0.0, p.updated_at = at
-SET p.score = p.score + row.score,
-    p.updated_at = CASE WHEN at > p.updated_at THEN at ELSE p.updated_at END
+WITH p, row, at, at.epochMillis - p.updated_at.epochMillis AS delta
+SET p.score = CASE WHEN delta >= 0
+                   THEN p.score * exp(-$decay_per_ms * delta) + row.score
+                   ELSE p.score + row.score * exp($decay_per_ms * delta) END,
+    p.updated_at = CASE WHEN delta > 0 THEN at ELSE p.updated_at END
 """
 
-# Inferred weights are each category's share of the user's interest, so they stay comparable
-# between heavy and light users.
+# Inferred weights are each category's share of the user's interest, every score first decayed
+# to the user's latest one, so they stay comparable between heavy and light users and between
+# categories last touched at different times.
 NORMALIZE_INFERRED_PREFERENCES = """
 UNWIND $user_ids AS uid
 MATCH (:User {id: uid})-[p:PREFERS {source: 'inferred'}]->(:Category)
-WITH uid, collect(p) AS prefs, sum(p.score) AS total
-UNWIND prefs AS p
-SET p.weight = CASE WHEN total > 0 THEN p.score / total ELSE 0.0 END
+WITH uid, collect(p) AS prefs, max(p.updated_at).epochMillis AS ref
+WITH prefs,
+     [p IN prefs | p.score * exp(-$decay_per_ms * (ref - p.updated_at.epochMillis))] AS now
+WITH prefs, now, reduce(t = 0.0, v IN now | t + v) AS total
+UNWIND range(0, size(prefs) - 1) AS k
+WITH prefs[k] AS p, now[k] AS v, total
+SET p.weight = CASE WHEN total > 0 THEN v / total ELSE 0.0 END
 """
 
-# Explicit feedback: last write (by event time) wins.
+# Explicit preferences (feedback, or stated through the API): last write (by event time) wins.
+# A stated preference may name a category no item has yet, so the category is merged.
 SET_EXPLICIT_PREFERENCES = """
 UNWIND $rows AS row
 WITH row, datetime({epochMillis: row.at}) AS at
-MATCH (u:User {id: row.user_id}), (c:Category {name: row.category})
+MATCH (u:User {id: row.user_id})
+MERGE (c:Category {name: row.category})
 MERGE (u)-[p:PREFERS {source: 'explicit'}]->(c)
 ON CREATE SET p.updated_at = at, p.weight = row.weight
+REMOVE p.via_merge
 WITH p, row, at WHERE at >= p.updated_at
 SET p.weight = row.weight, p.updated_at = at
+"""
+
+# ---- rebuilding a user's aggregates from their interactions (graph/ingest/aggregates.py) ----
+# Used after identity resolution moved interactions between users. `$counters` maps an event
+# type to the user counter it increments, `$interest` an event type to its interest score
+# (COUNTER and INTEREST_SCORE, the writer's definitions).
+
+RECOMPUTE_USER_COUNTERS = """
+UNWIND $user_ids AS uid
+MATCH (u:User {id: uid})
+CALL (u) {
+  OPTIONAL MATCH (u)-[:PERFORMED]->(i:Interaction)
+  RETURN count(i) AS events, min(i.at) AS first_seen, max(i.at) AS last_seen,
+         sum(CASE WHEN i.type = $purchase THEN coalesce(i.amount, 0.0) ELSE 0.0 END) AS spend,
+         collect(i.type) AS types
+}
+SET u.events = events, u.spend = spend,
+    u.first_seen = coalesce(first_seen, u.first_seen),
+    u.last_seen = coalesce(last_seen, u.last_seen)
+WITH u, types
+UNWIND keys($counters) AS type
+SET u[$counters[type]] = size([t IN types WHERE t = type])
+"""
+
+DELETE_STALE_INTERACTED = """
+UNWIND $user_ids AS uid
+MATCH (u:User {id: uid})-[r:INTERACTED]->(it:Item)
+WHERE NOT EXISTS { (u)-[:PERFORMED]->(:Interaction {item_id: it.id}) }
+DELETE r
+"""
+
+RECOMPUTE_INTERACTED = """
+UNWIND $user_ids AS uid
+MATCH (u:User {id: uid})-[:PERFORMED]->(i:Interaction)
+WHERE i.item_id IS NOT NULL
+WITH u, i.item_id AS item_id,
+     sum(CASE WHEN i.type = $view THEN 1 ELSE 0 END) AS views,
+     sum(CASE WHEN i.type = $cart THEN 1 ELSE 0 END) AS carts,
+     sum(CASE WHEN i.type = $purchase THEN coalesce(i.quantity, 1) ELSE 0 END) AS purchases,
+     sum(CASE WHEN i.type = $purchase THEN coalesce(i.amount, 0.0) ELSE 0.0 END) AS spend,
+     min(i.at) AS first_at, max(i.at) AS last_at
+MATCH (it:Item {id: item_id})
+MERGE (u)-[r:INTERACTED]->(it)
+SET r.views = views, r.carts = carts, r.purchases = purchases, r.spend = spend,
+    r.first_at = first_at, r.last_at = last_at
+"""
+
+DELETE_STALE_INFERRED_PREFERENCES = """
+UNWIND $user_ids AS uid
+MATCH (u:User {id: uid})-[p:PREFERS {source: 'inferred'}]->(c:Category)
+WHERE NOT EXISTS { (u)-[:PERFORMED]->(:Interaction {category: c.name}) }
+DELETE p
+"""
+
+RECOMPUTE_INFERRED_PREFERENCES = """
+UNWIND $user_ids AS uid
+MATCH (u:User {id: uid})-[:PERFORMED]->(i:Interaction)
+WHERE i.category IS NOT NULL
+WITH u, i.category AS category, collect(i) AS its, max(i.at) AS at
+WITH u, category, at,
+     reduce(s = 0.0, i IN its | s + $interest[i.type] *
+            exp(-$decay_per_ms * (at.epochMillis - i.at.epochMillis))) AS score
+MATCH (c:Category {name: category})
+MERGE (u)-[p:PREFERS {source: 'inferred'}]->(c)
+SET p.score = score, p.updated_at = at
 """

@@ -19,29 +19,24 @@ from neo4j import ManagedTransaction
 
 from graph.db import Graph
 from graph.events import Event, EventType
+from graph.identity import merge_by_authority_tx, resolve_users_tx
 from graph.ingest import queries as q
+from graph.ingest.aggregates import COUNTER as COUNTER  # re-exported: defined beside the
+from graph.ingest.aggregates import DECAY_PER_MS, decayed
+from graph.ingest.aggregates import INTEREST_SCORE as INTEREST_SCORE  # aggregate rebuild
 from graph.ingest.metrics import IngestMetrics
 from graph.privacy import Pseudonymizer
 
 log = logging.getLogger(__name__)
 
-# How much one event says about interest in its category (feeds inferred preferences).
-INTEREST_SCORE: dict[EventType, float] = {
-    EventType.PAGE_VIEW: 1.0,
-    EventType.SEARCH: 0.5,
-    EventType.ADD_TO_CART: 3.0,
-    EventType.PURCHASE: 5.0,
-    EventType.CHAT_MESSAGE: 1.0,
-    EventType.FEEDBACK: 2.0,
-}
-COUNTER = {
-    EventType.PAGE_VIEW: "page_views",
-    EventType.SEARCH: "searches",
-    EventType.ADD_TO_CART: "carts",
-    EventType.PURCHASE: "purchases",
-    EventType.CHAT_MESSAGE: "chat_messages",
-    EventType.FEEDBACK: "feedbacks",
-}
+
+@dataclass(frozen=True)
+class Conflicting:
+    """An event naming identifiers of different users (most authoritative identifier's first)."""
+
+    event_id: str
+    source: str
+    user_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -120,7 +115,7 @@ class EventWriter:
             for r in tx.run(q.RESOLVE_IDENTIFIERS,
                             rows=[{"kind": k, "hash": h} for k, h in idents])
         }
-        params = self._prepare(fresh, hashed, known)
+        params, conflicts = self._prepare(fresh, hashed, known)
         tx.run(q.UPSERT_USERS, rows=params["users"]).consume()
         if params["identifiers"]:
             tx.run(q.LINK_IDENTIFIERS, rows=params["identifiers"]).consume()
@@ -140,32 +135,58 @@ class EventWriter:
         if params["interacted"]:
             tx.run(q.UPDATE_INTERACTED, rows=params["interacted"]).consume()
         if params["inferred"]:
-            tx.run(q.UPDATE_INFERRED_PREFERENCES, rows=params["inferred"]).consume()
-            tx.run(q.NORMALIZE_INFERRED_PREFERENCES,
+            tx.run(q.UPDATE_INFERRED_PREFERENCES, rows=params["inferred"],
+                   decay_per_ms=DECAY_PER_MS).consume()
+            tx.run(q.NORMALIZE_INFERRED_PREFERENCES, decay_per_ms=DECAY_PER_MS,
                    user_ids=sorted({r["user_id"] for r in params["inferred"]})).consume()
         if params["explicit"]:
             tx.run(q.SET_EXPLICIT_PREFERENCES, rows=params["explicit"]).consume()
-        return len(fresh), [u["id"] for u in params["users"]]
+        users = [u["id"] for u in params["users"]]
+        if conflicts:
+            users = self._merge_conflicts(tx, conflicts, users)
+        return len(fresh), users
+
+    @staticmethod
+    def _merge_conflicts(tx: ManagedTransaction, conflicts: list[Conflicting],
+                         users: list[str]) -> list[str]:
+        """Merge the users that events of this batch name identifiers of, once the batch is
+        written (so users new in the batch exist too); returns the batch's users as survivors.
+
+        The survivor is chosen by identifier authority (``merge_by_authority_tx``); merging users
+        that are one already is a no-op, so a chain of links within a batch ends in one user.
+        """
+        for c in conflicts:
+            for other in c.user_ids[1:]:
+                merge_by_authority_tx(tx, c.user_ids[0], other, source=c.source,
+                                      reason=f"event {c.event_id} names identifiers of both users")
+        live = resolve_users_tx(tx, users)
+        return list(dict.fromkeys(live.get(u, u) for u in users))
 
     def _resolve_users(
         self,
         fresh: list[Event],
         hashed: dict[str, list[tuple[str, str]]],
         known: dict[tuple[str, str], str],
-    ) -> tuple[dict[str, str], list[dict[str, Any]]]:
-        """Map each event to a user id, and list the identifier links that are new.
+    ) -> tuple[dict[str, str], list[dict[str, Any]], list[Conflicting]]:
+        """Map each event to a user id, list the identifier links that are new, and the events
+        that name identifiers of two or more different users.
 
         An identifier already bound to a user keeps that user; an event whose identifiers are all
         new creates a user named after its most authoritative identifier. An event naming
-        identifiers of two different users is attributed to the first found; merging them is the
-        identity-resolution job's.
+        identifiers of different users is attributed to the first found, and those users are
+        merged at the end of the batch's transaction (``_merge_conflicts``).
         """
         owner = dict(known)
         user_of: dict[str, str] = {}
         links: list[dict[str, Any]] = []
+        conflicts: list[Conflicting] = []
         for event in fresh:
             pairs = hashed[event.event_id]
             uid = next((owner[p] for p in pairs if p in owner), None)
+            if uid is not None and len(pairs) > 1:
+                owners = list(dict.fromkeys(owner[p] for p in pairs if p in owner))
+                if len(owners) > 1:
+                    conflicts.append(Conflicting(event.event_id, event.source, tuple(owners)))
             if uid is None:
                 kind, value = event.identifiers()[0]
                 uid = self.pseudonymizer.user_id(kind, value)
@@ -175,15 +196,15 @@ class EventWriter:
                     owner[(kind, digest)] = uid
                     links.append({"user_id": uid, "kind": kind, "hash": digest,
                                   "at": epoch_ms(event.occurred_at)})
-        return user_of, links
+        return user_of, links, conflicts
 
     def _prepare(
         self,
         fresh: list[Event],
         hashed: dict[str, list[tuple[str, str]]],
         known: dict[tuple[str, str], str],
-    ) -> dict[str, list[Any]]:
-        user_of, links = self._resolve_users(fresh, hashed, known)
+    ) -> tuple[dict[str, list[Any]], list[Conflicting]]:
+        user_of, links, conflicts = self._resolve_users(fresh, hashed, known)
         users: dict[str, dict[str, Any]] = {}
         sessions: dict[str, dict[str, Any]] = {}
         items: dict[str, dict[str, Any]] = {}
@@ -256,8 +277,9 @@ class EventWriter:
             if p.category:
                 pref = inferred.setdefault((uid, p.category), {
                     "user_id": uid, "category": p.category, "score": 0.0, "at": at})
-                pref["score"] += INTEREST_SCORE[e.type]
-                pref["at"] = max(pref["at"], at)
+                # Events come in time order: decay what the batch has so far to this one.
+                pref["score"] = decayed(pref["score"], at - pref["at"]) + INTEREST_SCORE[e.type]
+                pref["at"] = at
                 if e.type is EventType.FEEDBACK and p.rating is not None:
                     explicit[(uid, p.category)] = {"user_id": uid, "category": p.category,
                                                    "weight": (p.rating - 3) / 2.0, "at": at}
@@ -297,5 +319,5 @@ class EventWriter:
             "interacted": list(interacted.values()),
             "inferred": list(inferred.values()),
             "explicit": list(explicit.values()),
-        }
+        }, conflicts
 

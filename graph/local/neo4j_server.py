@@ -76,15 +76,20 @@ def java_major_version(java: str) -> int:
     return int(match.group(2) or 0) if major == 1 else major
 
 
-def _require_java() -> str:
+def _require_java(product: str = "Neo4j 5.26") -> str:
     java = _require_tool("java")
     major = java_major_version(java)
     if major < 17:
         raise EnvironmentProblem(
-            f"Neo4j 5.26 needs Java 17 or newer; `java` here is Java {major}. "
+            f"{product} needs Java 17 or newer; `java` here is Java {major}. "
             + INSTALL_HELP["java"]
         )
     return java
+
+
+def require_java(product: str) -> str:
+    """The `java` binary, when it is Java 17 or newer; else a clear EnvironmentProblem."""
+    return _require_java(product)
 
 
 def lib_dir(settings: Settings) -> Path:
@@ -97,29 +102,39 @@ def install(settings: Settings, echo: Callable[[str], None] = log.info) -> Path:
     if (target / ".complete").exists():
         return target
     _require_java()
+    pom = (POM_FILE.read_text().replace("@NEO4J_VERSION@", settings.neo4j_version)
+           .replace("@BROWSER_VERSION@", BROWSER_VERSION))
+    return fetch_with_maven(pom, target, f"Neo4j {settings.neo4j_version}", echo)
+
+
+def fetch_with_maven(pom: str, target: Path, what: str,
+                     echo: Callable[[str], None] = log.info) -> Path:
+    """Resolve the runtime dependencies of ``pom`` (a pom.xml text) into ``target`` once.
+
+    The jars land in a staging folder that is renamed last, so an interrupted download never
+    looks complete; a ``.complete`` marker makes later calls return at once.
+    """
+    if (target / ".complete").exists():
+        return target
     mvn = _require_tool("mvn")
     target.parent.mkdir(parents=True, exist_ok=True)
-    echo(f"Fetching Neo4j {settings.neo4j_version} from Maven Central into {target} (once)...")
+    echo(f"Fetching {what} from Maven Central into {target} (once)...")
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        pom = Path(tmp) / "pom.xml"
-        pom.write_text(
-            POM_FILE.read_text().replace("@NEO4J_VERSION@", settings.neo4j_version)
-            .replace("@BROWSER_VERSION@", BROWSER_VERSION)
-        )
+        pom_file = Path(tmp) / "pom.xml"
+        pom_file.write_text(pom)
         staging = Path(tmp) / "lib"
         proc = subprocess.run(
-            [mvn, "-B", "-q", "-f", str(pom), MAVEN_DEPENDENCY_PLUGIN,
+            [mvn, "-B", "-q", "-f", str(pom_file), MAVEN_DEPENDENCY_PLUGIN,
              f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
             capture_output=True, text=True, check=False,
         )
         if proc.returncode != 0:
             raise EnvironmentProblem(
-                "Maven could not fetch Neo4j:\n" + (proc.stdout + proc.stderr)[-3000:]
+                f"Maven could not fetch {what}:\n" + (proc.stdout + proc.stderr)[-3000:]
             )
-        (staging / ".complete").write_text(settings.neo4j_version)
+        (staging / ".complete").write_text(what)
         if target.exists():
             shutil.rmtree(target)
-        # Rename last, so an interrupted download never looks complete.
         staging.rename(target)
     return target
 

@@ -113,5 +113,5 @@ def popular(graph: Graph, user_id: str, first: int = 10) -> list[Recommendation]
 
     Raises ``NotFound`` for an unknown user and ``InvalidInput`` when ``first`` is outside 1..100.
     """
-    rows = graph.rows(q.POPULAR, user_id=user_id, first=check_first(first))
+    rows = graph.rows(q.POPULAR, user_id=user_id, first=check_first(first), personal=True)
     return _results(graph, rows, user_id)

@@ -41,7 +41,7 @@ CALL (u) {
 CALL (u) {
   MATCH (run:SegmentationRun)
   WITH run ORDER BY run.created_at DESC LIMIT 1
-  MATCH (u)-[:IN_SEGMENT {run_id: run.id}]->(s:Segment {level: 0})<-[m:IN_SEGMENT]-(peer)
+  MATCH (u)-[:IN_SEGMENT {run_id: run.id}]->(s:Segment {level: 0})<-[m:IN_SEGMENT]-(peer:User)
   WHERE peer <> u
   WITH s, peer ORDER BY m.distance, peer.id LIMIT 100
   WITH s, collect(peer) AS peers
@@ -142,10 +142,12 @@ LIMIT $first
 """
 
 # The global-popularity baseline: the items bought by the most users, minus the user's own.
+# With $personal false the list is the same for everyone (nothing of the user is read): what a
+# user without personalization consent is offered.
 POPULAR = """
 MATCH (u:User {id: $user_id})
 CALL (u) {
-  OPTIONAL MATCH (u)-[r:INTERACTED]->(it:Item) WHERE r.purchases > 0
+  OPTIONAL MATCH (u)-[r:INTERACTED]->(it:Item) WHERE r.purchases > 0 AND $personal
   RETURN collect(it) AS bought
 }
 MATCH (it:Item)<-[r:INTERACTED]-(:User)

@@ -45,13 +45,14 @@ CREATE (u)-[:IN_SEGMENT {distance: row.distance, assigned_at: datetime(), run_id
                          assigned_by: $assigned_by}]->(s)
 """
 
-# Which of the given users the latest run has no segment for.
+# Which of the given users the latest run has no segment for (users who withdrew analytics
+# consent are never segmented).
 UNSEGMENTED = """
 MATCH (r:SegmentationRun)
 WITH r ORDER BY r.created_at DESC LIMIT 1
 UNWIND $ids AS id
 MATCH (u:User {id: id})
-WHERE NOT EXISTS { (u)-[:IN_SEGMENT {run_id: r.id}]->() }
+WHERE NOT EXISTS { (u)-[:IN_SEGMENT {run_id: r.id}]->() } AND coalesce(u.consent_analytics, true)
 RETURN r.id AS run_id, collect(u.id) AS user_ids
 """
 

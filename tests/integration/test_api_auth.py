@@ -45,6 +45,7 @@ class World:
     segment_id: str
     run_id: str
     persona_id: str
+    item_id: str
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +62,9 @@ def world(driver: Driver, settings: Settings,
     revoke_key(graph, revoked.info.id)
     keys["revoked"] = revoked.key
     keys["unknown"] = "pg_0123abcd_" + "x" * 32
+    [item] = graph.rows("MATCH (it:Item) RETURN it.id AS id ORDER BY id LIMIT 1")
     return World(graph, keys, result.user_ids[0], f"{result.run_id}-L0-0", result.run_id,
-                 result.persona_ids[0])
+                 result.persona_ids[0], item["id"])
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +105,28 @@ QUERIES = {
     "persona": ('query($id: ID!) { persona(id: $id) { id } }', "persona_id"),
     "segmentationRuns": ("{ segmentationRuns { id } }", None),
     "chatContext": ('query($id: ID!) { chatContext(userId: $id) { text } }', "user_id"),
+    "users": ("{ users(first: 2) { edges { node { id } } } }", None),
+    "items": ("{ items(first: 2) { edges { node { id } } } }", None),
+    "item": ('query($id: ID!) { item(id: $id) { id } }', "item_id"),
+    "categories": ("{ categories { name } }", None),
 }
+
+
+def test_the_matrix_covers_every_root_query(client: TestClient, world: World) -> None:
+    body = graphql(client, "{ __schema { queryType { fields { name } } } }",
+                   headers(world, "admin"))
+    assert {f["name"] for f in body["data"]["__schema"]["queryType"]["fields"]} == set(QUERIES)
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+def test_identifiers_are_for_analysts_and_admins(world: World, client: TestClient,
+                                                 caller: str) -> None:
+    body = graphql(client, 'query($id: ID!) { user(id: $id) { identifiers { kind masked } } }',
+                   headers(world, caller), id=world.user_id)
+    expected = ANALYSIS_MATRIX[caller]
+    assert error_code(body) == expected, body
+    if expected is ALLOWED:
+        assert body["data"]["user"]["identifiers"]
 
 
 @pytest.mark.parametrize("caller", CALLERS)

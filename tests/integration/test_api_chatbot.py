@@ -349,10 +349,28 @@ def test_subscriptions_need_a_key(world: World, settings: Settings) -> None:
         assert ws.receive_json()["type"] == "connection_ack"
         subscribe(ws, "1", "subscription { segmentationFinished { id } }")
         msg = ws.receive_json()
-    # Refused before it starts: graphql-transport-ws sends an `error` message (its payload
-    # carries the message, without our extensions).
+    # Refused before it starts: graphql-transport-ws sends an `error` message, with the code.
     assert msg["type"] == "error" and msg["id"] == "1"
     assert "valid API key is required" in msg["payload"][0]["message"]
+    assert msg["payload"][0]["extensions"] == {"code": "UNAUTHENTICATED"}
+
+
+@pytest.mark.parametrize(("query", "code"), [
+    ('subscription { personaChanged(userId: "no-such-user") { userId } }', "NOT_FOUND"),
+    ("subscription { personaChanged { userId } }", "GRAPHQL_VALIDATION_FAILED"),
+])
+def test_refused_subscriptions_carry_a_code(world: World, settings: Settings, query: str,
+                                            code: str) -> None:
+    with TestClient(create_app(settings)) as app_client, app_client.websocket_connect(
+            "/graphql", subprotocols=["graphql-transport-ws"],
+            headers={"Authorization": f"Bearer {world.key}"}) as ws:
+        ws.send_json({"type": "connection_init"})
+        assert ws.receive_json()["type"] == "connection_ack"
+        subscribe(ws, "1", query)
+        msg = ws.receive_json()
+    assert msg["id"] == "1" and msg["type"] in {"error", "next"}, msg
+    errors = msg["payload"] if msg["type"] == "error" else msg["payload"]["errors"]
+    assert errors[0]["extensions"]["code"] == code, msg
 
 
 def test_recommendations_with_reasons(client: TestClient, world: World) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from graph.db import Graph
 from graph.demo import DemoPopulation
+from graph.ingest.aggregates import decayed
 from graph.ingest.files import ingest_file
 from graph.ingest.writer import EventWriter
 from graph.privacy import Pseudonymizer
@@ -90,11 +91,16 @@ def test_aggregates_and_preferences_follow_events(graph: Graph, settings) -> Non
     ]
     prefs = graph.rows("MATCH (:User)-[p:PREFERS]->(c:Category) RETURN c.name AS c, "
                        "p.source AS source, p.weight AS w ORDER BY c, source")
-    # home garden: purchase 5 + view 1 = 6; books: cart 3 + feedback 2 = 5 -> shares 6/11, 5/11
+    # home garden: purchase 5 then, a day later, view 1; books: cart 3 + feedback 2 a minute
+    # apart; every score decayed to the latest event (feedback, 09:02 on the 2nd).
+    minute, day = 60_000, 86_400_000
+    garden = decayed(decayed(5, day) + 1, 2 * minute)
+    books = decayed(3, minute) + 2
+    assert 5.0 < books + garden < 11.0  # decay makes a day-old purchase count a bit less
     assert prefs == [
         {"c": "books", "source": "explicit", "w": 1.0},
-        {"c": "books", "source": "inferred", "w": pytest.approx(5 / 11)},
-        {"c": "home garden", "source": "inferred", "w": pytest.approx(6 / 11)},
+        {"c": "books", "source": "inferred", "w": pytest.approx(books / (books + garden))},
+        {"c": "home garden", "source": "inferred", "w": pytest.approx(garden / (books + garden))},
     ]
     # The same user throughout, known by two hashed identifiers and no plaintext.
     idents = graph.rows("MATCH (i:Identifier)-[:IDENTIFIES]->(u:User) "

@@ -43,6 +43,11 @@ def fresh(graph: Graph, tmp_path: Path, settings) -> tuple[Graph, Path]:
     migrate(graph, settings.migrations_dir)
 
 
+def versions(folder: Path) -> list[int]:
+    """The versions of the migrations in ``folder`` (the numbers of their file names)."""
+    return sorted(int(p.name[:4]) for p in folder.glob("[0-9][0-9][0-9][0-9]_*.cypher"))
+
+
 def constraint_names(graph: Graph) -> set[str]:
     return {r["name"] for r in graph.rows("SHOW CONSTRAINTS YIELD name RETURN name")}
 
@@ -50,12 +55,15 @@ def constraint_names(graph: Graph) -> set[str]:
 def test_apply_then_rerun_is_a_noop(fresh: tuple[Graph, Path]) -> None:
     graph, folder = fresh
     assert all(not s.applied for s in status(graph, folder))
+    shipped = versions(folder)
+    assert shipped[:3] == [1, 2, 3]
     applied = migrate(graph, folder)
-    assert [m.version for m in applied] == [1, 2, 3]
+    assert [m.version for m in applied] == shipped
     assert {"user_id", "interaction_event_id", "identifier_kind_hash", "api_key_id",
-            "api_key_hash"} <= constraint_names(graph)
+            "api_key_hash", "webhook_delivery_id", "dead_letter_id", "consent_id",
+            "erasure_id"} <= constraint_names(graph)
     recorded = graph.rows("MATCH (m:Migration) RETURN m.version AS v, m.checksum AS c ORDER BY v")
-    assert [r["v"] for r in recorded] == [1, 2, 3]
+    assert [r["v"] for r in recorded] == shipped
     assert all(len(r["c"]) == 64 for r in recorded)
     before = graph.rows("MATCH (m:Migration) RETURN m.version AS v, toString(m.applied_at) AS at")
     assert migrate(graph, folder) == []
@@ -67,12 +75,13 @@ def test_apply_then_rerun_is_a_noop(fresh: tuple[Graph, Path]) -> None:
 def test_new_migration_is_pending_then_applied(fresh: tuple[Graph, Path]) -> None:
     graph, folder = fresh
     migrate(graph, folder)
-    (folder / "0004_extra.cypher").write_text(
+    shipped = versions(folder)
+    (folder / "9001_extra.cypher").write_text(
         "CREATE INDEX test_extra IF NOT EXISTS FOR (n:Item) ON (n.name);\n")
     states = status(graph, folder)
     assert [(s.migration.version, s.applied) for s in states] == [
-        (1, True), (2, True), (3, True), (4, False)]
-    assert [m.version for m in migrate(graph, folder)] == [4]
+        *((v, True) for v in shipped), (9001, False)]
+    assert [m.version for m in migrate(graph, folder)] == [9001]
     names = {r["name"] for r in graph.rows("SHOW INDEXES YIELD name RETURN name")}
     assert "test_extra" in names
 
@@ -82,7 +91,7 @@ def test_edited_applied_migration_is_refused(fresh: tuple[Graph, Path]) -> None:
     migrate(graph, folder)
     path = folder / "0002_indexes.cypher"
     path.write_text(path.read_text() + "\n// edited\n")
-    (folder / "0004_extra.cypher").write_text(
+    (folder / "9001_extra.cypher").write_text(
         "CREATE INDEX test_extra2 IF NOT EXISTS FOR (n:Item) ON (n.price);\n")
     with pytest.raises(Conflict, match="0002_indexes.cypher was edited"):
         migrate(graph, folder)

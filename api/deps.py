@@ -1,0 +1,47 @@
+"""The app's injected dependencies: settings, the drivers' owners and the shared services, read
+from the running app's state (set up by its lifespan in ``api.app``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends
+from neo4j import AsyncDriver
+from starlette.requests import HTTPConnection
+
+from api.segmentation import SegmentationRunner
+from graph.ingest.writer import EventWriter
+from graph.settings import Settings
+
+
+# Dependencies take the connection, not the request, so GraphQL subscriptions (WebSocket) get
+# the same context as queries.
+def get_settings(request: HTTPConnection) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_driver(request: HTTPConnection) -> AsyncDriver:
+    driver: AsyncDriver = request.app.state.driver
+    return driver
+
+
+DriverDep = Annotated[AsyncDriver, Depends(get_driver)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_segmentation(request: HTTPConnection) -> SegmentationRunner:
+    runner: SegmentationRunner = request.app.state.segmentation
+    return runner
+
+
+SegmentationDep = Annotated[SegmentationRunner, Depends(get_segmentation)]
+
+
+def get_writer(request: HTTPConnection) -> EventWriter:
+    """The app's event writer (synchronous driver: call it from a threadpool route)."""
+    writer: EventWriter = request.app.state.writer
+    return writer
+
+
+WriterDep = Annotated[EventWriter, Depends(get_writer)]

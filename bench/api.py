@@ -1,0 +1,233 @@
+"""Benchmark: the chatbot query through the GraphQL API at fixed request rates, beside the same
+data fetched with plain Cypher through the driver.
+
+The bench instance gets a demo population, its context and one segmentation run (through the
+`personas` CLI, as a user would), and a reader key. The API runs as its own process
+(`personas serve`, one uvicorn worker); this process is the load generator. Load is open-loop:
+request i is due at ``start + i / rate`` and its latency is counted from that moment, so a
+slow server cannot hide its queueing by slowing the client down (no coordinated omission).
+
+Each rate runs for ``--seconds``; the same users are then fetched at the milestone rate with
+the same Cypher the API runs, through the async driver. Ends with one line
+``RESULT p50_ms=… p99_ms=… rps=… cypher_p99_ms=… max_rps_p99_under_100ms=…``, where p50/p99
+and rps are those of the milestone rate (100 requests/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from neo4j import AsyncDriver, RoutingControl
+from rich.console import Console
+from rich.table import Table
+
+from api import queries as q
+from api.types.user import situation_params
+from bench.common import bench_graph, bench_settings
+from graph.db import create_async_driver, wipe
+from graph.recommend.engine import recommend_params
+from graph.recommend.queries import RECOMMEND
+from graph.settings import Settings
+
+CHATBOT_QUERY = """
+query Chatbot($id: ID!) {
+  user(id: $id) {
+    id
+    persona { name confidence }
+    preferences(first: 5) { category weight source }
+    context {
+      location { city }
+      currentWeather { condition tempC }
+      upcomingEvents { name startsAt }
+    }
+    recommendations(first: 5) { itemId name reasons }
+  }
+}"""
+MILESTONE_RPS = 100
+PORT = 8765
+KEY = "bench-api-key"
+console = Console()
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def personas_cli(env: dict[str, str], *args: str) -> str:
+    exe = str(Path(sys.executable).parent / "personas")
+    done = subprocess.run([exe, *args], env=env, check=True, capture_output=True, text=True)
+    return done.stdout
+
+
+async def open_loop(rate: int, seconds: float, users: list[str],
+                    call: Callable[[str], Awaitable[None]]) -> tuple[list[float], int, float]:
+    """Latencies (ms, from each request's due time), errors, and the achieved rate."""
+    n = int(rate * seconds)
+    latencies: list[float] = []
+    errors = 0
+    rng = random.Random(rate)
+
+    async def one(due: float, user: str) -> None:
+        nonlocal errors
+        try:
+            await call(user)
+        except Exception:  # noqa: BLE001 - counted, and reported beside the latencies
+            errors += 1
+            return
+        latencies.append((time.perf_counter() - due) * 1000)
+
+    start = time.perf_counter()
+    tasks = []
+    for i in range(n):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(due, rng.choice(users))))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - start
+    return latencies, errors, n / elapsed
+
+
+def graphql_call(client: httpx.AsyncClient, key: str) -> Callable[[str], Awaitable[None]]:
+    async def call(user: str) -> None:
+        response = await client.post("/graphql", json={"query": CHATBOT_QUERY,
+                                                       "variables": {"id": user}},
+                                     headers={"Authorization": f"Bearer {key}"})
+        body = response.json()
+        if response.status_code != 200 or body.get("errors") or not body["data"]["user"]:
+            raise RuntimeError(str(body)[:200])
+    return call
+
+
+def cypher_call(driver: AsyncDriver, settings: Settings) -> Callable[[str], Awaitable[None]]:
+    """The chatbot's data with the API's own Cypher, straight through the driver: the user,
+    then persona, preferences, situation and recommendations concurrently, as the API's
+    resolvers run them."""
+
+    async def rows(query: Any, **params: Any) -> list[dict[str, Any]]:
+        records, _, _ = await driver.execute_query(
+            query, params, database_=settings.neo4j_database, routing_=RoutingControl.READ)
+        return [r.data() for r in records]
+
+    async def call(user: str) -> None:
+        if not await rows(q.USER, id=user):
+            raise RuntimeError(f"no user {user}")
+        now = datetime.now(UTC)
+        await asyncio.gather(
+            rows(q.USERS_PERSONA, ids=[user]),
+            rows(q.USERS_PREFERENCES, ids=[user], first=5),
+            rows(q.SITUATION, **situation_params(user, now, settings, 5)),
+            rows(RECOMMEND, **recommend_params(user, 5, None)))
+    return call
+
+
+def wait_until_up(base: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the API exited with code {proc.returncode}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit("the API did not become ready")
+
+
+async def measure(base: str, key: str, users: list[str], rates: list[int], seconds: float,
+                  settings: Settings) -> tuple[dict[int, dict[str, float]], dict[str, float]]:
+    results: dict[int, dict[str, float]] = {}
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30.0) as client:
+        call = graphql_call(client, key)
+        await open_loop(20, 3, users, call)  # warm-up: connections, plans, caches
+        for rate in rates:
+            lat, errors, achieved = await open_loop(rate, seconds, users, call)
+            results[rate] = {"p50": percentile(lat, 50), "p99": percentile(lat, 99),
+                             "rps": achieved, "errors": errors}
+            console.print(f"graphql {rate:>4} req/s: p50 {results[rate]['p50']:.1f} ms, "
+                          f"p99 {results[rate]['p99']:.1f} ms, {errors} errors")
+            if results[rate]["p99"] > 1000:
+                break  # far past saturation: higher rates only queue longer
+    driver = create_async_driver(settings)
+    try:
+        call = cypher_call(driver, settings)
+        await open_loop(20, 3, users, call)
+        lat, errors, achieved = await open_loop(MILESTONE_RPS, seconds, users, call)
+    finally:
+        await driver.close()
+    cypher = {"p50": percentile(lat, 50), "p99": percentile(lat, 99), "rps": achieved,
+              "errors": errors}
+    console.print(f"cypher  {MILESTONE_RPS:>4} req/s: p50 {cypher['p50']:.1f} ms, "
+                  f"p99 {cypher['p99']:.1f} ms, {errors} errors")
+    return results, cypher
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--rates", default="50,100,150,200,300,400")
+    args = parser.parse_args()
+    rates = sorted({int(r) for r in args.rates.split(",")} | {MILESTONE_RPS})
+
+    settings = bench_settings().model_copy(update={"pseudonym_key": KEY})
+    with bench_graph(settings) as graph:
+        wipe(graph)
+        env = {**os.environ, "PERSONAS_NEO4J_URI": settings.bolt_uri,
+               "PERSONAS_NEO4J_PASSWORD": settings.neo4j_password.get_secret_value(),
+               "PERSONAS_PSEUDONYM_KEY": KEY, "PERSONAS_NEO4J_INSTANCE": "bench",
+               "PERSONAS_SEGMENT_EVERY_HOURS": "0"}
+        t0 = time.perf_counter()
+        personas_cli(env, "demo-data", "--users", str(args.users))
+        personas_cli(env, "segment")
+        key = personas_cli(env, "apikey", "create", "--role", "reader",
+                           "--name", "bench-api").strip()
+        console.print(f"loaded {args.users} demo users and segmented them in "
+                      f"{time.perf_counter() - t0:.0f}s")
+        users = [r["id"] for r in graph.rows("MATCH (u:User) RETURN u.id AS id ORDER BY id")]
+        base = f"http://127.0.0.1:{PORT}"
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "personas"), "serve", "--port", str(PORT)],
+            env={**env, "PERSONAS_API_HOST": "127.0.0.1"},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_until_up(base, server)
+            results, cypher = asyncio.run(
+                measure(base, key, users, rates, args.seconds, settings))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+    table = Table(title=f"chatbot query, {args.users} users, {args.seconds:.0f} s per rate")
+    for col in ("target req/s", "achieved", "p50 ms", "p99 ms", "errors"):
+        table.add_column(col, justify="right")
+    for rate, r in results.items():
+        table.add_row(str(rate), f"{r['rps']:.0f}", f"{r['p50']:.1f}", f"{r['p99']:.1f}",
+                      str(int(r["errors"])))
+    console.print(table)
+    milestone = results[MILESTONE_RPS]
+    under = [rate for rate, r in results.items() if r["p99"] < 100 and not r["errors"]]
+    console.print(f"milestone: p99 {milestone['p99']:.1f} ms at {MILESTONE_RPS} req/s "
+                  f"(target ≤ 50 ms); plain Cypher p99 {cypher['p99']:.1f} ms")
+    print(f"RESULT p50_ms={milestone['p50']:.1f} p99_ms={milestone['p99']:.1f} "
+          f"rps={milestone['rps']:.0f} cypher_p99_ms={cypher['p99']:.1f} "
+          f"max_rps_p99_under_100ms={max(under) if under else 0}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""Benchmark: streaming ingestion from Kafka against the batch-file path, and freshness.
+
+One run, on its own Kafka ("bench", 127.0.0.1:9094) and the bench Neo4j (see bench.common),
+after a warm-up load of the same events that is wiped again:
+
+1. a topic preloaded with demo events (100k by default) is consumed into an empty graph by the
+   code behind `personas consume`: sustained events/s from the first poll to the last commit;
+2. the same events through `personas ingest`'s code (`ingest_file`) on a wiped graph;
+3. events produced at a fixed rate (1,000/s for 30 s) while the consumer runs: freshness, from
+   the Kafka timestamp the producer sets to the commit of the event's offset, p50 and p99.
+
+Prints figures and ends with one `RESULT` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import bench_graph, bench_settings
+from graph.db import Graph, wipe
+from graph.demo import DemoPopulation
+from graph.ingest import stream
+from graph.ingest.files import ingest_file
+from graph.ingest.metrics import IngestMetrics
+from graph.ingest.pipeline import build_writer
+from graph.ingest.replay import replay_file
+from graph.local import kafka_server
+from graph.settings import Settings
+
+EVENTS_PER_USER = 107  # the demo population's average, measured
+PERSONAS = str(Path(sys.executable).parent / "personas")
+
+
+def stream_bench_settings() -> Settings:
+    """The bench Neo4j plus a Kafka instance of the benchmark's own."""
+    return bench_settings().model_copy(update={
+        "kafka_bootstrap": None, "kafka_instance": "bench", "kafka_port": 9094,
+        "kafka_controller_port": 9095, "kafka_heap": "1g", "consumer_metrics_port": 0})
+
+
+@contextmanager
+def bench_kafka(settings: Settings) -> Iterator[None]:
+    """Start the bench Kafka if needed (and stop it afterwards if we started it)."""
+    started = False
+    if not kafka_server.status(settings).answering:
+        kafka_server.start(settings, echo=print)
+        started = True
+    try:
+        yield
+    finally:
+        if started:
+            kafka_server.stop(settings)
+
+
+def write_events(path: Path, events: int, seed: int) -> int:
+    users = max(1, events // EVENTS_PER_USER)
+    count = 0
+    with path.open("w") as handle:
+        for event in DemoPopulation(users, seed).events():
+            if count == events:
+                break
+            handle.write(json.dumps(event, separators=(",", ":")) + "\n")
+            count += 1
+    return count
+
+
+def topics() -> tuple[str, str, str]:
+    tag = uuid.uuid4().hex[:8]
+    return f"bench-{tag}", f"bench-{tag}-dlq", f"bench-group-{tag}"
+
+
+def stream_throughput(graph: Graph, settings: Settings, path: Path, n: int,
+                      batch_max: int) -> float:
+    topic, dlq, group = topics()
+    stream.ensure_topics(settings, [topic, dlq])
+    sent = replay_file(settings, path, topic=topic, rate=0)
+    assert sent.sent == n and sent.failed == 0, sent
+    print(f"preloaded {sent.sent} messages in {sent.seconds:.1f}s "
+          f"({sent.sent / sent.seconds:,.0f}/s)")
+    wipe(graph)
+    last_commit = 0.0
+
+    def on_batch(_report: stream.BatchReport) -> None:
+        nonlocal last_commit
+        last_commit = time.perf_counter()
+
+    t0 = time.perf_counter()
+    summary = stream.consume(graph, settings, stop=threading.Event(), topic=topic,
+                             dead_letter_topic=dlq, group=group, batch_max=batch_max,
+                             idle_exit=3.0, metrics=IngestMetrics(), on_batch=on_batch)
+    assert summary.written == n and summary.dead_letters == 0, summary
+    elapsed = last_commit - t0
+    print(f"stream (batch_max {batch_max}): {n} events in {elapsed:.1f}s "
+          f"= {n / elapsed:,.0f} events/s ({summary.batches} batches)")
+    return n / elapsed
+
+
+def batch_throughput(graph: Graph, settings: Settings, path: Path, n: int) -> float:
+    wipe(graph)
+    writer = build_writer(graph, settings, IngestMetrics())
+    t0 = time.perf_counter()
+    summary = ingest_file(writer, path, batch_size=settings.batch_size,
+                          max_line_bytes=settings.max_line_bytes)
+    elapsed = time.perf_counter() - t0
+    assert summary.written == n, summary
+    print(f"batch file (batch {settings.batch_size}): {n} events in {elapsed:.1f}s "
+          f"= {n / elapsed:,.0f} events/s")
+    return n / elapsed
+
+
+def freshness(graph: Graph, settings: Settings, path: Path, n: int,
+              rate: float) -> tuple[float, float]:
+    topic, dlq, group = topics()
+    stream.ensure_topics(settings, [topic, dlq])
+    samples: list[float] = []
+    reports: list[stream.BatchReport] = []
+    stop = threading.Event()
+    consumed = threading.Event()
+
+    def on_batch(report: stream.BatchReport) -> None:
+        samples.extend(report.freshness_s)
+        reports.append(report)
+        if len(samples) >= n:
+            consumed.set()
+
+    def run() -> None:
+        stream.consume(graph, settings, stop=stop, topic=topic, dead_letter_topic=dlq,
+                       group=group, metrics=IngestMetrics(), on_batch=on_batch)
+
+    consumer = threading.Thread(target=run, name="bench-consumer")
+    consumer.start()
+    time.sleep(3.0)  # let it join the group before the clock starts
+    # The producer is a process of its own, as it would be: it does not compete with the
+    # consumer for this interpreter. Kafka timestamps come from the same machine clock.
+    env = {**os.environ, "PERSONAS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap_servers,
+           "PERSONAS_PSEUDONYM_KEY": "bench-stream-producer-key"}
+    t0 = time.monotonic()
+    proc = subprocess.run([PERSONAS, "produce", "--rate", str(rate), "--topic", topic, str(path)],
+                          env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    print(f"produced {n} events in {time.monotonic() - t0:.1f}s (asked {rate:,.0f}/s)")
+    finished = consumed.wait(120)
+    stop.set()
+    consumer.join(60)
+    assert finished, f"only {len(samples)} of {n} events committed"
+    ms = np.array(samples) * 1000
+    p50, p99, top = (float(np.percentile(ms, q)) for q in (50, 99, 100))
+    print(f"freshness at {rate:,.0f}/s: p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {top:.0f} ms "
+          f"over {len(ms)} events")
+    sizes = np.array([r.messages for r in reports])
+    writes = np.array([r.write_seconds for r in reports]) * 1000
+    print(f"  {len(reports)} batches: median {np.median(sizes):.0f} events, write p50 "
+          f"{np.percentile(writes, 50):.0f} ms, p99 {np.percentile(writes, 99):.0f} ms, "
+          f"max {writes.max():.0f} ms")
+    return p50, p99
+
+
+def warm_up(graph: Graph, settings: Settings, path: Path) -> None:
+    """Load the events once through the file path and wipe them: a freshly started Neo4j
+    compiles its queries, warms its JIT and grows its store files on whatever runs first, which
+    would otherwise favour the path measured second."""
+    wipe(graph)
+    t0 = time.perf_counter()
+    summary = ingest_file(build_writer(graph, settings), path, batch_size=settings.batch_size,
+                          max_line_bytes=settings.max_line_bytes)
+    print(f"warm-up: {summary.written} events in {time.perf_counter() - t0:.1f}s (not counted)")
+    wipe(graph)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--batch-max", type=int, default=None)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    args = parser.parse_args()
+    settings = stream_bench_settings()
+    batch_max = args.batch_max or settings.kafka_batch_max
+
+    with tempfile.TemporaryDirectory() as tmp, bench_kafka(settings), \
+            bench_graph(settings) as graph:
+        path = Path(tmp) / "events.jsonl"
+        n = write_events(path, args.events, seed=11)
+        print(f"generated {n} events")
+        warm_up(graph, settings, path)
+        stream_rate = stream_throughput(graph, settings, path, n, batch_max)
+        batch_rate = batch_throughput(graph, settings, path, n)
+        fresh_path = Path(tmp) / "fresh.jsonl"
+        fresh_n = write_events(fresh_path, int(args.rate * args.seconds), seed=12)
+        p50, p99 = freshness(graph, settings, fresh_path, fresh_n, args.rate)
+        wipe(graph)
+    print(f"RESULT stream_events_per_s={stream_rate:.0f} batch_events_per_s={batch_rate:.0f} "
+          f"freshness_p50_ms={p50:.0f} freshness_p99_ms={p99:.0f} rate={args.rate:.0f}")
+
+
+if __name__ == "__main__":
+    main()

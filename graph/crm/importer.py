@@ -1,0 +1,340 @@
+"""Applying CRM records to the graph: users found (or created, or merged) by their identifiers,
+profile fields written with last-write-wins by the record's source timestamp and provenance per
+field (``(:User)-[:HAS_FIELD]->(:ProfileField)``). Used by ``personas crm import`` (files) and by
+the CRM webhook (one delivery at a time)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from neo4j import ManagedTransaction
+
+from graph.crm import queries as q
+from graph.crm.mapping import TARGETS, CrmRecord, FieldMapping, dead_letter_raw, parse_record
+from graph.db import Graph
+from graph.errors import InvalidInput
+from graph.identity import merge_by_authority_tx, resolve_users_tx
+from graph.ingest.deadletter import DeadLetterFile, DeadLetterStore
+from graph.ingest.metrics import IngestMetrics
+from graph.ingest.queries import RESOLVE_IDENTIFIERS
+from graph.ingest.writer import epoch_ms
+from graph.privacy import Pseudonymizer
+
+log = logging.getLogger(__name__)
+METRICS_SOURCE = "crm"
+MERGE_REASON = "a CRM record names identifiers of both users"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A webhook delivery, recorded in the transaction that applies it (replay protection)."""
+
+    id: str
+    signed_at: int
+    """The delivery's signed timestamp (epoch seconds)."""
+
+
+@dataclass
+class ApplyResult:
+    """What one transaction of CRM records did."""
+
+    records: int = 0
+    users_created: int = 0
+    fields_updated: int = 0
+    fields_kept: int = 0
+    """Field values not written because the stored value is as new or newer."""
+    merges: int = 0
+    """Users merged into another because a record named identifiers of both."""
+    updated_by_record: list[list[str]] = field(default_factory=list)
+    """Per record (in input order), the names of the fields it changed."""
+
+
+def apply_records(graph: Graph, records: Sequence[CrmRecord], *, source: str, via: str,
+                  delivery: Delivery | None = None,
+                  prune_deliveries_after: int | None = None) -> ApplyResult:
+    """Write parsed records in one managed transaction (retried whole on transient errors).
+
+    With ``delivery``, the delivery is recorded in the same transaction; a delivery recorded
+    before makes it fail with ``neo4j.exceptions.ConstraintError`` and nothing is written.
+    """
+    return graph.write(lambda tx: _apply_tx(tx, records, source, via, delivery,
+                                            prune_deliveries_after))
+
+
+def _apply_tx(tx: ManagedTransaction, records: Sequence[CrmRecord], source: str, via: str,
+              delivery: Delivery | None, prune_after: int | None) -> ApplyResult:
+    result = ApplyResult(records=len(records), updated_by_record=[[] for _ in records])
+    if delivery is not None:
+        tx.run(q.RECORD_DELIVERY, id=delivery.id, source=source, signed_at=delivery.signed_at,
+               records=len(records)).consume()
+        if prune_after is not None:
+            tx.run(q.PRUNE_DELIVERIES, keep_seconds=prune_after).consume()
+    if not records:
+        return result
+    pairs = sorted({p for r in records for p in r.identifiers})
+    owner: dict[tuple[str, str], str] = {
+        (row["kind"], row["hash"]): row["user_id"]
+        for row in tx.run(RESOLVE_IDENTIFIERS, rows=[{"kind": k, "hash": h} for k, h in pairs])
+    }
+    existing = set(owner.values())
+    alias: dict[str, str] = {}
+
+    def find(uid: str) -> str:
+        while uid in alias:
+            uid = alias[uid]
+        return uid
+
+    new_users: dict[str, int] = {}
+    links: list[dict[str, Any]] = []
+    user_of: list[str] = [""] * len(records)
+    merged_into: set[str] = set()
+    order = sorted(range(len(records)), key=lambda i: records[i].at)
+    for i in order:
+        rec = records[i]
+        at = epoch_ms(rec.at)
+        uids = list(dict.fromkeys(find(owner[p]) for p in rec.identifiers if p in owner))
+        if not uids:
+            uid = find(rec.new_user_id)
+            if uid not in existing and uid not in new_users:
+                new_users[uid] = at
+        else:
+            # Users created earlier in this batch are only planned: they fold into a stored
+            # user. Two stored users are merged by the identity-resolution rules (the owner of
+            # the most authoritative identifier survives), inside this transaction.
+            stored = [u for u in uids if u in existing]
+            uid = stored[0] if stored else uids[0]
+            for other in uids:
+                if other == uid:
+                    continue
+                if other not in existing:
+                    alias[other] = uid
+                    new_users.pop(other, None)
+                    continue
+                merge_by_authority_tx(tx, uid, other, source=source, reason=MERGE_REASON)
+                survivor = resolve_users_tx(tx, [uid])[uid]
+                loser = other if survivor == uid else uid
+                alias[loser] = survivor
+                existing.discard(loser)
+                merged_into.discard(loser)
+                merged_into.add(survivor)
+                result.merges += 1
+                uid = survivor
+        user_of[i] = uid
+        for pair in rec.identifiers:
+            if pair not in owner:
+                owner[pair] = uid
+                links.append({"user_id": uid, "kind": pair[0], "hash": pair[1], "at": at})
+
+    for link in links:
+        link["user_id"] = find(link["user_id"])
+    fresh = {find(u): at for u, at in new_users.items()}
+    # The newest value of each (user, field) in this batch; an equally old one does not replace
+    # the first (as in the graph, only a strictly newer record wins).
+    newest: dict[tuple[str, str], tuple[int, Any]] = {}
+    values = 0
+    for i in order:
+        rec, uid = records[i], find(user_of[i])
+        for name, value in rec.fields.items():
+            values += 1
+            key = (uid, name)
+            if key not in newest or rec.at > records[newest[key][0]].at:
+                newest[key] = (i, value)
+    rows = []
+    location_rows = []
+    for (uid, name), (i, value) in newest.items():
+        target = TARGETS[name]
+        hashed = target.kind == "pii"
+        mirror: dict[str, Any] = {name: value} if target.kind == "field" else {}
+        rows.append({"ref": i, "user_id": uid, "name": name, "value": value, "hashed": hashed,
+                     "source": source, "via": via, "at": epoch_ms(records[i].at),
+                     "mirror": mirror})
+        if name == "location_id":
+            place: dict[str, Any] = {"id": value}
+            place.update((k, records[i].fields[k]) for k in ("city", "country")
+                         if k in records[i].fields)
+            location_rows.append({"user_id": uid, "at": epoch_ms(records[i].at),
+                                  "location": place})
+
+    if fresh:
+        tx.run(q.ENSURE_USERS, rows=[{"id": u, "at": at} for u, at in fresh.items()]).consume()
+    touched = sorted({find(u) for u in user_of})
+    tx.run(q.LOCK_USERS, ids=touched).consume()
+    if links:
+        tx.run(q.LINK_IDENTIFIERS, rows=links).consume()
+    if rows:
+        for row in tx.run(q.UPSERT_FIELDS, rows=rows):
+            result.updated_by_record[row["ref"]].append(row["name"])
+            result.fields_updated += 1
+    result.fields_kept = values - result.fields_updated
+    if location_rows:
+        tx.run(q.LINK_LOCATIONS, rows=location_rows).consume()
+    if merged_into:
+        mirrors = [
+            {"user_id": row["user_id"], "mirror": {row["name"]: row["value"]}}
+            for row in tx.run(q.NEWEST_FIELDS, ids=sorted(merged_into))
+            if TARGETS.get(row["name"]) is not None and TARGETS[row["name"]].kind == "field"
+        ]
+        if mirrors:
+            tx.run(q.MIRROR_FIELDS, rows=mirrors).consume()
+    result.users_created = len(fresh)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+
+@dataclass(frozen=True)
+class CrmImportSummary:
+    records: int
+    applied: int
+    rejected: int
+    users_created: int
+    fields_updated: int
+    fields_kept: int
+    merges: int
+    dead_letter: Path | None
+
+
+@dataclass(frozen=True)
+class _Row:
+    line: int
+    data: Any
+    error: str | None = None
+    raw: str = ""
+
+
+def detect_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    if suffix == ".csv":
+        return "csv"
+    raise InvalidInput(f"{path.name}: unknown file type {suffix!r}; use .csv, .jsonl or .ndjson")
+
+
+def _jsonl_rows(stream: BinaryIO, max_bytes: int) -> Iterator[_Row]:
+    for number, line in enumerate(stream, start=1):
+        if len(line) > max_bytes:
+            yield _Row(number, None, f"record is {len(line)} bytes, over the limit of {max_bytes}")
+            continue
+        text = line.decode("utf-8", "replace").strip()
+        if not text:
+            continue
+        try:
+            yield _Row(number, json.loads(text))
+        except json.JSONDecodeError as exc:
+            yield _Row(number, None, f"invalid JSON: {exc.msg} at column {exc.colno}")
+
+
+def _csv_rows(stream: BinaryIO, mapping: FieldMapping, max_bytes: int, name: str
+              ) -> Iterator[_Row]:
+    text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="")
+    csv.field_size_limit(max_bytes)
+    reader = csv.DictReader(text)
+    header = reader.fieldnames or []
+    check_header(mapping, header, name)
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield _Row(reader.line_num, None, f"invalid CSV: {exc}")
+            continue
+        if None in row:
+            yield _Row(reader.line_num, None, "row has more cells than the header")
+            continue
+        yield _Row(reader.line_num, {k: v for k, v in row.items() if v not in (None, "")})
+
+
+def check_header(mapping: FieldMapping, header: Sequence[str], name: str) -> None:
+    """A CSV header against the mapping: unknown columns, a missing timestamp column or no
+    identifier column stop the import before anything is written."""
+    if not header:
+        raise InvalidInput(f"{name}: the CSV file has no header row")
+    unknown = mapping.unknown_columns(header)
+    if unknown:
+        raise InvalidInput(f"{name}: column(s) {unknown} are not in the mapping (map them, or "
+                           "list them under `ignore`)")
+    if mapping.timestamp not in header:
+        raise InvalidInput(f"{name}: the timestamp column {mapping.timestamp!r} is missing")
+    if not any(TARGETS[mapping.columns[c].target].kind == "identifier"
+               for c in header if c in mapping.columns):
+        raise InvalidInput(f"{name}: no column of the file maps to an identifier")
+
+
+def import_file(graph: Graph, pseudonymizer: Pseudonymizer, mapping: FieldMapping, path: Path,
+                *, batch_size: int, max_line_bytes: int, dead_letter: Path | None = None,
+                on_progress: Callable[[int], None] | None = None,
+                metrics: IngestMetrics | None = None) -> CrmImportSummary:
+    """Import a CSV or JSONL file of CRM records, ``batch_size`` records per transaction.
+
+    A problem with the file as a whole (type, header) raises ``InvalidInput`` before anything
+    is written; a bad record goes to the dead-letter file (``FILE.deadletter.jsonl`` by default)
+    with its line and reason, identifiers and names pseudonymized, while the rest load.
+    """
+    fmt = detect_format(path)
+    if not path.is_file():
+        raise InvalidInput(f"{path}: no such file")
+    dl = DeadLetterFile(dead_letter or path.with_name(path.name + ".deadletter.jsonl"),
+                        str(path), pseudonymizer, DeadLetterStore(graph))
+    totals = ApplyResult()
+    records = applied = 0
+
+    def flush(batch: list[CrmRecord]) -> None:
+        nonlocal applied
+        start = time.perf_counter()
+        done = apply_records(graph, batch, source=mapping.source, via="import")
+        if metrics is not None:
+            metrics.batch(METRICS_SOURCE, time.perf_counter() - start, len(batch), 0)
+        applied += len(batch)
+        for name in ("users_created", "fields_updated", "fields_kept", "merges"):
+            setattr(totals, name, getattr(totals, name) + getattr(done, name))
+        if on_progress:
+            on_progress(len(batch))
+
+    try:
+        with path.open("rb") as stream:
+            rows = (_jsonl_rows(stream, max_line_bytes) if fmt == "jsonl"
+                    else _csv_rows(stream, mapping, max_line_bytes, path.name))
+            batch: list[CrmRecord] = []
+            for row in rows:
+                records += 1
+                if metrics is not None:
+                    metrics.received.labels(METRICS_SOURCE).inc()
+                reason = row.error
+                code = "malformed"
+                if reason is None:
+                    try:
+                        batch.append(parse_record(mapping, row.data, pseudonymizer))
+                    except InvalidInput as exc:
+                        reason, code = str(exc), "invalid"
+                if reason is not None:
+                    raw = dead_letter_raw(mapping, row.data, pseudonymizer) \
+                        if row.data is not None else ""
+                    dl.write(row.line, reason, raw)
+                    if metrics is not None:
+                        metrics.reject(METRICS_SOURCE, code)
+                        metrics.dead_letters.labels(METRICS_SOURCE).inc()
+                    if on_progress:
+                        on_progress(1)
+                    continue
+                if len(batch) >= batch_size:
+                    flush(batch)
+                    batch = []
+            if batch:
+                flush(batch)
+    finally:
+        dl.close()  # the rejects seen so far reach the graph's dead letters too
+    return CrmImportSummary(records, applied, dl.count, totals.users_created,
+                            totals.fields_updated, totals.fields_kept, totals.merges,
+                            dl.path if dl.count else None)

@@ -1,0 +1,274 @@
+"""Merging two users into one, and undoing it exactly.
+
+A merge moves what the merged user owns (identifiers, interactions, and any relationship type
+not listed below) to the survivor, copies what may be shared (devices, sessions, the location,
+explicit preferences) where the survivor lacks it, rebuilds the survivor's aggregates from its
+interactions, and leaves the merged user as a tombstone (``MergedUser``, ``MERGED_INTO`` the
+survivor) that keeps its segment memberships and persona history. A ``Merge`` node records it.
+Every change carries provenance (see ``queries``), so ``unmerge`` restores both users as they
+were; aggregates are rebuilt for both.
+
+Merges into one user are undone latest first: undoing an older merge while a later one still
+involves its survivor raises ``Conflict`` naming the merge to undo first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from neo4j import ManagedTransaction
+
+from graph.db import Graph
+from graph.errors import Conflict, InvalidInput, NotFound
+from graph.events import Profile
+from graph.identity import queries as q
+from graph.ingest.aggregates import recompute_aggregates_tx
+from graph.privacy import EMAIL_RE, IDENTIFIER_KINDS, PHONE_RE
+
+log = logging.getLogger(__name__)
+
+COPIED_TYPES = ("USES", "HAD_SESSION", "LOCATED_IN", "PREFERS")
+"""Copied to the survivor where it lacks them; the tombstone keeps the originals (explicit
+``PREFERS``; inferred ones are derived)."""
+DERIVED_TYPES = ("INTERACTED",)
+"""Rebuilt from interactions (with inferred ``PREFERS``); dropped from the tombstone."""
+KEPT_TYPES = ("IN_SEGMENT", "HAD_PERSONA", "MERGED_INTO")
+"""Stay with the tombstone: a run's memberships and persona history describe that user."""
+NOT_MOVED_OUT = (*COPIED_TYPES, *DERIVED_TYPES, *KEPT_TYPES)
+NOT_MOVED_IN = ("MERGED_INTO",)
+PROFILE_KEYS = tuple(k for k in Profile.model_fields if k != "location")
+"""User properties from event profiles: the survivor takes those it lacks, or all when the
+merged user was seen more recently."""
+CONSENT_KEYS = ("consent_personalization", "consent_analytics")
+"""Consent flags on the user (graph/subjects): a withdrawal on either side holds."""
+
+MAX_ID = 200
+MAX_TEXT = 500
+LOCK_ATTEMPTS = 3
+
+
+def _check_id(value: str, what: str) -> str:
+    value = value.strip() if isinstance(value, str) else ""
+    if not value or len(value) > MAX_ID:
+        raise InvalidInput(f"{what} must be 1 to {MAX_ID} characters")
+    return value
+
+
+def _check_text(value: str, what: str) -> str:
+    """Free text stored on the Merge node: trimmed, bounded, with emails and phone numbers
+    replaced, so that no plaintext contact detail reaches the graph."""
+    value = value.strip() if isinstance(value, str) else ""
+    if not value or len(value) > MAX_TEXT:
+        raise InvalidInput(f"{what} must be 1 to {MAX_TEXT} characters")
+    return PHONE_RE.sub("[phone]", EMAIL_RE.sub("[email]", value))
+
+
+def _native(value: Any) -> datetime | None:
+    return value.to_native() if value is not None else None
+
+
+def resolve_users_tx(tx: ManagedTransaction, user_ids: Sequence[str]) -> dict[str, str]:
+    """The live user each id stands for: itself, or the survivor a tombstone was merged into
+    (following chains). Unknown ids are left out."""
+    return {r["id"]: r["root_id"] for r in tx.run(q.FIND_USERS, ids=list(user_ids))
+            if r["root_id"] is not None}
+
+
+def resolve_user(graph: Graph, user_id: str) -> str:
+    """The live id for ``user_id`` (a merged user's survivor); ``NotFound`` if no such user."""
+    user_id = _check_id(user_id, "user id")
+    found = graph.read(lambda tx: resolve_users_tx(tx, [user_id]))
+    if user_id not in found:
+        raise NotFound(f"no user with id {user_id!r}")
+    return found[user_id]
+
+
+def _find(tx: ManagedTransaction, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    rows = {r["id"]: r.data() for r in tx.run(q.FIND_USERS, ids=list(ids))}
+    for uid in ids:
+        if not (rows[uid]["live"] or rows[uid]["merged"]):
+            raise NotFound(f"no user with id {uid!r}")
+        if rows[uid]["root_id"] is None:
+            raise Conflict(f"user {uid!r} is merged into a user that no longer exists")
+    return rows
+
+
+def _existing_merge(rows: dict[str, dict[str, Any]], survivor_id: str, merged_id: str) -> str:
+    """The merge that already joined two users with one root (the tombstone's of the pair)."""
+    merge_id = rows[merged_id]["merge_id"] or rows[survivor_id]["merge_id"]
+    assert merge_id is not None  # two distinct ids with one root: one is a tombstone
+    return str(merge_id)
+
+
+def merge_users_tx(tx: ManagedTransaction, survivor_id: str, merged_id: str, *, source: str,
+                   reason: str) -> str:
+    """Merge ``merged_id`` into ``survivor_id`` inside the caller's transaction; returns the
+    merge id.
+
+    Tombstone ids stand for their survivors, so the live users behind the two ids are merged.
+    Users already merged into one are left alone and the id of the merge that joined them is
+    returned (idempotent). ``NotFound`` for an unknown id, ``InvalidInput`` for the same id
+    twice or empty/oversized ``source``/``reason``.
+    """
+    survivor_id = _check_id(survivor_id, "survivor id")
+    merged_id = _check_id(merged_id, "merged user id")
+    if survivor_id == merged_id:
+        raise InvalidInput(f"cannot merge user {survivor_id!r} with itself")
+    source = _check_text(source, "source")
+    reason = _check_text(reason, "reason")
+    for _ in range(LOCK_ATTEMPTS):
+        rows = _find(tx, [survivor_id, merged_id])
+        survivor, merged = rows[survivor_id]["root_id"], rows[merged_id]["root_id"]
+        if survivor == merged:
+            return _existing_merge(rows, survivor_id, merged_id)
+        # Locked in id order, so two merges of overlapping users cannot deadlock each other.
+        locked = {r["id"] for r in tx.run(q.LOCK_USERS, ids=sorted([survivor, merged]))}
+        if locked == {survivor, merged}:
+            break
+    else:
+        raise Conflict(f"users {survivor_id!r} and {merged_id!r} keep changing; try again")
+
+    merge_id = f"merge-{uuid.uuid4().hex[:16]}"
+    params: dict[str, Any] = {"survivor_id": survivor, "merged_id": merged, "merge_id": merge_id}
+    moved: Counter[str] = Counter()
+    for query, kept in ((q.MOVE_OUTGOING, NOT_MOVED_OUT), (q.MOVE_INCOMING, NOT_MOVED_IN)):
+        for row in tx.run(query, kept=list(kept), **params):
+            moved[row["type"]] += row["n"]
+    copied: Counter[str] = Counter()
+    overwritten = tx.run(q.OVERWRITE_EXPLICIT_PREFERENCES, **params).single()
+    replaced = tx.run(q.REPLACE_LOCATION, **params).single()
+    for name, query in (("PREFERS", q.COPY_EXPLICIT_PREFERENCES), ("USES", q.COPY_DEVICES),
+                        ("HAD_SESSION", q.COPY_SESSIONS), ("LOCATED_IN", q.COPY_LOCATION)):
+        record = tx.run(query, **params).single()
+        copied[name] += record["n"] if record is not None else 0
+    if overwritten is not None and overwritten["n"]:
+        copied["PREFERS overwritten"] = overwritten["n"]
+    record = tx.run(q.COPY_PROFILE, keys=list(PROFILE_KEYS), restrictive=list(CONSENT_KEYS),
+                    **params).single()
+    profile_before = list(record["before"]) if record is not None else []
+    tx.run(q.DROP_DERIVED, **params).consume()
+    tx.run(q.TOMBSTONE, source=source, reason=reason, profile_before=json.dumps(profile_before),
+           location_before=replaced["before"] if replaced is not None else None,
+           location_before_via=replaced["via"] if replaced is not None else None,
+           moved=json.dumps(dict(sorted(moved.items()))),
+           copied=json.dumps(dict(sorted((k, v) for k, v in copied.items() if v))),
+           **params).consume()
+    recompute_aggregates_tx(tx, [survivor])
+    log.info("merged user %s into %s (%s, source %s): %s", merged, survivor, merge_id, source,
+             dict(moved))
+    return merge_id
+
+
+def merge_by_authority_tx(tx: ManagedTransaction, user_a: str, user_b: str, *, source: str,
+                          reason: str) -> str:
+    """Merge two users, choosing the survivor: the one owning the most authoritative identifier
+    kind (``IDENTIFIER_KINDS`` order), then the earlier ``first_seen``, then the smaller id.
+    Returns the merge id (that of the earlier merge when they are one user already)."""
+    user_a, user_b = _check_id(user_a, "user id"), _check_id(user_b, "user id")
+    if user_a == user_b:
+        raise InvalidInput(f"cannot merge user {user_a!r} with itself")
+    rows = _find(tx, [user_a, user_b])
+    roots = [rows[user_a]["root_id"], rows[user_b]["root_id"]]
+    if roots[0] == roots[1]:
+        return _existing_merge(rows, user_a, user_b)
+    ranks = {kind: i for i, kind in enumerate(IDENTIFIER_KINDS)}
+    authority = {r["id"]: r.data() for r in tx.run(q.AUTHORITY, ids=roots, ranks=ranks)}
+
+    def key(uid: str) -> tuple[int, float, str]:
+        row: dict[str, Any] = authority.get(uid) or {}
+        rank = row.get("rank")
+        first = _native(row.get("first_seen"))
+        return (len(IDENTIFIER_KINDS) if rank is None else int(rank),
+                first.timestamp() if first is not None else float("inf"), uid)
+
+    survivor, merged = sorted(roots, key=key)
+    return merge_users_tx(tx, survivor, merged, source=source, reason=reason)
+
+
+def merge_users(graph: Graph, survivor_id: str, merged_id: str, *, source: str,
+                reason: str) -> str:
+    """Merge ``merged_id`` into ``survivor_id`` in a transaction of its own; see
+    ``merge_users_tx``. Returns the merge id."""
+    return graph.write(lambda tx: merge_users_tx(tx, survivor_id, merged_id, source=source,
+                                                 reason=reason))
+
+
+def unmerge_tx(tx: ManagedTransaction, merge_id: str) -> tuple[str, str]:
+    """Undo a merge inside the caller's transaction; returns ``(survivor_id, merged_id)``.
+
+    Both users get back what they had (moved relationships return, copies go; overwritten
+    explicit preferences, profile fields and location are restored unless changed since), and
+    their aggregates are rebuilt. Undoing an undone merge changes nothing. ``NotFound`` for an
+    unknown merge; ``Conflict`` when a later merge involving the survivor must be undone first.
+    """
+    merge_id = _check_id(merge_id, "merge id")
+    row = tx.run(q.GET_MERGE, merge_id=merge_id).single()
+    if row is None:
+        raise NotFound(f"no merge with id {merge_id!r}")
+    survivor, merged = str(row["survivor_id"]), str(row["merged_id"])
+    if row["undone"]:
+        return survivor, merged
+    if row["survivor_live"]:
+        tx.run(q.LOCK_USERS, ids=[survivor]).consume()
+        row = tx.run(q.GET_MERGE, merge_id=merge_id).single()
+        assert row is not None
+    if not row["survivor_live"]:
+        raise Conflict(f"merge {merge_id} cannot be undone yet: its survivor {survivor} was "
+                       f"merged into another user by merge {row['survivor_merged_by']}; "
+                       "unmerge that first")
+    stack = list(row["stack"] or [])
+    if not stack or stack[-1] != merge_id:
+        later = stack[-1] if stack else "?"
+        raise Conflict(f"merge {merge_id} cannot be undone yet: merge {later} into {survivor} "
+                       "is later; merges into a user are undone latest first, so unmerge "
+                       f"{later} first")
+    if not row["tombstone_found"]:
+        raise Conflict(f"merge {merge_id}: the tombstone of {merged} is missing")
+    params: dict[str, Any] = {"survivor_id": survivor, "merged_id": merged,
+                              "merge_id": merge_id}
+    tx.run(q.UNDO_MOVE_OUTGOING, **params).consume()
+    tx.run(q.UNDO_MOVE_INCOMING, **params).consume()
+    tx.run(q.DELETE_COPIES, **params).consume()
+    tx.run(q.RESTORE_EXPLICIT_PREFERENCES, **params).consume()
+    tx.run(q.RESTORE_PROFILE, rows=json.loads(row["profile_before"] or "[]"), **params).consume()
+    if row["location_before"] is not None:
+        tx.run(q.RESTORE_LOCATION, location_id=row["location_before"],
+               via=row["location_before_via"], **params).consume()
+    tx.run(q.UNTOMBSTONE, **params).consume()
+    recompute_aggregates_tx(tx, [survivor, merged])
+    log.info("unmerged %s: user %s split from %s again", merge_id, merged, survivor)
+    return survivor, merged
+
+
+def unmerge(graph: Graph, merge_id: str) -> tuple[str, str]:
+    """Undo a merge in a transaction of its own; see ``unmerge_tx``."""
+    return graph.write(lambda tx: unmerge_tx(tx, merge_id))
+
+
+def merges_of(graph: Graph, user_id: str) -> list[dict[str, Any]]:
+    """The merge history of a user and of the users merged into it, oldest first, undone
+    merges included: ``id``, ``at``, ``source``, ``reason``, ``survivor_id``, ``merged_id``,
+    ``undone_at`` (None while active), ``active``, ``moved`` and ``copied`` (counts by type).
+    ``NotFound`` for an unknown user."""
+    user_id = _check_id(user_id, "user id")
+
+    def work(tx: ManagedTransaction) -> list[dict[str, Any]]:
+        _find(tx, [user_id])
+        return [r.data() for r in tx.run(q.MERGES_OF, id=user_id)]
+
+    history = []
+    for r in graph.read(work):
+        history.append({
+            "id": r["id"], "at": _native(r["at"]), "source": r["source"],
+            "reason": r["reason"], "survivor_id": r["survivor_id"],
+            "merged_id": r["merged_id"], "undone_at": _native(r["undone_at"]),
+            "active": r["undone_at"] is None,
+            "moved": json.loads(r["moved"] or "{}"), "copied": json.loads(r["copied"] or "{}"),
+        })
+    return history

@@ -1,0 +1,72 @@
+"""What a user's aggregates are, and how to rebuild them from the user's interactions.
+
+The event writer adds each batch to the aggregates incrementally (``graph/ingest/writer.py``);
+identity resolution moves interactions between users and then rebuilds the aggregates of the
+users concerned from scratch with ``recompute_aggregates_tx``. Both use the definitions here, so
+a merged user ends up with the aggregates it would have had if its events had been loaded as one
+user: counters, first/last seen and spend on the user, ``INTERACTED`` per item, and inferred
+``PREFERS`` with their scores (decayed with a half-life) and normalized weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from neo4j import ManagedTransaction
+
+from graph.events import EventType
+from graph.ingest import queries as q
+
+# How much one event says about interest in its category (feeds inferred preferences).
+INTEREST_SCORE: dict[EventType, float] = {
+    EventType.PAGE_VIEW: 1.0,
+    EventType.SEARCH: 0.5,
+    EventType.ADD_TO_CART: 3.0,
+    EventType.PURCHASE: 5.0,
+    EventType.CHAT_MESSAGE: 1.0,
+    EventType.FEEDBACK: 2.0,
+}
+PREFERENCE_HALF_LIFE_DAYS = 30.0
+"""Inferred interest halves every 30 days: what a user did last week outweighs last year."""
+DECAY_PER_MS = math.log(2) / (PREFERENCE_HALF_LIFE_DAYS * 86_400_000)
+"""The exponential decay rate of inferred interest, per millisecond (``$decay_per_ms``)."""
+
+
+def decayed(score: float, age_ms: float) -> float:
+    """``score`` as it counts ``age_ms`` milliseconds later."""
+    return score * math.exp(-DECAY_PER_MS * age_ms)
+
+
+# The user counter each event type increments.
+COUNTER = {
+    EventType.PAGE_VIEW: "page_views",
+    EventType.SEARCH: "searches",
+    EventType.ADD_TO_CART: "carts",
+    EventType.PURCHASE: "purchases",
+    EventType.CHAT_MESSAGE: "chat_messages",
+    EventType.FEEDBACK: "feedbacks",
+}
+
+
+def recompute_aggregates_tx(tx: ManagedTransaction, user_ids: Sequence[str]) -> None:
+    """Rebuild the aggregates of ``user_ids`` (live ``User`` nodes) from their interactions.
+
+    Counters, ``first_seen``/``last_seen`` (kept as they are for a user without interactions)
+    and ``spend`` on the user; ``INTERACTED`` per item (stale ones deleted); inferred
+    ``PREFERS`` per category, then their weights normalized as the writer does.
+    """
+    ids = sorted(set(user_ids))
+    if not ids:
+        return
+    types: dict[str, Any] = {"view": EventType.PAGE_VIEW.value, "cart": EventType.ADD_TO_CART.value,
+             "purchase": EventType.PURCHASE.value}
+    tx.run(q.RECOMPUTE_USER_COUNTERS, user_ids=ids, purchase=types["purchase"],
+           counters={t.value: name for t, name in COUNTER.items()}).consume()
+    tx.run(q.DELETE_STALE_INTERACTED, user_ids=ids).consume()
+    tx.run(q.RECOMPUTE_INTERACTED, user_ids=ids, **types).consume()
+    tx.run(q.DELETE_STALE_INFERRED_PREFERENCES, user_ids=ids).consume()
+    tx.run(q.RECOMPUTE_INFERRED_PREFERENCES, user_ids=ids, decay_per_ms=DECAY_PER_MS,
+           interest={t.value: score for t, score in INTEREST_SCORE.items()}).consume()
+    tx.run(q.NORMALIZE_INFERRED_PREFERENCES, user_ids=ids, decay_per_ms=DECAY_PER_MS).consume()

@@ -1,0 +1,326 @@
+"""Streaming ingestion from Kafka into Neo4j: exactly the valid distinct events in the graph,
+malformed messages in the dead-letter topic, no loss or duplication across a kill -9, clean
+SIGTERM, and the lag metric. Against the real test Kafka and Neo4j."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from graph.db import Graph, wipe
+from graph.demo import DemoPopulation
+from graph.ingest import stream
+from graph.ingest.deadletter import scrub_record
+from graph.ingest.files import ingest_file
+from graph.ingest.metrics import IngestMetrics
+from graph.ingest.pipeline import build_writer
+from graph.ingest.replay import replay_file
+from graph.privacy import Pseudonymizer
+from graph.settings import Settings
+from tests.helpers import PERSONAS
+
+pytestmark = pytest.mark.integration
+
+USER_COUNTERS = ("events", "page_views", "searches", "carts", "purchases", "chat_messages",
+                 "feedbacks")
+
+
+def names(prefix: str) -> tuple[str, str, str]:
+    """A topic, dead-letter topic and group of this test's own."""
+    tag = uuid.uuid4().hex[:8]
+    return f"{prefix}-{tag}", f"{prefix}-{tag}-dlq", f"{prefix}-group-{tag}"
+
+
+@pytest.fixture
+def kafka(kafka_running: Settings) -> Settings:
+    return kafka_running
+
+
+@pytest.fixture
+def env(kafka: Settings, cli_env: dict[str, str]) -> dict[str, str]:
+    return {**cli_env, "PERSONAS_KAFKA_BOOTSTRAP": kafka.kafka_bootstrap_servers,
+            "PERSONAS_CONSUMER_METRICS_PORT": "0"}
+
+
+def demo_lines(users: int, seed: int) -> list[str]:
+    return [json.dumps(e, separators=(",", ":")) for e in DemoPopulation(users, seed).events()]
+
+
+def produce(settings: Settings, folder: Path, topic: str, lines: list[str]) -> None:
+    path = folder / f"{topic}.jsonl"
+    path.write_text("".join(line + "\n" for line in lines))
+    stream.ensure_topics(settings, [topic])
+    summary = replay_file(settings, path, topic=topic, rate=0)
+    assert summary.sent == len(lines) and summary.failed == 0
+
+
+def read_all(settings: Settings, topic: str, expected: int, timeout: float = 30.0) -> list[Any]:
+    """Every message of ``topic`` (waiting until ``expected`` arrived or the timeout)."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers,
+                         "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(out) < expected:
+        out.extend(m for m in consumer.consume(100, timeout=0.5) if m.error() is None)
+    # A little longer, so that messages beyond the expected ones would be seen too.
+    out.extend(m for m in consumer.consume(100, timeout=1.0) if m.error() is None)
+    consumer.close()
+    return out
+
+
+def interactions(graph: Graph) -> int:
+    return int(graph.rows("MATCH (i:Interaction) RETURN count(i) AS n")[0]["n"])
+
+
+def snapshot(graph: Graph) -> dict[str, Any]:
+    """Per-user counters, session event counts and interaction ids: what a load must equal."""
+    users = graph.rows(
+        "MATCH (u:User) RETURN u.id AS id, [k IN $keys | u[k]] AS counters, "
+        "round(u.spend, 2) AS spend ORDER BY id", keys=list(USER_COUNTERS))
+    sessions = graph.rows("MATCH (s:Session) RETURN s.id AS id, s.events AS n ORDER BY id")
+    ids = graph.rows("MATCH (i:Interaction) RETURN i.event_id AS id ORDER BY id")
+    return {"users": users, "sessions": sessions, "interactions": [r["id"] for r in ids]}
+
+
+def committed_total(settings: Settings, group: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers,
+                         "group.id": group, "enable.auto.commit": False})
+    meta = consumer.list_topics(topic, timeout=10).topics[topic]
+    parts = [TopicPartition(topic, p) for p in meta.partitions]
+    committed = consumer.committed(parts, timeout=10)
+    consumer.close()
+    return sum(max(0, p.offset) for p in committed)
+
+
+def consume_cmd(topic: str, dlq: str, group: str, *extra: str) -> list[str]:
+    return [PERSONAS, "consume", "--topic", topic, "--dead-letter-topic", dlq, "--group", group,
+            *extra]
+
+
+def wait_for(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_valid_events_once_and_malformed_to_dead_letters(graph: Graph, kafka: Settings,
+                                                         tmp_path: Path) -> None:
+    topic, dlq, group = names("valid")
+    valid = demo_lines(3, seed=5)[:60]
+    no_id = json.loads(valid[0])
+    del no_id["event_id"]
+    no_offset = json.loads(valid[1])
+    no_offset["event_id"] = "bad-ts"
+    no_offset["occurred_at"] = "2026-11-01T10:00:00"
+    malformed = {
+        "{not json, write to jane.doe@example.com": "invalid JSON",
+        json.dumps(no_id): "event_id: Field required",
+        json.dumps(no_offset): "occurred_at: timestamp has no timezone offset",
+        "[1, 2]": "record is not a JSON object",
+    }
+    lines = valid[:30] + list(malformed)[:2] + valid[30:] + valid[10:15] + list(malformed)[2:]
+    produce(kafka, tmp_path, topic, lines)
+
+    metrics = IngestMetrics()
+    summary = stream.consume(graph, kafka, stop=threading.Event(), topic=topic,
+                             dead_letter_topic=dlq, group=group, batch_max=20, idle_exit=2.0,
+                             metrics=metrics)
+
+    assert summary.messages == len(lines)
+    assert (summary.written, summary.duplicates, summary.dead_letters) == (60, 5, 4)
+    assert interactions(graph) == 60
+    stored = {r["id"] for r in graph.rows("MATCH (i:Interaction) RETURN i.event_id AS id")}
+    assert stored == {json.loads(line)["event_id"] for line in valid}
+    assert metrics.registry.get_sample_value(
+        "personas_events_rejected_total", {"source": "kafka", "reason": "malformed"}) == 2
+    assert metrics.registry.get_sample_value(
+        "personas_events_rejected_total", {"source": "kafka", "reason": "invalid"}) == 2
+    assert committed_total(kafka, group, topic) == len(lines)
+
+    letters = read_all(kafka, dlq, expected=4)
+    assert len(letters) == 4
+    by_record: dict[str, dict[str, str]] = {}
+    offsets = set()
+    ids: set[str] = set()
+    for msg in letters:
+        headers = {k: v.decode() for k, v in msg.headers()}
+        payload = json.loads(msg.value())
+        assert headers["source_topic"] == topic
+        offsets.add((int(headers["source_partition"]), int(headers["source_offset"])))
+        assert msg.key().decode() == payload["dead_letter_id"]
+        assert headers["reason"] == payload["reason"] and headers["code"] == payload["code"]
+        assert (payload["partition"], payload["offset"]) == (
+            int(headers["source_partition"]), int(headers["source_offset"]))
+        by_record[payload["record"]] = headers
+        ids.add(payload["dead_letter_id"])
+        # No identifier or email of the malformed records in plaintext.
+        for secret in (b"@example.com", b"ck-5-", b"crm-5-"):
+            assert secret not in msg.value(), (secret, msg.value())
+    assert len(offsets) == 4
+    pseudonymizer = Pseudonymizer(kafka.pseudonym_key.get_secret_value())
+
+    def scrub(raw: str) -> str:
+        return scrub_record(pseudonymizer, raw)
+
+    assert {scrub(record) for record in malformed} == set(by_record)
+    for record, reason in malformed.items():
+        assert reason in by_record[scrub(record)]["reason"], (record, by_record[scrub(record)])
+    assert "[email:" in scrub("{not json, write to jane.doe@example.com")
+    assert by_record[scrub("[1, 2]")]["code"] == "malformed"
+    assert by_record[scrub(json.dumps(no_id))]["code"] == "invalid"
+    # The same dead letters are in the graph (erased with their users), once each.
+    stored_letters = graph.rows("MATCH (d:DeadLetter) RETURN d.id AS id, d.source AS source")
+    assert {r["id"] for r in stored_letters} == ids and len(stored_letters) == 4
+    assert {r["source"] for r in stored_letters} == {f"kafka:{topic}"}
+
+
+def test_kill_9_mid_stream_loses_and_duplicates_nothing(
+    graph: Graph, kafka: Settings, env: dict[str, str], tmp_path: Path,
+) -> None:
+    lines = demo_lines(20, seed=3)
+    total = len(lines)
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(line + "\n" for line in lines))
+    # The reference: the same events through one clean file load.
+    ingest_file(build_writer(graph, kafka), path, batch_size=500, max_line_bytes=1_000_000)
+    reference = snapshot(graph)
+    assert len(reference["interactions"]) == total
+    wipe(graph)
+
+    topic, dlq, group = names("kill")
+    produce(kafka, tmp_path, topic, lines)
+    log = tmp_path / "first.log"
+    with log.open("w") as err:
+        first = subprocess.Popen(consume_cmd(topic, dlq, group, "--batch-max", "10"), env=env,
+                                 stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        wait_for(lambda: interactions(graph) >= total // 6 or first.poll() is not None, 120,
+                 "the first batches")
+        assert first.poll() is None, log.read_text()[-3000:]
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(30)
+    partial = interactions(graph)
+    assert 0 < partial < total, (partial, total)
+    assert committed_total(kafka, group, topic) < total
+
+    second = subprocess.run(consume_cmd(topic, dlq, group, "--batch-max", "200",
+                                        "--idle-exit", "3"),
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert snapshot(graph) == reference
+    assert committed_total(kafka, group, topic) == total
+
+
+def test_sigterm_finishes_the_batch_and_commits(
+    graph: Graph, kafka: Settings, env: dict[str, str], tmp_path: Path,
+) -> None:
+    lines = demo_lines(10, seed=8)
+    topic, dlq, group = names("term")
+    produce(kafka, tmp_path, topic, lines)
+    proc = subprocess.Popen(consume_cmd(topic, dlq, group, "--batch-max", "10"), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: interactions(graph) >= 100, 120, "the first batches")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert "SIGTERM received" in err
+    stored = interactions(graph)
+    assert 100 <= stored < len(lines)
+    # Every message read was written and its offset committed, nothing beyond.
+    assert committed_total(kafka, group, topic) == stored
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_lag_is_reported_and_reaches_zero(graph: Graph, kafka: Settings,
+                                          tmp_path: Path) -> None:
+    lines = demo_lines(2, seed=9)[:50]
+    topic, dlq, group = names("lag")
+    produce(kafka, tmp_path, topic, lines)
+    metrics = IngestMetrics()
+
+    def lag() -> float:
+        return sum(s.value for m in metrics.registry.collect() if m.name == "personas_consumer_lag"
+                   for s in m.samples if s.labels["topic"] == topic)
+
+    stream.consume(graph, kafka, stop=threading.Event(), topic=topic, dead_letter_topic=dlq,
+                   group=group, batch_max=10, max_messages=20, metrics=metrics)
+    assert lag() == 30
+
+    port = free_port()
+    scraped: list[str] = []
+
+    def scrape(_report: stream.BatchReport) -> None:
+        if not scraped:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                scraped.append(r.read().decode())
+
+    served = kafka.model_copy(update={"consumer_metrics_port": port})
+    summary = stream.consume(graph, served, stop=threading.Event(), topic=topic,
+                             dead_letter_topic=dlq, group=group, batch_max=10, idle_exit=1.5,
+                             metrics=metrics, on_batch=scrape)
+    assert summary.messages == 30
+    assert lag() == 0
+    assert interactions(graph) == 50
+    lag_lines = [line for line in scraped[0].splitlines()
+                 if line.startswith("personas_consumer_lag{") and f'topic="{topic}"' in line]
+    assert len(lag_lines) == 3  # one per partition
+    assert 'personas_events_received_total{source="kafka"}' in scraped[0]
+    count = metrics.registry.get_sample_value("personas_event_freshness_seconds_count",
+                                              {"source": "kafka"})
+    assert count == 50
+
+
+def test_unreachable_broker_is_a_clear_error(env: dict[str, str]) -> None:
+    bad = {**env, "PERSONAS_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}
+    proc = subprocess.run([PERSONAS, "consume", "--idle-exit", "1"], env=bad,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "Kafka is not reachable" in proc.stderr and "PERSONAS_KAFKA_BOOTSTRAP" in proc.stderr
+
+
+def test_bad_topic_name_is_refused(env: dict[str, str]) -> None:
+    proc = subprocess.run([PERSONAS, "consume", "--topic", "no spaces/allowed"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "not a valid Kafka topic name" in proc.stderr
+
+
+def test_produce_keys_are_pseudonymous(kafka: Settings, tmp_path: Path) -> None:
+    lines = demo_lines(2, seed=12)[:20] + ["{broken"]
+    topic, _dlq, _group = names("keys")
+    produce(kafka, tmp_path, topic, lines)
+    messages = read_all(kafka, topic, expected=len(lines))
+    assert len(messages) == len(lines)
+    keyed = [m for m in messages if m.key() is not None]
+    assert len(keyed) == 20 and all(m.key().startswith(b"u_") for m in keyed)
+    assert not any(b"@" in m.key() or b"ck-" in m.key() for m in keyed)
+    # One user's events share a key, hence a partition, in their order.
+    by_key: dict[bytes, set[int]] = {}
+    for m in keyed:
+        by_key.setdefault(m.key(), set()).add(m.partition())
+    assert all(len(parts) == 1 for parts in by_key.values())

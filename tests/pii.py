@@ -1,0 +1,89 @@
+"""The suite-wide plaintext-PII sweep: the database (before every wipe and at the end), the
+logs of the test process, and the dead letters must hold no email address or phone number in
+the clear.
+
+"In the clear" means what ingestion's scrubber (``graph.privacy``) takes for an email or phone
+number, phones with at least 9 digits: every number the tests feed has more, while shorter runs
+are log noise such as "200 1374.1" (status and latency of an access-log line), and decimals
+such as "1024.8385756557827" (a score in a JSON string) are numbers, not phones. The tests feed
+the demo population's emails and phone numbers (as identifiers and inside chat text) and their
+own, so a leak anywhere shows up here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from graph.db import Graph
+from graph.privacy import EMAIL_RE, PHONE_RE
+
+# Every string (or list of strings) property of every node and relationship.
+STRING_PROPERTIES = """
+CALL () {
+  MATCH (n) UNWIND keys(n) AS key
+  RETURN labels(n)[0] AS owner, key, n[key] AS value
+  UNION ALL
+  MATCH ()-[r]->() UNWIND keys(r) AS key
+  RETURN type(r) AS owner, key, r[key] AS value
+}
+WITH owner, key, value
+WHERE value IS :: STRING OR value IS :: LIST<STRING>
+RETURN owner, key, value
+"""
+
+
+@dataclass(frozen=True)
+class Leak:
+    where: str
+    what: str
+    during: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.what!r} (found after {self.during})"
+
+
+PHONE_DIGITS = 9
+DECIMAL = re.compile(r"-?\d+\.\d+")
+"""A decimal number (a score in a JSON string), which no phone number is written as."""
+FOUND: list[Leak] = []
+"""Leaks seen so far in this test session, reported by the final sweep test."""
+
+
+def pii_in(text: str) -> list[str]:
+    """Plaintext emails and phone numbers in ``text``, as ingestion's scrubber finds them."""
+    found = [m.group() for m in EMAIL_RE.finditer(text)]
+    found += [m.group() for m in PHONE_RE.finditer(text)
+              if sum(c.isdigit() for c in m.group()) >= PHONE_DIGITS
+              and not DECIMAL.fullmatch(m.group())]
+    return found
+
+
+def current_test() -> str:
+    return os.environ.get("PYTEST_CURRENT_TEST", "the session").split(" ")[0]
+
+
+def scan_graph(graph: Graph) -> list[Leak]:
+    leaks = []
+    for row in graph.rows(STRING_PROPERTIES):
+        values: Iterable[Any] = row["value"] if isinstance(row["value"], list) else [row["value"]]
+        for value in values:
+            leaks += [Leak(f"Neo4j {row['owner']}.{row['key']}", hit, current_test())
+                      for hit in pii_in(str(value))]
+    return leaks
+
+
+def scan_files(paths: Iterable[Path], what: str) -> Iterator[Leak]:
+    for path in paths:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        for hit in pii_in(text):
+            yield Leak(f"{what} {path}", hit, "the session")
+
+
+def record_graph_leaks(graph: Graph) -> None:
+    """Called before each wipe, so every test's data is searched before it goes."""
+    FOUND.extend(scan_graph(graph))
