@@ -95,10 +95,12 @@ LIMIT 1
 
 PERSONA_HISTORY = """
 MATCH (:User {id: $id})-[h:HAD_PERSONA]->(p:Persona)
+WHERE $after_at IS NULL OR h.valid_from < datetime({epochMillis: $after_at})
+      OR (h.valid_from = datetime({epochMillis: $after_at}) AND p.id < $after_id)
 RETURN p {.id, .name, .description} AS persona, h.valid_from AS valid_from,
-       h.valid_to AS valid_to, h.run_id AS run_id
-ORDER BY h.valid_from DESC
-LIMIT $first
+       h.valid_to AS valid_to, h.run_id AS run_id, h.valid_from.epochMillis AS at_ms
+ORDER BY h.valid_from DESC, p.id DESC
+LIMIT $limit
 """
 
 # Users who interacted with the same items, by Jaccard overlap of their item sets.
@@ -164,10 +166,13 @@ OPTIONAL MATCH (r)-[:PRODUCED]->(s:Segment {level: 0})-[:EMBODIES]->(p)
 RETURN p {.id, .name, .description} AS persona, s.id AS segment_id, coalesce(s.size, 0) AS size
 """
 
+# Most typical members first (nearest the segment centre); the cursor is (distance, id).
 PERSONA_MEMBERS = """
 MATCH (:Segment {id: $segment_id})<-[m:IN_SEGMENT]-(u:User)
-WITH u, m ORDER BY m.distance, u.id LIMIT $first
-""" + _USER_FIELDS
+WHERE $after_distance IS NULL OR m.distance > $after_distance
+      OR (m.distance = $after_distance AND u.id > $after_id)
+WITH u, m ORDER BY m.distance, u.id LIMIT $limit
+""" + _USER_FIELDS + ", m.distance AS distance"
 
 PERSONA_TOP_CATEGORIES = """
 MATCH (s:Segment {id: $segment_id})<-[:IN_SEGMENT]-(u:User)-[pr:PREFERS {source: 'inferred'}]
@@ -189,10 +194,13 @@ LIMIT $first
 
 SEGMENTATION_RUNS = """
 MATCH (r:SegmentationRun)
+WHERE $after_at IS NULL OR r.created_at < datetime({epochMillis: $after_at})
+      OR (r.created_at = datetime({epochMillis: $after_at}) AND r.id < $after_id)
 RETURN r {.id, .created_at, .algorithm, .k, .n_users, .silhouette, .k_reason,
-          .ari_vs_previous, .users_moved, .new_personas, .features, .code_version} AS run
-ORDER BY r.created_at DESC
-LIMIT $first
+          .ari_vs_previous, .users_moved, .new_personas, .features, .code_version} AS run,
+       r.created_at.epochMillis AS at_ms
+ORDER BY r.created_at DESC, r.id DESC
+LIMIT $limit
 """
 
 # The user's leaf segment in the latest run that includes them.

@@ -17,7 +17,7 @@ from api.mutations import Mutation
 from api.subscriptions import Subscription
 from api.types.catalogue import Category, Item, items_of
 from api.types.chat import ChatContext, chat_context
-from api.types.connection import Connection, decode_cursor, paginate
+from api.types.connection import Connection, decode_cursor, decode_time_cursor, paginate
 from api.types.persona import PersonaProfile, SegmentationRun
 from api.types.segment import Segment
 from api.types.user import User
@@ -84,10 +84,14 @@ class Query:
 
     @strawberry.field(description="Segmentation runs, newest first.",
                       extensions=allowed(PERSONA_READERS))
-    async def segmentation_runs(self, info: strawberry.Info[Context, None],
-                                first: int = 10) -> list[SegmentationRun]:
-        rows = await info.context.rows(q.SEGMENTATION_RUNS, first=info.context.page(first))
-        return [SegmentationRun.from_record(r["run"]) for r in rows]
+    async def segmentation_runs(self, info: strawberry.Info[Context, None], first: int = 10,
+                                after: str | None = None) -> Connection[SegmentationRun]:
+        size = info.context.page(first)
+        after_at, after_id = decode_time_cursor("run", after)
+        rows = await info.context.rows(q.SEGMENTATION_RUNS, after_at=after_at, after_id=after_id,
+                                       limit=size + 1)
+        return paginate(rows, size, "run", key=lambda r: f"{r['at_ms']}|{r['run']['id']}",
+                        node=lambda r: SegmentationRun.from_record(r["run"]))
 
     @strawberry.field(description="Prompt-ready context for a chatbot within a token budget: "
                       "persona, top preferences, recent intent, current situation. Honours the "

@@ -36,11 +36,11 @@ class Subscription:
         self, info: strawberry.Info[Context, None],
     ) -> AsyncGenerator[SegmentationRun, None]:
         context = info.context
-        rows = await context.rows(q.SEGMENTATION_RUNS, first=1)
+        rows = await context.rows(q.SEGMENTATION_RUNS, after_at=None, after_id=None, limit=1)
         last = rows[0]["run"]["id"] if rows else None
         while True:
             await asyncio.sleep(context.settings.api_subscription_poll_seconds)
-            rows = await context.rows(q.SEGMENTATION_RUNS, first=1)
+            rows = await context.rows(q.SEGMENTATION_RUNS, after_at=None, after_id=None, limit=1)
             if rows and rows[0]["run"]["id"] != last:
                 last = rows[0]["run"]["id"]
                 yield SegmentationRun.from_record(rows[0]["run"])

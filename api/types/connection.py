@@ -39,13 +39,23 @@ def decode_cursor(kind: str, cursor: str | None) -> str:
 
 def decode_time_cursor(kind: str, cursor: str | None) -> tuple[int | None, str | None]:
     """(epoch milliseconds, id) of a cursor over a time-ordered list; (None, None) at the start."""
+    millis, ident = decode_pair_cursor(kind, cursor)
+    if millis is None:
+        return None, None
+    if not millis.lstrip("-").isdigit():
+        raise InvalidInput(f"malformed cursor {cursor!r}")
+    return int(millis), ident
+
+
+def decode_pair_cursor(kind: str, cursor: str | None) -> tuple[str | None, str | None]:
+    """(sort key, id) of a cursor over a list ordered by a key, ties broken by id."""
     key = decode_cursor(kind, cursor)
     if not key:
         return None, None
-    millis, sep, ident = key.partition("|")
-    if not sep or not ident or not millis.lstrip("-").isdigit():
+    first, sep, ident = key.rpartition("|")
+    if not sep or not ident or not first:
         raise InvalidInput(f"malformed cursor {cursor!r}")
-    return int(millis), ident
+    return first, ident
 
 
 @strawberry.type

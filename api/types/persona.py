@@ -9,7 +9,9 @@ import strawberry
 
 from api import queries as q
 from api.context import Context
+from api.types.connection import Connection, decode_pair_cursor, paginate
 from api.types.user import User
+from graph.errors import InvalidInput
 
 
 @strawberry.type(description="A category a persona's members favour.")
@@ -43,12 +45,19 @@ class PersonaProfile:
                    segment_id=strawberry.ID(r["segment_id"]) if r["segment_id"] else None)
 
     @strawberry.field(description="Members nearest the segment centre first.")
-    async def members(self, info: strawberry.Info[Context, None], first: int = 10) -> list[User]:
-        if self.segment_id is None:
-            return []
-        rows = await info.context.rows(q.PERSONA_MEMBERS, segment_id=self.segment_id,
-                                       first=info.context.page(first))
-        return [User.from_record(r) for r in rows]
+    async def members(self, info: strawberry.Info[Context, None], first: int = 10,
+                      after: str | None = None) -> Connection[User]:
+        size = info.context.page(first)
+        distance, after_id = decode_pair_cursor("member", after)
+        try:
+            after_distance = float(distance) if distance is not None else None
+        except ValueError:
+            raise InvalidInput(f"malformed cursor {after!r}") from None
+        rows = [] if self.segment_id is None else await info.context.rows(
+            q.PERSONA_MEMBERS, segment_id=self.segment_id, after_distance=after_distance,
+            after_id=after_id, limit=size + 1)
+        return paginate(rows, size, "member", key=lambda r: f"{r['distance']!r}|{r['id']}",
+                        node=User.from_record)
 
     @strawberry.field(description="Categories the members favour most.")
     async def top_categories(self, info: strawberry.Info[Context, None],

@@ -19,7 +19,7 @@ from api.types.activity import (
     interaction_page,
     session_page,
 )
-from api.types.connection import Connection, decode_time_cursor
+from api.types.connection import Connection, decode_time_cursor, paginate
 from api.types.context_types import LocalEvent, WeatherObservation, native
 from api.types.segment import Membership, Persona, Segment, WhyScore
 from graph.auth import ANALYSTS
@@ -226,14 +226,18 @@ class User:
         return [Segment.from_record(r["segment"], r["persona"], r["parent_id"]) for r in path]
 
     @strawberry.field(description="Personas the user has had, newest first.")
-    async def persona_history(self, info: strawberry.Info[Context, None],
-                              first: int = 10) -> list[PersonaPeriod]:
-        rows = await info.context.rows(q.PERSONA_HISTORY, id=self.id,
-                                       first=info.context.page(first))
-        return [PersonaPeriod(persona=Persona.from_record(r["persona"]),
-                              valid_from=r["valid_from"].to_native(),
-                              valid_to=native(r["valid_to"]), run_id=r["run_id"])
-                for r in rows]
+    async def persona_history(self, info: strawberry.Info[Context, None], first: int = 10,
+                              after: str | None = None) -> Connection[PersonaPeriod]:
+        size = info.context.page(first)
+        after_at, after_id = decode_time_cursor("period", after)
+        rows = await info.context.rows(q.PERSONA_HISTORY, id=self.id, after_at=after_at,
+                                       after_id=after_id, limit=size + 1)
+        return paginate(rows, size, "period",
+                        key=lambda r: f"{r['at_ms']}|{r['persona']['id']}",
+                        node=lambda r: PersonaPeriod(
+                            persona=Persona.from_record(r["persona"]),
+                            valid_from=r["valid_from"].to_native(),
+                            valid_to=native(r["valid_to"]), run_id=r["run_id"]))
 
     @strawberry.field(description="Users with the most similar item sets (co-interaction).")
     async def similar_users(self, info: strawberry.Info[Context, None],

@@ -103,7 +103,7 @@ QUERIES = {
                          "{ id } }", None),
     "personas": ("{ personas { id } }", None),
     "persona": ('query($id: ID!) { persona(id: $id) { id } }', "persona_id"),
-    "segmentationRuns": ("{ segmentationRuns { id } }", None),
+    "segmentationRuns": ("{ segmentationRuns { edges { node { id } } } }", None),
     "chatContext": ('query($id: ID!) { chatContext(userId: $id) { text } }', "user_id"),
     "users": ("{ users(first: 2) { edges { node { id } } } }", None),
     "items": ("{ items(first: 2) { edges { node { id } } } }", None),

@@ -120,10 +120,11 @@ def changed_user(world: World) -> str:
 def test_persona_history_and_point_in_time(client: TestClient, world: World) -> None:
     uid = changed_user(world)
     q = """query($id: ID!, $at: DateTime) { user(id: $id, asOf: $at) {
-      asOf persona { id name } personaHistory { persona { id } validFrom validTo runId }
+      asOf persona { id name }
+      personaHistory { edges { node { persona { id } validFrom validTo runId } } }
       preferences(first: 10) { category weight source } } }"""
     now_user = data(client, world, q, id=uid, at=None)["user"]
-    history = now_user["personaHistory"]
+    history = [e["node"] for e in now_user["personaHistory"]["edges"]]
     assert [h["runId"] for h in history] == [world.second_run, world.first_run]
     assert history[0]["validTo"] is None and history[1]["validTo"] == history[0]["validFrom"]
     assert now_user["persona"]["id"] == history[0]["persona"]["id"]
@@ -176,7 +177,7 @@ def test_situation_now_and_in_the_past(client: TestClient, world: World) -> None
 
 def test_personas_with_members_and_favourites(client: TestClient, world: World) -> None:
     q = """{ personas { id name size segmentId
-      members(first: 5) { id } topCategories(first: 4) { category weight }
+      members(first: 5) { edges { node { id } } } topCategories(first: 4) { category weight }
       topItems(first: 3) { id purchases users } } }"""
     personas = data(client, world, q)["personas"]
     assert sum(p["size"] for p in personas) == USERS
@@ -186,7 +187,7 @@ def test_personas_with_members_and_favourites(client: TestClient, world: World) 
         "grocery", "beauty", "fashion", "books"}
     items = shoppers["topItems"]
     assert [i["purchases"] for i in items] == sorted((i["purchases"] for i in items), reverse=True)
-    members = [m["id"] for m in shoppers["members"]]
+    members = [e["node"]["id"] for e in shoppers["members"]["edges"]]
     distances = world.graph.rows(
         "MATCH (u:User)-[m:IN_SEGMENT]->(:Segment {id: $s}) WHERE u.id IN $ids "
         "RETURN u.id AS id, m.distance AS d", s=shoppers["segmentId"], ids=members)
@@ -199,12 +200,17 @@ def test_personas_with_members_and_favourites(client: TestClient, world: World) 
 
 
 def test_segmentation_runs_newest_first(client: TestClient, world: World) -> None:
-    runs = data(client, world, "{ segmentationRuns { id k usersMoved ariVsPrevious } }")
-    ids = [r["id"] for r in runs["segmentationRuns"]]
+    q = """query($after: String) { segmentationRuns(first: 1, after: $after) {
+      edges { node { id k usersMoved ariVsPrevious } } pageInfo { hasNextPage endCursor } } }"""
+    first = data(client, world, q, after=None)["segmentationRuns"]
+    second = data(client, world, q, after=first["pageInfo"]["endCursor"])["segmentationRuns"]
+    assert first["pageInfo"]["hasNextPage"] and not second["pageInfo"]["hasNextPage"]
+    ids = [e["node"]["id"] for e in first["edges"] + second["edges"]]
     assert ids == [world.second_run, world.first_run]
-    latest = runs["segmentationRuns"][0]
+    latest = first["edges"][0]["node"]
     assert latest["usersMoved"] > 0 and latest["ariVsPrevious"] is not None
-    assert error_code(client, world, "{ segmentationRuns(first: 0) { id } }") == "BAD_USER_INPUT"
+    assert error_code(client, world, "{ segmentationRuns(first: 0) { edges { cursor } } }") == (
+        "BAD_USER_INPUT")
 
 
 def test_chat_context_fits_the_budget_and_honours_consent(client: TestClient,
@@ -241,17 +247,18 @@ def test_each_limit_is_limit_exceeded(world: World, settings: Settings) -> None:
             body = ask(small, world, query)
             return body["errors"][0]["extensions"]["code"] if body.get("errors") else None
 
-        assert code("{ segmentationRuns(first: 20) { id } }") is None
-        assert code("{ segmentationRuns(first: 21) { id } }") == "LIMIT_EXCEEDED"
-        assert code("{ segmentationRuns(first: 0) { id } }") == "BAD_USER_INPUT"
-        assert code("{ personas { members(first: 1) { persona { segment { id } } } } }") == (
+        assert code("{ segmentationRuns(first: 20) { edges { cursor } } }") is None
+        assert code("{ segmentationRuns(first: 21) { edges { cursor } } }") == "LIMIT_EXCEEDED"
+        assert code("{ segmentationRuns(first: 0) { edges { cursor } } }") == "BAD_USER_INPUT"
+        assert code("{ personas { members(first: 1) { edges { node { id } } } } }") == (
             "LIMIT_EXCEEDED")  # depth 5
         assert code("{ a: personas { id } b: personas { id } }") is None
         assert code("{ a: personas { id } b: personas { id } c: personas { id } }") == (
             "LIMIT_EXCEEDED")
-        # cost: 1 + 20 x 2 = 41 fits; 1 + 20 x 3 = 61 is over 60
-        assert code("{ segmentationRuns(first: 20) { id features } }") is None
-        assert code("{ segmentationRuns(first: 20) { id features k } }") == "LIMIT_EXCEEDED"
+        # cost: 1 + 20 x 2 = 41 fits; 1 + 20 x 4 = 81 is over 60
+        assert code("{ segmentationRuns(first: 20) { edges { cursor } } }") is None
+        assert code("{ segmentationRuns(first: 20) { edges { cursor } pageInfo { hasNextPage } } }"
+                    ) == "LIMIT_EXCEEDED"
         assert code("{ " + " ".join(["personas { id }"] * 40) + " }") == "LIMIT_EXCEEDED"
 
 

@@ -203,6 +203,17 @@ def test_segments_know_their_parent_and_children(world: World, client: TestClien
             assert seg["id"] in {c["id"] for c in by_id[seg["parentId"]]["children"]}
         assert all(c["parentId"] == seg["id"] for c in seg["children"])
         assert (seg["level"] == 0) == (seg["children"] == [])
+    # A persona's members, nearest the segment centre first, page by page.
+    [persona] = ask(client, world.reader, "{ personas { id segmentId } }")["data"]["personas"][:1]
+    query = """query($id: ID!, $after: String) { persona(id: $id) {
+        members(first: 4, after: $after) { edges { node { id } }
+                                           pageInfo { hasNextPage endCursor } } } }"""
+    members = all_pages(client, world.reader, query, ["persona", "members"], id=persona["id"])
+    expected = world.graph.rows(
+        "MATCH (u:User)-[m:IN_SEGMENT]->(:Segment {id: $s}) RETURN u.id AS id "
+        "ORDER BY m.distance, u.id", s=persona["segmentId"])
+    assert len(expected) > 4
+    assert [m["id"] for m in members] == [r["id"] for r in expected]
 
 
 def test_identifiers_are_masked_hashes(world: World, client: TestClient) -> None:
