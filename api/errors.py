@@ -11,6 +11,7 @@ from strawberry.extensions import SchemaExtension
 
 from api.limits import TOKENS_MESSAGE
 from graph.errors import PersonaError
+from graph.privacy import mask_contacts
 
 log = logging.getLogger(__name__)
 MASKED_MESSAGE = "Unexpected error; it has been logged."
@@ -37,6 +38,20 @@ def _translate(error: GraphQLError) -> GraphQLError:
     log.error("unexpected error at %s", error.path, exc_info=original)
     return GraphQLError(MASKED_MESSAGE, error.nodes, error.source, error.positions, error.path,
                         None, {"code": "INTERNAL_SERVER_ERROR"})
+
+
+def log_errors(errors: list[GraphQLError]) -> None:
+    """What strawberry would log for each error, minus the request document: a document may
+    carry PII in literals (`userByIdentifier(value: "jane@example.com")`). Errors the caller
+    caused are INFO with their code and path; unexpected ones are logged by ``_translate``."""
+    for error in errors:
+        original = error.original_error
+        if isinstance(original, PersonaError):
+            log.info("request refused: %s at %s: %s", original.code,
+                     ".".join(str(p) for p in error.path or ()) or "-",
+                     mask_contacts(str(original)))
+        elif original is None:
+            log.info("request refused: %s", mask_contacts(error.message))
 
 
 class ErrorCodes(SchemaExtension):

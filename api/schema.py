@@ -6,11 +6,13 @@ from __future__ import annotations
 from datetime import datetime
 
 import strawberry
+from graphql import GraphQLError
+from strawberry.types import ExecutionContext
 
 from api import queries as q
 from api.auth import allowed
 from api.context import Context
-from api.errors import ErrorCodes
+from api.errors import ErrorCodes, log_errors
 from api.limits import limit_extensions
 from api.metrics import CypherRoundTrips
 from api.mutations import Mutation
@@ -148,5 +150,13 @@ class Query:
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     """The schema with its request limits (from ``settings``; defaults when exporting SDL)."""
     limits = limit_extensions(settings or Settings())
-    return strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription,
-                             extensions=[*limits, CypherRoundTrips, ErrorCodes])
+    return PersonaSchema(query=Query, mutation=Mutation, subscription=Subscription,
+                         extensions=[*limits, CypherRoundTrips, ErrorCodes])
+
+
+class PersonaSchema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError],
+                       execution_context: ExecutionContext | None = None,  # noqa: ARG002
+                       ) -> None:
+        # strawberry's default logs each error with the request document, PII literals and all.
+        log_errors(errors)

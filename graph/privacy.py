@@ -28,6 +28,15 @@ def normalize_identifier(kind: str, value: str) -> str:
     return value
 
 
+def mask_contacts(text: str) -> str:
+    """Emails and phone numbers in ``text`` replaced by ``[email]`` and ``[phone]``: for text
+    that must keep no contact detail and needs no stable pseudonym (free text stored as notes,
+    log lines)."""
+    text = EMAIL_RE.sub("[email]", text)
+    return PHONE_RE.sub(lambda m: "[phone]" if len(re.sub(r"\D", "", m.group())) >= 7
+                        else m.group(), text)
+
+
 class Pseudonymizer:
     """Keyed HMAC-SHA256 of identifiers and of PII found in free text."""
 

@@ -4,7 +4,6 @@ location, validated the same way whatever brings them (a provider, a file, a web
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, get_args
@@ -21,7 +20,7 @@ from pydantic import (
 
 from graph.errors import InvalidInput, InvalidRecords
 from graph.events import Key, Location, describe_validation_error
-from graph.privacy import EMAIL_RE, PHONE_RE
+from graph.privacy import mask_contacts
 
 Condition = Literal["clear", "cloudy", "rain", "snow", "fog"]
 CONDITIONS: tuple[str, ...] = get_args(Condition)
@@ -49,14 +48,6 @@ def utc(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("time has no timezone offset (use e.g. 2026-11-28T10:00:00Z)")
     return value.astimezone(UTC)
-
-
-def mask_contacts(text: str) -> str:
-    """Event names come from outside: an email address or phone number in one is masked, so
-    that no contact detail reaches the graph."""
-    text = EMAIL_RE.sub("[email]", text)
-    return PHONE_RE.sub(lambda m: "[phone]" if len(re.sub(r"\D", "", m.group())) >= 7
-                        else m.group(), text)
 
 
 class WeatherObservation(BaseModel):

@@ -29,7 +29,7 @@ from graph.errors import Conflict, InvalidInput, NotFound
 from graph.events import Profile
 from graph.identity import queries as q
 from graph.ingest.aggregates import recompute_aggregates_tx
-from graph.privacy import EMAIL_RE, IDENTIFIER_KINDS, PHONE_RE
+from graph.privacy import IDENTIFIER_KINDS, mask_contacts
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def _check_text(value: str, what: str) -> str:
     value = value.strip() if isinstance(value, str) else ""
     if not value or len(value) > MAX_TEXT:
         raise InvalidInput(f"{what} must be 1 to {MAX_TEXT} characters")
-    return PHONE_RE.sub("[phone]", EMAIL_RE.sub("[email]", value))
+    return mask_contacts(value)
 
 
 def _native(value: Any) -> datetime | None:

@@ -3,6 +3,7 @@ pictures and runSegmentation, and the runSegmentation mutation itself."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -258,3 +259,15 @@ def test_revocation_takes_effect_within_the_cache_ttl(world: World,
         assert error_code(graphql(fast, query, hdrs)) == UNAUTHENTICATED
     with TestClient(create_app(cached)) as fresh:
         assert error_code(graphql(fresh, query, hdrs)) == UNAUTHENTICATED
+
+
+def test_refused_requests_are_logged_without_the_document(
+        world: World, client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    """A request's literals may be PII: a refusal is logged with its code and path only."""
+    query = '{ userByIdentifier(kind: "email", value: "jane.logged@example.com") { id } }'
+    with caplog.at_level(logging.DEBUG):
+        body = graphql(client, query, headers(world, "writer"))
+    assert error_code(body) == FORBIDDEN
+    refused = [r.getMessage() for r in caplog.records if "request refused" in r.getMessage()]
+    assert refused and "FORBIDDEN at userByIdentifier" in refused[0]
+    assert not [r for r in caplog.records if "jane.logged@example.com" in r.getMessage()]

@@ -1,5 +1,6 @@
 """After the whole suite: no plaintext email or phone number in the database (searched before
-every wipe and now), in the test process's logs, or in any dead letter the tests produced."""
+every wipe and now), in the test process's logs, or in any dead letter the tests produced
+(dead-letter files, `DeadLetter` nodes, the Kafka dead-letter topics on disk)."""
 
 from __future__ import annotations
 
@@ -42,4 +43,10 @@ def test_no_plaintext_pii_anywhere_after_the_suite(
     leaks += scan_files([session_log], "log")
     leaks += scan_files(sorted(p for p in base.rglob("*deadletter*") if p.is_file()),
                         "dead-letter file")
+    # The Kafka dead-letter topics' log segments on disk (the tests name them `...-dlq`; the
+    # event topics hold plaintext identifiers by design: that is what comes in).
+    kafka_data = settings.kafka_instance_dir / "data"
+    dlq_segments = sorted(f for d in kafka_data.glob("*-dlq-*") if d.is_dir()
+                          for f in d.glob("*.log"))
+    leaks += scan_files(dlq_segments, "Kafka dead-letter segment")
     assert not leaks, "\n".join(str(leak) for leak in leaks[:20])
