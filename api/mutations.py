@@ -26,7 +26,7 @@ from graph.identity.merge import merge_users, merges_of, unmerge
 from graph.ingest.batch import RecordResult, ingest_records
 from graph.ingest.queries import SET_EXPLICIT_PREFERENCES
 from graph.ingest.writer import epoch_ms
-from graph.privacy import IDENTIFIER_KINDS, Pseudonymizer
+from graph.privacy import IDENTIFIER_KINDS
 from graph.subjects.consent import set_consent
 from graph.subjects.erasure import forget_user
 from graph.subjects.export import export_user
@@ -246,9 +246,8 @@ class Mutation:
         extensions=allowed(WRITERS))
     async def upsert_user(self, info: strawberry.Info[Context, None],
                           profile: ProfileInput) -> UpsertUserResult:
-        settings = info.context.settings
-        pseudonymizer = Pseudonymizer(settings.pseudonym_key.get_secret_value())
-        record = parse_record(direct_mapping(API_SOURCE), profile.record(), pseudonymizer)
+        record = parse_record(direct_mapping(API_SOURCE), profile.record(),
+                              info.context.writer.pseudonymizer)
         result = await asyncio.to_thread(apply_records, info.context.writer.graph, [record],
                                          source=API_SOURCE, via="graphql")
         kind, digest = record.identifiers[0]

@@ -22,7 +22,7 @@ from api.types.chat import ChatContext, chat_context
 from api.types.connection import Connection, decode_cursor, decode_time_cursor, paginate
 from api.types.persona import PersonaProfile, SegmentationRun
 from api.types.segment import Segment
-from api.types.user import User
+from api.types.user import User, utc_or_none
 from graph.auth import PERSONA_READERS
 from graph.errors import InvalidInput, NotFound
 from graph.events import normalize_category
@@ -37,9 +37,7 @@ class Query:
                       extensions=allowed(PERSONA_READERS))
     async def user(self, info: strawberry.Info[Context, None], id: strawberry.ID,
                    as_of: datetime | None = None) -> User:
-        if as_of is not None and as_of.tzinfo is None:
-            raise InvalidInput("`asOf` needs a time zone, e.g. 2026-11-01T12:00:00Z")
-        return User.from_record(await info.context.user_row(id), as_of)
+        return User.from_record(await info.context.user_row(id), utc_or_none(as_of, "asOf"))
 
     @strawberry.field(description="Users in id order, a page at a time, optionally of one "
                       "persona (latest run) or segment, or seen after a time.",
@@ -48,12 +46,11 @@ class Query:
                     after: str | None = None, persona_id: strawberry.ID | None = None,
                     segment_id: strawberry.ID | None = None,
                     last_seen_after: datetime | None = None) -> Connection[User]:
-        if last_seen_after is not None and last_seen_after.tzinfo is None:
-            raise InvalidInput("`lastSeenAfter` needs a time zone, e.g. 2026-11-01T12:00:00Z")
         size = info.context.page(first)
         rows = await info.context.rows(
             q.USERS_PAGE, after=decode_cursor("user", after), limit=size + 1,
-            persona_id=persona_id, segment_id=segment_id, last_seen_after=last_seen_after)
+            persona_id=persona_id, segment_id=segment_id,
+            last_seen_after=utc_or_none(last_seen_after, "lastSeenAfter"))
         return paginate(rows, size, "user", key=lambda r: str(r["id"]), node=User.from_record)
 
     @strawberry.field(description="The user an identifier (cookie, CRM id, email, phone, chat "

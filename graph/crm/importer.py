@@ -24,7 +24,7 @@ from graph.errors import InvalidInput
 from graph.identity import merge_by_authority_tx, resolve_users_tx
 from graph.ingest.deadletter import DeadLetterFile, DeadLetterStore
 from graph.ingest.metrics import IngestMetrics
-from graph.ingest.queries import RESOLVE_IDENTIFIERS
+from graph.ingest.queries import LINK_IDENTIFIERS, RESOLVE_IDENTIFIERS
 from graph.ingest.writer import epoch_ms
 from graph.privacy import Pseudonymizer
 
@@ -168,7 +168,7 @@ def _apply_tx(tx: ManagedTransaction, records: Sequence[CrmRecord], source: str,
     touched = sorted({find(u) for u in user_of})
     tx.run(q.LOCK_USERS, ids=touched).consume()
     if links:
-        tx.run(q.LINK_IDENTIFIERS, rows=links).consume()
+        tx.run(LINK_IDENTIFIERS, rows=links).consume()
     if rows:
         for row in tx.run(q.UPSERT_FIELDS, rows=rows):
             result.updated_by_record[row["ref"]].append(row["name"])

@@ -21,6 +21,7 @@ unknown type, a type the target cannot hold, enum values the target refuses); an
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -433,6 +434,7 @@ def _natural_type(target: Target) -> ColumnType:
     return sorted(target.types)[0]
 
 
+@functools.cache
 def direct_mapping(source: str) -> FieldMapping:
     """A mapping whose columns are the targets themselves (``email``, ``tier``, ...) with
     timestamp ``at``: how the API's `upsertUser` feeds records through the CRM path."""

@@ -22,14 +22,6 @@ MATCH (u:User {id: id})
 SET u.crm_synced_at = datetime()
 """
 
-LINK_IDENTIFIERS = """
-UNWIND $rows AS row
-MATCH (u:User {id: row.user_id})
-MERGE (i:Identifier {kind: row.kind, hash: row.hash})
-ON CREATE SET i.first_seen = datetime({epochMillis: row.at})
-MERGE (i)-[:IDENTIFIES]->(u)
-"""
-
 # One row per (user, field), the newest of the batch. A field changes only when the record is
 # strictly newer than what is stored (last write wins by the source's timestamp); an older or
 # equally old record changes nothing. A user merged from two may hold two fields of one name

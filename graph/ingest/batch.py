@@ -15,7 +15,6 @@ from typing import Any, Literal
 
 from graph.events import Event
 from graph.ingest.deadletter import DeadLetter, DeadLetterStore, make_dead_letter
-from graph.ingest.queries import EXISTING_EVENTS
 from graph.ingest.reader import Parsed, validate
 from graph.ingest.writer import EventWriter
 
@@ -99,9 +98,9 @@ def ingest_records(writer: EventWriter, records: Sequence[Any], *, source: str,
         if invalid:
             metrics.reject(source, "invalid", invalid)
 
-    # Which events are new: stored ones and repeats within the batch are duplicates. The writer
-    # filters stored events again inside its transaction, so a concurrent write of the same
-    # event is never counted twice (it would only be reported here as accepted by both).
+    # Which events are new: repeats within the batch are duplicates here; events the graph
+    # already holds are found by the writer inside its transaction, so a concurrent write of
+    # the same event is reported as accepted by one caller only.
     first_index: dict[str, int] = {}
     for index, event in valid:
         if event.event_id in first_index:
@@ -110,19 +109,17 @@ def ingest_records(writer: EventWriter, records: Sequence[Any], *, source: str,
                 f"event_id repeats record {first_index[event.event_id]} of this batch")
         else:
             first_index[event.event_id] = index
-    stored: set[str] = set()
-    if first_index:
-        stored = {r["id"] for r in writer.graph.rows(EXISTING_EVENTS, ids=list(first_index))}
-    for event_id in stored:
-        index = first_index[event_id]
-        results[index] = RecordResult(index, event_id, "duplicate", "event_id already stored")
     if valid:
         try:
             result = writer.write([event for _, event in valid], source=source)
         except Exception:
             if metrics is not None:
-                metrics.reject(source, "error", len(first_index) - len(stored))
+                metrics.reject(source, "error", len(first_index))
             raise
+        for event_id in result.stored:
+            index = first_index[event_id]
+            results[index] = RecordResult(index, event_id, "duplicate",
+                                          "event_id already stored")
         if metrics is not None and received_at is not None and result.written:
             freshness = metrics.freshness.labels(source)
             elapsed = time.monotonic() - received_at

@@ -45,6 +45,8 @@ class WriteResult:
     duplicates: int
     user_ids: tuple[str, ...] = ()
     """Users the written events belong to."""
+    stored: frozenset[str] = frozenset()
+    """Event ids of the batch that the graph already held (found inside the transaction)."""
 
 
 class Assigner(Protocol):
@@ -91,24 +93,24 @@ class EventWriter:
             eid: [(kind, self.pseudonymizer.digest(kind, value)) for kind, value in e.identifiers()]
             for eid, e in unique.items()
         }
-        written, users = self.graph.write(lambda tx: self._write_tx(tx, unique, hashed))
+        written, users, stored = self.graph.write(lambda tx: self._write_tx(tx, unique, hashed))
         if self.assigner is not None and users:
             try:
                 self.assigner.assign(users)
             except Exception:  # noqa: BLE001 - the events are committed; the next run assigns
                 log.exception("segment assignment after a batch failed; the events are stored")
-        return WriteResult(written, len(events) - written, tuple(users))
+        return WriteResult(written, len(events) - written, tuple(users), frozenset(stored))
 
     def _write_tx(
         self,
         tx: ManagedTransaction,
         events: dict[str, Event],
         hashed: dict[str, list[tuple[str, str]]],
-    ) -> tuple[int, list[str]]:
+    ) -> tuple[int, list[str], set[str]]:
         existing = {r["id"] for r in tx.run(q.EXISTING_EVENTS, ids=list(events))}
         fresh = [e for eid, e in events.items() if eid not in existing]
         if not fresh:
-            return 0, []
+            return 0, [], existing
         idents = {pair for e in fresh for pair in hashed[e.event_id]}
         known = {
             (r["kind"], r["hash"]): r["user_id"]
@@ -144,7 +146,7 @@ class EventWriter:
         users = [u["id"] for u in params["users"]]
         if conflicts:
             users = self._merge_conflicts(tx, conflicts, users)
-        return len(fresh), users
+        return len(fresh), users, existing
 
     @staticmethod
     def _merge_conflicts(tx: ManagedTransaction, conflicts: list[Conflicting],
