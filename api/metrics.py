@@ -52,7 +52,9 @@ class RequestMetrics:
             route = (getattr(matched, "path", "") or request.url.path) if matched else "unmatched"
             self.requests.labels(request.method, route, str(status)).inc()
             self.latency.labels(request.method, route).observe(elapsed)
-            log.info("%s %s %d %.1f ms", request.method, route, status, elapsed * 1000)
+            log.info("%s %s %d %.1f ms", request.method, route, status, elapsed * 1000,
+                     extra={"method": request.method, "route": route, "status": status,
+                            "latency_ms": round(elapsed * 1000, 1)})
 
     def install(self, app: FastAPI) -> None:
         app.middleware("http")(self.middleware)

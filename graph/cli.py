@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from neo4j.exceptions import AuthError, Neo4jError, ServiceUnavailable
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -38,6 +39,7 @@ from graph.ingest.files import IngestSummary, ingest_file
 from graph.ingest.pipeline import build_writer
 from graph.ingest.queries import USER_COUNT
 from graph.local import neo4j_server
+from graph.logs import configure_logging
 from graph.settings import Settings
 
 if TYPE_CHECKING:
@@ -210,6 +212,9 @@ def consume_cmd(
     console.print(f"messages: {summary.messages}  written: {summary.written}  duplicates: "
                   f"{summary.duplicates}  dead letters: {summary.dead_letters}  "
                   f"batches: {summary.batches}")
+    if summary.erased:
+        console.print(f"{summary.erased} event(s) refused: they name users erased after they "
+                      "happened")
 
 
 @app.command("produce")
@@ -294,6 +299,9 @@ def ingest_cmd(
         summary = _ingest(graph, cfg, file, dead_letter, batch_size or cfg.batch_size)
     console.print(f"records: {summary.records}  written: {summary.written}  "
                   f"duplicates: {summary.duplicates}  rejected: {summary.rejected}")
+    if summary.erased:
+        console.print(f"{summary.erased} event(s) refused: they name users erased after they "
+                      "happened")
     if summary.rejected:
         console.print(f"[yellow]{summary.rejected} record(s) rejected[/yellow]; "
                       f"reasons in {summary.dead_letter}")
@@ -547,7 +555,11 @@ def serve_api(host: str, port: int) -> None:
     graph package never imports the web layer)."""
     import uvicorn
 
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info")
+    # With JSON logs, uvicorn's own loggers go through the root handler too (no config of its
+    # own), so every line of the service is JSON.
+    json_logs = settings().log_format == "json"
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info",
+                log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG)
 
 
 @app.command("serve")
@@ -889,8 +901,11 @@ def identity_merges_cmd(
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        log_format = Settings().log_format
+    except (ValidationError, PersonaError):
+        log_format = "text"  # the command reports the bad setting itself
+    configure_logging(log_format)
     app()
 
 

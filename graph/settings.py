@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     api_subscription_poll_seconds: float = Field(
         default=2.0, gt=0, description="How often subscriptions look for new runs and persona "
         "changes (runs and assignments may come from any process, so they poll the graph).")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="`json` writes one JSON object per log line (with fields "
+        "such as route, status and latency) for log collectors; `text` is for people.")
     api_host: str = Field(default="127.0.0.1", description="Address the API binds to.")
     api_port: int = Field(default=8000, description="Port the API listens on.")
     api_key_cache_seconds: float = Field(

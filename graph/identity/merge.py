@@ -42,9 +42,9 @@ KEPT_TYPES = ("IN_SEGMENT", "HAD_PERSONA", "MERGED_INTO")
 """Stay with the tombstone: a run's memberships and persona history describe that user."""
 NOT_MOVED_OUT = (*COPIED_TYPES, *DERIVED_TYPES, *KEPT_TYPES)
 NOT_MOVED_IN = ("MERGED_INTO",)
-PROFILE_KEYS = tuple(k for k in Profile.model_fields if k != "location")
-"""User properties from event profiles: the survivor takes those it lacks, or all when the
-merged user was seen more recently."""
+PROFILE_KEYS = (*(k for k in Profile.model_fields if k != "location"), "profile_updated_at")
+"""User properties from event profiles (and their time): the survivor takes those it lacks, or
+all when the merged user's profile is the more recent."""
 CONSENT_KEYS = ("consent_personalization", "consent_analytics")
 """Consent flags on the user (graph/subjects): a withdrawal on either side holds."""
 

@@ -102,7 +102,8 @@ RETURN count(c) AS n
 REPLACE_LOCATION = """
 MATCH (s:User {id: $survivor_id})-[own:LOCATED_IN]->(old:Location)
 MATCH (m:User {id: $merged_id})-[:LOCATED_IN]->(l:Location)
-WHERE old <> l AND m.last_seen > s.last_seen
+WHERE old <> l AND coalesce(m.profile_updated_at > s.profile_updated_at,
+                             m.last_seen > s.last_seen, false)
 WITH own, old LIMIT 1
 WITH own, old.id AS before, own.via_merge AS via
 DELETE own
@@ -149,13 +150,16 @@ RETURN count(copy) AS n
 # the survivor's previous values, for unmerge.
 COPY_PROFILE = """
 MATCH (s:User {id: $survivor_id}), (m:User {id: $merged_id})
-WITH s, m, coalesce(m.last_seen > s.last_seen, false) AS newer
+WITH s, m, coalesce(m.profile_updated_at > s.profile_updated_at, m.last_seen > s.last_seen,
+                    false) AS newer
 WITH s, m,
      [k IN $keys WHERE m[k] IS NOT NULL AND (s[k] IS NULL OR (newer AND s[k] <> m[k]))] +
      [k IN $restrictive WHERE m[k] IS NOT NULL
                           AND (s[k] IS NULL OR (m[k] = false AND s[k] <> false))]
      AS taken
-WITH s, m, taken, [k IN taken | {key: k, value: s[k]}] AS before
+// The replaced values are kept as JSON on the Merge node: the profile's time as a string.
+WITH s, m, taken, [k IN taken | {key: k, value: CASE WHEN k = 'profile_updated_at'
+                                                    THEN toString(s[k]) ELSE s[k] END}] AS before
 FOREACH (k IN taken | SET s[k] = m[k])
 RETURN before
 """
@@ -242,7 +246,9 @@ SET e.weight = CASE WHEN untouched THEN e.stash_weights[-1] ELSE e.weight END,
 RESTORE_PROFILE = """
 MATCH (s:User {id: $survivor_id}), (m:MergedUser {id: $merged_id})
 UNWIND $rows AS row
-SET s[row.key] = CASE WHEN s[row.key] = m[row.key] THEN row.value ELSE s[row.key] END
+WITH s, m, row, CASE WHEN row.key = 'profile_updated_at' AND row.value IS NOT NULL
+                     THEN datetime(row.value) ELSE row.value END AS value
+SET s[row.key] = CASE WHEN s[row.key] = m[row.key] THEN value ELSE s[row.key] END
 """
 
 # The location the merge replaced comes back, unless the user has moved since (then the copy was

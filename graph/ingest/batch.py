@@ -20,6 +20,8 @@ from graph.ingest.writer import EventWriter
 
 Status = Literal["accepted", "duplicate", "rejected"]
 
+ERASED_REASON = "names a user who was erased after this event happened"
+
 
 @dataclass(frozen=True)
 class RecordResult:
@@ -120,6 +122,9 @@ def ingest_records(writer: EventWriter, records: Sequence[Any], *, source: str,
             index = first_index[event_id]
             results[index] = RecordResult(index, event_id, "duplicate",
                                           "event_id already stored")
+        for event_id in result.erased:  # not dead-lettered: that would keep their data
+            index = first_index[event_id]
+            results[index] = RecordResult(index, event_id, "rejected", ERASED_REASON)
         if metrics is not None and received_at is not None and result.written:
             freshness = metrics.freshness.labels(source)
             elapsed = time.monotonic() - received_at

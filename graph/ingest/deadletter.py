@@ -26,8 +26,11 @@ NAME_KEYS = frozenset({"name", "first_name", "last_name", "full_name", "given_na
                        "family_name", "surname", "display_name", "firstname", "lastname"})
 """Keys whose string values are taken for personal names and pseudonymized in dead letters."""
 
+# A reject naming an erased user's identifier is not kept in the graph (a replay would otherwise
+# bring back what the erasure removed; its time, being malformed, cannot be trusted).
 RECORD_DEAD_LETTERS = """
 UNWIND $rows AS row
+WITH row WHERE none(k IN row.identifiers WHERE EXISTS { (:ErasedIdentifier {key: k}) })
 MERGE (d:DeadLetter {id: row.id})
 ON CREATE SET d.source = row.source, d.position = row.position, d.reason = row.reason,
               d.record = row.record, d.identifiers = row.identifiers,

@@ -20,6 +20,9 @@ class IngestSummary:
     duplicates: int
     rejected: int
     dead_letter: Path | None
+    erased: int = 0
+    """Events refused because they name a user erased after they happened (not dead-lettered:
+    that would keep what the erasure removed)."""
 
 
 def default_dead_letter_path(path: Path) -> Path:
@@ -43,7 +46,7 @@ def ingest_file(
     """
     dl = DeadLetterFile(dead_letter or default_dead_letter_path(path), str(path),
                         writer.pseudonymizer, DeadLetterStore(writer.graph))
-    records = written = duplicates = 0
+    records = written = duplicates = erased = 0
 
     def batches() -> Iterator[list[Event]]:
         nonlocal records
@@ -63,10 +66,11 @@ def ingest_file(
             yield batch
 
     def settle(future: Future[WriteResult], size: int) -> None:
-        nonlocal written, duplicates
+        nonlocal written, duplicates, erased
         result = future.result()
         written += result.written
         duplicates += result.duplicates
+        erased += len(result.erased)
         if on_progress:
             on_progress(size)
 
@@ -84,4 +88,4 @@ def ingest_file(
     finally:
         dl.close()  # the rejects seen so far reach the graph's dead-letter index too
     return IngestSummary(records, written, duplicates, dl.count,
-                         dl.path if dl.count else None)
+                         dl.path if dl.count else None, erased)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-REJECT_CODES = ("malformed", "invalid", "too_large", "unauthorized", "conflict", "error")
+REJECT_CODES = ("malformed", "invalid", "too_large", "unauthorized", "conflict", "erased",
+                "error")
 """Why a record was refused: unparsable, failed validation, over a size limit, refused by
-signature or consent, contradicted newer data, or failed while writing."""
+signature or consent, contradicted newer data, names a user erased after it happened, or failed
+while writing."""
 
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 FRESHNESS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)

@@ -18,6 +18,13 @@ MATCH (i:Interaction {event_id: id})
 RETURN id
 """
 
+# Identifiers of erased users (`graph/subjects/erasure.py`), keyed `kind:hash`.
+ERASED_IDENTIFIERS = """
+UNWIND $keys AS key
+MATCH (e:ErasedIdentifier {key: key})
+RETURN key, e.at.epochMillis AS at
+"""
+
 RESOLVE_IDENTIFIERS = """
 UNWIND $rows AS row
 MATCH (:Identifier {kind: row.kind, hash: row.hash})-[:IDENTIFIES]->(u:User)
@@ -41,8 +48,12 @@ SET u.first_seen = CASE WHEN first_seen < u.first_seen THEN first_seen ELSE u.fi
     u.purchases = u.purchases + row.purchases,
     u.chat_messages = u.chat_messages + row.chat_messages,
     u.feedbacks = u.feedbacks + row.feedbacks,
-    u.spend = u.spend + row.spend,
-    u += row.profile
+    u.spend = u.spend + row.spend
+WITH u, row
+WHERE row.profile_at IS NOT NULL
+  AND (u.profile_updated_at IS NULL
+       OR datetime({epochMillis: row.profile_at}) >= u.profile_updated_at)
+SET u += row.profile, u.profile_updated_at = datetime({epochMillis: row.profile_at})
 """
 
 LINK_IDENTIFIERS = """
@@ -53,9 +64,29 @@ ON CREATE SET i.first_seen = datetime({epochMillis: row.at})
 MERGE (i)-[:IDENTIFIES]->(u)
 """
 
+# Identifiers just linked that now identify two users: another transaction linked the same new
+# identifier to another user between this one's look-up and its MERGE (two writers, e.g. the
+# consumer and the API). The writer merges the owners, as for an event naming two users.
+CONTESTED_IDENTIFIERS = """
+UNWIND $rows AS row
+MATCH (:Identifier {kind: row.kind, hash: row.hash})-[:IDENTIFIES]->(u:User)
+WITH row, collect(u.id) AS owners
+WHERE size(owners) > 1
+RETURN row.kind AS kind, row.hash AS hash, owners
+"""
+
+# The link this batch made to a contested identifier goes before the merge, so the merge moves
+# the other writer's (one link to the survivor, which an unmerge gives back).
+UNLINK_IDENTIFIERS = """
+UNWIND $rows AS row
+MATCH (:Identifier {kind: row.kind, hash: row.hash})-[r:IDENTIFIES]->(:User {id: row.user_id})
+DELETE r
+"""
+
 UPSERT_LOCATIONS = """
 UNWIND $rows AS row
 MATCH (u:User {id: row.user_id})
+WHERE u.profile_updated_at IS NULL OR datetime({epochMillis: row.at}) >= u.profile_updated_at
 MERGE (l:Location {id: row.location.id})
 SET l += row.location
 WITH u, l

@@ -119,6 +119,8 @@ class ConsumeSummary:
     messages: int = 0
     written: int = 0
     duplicates: int = 0
+    erased: int = 0
+    """Events refused because they name a user erased after they happened."""
     dead_letters: int = 0
     batches: int = 0
     rejected_by_code: dict[str, int] = field(default_factory=dict)
@@ -327,6 +329,7 @@ class StreamConsumer:
         s.batches += 1
         s.written += result.written
         s.duplicates += result.duplicates
+        s.erased += len(result.erased)
         s.dead_letters += batch.dead_letters
         lag = None
         if time.monotonic() - self._last_lag >= LAG_EVERY_S:
@@ -334,7 +337,11 @@ class StreamConsumer:
         log.info("batch %d committed: messages=%d written=%d duplicates=%d dead_letters=%d "
                  "write_ms=%.0f total_messages=%d lag=%s", s.batches, batch.messages,
                  result.written, result.duplicates, batch.dead_letters, write_seconds * 1000,
-                 s.messages, "-" if lag is None else lag)
+                 s.messages, "-" if lag is None else lag,
+                 extra={"batch": s.batches, "messages": batch.messages,
+                        "written": result.written, "duplicates": result.duplicates,
+                        "dead_letters": batch.dead_letters,
+                        "write_ms": round(write_seconds * 1000, 1), "lag": lag})
         if self.on_batch is not None:
             self.on_batch(BatchReport(batch.messages, len(batch.events), result.written,
                                       result.duplicates, batch.dead_letters, write_seconds,

@@ -47,6 +47,8 @@ class WriteResult:
     """Users the written events belong to."""
     stored: frozenset[str] = frozenset()
     """Event ids of the batch that the graph already held (found inside the transaction)."""
+    erased: frozenset[str] = frozenset()
+    """Event ids refused: they name an identifier of a user erased after the event happened."""
 
 
 class Assigner(Protocol):
@@ -80,6 +82,10 @@ class EventWriter:
         if self.metrics is not None:
             self.metrics.batch(source, time.perf_counter() - start, result.written,
                                result.duplicates)
+            if result.erased:
+                self.metrics.reject(source, "erased", len(result.erased))
+        if result.erased:
+            log.info("refused %d events of erased users (source %s)", len(result.erased), source)
         return result
 
     def _write(self, events: Sequence[Event]) -> WriteResult:
@@ -93,24 +99,29 @@ class EventWriter:
             eid: [(kind, self.pseudonymizer.digest(kind, value)) for kind, value in e.identifiers()]
             for eid, e in unique.items()
         }
-        written, users, stored = self.graph.write(lambda tx: self._write_tx(tx, unique, hashed))
+        written, users, stored, erased = self.graph.write(
+            lambda tx: self._write_tx(tx, unique, hashed))
         if self.assigner is not None and users:
             try:
                 self.assigner.assign(users)
             except Exception:  # noqa: BLE001 - the events are committed; the next run assigns
                 log.exception("segment assignment after a batch failed; the events are stored")
-        return WriteResult(written, len(events) - written, tuple(users), frozenset(stored))
+        return WriteResult(written, len(events) - written - len(erased), tuple(users),
+                           frozenset(stored), frozenset(erased))
 
     def _write_tx(
         self,
         tx: ManagedTransaction,
         events: dict[str, Event],
         hashed: dict[str, list[tuple[str, str]]],
-    ) -> tuple[int, list[str], set[str]]:
+    ) -> tuple[int, list[str], set[str], set[str]]:
         existing = {r["id"] for r in tx.run(q.EXISTING_EVENTS, ids=list(events))}
         fresh = [e for eid, e in events.items() if eid not in existing]
+        erased = self._erased(tx, fresh, hashed)
+        if erased:
+            fresh = [e for e in fresh if e.event_id not in erased]
         if not fresh:
-            return 0, [], existing
+            return 0, [], existing, erased
         idents = {pair for e in fresh for pair in hashed[e.event_id]}
         known = {
             (r["kind"], r["hash"]): r["user_id"]
@@ -121,6 +132,7 @@ class EventWriter:
         tx.run(q.UPSERT_USERS, rows=params["users"]).consume()
         if params["identifiers"]:
             tx.run(q.LINK_IDENTIFIERS, rows=params["identifiers"]).consume()
+            conflicts += self._contested(tx, fresh, hashed, params["identifiers"])
         if params["locations"]:
             tx.run(q.UPSERT_LOCATIONS, rows=params["locations"]).consume()
         if params["devices"]:
@@ -146,7 +158,47 @@ class EventWriter:
         users = [u["id"] for u in params["users"]]
         if conflicts:
             users = self._merge_conflicts(tx, conflicts, users)
-        return len(fresh), users, existing
+        return len(fresh), users, existing, erased
+
+    @staticmethod
+    def _contested(tx: ManagedTransaction, fresh: list[Event],
+                   hashed: dict[str, list[tuple[str, str]]],
+                   links: list[dict[str, Any]]) -> list[Conflicting]:
+        """Identifiers this batch linked that a concurrent writer linked to another user first:
+        their owners are to be merged (``_merge_conflicts``)."""
+        rows = tx.run(q.CONTESTED_IDENTIFIERS,
+                      rows=[{"kind": r["kind"], "hash": r["hash"]} for r in links]).data()
+        if not rows:
+            return []
+        contested = {(r["kind"], r["hash"]) for r in rows}
+        tx.run(q.UNLINK_IDENTIFIERS, rows=[r for r in links
+                                           if (r["kind"], r["hash"]) in contested]).consume()
+        by_pair: dict[tuple[str, str], Event] = {}
+        for e in fresh:
+            for pair in hashed[e.event_id]:
+                by_pair.setdefault(pair, e)
+        conflicts: list[Conflicting] = []
+        for r in rows:
+            event = by_pair[(r["kind"], r["hash"])]
+            log.info("identifier %s linked to %d users by concurrent writers; merging them",
+                     r["kind"], len(r["owners"]))
+            conflicts.append(Conflicting(event.event_id, event.source, tuple(r["owners"])))
+        return conflicts
+
+    @staticmethod
+    def _erased(tx: ManagedTransaction, fresh: list[Event],
+                hashed: dict[str, list[tuple[str, str]]]) -> set[str]:
+        """Events that name an identifier of a user erased after the event happened: a replay
+        of old events must not bring an erased user back (newer events are a new start)."""
+        keys = {f"{kind}:{digest}" for e in fresh for kind, digest in hashed[e.event_id]}
+        if not keys:
+            return set()
+        erased_at = {r["key"]: r["at"] for r in tx.run(q.ERASED_IDENTIFIERS, keys=list(keys))}
+        if not erased_at:
+            return set()
+        return {e.event_id for e in fresh
+                if any(erased_at.get(f"{kind}:{digest}", -1) >= epoch_ms(e.occurred_at)
+                       for kind, digest in hashed[e.event_id])}
 
     @staticmethod
     def _merge_conflicts(tx: ManagedTransaction, conflicts: list[Conflicting],
@@ -227,7 +279,7 @@ class EventWriter:
             user = users.setdefault(uid, {
                 "id": uid, "first_seen": at, "last_seen": at, "events": 0, "page_views": 0,
                 "searches": 0, "carts": 0, "purchases": 0, "chat_messages": 0, "feedbacks": 0,
-                "spend": 0.0, "profile": {},
+                "spend": 0.0, "profile": {}, "profile_at": None,
             })
             user["first_seen"] = min(user["first_seen"], at)
             user["last_seen"] = max(user["last_seen"], at)
@@ -236,10 +288,13 @@ class EventWriter:
             if e.type is EventType.PURCHASE and amount is not None:
                 user["spend"] += amount
             if e.profile is not None:
+                # Profiles are last-write-wins by event time: a late or replayed event does not
+                # overwrite what a newer one set (see UPSERT_USERS, UPSERT_LOCATIONS).
                 user["profile"].update(e.profile.model_dump(exclude_none=True,
                                                             exclude={"location"}))
+                user["profile_at"] = at
                 if e.profile.location is not None:
-                    locations[uid] = {"user_id": uid,
+                    locations[uid] = {"user_id": uid, "at": at,
                                       "location": e.profile.location.model_dump(exclude_none=True)}
             device_id = None
             if e.device is not None:

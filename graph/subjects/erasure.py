@@ -9,7 +9,10 @@ INTERACTED aggregates, location) and any other node that only the user links to.
 
 An ``(:Erasure {id, subject, at, source, <counts>})`` node records that an erasure happened;
 ``subject`` is the SHA-256 of the user id (no identifier, no PII), so asking to forget the same
-user again answers "already erased" instead of "not found".
+user again answers "already erased" instead of "not found". The user's identifier pseudonyms are
+kept as ``(:ErasedIdentifier {key, at})`` (``kind:hash``, no plaintext): the writer refuses any
+event from before the erasure that names one, so a replayed stream or file cannot bring the
+user back, while events the person sends afterwards are stored as a new start.
 """
 
 from __future__ import annotations
@@ -143,6 +146,7 @@ def forget_user(graph: Graph, user_id: str, *, source: str = "api") -> ForgetRep
         counts["other_nodes"] = _count(tx, q.DELETE_OTHER_OWNED, eids=eids,
                                        shared=list(SHARED_LABELS))
         counts["users"] = _count(tx, q.DELETE_USERS, eids=eids)
+        tx.run(q.RECORD_ERASED_IDENTIFIERS, keys=keys, erasure_id=erasure_id).consume()
         tx.run(q.RECORD_ERASURE, erasure_id=erasure_id, subject=subject_hash(user_id),
                source=source, counts=counts).consume()
         return counts

@@ -134,6 +134,14 @@ DETACH DELETE u
 RETURN count(*) AS n
 """
 
+# The erased identifiers' pseudonyms (`kind:hash`, as on dead letters), so that a re-sent event
+# from before the erasure cannot bring the user back (see `graph/ingest/writer.py`).
+RECORD_ERASED_IDENTIFIERS = """
+UNWIND $keys AS key
+MERGE (e:ErasedIdentifier {key: key})
+SET e.at = datetime(), e.erasure_id = $erasure_id
+"""
+
 RECORD_ERASURE = """
 CREATE (e:Erasure {id: $erasure_id, subject: $subject, at: datetime(), source: $source})
 SET e += $counts

@@ -392,3 +392,39 @@ def test_cli(graph: Graph, cli_env) -> None:
     missing = subprocess.run([PERSONAS, "identity", "unmerge", "merge-nope"], env=cli_env,
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "NOT_FOUND" in missing.stderr
+
+
+def test_an_identifier_linked_by_two_concurrent_writers_merges_their_users(
+        graph: Graph, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two writers (the consumer and the API, say) each see a cookie as new and link it to a
+    user of their own: the one committing second finds the cookie taken and merges."""
+    cookie = {"cookie": "ck-shared"}
+    writer = EventWriter(graph, PZ)
+    prepare = EventWriter._prepare
+    raced: list[bool] = []
+
+    def racing_prepare(self: EventWriter, *args: Any) -> Any:
+        # Between this transaction's look-up of the cookie and its MERGE, another writer (its
+        # own session and transaction) links the cookie to user C and commits.
+        if not raced:
+            raced.append(True)
+            other = EventWriter(graph, PZ)
+            assert other.write([ev("c1", {**C_IDS, **cookie}, "2026-10-05T10:00:00Z")]).written == 1
+        return prepare(self, *args)
+
+    monkeypatch.setattr(EventWriter, "_prepare", racing_prepare)
+    result = writer.write([ev("a1", {**A_IDS, **cookie}, "2026-10-05T10:01:00Z")])
+    assert raced and result.written == 1
+    owners = graph.rows("MATCH (:Identifier {kind: 'cookie', hash: $h})-[:IDENTIFIES]->(u:User) "
+                        "RETURN u.id AS id", h=PZ.digest("cookie", "ck-shared"))
+    assert owners == [{"id": A}]  # a CRM id outranks an email: A survives
+    assert result.user_ids == (A,)
+    assert resolve_user(graph, C) == A
+    assert graph.rows("MATCH (:User {id: $id})-[:PERFORMED]->(i) RETURN i.event_id AS e "
+                      "ORDER BY e", id=A) == [{"e": "a1"}, {"e": "c1"}]
+    # The merge is reversible like any other: the cookie goes back to the user it was first
+    # linked to.
+    [merge] = merges_of(graph, A)
+    assert unmerge(graph, merge["id"]) == (A, C)
+    assert graph.rows("MATCH (:Identifier {kind: 'cookie', hash: $h})-[:IDENTIFIES]->(u:User) "
+                      "RETURN u.id AS id", h=PZ.digest("cookie", "ck-shared")) == [{"id": C}]

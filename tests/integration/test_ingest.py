@@ -187,3 +187,33 @@ def test_missing_file_is_a_clear_error(cli_env, tmp_path: Path) -> None:
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "no such file" in proc.stderr
+
+
+def test_a_late_event_does_not_overwrite_a_newer_profile(graph: Graph) -> None:
+    """Profiles (demographics, location) are last-write-wins by event time, across batches."""
+    from graph.events import Event
+
+    pz = Pseudonymizer("k")
+    writer = EventWriter(graph, pz)
+    user = {"cookie": "ck-late"}
+
+    def profiled(event_id: str, at: str, age_band: str, city: str) -> Event:
+        return Event.model_validate({
+            "event_id": event_id, "type": "page_view", "source": "web", "occurred_at": at,
+            "user": user, "profile": {"age_band": age_band, "location": {
+                "id": city.lower(), "city": city, "country": "GB"}}})
+
+    def profile() -> tuple[str, str]:
+        [row] = graph.rows("MATCH (u:User {id: $id})-[:LOCATED_IN]->(l:Location) "
+                           "RETURN u.age_band AS age, l.city AS city",
+                           id=pz.user_id("cookie", "ck-late"))
+        return row["age"], row["city"]
+
+    writer.write([profiled("p2", "2026-10-02T10:00:00Z", "25-34", "London")])
+    writer.write([profiled("p1", "2026-10-01T10:00:00Z", "35-44", "Leeds")])  # late
+    assert profile() == ("25-34", "London")
+    # Within one batch too, the newest event wins whatever the order of arrival.
+    writer.write([profiled("p4", "2026-10-04T10:00:00Z", "45-54", "York"),
+                  profiled("p3", "2026-10-03T10:00:00Z", "55-64", "Bath")])
+    assert profile() == ("45-54", "York")
+    assert graph.rows("MATCH (u:User)-[:PERFORMED]->(i) RETURN count(i) AS n") == [{"n": 4}]

@@ -15,6 +15,7 @@ import pytest
 from graph.db import Graph
 from graph.errors import InvalidInput, NotFound
 from graph.features.table import build_feature_table
+from graph.ingest.batch import ERASED_REASON, ingest_records
 from graph.ingest.files import ingest_file
 from graph.ingest.writer import EventWriter
 from graph.privacy import Pseudonymizer
@@ -120,7 +121,9 @@ def jane_secrets(key: str) -> list[str]:
 
 
 def everything_stored(graph: Graph) -> str:
-    nodes = graph.rows("MATCH (n) RETURN labels(n) AS l, properties(n) AS p")
+    """All properties in the graph but the erasure suppression list (checked on its own)."""
+    nodes = graph.rows("MATCH (n) WHERE NOT n:ErasedIdentifier "
+                       "RETURN labels(n) AS l, properties(n) AS p")
     rels = graph.rows("MATCH ()-[r]->() RETURN type(r) AS t, properties(r) AS p")
     return json.dumps([nodes, rels], default=str)
 
@@ -154,6 +157,10 @@ def test_forget_removes_everything_derived_and_keeps_shared_nodes(
     assert "node:Consent" not in after and "node:ProfileField" not in after
     assert after["node:Household"] == 1
     assert after["node:Erasure"] == 1
+    p = Pseudonymizer(key)
+    assert sorted(r["key"] for r in graph.rows("MATCH (e:ErasedIdentifier) RETURN e.key AS key")
+                  ) == sorted(f"{kind}:{p.digest(kind, value)}" for kind, value in (
+                      ("email", JANE_EMAIL), ("phone", JANE_PHONE), ("cookie", "ck-jane")))
     assert after["rel:IN_SEGMENT"] == before["rel:IN_SEGMENT"] - 1
     assert after["rel:HAD_PERSONA"] == before["rel:HAD_PERSONA"] - 1
     assert report.counts == {
@@ -173,6 +180,38 @@ def test_forget_removes_everything_derived_and_keeps_shared_nodes(
     again = forget_user(graph, jane)
     assert again.already_erased and again.erasure_id == report.erasure_id
     assert graph_counts(graph) == after
+
+
+def test_a_replay_cannot_bring_an_erased_user_back(graph: Graph, tmp_path: Path,
+                                                   key: str) -> None:
+    jane, bob = ingest_world(graph, tmp_path, key)
+    forget_user(graph, jane)
+    after_forget = graph_counts(graph)
+    writer = EventWriter(graph, Pseudonymizer(key))
+
+    # The same file again: Jane's four events are refused, Bob's are duplicates; nothing changes.
+    summary = ingest_file(writer, tmp_path / "world.jsonl", batch_size=100,
+                          max_line_bytes=100_000, dead_letter=tmp_path / "again.jsonl")
+    assert (summary.written, summary.duplicates, summary.erased) == (0, 2, 4), summary
+    assert graph.rows("MATCH (u:User {id: $id}) RETURN u.id AS id", id=jane) == []
+    # bad-j's dead letter names Jane, so the graph does not keep it again; bad-b's is there.
+    assert graph_counts(graph) == after_forget
+    letters = [json.loads(line) for line in (tmp_path / "again.jsonl").read_text().splitlines()]
+    assert [d["line"] for d in letters] == [7, 8]  # the refused events are no dead letters
+
+    # Through the HTTP/GraphQL path, per record; an event after the erasure is a new start.
+    later = {"cookie": "ck-jane"}
+    records = [event("j-2", "purchase", 10, later,
+                     properties={"item_id": "sku-1", "category": "Books", "price": "12.50"}),
+               {**event("j-new", "page_view", 0, later), "occurred_at":
+                datetime.now(UTC).isoformat()}]
+    results = ingest_records(writer, records, source="http")
+    assert [(r.event_id, r.status) for r in results] == [("j-2", "rejected"),
+                                                         ("j-new", "accepted")]
+    assert results[0].reason == ERASED_REASON
+    rows = graph.rows("MATCH (u:User)-[:PERFORMED]->(i:Interaction) "
+                      "WHERE i.event_id STARTS WITH 'j-' RETURN u.id AS u, i.event_id AS e")
+    assert [r["e"] for r in rows] == ["j-new"] and rows[0]["u"] != bob
     with pytest.raises(NotFound):
         forget_user(graph, "u_nobody")
 
@@ -359,6 +398,7 @@ def test_forgetting_a_survivor_erases_the_users_merged_into_it(graph: Graph, tmp
     counts = graph_counts(graph)
     kinds = {k for k in counts if k.startswith("node:")}
     assert kinds == {"node:Item", "node:Category", "node:Location", "node:Erasure",
-                     "node:Migration"}, counts
+                     "node:ErasedIdentifier", "node:Migration"}, counts
+    assert counts["node:ErasedIdentifier"] == 5  # Jane's three identifiers and Bob's two
     stored = everything_stored(graph)
     assert jane not in stored and bob not in stored
