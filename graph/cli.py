@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from neo4j.exceptions import AuthError, Neo4jError, ServiceUnavailable
-from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -558,6 +557,7 @@ def serve_api(host: str, port: int) -> None:
     # With JSON logs, uvicorn's own loggers go through the root handler too (no config of its
     # own), so every line of the service is JSON.
     json_logs = settings().log_format == "json"
+    logging.getLogger().setLevel(logging.INFO)  # one access line per request (api.metrics)
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info",
                 log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG)
 
@@ -903,8 +903,8 @@ def identity_merges_cmd(
 def main() -> None:
     try:
         log_format = Settings().log_format
-    except (ValidationError, PersonaError):
-        log_format = "text"  # the command reports the bad setting itself
+    except Exception:  # noqa: BLE001 - any bad setting is reported by the command itself
+        log_format = "text"
     configure_logging(log_format)
     app()
 

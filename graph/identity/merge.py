@@ -156,6 +156,7 @@ def merge_users_tx(tx: ManagedTransaction, survivor_id: str, merged_id: str, *, 
     tx.run(q.TOMBSTONE, source=source, reason=reason, profile_before=json.dumps(profile_before),
            location_before=replaced["before"] if replaced is not None else None,
            location_before_via=replaced["via"] if replaced is not None else None,
+           location_before_at=replaced["before_at"] if replaced is not None else None,
            moved=json.dumps(dict(sorted(moved.items()))),
            copied=json.dumps(dict(sorted((k, v) for k, v in copied.items() if v))),
            **params).consume()
@@ -239,7 +240,8 @@ def unmerge_tx(tx: ManagedTransaction, merge_id: str) -> tuple[str, str]:
     tx.run(q.RESTORE_PROFILE, rows=json.loads(row["profile_before"] or "[]"), **params).consume()
     if row["location_before"] is not None:
         tx.run(q.RESTORE_LOCATION, location_id=row["location_before"],
-               via=row["location_before_via"], **params).consume()
+               via=row["location_before_via"], at=row["location_before_at"],
+               **params).consume()
     tx.run(q.UNTOMBSTONE, **params).consume()
     recompute_aggregates_tx(tx, [survivor, merged])
     log.info("unmerged %s: user %s split from %s again", merge_id, merged, survivor)

@@ -102,12 +102,11 @@ RETURN count(c) AS n
 REPLACE_LOCATION = """
 MATCH (s:User {id: $survivor_id})-[own:LOCATED_IN]->(old:Location)
 MATCH (m:User {id: $merged_id})-[:LOCATED_IN]->(l:Location)
-WHERE old <> l AND coalesce(m.profile_updated_at > s.profile_updated_at,
-                             m.last_seen > s.last_seen, false)
+WHERE old <> l AND m.last_seen > s.last_seen
 WITH own, old LIMIT 1
-WITH own, old.id AS before, own.via_merge AS via
+WITH own, old.id AS before, own.via_merge AS via, own.at AS before_at
 DELETE own
-RETURN before, via
+RETURN before, via, before_at
 """
 
 COPY_LOCATION = """
@@ -176,7 +175,8 @@ MATCH (s:User {id: $survivor_id}), (m:User {id: $merged_id})
 CREATE (:Merge {id: $merge_id, at: datetime.realtime(), source: $source, reason: $reason,
                 survivor_id: $survivor_id, merged_id: $merged_id,
                 profile_before: $profile_before, location_before: $location_before,
-                location_before_via: $location_before_via, moved: $moved, copied: $copied})
+                location_before_via: $location_before_via,
+                location_before_at: $location_before_at, moved: $moved, copied: $copied})
 CREATE (m)-[:MERGED_INTO {merge_id: $merge_id, at: datetime()}]->(s)
 REMOVE m:User
 SET m:MergedUser, s.merge_stack = coalesce(s.merge_stack, []) + $merge_id
@@ -192,6 +192,7 @@ OPTIONAL MATCH (t:MergedUser {id: g.merged_id})-[:MERGED_INTO {merge_id: g.id}]-
 RETURN g.survivor_id AS survivor_id, g.merged_id AS merged_id,
        g.undone_at IS NOT NULL AS undone, g.profile_before AS profile_before,
        g.location_before AS location_before, g.location_before_via AS location_before_via,
+       g.location_before_at AS location_before_at,
        s IS NOT NULL AS survivor_live, s.merge_stack AS stack,
        later.merge_id AS survivor_merged_by, t IS NOT NULL AS tombstone_found
 """
@@ -257,7 +258,7 @@ RESTORE_LOCATION = """
 MATCH (s:User {id: $survivor_id}), (l:Location {id: $location_id})
 WHERE NOT EXISTS { (s)-[:LOCATED_IN]->() }
 CREATE (s)-[r:LOCATED_IN]->(l)
-SET r.via_merge = $via
+SET r.via_merge = $via, r.at = $at
 """
 
 UNTOMBSTONE = """

@@ -49,11 +49,13 @@ SET u.first_seen = CASE WHEN first_seen < u.first_seen THEN first_seen ELSE u.fi
     u.chat_messages = u.chat_messages + row.chat_messages,
     u.feedbacks = u.feedbacks + row.feedbacks,
     u.spend = u.spend + row.spend
-WITH u, row
-WHERE row.profile_at IS NOT NULL
-  AND (u.profile_updated_at IS NULL
-       OR datetime({epochMillis: row.profile_at}) >= u.profile_updated_at)
-SET u += row.profile, u.profile_updated_at = datetime({epochMillis: row.profile_at})
+WITH u, row, u.profile_updated_at AS before
+FOREACH (f IN [f IN row.profile WHERE before IS NULL OR datetime({epochMillis: f.at}) >= before] |
+         SET u[f.key] = f.value)
+SET u.profile_updated_at =
+      CASE WHEN row.profile_at IS NOT NULL
+                AND (before IS NULL OR datetime({epochMillis: row.profile_at}) > before)
+           THEN datetime({epochMillis: row.profile_at}) ELSE before END
 """
 
 LINK_IDENTIFIERS = """
@@ -83,16 +85,19 @@ MATCH (:Identifier {kind: row.kind, hash: row.hash})-[r:IDENTIFIES]->(:User {id:
 DELETE r
 """
 
+# The location is last-write-wins by event time too, with its own time on LOCATED_IN (`at`).
 UPSERT_LOCATIONS = """
 UNWIND $rows AS row
+WITH row, datetime({epochMillis: row.at}) AS at
 MATCH (u:User {id: row.user_id})
-WHERE u.profile_updated_at IS NULL OR datetime({epochMillis: row.at}) >= u.profile_updated_at
+WHERE NOT EXISTS { (u)-[cur:LOCATED_IN]->() WHERE cur.at > at }
 MERGE (l:Location {id: row.location.id})
 SET l += row.location
-WITH u, l
+WITH u, l, at
 OPTIONAL MATCH (u)-[old:LOCATED_IN]->(other:Location) WHERE other <> l
 DELETE old
 MERGE (u)-[r:LOCATED_IN]->(l)
+SET r.at = at
 REMOVE r.via_merge
 """
 

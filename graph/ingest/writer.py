@@ -290,8 +290,9 @@ class EventWriter:
             if e.profile is not None:
                 # Profiles are last-write-wins by event time: a late or replayed event does not
                 # overwrite what a newer one set (see UPSERT_USERS, UPSERT_LOCATIONS).
-                user["profile"].update(e.profile.model_dump(exclude_none=True,
-                                                            exclude={"location"}))
+                for key, value in e.profile.model_dump(exclude_none=True,
+                                                       exclude={"location"}).items():
+                    user["profile"][key] = {"key": key, "value": value, "at": at}
                 user["profile_at"] = at
                 if e.profile.location is not None:
                     locations[uid] = {"user_id": uid, "at": at,
@@ -364,7 +365,7 @@ class EventWriter:
                                  "item_id": p.item_id, "category": p.category, "props": props})
 
         return {
-            "users": list(users.values()),
+            "users": [{**u, "profile": list(u["profile"].values())} for u in users.values()],
             "identifiers": links,
             "locations": list(locations.values()),
             "devices": list(devices.values()),

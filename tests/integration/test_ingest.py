@@ -216,4 +216,16 @@ def test_a_late_event_does_not_overwrite_a_newer_profile(graph: Graph) -> None:
     writer.write([profiled("p4", "2026-10-04T10:00:00Z", "45-54", "York"),
                   profiled("p3", "2026-10-03T10:00:00Z", "55-64", "Bath")])
     assert profile() == ("45-54", "York")
-    assert graph.rows("MATCH (u:User)-[:PERFORMED]->(i) RETURN count(i) AS n") == [{"n": 4}]
+    # Each field and the location keep their own latest value: a newer event without a location
+    # keeps the older one's, and a batch's older field does not win over what is stored.
+    newer = Event.model_validate({
+        "event_id": "p5", "type": "page_view", "source": "web",
+        "occurred_at": "2026-10-05T10:00:00Z", "user": user, "profile": {"gender": "female"}})
+    older = profiled("p0", "2026-09-30T10:00:00Z", "18-24", "Hull")
+    writer.write([older, newer])
+    assert profile() == ("45-54", "York")
+    [row] = graph.rows("MATCH (u:User {id: $id}) RETURN u.gender AS g, "
+                       "u.profile_updated_at.epochMillis AS at",
+                       id=pz.user_id("cookie", "ck-late"))
+    assert row == {"g": "female", "at": 1_791_194_400_000}  # 2026-10-05T10:00:00Z
+    assert graph.rows("MATCH (u:User)-[:PERFORMED]->(i) RETURN count(i) AS n") == [{"n": 6}]

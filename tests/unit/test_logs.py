@@ -24,6 +24,7 @@ def test_json_lines_carry_message_level_and_extra_fields() -> None:
             log.exception("it failed")
     finally:
         log.removeHandler(handler)
+        log.propagate = True
     first, second = (json.loads(line) for line in stream.getvalue().splitlines())
     assert first["message"] == "GET /graphql 200" and first["level"] == "WARNING"
     assert (first["logger"], first["route"], first["latency_ms"]) == ("tests.logs", "/graphql",
