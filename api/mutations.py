@@ -20,7 +20,7 @@ from api.types.user import Consents, Preference, User, utc_or_none
 from graph.auth import ADMINS, WRITERS
 from graph.crm.importer import apply_records
 from graph.crm.mapping import direct_mapping, parse_record
-from graph.errors import InvalidInput, LimitExceeded
+from graph.errors import Conflict, InvalidInput, LimitExceeded
 from graph.events import normalize_category
 from graph.identity.merge import merge_users, merges_of, unmerge
 from graph.ingest.batch import RecordResult, ingest_records
@@ -250,6 +250,8 @@ class Mutation:
                               info.context.writer.pseudonymizer)
         result = await asyncio.to_thread(apply_records, info.context.writer.graph, [record],
                                          source=API_SOURCE, via="graphql")
+        if result.refused:
+            raise Conflict("not applied: the record names a user who was erased after its `at`")
         kind, digest = record.identifiers[0]
         rows = await info.context.rows(q.USER_BY_IDENTIFIER, kind=kind, hash=digest)
         return UpsertUserResult(user=User.from_record(rows[0]),

@@ -343,6 +343,9 @@ def crm_import_cmd(
                   f"fields updated: {summary.fields_updated}  "
                   f"fields kept (stored value as new or newer): {summary.fields_kept}  "
                   f"merges: {summary.merges}")
+    if summary.erased:
+        console.print(f"{summary.erased} record(s) refused: they name users erased after their "
+                      "time")
     if summary.rejected:
         console.print(f"[yellow]{summary.rejected} record(s) rejected[/yellow]; "
                       f"reasons in {summary.dead_letter}")

@@ -24,7 +24,7 @@ from graph.errors import InvalidInput
 from graph.identity import merge_by_authority_tx, resolve_users_tx
 from graph.ingest.deadletter import DeadLetterFile, DeadLetterStore
 from graph.ingest.metrics import IngestMetrics
-from graph.ingest.queries import LINK_IDENTIFIERS, RESOLVE_IDENTIFIERS
+from graph.ingest.queries import ERASED_IDENTIFIERS, LINK_IDENTIFIERS, RESOLVE_IDENTIFIERS
 from graph.ingest.writer import epoch_ms
 from graph.privacy import Pseudonymizer
 
@@ -55,6 +55,8 @@ class ApplyResult:
     """Users merged into another because a record named identifiers of both."""
     updated_by_record: list[list[str]] = field(default_factory=list)
     """Per record (in input order), the names of the fields it changed."""
+    refused: list[int] = field(default_factory=list)
+    """Records (input positions) not applied: they name a user erased after their time."""
 
 
 def apply_records(graph: Graph, records: Sequence[CrmRecord], *, source: str, via: str,
@@ -84,6 +86,14 @@ def _apply_tx(tx: ManagedTransaction, records: Sequence[CrmRecord], source: str,
         (row["kind"], row["hash"]): row["user_id"]
         for row in tx.run(RESOLVE_IDENTIFIERS, rows=[{"kind": k, "hash": h} for k, h in pairs])
     }
+    # As for events (graph/ingest/writer.py): an erased user is not brought back by a record
+    # from before the erasure.
+    erased_at = {row["key"]: row["at"] for row in tx.run(
+        ERASED_IDENTIFIERS, keys=[f"{kind}:{digest}" for kind, digest in pairs])}
+    refused = {i for i, rec in enumerate(records)
+               if any(erased_at.get(f"{kind}:{digest}", -1) >= epoch_ms(rec.at)
+                      for kind, digest in rec.identifiers)}
+    result.refused = sorted(refused)
     existing = set(owner.values())
     alias: dict[str, str] = {}
 
@@ -96,7 +106,8 @@ def _apply_tx(tx: ManagedTransaction, records: Sequence[CrmRecord], source: str,
     links: list[dict[str, Any]] = []
     user_of: list[str] = [""] * len(records)
     merged_into: set[str] = set()
-    order = sorted(range(len(records)), key=lambda i: records[i].at)
+    order = sorted((i for i in range(len(records)) if i not in refused),
+                   key=lambda i: records[i].at)
     for i in order:
         rec = records[i]
         at = epoch_ms(rec.at)
@@ -165,7 +176,7 @@ def _apply_tx(tx: ManagedTransaction, records: Sequence[CrmRecord], source: str,
 
     if fresh:
         tx.run(q.ENSURE_USERS, rows=[{"id": u, "at": at} for u, at in fresh.items()]).consume()
-    touched = sorted({find(u) for u in user_of})
+    touched = sorted({find(user_of[i]) for i in order})
     tx.run(q.LOCK_USERS, ids=touched).consume()
     if links:
         tx.run(LINK_IDENTIFIERS, rows=links).consume()
@@ -202,6 +213,8 @@ class CrmImportSummary:
     fields_kept: int
     merges: int
     dead_letter: Path | None
+    erased: int = 0
+    """Records refused: they name a user erased after their time."""
 
 
 @dataclass(frozen=True)
@@ -295,8 +308,12 @@ def import_file(graph: Graph, pseudonymizer: Pseudonymizer, mapping: FieldMappin
         start = time.perf_counter()
         done = apply_records(graph, batch, source=mapping.source, via="import")
         if metrics is not None:
-            metrics.batch(METRICS_SOURCE, time.perf_counter() - start, len(batch), 0)
-        applied += len(batch)
+            metrics.batch(METRICS_SOURCE, time.perf_counter() - start,
+                          len(batch) - len(done.refused), 0)
+            if done.refused:
+                metrics.reject(METRICS_SOURCE, "erased", len(done.refused))
+        applied += len(batch) - len(done.refused)
+        totals.refused.extend(done.refused)  # positions within their batch: counted only
         for name in ("users_created", "fields_updated", "fields_kept", "merges"):
             setattr(totals, name, getattr(totals, name) + getattr(done, name))
         if on_progress:
@@ -337,4 +354,4 @@ def import_file(graph: Graph, pseudonymizer: Pseudonymizer, mapping: FieldMappin
         dl.close()  # the rejects seen so far reach the graph's dead letters too
     return CrmImportSummary(records, applied, dl.count, totals.users_created,
                             totals.fields_updated, totals.fields_kept, totals.merges,
-                            dl.path if dl.count else None)
+                            dl.path if dl.count else None, len(totals.refused))

@@ -24,6 +24,7 @@ from graph.crm.importer import METRICS_SOURCE, Delivery, apply_records
 from graph.crm.mapping import CrmRecord, FieldMapping, dead_letter_raw, parse_record
 from graph.db import Graph
 from graph.errors import Conflict, InvalidInput, LimitExceeded, Unauthenticated
+from graph.ingest.batch import ERASED_REASON
 from graph.ingest.deadletter import DeadLetterStore, make_dead_letter
 from graph.ingest.metrics import IngestMetrics
 from graph.privacy import Pseudonymizer
@@ -130,7 +131,10 @@ def apply_delivery(graph: Graph, pseudonymizer: Pseudonymizer, mapping: FieldMap
             metrics.reject(METRICS_SOURCE, "conflict", max(len(records), 1))
         raise Conflict("this delivery was received before (replayed signature)") from None
     if metrics is not None:
-        metrics.batch(METRICS_SOURCE, time.perf_counter() - start, len(parsed), 0)
+        metrics.batch(METRICS_SOURCE, time.perf_counter() - start,
+                      len(parsed) - len(done.refused), 0)
+        if done.refused:
+            metrics.reject(METRICS_SOURCE, "erased", len(done.refused))
     rejected = [r for r in results if r is not None]
     if rejected:
         # Kept as dead letters in the graph, identifiers and names as tokens.
@@ -142,7 +146,11 @@ def apply_delivery(graph: Graph, pseudonymizer: Pseudonymizer, mapping: FieldMap
             for r in rejected])
         if metrics is not None:
             metrics.dead_letters.labels(METRICS_SOURCE).inc(len(rejected))
+    refused = set(done.refused)
     for position, (index, record) in enumerate(parsed):
+        if position in refused:
+            results[index] = WebhookRecordResult(index, "rejected", ERASED_REASON)
+            continue
         updated = tuple(sorted(done.updated_by_record[position]))
         kept = tuple(sorted(set(record.fields) - set(updated)))
         results[index] = WebhookRecordResult(index, "accepted", None, updated, kept)

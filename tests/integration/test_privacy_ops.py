@@ -3,6 +3,7 @@ in the graph, and the `personas privacy` commands."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import stat
 import subprocess
@@ -212,6 +213,23 @@ def test_a_replay_cannot_bring_an_erased_user_back(graph: Graph, tmp_path: Path,
     rows = graph.rows("MATCH (u:User)-[:PERFORMED]->(i:Interaction) "
                       "WHERE i.event_id STARTS WITH 'j-' RETURN u.id AS u, i.event_id AS e")
     assert rows == [{"u": Pseudonymizer(key).user_id("cookie", "ck-jane"), "e": "j-new"}]
+
+    # CRM records (import, webhook, upsertUser) follow the same rule.
+    from graph.crm.importer import apply_records
+    from graph.crm.mapping import direct_mapping, parse_record
+
+    def crm_record(days: float) -> Any:
+        return parse_record(direct_mapping("crm"), {"email": JANE_EMAIL, "tier": "gold",
+                                                    "at": at(days)}, Pseudonymizer(key))
+
+    emails = "MATCH (i:Identifier {kind: 'email'}) RETURN count(i) AS n"
+    before = graph.rows(emails)
+    done = apply_records(graph, [crm_record(30)], source="crm", via="import")
+    assert (done.refused, done.users_created, done.fields_updated) == ([0], 0, 0)
+    assert graph.rows(emails) == before
+    later_record = dataclasses.replace(crm_record(0), at=datetime.now(UTC))
+    done = apply_records(graph, [later_record], source="crm", via="import")
+    assert (done.refused, done.users_created) == ([], 1)
     with pytest.raises(NotFound):
         forget_user(graph, "u_nobody")
 
