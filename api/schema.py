@@ -26,7 +26,7 @@ from api.types.user import User, utc_or_none
 from graph.auth import PERSONA_READERS
 from graph.errors import InvalidInput, NotFound
 from graph.events import normalize_category
-from graph.privacy import IDENTIFIER_KINDS, Pseudonymizer
+from graph.privacy import IDENTIFIER_KINDS
 from graph.settings import Settings
 
 
@@ -61,8 +61,7 @@ class Query:
         if kind not in IDENTIFIER_KINDS:
             raise InvalidInput(f"unknown identifier kind {kind!r}; one of "
                                f"{', '.join(IDENTIFIER_KINDS)}")
-        digest = Pseudonymizer(
-            info.context.settings.pseudonym_key.get_secret_value()).digest(kind, value)
+        digest = info.context.writer.pseudonymizer.digest(kind, value)
         rows = await info.context.rows(q.USER_BY_IDENTIFIER, kind=kind, hash=digest)
         if not rows:
             raise NotFound(f"no user with that {kind}")

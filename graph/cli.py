@@ -211,9 +211,7 @@ def consume_cmd(
     console.print(f"messages: {summary.messages}  written: {summary.written}  duplicates: "
                   f"{summary.duplicates}  dead letters: {summary.dead_letters}  "
                   f"batches: {summary.batches}")
-    if summary.erased:
-        console.print(f"{summary.erased} event(s) refused: they name users erased after they "
-                      "happened")
+    report_refusals(summary.erased, 0, None)  # the consumer dead-letters its rejects
 
 
 @app.command("produce")
@@ -233,9 +231,7 @@ def produce_cmd(
 
     cfg = settings()
     cfg.require_pseudonym_key()
-    if not file.is_file():
-        console.print(f"[red]error:[/red] {file}: no such file")
-        raise typer.Exit(2)
+    require_file(file)
     require_kafka(cfg)  # before the progress bar appears
     with progress_bar(f"producing {file.name}", count_lines(file)) as advance:
         summary = replay_file(cfg, file, topic=topic, rate=rate, skip_invalid=skip_invalid,
@@ -270,6 +266,22 @@ def migrate_cmd(
         console.print("schema is up to date")
 
 
+def require_file(file: Path) -> None:
+    if not file.is_file():
+        console.print(f"[red]error:[/red] {file}: no such file")
+        raise typer.Exit(2)
+
+
+def report_refusals(erased: int, rejected: int, dead_letter: Path | None) -> None:
+    """After a file load: records refused for erased users, then rejects (exit 1)."""
+    if erased:
+        console.print(f"{erased} record(s) refused: they name users erased after their time")
+    if rejected:
+        console.print(f"[yellow]{rejected} record(s) rejected[/yellow]; "
+                      f"reasons in {dead_letter}")
+        raise typer.Exit(1)
+
+
 def _ingest(graph: Graph, cfg: Settings, path: Path, dead_letter: Path | None,
             batch_size: int) -> IngestSummary:
     writer = build_writer(graph, cfg)
@@ -291,20 +303,12 @@ def ingest_cmd(
     """Load an event file; malformed records go to the dead-letter file and the exit is 1."""
     cfg = settings()
     cfg.require_pseudonym_key()
-    if not file.is_file():
-        console.print(f"[red]error:[/red] {file}: no such file")
-        raise typer.Exit(2)
+    require_file(file)
     with open_graph(cfg) as graph:
         summary = _ingest(graph, cfg, file, dead_letter, batch_size or cfg.batch_size)
     console.print(f"records: {summary.records}  written: {summary.written}  "
                   f"duplicates: {summary.duplicates}  rejected: {summary.rejected}")
-    if summary.erased:
-        console.print(f"{summary.erased} event(s) refused: they name users erased after they "
-                      "happened")
-    if summary.rejected:
-        console.print(f"[yellow]{summary.rejected} record(s) rejected[/yellow]; "
-                      f"reasons in {summary.dead_letter}")
-        raise typer.Exit(1)
+    report_refusals(summary.erased, summary.rejected, summary.dead_letter)
 
 
 crm_app = typer.Typer(help="Import customer records from a CRM.", no_args_is_help=True)
@@ -324,17 +328,14 @@ def crm_import_cmd(
     """Upsert customer records through a field mapping: newer values win, per field."""
     from graph.crm.importer import import_file
     from graph.crm.mapping import load_mapping
-    from graph.privacy import Pseudonymizer
 
     cfg = settings()
     cfg.require_pseudonym_key()  # names and identifiers are hashed with it
     parsed = load_mapping(mapping)  # before connecting: a bad mapping writes nothing
-    if not file.is_file():
-        console.print(f"[red]error:[/red] {file}: no such file")
-        raise typer.Exit(2)
+    require_file(file)
     total = count_lines(file) - (1 if file.suffix.lower() == ".csv" else 0)  # CSV header
     with open_graph(cfg) as graph, progress_bar(f"importing {file.name}", total) as advance:
-        summary = import_file(graph, Pseudonymizer(cfg.pseudonym_key.get_secret_value()),
+        summary = import_file(graph, cfg.pseudonymizer(),
                               parsed, file, batch_size=batch_size or cfg.batch_size,
                               max_line_bytes=cfg.max_line_bytes, dead_letter=dead_letter,
                               on_progress=advance)
@@ -343,13 +344,7 @@ def crm_import_cmd(
                   f"fields updated: {summary.fields_updated}  "
                   f"fields kept (stored value as new or newer): {summary.fields_kept}  "
                   f"merges: {summary.merges}")
-    if summary.erased:
-        console.print(f"{summary.erased} record(s) refused: they name users erased after their "
-                      "time")
-    if summary.rejected:
-        console.print(f"[yellow]{summary.rejected} record(s) rejected[/yellow]; "
-                      f"reasons in {summary.dead_letter}")
-        raise typer.Exit(1)
+    report_refusals(summary.erased, summary.rejected, summary.dead_letter)
 
 
 def load_demo(graph: Graph, cfg: Settings, users: int, seed: int,

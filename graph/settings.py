@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from graph.errors import ConfigurationError
 from graph.features.registry import DEFAULT_SELECTION
+from graph.privacy import Pseudonymizer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -256,6 +257,10 @@ class Settings(BaseSettings):
                 f"no pseudonymization key: set {KEY_VARIABLES} (a file holding the key). The "
                 "built-in public demo key is allowed only in demo mode (PERSONAS_DEMO=true), "
                 "which `personas up` and `personas demo-data` turn on when no key is set.")
+
+    def pseudonymizer(self) -> Pseudonymizer:
+        """The pseudonymizer of this key (build one per process: it caches digests)."""
+        return Pseudonymizer(self.pseudonym_key.get_secret_value())
 
     @property
     def demo_mode(self) -> bool:

@@ -301,10 +301,10 @@ def import_file(graph: Graph, pseudonymizer: Pseudonymizer, mapping: FieldMappin
     dl = DeadLetterFile(dead_letter or path.with_name(path.name + ".deadletter.jsonl"),
                         str(path), pseudonymizer, DeadLetterStore(graph))
     totals = ApplyResult()
-    records = applied = 0
+    records = applied = erased = 0
 
     def flush(batch: list[CrmRecord]) -> None:
-        nonlocal applied
+        nonlocal applied, erased
         start = time.perf_counter()
         done = apply_records(graph, batch, source=mapping.source, via="import")
         if metrics is not None:
@@ -313,7 +313,7 @@ def import_file(graph: Graph, pseudonymizer: Pseudonymizer, mapping: FieldMappin
             if done.refused:
                 metrics.reject(METRICS_SOURCE, "erased", len(done.refused))
         applied += len(batch) - len(done.refused)
-        totals.refused.extend(done.refused)  # positions within their batch: counted only
+        erased += len(done.refused)
         for name in ("users_created", "fields_updated", "fields_kept", "merges"):
             setattr(totals, name, getattr(totals, name) + getattr(done, name))
         if on_progress:
@@ -354,4 +354,4 @@ def import_file(graph: Graph, pseudonymizer: Pseudonymizer, mapping: FieldMappin
         dl.close()  # the rejects seen so far reach the graph's dead letters too
     return CrmImportSummary(records, applied, dl.count, totals.users_created,
                             totals.fields_updated, totals.fields_kept, totals.merges,
-                            dl.path if dl.count else None, len(totals.refused))
+                            dl.path if dl.count else None, erased)

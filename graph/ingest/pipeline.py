@@ -6,12 +6,11 @@ from __future__ import annotations
 from graph.db import Graph
 from graph.ingest.metrics import IngestMetrics
 from graph.ingest.writer import EventWriter
-from graph.privacy import Pseudonymizer
 from graph.segments.assign import SegmentAssigner
 from graph.settings import Settings
 
 
 def build_writer(graph: Graph, settings: Settings,
                  metrics: IngestMetrics | None = None) -> EventWriter:
-    return EventWriter(graph, Pseudonymizer(settings.pseudonym_key.get_secret_value()),
+    return EventWriter(graph, settings.pseudonymizer(),
                        SegmentAssigner(graph, settings.resolved_runs_dir), metrics)

@@ -73,7 +73,7 @@ def replay_file(
         raise InvalidInput(f"{path}: no such file")
     require_kafka(settings)
     ensure_topics(settings, [topic])
-    pseudonymizer = Pseudonymizer(settings.pseudonym_key.get_secret_value())
+    pseudonymizer = settings.pseudonymizer()
     errors: list[str] = []
 
     def delivered(err: KafkaError | None, _msg: Message) -> None:
