@@ -12,6 +12,7 @@ from strawberry.types import ExecutionContext
 from api import queries as q
 from api.auth import allowed
 from api.context import Context
+from api.documents import document_caches
 from api.errors import ErrorCodes, log_errors
 from api.limits import limit_extensions
 from api.metrics import CypherRoundTrips
@@ -147,7 +148,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     """The schema with its request limits (from ``settings``; defaults when exporting SDL)."""
     limits = limit_extensions(settings or Settings())
     return PersonaSchema(query=Query, mutation=Mutation, subscription=Subscription,
-                         extensions=[*limits, CypherRoundTrips, ErrorCodes])
+                         extensions=[*limits, *document_caches(), CypherRoundTrips, ErrorCodes])
 
 
 class PersonaSchema(strawberry.Schema):

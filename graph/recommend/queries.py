@@ -9,8 +9,9 @@ from __future__ import annotations
 USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 
 # Candidates come from
-#   (a) the favourites of the user's leaf segment in the latest run: the 50 items most bought by
-#       the segment's 100 most typical other members (by distance from the segment centre);
+#   (a) the favourites of the user's leaf segment in the latest run: `FAVOURITE`, written with the
+#       run (``WRITE_SEGMENT_FAVOURITES``): the 50 items most bought by the segment's 100 most
+#       typical members (by distance from the segment centre);
 #   (b) what similar users bought: users who bought any of the user's 10 most recently carted or
 #       bought items, the 50 with the most such items in common (their overlap);
 #   (c) the items of the user's 3 strongest categories (weight >= $weights.preference_min).
@@ -25,12 +26,10 @@ USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 # and carries a reason for each of (a), (b), (c) and each context rule that contributed. Items the
 # user bought are left out, and so is every item of a category with an explicit negative weight.
 #
-# PROFILE on the demo graph (2,000 users, 240 items, 4 leaf segments; 200 users): median about
-# 20k db hits per call, at most about 27k; (b) is about 60% of them (10 items x ~400 interactions
-# each), (a) about 30% (100 members x their interactions), scoring the ~150 candidates the rest.
-# That is 8-10 ms in the server (median; this 2-core machine was busy), ~10 ms for one `recommend`
-# call from Python. Weather and events are found through their time indexes (hence the hints), so
-# a long history of either costs nothing here.
+# PROFILE on the demo graph (2,000 users, 240 items, 4 leaf segments; 200 users): see
+# docs/performance.md. (b) is most of the db hits (10 items x ~400 interactions each); (a) reads
+# the 50 favourites the run wrote instead of the purchases of 100 members. Weather and events are
+# found through their time indexes (hence the hints), so a long history of either costs nothing.
 RECOMMEND = """
 MATCH (u:User {id: $user_id})
 WITH u, datetime({epochMillis: $now}) AS now
@@ -41,16 +40,10 @@ CALL (u) {
 CALL (u) {
   MATCH (run:SegmentationRun)
   WITH run ORDER BY run.created_at DESC LIMIT 1
-  MATCH (u)-[:IN_SEGMENT {run_id: run.id}]->(s:Segment {level: 0})<-[m:IN_SEGMENT]-(peer:User)
-  WHERE peer <> u
-  WITH s, peer ORDER BY m.distance, peer.id LIMIT 100
-  WITH s, collect(peer) AS peers
-  UNWIND peers AS peer
-  MATCH (peer)-[r:INTERACTED]->(it) WHERE r.purchases > 0
-  WITH s, size(peers) AS members, it, count(*) AS buyers
-  ORDER BY buyers DESC, it.id LIMIT 50
+  MATCH (u)-[:IN_SEGMENT {run_id: run.id}]->(s:Segment {level: 0})
+  OPTIONAL MATCH (s)-[f:FAVOURITE]->(it:Item)
   RETURN head(collect(s.label)) AS segment,
-         collect({item: it, seg: toFloat(buyers) / members}) AS seg_items
+         collect(CASE WHEN it IS NOT NULL THEN {item: it, seg: f.share} END) AS seg_items
 }
 CALL (u) {
   MATCH (u)-[mine:INTERACTED]->(shared)

@@ -81,3 +81,20 @@ FOREACH (_ IN CASE WHEN h IS NOT NULL AND old <> p THEN [1] ELSE [] END |
 FOREACH (_ IN CASE WHEN h IS NULL OR old <> p THEN [1] ELSE [] END |
          CREATE (u)-[:HAD_PERSONA {valid_from: datetime($at), run_id: $run_id}]->(p))
 """
+
+# Each leaf segment of a run: the items most bought by its most typical members (nearest the
+# segment centre), with the share of those members who bought each. Run in the run's
+# transaction, after its memberships; the recommender reads them (graph/recommend/queries.py).
+WRITE_SEGMENT_FAVOURITES = """
+MATCH (:SegmentationRun {id: $run_id})-[:PRODUCED]->(s:Segment {level: 0})
+CALL (s) {
+  MATCH (s)<-[m:IN_SEGMENT]-(member:User)
+  WITH member ORDER BY m.distance, member.id LIMIT $typical
+  WITH collect(member) AS members
+  UNWIND members AS member
+  MATCH (member)-[r:INTERACTED]->(it:Item) WHERE r.purchases > 0
+  WITH size(members) AS n, it, count(*) AS buyers
+  ORDER BY buyers DESC, it.id LIMIT $favourites
+  CREATE (s)-[:FAVOURITE {share: toFloat(buyers) / n, buyers: buyers}]->(it)
+}
+"""

@@ -30,6 +30,9 @@ from graph.version import code_version
 
 log = logging.getLogger(__name__)
 WRITE_BATCH = 5000
+# Segment favourites: the items most bought by the members nearest each leaf segment's centre.
+TYPICAL_MEMBERS = 100
+FAVOURITES = 50
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,10 @@ def run_segmentation(
                    rows=members[start:start + WRITE_BATCH]).consume()
             tx.run(q.UPDATE_PERSONA_HISTORY, run_id=run_id, at=at,
                    rows=history[start:start + WRITE_BATCH]).consume()
+        # What the recommender offers as the segment's favourites (``FAVOURITE``), so that a
+        # request reads 50 relationships instead of the purchases of 100 members.
+        tx.run(q.WRITE_SEGMENT_FAVOURITES, run_id=run_id, typical=TYPICAL_MEMBERS,
+               favourites=FAVOURITES).consume()
 
     # One transaction: a run is visible whole or not at all.
     graph.write(write)

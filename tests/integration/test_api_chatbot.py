@@ -262,6 +262,30 @@ def test_each_limit_is_limit_exceeded(world: World, settings: Settings) -> None:
         assert code("{ " + " ".join(["personas { id }"] * 40) + " }") == "LIMIT_EXCEEDED"
 
 
+def test_repeated_documents_get_the_same_verdict_per_app(client: TestClient, world: World,
+                                                         settings: Settings) -> None:
+    """Each distinct document is parsed and validated once (a cache): repeats are refused or
+    answered as the first time was, and an app with other limits in the same process keeps its
+    own verdicts."""
+    tight = settings.model_copy(update={"api_max_depth": 4, "api_max_tokens": 120})
+    deep = "{ personas { members(first: 1) { edges { node { id } } } } }"  # depth 5
+    wordy = "{ " + " ".join(f"p{i}: personas {{ id }}" for i in range(25)) + " }"
+
+    def code(app_client: TestClient, query: str) -> str | None:
+        body = ask(app_client, world, query)
+        return body["errors"][0]["extensions"]["code"] if body.get("errors") else None
+
+    with TestClient(create_app(tight)) as small:
+        for _ in range(3):
+            assert code(small, deep) == "LIMIT_EXCEEDED"
+            assert code(client, deep) is None
+            assert code(small, wordy) == "LIMIT_EXCEEDED"  # tokens (and aliases)
+            assert code(client, "{ personas { id } }") is None
+    q = "query($id: ID!) { user(id: $id) { id } }"
+    ids = [r["id"] for r in world.graph.rows("MATCH (u:User) RETURN u.id AS id LIMIT 3")]
+    assert [data(client, world, q, id=i)["user"]["id"] for i in ids] == ids
+
+
 def test_users_connection_pages_and_filters(client: TestClient, world: World) -> None:
     q = """query($after: String, $persona: ID, $seen: DateTime) {
       users(first: 30, after: $after, personaId: $persona, lastSeenAfter: $seen) {

@@ -163,3 +163,45 @@ def test_segment_favourites_appear_once_a_run_exists(graph: Graph, tmp_path: Pat
     assert favourites, recs
     own = bought(graph, uid)
     assert not own & {r.item_id for r in favourites}
+
+
+def test_a_run_writes_each_leaf_segments_favourites(graph: Graph, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """FAVOURITE: the items most bought by the members nearest each leaf segment's centre, with
+    the share of them who bought each (small limits, so that both cut-offs are exercised)."""
+    from graph.segments import run as run_module
+
+    monkeypatch.setattr(run_module, "TYPICAL_MEMBERS", 10)
+    monkeypatch.setattr(run_module, "FAVOURITES", 5)
+    load_demo(graph, tmp_path, users=USERS, seed=SEED)
+    result = run_segmentation(graph)
+    members = graph.rows(
+        "MATCH (:SegmentationRun {id: $run})-[:PRODUCED]->(s:Segment {level: 0})"
+        "<-[m:IN_SEGMENT]-(u:User) "
+        "OPTIONAL MATCH (u)-[r:INTERACTED]->(it:Item) WHERE r.purchases > 0 "
+        "RETURN s.id AS segment, u.id AS user, m.distance AS distance, "
+        "collect(it.id) AS items", run=result.run_id)
+    by_segment: dict[str, list[dict[str, object]]] = {}
+    for row in members:
+        by_segment.setdefault(row["segment"], []).append(row)
+    assert len(by_segment) == result.n_segments
+    assert any(len(rows) > 10 for rows in by_segment.values())
+    for segment, rows in by_segment.items():
+        typical = sorted(rows, key=lambda r: (r["distance"], r["user"]))[:10]
+        counts: dict[str, int] = {}
+        for row in typical:
+            for item in row["items"]:  # type: ignore[attr-defined]
+                counts[item] = counts.get(item, 0) + 1
+        expected = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+        stored = graph.rows("MATCH (:Segment {id: $s})-[f:FAVOURITE]->(it:Item) "
+                            "RETURN it.id AS item, f.buyers AS buyers, f.share AS share "
+                            "ORDER BY buyers DESC, item", s=segment)
+        assert [(r["item"], r["buyers"]) for r in stored] == expected, segment
+        assert all(r["share"] == pytest.approx(r["buyers"] / len(typical)) for r in stored)
+
+    # A later run writes its own; the earlier run's segments keep theirs.
+    second = run_segmentation(graph)
+    counts = {r["run"]: r["n"] for r in graph.rows(
+        "MATCH (r:SegmentationRun)-[:PRODUCED]->(:Segment)-[f:FAVOURITE]->() "
+        "RETURN r.id AS run, count(f) AS n")}
+    assert counts.keys() == {result.run_id, second.run_id}
