@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
-from neo4j import RoutingControl
 from strawberry.fastapi import GraphQLRouter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
@@ -22,7 +21,7 @@ from api.metrics import RequestMetrics
 from api.schema import build_schema
 from api.segmentation import SegmentationRunner
 from graph.auth import ANALYSTS
-from graph.db import Graph, create_async_driver, create_driver
+from graph.db import Graph, create_async_driver, create_driver, read_rows
 from graph.errors import (
     Conflict,
     Forbidden,
@@ -101,11 +100,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/readyz")
     async def readyz(driver: DriverDep) -> JSONResponse:
         try:
-            records, _, _ = await driver.execute_query(
-                q.READY, database_=settings.neo4j_database, routing_=RoutingControl.READ)
+            rows = await read_rows(driver, settings.neo4j_database, q.READY)
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
             return JSONResponse({"status": "unavailable", "reason": type(exc).__name__}, 503)
-        version = records[0]["version"]
+        version = rows[0]["version"]
         if version is None:
             return JSONResponse({"status": "unmigrated"}, 503)
         return JSONResponse({"status": "ready", "schema_version": version})

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Collection
 from typing import Annotated, Any
 
 from fastapi import Depends, Header
-from neo4j import AsyncDriver, RoutingControl
+from neo4j import AsyncDriver
 from starlette.requests import HTTPConnection
 from strawberry.extensions import FieldExtension
 from strawberry.permission import BasePermission, PermissionExtension
@@ -16,6 +16,7 @@ from strawberry.types import Info
 
 from graph import auth
 from graph.auth import Principal, Role
+from graph.db import read_rows
 
 Loader = Callable[[str], Awaitable[Principal | None]]
 MAX_CACHED_KEYS = 10_000
@@ -77,10 +78,8 @@ def neo4j_loader(driver: AsyncDriver, database: str) -> Loader:
     """Looks a key hash up in the graph with the API's async driver."""
 
     async def load(digest: str) -> Principal | None:
-        records, _, _ = await driver.execute_query(
-            auth.RESOLVE_KEY, {"hash": digest}, database_=database,
-            routing_=RoutingControl.READ)
-        return Principal.from_record(records[0].data()) if records else None
+        rows = await read_rows(driver, database, auth.RESOLVE_KEY, {"hash": digest})
+        return Principal.from_record(rows[0]) if rows else None
 
     return load
 

@@ -12,6 +12,7 @@ from api.loaders import Loaders
 from api.queries import USER
 from api.segmentation import SegmentationRunner
 from graph.auth import Principal
+from graph.db import read_rows
 from graph.errors import InvalidInput, LimitExceeded, NotFound
 from graph.ingest.writer import EventWriter
 from graph.settings import Settings
@@ -50,12 +51,10 @@ class Context(BaseContext):
         return rows[0]
 
     async def rows(self, query: LiteralString, **params: Any) -> list[dict[str, Any]]:
-        """Run one read query (retried on transient errors by the driver) and return dicts."""
+        """Run one read query (``graph.db.read_rows``: retried on transient errors) and return
+        dicts."""
         self.round_trips += 1
-        records, _, _ = await self.driver.execute_query(
-            query, params, database_=self.settings.neo4j_database, routing_=RoutingControl.READ
-        )
-        return [r.data() for r in records]
+        return await read_rows(self.driver, self.settings.neo4j_database, query, params)
 
     async def write(self, query: LiteralString, **params: Any) -> list[dict[str, Any]]:
         """Run one write query in its own managed transaction (retried on transient errors)."""

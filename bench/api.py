@@ -28,14 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from neo4j import AsyncDriver, RoutingControl
+from neo4j import AsyncDriver
 from rich.console import Console
 from rich.table import Table
 
 from api import queries as q
 from api.types.user import situation_params
 from bench.common import bench_graph, bench_settings
-from graph.db import create_async_driver, wipe
+from graph.db import create_async_driver, read_rows, wipe
 from graph.recommend.engine import recommend_params
 from graph.recommend.queries import RECOMMEND
 from graph.settings import Settings
@@ -119,9 +119,7 @@ def cypher_call(driver: AsyncDriver, settings: Settings) -> Callable[[str], Awai
     resolvers run them."""
 
     async def rows(query: Any, **params: Any) -> list[dict[str, Any]]:
-        records, _, _ = await driver.execute_query(
-            query, params, database_=settings.neo4j_database, routing_=RoutingControl.READ)
-        return [r.data() for r in records]
+        return await read_rows(driver, settings.neo4j_database, query, params)
 
     async def call(user: str) -> None:
         if not await rows(q.USER, id=user):

@@ -6,11 +6,20 @@ down; nothing else builds drivers.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, LiteralString, TypeVar
 
-from neo4j import AsyncDriver, AsyncGraphDatabase, Driver, GraphDatabase, ManagedTransaction
+from neo4j import (
+    READ_ACCESS,
+    AsyncDriver,
+    AsyncGraphDatabase,
+    Driver,
+    GraphDatabase,
+    ManagedTransaction,
+)
+from neo4j.exceptions import DriverError, Neo4jError
 
 from graph.settings import Settings
 
@@ -33,6 +42,32 @@ def create_async_driver(settings: Settings) -> AsyncDriver:
     return AsyncGraphDatabase.driver(
         settings.bolt_uri, auth=_auth(settings), notifications_min_severity="OFF"
     )
+
+
+READ_ATTEMPTS = 3
+READ_RETRY_DELAY_S = 0.05
+
+
+async def read_rows(driver: AsyncDriver, database: str, query: LiteralString,
+                    params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One read query for the API, as an auto-commit transaction; retried on a retryable failure
+    (up to ``READ_ATTEMPTS``, with a short backoff) as a managed transaction would be.
+
+    Not ``execute_query``: its explicit transaction (BEGIN and COMMIT) and bookmark handling
+    cost the API about 1 ms of CPU per query and the server about 0.3 ms (docs/performance.md),
+    and a single read needs neither. A read is idempotent, so retrying it is safe.
+    """
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            async with driver.session(database=database,
+                                      default_access_mode=READ_ACCESS) as session:
+                result = await session.run(query, params)
+                return await result.data()
+        except (Neo4jError, DriverError) as error:
+            if attempt + 1 == READ_ATTEMPTS or not error.is_retryable():
+                raise
+            await asyncio.sleep(READ_RETRY_DELAY_S * 2 ** attempt)
+    raise AssertionError("unreachable")
 
 
 @contextmanager

@@ -38,10 +38,13 @@ COPIED_TYPES = ("USES", "HAD_SESSION", "LOCATED_IN", "PREFERS")
 ``PREFERS``; inferred ones are derived)."""
 DERIVED_TYPES = ("INTERACTED",)
 """Rebuilt from interactions (with inferred ``PREFERS``); dropped from the tombstone."""
-KEPT_TYPES = ("IN_SEGMENT", "HAD_PERSONA", "MERGED_INTO")
-"""Stay with the tombstone: a run's memberships and persona history describe that user."""
+KEPT_TYPES = ("IN_SEGMENT", "HAD_PERSONA", "SIMILAR_TO", "MERGED_INTO")
+"""Stay with the tombstone: a run's memberships, persona history and similar users describe
+that user."""
 NOT_MOVED_OUT = (*COPIED_TYPES, *DERIVED_TYPES, *KEPT_TYPES)
-NOT_MOVED_IN = ("MERGED_INTO",)
+NOT_MOVED_IN = ("SIMILAR_TO", "MERGED_INTO")
+"""A user named similar to the merged one stays pointed at the tombstone, which the recommender
+skips; the next run finds the survivor."""
 PROFILE_KEYS = (*(k for k in Profile.model_fields if k != "location"), "profile_updated_at")
 """User properties from event profiles (and their time): the survivor takes those it lacks, or
 all when the merged user's profile is the more recent."""

@@ -13,7 +13,9 @@ USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 #       run (``WRITE_SEGMENT_FAVOURITES``): the 50 items most bought by the segment's 100 most
 #       typical members (by distance from the segment centre);
 #   (b) what similar users bought: users who bought any of the user's 10 most recently carted or
-#       bought items, the 50 with the most such items in common (their overlap);
+#       bought items, the 50 with the most such items in common (their overlap). The latest
+#       segmentation run wrote them (`SIMILAR_TO`, see ``neighbours``); a user it has not seen
+#       gets them found here, with the same rule;
 #   (c) the items of the user's 3 strongest categories (weight >= $weights.preference_min).
 # Every candidate is scored
 #     segment    * share of those segment members who bought it
@@ -27,9 +29,10 @@ USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 # user bought are left out, and so is every item of a category with an explicit negative weight.
 #
 # PROFILE on the demo graph (2,000 users, 240 items, 4 leaf segments; 200 users): see
-# docs/performance.md. (b) is most of the db hits (10 items x ~400 interactions each); (a) reads
-# the 50 favourites the run wrote instead of the purchases of 100 members. Weather and events are
-# found through their time indexes (hence the hints), so a long history of either costs nothing.
+# docs/performance.md. Reading what the run wrote, (a) touches 50 relationships instead of the
+# purchases of 100 members, and (b) the purchases of 50 users instead of every interaction of
+# 10 items (about 400 each). Weather and events are found through their time indexes (hence the
+# hints), so a long history of either costs nothing.
 RECOMMEND = """
 MATCH (u:User {id: $user_id})
 WITH u, datetime({epochMillis: $now}) AS now
@@ -46,13 +49,23 @@ CALL (u) {
          collect(CASE WHEN it IS NOT NULL THEN {item: it, seg: f.share} END) AS seg_items
 }
 CALL (u) {
-  MATCH (u)-[mine:INTERACTED]->(shared)
-  WHERE mine.carts + mine.purchases > 0
-  WITH u, shared ORDER BY mine.last_at DESC, shared.id LIMIT 10
-  MATCH (shared)<-[theirs:INTERACTED]-(peer)
-  WHERE theirs.purchases > 0 AND peer <> u
-  WITH peer, count(*) AS overlap
-  ORDER BY overlap DESC, peer.id LIMIT 50
+  OPTIONAL MATCH (u)-[s:SIMILAR_TO]->(known:User)
+  WITH u, collect(CASE WHEN known IS NOT NULL THEN {peer: known, overlap: s.overlap} END)
+          AS stored
+  CALL (u, stored) {
+    UNWIND stored AS p
+    RETURN p.peer AS peer, p.overlap AS overlap
+    UNION
+    WITH u WHERE size(stored) = 0
+    MATCH (u)-[mine:INTERACTED]->(shared)
+    WHERE mine.carts + mine.purchases > 0
+    WITH u, shared ORDER BY mine.last_at DESC, shared.id LIMIT 10
+    MATCH (shared)<-[theirs:INTERACTED]-(peer)
+    WHERE theirs.purchases > 0 AND peer <> u
+    WITH peer, count(*) AS overlap
+    ORDER BY overlap DESC, peer.id LIMIT 50
+    RETURN peer, overlap
+  }
   WITH collect({peer: peer, overlap: overlap}) AS peers, toFloat(sum(overlap)) AS total
   UNWIND peers AS p
   WITH p.peer AS peer, p.overlap AS overlap, total
@@ -151,4 +164,23 @@ LIMIT $first
 RETURN it.id AS item_id, coalesce(it.name, it.id) AS name,
        head([(it)-[:IN_CATEGORY]->(c:Category) | c.name]) AS category,
        toFloat(buyers) AS score, ['bought by ' + buyers + ' shoppers'] AS reasons
+"""
+
+# -- Similar users, written with each segmentation run (see ``neighbours``) -------------------
+
+CARTED_OR_BOUGHT = """
+MATCH (u:User)-[r:INTERACTED]->(it:Item)
+WHERE r.carts + r.purchases > 0
+RETURN u.id AS user_id, it.id AS item_id, coalesce(r.last_at.epochMillis, 0) AS last_at,
+       r.purchases > 0 AS bought
+"""
+
+CLEAR_SIMILAR_USERS = "MATCH (:User)-[s:SIMILAR_TO]->() DELETE s"
+
+WRITE_SIMILAR_USERS = """
+UNWIND $rows AS row
+MATCH (u:User {id: row.user_id})
+UNWIND row.peers AS p
+MATCH (peer:User {id: p.user_id})
+CREATE (u)-[:SIMILAR_TO {overlap: p.overlap, run_id: $run_id}]->(peer)
 """

@@ -17,6 +17,7 @@ from graph.db import Graph
 from graph.errors import InvalidInput
 from graph.features.registry import DEFAULT_SELECTION, log_scaled, select
 from graph.features.table import FeatureTable, build_feature_table
+from graph.recommend.neighbours import write_similar_users
 from graph.segments import queries as q
 from graph.segments.engine import HierarchicalSegmenter, make_preparation
 from graph.segments.naming import SegmentName, name_segments
@@ -169,10 +170,11 @@ def run_segmentation(
                    rows=members[start:start + WRITE_BATCH]).consume()
             tx.run(q.UPDATE_PERSONA_HISTORY, run_id=run_id, at=at,
                    rows=history[start:start + WRITE_BATCH]).consume()
-        # What the recommender offers as the segment's favourites (``FAVOURITE``), so that a
-        # request reads 50 relationships instead of the purchases of 100 members.
+        # What the recommender reads instead of traversing per request: each segment's
+        # favourites (``FAVOURITE``) and each user's similar users (``SIMILAR_TO``).
         tx.run(q.WRITE_SEGMENT_FAVOURITES, run_id=run_id, typical=TYPICAL_MEMBERS,
                favourites=FAVOURITES).consume()
+        write_similar_users(tx, run_id)
 
     # One transaction: a run is visible whole or not at all.
     graph.write(write)

@@ -39,7 +39,7 @@ SHARED_LABELS = ("User", "MergedUser", "Item", "Category", "Brand", "Location",
 
 RELATIONSHIP_COUNTS = {"IN_SEGMENT": "segment_memberships", "HAD_PERSONA": "persona_history",
                        "PREFERS": "preferences", "INTERACTED": "interacted",
-                       "LOCATED_IN": "locations"}
+                       "LOCATED_IN": "locations", "SIMILAR_TO": "similar_users"}
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from graph.subjects.jsonable import jsonable
 
 EXPORT_FORMAT = 1
 COVERED = ["IDENTIFIES", "USES", "HAD_SESSION", "PERFORMED", "PREFERS", "INTERACTED",
-           "IN_SEGMENT", "HAD_PERSONA", "GAVE_CONSENT", "LOCATED_IN", "MERGED_INTO"]
+           "IN_SEGMENT", "HAD_PERSONA", "GAVE_CONSENT", "LOCATED_IN", "MERGED_INTO",
+           "SIMILAR_TO"]
 """Relationship types the named sections of an export cover; others land in ``other``."""
 
 
@@ -28,7 +29,8 @@ def export_user(graph: Graph, user_id: str) -> dict[str, Any]:
 
     Sections: profile (the user node, counters included), location, identifiers, devices,
     sessions, interactions, preferences, aggregates (INTERACTED per item), segments, persona
-    history, consents (current, defaults applied, and history), merged users (ids of the
+    history, similar users (how many per run: who they are is their data, not this user's),
+    consents (current, defaults applied, and history), merged users (ids of the
     tombstones of users merged into this one) and merge records, dead letters, other. Raises
     ``NotFound`` for an unknown user, ``Conflict`` for one merged into another.
     """
@@ -61,6 +63,7 @@ def export_user(graph: Graph, user_id: str) -> dict[str, Any]:
             "aggregates": rows(q.EXPORT_AGGREGATES, eids=eids),
             "segments": rows(q.EXPORT_SEGMENTS, eids=eids),
             "persona_history": rows(q.EXPORT_PERSONA_HISTORY, eids=eids),
+            "similar_users": rows(q.EXPORT_SIMILAR_USERS, eids=eids),
             "consents": {
                 "current": {p: (props.get(f"consent_{p}") if props.get(f"consent_{p}")
                                 is not None else DEFAULT_CONSENT[p]) for p in PURPOSES},

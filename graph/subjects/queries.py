@@ -239,6 +239,16 @@ RETURN properties(d) AS dead_letter
 ORDER BY dead_letter.at
 """
 
+# The similar users a segmentation run found for the user (graph/recommend/neighbours.py), as
+# counts: their ids belong to them.
+EXPORT_SIMILAR_USERS = """
+UNWIND $eids AS eid
+MATCH (u) WHERE elementId(u) = eid
+MATCH (u)-[s:SIMILAR_TO]->()
+RETURN s.run_id AS run_id, count(s) AS users
+ORDER BY run_id
+"""
+
 # Everything else linked to the user that the sections above do not cover (e.g. profile-field
 # provenance or merge records written by other jobs), so an export never misses a kind.
 EXPORT_OTHER = """

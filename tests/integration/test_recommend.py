@@ -205,3 +205,53 @@ def test_a_run_writes_each_leaf_segments_favourites(graph: Graph, tmp_path: Path
         "MATCH (r:SegmentationRun)-[:PRODUCED]->(:Segment)-[f:FAVOURITE]->() "
         "RETURN r.id AS run, count(f) AS n")}
     assert counts.keys() == {result.run_id, second.run_id}
+
+
+ACTIVITY = """
+MATCH (u:User)-[r:INTERACTED]->(it:Item)
+RETURN u.id AS user, it.id AS item, r.last_at AS at, r.carts AS carts, r.purchases AS purchases
+"""
+STORED_PEERS = """
+MATCH (:User {id: $id})-[s:SIMILAR_TO]->(p:User)
+RETURN p.id AS id, s.overlap AS overlap ORDER BY overlap DESC, id
+"""
+
+
+def test_a_run_writes_each_users_similar_users(graph: Graph, tmp_path: Path) -> None:
+    load_demo(graph, tmp_path, users=USERS, seed=SEED)
+    result = run_segmentation(graph)
+    # The rule, counted here from the interactions: who bought the most of the user's 10 most
+    # recently carted or bought items (ties: the earlier id), 50 at most.
+    activity = graph.rows(ACTIVITY)
+    bought: dict[str, set[str]] = {}
+    for r in activity:
+        if r["purchases"] > 0:
+            bought.setdefault(r["user"], set()).add(r["item"])
+    users = sorted({r["user"] for r in activity})
+    with_peers = 0
+    for uid in users:
+        mine = sorted((r for r in activity if r["user"] == uid and r["carts"] + r["purchases"]),
+                      key=lambda r: r["item"])
+        recent = {r["item"] for r in sorted(mine, key=lambda r: r["at"], reverse=True)[:10]}
+        overlaps = sorted(((len(recent & items), other) for other, items in bought.items()
+                           if other != uid and recent & items), key=lambda o: (-o[0], o[1]))
+        expected = [{"id": other, "overlap": n} for n, other in overlaps[:50]]
+        assert graph.rows(STORED_PEERS, id=uid) == expected, uid
+        with_peers += bool(expected)
+    assert with_peers > USERS // 2
+    assert graph.rows("MATCH ()-[s:SIMILAR_TO]->() RETURN collect(DISTINCT s.run_id) AS runs"
+                      ) == [{"runs": [result.run_id]}]
+
+    # Recommendations are the same whether the peers were stored or are found per request
+    # (as for a user the run has not seen).
+    buyers = [r["id"] for r in graph.rows(BUYERS, n=15)]
+    stored_recs = {uid: recommend(graph, uid, first=10) for uid in buyers}
+    assert any("similar user" in reason for recs in stored_recs.values()
+               for r in recs for reason in r.reasons)
+    graph.execute("MATCH ()-[s:SIMILAR_TO]->() DELETE s")
+    assert {uid: recommend(graph, uid, first=10) for uid in buyers} == stored_recs
+
+    # The next run replaces them whole.
+    second = run_segmentation(graph)
+    assert graph.rows("MATCH ()-[s:SIMILAR_TO]->() RETURN collect(DISTINCT s.run_id) AS runs"
+                      ) == [{"runs": [second.run_id]}]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -112,3 +113,37 @@ def test_percentile_interpolates() -> None:
     assert percentile([7.0], 99) == 7.0
     with pytest.raises(ValueError):
         percentile([], 50)
+
+
+def test_similar_users_match_a_brute_force_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each user's peers: who bought the most of the user's `recent` newest carted or bought
+    items, ties by id; computed in blocks of users (a small block, so several are used)."""
+    import random
+
+    from graph.recommend import neighbours
+
+    monkeypatch.setattr(neighbours, "BLOCK", 7)
+    rng = random.Random(4)
+    rows: list[dict[str, Any]] = []
+    for u in range(40):
+        for i in rng.sample(range(30), rng.randint(1, 12)):
+            rows.append({"user_id": f"u{u:02d}", "item_id": f"i{i:02d}",
+                         "last_at": rng.randint(0, 5), "bought": rng.random() < 0.6})
+    got = {r["user_id"]: r["peers"] for r in neighbours.similar_users(rows, recent=4, peers=5)}
+
+    bought: dict[str, set[str]] = {}
+    for r in rows:
+        if r["bought"]:
+            bought.setdefault(r["user_id"], set()).add(r["item_id"])
+    users = sorted({r["user_id"] for r in rows})
+    expected = {}
+    for u in users:
+        mine = sorted((r for r in rows if r["user_id"] == u),
+                      key=lambda r: (-r["last_at"], r["item_id"]))[:4]
+        recent = {r["item_id"] for r in mine}
+        overlaps = [(len(recent & bought.get(v, set())), v) for v in users if v != u]
+        best = sorted((o for o in overlaps if o[0] > 0), key=lambda o: (-o[0], o[1]))[:5]
+        if best:
+            expected[u] = [{"user_id": v, "overlap": n} for n, v in best]
+    assert got == expected
+    assert any(len(p) == 5 for p in got.values())

@@ -1,0 +1,86 @@
+"""Similar users, computed with each segmentation run and read by the recommender.
+
+A user's similar users are the users who bought any of the user's ``RECENT`` most recently carted
+or bought items, the ``PEERS`` with the most such items in common (their overlap), ties by id.
+At request time that traversal expanded every interaction of those items, a cost that grew with
+their popularity (about 60% of a recommendation's work on the demo graph); the run writes them
+as ``(:User)-[:SIMILAR_TO {overlap, run_id}]->(:User)`` instead. What the similar users bought is
+still read at request time; who they are is as of the run. A user the latest run has not seen
+gets them found at request time (graph/recommend/queries.py).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+from neo4j import ManagedTransaction
+from scipy import sparse
+
+from graph.recommend import queries as q
+
+RECENT = 10
+PEERS = 50
+BLOCK = 1000  # users whose overlaps are computed at once (bounds the memory)
+WRITE_BATCH = 5000
+
+
+def similar_users(rows: Iterable[dict[str, Any]], recent: int = RECENT,
+                  peers: int = PEERS) -> Iterator[dict[str, Any]]:
+    """``rows``: a user's carted or bought items, ``{user_id, item_id, last_at, bought}``
+    (``last_at`` comparable, e.g. epoch milliseconds). Yields ``{user_id, peers: [{user_id,
+    overlap}]}`` for every user with at least one similar user, best first."""
+    users: dict[str, int] = {}
+    items: dict[str, int] = {}
+    touched: dict[int, list[tuple[Any, str, int]]] = defaultdict(list)
+    bought_rows, bought_cols = [], []
+    for r in rows:
+        u = users.setdefault(r["user_id"], len(users))
+        i = items.setdefault(r["item_id"], len(items))
+        touched[u].append((r["last_at"], r["item_id"], i))
+        if r["bought"]:
+            bought_rows.append(u)
+            bought_cols.append(i)
+    if not bought_rows:
+        return
+    shape = (len(users), len(items))
+    recent_rows, recent_cols = [], []
+    for u, seen in touched.items():
+        # The newest first, ties by item id, as the request-time traversal orders them.
+        seen.sort(key=lambda t: t[1])
+        seen.sort(key=lambda t: t[0], reverse=True)
+        for _, _, i in seen[:recent]:
+            recent_rows.append(u)
+            recent_cols.append(i)
+    R = sparse.csr_matrix((np.ones(len(recent_rows)), (recent_rows, recent_cols)), shape=shape)
+    B = sparse.csr_matrix((np.ones(len(bought_rows)), (bought_rows, bought_cols)), shape=shape)
+    ids = list(users)
+    rank = np.argsort(np.argsort(np.array(ids)))  # each user's place in id order
+    BT = B.T.tocsc()
+    for start in range(0, len(ids), BLOCK):
+        overlap = (R[start:start + BLOCK] @ BT).tocsr()
+        for row in range(overlap.shape[0]):
+            u = start + row
+            lo, hi = overlap.indptr[row], overlap.indptr[row + 1]
+            others, counts = overlap.indices[lo:hi], overlap.data[lo:hi]
+            keep = others != u
+            others, counts = others[keep], counts[keep]
+            if not len(others):
+                continue
+            best = np.lexsort((rank[others], -counts))[:peers]
+            yield {"user_id": ids[u], "peers": [{"user_id": ids[others[j]],
+                                                 "overlap": int(counts[j])} for j in best]}
+
+
+def write_similar_users(tx: ManagedTransaction, run_id: str) -> int:
+    """Replace every ``SIMILAR_TO`` with the similar users of the graph as it is now (in the
+    run's transaction). Returns how many users got some."""
+    tx.run(q.CLEAR_SIMILAR_USERS).consume()
+    rows = (dict(r) for r in tx.run(q.CARTED_OR_BOUGHT))
+    found = list(similar_users(list(rows)))
+    for start in range(0, len(found), WRITE_BATCH):
+        tx.run(q.WRITE_SIMILAR_USERS, run_id=run_id,
+               rows=found[start:start + WRITE_BATCH]).consume()
+    return len(found)

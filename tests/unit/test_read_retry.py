@@ -1,0 +1,81 @@
+"""``graph.db.read_rows``: the API's auto-commit reads retry what a managed transaction would
+retry, and nothing else (a driver double: failures on demand cannot be had from a live server)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from neo4j.exceptions import CypherSyntaxError, ServiceUnavailable, SessionExpired
+
+from graph import db
+
+
+class Result:
+    async def data(self) -> list[dict[str, Any]]:
+        return [{"n": 1}]
+
+
+class Session:
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+
+    async def __aenter__(self) -> Session:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+    async def run(self, query: str, params: dict[str, Any] | None) -> Result:
+        self.driver.calls.append((query, params))
+        if self.driver.failures:
+            raise self.driver.failures.pop(0)
+        return Result()
+
+
+class Driver:
+    def __init__(self, *failures: Exception) -> None:
+        self.failures = list(failures)
+        self.calls: list[tuple[str, dict[str, Any] | None]] = []
+        self.modes: list[str] = []
+
+    def session(self, database: str, default_access_mode: str) -> Session:
+        assert database == "neo4j"
+        self.modes.append(default_access_mode)
+        return Session(self)
+
+
+def read(driver: Driver) -> list[dict[str, Any]]:
+    return asyncio.run(db.read_rows(driver, "neo4j", "RETURN 1 AS n", {"x": 1}))  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(db, "READ_RETRY_DELAY_S", 0.0)
+
+
+def test_a_read_runs_once_in_read_mode() -> None:
+    driver = Driver()
+    assert read(driver) == [{"n": 1}]
+    assert driver.calls == [("RETURN 1 AS n", {"x": 1})] and driver.modes == ["READ"]
+
+
+def test_retryable_failures_are_retried() -> None:
+    driver = Driver(SessionExpired("gone"), ServiceUnavailable("down"))
+    assert read(driver) == [{"n": 1}]
+    assert len(driver.calls) == 3
+
+
+def test_the_last_retryable_failure_is_raised() -> None:
+    driver = Driver(*(ServiceUnavailable("down") for _ in range(db.READ_ATTEMPTS)))
+    with pytest.raises(ServiceUnavailable):
+        read(driver)
+    assert len(driver.calls) == db.READ_ATTEMPTS
+
+
+def test_other_failures_are_raised_at_once() -> None:
+    driver = Driver(CypherSyntaxError("bad"))
+    with pytest.raises(CypherSyntaxError):
+        read(driver)
+    assert len(driver.calls) == 1
