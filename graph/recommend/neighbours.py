@@ -5,8 +5,9 @@ or bought items, the ``PEERS`` with the most such items in common (their overlap
 At request time that traversal expanded every interaction of those items, a cost that grew with
 their popularity (about 60% of a recommendation's work on the demo graph); the run writes them
 as ``(:User)-[:SIMILAR_TO {overlap, run_id}]->(:User)`` instead. What the similar users bought is
-still read at request time; who they are is as of the run. A user the latest run has not seen
-gets them found at request time (graph/recommend/queries.py).
+still read at request time; who they are is as of the run. A user without them (new since the
+run; merged, unmerged or without personalization consent) gets them found at request time
+(graph/recommend/queries.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from neo4j import ManagedTransaction
 from scipy import sparse
 
+from graph.db import Graph
 from graph.recommend import queries as q
 
 RECENT = 10
@@ -27,19 +29,31 @@ BLOCK = 1000  # users whose overlaps are computed at once (bounds the memory)
 WRITE_BATCH = 5000
 
 
+def _newest_first(seen: list[tuple[Any, str, int]]) -> None:
+    """In place: the newest first, ties by item id, as the request-time traversal orders them
+    (``ORDER BY last_at DESC, id``, where a missing time sorts first)."""
+    seen.sort(key=lambda t: t[1])
+    seen.sort(key=lambda t: (t[0] is None, t[0] if t[0] is not None else 0), reverse=True)
+
+
 def similar_users(rows: Iterable[dict[str, Any]], recent: int = RECENT,
                   peers: int = PEERS) -> Iterator[dict[str, Any]]:
-    """``rows``: a user's carted or bought items, ``{user_id, item_id, last_at, bought}``
-    (``last_at`` comparable, e.g. epoch milliseconds). Yields ``{user_id, peers: [{user_id,
-    overlap}]}`` for every user with at least one similar user, best first."""
+    """``rows``: a user's carted or bought items, ``{user_id, item_id, last_at, bought}`` and
+    optionally ``personal`` (``last_at`` comparable: a datetime or a number). Yields ``{user_id,
+    peers: [{user_id, overlap}]}``, best first, for every user with at least one similar user,
+    except those whose ``personal`` is false (no personalization consent): they are left out,
+    though their purchases still make others similar, as at request time."""
     users: dict[str, int] = {}
     items: dict[str, int] = {}
     touched: dict[int, list[tuple[Any, str, int]]] = defaultdict(list)
+    impersonal: set[int] = set()
     bought_rows, bought_cols = [], []
     for r in rows:
         u = users.setdefault(r["user_id"], len(users))
         i = items.setdefault(r["item_id"], len(items))
         touched[u].append((r["last_at"], r["item_id"], i))
+        if not r.get("personal", True):
+            impersonal.add(u)
         if r["bought"]:
             bought_rows.append(u)
             bought_cols.append(i)
@@ -48,9 +62,9 @@ def similar_users(rows: Iterable[dict[str, Any]], recent: int = RECENT,
     shape = (len(users), len(items))
     recent_rows, recent_cols = [], []
     for u, seen in touched.items():
-        # The newest first, ties by item id, as the request-time traversal orders them.
-        seen.sort(key=lambda t: t[1])
-        seen.sort(key=lambda t: t[0], reverse=True)
+        if u in impersonal:
+            continue
+        _newest_first(seen)
         for _, _, i in seen[:recent]:
             recent_rows.append(u)
             recent_cols.append(i)
@@ -74,13 +88,17 @@ def similar_users(rows: Iterable[dict[str, Any]], recent: int = RECENT,
                                                  "overlap": int(counts[j])} for j in best]}
 
 
-def write_similar_users(tx: ManagedTransaction, run_id: str) -> int:
-    """Replace every ``SIMILAR_TO`` with the similar users of the graph as it is now (in the
-    run's transaction). Returns how many users got some."""
+def find_similar_users(graph: Graph) -> list[dict[str, Any]]:
+    """Every user's similar users in the graph as it is now (read before the run's write
+    transaction, so that no lock is held while they are computed)."""
+    return list(similar_users(graph.rows(q.CARTED_OR_BOUGHT)))
+
+
+def write_similar_users(tx: ManagedTransaction, run_id: str,
+                        found: list[dict[str, Any]]) -> None:
+    """Replace every ``SIMILAR_TO`` with ``found`` (``find_similar_users``), in the run's
+    transaction."""
     tx.run(q.CLEAR_SIMILAR_USERS).consume()
-    rows = (dict(r) for r in tx.run(q.CARTED_OR_BOUGHT))
-    found = list(similar_users(list(rows)))
     for start in range(0, len(found), WRITE_BATCH):
         tx.run(q.WRITE_SIMILAR_USERS, run_id=run_id,
                rows=found[start:start + WRITE_BATCH]).consume()
-    return len(found)

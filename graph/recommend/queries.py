@@ -14,8 +14,8 @@ USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 #       typical members (by distance from the segment centre);
 #   (b) what similar users bought: users who bought any of the user's 10 most recently carted or
 #       bought items, the 50 with the most such items in common (their overlap). The latest
-#       segmentation run wrote them (`SIMILAR_TO`, see ``neighbours``); a user it has not seen
-#       gets them found here, with the same rule;
+#       segmentation run wrote them (`SIMILAR_TO {run_id}`, see ``neighbours``); a user without
+#       them (new since the run, merged or unmerged since) gets them found here, by the same rule;
 #   (c) the items of the user's 3 strongest categories (weight >= $weights.preference_min).
 # Every candidate is scored
 #     segment    * share of those segment members who bought it
@@ -49,7 +49,9 @@ CALL (u) {
          collect(CASE WHEN it IS NOT NULL THEN {item: it, seg: f.share} END) AS seg_items
 }
 CALL (u) {
-  OPTIONAL MATCH (u)-[s:SIMILAR_TO]->(known:User)
+  OPTIONAL MATCH (run:SegmentationRun)
+  WITH u, run ORDER BY run.created_at DESC LIMIT 1
+  OPTIONAL MATCH (u)-[s:SIMILAR_TO {run_id: run.id}]->(known:User)
   WITH u, collect(CASE WHEN known IS NOT NULL THEN {peer: known, overlap: s.overlap} END)
           AS stored
   CALL (u, stored) {
@@ -171,11 +173,12 @@ RETURN it.id AS item_id, coalesce(it.name, it.id) AS name,
 CARTED_OR_BOUGHT = """
 MATCH (u:User)-[r:INTERACTED]->(it:Item)
 WHERE r.carts + r.purchases > 0
-RETURN u.id AS user_id, it.id AS item_id, coalesce(r.last_at.epochMillis, 0) AS last_at,
-       r.purchases > 0 AS bought
+RETURN u.id AS user_id, it.id AS item_id, r.last_at AS last_at, r.purchases > 0 AS bought,
+       coalesce(u.consent_personalization, true) AS personal
 """
 
-CLEAR_SIMILAR_USERS = "MATCH (:User)-[s:SIMILAR_TO]->() DELETE s"
+# Every run's, tombstones' included: the recommender reads only the latest run's anyway.
+CLEAR_SIMILAR_USERS = "MATCH ()-[s:SIMILAR_TO]->() DELETE s"
 
 WRITE_SIMILAR_USERS = """
 UNWIND $rows AS row
@@ -183,4 +186,13 @@ MATCH (u:User {id: row.user_id})
 UNWIND row.peers AS p
 MATCH (peer:User {id: p.user_id})
 CREATE (u)-[:SIMILAR_TO {overlap: p.overlap, run_id: $run_id}]->(peer)
+"""
+
+# A user's stored similar users, when they no longer hold: the user's interactions were rebuilt
+# by a merge or an unmerge (until the next run they are found per request), or the user
+# withdrew personalization consent (none are kept).
+DROP_SIMILAR_USERS = """
+UNWIND $user_ids AS id
+MATCH (:User {id: id})-[s:SIMILAR_TO]->()
+DELETE s
 """

@@ -17,7 +17,7 @@ from graph.db import Graph
 from graph.errors import InvalidInput
 from graph.features.registry import DEFAULT_SELECTION, log_scaled, select
 from graph.features.table import FeatureTable, build_feature_table
-from graph.recommend.neighbours import write_similar_users
+from graph.recommend.neighbours import find_similar_users, write_similar_users
 from graph.segments import queries as q
 from graph.segments.engine import HierarchicalSegmenter, make_preparation
 from graph.segments.naming import SegmentName, name_segments
@@ -158,6 +158,8 @@ def run_segmentation(
                 "distance": float(dist)}
                for uid, label, dist in zip(table.user_ids, model.labels_, distances, strict=True)]
 
+    note("finding similar users for recommendations")
+    similar = find_similar_users(graph)
     note(f"writing run {run_id}: {model.n_clusters_} segments")
 
     def write(tx: Any) -> None:
@@ -174,7 +176,7 @@ def run_segmentation(
         # favourites (``FAVOURITE``) and each user's similar users (``SIMILAR_TO``).
         tx.run(q.WRITE_SEGMENT_FAVOURITES, run_id=run_id, typical=TYPICAL_MEMBERS,
                favourites=FAVOURITES).consume()
-        write_similar_users(tx, run_id)
+        write_similar_users(tx, run_id, similar)
 
     # One transaction: a run is visible whole or not at all.
     graph.write(write)

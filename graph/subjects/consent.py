@@ -24,6 +24,7 @@ from neo4j import ManagedTransaction
 
 from graph.db import Graph
 from graph.errors import InvalidInput, NotFound
+from graph.recommend.queries import DROP_SIMILAR_USERS
 from graph.subjects import queries as q
 from graph.subjects.erasure import check_user_id, subject_nodes
 
@@ -72,6 +73,8 @@ def set_consent(graph: Graph, user_id: str, purpose: str, granted: bool, *, sour
         row = record.data()
         if row["analytics"] is False:
             tx.run(q.WITHDRAW_FROM_SEGMENTS, user_id=user_id, at=at_ms).consume()
+        if row["personalization"] is False:
+            tx.run(DROP_SIMILAR_USERS, user_ids=[user_id]).consume()
         return row
 
     row = graph.write(write)

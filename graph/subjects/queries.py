@@ -98,11 +98,13 @@ RETURN count(*) AS n
 """
 
 # What the user's own relationships to shared nodes (items, categories, segments, personas,
-# locations) were: counted for the report, removed with the user.
+# locations, similar users) were: counted for the report, removed with the user. A relationship
+# between two of the subject's nodes (a survivor and its tombstone) counts once.
 COUNT_RELATIONSHIPS = """
 UNWIND $eids AS eid
 MATCH (u) WHERE elementId(u) = eid
 MATCH (u)-[r]-()
+WITH DISTINCT r
 RETURN type(r) AS type, count(r) AS n
 """
 

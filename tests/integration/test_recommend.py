@@ -255,3 +255,63 @@ def test_a_run_writes_each_users_similar_users(graph: Graph, tmp_path: Path) -> 
     second = run_segmentation(graph)
     assert graph.rows("MATCH ()-[s:SIMILAR_TO]->() RETURN collect(DISTINCT s.run_id) AS runs"
                       ) == [{"runs": [second.run_id]}]
+
+
+def test_stored_similar_users_give_way_when_they_no_longer_hold(graph: Graph,
+                                                                tmp_path: Path) -> None:
+    """Only the latest run's links are read; a merge, an unmerge and a withdrawal of
+    personalization consent drop the users' own links (found per request until the next run)."""
+    from graph.identity.merge import merge_users, unmerge
+    from graph.subjects.consent import set_consent
+
+    load_demo(graph, tmp_path, users=USERS, seed=SEED)
+    run = run_segmentation(graph)
+    a, b, c = [r["id"] for r in graph.rows(
+        "MATCH (u:User)-[:SIMILAR_TO]->() WITH DISTINCT u RETURN u.id AS id ORDER BY id LIMIT 3")]
+    live = recommend(graph, a, first=10)  # the stored links hold what the traversal finds
+    # A link of the latest run is read: one to a user who bought other things changes the list.
+    odd = graph.rows("MATCH (u:User) WHERE u.id <> $a AND NOT EXISTS { (:User {id: $a})"
+                     "-[:SIMILAR_TO]->(u) } AND EXISTS { (u)-[r:INTERACTED]->() WHERE "
+                     "r.purchases > 0 } RETURN u.id AS id ORDER BY id LIMIT 1", a=a)[0]["id"]
+    link = ("MATCH (x:User {id: $a}), (y:User {id: $odd}) "
+            "CREATE (x)-[:SIMILAR_TO {overlap: 1000, run_id: $run}]->(y)")
+    graph.execute(link, a=a, odd=odd, run=run.run_id)
+    assert recommend(graph, a, first=10) != live
+    # The same link from an earlier run is not.
+    graph.execute("MATCH (:User {id: $a})-[s:SIMILAR_TO {overlap: 1000}]->() "
+                  "SET s.run_id = 'run-earlier'", a=a)
+    assert recommend(graph, a, first=10) == live
+
+    def links(uid: str) -> int:
+        return graph.rows("MATCH (u {id: $id})-[s:SIMILAR_TO]->() RETURN count(s) AS n",
+                          id=uid)[0]["n"]
+
+    assert links(b) and links(c)
+    merge_id = merge_users(graph, a, b, source="test", reason="test")
+    assert links(a) == 0 and links(b) > 0  # the tombstone keeps its own, unread
+    unmerge(graph, merge_id)
+    assert links(a) == 0 and links(b) == 0
+    set_consent(graph, c, "personalization", False, source="test")
+    assert links(c) == 0
+    run_segmentation(graph)
+    assert links(c) == 0 and links(a) > 0 and links(b) > 0
+
+
+def test_migration_0009_gives_a_run_from_before_it_the_favourites_a_run_writes(
+        graph: Graph, tmp_path: Path) -> None:
+    from graph.migrate import discover
+    from graph.settings import Settings
+
+    load_demo(graph, tmp_path, users=USERS, seed=SEED)
+    run_segmentation(graph)
+    favourites = ("MATCH (s:Segment)-[f:FAVOURITE]->(it:Item) "
+                  "RETURN s.id AS s, it.id AS it, f.buyers AS buyers, f.share AS share "
+                  "ORDER BY s, it")
+    written = graph.rows(favourites)
+    assert written
+    graph.execute("MATCH ()-[f:FAVOURITE]->() DELETE f")  # a run from before favourites
+    [migration] = [m for m in discover(Settings().migrations_dir) if m.version == 9]
+    for _ in range(2):  # the second time changes nothing
+        for statement in migration.statements:
+            graph.auto_commit(statement)
+        assert graph.rows(favourites) == written

@@ -4,6 +4,7 @@ retry, and nothing else (a driver double: failures on demand cannot be had from 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -35,14 +36,21 @@ class Session:
 
 
 class Driver:
-    def __init__(self, *failures: Exception) -> None:
+    def __init__(self, *failures: Exception, always: Exception | None = None) -> None:
         self.failures = list(failures)
+        self.always = always
         self.calls: list[tuple[str, dict[str, Any] | None]] = []
         self.modes: list[str] = []
+        self.execute_query_bookmark_manager = object()
 
-    def session(self, database: str, default_access_mode: str) -> Session:
+    def session(self, database: str, default_access_mode: str,
+                bookmark_manager: object) -> Session:
         assert database == "neo4j"
+        # The reads follow what the API wrote through execute_query (on a cluster).
+        assert bookmark_manager is self.execute_query_bookmark_manager
         self.modes.append(default_access_mode)
+        if self.always is not None:
+            self.failures.append(self.always)
         return Session(self)
 
 
@@ -67,11 +75,15 @@ def test_retryable_failures_are_retried() -> None:
     assert len(driver.calls) == 3
 
 
-def test_the_last_retryable_failure_is_raised() -> None:
-    driver = Driver(*(ServiceUnavailable("down") for _ in range(db.READ_ATTEMPTS)))
+def test_retries_end_when_the_time_budget_is_spent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(db, "READ_RETRY_BUDGET_S", 0.05)
+    monkeypatch.setattr(db, "READ_RETRY_DELAY_S", 0.001)
+    driver = Driver(always=ServiceUnavailable("down"))
+    started = time.monotonic()
     with pytest.raises(ServiceUnavailable):
         read(driver)
-    assert len(driver.calls) == db.READ_ATTEMPTS
+    assert len(driver.calls) > 2
+    assert 0.05 <= time.monotonic() - started < 1.0
 
 
 def test_other_failures_are_raised_at_once() -> None:
