@@ -7,7 +7,6 @@ down; nothing else builds drivers.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -65,7 +64,8 @@ async def read_rows(driver: AsyncDriver, database: str, query: LiteralString,
     default for managed transactions).
     """
     started = time.monotonic()
-    for attempt in itertools.count():
+    attempt = 0
+    while True:
         try:
             async with driver.session(
                     database=database, default_access_mode=READ_ACCESS,
@@ -78,7 +78,7 @@ async def read_rows(driver: AsyncDriver, database: str, query: LiteralString,
                 raise
             delay = min(READ_RETRY_MAX_DELAY_S, READ_RETRY_DELAY_S * 2 ** attempt)
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-    raise AssertionError("unreachable")
+            attempt += 1
 
 
 @contextmanager

@@ -24,8 +24,8 @@ from graph.errors import InvalidInput
 from graph.identity import merge_by_authority_tx, resolve_users_tx
 from graph.ingest.deadletter import DeadLetterFile, DeadLetterStore
 from graph.ingest.metrics import IngestMetrics
-from graph.ingest.queries import ERASED_IDENTIFIERS, LINK_IDENTIFIERS, RESOLVE_IDENTIFIERS
-from graph.ingest.writer import epoch_ms
+from graph.ingest.queries import LINK_IDENTIFIERS
+from graph.ingest.writer import epoch_ms, resolve_identifiers
 from graph.privacy import Pseudonymizer
 
 log = logging.getLogger(__name__)
@@ -82,17 +82,12 @@ def _apply_tx(tx: ManagedTransaction, records: Sequence[CrmRecord], source: str,
     if not records:
         return result
     pairs = sorted({p for r in records for p in r.identifiers})
-    owner: dict[tuple[str, str], str] = {
-        (row["kind"], row["hash"]): row["user_id"]
-        for row in tx.run(RESOLVE_IDENTIFIERS, rows=[{"kind": k, "hash": h} for k, h in pairs])
-    }
+    resolved = resolve_identifiers(tx, pairs)
+    owner = resolved.owners
     # As for events (graph/ingest/writer.py): an erased user is not brought back by a record
     # from before the erasure.
-    erased_at = {row["key"]: row["at"] for row in tx.run(
-        ERASED_IDENTIFIERS, keys=[f"{kind}:{digest}" for kind, digest in pairs])}
     refused = {i for i, rec in enumerate(records)
-               if any(erased_at.get(f"{kind}:{digest}", -1) >= epoch_ms(rec.at)
-                      for kind, digest in rec.identifiers)}
+               if resolved.erased_since(rec.identifiers, rec.at)}
     result.refused = sorted(refused)
     existing = set(owner.values())
     alias: dict[str, str] = {}

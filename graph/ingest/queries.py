@@ -19,16 +19,14 @@ RETURN id
 """
 
 # Identifiers of erased users (`graph/subjects/erasure.py`), keyed `kind:hash`.
-ERASED_IDENTIFIERS = """
-UNWIND $keys AS key
-MATCH (e:ErasedIdentifier {key: key})
-RETURN key, e.at.epochMillis AS at
-"""
-
+# Who each identifier names now, and when it was erased (the suppression list written by
+# erasure, graph/subjects): one round trip for both. A pair with neither is not returned.
 RESOLVE_IDENTIFIERS = """
 UNWIND $rows AS row
-MATCH (:Identifier {kind: row.kind, hash: row.hash})-[:IDENTIFIES]->(u:User)
-RETURN row.kind AS kind, row.hash AS hash, u.id AS user_id
+OPTIONAL MATCH (:Identifier {kind: row.kind, hash: row.hash})-[:IDENTIFIES]->(u:User)
+OPTIONAL MATCH (e:ErasedIdentifier {key: row.kind + ':' + row.hash})
+WITH row, u, e WHERE u IS NOT NULL OR e IS NOT NULL
+RETURN row.kind AS kind, row.hash AS hash, u.id AS user_id, e.at.epochMillis AS erased_at
 """
 
 UPSERT_USERS = """

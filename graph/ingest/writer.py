@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -60,6 +60,38 @@ class Assigner(Protocol):
 def epoch_ms(at: datetime) -> int:
     """Times go to Neo4j as epoch milliseconds (see ``queries``)."""
     return int(at.timestamp() * 1000)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What the graph holds on a set of identifier pairs (``resolve_identifiers``)."""
+
+    owners: dict[tuple[str, str], str]
+    """The user each pair identifies, for pairs that identify one."""
+    erased_at: dict[tuple[str, str], int]
+    """When each erased pair was erased (epoch milliseconds)."""
+
+    def erased_since(self, pairs: Iterable[tuple[str, str]], at: datetime) -> bool:
+        """Whether one of ``pairs`` was erased at or after ``at``: what a record from ``at``
+        says about that user was erased with them, and must be refused."""
+        at_ms = epoch_ms(at)
+        return any(self.erased_at.get(pair, -1) >= at_ms for pair in pairs)
+
+
+def resolve_identifiers(tx: ManagedTransaction, pairs: Collection[tuple[str, str]]) -> Resolved:
+    """Owners and erasure times of ``(kind, hash)`` pairs, in one round trip (events and CRM
+    records alike)."""
+    if not pairs:
+        return Resolved({}, {})
+    owners: dict[tuple[str, str], str] = {}
+    erased_at: dict[tuple[str, str], int] = {}
+    for r in tx.run(q.RESOLVE_IDENTIFIERS, rows=[{"kind": k, "hash": h} for k, h in pairs]):
+        pair = (r["kind"], r["hash"])
+        if r["user_id"] is not None:
+            owners[pair] = r["user_id"]
+        if r["erased_at"] is not None:
+            erased_at[pair] = r["erased_at"]
+    return Resolved(owners, erased_at)
 
 
 class EventWriter:
@@ -117,18 +149,16 @@ class EventWriter:
     ) -> tuple[int, list[str], set[str], set[str]]:
         existing = {r["id"] for r in tx.run(q.EXISTING_EVENTS, ids=list(events))}
         fresh = [e for eid, e in events.items() if eid not in existing]
-        erased = self._erased(tx, fresh, hashed)
+        resolved = resolve_identifiers(tx, {p for e in fresh for p in hashed[e.event_id]})
+        # A replay of old events must not bring an erased user back (newer events are a new
+        # start).
+        erased = {e.event_id for e in fresh
+                  if resolved.erased_since(hashed[e.event_id], e.occurred_at)}
         if erased:
             fresh = [e for e in fresh if e.event_id not in erased]
         if not fresh:
             return 0, [], existing, erased
-        idents = {pair for e in fresh for pair in hashed[e.event_id]}
-        known = {
-            (r["kind"], r["hash"]): r["user_id"]
-            for r in tx.run(q.RESOLVE_IDENTIFIERS,
-                            rows=[{"kind": k, "hash": h} for k, h in idents])
-        }
-        params, conflicts = self._prepare(fresh, hashed, known)
+        params, conflicts = self._prepare(fresh, hashed, resolved.owners)
         tx.run(q.UPSERT_USERS, rows=params["users"]).consume()
         if params["identifiers"]:
             tx.run(q.LINK_IDENTIFIERS, rows=params["identifiers"]).consume()
@@ -184,21 +214,6 @@ class EventWriter:
                      r["kind"], len(r["owners"]))
             conflicts.append(Conflicting(event.event_id, event.source, tuple(r["owners"])))
         return conflicts
-
-    @staticmethod
-    def _erased(tx: ManagedTransaction, fresh: list[Event],
-                hashed: dict[str, list[tuple[str, str]]]) -> set[str]:
-        """Events that name an identifier of a user erased after the event happened: a replay
-        of old events must not bring an erased user back (newer events are a new start)."""
-        keys = {f"{kind}:{digest}" for e in fresh for kind, digest in hashed[e.event_id]}
-        if not keys:
-            return set()
-        erased_at = {r["key"]: r["at"] for r in tx.run(q.ERASED_IDENTIFIERS, keys=list(keys))}
-        if not erased_at:
-            return set()
-        return {e.event_id for e in fresh
-                if any(erased_at.get(f"{kind}:{digest}", -1) >= epoch_ms(e.occurred_at)
-                       for kind, digest in hashed[e.event_id])}
 
     @staticmethod
     def _merge_conflicts(tx: ManagedTransaction, conflicts: list[Conflicting],

@@ -35,23 +35,21 @@ USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 # hints), so a long history of either costs nothing.
 RECOMMEND = """
 MATCH (u:User {id: $user_id})
-WITH u, datetime({epochMillis: $now}) AS now
+OPTIONAL MATCH (latest:SegmentationRun)
+WITH u, latest ORDER BY latest.created_at DESC LIMIT 1
+WITH u, latest.id AS run_id, datetime({epochMillis: $now}) AS now
 CALL (u) {
   OPTIONAL MATCH (u)-[r:INTERACTED]->(it:Item) WHERE r.purchases > 0
   RETURN collect(it) AS bought
 }
-CALL (u) {
-  MATCH (run:SegmentationRun)
-  WITH run ORDER BY run.created_at DESC LIMIT 1
-  MATCH (u)-[:IN_SEGMENT {run_id: run.id}]->(s:Segment {level: 0})
+CALL (u, run_id) {
+  MATCH (u)-[:IN_SEGMENT {run_id: run_id}]->(s:Segment {level: 0})
   OPTIONAL MATCH (s)-[f:FAVOURITE]->(it:Item)
   RETURN head(collect(s.label)) AS segment,
          collect(CASE WHEN it IS NOT NULL THEN {item: it, seg: f.share} END) AS seg_items
 }
-CALL (u) {
-  OPTIONAL MATCH (run:SegmentationRun)
-  WITH u, run ORDER BY run.created_at DESC LIMIT 1
-  OPTIONAL MATCH (u)-[s:SIMILAR_TO {run_id: run.id}]->(known:User)
+CALL (u, run_id) {
+  OPTIONAL MATCH (u)-[s:SIMILAR_TO {run_id: run_id}]->(known:User)
   WITH u, collect(CASE WHEN known IS NOT NULL THEN {peer: known, overlap: s.overlap} END)
           AS stored
   CALL (u, stored) {
