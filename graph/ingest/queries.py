@@ -4,6 +4,11 @@ A device, session, location or explicit preference the writer touches becomes th
 ``REMOVE r.via_merge`` drops the mark of a copy made by a merge (``graph/identity``), so that
 unmerging keeps what the user's own events confirmed.
 
+Every statement a batch runs starts with ``CYPHER replan=skip``: their plans are index seeks
+on unique keys whatever the graph's size, yet Neo4j would re-plan each of them (100-900 ms apiece
+on two cores) every time its statistics drift, which they do all the time under ingestion. A
+batch that met a round of re-planning took seconds (``docs/performance.md``).
+
 Times travel as epoch milliseconds and become DateTime values here: the Python driver packs
 ``datetime`` objects about ten times slower than integers, which dominated batch writes.
 """
@@ -13,15 +18,16 @@ from __future__ import annotations
 USER_COUNT = "MATCH (u:User) RETURN count(u) AS n"
 
 EXISTING_EVENTS = """
+CYPHER replan=skip
 UNWIND $ids AS id
 MATCH (i:Interaction {event_id: id})
 RETURN id
 """
 
-# Identifiers of erased users (`graph/subjects/erasure.py`), keyed `kind:hash`.
 # Who each identifier names now, and when it was erased (the suppression list written by
 # erasure, graph/subjects): one round trip for both. A pair with neither is not returned.
 RESOLVE_IDENTIFIERS = """
+CYPHER replan=skip
 UNWIND $rows AS row
 OPTIONAL MATCH (:Identifier {kind: row.kind, hash: row.hash})-[:IDENTIFIES]->(u:User)
 OPTIONAL MATCH (e:ErasedIdentifier {key: row.kind + ':' + row.hash})
@@ -30,6 +36,7 @@ RETURN row.kind AS kind, row.hash AS hash, u.id AS user_id, e.at.epochMillis AS 
 """
 
 UPSERT_USERS = """
+CYPHER replan=skip
 UNWIND $rows AS row
 WITH row, datetime({epochMillis: row.first_seen}) AS first_seen,
      datetime({epochMillis: row.last_seen}) AS last_seen
@@ -57,6 +64,7 @@ SET u.profile_updated_at =
 """
 
 LINK_IDENTIFIERS = """
+CYPHER replan=skip
 UNWIND $rows AS row
 MATCH (u:User {id: row.user_id})
 MERGE (i:Identifier {kind: row.kind, hash: row.hash})
@@ -68,6 +76,7 @@ MERGE (i)-[:IDENTIFIES]->(u)
 # identifier to another user between this one's look-up and its MERGE (two writers, e.g. the
 # consumer and the API). The writer merges the owners, as for an event naming two users.
 CONTESTED_IDENTIFIERS = """
+CYPHER replan=skip
 UNWIND $rows AS row
 MATCH (:Identifier {kind: row.kind, hash: row.hash})-[:IDENTIFIES]->(u:User)
 WITH row, collect(u.id) AS owners
@@ -78,6 +87,7 @@ RETURN row.kind AS kind, row.hash AS hash, owners
 # The link this batch made to a contested identifier goes before the merge, so the merge moves
 # the other writer's (one link to the survivor, which an unmerge gives back).
 UNLINK_IDENTIFIERS = """
+CYPHER replan=skip
 UNWIND $rows AS row
 MATCH (:Identifier {kind: row.kind, hash: row.hash})-[r:IDENTIFIES]->(:User {id: row.user_id})
 DELETE r
@@ -85,6 +95,7 @@ DELETE r
 
 # The location is last-write-wins by event time too, with its own time on LOCATED_IN (`at`).
 UPSERT_LOCATIONS = """
+CYPHER replan=skip
 UNWIND $rows AS row
 WITH row, datetime({epochMillis: row.at}) AS at
 MATCH (u:User {id: row.user_id})
@@ -100,6 +111,7 @@ REMOVE r.via_merge
 """
 
 UPSERT_DEVICES = """
+CYPHER replan=skip
 UNWIND $rows AS row
 MATCH (u:User {id: row.user_id})
 MERGE (d:Device {id: row.id})
@@ -109,16 +121,19 @@ REMOVE r.via_merge
 """
 
 UPSERT_CATEGORIES = """
+CYPHER replan=skip
 UNWIND $names AS name
 MERGE (:Category {name: name})
 """
 
 UPSERT_BRANDS = """
+CYPHER replan=skip
 UNWIND $names AS name
 MERGE (:Brand {name: name})
 """
 
 UPSERT_ITEMS = """
+CYPHER replan=skip
 UNWIND $rows AS row
 MERGE (it:Item {id: row.id})
 SET it.name = coalesce(row.name, it.name),
@@ -131,6 +146,7 @@ FOREACH (_ IN CASE WHEN b IS NULL THEN [] ELSE [1] END | MERGE (it)-[:OF_BRAND]-
 """
 
 UPSERT_SESSIONS = """
+CYPHER replan=skip
 UNWIND $rows AS row
 WITH row, datetime({epochMillis: row.started_at}) AS started_at,
      datetime({epochMillis: row.ended_at}) AS ended_at
@@ -148,6 +164,7 @@ REMOVE r.via_merge
 
 # Look-ups come before the CREATE so the planner needs no Eager barrier between them.
 CREATE_INTERACTIONS = """
+CYPHER replan=skip
 UNWIND $rows AS row
 MATCH (u:User {id: row.user_id})
 OPTIONAL MATCH (s:Session {id: row.session_id})
@@ -162,6 +179,7 @@ FOREACH (_ IN CASE WHEN c IS NULL OR it IS NOT NULL THEN [] ELSE [1] END |
 """
 
 UPDATE_INTERACTED = """
+CYPHER replan=skip
 UNWIND $rows AS row
 WITH row, datetime({epochMillis: row.first_at}) AS first_at,
      datetime({epochMillis: row.last_at}) AS last_at
@@ -181,6 +199,7 @@ SET r.views = r.views + row.views,
 # held as of its `updated_at`; a newer batch decays it to the batch's time before adding, an
 # older (late) one adds its own score decayed to `updated_at`. Rows come pre-decayed to row.at.
 UPDATE_INFERRED_PREFERENCES = """
+CYPHER replan=skip
 UNWIND $rows AS row
 WITH row, datetime({epochMillis: row.at}) AS at
 MATCH (u:User {id: row.user_id}), (c:Category {name: row.category})
@@ -197,6 +216,7 @@ SET p.score = CASE WHEN delta >= 0
 # to the user's latest one, so they stay comparable between heavy and light users and between
 # categories last touched at different times.
 NORMALIZE_INFERRED_PREFERENCES = """
+CYPHER replan=skip
 UNWIND $user_ids AS uid
 MATCH (:User {id: uid})-[p:PREFERS {source: 'inferred'}]->(:Category)
 WITH uid, collect(p) AS prefs, max(p.updated_at).epochMillis AS ref
@@ -211,6 +231,7 @@ SET p.weight = CASE WHEN total > 0 THEN v / total ELSE 0.0 END
 # Explicit preferences (feedback, or stated through the API): last write (by event time) wins.
 # A stated preference may name a category no item has yet, so the category is merged.
 SET_EXPLICIT_PREFERENCES = """
+CYPHER replan=skip
 UNWIND $rows AS row
 WITH row, datetime({epochMillis: row.at}) AS at
 MATCH (u:User {id: row.user_id})

@@ -43,6 +43,13 @@ JVM_FLAGS = (
     "--enable-native-access=ALL-UNNAMED",
     "-Dlog4j2.disable.jmx=true",
 )
+CYPHER_SETTINGS = {
+    # Neo4j keys its plan cache on the size of list parameters rounded up to a power of ten, so
+    # every `UNWIND $rows` statement is compiled again (0.2-2 s) for each new order of magnitude
+    # of batch size. A stream's batches range from 1 to thousands of events; this keeps one plan
+    # per statement (docs/performance.md). compose.yaml sets the same for the Docker image.
+    "internal.cypher.use_parameter_size": "false",
+}
 INSTALL_HELP = {
     "java": "Install a JDK 17 or newer, e.g. `apt-get install openjdk-17-jdk-headless`.",
     "mvn": "Install Apache Maven, e.g. `apt-get install maven`.",
@@ -157,6 +164,7 @@ def _conf_text(settings: Settings, home: Path) -> str:
         "dbms.usage_report.enabled=false",
         # Transaction logs would otherwise keep growing through demo reloads and test wipes.
         "db.tx_log.rotation.retention_policy=2 files",
+        *(f"{key}={value}" for key, value in CYPHER_SETTINGS.items()),
         *(f"server.jvm.additional={flag}" for flag in JVM_FLAGS),
     ]
     return "\n".join(lines) + "\n"

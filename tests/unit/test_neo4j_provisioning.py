@@ -4,6 +4,7 @@ import stat
 from pathlib import Path
 
 import pytest
+import yaml
 
 from graph.errors import EnvironmentProblem
 from graph.local import neo4j_server
@@ -43,3 +44,16 @@ def test_config_binds_loopback_only(tmp_path: Path) -> None:
     assert "server.bolt.listen_address=127.0.0.1:7999" in text
     assert "server.http.listen_address=127.0.0.1:7998" in text
     assert "server.https.enabled=false" in text
+
+
+def test_cypher_settings_reach_both_servers(tmp_path: Path) -> None:
+    """The local server's neo4j.conf and compose.yaml's Neo4j get the same planner settings (the
+    Docker image maps NEO4J_a_b__c to a.b_c)."""
+    text = neo4j_server._conf_text(Settings(cache_dir=tmp_path), tmp_path)
+    compose = yaml.safe_load((Path(__file__).resolve().parents[2] / "compose.yaml").read_text())
+    environment = compose["services"]["neo4j"]["environment"]
+    assert neo4j_server.CYPHER_SETTINGS
+    for key, value in neo4j_server.CYPHER_SETTINGS.items():
+        assert f"\n{key}={value}\n" in text
+        docker_name = "NEO4J_" + key.replace("_", "__").replace(".", "_")
+        assert environment[docker_name] == value
