@@ -1,4 +1,8 @@
-"""Cypher that reads per-user feature inputs, a page of users per round trip."""
+"""Cypher that reads per-user feature inputs, a page of users per round trip.
+
+``USERS_BY_ID`` runs with each ingested batch that brings newcomers, so it keeps its plan
+(``CYPHER replan=skip``, see ``graph/ingest/queries.py``).
+"""
 
 from __future__ import annotations
 
@@ -63,6 +67,7 @@ WITH u ORDER BY u.id LIMIT $limit
 """ + _USER_FEATURES
 
 USERS_BY_ID = """
+CYPHER replan=skip
 UNWIND $ids AS id
 MATCH (u:User {id: id})
 WHERE coalesce(u.consent_analytics, true)

@@ -562,6 +562,8 @@ def consume(
     ensure_topics(settings, [topic, dead_letter_topic])
     metrics = metrics or IngestMetrics()
     writer = build_writer(graph, settings, metrics)
+    if writer.assigner is not None and writer.assigner.preload():
+        log.info("segment assignment ready (latest run's model loaded)")
     consumer = StreamConsumer(writer, settings, metrics, topic=topic,
                               dead_letter_topic=dead_letter_topic,
                               group=group or settings.kafka_group,

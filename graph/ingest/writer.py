@@ -56,6 +56,8 @@ class Assigner(Protocol):
 
     def assign(self, user_ids: Sequence[str]) -> int: ...
 
+    def preload(self) -> bool: ...
+
 
 def epoch_ms(at: datetime) -> int:
     """Times go to Neo4j as epoch milliseconds (see ``queries``)."""

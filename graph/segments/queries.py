@@ -1,4 +1,8 @@
-"""Cypher that records a segmentation run, its segments, personas and memberships."""
+"""Cypher that records a segmentation run, its segments, personas and memberships.
+
+What ingestion runs with each batch to assign newcomers keeps its plan (``CYPHER replan=skip``),
+as the ingest statements do (see ``graph/ingest/queries.py``).
+"""
 
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ CREATE (s)-[:EMBODIES]->(p)
 # A user has one membership per run: a run assigns everyone ('run'), ingestion assigns users who
 # arrived after it ('ingest'); the guard keeps concurrent batches from assigning a user twice.
 ASSIGN_USERS = """
+CYPHER replan=skip
 UNWIND $rows AS row
 MATCH (u:User {id: row.user_id}), (s:Segment {id: row.segment_id})
 WHERE NOT EXISTS { (u)-[:IN_SEGMENT {run_id: $run_id}]->() }
@@ -48,6 +53,7 @@ CREATE (u)-[:IN_SEGMENT {distance: row.distance, assigned_at: datetime(), run_id
 # Which of the given users the latest run has no segment for (users who withdrew analytics
 # consent are never segmented).
 UNSEGMENTED = """
+CYPHER replan=skip
 MATCH (r:SegmentationRun)
 WITH r ORDER BY r.created_at DESC LIMIT 1
 UNWIND $ids AS id
@@ -72,6 +78,7 @@ RETURN u.id AS user_id, s.id AS segment_id
 
 # Each user's persona over time: the open entry is closed when the persona changes.
 UPDATE_PERSONA_HISTORY = """
+CYPHER replan=skip
 UNWIND $rows AS row
 MATCH (u:User {id: row.user_id}), (p:Persona {id: row.persona_id})
 OPTIONAL MATCH (u)-[h:HAD_PERSONA]->(old:Persona) WHERE h.valid_to IS NULL

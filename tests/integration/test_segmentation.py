@@ -119,7 +119,11 @@ def test_newcomers_are_assigned_at_ingest_between_runs(graph: Graph, tmp_path: P
     assigner = SegmentAssigner(graph, runs_dir)
     load_demo(graph, tmp_path, users=200, seed=21, assigner=assigner)  # no run yet: no-op
     assert graph.rows("MATCH ()-[m:IN_SEGMENT]->() RETURN count(m) AS n") == [{"n": 0}]
+    assert not assigner.preload()
     first = run_segmentation(graph, runs_dir=runs_dir)
+    # A consumer loads the run's model when it starts, not in its first batch with a newcomer.
+    assert assigner.preload()
+    assert assigner._run_id == first.run_id and assigner._artifacts is not None
     persona_of_group = {g: c.most_common(1)[0][0]
                         for g, c in persona_by_group(graph, first.run_id).items()}
     load_demo(graph, tmp_path, users=20, seed=22, assigner=assigner)
@@ -143,8 +147,9 @@ def test_newcomers_are_assigned_at_ingest_between_runs(graph: Graph, tmp_path: P
 def test_assignment_waits_when_the_run_has_no_saved_model(graph: Graph, tmp_path: Path) -> None:
     load_demo(graph, tmp_path, users=40, seed=23)
     run_segmentation(graph)  # no runs_dir: nothing saved to assign with
-    load_demo(graph, tmp_path, users=5, seed=24,
-              assigner=SegmentAssigner(graph, tmp_path / "runs"))
+    assigner = SegmentAssigner(graph, tmp_path / "runs")
+    assert not assigner.preload()
+    load_demo(graph, tmp_path, users=5, seed=24, assigner=assigner)
     assert graph.rows("MATCH ()-[m:IN_SEGMENT {assigned_by: 'ingest'}]->() "
                       "RETURN count(m) AS n") == [{"n": 0}]
 
