@@ -4,7 +4,7 @@ A device, session, location or explicit preference the writer touches becomes th
 ``REMOVE r.via_merge`` drops the mark of a copy made by a merge (``graph/identity``), so that
 unmerging keeps what the user's own events confirmed.
 
-Every statement a batch runs starts with ``CYPHER replan=skip``: their plans are index seeks
+Every ``UNWIND`` statement here starts with ``CYPHER replan=skip``: their plans are index seeks
 on unique keys whatever the graph's size, yet Neo4j would re-plan each of them (100-900 ms apiece
 on two cores) every time its statistics drift, which they do all the time under ingestion. A
 batch that met a round of re-planning took seconds (``docs/performance.md``).

@@ -52,7 +52,8 @@ class WriteResult:
 
 
 class Assigner(Protocol):
-    """What runs after each committed batch: segment assignment of newcomers."""
+    """What runs after each committed batch: segment assignment of newcomers. ``preload`` readies
+    it ahead of the first newcomer (the Kafka consumer calls it when it starts)."""
 
     def assign(self, user_ids: Sequence[str]) -> int: ...
 

@@ -38,7 +38,9 @@ class SegmentAssigner:
             return self._artifacts is not None
         from graph.segments.artifacts import load  # scikit-learn only when a run exists
 
-        self._run_id = run_id
+        # Forget the previous run's model first: should loading fail, no newcomer may be given
+        # that run's labels under this run's id.
+        self._run_id, self._artifacts, self._personas = run_id, None, {}
         try:
             self._artifacts = load(self.runs_dir, run_id)
         except NotFound:
@@ -60,9 +62,11 @@ class SegmentAssigner:
             return False
         from graph.features.table import features_of_users
 
-        # Each statement once with nothing to do: Neo4j compiles it and keeps the plan.
-        self.graph.rows(q.UNSEGMENTED, ids=[])
-        features_of_users(self.graph, [], self._artifacts.feature_names)
+        # Each statement once with nothing to do: Neo4j compiles it and keeps the plan. The ids
+        # are one string that names nobody: the plan cache tells a list of strings from an
+        # empty list.
+        self.graph.rows(q.UNSEGMENTED, ids=[""])
+        features_of_users(self.graph, [""], self._artifacts.feature_names)
         self._record(found[0]["id"], [], [], datetime.now(UTC))
         return True
 

@@ -123,7 +123,6 @@ def test_newcomers_are_assigned_at_ingest_between_runs(graph: Graph, tmp_path: P
     first = run_segmentation(graph, runs_dir=runs_dir)
     # A consumer loads the run's model when it starts, not in its first batch with a newcomer.
     assert assigner.preload()
-    assert assigner._run_id == first.run_id and assigner._artifacts is not None
     persona_of_group = {g: c.most_common(1)[0][0]
                         for g, c in persona_by_group(graph, first.run_id).items()}
     load_demo(graph, tmp_path, users=20, seed=22, assigner=assigner)

@@ -296,6 +296,28 @@ def test_lag_is_reported_and_reaches_zero(graph: Graph, kafka: Settings,
     assert count == 50
 
 
+def test_a_model_that_cannot_be_prepared_does_not_stop_consuming(
+        graph: Graph, kafka: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Preparing segment assignment at start (a broken model file, say) may fail; the events
+    are still consumed, as a failed assignment after a batch never stopped them either."""
+    from graph.segments.assign import SegmentAssigner
+
+    def broken(_self: SegmentAssigner) -> bool:
+        raise OSError("model file truncated")
+
+    monkeypatch.setattr(SegmentAssigner, "preload", broken)
+    lines = demo_lines(2, seed=10)[:20]
+    topic, dlq, group = names("preload")
+    produce(kafka, tmp_path, topic, lines)
+    wipe(graph)
+    summary = stream.consume(graph, kafka, stop=threading.Event(), topic=topic,
+                             dead_letter_topic=dlq, group=group, max_messages=20)
+    assert summary.written == 20
+    assert interactions(graph) == 20
+    assert "could not prepare segment assignment" in caplog.text
+
+
 def test_unreachable_broker_is_a_clear_error(env: dict[str, str]) -> None:
     bad = {**env, "PERSONAS_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}
     proc = subprocess.run([PERSONAS, "consume", "--idle-exit", "1"], env=bad,
