@@ -30,7 +30,6 @@ from graph.events import Profile
 from graph.identity import queries as q
 from graph.ingest.aggregates import recompute_aggregates_tx
 from graph.privacy import IDENTIFIER_KINDS, mask_contacts
-from graph.recommend.queries import DROP_SIMILAR_USERS
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +164,6 @@ def merge_users_tx(tx: ManagedTransaction, survivor_id: str, merged_id: str, *, 
            copied=json.dumps(dict(sorted((k, v) for k, v in copied.items() if v))),
            **params).consume()
     recompute_aggregates_tx(tx, [survivor])
-    tx.run(DROP_SIMILAR_USERS, user_ids=[survivor]).consume()
     log.info("merged user %s into %s (%s, source %s): %s", merged, survivor, merge_id, source,
              dict(moved))
     return merge_id
@@ -249,7 +247,6 @@ def unmerge_tx(tx: ManagedTransaction, merge_id: str) -> tuple[str, str]:
                **params).consume()
     tx.run(q.UNTOMBSTONE, **params).consume()
     recompute_aggregates_tx(tx, [survivor, merged])
-    tx.run(DROP_SIMILAR_USERS, user_ids=[survivor, merged]).consume()
     log.info("unmerged %s: user %s split from %s again", merge_id, merged, survivor)
     return survivor, merged
 

@@ -18,6 +18,7 @@ from neo4j import ManagedTransaction
 
 from graph.events import EventType
 from graph.ingest import queries as q
+from graph.recommend.queries import DROP_SIMILAR_USERS
 
 # How much one event says about interest in its category (feeds inferred preferences).
 INTEREST_SCORE: dict[EventType, float] = {
@@ -55,7 +56,9 @@ def recompute_aggregates_tx(tx: ManagedTransaction, user_ids: Sequence[str]) -> 
 
     Counters, ``first_seen``/``last_seen`` (kept as they are for a user without interactions)
     and ``spend`` on the user; ``INTERACTED`` per item (stale ones deleted); inferred
-    ``PREFERS`` per category, then their weights normalized as the writer does.
+    ``PREFERS`` per category, then their weights normalized as the writer does. The users'
+    stored similar users, derived from the old ``INTERACTED``, are dropped (found per request
+    until the next segmentation run).
     """
     ids = sorted(set(user_ids))
     if not ids:
@@ -70,3 +73,4 @@ def recompute_aggregates_tx(tx: ManagedTransaction, user_ids: Sequence[str]) -> 
     tx.run(q.RECOMPUTE_INFERRED_PREFERENCES, user_ids=ids, decay_per_ms=DECAY_PER_MS,
            interest={t.value: score for t, score in INTEREST_SCORE.items()}).consume()
     tx.run(q.NORMALIZE_INFERRED_PREFERENCES, user_ids=ids, decay_per_ms=DECAY_PER_MS).consume()
+    tx.run(DROP_SIMILAR_USERS, user_ids=ids).consume()

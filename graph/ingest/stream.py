@@ -562,13 +562,7 @@ def consume(
     ensure_topics(settings, [topic, dead_letter_topic])
     metrics = metrics or IngestMetrics()
     writer = build_writer(graph, settings, metrics)
-    if writer.assigner is not None:
-        try:
-            if writer.assigner.preload():
-                log.info("segment assignment ready (latest run's model loaded)")
-        except Exception:  # noqa: BLE001 - a bad model file must not stop ingestion
-            log.exception("could not prepare segment assignment; it is tried again with the "
-                          "first newcomer")
+    writer.prepare_assignment()
     consumer = StreamConsumer(writer, settings, metrics, topic=topic,
                               dead_letter_topic=dead_letter_topic,
                               group=group or settings.kafka_group,

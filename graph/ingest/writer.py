@@ -107,6 +107,18 @@ class EventWriter:
         self.assigner = assigner
         self.metrics = metrics
 
+    def prepare_assignment(self) -> None:
+        """Ready segment assignment ahead of the first newcomer (``Assigner.preload``). Like an
+        assignment after a batch, a failure here is logged and never stops ingestion."""
+        if self.assigner is None:
+            return
+        try:
+            if self.assigner.preload():
+                log.info("segment assignment ready (latest run's model loaded)")
+        except Exception:  # noqa: BLE001 - a bad model file must not stop ingestion
+            log.exception("could not prepare segment assignment; it is tried again with the "
+                          "first newcomer")
+
     def write(self, events: Sequence[Event], *, source: str = "file") -> WriteResult:
         """Write one batch in one transaction; events already stored are skipped, not re-counted.
 

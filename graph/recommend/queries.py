@@ -49,13 +49,12 @@ CALL (u, run_id) {
          collect(CASE WHEN it IS NOT NULL THEN {item: it, seg: f.share} END) AS seg_items
 }
 CALL (u, run_id) {
-  OPTIONAL MATCH (u)-[s:SIMILAR_TO {run_id: run_id}]->(known:User)
-  WITH u, collect(CASE WHEN known IS NOT NULL THEN {peer: known, overlap: s.overlap} END)
-          AS stored
+  WITH u, [(u)-[s:SIMILAR_TO {run_id: run_id}]->(known:User)
+           | {peer: known, overlap: s.overlap}] AS stored
   CALL (u, stored) {
     UNWIND stored AS p
     RETURN p.peer AS peer, p.overlap AS overlap
-    UNION
+    UNION ALL
     WITH u WHERE size(stored) = 0
     MATCH (u)-[mine:INTERACTED]->(shared)
     WHERE mine.carts + mine.purchases > 0
@@ -186,8 +185,9 @@ MATCH (peer:User {id: p.user_id})
 CREATE (u)-[:SIMILAR_TO {overlap: p.overlap, run_id: $run_id}]->(peer)
 """
 
-# A user's stored similar users, when they no longer hold: the user's interactions were rebuilt
-# by a merge or an unmerge (until the next run they are found per request), or the user
+# A user's stored similar users, when they no longer hold: the user's aggregates were rebuilt
+# (graph/ingest/aggregates.py, after a merge or an unmerge; until the next run they are found
+# per request), or the user
 # withdrew personalization consent (none are kept).
 DROP_SIMILAR_USERS = """
 UNWIND $user_ids AS id

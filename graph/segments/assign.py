@@ -39,15 +39,17 @@ class SegmentAssigner:
         from graph.segments.artifacts import load  # scikit-learn only when a run exists
 
         # Forget the previous run's model first: should loading fail, no newcomer may be given
-        # that run's labels under this run's id.
-        self._run_id, self._artifacts, self._personas = run_id, None, {}
+        # that run's labels. The run counts as loaded only once its files were read (or found
+        # missing), so a load that failed otherwise is tried again with the next newcomer.
+        self._artifacts, self._personas = None, {}
         try:
-            self._artifacts = load(self.runs_dir, run_id)
+            artifacts = load(self.runs_dir, run_id)
         except NotFound:
             log.warning("run %s has no saved model in %s; newcomers wait for the next run",
                         run_id, self.runs_dir)
-            self._artifacts = None
+            self._run_id = run_id
             return False
+        self._run_id, self._artifacts = run_id, artifacts
         self._personas = {r["segment_id"]: r["persona_id"]
                           for r in self.graph.rows(q.PREVIOUS_RUN_PERSONAS)
                           if r["run_id"] == run_id}
@@ -62,12 +64,12 @@ class SegmentAssigner:
             return False
         from graph.features.table import features_of_users
 
-        # Each statement once with nothing to do: Neo4j compiles it and keeps the plan. The ids
-        # are one string that names nobody: the plan cache tells a list of strings from an
-        # empty list.
+        # Each statement once with one row that names nobody: Neo4j compiles it and keeps the
+        # plan. Not an empty list: the plan cache tells it from a list of strings or maps.
         self.graph.rows(q.UNSEGMENTED, ids=[""])
         features_of_users(self.graph, [""], self._artifacts.feature_names)
-        self._record(found[0]["id"], [], [], datetime.now(UTC))
+        self._record(found[0]["id"], [{"user_id": "", "segment_id": "", "distance": 0.0}],
+                     [{"user_id": "", "persona_id": ""}], datetime.now(UTC))
         return True
 
     def assign(self, user_ids: Sequence[str], now: datetime | None = None) -> int:
