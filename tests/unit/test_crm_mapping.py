@@ -216,6 +216,19 @@ def test_bad_deliveries_are_refused(ts_offset: int, mutate: Any, message: str) -
         verify(SECRET, str(ts), signed, body, tolerance=300)
 
 
+@pytest.mark.parametrize(("offset", "accepted"), [
+    (-300, True), (300, True), (-301, False), (301, False)])
+def test_the_time_window_edges(offset: int, accepted: bool) -> None:
+    now = 1_800_000_000
+    ts = now + offset
+    signed = signature(SECRET, ts, BODY)
+    if accepted:
+        assert verify(SECRET, str(ts), signed, BODY, tolerance=300, now=now) == ts
+    else:
+        with pytest.raises(Unauthenticated, match="more than 300 s"):
+            verify(SECRET, str(ts), signed, BODY, tolerance=300, now=now)
+
+
 def test_signature_under_another_secret_or_timestamp_is_refused() -> None:
     ts = int(time.time())
     with pytest.raises(Unauthenticated, match="bad signature"):
