@@ -3,6 +3,7 @@ probes. Everything but the probes needs an API key (`api.auth`)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -73,9 +74,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sync_driver = create_driver(settings)
         app.state.writer = build_writer(Graph(sync_driver, settings.neo4j_database), settings,
                                         app.state.ingest_metrics)
+        # Like the Kafka consumer, ready newcomer assignment before the first batch needs it;
+        # in the background, so that serving reads does not wait for a model to load.
+        preload = asyncio.create_task(asyncio.to_thread(app.state.writer.prepare_assignment))
         try:
             yield
         finally:
+            await preload  # its thread uses the driver closed below
             await app.state.driver.close()
             sync_driver.close()
 

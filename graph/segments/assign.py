@@ -9,6 +9,7 @@ leaf centre decides.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,42 +33,54 @@ class SegmentAssigner:
         self._run_id: str | None = None
         self._artifacts: Any = None
         self._personas: dict[str, str] = {}
+        # One writer serves concurrent requests in the API (and its preload runs beside them):
+        # a run's model is loaded once, and no batch sees it half-swapped.
+        self._lock = threading.Lock()
 
-    def _load(self, run_id: str) -> bool:
-        if run_id == self._run_id:
-            return self._artifacts is not None
+    @property
+    def run_id(self) -> str | None:
+        """The run whose model is loaded, if any."""
+        return self._run_id if self._artifacts is not None else None
+
+    def _model(self, run_id: str) -> tuple[Any, dict[str, str]] | None:
+        """The run's model and its segments' personas, loaded on first use."""
+        with self._lock:
+            if run_id != self._run_id:
+                self._load(run_id)
+            return None if self._artifacts is None else (self._artifacts, self._personas)
+
+    def _load(self, run_id: str) -> None:
         from graph.segments.artifacts import load  # scikit-learn only when a run exists
 
         # Forget the previous run's model first: should loading fail, no newcomer may be given
         # that run's labels. The run counts as loaded only once its files were read (or found
         # missing), so a load that failed otherwise is tried again with the next newcomer.
-        self._artifacts, self._personas = None, {}
+        self._run_id, self._artifacts, self._personas = None, None, {}
         try:
             artifacts = load(self.runs_dir, run_id)
         except NotFound:
             log.warning("run %s has no saved model in %s; newcomers wait for the next run",
                         run_id, self.runs_dir)
             self._run_id = run_id
-            return False
-        self._run_id, self._artifacts = run_id, artifacts
-        self._personas = {r["segment_id"]: r["persona_id"]
-                          for r in self.graph.rows(q.PREVIOUS_RUN_PERSONAS)
-                          if r["run_id"] == run_id}
-        return True
+            return
+        personas = {r["segment_id"]: r["persona_id"]
+                    for r in self.graph.rows(q.PREVIOUS_RUN_PERSONAS) if r["run_id"] == run_id}
+        self._run_id, self._artifacts, self._personas = run_id, artifacts, personas
 
     def preload(self) -> bool:
         """Load the latest run's model and compile what ``assign`` runs, now rather than in the
         first batch that brings a newcomer (2-3 s on two cores, which that batch's events would
         wait for); returns whether a run with a saved model exists."""
         found = self.graph.rows(q.LATEST_RUN)
-        if not found or not self._load(found[0]["id"]):
+        model = self._model(found[0]["id"]) if found else None
+        if model is None:
             return False
         from graph.features.table import features_of_users
 
         # Each statement once with one row that names nobody: Neo4j compiles it and keeps the
         # plan. Not an empty list: the plan cache tells it from a list of strings or maps.
         self.graph.rows(q.UNSEGMENTED, ids=[""])
-        features_of_users(self.graph, [""], self._artifacts.feature_names)
+        features_of_users(self.graph, [""], model[0].feature_names)
         self._record(found[0]["id"], [{"user_id": "", "segment_id": "", "distance": 0.0}],
                      [{"user_id": "", "persona_id": ""}], datetime.now(UTC))
         return True
@@ -78,12 +91,13 @@ class SegmentAssigner:
         if not user_ids:
             return 0
         found = self.graph.rows(q.UNSEGMENTED, ids=list(user_ids))
-        if not found or not found[0]["user_ids"] or not self._load(found[0]["run_id"]):
+        model = self._model(found[0]["run_id"]) if found and found[0]["user_ids"] else None
+        if model is None:
             return 0
         from graph.features.table import features_of_users  # networkx, scipy: only when used
 
         run_id: str = found[0]["run_id"]
-        art = self._artifacts
+        art, personas = model
         now = now or datetime.now(UTC)
         table = features_of_users(self.graph, found[0]["user_ids"], art.feature_names, now)
         Z = art.preparation.transform(table.X)
@@ -92,8 +106,8 @@ class SegmentAssigner:
         members = [{"user_id": uid, "segment_id": f"{run_id}-L0-{int(label)}",
                     "distance": float(d)}
                    for uid, label, d in zip(table.user_ids, labels, distances, strict=True)]
-        history = [{"user_id": m["user_id"], "persona_id": self._personas[m["segment_id"]]}
-                   for m in members if m["segment_id"] in self._personas]
+        history = [{"user_id": m["user_id"], "persona_id": personas[m["segment_id"]]}
+                   for m in members if m["segment_id"] in personas]
 
         self._record(run_id, members, history, now)
         log.info("assigned %d new user(s) to segments of %s", len(members), run_id)

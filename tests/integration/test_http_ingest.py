@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +16,9 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from graph.auth import Role, create_key, revoke_key
 from graph.db import Graph
+from graph.segments.run import run_segmentation
 from graph.settings import Settings
-from tests.helpers import graph_counts
+from tests.helpers import graph_counts, load_demo
 
 pytestmark = pytest.mark.integration
 
@@ -223,3 +226,25 @@ def test_an_empty_batch_is_fine(world: Any) -> None:
     response = client.post("/v1/events", json={"events": []}, headers=auth(keys))
     assert response.status_code == 200
     assert response.json() == {"accepted": 0, "duplicates": 0, "rejected": 0, "results": []}
+
+
+def test_newcomers_over_http_join_the_latest_run(graph: Graph, settings: Settings,
+                                                 tmp_path: Path) -> None:
+    load_demo(graph, tmp_path, users=80, seed=41)
+    run = run_segmentation(graph, runs_dir=settings.resolved_runs_dir)
+    keys = keys_for(graph)
+    with TestClient(create_app(settings)) as client:
+        # The app loads the run's model when it starts, before any request needs it.
+        assigner = client.app.state.writer.assigner  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 30
+        while assigner.run_id is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert assigner.run_id == run.run_id
+        response = client.post("/v1/events", headers=auth(keys),
+                               json={"events": [event("http-new-1",
+                                                         user={"cookie": "ck-newcomer"})]})
+        assert response.status_code == 200, response.text
+    rows = graph.rows("MATCH (u:User)-[:PERFORMED]->(:Interaction {event_id: 'http-new-1'}) "
+                      "MATCH (u)-[m:IN_SEGMENT]->(s:Segment) "
+                      "RETURN m.assigned_by AS by, s.run_id AS run")
+    assert rows == [{"by": "ingest", "run": run.run_id}]
