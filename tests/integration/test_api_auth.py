@@ -206,9 +206,18 @@ def test_bad_run_arguments_are_bad_user_input(world: World, client: TestClient,
     assert run_count(world.graph) == before
 
 
-def test_a_second_run_while_one_is_in_progress_is_a_conflict(world: World,
-                                                             client: TestClient) -> None:
+def test_a_second_run_while_one_is_in_progress_is_a_conflict(
+        world: World, client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     runner: SegmentationRunner = client.app.state.segmentation  # type: ignore[attr-defined]
+    # The first run holds until the second request has been answered, however fast it is.
+    release = threading.Event()
+    run = SegmentationRunner._run
+
+    def held(self: SegmentationRunner, options: Any) -> Any:
+        release.wait(timeout=120)
+        return run(self, options)
+
+    monkeypatch.setattr(SegmentationRunner, "_run", held)
     admin = headers(world, "admin")
     first: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: first.update(graphql(client, RUN, admin)))
@@ -218,6 +227,7 @@ def test_a_second_run_while_one_is_in_progress_is_a_conflict(world: World,
         time.sleep(0.005)
     assert runner.busy, "the first run never started"
     second = graphql(client, RUN, admin)
+    release.set()
     thread.join(timeout=300)
     assert error_code(second) == "CONFLICT", second
     assert "errors" not in first, first

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,7 +17,9 @@ import pytest
 from fastapi.testclient import TestClient
 from neo4j import Driver
 
+from api import queries
 from api.app import create_app
+from api.context import Context
 from graph.auth import Role, create_key
 from graph.db import Graph
 from graph.segments.run import run_segmentation
@@ -168,7 +172,8 @@ def test_situation_now_and_in_the_past(client: TestClient, world: World) -> None
     now = data(client, world, q, id=uid, at=None)["user"]["context"]
     assert now["location"]["city"]
     observed = datetime.fromisoformat(now["currentWeather"]["at"])
-    assert timedelta(0) <= datetime.now(UTC) - observed <= timedelta(hours=24)
+    # A minute of slack: the server read its clock before this test reads its own.
+    assert timedelta(0) <= datetime.now(UTC) - observed <= timedelta(hours=24, minutes=1)
     starts = [e["startsAt"] for e in now["upcomingEvents"]]
     assert starts == sorted(starts) and 1 <= len(starts) <= 3
     past = data(client, world, q, id=uid, at="2000-01-01T00:00:00Z")["user"]["context"]
@@ -335,11 +340,38 @@ def subscribe(ws: Any, op_id: str, query: str, **variables: Any) -> None:
                   "payload": {"query": query, "variables": variables}})
 
 
-def test_subscriptions_over_graphql_transport_ws(world: World, settings: Settings) -> None:
+def polls_counted(monkeypatch: pytest.MonkeyPatch) -> Counter[tuple[str, str | None]]:
+    """Count the subscriptions' polls, by query and user: a test waits for every subscription
+    to have read its starting point instead of sleeping for a guess."""
+    polls: Counter[tuple[str, str | None]] = Counter()
+    rows = Context.rows
+
+    async def counting(self: Context, query: Any, **params: Any) -> list[dict[str, Any]]:
+        polls[(query, params.get("id"))] += 1
+        return await rows(self, query, **params)
+
+    monkeypatch.setattr(Context, "rows", counting)
+    return polls
+
+
+def receive(ws: Any, timeout: float = 60.0) -> dict[str, Any]:
+    """The next message, or a failure after ``timeout`` (the test client's own receive would
+    wait forever)."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        message: dict[str, Any] = pool.submit(ws.receive_json).result(timeout=timeout)
+    finally:
+        pool.shutdown(wait=False)  # a receive that timed out must not block the failure
+    return message
+
+
+def test_subscriptions_over_graphql_transport_ws(world: World, settings: Settings,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A new run and the persona changes it causes arrive as `next` messages. Before the run,
     one user of each current persona is watched; k=3 retires at least one of the 4 personas,
     so at least one watched user changes."""
     fast = settings.model_copy(update={"api_subscription_poll_seconds": 0.2})
+    polls = polls_counted(monkeypatch)
     watched = {r["persona"]: r["user"] for r in world.graph.rows(
         "MATCH (u:User)-[h:HAD_PERSONA]->(p:Persona) WHERE h.valid_to IS NULL "
         "WITH p, min(u.id) AS user RETURN p.id AS persona, user")}
@@ -353,11 +385,17 @@ def test_subscriptions_over_graphql_transport_ws(world: World, settings: Setting
         for persona, user in watched.items():
             subscribe(ws, persona, "subscription($u: ID!) { personaChanged(userId: $u) { "
                       "userId persona { id } previous { id } runId } }", u=user)
-        time.sleep(1.0)  # every subscription has read its starting point
+        # Every subscription has read its starting point once it has polled again after it.
+        wanted = [(queries.SEGMENTATION_RUNS, None),
+                  *((queries.CURRENT_PERSONA_PERIOD, user) for user in watched.values())]
+        deadline = time.monotonic() + 60
+        while any(polls[w] < 2 for w in wanted):
+            assert time.monotonic() < deadline, polls
+            time.sleep(0.05)
         run = run_segmentation(world.graph, n_clusters=3)
         messages: dict[str, dict[str, Any]] = {}
         while "runs" not in messages or not set(messages) - {"runs"}:
-            msg = ws.receive_json()
+            msg = receive(ws)
             assert msg["type"] == "next", msg
             messages[msg["id"]] = msg["payload"]["data"]
     assert messages["runs"]["segmentationFinished"] == {"id": run.run_id, "k": 3}

@@ -21,7 +21,7 @@ def test_second_start_reuses_the_running_broker(kafka_running: Settings) -> None
     t0 = time.monotonic()
     after = kafka_server.start(kafka_running)
     assert after.answering and after.pid == before.pid
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < 60  # the same pid proves the reuse; this, no long wait
 
 
 def test_status_cli(kafka_running: Settings) -> None:

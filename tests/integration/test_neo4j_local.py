@@ -18,7 +18,7 @@ def test_second_start_reuses_the_running_server(neo4j_running: Settings) -> None
     t0 = time.monotonic()
     after = neo4j_server.start(neo4j_running)
     assert after.pid == before.pid
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < 60  # the same pid proves the reuse; this, no long wait
 
 
 def test_browser_is_served(neo4j_running: Settings) -> None:

@@ -139,8 +139,8 @@ def test_valid_events_once_and_malformed_to_dead_letters(graph: Graph, kafka: Se
 
     metrics = IngestMetrics()
     summary = stream.consume(graph, kafka, stop=threading.Event(), topic=topic,
-                             dead_letter_topic=dlq, group=group, batch_max=20, idle_exit=2.0,
-                             metrics=metrics)
+                             dead_letter_topic=dlq, group=group, batch_max=20,
+                             max_messages=len(lines), metrics=metrics)
 
     assert summary.messages == len(lines)
     assert (summary.written, summary.duplicates, summary.dead_letters) == (60, 5, 4)
@@ -282,7 +282,7 @@ def test_lag_is_reported_and_reaches_zero(graph: Graph, kafka: Settings,
 
     served = kafka.model_copy(update={"consumer_metrics_port": port})
     summary = stream.consume(graph, served, stop=threading.Event(), topic=topic,
-                             dead_letter_topic=dlq, group=group, batch_max=10, idle_exit=1.5,
+                             dead_letter_topic=dlq, group=group, batch_max=10, max_messages=30,
                              metrics=metrics, on_batch=scrape)
     assert summary.messages == 30
     assert lag() == 0
