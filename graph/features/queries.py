@@ -24,28 +24,22 @@ CALL (u) {
   OPTIONAL MATCH (u)-[p:PREFERS {source: 'explicit'}]->(:Category)
   RETURN avg(p.weight) AS explicit_preference
 }
+// One pass over the user's interactions for everything read from them (each pass costs
+// about as much as the rest of the row): weather of their activity days, purchases, and
+// the category of each interaction, which the caller counts.
 CALL (u) {
   OPTIONAL MATCH (u)-[:LOCATED_IN]->(:Location)<-[:OBSERVED_AT]-(w:WeatherObservation)
   WITH collect(DISTINCT date(w.at)) AS known,
        collect(DISTINCT CASE WHEN w.condition IN ['rain', 'snow'] OR w.temp_c < 5
                              THEN date(w.at) END) AS bad
   OPTIONAL MATCH (u)-[:PERFORMED]->(i:Interaction)
-  WITH known, bad, collect(date(i.at)) AS activity_days
-  WITH bad, [d IN activity_days WHERE d IN known] AS days
-  RETURN size(days) AS weather_known_events,
-         size([d IN days WHERE d IN bad]) AS bad_weather_events
-}
-CALL (u) {
-  OPTIONAL MATCH (u)-[:PERFORMED]->(p:Interaction {type: 'purchase'})
-  RETURN count(DISTINCT coalesce(p.order_id, p.event_id)) AS orders,
-         avg(CASE WHEN p IS NULL THEN null ELSE coalesce(p.discount, 0.0) END) AS avg_discount,
-         max(p.at) AS last_purchase,
-         collect(p.at.month) AS purchase_months
-}
-CALL (u) {
-  OPTIONAL MATCH (u)-[:PERFORMED]->(i:Interaction) WHERE i.category IS NOT NULL
-  WITH i.category AS category, count(*) AS n
-  RETURN collect([category, n]) AS category_counts
+  WITH known, bad, i, date(i.at) AS day, i.type = 'purchase' AS bought
+  RETURN sum(CASE WHEN day IN known THEN 1 ELSE 0 END) AS weather_known_events,
+         sum(CASE WHEN day IN bad THEN 1 ELSE 0 END) AS bad_weather_events,
+         count(DISTINCT CASE WHEN bought THEN coalesce(i.order_id, i.event_id) END) AS orders,
+         avg(CASE WHEN bought THEN coalesce(i.discount, 0.0) END) AS avg_discount,
+         collect(CASE WHEN bought THEN i.at.month END) AS purchase_months,
+         collect(i.category) AS categories
 }
 RETURN u.id AS user_id, u.first_seen AS first_seen, u.last_seen AS last_seen,
        u.events AS events, u.page_views AS page_views, u.carts AS carts,
@@ -53,8 +47,7 @@ RETURN u.id AS user_id, u.first_seen AS first_seen, u.last_seen AS last_seen,
        u.age_band AS age_band, u.demo_group AS demo_group,
        sessions, avg_session_s, mobile_sessions, app_sessions, chat_sessions,
        explicit_preference, weather_known_events,
-       bad_weather_events, orders, avg_discount, last_purchase, purchase_months,
-       category_counts
+       bad_weather_events, orders, avg_discount, purchase_months, categories
 ORDER BY u.id
 """
 
