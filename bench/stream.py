@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import bench_graph, bench_settings
+from bench.common import bench_graph, bench_settings, warm_up
 from graph.db import Graph, wipe
 from graph.demo import DemoPopulation
 from graph.ingest import stream
@@ -168,18 +168,6 @@ def freshness(graph: Graph, settings: Settings, path: Path, n: int,
     return p50, p99
 
 
-def warm_up(graph: Graph, settings: Settings, path: Path) -> None:
-    """Load the events once through the file path and wipe them: a freshly started Neo4j
-    compiles its queries, warms its JIT and grows its store files on whatever runs first, which
-    would otherwise favour the path measured second."""
-    wipe(graph)
-    t0 = time.perf_counter()
-    summary = ingest_file(build_writer(graph, settings), path, batch_size=settings.batch_size,
-                          max_line_bytes=settings.max_line_bytes)
-    print(f"warm-up: {summary.written} events in {time.perf_counter() - t0:.1f}s (not counted)")
-    wipe(graph)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=100_000)
@@ -195,7 +183,7 @@ def main() -> None:
         path = Path(tmp) / "events.jsonl"
         n = write_events(path, args.events, seed=11)
         print(f"generated {n} events")
-        warm_up(graph, settings, path)
+        warm_up(graph, build_writer(graph, settings), path, settings)
         stream_rate = stream_throughput(graph, settings, path, n, batch_max)
         batch_rate = batch_throughput(graph, settings, path, n)
         fresh_path = Path(tmp) / "fresh.jsonl"
