@@ -23,9 +23,13 @@ from neo4j import (
 )
 from neo4j.exceptions import DriverError, Neo4jError
 
+from graph.backoff import Backoff
 from graph.settings import Settings
 
 T = TypeVar("T")
+WRITE_BATCH = 5000
+"""Rows per ``UNWIND`` statement when a job writes a large result (a run's memberships, similar
+users): bounded transaction state, few round trips."""
 
 
 def _auth(settings: Settings) -> tuple[str, str]:
@@ -47,8 +51,8 @@ def create_async_driver(settings: Settings) -> AsyncDriver:
 
 
 READ_RETRY_BUDGET_S = 5.0
-READ_RETRY_DELAY_S = 0.05
-READ_RETRY_MAX_DELAY_S = 1.0
+READ_RETRY_BACKOFF = Backoff(base_seconds=0.05, factor=2.0, max_seconds=1.0, jitter=0.2)
+_rng = random.Random()
 
 
 async def read_rows(driver: AsyncDriver, database: str, query: LiteralString,
@@ -64,7 +68,7 @@ async def read_rows(driver: AsyncDriver, database: str, query: LiteralString,
     default for managed transactions).
     """
     started = time.monotonic()
-    attempt = 0
+    failures = 0
     while True:
         try:
             async with driver.session(
@@ -76,9 +80,8 @@ async def read_rows(driver: AsyncDriver, database: str, query: LiteralString,
             if (not error.is_retryable()
                     or time.monotonic() - started >= READ_RETRY_BUDGET_S):
                 raise
-            delay = min(READ_RETRY_MAX_DELAY_S, READ_RETRY_DELAY_S * 2 ** attempt)
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-            attempt += 1
+            failures += 1
+            await asyncio.sleep(READ_RETRY_BACKOFF.delay(failures, _rng))
 
 
 @contextmanager

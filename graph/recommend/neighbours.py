@@ -20,13 +20,12 @@ import numpy as np
 from neo4j import ManagedTransaction
 from scipy import sparse
 
-from graph.db import Graph
+from graph.db import WRITE_BATCH, Graph
 from graph.recommend import queries as q
 
 RECENT = 10
 PEERS = 50
 BLOCK = 1000  # users whose overlaps are computed at once (bounds the memory)
-WRITE_BATCH = 5000
 
 
 def _newest_first(seen: list[tuple[Any, str, int]]) -> None:

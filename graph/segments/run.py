@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
-from graph.db import Graph
+from graph.db import WRITE_BATCH, Graph
 from graph.errors import InvalidInput
 from graph.features.registry import DEFAULT_SELECTION, log_scaled, select
 from graph.features.table import FeatureTable, build_feature_table
@@ -30,7 +30,6 @@ from graph.segments.personas import (
 from graph.version import code_version
 
 log = logging.getLogger(__name__)
-WRITE_BATCH = 5000
 # Segment favourites: the items most bought by the members nearest each leaf segment's centre.
 TYPICAL_MEMBERS = 100
 FAVOURITES = 50

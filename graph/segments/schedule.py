@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from graph.backoff import Backoff
 from graph.db import Graph
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,9 @@ class SegmentationScheduler:
         self.last_run = last_run
         self.check_every = check_every
         self.retry_after = retry_after
+        # Doubling from retry_after, and never longer than the interval itself.
+        self.backoff = Backoff(base_seconds=min(retry_after, every).total_seconds(), factor=2.0,
+                               max_seconds=every.total_seconds())
         self.failures = 0
         self.next_attempt: datetime | None = None
 
@@ -65,8 +69,7 @@ class SegmentationScheduler:
             self.run()
         except Exception:  # noqa: BLE001 - a scheduler must outlive one failed run
             self.failures += 1
-            wait = min(self.every, self.retry_after * 2 ** (self.failures - 1))
-            self.next_attempt = now + wait
+            self.next_attempt = now + timedelta(seconds=self.backoff.delay(self.failures))
             log.exception("scheduled segmentation failed (%d in a row); next try at %s",
                           self.failures, self.next_attempt.isoformat())
             return False

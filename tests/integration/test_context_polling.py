@@ -22,8 +22,9 @@ from fastapi.testclient import TestClient
 from api import context_routes
 from api.app import create_app
 from graph.auth import Role, create_key
+from graph.backoff import Backoff
 from graph.context import parse_context, write_context
-from graph.context.poller import Backoff, ContextPoller
+from graph.context.poller import ContextPoller
 from graph.context.providers import HttpResponse, OfflineProvider, OpenMeteoProvider
 from graph.db import Graph
 from graph.events import Event

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from graph import demo
+from graph.backoff import Backoff
 from graph.context.models import CONDITIONS, LocalEvent, WeatherObservation, parse_context
-from graph.context.poller import Backoff
 from graph.context.providers import (
     WMO_CONDITIONS,
     HttpResponse,

@@ -11,6 +11,7 @@ import pytest
 from neo4j.exceptions import CypherSyntaxError, ServiceUnavailable, SessionExpired
 
 from graph import db
+from graph.backoff import Backoff
 
 
 class Result:
@@ -60,7 +61,7 @@ def read(driver: Driver) -> list[dict[str, Any]]:
 
 @pytest.fixture(autouse=True)
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(db, "READ_RETRY_DELAY_S", 0.0)
+    monkeypatch.setattr(db, "READ_RETRY_BACKOFF", Backoff(base_seconds=1e-6, max_seconds=1e-6))
 
 
 def test_a_read_runs_once_in_read_mode() -> None:
