@@ -25,7 +25,7 @@ from graph.identity import merge_by_authority_tx, resolve_users_tx
 from graph.ingest.deadletter import DeadLetterFile, DeadLetterStore
 from graph.ingest.metrics import IngestMetrics
 from graph.ingest.queries import LINK_IDENTIFIERS
-from graph.ingest.writer import epoch_ms, resolve_identifiers
+from graph.ingest.writer import contested_links, epoch_ms, resolve_identifiers
 from graph.privacy import Pseudonymizer
 
 log = logging.getLogger(__name__)
@@ -142,6 +142,27 @@ def _apply_tx(tx: ManagedTransaction, records: Sequence[CrmRecord], source: str,
     for link in links:
         link["user_id"] = find(link["user_id"])
     fresh = {find(u): at for u, at in new_users.items()}
+    if fresh:
+        tx.run(q.ENSURE_USERS, rows=[{"id": u, "at": at} for u, at in fresh.items()]).consume()
+    touched = sorted({find(user_of[i]) for i in order})
+    tx.run(q.LOCK_USERS, ids=touched).consume()
+    if links:
+        tx.run(LINK_IDENTIFIERS, rows=links).consume()
+    # An identifier a concurrent writer (the consumer, another delivery) linked to another
+    # user since the look-up above: that user and this record's are one, merged like above.
+    for link, owners in contested_links(tx, links):
+        for owner_id in owners:
+            uid, theirs = find(link["user_id"]), find(owner_id)
+            if theirs == uid:
+                continue
+            merge_by_authority_tx(tx, uid, theirs, source=source, reason=MERGE_REASON)
+            survivor = resolve_users_tx(tx, [uid])[uid]
+            loser = theirs if survivor == uid else uid
+            alias[loser] = survivor
+            merged_into.discard(loser)
+            merged_into.add(survivor)
+            result.merges += 1
+
     # The newest value of each (user, field) in this batch; an equally old one does not replace
     # the first (as in the graph, only a strictly newer record wins).
     newest: dict[tuple[str, str], tuple[int, Any]] = {}
@@ -169,12 +190,6 @@ def _apply_tx(tx: ManagedTransaction, records: Sequence[CrmRecord], source: str,
             location_rows.append({"user_id": uid, "at": epoch_ms(records[i].at),
                                   "location": place})
 
-    if fresh:
-        tx.run(q.ENSURE_USERS, rows=[{"id": u, "at": at} for u, at in fresh.items()]).consume()
-    touched = sorted({find(user_of[i]) for i in order})
-    tx.run(q.LOCK_USERS, ids=touched).consume()
-    if links:
-        tx.run(LINK_IDENTIFIERS, rows=links).consume()
     if rows:
         for row in tx.run(q.UPSERT_FIELDS, rows=rows):
             result.updated_by_record[row["ref"]].append(row["name"])

@@ -97,6 +97,28 @@ def resolve_identifiers(tx: ManagedTransaction, pairs: Collection[tuple[str, str
     return Resolved(owners, erased_at)
 
 
+def contested_links(tx: ManagedTransaction,
+                    links: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[str]]]:
+    """Links this transaction just made (``LINK_IDENTIFIERS`` rows) to identifiers that a
+    concurrent writer linked to another user first, each with the users the identifier names
+    now. This transaction's link to each is removed again, so that merging the users (the
+    caller's part) moves the other writer's link to the survivor and an unmerge gives it back.
+    Events and CRM records alike."""
+    if not links:
+        return []
+    rows = tx.run(q.CONTESTED_IDENTIFIERS,
+                  rows=[{"kind": r["kind"], "hash": r["hash"]} for r in links]).data()
+    if not rows:
+        return []
+    owners = {(r["kind"], r["hash"]): list(r["owners"]) for r in rows}
+    mine = [link for link in links if (link["kind"], link["hash"]) in owners]
+    tx.run(q.UNLINK_IDENTIFIERS, rows=mine).consume()
+    for link in mine:
+        log.info("identifier %s linked to %d users by concurrent writers; merging them",
+                 link["kind"], len(owners[(link["kind"], link["hash"])]))
+    return [(link, owners[(link["kind"], link["hash"])]) for link in mine]
+
+
 class EventWriter:
     """Writes batches of events; one instance per process, shared by every source."""
 
@@ -211,23 +233,17 @@ class EventWriter:
                    links: list[dict[str, Any]]) -> list[Conflicting]:
         """Identifiers this batch linked that a concurrent writer linked to another user first:
         their owners are to be merged (``_merge_conflicts``)."""
-        rows = tx.run(q.CONTESTED_IDENTIFIERS,
-                      rows=[{"kind": r["kind"], "hash": r["hash"]} for r in links]).data()
-        if not rows:
+        contested = contested_links(tx, links)
+        if not contested:
             return []
-        contested = {(r["kind"], r["hash"]) for r in rows}
-        tx.run(q.UNLINK_IDENTIFIERS, rows=[r for r in links
-                                           if (r["kind"], r["hash"]) in contested]).consume()
         by_pair: dict[tuple[str, str], Event] = {}
         for e in fresh:
             for pair in hashed[e.event_id]:
                 by_pair.setdefault(pair, e)
         conflicts: list[Conflicting] = []
-        for r in rows:
-            event = by_pair[(r["kind"], r["hash"])]
-            log.info("identifier %s linked to %d users by concurrent writers; merging them",
-                     r["kind"], len(r["owners"]))
-            conflicts.append(Conflicting(event.event_id, event.source, tuple(r["owners"])))
+        for link, owners in contested:
+            event = by_pair[(link["kind"], link["hash"])]
+            conflicts.append(Conflicting(event.event_id, event.source, tuple(owners)))
         return conflicts
 
     @staticmethod

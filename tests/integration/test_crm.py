@@ -19,11 +19,13 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from api.app import create_app
+from graph.crm import importer
 from graph.crm.importer import CrmImportSummary, import_file
 from graph.crm.mapping import FieldMapping, load_mapping, parse_mapping
 from graph.crm.webhook import apply_delivery, signature
 from graph.db import Graph
 from graph.errors import Conflict
+from graph.events import Event
 from graph.ingest.writer import EventWriter
 from graph.privacy import Pseudonymizer
 from graph.settings import Settings
@@ -285,6 +287,43 @@ def test_a_record_naming_two_stored_users_merges_them(graph: Graph, settings: Se
     assert graph.rows("MATCH (u:User)-[:HAS_FIELD]->(f:ProfileField {name: 'tier'}) "
                       "RETURN collect(DISTINCT f.value) AS v, u.tier AS t") == [
         {"v": ["platinum"], "t": "platinum"}]
+
+
+def test_an_identifier_linked_concurrently_by_an_event_merges_the_users(
+        graph: Graph, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The consumer links a new email to a user of its own between the import's look-up of
+    that email and its link: the import finds the email taken and merges the two users."""
+    pz = pseudonymizer(settings)
+    resolve = importer.resolve_identifiers
+    raced: list[bool] = []
+
+    def racing_resolve(tx: Any, pairs: Any) -> Any:
+        found = resolve(tx, pairs)
+        if not raced:  # another transaction, committed while this one is open
+            raced.append(True)
+            event = Event.model_validate({
+                "event_id": "web-1", "type": "page_view", "source": "web",
+                "occurred_at": "2026-10-30T10:00:00Z",
+                "user": {"cookie": "ck-9", "email": "bob.smith@example.org"}})
+            assert EventWriter(graph, pz).write([event]).written == 1
+        return found
+
+    monkeypatch.setattr(importer, "resolve_identifiers", racing_resolve)
+    summary = run_import(graph, settings, write_jsonl(tmp_path / "a.jsonl", [
+        {"customer_no": "C-2", "email": "bob.smith@example.org", "tier": "silver",
+         "updated_at": "2026-11-01T11:00:00Z"}]))
+    assert raced and summary.merges == 1 and summary.records == 1
+    crm_user = pz.user_id("crm_id", "C-2")  # a CRM id outranks a cookie: this user survives
+    for kind, value in (("crm_id", "C-2"), ("email", "bob.smith@example.org"),
+                        ("cookie", "ck-9")):
+        assert user_of(graph, settings, kind, value) == crm_user
+    assert graph.rows("MATCH (u:User) RETURN u.id AS id, u.tier AS tier") == [
+        {"id": crm_user, "tier": "silver"}]
+    assert fields(graph, crm_user)["tier"]["value"] == "silver"
+    assert graph.rows("MATCH (:User {id: $id})-[:PERFORMED]->(i) RETURN i.event_id AS e",
+                      id=crm_user) == [{"e": "web-1"}]
+    [merge] = graph.rows("MATCH (m:Merge) RETURN m.source AS source, m.reason AS reason")
+    assert merge == {"source": "acme-crm", "reason": importer.MERGE_REASON}
 
 
 def test_mapping_errors_stop_the_import_and_name_the_problem(
