@@ -101,6 +101,18 @@ def _apply_tx(tx: ManagedTransaction, records: Sequence[CrmRecord], source: str,
     links: list[dict[str, Any]] = []
     user_of: list[str] = [""] * len(records)
     merged_into: set[str] = set()
+
+    def merge(uid: str, other: str) -> str:
+        """Merge two stored users by the identity-resolution rules; returns the survivor."""
+        merge_by_authority_tx(tx, uid, other, source=source, reason=MERGE_REASON)
+        survivor = resolve_users_tx(tx, [uid])[uid]
+        loser = other if survivor == uid else uid
+        alias[loser] = survivor
+        existing.discard(loser)
+        merged_into.discard(loser)
+        merged_into.add(survivor)
+        result.merges += 1
+        return survivor
     order = sorted((i for i in range(len(records)) if i not in refused),
                    key=lambda i: records[i].at)
     for i in order:
@@ -124,15 +136,7 @@ def _apply_tx(tx: ManagedTransaction, records: Sequence[CrmRecord], source: str,
                     alias[other] = uid
                     new_users.pop(other, None)
                     continue
-                merge_by_authority_tx(tx, uid, other, source=source, reason=MERGE_REASON)
-                survivor = resolve_users_tx(tx, [uid])[uid]
-                loser = other if survivor == uid else uid
-                alias[loser] = survivor
-                existing.discard(loser)
-                merged_into.discard(loser)
-                merged_into.add(survivor)
-                result.merges += 1
-                uid = survivor
+                uid = merge(uid, other)
         user_of[i] = uid
         for pair in rec.identifiers:
             if pair not in owner:
@@ -153,15 +157,8 @@ def _apply_tx(tx: ManagedTransaction, records: Sequence[CrmRecord], source: str,
     for link, owners in contested_links(tx, links):
         for owner_id in owners:
             uid, theirs = find(link["user_id"]), find(owner_id)
-            if theirs == uid:
-                continue
-            merge_by_authority_tx(tx, uid, theirs, source=source, reason=MERGE_REASON)
-            survivor = resolve_users_tx(tx, [uid])[uid]
-            loser = theirs if survivor == uid else uid
-            alias[loser] = survivor
-            merged_into.discard(loser)
-            merged_into.add(survivor)
-            result.merges += 1
+            if theirs != uid:
+                merge(uid, theirs)
 
     # The newest value of each (user, field) in this batch; an equally old one does not replace
     # the first (as in the graph, only a strictly newer record wins).
