@@ -4,6 +4,7 @@ probes. Everything but the probes needs an API key (`api.auth`)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -37,6 +38,8 @@ from graph.ingest.metrics import IngestMetrics
 from graph.ingest.pipeline import build_writer
 from graph.settings import Settings
 
+log = logging.getLogger(__name__)
+PRELOAD_SHUTDOWN_WAIT_S = 5.0
 HTTP_STATUS = {InvalidInput: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404,
                Conflict: 409, LimitExceeded: 413, Unavailable: 503}
 
@@ -80,7 +83,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await preload  # its thread uses the driver closed below
+            # Its thread uses the driver closed below; a preload still waiting on an unreachable
+            # server (the driver retries for 30 s) must not hold up the shutdown: closing the
+            # driver ends it, and prepare_assignment logs that.
+            _, pending = await asyncio.wait({preload}, timeout=PRELOAD_SHUTDOWN_WAIT_S)
+            if pending:
+                log.warning("segment assignment was still loading at shutdown; stopping it")
             await app.state.driver.close()
             sync_driver.close()
 

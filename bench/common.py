@@ -51,6 +51,7 @@ def warm_up(graph: Graph, writer: EventWriter, path: Path, settings: Settings) -
     summary = ingest_file(writer, path, batch_size=settings.batch_size,
                           max_line_bytes=settings.max_line_bytes)
     elapsed = time.perf_counter() - t0
+    assert summary.rejected == 0, summary
     rate = summary.written / elapsed
     print(f"warm-up, the first load after the server started: {summary.written} events in "
           f"{elapsed:.1f}s = {rate:,.0f} events/s (not the result)")

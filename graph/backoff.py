@@ -24,7 +24,9 @@ class Backoff:
 
     def delay(self, failures: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after the ``failures``-th failure in a row (1 = the first)."""
-        seconds = min(self.max_seconds, self.base_seconds * self.factor ** max(failures - 1, 0))
+        # The exponent is capped: a float power overflows after about a thousand failures.
+        exponent = min(max(failures - 1, 0), 64)
+        seconds = min(self.max_seconds, self.base_seconds * self.factor ** exponent)
         if self.jitter and rng is not None:
             seconds *= 1 + rng.uniform(-self.jitter, self.jitter)
         return seconds

@@ -81,7 +81,8 @@ async def read_rows(driver: AsyncDriver, database: str, query: LiteralString,
                     or time.monotonic() - started >= READ_RETRY_BUDGET_S):
                 raise
             failures += 1
-            await asyncio.sleep(READ_RETRY_BACKOFF.delay(failures, _rng))
+            left = READ_RETRY_BUDGET_S - (time.monotonic() - started)
+            await asyncio.sleep(min(READ_RETRY_BACKOFF.delay(failures, _rng), left))
 
 
 @contextmanager

@@ -202,7 +202,8 @@ def _apply_tx(tx: ManagedTransaction, records: Sequence[CrmRecord], source: str,
         ]
         if mirrors:
             tx.run(q.MIRROR_FIELDS, rows=mirrors).consume()
-    result.users_created = len(fresh)
+    # A user new in this batch that a contested link merged into another writer's is not one.
+    result.users_created = sum(1 for u in fresh if find(u) == u)
     return result
 
 

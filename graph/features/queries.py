@@ -24,22 +24,33 @@ CALL (u) {
   OPTIONAL MATCH (u)-[p:PREFERS {source: 'explicit'}]->(:Category)
   RETURN avg(p.weight) AS explicit_preference
 }
-// One pass over the user's interactions for everything read from them (each pass costs
-// about as much as the rest of the row): weather of their activity days, purchases, and
-// the category of each interaction, which the caller counts.
+// One pass over the user's interactions for everything read from them (each pass cost about
+// as much as the rest of the row): grouped by category, so a row grows with the user's
+// categories and purchases, not with their interactions.
 CALL (u) {
   OPTIONAL MATCH (u)-[:LOCATED_IN]->(:Location)<-[:OBSERVED_AT]-(w:WeatherObservation)
   WITH collect(DISTINCT date(w.at)) AS known,
        collect(DISTINCT CASE WHEN w.condition IN ['rain', 'snow'] OR w.temp_c < 5
                              THEN date(w.at) END) AS bad
   OPTIONAL MATCH (u)-[:PERFORMED]->(i:Interaction)
-  WITH known, bad, i, date(i.at) AS day, i.type = 'purchase' AS bought
-  RETURN sum(CASE WHEN day IN known THEN 1 ELSE 0 END) AS weather_known_events,
-         sum(CASE WHEN day IN bad THEN 1 ELSE 0 END) AS bad_weather_events,
-         count(DISTINCT CASE WHEN bought THEN coalesce(i.order_id, i.event_id) END) AS orders,
-         avg(CASE WHEN bought THEN coalesce(i.discount, 0.0) END) AS avg_discount,
-         collect(CASE WHEN bought THEN i.at.month END) AS purchase_months,
-         collect(i.category) AS categories
+  WITH known, bad, i.category AS category, date(i.at) AS day,
+       CASE WHEN i.type = 'purchase' THEN i END AS p
+  WITH category, count(day) AS n,
+       sum(CASE WHEN day IN known THEN 1 ELSE 0 END) AS known_days,
+       sum(CASE WHEN day IN bad THEN 1 ELSE 0 END) AS bad_days,
+       collect(coalesce(p.order_id, p.event_id)) AS orders,
+       collect(CASE WHEN p IS NOT NULL THEN coalesce(p.discount, 0.0) END) AS discounts,
+       collect(p.at.month) AS months
+  WITH sum(known_days) AS weather_known_events, sum(bad_days) AS bad_weather_events,
+       collect(CASE WHEN category IS NOT NULL THEN [category, n] END) AS category_counts,
+       reduce(acc = [], o IN collect(orders) | acc + o) AS orders,
+       reduce(acc = [], d IN collect(discounts) | acc + d) AS discounts,
+       reduce(acc = [], m IN collect(months) | acc + m) AS purchase_months
+  RETURN weather_known_events, bad_weather_events, category_counts, purchase_months,
+         size(reduce(seen = [], o IN orders | CASE WHEN o IN seen THEN seen ELSE seen + o END))
+           AS orders,
+         CASE WHEN size(discounts) > 0
+              THEN reduce(t = 0.0, d IN discounts | t + d) / size(discounts) END AS avg_discount
 }
 RETURN u.id AS user_id, u.first_seen AS first_seen, u.last_seen AS last_seen,
        u.events AS events, u.page_views AS page_views, u.carts AS carts,
@@ -47,7 +58,7 @@ RETURN u.id AS user_id, u.first_seen AS first_seen, u.last_seen AS last_seen,
        u.age_band AS age_band, u.demo_group AS demo_group,
        sessions, avg_session_s, mobile_sessions, app_sessions, chat_sessions,
        explicit_preference, weather_known_events,
-       bad_weather_events, orders, avg_discount, purchase_months, categories
+       bad_weather_events, orders, avg_discount, purchase_months, category_counts
 ORDER BY u.id
 """
 

@@ -161,8 +161,8 @@ def feature_rows(
     rows: list[list[float]] = []
     for row in page:
         values = behaviour_row(row, now)
-        counts = Counter(row["categories"])
-        total = counts.total()
+        counts = dict(row["category_counts"])
+        total = sum(counts.values())
         shares = [counts.get(c, 0) / total if total else 0.0 for c in categories]
         rows.append([values[n] for n in ROW_FEATURES] + shares)
     return rows, [r["user_id"] for r in page], [r["demo_group"] for r in page]

@@ -53,7 +53,7 @@ class WriteResult:
 
 class Assigner(Protocol):
     """What runs after each committed batch: segment assignment of newcomers. ``preload`` readies
-    it ahead of the first newcomer (the Kafka consumer calls it when it starts)."""
+    it ahead of the first newcomer (the Kafka consumer and the API call it when they start)."""
 
     def assign(self, user_ids: Sequence[str]) -> int: ...
 

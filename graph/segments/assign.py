@@ -80,7 +80,8 @@ class SegmentAssigner:
         # Each statement once with one row that names nobody: Neo4j compiles it and keeps the
         # plan. Not an empty list: the plan cache tells it from a list of strings or maps.
         self.graph.rows(q.UNSEGMENTED, ids=[""])
-        features_of_users(self.graph, [""], model[0].feature_names)
+        artifacts, _ = model
+        features_of_users(self.graph, [""], artifacts.feature_names)
         self._record(found[0]["id"], [{"user_id": "", "segment_id": "", "distance": 0.0}],
                      [{"user_id": "", "persona_id": ""}], datetime.now(UTC))
         return True

@@ -46,7 +46,6 @@ class SegmentationScheduler:
         self.run = run
         self.last_run = last_run
         self.check_every = check_every
-        self.retry_after = retry_after
         # Doubling from retry_after, and never longer than the interval itself.
         self.backoff = Backoff(base_seconds=min(retry_after, every).total_seconds(), factor=2.0,
                                max_seconds=every.total_seconds())

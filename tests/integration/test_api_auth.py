@@ -222,12 +222,14 @@ def test_a_second_run_while_one_is_in_progress_is_a_conflict(
     first: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: first.update(graphql(client, RUN, admin)))
     thread.start()
-    deadline = time.monotonic() + 60
-    while not runner.busy and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert runner.busy, "the first run never started"
-    second = graphql(client, RUN, admin)
-    release.set()
+    try:
+        deadline = time.monotonic() + 60
+        while not runner.busy and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert runner.busy, "the first run never started"
+        second = graphql(client, RUN, admin)
+    finally:
+        release.set()
     thread.join(timeout=300)
     assert error_code(second) == "CONFLICT", second
     assert "errors" not in first, first

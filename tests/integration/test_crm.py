@@ -326,6 +326,40 @@ def test_an_identifier_linked_concurrently_by_an_event_merges_the_users(
     assert merge == {"source": "acme-crm", "reason": importer.MERGE_REASON}
 
 
+def test_a_concurrent_record_whose_user_outranks_this_one_keeps_the_fields(
+        graph: Graph, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another delivery links the same new email to its own customer, seen earlier: that user
+    survives the merge, and this record's fields land on it."""
+    pz = pseudonymizer(settings)
+    resolve = importer.resolve_identifiers
+    raced: list[bool] = []
+
+    def racing_resolve(tx: Any, pairs: Any) -> Any:
+        found = resolve(tx, pairs)
+        if not raced:
+            raced.append(True)
+            other = run_import(graph, settings, write_jsonl(tmp_path / "other.jsonl", [
+                {"customer_no": "C-9", "email": "bob.smith@example.org", "points": "7",
+                 "updated_at": "2026-10-01T00:00:00Z"}]))
+            assert other.users_created == 1
+        return found
+
+    monkeypatch.setattr(importer, "resolve_identifiers", racing_resolve)
+    summary = run_import(graph, settings, write_jsonl(tmp_path / "a.jsonl", [
+        {"customer_no": "C-2", "email": "bob.smith@example.org", "tier": "silver",
+         "updated_at": "2026-11-01T11:00:00Z"}]))
+    assert raced and summary.merges == 1 and summary.users_created == 0
+    survivor = pz.user_id("crm_id", "C-9")  # same authority; the earlier first_seen wins
+    for kind, value in (("crm_id", "C-2"), ("crm_id", "C-9"),
+                        ("email", "bob.smith@example.org")):
+        assert user_of(graph, settings, kind, value) == survivor
+    assert graph.rows("MATCH (u:User) RETURN u.id AS id, u.tier AS tier, "
+                      "u.loyalty_points AS points") == [
+        {"id": survivor, "tier": "silver", "points": 7}]
+    assert {n: f["value"] for n, f in fields(graph, survivor).items()
+            if n in ("tier", "loyalty_points")} == {"tier": "silver", "loyalty_points": 7}
+
+
 def test_mapping_errors_stop_the_import_and_name_the_problem(
         graph: Graph, tmp_path: Path, cli_env: dict[str, str]) -> None:
     data = write_csv(tmp_path / "crm.csv", [JANE])

@@ -140,7 +140,7 @@ def test_valid_events_once_and_malformed_to_dead_letters(graph: Graph, kafka: Se
     metrics = IngestMetrics()
     summary = stream.consume(graph, kafka, stop=threading.Event(), topic=topic,
                              dead_letter_topic=dlq, group=group, batch_max=20,
-                             max_messages=len(lines), metrics=metrics)
+                             max_messages=len(lines), idle_exit=30, metrics=metrics)
 
     assert summary.messages == len(lines)
     assert (summary.written, summary.duplicates, summary.dead_letters) == (60, 5, 4)
@@ -224,7 +224,8 @@ def test_kill_9_mid_stream_loses_and_duplicates_nothing(
     # At least once: the restarted consumer reads everything after the committed offsets
     # (some of it already written), and stops there.
     second = subprocess.run(consume_cmd(topic, dlq, group, "--batch-max", "200",
-                                        "--max-messages", str(total - committed)),
+                                        "--max-messages", str(total - committed),
+                                        "--idle-exit", "60"),
                             env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     assert snapshot(graph) == reference
@@ -286,7 +287,7 @@ def test_lag_is_reported_and_reaches_zero(graph: Graph, kafka: Settings,
     served = kafka.model_copy(update={"consumer_metrics_port": port})
     summary = stream.consume(graph, served, stop=threading.Event(), topic=topic,
                              dead_letter_topic=dlq, group=group, batch_max=10, max_messages=30,
-                             metrics=metrics, on_batch=scrape)
+                             idle_exit=30, metrics=metrics, on_batch=scrape)
     assert summary.messages == 30
     assert lag() == 0
     assert interactions(graph) == 50

@@ -272,6 +272,7 @@ def test_models_store_utc_and_mask_contact_details() -> None:
 def test_backoff_schedule() -> None:
     backoff = Backoff(base_seconds=60, factor=2, max_seconds=600)
     assert [backoff.delay(n) for n in range(1, 7)] == [60, 120, 240, 480, 600, 600]
+    assert backoff.delay(5000) == 600  # no overflow after a long outage
     jittered = Backoff(60, 2, 600, jitter=0.1)
     rng = random.Random(7)
     delays = [jittered.delay(2, rng) for _ in range(200)]
