@@ -9,7 +9,7 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -289,26 +289,39 @@ def test_a_record_naming_two_stored_users_merges_them(graph: Graph, settings: Se
         {"v": ["platinum"], "t": "platinum"}]
 
 
-def test_an_identifier_linked_concurrently_by_an_event_merges_the_users(
-        graph: Graph, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The consumer links a new email to a user of its own between the import's look-up of
-    that email and its link: the import finds the email taken and merges the two users."""
-    pz = pseudonymizer(settings)
+def race_on_resolve(monkeypatch: pytest.MonkeyPatch,
+                    other_writer: Callable[[], None]) -> list[bool]:
+    """Run ``other_writer`` (its own transaction, committed) right after the import's first
+    look-up of identifiers, while that import's transaction is open; returns a flag list that
+    is non-empty once it ran."""
     resolve = importer.resolve_identifiers
     raced: list[bool] = []
 
     def racing_resolve(tx: Any, pairs: Any) -> Any:
         found = resolve(tx, pairs)
-        if not raced:  # another transaction, committed while this one is open
+        if not raced:
             raced.append(True)
-            event = Event.model_validate({
-                "event_id": "web-1", "type": "page_view", "source": "web",
-                "occurred_at": "2026-10-30T10:00:00Z",
-                "user": {"cookie": "ck-9", "email": "bob.smith@example.org"}})
-            assert EventWriter(graph, pz).write([event]).written == 1
+            other_writer()
         return found
 
     monkeypatch.setattr(importer, "resolve_identifiers", racing_resolve)
+    return raced
+
+
+def test_an_identifier_linked_concurrently_by_an_event_merges_the_users(
+        graph: Graph, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The consumer links a new email to a user of its own between the import's look-up of
+    that email and its link: the import finds the email taken and merges the two users."""
+    pz = pseudonymizer(settings)
+
+    def consumer() -> None:
+        event = Event.model_validate({
+            "event_id": "web-1", "type": "page_view", "source": "web",
+            "occurred_at": "2026-10-30T10:00:00Z",
+            "user": {"cookie": "ck-9", "email": "bob.smith@example.org"}})
+        assert EventWriter(graph, pz).write([event]).written == 1
+
+    raced = race_on_resolve(monkeypatch, consumer)
     summary = run_import(graph, settings, write_jsonl(tmp_path / "a.jsonl", [
         {"customer_no": "C-2", "email": "bob.smith@example.org", "tier": "silver",
          "updated_at": "2026-11-01T11:00:00Z"}]))
@@ -331,20 +344,14 @@ def test_a_concurrent_record_whose_user_outranks_this_one_keeps_the_fields(
     """Another delivery links the same new email to its own customer, seen earlier: that user
     survives the merge, and this record's fields land on it."""
     pz = pseudonymizer(settings)
-    resolve = importer.resolve_identifiers
-    raced: list[bool] = []
 
-    def racing_resolve(tx: Any, pairs: Any) -> Any:
-        found = resolve(tx, pairs)
-        if not raced:
-            raced.append(True)
-            other = run_import(graph, settings, write_jsonl(tmp_path / "other.jsonl", [
-                {"customer_no": "C-9", "email": "bob.smith@example.org", "points": "7",
-                 "updated_at": "2026-10-01T00:00:00Z"}]))
-            assert other.users_created == 1
-        return found
+    def other_delivery() -> None:
+        other = run_import(graph, settings, write_jsonl(tmp_path / "other.jsonl", [
+            {"customer_no": "C-9", "email": "bob.smith@example.org", "points": "7",
+             "updated_at": "2026-10-01T00:00:00Z"}]))
+        assert other.users_created == 1
 
-    monkeypatch.setattr(importer, "resolve_identifiers", racing_resolve)
+    raced = race_on_resolve(monkeypatch, other_delivery)
     summary = run_import(graph, settings, write_jsonl(tmp_path / "a.jsonl", [
         {"customer_no": "C-2", "email": "bob.smith@example.org", "tier": "silver",
          "updated_at": "2026-11-01T11:00:00Z"}]))
