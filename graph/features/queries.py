@@ -38,19 +38,18 @@ CALL (u) {
   WITH category, count(day) AS n,
        sum(CASE WHEN day IN known THEN 1 ELSE 0 END) AS known_days,
        sum(CASE WHEN day IN bad THEN 1 ELSE 0 END) AS bad_days,
-       collect(coalesce(p.order_id, p.event_id)) AS orders,
-       collect(CASE WHEN p IS NOT NULL THEN coalesce(p.discount, 0.0) END) AS discounts,
-       collect(p.at.month) AS months
+       collect(CASE WHEN p IS NOT NULL THEN {order: coalesce(p.order_id, p.event_id),
+                                            discount: coalesce(p.discount, 0.0),
+                                            month: p.at.month} END) AS buys
   WITH sum(known_days) AS weather_known_events, sum(bad_days) AS bad_weather_events,
        collect(CASE WHEN category IS NOT NULL THEN [category, n] END) AS category_counts,
-       reduce(acc = [], o IN collect(orders) | acc + o) AS orders,
-       reduce(acc = [], d IN collect(discounts) | acc + d) AS discounts,
-       reduce(acc = [], m IN collect(months) | acc + m) AS purchase_months
-  RETURN weather_known_events, bad_weather_events, category_counts, purchase_months,
-         size(reduce(seen = [], o IN orders | CASE WHEN o IN seen THEN seen ELSE seen + o END))
-           AS orders,
-         CASE WHEN size(discounts) > 0
-              THEN reduce(t = 0.0, d IN discounts | t + d) / size(discounts) END AS avg_discount
+       reduce(acc = [], b IN collect(buys) | acc + b) AS buys
+  RETURN weather_known_events, bad_weather_events, category_counts,
+         [b IN buys | b.month] AS purchase_months,
+         size(reduce(seen = [], b IN buys |
+                     CASE WHEN b.order IN seen THEN seen ELSE seen + b.order END)) AS orders,
+         CASE WHEN size(buys) > 0
+              THEN reduce(t = 0.0, b IN buys | t + b.discount) / size(buys) END AS avg_discount
 }
 RETURN u.id AS user_id, u.first_seen AS first_seen, u.last_seen AS last_seen,
        u.events AS events, u.page_views AS page_views, u.carts AS carts,
