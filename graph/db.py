@@ -32,6 +32,19 @@ WRITE_BATCH = 5000
 users): bounded transaction state, few round trips."""
 
 
+class Rows(list[Any]):
+    """A batch parameter (``UNWIND $rows``) whose ``repr`` is its size.
+
+    The driver formats every statement's parameters into its debug log line even when debug
+    logging is off (neo4j 6.4, Bolt 5.5+): about 1 ms per 2,000-row statement, on the thread
+    that waits for Neo4j, and the batch's contents in any debug log that is on. The packer
+    sends a ``Rows`` like any list.
+    """
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} rows>"
+
+
 def _auth(settings: Settings) -> tuple[str, str]:
     return (settings.neo4j_user, settings.neo4j_password.get_secret_value())
 

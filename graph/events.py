@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -38,7 +37,7 @@ class EventType(StrEnum):
 
 def normalize_category(name: str) -> str:
     """Categories compare case- and space-insensitively: ``' Home  Garden'`` -> ``home garden``."""
-    return re.sub(r"\s+", " ", name).strip().lower()
+    return " ".join(name.split()).lower()  # split() takes the runs of whitespace \s+ does
 
 
 class Location(BaseModel):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,6 +24,7 @@ from graph.identity import merge_by_authority_tx, resolve_users_tx
 from graph.ingest.deadletter import DeadLetterFile, DeadLetterStore
 from graph.ingest.metrics import IngestMetrics
 from graph.ingest.queries import LINK_IDENTIFIERS
+from graph.ingest.reader import InvalidJson, load_json
 from graph.ingest.writer import contested_links, epoch_ms, resolve_identifiers
 from graph.privacy import Pseudonymizer
 
@@ -251,9 +251,9 @@ def _jsonl_rows(stream: BinaryIO, max_bytes: int) -> Iterator[_Row]:
         if not text:
             continue
         try:
-            yield _Row(number, json.loads(text))
-        except json.JSONDecodeError as exc:
-            yield _Row(number, None, f"invalid JSON: {exc.msg} at column {exc.colno}")
+            yield _Row(number, load_json(text))
+        except InvalidJson as exc:
+            yield _Row(number, None, str(exc))
 
 
 def _csv_rows(stream: BinaryIO, mapping: FieldMapping, max_bytes: int, name: str

@@ -44,7 +44,7 @@ from graph.events import Event
 from graph.ingest.deadletter import DeadLetter, DeadLetterStore, make_dead_letter
 from graph.ingest.metrics import IngestMetrics
 from graph.ingest.pipeline import build_writer
-from graph.ingest.reader import Parsed, validate
+from graph.ingest.reader import InvalidJson, Parsed, load_json, validate
 from graph.ingest.writer import EventWriter, WriteResult
 from graph.local import kafka_server
 from graph.privacy import Pseudonymizer
@@ -88,9 +88,9 @@ def parse_message(value: bytes | None, offset: int, max_bytes: int) -> Event | R
     except UnicodeDecodeError as exc:
         return Rejected("malformed", f"not UTF-8: {exc.reason} at byte {exc.start}")
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return Rejected("malformed", f"invalid JSON: {exc.msg} at column {exc.colno}")
+        data = load_json(text)
+    except InvalidJson as exc:
+        return Rejected("malformed", str(exc))
     if not isinstance(data, dict):
         return Rejected("malformed", "record is not a JSON object")
     record = validate(offset, data, text)

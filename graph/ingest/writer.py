@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from neo4j import ManagedTransaction
 
-from graph.db import Graph
+from graph.db import Graph, Rows
 from graph.events import Event, EventType
 from graph.identity import merge_by_authority_tx, resolve_users_tx
 from graph.ingest import queries as q
@@ -88,7 +88,7 @@ def resolve_identifiers(tx: ManagedTransaction, pairs: Collection[tuple[str, str
         return Resolved({}, {})
     owners: dict[tuple[str, str], str] = {}
     erased_at: dict[tuple[str, str], int] = {}
-    for r in tx.run(q.RESOLVE_IDENTIFIERS, rows=[{"kind": k, "hash": h} for k, h in pairs]):
+    for r in tx.run(q.RESOLVE_IDENTIFIERS, rows=Rows({"kind": k, "hash": h} for k, h in pairs)):
         pair = (r["kind"], r["hash"])
         if r["user_id"] is not None:
             owners[pair] = r["user_id"]
@@ -107,7 +107,7 @@ def contested_links(tx: ManagedTransaction,
     if not links:
         return []
     rows = tx.run(q.CONTESTED_IDENTIFIERS,
-                  rows=[{"kind": r["kind"], "hash": r["hash"]} for r in links]).data()
+                  rows=Rows({"kind": r["kind"], "hash": r["hash"]} for r in links)).data()
     if not rows:
         return []
     owners = {(r["kind"], r["hash"]): list(r["owners"]) for r in rows}
@@ -184,7 +184,7 @@ class EventWriter:
         events: dict[str, Event],
         hashed: dict[str, list[tuple[str, str]]],
     ) -> tuple[int, list[str], set[str], set[str]]:
-        existing = {r["id"] for r in tx.run(q.EXISTING_EVENTS, ids=list(events))}
+        existing = {r["id"] for r in tx.run(q.EXISTING_EVENTS, ids=Rows(events))}
         fresh = [e for eid, e in events.items() if eid not in existing]
         resolved = resolve_identifiers(tx, {p for e in fresh for p in hashed[e.event_id]})
         # A replay of old events must not bring an erased user back (newer events are a new
@@ -411,17 +411,17 @@ class EventWriter:
                                  "item_id": p.item_id, "category": p.category, "props": props})
 
         return {
-            "users": [{**u, "profile": list(u["profile"].values())} for u in users.values()],
-            "identifiers": links,
-            "locations": list(locations.values()),
-            "devices": list(devices.values()),
-            "categories": sorted(categories),
-            "brands": sorted(brands),
-            "items": list(items.values()),
-            "sessions": list(sessions.values()),
-            "interactions": interactions,
-            "interacted": list(interacted.values()),
-            "inferred": list(inferred.values()),
-            "explicit": list(explicit.values()),
+            "users": Rows({**u, "profile": list(u["profile"].values())} for u in users.values()),
+            "identifiers": Rows(links),
+            "locations": Rows(locations.values()),
+            "devices": Rows(devices.values()),
+            "categories": Rows(sorted(categories)),
+            "brands": Rows(sorted(brands)),
+            "items": Rows(items.values()),
+            "sessions": Rows(sessions.values()),
+            "interactions": Rows(interactions),
+            "interacted": Rows(interacted.values()),
+            "inferred": Rows(inferred.values()),
+            "explicit": Rows(explicit.values()),
         }, conflicts
 

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
 from pydantic import ValidationError
 
 from graph.events import Event, normalize_category
-from graph.ingest.reader import csv_row_to_envelope
+from graph.ingest.reader import InvalidJson, csv_row_to_envelope, load_json
 
 
 def base(**kw):
@@ -44,6 +45,28 @@ def test_required_properties_per_type() -> None:
 
 def test_category_normalization() -> None:
     assert normalize_category("  Home   &  Garden ") == "home & garden"
+    # Every kind of whitespace run is one space, as with the regular expression it replaced.
+    assert normalize_category("\tHome\u00a0\u2003Garden\n") == "home garden"
+    assert normalize_category("Été\r\nFR") == "été fr"
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ('{"event_id": "bad-json", "type": ', "invalid JSON: unexpected end of data at column 34"),
+    ("{oops", "invalid JSON: unexpected character, expected a string key at column 2"),
+    ('{"a": 1} x', "invalid JSON: unexpected content after document at column 10"),
+    # Not JSON, though the standard library's parser accepts them.
+    ('{"duration_s": NaN}', "invalid JSON"),
+    ('{"duration_s": Infinity}', "invalid JSON"),
+])
+def test_invalid_json_reasons(text: str, reason: str) -> None:
+    with pytest.raises(InvalidJson) as caught:
+        load_json(text)
+    assert str(caught.value).startswith(reason)
+
+
+def test_load_json_reads_what_the_standard_library_reads() -> None:
+    text = '{"event_id": "é\\u00e9", "n": 12345678901234567, "x": [1.5, null, true], "k": {}}'
+    assert load_json(text) == json.loads(text)
 
 
 def test_csv_columns_map_to_envelope() -> None:

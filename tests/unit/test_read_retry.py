@@ -93,3 +93,4 @@ def test_other_failures_are_raised_at_once() -> None:
     with pytest.raises(CypherSyntaxError):
         read(driver)
     assert len(driver.calls) == 1
+
