@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, LiteralString, TypeVar
 
@@ -43,6 +43,12 @@ class Rows(list[Any]):
 
     def __repr__(self) -> str:
         return f"<{len(self)} rows>"
+
+
+def chunks(rows: Sequence[Any], size: int = WRITE_BATCH) -> Iterator[Rows]:
+    """``rows`` in consecutive batches of at most ``size``, one ``UNWIND`` statement each."""
+    for start in range(0, len(rows), size):
+        yield Rows(rows[start:start + size])
 
 
 def _auth(settings: Settings) -> tuple[str, str]:

@@ -20,7 +20,7 @@ import numpy as np
 from neo4j import ManagedTransaction
 from scipy import sparse
 
-from graph.db import WRITE_BATCH, Graph
+from graph.db import Graph, chunks
 from graph.recommend import queries as q
 
 RECENT = 10
@@ -98,6 +98,5 @@ def write_similar_users(tx: ManagedTransaction, run_id: str,
     """Replace every ``SIMILAR_TO`` with ``found`` (``find_similar_users``), in the run's
     transaction."""
     tx.run(q.CLEAR_SIMILAR_USERS).consume()
-    for start in range(0, len(found), WRITE_BATCH):
-        tx.run(q.WRITE_SIMILAR_USERS, run_id=run_id,
-               rows=found[start:start + WRITE_BATCH]).consume()
+    for rows in chunks(found):
+        tx.run(q.WRITE_SIMILAR_USERS, run_id=run_id, rows=rows).consume()

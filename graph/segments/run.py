@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
-from graph.db import WRITE_BATCH, Graph
+from graph.db import Graph, chunks
 from graph.errors import InvalidInput
 from graph.features.registry import DEFAULT_SELECTION, log_scaled, select
 from graph.features.table import FeatureTable, build_feature_table
@@ -166,11 +166,9 @@ def run_segmentation(
         tx.run(q.CREATE_SEGMENTS, run_id=run_id, rows=leaves + parents).consume()
         tx.run(q.LINK_SEGMENT_PARENTS, rows=links).consume()
         tx.run(q.UPSERT_PERSONAS, rows=personas).consume()
-        for start in range(0, len(members), WRITE_BATCH):
-            tx.run(q.ASSIGN_USERS, run_id=run_id, assigned_by="run",
-                   rows=members[start:start + WRITE_BATCH]).consume()
-            tx.run(q.UPDATE_PERSONA_HISTORY, run_id=run_id, at=at,
-                   rows=history[start:start + WRITE_BATCH]).consume()
+        for member_rows, history_rows in zip(chunks(members), chunks(history), strict=True):
+            tx.run(q.ASSIGN_USERS, run_id=run_id, assigned_by="run", rows=member_rows).consume()
+            tx.run(q.UPDATE_PERSONA_HISTORY, run_id=run_id, at=at, rows=history_rows).consume()
         # What the recommender reads instead of traversing per request: each segment's
         # favourites (``FAVOURITE``) and each user's similar users (``SIMILAR_TO``).
         tx.run(q.WRITE_SEGMENT_FAVOURITES, run_id=run_id, typical=TYPICAL_MEMBERS,
