@@ -15,13 +15,15 @@ from graph.settings import Settings
 
 
 # Dependencies take the connection, not the request, so GraphQL subscriptions (WebSocket) get
-# the same context as queries.
-def get_settings(request: HTTPConnection) -> Settings:
+# the same context as queries. They are coroutines although they only read the app's state:
+# FastAPI runs a plain function dependency in its threadpool, a thread handoff per dependency
+# per request.
+async def get_settings(request: HTTPConnection) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_driver(request: HTTPConnection) -> AsyncDriver:
+async def get_driver(request: HTTPConnection) -> AsyncDriver:
     driver: AsyncDriver = request.app.state.driver
     return driver
 
@@ -30,7 +32,7 @@ DriverDep = Annotated[AsyncDriver, Depends(get_driver)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_segmentation(request: HTTPConnection) -> SegmentationRunner:
+async def get_segmentation(request: HTTPConnection) -> SegmentationRunner:
     runner: SegmentationRunner = request.app.state.segmentation
     return runner
 
@@ -38,7 +40,7 @@ def get_segmentation(request: HTTPConnection) -> SegmentationRunner:
 SegmentationDep = Annotated[SegmentationRunner, Depends(get_segmentation)]
 
 
-def get_writer(request: HTTPConnection) -> EventWriter:
+async def get_writer(request: HTTPConnection) -> EventWriter:
     """The app's event writer (synchronous driver: call it from a threadpool route)."""
     writer: EventWriter = request.app.state.writer
     return writer

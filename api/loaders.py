@@ -44,7 +44,7 @@ class Loaders:
             by_first[first].append(user_id)
         answers: dict[tuple[str, int], list[dict[str, Any]]] = {}
         for first, ids in by_first.items():
-            found = await self._by_id(q.USERS_PREFERENCES, ids, first=first)
+            found = await self._by_id(q.USERS_PREFERENCES, ids, preferences_first=first)
             for user_id in ids:
                 answers[(user_id, first)] = found[user_id]["prefs"] if user_id in found else []
         return [answers[k] for k in keys]

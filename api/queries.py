@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 # The latest run is the segmentation job's notion; the API asks the same question.
+from graph.recommend.queries import RECOMMEND_FOR_USER
 from graph.segments.queries import LATEST_RUN as LATEST_RUN
 
 _USER_FIELDS = """
@@ -15,32 +16,39 @@ RETURN u.id AS id, u.first_seen AS first_seen, u.last_seen AS last_seen,
 
 # A merged-away user's id still finds the person: the user it was merged into (in chains, the
 # last survivor).
-USER = """
+_USER_BY_ID = """
 CALL () {
   MATCH (u:User {id: $id}) RETURN u
   UNION
   MATCH (:MergedUser {id: $id})-[:MERGED_INTO*1..]->(u:User) RETURN u
 }
-""" + _USER_FIELDS
+"""
+USER = _USER_BY_ID + _USER_FIELDS
 
 # Identifiers are stored as keyed hashes only: the caller's value is hashed the same way first.
-USER_BY_IDENTIFIER = """
+_USER_BY_IDENTIFIER = """
 MATCH (:Identifier {kind: $kind, hash: $hash})-[:IDENTIFIES]->(u:User)
-""" + _USER_FIELDS
+"""
+USER_BY_IDENTIFIER = _USER_BY_IDENTIFIER + _USER_FIELDS
 
 _SEGMENT_FIELDS = "s {.id, .label, .description, .why, .size, .level, .run_id, .median_distance}"
 
+# The persona of a user `u`: the leaf segment of the latest run that includes them. The
+# `*_OF_USER` bodies serve both the batched queries below and USER_PROFILE.
+PERSONA_OF_USER = """
+MATCH (u)-[m:IN_SEGMENT]->(s:Segment)
+WITH m, s ORDER BY m.assigned_at DESC LIMIT 1
+MATCH (s)-[:EMBODIES]->(p:Persona)
+RETURN p {.id, .name, .description} AS persona, """ + _SEGMENT_FIELDS + """ AS segment,
+       m.distance AS distance
+"""
+
 # Batched per request (DataLoaders): one round trip answers every user the request names.
-# Each user's persona: the leaf segment of the latest run that includes them.
 USERS_PERSONA = """
 UNWIND $ids AS id
-MATCH (:User {id: id})-[m:IN_SEGMENT]->(s:Segment)
-WITH id, m, s ORDER BY m.assigned_at DESC
-WITH id, head(collect([m, s])) AS latest
-WITH id, latest[0] AS m, latest[1] AS s
-MATCH (s)-[:EMBODIES]->(p:Persona)
-RETURN id, p {.id, .name, .description} AS persona, """ + _SEGMENT_FIELDS + """ AS segment,
-       m.distance AS distance
+MATCH (u:User {id: id})
+CALL (u) {""" + PERSONA_OF_USER + """}
+RETURN id, persona, segment, distance
 """
 
 # The persona the user had at $as_of (persona history), with the segment of that run.
@@ -119,8 +127,8 @@ RETURN other.id AS id, shared, similarity
 # Where the user is and what is going on there at $now: the latest weather observation still
 # valid at $now (its valid_until, else at + $valid_hours; none looks back more than
 # $lookback_hours), and local events starting in the next $days days.
-SITUATION = """
-MATCH (u:User {id: $id})-[:LOCATED_IN]->(l:Location)
+SITUATION_OF_USER = """
+MATCH (u)-[:LOCATED_IN]->(l:Location)
 CALL (l) {
   OPTIONAL MATCH (w:WeatherObservation)-[:OBSERVED_AT]->(l)
   WHERE $now - duration({hours: $lookback_hours}) < w.at <= $now
@@ -131,11 +139,13 @@ CALL (l) {
 CALL (l) {
   OPTIONAL MATCH (e:LocalEvent)-[:HELD_IN]->(l)
   WHERE e.starts_at >= $now AND e.starts_at < $now + duration({days: $days})
-  WITH e ORDER BY e.starts_at LIMIT $first
+  WITH e ORDER BY e.starts_at LIMIT $events_first
   RETURN collect(e {.id, .name, .starts_at, .ends_at}) AS events
 }
 RETURN l {.id, .city, .country, .lat, .lon} AS location, weather, events
 """
+
+SITUATION = "MATCH (u:User {id: $id})\n" + SITUATION_OF_USER
 
 # What the user did lately: searches, chat intents and categories, newest first.
 RECENT_INTENT = """
@@ -222,13 +232,20 @@ RETURN s {.id, .label, .description, .why, .size, .level, .run_id} AS segment,
 """
 
 # Each user's top preferences, explicit ones first.
+# A user's first $preferences_first preferences, explicit ones first (one row, maybe empty).
+PREFERENCES_OF_USER = """
+OPTIONAL MATCH (u)-[p:PREFERS]->(c:Category)
+WITH p, c
+ORDER BY CASE p.source WHEN 'explicit' THEN 0 ELSE 1 END, p.weight DESC, c.name
+RETURN collect(CASE WHEN p IS NOT NULL THEN {category: c.name, weight: p.weight,
+                    source: p.source, updated_at: p.updated_at} END)[..$preferences_first]
+       AS prefs
+"""
+
 USERS_PREFERENCES = """
 UNWIND $ids AS id
-MATCH (:User {id: id})-[p:PREFERS]->(c:Category)
-WITH id, p, c
-ORDER BY id, CASE p.source WHEN 'explicit' THEN 0 ELSE 1 END, p.weight DESC, c.name
-WITH id, collect({category: c.name, weight: p.weight, source: p.source,
-                  updated_at: p.updated_at})[..$first] AS prefs
+MATCH (u:User {id: id})
+CALL (u) {""" + PREFERENCES_OF_USER + """}
 RETURN id, prefs
 """
 
@@ -376,3 +393,28 @@ RETURN s {.id, .label, .description, .why, .size, .level, .run_id} AS segment,
        p {.id, .name, .description} AS persona, $id AS parent_id
 ORDER BY s.size DESC, s.id
 """
+
+
+# One user with everything a chatbot asks of them, in one round trip (api/prefetch.py): each
+# part only when $want names it, preferences and recommendations only with personalization
+# consent. The parts take the parameters of the queries they come from.
+_PROFILE = """
+WITH u, coalesce(u.consent_personalization, true) AS personal
+OPTIONAL CALL (u) {
+  WITH u WHERE $want.persona""" + PERSONA_OF_USER + """}
+CALL (u, personal) {
+  WITH u WHERE $want.preferences AND personal""" + PREFERENCES_OF_USER + """}
+OPTIONAL CALL (u) {
+  WITH u WHERE $want.situation""" + SITUATION_OF_USER + """}
+CALL (u, personal) {
+  WITH u WHERE $want.recommendations AND personal
+  CALL (u) {""" + RECOMMEND_FOR_USER + """}
+  RETURN collect({item_id: item_id, name: name, category: category, score: score,
+                  reasons: reasons}) AS recommendations
+}
+""" + _USER_FIELDS + """,
+       persona, segment, distance, prefs, location, weather, events AS upcoming_events,
+       recommendations
+"""
+USER_PROFILE = _USER_BY_ID + _PROFILE
+USER_PROFILE_BY_IDENTIFIER = _USER_BY_IDENTIFIER + _PROFILE

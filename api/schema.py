@@ -23,7 +23,7 @@ from api.types.chat import ChatContext, chat_context
 from api.types.connection import Connection, decode_cursor, decode_time_cursor, paginate
 from api.types.persona import PersonaProfile, SegmentationRun
 from api.types.segment import Segment
-from api.types.user import User, utc_or_none
+from api.types.user import User, user_with_profile, utc_or_none
 from graph.auth import PERSONA_READERS
 from graph.errors import InvalidInput, NotFound
 from graph.events import normalize_category
@@ -38,7 +38,10 @@ class Query:
                       extensions=allowed(PERSONA_READERS))
     async def user(self, info: strawberry.Info[Context, None], id: strawberry.ID,
                    as_of: datetime | None = None) -> User:
-        return User.from_record(await info.context.user_row(id), utc_or_none(as_of, "asOf"))
+        as_of = utc_or_none(as_of, "asOf")
+        if as_of is not None:
+            return User.from_record(await info.context.user_row(id), as_of)
+        return await user_with_profile(info, q.USER_PROFILE, f"no user with id {id!r}", id=id)
 
     @strawberry.field(description="Users in id order, a page at a time, optionally of one "
                       "persona (latest run) or segment, or seen after a time.",
@@ -63,10 +66,8 @@ class Query:
             raise InvalidInput(f"unknown identifier kind {kind!r}; one of "
                                f"{', '.join(IDENTIFIER_KINDS)}")
         digest = info.context.writer.pseudonymizer.digest(kind, value)
-        rows = await info.context.rows(q.USER_BY_IDENTIFIER, kind=kind, hash=digest)
-        if not rows:
-            raise NotFound(f"no user with that {kind}")
-        return User.from_record(rows[0])
+        return await user_with_profile(info, q.USER_PROFILE_BY_IDENTIFIER,
+                                       f"no user with that {kind}", kind=kind, hash=digest)
 
     @strawberry.field(description="Personas of the latest run, largest first.",
                       extensions=allowed(PERSONA_READERS))

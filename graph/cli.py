@@ -556,7 +556,10 @@ def serve_api(host: str, port: int) -> None:
     # own), so every line of the service is JSON.
     json_logs = settings().log_format == "json"
     logging.getLogger().setLevel(logging.INFO)  # one access line per request (api.metrics)
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info",
+    # The app logs each request itself (api.access, with its latency); uvicorn's own access
+    # line would be a second line per request.
+    uvicorn.run("api.app:create_served_app", factory=True, host=host, port=port, log_level="info",
+                access_log=False,
                 log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG)
 
 

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, LiteralString
 
 import strawberry
 
 from api import queries as q
 from api.auth import allowed
 from api.context import Context
+from api.prefetch import (
+    EVENTS_FIRST,
+    PREFERENCES_FIRST,
+    RECOMMENDATIONS_FIRST,
+    Prefetched,
+    Wanted,
+    wanted,
+)
 from api.types.activity import (
     Interaction,
     InteractionType,
@@ -24,7 +32,7 @@ from api.types.context_types import LocalEvent, WeatherObservation, native
 from api.types.segment import Membership, Persona, Segment, WhyScore
 from graph.auth import ANALYSTS
 from graph.context.models import weather_lookback_hours
-from graph.errors import InvalidInput
+from graph.errors import InvalidInput, NotFound
 from graph.ingest.aggregates import DECAY_PER_MS, INTEREST_SCORE
 from graph.recommend.engine import recommend_params
 from graph.recommend.queries import POPULAR, RECOMMEND
@@ -116,22 +124,38 @@ def situation_params(user_id: str, now: datetime, settings: Settings,
     """Parameters of ``queries.SITUATION`` (also used by the API benchmark's plain Cypher)."""
     return {"id": user_id, "now": now, "valid_hours": settings.weather_valid_hours,
             "lookback_hours": weather_lookback_hours(settings.weather_valid_hours),
-            "days": settings.event_horizon_days, "first": first}
+            "days": settings.event_horizon_days, "events_first": first}
+
+
+def profile_params(want: Wanted, settings: Settings, now: datetime) -> dict[str, Any]:
+    """Parameters of ``queries.USER_PROFILE`` besides the user's id or identifier (also used
+    by the API benchmark's plain Cypher). Parts not wanted get valid placeholders."""
+    params = {**situation_params("", now, settings, want.events or EVENTS_FIRST),
+              **recommend_params("", want.recommendations or RECOMMENDATIONS_FIRST, now)}
+    del params["id"], params["user_id"]
+    params.update(want=want.flags(), preferences_first=want.preferences or PREFERENCES_FIRST)
+    return params
+
+
+def situation_from(loc: dict[str, Any] | None, weather_record: dict[str, Any] | None,
+                   events: list[dict[str, Any]]) -> Situation | None:
+    """The columns of ``SITUATION`` (also in ``USER_PROFILE``); no location, no situation."""
+    if loc is None:
+        return None
+    weather = WeatherObservation.from_record(weather_record) if weather_record else None
+    location = Location(id=strawberry.ID(loc["id"]), city=loc.get("city"),
+                        country=loc.get("country"), latest_weather=weather)
+    return Situation(location=location, current_weather=weather,
+                     upcoming_events=[LocalEvent.from_record(e) for e in events])
 
 
 async def situation(context: Context, user_id: str, now: datetime,
-                    first: int = 5) -> Situation | None:
+                    first: int = EVENTS_FIRST) -> Situation | None:
     rows = await context.rows(q.SITUATION,
                               **situation_params(user_id, now, context.settings, first))
     if not rows:
         return None
-    r = rows[0]
-    weather = WeatherObservation.from_record(r["weather"]) if r["weather"] else None
-    loc = r["location"]
-    location = Location(id=strawberry.ID(loc["id"]), city=loc.get("city"),
-                        country=loc.get("country"), latest_weather=weather)
-    return Situation(location=location, current_weather=weather,
-                     upcoming_events=[LocalEvent.from_record(e) for e in r["events"]])
+    return situation_from(rows[0]["location"], rows[0]["weather"], rows[0]["events"])
 
 
 async def preferences_as_of(context: Context, user_id: str, as_of: datetime,
@@ -199,16 +223,22 @@ class User:
     as_of: datetime | None = strawberry.field(
         description="The point in time persona and preferences answer for (null: now).")
     consents: Consents
+    prefetched: strawberry.Private[Prefetched | None] = None
 
     @classmethod
-    def from_record(cls, u: dict[str, Any], as_of: datetime | None = None) -> User:
+    def from_record(cls, u: dict[str, Any], as_of: datetime | None = None,
+                    prefetched: Prefetched | None = None) -> User:
         return cls(id=strawberry.ID(u["id"]), first_seen=native(u["first_seen"]),
                    last_seen=native(u["last_seen"]), age_band=u["age_band"],
                    gender=u["gender"], locale=u["locale"], events=u["events"] or 0,
                    purchases=u["purchases"] or 0, spend=u["spend"] or 0.0, as_of=as_of,
                    consents=Consents(
                        personalization=u.get("consent_personalization") is not False,
-                       analytics=u.get("consent_analytics") is not False))
+                       analytics=u.get("consent_analytics") is not False),
+                   prefetched=prefetched)
+
+    def _ahead(self) -> tuple[Wanted, dict[str, Any]] | None:
+        return (self.prefetched.wanted, self.prefetched.row) if self.prefetched else None
 
     @strawberry.field(description="The persona (at `asOf` when the user was asked for then), "
                       "with confidence and the features that explain it.")
@@ -216,8 +246,14 @@ class User:
         if self.as_of is not None:
             rows = await info.context.rows(q.USER_PERSONA_AS_OF, id=self.id, as_of=self.as_of)
             return UserPersona.from_row(rows[0]) if rows else None
-        row = await info.context.loaders.persona.load(self.id)
+        row = await self._persona_row(info)
         return UserPersona.from_row(row) if row else None
+
+    async def _persona_row(self, info: strawberry.Info[Context, None]) -> dict[str, Any] | None:
+        ahead = self._ahead()
+        if ahead and ahead[0].persona:
+            return ahead[1] if ahead[1]["persona"] is not None else None
+        return await info.context.loaders.persona.load(self.id)
 
     @strawberry.field(description="The user's leaf segment in the latest run, then each parent "
                       "up to the root.")
@@ -250,8 +286,11 @@ class User:
                       "(at `asOf` for the context boost when given). Without personalization "
                       "consent: the best-sellers, the same for everyone.")
     async def recommendations(self, info: strawberry.Info[Context, None],
-                              first: int = 5) -> list[Recommendation]:
-        if not self.consents.personalization:
+                              first: int = RECOMMENDATIONS_FIRST) -> list[Recommendation]:
+        ahead = self._ahead()
+        if ahead and ahead[0].recommendations == first and self.consents.personalization:
+            rows = ahead[1]["recommendations"]
+        elif not self.consents.personalization:
             # Nothing of the user is read: the same best-sellers everyone is offered.
             rows = await info.context.rows(POPULAR, user_id=self.id,
                                            first=info.context.page(first), personal=False)
@@ -265,14 +304,18 @@ class User:
     @strawberry.field(description="The situation now: location, current weather, upcoming "
                       "local events.")
     async def context(self, info: strawberry.Info[Context, None],
-                      first_events: int = 5) -> Situation | None:
+                      first_events: int = EVENTS_FIRST) -> Situation | None:
+        ahead = self._ahead()
+        if ahead and ahead[0].events == first_events:
+            row = ahead[1]
+            return situation_from(row["location"], row["weather"], row["upcoming_events"])
         now = self.as_of or datetime.now(UTC)
         return await situation(info.context, self.id, now, info.context.page(first_events))
 
     @strawberry.field(description="Persona and leaf segment from the latest segmentation.",
                       deprecation_reason="Use `persona` (with confidence) and `segments`.")
     async def membership(self, info: strawberry.Info[Context, None]) -> Membership | None:
-        row = await info.context.loaders.persona.load(self.id)
+        row = await self._persona_row(info)
         if row is None:
             return None
         segment = Segment.from_record(row["segment"], row["persona"])
@@ -281,13 +324,18 @@ class User:
     @strawberry.field(description="Top category preferences, explicit ones first; none "
                       "without personalization consent.")
     async def preferences(self, info: strawberry.Info[Context, None],
-                          first: int = 5) -> list[Preference]:
+                          first: int = PREFERENCES_FIRST) -> list[Preference]:
         if not self.consents.personalization:
             return []
+        ahead = self._ahead()
         if self.as_of is not None:
             return await preferences_as_of(info.context, self.id, self.as_of,
                                            info.context.page(first))
-        rows = await info.context.loaders.preferences.load((self.id, info.context.page(first)))
+        if ahead and ahead[0].preferences == first:
+            rows = ahead[1]["prefs"]
+        else:
+            rows = await info.context.loaders.preferences.load((self.id,
+                                                                info.context.page(first)))
         return [Preference(category=r["category"], weight=r["weight"] or 0.0,
                            source=r["source"], updated_at=native(r["updated_at"]))
                 for r in rows]
@@ -344,3 +392,15 @@ class User:
         return Location(id=strawberry.ID(loc["id"]), city=loc.get("city"),
                         country=loc.get("country"),
                         latest_weather=WeatherObservation.from_record(weather) if weather else None)
+
+
+async def user_with_profile(info: strawberry.Info[Context, None], query: LiteralString,
+                            missing: str, **params: Any) -> User:
+    """The user ``query`` (``USER_PROFILE`` or ``USER_PROFILE_BY_IDENTIFIER``) finds, with what
+    the request selects of them fetched in the same round trip; NotFound (``missing``) if none."""
+    want = wanted(info, info.context.settings.api_max_page_size)
+    rows = await info.context.rows(
+        query, **params, **profile_params(want, info.context.settings, datetime.now(UTC)))
+    if not rows:
+        raise NotFound(missing)
+    return User.from_record(rows[0], prefetched=Prefetched(want, rows[0]))

@@ -75,18 +75,17 @@ def check_first(first: int) -> int:
     return first
 
 
-def epoch_millis(at: datetime | None) -> int:
-    """``$now`` as the queries take it: epoch milliseconds; naive datetimes count as UTC."""
+def as_utc(at: datetime | None) -> datetime:
+    """``$now`` as the queries take it: a UTC datetime, the current time for None; naive
+    datetimes count as UTC."""
     at = at or datetime.now(UTC)
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    return int(at.timestamp() * 1000)
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 def recommend_params(user_id: str, first: int = 10,
                      now: datetime | None = None) -> dict[str, Any]:
     """Every parameter ``queries.RECOMMEND`` needs, checked (``first`` within 1..100)."""
-    return {"user_id": user_id, "first": check_first(first), "now": epoch_millis(now),
+    return {"user_id": user_id, "recommendations_first": check_first(first), "now": as_utc(now),
             "weights": WEIGHTS, "context": CONTEXT_BOOSTS}
 
 

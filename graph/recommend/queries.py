@@ -1,7 +1,9 @@
 """Cypher for recommendations. Values travel as parameters; see ``engine.recommend_params``.
 
-``RECOMMEND`` takes ``$user_id``, ``$first`` (1..100), ``$now`` (epoch milliseconds, like the
-ingestion queries), ``$weights`` (``engine.WEIGHTS``) and ``$context`` (``engine.CONTEXT_BOOSTS``).
+``RECOMMEND`` takes ``$user_id``, ``$recommendations_first`` (1..100), ``$now`` (a UTC
+datetime), ``$weights`` (``engine.WEIGHTS``) and ``$context`` (``engine.CONTEXT_BOOSTS``).
+``RECOMMEND_FOR_USER`` is its body, for a user ``u`` already matched: the API runs it inside the
+one query that fetches a user with everything a chatbot asks of them.
 """
 
 from __future__ import annotations
@@ -33,11 +35,10 @@ USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 # purchases of 100 members, and (b) the purchases of 50 users instead of every interaction of
 # 10 items (about 400 each). Weather and events are found through their time indexes (hence the
 # hints), so a long history of either costs nothing.
-RECOMMEND = """
-MATCH (u:User {id: $user_id})
+RECOMMEND_FOR_USER = """
 OPTIONAL MATCH (latest:SegmentationRun)
 WITH u, latest ORDER BY latest.created_at DESC LIMIT 1
-WITH u, latest.id AS run_id, datetime({epochMillis: $now}) AS now
+WITH u, latest.id AS run_id, $now AS now
 CALL (u) {
   OPTIONAL MATCH (u)-[r:INTERACTED]->(it:Item) WHERE r.purchases > 0
   RETURN collect(it) AS bought
@@ -143,8 +144,10 @@ RETURN it.id AS item_id, coalesce(it.name, it.id) AS name, category,
        + $weights.context * size(context_reasons) AS score,
        graph_reasons + context_reasons AS reasons
 ORDER BY score DESC, item_id
-LIMIT $first
+LIMIT $recommendations_first
 """
+
+RECOMMEND = "MATCH (u:User {id: $user_id})\n" + RECOMMEND_FOR_USER
 
 # The global-popularity baseline: the items bought by the most users, minus the user's own.
 # With $personal false the list is the same for everyone (nothing of the user is read): what a

@@ -330,9 +330,71 @@ def test_round_trips_do_not_grow_with_the_number_of_users(
         caplog.clear()
         page = data(client, world, q, n=n)["users"]["edges"]
         assert len(page) == n and all(e["node"]["persona"] for e in page)
-        line = next(r.getMessage() for r in caplog.records if r.name == "api.cypher")
-        counts[n] = int(line.split(": ")[1].split()[0])
+        counts[n] = round_trips(caplog)
     assert counts[5] == counts[80] == 4, counts
+
+
+CHATBOT_FIELDS = """
+  id persona { name confidence segment { id } } membership { persona { name } }
+  preferences(first: $prefs) { category weight source }
+  context(firstEvents: 3) { location { city } currentWeather { condition tempC }
+                            upcomingEvents { name startsAt } }
+  recommendations(first: $recs) { itemId score reasons }"""
+
+
+def round_trips(caplog: pytest.LogCaptureFixture) -> int:
+    line = next(r.getMessage() for r in caplog.records if r.name == "api.cypher")
+    return int(line.split(": ")[1].split()[0])
+
+
+def test_one_user_comes_in_one_round_trip_with_what_the_fields_would_fetch(
+        client: TestClient, world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """`user` fetches the persona, preferences, situation and recommendations it is asked for
+    in the same query as the user; a page of users, which fetches them field by field (one
+    query per kind of data), answers the same for each user."""
+    caplog.set_level(logging.DEBUG, logger="api.cypher")
+    page = data(client, world, "query($prefs: Int!, $recs: Int!) { users(first: 12) { edges { "
+                "node {" + CHATBOT_FIELDS + "} } } }", prefs=4, recs=6)["users"]["edges"]
+    assert round_trips(caplog) > 2
+    by_id = "query($id: ID!, $prefs: Int!, $recs: Int!) { user(id: $id) {" + CHATBOT_FIELDS + "} }"
+    # The same selection through a named fragment, with literal page sizes.
+    by_fragment = """query($id: ID!) { user(id: $id) { ...Chat } }
+      fragment Chat on User { id persona { name confidence segment { id } }
+        membership { persona { name } }
+        preferences(first: 4) { category weight source }
+        context(firstEvents: 3) { location { city } currentWeather { condition tempC }
+                                  upcomingEvents { name startsAt } }
+        recommendations(first: 6) { itemId score reasons } }"""
+    assert any(e["node"]["recommendations"] for e in page)
+    assert any(e["node"]["context"] for e in page)
+    for edge in page:
+        expected = edge["node"]
+        caplog.clear()
+        assert data(client, world, by_id, id=expected["id"], prefs=4, recs=6)["user"] == (
+            expected)
+        assert round_trips(caplog) == 1
+        caplog.clear()
+        assert data(client, world, by_fragment, id=expected["id"])["user"] == expected
+        assert round_trips(caplog) == 1
+
+
+def test_a_field_asked_twice_fetches_its_second_page_as_before(
+        client: TestClient, world: World, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="api.cypher")
+    user = world.graph.rows("MATCH (u:User)-[:PREFERS]->() WITH u, count(*) AS n WHERE n >= 3 "
+                            "RETURN u.id AS id ORDER BY id LIMIT 1")[0]["id"]
+    q = """query($id: ID!) { user(id: $id) { two: preferences(first: 2) { category source }
+      three: preferences(first: 3) { category source }
+      recommendations(first: 2) { itemId } more: recommendations(first: 4) { itemId } } }"""
+    got = data(client, world, q, id=user)["user"]
+    assert len(got["two"]) == 2 and got["three"][:2] == got["two"] and len(got["three"]) == 3
+    assert len(got["more"]) == 4 and got["more"][:2] == got["recommendations"]
+    assert round_trips(caplog) == 3  # the user with `two` and `recommendations`, then the rest
+    # Sizes out of bounds are not fetched ahead; the field reports them as before.
+    assert error_code(client, world, "query($id: ID!) { user(id: $id) { "
+                      "recommendations(first: 0) { itemId } } }", id=user) == "BAD_USER_INPUT"
+    assert error_code(client, world, "query($id: ID!) { user(id: $id) { "
+                      "preferences(first: 5000) { category } } }", id=user) == "LIMIT_EXCEEDED"
 
 
 def subscribe(ws: Any, op_id: str, query: str, **variables: Any) -> None:

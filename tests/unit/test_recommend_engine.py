@@ -11,8 +11,8 @@ from graph.recommend import queries as q
 from graph.recommend.engine import (
     CONTEXT_BOOSTS,
     WEIGHTS,
+    as_utc,
     check_first,
-    epoch_millis,
     recommend_params,
 )
 from graph.recommend.evaluation import (
@@ -35,13 +35,14 @@ def test_first_out_of_bounds(first: int) -> None:
         check_first(first)
 
 
-def test_now_travels_as_epoch_milliseconds() -> None:
+def test_now_travels_as_a_utc_datetime() -> None:
     at = datetime(2026, 11, 28, 12, 0, 0, 250_000, tzinfo=UTC)
-    assert epoch_millis(at) == 1_795_867_200_250
-    assert epoch_millis(at.astimezone(timezone(timedelta(hours=2)))) == 1_795_867_200_250
-    assert epoch_millis(at.replace(tzinfo=None)) == 1_795_867_200_250  # naive counts as UTC
-    before = datetime.now(UTC).timestamp() * 1000
-    assert before - 1 <= epoch_millis(None) <= datetime.now(UTC).timestamp() * 1000
+    assert as_utc(at) == at and as_utc(at).tzinfo is UTC
+    shifted = as_utc(at.astimezone(timezone(timedelta(hours=2))))
+    assert shifted == at and shifted.hour == 12 and shifted.tzinfo is UTC
+    assert as_utc(at.replace(tzinfo=None)) == at  # naive counts as UTC
+    before = datetime.now(UTC)
+    assert before <= as_utc(None) <= datetime.now(UTC)
 
 
 def test_params_cover_every_parameter_the_cypher_uses() -> None:

@@ -1,0 +1,103 @@
+"""What a request asks of the one user it names (`user`, `userByIdentifier`), read from the
+request before that user is fetched, so that the user and all of it come back in one Cypher round
+trip (`queries.USER_PROFILE`) instead of one per field.
+
+A chatbot's question (persona, preferences, situation, recommendations) cost five round trips,
+and each costs the API about a millisecond of CPU in the driver; see docs/performance.md. Lists
+of users keep the DataLoaders (`api/loaders.py`), which batch by field across users.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import strawberry
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    InlineFragmentNode,
+    IntValueNode,
+    SelectionSetNode,
+    VariableNode,
+)
+
+from graph.recommend.engine import MAX_FIRST
+
+# The page sizes the User fields default to (their resolvers take these as defaults too).
+PREFERENCES_FIRST = 5
+EVENTS_FIRST = 5
+RECOMMENDATIONS_FIRST = 5
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """The parts of a user a request selects; a page size of None: not fetched ahead (not
+    selected, or out of bounds, which the field's own resolver then reports)."""
+
+    persona: bool = False
+    preferences: int | None = None
+    events: int | None = None
+    recommendations: int | None = None
+
+    def flags(self) -> dict[str, bool]:
+        """``$want`` of ``queries.USER_PROFILE``."""
+        return {"persona": self.persona, "preferences": self.preferences is not None,
+                "situation": self.events is not None,
+                "recommendations": self.recommendations is not None}
+
+
+@dataclass(frozen=True)
+class Prefetched:
+    """A user's profile row from ``USER_PROFILE``, and what was asked of it."""
+
+    wanted: Wanted
+    row: dict[str, Any]
+
+
+def _first_fields(selection_set: SelectionSetNode | None,
+                  fragments: dict[str, FragmentDefinitionNode],
+                  found: dict[str, FieldNode]) -> None:
+    for sel in selection_set.selections if selection_set else ():
+        if isinstance(sel, FieldNode):
+            # The first selection of a field is fetched ahead; an alias of it with other
+            # arguments goes through its resolver.
+            found.setdefault(sel.name.value, sel)
+        elif isinstance(sel, InlineFragmentNode):
+            _first_fields(sel.selection_set, fragments, found)
+        elif isinstance(sel, FragmentSpreadNode) and sel.name.value in fragments:
+            _first_fields(fragments[sel.name.value].selection_set, fragments, found)
+
+
+def wanted(info: strawberry.Info[Any, Any], max_page: int) -> Wanted:
+    """What the current field's selection (a User) asks for, with its arguments.
+
+    It reads graphql-core's syntax tree for the first level only: strawberry's
+    ``info.selected_fields`` converts the whole tree, arguments included, and cost more than
+    the round trips it saves here."""
+    raw = info._raw_info  # noqa: SLF001 - see above
+    # strawberry's executor passes the coerced dict, graphql-core's its VariableValues.
+    values: Any = raw.variable_values
+    variables: dict[str, Any] = getattr(values, "coerced", values)
+    fields: dict[str, FieldNode] = {}
+    for node in raw.field_nodes:
+        _first_fields(node.selection_set, raw.fragments, fields)
+
+    def size(name: str, argument: str, default: int, most: int = max_page) -> int | None:
+        if name not in fields:
+            return None
+        value: Any = default
+        for arg in fields[name].arguments or ():
+            if arg.name.value == argument:
+                value = (variables.get(arg.value.name.value)
+                         if isinstance(arg.value, VariableNode)
+                         else int(arg.value.value) if isinstance(arg.value, IntValueNode)
+                         else None)
+        return value if isinstance(value, int) and 1 <= value <= most else None
+
+    return Wanted(persona="persona" in fields or "membership" in fields,
+                  preferences=size("preferences", "first", PREFERENCES_FIRST),
+                  events=size("context", "firstEvents", EVENTS_FIRST),
+                  recommendations=size("recommendations", "first", RECOMMENDATIONS_FIRST,
+                                       min(max_page, MAX_FIRST)))
