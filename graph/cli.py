@@ -102,6 +102,14 @@ def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int]
         yield lambda n: bar.advance(task, n)
 
 
+@contextmanager
+def migrated_graph(cfg: Settings) -> Iterator[Graph]:
+    """The graph, once its schema is known to be current (``migrate.require_current``)."""
+    with open_graph(cfg) as graph:
+        migrations.require_current(graph, cfg.migrations_dir)
+        yield graph
+
+
 def count_lines(path: Path) -> int:
     with path.open("rb") as handle:
         return sum(buf.count(b"\n") for buf in iter(lambda: handle.read(1 << 20), b""))
@@ -203,7 +211,7 @@ def consume_cmd(
     logging.getLogger().setLevel(logging.INFO)  # a long-running job reports what it does
     stop = threading.Event()
     stream.stop_on_signals(stop)
-    with open_graph(cfg) as graph:
+    with migrated_graph(cfg) as graph:
         summary = stream.consume(graph, cfg, stop=stop, topic=topic,
                                  dead_letter_topic=dead_letter_topic, group=group,
                                  batch_max=batch_max, max_messages=max_messages,
@@ -304,7 +312,7 @@ def ingest_cmd(
     cfg = settings()
     cfg.require_pseudonym_key()
     require_file(file)
-    with open_graph(cfg) as graph:
+    with migrated_graph(cfg) as graph:
         summary = _ingest(graph, cfg, file, dead_letter, batch_size or cfg.batch_size)
     console.print(f"records: {summary.records}  written: {summary.written}  "
                   f"duplicates: {summary.duplicates}  rejected: {summary.rejected}")
@@ -334,7 +342,7 @@ def crm_import_cmd(
     parsed = load_mapping(mapping)  # before connecting: a bad mapping writes nothing
     require_file(file)
     total = count_lines(file) - (1 if file.suffix.lower() == ".csv" else 0)  # CSV header
-    with open_graph(cfg) as graph, progress_bar(f"importing {file.name}", total) as advance:
+    with migrated_graph(cfg) as graph, progress_bar(f"importing {file.name}", total) as advance:
         summary = import_file(graph, cfg.pseudonymizer(),
                               parsed, file, batch_size=batch_size or cfg.batch_size,
                               max_line_bytes=cfg.max_line_bytes, dead_letter=dead_letter,
@@ -381,7 +389,7 @@ def demo_data_cmd(
         n = DemoPopulation(users, seed).write_events(out)
         console.print(f"wrote {n} events to {out}")
         return
-    with open_graph(cfg) as graph:
+    with migrated_graph(cfg) as graph:
         summary = load_demo(graph, cfg, users, seed, out)
         ensure_demo_api_key(graph, cfg)
     console.print(f"written: {summary.written}  duplicates: {summary.duplicates}")
@@ -424,7 +432,7 @@ def segment_cmd(
 
     check_algorithm(algorithm)  # before any work, so a typo fails at once
     cfg = settings()
-    with open_graph(cfg) as graph:
+    with migrated_graph(cfg) as graph:
         segment(graph, cfg, n_clusters=k, algorithm=algorithm,
                 features=features.split(",") if features else cfg.segment_features,
                 distance_threshold=distance_threshold, connectivity=connectivity)
@@ -445,7 +453,7 @@ def scheduler_loop(cfg: Settings, stop: threading.Event) -> None:
     from graph.segments.run import run_segmentation
     from graph.segments.schedule import SegmentationScheduler, last_run_at
 
-    with open_graph(cfg) as graph:
+    with migrated_graph(cfg) as graph:
         def run() -> None:
             if cfg.retention_days > 0:  # retention first, so the run sees what is kept
                 from graph.subjects import prune_interactions
@@ -497,7 +505,7 @@ def plot_cmd(
     check_kind(kind)
     cfg = settings()
     if run == "latest":
-        with open_graph(cfg) as graph:
+        with migrated_graph(cfg) as graph:
             rows = graph.rows(LATEST_RUN)
         if not rows:
             console.print("[red]error:[/red] no segmentation run yet; run `personas segment`")
@@ -648,7 +656,7 @@ def apikey_create(
 ) -> None:
     """Create an API key and print it (on stdout, alone). It is shown this once only."""
     parsed = parse_role(role)  # before connecting, so a typo fails at once
-    with open_graph(settings()) as graph:
+    with migrated_graph(settings()) as graph:
         created = create_key(graph, parsed, name)
     print(created.key)
     console.print(f"created API key {created.info.id} ({created.info.name}, role "
@@ -660,7 +668,7 @@ def apikey_create(
 @fails_cleanly
 def apikey_list() -> None:
     """List API keys: id, name, role, when created and revoked (never the key or its hash)."""
-    with open_graph(settings()) as graph:
+    with migrated_graph(settings()) as graph:
         keys = list_keys(graph)
     if not keys:
         console.print("no API keys; create one with `personas apikey create`")
@@ -682,7 +690,7 @@ def apikey_revoke(
 ) -> None:
     """Revoke an API key for good."""
     cfg = settings()
-    with open_graph(cfg) as graph:
+    with migrated_graph(cfg) as graph:
         revocation = revoke_key(graph, key_id)
     at = revocation.revoked_at.isoformat(timespec="seconds")
     if revocation.already:
@@ -707,7 +715,7 @@ def context_load(
 
     cfg = settings()
     batch = load_context_file(file)  # validated before connecting
-    with open_graph(cfg) as graph:
+    with migrated_graph(cfg) as graph:
         counts = context.write_context(graph, batch, valid_hours=cfg.weather_valid_hours)
     console.print(f"locations: {counts.locations}  weather: {counts.weather} "
                   f"({counts.new_weather} new)  local events: {counts.local_events} "
@@ -728,7 +736,7 @@ def context_poll(
     cfg = settings()
     provider = build_provider(cfg)
     logging.getLogger().setLevel(logging.INFO)  # a long-running job reports what it does
-    with open_graph(cfg) as graph:
+    with migrated_graph(cfg) as graph:
         poller = build_poller(graph, provider, cfg)
         if once:
             report = poller.poll_due()
@@ -771,7 +779,7 @@ def privacy_export(
 
     from graph.subjects import export_user
 
-    with open_graph(settings()) as graph:
+    with migrated_graph(settings()) as graph:
         data = export_user(graph, user)
     text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     if out is None:
@@ -796,7 +804,7 @@ def privacy_forget(
     if not yes:
         console.print("[red]error:[/red] erasing a user cannot be undone; confirm with --yes")
         raise typer.Exit(2)
-    with open_graph(settings()) as graph:
+    with migrated_graph(settings()) as graph:
         report = forget_user(graph, user, source="cli")
     if report.already_erased:
         console.print(f"user {user} was already erased (erasure {report.erasure_id})")
@@ -820,7 +828,7 @@ def privacy_consent(
     if answer.strip().lower() not in ANSWERS:
         console.print(f"[red]error:[/red] answer {answer!r}: say yes or no")
         raise typer.Exit(2)
-    with open_graph(settings()) as graph:
+    with migrated_graph(settings()) as graph:
         current = set_consent(graph, user, parsed, ANSWERS[answer.strip().lower()],
                               source=source)
     console.print(f"consents of {user}: " + ", ".join(
@@ -841,7 +849,7 @@ def privacy_prune(
     if days <= 0:
         console.print("retention is off (PERSONAS_RETENTION_DAYS=0): nothing pruned")
         return
-    with open_graph(cfg) as graph:
+    with migrated_graph(cfg) as graph:
         pruned = prune_interactions(graph, timedelta(days=days))
     console.print(f"pruned {pruned} interactions older than {days} days")
 
@@ -861,7 +869,7 @@ def identity_merge_cmd(
     """Merge user MERGED into SURVIVOR; prints the merge id (for `personas identity unmerge`)."""
     from graph.identity import merge_users
 
-    with open_graph(settings()) as graph:
+    with migrated_graph(settings()) as graph:
         merge_id = merge_users(graph, survivor, merged, source="cli", reason=reason)
     print(merge_id)
     console.print(f"merged {merged} into {survivor} ({merge_id})")
@@ -875,7 +883,7 @@ def identity_unmerge_cmd(
     """Undo a merge: both users get back what they had; their aggregates are rebuilt."""
     from graph.identity import unmerge
 
-    with open_graph(settings()) as graph:
+    with migrated_graph(settings()) as graph:
         survivor, merged = unmerge(graph, merge_id)
     console.print(f"unmerged {merge_id}: {merged} is separate from {survivor} again")
 
@@ -888,7 +896,7 @@ def identity_merges_cmd(
     """The merge history of a user and of the users merged into it."""
     from graph.identity import merges_of
 
-    with open_graph(settings()) as graph:
+    with migrated_graph(settings()) as graph:
         history = merges_of(graph, user)
     if not history:
         console.print(f"no merges for {user}")

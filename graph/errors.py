@@ -33,6 +33,12 @@ class EnvironmentProblem(PersonaError):
     code = "ENVIRONMENT"
 
 
+class SchemaBehind(PersonaError):
+    """The database lacks migrations this code needs (`personas migrate` applies them)."""
+
+    code = "SCHEMA_BEHIND"
+
+
 class Unauthenticated(PersonaError):
     """No credentials, or credentials that match no live API key (unknown or revoked)."""
 

@@ -114,3 +114,31 @@ def test_cli_status_and_refusal_exit_code(fresh: tuple[Graph, Path], cli_env, tm
     bad = subprocess.run([PERSONAS, "migrate"], env=env, capture_output=True, text=True)
     assert bad.returncode == 2
     assert "was edited after it was applied" in bad.stderr
+
+
+def test_commands_refuse_a_database_whose_schema_is_behind(
+        graph: Graph, settings, cli_env, tmp_path: Path) -> None:
+    """Ingesting into a database without its constraints and indexes would crawl (every lookup a
+    label scan) and keep nothing unique: the CLI names what is pending and writes nothing."""
+    folder = tmp_path / "migrations"
+    shutil.copytree(settings.migrations_dir, folder)
+    (folder / "9002_later.cypher").write_text(
+        "CREATE INDEX test_later IF NOT EXISTS FOR (n:Item) ON (n.price);\n")
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"event_id": "e-behind-1", "type": "page_view", "source": "web", '
+                      '"occurred_at": "2026-11-01T10:00:00Z", '
+                      '"user": {"cookie": "c-behind"}, "properties": {}}\n')
+    env = {**cli_env, "PERSONAS_MIGRATIONS_DIR": str(folder)}
+    for args in (["ingest", str(events)], ["demo-data", "--users", "5"], ["segment"]):
+        out = subprocess.run([PERSONAS, *args], env=env, capture_output=True, text=True)
+        assert out.returncode == 2, (args, out.stdout, out.stderr)
+        said = " ".join((out.stdout + out.stderr).split())
+        assert "SCHEMA_BEHIND" in said and "1 migration(s) pending (9002_later.cypher)" in said
+        assert "personas migrate" in said
+    assert not graph.rows("MATCH (i:Interaction {event_id: 'e-behind-1'}) RETURN i")
+    # With the shipped migrations only, the same file loads.
+    ok = subprocess.run([PERSONAS, "ingest", str(events)], env=cli_env, capture_output=True,
+                        text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert graph.rows("MATCH (i:Interaction {event_id: 'e-behind-1'}) RETURN i")
+    graph.execute("MATCH (i:Interaction {event_id: 'e-behind-1'}) DETACH DELETE i")
