@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from api import queries as q
-from api.prefetch import Wanted
+from api.prefetch import CHATBOT
 from api.types.user import profile_params
 from bench.common import bench_graph, bench_settings
 from bench.http_load import KeepAliveClient
@@ -122,11 +122,9 @@ def cypher_call(driver: AsyncDriver, settings: Settings) -> Callable[[str], Awai
     """The chatbot's data with the API's own Cypher, straight through the driver: the one
     query the API runs for it (the user with persona, preferences, situation and
     recommendations)."""
-    want = Wanted(persona=True, preferences=5, events=5, recommendations=5)
-
     async def call(user: str) -> None:
         rows = await read_rows(driver, settings.neo4j_database, q.USER_PROFILE,
-                               {"id": user, **profile_params(want, settings, datetime.now(UTC))})
+                               {"id": user, **profile_params(CHATBOT, settings, datetime.now(UTC))})
         if not rows:
             raise RuntimeError(f"no user {user}")
     return call

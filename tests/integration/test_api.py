@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from pathlib import Path
@@ -8,9 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from api.app import create_app
+from api.app import create_app, warm_chatbot_plan
 from graph.auth import DEMO_API_KEY, Role, create_key, ensure_demo_key
-from graph.db import Graph
+from graph.db import Graph, create_async_driver
 from graph.segments.run import run_segmentation
 from graph.settings import Settings
 from tests.helpers import load_demo
@@ -168,3 +169,23 @@ def test_metrics_count_requests_by_route_and_log_latency(
     assert 'route="unmatched",status="404"' in text
     lines = [r.getMessage() for r in caplog.records if r.name == "api.access"]
     assert any(re.fullmatch(r"POST /graphql 200 \d+\.\d ms", line) for line in lines)
+
+
+def test_the_chatbot_queries_are_planned_at_start(
+        graph: Graph, settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    """`personas serve` has Neo4j plan the chatbot's queries as it starts (a fresh server took
+    3 s over the first request). The queries and their parameters must agree; a database that
+    cannot answer is logged, and the service starts all the same."""
+
+    async def warm(s: Settings) -> None:
+        driver = create_async_driver(s)
+        try:
+            await warm_chatbot_plan(driver, s)
+        finally:
+            await driver.close()
+
+    caplog.set_level(logging.WARNING, logger="api.app")
+    asyncio.run(warm(settings))
+    assert not [r for r in caplog.records if r.name == "api.app"], caplog.text
+    asyncio.run(warm(settings.model_copy(update={"neo4j_database": "no-such-database"})))
+    assert "could not plan the chatbot query ahead" in caplog.text
