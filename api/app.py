@@ -41,6 +41,7 @@ from graph.errors import (
 )
 from graph.ingest.metrics import IngestMetrics
 from graph.ingest.pipeline import build_writer
+from graph.migrate import discover
 from graph.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def freeze_startup_objects(_: object = None) -> None:
     and the libraries behind it) out of the garbage collector's sight.
 
     Those 100-190 thousand objects live as long as the process, yet each full collection
-    walked all of them: pauses of 60-130 ms every 5-10 s at 100 requests/s, during which no
+    walked all of them: pauses of 67-134 ms every 5-10 s at 100 requests/s, during which no
     request was served; 3-9 ms once they are frozen (docs/performance.md)."""
     gc.collect()
     gc.freeze()
@@ -121,24 +122,29 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
         # Like the Kafka consumer, ready newcomer assignment before the first batch needs it;
         # in the background, so that serving reads does not wait for a model to load.
         preload = asyncio.create_task(asyncio.to_thread(app.state.writer.prepare_assignment))
-        background = {preload}
+        warm = None
         if served:
             preload.add_done_callback(freeze_startup_objects)
-            background.add(asyncio.create_task(warm_chatbot_plan(app.state.driver, settings)))
+            warm = asyncio.create_task(warm_chatbot_plan(app.state.driver, settings))
         try:
             yield
         finally:
             # Its thread uses the driver closed below; a preload still waiting on an unreachable
             # server (the driver retries for 30 s) must not hold up the shutdown: closing the
             # driver ends it, and prepare_assignment logs that.
-            _, pending = await asyncio.wait(background, timeout=PRELOAD_SHUTDOWN_WAIT_S)
-            for task in pending - {preload}:
-                task.cancel()  # the plan warm-up: nothing to keep
-            if preload in pending:
+            if warm is not None:  # the plan warm-up: nothing to keep
+                warm.cancel()
+                await asyncio.gather(warm, return_exceptions=True)
+            _, pending = await asyncio.wait({preload}, timeout=PRELOAD_SHUTDOWN_WAIT_S)
+            if pending:
                 log.warning("segment assignment was still loading at shutdown; stopping it")
             await app.state.driver.close()
             sync_driver.close()
 
+    # The newest migration this code ships with, when its folder is at hand (a checkout, or
+    # PERSONAS_MIGRATIONS_DIR).
+    expected_version = (max((m.version for m in discover(settings.migrations_dir)), default=None)
+                        if settings.migrations_dir.is_dir() else None)
     app = FastAPI(title="persona-graph", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.add_exception_handler(PersonaError, persona_error)
@@ -166,6 +172,10 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
         version = rows[0]["version"]
         if version is None:
             return JSONResponse({"status": "unmigrated"}, 503)
+        if expected_version is not None and version < expected_version:
+            # The API writes too (ingestion, webhooks, runs): not ready on an old schema.
+            return JSONResponse({"status": "schema_behind", "schema_version": version,
+                                 "expected_version": expected_version}, 503)
         return JSONResponse({"status": "ready", "schema_version": version})
 
     @app.get("/runs/{run_id}/plots/{kind}.png", response_class=FileResponse,

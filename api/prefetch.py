@@ -4,7 +4,8 @@ trip (`queries.USER_PROFILE`) instead of one per field.
 
 A chatbot's question (persona, preferences, situation, recommendations) cost five round trips,
 and each costs the API about a millisecond of CPU in the driver; see docs/performance.md. Lists
-of users keep the DataLoaders (`api/loaders.py`), which batch by field across users.
+of users keep the per-field path: DataLoaders for persona, segments and preferences
+(`api/loaders.py`, batched across users), one query per user for the rest.
 """
 
 from __future__ import annotations

@@ -231,7 +231,6 @@ RETURN s {.id, .label, .description, .why, .size, .level, .run_id} AS segment,
        p {.id, .name, .description} AS persona, parent.id AS parent_id
 """
 
-# Each user's top preferences, explicit ones first.
 # A user's first $preferences_first preferences, explicit ones first (one row, maybe empty).
 PREFERENCES_OF_USER = """
 OPTIONAL MATCH (u)-[p:PREFERS]->(c:Category)

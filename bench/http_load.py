@@ -52,7 +52,8 @@ class KeepAliveClient:
             return response
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        return await asyncio.open_connection(self.host, self.port)
+        return await asyncio.wait_for(asyncio.open_connection(self.host, self.port),
+                                      self.timeout)
 
     async def _on(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter],
                   request: bytes) -> Response:
@@ -69,6 +70,7 @@ class KeepAliveClient:
                         request: bytes) -> Response:
         reader, writer = conn
         writer.write(request)
+        await writer.drain()
         head = await reader.readuntil(b"\r\n\r\n")
         lines = head.split(b"\r\n")
         status = int(lines[0].split(b" ", 2)[1])

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,23 @@ def test_health_readiness_and_graphiql(demo_graph: Graph, client: TestClient) ->
     assert ready.status_code == 200 and ready.json()["schema_version"] == newest
     page = client.get("/graphql", headers={"accept": "text/html"})
     assert page.status_code == 200 and "graphiql" in page.text.lower()
+
+
+def test_not_ready_while_the_schema_is_behind(graph: Graph, settings: Settings,
+                                              tmp_path: Path) -> None:
+    """The API writes too (ingestion, webhooks, runs): with a migration of its code not yet
+    applied, it is up but not ready, and says which version it has and expects."""
+    folder = tmp_path / "migrations"
+    shutil.copytree(settings.migrations_dir, folder)
+    (folder / "9003_later.cypher").write_text(
+        "CREATE INDEX test_later3 IF NOT EXISTS FOR (n:Item) ON (n.price);\n")
+    newest = max(int(m.name[:4]) for m in settings.migrations_dir.glob("[0-9]*_*.cypher"))
+    with TestClient(create_app(settings.model_copy(update={"migrations_dir": folder}))) as c:
+        assert c.get("/healthz").status_code == 200
+        ready = c.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json() == {"status": "schema_behind", "schema_version": newest,
+                            "expected_version": 9003}
 
 
 def test_run_pictures_are_served(demo_graph: Graph, client: TestClient) -> None:
