@@ -87,7 +87,8 @@ def create_served_app() -> FastAPI:
 async def warm_chatbot_plan(driver: AsyncDriver, settings: Settings) -> None:
     """Have Neo4j plan the chatbot's queries (``USER_PROFILE`` and ``_BY_IDENTIFIER``, every
     part) before the first chatbot asks: on a freshly started server that first request took
-    3.1-3.2 s (the next ones 45-53 ms), and 0.17 s with the plans made at start."""
+    3.1-3.2 s (the next ones 45-53 ms), and 0.17 s once the plans were made, a few seconds
+    after start. A request that comes while they are being made still waits (5.8 s once)."""
     params = profile_params(CHATBOT, settings, datetime.now(UTC))
     try:
         for query, user in ((q.USER_PROFILE, {"id": ""}),
