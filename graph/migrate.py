@@ -78,7 +78,8 @@ def discover(folder: Path) -> list[Migration]:
 
 
 def _applied(graph: Graph) -> dict[int, dict[str, Any]]:
-    graph.auto_commit(BOOTSTRAP)
+    # Read only (a database never migrated has no Migration nodes yet), so that a user with
+    # read rights alone can still ask; `migrate` creates the bootstrap constraint itself.
     return {row["version"]: row for row in graph.rows(APPLIED)}
 
 
@@ -94,6 +95,7 @@ def status(graph: Graph, folder: Path) -> list[MigrationState]:
 
 def migrate(graph: Graph, folder: Path) -> list[Migration]:
     """Apply pending migrations in order; refuse if an applied one was edited since."""
+    graph.auto_commit(BOOTSTRAP)
     applied = _applied(graph)
     migrations = discover(folder)
     for migration in migrations:
@@ -126,9 +128,7 @@ def require_current(graph: Graph, folder: Path) -> None:
     constraints and indexes every lookup by id scans a label (a 2,000-user demo load ran for
     over 15 minutes without finishing, against under 2 with them), and nothing keeps ids
     unique."""
-    # Read only: no BOOTSTRAP, so that a reader-only user can still run read commands.
-    applied = {row["version"] for row in graph.rows(APPLIED)}
-    waiting = [m for m in discover(folder) if m.version not in applied]
+    waiting = pending(graph, folder)
     if waiting:
         names = ", ".join(m.path.name for m in waiting[:3]) + (", ..." if len(waiting) > 3 else "")
         raise SchemaBehind(f"the database schema is behind: {len(waiting)} migration(s) pending "
