@@ -41,8 +41,9 @@ def ingest_file(
     """Load one JSONL/CSV file; every malformed record goes to the dead-letter file with its
     reason, and to the graph as a ``DeadLetter`` node (PII scrubbed, see ``deadletter``).
 
-    Parsing the next batch overlaps with writing the previous one (one writer thread, so batches
-    commit in file order). ``on_progress`` is called with the number of records handled.
+    Parsing and preparing the next batch (``EventWriter.prepare``) overlaps with writing the
+    previous one (one writer thread, so batches commit in file order). ``on_progress`` is
+    called with the number of records handled.
     """
     dl = DeadLetterFile(dead_letter or default_dead_letter_path(path), str(path),
                         writer.pseudonymizer, DeadLetterStore(writer.graph))
@@ -78,11 +79,14 @@ def ingest_file(
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer") as pool:
             in_flight: tuple[Future[WriteResult], int] | None = None
             for batch in batches():
+                # Prepared here, while the previous batch is being written: the writer's
+                # thread is the one Neo4j waits on.
+                prepared = writer.prepare(batch)
                 # The previous batch must have committed before the next is submitted, so a
                 # failure stops the load at a batch boundary.
                 if in_flight is not None:
                     settle(*in_flight)
-                in_flight = (pool.submit(writer.write, batch), len(batch))
+                in_flight = (pool.submit(writer.write, prepared), len(batch))
             if in_flight is not None:
                 settle(*in_flight)
     finally:

@@ -94,6 +94,8 @@ DELETE r
 """
 
 # The location is last-write-wins by event time too, with its own time on LOCATED_IN (`at`).
+# Batches name the same few locations and items again and again: they are written (and
+# locked) only when a value changes (here and in UPSERT_ITEMS).
 UPSERT_LOCATIONS = """
 CYPHER replan=skip
 UNWIND $rows AS row
@@ -101,8 +103,11 @@ WITH row, datetime({epochMillis: row.at}) AS at
 MATCH (u:User {id: row.user_id})
 WHERE NOT EXISTS { (u)-[cur:LOCATED_IN]->() WHERE cur.at > at }
 MERGE (l:Location {id: row.location.id})
-SET l += row.location
-WITH u, l, at
+WITH u, l, at, row
+CALL (l, row) {
+  WITH l, row WHERE any(k IN keys(row.location) WHERE l[k] IS NULL OR l[k] <> row.location[k])
+  SET l += row.location
+}
 OPTIONAL MATCH (u)-[old:LOCATED_IN]->(other:Location) WHERE other <> l
 DELETE old
 MERGE (u)-[r:LOCATED_IN]->(l)
@@ -136,9 +141,12 @@ UPSERT_ITEMS = """
 CYPHER replan=skip
 UNWIND $rows AS row
 MERGE (it:Item {id: row.id})
-SET it.name = coalesce(row.name, it.name),
-    it.price = coalesce(row.price, it.price)
 WITH it, row
+CALL (it, row) {
+  WITH it, row WHERE (row.name IS NOT NULL AND (it.name IS NULL OR it.name <> row.name))
+                  OR (row.price IS NOT NULL AND (it.price IS NULL OR it.price <> row.price))
+  SET it.name = coalesce(row.name, it.name), it.price = coalesce(row.price, it.price)
+}
 OPTIONAL MATCH (c:Category {name: row.category})
 OPTIONAL MATCH (b:Brand {name: row.brand})
 FOREACH (_ IN CASE WHEN c IS NULL THEN [] ELSE [1] END | MERGE (it)-[:IN_CATEGORY]->(c))

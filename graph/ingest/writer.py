@@ -51,6 +51,33 @@ class WriteResult:
     """Event ids refused: they name an identifier of a user erased after the event happened."""
 
 
+@dataclass(frozen=True)
+class EventRow:
+    """What an event contributes that does not depend on who its user turns out to be."""
+
+    at: int
+    """``occurred_at`` in epoch milliseconds."""
+    amount: float | None
+    device_id: str | None
+    props: dict[str, Any]
+    """The Interaction node's properties (PII scrubbed)."""
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A batch made ready for its transaction without the graph (``EventWriter.prepare``):
+    de-duplicated by ``event_id`` (first wins), identifiers hashed, each event's own rows."""
+
+    events: dict[str, Event]
+    in_batch_duplicates: int
+    hashed: dict[str, list[tuple[str, str]]]
+    rows: dict[str, EventRow]
+
+    @property
+    def size(self) -> int:
+        return len(self.events) + self.in_batch_duplicates
+
+
 class Assigner(Protocol):
     """What runs after each committed batch: segment assignment of newcomers. ``preload`` readies
     it ahead of the first newcomer (the Kafka consumer and the API call it when they start)."""
@@ -141,13 +168,29 @@ class EventWriter:
             log.exception("could not prepare segment assignment; it is tried again with the "
                           "first newcomer")
 
-    def write(self, events: Sequence[Event], *, source: str = "file") -> WriteResult:
+    def prepare(self, events: Sequence[Event]) -> PreparedBatch:
+        """The part of a write that needs no graph: a caller with a thread of its own for
+        writing (the file import) runs this on the thread that reads, so that the writer's
+        thread keeps Neo4j busy."""
+        unique: dict[str, Event] = {}
+        for event in events:
+            unique.setdefault(event.event_id, event)
+        hashed = {
+            eid: [(kind, self.pseudonymizer.digest(kind, value)) for kind, value in e.identifiers()]
+            for eid, e in unique.items()
+        }
+        rows = {eid: self._event_row(e) for eid, e in unique.items()}
+        return PreparedBatch(unique, len(events) - len(unique), hashed, rows)
+
+    def write(self, events: Sequence[Event] | PreparedBatch, *,
+              source: str = "file") -> WriteResult:
         """Write one batch in one transaction; events already stored are skipped, not re-counted.
 
         ``source`` labels the batch in the metrics (a source family, see ``IngestMetrics``).
         """
         start = time.perf_counter()
-        result = self._write(events)
+        batch = events if isinstance(events, PreparedBatch) else self.prepare(events)
+        result = self._write(batch)
         if self.metrics is not None:
             self.metrics.batch(source, time.perf_counter() - start, result.written,
                                result.duplicates)
@@ -157,33 +200,25 @@ class EventWriter:
             log.info("refused %d events of erased users (source %s)", len(result.erased), source)
         return result
 
-    def _write(self, events: Sequence[Event]) -> WriteResult:
-        unique: dict[str, Event] = {}
-        for event in events:
-            unique.setdefault(event.event_id, event)
-        in_batch_duplicates = len(events) - len(unique)
-        if not unique:
-            return WriteResult(0, in_batch_duplicates)
-        hashed = {
-            eid: [(kind, self.pseudonymizer.digest(kind, value)) for kind, value in e.identifiers()]
-            for eid, e in unique.items()
-        }
+    def _write(self, batch: PreparedBatch) -> WriteResult:
+        if not batch.events:
+            return WriteResult(0, batch.in_batch_duplicates)
         written, users, stored, erased = self.graph.write(
-            lambda tx: self._write_tx(tx, unique, hashed))
+            lambda tx: self._write_tx(tx, batch))
         if self.assigner is not None and users:
             try:
                 self.assigner.assign(users)
             except Exception:  # noqa: BLE001 - the events are committed; the next run assigns
                 log.exception("segment assignment after a batch failed; the events are stored")
-        return WriteResult(written, len(events) - written - len(erased), tuple(users),
+        return WriteResult(written, batch.size - written - len(erased), tuple(users),
                            frozenset(stored), frozenset(erased))
 
     def _write_tx(
         self,
         tx: ManagedTransaction,
-        events: dict[str, Event],
-        hashed: dict[str, list[tuple[str, str]]],
+        batch: PreparedBatch,
     ) -> tuple[int, list[str], set[str], set[str]]:
+        events, hashed = batch.events, batch.hashed
         existing = {r["id"] for r in tx.run(q.EXISTING_EVENTS, ids=Rows(events))}
         fresh = [e for eid, e in events.items() if eid not in existing]
         resolved = resolve_identifiers(tx, {p for e in fresh for p in hashed[e.event_id]})
@@ -195,7 +230,7 @@ class EventWriter:
             fresh = [e for e in fresh if e.event_id not in erased]
         if not fresh:
             return 0, [], existing, erased
-        params, conflicts = self._prepare(fresh, hashed, resolved.owners)
+        params, conflicts = self._params(fresh, batch, resolved.owners)
         tx.run(q.UPSERT_USERS, rows=params["users"]).consume()
         if params["identifiers"]:
             tx.run(q.LINK_IDENTIFIERS, rows=params["identifiers"]).consume()
@@ -298,13 +333,39 @@ class EventWriter:
                                   "at": epoch_ms(event.occurred_at)})
         return user_of, links, conflicts
 
-    def _prepare(
+    def _event_row(self, e: Event) -> EventRow:
+        p = e.properties
+        amount = float(p.price) * p.quantity if p.price is not None else None
+        device_id = self.pseudonymizer.device_id(e.device.id) if e.device is not None else None
+        props: dict[str, Any] = {
+            "event_id": e.event_id, "type": e.type.value, "source": e.source,
+        }
+        for key in ("item_id", "category", "brand", "order_id", "intent", "rating",
+                    "duration_s", "channel", "query"):
+            value = getattr(p, key)
+            if value is not None:
+                props[key] = value
+        if p.price is not None:
+            props["price"] = float(p.price)
+            props["quantity"] = p.quantity
+            props["amount"] = amount
+        if p.discount:
+            props["discount"] = p.discount
+        if p.text is not None:
+            props["text"] = self.pseudonymizer.scrub_text(p.text)
+        if p.query is not None:
+            props["query"] = self.pseudonymizer.scrub_text(p.query)
+        if device_id is not None:
+            props["device_id"] = device_id
+        return EventRow(epoch_ms(e.occurred_at), amount, device_id, props)
+
+    def _params(
         self,
         fresh: list[Event],
-        hashed: dict[str, list[tuple[str, str]]],
+        batch: PreparedBatch,
         known: dict[tuple[str, str], str],
     ) -> tuple[dict[str, list[Any]], list[Conflicting]]:
-        user_of, links, conflicts = self._resolve_users(fresh, hashed, known)
+        user_of, links, conflicts = self._resolve_users(fresh, batch.hashed, known)
         users: dict[str, dict[str, Any]] = {}
         sessions: dict[str, dict[str, Any]] = {}
         items: dict[str, dict[str, Any]] = {}
@@ -319,9 +380,9 @@ class EventWriter:
 
         for e in sorted(fresh, key=lambda ev: ev.occurred_at):
             uid = user_of[e.event_id]
-            at = epoch_ms(e.occurred_at)
+            row = batch.rows[e.event_id]
+            at, amount, device_id = row.at, row.amount, row.device_id
             p = e.properties
-            amount = float(p.price) * p.quantity if p.price is not None else None
             user = users.setdefault(uid, {
                 "id": uid, "first_seen": at, "last_seen": at, "events": 0, "page_views": 0,
                 "searches": 0, "carts": 0, "purchases": 0, "chat_messages": 0, "feedbacks": 0,
@@ -343,9 +404,7 @@ class EventWriter:
                 if e.profile.location is not None:
                     locations[uid] = {"user_id": uid, "at": at,
                                       "location": e.profile.location.model_dump(exclude_none=True)}
-            device_id = None
-            if e.device is not None:
-                device_id = self.pseudonymizer.device_id(e.device.id)
+            if e.device is not None and device_id is not None:
                 devices[(uid, device_id)] = {"user_id": uid, "id": device_id,
                                              "kind": e.device.kind}
             if p.category:
@@ -356,7 +415,9 @@ class EventWriter:
                 item = items.setdefault(p.item_id, {"id": p.item_id, "name": None, "price": None,
                                                     "category": None, "brand": None})
                 item["name"] = p.item_name or item["name"]
-                item["price"] = float(p.price) if p.price is not None else item["price"]
+                # A discounted sale's price is not the item's (list) price.
+                if p.price is not None and not p.discount:
+                    item["price"] = float(p.price)
                 item["category"] = p.category or item["category"]
                 item["brand"] = p.brand or item["brand"]
                 agg = interacted.setdefault((uid, p.item_id), {
@@ -387,28 +448,9 @@ class EventWriter:
                 if e.type is EventType.FEEDBACK and p.rating is not None:
                     explicit[(uid, p.category)] = {"user_id": uid, "category": p.category,
                                                    "weight": (p.rating - 3) / 2.0, "at": at}
-            props: dict[str, Any] = {
-                "event_id": e.event_id, "type": e.type.value, "source": e.source,
-            }
-            for key in ("item_id", "category", "brand", "order_id", "intent", "rating",
-                        "duration_s", "channel", "query"):
-                value = getattr(p, key)
-                if value is not None:
-                    props[key] = value
-            if p.price is not None:
-                props["price"] = float(p.price)
-                props["quantity"] = p.quantity
-                props["amount"] = amount
-            if p.discount:
-                props["discount"] = p.discount
-            if p.text is not None:
-                props["text"] = self.pseudonymizer.scrub_text(p.text)
-            if p.query is not None:
-                props["query"] = self.pseudonymizer.scrub_text(p.query)
-            if device_id is not None:
-                props["device_id"] = device_id
             interactions.append({"user_id": uid, "session_id": e.session_id, "at": at,
-                                 "item_id": p.item_id, "category": p.category, "props": props})
+                                 "item_id": p.item_id, "category": p.category,
+                                 "props": row.props})
 
         return {
             "users": Rows({**u, "profile": list(u["profile"].values())} for u in users.values()),

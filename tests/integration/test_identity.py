@@ -400,7 +400,7 @@ def test_an_identifier_linked_by_two_concurrent_writers_merges_their_users(
     user of their own: the one committing second finds the cookie taken and merges."""
     cookie = {"cookie": "ck-shared"}
     writer = EventWriter(graph, PZ)
-    prepare = EventWriter._prepare
+    prepare = EventWriter._params
     raced: list[bool] = []
 
     def racing_prepare(self: EventWriter, *args: Any) -> Any:
@@ -412,7 +412,7 @@ def test_an_identifier_linked_by_two_concurrent_writers_merges_their_users(
             assert other.write([ev("c1", {**C_IDS, **cookie}, "2026-10-05T10:00:00Z")]).written == 1
         return prepare(self, *args)
 
-    monkeypatch.setattr(EventWriter, "_prepare", racing_prepare)
+    monkeypatch.setattr(EventWriter, "_params", racing_prepare)
     result = writer.write([ev("a1", {**A_IDS, **cookie}, "2026-10-05T10:01:00Z")])
     assert raced and result.written == 1
     owners = graph.rows("MATCH (:Identifier {kind: 'cookie', hash: $h})-[:IDENTIFIES]->(u:User) "

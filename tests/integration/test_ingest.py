@@ -229,3 +229,27 @@ def test_a_late_event_does_not_overwrite_a_newer_profile(graph: Graph) -> None:
                        id=pz.user_id("cookie", "ck-late"))
     assert row == {"g": "female", "at": 1_791_194_400_000}  # 2026-10-05T10:00:00Z
     assert graph.rows("MATCH (u:User)-[:PERFORMED]->(i) RETURN count(i) AS n") == [{"n": 6}]
+
+
+def test_an_item_keeps_its_list_price_through_discounted_sales(graph: Graph) -> None:
+    """An item's price is the last undiscounted price seen; a discounted sale records what
+    was paid on the interaction only."""
+    from graph.events import Event
+
+    writer = EventWriter(graph, Pseudonymizer("k"))
+
+    def write(*events: dict[str, Any]) -> None:
+        writer.write([Event.model_validate(e) for e in events])
+
+    def item() -> dict[str, Any]:
+        [row] = graph.rows("MATCH (i:Item {id: 'sku-1'}) RETURN i.name AS name, i.price AS price")
+        return row
+
+    sale = {"item_id": "sku-1", "item_name": "Lamp", "price": "15.99", "discount": 0.2}
+    write(good_event("p1"), good_event("p2", occurred_at="2026-11-02T10:00:00Z", properties=sale))
+    assert item() == {"name": "Lamp", "price": 19.99}
+    assert graph.rows("MATCH (i:Interaction {event_id: 'p2'}) RETURN i.price AS p, "
+                      "i.discount AS d") == [{"p": 15.99, "d": 0.2}]
+    write(good_event("p3", occurred_at="2026-11-03T10:00:00Z",
+                     properties={"item_id": "sku-1", "price": "21.50"}))
+    assert item() == {"name": "Lamp", "price": 21.5}
