@@ -85,7 +85,7 @@ def replay_file(
                          "client.id": "personas-produce"}, logger=log)
     lines = sent = invalid = skipped = 0
     pending = 0
-    t0 = time.monotonic()
+    started = t0 = time.monotonic()
     with path.open("rb") as handle:
         for raw in handle:
             line = raw.rstrip(b"\r\n")
@@ -114,6 +114,12 @@ def replay_file(
                     producer.poll(0.05)
             producer.poll(0)
             sent += 1
+            if rate and sent == 1:
+                # The idempotent producer sends nothing until the broker gave it a producer id
+                # (about half a second). The pace starts once the first message is acknowledged,
+                # so that this set-up is not a burst of messages made late before they left.
+                producer.flush(30)
+                t0 = time.monotonic() - 1 / rate
     remaining = producer.flush(60)
     if on_progress is not None and pending:
         on_progress(pending)
@@ -122,4 +128,4 @@ def replay_file(
     if errors:
         log.warning("%d message(s) failed: %s", len(errors), errors[:3])
     return ReplaySummary(lines, sent - len(errors), invalid, skipped, len(errors),
-                         time.monotonic() - t0)
+                         time.monotonic() - started)

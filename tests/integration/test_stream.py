@@ -350,3 +350,35 @@ def test_produce_keys_are_pseudonymous(kafka: Settings, tmp_path: Path) -> None:
     for m in keyed:
         by_key.setdefault(m.key(), set()).add(m.partition())
     assert all(len(parts) == 1 for parts in by_key.values())
+
+
+def test_a_paced_replay_sends_each_message_when_it_is_stamped(kafka: Settings,
+                                                             tmp_path: Path) -> None:
+    """`personas produce --rate`: a message reaches the broker right after the producer
+    stamps it, from the start. The idempotent producer's set-up (its producer id, about half a
+    second) is waited for on the first message, instead of late-sending what followed."""
+    topic, _dlq, group = names("paced")
+    stream.ensure_topics(kafka, [topic])
+    reader = Consumer({"bootstrap.servers": kafka.kafka_bootstrap_servers, "group.id": group,
+                       "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                       "fetch.wait.max.ms": 10})
+    reader.subscribe([topic])
+    wait_for(lambda: reader.consume(1, timeout=0.1) == [] and bool(reader.assignment()), 30,
+             "the reader's partitions")
+    path = tmp_path / "paced.jsonl"
+    lines = demo_lines(1, seed=13)[:40]
+    path.write_text("".join(line + "\n" for line in lines))
+    replay = threading.Thread(target=replay_file, args=(kafka, path),
+                              kwargs={"topic": topic, "rate": 100.0})
+    replay.start()
+    late_ms: list[float] = []
+    deadline = time.monotonic() + 30
+    while len(late_ms) < len(lines) and time.monotonic() < deadline:
+        for m in reader.consume(100, timeout=0.1):
+            if m.error() is None:
+                late_ms.append(time.time() * 1000 - m.timestamp()[1])
+    replay.join(30)
+    reader.close()
+    assert len(late_ms) == len(lines)
+    # The first waited for the producer's set-up; the rest arrive as they are stamped.
+    assert max(late_ms[1:]) < 250, late_ms[:10]
