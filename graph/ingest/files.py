@@ -81,7 +81,12 @@ def ingest_file(
             for batch in batches():
                 # Prepared here, while the previous batch is being written: the writer's
                 # thread is the one Neo4j waits on.
-                prepared = writer.prepare(batch)
+                try:
+                    prepared = writer.prepare(batch)
+                except BaseException:
+                    if in_flight is not None:  # what was written is counted, or its error raised
+                        settle(*in_flight)
+                    raise
                 # The previous batch must have committed before the next is submitted, so a
                 # failure stops the load at a batch boundary.
                 if in_flight is not None:

@@ -118,7 +118,9 @@ def replay_file(
                 # The idempotent producer sends nothing until the broker gave it a producer id
                 # (about half a second). The pace starts once the first message is acknowledged,
                 # so that this set-up is not a burst of messages made late before they left.
-                producer.flush(30)
+                if producer.flush(30):
+                    log.warning("the first message is still unacknowledged after 30s; "
+                                "replaying at the rate anyway")
                 t0 = time.monotonic() - 1 / rate
     remaining = producer.flush(60)
     if on_progress is not None and pending:

@@ -186,6 +186,7 @@ class EventWriter:
               source: str = "file") -> WriteResult:
         """Write one batch in one transaction; events already stored are skipped, not re-counted.
 
+        ``events`` may come from ``prepare`` (whose time the batch metric then leaves out).
         ``source`` labels the batch in the metrics (a source family, see ``IngestMetrics``).
         """
         start = time.perf_counter()
@@ -334,6 +335,7 @@ class EventWriter:
         return user_of, links, conflicts
 
     def _event_row(self, e: Event) -> EventRow:
+        """An event's own contribution (``EventRow``): the same whoever its user is."""
         p = e.properties
         amount = float(p.price) * p.quantity if p.price is not None else None
         device_id = self.pseudonymizer.device_id(e.device.id) if e.device is not None else None

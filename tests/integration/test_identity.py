@@ -400,19 +400,19 @@ def test_an_identifier_linked_by_two_concurrent_writers_merges_their_users(
     user of their own: the one committing second finds the cookie taken and merges."""
     cookie = {"cookie": "ck-shared"}
     writer = EventWriter(graph, PZ)
-    prepare = EventWriter._params
+    params = EventWriter._params
     raced: list[bool] = []
 
-    def racing_prepare(self: EventWriter, *args: Any) -> Any:
+    def racing_params(self: EventWriter, *args: Any) -> Any:
         # Between this transaction's look-up of the cookie and its MERGE, another writer (its
         # own session and transaction) links the cookie to user C and commits.
         if not raced:
             raced.append(True)
             other = EventWriter(graph, PZ)
             assert other.write([ev("c1", {**C_IDS, **cookie}, "2026-10-05T10:00:00Z")]).written == 1
-        return prepare(self, *args)
+        return params(self, *args)
 
-    monkeypatch.setattr(EventWriter, "_params", racing_prepare)
+    monkeypatch.setattr(EventWriter, "_params", racing_params)
     result = writer.write([ev("a1", {**A_IDS, **cookie}, "2026-10-05T10:01:00Z")])
     assert raced and result.written == 1
     owners = graph.rows("MATCH (:Identifier {kind: 'cookie', hash: $h})-[:IDENTIFIES]->(u:User) "

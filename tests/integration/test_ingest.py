@@ -253,3 +253,27 @@ def test_an_item_keeps_its_list_price_through_discounted_sales(graph: Graph) -> 
     write(good_event("p3", occurred_at="2026-11-03T10:00:00Z",
                      properties={"item_id": "sku-1", "price": "21.50"}))
     assert item() == {"name": "Lamp", "price": 21.5}
+
+
+def test_a_location_takes_new_and_changed_values(graph: Graph) -> None:
+    """Locations are written only when a value differs (``UPSERT_LOCATIONS``): a value added
+    or changed later still lands; the same values again change nothing."""
+    from graph.events import Event
+
+    writer = EventWriter(graph, Pseudonymizer("k"))
+
+    def located(event_id: str, day: int, **location: Any) -> None:
+        writer.write([Event.model_validate(good_event(
+            event_id, occurred_at=f"2026-11-0{day}T10:00:00Z",
+            profile={"location": {"id": "berlin", **location}}))])
+
+    def location() -> list[dict[str, Any]]:
+        return graph.rows("MATCH (:User)-[:LOCATED_IN]->(l:Location) RETURN properties(l) AS l")
+
+    located("l1", 1, city="Berlin")
+    assert location() == [{"l": {"id": "berlin", "city": "Berlin"}}]
+    located("l2", 2, city="Berlin", lat=52.52)
+    assert location() == [{"l": {"id": "berlin", "city": "Berlin", "lat": 52.52}}]
+    located("l3", 3, city="Berlin-Mitte")
+    located("l4", 4, city="Berlin-Mitte")
+    assert location() == [{"l": {"id": "berlin", "city": "Berlin-Mitte", "lat": 52.52}}]
