@@ -41,14 +41,14 @@ from graph.errors import (
 )
 from graph.ingest.metrics import IngestMetrics
 from graph.ingest.pipeline import build_writer
-from graph.migrate import discover
+from graph.migrate import latest_version
 from graph.settings import Settings
 
 log = logging.getLogger(__name__)
 PRELOAD_SHUTDOWN_WAIT_S = 5.0
 
 
-def freeze_startup_objects(_: object = None) -> None:
+def freeze_startup_objects(_: object) -> None:
     """Move everything the service has loaded by now (schema, drivers, the segmentation model
     and the libraries behind it) out of the garbage collector's sight.
 
@@ -144,8 +144,7 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
 
     # The newest migration this code ships with, when its folder is at hand (a checkout, or
     # PERSONAS_MIGRATIONS_DIR).
-    expected_version = (max((m.version for m in discover(settings.migrations_dir)), default=None)
-                        if settings.migrations_dir.is_dir() else None)
+    expected_version = latest_version(settings.migrations_dir)
     app = FastAPI(title="persona-graph", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.add_exception_handler(PersonaError, persona_error)

@@ -21,35 +21,32 @@ class Response:
 
 
 class KeepAliveClient:
-    """POSTs to one host, on as many keep-alive connections as requests are in flight (up to
-    ``max_connections``). Responses must carry a Content-Length (no chunked bodies)."""
+    """POSTs JSON to one host, on as many keep-alive connections as requests are in flight (up
+    to ``MAX_CONNECTIONS``). Responses must carry a Content-Length (no chunked bodies)."""
+
+    MAX_CONNECTIONS = 256
 
     def __init__(self, host: str, port: int, headers: dict[str, str],
-                 max_connections: int = 256, timeout: float = 30.0) -> None:
+                 timeout: float = 30.0) -> None:
         self.host, self.port, self.timeout = host, port, timeout
         self._head = "".join(f"{k}: {v}\r\n" for k, v in
                              {"Host": f"{host}:{port}", **headers}.items())
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-        self._slots = asyncio.Semaphore(max_connections)
+        self._slots = asyncio.Semaphore(self.MAX_CONNECTIONS)
 
-    def request_bytes(self, path: str, body: bytes,
-                      content_type: str = "application/json") -> bytes:
+    def request_bytes(self, path: str, body: bytes) -> bytes:
         """A prepared POST, to send with ``send`` as often as needed."""
-        return (f"POST {path} HTTP/1.1\r\n{self._head}Content-Type: {content_type}\r\n"
+        return (f"POST {path} HTTP/1.1\r\n{self._head}Content-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
     async def send(self, request: bytes) -> Response:
         async with self._slots:
             if self._idle:
-                conn = self._idle.pop()
                 try:
-                    response = await self._on(conn, request)
+                    return await self._on(self._idle.pop(), request)
                 except (asyncio.IncompleteReadError, ConnectionError):
-                    # The server closed it while idle (keep-alive timeout): once more, fresh.
-                    response = await self._on(await self._connect(), request)
-            else:
-                response = await self._on(await self._connect(), request)
-            return response
+                    pass  # the server closed it while idle (keep-alive timeout): once more, fresh
+            return await self._on(await self._connect(), request)
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await asyncio.wait_for(asyncio.open_connection(self.host, self.port),

@@ -104,12 +104,9 @@ def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int]
 
 @contextmanager
 def migrated_graph(cfg: Settings) -> Iterator[Graph]:
-    """The graph, once its schema is known to be current (``migrate.require_current``). Without
-    a migrations folder (an installed package outside a checkout, PERSONAS_MIGRATIONS_DIR
-    unset) there is nothing to compare with, and the graph is opened as it is."""
+    """The graph, once its schema is known to be current (``migrate.require_current``)."""
     with open_graph(cfg) as graph:
-        if cfg.migrations_dir.is_dir():
-            migrations.require_current(graph, cfg.migrations_dir)
+        migrations.require_current(graph, cfg.migrations_dir)
         yield graph
 
 

@@ -123,11 +123,21 @@ def pending(graph: Graph, folder: Path) -> list[Migration]:
     return [s.migration for s in status(graph, folder) if not s.applied]
 
 
+def latest_version(folder: Path) -> int | None:
+    """The newest migration this code ships, or None without a migrations folder (a package
+    installed outside a checkout: there is nothing to compare with)."""
+    if not folder.is_dir():
+        return None
+    return max((m.version for m in discover(folder)), default=None)
+
+
 def require_current(graph: Graph, folder: Path) -> None:
-    """Refuse a database whose schema is behind this code's migrations. Without their
-    constraints and indexes every lookup by id scans a label (a 2,000-user demo load ran for
-    over 15 minutes without finishing, against under 2 with them), and nothing keeps ids
-    unique."""
+    """Refuse a database whose schema is behind this code's migrations (nothing to check
+    without a migrations folder). Without their constraints and indexes every lookup by id
+    scans a label (a 2,000-user demo load ran for over 15 minutes without finishing, against
+    under 2 with them), and nothing keeps ids unique."""
+    if not folder.is_dir():
+        return
     waiting = pending(graph, folder)
     if waiting:
         names = ", ".join(m.path.name for m in waiting[:3]) + (", ..." if len(waiting) > 3 else "")

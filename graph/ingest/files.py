@@ -78,22 +78,22 @@ def ingest_file(
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer") as pool:
             in_flight: tuple[Future[WriteResult], int] | None = None
-            for batch in batches():
-                # Prepared here, while the previous batch is being written: the writer's
-                # thread is the one Neo4j waits on.
-                try:
+            try:
+                for batch in batches():
+                    # Prepared here, while the previous batch is being written: the writer's
+                    # thread is the one Neo4j waits on.
                     prepared = writer.prepare(batch)
-                except BaseException:
-                    if in_flight is not None:  # what was written is counted, or its error raised
-                        settle(*in_flight)
-                    raise
-                # The previous batch must have committed before the next is submitted, so a
-                # failure stops the load at a batch boundary.
+                    # The previous batch must have committed before the next is submitted, so
+                    # a failure stops the load at a batch boundary.
+                    if in_flight is not None:
+                        previous, in_flight = in_flight, None
+                        settle(*previous)
+                    in_flight = (pool.submit(writer.write, prepared), len(batch))
+            finally:
+                # Also when reading or preparing failed: what was written is counted, or its
+                # error raised.
                 if in_flight is not None:
                     settle(*in_flight)
-                in_flight = (pool.submit(writer.write, prepared), len(batch))
-            if in_flight is not None:
-                settle(*in_flight)
     finally:
         dl.close()  # the rejects seen so far reach the graph's dead-letter index too
     return IngestSummary(records, written, duplicates, dl.count,

@@ -57,10 +57,8 @@ class EventRow:
 
     at: int
     """``occurred_at`` in epoch milliseconds."""
-    amount: float | None
-    device_id: str | None
     props: dict[str, Any]
-    """The Interaction node's properties (PII scrubbed)."""
+    """The Interaction node's properties (PII scrubbed, the device's id pseudonymous)."""
 
 
 @dataclass(frozen=True)
@@ -68,14 +66,11 @@ class PreparedBatch:
     """A batch made ready for its transaction without the graph (``EventWriter.prepare``):
     de-duplicated by ``event_id`` (first wins), identifiers hashed, each event's own rows."""
 
+    size: int
+    """Events given, duplicates included."""
     events: dict[str, Event]
-    in_batch_duplicates: int
     hashed: dict[str, list[tuple[str, str]]]
     rows: dict[str, EventRow]
-
-    @property
-    def size(self) -> int:
-        return len(self.events) + self.in_batch_duplicates
 
 
 class Assigner(Protocol):
@@ -169,9 +164,10 @@ class EventWriter:
                           "first newcomer")
 
     def prepare(self, events: Sequence[Event]) -> PreparedBatch:
-        """The part of a write that needs no graph: a caller with a thread of its own for
-        writing (the file import) runs this on the thread that reads, so that the writer's
-        thread keeps Neo4j busy."""
+        """The part of a write that needs no graph. The file import runs it on the thread that
+        reads, so that the writer's thread keeps Neo4j busy. The stream consumer does not: its
+        polling thread already parses, and preparing there too was measured slower (the two
+        threads then contend for the GIL; docs/performance.md)."""
         unique: dict[str, Event] = {}
         for event in events:
             unique.setdefault(event.event_id, event)
@@ -180,17 +176,17 @@ class EventWriter:
             for eid, e in unique.items()
         }
         rows = {eid: self._event_row(e) for eid, e in unique.items()}
-        return PreparedBatch(unique, len(events) - len(unique), hashed, rows)
+        return PreparedBatch(len(events), unique, hashed, rows)
 
     def write(self, events: Sequence[Event] | PreparedBatch, *,
               source: str = "file") -> WriteResult:
         """Write one batch in one transaction; events already stored are skipped, not re-counted.
 
-        ``events`` may come from ``prepare`` (whose time the batch metric then leaves out).
+        ``events`` may come from ``prepare``; the batch metric times the write only, either way.
         ``source`` labels the batch in the metrics (a source family, see ``IngestMetrics``).
         """
-        start = time.perf_counter()
         batch = events if isinstance(events, PreparedBatch) else self.prepare(events)
+        start = time.perf_counter()
         result = self._write(batch)
         if self.metrics is not None:
             self.metrics.batch(source, time.perf_counter() - start, result.written,
@@ -203,7 +199,7 @@ class EventWriter:
 
     def _write(self, batch: PreparedBatch) -> WriteResult:
         if not batch.events:
-            return WriteResult(0, batch.in_batch_duplicates)
+            return WriteResult(0, 0)
         written, users, stored, erased = self.graph.write(
             lambda tx: self._write_tx(tx, batch))
         if self.assigner is not None and users:
@@ -343,7 +339,7 @@ class EventWriter:
             "event_id": e.event_id, "type": e.type.value, "source": e.source,
         }
         for key in ("item_id", "category", "brand", "order_id", "intent", "rating",
-                    "duration_s", "channel", "query"):
+                    "duration_s", "channel"):
             value = getattr(p, key)
             if value is not None:
                 props[key] = value
@@ -359,7 +355,7 @@ class EventWriter:
             props["query"] = self.pseudonymizer.scrub_text(p.query)
         if device_id is not None:
             props["device_id"] = device_id
-        return EventRow(epoch_ms(e.occurred_at), amount, device_id, props)
+        return EventRow(epoch_ms(e.occurred_at), props)
 
     def _params(
         self,
@@ -383,7 +379,7 @@ class EventWriter:
         for e in sorted(fresh, key=lambda ev: ev.occurred_at):
             uid = user_of[e.event_id]
             row = batch.rows[e.event_id]
-            at, amount, device_id = row.at, row.amount, row.device_id
+            at, amount = row.at, row.props.get("amount")
             p = e.properties
             user = users.setdefault(uid, {
                 "id": uid, "first_seen": at, "last_seen": at, "events": 0, "page_views": 0,
@@ -406,7 +402,8 @@ class EventWriter:
                 if e.profile.location is not None:
                     locations[uid] = {"user_id": uid, "at": at,
                                       "location": e.profile.location.model_dump(exclude_none=True)}
-            if e.device is not None and device_id is not None:
+            if e.device is not None:
+                device_id = row.props["device_id"]
                 devices[(uid, device_id)] = {"user_id": uid, "id": device_id,
                                              "kind": e.device.kind}
             if p.category:

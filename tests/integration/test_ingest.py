@@ -9,6 +9,7 @@ import pytest
 
 from graph.db import Graph
 from graph.demo import DemoPopulation
+from graph.events import Event
 from graph.ingest.aggregates import decayed
 from graph.ingest.files import ingest_file
 from graph.ingest.writer import EventWriter
@@ -74,8 +75,6 @@ def test_aggregates_and_preferences_follow_events(graph: Graph, settings) -> Non
         good_event("e4", type="feedback", occurred_at="2026-11-02T09:02:00Z",
                    properties={"category": "books", "rating": 5}),
     ]
-    from graph.events import Event
-
     result = writer.write([Event.model_validate(e) for e in events])
     assert (result.written, result.duplicates) == (4, 0)
     user = graph.rows("MATCH (u:User) RETURN u.events AS events, u.purchases AS purchases, "
@@ -111,8 +110,6 @@ def test_aggregates_and_preferences_follow_events(graph: Graph, settings) -> Non
 
 
 def test_pii_never_reaches_the_graph(graph: Graph) -> None:
-    from graph.events import Event
-
     writer = EventWriter(graph, Pseudonymizer("k"))
     chat = good_event("c1", type="chat_message", properties={
         "text": "Call me on +44 20 7946 0958 or write to jane.doe@example.com please"})
@@ -191,8 +188,6 @@ def test_missing_file_is_a_clear_error(cli_env, tmp_path: Path) -> None:
 
 def test_a_late_event_does_not_overwrite_a_newer_profile(graph: Graph) -> None:
     """Profiles (demographics, location) are last-write-wins by event time, across batches."""
-    from graph.events import Event
-
     pz = Pseudonymizer("k")
     writer = EventWriter(graph, pz)
     user = {"cookie": "ck-late"}
@@ -234,8 +229,6 @@ def test_a_late_event_does_not_overwrite_a_newer_profile(graph: Graph) -> None:
 def test_an_item_keeps_its_list_price_through_discounted_sales(graph: Graph) -> None:
     """An item's price is the last undiscounted price seen; a discounted sale records what
     was paid on the interaction only."""
-    from graph.events import Event
-
     writer = EventWriter(graph, Pseudonymizer("k"))
 
     def write(*events: dict[str, Any]) -> None:
@@ -257,9 +250,7 @@ def test_an_item_keeps_its_list_price_through_discounted_sales(graph: Graph) -> 
 
 def test_a_location_takes_new_and_changed_values(graph: Graph) -> None:
     """Locations are written only when a value differs (``UPSERT_LOCATIONS``): a value added
-    or changed later still lands; the same values again change nothing."""
-    from graph.events import Event
-
+    or changed later still lands, and the same values again leave them as they are."""
     writer = EventWriter(graph, Pseudonymizer("k"))
 
     def located(event_id: str, day: int, **location: Any) -> None:
