@@ -243,14 +243,23 @@ class User:
                        analytics=u.get("consent_analytics") is not False),
                    prefetched=prefetched)
 
+    def _ahead(self) -> tuple[Wanted, dict[str, Any]] | None:
+        return (self.prefetched.wanted, self.prefetched.row) if self.prefetched else None
+
     @strawberry.field(description="The persona (at `asOf` when the user was asked for then), "
                       "with confidence and the features that explain it.")
     async def persona(self, info: strawberry.Info[Context, None]) -> UserPersona | None:
         if self.as_of is not None:
             rows = await info.context.rows(q.USER_PERSONA_AS_OF, id=self.id, as_of=self.as_of)
             return UserPersona.from_row(rows[0]) if rows else None
-        row = await info.context.loaders.persona.load(self.id)
+        row = await self._persona_row(info)
         return UserPersona.from_row(row) if row else None
+
+    async def _persona_row(self, info: strawberry.Info[Context, None]) -> dict[str, Any] | None:
+        ahead = self._ahead()
+        if ahead and ahead[0].persona:
+            return ahead[1] if ahead[1]["persona"] is not None else None
+        return await info.context.loaders.persona.load(self.id)
 
     @strawberry.field(description="The user's leaf segment in the latest run, then each parent "
                       "up to the root.")
@@ -284,13 +293,13 @@ class User:
                       "consent: the best-sellers, the same for everyone.")
     async def recommendations(self, info: strawberry.Info[Context, None],
                               first: int = RECOMMENDATIONS_FIRST) -> list[Recommendation]:
-        ahead = self.prefetched
-        if not self.consents.personalization:
+        ahead = self._ahead()
+        if ahead and ahead[0].recommendations == first and self.consents.personalization:
+            rows = ahead[1]["recommendations"]
+        elif not self.consents.personalization:
             # Nothing of the user is read: the same best-sellers everyone is offered.
             rows = await info.context.rows(POPULAR, user_id=self.id,
                                            first=info.context.page(first), personal=False)
-        elif ahead and ahead.wanted.recommendations == first:
-            rows = ahead.row["recommendations"]
         else:
             params = recommend_params(self.id, info.context.page(first), self.as_of)
             rows = await info.context.rows(RECOMMEND, **params)
@@ -302,9 +311,9 @@ class User:
                       "local events.")
     async def context(self, info: strawberry.Info[Context, None],
                       first_events: int = EVENTS_FIRST) -> Situation | None:
-        ahead = self.prefetched
-        if ahead and ahead.wanted.events == first_events:
-            row = ahead.row
+        ahead = self._ahead()
+        if ahead and ahead[0].events == first_events:
+            row = ahead[1]
             return situation_from(row["location"], row["weather"], row["upcoming_events"])
         now = self.as_of or datetime.now(UTC)
         return await situation(info.context, self.id, now, info.context.page(first_events))
@@ -312,7 +321,7 @@ class User:
     @strawberry.field(description="Persona and leaf segment from the latest segmentation.",
                       deprecation_reason="Use `persona` (with confidence) and `segments`.")
     async def membership(self, info: strawberry.Info[Context, None]) -> Membership | None:
-        row = await info.context.loaders.persona.load(self.id)
+        row = await self._persona_row(info)
         if row is None:
             return None
         segment = Segment.from_record(row["segment"], row["persona"])
@@ -324,10 +333,15 @@ class User:
                           first: int = PREFERENCES_FIRST) -> list[Preference]:
         if not self.consents.personalization:
             return []
+        ahead = self._ahead()
         if self.as_of is not None:
             return await preferences_as_of(info.context, self.id, self.as_of,
                                            info.context.page(first))
-        rows = await info.context.loaders.preferences.load((self.id, info.context.page(first)))
+        if ahead and ahead[0].preferences == first:
+            rows = ahead[1]["prefs"]
+        else:
+            rows = await info.context.loaders.preferences.load((self.id,
+                                                                info.context.page(first)))
         return [Preference(category=r["category"], weight=r["weight"] or 0.0,
                            source=r["source"], updated_at=native(r["updated_at"]))
                 for r in rows]
@@ -395,11 +409,4 @@ async def user_with_profile(info: strawberry.Info[Context, None], query: Literal
         query, **params, **profile_params(want, info.context.settings, datetime.now(UTC)))
     if not rows:
         raise NotFound(missing)
-    row = rows[0]
-    user = User.from_record(row, prefetched=Prefetched(want, row))
-    # The parts the fields' DataLoaders would fetch go into their cache for this request.
-    if want.persona:
-        info.context.loaders.persona.prime(user.id, row if row["persona"] is not None else None)
-    if want.preferences is not None and user.consents.personalization:
-        info.context.loaders.preferences.prime((user.id, want.preferences), row["prefs"])
-    return user
+    return User.from_record(rows[0], prefetched=Prefetched(want, rows[0]))
