@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from graph.events import Event
 from graph.ingest.deadletter import DeadLetterFile, DeadLetterStore
 from graph.ingest.reader import Parsed, read_events
-from graph.ingest.writer import EventWriter, WriteResult
+from graph.ingest.writer import EventWriter, Plan, WriteResult
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,25 @@ class IngestSummary:
     erased: int = 0
     """Events refused because they name a user erased after they happened (not dead-lettered:
     that would keep what the erasure removed)."""
+
+
+WRITER_SWITCH_INTERVAL_S = 0.0005
+"""How long the reading thread may keep the GIL while the writer's thread waits for it.
+
+The writer's thread wakes up once per statement of a batch's transaction (about 16), each time
+Neo4j answers, and then needs the GIL, which the reading thread (parsing, planning the next
+batch) holds most of the time. Python's default switch interval, 5 ms, made that wait a large
+part of a batch's time (docs/performance.md)."""
+
+
+@contextmanager
+def _switch_interval(seconds: float) -> Iterator[None]:
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(seconds)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 def default_dead_letter_path(path: Path) -> Path:
@@ -66,7 +87,7 @@ def ingest_file(
         if batch:
             yield batch
 
-    def settle(future: Future[WriteResult], size: int) -> None:
+    def settle(future: Future[WriteResult], size: int) -> WriteResult:
         nonlocal written, duplicates, erased
         result = future.result()
         written += result.written
@@ -74,26 +95,33 @@ def ingest_file(
         erased += len(result.erased)
         if on_progress:
             on_progress(size)
+        return result
 
     try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer") as pool:
-            in_flight: tuple[Future[WriteResult], int] | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer") as pool, \
+                _switch_interval(WRITER_SWITCH_INTERVAL_S):
+            in_flight: tuple[Future[WriteResult], int, Plan | None] | None = None
             try:
                 for batch in batches():
-                    # Prepared here, while the previous batch is being written: the writer's
-                    # thread is the one Neo4j waits on.
+                    # Worked out here, while the previous batch is being written: the writer's
+                    # thread is the one Neo4j waits on. A plan builds on the batch in flight,
+                    # and holds if that one is written as planned.
                     prepared = writer.prepare(batch)
+                    plan: Plan | None = None
+                    if in_flight is None or in_flight[2] is not None:
+                        plan = writer.plan(prepared, after=in_flight[2] if in_flight else None)
                     # The previous batch must have committed before the next is submitted, so
                     # a failure stops the load at a batch boundary.
                     if in_flight is not None:
                         previous, in_flight = in_flight, None
-                        settle(*previous)
-                    in_flight = (pool.submit(writer.write, prepared), len(batch))
+                        if not settle(previous[0], previous[1]).as_planned:
+                            plan = None
+                    in_flight = (pool.submit(writer.write, plan or prepared), len(batch), plan)
             finally:
                 # Also when reading or preparing failed: what was written is counted, or its
                 # error raised.
                 if in_flight is not None:
-                    settle(*in_flight)
+                    settle(in_flight[0], in_flight[1])
     finally:
         dl.close()  # the rejects seen so far reach the graph's dead-letter index too
     return IngestSummary(records, written, duplicates, dl.count,

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from neo4j import ManagedTransaction
+from neo4j.exceptions import ConstraintError
 
 from graph.db import Graph, Rows
 from graph.events import Event, EventType
@@ -49,6 +50,9 @@ class WriteResult:
     """Event ids of the batch that the graph already held (found inside the transaction)."""
     erased: frozenset[str] = frozenset()
     """Event ids refused: they name an identifier of a user erased after the event happened."""
+    as_planned: bool = False
+    """Written exactly as its ``Plan`` said, and no users merged: a plan made on top of this
+    batch (``EventWriter.plan(after=...)``) holds."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,33 @@ class PreparedBatch:
     events: dict[str, Event]
     hashed: dict[str, list[tuple[str, str]]]
     rows: dict[str, EventRow]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A batch's writes worked out ahead of its transaction (``EventWriter.plan``), from a read
+    of the graph and the writes of the batch in flight meanwhile."""
+
+    batch: PreparedBatch
+    existing: frozenset[str]
+    """Event ids the graph (or the batch in flight) already holds."""
+    erased: frozenset[str]
+    fresh: tuple[Event, ...]
+    params: dict[str, list[Any]]
+    """The statements' rows (``EventWriter._params``); empty when nothing is fresh."""
+    conflicts: tuple[Conflicting, ...]
+    owners: frozenset[str]
+    """Users the read found owning the batch's identifiers. The plan is written only if they
+    are all still users then (none merged away or erased meanwhile)."""
+
+
+_Outcome = tuple[int, list[str], set[str], set[str], bool]
+"""A batch transaction's result: events written, the batch's users, events found stored, events
+refused as erased, and whether users were merged."""
+
+
+class StalePlan(Exception):
+    """The graph changed under a plan between its read and its transaction."""
 
 
 class Assigner(Protocol):
@@ -178,14 +209,36 @@ class EventWriter:
         rows = {eid: self._event_row(e) for eid, e in unique.items()}
         return PreparedBatch(len(events), unique, hashed, rows)
 
-    def write(self, events: Sequence[Event] | PreparedBatch, *,
+    def plan(self, batch: PreparedBatch, after: Plan | None = None) -> Plan:
+        """Work out ``batch``'s writes ahead of its transaction, so that the writer's thread only
+        sends them: the look-ups run in a read transaction of their own and the rows are built
+        here (the file import does this on its reading thread, while the previous batch is
+        being written).
+
+        ``after`` is the plan of the batch being written meanwhile, which this read may not see:
+        its events and identifier links count as stored. A plan holds only if that batch is
+        written as planned (``WriteResult.as_planned``); the caller writes the batch itself
+        otherwise. ``write`` checks a plan's users inside its transaction and works the batch
+        out again there if the graph changed meanwhile.
+        """
+        existing, resolved = self.graph.read(lambda tx: self._look_up(tx, batch))
+        if after is not None:
+            existing |= batch.events.keys() & {e.event_id for e in after.fresh}
+            owners = dict(resolved.owners)
+            for link in after.params.get("identifiers", ()):
+                owners[(link["kind"], link["hash"])] = link["user_id"]
+            resolved = Resolved(owners, resolved.erased_at)
+        return self._plan(batch, existing, resolved)
+
+    def write(self, events: Sequence[Event] | PreparedBatch | Plan, *,
               source: str = "file") -> WriteResult:
         """Write one batch in one transaction; events already stored are skipped, not re-counted.
 
-        ``events`` may come from ``prepare``; the batch metric times the write only, either way.
-        ``source`` labels the batch in the metrics (a source family, see ``IngestMetrics``).
+        ``events`` may come from ``prepare`` or ``plan``; the batch metric times the write only,
+        either way. ``source`` labels the batch in the metrics (a source family, see
+        ``IngestMetrics``).
         """
-        batch = events if isinstance(events, PreparedBatch) else self.prepare(events)
+        batch = events if isinstance(events, PreparedBatch | Plan) else self.prepare(events)
         start = time.perf_counter()
         result = self._write(batch)
         if self.metrics is not None:
@@ -197,67 +250,85 @@ class EventWriter:
             log.info("refused %d events of erased users (source %s)", len(result.erased), source)
         return result
 
-    def _write(self, batch: PreparedBatch) -> WriteResult:
-        if not batch.events:
+    def _write(self, batch: PreparedBatch | Plan) -> WriteResult:
+        prepared = batch.batch if isinstance(batch, Plan) else batch
+        if not prepared.events:
             return WriteResult(0, 0)
-        written, users, stored, erased = self.graph.write(
-            lambda tx: self._write_tx(tx, batch))
+        outcome = self._write_planned(batch) if isinstance(batch, Plan) else None
+        if outcome is None:
+            batch = prepared
+            outcome = self.graph.write(lambda tx: self._write_tx(tx, prepared))
+        written, users, stored, erased, merged = outcome
         if self.assigner is not None and users:
             try:
                 self.assigner.assign(users)
             except Exception:  # noqa: BLE001 - the events are committed; the next run assigns
                 log.exception("segment assignment after a batch failed; the events are stored")
-        return WriteResult(written, batch.size - written - len(erased), tuple(users),
-                           frozenset(stored), frozenset(erased))
+        return WriteResult(written, prepared.size - written - len(erased), tuple(users),
+                           frozenset(stored), frozenset(erased),
+                           as_planned=isinstance(batch, Plan) and not merged)
 
-    def _write_tx(
-        self,
-        tx: ManagedTransaction,
-        batch: PreparedBatch,
-    ) -> tuple[int, list[str], set[str], set[str]]:
-        events, hashed = batch.events, batch.hashed
-        existing = {r["id"] for r in tx.run(q.EXISTING_EVENTS, ids=Rows(events))}
-        fresh = [e for eid, e in events.items() if eid not in existing]
-        resolved = resolve_identifiers(tx, {p for e in fresh for p in hashed[e.event_id]})
+    def _write_planned(self, plan: Plan) -> _Outcome | None:
+        """Write a plan, or None if the graph changed under it: another writer stored some of
+        its events, or merged or erased one of its users, since the plan's read."""
+        try:
+            return self.graph.write(lambda tx: self._write_planned_tx(tx, plan))
+        except (StalePlan, ConstraintError) as exc:
+            log.info("a batch planned ahead is worked out again: %s", exc)
+            return None
+
+    @staticmethod
+    def _look_up(tx: ManagedTransaction,
+                 batch: PreparedBatch) -> tuple[set[str], Resolved]:
+        """The batch's events already stored, and what the graph holds on the identifiers of
+        the others."""
+        existing = {r["id"] for r in tx.run(q.EXISTING_EVENTS, ids=Rows(batch.events))}
+        pairs = {p for eid in batch.events if eid not in existing for p in batch.hashed[eid]}
+        return existing, resolve_identifiers(tx, pairs)
+
+    def _plan(self, batch: PreparedBatch, existing: set[str], resolved: Resolved) -> Plan:
+        fresh = [e for eid, e in batch.events.items() if eid not in existing]
         # A replay of old events must not bring an erased user back (newer events are a new
         # start).
         erased = {e.event_id for e in fresh
-                  if resolved.erased_since(hashed[e.event_id], e.occurred_at)}
+                  if resolved.erased_since(batch.hashed[e.event_id], e.occurred_at)}
         if erased:
             fresh = [e for e in fresh if e.event_id not in erased]
+        params, conflicts = self._params(fresh, batch, resolved.owners) if fresh else ({}, [])
+        owners = frozenset(resolved.owners[p] for e in fresh for p in batch.hashed[e.event_id]
+                           if p in resolved.owners)
+        return Plan(batch, frozenset(existing), frozenset(erased), tuple(fresh), params,
+                    tuple(conflicts), owners)
+
+    def _write_planned_tx(self, tx: ManagedTransaction,
+                          plan: Plan) -> _Outcome:
+        if plan.owners:
+            live = tx.run(q.COUNT_USERS, ids=sorted(plan.owners)).single(strict=True)["n"]
+            if live != len(plan.owners):
+                raise StalePlan(f"{len(plan.owners) - live} of its users merged or erased")
+        return self._apply_tx(tx, plan)
+
+    def _write_tx(self, tx: ManagedTransaction,
+                  batch: PreparedBatch) -> _Outcome:
+        return self._apply_tx(tx, self._plan(batch, *self._look_up(tx, batch)))
+
+    def _apply_tx(self, tx: ManagedTransaction,
+                  plan: Plan) -> _Outcome:
+        fresh, hashed, params = list(plan.fresh), plan.batch.hashed, plan.params
+        existing, erased = set(plan.existing), set(plan.erased)
         if not fresh:
-            return 0, [], existing, erased
-        params, conflicts = self._params(fresh, batch, resolved.owners)
-        tx.run(q.UPSERT_USERS, rows=params["users"]).consume()
+            return 0, [], existing, erased, False
+        conflicts = list(plan.conflicts)
+        tx.run(q.WRITE_BATCH, {
+            **params, "decay_per_ms": DECAY_PER_MS,
+            "inferred_users": sorted({r["user_id"] for r in params["inferred"]}),
+        }).consume()
         if params["identifiers"]:
-            tx.run(q.LINK_IDENTIFIERS, rows=params["identifiers"]).consume()
             conflicts += self._contested(tx, fresh, hashed, params["identifiers"])
-        if params["locations"]:
-            tx.run(q.UPSERT_LOCATIONS, rows=params["locations"]).consume()
-        if params["devices"]:
-            tx.run(q.UPSERT_DEVICES, rows=params["devices"]).consume()
-        if params["categories"]:
-            tx.run(q.UPSERT_CATEGORIES, names=params["categories"]).consume()
-        if params["brands"]:
-            tx.run(q.UPSERT_BRANDS, names=params["brands"]).consume()
-        if params["items"]:
-            tx.run(q.UPSERT_ITEMS, rows=params["items"]).consume()
-        if params["sessions"]:
-            tx.run(q.UPSERT_SESSIONS, rows=params["sessions"]).consume()
-        tx.run(q.CREATE_INTERACTIONS, rows=params["interactions"]).consume()
-        if params["interacted"]:
-            tx.run(q.UPDATE_INTERACTED, rows=params["interacted"]).consume()
-        if params["inferred"]:
-            tx.run(q.UPDATE_INFERRED_PREFERENCES, rows=params["inferred"],
-                   decay_per_ms=DECAY_PER_MS).consume()
-            tx.run(q.NORMALIZE_INFERRED_PREFERENCES, decay_per_ms=DECAY_PER_MS,
-                   user_ids=sorted({r["user_id"] for r in params["inferred"]})).consume()
-        if params["explicit"]:
-            tx.run(q.SET_EXPLICIT_PREFERENCES, rows=params["explicit"]).consume()
         users = [u["id"] for u in params["users"]]
         if conflicts:
             users = self._merge_conflicts(tx, conflicts, users)
-        return len(fresh), users, existing, erased
+        return len(fresh), users, existing, erased, bool(conflicts)
 
     @staticmethod
     def _contested(tx: ManagedTransaction, fresh: list[Event],
