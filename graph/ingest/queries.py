@@ -178,14 +178,40 @@ MERGE (u)-[r:HAD_SESSION]->(s)
 REMOVE r.via_merge
 """
 
-# Look-ups come before the CREATE so the planner needs no Eager barrier between them.
+# Each row names its user, session, item and category by position in `$refs` (a list per kind,
+# each name once): a batch looks each node up once instead of once per event (four index seeks
+# an event were a fifth of the batch's time in Neo4j). `collect([n])` keeps a position for a
+# node not found. Look-ups come before the CREATE so the planner needs no Eager barrier between
+# them.
 CREATE_INTERACTIONS = """
 CYPHER replan=skip
+CALL {
+  UNWIND range(0, size($refs.users) - 1) AS k
+  OPTIONAL MATCH (u:User {id: $refs.users[k]})
+  WITH k, u ORDER BY k
+  RETURN collect([u]) AS users
+}
+CALL {
+  UNWIND range(0, size($refs.sessions) - 1) AS k
+  OPTIONAL MATCH (s:Session {id: $refs.sessions[k]})
+  WITH k, s ORDER BY k
+  RETURN collect([s]) AS sessions
+}
+CALL {
+  UNWIND range(0, size($refs.items) - 1) AS k
+  OPTIONAL MATCH (it:Item {id: $refs.items[k]})
+  WITH k, it ORDER BY k
+  RETURN collect([it]) AS items
+}
+CALL {
+  UNWIND range(0, size($refs.categories) - 1) AS k
+  OPTIONAL MATCH (c:Category {name: $refs.categories[k]})
+  WITH k, c ORDER BY k
+  RETURN collect([c]) AS categories
+}
 UNWIND $rows AS row
-MATCH (u:User {id: row.user_id})
-OPTIONAL MATCH (s:Session {id: row.session_id})
-OPTIONAL MATCH (it:Item {id: row.item_id})
-OPTIONAL MATCH (c:Category {name: row.category})
+WITH row, users[row.u][0] AS u, sessions[row.s][0] AS s, items[row.it][0] AS it,
+     categories[row.c][0] AS c
 CREATE (u)-[:PERFORMED]->(i:Interaction)
 SET i = row.props, i.at = datetime({epochMillis: row.at})
 FOREACH (_ IN CASE WHEN s IS NULL THEN [] ELSE [1] END | CREATE (i)-[:IN_SESSION]->(s))
@@ -282,7 +308,7 @@ WRITE_BATCH = "\nCYPHER replan=skip\n" + "".join((
     _unit(UPSERT_BRANDS, names="brands"),
     _unit(UPSERT_ITEMS, rows="items"),
     _unit(UPSERT_SESSIONS, rows="sessions"),
-    _unit(CREATE_INTERACTIONS, rows="interactions"),
+    _unit(CREATE_INTERACTIONS, rows="interactions", refs="interaction_refs"),
     _unit(UPDATE_INTERACTED, rows="interacted"),
     _unit(UPDATE_INFERRED_PREFERENCES, rows="inferred"),
     _unit(NORMALIZE_INFERRED_PREFERENCES, user_ids="inferred_users"),

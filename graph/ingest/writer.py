@@ -87,7 +87,7 @@ class Plan:
     """Event ids the graph (or the batch in flight) already holds."""
     erased: frozenset[str]
     fresh: tuple[Event, ...]
-    params: dict[str, list[Any]]
+    params: dict[str, Any]
     """The statements' rows (``EventWriter._params``); empty when nothing is fresh."""
     conflicts: tuple[Conflicting, ...]
     owners: frozenset[str]
@@ -433,7 +433,7 @@ class EventWriter:
         fresh: list[Event],
         batch: PreparedBatch,
         known: dict[tuple[str, str], str],
-    ) -> tuple[dict[str, list[Any]], list[Conflicting]]:
+    ) -> tuple[dict[str, Any], list[Conflicting]]:
         user_of, links, conflicts = self._resolve_users(fresh, batch.hashed, known)
         users: dict[str, dict[str, Any]] = {}
         sessions: dict[str, dict[str, Any]] = {}
@@ -446,6 +446,12 @@ class EventWriter:
         categories: set[str] = set()
         brands: set[str] = set()
         interactions: list[dict[str, Any]] = []
+        refs: dict[str, dict[str, int]] = {"users": {}, "sessions": {}, "items": {},
+                                           "categories": {}}
+
+        def ref(kind: str, name: str | None) -> int | None:
+            """``name``'s position in ``refs[kind]`` (see ``CREATE_INTERACTIONS``)."""
+            return None if name is None else refs[kind].setdefault(name, len(refs[kind]))
 
         for e in sorted(fresh, key=lambda ev: ev.occurred_at):
             uid = user_of[e.event_id]
@@ -518,8 +524,9 @@ class EventWriter:
                 if e.type is EventType.FEEDBACK and p.rating is not None:
                     explicit[(uid, p.category)] = {"user_id": uid, "category": p.category,
                                                    "weight": (p.rating - 3) / 2.0, "at": at}
-            interactions.append({"user_id": uid, "session_id": e.session_id, "at": at,
-                                 "item_id": p.item_id, "category": p.category,
+            interactions.append({"u": ref("users", uid), "s": ref("sessions", e.session_id),
+                                 "it": ref("items", p.item_id),
+                                 "c": ref("categories", p.category), "at": at,
                                  "props": row.props})
 
         return {
@@ -532,6 +539,7 @@ class EventWriter:
             "items": Rows(items.values()),
             "sessions": Rows(sessions.values()),
             "interactions": Rows(interactions),
+            "interaction_refs": {kind: list(names) for kind, names in refs.items()},
             "interacted": Rows(interacted.values()),
             "inferred": Rows(inferred.values()),
             "explicit": Rows(explicit.values()),
