@@ -291,7 +291,8 @@ class EventWriter:
         # A replay of old events must not bring an erased user back (newer events are a new
         # start).
         erased = {e.event_id for e in fresh
-                  if resolved.erased_since(batch.hashed[e.event_id], e.occurred_at)}
+                  if resolved.erased_since(batch.hashed[e.event_id], e.occurred_at)
+                  } if resolved.erased_at else set()
         if erased:
             fresh = [e for e in fresh if e.event_id not in erased]
         params, conflicts = self._params(fresh, batch, resolved.owners) if fresh else ({}, [])
