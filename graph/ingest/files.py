@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -30,20 +31,33 @@ class IngestSummary:
 WRITER_SWITCH_INTERVAL_S = 0.0005
 """How long the reading thread may keep the GIL while the writer's thread waits for it.
 
-The writer's thread wakes up once per statement of a batch's transaction (about 16), each time
-Neo4j answers, and then needs the GIL, which the reading thread (parsing, planning the next
-batch) holds most of the time. Python's default switch interval, 5 ms, made that wait a large
-part of a batch's time (docs/performance.md)."""
+The writer's thread wakes up three or four times a batch, each time Neo4j answers, and then
+needs the GIL, which the reading thread (parsing, planning the next batch) holds most of the
+time. With Python's default switch interval, 5 ms, a load ran at 8,522-9,468 events/s against
+10,041-10,183 with this one (docs/performance.md)."""
+
+_switch_lock = threading.Lock()
+_switch_users = 0
+_switch_before = 0.0
 
 
 @contextmanager
 def _switch_interval(seconds: float) -> Iterator[None]:
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(seconds)
+    """The process's GIL switch interval set to ``seconds`` while any import runs; the first
+    import in sets it, the last one out restores it."""
+    global _switch_users, _switch_before
+    with _switch_lock:
+        if _switch_users == 0:
+            _switch_before = sys.getswitchinterval()
+            sys.setswitchinterval(seconds)
+        _switch_users += 1
     try:
         yield
     finally:
-        sys.setswitchinterval(before)
+        with _switch_lock:
+            _switch_users -= 1
+            if _switch_users == 0:
+                sys.setswitchinterval(_switch_before)
 
 
 def default_dead_letter_path(path: Path) -> Path:
@@ -62,9 +76,11 @@ def ingest_file(
     """Load one JSONL/CSV file; every malformed record goes to the dead-letter file with its
     reason, and to the graph as a ``DeadLetter`` node (PII scrubbed, see ``deadletter``).
 
-    Parsing and preparing the next batch (``EventWriter.prepare``) overlaps with writing the
-    previous one (one writer thread, so batches commit in file order). ``on_progress`` is
-    called with the number of records handled.
+    Parsing, preparing and planning the next batch (``EventWriter.prepare``,
+    ``EventWriter.plan``) overlaps with writing the previous one (one writer thread, so batches
+    commit in file order); a batch is planned on top of the one in flight. While it runs, the
+    process's GIL switch interval is ``WRITER_SWITCH_INTERVAL_S``. ``on_progress`` is called
+    with the number of records handled.
     """
     dl = DeadLetterFile(dead_letter or default_dead_letter_path(path), str(path),
                         writer.pseudonymizer, DeadLetterStore(writer.graph))
@@ -100,23 +116,22 @@ def ingest_file(
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer") as pool, \
                 _switch_interval(WRITER_SWITCH_INTERVAL_S):
-            in_flight: tuple[Future[WriteResult], int, Plan | None] | None = None
+            in_flight: tuple[Future[WriteResult], int, Plan] | None = None
             try:
                 for batch in batches():
                     # Worked out here, while the previous batch is being written: the writer's
-                    # thread is the one Neo4j waits on. A plan builds on the batch in flight,
-                    # and holds if that one is written as planned.
+                    # thread is the one Neo4j waits on.
                     prepared = writer.prepare(batch)
-                    plan: Plan | None = None
-                    if in_flight is None or in_flight[2] is not None:
-                        plan = writer.plan(prepared, after=in_flight[2] if in_flight else None)
+                    plan = writer.plan(prepared, after=in_flight[2] if in_flight else None)
                     # The previous batch must have committed before the next is submitted, so
                     # a failure stops the load at a batch boundary.
                     if in_flight is not None:
                         previous, in_flight = in_flight, None
                         if not settle(previous[0], previous[1]).as_planned:
-                            plan = None
-                    in_flight = (pool.submit(writer.write, plan or prepared), len(batch), plan)
+                            # The plan built on what that batch did not do (it merged users,
+                            # or was worked out again); nothing is in flight now.
+                            plan = writer.plan(prepared)
+                    in_flight = (pool.submit(writer.write, plan), len(batch), plan)
             finally:
                 # Also when reading or preparing failed: what was written is counted, or its
                 # error raised.

@@ -1,4 +1,5 @@
-"""Cypher for event ingestion. Every statement takes a batch as ``$rows`` (one UNWIND a statement).
+"""Cypher for event ingestion. Every statement takes a batch as ``$rows`` (one UNWIND a statement;
+``WRITE_BATCH`` runs the writes of a batch as one).
 
 A device, session, location or explicit preference the writer touches becomes the user's own:
 ``REMOVE r.via_merge`` drops the mark of a copy made by a merge (``graph/identity``), so that
@@ -15,14 +16,20 @@ Times travel as epoch milliseconds and become DateTime values here: the Python d
 
 from __future__ import annotations
 
+import re
+
 USER_COUNT = "MATCH (u:User) RETURN count(u) AS n"
 
-# How many of $ids are users (a merged user is a MergedUser, an erased one is gone).
-COUNT_USERS = """
+# How many of a plan's identifier links still hold (graph/ingest/writer.py, EventWriter.plan):
+# a merge leaves the merged user a MergedUser, an unmerge moves identifiers back, an erasure
+# deletes both.
+HELD_LINKS = """
 CYPHER replan=skip
-UNWIND $ids AS id
-MATCH (u:User {id: id})
-RETURN count(u) AS n
+UNWIND $rows AS row
+WITH row WHERE EXISTS {
+  (:Identifier {kind: row.kind, hash: row.hash})-[:IDENTIFIES]->(:User {id: row.user_id})
+}
+RETURN count(row) AS n
 """
 
 EXISTING_EVENTS = """
@@ -289,15 +296,18 @@ SET p.weight = row.weight, p.updated_at = at
 def _unit(statement: str, **renamed: str) -> str:
     """``statement`` as a unit subquery of ``WRITE_BATCH``, its parameters renamed (each
     statement here names its rows ``$rows``)."""
-    body = statement.removeprefix("\nCYPHER replan=skip\n")
+    prefix = "\nCYPHER replan=skip\n"
+    if not statement.startswith(prefix):
+        raise ValueError("a WRITE_BATCH part must start with CYPHER replan=skip")
+    body = statement.removeprefix(prefix)
     for old, new in renamed.items():
-        body = body.replace(f"${old}", f"${new}")
+        body = re.sub(rf"\${old}\b", f"${new}", body)
     return "CALL {\n" + body + "}\n"
 
 
 # A batch's writes in the order above, as one statement: one round trip instead of one a
-# statement. The writer's thread then waits for Neo4j about twice a batch instead of about 16
-# times, and each of those waits ended with a wait for the GIL held by the thread reading and
+# statement. The writer's thread then waits for Neo4j three or four times a batch instead of
+# about 16, and each of those waits ended with a wait for the GIL held by the thread reading and
 # planning the next batch (docs/performance.md). An empty list leaves its part out.
 WRITE_BATCH = "\nCYPHER replan=skip\n" + "".join((
     _unit(UPSERT_USERS, rows="users"),

@@ -2,8 +2,15 @@
 
 One batch is one managed transaction: events already in the graph are filtered out first, then
 users, identifiers, catalogue, sessions, interactions and the per-user aggregates and inferred
-preferences are written with one ``UNWIND`` statement each. A retry after a transient error re-runs
-the whole function, including the filter, so nothing is counted twice.
+preferences are written, one ``UNWIND`` each, all in one statement (``WRITE_BATCH``). A retry
+after a transient error re-runs the whole function, including the filter, so nothing is counted
+twice.
+
+The file import works a batch out ahead (``EventWriter.plan``: the filter and look-ups in a read
+transaction of their own, the rows built) while the previous batch is being written. The
+batch's transaction then checks that the identifier links the plan relied on still hold, and
+writes; an event another writer stored meanwhile makes the uniqueness constraint on
+``event_id`` refuse the transaction, and the batch is worked out again inside one.
 """
 
 from __future__ import annotations
@@ -47,7 +54,8 @@ class WriteResult:
     user_ids: tuple[str, ...] = ()
     """Users the written events belong to."""
     stored: frozenset[str] = frozenset()
-    """Event ids of the batch that the graph already held (found inside the transaction)."""
+    """Event ids of the batch that the graph already held (or, for a plan, that the batch
+    written before it stored)."""
     erased: frozenset[str] = frozenset()
     """Event ids refused: they name an identifier of a user erased after the event happened."""
     as_planned: bool = False
@@ -90,9 +98,10 @@ class Plan:
     params: dict[str, Any]
     """The statements' rows (``EventWriter._params``); empty when nothing is fresh."""
     conflicts: tuple[Conflicting, ...]
-    owners: frozenset[str]
-    """Users the read found owning the batch's identifiers. The plan is written only if they
-    are all still users then (none merged away or erased meanwhile)."""
+    links: Rows
+    """The identifier-to-user links (``kind``, ``hash``, ``user_id``) the plan relied on. It is
+    written only if they all still hold then: a merge, an unmerge or an erasure meanwhile
+    changes them, and the batch is worked out again."""
 
 
 _Outcome = tuple[int, list[str], set[str], set[str], bool]
@@ -255,8 +264,8 @@ class EventWriter:
         if not prepared.events:
             return WriteResult(0, 0)
         outcome = self._write_planned(batch) if isinstance(batch, Plan) else None
+        planned = outcome is not None
         if outcome is None:
-            batch = prepared
             outcome = self.graph.write(lambda tx: self._write_tx(tx, prepared))
         written, users, stored, erased, merged = outcome
         if self.assigner is not None and users:
@@ -266,11 +275,11 @@ class EventWriter:
                 log.exception("segment assignment after a batch failed; the events are stored")
         return WriteResult(written, prepared.size - written - len(erased), tuple(users),
                            frozenset(stored), frozenset(erased),
-                           as_planned=isinstance(batch, Plan) and not merged)
+                           as_planned=planned and not merged)
 
     def _write_planned(self, plan: Plan) -> _Outcome | None:
-        """Write a plan, or None if the graph changed under it: another writer stored some of
-        its events, or merged or erased one of its users, since the plan's read."""
+        """Write a plan, or None if the graph changed under it since the plan's read: another
+        writer stored some of its events, or changed an identifier link it relied on."""
         try:
             return self.graph.write(lambda tx: self._write_planned_tx(tx, plan))
         except (StalePlan, ConstraintError) as exc:
@@ -296,17 +305,19 @@ class EventWriter:
         if erased:
             fresh = [e for e in fresh if e.event_id not in erased]
         params, conflicts = self._params(fresh, batch, resolved.owners) if fresh else ({}, [])
-        owners = frozenset(resolved.owners[p] for e in fresh for p in batch.hashed[e.event_id]
-                           if p in resolved.owners)
+        pairs = {p for e in fresh for p in batch.hashed[e.event_id] if p in resolved.owners}
+        links = Rows({"kind": kind, "hash": digest, "user_id": resolved.owners[(kind, digest)]}
+                     for kind, digest in sorted(pairs))
         return Plan(batch, frozenset(existing), frozenset(erased), tuple(fresh), params,
-                    tuple(conflicts), owners)
+                    tuple(conflicts), links)
 
     def _write_planned_tx(self, tx: ManagedTransaction,
                           plan: Plan) -> _Outcome:
-        if plan.owners:
-            live = tx.run(q.COUNT_USERS, ids=sorted(plan.owners)).single(strict=True)["n"]
-            if live != len(plan.owners):
-                raise StalePlan(f"{len(plan.owners) - live} of its users merged or erased")
+        if plan.links:
+            held = tx.run(q.HELD_LINKS, rows=plan.links).single(strict=True)["n"]
+            if held != len(plan.links):
+                raise StalePlan(f"{len(plan.links) - held} of the identifier links it relied "
+                                "on changed")
         return self._apply_tx(tx, plan)
 
     def _write_tx(self, tx: ManagedTransaction,
@@ -322,7 +333,7 @@ class EventWriter:
         conflicts = list(plan.conflicts)
         tx.run(q.WRITE_BATCH, {
             **params, "decay_per_ms": DECAY_PER_MS,
-            "inferred_users": sorted({r["user_id"] for r in params["inferred"]}),
+            "inferred_users": Rows(sorted({r["user_id"] for r in params["inferred"]})),
         }).consume()
         if params["identifiers"]:
             conflicts += self._contested(tx, fresh, hashed, params["identifiers"])
@@ -540,7 +551,7 @@ class EventWriter:
             "items": Rows(items.values()),
             "sessions": Rows(sessions.values()),
             "interactions": Rows(interactions),
-            "interaction_refs": {kind: list(names) for kind, names in refs.items()},
+            "interaction_refs": {kind: Rows(names) for kind, names in refs.items()},
             "interacted": Rows(interacted.values()),
             "inferred": Rows(inferred.values()),
             "explicit": Rows(explicit.values()),

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from graph.db import Graph
+from graph.db import Graph, wipe
 from graph.events import Event
-from graph.identity.merge import merge_users
+from graph.identity.merge import merge_users, unmerge
 from graph.ingest.files import ingest_file
-from graph.ingest.writer import EventWriter
+from graph.ingest.writer import EventWriter, Plan, WriteResult
 from graph.privacy import Pseudonymizer
 from tests.helpers import graph_counts
 
@@ -29,6 +29,24 @@ def event(event_id: str, minute: int, user: dict[str, str], **properties: Any) -
         "session_id": f"s-{user.get('cookie') or user.get('crm_id')}",
         "properties": {"item_id": "sku-1", "category": "books", **properties},
     })
+
+
+class RecordingWriter(EventWriter):
+    """Records, for each batch written, whether it came planned and was written as planned."""
+
+    def __init__(self, graph: Graph) -> None:
+        super().__init__(graph, Pseudonymizer("k"))
+        self.writes: list[tuple[bool, bool]] = []
+
+    def write(self, events: Any, *, source: str = "file") -> WriteResult:
+        result = super().write(events, source=source)
+        self.writes.append((isinstance(events, Plan), result.as_planned))
+        return result
+
+
+def write_file(path: Path, events: list[Event]) -> Path:
+    path.write_text("".join(e.model_dump_json() + "\n" for e in events))
+    return path
 
 
 def user_rows(graph: Graph) -> list[dict[str, Any]]:
@@ -91,9 +109,44 @@ def test_a_plan_whose_user_was_merged_meanwhile_goes_to_the_survivor(graph: Grap
     assert user_rows(graph) == [{"id": ann_id, "events": 3, "identifiers": 2}]
 
 
+def test_a_plan_whose_identifier_was_unmerged_meanwhile_follows_it(graph: Graph) -> None:
+    writer = EventWriter(graph, Pseudonymizer("k"))
+    ann, bob = {"crm_id": "crm-ann"}, {"cookie": "ck-bob"}
+    writer.write([event("a1", 1, ann), event("b1", 2, bob)])
+    (ann_id,) = writer.plan(writer.prepare([event("a2", 2, ann)])).params["users"]
+    (bob_id,) = {r["id"] for r in user_rows(graph)} - {ann_id["id"]}
+    merge_id = merge_users(graph, ann_id["id"], bob_id, source="test", reason="same person?")
+    plan = writer.plan(writer.prepare([event("b2", 3, bob)]))
+    assert [u["id"] for u in plan.params["users"]] == [ann_id["id"]]
+    unmerge(graph, merge_id)  # not the same person after all: ck-bob is Bob's again
+
+    result = writer.write(plan)
+    assert (result.written, result.as_planned, result.user_ids) == (1, False, (bob_id,))
+    assert {r["id"]: r["events"] for r in user_rows(graph)} == {ann_id["id"]: 1, bob_id: 2}
+
+
+def test_planning_resumes_after_a_batch_that_merged_users(graph: Graph, tmp_path: Path) -> None:
+    """A batch that merges users cannot be built on; the batch after it is planned on its own,
+    and the ones after that build on their predecessor again."""
+    ann, bob = {"cookie": "ck-ann"}, {"cookie": "ck-bob", "email": "bob@example.com"}
+    events = [event(f"a{n}", n, ann) for n in range(6)] + \
+        [event(f"b{n}", 10 + n, bob) for n in range(4)] + \
+        [event("both", 20, {"cookie": "ck-ann", "email": "bob@example.com"})] + \
+        [event(f"c{n}", 30 + n, ann) for n in range(9)]
+    writer = RecordingWriter(graph)
+    summary = ingest_file(writer, write_file(tmp_path / "events.jsonl", events), batch_size=4,
+                          max_line_bytes=100_000)
+
+    assert (summary.written, summary.duplicates) == (20, 0)
+    # Batch 3 (b2, b3, both, c0) merges Ann and Bob; every batch still comes planned.
+    assert writer.writes == [(True, True), (True, True), (True, False), (True, True),
+                             (True, True)]
+    assert [r["events"] for r in user_rows(graph)] == [20]
+
+
 def test_small_batches_load_like_one(graph: Graph, tmp_path: Path) -> None:
     """Many planned batches, users spread over several of them and an event repeated in the
-    next batch, give the graph one batch gives."""
+    next batch, give the graph one batch gives, every batch written as planned."""
     lines = []
     for n in range(60):
         user = {"cookie": f"ck-{n // 7}"} if n % 3 else {"cookie": f"ck-{n // 7}",
@@ -106,9 +159,10 @@ def test_small_batches_load_like_one(graph: Graph, tmp_path: Path) -> None:
     interval = sys.getswitchinterval()
 
     def load(batch_size: int) -> tuple[Any, ...]:
-        graph.execute("MATCH (n) WHERE NOT n:Migration DETACH DELETE n")
-        summary = ingest_file(EventWriter(graph, Pseudonymizer("k")), path,
-                              batch_size=batch_size, max_line_bytes=100_000)
+        wipe(graph)
+        writer = RecordingWriter(graph)
+        summary = ingest_file(writer, path, batch_size=batch_size, max_line_bytes=100_000)
+        assert writer.writes == [(True, True)] * len(writer.writes)
         prefs = graph.rows("MATCH (u:User)-[p:PREFERS]->(c) RETURN u.id AS u, c.name AS c, "
                            "round(p.score, 9) AS s, round(p.weight, 9) AS w ORDER BY u, c")
         interacted = graph.rows("MATCH (u:User)-[r:INTERACTED]->(i) RETURN u.id AS u, "
