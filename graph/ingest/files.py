@@ -31,10 +31,11 @@ class IngestSummary:
 WRITER_SWITCH_INTERVAL_S = 0.0005
 """How long the reading thread may keep the GIL while the writer's thread waits for it.
 
-The writer's thread wakes up three or four times a batch, each time Neo4j answers, and then
-needs the GIL, which the reading thread (parsing, planning the next batch) holds most of the
-time. With Python's default switch interval, 5 ms, a load ran at 8,522-9,468 events/s against
-10,041-10,183 with this one (docs/performance.md)."""
+The writer's thread wakes up each time Neo4j answers (twice a batch), and then needs the GIL,
+which the reading thread (parsing, planning the next batch) holds most of the time. With
+Python's default switch interval, 5 ms, a load ran at 8,522-9,468 events/s against
+10,041-10,183 with this one, measured when it woke three or four times a batch
+(docs/performance.md)."""
 
 _switch_lock = threading.Lock()
 _switch_users = 0

@@ -20,18 +20,6 @@ import re
 
 USER_COUNT = "MATCH (u:User) RETURN count(u) AS n"
 
-# How many of a plan's identifier links still hold (graph/ingest/writer.py, EventWriter.plan):
-# a merge leaves the merged user a MergedUser, an unmerge moves identifiers back, an erasure
-# deletes both.
-HELD_LINKS = """
-CYPHER replan=skip
-UNWIND $rows AS row
-WITH row WHERE EXISTS {
-  (:Identifier {kind: row.kind, hash: row.hash})-[:IDENTIFIES]->(:User {id: row.user_id})
-}
-RETURN count(row) AS n
-"""
-
 EXISTING_EVENTS = """
 CYPHER replan=skip
 UNWIND $ids AS id
@@ -293,23 +281,41 @@ SET p.weight = row.weight, p.updated_at = at
 """
 
 
-def _unit(statement: str, **renamed: str) -> str:
-    """``statement`` as a unit subquery of ``WRITE_BATCH``, its parameters renamed (each
-    statement here names its rows ``$rows``)."""
+def _body(statement: str, **renamed: str) -> str:
+    """``statement`` without its ``CYPHER`` prefix, its parameters renamed (each statement here
+    names its rows ``$rows``), to become a part of ``WRITE_BATCH``."""
     prefix = "\nCYPHER replan=skip\n"
     if not statement.startswith(prefix):
         raise ValueError("a WRITE_BATCH part must start with CYPHER replan=skip")
     body = statement.removeprefix(prefix)
     for old, new in renamed.items():
         body = re.sub(rf"\${old}\b", f"${new}", body)
-    return "CALL {\n" + body + "}\n"
+    return body
 
 
-# A batch's writes in the order above, as one statement: one round trip instead of one a
-# statement. The writer's thread then waits for Neo4j three or four times a batch instead of
-# about 16, and each of those waits ended with a wait for the GIL held by the thread reading and
-# planning the next batch (docs/performance.md). An empty list leaves its part out.
-WRITE_BATCH = "\nCYPHER replan=skip\n" + "".join((
+def _unit(statement: str, **renamed: str) -> str:
+    return "CALL {\n" + _body(statement, **renamed) + "}\n"
+
+
+# A batch's writes in the order above, as one statement with one round trip. The writer's thread
+# then waits for Neo4j twice a batch (this and the commit) instead of about 16 times, and each
+# of those waits ended with a wait for the GIL held by the thread reading and planning the next
+# batch (docs/performance.md). An empty list leaves its part out.
+#
+# It first counts which of `$links` still hold: the identifier-to-user links a batch planned
+# ahead relied on (EventWriter.plan; a merge leaves the merged user a MergedUser, an unmerge
+# moves identifiers back, an erasure deletes both). If any changed, nothing is written and no
+# row returned. At the end it returns the identifiers just linked that a concurrent writer
+# linked to another user (CONTESTED_IDENTIFIERS), for the writer to merge their owners.
+WRITE_BATCH = "\nCYPHER replan=skip\n" + """CALL {
+  UNWIND $links AS row
+  WITH row WHERE EXISTS {
+    (:Identifier {kind: row.kind, hash: row.hash})-[:IDENTIFIES]->(:User {id: row.user_id})
+  }
+  RETURN count(row) AS held
+}
+WITH held WHERE held = size($links)
+""" + "".join((
     _unit(UPSERT_USERS, rows="users"),
     _unit(LINK_IDENTIFIERS, rows="identifiers"),
     _unit(UPSERT_LOCATIONS, rows="locations"),
@@ -323,7 +329,11 @@ WRITE_BATCH = "\nCYPHER replan=skip\n" + "".join((
     _unit(UPDATE_INFERRED_PREFERENCES, rows="inferred"),
     _unit(NORMALIZE_INFERRED_PREFERENCES, user_ids="inferred_users"),
     _unit(SET_EXPLICIT_PREFERENCES, rows="explicit"),
-))
+)) + "CALL {\nCALL {\n" + _body(CONTESTED_IDENTIFIERS, rows="identifiers") + """}
+RETURN collect({kind: kind, hash: hash, owners: owners}) AS contested
+}
+RETURN contested
+"""
 
 # ---- rebuilding a user's aggregates from their interactions (graph/ingest/aggregates.py) ----
 # Used after identity resolution moved interactions between users. `$counters` maps an event

@@ -159,17 +159,20 @@ def resolve_identifiers(tx: ManagedTransaction, pairs: Collection[tuple[str, str
     return Resolved(owners, erased_at)
 
 
-def contested_links(tx: ManagedTransaction,
-                    links: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[str]]]:
+def contested_links(tx: ManagedTransaction, links: list[dict[str, Any]],
+                    found: list[dict[str, Any]] | None = None,
+                    ) -> list[tuple[dict[str, Any], list[str]]]:
     """Links this transaction just made (``LINK_IDENTIFIERS`` rows) to identifiers that a
     concurrent writer linked to another user first, each with the users the identifier names
     now. This transaction's link to each is removed again, so that merging the users (the
     caller's part) moves the other writer's link to the survivor and an unmerge gives it back.
-    Events and CRM records alike."""
+    Events and CRM records alike. ``found``: the ``CONTESTED_IDENTIFIERS`` rows when the
+    caller's statement returned them already (``WRITE_BATCH``)."""
     if not links:
         return []
-    rows = tx.run(q.CONTESTED_IDENTIFIERS,
-                  rows=Rows({"kind": r["kind"], "hash": r["hash"]} for r in links)).data()
+    rows = found if found is not None else tx.run(
+        q.CONTESTED_IDENTIFIERS,
+        rows=Rows({"kind": r["kind"], "hash": r["hash"]} for r in links)).data()
     if not rows:
         return []
     owners = {(r["kind"], r["hash"]): list(r["owners"]) for r in rows}
@@ -311,32 +314,29 @@ class EventWriter:
         return Plan(batch, frozenset(existing), frozenset(erased), tuple(fresh), params,
                     tuple(conflicts), links)
 
-    def _write_planned_tx(self, tx: ManagedTransaction,
-                          plan: Plan) -> _Outcome:
-        if plan.links:
-            held = tx.run(q.HELD_LINKS, rows=plan.links).single(strict=True)["n"]
-            if held != len(plan.links):
-                raise StalePlan(f"{len(plan.links) - held} of the identifier links it relied "
-                                "on changed")
-        return self._apply_tx(tx, plan)
+    def _write_planned_tx(self, tx: ManagedTransaction, plan: Plan) -> _Outcome:
+        return self._apply_tx(tx, plan, plan.links)
 
-    def _write_tx(self, tx: ManagedTransaction,
-                  batch: PreparedBatch) -> _Outcome:
-        return self._apply_tx(tx, self._plan(batch, *self._look_up(tx, batch)))
+    def _write_tx(self, tx: ManagedTransaction, batch: PreparedBatch) -> _Outcome:
+        return self._apply_tx(tx, self._plan(batch, *self._look_up(tx, batch)), Rows())
 
-    def _apply_tx(self, tx: ManagedTransaction,
-                  plan: Plan) -> _Outcome:
+    def _apply_tx(self, tx: ManagedTransaction, plan: Plan, links: Rows) -> _Outcome:
+        """The plan's writes, if the identifier ``links`` it relied on still hold (the plan's
+        own links when it was made ahead of the transaction, none when just now)."""
         fresh, hashed, params = list(plan.fresh), plan.batch.hashed, plan.params
         existing, erased = set(plan.existing), set(plan.erased)
         if not fresh:
             return 0, [], existing, erased, False
         conflicts = list(plan.conflicts)
-        tx.run(q.WRITE_BATCH, {
-            **params, "decay_per_ms": DECAY_PER_MS,
+        record = tx.run(q.WRITE_BATCH, {
+            **params, "links": links, "decay_per_ms": DECAY_PER_MS,
             "inferred_users": Rows(sorted({r["user_id"] for r in params["inferred"]})),
-        }).consume()
-        if params["identifiers"]:
-            conflicts += self._contested(tx, fresh, hashed, params["identifiers"])
+        }).single()
+        if record is None:
+            raise StalePlan("an identifier link it relied on changed")
+        if record["contested"]:
+            conflicts += self._contested(tx, fresh, hashed, params["identifiers"],
+                                         record["contested"])
         users = [u["id"] for u in params["users"]]
         if conflicts:
             users = self._merge_conflicts(tx, conflicts, users)
@@ -345,10 +345,11 @@ class EventWriter:
     @staticmethod
     def _contested(tx: ManagedTransaction, fresh: list[Event],
                    hashed: dict[str, list[tuple[str, str]]],
-                   links: list[dict[str, Any]]) -> list[Conflicting]:
-        """Identifiers this batch linked that a concurrent writer linked to another user first:
-        their owners are to be merged (``_merge_conflicts``)."""
-        contested = contested_links(tx, links)
+                   links: list[dict[str, Any]], found: list[dict[str, Any]],
+                   ) -> list[Conflicting]:
+        """Identifiers this batch linked that a concurrent writer linked to another user first
+        (``found`` by ``WRITE_BATCH``): their owners are to be merged (``_merge_conflicts``)."""
+        contested = contested_links(tx, links, found)
         if not contested:
             return []
         by_pair: dict[tuple[str, str], Event] = {}
