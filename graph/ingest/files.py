@@ -104,40 +104,40 @@ def ingest_file(
         if batch:
             yield batch
 
-    def settle(future: Future[WriteResult], size: int) -> WriteResult:
+    def settle(future: Future[WriteResult], plan: Plan) -> WriteResult:
         nonlocal written, duplicates, erased
         result = future.result()
         written += result.written
         duplicates += result.duplicates
         erased += len(result.erased)
         if on_progress:
-            on_progress(size)
+            on_progress(plan.batch.size)
         return result
 
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer") as pool, \
                 _switch_interval(WRITER_SWITCH_INTERVAL_S):
-            in_flight: tuple[Future[WriteResult], int, Plan] | None = None
+            in_flight: tuple[Future[WriteResult], Plan] | None = None
             try:
                 for batch in batches():
                     # Worked out here, while the previous batch is being written: the writer's
                     # thread is the one Neo4j waits on.
                     prepared = writer.prepare(batch)
-                    plan = writer.plan(prepared, after=in_flight[2] if in_flight else None)
+                    plan = writer.plan(prepared, after=in_flight[1] if in_flight else None)
                     # The previous batch must have committed before the next is submitted, so
                     # a failure stops the load at a batch boundary.
                     if in_flight is not None:
                         previous, in_flight = in_flight, None
-                        if not settle(previous[0], previous[1]).as_planned:
+                        if not settle(*previous).as_planned:
                             # The plan built on what that batch did not do (it merged users,
                             # or was worked out again); nothing is in flight now.
                             plan = writer.plan(prepared)
-                    in_flight = (pool.submit(writer.write, plan), len(batch), plan)
+                    in_flight = (pool.submit(writer.write, plan), plan)
             finally:
                 # Also when reading or preparing failed: what was written is counted, or its
                 # error raised.
                 if in_flight is not None:
-                    settle(in_flight[0], in_flight[1])
+                    settle(*in_flight)
     finally:
         dl.close()  # the rejects seen so far reach the graph's dead-letter index too
     return IngestSummary(records, written, duplicates, dl.count,

@@ -230,8 +230,9 @@ class EventWriter:
         ``after`` is the plan of the batch being written meanwhile, which this read may not see:
         its events and identifier links count as stored. A plan holds only if that batch is
         written as planned (``WriteResult.as_planned``); the caller writes the batch itself
-        otherwise. ``write`` checks a plan's users inside its transaction and works the batch
-        out again there if the graph changed meanwhile.
+        otherwise. ``write`` checks inside its transaction that the identifier links the plan
+        relied on still hold, and works the batch out again there if the graph changed
+        meanwhile.
         """
         existing, resolved = self.graph.read(lambda tx: self._look_up(tx, batch))
         if after is not None:
@@ -284,7 +285,7 @@ class EventWriter:
         """Write a plan, or None if the graph changed under it since the plan's read: another
         writer stored some of its events, or changed an identifier link it relied on."""
         try:
-            return self.graph.write(lambda tx: self._write_planned_tx(tx, plan))
+            return self.graph.write(lambda tx: self._apply_tx(tx, plan, plan.links))
         except (StalePlan, ConstraintError) as exc:
             log.info("a batch planned ahead is worked out again: %s", exc)
             return None
@@ -313,9 +314,6 @@ class EventWriter:
                      for kind, digest in sorted(pairs))
         return Plan(batch, frozenset(existing), frozenset(erased), tuple(fresh), params,
                     tuple(conflicts), links)
-
-    def _write_planned_tx(self, tx: ManagedTransaction, plan: Plan) -> _Outcome:
-        return self._apply_tx(tx, plan, plan.links)
 
     def _write_tx(self, tx: ManagedTransaction, batch: PreparedBatch) -> _Outcome:
         return self._apply_tx(tx, self._plan(batch, *self._look_up(tx, batch)), Rows())
