@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from graph.events import Event
 from graph.ingest.deadletter import DeadLetterFile, DeadLetterStore
 from graph.ingest.reader import Parsed, read_events
+from graph.ingest.runtime import bulk_load_runtime
 from graph.ingest.writer import EventWriter, Plan, WriteResult
 
 
@@ -26,39 +24,6 @@ class IngestSummary:
     erased: int = 0
     """Events refused because they name a user erased after they happened (not dead-lettered:
     that would keep what the erasure removed)."""
-
-
-WRITER_SWITCH_INTERVAL_S = 0.0005
-"""How long the reading thread may keep the GIL while the writer's thread waits for it.
-
-The writer's thread wakes up each time Neo4j answers (twice a batch), and then needs the GIL,
-which the reading thread (parsing, planning the next batch) holds most of the time. With
-Python's default switch interval, 5 ms, a load ran at 8,522-9,468 events/s against
-10,041-10,183 with this one, measured when it woke three or four times a batch
-(docs/performance.md)."""
-
-_switch_lock = threading.Lock()
-_switch_users = 0
-_switch_before = 0.0
-
-
-@contextmanager
-def _switch_interval(seconds: float) -> Iterator[None]:
-    """The process's GIL switch interval set to ``seconds`` while any import runs; the first
-    import in sets it, the last one out restores it."""
-    global _switch_users, _switch_before
-    with _switch_lock:
-        if _switch_users == 0:
-            _switch_before = sys.getswitchinterval()
-            sys.setswitchinterval(seconds)
-        _switch_users += 1
-    try:
-        yield
-    finally:
-        with _switch_lock:
-            _switch_users -= 1
-            if _switch_users == 0:
-                sys.setswitchinterval(_switch_before)
 
 
 def default_dead_letter_path(path: Path) -> Path:
@@ -80,8 +45,8 @@ def ingest_file(
     Parsing, preparing and planning the next batch (``EventWriter.prepare``,
     ``EventWriter.plan``) overlaps with writing the previous one (one writer thread, so batches
     commit in file order); a batch is planned on top of the one in flight. While it runs, the
-    process's GIL switch interval is ``WRITER_SWITCH_INTERVAL_S``. ``on_progress`` is called
-    with the number of records handled.
+    interpreter is tuned for it (``bulk_load_runtime``: GIL switch interval, garbage
+    collector). ``on_progress`` is called with the number of records handled.
     """
     dl = DeadLetterFile(dead_letter or default_dead_letter_path(path), str(path),
                         writer.pseudonymizer, DeadLetterStore(writer.graph))
@@ -116,7 +81,7 @@ def ingest_file(
 
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer") as pool, \
-                _switch_interval(WRITER_SWITCH_INTERVAL_S):
+                bulk_load_runtime():
             in_flight: tuple[Future[WriteResult], Plan] | None = None
             try:
                 for batch in batches():
