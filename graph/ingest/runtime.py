@@ -27,11 +27,11 @@ YOUNG_GC_THRESHOLD = 20_000
 
 A load allocates a dozen container objects an event (parsed JSON, the validated event, its
 rows), nearly all freed by reference counting, none in cycles; at the default the collector ran
-every 50-odd events and its full collections walked every object the process holds, with the
-GIL held, so the writer's thread could not send the next batch meanwhile. Objects alive when
-the load starts are frozen (``gc.freeze``) out of those walks too. Measured on a 200k-event
-load: the reading thread's CPU went from 68-83 to 56-60 µs an event, and the load from
-8,276-9,737 to 9,454-10,303 events/s, alternated (docs/performance.md)."""
+every 50-odd events, and its full collections walked every object the process holds. Objects
+alive when the load starts are frozen (``gc.freeze``) out of those walks too. Alternated
+200k-event loads: the Python process's CPU went from 78-93 to 71-83 µs an event (preparing a
+batch from 16-19 to 11-13); the load's rate did not move measurably, as Neo4j's side of a batch
+is the longer one (docs/performance.md)."""
 
 _lock = threading.Lock()
 _users = 0
