@@ -49,6 +49,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3,
                         help="timed batched loads, each into an empty graph; the median counts")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     settings = bench_settings()
     batch_size = args.batch_size or settings.batch_size
 

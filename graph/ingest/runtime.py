@@ -1,8 +1,8 @@
 """The interpreter tuned for a bulk load while one runs (``bulk_load_runtime``).
 
-Both settings are the process's: the first load running applies them, the last one out restores
-what was there before, so loads running at once in one process (``ingest_file`` called from
-several threads) never undo each other's.
+The GIL switch interval and the garbage collector's thresholds are the process's: the first load
+running sets them, the last one out restores what was there before, so loads running at once in
+one process (``ingest_file`` called from several threads) never undo each other's.
 """
 
 from __future__ import annotations
@@ -23,36 +23,34 @@ Python's default switch interval, 5 ms, a load ran at 8,522-9,468 events/s again
 (docs/performance.md)."""
 
 YOUNG_GC_THRESHOLD = 20_000
-"""Allocations between two collections of the youngest generation (Python's default: 700).
+"""Net allocations of container objects between two collections of the youngest generation
+(Python's default: 700); about what one 2,000-event batch holds.
 
 A load allocates a dozen container objects an event (parsed JSON, the validated event, its
-rows), nearly all freed by reference counting, none in cycles; at the default the collector ran
-every 50-odd events, and its full collections walked every object the process holds. Objects
-alive when the load starts are frozen (``gc.freeze``) out of those walks too. Alternated
-200k-event loads: the Python process's CPU went from 78-93 to 71-83 µs an event (preparing a
-batch from 16-19 to 11-13); the load's rate did not move measurably, as Neo4j's side of a batch
-is the longer one (docs/performance.md)."""
+rows) and keeps them until its batch is written; none are in cycles, so every collection is
+wasted work. At the default the collector ran every 50-odd events, and now and then a full
+collection walked every object in the process. Alternated 200k-event
+loads: the Python process's CPU went from 78-93 to 71-83 µs an event (preparing a batch from
+16-19 to 11-13); the load's rate did not move measurably, as Neo4j's side of a batch is the
+longer one (docs/performance.md)."""
 
 _lock = threading.Lock()
 _users = 0
-_before: tuple[float, tuple[int, int, int], bool] = (0.0, (0, 0, 0), False)
+_before: tuple[float, tuple[int, int, int]] = (0.0, (0, 0, 0))
 
 
 @contextmanager
 def bulk_load_runtime() -> Iterator[None]:
     """While any bulk load runs: the short GIL switch interval and the lazier cyclic garbage
-    collector (module docstring)."""
+    collector (module docstring). A collector switched off (threshold 0) stays off."""
     global _users, _before
     with _lock:
         if _users == 0:
             threshold = gc.get_threshold()
-            # Someone else's freeze (an app that froze its start-up objects) is left as it was.
-            froze = gc.get_freeze_count() == 0
-            _before = (sys.getswitchinterval(), threshold, froze)
+            _before = (sys.getswitchinterval(), threshold)
             sys.setswitchinterval(WRITER_SWITCH_INTERVAL_S)
-            if froze:
-                gc.freeze()
-            gc.set_threshold(max(threshold[0], YOUNG_GC_THRESHOLD), *threshold[1:])
+            young = threshold[0] and max(threshold[0], YOUNG_GC_THRESHOLD)
+            gc.set_threshold(young, threshold[1], threshold[2])
         _users += 1
     try:
         yield
@@ -60,8 +58,6 @@ def bulk_load_runtime() -> Iterator[None]:
         with _lock:
             _users -= 1
             if _users == 0:
-                interval, threshold, froze = _before
+                interval, threshold = _before
                 sys.setswitchinterval(interval)
                 gc.set_threshold(*threshold)
-                if froze:
-                    gc.unfreeze()

@@ -6,24 +6,33 @@ from __future__ import annotations
 import gc
 import sys
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import pytest
 
+from graph.ingest import runtime
 from graph.ingest.runtime import (
     WRITER_SWITCH_INTERVAL_S,
     YOUNG_GC_THRESHOLD,
     bulk_load_runtime,
 )
 
+Settings = tuple[float, tuple[int, int, int]]
+
+
+def current() -> Settings:
+    return sys.getswitchinterval(), gc.get_threshold()
+
 
 @pytest.fixture
-def defaults() -> Iterator[tuple[float, tuple[int, int, int], int]]:
-    before = (sys.getswitchinterval(), gc.get_threshold(), gc.get_freeze_count())
+def defaults() -> Iterator[Settings]:
+    before = current()
     sys.setswitchinterval(0.005)
     gc.set_threshold(700, 10, 10)
-    yield sys.getswitchinterval(), gc.get_threshold(), gc.get_freeze_count()
+    yield current()
     sys.setswitchinterval(before[0])
     gc.set_threshold(*before[1])
+    assert runtime._users == 0, "a load's settings were left applied"
 
 
 def tuned() -> bool:
@@ -31,31 +40,26 @@ def tuned() -> bool:
             and gc.get_threshold() == (YOUNG_GC_THRESHOLD, 10, 10))
 
 
-def test_overlapping_loads_restore_what_was_there(
-        defaults: tuple[float, tuple[int, int, int], int]) -> None:
+def test_overlapping_loads_restore_what_was_there(defaults: Settings) -> None:
     assert not tuned()
-    first, second = bulk_load_runtime(), bulk_load_runtime()
-    first.__enter__()
-    assert tuned()
-    assert gc.get_freeze_count() > 0  # objects alive at the start are out of the collector's walks
-    second.__enter__()
-    first.__exit__(None, None, None)  # the first one out leaves the second load tuned
-    assert tuned()
-    second.__exit__(None, None, None)
-    assert (sys.getswitchinterval(), gc.get_threshold(), gc.get_freeze_count()) == defaults
+    with ExitStack() as second:
+        with ExitStack() as first:
+            first.enter_context(bulk_load_runtime())
+            assert tuned()
+            second.enter_context(bulk_load_runtime())
+        assert tuned()  # the first one out leaves the second load tuned
+    assert current() == defaults
 
 
-def test_a_failing_load_restores_too(defaults: tuple[float, tuple[int, int, int], int]) -> None:
+def test_a_failing_load_restores_too(defaults: Settings) -> None:
     with pytest.raises(RuntimeError), bulk_load_runtime():
         raise RuntimeError("the file could not be read")
-    assert (sys.getswitchinterval(), gc.get_threshold(), gc.get_freeze_count()) == defaults
+    assert current() == defaults
 
 
-def test_someone_elses_freeze_is_kept(defaults: tuple[float, tuple[int, int, int], int]) -> None:
-    gc.freeze()
-    try:
-        with bulk_load_runtime():
-            assert tuned()
-        assert gc.get_freeze_count() > 0  # not unfrozen by the load
-    finally:
-        gc.unfreeze()
+def test_a_collector_switched_off_stays_off(defaults: Settings) -> None:
+    gc.set_threshold(0, 10, 10)
+    with bulk_load_runtime():
+        assert gc.get_threshold()[0] == 0
+        assert sys.getswitchinterval() == pytest.approx(WRITER_SWITCH_INTERVAL_S)
+    assert current() == (defaults[0], (0, 10, 10))
