@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -96,17 +96,18 @@ class Plan:
     erased: frozenset[str]
     fresh: tuple[Event, ...]
     params: dict[str, Any]
-    """The statements' rows (``EventWriter._params``); empty when nothing is fresh."""
+    """The batch statement's parameters (``EventWriter._params``); empty when nothing is fresh."""
     conflicts: tuple[Conflicting, ...]
     links: Rows
-    """The identifier-to-user links (``kind``, ``hash``, ``user_id``) the plan relied on. It is
-    written only if they all still hold then: a merge, an unmerge or an erasure meanwhile
-    changes them, and the batch is worked out again."""
+    """The identifier-to-user links (``kind``, ``hash``, ``user_id``) a plan made ahead of its
+    transaction relied on (none for one made inside it). It is written only if they all still
+    hold then: a merge, an unmerge or an erasure meanwhile changes them, and the batch is
+    worked out again."""
 
 
-_Outcome = tuple[int, list[str], set[str], set[str], bool]
-"""A batch transaction's result: events written, the batch's users, events found stored, events
-refused as erased, and whether users were merged."""
+_Outcome = tuple[Plan, list[str], bool]
+"""A batch transaction's result: the plan it wrote (worked out again inside it if the graph had
+changed under the one given), the batch's users, and whether users were merged."""
 
 
 class StalePlan(Exception):
@@ -237,23 +238,26 @@ class EventWriter:
         existing, resolved = self.graph.read(lambda tx: self._look_up(tx, batch))
         if after is not None:
             existing |= batch.events.keys() & {e.event_id for e in after.fresh}
-            owners = dict(resolved.owners)
-            for link in after.params.get("identifiers", ()):
-                owners[(link["kind"], link["hash"])] = link["user_id"]
-            resolved = Resolved(owners, resolved.erased_at)
-        return self._plan(batch, existing, resolved)
+            resolved.owners.update(((link["kind"], link["hash"]), link["user_id"])
+                                   for link in after.params.get("identifiers", ()))
+        plan = self._plan(batch, existing, resolved)
+        pairs = {p for e in plan.fresh for p in batch.hashed[e.event_id] if p in resolved.owners}
+        return replace(plan, links=Rows(
+            {"kind": kind, "hash": digest, "user_id": resolved.owners[(kind, digest)]}
+            for kind, digest in sorted(pairs)))
 
-    def write(self, events: Sequence[Event] | PreparedBatch | Plan, *,
-              source: str = "file") -> WriteResult:
+    def write(self, events: Sequence[Event] | Plan, *, source: str = "file") -> WriteResult:
         """Write one batch in one transaction; events already stored are skipped, not re-counted.
 
-        ``events`` may come from ``prepare`` or ``plan``; the batch metric times the write only,
-        either way. ``source`` labels the batch in the metrics (a source family, see
-        ``IngestMetrics``).
+        ``events`` may come from ``plan``; the batch metric times the write only, either way.
+        ``source`` labels the batch in the metrics (a source family, see ``IngestMetrics``).
         """
-        batch = events if isinstance(events, PreparedBatch | Plan) else self.prepare(events)
+        if isinstance(events, Plan):
+            plan, prepared = events, events.batch
+        else:
+            plan, prepared = None, self.prepare(events)
         start = time.perf_counter()
-        result = self._write(batch)
+        result = self._write(prepared, plan)
         if self.metrics is not None:
             self.metrics.batch(source, time.perf_counter() - start, result.written,
                                result.duplicates)
@@ -263,29 +267,32 @@ class EventWriter:
             log.info("refused %d events of erased users (source %s)", len(result.erased), source)
         return result
 
-    def _write(self, batch: PreparedBatch | Plan) -> WriteResult:
-        prepared = batch.batch if isinstance(batch, Plan) else batch
+    def _write(self, prepared: PreparedBatch, plan: Plan | None) -> WriteResult:
         if not prepared.events:
             return WriteResult(0, 0)
-        outcome = self._write_planned(batch) if isinstance(batch, Plan) else None
+        if plan is not None and not plan.fresh:
+            # Nothing to write: no transaction (every batch of a file loaded again).
+            outcome: _Outcome | None = (plan, [], False)
+        else:
+            outcome = self._write_planned(plan) if plan is not None else None
         planned = outcome is not None
         if outcome is None:
             outcome = self.graph.write(lambda tx: self._write_tx(tx, prepared))
-        written, users, stored, erased, merged = outcome
+        written_plan, users, merged = outcome
         if self.assigner is not None and users:
             try:
                 self.assigner.assign(users)
             except Exception:  # noqa: BLE001 - the events are committed; the next run assigns
                 log.exception("segment assignment after a batch failed; the events are stored")
+        written, erased = len(written_plan.fresh), written_plan.erased
         return WriteResult(written, prepared.size - written - len(erased), tuple(users),
-                           frozenset(stored), frozenset(erased),
-                           as_planned=planned and not merged)
+                           written_plan.existing, erased, as_planned=planned and not merged)
 
     def _write_planned(self, plan: Plan) -> _Outcome | None:
         """Write a plan, or None if the graph changed under it since the plan's read: another
         writer stored some of its events, or changed an identifier link it relied on."""
         try:
-            return self.graph.write(lambda tx: self._apply_tx(tx, plan, plan.links))
+            return self.graph.write(lambda tx: self._apply_tx(tx, plan))
         except (StalePlan, ConstraintError) as exc:
             log.info("a batch planned ahead is worked out again: %s", exc)
             return None
@@ -309,27 +316,20 @@ class EventWriter:
         if erased:
             fresh = [e for e in fresh if e.event_id not in erased]
         params, conflicts = self._params(fresh, batch, resolved.owners) if fresh else ({}, [])
-        pairs = {p for e in fresh for p in batch.hashed[e.event_id] if p in resolved.owners}
-        links = Rows({"kind": kind, "hash": digest, "user_id": resolved.owners[(kind, digest)]}
-                     for kind, digest in sorted(pairs))
         return Plan(batch, frozenset(existing), frozenset(erased), tuple(fresh), params,
-                    tuple(conflicts), links)
+                    tuple(conflicts), Rows())
 
     def _write_tx(self, tx: ManagedTransaction, batch: PreparedBatch) -> _Outcome:
-        return self._apply_tx(tx, self._plan(batch, *self._look_up(tx, batch)), Rows())
+        return self._apply_tx(tx, self._plan(batch, *self._look_up(tx, batch)))
 
-    def _apply_tx(self, tx: ManagedTransaction, plan: Plan, links: Rows) -> _Outcome:
-        """The plan's writes, if the identifier ``links`` it relied on still hold (the plan's
-        own links when it was made ahead of the transaction, none when just now)."""
+    def _apply_tx(self, tx: ManagedTransaction, plan: Plan) -> _Outcome:
+        """The plan's writes, if the identifier links it relied on still hold (``plan.links``:
+        a plan made ahead of the transaction has them, one made inside it none)."""
         fresh, hashed, params = list(plan.fresh), plan.batch.hashed, plan.params
-        existing, erased = set(plan.existing), set(plan.erased)
         if not fresh:
-            return 0, [], existing, erased, False
+            return plan, [], False
         conflicts = list(plan.conflicts)
-        record = tx.run(q.WRITE_BATCH, {
-            **params, "links": links, "decay_per_ms": DECAY_PER_MS,
-            "inferred_users": Rows(sorted({r["user_id"] for r in params["inferred"]})),
-        }).single()
+        record = tx.run(q.WRITE_BATCH, params, links=plan.links).single()
         if record is None:
             raise StalePlan("an identifier link it relied on changed")
         if record["contested"]:
@@ -338,7 +338,7 @@ class EventWriter:
         users = [u["id"] for u in params["users"]]
         if conflicts:
             users = self._merge_conflicts(tx, conflicts, users)
-        return len(fresh), users, existing, erased, bool(conflicts)
+        return plan, users, bool(conflicts)
 
     @staticmethod
     def _contested(tx: ManagedTransaction, fresh: list[Event],
@@ -553,6 +553,8 @@ class EventWriter:
             "interaction_refs": {kind: Rows(names) for kind, names in refs.items()},
             "interacted": Rows(interacted.values()),
             "inferred": Rows(inferred.values()),
+            "inferred_users": Rows(sorted({uid for uid, _ in inferred})),
+            "decay_per_ms": DECAY_PER_MS,
             "explicit": Rows(explicit.values()),
         }, conflicts
 
