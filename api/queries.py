@@ -31,7 +31,8 @@ MATCH (:Identifier {kind: $kind, hash: $hash})-[:IDENTIFIES]->(u:User)
 """
 USER_BY_IDENTIFIER = _USER_BY_IDENTIFIER + _USER_FIELDS
 
-_SEGMENT_FIELDS = "s {.id, .label, .description, .why, .size, .level, .run_id, .median_distance}"
+_SEGMENT_FIELDS = ("s {.id, .label, .description, .why, .size, .level, .run_id, .median_distance, "
+                   ".stability}")
 
 # The persona of a user `u`: the leaf segment of the latest run that includes them. The
 # `*_OF_USER` bodies serve both the batched queries below and USER_PROFILE.
@@ -207,7 +208,8 @@ MATCH (r:SegmentationRun)
 WHERE $after_at IS NULL OR r.created_at < datetime({epochMillis: $after_at})
       OR (r.created_at = datetime({epochMillis: $after_at}) AND r.id < $after_id)
 RETURN r {.id, .created_at, .algorithm, .k, .n_users, .silhouette, .k_reason,
-          .ari_vs_previous, .users_moved, .new_personas, .features, .code_version} AS run,
+          .ari_vs_previous, .users_moved, .new_personas, .features, .code_version,
+          .stability_ari, .clear_structure, .warnings, .topics} AS run,
        r.created_at.epochMillis AS at_ms
 ORDER BY r.created_at DESC, r.id DESC
 LIMIT $limit

@@ -396,12 +396,18 @@ def demo_data_cmd(
 
 
 def print_run(result: RunResult) -> None:
-    table = Table("segment", "persona", "users", "why", title=f"run {result.run_id}")
+    table = Table("segment", "persona", "users", "stability", "why",
+                  title=f"run {result.run_id}")
     for c, name in enumerate(result.names):
         why = ", ".join(f"{f} {z:+.2f}" for f, z in name.why)
-        table.add_row(str(c), name.name, str(result.sizes[c]), why)
+        stability = result.segment_stability[c]
+        table.add_row(str(c), name.name, str(result.sizes[c]),
+                      "-" if stability != stability else f"{stability:.2f}", why)
     Console().print(table)
-    console.print(f"{result.k_reason}; silhouette {result.silhouette:.3f}")
+    console.print(f"{result.k_reason}; silhouette {result.silhouette:.3f}; "
+                  f"stability (resample ARI) {result.stability:.3f}")
+    if not result.clear_structure:
+        console.print(f"[yellow]warning:[/yellow] {result.structure_note}")
     if result.planted_ari is not None:
         console.print(f"agreement with the demo's planted groups (ARI): {result.planted_ari:.3f}")
     for path in result.plots:

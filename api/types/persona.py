@@ -95,13 +95,31 @@ class SegmentationRun:
     new_personas: int | None
     features: list[str]
     code_version: str | None
+    stability: float | None = strawberry.field(
+        description="Mean adjusted Rand index between the run and refits on random 80% "
+                    "resamples of its users: 1 means the same personas whatever the sample "
+                    "(null for runs that did not measure it).")
+    clear_structure: bool | None = strawberry.field(
+        description="False when the population has no clear structure (weak separation or "
+                    "unstable under resampling): its personas are rough bands of a continuum, "
+                    "not distinct groups; `warnings` says why (null for older runs).")
+    warnings: list[str] = strawberry.field(
+        description="What the analyst should know about the run: features without variance "
+                    "or mostly missing, no clear structure.")
+    topics: list[str] = strawberry.field(
+        description="Topics learned from chat messages and searches for the run, each as its "
+                    "label and top terms (empty when the run used no text).")
 
     @classmethod
     def from_record(cls, r: dict[str, Any]) -> SegmentationRun:
         silhouette = r.get("silhouette")
+        stability = r.get("stability_ari")
         return cls(id=strawberry.ID(r["id"]), created_at=r["created_at"].to_native(),
                    algorithm=r["algorithm"], k=r["k"], n_users=r["n_users"],
                    silhouette=silhouette if silhouette == silhouette else None,  # NaN
                    k_reason=r["k_reason"], ari_vs_previous=r.get("ari_vs_previous"),
                    users_moved=r.get("users_moved"), new_personas=r.get("new_personas"),
-                   features=list(r.get("features") or []), code_version=r.get("code_version"))
+                   features=list(r.get("features") or []), code_version=r.get("code_version"),
+                   stability=stability if stability == stability else None,  # NaN
+                   clear_structure=r.get("clear_structure"),
+                   warnings=list(r.get("warnings") or []), topics=list(r.get("topics") or []))

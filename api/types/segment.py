@@ -39,6 +39,9 @@ class Segment:
     why: list[WhyScore]
     persona: Persona | None
     parent_id: strawberry.ID | None
+    stability: float | None = strawberry.field(
+        description="How reliably refits on resamples of the users find this segment (mean "
+                    "best Jaccard index, 0-1; leaf segments of runs that measured it).")
 
     @classmethod
     def from_record(cls, s: dict[str, Any], persona: dict[str, Any] | None,
@@ -47,7 +50,8 @@ class Segment:
         return cls(id=strawberry.ID(s["id"]), label=s["label"], description=s["description"],
                    size=s["size"], level=s["level"], run_id=s["run_id"], why=why,
                    persona=Persona.from_record(persona) if persona else None,
-                   parent_id=strawberry.ID(parent_id) if parent_id else None)
+                   parent_id=strawberry.ID(parent_id) if parent_id else None,
+                   stability=_number(s.get("stability")))
 
     @strawberry.field(description="The segment one level up (null at the root).")
     async def parent(self, info: strawberry.Info[Context, None]) -> Segment | None:
@@ -62,6 +66,10 @@ class Segment:
     async def children(self, info: strawberry.Info[Context, None]) -> list[Segment]:
         rows = await info.context.rows(q.SEGMENT_CHILDREN, id=self.id)
         return [Segment.from_record(r["segment"], r["persona"], r["parent_id"]) for r in rows]
+
+
+def _number(value: float | None) -> float | None:
+    return None if value is None or value != value else value  # NaN: not measured
 
 
 @strawberry.type(description="The user's persona in the latest segmentation, and why.")

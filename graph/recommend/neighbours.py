@@ -17,7 +17,6 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
-from neo4j import ManagedTransaction
 from scipy import sparse
 
 from graph.db import Graph, chunks
@@ -26,6 +25,7 @@ from graph.recommend import queries as q
 RECENT = 10
 PEERS = 50
 BLOCK = 1000  # users whose overlaps are computed at once (bounds the memory)
+SIMILAR_BATCH = 500  # users (each with up to PEERS edges) per write transaction
 
 
 def _newest_first(seen: list[tuple[Any, str, int]]) -> None:
@@ -93,10 +93,14 @@ def find_similar_users(graph: Graph) -> list[dict[str, Any]]:
     return list(similar_users(graph.rows(q.CARTED_OR_BOUGHT)))
 
 
-def write_similar_users(tx: ManagedTransaction, run_id: str,
-                        found: list[dict[str, Any]]) -> None:
-    """Replace every ``SIMILAR_TO`` with ``found`` (``find_similar_users``), in the run's
-    transaction."""
-    tx.run(q.CLEAR_SIMILAR_USERS).consume()
-    for rows in chunks(found):
-        tx.run(q.WRITE_SIMILAR_USERS, run_id=run_id, rows=rows).consume()
+def write_similar_users(graph: Graph, run_id: str, found: list[dict[str, Any]]) -> None:
+    """``SIMILAR_TO {run_id}`` for ``found`` (``find_similar_users``), a transaction per chunk.
+    Other runs' edges stay until ``drop_similar_users_except``: the recommender reads only the
+    latest published run's."""
+    for rows in chunks(found, SIMILAR_BATCH):
+        graph.execute(q.WRITE_SIMILAR_USERS, run_id=run_id, rows=rows)
+
+
+def drop_similar_users_except(graph: Graph, run_id: str) -> None:
+    """Every other run's ``SIMILAR_TO``, deleted in bounded transactions."""
+    graph.auto_commit(q.DROP_SIMILAR_USERS_EXCEPT, run_id=run_id)

@@ -177,8 +177,11 @@ RETURN u.id AS user_id, it.id AS item_id, r.last_at AS last_at, r.purchases > 0 
        coalesce(u.consent_personalization, true) AS personal
 """
 
-# Every run's, tombstones' included: the recommender reads only the latest run's anyway.
-CLEAR_SIMILAR_USERS = "MATCH ()-[s:SIMILAR_TO]->() DELETE s"
+# Every other run's, after a run is published: the recommender reads only the latest run's.
+DROP_SIMILAR_USERS_EXCEPT = """
+MATCH ()-[s:SIMILAR_TO]->() WHERE s.run_id <> $run_id
+CALL (s) { DELETE s } IN TRANSACTIONS OF 10000 ROWS
+"""
 
 WRITE_SIMILAR_USERS = """
 UNWIND $rows AS row

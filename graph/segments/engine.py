@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, clone
 from sklearn.cluster import (
     DBSCAN,
     HDBSCAN,
@@ -18,7 +18,12 @@ from sklearn.cluster import (
 )
 from sklearn.decomposition import PCA
 from sklearn.impute import SimpleImputer
-from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+from sklearn.metrics import (
+    adjusted_rand_score,
+    calinski_harabasz_score,
+    davies_bouldin_score,
+    silhouette_score,
+)
 from sklearn.neighbors import kneighbors_graph
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -129,6 +134,20 @@ def cut_tree(children: IntArray, n_samples: int, n_clusters: int) -> IntArray:
     return np.array([order[r] for r in roots], dtype=np.int64)
 
 
+def best_jaccard(ref: IntArray, new: IntArray, k: int) -> FloatArray:
+    """For each of ``ref``'s labels 0..k-1, the best Jaccard index with any label of ``new``
+    (NaN for a label absent from ``ref``)."""
+    _, ref_idx = np.unique(ref, return_inverse=True)
+    present = np.unique(ref)
+    _, new_idx = np.unique(new, return_inverse=True)
+    table = np.zeros((len(present), int(new_idx.max()) + 1))
+    np.add.at(table, (ref_idx, new_idx), 1.0)
+    union = table.sum(axis=1)[:, None] + table.sum(axis=0)[None, :] - table
+    out = np.full(k, np.nan)
+    out[present] = (table / union).max(axis=1)
+    return out
+
+
 def weighted_ward(centers: FloatArray, weights: IntArray) -> tuple[IntArray, FloatArray]:
     """Ward's agglomeration of weighted points: merge tree (children, distances) in
     scikit-learn's layout, leaves ``0..m-1`` and merge ``i`` creating node ``m + i``.
@@ -173,10 +192,20 @@ def weighted_ward(centers: FloatArray, weights: IntArray) -> tuple[IntArray, Flo
 class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
     """Agglomerative clustering with automatic choice of k and a parent level for nesting.
 
-    k is ``n_clusters`` when given, else the k in ``[k_min, k_max]`` with the best silhouette
-    (on a sample of ``silhouette_sample`` users) whose smallest segment holds at least
-    ``min_segment_share`` of the users. Above ``max_exact`` users the tree is built over
-    ``n_micro`` Mini-Batch K-Means micro-clusters (size-weighted Ward), so memory stays bounded.
+    k is ``n_clusters`` when given. Otherwise every k in ``[k_min, k_max]`` whose smallest
+    segment holds at least ``min_segment_share`` of the users is scored for separation
+    (silhouette, on a sample of ``silhouette_sample`` users) and, with ``n_resamples`` > 0, for
+    stability: the mean adjusted Rand index between the clustering and refits on
+    ``n_resamples`` random subsets of ``resample_fraction`` of the users (at most
+    ``stability_sample`` of them), compared on the users each refit saw. Among the ks whose
+    silhouette is within ``silhouette_tolerance`` of the best, the most stable is chosen (ties
+    within ``stability_tolerance`` go to the better silhouette). Without resamples, the best
+    silhouette wins. ``clear_structure_`` is false when the chosen clustering is weakly separated
+    (silhouette below ``min_clear_silhouette``) or unstable (below ``min_clear_stability``):
+    then the segments are a partition of a continuum rather than distinct groups.
+
+    Above ``max_exact`` users the tree is built over ``n_micro`` Mini-Batch K-Means
+    micro-clusters (size-weighted Ward), so memory stays bounded.
 
     ``algorithm`` picks how the leaf segments are found: ``agglomerative`` (``linkage`` ward,
     average or complete), the k-based ``kmeans``, ``minibatch-kmeans`` and ``birch`` (k chosen
@@ -205,6 +234,13 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         min_samples: int = 5,
         distance_threshold: float | None = None,
         connectivity: int | None = None,
+        n_resamples: int = 5,
+        resample_fraction: float = 0.8,
+        stability_sample: int = 4000,
+        silhouette_tolerance: float = 0.05,
+        stability_tolerance: float = 0.03,
+        min_clear_silhouette: float = 0.15,
+        min_clear_stability: float = 0.75,
         random_state: int = 0,
     ) -> None:
         self.n_clusters = n_clusters
@@ -223,6 +259,13 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         self.min_samples = min_samples
         self.distance_threshold = distance_threshold
         self.connectivity = connectivity
+        self.n_resamples = n_resamples
+        self.resample_fraction = resample_fraction
+        self.stability_sample = stability_sample
+        self.silhouette_tolerance = silhouette_tolerance
+        self.stability_tolerance = stability_tolerance
+        self.min_clear_silhouette = min_clear_silhouette
+        self.min_clear_stability = min_clear_stability
         self.random_state = random_state
 
     def _metrics(self, X: FloatArray, labels: IntArray, silhouette: float) -> dict[str, float]:
@@ -292,11 +335,11 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         return cut_tree(self.children_, units, k)[self.unit_of_]
 
     def _select_k(self, X: FloatArray, label_sets: dict[int, IntArray]) -> int:
-        """The best k by silhouette among those whose smallest segment is large enough, kept at
-        the previous run's k unless another is better by more than ``k_tolerance``."""
+        """The most stable k among those separated about as well as the best (see the class
+        docstring), kept at the previous run's k unless another is better by more than
+        ``k_tolerance``."""
         n = X.shape[0]
-        best: tuple[float, int] | None = None
-        allowed: set[int] = set()
+        allowed: list[int] = []
         for k, labels in sorted(label_sets.items()):
             if len(np.unique(labels)) < 2:
                 continue
@@ -304,26 +347,100 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
             self.scores_[k] = score
             self.selection_[k] = self._metrics(X, labels, score)
             if np.bincount(labels).min() / n >= self.min_segment_share:
-                allowed.add(k)
-                if best is None or score > best[0]:
-                    best = (score, k)
-        k = best[1] if best else min(label_sets)
-        self.k_reason_ = (
-            f"k={k} has the best silhouette ({self.scores_.get(k, float('nan')):.3f}) in "
-            f"{self.k_min}..{self.k_max} with every segment >= "
-            f"{self.min_segment_share:.0%} of users"
-        )
+                allowed.append(k)
+        share = f"every segment >= {self.min_segment_share:.0%} of users"
+        if not allowed:
+            k = min(label_sets)
+            self.k_reason_ = (f"no k in {self.k_min}..{self.k_max} gives {share}; "
+                              f"k={k}, the smallest tried")
+            return k
+        if self.n_resamples > 0:
+            self._resample(X, {k: label_sets[k] for k in allowed})
+            for k in allowed:
+                self.selection_[k]["stability"] = self.stability_by_k_[k]
+        best_score = max(self.scores_[k] for k in allowed)
+        acceptable = [k for k in allowed
+                      if self.scores_[k] >= best_score - self.silhouette_tolerance]
+        stab = self.stability_by_k_
+        if stab:
+            top = max(stab[k] for k in acceptable)
+            steady = [k for k in acceptable if stab[k] >= top - self.stability_tolerance]
+            k = max(steady, key=lambda c: self.scores_[c])
+            self.k_reason_ = (
+                f"k={k} is the most stable (resample ARI {stab[k]:.3f}, silhouette "
+                f"{self.scores_[k]:.3f}) of the ks in {self.k_min}..{self.k_max} with {share} "
+                f"and a silhouette within {self.silhouette_tolerance} of the best "
+                f"({best_score:.3f})"
+            )
+        else:
+            k = max(allowed, key=lambda c: self.scores_[c])
+            self.k_reason_ = (f"k={k} has the best silhouette ({self.scores_[k]:.3f}) in "
+                              f"{self.k_min}..{self.k_max} with {share}")
         # Segments should only appear or vanish when the data says so clearly: keep the
         # previous run's k unless another k is better by more than k_tolerance.
         pk = self.preferred_k
-        if (best is not None and pk is not None and pk != k and pk in allowed
-                and self.scores_[pk] >= best[0] - self.k_tolerance):
+        if (pk is not None and pk != k and pk in allowed
+                and self.scores_[pk] >= self.scores_[k] - self.k_tolerance
+                and (not stab or stab[pk] >= stab[k] - self.k_tolerance)):
             self.k_reason_ = (
-                f"kept the previous run's k={pk} (silhouette {self.scores_[pk]:.3f}, within "
-                f"{self.k_tolerance} of the best, k={k} at {best[0]:.3f})"
+                f"kept the previous run's k={pk} (silhouette {self.scores_[pk]:.3f}"
+                + (f", stability {stab[pk]:.3f}" if stab else "")
+                + f"; within {self.k_tolerance} of k={k})"
             )
             k = pk
         return k
+
+    def _refit(self, X: FloatArray, ks: Sequence[int]) -> dict[int, IntArray]:
+        """Labels of the same algorithm refitted on ``X`` (a resample), at each of ``ks``; the
+        density-based algorithms find their own k, keyed by the first of ``ks``."""
+        twin = clone(self).set_params(n_resamples=0, n_clusters=None, preferred_k=None,
+                                      distance_threshold=None)
+        if self.algorithm == "agglomerative":
+            twin._tree(X)
+            units = twin.unit_sizes_.shape[0]
+            return {k: twin._labels(k) for k in ks if k <= units}
+        if self.algorithm in ("dbscan", "hdbscan"):
+            return {ks[0]: twin.fit(X).labels_}
+        return {k: np.asarray(twin._flat_model(k, X.shape[0]).fit_predict(X), dtype=np.int64)
+                for k in ks if k < X.shape[0]}
+
+    def _resample(self, X: FloatArray, label_sets: dict[int, IntArray]) -> None:
+        """Refit on ``n_resamples`` random subsets and score each k's agreement (ARI on the
+        users a refit saw); the refits are kept to score the final labels too."""
+        rng = np.random.default_rng(self.random_state)
+        n = X.shape[0]
+        pool = (np.sort(rng.choice(n, size=self.stability_sample, replace=False))
+                if n > self.stability_sample else np.arange(n))
+        size = max(3, round(self.resample_fraction * len(pool)))
+        self.resamples_: list[tuple[IntArray, dict[int, IntArray]]] = []
+        for _ in range(self.n_resamples):
+            idx = np.sort(rng.choice(pool, size=size, replace=False))
+            self.resamples_.append((idx, self._refit(X[idx], sorted(label_sets))))
+        for k, labels in label_sets.items():
+            scores = [float(adjusted_rand_score(labels[idx], refit[k]))
+                      for idx, refit in self.resamples_ if k in refit]
+            self.stability_by_k_[k] = float(np.mean(scores)) if scores else float("nan")
+
+    def _final_stability(self, X: FloatArray) -> None:
+        """The chosen labels' stability overall (mean ARI) and per leaf segment (mean best
+        Jaccard index with a segment of each refit: Hennig's cluster-wise stability)."""
+        k = self.n_clusters_
+        nan = np.full(k, np.nan)
+        if self.n_resamples <= 0 or k < 2:
+            self.stability_, self.segment_stability_ = float("nan"), nan
+            return
+        if k not in self.stability_by_k_:
+            self._resample(X, {k: self.labels_})
+        aris, jaccards = [], []
+        for idx, refit in self.resamples_:
+            if k not in refit:
+                continue
+            ref, new = self.labels_[idx], refit[k]
+            aris.append(float(adjusted_rand_score(ref, new)))
+            jaccards.append(best_jaccard(ref, new, k))
+        self.stability_ = float(np.mean(aris)) if aris else float("nan")
+        self.segment_stability_ = (np.nanmean(np.vstack(jaccards), axis=0) if jaccards
+                                   else nan)
 
     def _cut_at_distance(self, units: int) -> int:
         """k from a distance threshold on the dendrogram: merges above it are not made."""
@@ -394,6 +511,8 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         check_algorithm(self.algorithm)
         self.scores_: dict[int, float] = {}
         self.selection_: dict[int, dict[str, float]] = {}
+        self.stability_by_k_: dict[int, float] = {}
+        self.resamples_ = []
         if self.algorithm == "agglomerative":
             self._tree(X)
             units = self.unit_sizes_.shape[0]
@@ -438,6 +557,19 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
             [int(self.parent_labels_[self.labels_ == c][0]) for c in range(k)], dtype=np.int64
         )
         self.silhouette_ = self._silhouette(X, self.labels_) if k > 1 else float("nan")
+        self._final_stability(X)
+        weak = []
+        if not self.silhouette_ >= self.min_clear_silhouette:
+            weak.append(f"silhouette {self.silhouette_:.3f} < {self.min_clear_silhouette}")
+        if not self.stability_ >= self.min_clear_stability and self.n_resamples > 0:
+            weak.append(f"resample stability {self.stability_:.3f} < "
+                        f"{self.min_clear_stability}")
+        self.clear_structure_ = not weak
+        self.structure_note_ = (
+            "" if not weak else
+            "no clear structure (" + ", ".join(weak) + "): the segments divide a continuum "
+            "of users rather than separate distinct groups; read them as rough bands"
+        )
         return self
 
     def _parent_k(self, k: int) -> int:

@@ -7,17 +7,22 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
-from graph.db import Graph, chunks
+from graph.db import Graph
 from graph.errors import InvalidInput
 from graph.features.registry import DEFAULT_SELECTION, log_scaled, select
 from graph.features.table import FeatureTable, build_feature_table
-from graph.recommend.neighbours import find_similar_users, write_similar_users
+from graph.recommend.neighbours import (
+    drop_similar_users_except,
+    find_similar_users,
+    write_similar_users,
+)
 from graph.segments import queries as q
 from graph.segments.engine import HierarchicalSegmenter, make_preparation
 from graph.segments.naming import SegmentName, name_segments
@@ -27,12 +32,16 @@ from graph.segments.personas import (
     align_centers,
     match_personas,
 )
+from graph.segments.publish import PendingRun, sweep
 from graph.version import code_version
 
 log = logging.getLogger(__name__)
 # Segment favourites: the items most bought by the members nearest each leaf segment's centre.
 TYPICAL_MEMBERS = 100
 FAVOURITES = 50
+# A run still being written whose writer has not written for this long was abandoned (killed,
+# or Neo4j restarted under it); the next run takes it apart. Writing never pauses this long.
+ABANDONED_AFTER = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,12 @@ class RunResult:
     plots: list[Path]
     persona_ids: list[str]
     agreement: dict[str, Any]
+    stability: float
+    """Mean adjusted Rand index of resampled refits against the run (NaN when not measured)."""
+    segment_stability: list[float]
+    """Per leaf segment: mean best Jaccard index with the refits' segments."""
+    clear_structure: bool
+    structure_note: str
 
 
 def planted_agreement(table: FeatureTable, labels: np.ndarray[Any, Any]) -> float | None:
@@ -71,15 +86,22 @@ def run_segmentation(
     match_threshold: float = 1.5,
     runs_dir: Path | None = None,
     on_progress: Callable[[str], None] | None = None,
+    abandoned_after: timedelta = ABANDONED_AFTER,
 ) -> RunResult:
     """Segment every user and record the run; earlier runs stay as history.
 
     Leaf segments are matched to the previous run's personas (``match_threshold`` in z units),
-    so persona ids stay stable; the run records its agreement with the previous one. With
+    so persona ids stay stable; the run records its agreement with the previous one, its
+    stability under resampling, and whether the population has a clear structure at all.
+    The run is written in bounded transactions and becomes visible in one step when complete
+    (``publish.py``); a run that fails is removed and recorded as a ``:FailedRun``. With
     ``runs_dir``, the fitted preparation pipeline and model are saved in ``runs_dir/<run id>/``
     with the default pictures (dendrogram, choice of k, elbow); `personas plot` draws the rest.
     """
     note = on_progress or (lambda msg: log.info(msg))
+    swept = sweep(graph, abandoned_after)
+    if swept.discarded:
+        note(f"removed {len(swept.discarded)} abandoned run(s): {', '.join(swept.discarded)}")
     note("reading features from the graph")
     full = build_feature_table(graph)
     table = full.select(select(full.names, features))
@@ -87,8 +109,6 @@ def run_segmentation(
         raise InvalidInput(f"need at least 3 users to segment, found {len(table.user_ids)}")
     previous_rows = graph.rows(q.PREVIOUS_RUN_PERSONAS)
     warnings = feature_warnings(table)
-    for warning in warnings:
-        log.warning("segmentation: %s", warning)
     prep = make_preparation(table.names, log_scaled(table.names))
     Z = prep.fit_transform(table.X)
     outliers = prep.named_steps["clip"].n_outliers_
@@ -97,6 +117,10 @@ def run_segmentation(
     model = HierarchicalSegmenter(n_clusters=n_clusters, k_max=k_max, algorithm=algorithm,
                                   distance_threshold=distance_threshold,
                                   connectivity=connectivity, preferred_k=previous_k).fit(Z)
+    if not model.clear_structure_:
+        warnings.append(model.structure_note_)
+    for warning in warnings:
+        log.warning("segmentation: %s", warning)
     names = name_segments(model.cluster_centers_, table.names)
     raw_centers = np.vstack([table.X[model.labels_ == c].mean(axis=0)
                              for c in range(model.n_clusters_)])
@@ -123,6 +147,9 @@ def run_segmentation(
         "k_reason": model.k_reason_, "silhouette": model.silhouette_,
         "silhouette_by_k": json.dumps(model.scores_),
         "selection_by_k": json.dumps(model.selection_),
+        "stability_ari": model.stability_,
+        "stability_by_k": json.dumps(model.stability_by_k_),
+        "clear_structure": model.clear_structure_,
         "warnings": warnings,
         "outliers_clipped": outliers,
         "snapshot_at": table.snapshot_at,
@@ -144,14 +171,13 @@ def run_segmentation(
                "props": {**seg_props(0, matches[c].name, names[c], sizes[c],
                                      model.cluster_centers_[c].tolist()),
                          "raw_center": raw_centers[c].tolist(),
-                         "median_distance": medians[c]}}
+                         "median_distance": medians[c],
+                         "stability": float(model.segment_stability_[c])}}
               for c in range(model.n_clusters_)]
     parents, links = upper_levels(run_id, model, Z, table.names, seg_props)
     personas = [{"segment_id": f"{run_id}-L0-{c}", "persona_id": matches[c].persona_id,
                  "name": matches[c].name, "description": matches[c].description}
                 for c in range(model.n_clusters_)]
-    history = [{"user_id": uid, "persona_id": matches[int(label)].persona_id}
-               for uid, label in zip(table.user_ids, model.labels_, strict=True)]
     at = table.snapshot_at.isoformat()
     members = [{"user_id": uid, "segment_id": f"{run_id}-L0-{int(label)}",
                 "distance": float(dist)}
@@ -159,24 +185,26 @@ def run_segmentation(
 
     note("finding similar users for recommendations")
     similar = find_similar_users(graph)
-    note(f"writing run {run_id}: {model.n_clusters_} segments")
-
-    def write(tx: Any) -> None:
-        tx.run(q.CREATE_RUN, run=run_props).consume()
-        tx.run(q.CREATE_SEGMENTS, run_id=run_id, rows=leaves + parents).consume()
-        tx.run(q.LINK_SEGMENT_PARENTS, rows=links).consume()
-        tx.run(q.UPSERT_PERSONAS, rows=personas).consume()
-        for member_rows, history_rows in zip(chunks(members), chunks(history), strict=True):
-            tx.run(q.ASSIGN_USERS, run_id=run_id, assigned_by="run", rows=member_rows).consume()
-            tx.run(q.UPDATE_PERSONA_HISTORY, run_id=run_id, at=at, rows=history_rows).consume()
+    note(f"writing run {run_id}: {model.n_clusters_} segments, {len(members)} members")
+    pending = PendingRun(graph, run_id)
+    try:
+        pending.begin(run_props)
+        pending.segments(leaves + parents, links)
+        pending.members(members, lambda done, total: note(f"memberships {done:,}/{total:,}"))
         # What the recommender reads instead of traversing per request: each segment's
         # favourites (``FAVOURITE``) and each user's similar users (``SIMILAR_TO``).
-        tx.run(q.WRITE_SEGMENT_FAVOURITES, run_id=run_id, typical=TYPICAL_MEMBERS,
-               favourites=FAVOURITES).consume()
-        write_similar_users(tx, run_id, similar)
-
-    # One transaction: a run is visible whole or not at all.
-    graph.write(write)
+        pending.favourites(TYPICAL_MEMBERS, FAVOURITES)
+        write_similar_users(graph, run_id, similar)
+        pending.publish(personas)
+    except BaseException as exc:
+        try:
+            pending.discard(f"{type(exc).__name__}: {exc}")
+        except Exception:  # the sweep before the next run takes it apart instead
+            log.exception("segmentation: run %s could not be removed now", run_id)
+        raise
+    note("writing persona history")
+    pending.write_history(at)
+    drop_similar_users_except(graph, run_id)
     plots: list[Path] = []
     if runs_dir is not None:
         from graph.segments.artifacts import RunArtifacts, save
@@ -188,7 +216,9 @@ def run_segmentation(
         plots = [render(kind, artifacts, folder / f"{kind}.png") for kind in DEFAULT_KINDS]
     return RunResult(run_id, len(table.user_ids), model.n_clusters_, model.silhouette_,
                      model.k_reason_, names, sizes, model.labels_.tolist(), table.user_ids, ari,
-                     plots, [m.persona_id for m in matches], agreement)
+                     plots, [m.persona_id for m in matches], agreement, model.stability_,
+                     model.segment_stability_.tolist(), model.clear_structure_,
+                     model.structure_note_)
 
 
 def upper_levels(

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 INTERACTION_BATCH = 10_000
 SHARED_LABELS = ("User", "MergedUser", "Item", "Category", "Brand", "Location",
                  "WeatherObservation", "LocalEvent", "Segment", "Persona", "SegmentationRun",
+                 "PendingRun", "PendingSegment", "FailedRun",
                  "ApiKey", "Migration")
 """Kinds of node that are never a single user's, whoever links to them."""
 

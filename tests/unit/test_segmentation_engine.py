@@ -239,3 +239,42 @@ def test_connectivity_constraint_merges_only_neighbours() -> None:
     constrained = HierarchicalSegmenter(n_clusters=2, linkage="average", connectivity=8).fit(X)
     assert adjusted_rand_score(y, constrained.labels_) > 0.95
     assert adjusted_rand_score(y, free.labels_) < adjusted_rand_score(y, constrained.labels_)
+
+
+def test_stability_is_measured_and_drives_the_choice_of_k() -> None:
+    X, y = make_blobs(n_samples=400, centers=4, n_features=5, random_state=21, cluster_std=0.8)
+    model = HierarchicalSegmenter().fit(X)
+    assert model.n_clusters_ == 4 and model.clear_structure_, model.k_reason_
+    assert model.stability_ > 0.95 and "most stable" in model.k_reason_
+    assert model.segment_stability_.shape == (4,) and (model.segment_stability_ > 0.9).all()
+    # Every k tried with large enough segments was resampled; the one chosen is the most
+    # stable of those whose silhouette is within the tolerance of the best (ties by silhouette).
+    best = max(model.scores_[k] for k in model.stability_by_k_)
+    acceptable = [k for k in model.stability_by_k_
+                  if model.scores_[k] >= best - model.silhouette_tolerance]
+    top = max(model.stability_by_k_[k] for k in acceptable)
+    assert model.stability_by_k_[model.n_clusters_] >= top - model.stability_tolerance
+    assert all("stability" in model.selection_[k] for k in model.stability_by_k_)
+
+
+def test_a_population_without_structure_is_flagged() -> None:
+    X = np.random.default_rng(3).uniform(size=(600, 6))
+    model = HierarchicalSegmenter().fit(X)
+    assert not model.clear_structure_
+    assert model.structure_note_.startswith("no clear structure")
+    assert 0.0 <= model.stability_ <= 1.0
+
+
+def test_stability_without_resamples_and_with_a_given_k() -> None:
+    X, _ = make_blobs(n_samples=200, centers=3, n_features=3, random_state=4)
+    plain = HierarchicalSegmenter(n_resamples=0).fit(X)
+    assert plain.stability_by_k_ == {} and np.isnan(plain.stability_)
+    assert "best silhouette" in plain.k_reason_
+    given = HierarchicalSegmenter(n_clusters=3, algorithm="kmeans").fit(X)
+    assert given.stability_ > 0.95 and given.segment_stability_.shape == (3,)
+
+
+def test_resampled_stability_is_reproducible() -> None:
+    X = np.random.default_rng(8).normal(size=(500, 4))
+    a, b = HierarchicalSegmenter().fit(X), HierarchicalSegmenter().fit(X)
+    assert a.stability_by_k_ == b.stability_by_k_ and a.n_clusters_ == b.n_clusters_
