@@ -17,7 +17,11 @@ from graph.db import Graph, chunks
 from graph.errors import InvalidInput
 from graph.features.registry import DEFAULT_SELECTION, log_scaled, select
 from graph.features.table import FeatureTable, build_feature_table
-from graph.recommend.neighbours import find_similar_users, write_similar_users
+from graph.recommend.neighbours import (
+    drop_similar_users_except,
+    find_similar_users,
+    write_similar_users,
+)
 from graph.segments import queries as q
 from graph.segments.engine import HierarchicalSegmenter, make_preparation
 from graph.segments.naming import SegmentName, name_segments
@@ -173,10 +177,13 @@ def run_segmentation(
         # favourites (``FAVOURITE``) and each user's similar users (``SIMILAR_TO``).
         tx.run(q.WRITE_SEGMENT_FAVOURITES, run_id=run_id, typical=TYPICAL_MEMBERS,
                favourites=FAVOURITES).consume()
-        write_similar_users(tx, run_id, similar)
 
     # One transaction: a run is visible whole or not at all.
     graph.write(write)
+    # Interim (recommend branch), until the bounded-transaction run wires these in: similar
+    # users in their own transactions, then the earlier runs' removed.
+    write_similar_users(graph, run_id, similar)
+    drop_similar_users_except(graph, run_id)
     plots: list[Path] = []
     if runs_dir is not None:
         from graph.segments.artifacts import RunArtifacts, save
