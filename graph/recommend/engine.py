@@ -15,6 +15,7 @@ from typing import Any
 from graph.db import Graph
 from graph.errors import InvalidInput, NotFound
 from graph.recommend import queries as q
+from graph.recommend.limits import LIMITS
 
 MAX_FIRST = 100
 
@@ -24,6 +25,7 @@ MAX_FIRST = 100
 WEIGHTS: dict[str, float] = {
     "segment": 1.0,
     "similar": 2.0,
+    "item": 1.0,
     "preference": 0.25,
     "popularity": 0.2,
     "context": 0.1,
@@ -86,7 +88,7 @@ def recommend_params(user_id: str, first: int = 10,
                      now: datetime | None = None) -> dict[str, Any]:
     """Every parameter ``queries.RECOMMEND`` needs, checked (``first`` within 1..100)."""
     return {"user_id": user_id, "recommendations_first": check_first(first), "now": as_utc(now),
-            "weights": WEIGHTS, "context": CONTEXT_BOOSTS}
+            "weights": WEIGHTS, "context": CONTEXT_BOOSTS, "limits": LIMITS}
 
 
 def _results(graph: Graph, rows: list[dict[str, Any]], user_id: str) -> list[Recommendation]:

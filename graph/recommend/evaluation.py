@@ -10,9 +10,10 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 UserKey = tuple[tuple[str, str], ...]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def split_last_purchase(
     return kept, held
 
 
-def rank_of(item_id: str, ranked: Sequence[str]) -> int | None:
+def rank_of(item_id: T, ranked: Sequence[T]) -> int | None:
     """1-based position of ``item_id`` in ``ranked``, or None when absent."""
     try:
         return ranked.index(item_id) + 1
@@ -84,3 +85,17 @@ def percentile(values: Sequence[float], q: float) -> float:
     lo = math.floor(pos)
     hi = min(lo + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def hit_rate_ndcg(ranked_and_held: Iterable[tuple[Sequence[T], T]], k: int = 10,
+                  ) -> tuple[float, float]:
+    """Mean hit-rate@k and NDCG@k over ``(ranked list, held-out item)`` pairs (one per user);
+    (0.0, 0.0) for no pairs."""
+    hits, gains = [], []
+    for ranked, held in ranked_and_held:
+        rank = rank_of(held, ranked)
+        hits.append(hit_at(rank, k))
+        gains.append(ndcg_at(rank, k))
+    if not hits:
+        return 0.0, 0.0
+    return sum(hits) / len(hits), sum(gains) / len(gains)

@@ -1,31 +1,42 @@
 """Similar users, computed with each segmentation run and read by the recommender.
 
-A user's similar users are the users who bought any of the user's ``RECENT`` most recently carted
-or bought items, the ``PEERS`` with the most such items in common (their overlap), ties by id.
-At request time that traversal expanded every interaction of those items, a cost that grew with
-their popularity (about 60% of a recommendation's work on the demo graph); the run writes them
-as ``(:User)-[:SIMILAR_TO {overlap, run_id}]->(:User)`` instead. What the similar users bought is
+A user's similar users are the users who bought (or liked) any of the user's ``RECENT`` most
+recently carted, bought or liked items, the ``PEERS`` with the most such items in common (their
+overlap), ties by id. An item rated 2 or lower is neither the user's nor a peer's evidence, and
+an item more than ``limits.MAX_ITEM_USERS`` users interacted with is no evidence at all (see
+``limits``: an item everyone bought makes everyone similar, which says nothing and costs a users
+x users matrix). At request time that traversal expanded every interaction of those items, a
+cost that grew with their popularity; the run writes them as
+``(:User)-[:SIMILAR_TO {overlap, run_id}]->(:User)`` instead. What the similar users bought is
 still read at request time; who they are is as of the run. A user without them (new since the
-run; merged, unmerged or without personalization consent) gets them found at request time
-(graph/recommend/queries.py).
+run; merged, unmerged or without personalization consent) gets them found at request time, by
+the same rule (graph/recommend/queries.py).
+
+The run calls ``find_similar_users`` (reads only), ``write_similar_users`` (its own bounded
+transactions, while the run is unpublished: readers read only the latest published run's edges)
+and, once the run is published, ``drop_similar_users_except``.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 from scipy import sparse
 
-from graph.db import Graph, chunks
+from graph.db import Graph, Rows
 from graph.recommend import queries as q
+from graph.recommend.limits import MAX_ITEM_USERS
 
 RECENT = 10
 PEERS = 50
-BLOCK = 1000  # users whose overlaps are computed at once (bounds the memory)
-SIMILAR_BATCH = 500  # users (each with up to PEERS edges) per write transaction
+BLOCK = 1000  # users whose overlaps are computed at once (bounds the memory) ...
+OVERLAP_BUDGET = 2_000_000  # ... and the overlaps a block may hold at most, whatever the users
+EDGES_PER_TRANSACTION = 10_000  # SIMILAR_TO written per write transaction
+
+Progress = Callable[[int, int], None]
 
 
 def _newest_first(seen: list[tuple[Any, str, int]]) -> None:
@@ -35,13 +46,34 @@ def _newest_first(seen: list[tuple[Any, str, int]]) -> None:
     seen.sort(key=lambda t: (t[0] is None, t[0] if t[0] is not None else 0), reverse=True)
 
 
-def similar_users(rows: Iterable[dict[str, Any]], recent: int = RECENT,
-                  peers: int = PEERS) -> Iterator[dict[str, Any]]:
-    """``rows``: a user's carted or bought items, ``{user_id, item_id, last_at, bought}`` and
-    optionally ``personal`` (``last_at`` comparable: a datetime or a number). Yields ``{user_id,
-    peers: [{user_id, overlap}]}``, best first, for every user with at least one similar user,
-    except those whose ``personal`` is false (no personalization consent): they are left out,
-    though their purchases still make others similar, as at request time."""
+def blocks(cost: np.ndarray[Any, Any], most: int, budget: float) -> Iterator[tuple[int, int]]:
+    """Consecutive ``[start, stop)`` ranges of at most ``most`` rows whose summed ``cost`` stays
+    within ``budget`` (a single row over budget is a block of its own)."""
+    start, total = 0, 0
+    for row, c in enumerate(cost.tolist()):
+        if row > start and (row - start >= most or total + c > budget):
+            yield start, row
+            start, total = row, 0
+        total += c
+    if start < len(cost):
+        yield start, len(cost)
+
+
+def similar_users(rows: Iterable[dict[str, Any]], recent: int = RECENT, peers: int = PEERS,
+                  max_item_users: int = MAX_ITEM_USERS) -> Iterator[dict[str, Any]]:
+    """``rows``: a user's carted, bought or liked items, ``{user_id, item_id, last_at,
+    bought}`` (``bought``: bought or liked, which makes the user a peer of those who had it
+    recently) and optionally ``personal`` and ``item_users`` (``last_at`` comparable: a
+    datetime or a number). Yields ``{user_id, peers: [{user_id, overlap}]}``, best first, for
+    every user with at least one similar user, except those whose ``personal`` is false (no
+    personalization consent): they are left out, though their purchases still make others
+    similar, as at request time. Items whose ``item_users`` exceed ``max_item_users`` are
+    skipped before the user's ``recent`` newest are taken, as the request-time traversal does.
+
+    Memory stays bounded whatever the data: a block of users holds at most ``BLOCK`` users and,
+    unless one user alone exceeds it, ``OVERLAP_BUDGET`` overlaps (each user's at most
+    ``recent`` x ``max_item_users``).
+    """
     users: dict[str, int] = {}
     items: dict[str, int] = {}
     touched: dict[int, list[tuple[Any, str, int]]] = defaultdict(list)
@@ -49,10 +81,12 @@ def similar_users(rows: Iterable[dict[str, Any]], recent: int = RECENT,
     bought_rows, bought_cols = [], []
     for r in rows:
         u = users.setdefault(r["user_id"], len(users))
-        i = items.setdefault(r["item_id"], len(items))
-        touched[u].append((r["last_at"], r["item_id"], i))
         if not r.get("personal", True):
             impersonal.add(u)
+        if r.get("item_users", 0) > max_item_users:
+            continue
+        i = items.setdefault(r["item_id"], len(items))
+        touched[u].append((r["last_at"], r["item_id"], i))
         if r["bought"]:
             bought_rows.append(u)
             bought_cols.append(i)
@@ -72,8 +106,10 @@ def similar_users(rows: Iterable[dict[str, Any]], recent: int = RECENT,
     ids = list(users)
     rank = np.argsort(np.argsort(np.array(ids)))  # each user's place in id order
     BT = B.T.tocsc()
-    for start in range(0, len(ids), BLOCK):
-        overlap = (R[start:start + BLOCK] @ BT).tocsr()
+    # An upper bound of each user's overlaps: the buyers of each of the user's recent items.
+    cost = np.asarray(R @ np.asarray(B.sum(axis=0)).ravel()).ravel()
+    for start, stop in blocks(cost, BLOCK, OVERLAP_BUDGET):
+        overlap = (R[start:stop] @ BT).tocsr()
         for row in range(overlap.shape[0]):
             u = start + row
             lo, hi = overlap.indptr[row], overlap.indptr[row + 1]
@@ -88,19 +124,52 @@ def similar_users(rows: Iterable[dict[str, Any]], recent: int = RECENT,
 
 
 def find_similar_users(graph: Graph) -> list[dict[str, Any]]:
-    """Every user's similar users in the graph as it is now (read before the run's write
-    transaction, so that no lock is held while they are computed)."""
+    """Every user's similar users in the graph as it is now (reads only, so that no lock is
+    held while they are computed)."""
     return list(similar_users(graph.rows(q.CARTED_OR_BOUGHT)))
 
 
-def write_similar_users(graph: Graph, run_id: str, found: list[dict[str, Any]]) -> None:
-    """``SIMILAR_TO {run_id}`` for ``found`` (``find_similar_users``), a transaction per chunk.
-    Other runs' edges stay until ``drop_similar_users_except``: the recommender reads only the
-    latest published run's."""
-    for rows in chunks(found, SIMILAR_BATCH):
-        graph.execute(q.WRITE_SIMILAR_USERS, run_id=run_id, rows=rows)
+def edge_chunks(found: Sequence[dict[str, Any]], key: str,
+                per_transaction: int = EDGES_PER_TRANSACTION) -> Iterator[Rows]:
+    """``found`` rows (each with a list under ``key``) in consecutive chunks of about
+    ``per_transaction`` list entries: one write transaction's worth of relationships."""
+    chunk: list[dict[str, Any]] = []
+    edges = 0
+    for row in found:
+        chunk.append(row)
+        edges += len(row[key])
+        if edges >= per_transaction:
+            yield Rows(chunk)
+            chunk, edges = [], 0
+    if chunk:
+        yield Rows(chunk)
 
 
-def drop_similar_users_except(graph: Graph, run_id: str) -> None:
-    """Every other run's ``SIMILAR_TO``, deleted in bounded transactions."""
-    graph.auto_commit(q.DROP_SIMILAR_USERS_EXCEPT, run_id=run_id)
+def write_similar_users(graph: Graph, run_id: str, found: Sequence[dict[str, Any]],
+                        on_progress: Progress | None = None) -> int:
+    """``SIMILAR_TO {overlap, run_id}`` for ``found`` (``find_similar_users``), one write
+    transaction per chunk of about ``EDGES_PER_TRANSACTION`` edges (bounded transaction
+    memory whatever the population). Other runs' edges stay (``drop_similar_users_except``
+    removes them once this run is published); a retried chunk writes no edge twice.
+    ``on_progress(users done, users)`` after each chunk. Returns the edges written."""
+    written = done = 0
+    for rows in edge_chunks(found, "peers"):
+        written += graph.execute(q.WRITE_SIMILAR_USERS, run_id=run_id, rows=rows)[0]["edges"]
+        done += len(rows)
+        if on_progress is not None:
+            on_progress(done, len(found))
+    return written
+
+
+def drop_similar_users_except(graph: Graph, run_id: str) -> int:
+    """Delete every ``SIMILAR_TO`` not of ``run_id`` (earlier runs', tombstones'), in
+    transactions of 10,000; returns how many."""
+    return deleted_in_batches(graph, q.DROP_SIMILAR_USERS_EXCEPT, run_id=run_id)
+
+
+def deleted_in_batches(graph: Graph, query: Any, **params: Any) -> int:
+    """Run a ``CALL { DELETE } IN TRANSACTIONS`` statement (auto-commit, as it must be) and
+    return the relationships it deleted."""
+    with graph.driver.session(database=graph.database) as session:
+        summary = session.run(query, params).consume()
+    return int(summary.counters.relationships_deleted)

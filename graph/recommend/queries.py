@@ -14,34 +14,48 @@ USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 #   (a) the favourites of the user's leaf segment in the latest run: `FAVOURITE`, written with the
 #       run (``WRITE_SEGMENT_FAVOURITES``): the 50 items most bought by the segment's 100 most
 #       typical members (by distance from the segment centre);
-#   (b) what similar users bought: users who bought any of the user's 10 most recently carted or
-#       bought items, the 50 with the most such items in common (their overlap). The latest
-#       segmentation run wrote them (`SIMILAR_TO {run_id}`, see ``neighbours``); a user without
-#       them (new since the run, merged or unmerged since) gets them found here, by the same rule;
-#   (c) the items of the user's 3 strongest categories (weight >= $weights.preference_min).
+#   (b) what similar users bought or liked: users who bought or liked any of the user's 10 most
+#       recently carted, bought or liked items, the 50 with the most such items in common (their
+#       overlap). The latest segmentation run wrote them (`SIMILAR_TO {run_id}`, see
+#       ``neighbours``); a user without them (new since the run, merged or unmerged since) gets
+#       them found here, by the same rule: an item rated 2 or lower is nobody's evidence, and an
+#       item more than $limits.max_item_users users interacted with is no evidence (a degree
+#       read, so an item every user bought is never expanded). Each similar user adds their
+#       $limits.peer_items most recent purchases or liked items;
+#   (c) the items of the user's 3 strongest categories (weight >= $weights.preference_min), each
+#       category's $limits.category_items most interacted-with items (among at most
+#       $limits.category_scan of them);
+#   (d) the item neighbours (`SIMILAR_ITEM {score, run_id}` of the latest run, see ``items``) of
+#       the user's $limits.seed_items most recently bought, carted or liked (rated 4-5) items.
 # Every candidate is scored
 #     segment    * share of those segment members who bought it
-#   + similar    * overlap-weighted share of the similar users who bought it
+#   + similar    * overlap-weighted share of the similar users who bought or liked it
+#   + item       * summed cosine similarity to the user's items it neighbours
 #   + preference * weight of its category: the inferred share, plus the explicit weight if > 0
 #   + popularity * share of all users who interacted with it (orders (c) within a category)
 #   + context    * number of context rules its category fits: the weather now (latest
 #                  observation within $context.weather_valid_hours), local events coming up
 #                  (within $context.event_horizon_days), at the user's location
-# and carries a reason for each of (a), (b), (c) and each context rule that contributed. Items the
-# user bought are left out, and so is every item of a category with an explicit negative weight.
+# and carries a reason for each of (a) to (d) and each context rule that contributed ((d) names
+# the user's item it is most similar to: "because you bought X"). Items the user bought or rated
+# are left out (rated 2 or lower: never offered; rated higher: already known, as bought), and so
+# is every item of a category with an explicit negative weight. An item rating never hides its
+# category: only a category preference does.
 #
-# PROFILE on the demo graph (2,000 users, 240 items, 4 leaf segments; 200 users): see
-# docs/performance.md. Reading what the run wrote, (a) touches 50 relationships instead of the
-# purchases of 100 members, and (b) the purchases of 50 users instead of every interaction of
-# 10 items (about 400 each). Weather and events are found through their time indexes (hence the
-# hints), so a long history of either costs nothing.
+# Every expansion is bounded whatever the graph's shape (see ``limits``): (a) 50 favourites,
+# (b) 50 stored peers x $limits.peer_items or, found here, 10 items x $limits.max_item_users
+# buyers, (c) 3 x $limits.category_scan degree reads, (d) $limits.seed_items x 20 neighbours;
+# popularity is a degree read per candidate. PROFILE on the demo graph: see docs/performance.md.
+# Weather and events are found through their time indexes (hence the hints), so a long history
+# of either costs nothing.
 RECOMMEND_FOR_USER = """
 OPTIONAL MATCH (latest:SegmentationRun)
 WITH u, latest ORDER BY latest.created_at DESC LIMIT 1
 WITH u, latest.id AS run_id, $now AS now
 CALL (u) {
-  OPTIONAL MATCH (u)-[r:INTERACTED]->(it:Item) WHERE r.purchases > 0
-  RETURN collect(it) AS bought
+  OPTIONAL MATCH (u)-[r:INTERACTED]->(it:Item)
+  WHERE r.purchases > 0 OR r.rating IS NOT NULL
+  RETURN collect(it) AS excluded
 }
 CALL (u, run_id) {
   MATCH (u)-[:IN_SEGMENT {run_id: run_id}]->(s:Segment {level: 0})
@@ -58,10 +72,13 @@ CALL (u, run_id) {
     UNION ALL
     WITH u WHERE size(stored) = 0
     MATCH (u)-[mine:INTERACTED]->(shared)
-    WHERE mine.carts + mine.purchases > 0
-    WITH u, shared ORDER BY mine.last_at DESC, shared.id LIMIT 10
+    WHERE (coalesce(mine.carts, 0) + coalesce(mine.purchases, 0) > 0 OR mine.rating >= 4)
+      AND coalesce(mine.rating, 3) > 2
+      AND COUNT { (shared)<-[:INTERACTED]-() } <= $limits.max_item_users
+    WITH u, shared ORDER BY coalesce(mine.last_at, mine.rated_at) DESC, shared.id LIMIT 10
     MATCH (shared)<-[theirs:INTERACTED]-(peer)
-    WHERE theirs.purchases > 0 AND peer <> u
+    WHERE (theirs.purchases > 0 OR theirs.rating >= 4) AND coalesce(theirs.rating, 3) > 2
+      AND peer <> u
     WITH peer, count(*) AS overlap
     ORDER BY overlap DESC, peer.id LIMIT 50
     RETURN peer, overlap
@@ -69,9 +86,34 @@ CALL (u, run_id) {
   WITH collect({peer: peer, overlap: overlap}) AS peers, toFloat(sum(overlap)) AS total
   UNWIND peers AS p
   WITH p.peer AS peer, p.overlap AS overlap, total
-  MATCH (peer)-[r:INTERACTED]->(it) WHERE r.purchases > 0
+  CALL (peer) {
+    MATCH (peer)-[r:INTERACTED]->(it)
+    WHERE (r.purchases > 0 OR r.rating >= 4) AND coalesce(r.rating, 3) > 2
+    WITH it ORDER BY coalesce(r.last_at, r.rated_at) DESC, it.id LIMIT $limits.peer_items
+    RETURN it
+  }
   WITH it, total, count(*) AS n, sum(overlap) AS weight
   RETURN collect({item: it, sim: weight / total, n: n}) AS sim_items
+}
+CALL (u, run_id) {
+  MATCH (u)-[mine:INTERACTED]->(seed:Item)
+  WHERE (coalesce(mine.carts, 0) + coalesce(mine.purchases, 0) > 0 OR mine.rating >= 4)
+    AND coalesce(mine.rating, 3) > 2
+  WITH seed, mine ORDER BY coalesce(mine.last_at, mine.rated_at) DESC, seed.id
+  LIMIT $limits.seed_items
+  MATCH (seed)-[s:SIMILAR_ITEM {run_id: run_id}]->(it:Item)
+  WITH it, s.score AS score, seed,
+       CASE WHEN mine.rating >= 4 THEN 'liked' WHEN mine.purchases > 0 THEN 'bought'
+            ELSE 'cart' END AS how
+  ORDER BY score DESC, seed.id
+  WITH it, sum(score) AS score, head(collect({seed: coalesce(seed.name, seed.id), how: how}))
+       AS best
+  RETURN collect({item: it, item_sim: score,
+                  because: CASE best.how
+                             WHEN 'bought' THEN 'because you bought ' + best.seed
+                             WHEN 'liked' THEN 'because you liked ' + best.seed
+                             ELSE 'because you put ' + best.seed + ' in your cart' END})
+         AS item_items
 }
 CALL (u) {
   MATCH (u)-[p:PREFERS]->(c:Category)
@@ -85,7 +127,14 @@ CALL (prefs) {
   UNWIND prefs AS p
   WITH p WHERE coalesce(p.explicit, 0.0) >= 0 AND p.weight >= $weights.preference_min
   ORDER BY p.weight DESC, p.category LIMIT 3
-  MATCH (:Category {name: p.category})<-[:IN_CATEGORY]-(it:Item)
+  MATCH (c:Category {name: p.category})
+  CALL (c) {
+    MATCH (c)<-[:IN_CATEGORY]-(it:Item)
+    WITH it LIMIT $limits.category_scan
+    WITH it, COUNT { (it)<-[:INTERACTED]-() } AS users
+    ORDER BY users DESC, it.id LIMIT $limits.category_items
+    RETURN it
+  }
   RETURN collect({item: it}) AS pref_items
 }
 CALL (u, now) {
@@ -114,31 +163,33 @@ CALL (u, now) {
        {category: category, reason: 'warm in ' + place + ' today'}]
     + event_boosts AS boosts
 }
-WITH bought, segment, prefs, boosts, seg_items + sim_items + pref_items AS candidates,
-     COUNT { (:User) } AS users
+WITH excluded, segment, prefs, boosts,
+     seg_items + sim_items + item_items + pref_items AS candidates, COUNT { (:User) } AS users
 UNWIND candidates AS cand
-WITH bought, segment, prefs, boosts, users, cand.item AS it,
+WITH excluded, segment, prefs, boosts, users, cand.item AS it,
      sum(coalesce(cand.seg, 0.0)) AS seg, sum(coalesce(cand.sim, 0.0)) AS sim,
-     sum(coalesce(cand.n, 0)) AS similar_buyers
-WHERE NOT it IN bought
-WITH segment, boosts, users, it, seg, sim, similar_buyers,
+     sum(coalesce(cand.n, 0)) AS similar_buyers, sum(coalesce(cand.item_sim, 0.0)) AS item_sim,
+     head(collect(cand.because)) AS because
+WHERE NOT it IN excluded
+WITH segment, boosts, users, it, seg, sim, similar_buyers, item_sim, because,
      head([(it)-[:IN_CATEGORY]->(c:Category) | c.name]) AS category, prefs
-WITH segment, boosts, users, it, seg, sim, similar_buyers, category,
+WITH segment, boosts, users, it, seg, sim, similar_buyers, item_sim, because, category,
      head([p IN prefs WHERE p.category = category]) AS pref
 WHERE coalesce(pref.explicit, 0.0) >= 0
-WITH it, category, seg, sim, similar_buyers, pref,
+WITH it, category, seg, sim, similar_buyers, item_sim, pref,
      [b IN boosts WHERE b.category = category | b.reason] AS context_reasons,
      toFloat(COUNT { (it)<-[:INTERACTED]-() }) / users AS popularity,
      CASE WHEN seg > 0 THEN ['popular with your segment ' + segment] ELSE [] END
      + CASE WHEN similar_buyers = 1 THEN ['bought by a similar user']
             WHEN similar_buyers > 1 THEN ['bought by ' + similar_buyers + ' similar users']
             ELSE [] END
+     + CASE WHEN because IS NOT NULL THEN [because] ELSE [] END
      + CASE WHEN pref.explicit > 0 THEN ['you said you like ' + category]
             WHEN pref.weight >= $weights.preference_min
               THEN ['matches your preference for ' + category]
             ELSE [] END AS graph_reasons
 RETURN it.id AS item_id, coalesce(it.name, it.id) AS name, category,
-       $weights.segment * seg + $weights.similar * sim
+       $weights.segment * seg + $weights.similar * sim + $weights.item * item_sim
        + $weights.preference * coalesce(pref.weight, 0.0)
        + $weights.popularity * popularity
        + $weights.context * size(context_reasons) AS score,
@@ -168,27 +219,38 @@ RETURN it.id AS item_id, coalesce(it.name, it.id) AS name,
        toFloat(buyers) AS score, ['bought by ' + buyers + ' shoppers'] AS reasons
 """
 
-# -- Similar users, written with each segmentation run (see ``neighbours``) -------------------
+# -- Similar users and item neighbours, written with each segmentation run --------------------
+# (see ``neighbours`` and ``items``; the rules match RECOMMEND_FOR_USER's (b) and (d))
 
+# The interactions that make a user similar to others: carted, bought or liked (rated 4-5), not
+# rated 2 or lower; ``bought``: bought or liked (what a peer is found by); ``item_users``: the
+# item's interacting users (a degree read), for the super-node cap.
 CARTED_OR_BOUGHT = """
 MATCH (u:User)-[r:INTERACTED]->(it:Item)
-WHERE r.carts + r.purchases > 0
-RETURN u.id AS user_id, it.id AS item_id, r.last_at AS last_at, r.purchases > 0 AS bought,
-       coalesce(u.consent_personalization, true) AS personal
+WHERE (coalesce(r.carts, 0) + coalesce(r.purchases, 0) > 0 OR r.rating >= 4)
+  AND coalesce(r.rating, 3) > 2
+RETURN u.id AS user_id, it.id AS item_id, coalesce(r.last_at, r.rated_at) AS last_at,
+       coalesce(r.purchases, 0) > 0 OR coalesce(r.rating, 0) >= 4 AS bought,
+       coalesce(u.consent_personalization, true) AS personal,
+       COUNT { (it)<-[:INTERACTED]-() } AS item_users
 """
 
-# Every other run's, after a run is published: the recommender reads only the latest run's.
-DROP_SIMILAR_USERS_EXCEPT = """
-MATCH ()-[s:SIMILAR_TO]->() WHERE s.run_id <> $run_id
-CALL (s) { DELETE s } IN TRANSACTIONS OF 10000 ROWS
-"""
-
+# MERGE, not CREATE: a chunk retried after a commit whose outcome was unknown adds nothing.
 WRITE_SIMILAR_USERS = """
 UNWIND $rows AS row
 MATCH (u:User {id: row.user_id})
 UNWIND row.peers AS p
 MATCH (peer:User {id: p.user_id})
-CREATE (u)-[:SIMILAR_TO {overlap: p.overlap, run_id: $run_id}]->(peer)
+MERGE (u)-[s:SIMILAR_TO {run_id: $run_id}]->(peer)
+SET s.overlap = p.overlap
+RETURN count(s) AS edges
+"""
+
+# Every other run's (and any without a run), once a run is published: readers read only the
+# latest run's anyway.
+DROP_SIMILAR_USERS_EXCEPT = """
+MATCH ()-[s:SIMILAR_TO]->() WHERE s.run_id IS NULL OR s.run_id <> $run_id
+CALL (s) { DELETE s } IN TRANSACTIONS OF 10000 ROWS
 """
 
 # A user's stored similar users, when they no longer hold: the user's aggregates were rebuilt
@@ -199,4 +261,25 @@ DROP_SIMILAR_USERS = """
 UNWIND $user_ids AS id
 MATCH (:User {id: id})-[s:SIMILAR_TO]->()
 DELETE s
+"""
+
+ITEM_INTERACTIONS = """
+MATCH (u:User)-[r:INTERACTED]->(it:Item)
+RETURN u.id AS user_id, it.id AS item_id, r.views AS views, r.carts AS carts,
+       r.purchases AS purchases, r.rating AS rating, coalesce(r.last_at, r.rated_at) AS last_at
+"""
+
+WRITE_ITEM_NEIGHBOURS = """
+UNWIND $rows AS row
+MATCH (it:Item {id: row.item_id})
+UNWIND row.neighbours AS n
+MATCH (other:Item {id: n.item_id})
+MERGE (it)-[s:SIMILAR_ITEM {run_id: $run_id}]->(other)
+SET s.score = n.score
+RETURN count(s) AS edges
+"""
+
+DROP_ITEM_NEIGHBOURS_EXCEPT = """
+MATCH ()-[s:SIMILAR_ITEM]->() WHERE s.run_id IS NULL OR s.run_id <> $run_id
+CALL (s) { DELETE s } IN TRANSACTIONS OF 10000 ROWS
 """

@@ -18,6 +18,11 @@ from graph.db import Graph
 from graph.errors import InvalidInput
 from graph.features.registry import DEFAULT_SELECTION, log_scaled, select
 from graph.features.table import FeatureTable, build_feature_table
+from graph.recommend.items import (
+    drop_item_neighbours_except,
+    find_item_neighbours,
+    write_item_neighbours,
+)
 from graph.recommend.neighbours import (
     drop_similar_users_except,
     find_similar_users,
@@ -183,8 +188,9 @@ def run_segmentation(
                 "distance": float(dist)}
                for uid, label, dist in zip(table.user_ids, model.labels_, distances, strict=True)]
 
-    note("finding similar users for recommendations")
+    note("finding similar users and similar items for recommendations")
     similar = find_similar_users(graph)
+    item_neighbours = find_item_neighbours(graph)
     note(f"writing run {run_id}: {model.n_clusters_} segments, {len(members)} members")
     pending = PendingRun(graph, run_id)
     try:
@@ -192,9 +198,12 @@ def run_segmentation(
         pending.segments(leaves + parents, links)
         pending.members(members, lambda done, total: note(f"memberships {done:,}/{total:,}"))
         # What the recommender reads instead of traversing per request: each segment's
-        # favourites (``FAVOURITE``) and each user's similar users (``SIMILAR_TO``).
+        # favourites (``FAVOURITE``), each user's similar users (``SIMILAR_TO``) and each
+        # item's neighbours (``SIMILAR_ITEM``); the last two carry the run id, and only the
+        # latest published run's are read.
         pending.favourites(TYPICAL_MEMBERS, FAVOURITES)
         write_similar_users(graph, run_id, similar)
+        write_item_neighbours(graph, run_id, item_neighbours)
         pending.publish(personas)
     except BaseException as exc:
         try:
@@ -205,6 +214,7 @@ def run_segmentation(
     note("writing persona history")
     pending.write_history(at)
     drop_similar_users_except(graph, run_id)
+    drop_item_neighbours_except(graph, run_id)
     plots: list[Path] = []
     if runs_dir is not None:
         from graph.segments.artifacts import RunArtifacts, save

@@ -32,7 +32,8 @@ RETURN s.run_id AS run_id, p.id AS persona
 LEFTOVERS = """
 RETURN COUNT { (:PendingRun) } AS pending, COUNT { (:PendingSegment) } AS segments,
        COUNT { ()-[:IN_SEGMENT {run_id: $run}]->() } AS memberships,
-       COUNT { ()-[:SIMILAR_TO {run_id: $run}]->() } AS similar,
+       COUNT { ()-[:SIMILAR_TO {run_id: $run}]->() }
+       + COUNT { ()-[:SIMILAR_ITEM {run_id: $run}]->() } AS similar,
        COUNT { (:Segment {run_id: $run}) } AS published_segments
 """
 
@@ -66,8 +67,10 @@ def test_a_run_is_invisible_until_published(graph: Graph, tmp_path: Path,
     counts = graph.rows(LEFTOVERS, run=second.run_id)[0]
     assert counts["pending"] == 0 and counts["segments"] == 0
     # Only the published run's similar users remain.
-    runs = graph.rows("MATCH ()-[s:SIMILAR_TO]->() RETURN collect(DISTINCT s.run_id) AS runs")
-    assert runs[0]["runs"] == [second.run_id]
+    for kind in ("SIMILAR_TO", "SIMILAR_ITEM"):
+        runs = graph.rows("MATCH ()-[s]->() WHERE type(s) = $kind "
+                          "RETURN collect(DISTINCT s.run_id) AS runs", kind=kind)
+        assert runs[0]["runs"] == [second.run_id], kind
     history = graph.rows("MATCH (r:SegmentationRun {id: $run}) "
                          "RETURN r.history_pending AS pending, r.status AS status",
                          run=second.run_id)[0]

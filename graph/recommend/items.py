@@ -1,0 +1,152 @@
+"""Item neighbours, computed with each segmentation run and read by the recommender.
+
+Item-based k-nearest neighbours (cosine over the users x items matrix of ``INTERACTED``): each
+item's ``top`` most similar items, written as ``(:Item)-[:SIMILAR_ITEM {score, run_id}]->(:Item)``.
+At request time the recommender reads them from the user's most recently bought, carted or liked
+items, and says which one a candidate came from ("because you bought X").
+
+A user's interaction with an item weighs what it says about taste (``INTERACTION_WEIGHTS``): a
+purchase or a rating of 4-5 most, a cart less, a view least; the strongest signal counts, not
+their sum, so that a shopper who viewed an item twenty times is not made more alike than one who
+bought it. An item rated 2 or lower weighs nothing: disliking both does not make two items
+alike for the shop's purposes.
+
+Bounded whatever the data (see ``limits``): a user contributes their ``MAX_USER_ITEMS`` most
+recent interactions (the pairs one user adds grow with the square of their items), the
+similarities are computed for a block of items at a time within ``PAIR_BUDGET`` non-zeros, and
+each item keeps ``top`` neighbours. An item shared by every user costs one column, no more.
+
+The run calls ``find_item_neighbours`` (reads only), ``write_item_neighbours`` (its own bounded
+transactions, while the run is unpublished) and, once published, ``drop_item_neighbours_except``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+
+from graph.db import Graph
+from graph.errors import InvalidInput
+from graph.recommend import queries as q
+from graph.recommend.neighbours import Progress, blocks, deleted_in_batches, edge_chunks
+
+TOP = 20
+MAX_USER_ITEMS = 200
+PAIR_BUDGET = 5_000_000
+# How much one interaction says about the user's taste; the largest applicable one counts.
+INTERACTION_WEIGHTS: dict[str, float] = {
+    "purchase": 1.0,
+    "liked": 1.0,  # rated 4 or 5
+    "rated": 0.5,  # rated 3
+    "cart": 0.5,
+    "view": 0.2,
+}
+LOW_RATING = 2  # this or lower: the interaction weighs nothing
+
+
+def interaction_weight(row: dict[str, Any]) -> float:
+    """What one ``INTERACTED`` (``views``, ``carts``, ``purchases``, ``rating``, any missing)
+    says about the user's taste, 0 for nothing."""
+    rating = row.get("rating")
+    if rating is not None and rating <= LOW_RATING:
+        return 0.0
+    w = INTERACTION_WEIGHTS
+    signals = [w["purchase"] if (row.get("purchases") or 0) > 0 else 0.0,
+               w["cart"] if (row.get("carts") or 0) > 0 else 0.0,
+               w["view"] if (row.get("views") or 0) > 0 else 0.0]
+    if rating is not None:
+        signals.append(w["liked"] if rating >= 4 else w["rated"])
+    return max(signals)
+
+
+def _recent_per_user(rows: Iterable[dict[str, Any]], most: int,
+                     ) -> Iterator[tuple[str, str, float]]:
+    """``(user, item, weight)`` of each user's ``most`` newest weighing interactions (ties by
+    item id; a missing time counts as oldest)."""
+    by_user: dict[str, list[tuple[Any, str, float]]] = {}
+    for r in rows:
+        weight = interaction_weight(r)
+        if weight > 0:
+            by_user.setdefault(r["user_id"], []).append((r.get("last_at"), r["item_id"], weight))
+    for user, seen in by_user.items():
+        if len(seen) > most:
+            seen.sort(key=lambda t: t[1])
+            seen.sort(key=lambda t: (t[0] is not None, t[0] if t[0] is not None else 0),
+                      reverse=True)
+            seen = seen[:most]
+        for _, item, weight in seen:
+            yield user, item, weight
+
+
+def item_neighbours(rows: Iterable[dict[str, Any]], top: int = TOP,
+                    max_user_items: int = MAX_USER_ITEMS) -> list[dict[str, Any]]:
+    """``rows``: ``{user_id, item_id, views, carts, purchases, rating, last_at}`` (counts and
+    rating may be missing). Returns ``{item_id, neighbours: [{item_id, score}]}`` for every
+    item with at least one neighbour: its ``top`` most cosine-similar items, best first, ties
+    by item id, scores in (0, 1]."""
+    if top < 1:
+        raise InvalidInput(f"top must be at least 1, got {top}")
+    users: dict[str, int] = {}
+    items: dict[str, int] = {}
+    r_, c_, v_ = [], [], []
+    for user, item, weight in _recent_per_user(rows, max_user_items):
+        r_.append(users.setdefault(user, len(users)))
+        c_.append(items.setdefault(item, len(items)))
+        v_.append(weight)
+    if not items:
+        return []
+    X = sparse.csr_matrix((np.array(v_), (r_, c_)), shape=(len(users), len(items)))
+    X.sum_duplicates()
+    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=0)).ravel())
+    Xn = (X @ sparse.diags(1.0 / np.where(norms > 0, norms, 1.0))).tocsc()
+    XnT = Xn.T.tocsr()
+    ids = list(items)
+    rank = np.argsort(np.argsort(np.array(ids)))
+    # An upper bound of each item's non-zero similarities: its users' items.
+    per_user = np.diff(X.indptr).astype(np.float64)
+    ones = sparse.csr_matrix((np.ones(X.nnz), X.indices, X.indptr), shape=X.shape)
+    cost = np.asarray(ones.T @ per_user).ravel()
+    out: list[dict[str, Any]] = []
+    for lo, hi in blocks(cost, len(ids), PAIR_BUDGET):
+        S = (XnT[lo:hi] @ Xn).tocsr()
+        for row in range(S.shape[0]):
+            i = lo + row
+            a, b = S.indptr[row], S.indptr[row + 1]
+            others, scores = S.indices[a:b], S.data[a:b]
+            keep = (others != i) & (scores > 0)
+            others, scores = others[keep], scores[keep]
+            if not len(others):
+                continue
+            best = np.lexsort((rank[others], -scores))[:top]
+            out.append({"item_id": ids[i], "neighbours": [
+                {"item_id": ids[others[j]], "score": float(min(scores[j], 1.0))} for j in best]})
+    return out
+
+
+def find_item_neighbours(graph: Graph, top: int = TOP) -> list[dict[str, Any]]:
+    """Every item's ``top`` neighbours in the graph as it is now (reads only)."""
+    return item_neighbours(graph.rows(q.ITEM_INTERACTIONS), top=top)
+
+
+def write_item_neighbours(graph: Graph, run_id: str, found: Sequence[dict[str, Any]],
+                          on_progress: Progress | None = None) -> int:
+    """``SIMILAR_ITEM {score, run_id}`` for ``found`` (``find_item_neighbours``), one write
+    transaction per chunk of about 10,000 edges; other runs' edges stay until
+    ``drop_item_neighbours_except``; a retried chunk writes no edge twice. Returns the edges
+    written."""
+    written = done = 0
+    for rows in edge_chunks(found, "neighbours"):
+        written += graph.execute(q.WRITE_ITEM_NEIGHBOURS, run_id=run_id, rows=rows)[0]["edges"]
+        done += len(rows)
+        if on_progress is not None:
+            on_progress(done, len(found))
+    return written
+
+
+def drop_item_neighbours_except(graph: Graph, run_id: str) -> int:
+    """Delete every ``SIMILAR_ITEM`` not of ``run_id``, in transactions of 10,000; returns how
+    many."""
+    return deleted_in_batches(graph, q.DROP_ITEM_NEIGHBOURS_EXCEPT, run_id=run_id)

@@ -1,0 +1,43 @@
+"""Bounds on what a recommendation, and the run that prepares it, may expand: super-nodes.
+
+An item, category or location shared by every user (30,000 users who all bought the one item a
+shop sells) would otherwise make every user "similar" to every other (a users x users overlap
+matrix at run time, every buyer of the item expanded per request), and a 50,000-item category
+would put all its items on every request's candidate list. Each constant here caps one such
+fan-out; the run (Python, ``neighbours``, ``items``) and the request (Cypher, ``queries``, which
+gets them as ``$limits`` from ``engine.recommend_params``) read the same numbers, so that who is
+similar is the same whether the run stored it or a request finds it.
+
+They are constants, not settings: the API builds its recommendation parameters without settings
+(``engine.recommend_params``), and run and request must never disagree.
+"""
+
+from __future__ import annotations
+
+# Inverse user frequency, in its simplest form: an item that more than this many users
+# interacted with (any kind: ``COUNT { (it)<-[:INTERACTED]-() }``, a degree read, O(1)) says
+# nothing about whose taste is alike, and expanding its users is what costs. Such items make
+# nobody similar (neither at run time nor per request) but stay recommendable. 1,000 keeps a
+# request's fallback to 10 items x 1,000 users at most, and keeps every item of the demo
+# populations (about 400 users each at 2,000 users) as evidence.
+MAX_ITEM_USERS = 1000
+
+# Each similar user's most recent purchases (or liked items) read per request: a peer who
+# bought 50,000 items adds 200 candidates, not 50,000.
+PEER_ITEMS = 200
+
+# A preferred category contributes its most interacted-with items, looking at no more than
+# CATEGORY_SCAN of them (a 50,000-item category costs a bounded scan, not 50,000 candidates).
+CATEGORY_ITEMS = 100
+CATEGORY_SCAN = 20_000
+
+# The user's most recent bought, carted or liked items whose stored item neighbours are read.
+SEED_ITEMS = 10
+
+LIMITS: dict[str, int] = {
+    "max_item_users": MAX_ITEM_USERS,
+    "peer_items": PEER_ITEMS,
+    "category_items": CATEGORY_ITEMS,
+    "category_scan": CATEGORY_SCAN,
+    "seed_items": SEED_ITEMS,
+}
