@@ -112,9 +112,15 @@ ORDER BY h.valid_from DESC, p.id DESC
 LIMIT $limit
 """
 
-# Users who interacted with the same items, by Jaccard overlap of their item sets.
+# Users who interacted with the same items, by Jaccard overlap of their item sets. Bounded
+# whatever the graph: the user's $recent_items latest items, and only items with at most
+# $max_item_users users (graph/recommend/limits.py: an item everyone bought says nothing about
+# whose taste is alike, and expanding its users is what costs).
 SIMILAR_USERS = """
-MATCH (u:User {id: $id})-[:INTERACTED]->(it:Item)<-[:INTERACTED]-(other:User)
+MATCH (u:User {id: $id})-[r:INTERACTED]->(it:Item)
+WHERE COUNT { (it)<-[:INTERACTED]-() } <= $max_item_users
+WITH u, it ORDER BY r.last_at DESC LIMIT $recent_items
+MATCH (it)<-[:INTERACTED]-(other:User)
 WHERE other <> u
 WITH u, other, count(it) AS shared
 WITH other, shared,

@@ -35,8 +35,12 @@ from graph.context.models import weather_lookback_hours
 from graph.errors import InvalidInput, NotFound
 from graph.ingest.aggregates import DECAY_PER_MS, INTEREST_SCORE
 from graph.recommend.engine import as_utc, recommend_params
+from graph.recommend.limits import MAX_ITEM_USERS
 from graph.recommend.queries import POPULAR, RECOMMEND
 from graph.settings import Settings
+
+# The user's latest items whose other users are compared (see ``q.SIMILAR_USERS``).
+SIMILAR_USER_ITEMS = 200
 
 INTEREST = {t.value: score for t, score in INTEREST_SCORE.items()}
 
@@ -284,7 +288,9 @@ class User:
     @strawberry.field(description="Users with the most similar item sets (co-interaction).")
     async def similar_users(self, info: strawberry.Info[Context, None],
                             first: int = 5) -> list[SimilarUser]:
-        rows = await info.context.rows(q.SIMILAR_USERS, id=self.id, first=info.context.page(first))
+        rows = await info.context.rows(q.SIMILAR_USERS, id=self.id, first=info.context.page(first),
+                                       max_item_users=MAX_ITEM_USERS,
+                                       recent_items=SIMILAR_USER_ITEMS)
         return [SimilarUser(id=strawberry.ID(r["id"]), shared_items=r["shared"],
                             similarity=r["similarity"]) for r in rows]
 
