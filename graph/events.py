@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -16,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from graph.privacy import IDENTIFIER_KINDS
+from graph.privacy import DIRECT_IDENTIFIER_ATTRIBUTES, IDENTIFIER_KINDS
 
 SCHEMA_VERSION: Literal[1] = 1
 MAX_FUTURE_SKEW = timedelta(days=1)
@@ -24,6 +25,37 @@ MAX_FUTURE_SKEW = timedelta(days=1)
 Key = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 CountryCode = Annotated[str, StringConstraints(min_length=2, max_length=2, to_upper=True)]
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=4000)]
+Money = Annotated[Decimal, Field(max_digits=14, decimal_places=2)]
+
+AGE_BANDS = ("under-18", "18-24", "25-34", "35-44", "45-54", "55-64", "65+")
+"""Every age band, youngest first (``Profile.age_band``)."""
+AgeBand = Literal["under-18", "18-24", "25-34", "35-44", "45-54", "55-64", "65+"]
+
+ATTRIBUTE_PREFIX = "attr_"
+"""Declared profile attributes are stored on the user as ``attr_<name>``."""
+ATTRIBUTE_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+"""A declared attribute's name: lower-case snake case, a letter first, at most 40 characters."""
+MAX_ATTRIBUTES = 20
+"""At most this many declared attributes in one event's profile (or one CRM mapping)."""
+MAX_USER_ATTRIBUTES = 64
+"""A user holds at most this many declared attributes: names beyond it are not stored, so that
+a source inventing names cannot grow a user node without bound."""
+MAX_ATTRIBUTE_CHARS = 200
+"""A declared attribute's value: 1 to 200 characters."""
+AttributeValue = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                                  max_length=MAX_ATTRIBUTE_CHARS)]
+
+
+def check_attribute_name(name: str) -> str:
+    """``name`` if it may name a declared profile attribute; ValueError saying why not."""
+    if not isinstance(name, str) or not ATTRIBUTE_NAME.fullmatch(name):
+        raise ValueError(f"attribute name {str(name)[:50]!r} must be lower-case letters, digits "
+                         "and underscores, starting with a letter, at most 40 characters")
+    if name in DIRECT_IDENTIFIER_ATTRIBUTES:
+        raise ValueError(f"attribute {name!r} would name a person: identifiers go under `user` "
+                         "(where they are hashed), an age as `age_band`; other personal data "
+                         "is not kept")
+    return name
 
 
 class EventType(StrEnum):
@@ -51,16 +83,30 @@ class Location(BaseModel):
 
 
 class Profile(BaseModel):
-    """Demographic bands and location a source may attach to any event."""
+    """Demographic bands, location and declared attributes a source may attach to any event."""
 
     model_config = ConfigDict(extra="forbid")
 
-    age_band: Literal["18-24", "25-34", "35-44", "45-54", "55-64", "65+"] | None = None
+    age_band: AgeBand | None = None
     gender: Literal["female", "male", "nonbinary", "undisclosed"] | None = None
     locale: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")] | None = None
     location: Location | None = None
     # Only the demo generator sets this: the behaviour group it planted, for evaluation.
     demo_group: Key | None = None
+    attributes: dict[str, AttributeValue] | None = None
+    """Declared attributes (``occupation``, ``postal_code``...): name -> text. Stored on the user
+    as ``attr_<name>``, after the PII policy of ``Pseudonymizer.attribute_value``."""
+
+    @field_validator("attributes")
+    @classmethod
+    def _attributes(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        if len(value) > MAX_ATTRIBUTES:
+            raise ValueError(f"at most {MAX_ATTRIBUTES} attributes, got {len(value)}")
+        for name in value:
+            check_attribute_name(name)
+        return value
 
 
 class Device(BaseModel):
@@ -79,7 +125,8 @@ class Properties(BaseModel):
     item_name: ShortText | None = None
     category: Key | None = None
     brand: Key | None = None
-    price: Decimal | None = Field(default=None, max_digits=14, decimal_places=2)
+    price: Money | None = None
+    amount: Money | None = None
     quantity: int = Field(default=1, ge=1, le=10_000)
     discount: float = Field(default=0.0, ge=0, le=1)
     order_id: Key | None = None
@@ -90,12 +137,18 @@ class Properties(BaseModel):
     duration_s: float | None = Field(default=None, ge=0, le=86_400)
     channel: Key | None = None
 
-    @field_validator("price")
+    @field_validator("price", "amount")
     @classmethod
     def _non_negative(cls, value: Decimal | None) -> Decimal | None:
         if value is not None and value < 0:
-            raise ValueError("amount must not be negative")
+            raise ValueError("an amount must not be negative")
         return value.quantize(Decimal("0.01")) if value is not None else None
+
+    def line_total(self) -> Decimal | None:
+        """What the line came to: ``amount`` when given, else ``price`` x ``quantity``."""
+        if self.amount is not None:
+            return self.amount
+        return self.price * self.quantity if self.price is not None else None
 
     @field_validator("category")
     @classmethod
@@ -111,6 +164,10 @@ REQUIRED: dict[EventType, tuple[str, ...]] = {
     EventType.CHAT_MESSAGE: ("text",),
     EventType.FEEDBACK: ("rating",),
 }
+"""Properties each type needs (or their ``INSTEAD`` alternatives)."""
+INSTEAD = {"price": "amount"}
+"""A property that may stand in for a required one: a purchase's line total for its unit
+price."""
 
 
 class Event(BaseModel):
@@ -153,9 +210,12 @@ class Event(BaseModel):
 
     @model_validator(mode="after")
     def _required_properties(self) -> Event:
-        missing = [f for f in REQUIRED[self.type] if getattr(self.properties, f) is None]
+        missing = [f for f in REQUIRED[self.type] if getattr(self.properties, f) is None
+                   and (f not in INSTEAD or getattr(self.properties, INSTEAD[f]) is None)]
         if missing:
-            raise ValueError(f"{self.type.value} event needs properties {missing}")
+            instead = "".join(f" (or {INSTEAD[f]!r} instead of {f!r})" for f in missing
+                              if f in INSTEAD)
+            raise ValueError(f"{self.type.value} event needs properties {missing}{instead}")
         return self
 
     def identifiers(self) -> list[tuple[str, str]]:

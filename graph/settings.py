@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from graph.errors import ConfigurationError
 from graph.features.registry import DEFAULT_SELECTION
-from graph.privacy import Pseudonymizer
+from graph.privacy import DEFAULT_PHONE_REGION, Pseudonymizer, check_phone_region
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,6 +70,12 @@ class Settings(BaseSettings):
         default=False,
         description="Demo mode: allows the built-in public pseudonymization key. `personas up` "
         "and `personas demo-data` turn it on for themselves when no key is configured.",
+    )
+    phone_region: str = Field(
+        default=DEFAULT_PHONE_REGION,
+        description="Region (ISO 3166 alpha-2) whose numbering plan reads phone numbers in free "
+        "text written without a country code, e.g. (808) 782-1557 for US; numbers with + and a "
+        "country code are found whatever it is.",
     )
     retention_days: int = Field(
         default=365, ge=0,
@@ -226,6 +232,11 @@ class Settings(BaseSettings):
     def provisions_locally(self) -> bool:
         return self.neo4j_uri is None
 
+    @field_validator("phone_region")
+    @classmethod
+    def _phone_region(cls, value: str) -> str:
+        return check_phone_region(value)
+
     @model_validator(mode="after")
     def _key_from_file(self) -> Settings:
         """Read the key from PERSONAS_PSEUDONYM_KEY_FILE, so every user of ``pseudonym_key``
@@ -260,7 +271,7 @@ class Settings(BaseSettings):
 
     def pseudonymizer(self) -> Pseudonymizer:
         """The pseudonymizer of this key (build one per process: it caches digests)."""
-        return Pseudonymizer(self.pseudonym_key.get_secret_value())
+        return Pseudonymizer(self.pseudonym_key.get_secret_value(), self.phone_region)
 
     @property
     def demo_mode(self) -> bool:

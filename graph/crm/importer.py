@@ -17,7 +17,14 @@ from typing import Any, BinaryIO
 from neo4j import ManagedTransaction
 
 from graph.crm import queries as q
-from graph.crm.mapping import TARGETS, CrmRecord, FieldMapping, dead_letter_raw, parse_record
+from graph.crm.mapping import (
+    TARGETS,
+    CrmRecord,
+    FieldMapping,
+    dead_letter_raw,
+    parse_record,
+    target_of,
+)
 from graph.db import Graph
 from graph.errors import InvalidInput
 from graph.identity import merge_by_authority_tx, resolve_users_tx
@@ -174,9 +181,9 @@ def _apply_tx(tx: ManagedTransaction, records: Sequence[CrmRecord], source: str,
     rows = []
     location_rows = []
     for (uid, name), (i, value) in newest.items():
-        target = TARGETS[name]
-        hashed = target.kind == "pii"
-        mirror: dict[str, Any] = {name: value} if target.kind == "field" else {}
+        target = target_of(name)
+        hashed = target is not None and target.kind == "pii"
+        mirror: dict[str, Any] = {name: value} if _mirrored(name) else {}
         rows.append({"ref": i, "user_id": uid, "name": name, "value": value, "hashed": hashed,
                      "source": source, "via": via, "at": epoch_ms(records[i].at),
                      "mirror": mirror})
@@ -198,13 +205,20 @@ def _apply_tx(tx: ManagedTransaction, records: Sequence[CrmRecord], source: str,
         mirrors = [
             {"user_id": row["user_id"], "mirror": {row["name"]: row["value"]}}
             for row in tx.run(q.NEWEST_FIELDS, ids=sorted(merged_into))
-            if TARGETS.get(row["name"]) is not None and TARGETS[row["name"]].kind == "field"
+            if _mirrored(row["name"])
         ]
         if mirrors:
             tx.run(q.MIRROR_FIELDS, rows=mirrors).consume()
     # A user new in this batch that a contested link merged into another writer's is not one.
     result.users_created = sum(1 for u in fresh if find(u) == u)
     return result
+
+
+def _mirrored(name: str) -> bool:
+    """Whether a field's winning value is also set on the user: plain fields (``tier``...) and
+    declared attributes (``attr_<name>``, the property events write too)."""
+    target = target_of(name)
+    return target is not None and target.kind in ("field", "attribute")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,7 +302,8 @@ def check_header(mapping: FieldMapping, header: Sequence[str], name: str) -> Non
                            "list them under `ignore`)")
     if mapping.timestamp not in header:
         raise InvalidInput(f"{name}: the timestamp column {mapping.timestamp!r} is missing")
-    if not any(TARGETS[mapping.columns[c].target].kind == "identifier"
+    if not any(mapping.columns[c].target in TARGETS
+               and TARGETS[mapping.columns[c].target].kind == "identifier"
                for c in header if c in mapping.columns):
         raise InvalidInput(f"{name}: no column of the file maps to an identifier")
 

@@ -11,8 +11,16 @@ columns:
   email: {target: email}
   tier: {target: tier, type: enum, values: [bronze, silver, gold]}
   ltv: {target: lifetime_value, type: decimal}
+  job: {target: attr_occupation}
+  zip: {target: attr_postal_code}
 ignore: [notes]
 ```
+
+Besides the fixed targets (``TARGETS``), a column may feed a declared profile attribute,
+``attr_<name>`` (``target_of``): text, stored on the user as ``attr_<name>`` (as events'
+``profile.attributes`` are) after the PII policy of ``Pseudonymizer.attribute_value`` (a postal
+code coarsened). Names follow ``graph.events.check_attribute_name``; at most ``MAX_ATTRIBUTES``
+a mapping.
 
 Everything that can be checked without data is checked when the mapping loads (unknown target,
 unknown type, a type the target cannot hold, enum values the target refuses); any problem is an
@@ -36,7 +44,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from graph.errors import InvalidInput
-from graph.events import MAX_FUTURE_SKEW, Profile, describe_validation_error
+from graph.events import (
+    ATTRIBUTE_PREFIX,
+    MAX_ATTRIBUTE_CHARS,
+    MAX_ATTRIBUTES,
+    MAX_FUTURE_SKEW,
+    Profile,
+    check_attribute_name,
+    describe_validation_error,
+)
 from graph.privacy import IDENTIFIER_KINDS, Pseudonymizer
 
 MAX_MAPPING_BYTES = 1_000_000
@@ -53,7 +69,7 @@ class ColumnType(StrEnum):
     ENUM = "enum"
 
 
-TargetKind = Literal["identifier", "field", "pii", "location"]
+TargetKind = Literal["identifier", "field", "pii", "location", "attribute"]
 
 
 def _profile_check(name: str) -> Callable[[Any], Any]:
@@ -102,7 +118,7 @@ _TARGET_LIST = [
     *(Target(kind, "identifier", frozenset({ColumnType.STRING, ColumnType.INT}),
              description=f"identifier `{kind}` (stored as a keyed HMAC)")
       for kind in IDENTIFIER_KINDS),
-    Target("age_band", "field", TEXT, _profile_check("age_band"), "18-24 ... 65+"),
+    Target("age_band", "field", TEXT, _profile_check("age_band"), "under-18, 18-24 ... 65+"),
     Target("gender", "field", TEXT, _profile_check("gender"),
            "female, male, nonbinary, undisclosed"),
     Target("locale", "field", TEXT, _profile_check("locale"), "e.g. en-GB"),
@@ -122,7 +138,37 @@ _TARGET_LIST = [
            description="when the customer signed up"),
 ]
 TARGETS: dict[str, Target] = {t.name: t for t in _TARGET_LIST}
-"""Every target a mapping may name."""
+"""Every fixed target a mapping may name (declared attributes besides: ``target_of``)."""
+
+
+def _attribute_length(value: Any) -> Any:
+    if len(str(value)) > MAX_ATTRIBUTE_CHARS:
+        raise ValueError(f"longer than {MAX_ATTRIBUTE_CHARS} characters")
+    return value
+
+
+@functools.cache
+def _attribute_target(name: str) -> Target:
+    return Target(name, "attribute", TEXT, _attribute_length,
+                  "a declared profile attribute, stored on the user under this name")
+
+
+def attribute_problem(target: str) -> str | None:
+    """Why ``attr_<name>`` cannot name a declared attribute, or None if it can."""
+    try:
+        check_attribute_name(target.removeprefix(ATTRIBUTE_PREFIX))
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def target_of(name: str) -> Target | None:
+    """The target ``name`` names: a fixed one (``TARGETS``) or a declared attribute
+    ``attr_<name>``; None for neither."""
+    target = TARGETS.get(name)
+    if target is not None or not isinstance(name, str) or not name.startswith(ATTRIBUTE_PREFIX):
+        return target
+    return _attribute_target(name) if attribute_problem(name) is None else None
 
 
 class Column(BaseModel):
@@ -148,12 +194,20 @@ class FieldMapping(BaseModel):
     def _check(self) -> FieldMapping:
         problems: list[str] = []
         seen: dict[str, str] = {}
+        attributes = 0
         for name, col in self.columns.items():
-            target = TARGETS.get(col.target)
+            target = target_of(col.target)
+            if target is None and col.target.startswith(ATTRIBUTE_PREFIX):
+                problems.append(f"column {name!r}: target {col.target!r}: "
+                                f"{attribute_problem(col.target)}")
+                continue
             if target is None:
                 problems.append(f"column {name!r}: unknown target {col.target!r}; expected one "
-                                f"of {', '.join(TARGETS)}")
+                                f"of {', '.join(TARGETS)}, or attr_<name> for a declared "
+                                "attribute")
                 continue
+            if target.kind == "attribute":
+                attributes += 1
             if col.target in seen:
                 problems.append(f"column {name!r}: target {col.target!r} is already fed by "
                                 f"column {seen[col.target]!r}")
@@ -184,6 +238,9 @@ class FieldMapping(BaseModel):
         for name in self.ignore:
             if name in self.columns or name == self.timestamp:
                 problems.append(f"column {name!r} is both ignored and mapped")
+        if attributes > MAX_ATTRIBUTES:
+            problems.append(f"{attributes} columns feed declared attributes; at most "
+                            f"{MAX_ATTRIBUTES}")
         if not any(TARGETS[c.target].kind == "identifier" for c in self.columns.values()
                    if c.target in TARGETS):
             problems.append("no column maps to an identifier "
@@ -355,7 +412,7 @@ def parse_record(mapping: FieldMapping, data: Any, pseudonymizer: Pseudonymizer)
         value = data.get(name)
         if _empty(value):
             continue
-        target = TARGETS[col.target]
+        target = _target(col.target)
         try:
             converted = convert(ColumnType(col.type), value, col.values)
             if target.check is not None:
@@ -368,6 +425,9 @@ def parse_record(mapping: FieldMapping, data: Any, pseudonymizer: Pseudonymizer)
             plain_ids[col.target] = str(converted)
         elif target.kind == "pii":
             fields[col.target] = pseudonymizer.digest(col.target, str(converted))
+        elif target.kind == "attribute":
+            fields[col.target] = pseudonymizer.attribute_value(
+                col.target.removeprefix(ATTRIBUTE_PREFIX), str(converted))
         else:
             fields[col.target] = converted
     if not plain_ids:
@@ -384,6 +444,14 @@ def parse_record(mapping: FieldMapping, data: Any, pseudonymizer: Pseudonymizer)
     )
 
 
+def _target(name: str) -> Target:
+    """The target of a column of a validated mapping (which names only existing ones)."""
+    target = target_of(name)
+    if target is None:  # pragma: no cover - FieldMapping refuses unknown targets
+        raise InvalidInput(f"unknown target {name!r}")
+    return target
+
+
 def _short(value: Any) -> str:
     text = str(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -397,10 +465,17 @@ def redact(mapping: FieldMapping, data: Any, pseudonymizer: Pseudonymizer) -> di
     out: dict[str, Any] = {}
     for name, value in data.items():
         col = mapping.columns.get(name) if isinstance(name, str) else None
-        if name == mapping.timestamp or (col is not None and col.target in TARGETS
-                                         and not TARGETS[col.target].sensitive):
+        target = target_of(col.target) if col is not None else None
+        if target is not None and target.kind == "attribute" and isinstance(value, str | int) \
+                and not isinstance(value, bool):
+            # As it would be stored: a postal code coarsened, contact details pseudonymized.
+            out[str(name)] = pseudonymizer.attribute_value(
+                target.name.removeprefix(ATTRIBUTE_PREFIX), str(value)[:MAX_TEXT])
+        elif name == mapping.timestamp or (target is not None and target.kind != "attribute"
+                                           and not target.sensitive):
             out[str(name)] = value if isinstance(value, str | int | float | bool) else str(value)
-        elif col is not None and col.target in TARGETS and not _empty(value):
+        elif col is not None and target is not None and target.kind != "attribute" \
+                and not _empty(value):
             token = pseudonymizer.digest(col.target, str(value))[:10]
             out[str(name)] = f"[{col.target}:{token}]"
         else:
@@ -416,7 +491,7 @@ def dead_letter_raw(mapping: FieldMapping, data: Any, pseudonymizer: Pseudonymiz
     if isinstance(data, dict) and "user" not in data:
         ids = {}
         for name, col in mapping.columns.items():
-            target = TARGETS.get(col.target)
+            target = target_of(col.target)
             value = data.get(name)
             if target is not None and target.kind == "identifier" and isinstance(value, str | int) \
                     and not isinstance(value, bool) and not _empty(value):

@@ -26,7 +26,7 @@ from neo4j import ManagedTransaction
 
 from graph.db import Graph
 from graph.errors import Conflict, InvalidInput, NotFound
-from graph.events import Profile
+from graph.events import ATTRIBUTE_PREFIX, Profile
 from graph.identity import queries as q
 from graph.ingest.aggregates import recompute_aggregates_tx
 from graph.privacy import IDENTIFIER_KINDS, mask_contacts
@@ -45,9 +45,11 @@ NOT_MOVED_OUT = (*COPIED_TYPES, *DERIVED_TYPES, *KEPT_TYPES)
 NOT_MOVED_IN = ("SIMILAR_TO", "MERGED_INTO")
 """A user named similar to the merged one stays pointed at the tombstone, which the recommender
 skips; the next run finds the survivor."""
-PROFILE_KEYS = (*(k for k in Profile.model_fields if k != "location"), "profile_updated_at")
-"""User properties from event profiles (and their time): the survivor takes those it lacks, or
-all when the merged user's profile is the more recent."""
+PROFILE_KEYS = (*(k for k in Profile.model_fields if k not in ("location", "attributes")),
+                "profile_updated_at")
+"""User properties from event profiles (and their time), with the declared attributes
+(``attr_<name>``): the survivor takes those it lacks, or all when the merged user's profile is
+the more recent."""
 CONSENT_KEYS = ("consent_personalization", "consent_analytics")
 """Consent flags on the user (graph/subjects): a withdrawal on either side holds."""
 
@@ -153,7 +155,7 @@ def merge_users_tx(tx: ManagedTransaction, survivor_id: str, merged_id: str, *, 
     if overwritten is not None and overwritten["n"]:
         copied["PREFERS overwritten"] = overwritten["n"]
     record = tx.run(q.COPY_PROFILE, keys=list(PROFILE_KEYS), restrictive=list(CONSENT_KEYS),
-                    **params).single()
+                    attribute_prefix=ATTRIBUTE_PREFIX, **params).single()
     profile_before = list(record["before"]) if record is not None else []
     tx.run(q.DROP_DERIVED, **params).consume()
     tx.run(q.TOMBSTONE, source=source, reason=reason, profile_before=json.dumps(profile_before),

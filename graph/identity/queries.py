@@ -152,7 +152,8 @@ MATCH (s:User {id: $survivor_id}), (m:User {id: $merged_id})
 WITH s, m, coalesce(m.profile_updated_at > s.profile_updated_at, m.last_seen > s.last_seen,
                     false) AS newer
 WITH s, m,
-     [k IN $keys WHERE m[k] IS NOT NULL AND (s[k] IS NULL OR (newer AND s[k] <> m[k]))] +
+     [k IN $keys + [k IN keys(m) WHERE k STARTS WITH $attribute_prefix]
+      WHERE m[k] IS NOT NULL AND (s[k] IS NULL OR (newer AND s[k] <> m[k]))] +
      [k IN $restrictive WHERE m[k] IS NOT NULL
                           AND (s[k] IS NULL OR (m[k] = false AND s[k] <> false))]
      AS taken

@@ -4,7 +4,8 @@ The event writer adds each batch to the aggregates incrementally (``graph/ingest
 identity resolution moves interactions between users and then rebuilds the aggregates of the
 users concerned from scratch with ``recompute_aggregates_tx``. Both use the definitions here, so
 a merged user ends up with the aggregates it would have had if its events had been loaded as one
-user: counters, first/last seen and spend on the user, ``INTERACTED`` per item, and inferred
+user: counters, first/last seen and spend on the user, ``INTERACTED`` per item (with the latest
+rating of the item, if any), and inferred
 ``PREFERS`` with their scores (decayed with a half-life) and normalized weights.
 """
 
@@ -64,7 +65,7 @@ def recompute_aggregates_tx(tx: ManagedTransaction, user_ids: Sequence[str]) -> 
     if not ids:
         return
     types: dict[str, Any] = {"view": EventType.PAGE_VIEW.value, "cart": EventType.ADD_TO_CART.value,
-             "purchase": EventType.PURCHASE.value}
+             "purchase": EventType.PURCHASE.value, "feedback": EventType.FEEDBACK.value}
     tx.run(q.RECOMPUTE_USER_COUNTERS, user_ids=ids, purchase=types["purchase"],
            counters={t.value: name for t, name in COUNTER.items()}).consume()
     tx.run(q.DELETE_STALE_INTERACTED, user_ids=ids).consume()

@@ -18,9 +18,19 @@ from pathlib import Path
 from typing import Any
 
 from graph.db import Graph
-from graph.privacy import IDENTIFIER_KINDS, Pseudonymizer
+from graph.events import ATTRIBUTE_PREFIX
+from graph.privacy import (
+    IDENTIFIER_KINDS,
+    POSTAL_CODE_ATTRIBUTES,
+    Pseudonymizer,
+    coarsen_postal_code,
+)
 
 MAX_RAW_CHARS = 2000
+SCRUB_CHARS = MAX_RAW_CHARS + 500
+"""Text beyond this is cut before it is scrubbed: a dead letter keeps 2,000 characters, and a
+contact detail (at most a few hundred characters) that the cut splits lies beyond them, while
+scrubbing a huge record whole would cost time for nothing kept."""
 STORE_BATCH = 500
 NAME_KEYS = frozenset({"name", "first_name", "last_name", "full_name", "given_name",
                        "family_name", "surname", "display_name", "firstname", "lastname"})
@@ -88,7 +98,7 @@ def _token(pseudonymizer: Pseudonymizer, kind: str, value: str) -> str:
 def _scrub(pseudonymizer: Pseudonymizer, value: Any, key: str | None = None,
            identifiers: bool = False) -> Any:
     if isinstance(value, dict):
-        return {pseudonymizer.scrub_text(str(k)): _scrub(
+        return {pseudonymizer.scrub_text(str(k)[:SCRUB_CHARS]): _scrub(
                     pseudonymizer, v, str(k),
                     identifiers or str(k) == "user" or str(k).startswith("user_"))
                 for k, v in value.items()}
@@ -96,11 +106,14 @@ def _scrub(pseudonymizer: Pseudonymizer, value: Any, key: str | None = None,
         return [_scrub(pseudonymizer, v, key, identifiers) for v in value]
     if not isinstance(value, str):
         return value
+    value = value[:SCRUB_CHARS]
     if identifiers or key in ("email", "phone"):
         kind = (key or "").removeprefix("user_")
         return _token(pseudonymizer, kind if kind in IDENTIFIER_KINDS else "identifier", value)
     if key is not None and key.lower() in NAME_KEYS:
         return _token(pseudonymizer, "name", value)
+    if key is not None and key.lower().removeprefix(ATTRIBUTE_PREFIX) in POSTAL_CODE_ATTRIBUTES:
+        return coarsen_postal_code(value)  # kept as a stored attribute would be
     return pseudonymizer.scrub_text(value)
 
 
@@ -115,7 +128,7 @@ def scrub_record(pseudonymizer: Pseudonymizer, raw: str) -> str:
     try:
         data = json.loads(raw)
     except ValueError:
-        text = pseudonymizer.scrub_text(raw)
+        text = pseudonymizer.scrub_text(raw[:SCRUB_CHARS])
     else:
         text = json.dumps(_scrub(pseudonymizer, data), ensure_ascii=False)
     return text[:MAX_RAW_CHARS]

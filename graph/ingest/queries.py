@@ -38,6 +38,9 @@ WITH row, u, e WHERE u IS NOT NULL OR e IS NOT NULL
 RETURN row.kind AS kind, row.hash AS hash, u.id AS user_id, e.at.epochMillis AS erased_at
 """
 
+# Profile fields are last-write-wins by event time (`profile_updated_at`). Declared attributes
+# (`attr_<name>`, graph.events.ATTRIBUTE_PREFIX) are bounded per user ($max_attributes,
+# MAX_USER_ATTRIBUTES): a name the user does not hold yet is stored only while there is room.
 UPSERT_USERS = """
 CYPHER replan=skip
 UNWIND $rows AS row
@@ -57,8 +60,14 @@ SET u.first_seen = CASE WHEN first_seen < u.first_seen THEN first_seen ELSE u.fi
     u.chat_messages = u.chat_messages + row.chat_messages,
     u.feedbacks = u.feedbacks + row.feedbacks,
     u.spend = u.spend + row.spend
-WITH u, row, u.profile_updated_at AS before
-FOREACH (f IN [f IN row.profile WHERE before IS NULL OR datetime({epochMillis: f.at}) >= before] |
+WITH u, row, u.profile_updated_at AS before,
+     [k IN keys(u) WHERE k STARTS WITH 'attr_'] AS held
+WITH u, row, before, held,
+     [f IN row.profile WHERE before IS NULL OR datetime({epochMillis: f.at}) >= before] AS newer
+WITH u, row, before, newer, held,
+     CASE WHEN size(held) < $max_attributes THEN $max_attributes - size(held) ELSE 0 END AS room
+FOREACH (f IN [f IN newer WHERE NOT f.key STARTS WITH 'attr_' OR f.key IN held] +
+              [f IN newer WHERE f.key STARTS WITH 'attr_' AND NOT f.key IN held][..room] |
          SET u[f.key] = f.value)
 SET u.profile_updated_at =
       CASE WHEN row.profile_at IS NOT NULL
@@ -156,12 +165,13 @@ FOREACH (_ IN CASE WHEN c IS NULL THEN [] ELSE [1] END | MERGE (it)-[:IN_CATEGOR
 FOREACH (_ IN CASE WHEN b IS NULL THEN [] ELSE [1] END | MERGE (it)-[:OF_BRAND]->(b))
 """
 
+# A session shared by several users (a conversation with two participants) links each of them:
+# `row.user_ids` are the batch's participants, and one seen in an earlier batch keeps its link.
 UPSERT_SESSIONS = """
 CYPHER replan=skip
 UNWIND $rows AS row
 WITH row, datetime({epochMillis: row.started_at}) AS started_at,
      datetime({epochMillis: row.ended_at}) AS ended_at
-MATCH (u:User {id: row.user_id})
 MERGE (s:Session {id: row.id})
 ON CREATE SET s.started_at = started_at, s.ended_at = ended_at, s.events = 0
 SET s.started_at = CASE WHEN started_at < s.started_at THEN started_at ELSE s.started_at END,
@@ -169,6 +179,9 @@ SET s.started_at = CASE WHEN started_at < s.started_at THEN started_at ELSE s.st
     s.events = s.events + row.events,
     s.channel = coalesce(row.channel, s.channel),
     s.device_kind = coalesce(row.device_kind, s.device_kind)
+WITH s, row
+UNWIND row.user_ids AS uid
+MATCH (u:User {id: uid})
 MERGE (u)-[r:HAD_SESSION]->(s)
 REMOVE r.via_merge
 """
@@ -221,6 +234,10 @@ SET r.views = r.views + row.views,
     r.spend = r.spend + row.spend,
     r.first_at = CASE WHEN first_at < r.first_at THEN first_at ELSE r.first_at END,
     r.last_at = CASE WHEN last_at > r.last_at THEN last_at ELSE r.last_at END
+WITH r, row WHERE row.rated_at IS NOT NULL
+WITH r, row, datetime({epochMillis: row.rated_at}) AS rated_at
+WHERE r.rated_at IS NULL OR rated_at >= r.rated_at
+SET r.rating = row.rating, r.rated_at = rated_at
 """
 
 # Inferred interest decays exponentially ($decay_per_ms: aggregates.DECAY_PER_MS): a score is
@@ -256,7 +273,8 @@ WITH prefs[k] AS p, now[k] AS v, total
 SET p.weight = CASE WHEN total > 0 THEN v / total ELSE 0.0 END
 """
 
-# Explicit preferences (feedback, or stated through the API): last write (by event time) wins.
+# Explicit preferences (feedback naming a category and no item, or stated through the API): last
+# write (by event time) wins.
 # A stated preference may name a category no item has yet, so the category is merged.
 SET_EXPLICIT_PREFERENCES = """
 CYPHER replan=skip
@@ -364,11 +382,16 @@ WITH u, i.item_id AS item_id,
      sum(CASE WHEN i.type = $cart THEN 1 ELSE 0 END) AS carts,
      sum(CASE WHEN i.type = $purchase THEN coalesce(i.quantity, 1) ELSE 0 END) AS purchases,
      sum(CASE WHEN i.type = $purchase THEN coalesce(i.amount, 0.0) ELSE 0.0 END) AS spend,
-     min(i.at) AS first_at, max(i.at) AS last_at
+     min(i.at) AS first_at, max(i.at) AS last_at,
+     collect(CASE WHEN i.type = $feedback AND i.rating IS NOT NULL
+                  THEN {rating: i.rating, at: i.at} END) AS ratings
 MATCH (it:Item {id: item_id})
 MERGE (u)-[r:INTERACTED]->(it)
+WITH r, views, carts, purchases, spend, first_at, last_at,
+     reduce(latest = null, f IN ratings |
+            CASE WHEN latest IS NULL OR f.at >= latest.at THEN f ELSE latest END) AS rated
 SET r.views = views, r.carts = carts, r.purchases = purchases, r.spend = spend,
-    r.first_at = first_at, r.last_at = last_at
+    r.first_at = first_at, r.last_at = last_at, r.rating = rated.rating, r.rated_at = rated.at
 """
 
 DELETE_STALE_INFERRED_PREFERENCES = """

@@ -14,7 +14,7 @@ import orjson
 from pydantic import ValidationError
 
 from graph.errors import InvalidInput
-from graph.events import Event, describe_validation_error
+from graph.events import ATTRIBUTE_PREFIX, Event, describe_validation_error
 from graph.privacy import IDENTIFIER_KINDS
 
 ENVELOPE_COLUMNS = ("schema_version", "event_id", "type", "source", "occurred_at", "session_id")
@@ -93,12 +93,14 @@ def read_jsonl(stream: BinaryIO, max_bytes: int) -> Iterator[Record]:
 
 def csv_row_to_envelope(row: dict[str, str]) -> dict[str, Any]:
     """Flat CSV columns to the envelope: ``user_<kind>`` identifiers, profile and device columns,
-    and every other column a property. Empty cells are absent values."""
+    ``attr_<name>`` declared profile attributes, and every other column a property. Empty cells
+    are absent values."""
     data: dict[str, Any] = {}
     user: dict[str, str] = {}
     profile: dict[str, Any] = {}
     location: dict[str, Any] = {}
     device: dict[str, Any] = {}
+    attributes: dict[str, Any] = {}
     props: dict[str, Any] = {}
     for column, value in row.items():
         if column is None or value is None or value == "":
@@ -113,11 +115,15 @@ def csv_row_to_envelope(row: dict[str, str]) -> dict[str, Any]:
             location[LOCATION_COLUMNS[column]] = value
         elif column in ("device_id", "device_kind"):
             device[column.removeprefix("device_")] = value
+        elif column.startswith(ATTRIBUTE_PREFIX):
+            attributes[column.removeprefix(ATTRIBUTE_PREFIX)] = value
         else:
             props[column] = value
     data["user"] = user
     if location:
         profile["location"] = location
+    if attributes:
+        profile["attributes"] = attributes
     if profile:
         data["profile"] = profile
     if device:

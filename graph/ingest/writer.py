@@ -26,7 +26,7 @@ from neo4j import ManagedTransaction
 from neo4j.exceptions import ConstraintError
 
 from graph.db import Graph, Rows
-from graph.events import Event, EventType
+from graph.events import ATTRIBUTE_PREFIX, MAX_USER_ATTRIBUTES, Event, EventType
 from graph.identity import merge_by_authority_tx, resolve_users_tx
 from graph.ingest import queries as q
 from graph.ingest.aggregates import COUNTER as COUNTER  # re-exported: defined beside the
@@ -415,7 +415,7 @@ class EventWriter:
     def _event_row(self, e: Event) -> EventRow:
         """An event's own contribution (``EventRow``): the same whoever its user is."""
         p = e.properties
-        amount = float(p.price) * p.quantity if p.price is not None else None
+        total = p.line_total()
         device_id = self.pseudonymizer.device_id(e.device.id) if e.device is not None else None
         props: dict[str, Any] = {
             "event_id": e.event_id, "type": e.type.value, "source": e.source,
@@ -425,10 +425,13 @@ class EventWriter:
             value = getattr(p, key)
             if value is not None:
                 props[key] = value
-        if p.price is not None:
-            props["price"] = float(p.price)
+        if total is not None:
+            # Only a price the event gave is stored: a unit price worked out from a line total
+            # would be a figure nobody stated (the total may hold a discount or a rounding).
+            if p.price is not None:
+                props["price"] = float(p.price)
             props["quantity"] = p.quantity
-            props["amount"] = amount
+            props["amount"] = float(total)
         if p.discount:
             props["discount"] = p.discount
         if p.text is not None:
@@ -483,9 +486,14 @@ class EventWriter:
             if e.profile is not None:
                 # Profiles are last-write-wins by event time: a late or replayed event does not
                 # overwrite what a newer one set (see UPSERT_USERS, UPSERT_LOCATIONS).
-                for key, value in e.profile.model_dump(exclude_none=True,
-                                                       exclude={"location"}).items():
+                for key, value in e.profile.model_dump(
+                        exclude_none=True, exclude={"location", "attributes"}).items():
                     user["profile"][key] = {"key": key, "value": value, "at": at}
+                for name, value in (e.profile.attributes or {}).items():
+                    key = ATTRIBUTE_PREFIX + name
+                    user["profile"][key] = {
+                        "key": key, "value": self.pseudonymizer.attribute_value(name, value),
+                        "at": at}
                 user["profile_at"] = at
                 if e.profile.location is not None:
                     locations[uid] = {"user_id": uid, "at": at,
@@ -502,14 +510,16 @@ class EventWriter:
                 item = items.setdefault(p.item_id, {"id": p.item_id, "name": None, "price": None,
                                                     "category": None, "brand": None})
                 item["name"] = p.item_name or item["name"]
-                # A discounted sale's price is not the item's (list) price.
+                # A discounted sale's price is not the item's (list) price, and a line total
+                # alone says nothing of it.
                 if p.price is not None and not p.discount:
                     item["price"] = float(p.price)
                 item["category"] = p.category or item["category"]
                 item["brand"] = p.brand or item["brand"]
                 agg = interacted.setdefault((uid, p.item_id), {
                     "user_id": uid, "item_id": p.item_id, "views": 0, "carts": 0, "purchases": 0,
-                    "spend": 0.0, "first_at": at, "last_at": at})
+                    "spend": 0.0, "first_at": at, "last_at": at, "rating": None,
+                    "rated_at": None})
                 agg["last_at"] = max(agg["last_at"], at)
                 if e.type is EventType.PAGE_VIEW:
                     agg["views"] += 1
@@ -518,11 +528,19 @@ class EventWriter:
                 elif e.type is EventType.PURCHASE:
                     agg["purchases"] += p.quantity
                     agg["spend"] += amount or 0.0
+                elif e.type is EventType.FEEDBACK and p.rating is not None:
+                    # A rating of this item: the latest by event time stands (events come in
+                    # time order; UPDATE_INTERACTED compares with what is stored).
+                    agg["rating"], agg["rated_at"] = p.rating, at
             if e.session_id:
                 s = sessions.setdefault(e.session_id, {
-                    "id": e.session_id, "user_id": uid, "started_at": at, "ended_at": at,
+                    "id": e.session_id, "user_ids": [], "started_at": at, "ended_at": at,
                     "events": 0, "channel": p.channel or e.source,
                     "device_kind": e.device.kind if e.device else None})
+                # A conversation may have several participants: each is linked to it, and
+                # each event stays its own user's (PERFORMED).
+                if uid not in s["user_ids"]:
+                    s["user_ids"].append(uid)
                 s["started_at"] = min(s["started_at"], at)
                 s["ended_at"] = max(s["ended_at"], at)
                 s["events"] += 1
@@ -532,7 +550,9 @@ class EventWriter:
                 # Events come in time order: decay what the batch has so far to this one.
                 pref["score"] = decayed(pref["score"], at - pref["at"]) + INTEREST_SCORE[e.type]
                 pref["at"] = at
-                if e.type is EventType.FEEDBACK and p.rating is not None:
+                # A rating of an item is about that item (INTERACTED.rating), not a statement
+                # about its whole category; feedback naming only a category is.
+                if e.type is EventType.FEEDBACK and p.rating is not None and not p.item_id:
                     explicit[(uid, p.category)] = {"user_id": uid, "category": p.category,
                                                    "weight": (p.rating - 3) / 2.0, "at": at}
             interactions.append({"u": ref("users", uid), "s": ref("sessions", e.session_id),
@@ -556,5 +576,6 @@ class EventWriter:
             "inferred_users": Rows(sorted({uid for uid, _ in inferred})),
             "decay_per_ms": DECAY_PER_MS,
             "explicit": Rows(explicit.values()),
+            "max_attributes": MAX_USER_ATTRIBUTES,
         }, conflicts
 

@@ -12,7 +12,9 @@ def test_digest_is_keyed_and_normalized() -> None:
 
 
 def test_scrub_text_replaces_emails_and_phones_only() -> None:
-    p = Pseudonymizer("k")
+    # A number in national format (no country code) is read in the configured region: this
+    # one is a Liverpool number (PERSONAS_PHONE_REGION=GB).
+    p = Pseudonymizer("k", phone_region="GB")
     text = p.scrub_text("Mail me at ann.lee@example.org or ring 0151 234 5678 on 2026-11-28, "
                         "order 12345 at 10:00:00")
     assert "ann.lee" not in text and "234 5678" not in text
