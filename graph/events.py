@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -18,9 +18,9 @@ from pydantic import (
 )
 
 from graph.privacy import DIRECT_IDENTIFIER_ATTRIBUTES, IDENTIFIER_KINDS
+from graph.times import to_utc
 
 SCHEMA_VERSION: Literal[1] = 1
-MAX_FUTURE_SKEW = timedelta(days=1)
 
 Key = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 CountryCode = Annotated[str, StringConstraints(min_length=2, max_length=2, to_upper=True)]
@@ -189,12 +189,7 @@ class Event(BaseModel):
     @field_validator("occurred_at")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError("timestamp has no timezone offset (use e.g. 2026-11-28T10:00:00Z)")
-        value = value.astimezone(UTC)
-        if value > datetime.now(UTC) + MAX_FUTURE_SKEW:
-            raise ValueError("timestamp is more than a day in the future")
-        return value
+        return to_utc(value)
 
     @field_validator("user")
     @classmethod

@@ -5,7 +5,7 @@ location, validated the same way whatever brings them (a provider, a file, a web
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
@@ -21,6 +21,7 @@ from pydantic import (
 from graph.errors import InvalidInput, InvalidRecords
 from graph.events import Key, Location, describe_validation_error
 from graph.privacy import mask_contacts
+from graph.times import FAR_FUTURE, to_utc
 
 Condition = Literal["clear", "cloudy", "rain", "snow", "fog"]
 CONDITIONS: tuple[str, ...] = get_args(Condition)
@@ -44,10 +45,9 @@ def weather_lookback_hours(valid_hours: float) -> float:
 
 
 def utc(value: datetime) -> datetime:
-    """An aware time in UTC; naive times are refused, as everywhere in the graph."""
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError("time has no timezone offset (use e.g. 2026-11-28T10:00:00Z)")
-    return value.astimezone(UTC)
+    """An aware time in UTC between 1970 and ten years ahead (forecasts and coming events lie
+    ahead); naive times are refused, as everywhere in the graph."""
+    return to_utc(value, ahead=FAR_FUTURE)
 
 
 class WeatherObservation(BaseModel):

@@ -34,7 +34,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from enum import StrEnum
 from pathlib import Path
@@ -48,12 +48,12 @@ from graph.events import (
     ATTRIBUTE_PREFIX,
     MAX_ATTRIBUTE_CHARS,
     MAX_ATTRIBUTES,
-    MAX_FUTURE_SKEW,
     Profile,
     check_attribute_name,
     describe_validation_error,
 )
 from graph.privacy import IDENTIFIER_KINDS, Pseudonymizer
+from graph.times import from_epoch, to_utc
 
 MAX_MAPPING_BYTES = 1_000_000
 MAX_TEXT = 500
@@ -374,7 +374,7 @@ def convert(ctype: ColumnType, value: Any, values: list[str] | None = None) -> A
 def parse_timestamp(value: Any) -> datetime:
     """An ISO 8601 time with an offset (or epoch seconds), in UTC, at most a day ahead."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        at = datetime.fromtimestamp(value, UTC)
+        at = from_epoch(value)
     elif isinstance(value, str):
         try:
             at = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
@@ -384,10 +384,7 @@ def parse_timestamp(value: Any) -> datetime:
             raise ValueError("time has no timezone offset (use e.g. 2026-11-28T10:00:00Z)")
     else:
         raise ValueError("expected an ISO 8601 time")
-    at = at.astimezone(UTC)
-    if at > datetime.now(UTC) + MAX_FUTURE_SKEW:
-        raise ValueError("time is more than a day in the future")
-    return at
+    return to_utc(at)
 
 
 def parse_record(mapping: FieldMapping, data: Any, pseudonymizer: Pseudonymizer) -> CrmRecord:

@@ -1,0 +1,43 @@
+"""Plausible times: every timestamp a source sends is checked here before it is stored.
+
+A time must carry its offset, convert to UTC, and fall between 1970 and a bound in the future
+that depends on what it dates (an event happened at most a day ahead of our clock; a local
+event or a forecast may lie years ahead). Anything else is a ``ValueError`` naming the problem:
+the parsers turn it into a validation error (a dead letter, a 400), never a crash. Converting
+year 1 with a positive offset, or epoch seconds of 1e20, raises ``OverflowError`` or
+``OSError`` in the standard library; those are caught here too.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_FUTURE_SKEW = timedelta(days=1)
+"""How far ahead of our clock the time of something that happened may be (clock drift)."""
+FAR_FUTURE = timedelta(days=3653)
+"""How far ahead a scheduled or forecast time may be."""
+
+
+def to_utc(value: datetime, *, ahead: timedelta = MAX_FUTURE_SKEW) -> datetime:
+    """``value`` in UTC, if it has an offset and lies between 1970 and ``ahead`` from now."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("time has no timezone offset (use e.g. 2026-11-28T10:00:00Z)")
+    try:
+        at = value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError("time is out of range (before 1970)") from None
+    if at < EARLIEST:
+        raise ValueError("time is before 1970-01-01, not a plausible time")
+    if at > datetime.now(UTC) + ahead:
+        raise ValueError("time is more than a day in the future" if ahead == MAX_FUTURE_SKEW
+                         else f"time is more than {ahead.days} days in the future")
+    return at
+
+
+def from_epoch(seconds: float) -> datetime:
+    """Epoch seconds as an aware UTC time; NaN, infinities and out-of-range values refused."""
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError("epoch seconds out of range") from None

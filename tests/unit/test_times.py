@@ -1,0 +1,77 @@
+"""Every timestamp a source sends is plausible or a clear ValueError, never a crash."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from graph.context.models import LocalEvent, WeatherObservation
+from graph.crm.mapping import parse_timestamp
+from graph.events import Event
+from graph.times import FAR_FUTURE, from_epoch, to_utc
+
+
+def event(occurred_at: Any) -> dict[str, Any]:
+    return {"event_id": "e1", "type": "page_view", "occurred_at": occurred_at,
+            "user": {"crm_id": "c1"}}
+
+
+@pytest.mark.parametrize("text", ["0001-01-01T00:00:00+01:00", "0001-01-01T00:00:00Z",
+                                  "1000-06-01T00:00:00Z", "1969-12-31T23:59:59Z",
+                                  "9999-12-31T23:59:59-01:00", "9999-12-31T23:59:59Z"])
+def test_implausible_event_times_are_validation_errors(text: str) -> None:
+    with pytest.raises(ValidationError, match="occurred_at"):
+        Event.model_validate_json(json.dumps(event(text)))
+
+
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00+01:00", "1000-01-01T00:00:00Z",
+                                   float("inf"), float("-inf"), float("nan"), 1e20, -1e20])
+def test_crm_times_out_of_range_are_value_errors(value: Any) -> None:
+    with pytest.raises(ValueError, match="range|before 1970|plausible"):
+        parse_timestamp(value)
+
+
+def test_context_times_may_lie_ahead_but_not_centuries() -> None:
+    soon = (datetime.now(UTC) + timedelta(days=200)).isoformat()
+    LocalEvent.model_validate({"id": "x", "location_id": "l", "name": "Fair", "starts_at": soon})
+    for text in ("0001-01-01T00:00:00+01:00", "2999-01-01T00:00:00Z"):
+        with pytest.raises(ValidationError):
+            WeatherObservation.model_validate({"id": "w", "location_id": "l", "at": text,
+                                               "temp_c": 10, "condition": "rain"})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=14)),
+                                               timezone(timedelta(hours=-12))])))
+def test_any_aware_time_is_accepted_in_bounds_or_refused_clearly(at: datetime) -> None:
+    try:
+        out = to_utc(at, ahead=FAR_FUTURE)
+    except ValueError as exc:
+        assert "time" in str(exc)
+    else:
+        assert out.tzinfo is UTC and out.year >= 1970 and out == at
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(allow_nan=True, allow_infinity=True))
+def test_any_epoch_number_is_a_time_or_a_value_error(seconds: float) -> None:
+    try:
+        at = from_epoch(seconds)
+    except ValueError:
+        return
+    assert at.tzinfo is UTC
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.text(max_size=40), st.integers(), st.floats(), st.none()))
+def test_any_occurred_at_is_an_event_or_a_validation_error(value: Any) -> None:
+    try:
+        Event.model_validate(event(value))
+    except ValidationError:
+        pass
