@@ -36,6 +36,8 @@ from graph.ingest.metrics import IngestMetrics
 from graph.privacy import Pseudonymizer
 
 log = logging.getLogger(__name__)
+# Attempts of a batch whose commit a concurrent writer's equal rows refused (see _write_unplanned).
+CONSTRAINT_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -277,7 +279,7 @@ class EventWriter:
             outcome = self._write_planned(plan) if plan is not None else None
         planned = outcome is not None
         if outcome is None:
-            outcome = self.graph.write(lambda tx: self._write_tx(tx, prepared))
+            outcome = self._write_unplanned(prepared)
         written_plan, users, merged = outcome
         if self.assigner is not None and users:
             try:
@@ -287,6 +289,20 @@ class EventWriter:
         written, erased = len(written_plan.fresh), written_plan.erased
         return WriteResult(written, prepared.size - written - len(erased), tuple(users),
                            written_plan.existing, erased, as_planned=planned and not merged)
+
+    def _write_unplanned(self, prepared: PreparedBatch) -> _Outcome:
+        """Look up and write in one transaction. Another writer may commit the same events or
+        mint the same identifiers between our look-up and our commit (a client retrying a
+        batch that timed out sends it twice at once): the unique constraints refuse ours, and
+        a new attempt finds them stored (its events then count as duplicates)."""
+        for attempt in range(1, CONSTRAINT_ATTEMPTS + 1):
+            try:
+                return self.graph.write(lambda tx: self._write_tx(tx, prepared))
+            except ConstraintError as exc:
+                if attempt == CONSTRAINT_ATTEMPTS:
+                    raise
+                log.info("a batch met a concurrent writer's events; looking again: %s", exc)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     def _write_planned(self, plan: Plan) -> _Outcome | None:
         """Write a plan, or None if the graph changed under it since the plan's read: another
