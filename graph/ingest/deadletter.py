@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +36,14 @@ STORE_BATCH = 500
 NAME_KEYS = frozenset({"name", "first_name", "last_name", "full_name", "given_name",
                        "family_name", "surname", "display_name", "firstname", "lastname"})
 """Keys whose string values are taken for personal names and pseudonymized in dead letters."""
+# In a record that is not whole JSON (a line cut at the size limit, broken JSON), the quoted
+# values of identifier keys are found by this pattern (its alternatives never overlap, so it is
+# linear on any input; an unterminated value runs to the end of the text) and
+# pseudonymized: the same keys a parsed record's ``user`` map and ``user_<kind>`` columns use,
+# and a device's ``id``.
+_IDENTIFIER_VALUE = re.compile(
+    r'"(?:user_)?(' + "|".join(IDENTIFIER_KINDS) + r')"\s{0,20}:\s{0,20}"((?:[^"\\]|\\.)*)'
+    r'|"device"\s{0,20}:\s{0,20}\{\s{0,20}"id"\s{0,20}:\s{0,20}"((?:[^"\\]|\\.)*)')
 
 # A reject naming an erased user's identifier is not kept in the graph (a replay would otherwise
 # bring back what the erasure removed; its time, being malformed, cannot be trusted).
@@ -69,26 +78,65 @@ class DeadLetter:
 
 
 def _user_map(data: Any) -> dict[str, Any]:
-    """The identifiers a record names: its ``user`` map, or CSV-style ``user_<kind>`` columns."""
+    """The identifiers a record names: its ``user`` map, CSV-style ``user_<kind>`` columns, and
+    its device's id."""
     if not isinstance(data, dict):
         return {}
     found: dict[str, Any] = {}
     user = data.get("user")
     if isinstance(user, dict):
         found.update(user)
+    device = data.get("device")
+    if isinstance(device, dict) and "id" in device:
+        found.setdefault("device_id", device["id"])
+    for key in ("device_id",):
+        if key in data:
+            found.setdefault(key, data[key])
     for key, value in data.items():
         if isinstance(key, str) and key.startswith("user_"):
             found.setdefault(key.removeprefix("user_"), value)
     return found
 
 
-def identifier_keys(pseudonymizer: Pseudonymizer, data: Any) -> tuple[str, ...]:
-    """``kind:hash`` of each known identifier kind with a non-empty string value (best effort)."""
+def identifier_keys(pseudonymizer: Pseudonymizer, data: Any,
+                    raw: str | None = None) -> tuple[str, ...]:
+    """``kind:hash`` of each known identifier kind with a non-empty string value (best effort):
+    from the parsed record, or (``data`` None) from the identifier values in its raw text."""
+    pairs = list(_user_map(data).items()) if data is not None else _raw_identifiers(raw or "")
     keys = []
-    for kind, value in _user_map(data).items():
+    for kind, value in pairs:
         if kind in IDENTIFIER_KINDS and isinstance(value, str) and value.strip():
             keys.append(f"{kind}:{pseudonymizer.digest(kind, value)}")
     return tuple(sorted(set(keys)))
+
+
+def _raw_identifiers(text: str) -> list[tuple[str, str]]:
+    found = []
+    for m in _IDENTIFIER_VALUE.finditer(text[:SCRUB_CHARS]):
+        kind, value = (m.group(1), m.group(2)) if m.group(1) else ("device_id", m.group(3))
+        found.append((kind, _unescape(value)))
+    return found
+
+
+def _unescape(value: str) -> str:
+    try:
+        decoded: str = json.loads(f'"{value}"')
+    except ValueError:
+        return value
+    return decoded
+
+
+def _scrub_raw(pseudonymizer: Pseudonymizer, text: str) -> str:
+    """Text that is not a whole JSON record: identifier values (as ``_IDENTIFIER_VALUE``
+    finds them) pseudonymized, then emails and phone numbers."""
+    def token(m: re.Match[str]) -> str:
+        kind, value = (m.group(1), m.group(2)) if m.group(1) else ("device_id", m.group(3))
+        start, end = m.span(2) if m.group(1) else m.span(3)
+        whole = m.group(0)
+        offset = m.start(0)
+        return (whole[:start - offset] + _token(pseudonymizer, kind, _unescape(value))
+                + whole[end - offset:])
+    return pseudonymizer.scrub_text(_IDENTIFIER_VALUE.sub(token, text))
 
 
 def _token(pseudonymizer: Pseudonymizer, kind: str, value: str) -> str:
@@ -98,6 +146,8 @@ def _token(pseudonymizer: Pseudonymizer, kind: str, value: str) -> str:
 def _scrub(pseudonymizer: Pseudonymizer, value: Any, key: str | None = None,
            identifiers: bool = False) -> Any:
     if isinstance(value, dict):
+        if key == "device" and isinstance(value.get("id"), str):
+            value = {**value, "id": _token(pseudonymizer, "device_id", value["id"])}
         return {pseudonymizer.scrub_text(str(k)[:SCRUB_CHARS]): _scrub(
                     pseudonymizer, v, str(k),
                     identifiers or str(k) == "user" or str(k).startswith("user_"))
@@ -107,7 +157,9 @@ def _scrub(pseudonymizer: Pseudonymizer, value: Any, key: str | None = None,
     if not isinstance(value, str):
         return value
     value = value[:SCRUB_CHARS]
-    if identifiers or key in ("email", "phone"):
+    if value.startswith("[device_id:") and key == "id":
+        return value  # pseudonymized above
+    if identifiers or key in ("email", "phone", "device_id"):
         kind = (key or "").removeprefix("user_")
         return _token(pseudonymizer, kind if kind in IDENTIFIER_KINDS else "identifier", value)
     if key is not None and key.lower() in NAME_KEYS:
@@ -128,7 +180,7 @@ def scrub_record(pseudonymizer: Pseudonymizer, raw: str) -> str:
     try:
         data = json.loads(raw)
     except ValueError:
-        text = pseudonymizer.scrub_text(raw[:SCRUB_CHARS])
+        text = _scrub_raw(pseudonymizer, raw[:SCRUB_CHARS])
     else:
         text = json.dumps(_scrub(pseudonymizer, data), ensure_ascii=False)
     return text[:MAX_RAW_CHARS]
@@ -148,7 +200,7 @@ def make_dead_letter(pseudonymizer: Pseudonymizer, *, source: str, reason: str, 
         "\x00".join((clean_source, position or "", record)).encode()).hexdigest()[:32]
     return DeadLetter(id=f"dl_{digest}", source=clean_source,
                       reason=pseudonymizer.scrub_text(reason), record=record,
-                      identifiers=identifier_keys(pseudonymizer, data),
+                      identifiers=identifier_keys(pseudonymizer, data, raw),
                       at=at or datetime.now(UTC), position=position,
                       truncated=len(raw) > MAX_RAW_CHARS)
 

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from graph.errors import InvalidInput
 from graph.events import ATTRIBUTE_PREFIX, Event, describe_validation_error
+from graph.ingest.deadletter import SCRUB_CHARS
 from graph.privacy import IDENTIFIER_KINDS
 
 ENVELOPE_COLUMNS = ("schema_version", "event_id", "type", "source", "occurred_at", "session_id")
@@ -78,7 +79,7 @@ def read_jsonl(stream: BinaryIO, max_bytes: int) -> Iterator[Record]:
     for number, line in enumerate(stream, start=1):
         if len(line) > max_bytes:
             yield Reject(number, f"record is {len(line)} bytes, over the limit of {max_bytes}",
-                         line[:2000].decode("utf-8", "replace"))
+                         line[:SCRUB_CHARS].decode("utf-8", "replace"))
             continue
         text = line.decode("utf-8", "replace").strip()
         if not text:
@@ -145,7 +146,7 @@ def read_csv(stream: BinaryIO, max_bytes: int) -> Iterator[Record]:
         except csv.Error as exc:
             yield Reject(line, f"invalid CSV: {exc}", "")
             continue
-        raw = json.dumps(row)[:2000]
+        raw = json.dumps(row)  # whole: cut JSON could not be parsed to find its identifiers
         if None in row:
             yield Reject(reader.line_num, "row has more cells than the header", raw)
             continue
