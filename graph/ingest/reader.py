@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from graph.errors import InvalidInput
 from graph.events import ATTRIBUTE_PREFIX, Event, describe_validation_error
 from graph.ingest.deadletter import SCRUB_CHARS
 from graph.privacy import IDENTIFIER_KINDS
+
+log = logging.getLogger(__name__)
 
 ENVELOPE_COLUMNS = ("schema_version", "event_id", "type", "source", "occurred_at", "session_id")
 PROFILE_COLUMNS = ("age_band", "gender", "locale", "demo_group")
@@ -73,6 +76,11 @@ def validate(line: int, data: Any, raw: str) -> Record:
         return Parsed(line, Event.model_validate(data))
     except ValidationError as exc:
         return Reject(line, describe_validation_error(exc.errors()), raw)
+    except Exception as exc:  # noqa: BLE001 - one bad record must not stop a file or a stream
+        # A value no validator anticipated (what OverflowError on year 1 was): a reject with
+        # its kind of failure, never a crash that would make the record a poison pill.
+        log.warning("record %s failed validation unexpectedly: %s", line, type(exc).__name__)
+        return Reject(line, f"invalid record ({type(exc).__name__})", raw)
 
 
 def read_jsonl(stream: BinaryIO, max_bytes: int) -> Iterator[Record]:

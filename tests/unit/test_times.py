@@ -77,3 +77,21 @@ def test_any_occurred_at_is_an_event_or_a_validation_error(value: Any) -> None:
         assert "occurred_at" in str(exc)
     else:
         assert accepted.occurred_at.year >= 1970 and accepted.occurred_at.tzinfo is UTC
+
+
+def test_a_validator_failing_unexpectedly_gives_a_reject_not_a_crash(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever a validator raises (OverflowError on year 1 was one such case), the file reader
+    and the Kafka consumer get a reject with a reason, so the record cannot become a poison
+    pill."""
+    from graph.ingest.reader import Reject, validate
+    from graph.ingest.stream import Rejected, parse_message
+
+    def overflow(*_: Any, **__: Any) -> Event:
+        raise OverflowError("date value out of range")
+
+    monkeypatch.setattr(Event, "model_validate", overflow)
+    record = validate(7, event("2026-01-01T00:00:00Z"), "{}")
+    assert isinstance(record, Reject) and record.reason == "invalid record (OverflowError)"
+    message = parse_message(json.dumps(event("2026-01-01T00:00:00Z")).encode(), 3, 10_000)
+    assert isinstance(message, Rejected) and message.reason == "invalid record (OverflowError)"
