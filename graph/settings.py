@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     segment_features: list[str] = Field(
         default_factory=lambda: list(DEFAULT_SELECTION),
         description="Features a segmentation uses: families (behaviour, preferences, device, "
-        "demographics, context, structure, conversation, topics), feature names, share:* or "
+        "demographics, context, structure, conversation, hours, topics), feature names, share:* or "
         "topic:* (JSON list).",
     )
     persona_vocabulary: str = Field(

@@ -62,23 +62,25 @@ FEATURES: tuple[Feature, ...] = (
             "mean characters per chat message; missing when none", True),
     Feature("question_share", "conversation",
             "share of chat messages that ask a question; missing when none"),
-    Feature("night_share", "conversation",
+    Feature("night_share", "hours",
             "share of messages and searches sent 00-06 h UTC; missing when none"),
-    Feature("morning_share", "conversation",
+    Feature("morning_share", "hours",
             "share of messages and searches sent 06-12 h UTC; missing when none"),
-    Feature("afternoon_share", "conversation",
+    Feature("afternoon_share", "hours",
             "share of messages and searches sent 12-18 h UTC; missing when none"),
-    Feature("evening_share", "conversation",
+    Feature("evening_share", "hours",
             "share of messages and searches sent 18-24 h UTC; missing when none"),
 )
 REGISTRY: dict[str, Feature] = {f.name: f for f in FEATURES}
 FAMILIES = ("behaviour", "preferences", "device", "demographics", "context", "structure",
-            "conversation", "topics")
+            "conversation", "hours", "topics")
 # The spectral axes are left out by default: they are re-derived on every run and rotate when
 # the population changes, which would break the matching of segments to earlier personas.
 # Name them (or the "structure" family) for exploratory runs. The text families only have
 # columns when the population has enough text (graph/features/text.py, TextRule), so naming
-# them here uses them exactly then.
+# them here uses them exactly then. The hour-of-day profile ("hours") is left out by default:
+# its hours are UTC, so it tells time zones apart as much as habits, and its four shares
+# outvoted the topics on a real chat corpus (docs/personas.md).
 DEFAULT_SELECTION = ("behaviour", "share:*", "item_pagerank", "topics", "conversation")
 
 

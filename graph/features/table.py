@@ -20,7 +20,7 @@ from graph.db import Graph
 from graph.features import queries as q
 from graph.features.registry import CATEGORY_PREFIX, TOPIC_PREFIX, describe
 from graph.features.text import (
-    CONVERSATION,
+    TEXT_BEHAVIOUR,
     TextOptions,
     TextStats,
     Topic,
@@ -260,7 +260,7 @@ def features_of_users(
         if name in computed:
             X[:, j] = [v[computed.index(name)] for v in values]
     known = {t.feature: i for i, t in enumerate(topics or [])}
-    wants_text = any(n in CONVERSATION or n in known for n in names)
+    wants_text = any(n in TEXT_BEHAVIOUR or n in known for n in names)
     if wants_text and ids:
         texts = texts_of_users(graph, ids)
         per_user = [texts.get(uid, []) for uid in ids]
@@ -268,7 +268,7 @@ def features_of_users(
         shares = (project_topics([document(t) for t in per_user], topics)
                   if topics else np.zeros((len(ids), 0)))
         for j, name in enumerate(names):
-            if name in CONVERSATION:
+            if name in TEXT_BEHAVIOUR:
                 X[:, j] = [r[name] for r in rows]
             elif name.startswith(TOPIC_PREFIX) and name in known:
                 X[:, j] = shares[:, known[name]]

@@ -17,7 +17,7 @@ from graph.db import Graph
 from graph.events import Event
 from graph.features.registry import DEFAULT_SELECTION, log_scaled, select
 from graph.features.table import build_feature_table, features_of_users
-from graph.features.text import CONVERSATION, TextOptions
+from graph.features.text import CONVERSATION, HOURS, TEXT_BEHAVIOUR, TextOptions
 from graph.ingest.writer import EventWriter
 from graph.privacy import Pseudonymizer
 from graph.segments.engine import HierarchicalSegmenter, make_preparation
@@ -128,6 +128,7 @@ def test_topics_separate_a_chat_only_population(graph: Graph) -> None:
     # The default selection takes the text families, and they separate the planted groups.
     chosen = table.select(select(table.names, DEFAULT_SELECTION))
     assert set(CONVERSATION) <= set(chosen.names) and set(topics) <= set(chosen.names)
+    assert not set(HOURS) & set(chosen.names)
     prep = make_preparation(chosen.names, log_scaled(chosen.names))
     Z = prep.fit_transform(chosen.X)
     model = HierarchicalSegmenter().fit(Z)
@@ -164,7 +165,7 @@ def test_conversation_features_measure_the_messages(graph: Graph) -> None:
     assert table.text.reason.startswith("1 of 1 users (100%) wrote at least 3 messages or "
                                         "searches, 5 in all: too little text")
     assert "text features are on" in table.text.reason
-    row = {n: table.column(n)[0] for n in CONVERSATION}
+    row = {n: table.column(n)[0] for n in TEXT_BEHAVIOUR}
     assert row["messages_per_session"] == 2.0
     assert row["message_length"] == pytest.approx(np.mean([len(t) for t, _ in texts]))
     assert row["question_share"] == 0.5  # a question mark, and "How do I ..."
@@ -173,5 +174,20 @@ def test_conversation_features_measure_the_messages(graph: Graph) -> None:
     # One user's text is too little to learn topics from: no topic columns, and the reason.
     assert table.topics == [] and "no topics" in table.text.reason
     # A newcomer's conversation features come from the same texts, in one round trip.
-    again = features_of_users(graph, table.user_ids, list(CONVERSATION))
-    assert np.allclose(again.X, table.select(list(CONVERSATION)).X)
+    again = features_of_users(graph, table.user_ids, list(TEXT_BEHAVIOUR))
+    assert np.allclose(again.X, table.select(list(TEXT_BEHAVIOUR)).X)
+
+
+def test_a_run_on_a_chat_only_population_uses_topics_by_default(
+        graph: Graph, monkeypatch: pytest.MonkeyPatch) -> None:
+    from graph.segments.run import run_segmentation
+
+    load_chat(graph, users=150, seed=2)
+    monkeypatch.setenv("PERSONAS_PERSONA_VOCABULARY", "support")
+    result = run_segmentation(graph)
+    assert result.n_segments == 3 and result.planted_ari is not None
+    assert result.planted_ari >= 0.9, result.k_reason
+    assert all(n.name.endswith(" Enquirers") for n in result.names), result.names
+    run = graph.rows("MATCH (r:SegmentationRun {id: $id}) RETURN r.features AS f",
+                     id=result.run_id)[0]
+    assert "question_share" in run["f"] and any(f.startswith("topic:") for f in run["f"])
