@@ -84,8 +84,9 @@ RETURN u.id AS user_id, it.id AS item_id,
        r.views + 3 * r.carts + 5 * r.purchases AS weight
 """
 
-# Text features (graph/features/text.py). The types whose text is read, and how much: the
-# population-wide counts decide whether the text families are used at all (TextRule).
+# Text features (graph/features/text.py). The population-wide counts decide whether the text
+# families are used at all (TextRule); they start from the type index, so a population that
+# mostly browses pays for its few texts, not for every interaction.
 TEXT_COUNTS = """
 CALL () {
   MATCH (u:User) WHERE coalesce(u.consent_analytics, true)
@@ -93,6 +94,7 @@ CALL () {
 }
 CALL () {
   MATCH (u:User)-[:PERFORMED]->(i:Interaction)
+  USING INDEX i:Interaction(type)
   WHERE i.type IN $types AND coalesce(i.text, i.query) IS NOT NULL
     AND coalesce(u.consent_analytics, true)
   WITH u, count(i) AS n
