@@ -69,9 +69,9 @@ FIRST_WORD = re.compile(r"[^\W\d_]+")
 QUESTION_WORDS = frozenset({
     "what", "how", "why", "when", "where", "who", "whom", "whose", "which", "can", "could",
     "is", "are", "am", "was", "were", "do", "does", "did", "will", "would", "should", "shall",
-    "may", "might", "have", "has", "any", "anyone", "isnt", "arent", "dont", "doesnt", "didnt",
-    "cant", "wont",
+    "any", "anyone", "isnt", "arent", "dont", "doesnt", "didnt", "cant", "wont",
 })
+# Not "have" or "may": "Have a nice day" and "May I add" open statements as often as questions.
 
 
 @dataclass(frozen=True)
@@ -324,7 +324,8 @@ def text_features(
         used, reason = False, f"{reason}; text features are off (PERSONAS_TEXT_FEATURES)"
     elif options.mode == "on":
         used = documents > 0
-        reason = f"{reason}; text features are on (PERSONAS_TEXT_FEATURES)"
+        reason = (f"{reason}; text features are on (PERSONAS_TEXT_FEATURES)" if used
+                  else f"{reason}; text features are on, but there is no text")
     else:
         used = enough
     empty = np.zeros((len(user_ids), 0))

@@ -173,6 +173,12 @@ def test_conversation_features_measure_the_messages(graph: Graph) -> None:
             row["evening_share"]) == (0.4, 0.2, 0.2, 0.2)
     # One user's text is too little to learn topics from: no topic columns, and the reason.
     assert table.topics == [] and "no topics" in table.text.reason
+    # By default one user's five texts are too little; "off" never reads text.
+    for mode, words in (("auto", "too little text (needs 50% of users"),
+                        ("off", "text features are off")):
+        plain = build_feature_table(graph, text=TextOptions(mode=mode))  # type: ignore[arg-type]
+        assert plain.text is not None and not plain.text.used and words in plain.text.reason
+        assert not set(TEXT_BEHAVIOUR) & set(plain.names) and plain.topics == []
     # A newcomer's conversation features come from the same texts, in one round trip.
     again = features_of_users(graph, table.user_ids, list(TEXT_BEHAVIOUR))
     assert np.allclose(again.X, table.select(list(TEXT_BEHAVIOUR)).X)

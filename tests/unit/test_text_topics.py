@@ -101,6 +101,7 @@ def test_questions() -> None:
     assert is_question("how do i reset it")
     assert is_question("Can't log in")
     assert not is_question("The parcel came, thanks")
+    assert not is_question("Have a nice day")
     assert not is_question("")
     assert not is_question("12 34")
 
