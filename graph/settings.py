@@ -8,9 +8,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from graph.errors import ConfigurationError
+from graph.errors import ConfigurationError, InvalidInput
 from graph.features.registry import DEFAULT_SELECTION
 from graph.privacy import DEFAULT_PHONE_REGION, Pseudonymizer, check_phone_region
+from graph.segments.vocabularies import load_vocabulary
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,7 +92,24 @@ class Settings(BaseSettings):
     segment_features: list[str] = Field(
         default_factory=lambda: list(DEFAULT_SELECTION),
         description="Features a segmentation uses: families (behaviour, preferences, device, "
-        "demographics, context, structure), feature names, or share:* (JSON list).",
+        "demographics, context, structure, conversation, hours, topics), feature names, share:* or "
+        "topic:* (JSON list).",
+    )
+    persona_vocabulary: str = Field(
+        default="retail",
+        description="The phrase book that names and describes personas: a shipped one (retail, "
+        "media, travel, support) or the path of your own YAML file (docs/personas.md).",
+    )
+    text_features: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Topic and conversation features from chat messages and searches: `auto` "
+        "when the population has enough text (docs/personas.md), `on` whenever there is "
+        "text, `off` never.",
+    )
+    text_topics: int = Field(
+        default=0, ge=0, le=30,
+        description="Number of topics learned from the text (0: chosen from the number of "
+        "users who wrote, 6 to 10).",
     )
     segment_every_hours: float = Field(
         default=168.0, ge=0.0,
@@ -236,6 +254,24 @@ class Settings(BaseSettings):
     @classmethod
     def _phone_region(cls, value: str) -> str:
         return check_phone_region(value)
+
+    @field_validator("persona_vocabulary")
+    @classmethod
+    def _vocabulary(cls, value: str) -> str:
+        """A phrase book that cannot be used fails at start, not after a segmentation's
+        clustering."""
+        try:
+            load_vocabulary(value)
+        except InvalidInput as exc:
+            raise ConfigurationError(f"PERSONAS_PERSONA_VOCABULARY: {exc}") from None
+        return value
+
+    @field_validator("text_topics")
+    @classmethod
+    def _topics(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("a topic model needs at least 2 topics (0 chooses the number)")
+        return value
 
     @model_validator(mode="after")
     def _key_from_file(self) -> Settings:

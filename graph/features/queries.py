@@ -83,3 +83,50 @@ WHERE coalesce(u.consent_analytics, true)
 RETURN u.id AS user_id, it.id AS item_id,
        r.views + 3 * r.carts + 5 * r.purchases AS weight
 """
+
+# Text features (graph/features/text.py). The population-wide counts decide whether the text
+# families are used at all (TextRule); they start from the type index, so a population that
+# mostly browses pays for its few texts, not for every interaction.
+TEXT_COUNTS = """
+CALL () {
+  MATCH (u:User) WHERE coalesce(u.consent_analytics, true)
+  RETURN count(u) AS users
+}
+CALL () {
+  MATCH (u:User)-[:PERFORMED]->(i:Interaction)
+  USING INDEX i:Interaction(type)
+  WHERE i.type IN $types AND coalesce(i.text, i.query) IS NOT NULL
+    AND coalesce(u.consent_analytics, true)
+  WITH u, count(i) AS n
+  RETURN sum(CASE WHEN n >= $min_texts THEN 1 ELSE 0 END) AS writers, sum(n) AS documents
+}
+RETURN users, writers, documents
+"""
+
+# Each user's latest $per_user texts (chat messages and searches) with their hour and session,
+# newest first; a user without any gets an empty list. The users come from the statement that
+# precedes this body, like _USER_FEATURES.
+_USER_TEXTS = """
+CALL (u) {
+  MATCH (u)-[:PERFORMED]->(i:Interaction)
+  WHERE i.type IN $types AND coalesce(i.text, i.query) IS NOT NULL
+  WITH i ORDER BY i.at DESC LIMIT $per_user
+  OPTIONAL MATCH (i)-[:IN_SESSION]->(s:Session)
+  RETURN collect({type: i.type, text: coalesce(i.text, i.query), hour: i.at.hour,
+                  session: s.id}) AS texts
+}
+RETURN u.id AS user_id, texts
+ORDER BY u.id
+"""
+
+TEXT_PAGE = """
+MATCH (u:User)
+WHERE u.id > $after AND coalesce(u.consent_analytics, true)
+WITH u ORDER BY u.id LIMIT $limit
+""" + _USER_TEXTS
+
+TEXTS_BY_ID = """
+UNWIND $ids AS id
+MATCH (u:User {id: id})
+WHERE coalesce(u.consent_analytics, true)
+""" + _USER_TEXTS

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from graph.errors import InvalidInput
 
 CATEGORY_PREFIX = "share:"
+TOPIC_PREFIX = "topic:"
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ FEATURES: tuple[Feature, ...] = (
     Feature("chat_share", "device", "share of sessions in the chat channel"),
     Feature("explicit_preference", "preferences",
             "mean explicit preference weight (-1 dislike .. 1 like); missing when none"),
+    Feature("category_focus", "preferences",
+            "share of interactions in the user's most frequent category; missing when none"),
     Feature("age_years", "demographics", "middle of the user's age band; missing when unknown"),
     Feature("bad_weather_share", "context",
             "share of activity on days of rain, snow or below 5 °C at the user's location, "
@@ -52,19 +55,48 @@ FEATURES: tuple[Feature, ...] = (
             "first axis of the users' spectral embedding in the user–item graph: users of the "
             "same items lie close"),
     Feature("spectral_2", "structure", "second axis of the spectral embedding"),
+    # From the user's latest chat messages and searches (graph/features/text.py).
+    Feature("messages_per_session", "conversation",
+            "chat messages per session that has any; 0 when the user sent none", True),
+    Feature("message_length", "conversation",
+            "mean characters per chat message; missing when none", True),
+    Feature("question_share", "conversation",
+            "share of chat messages that ask a question; missing when none"),
+    Feature("night_share", "hours",
+            "share of messages and searches sent 00-06 h UTC; missing when none"),
+    Feature("morning_share", "hours",
+            "share of messages and searches sent 06-12 h UTC; missing when none"),
+    Feature("afternoon_share", "hours",
+            "share of messages and searches sent 12-18 h UTC; missing when none"),
+    Feature("evening_share", "hours",
+            "share of messages and searches sent 18-24 h UTC; missing when none"),
 )
 REGISTRY: dict[str, Feature] = {f.name: f for f in FEATURES}
-FAMILIES = ("behaviour", "preferences", "device", "demographics", "context", "structure")
+FAMILIES = ("behaviour", "preferences", "device", "demographics", "context", "structure",
+            "conversation", "hours", "topics")
 # The spectral axes are left out by default: they are re-derived on every run and rotate when
 # the population changes, which would break the matching of segments to earlier personas.
-# Name them (or the "structure" family) for exploratory runs.
-DEFAULT_SELECTION = ("behaviour", "share:*", "item_pagerank")
+# Name them (or the "structure" family) for exploratory runs. The text families only have
+# columns when the population has enough text (graph/features/text.py, TextRule), so naming
+# them here uses them exactly then. The hour-of-day profile ("hours") is left out by default:
+# its hours are UTC, so it tells time zones apart as much as habits, and its four shares
+# outvoted the topics on a real chat corpus (docs/personas.md).
+DEFAULT_SELECTION = ("behaviour", "share:*", "item_pagerank", "topics", "conversation")
+
+
+def topic_terms(name: str) -> list[str]:
+    """The top terms a topic feature is named by (``topic:refund-order-late``)."""
+    return [t for t in name.removeprefix(TOPIC_PREFIX).split("-") if t]
 
 
 def describe(name: str) -> Feature:
     if name.startswith(CATEGORY_PREFIX):
         category = name.removeprefix(CATEGORY_PREFIX)
         return Feature(name, "preferences", f"share of interactions in category {category}")
+    if name.startswith(TOPIC_PREFIX):
+        terms = ", ".join(topic_terms(name))
+        return Feature(name, "topics", "share of the user's messages and searches on the topic "
+                       f"whose top terms are {terms}")
     try:
         return REGISTRY[name]
     except KeyError:
@@ -72,32 +104,37 @@ def describe(name: str) -> Feature:
 
 
 def check_selection(selection: Iterable[str]) -> list[str]:
-    """The selection's entries, each a family, a feature name, ``share:*`` or
-    ``share:<category>``; anything else is InvalidInput naming what is allowed. Whether a named
-    category exists is only known from the feature table (see ``select``)."""
+    """The selection's entries, each a family, a feature name, ``share:*``,
+    ``share:<category>``, ``topic:*`` or ``topic:<label>``; anything else is InvalidInput
+    naming what is allowed. Whether a named category or topic exists is only known from the
+    feature table (see ``select``)."""
     entries = [e.strip() for e in selection if e.strip()]
     if not entries:
         raise InvalidInput("the feature selection must name at least one family or feature")
     for entry in entries:
-        share = entry.startswith(CATEGORY_PREFIX) and len(entry) > len(CATEGORY_PREFIX)
+        share = any(entry.startswith(p) and len(entry) > len(p)
+                    for p in (CATEGORY_PREFIX, TOPIC_PREFIX))
         if not (entry in FAMILIES or entry in REGISTRY or share):
             raise InvalidInput(
                 f"unknown feature or family {entry!r}; families: {', '.join(FAMILIES)}; "
-                f"features: {', '.join(REGISTRY)}; or {CATEGORY_PREFIX}<category>"
+                f"features: {', '.join(REGISTRY)}; or {CATEGORY_PREFIX}<category>, "
+                f"{TOPIC_PREFIX}<label>"
             )
     return entries
 
 
 def select(available: Sequence[str], selection: Iterable[str]) -> list[str]:
     """The available columns the selection names, in table order. Each selection entry is a
-    family, a feature name, or ``share:*`` for every category share."""
+    family, a feature name, ``share:*`` for every category share or ``topic:*`` for every
+    topic. A family or wildcard with no column in the table selects nothing (the text families
+    have columns only when the population has enough text)."""
     entries = check_selection(selection)
     wanted: set[str] = set()
     for entry in entries:
         if entry in FAMILIES:
             wanted |= {n for n in available if describe(n).family == entry}
-        elif entry == CATEGORY_PREFIX + "*":
-            wanted |= {n for n in available if n.startswith(CATEGORY_PREFIX)}
+        elif entry in (CATEGORY_PREFIX + "*", TOPIC_PREFIX + "*"):
+            wanted |= {n for n in available if n.startswith(entry[:-1])}
         else:
             if entry not in available:
                 raise InvalidInput(f"feature {entry!r} is not in the feature table")

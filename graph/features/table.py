@@ -1,4 +1,5 @@
-"""The per-user feature table: behaviour, preferences and graph structure, read in batches."""
+"""The per-user feature table: behaviour, preferences, graph structure and (when the population
+has enough text) conversation and topics, read in batches."""
 
 from __future__ import annotations
 
@@ -17,18 +18,29 @@ from scipy.sparse.linalg import LinearOperator, svds
 
 from graph.db import Graph
 from graph.features import queries as q
-from graph.features.registry import CATEGORY_PREFIX, describe
+from graph.features.registry import CATEGORY_PREFIX, TOPIC_PREFIX, describe
+from graph.features.text import (
+    TEXT_BEHAVIOUR,
+    TextOptions,
+    TextStats,
+    Topic,
+    conversation_row,
+    document,
+    project_topics,
+    text_features,
+    texts_of_users,
+)
 
 log = logging.getLogger(__name__)
 
-AGE_YEARS = {"18-24": 21.0, "25-34": 29.5, "35-44": 39.5, "45-54": 49.5, "55-64": 59.5,
-             "65+": 70.0}
+AGE_YEARS = {"under-18": 15.0, "18-24": 21.0, "25-34": 29.5, "35-44": 39.5, "45-54": 49.5,
+             "55-64": 59.5, "65+": 70.0}
 # Columns computed per user from the page query, in table order (category shares follow, then
-# the structural features).
+# the structural features, then the text features when used).
 ROW_FEATURES = ("purchase_frequency", "avg_order_value", "avg_discount", "recency_days",
                 "tenure_days", "session_count", "avg_session_minutes", "views_per_session",
                 "cart_abandonment", "peak_month_share", "mobile_share", "app_share", "chat_share",
-                "explicit_preference",
+                "explicit_preference", "category_focus",
                 "age_years", "bad_weather_share")
 STRUCTURAL = ("item_pagerank", "item_degree", "spectral_1", "spectral_2")
 
@@ -43,16 +55,22 @@ class FeatureTable:
     descriptions: dict[str, str]
     planted: list[str | None] = field(default_factory=list)
     snapshot_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    topics: list[Topic] = field(default_factory=list)
+    """The topics learned from the users' text, one per ``topic:<label>`` column, most
+    prevalent first (``Topic.to_dict`` for JSON)."""
+    text: TextStats | None = None
+    """How much text the population has, and whether the text families were used."""
 
     def column(self, name: str) -> NDArray[np.float64]:
         return self.X[:, self.names.index(name)]
 
     def select(self, names: list[str]) -> FeatureTable:
-        """The same users with only the named columns."""
+        """The same users with only the named columns (and only the topics among them)."""
         idx = [self.names.index(n) for n in names]
         return FeatureTable(self.user_ids, list(names), self.X[:, idx],
                             {n: self.descriptions[n] for n in names}, self.planted,
-                            self.snapshot_at)
+                            self.snapshot_at, [t for t in self.topics if t.feature in names],
+                            self.text)
 
 
 def _days(delta_s: float) -> float:
@@ -82,10 +100,16 @@ def behaviour_row(row: dict[str, Any], now: datetime) -> dict[str, float]:
         "app_share": (row["app_sessions"] or 0) / sessions if sessions else 0.0,
         "chat_share": (row["chat_sessions"] or 0) / sessions if sessions else 0.0,
         "explicit_preference": nan_if_none(row["explicit_preference"]),
+        "category_focus": _focus(row["category_counts"]),
         "age_years": AGE_YEARS.get(row["age_band"] or "", float("nan")),
         "bad_weather_share": ((row["bad_weather_events"] or 0) / row["weather_known_events"]
                               if row["weather_known_events"] else float("nan")),
     }
+
+
+def _focus(category_counts: list[list[Any]]) -> float:
+    counts = [n for _, n in category_counts]
+    return max(counts) / sum(counts) if counts and sum(counts) else float("nan")
 
 
 def nan_if_none(value: float | None) -> float:
@@ -174,9 +198,14 @@ def build_feature_table(
     page_size: int = 2000,
     now: datetime | None = None,
     on_progress: Callable[[int], None] | None = None,
+    text: TextOptions | None = None,
 ) -> FeatureTable:
-    """Read every user's features: one Cypher round trip per page of users, never per user."""
+    """Read every user's features: one Cypher round trip per page of users, never per user.
+
+    ``text`` says whether to add conversation and topic columns (default: from the settings,
+    ``PERSONAS_TEXT_FEATURES`` and ``PERSONAS_TEXT_TOPICS``; see graph/features/text.py)."""
     now = now or datetime.now(UTC)
+    text = text or TextOptions.from_settings()
     categories = [r["name"] for r in graph.rows(q.CATEGORIES)]
     names = list(ROW_FEATURES) + [f"{CATEGORY_PREFIX}{c}" for c in categories]
     user_ids: list[str] = []
@@ -199,18 +228,26 @@ def build_feature_table(
     for name in STRUCTURAL:
         X = np.column_stack([X, structural[name]])
         names.append(name)
+    texts = text_features(graph, user_ids, text, page_size=page_size)
+    X = np.column_stack([X, texts.X])
+    names += texts.names
     descriptions = {n: describe(n).description for n in names}
     log.info("feature table: %d users x %d features", X.shape[0], X.shape[1])
-    return FeatureTable(user_ids, names, X, descriptions, planted, now)
+    return FeatureTable(user_ids, names, X, descriptions, planted, now, texts.topics,
+                        texts.stats)
 
 
 def features_of_users(
     graph: Graph, user_ids: list[str], names: list[str], now: datetime | None = None,
+    topics: list[Topic] | None = None,
 ) -> FeatureTable:
-    """The named features of a few users, e.g. newcomers between runs, in one round trip.
+    """The named features of a few users, e.g. newcomers between runs, in one round trip (two
+    when conversation or topic features are named).
 
     Graph-structure features need the whole graph, so they are missing here (the run's
-    preparation pipeline imputes them); categories the names do not list are ignored.
+    preparation pipeline imputes them); categories the names do not list are ignored. Topic
+    shares are projected on the run's ``topics`` (their top terms, ``project_topics``), and
+    missing without them.
     """
     now = now or datetime.now(UTC)
     categories = [n.removeprefix(CATEGORY_PREFIX) for n in names
@@ -222,5 +259,18 @@ def features_of_users(
     for j, name in enumerate(names):
         if name in computed:
             X[:, j] = [v[computed.index(name)] for v in values]
+    known = {t.feature: i for i, t in enumerate(topics or [])}
+    wants_text = any(n in TEXT_BEHAVIOUR or n in known for n in names)
+    if wants_text and ids:
+        texts = texts_of_users(graph, ids)
+        per_user = [texts.get(uid, []) for uid in ids]
+        rows = [conversation_row(t) for t in per_user]
+        shares = (project_topics([document(t) for t in per_user], topics)
+                  if topics else np.zeros((len(ids), 0)))
+        for j, name in enumerate(names):
+            if name in TEXT_BEHAVIOUR:
+                X[:, j] = [r[name] for r in rows]
+            elif name.startswith(TOPIC_PREFIX) and name in known:
+                X[:, j] = shares[:, known[name]]
     return FeatureTable(ids, list(names), X, {n: describe(n).description for n in names},
-                        groups, now)
+                        groups, now, [t for t in topics or [] if t.feature in names])

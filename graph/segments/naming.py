@@ -1,4 +1,8 @@
-"""Names and descriptions for segments, from the features where a segment differs most."""
+"""Names and descriptions for segments, from the features where a segment differs most.
+
+The words come from a phrase book (graph/segments/vocabularies): retail by default, or the
+book named by ``PERSONAS_PERSONA_VOCABULARY``.
+"""
 
 from __future__ import annotations
 
@@ -9,38 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-# (feature, direction) -> (persona phrase, weight). Direction +1: the segment is well above
-# average. Weights favour the classic retail personas over generic or category-only phrases
-# when a segment stands out on several features.
-PHRASES: dict[tuple[str, int], tuple[str, float]] = {
-    ("purchase_frequency", 1): ("Frequent Shoppers", 1.3),
-    ("avg_discount", 1): ("Bargain Hunters", 1.3),
-    ("peak_month_share", 1): ("Seasonal Buyers", 1.3),
-    ("tenure_days", -1): ("New Visitors", 1.3),
-    ("session_count", -1): ("New Visitors", 1.2),
-    ("avg_order_value", 1): ("Big-Ticket Buyers", 1.0),
-    ("avg_order_value", -1): ("Small-Basket Buyers", 0.8),
-    ("recency_days", 1): ("Lapsed Customers", 0.9),
-    ("cart_abandonment", 1): ("Cart Abandoners", 1.0),
-    ("views_per_session", 1): ("Window Shoppers", 1.0),
-    ("session_count", 1): ("Loyal Regulars", 0.9),
-    ("item_pagerank", 1): ("Catalogue Explorers", 0.8),
-    ("avg_session_minutes", 1): ("Long-Session Browsers", 0.8),
-}
-CATEGORY_WEIGHT = 0.6
-WORDING: dict[str, tuple[str, str]] = {
-    "purchase_frequency": ("buy often", "rarely buy"),
-    "avg_order_value": ("spend a lot per order", "spend little per order"),
-    "avg_discount": ("buy at a discount", "pay full price"),
-    "recency_days": ("have not been seen for a while", "were active recently"),
-    "tenure_days": ("have been customers for long", "are new"),
-    "session_count": ("visit often", "visit rarely"),
-    "avg_session_minutes": ("stay long per visit", "make short visits"),
-    "views_per_session": ("browse many pages per visit", "view few pages per visit"),
-    "cart_abandonment": ("often leave carts behind", "complete their carts"),
-    "peak_month_share": ("buy in one season", "buy all year"),
-    "item_pagerank": ("are central in the item graph", "touch few popular items"),
-}
+from graph.features.registry import CATEGORY_PREFIX, TOPIC_PREFIX, topic_terms
+from graph.segments.vocabularies import Vocabulary, load_vocabulary
 
 
 @dataclass(frozen=True)
@@ -50,45 +24,133 @@ class SegmentName:
     why: list[tuple[str, float]]
 
 
+@dataclass(frozen=True)
+class _Candidate:
+    phrase: str
+    strength: float
+    """Deviation (|z|) times the phrase's weight: decides between segments claiming it."""
+    share: bool
+    """From a category or topic share."""
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def _phrase(feature: str, z: float) -> tuple[str, float] | None:
+def configured_vocabulary() -> Vocabulary:
+    """The phrase book the settings name (``PERSONAS_PERSONA_VOCABULARY``, default retail)."""
+    from graph.settings import Settings
+
+    return load_vocabulary(Settings().persona_vocabulary)
+
+
+def _share_fields(feature: str) -> tuple[str, dict[str, str], dict[str, str]] | None:
+    """For a category or topic share: its kind and the template values for the segment's name
+    and for its description."""
+    if feature.startswith(CATEGORY_PREFIX):
+        category = feature.removeprefix(CATEGORY_PREFIX)
+        return "category", {"category": category.title()}, {"category": category}
+    if feature.startswith(TOPIC_PREFIX):
+        values = _topic_values(feature)
+        return "topic", values, values
+    return None
+
+
+def _topic_values(feature: str) -> dict[str, str]:
+    """``{topic}``: the first two terms as a title ("Refund & Order"); ``{terms}``: all of the
+    label's terms ("refund, order, late")."""
+    terms = topic_terms(feature)
+    return {"topic": " & ".join(t.title() for t in terms[:2]), "terms": ", ".join(terms)}
+
+
+def _phrase(vocabulary: Vocabulary, feature: str, z: float) -> _Candidate | None:
     """The persona phrase a feature's deviation suggests, with its strength."""
-    sign = 1 if z > 0 else -1
-    if feature.startswith("share:"):
-        if sign < 0:
+    high = z > 0
+    share = _share_fields(feature)
+    if share is not None:
+        if not high:
             return None
-        return f"{feature.removeprefix('share:').title()} Fans", abs(z) * CATEGORY_WEIGHT
-    entry = PHRASES.get((feature, sign))
-    return (entry[0], abs(z) * entry[1]) if entry else None
+        kind, name_values, _ = share
+        words = vocabulary.category if kind == "category" else vocabulary.topic
+        return _Candidate(words.phrase.format(**name_values), abs(z) * words.weight, True)
+    side = vocabulary.side(feature, "high" if high else "low")
+    if side.phrase is None:
+        return None
+    return _Candidate(side.phrase, abs(z) * side.weight, False)
 
 
-def _wording(feature: str, z: float) -> str:
-    if feature.startswith("share:"):
-        category = feature.removeprefix("share:")
-        return f"{'favour' if z > 0 else 'seldom choose'} {category}"
-    high, low = WORDING.get(feature, (f"have high {feature}", f"have low {feature}"))
-    return high if z > 0 else low
+def _wording(vocabulary: Vocabulary, feature: str, z: float) -> str:
+    share = _share_fields(feature)
+    if share is not None:
+        kind, _, values = share
+        words = vocabulary.category if kind == "category" else vocabulary.topic
+        return (words.high if z > 0 else words.low).format(**values)
+    wording = vocabulary.side(feature, "high" if z > 0 else "low").wording
+    if wording is None:
+        return f"have {'high' if z > 0 else 'low'} {feature}"
+    return wording
+
+
+def _description(vocabulary: Vocabulary, why: list[tuple[str, float]]) -> str:
+    """"Users who ..." from the segment's most distinctive features. Neighbouring topics with
+    the same direction share one wording ("talk about refund, order; parcel, courier")."""
+    parts: list[str] = []
+    i = 0
+    while i < len(why):
+        feature, z = why[i]
+        j = i + 1
+        if feature.startswith(TOPIC_PREFIX):
+            while (j < len(why) and why[j][0].startswith(TOPIC_PREFIX)
+                   and (why[j][1] > 0) == (z > 0)):
+                j += 1
+        if j - i > 1:
+            values = [_topic_values(f) for f, _ in why[i:j]]
+            merged = {"topic": " and ".join(v["topic"] for v in values),
+                      "terms": "; ".join(v["terms"] for v in values)}
+            template = vocabulary.topic.high if z > 0 else vocabulary.topic.low
+            parts.append(template.format(**merged))
+        else:
+            parts.append(_wording(vocabulary, feature, z))
+        i = j
+    return "Users who " + ", ".join(parts) + "."
+
+
+def _ranked_phrases(vocabulary: Vocabulary, row: list[tuple[str, float]]) -> list[_Candidate]:
+    """A segment's phrases, best first: by strength, except that when the segment's strongest
+    category or topic share is at least ``dominance`` times the largest deviation the book has
+    a phrase for, the shares come first. So a segment that mostly differs by what it likes or
+    talks about is named from that, and a close call still goes to the weighted phrases."""
+    candidates = [c for f, z in row if (c := _phrase(vocabulary, f, z))]
+    named = max((abs(z) for f, z in row if _share_fields(f) is None
+                 and _phrase(vocabulary, f, z) is not None), default=0.0)
+    share_top = max((z for f, z in row if _share_fields(f) is not None), default=0.0)
+    dominant = share_top > 0 and share_top >= vocabulary.dominance * named
+    return sorted(candidates, key=lambda c: (not (dominant and c.share), -c.strength))
 
 
 def name_segments(
-    centers_z: NDArray[np.float64], feature_names: Sequence[str], top: int = 3
+    centers_z: NDArray[np.float64],
+    feature_names: Sequence[str],
+    top: int = 3,
+    *,
+    vocabulary: Vocabulary | str | None = None,
 ) -> list[SegmentName]:
     """One distinct name per segment, from its centre in z-scores (features x segments).
 
-    Each segment takes its strongest phrase (deviation x phrase weight); when two segments would
-    share a name, the one that differs less on it takes its next phrase.
+    Each segment takes its best phrase (see ``_ranked_phrases``); when two segments would share
+    a name, the one that differs less on it takes its next phrase. ``vocabulary`` is a phrase
+    book, the name or path of one, or None for the configured book.
     """
+    if vocabulary is None:
+        vocabulary = configured_vocabulary()
+    elif isinstance(vocabulary, str):
+        vocabulary = load_vocabulary(vocabulary)
     k = centers_z.shape[0]
     ranked: list[list[tuple[str, float]]] = []
     for c in range(k):
         order = np.argsort(-np.abs(centers_z[c]))
         ranked.append([(feature_names[i], float(centers_z[c, i])) for i in order])
-    candidates = [
-        sorted((p for f, z in r if (p := _phrase(f, z))), key=lambda c: -c[1]) for r in ranked
-    ]
+    candidates = [_ranked_phrases(vocabulary, r) for r in ranked]
     chosen: dict[int, str] = {}
     taken: dict[str, tuple[int, float]] = {}
     pointer = [0] * k
@@ -96,7 +158,8 @@ def name_segments(
     while pending:
         c = pending.pop(0)
         while pointer[c] < len(candidates[c]):
-            phrase, strength = candidates[c][pointer[c]]
+            candidate = candidates[c][pointer[c]]
+            phrase, strength = candidate.phrase, candidate.strength
             pointer[c] += 1
             holder = taken.get(phrase)
             if holder is None:
@@ -112,6 +175,5 @@ def name_segments(
     names = []
     for c in range(k):
         why = [(f, round(z, 3)) for f, z in ranked[c][:top]]
-        description = "Users who " + ", ".join(_wording(f, z) for f, z in why) + "."
-        names.append(SegmentName(chosen[c], description, why))
+        names.append(SegmentName(chosen[c], _description(vocabulary, why), why))
     return names

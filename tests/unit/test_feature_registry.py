@@ -37,3 +37,25 @@ def test_descriptions_and_log_scale() -> None:
     assert log_scaled(TABLE) == ["purchase_frequency", "item_pagerank"]
     with pytest.raises(InvalidInput):
         describe("nope")
+
+
+TEXT_TABLE = TABLE + ["messages_per_session", "question_share", "topic:refund-order-late",
+                      "topic:parcel-courier-track"]
+
+
+def test_text_families() -> None:
+    # The default selection takes the text families when the table has them, and only then.
+    assert select(TEXT_TABLE, DEFAULT_SELECTION)[-4:] == [
+        "messages_per_session", "question_share", "topic:refund-order-late",
+        "topic:parcel-courier-track"]
+    assert select(TEXT_TABLE, ["topic:*"]) == ["topic:refund-order-late",
+                                               "topic:parcel-courier-track"]
+    assert select(TEXT_TABLE, ["topics", "question_share"]) == [
+        "question_share", "topic:refund-order-late", "topic:parcel-courier-track"]
+    assert select(TEXT_TABLE, ["conversation"]) == ["messages_per_session", "question_share"]
+    with pytest.raises(InvalidInput, match="'topic:billing' is not in the feature table"):
+        select(TEXT_TABLE, ["topic:billing", "behaviour"])
+    feature = describe("topic:refund-order-late")
+    assert feature.family == "topics"
+    assert feature.description.endswith("top terms are refund, order, late")
+    assert log_scaled(TEXT_TABLE)[-1] == "messages_per_session"
