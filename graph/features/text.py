@@ -138,6 +138,12 @@ class Topic:
     def feature(self) -> str:
         return f"{TOPIC_PREFIX}{self.label}"
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Topic:
+        """The inverse of ``to_dict`` (a run stores its topics so newcomers can be projected)."""
+        return cls(str(data["label"]), tuple((str(t), float(w)) for t, w in data["terms"]),
+                   float(data["prevalence"]))
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``{"label", "feature", "prevalence", "terms": [[term, weight], ...]}``."""
         return {"label": self.label, "feature": self.feature,

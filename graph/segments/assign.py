@@ -8,6 +8,7 @@ leaf centre decides.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ class SegmentAssigner:
         self._run_id: str | None = None
         self._artifacts: Any = None
         self._personas: dict[str, str] = {}
+        self._topics: list[Any] = []
         # One writer serves concurrent requests in the API (and its preload runs beside them):
         # a run's model is loaded once, and no batch sees it half-swapped.
         self._lock = threading.Lock()
@@ -65,6 +67,11 @@ class SegmentAssigner:
             return
         personas = {r["segment_id"]: r["persona_id"]
                     for r in self.graph.rows(q.PREVIOUS_RUN_PERSONAS) if r["run_id"] == run_id}
+        from graph.features.text import Topic
+
+        stored = self.graph.rows(q.RUN_TOPICS, run_id=run_id)
+        self._topics = [Topic.from_dict(t) for t in
+                        json.loads((stored[0]["topics"] if stored else None) or "[]")]
         self._run_id, self._artifacts, self._personas = run_id, artifacts, personas
 
     def preload(self) -> bool:
@@ -100,7 +107,8 @@ class SegmentAssigner:
         run_id: str = found[0]["run_id"]
         art, personas = model
         now = now or datetime.now(UTC)
-        table = features_of_users(self.graph, found[0]["user_ids"], art.feature_names, now)
+        table = features_of_users(self.graph, found[0]["user_ids"], art.feature_names, now,
+                                  topics=self._topics)
         Z = art.preparation.transform(table.X)
         labels = art.model.predict(Z)
         distances = np.sqrt(((Z - art.model.cluster_centers_[labels]) ** 2).sum(axis=1))

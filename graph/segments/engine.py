@@ -202,7 +202,10 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
     within ``stability_tolerance`` go to the better silhouette). Without resamples, the best
     silhouette wins. ``clear_structure_`` is false when the chosen clustering is weakly separated
     (silhouette below ``min_clear_silhouette``) or unstable (below ``min_clear_stability``):
-    then the segments are a partition of a continuum rather than distinct groups.
+    then the segments are a partition of a continuum rather than distinct groups. When
+    automatic Ward leaves come out that unstable, ``fallback_algorithm`` (k-means; mini-batch
+    above ``max_exact``) is fitted too and kept if it is steadier by more than
+    ``stability_tolerance``; ``algorithm_`` says which leaves were kept.
 
     Above ``max_exact`` users the tree is built over ``n_micro`` Mini-Batch K-Means
     micro-clusters (size-weighted Ward), so memory stays bounded.
@@ -241,6 +244,7 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         stability_tolerance: float = 0.03,
         min_clear_silhouette: float = 0.15,
         min_clear_stability: float = 0.75,
+        fallback_algorithm: str | None = "kmeans",
         random_state: int = 0,
     ) -> None:
         self.n_clusters = n_clusters
@@ -266,6 +270,7 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         self.stability_tolerance = stability_tolerance
         self.min_clear_silhouette = min_clear_silhouette
         self.min_clear_stability = min_clear_stability
+        self.fallback_algorithm = fallback_algorithm
         self.random_state = random_state
 
     def _metrics(self, X: FloatArray, labels: IntArray, silhouette: float) -> dict[str, float]:
@@ -505,6 +510,37 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         self.scalable_ = False
 
     def fit(self, X: FloatArray, y: Any = None) -> HierarchicalSegmenter:  # noqa: ARG002
+        self._fit(X)
+        self.algorithm_ = self.algorithm
+        fallback = self._fallback(X.shape[0])
+        if fallback is None:
+            return self
+        # Ward's leaves were unstable under resampling: on a population without crisp groups a
+        # different cut of the continuum each time. Centroid leaves (k-means) are usually far
+        # steadier there (the hierarchy above them is still Ward on their centres); the
+        # steadier of the two is kept, Ward on a tie.
+        twin = clone(self).set_params(algorithm=fallback, fallback_algorithm=None).fit(X)
+        if twin.stability_ > self.stability_ + self.stability_tolerance:
+            unstable = self.stability_
+            for name, value in vars(twin).items():
+                if name.endswith("_") and not name.startswith("_"):
+                    setattr(self, name, value)
+            self.k_reason_ = (f"Ward's segments were unstable under resampling (ARI "
+                              f"{unstable:.3f}), {fallback} leaves steadier: {twin.k_reason_}")
+        return self
+
+    def _fallback(self, n: int) -> str | None:
+        """The algorithm to try when automatic Ward leaves came out unstable, if any."""
+        if (self.fallback_algorithm is None or self.algorithm != "agglomerative"
+                or self.n_clusters is not None or self.distance_threshold is not None
+                or self.connectivity is not None or self.n_resamples <= 0
+                or not self.stability_ < self.min_clear_stability):
+            return None
+        if self.fallback_algorithm == "kmeans" and n > self.max_exact:
+            return "minibatch-kmeans"  # as Ward goes to micro-clusters there
+        return str(self.fallback_algorithm)
+
+    def _fit(self, X: FloatArray) -> None:
         n = X.shape[0]
         if n < 3:
             raise ValueError(f"need at least 3 users to segment, got {n}")
@@ -570,7 +606,6 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
             "no clear structure (" + ", ".join(weak) + "): the segments divide a continuum "
             "of users rather than separate distinct groups; read them as rough bands"
         )
-        return self
 
     def _parent_k(self, k: int) -> int:
         """The number of parent segments: the cut between 2 and k-1 segments that the dendrogram

@@ -205,6 +205,12 @@ RETURN r.id AS run_id, r.features AS features, s.id AS segment_id, s.raw_center 
        p.id AS persona_id, p.name AS name, p.description AS description
 """
 
+# The text topics a run learned (``FeatureTable.topics``), to project newcomers' texts on.
+RUN_TOPICS = """
+MATCH (r:SegmentationRun {id: $run_id})
+RETURN r.topics_json AS topics
+"""
+
 RUN_MEMBERS = """
 MATCH (u:User)-[:IN_SEGMENT {run_id: $run_id}]->(s:Segment)
 RETURN u.id AS user_id, s.id AS segment_id

@@ -144,14 +144,17 @@ def run_segmentation(
     sizes = np.bincount(model.labels_, minlength=model.n_clusters_).tolist()
     run_props = {
         "id": run_id,
-        "algorithm": (f"agglomerative-{model.linkage}" if algorithm == "agglomerative"
-                      else algorithm),
+        "algorithm": (f"agglomerative-{model.linkage}" if model.algorithm_ == "agglomerative"
+                      else model.algorithm_),
         "scalable_path": bool(model.scalable_),
         "params": json.dumps(model.get_params()), "features": table.names,
         "n_users": len(table.user_ids), "k": model.n_clusters_,
         "k_reason": model.k_reason_, "silhouette": model.silhouette_,
         "silhouette_by_k": json.dumps(model.scores_),
         "selection_by_k": json.dumps(model.selection_),
+        "topics": [f"{t.label}: {', '.join(term for term, _ in t.terms[:8])}"
+                   for t in table.topics],
+        "topics_json": json.dumps([t.to_dict() for t in table.topics]),
         "stability_ari": model.stability_,
         "stability_by_k": json.dumps(model.stability_by_k_),
         "clear_structure": model.clear_structure_,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from collections import Counter
@@ -197,3 +198,37 @@ def test_a_run_on_a_chat_only_population_uses_topics_by_default(
     run = graph.rows("MATCH (r:SegmentationRun {id: $id}) RETURN r.features AS f",
                      id=result.run_id)[0]
     assert "question_share" in run["f"] and any(f.startswith("topic:") for f in run["f"])
+
+
+def test_a_run_stores_its_topics_and_newcomers_are_placed_by_what_they_write(
+        graph: Graph, tmp_path: Any) -> None:
+    from graph.segments.assign import SegmentAssigner
+    from graph.segments.run import run_segmentation
+
+    load_chat(graph, users=150, seed=4)
+    result = run_segmentation(graph, runs_dir=tmp_path)
+    run = graph.rows("MATCH (r:SegmentationRun {id: $id}) "
+                     "RETURN r.topics AS topics, r.topics_json AS json", id=result.run_id)[0]
+    assert run["topics"] and all(": " in t for t in run["topics"])
+    assert len(run["topics"]) == len(json.loads(run["json"]))
+    # Where each planted group landed in the run.
+    home = {}
+    for group in SUBJECTS:
+        members = graph.rows(
+            "MATCH (u:User {demo_group: $g})-[:IN_SEGMENT {run_id: $run}]->(s) "
+            "RETURN s.id AS s, count(*) AS n ORDER BY n DESC LIMIT 1",
+            g=group, run=result.run_id)
+        home[group] = members[0]["s"]
+    # Newcomers of each group, after the run: the assigner reads the run's topics and projects
+    # their messages on them.
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    newcomers = [Event.model_validate(e) for e in chat_population(30, 99, today)]
+    EventWriter(graph, Pseudonymizer("k")).write(newcomers)
+    ids = [r["id"] for r in graph.rows(
+        "MATCH (u:User) WHERE NOT EXISTS { (u)-[:IN_SEGMENT]->() } RETURN u.id AS id")]
+    assert len(ids) == 30
+    assert SegmentAssigner(graph, tmp_path).assign(ids) == 30
+    placed = graph.rows("MATCH (u:User)-[m:IN_SEGMENT {assigned_by: 'ingest'}]->(s) "
+                        "RETURN u.demo_group AS g, s.id AS s")
+    right = sum(home[r["g"]] == r["s"] for r in placed)
+    assert right >= 27, (right, placed)

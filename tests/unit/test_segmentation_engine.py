@@ -278,3 +278,19 @@ def test_resampled_stability_is_reproducible() -> None:
     X = np.random.default_rng(8).normal(size=(500, 4))
     a, b = HierarchicalSegmenter().fit(X), HierarchicalSegmenter().fit(X)
     assert a.stability_by_k_ == b.stability_by_k_ and a.n_clusters_ == b.n_clusters_
+
+
+def test_unstable_ward_leaves_give_way_to_steadier_kmeans_leaves() -> None:
+    """On a continuum (no groups), Ward cuts differently on every resample; k-means leaves
+    are steadier and are kept, with the Ward hierarchy above them."""
+    X = np.random.default_rng(0).uniform(size=(500, 2))
+    ward = HierarchicalSegmenter(fallback_algorithm=None).fit(X)
+    model = HierarchicalSegmenter().fit(X)
+    assert ward.algorithm_ == "agglomerative" and ward.stability_ < 0.75
+    assert model.algorithm_ == "kmeans" and model.algorithm == "agglomerative"
+    assert model.stability_ > ward.stability_ + model.stability_tolerance
+    assert "Ward's segments were unstable" in model.k_reason_
+    assert model.level_ks_[-1] == 1 and len(set(model.labels_.tolist())) == model.n_clusters_
+    # Clear groups keep Ward's leaves.
+    blobs, _ = make_blobs(n_samples=300, centers=3, n_features=4, random_state=2)
+    assert HierarchicalSegmenter().fit(blobs).algorithm_ == "agglomerative"
