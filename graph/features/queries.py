@@ -25,26 +25,26 @@ CALL (u) {
   RETURN avg(p.weight) AS explicit_preference
 }
 // One pass over the user's interactions for everything read from them (each pass cost about
-// as much as the rest of the row): grouped by category, so a row grows with the user's
-// categories and purchases, not with their interactions.
+// as much as the rest of the row): grouped by category and day, so a row grows with the
+// user's categories, active days and purchases, not with their interactions. The weather of
+// those days is looked up in Python (WEATHER_DAYS, read once per table): expanding each
+// user's location's observations here cost every user the location's whole weather history,
+// and a location shared by every user multiplied it by the population.
 CALL (u) {
-  OPTIONAL MATCH (u)-[:LOCATED_IN]->(:Location)<-[:OBSERVED_AT]-(w:WeatherObservation)
-  WITH collect(DISTINCT date(w.at)) AS known,
-       collect(DISTINCT CASE WHEN w.condition IN ['rain', 'snow'] OR w.temp_c < 5
-                             THEN date(w.at) END) AS bad
   OPTIONAL MATCH (u)-[:PERFORMED]->(i:Interaction)
-  WITH known, bad, i.category AS category, date(i.at) AS day,
+  WITH i.category AS category, date(i.at) AS day,
        CASE WHEN i.type = 'purchase' THEN i END AS p
-  WITH category, count(day) AS n,
-       sum(CASE WHEN day IN known THEN 1 ELSE 0 END) AS known_days,
-       sum(CASE WHEN day IN bad THEN 1 ELSE 0 END) AS bad_days,
+  WITH category, day, count(day) AS per_day,
        collect(CASE WHEN p IS NOT NULL THEN {order: coalesce(p.order_id, p.event_id),
                                             discount: coalesce(p.discount, 0.0),
                                             month: p.at.month} END) AS buys
-  WITH sum(known_days) AS weather_known_events, sum(bad_days) AS bad_weather_events,
-       collect(CASE WHEN category IS NOT NULL THEN [category, n] END) AS category_counts,
+  WITH category, sum(per_day) AS n,
+       collect(CASE WHEN day IS NOT NULL THEN [day, per_day] END) AS days,
        reduce(acc = [], b IN collect(buys) | acc + b) AS buys
-  RETURN weather_known_events, bad_weather_events, category_counts,
+  WITH collect(CASE WHEN category IS NOT NULL THEN [category, n] END) AS category_counts,
+       reduce(acc = [], d IN collect(days) | acc + d) AS day_counts,
+       reduce(acc = [], b IN collect(buys) | acc + b) AS buys
+  RETURN category_counts, day_counts,
          [b IN buys | b.month] AS purchase_months,
          size(reduce(seen = [], b IN buys |
                      CASE WHEN b.order IN seen THEN seen ELSE seen + b.order END)) AS orders,
@@ -56,9 +56,19 @@ RETURN u.id AS user_id, u.first_seen AS first_seen, u.last_seen AS last_seen,
        u.purchases AS purchases, u.spend AS spend, u.chat_messages AS chat_messages,
        u.age_band AS age_band, u.demo_group AS demo_group,
        sessions, avg_session_s, mobile_sessions, app_sessions, chat_sessions,
-       explicit_preference, weather_known_events,
-       bad_weather_events, orders, avg_discount, purchase_months, category_counts
+       explicit_preference, [(u)-[:LOCATED_IN]->(l:Location) | l.id] AS locations,
+       day_counts, orders, avg_discount, purchase_months, category_counts
 ORDER BY u.id
+"""
+
+# The days with a weather observation at each location, and those of rain, snow or cold (below
+# 5 °C), for the context feature bad_weather_share; all locations, or those of $ids.
+WEATHER_DAYS = """
+MATCH (l:Location)<-[:OBSERVED_AT]-(w:WeatherObservation)
+WHERE $ids IS NULL OR l.id IN $ids
+RETURN l.id AS location_id, collect(DISTINCT date(w.at)) AS known,
+       collect(DISTINCT CASE WHEN w.condition IN ['rain', 'snow'] OR w.temp_c < 5
+                             THEN date(w.at) END) AS bad
 """
 
 # Users who withdrew analytics consent (`u.consent_analytics = false`, see graph/subjects)

@@ -7,7 +7,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import networkx as nx
@@ -177,13 +177,49 @@ def spectral_embedding(g: nx.Graph, user_ids: list[str], dims: int = 2) -> NDArr
     return result
 
 
+WeatherDays = dict[str, tuple[set[date], set[date]]]
+"""Per location: the days with a weather observation, and the days of bad weather."""
+
+
+def weather_days(graph: Graph, location_ids: list[str] | None = None) -> WeatherDays:
+    """What ``bad_weather_share`` needs of the weather, read once: every location's, or those
+    of ``location_ids``."""
+    return {r["location_id"]: ({d.to_native() for d in r["known"]},
+                               {d.to_native() for d in r["bad"]})
+            for r in graph.rows(q.WEATHER_DAYS, ids=location_ids)}
+
+
+def weather_counts(row: dict[str, Any], weather: WeatherDays) -> tuple[int, int]:
+    """The user's interactions on days with a weather observation at their location, and on
+    days of bad weather there."""
+    known: set[date] = set()
+    bad: set[date] = set()
+    for location in row["locations"] or ():
+        k, b = weather.get(location, (set(), set()))
+        known |= k
+        bad |= b
+    if not known:
+        return 0, 0
+    on_known = on_bad = 0
+    for day, n in row["day_counts"] or ():
+        native = day.to_native()
+        if native in known:
+            on_known += n
+        if native in bad:
+            on_bad += n
+    return on_known, on_bad
+
+
 def feature_rows(
     page: list[dict[str, Any]], categories: list[str], now: datetime,
+    weather: WeatherDays | None = None,
 ) -> tuple[list[list[float]], list[str], list[str | None]]:
     """Feature values (ROW_FEATURES, then one share per category) of users read with
     ``USER_PAGE`` or ``USERS_BY_ID``; also their ids and planted demo groups."""
     rows: list[list[float]] = []
     for row in page:
+        row["weather_known_events"], row["bad_weather_events"] = weather_counts(
+            row, weather or {})
         values = behaviour_row(row, now)
         counts = dict(row["category_counts"])
         total = sum(counts.values())
@@ -211,12 +247,13 @@ def build_feature_table(
     user_ids: list[str] = []
     planted: list[str | None] = []
     rows: list[list[float]] = []
+    weather = weather_days(graph)
     after = ""
     while True:
         page = graph.rows(q.USER_PAGE, after=after, limit=page_size)
         if not page:
             break
-        values, ids, groups = feature_rows(page, categories, now)
+        values, ids, groups = feature_rows(page, categories, now, weather)
         rows += values
         user_ids += ids
         planted += groups
@@ -253,7 +290,8 @@ def features_of_users(
     categories = [n.removeprefix(CATEGORY_PREFIX) for n in names
                   if n.startswith(CATEGORY_PREFIX)]
     page = graph.rows(q.USERS_BY_ID, ids=user_ids)
-    values, ids, groups = feature_rows(page, categories, now)
+    weather = weather_days(graph, sorted({loc for r in page for loc in r["locations"] or ()}))
+    values, ids, groups = feature_rows(page, categories, now, weather)
     computed = list(ROW_FEATURES) + [f"{CATEGORY_PREFIX}{c}" for c in categories]
     X = np.full((len(ids), len(names)), np.nan)
     for j, name in enumerate(names):

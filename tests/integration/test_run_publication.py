@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from graph import context
 from graph.db import Graph
+from graph.features.table import features_of_users
 from graph.ingest.files import ingest_file
 from graph.ingest.writer import EventWriter
 from graph.privacy import Pseudonymizer
@@ -174,6 +176,7 @@ def _one_item_population(path: Path, users: int) -> int:
                 out.write(json.dumps({
                     "event_id": f"e-{u}-{n}", "type": "purchase", "source": "pos",
                     "occurred_at": at.isoformat(), "user": {"crm_id": f"c{u}"},
+                    "profile": {"location": {"id": "the-town", "city": "Springfield"}},
                     "properties": {"item_id": item, "category": "music",
                                    "price": "11.99", "quantity": 1 + n % 2},
                 }) + "\n")
@@ -181,16 +184,29 @@ def _one_item_population(path: Path, users: int) -> int:
     return events
 
 
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _hourly_weather(days: int) -> list[dict[str, Any]]:
+    """A year of hourly observations in the one town: rain every third day."""
+    return [{"id": f"w-{h}", "location_id": "the-town",
+             "at": (START + timedelta(hours=h)).isoformat(),
+             "temp_c": 15.0, "condition": "rain" if (h // 24) % 3 == 0 else "clear"}
+            for h in range(days * 24)]
+
+
 def test_thirty_thousand_users_of_one_item_segment_and_get_recommendations(
         graph: Graph, tmp_path: Path) -> None:
     """The shape that exhausted the transaction memory: one shared item, every user its
-    buyer. Memberships, favourites and similar users stay within the test server's default
-    transaction memory (70% of its 1 GiB heap), and the traversals stay bounded."""
+    buyer, and one shared town with a year of hourly weather. Memberships, favourites and
+    similar users stay within the test server's default transaction memory (70% of its 1 GiB
+    heap), and the traversals stay bounded: no user's features expand the town's weather."""
     path = tmp_path / "one-item.jsonl"
     events = _one_item_population(path, 30_000)
     summary = ingest_file(EventWriter(graph, Pseudonymizer("k")), path, batch_size=5000,
                           max_line_bytes=10_000)
     assert summary.rejected == 0 and summary.written == events
+    context.upsert_weather(graph, _hourly_weather(330))
     result = run_segmentation(graph)
     assert result.n_users == 30_000
     counts = graph.rows("MATCH (r:SegmentationRun {id: $run}) RETURN r.n_users AS n, "
@@ -202,3 +218,9 @@ def test_thirty_thousand_users_of_one_item_segment_and_get_recommendations(
                                       "RETURN count(it) AS n", u=u)[0]["n"] == 1)
     recs = recommend(graph, buyer_of_one, first=5)
     assert {r.item_id for r in recs} == {"second-item", "third-item"}
+    # The weather feature is exact: user c5's purchases were on days 35, 66 and 97 of the
+    # year, one of them rainy (66, a multiple of 3).
+    user = graph.rows("MATCH (:Identifier {kind: 'crm_id', hash: $h})-[:IDENTIFIES]->(u) "
+                      "RETURN u.id AS id", h=Pseudonymizer("k").digest("crm_id", "c5"))[0]["id"]
+    share = features_of_users(graph, [user], ["bad_weather_share"]).X[0, 0]
+    assert share == pytest.approx(1 / 3)
