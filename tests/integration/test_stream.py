@@ -131,7 +131,7 @@ def test_valid_events_once_and_malformed_to_dead_letters(graph: Graph, kafka: Se
     malformed = {
         "{not json, write to jane.doe@example.com": "invalid JSON",
         json.dumps(no_id): "event_id: Field required",
-        json.dumps(no_offset): "occurred_at: timestamp has no timezone offset",
+        json.dumps(no_offset): "occurred_at: time has no timezone offset",
         "[1, 2]": "record is not a JSON object",
     }
     lines = valid[:30] + list(malformed)[:2] + valid[30:] + valid[10:15] + list(malformed)[2:]

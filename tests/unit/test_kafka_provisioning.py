@@ -101,7 +101,7 @@ def test_parse_message_codes() -> None:
         b"[1]": ("malformed", "not a JSON object"),
         b"\xff\xfe": ("malformed", "not UTF-8"),
         json.dumps({**EVENT, "occurred_at": "2026-11-01T10:00:00"}).encode():
-            ("invalid", "occurred_at: timestamp has no timezone offset"),
+            ("invalid", "occurred_at: time has no timezone offset"),
         json.dumps({k: v for k, v in EVENT.items() if k != "user"}).encode():
             ("invalid", "user: Field required"),
         b"x" * 2000: ("too_large", "over the limit of 1024"),
