@@ -46,6 +46,10 @@ USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 # (b) 50 stored peers x $limits.peer_items or, found here, 10 items x $limits.max_item_users
 # buyers, (c) 3 x $limits.category_scan degree reads, (d) $limits.seed_items x 20 neighbours;
 # popularity is a degree read per candidate. PROFILE on the demo graph: see docs/performance.md.
+# A user's or item's run edges are all its edges, filtered by run_id afterwards (at most a few
+# runs' worth): with the run_id in the pattern the planner may seek the run_id index instead
+# (migration 0012, meant for dropping a whole run) and filter every edge of the run by endpoint,
+# O(edges of the run) per user; tests/integration/test_recommend.py checks the plans.
 # Weather and events are found through their time indexes (hence the hints), so a long history
 # of either costs nothing.
 RECOMMEND_FOR_USER = """
@@ -64,8 +68,9 @@ CALL (u, run_id) {
          collect(CASE WHEN it IS NOT NULL THEN {item: it, seg: f.share} END) AS seg_items
 }
 CALL (u, run_id) {
-  WITH u, [(u)-[s:SIMILAR_TO {run_id: run_id}]->(known:User)
-           | {peer: known, overlap: s.overlap}] AS stored
+  WITH u, [p IN [(u)-[s:SIMILAR_TO]->(known:User)
+                  | {peer: known, overlap: s.overlap, run_id: s.run_id}]
+           WHERE p.run_id = run_id] AS stored
   CALL (u, stored) {
     UNWIND stored AS p
     RETURN p.peer AS peer, p.overlap AS overlap
@@ -101,8 +106,9 @@ CALL (u, run_id) {
     AND coalesce(mine.rating, 3) > 2
   WITH seed, mine ORDER BY coalesce(mine.last_at, mine.rated_at) DESC, seed.id
   LIMIT $limits.seed_items
-  MATCH (seed)-[s:SIMILAR_ITEM {run_id: run_id}]->(it:Item)
-  WITH it, s.score AS score, seed,
+  UNWIND [n IN [(seed)-[s:SIMILAR_ITEM]->(it:Item) | {it: it, score: s.score, run_id: s.run_id}]
+          WHERE n.run_id = run_id] AS n
+  WITH n.it AS it, n.score AS score, seed,
        CASE WHEN mine.rating >= 4 THEN 'liked' WHEN mine.purchases > 0 THEN 'bought'
             ELSE 'cart' END AS how
   ORDER BY score DESC, seed.id
@@ -235,15 +241,19 @@ RETURN u.id AS user_id, it.id AS item_id, coalesce(r.last_at, r.rated_at) AS las
        COUNT { (it)<-[:INTERACTED]-() } AS item_users
 """
 
-# MERGE, not CREATE: a chunk retried after a commit whose outcome was unknown adds nothing.
+# A chunk retried after a commit whose outcome was unknown adds nothing: an edge of the run
+# between the two users is updated, not doubled. Only the run writes its edges, so nothing
+# else races to create one.
 WRITE_SIMILAR_USERS = """
 UNWIND $rows AS row
 MATCH (u:User {id: row.user_id})
 UNWIND row.peers AS p
 MATCH (peer:User {id: p.user_id})
-MERGE (u)-[s:SIMILAR_TO {run_id: $run_id}]->(peer)
-SET s.overlap = p.overlap
-RETURN count(s) AS edges
+WITH u, peer, p, [s IN [(u)-[s:SIMILAR_TO]->(peer) | s] WHERE s.run_id = $run_id] AS written
+FOREACH (_ IN CASE WHEN size(written) = 0 THEN [1] ELSE [] END |
+  CREATE (u)-[:SIMILAR_TO {run_id: $run_id, overlap: p.overlap}]->(peer))
+FOREACH (s IN written | SET s.overlap = p.overlap)
+RETURN count(*) AS edges
 """
 
 # Every other run's (and any without a run), once a run is published: readers read only the
@@ -269,14 +279,18 @@ RETURN u.id AS user_id, it.id AS item_id, r.views AS views, r.carts AS carts,
        r.purchases AS purchases, r.rating AS rating, coalesce(r.last_at, r.rated_at) AS last_at
 """
 
+# As WRITE_SIMILAR_USERS: a retried chunk updates the run's edges, never doubles them.
 WRITE_ITEM_NEIGHBOURS = """
 UNWIND $rows AS row
 MATCH (it:Item {id: row.item_id})
 UNWIND row.neighbours AS n
 MATCH (other:Item {id: n.item_id})
-MERGE (it)-[s:SIMILAR_ITEM {run_id: $run_id}]->(other)
-SET s.score = n.score
-RETURN count(s) AS edges
+WITH it, other, n, [s IN [(it)-[s:SIMILAR_ITEM]->(other) | s] WHERE s.run_id = $run_id]
+     AS written
+FOREACH (_ IN CASE WHEN size(written) = 0 THEN [1] ELSE [] END |
+  CREATE (it)-[:SIMILAR_ITEM {run_id: $run_id, score: n.score}]->(other))
+FOREACH (s IN written | SET s.score = n.score)
+RETURN count(*) AS edges
 """
 
 DROP_ITEM_NEIGHBOURS_EXCEPT = """

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, LiteralString
 
 import pytest
 
@@ -14,7 +16,13 @@ from graph.errors import InvalidInput, NotFound
 from graph.events import Event
 from graph.ingest.writer import EventWriter
 from graph.privacy import Pseudonymizer
-from graph.recommend.engine import CONTEXT_BOOSTS, WEIGHTS, popular, recommend
+from graph.recommend.engine import (
+    CONTEXT_BOOSTS,
+    WEIGHTS,
+    popular,
+    recommend,
+    recommend_params,
+)
 from graph.segments.run import run_segmentation
 from tests.helpers import load_demo
 
@@ -315,3 +323,49 @@ def test_migration_0009_gives_a_run_from_before_it_the_favourites_a_run_writes(
         for statement in migration.statements:
             graph.auto_commit(statement)
         assert graph.rows(favourites) == written
+
+
+def plan_operators(graph: Graph, query: LiteralString, **params: Any) -> list[str]:
+    """The operators of the plan Neo4j picks for ``query`` (EXPLAIN: nothing runs)."""
+    def walk(plan: dict[str, Any]) -> Iterator[str]:
+        yield plan["operatorType"]
+        for child in plan.get("children", []):
+            yield from walk(child)
+
+    with graph.driver.session(database=graph.database) as session:
+        summary = session.run("EXPLAIN " + query, params).consume()
+    assert summary.plan is not None
+    return list(walk(summary.plan))
+
+
+@pytest.mark.parametrize("name", ["RECOMMEND", "WRITE_SIMILAR_USERS", "WRITE_ITEM_NEIGHBOURS"])
+def test_a_users_or_items_run_edges_are_read_from_the_node_not_the_run_index(
+        graph: Graph, name: str) -> None:
+    """The run_id indexes of SIMILAR_TO and SIMILAR_ITEM (migration 0012) are for dropping a
+    whole run. A per-user read or per-row write that seeks them gets every edge of the run and
+    filters by endpoint: O(edges of the run) per user, which made writing 150,000 similar users
+    take minutes. The planner picks such a seek on a young index (few edges counted), as here."""
+    from graph.recommend import queries as q
+    from graph.recommend.items import write_item_neighbours
+    from graph.recommend.neighbours import write_similar_users
+
+    graph.execute("UNWIND range(1, 3) AS n CREATE (:User {id: 'u' + n}), (:Item {id: 'i' + n})")
+    peers = [{"user_id": "u1", "peers": [{"user_id": "u2", "overlap": 2}]}]
+    neighbours = [{"item_id": "i1", "neighbours": [{"item_id": "i2", "score": 0.5}]}]
+    params = {**recommend_params("u1"), "run_id": "run-1", "rows": peers + neighbours}
+    operators = plan_operators(graph, getattr(q, name), **params)
+    assert "Expand" in " ".join(operators), operators
+    assert not [op for op in operators if "RelationshipIndex" in op], operators
+
+    # Written once per run, whatever a retry repeats: an edge of the run is updated in place.
+    for _ in range(2):
+        assert write_similar_users(graph, "run-1", peers) == 1
+        assert write_item_neighbours(graph, "run-1", neighbours) == 1
+    peers[0]["peers"][0]["overlap"] = 3
+    assert write_similar_users(graph, "run-1", peers) == 1
+    assert write_similar_users(graph, "run-2", peers) == 1
+    assert graph.rows("MATCH ()-[s:SIMILAR_TO]->() RETURN s.run_id AS run, s.overlap AS overlap "
+                      "ORDER BY run") == [{"run": "run-1", "overlap": 3},
+                                          {"run": "run-2", "overlap": 3}]
+    assert graph.rows("MATCH ()-[s:SIMILAR_ITEM]->() RETURN s.run_id AS run, s.score AS score"
+                      ) == [{"run": "run-1", "score": 0.5}]
