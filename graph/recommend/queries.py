@@ -206,23 +206,28 @@ LIMIT $recommendations_first
 
 RECOMMEND = "MATCH (u:User {id: $user_id})\n" + RECOMMEND_FOR_USER
 
-# The global-popularity baseline: the items bought by the most users, minus the user's own.
-# With $personal false the list is the same for everyone (nothing of the user is read): what a
-# user without personalization consent is offered.
+# The global-popularity baseline: the items bought by the most distinct users (a user who
+# bought an item ten times counts once; units only break ties), minus those the user bought or
+# rated (any rating), as RECOMMEND leaves them out. With $personal false the list is the same
+# for everyone (nothing of the user is read): what a user without personalization consent is
+# offered.
 POPULAR = """
 MATCH (u:User {id: $user_id})
 CALL (u) {
-  OPTIONAL MATCH (u)-[r:INTERACTED]->(it:Item) WHERE r.purchases > 0 AND $personal
-  RETURN collect(it) AS bought
+  OPTIONAL MATCH (u)-[r:INTERACTED]->(it:Item)
+  WHERE (r.purchases > 0 OR r.rating IS NOT NULL) AND $personal
+  RETURN collect(it) AS excluded
 }
-MATCH (it:Item)<-[r:INTERACTED]-(:User)
-WHERE r.purchases > 0 AND NOT it IN bought
-WITH it, count(*) AS buyers, sum(r.purchases) AS units
+MATCH (it:Item)<-[r:INTERACTED]-(buyer:User)
+WHERE r.purchases > 0 AND NOT it IN excluded
+WITH it, count(DISTINCT buyer) AS buyers, sum(r.purchases) AS units
 ORDER BY buyers DESC, units DESC, it.id
 LIMIT $first
 RETURN it.id AS item_id, coalesce(it.name, it.id) AS name,
        head([(it)-[:IN_CATEGORY]->(c:Category) | c.name]) AS category,
-       toFloat(buyers) AS score, ['bought by ' + buyers + ' shoppers'] AS reasons
+       toFloat(buyers) AS score,
+       ['bought by ' + buyers + CASE buyers WHEN 1 THEN ' shopper' ELSE ' shoppers' END]
+       AS reasons
 """
 
 # -- Similar users and item neighbours, written with each segmentation run --------------------

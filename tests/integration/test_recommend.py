@@ -109,6 +109,41 @@ def test_explicit_negative_feedback_suppresses_a_category(graph: Graph, tmp_path
     assert disliked not in categories
 
 
+def test_an_item_the_user_rated_is_never_offered_back(graph: Graph, tmp_path: Path) -> None:
+    """Whatever the rating, high or low, and without a category: the user knows the item."""
+    load_demo(graph, tmp_path, users=USERS, seed=SEED)
+    run_segmentation(graph)
+    uid = frequent_shopper(graph)
+    liked = recommend(graph, uid, first=10)[0].item_id
+    disliked = popular(graph, uid, first=10)[0].item_id
+    assert liked != disliked
+    now = datetime.now(UTC)
+    feedback = [Event.model_validate({
+        "event_id": f"fb-item-{n}", "type": "feedback", "source": "web",
+        "occurred_at": (now + timedelta(seconds=n)).isoformat(), "user": {"crm_id": CRM_ID},
+        "properties": {"item_id": item, "rating": rating},
+    }) for n, (item, rating) in enumerate(((liked, 5), (disliked, 1)))]
+    assert EventWriter(graph, Pseudonymizer(KEY)).write(feedback).written == 2
+    for offered in (recommend(graph, uid, first=100), popular(graph, uid, first=100)):
+        assert offered
+        assert not {liked, disliked} & {r.item_id for r in offered}
+
+
+def test_popularity_counts_buyers_not_units(graph: Graph, tmp_path: Path) -> None:
+    load_demo(graph, tmp_path, users=USERS, seed=SEED)
+    uid = frequent_shopper(graph)
+    # One user buying one new item many times does not make it popular.
+    graph.execute("MATCH (u:User {id: $uid}) CREATE (u)-[:INTERACTED {purchases: 10000}]->"
+                  "(:Item {id: 'bulk', name: 'bulk'})", uid=uid)
+    other = next(r["id"] for r in graph.rows(BUYERS, n=2) if r["id"] != uid)
+    ranked = popular(graph, other, first=100)
+    assert len(ranked) == 100 and "bulk" not in [r.item_id for r in ranked]
+    assert ranked[-1].score >= 2  # every item of two buyers or more first, whatever the units
+    buyers = graph.rows("MATCH (:Item {id: $id})<-[r:INTERACTED]-(u:User) WHERE r.purchases > 0 "
+                        "RETURN count(DISTINCT u) AS n", id=ranked[0].item_id)[0]["n"]
+    assert ranked[0].score == buyers
+
+
 def test_rain_at_the_users_location_boosts_fitting_categories(
     graph: Graph, tmp_path: Path
 ) -> None:
