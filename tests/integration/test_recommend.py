@@ -404,3 +404,58 @@ def test_a_users_or_items_run_edges_are_read_from_the_node_not_the_run_index(
                                           {"run": "run-2", "overlap": 3}]
     assert graph.rows("MATCH ()-[s:SIMILAR_ITEM]->() RETURN s.run_id AS run, s.score AS score"
                       ) == [{"run": "run-1", "score": 0.5}]
+
+
+# Every user bought the one item 'every' and, the day before, one of $items others.
+SHARED_ITEM_SHOP = """
+CREATE (:Item {id: 'every', name: 'every'})
+WITH 1 AS one
+UNWIND range(0, $items - 1) AS n
+CREATE (:Item {id: 'i' + n, name: 'i' + n})
+WITH count(*) AS created
+UNWIND range(0, $users - 1) AS n
+MATCH (every:Item {id: 'every'}), (own:Item {id: 'i' + (n % $items)})
+CREATE (u:User {id: 'u' + n}),
+       (u)-[:INTERACTED {purchases: 1, last_at: datetime()}]->(every),
+       (u)-[:INTERACTED {purchases: 1, last_at: datetime() - duration({days: 1})}]->(own)
+"""
+
+
+def db_hits(graph: Graph, query: LiteralString, **params: Any) -> tuple[int, list[Any]]:
+    """The database hits of one run of ``query`` (PROFILE), and its rows."""
+    def total(plan: dict[str, Any]) -> int:
+        return int(plan.get("dbHits", 0)) + sum(total(c) for c in plan.get("children", []))
+
+    with graph.driver.session(database=graph.database) as session:
+        result = session.run("PROFILE " + query, params)
+        rows = list(result)
+        summary = result.consume()
+    assert summary.profile is not None
+    return total(summary.profile), rows
+
+
+def test_an_item_every_user_bought_is_never_expanded_per_request(graph: Graph) -> None:
+    """A smaller, faster sibling of the 30,000-user run in test_run_publication.py: the
+    recommendation's reads stay far below the users who share the item, with stored similar
+    users and without them (found per request)."""
+    from graph.recommend import queries as q
+    from graph.recommend.items import find_item_neighbours, write_item_neighbours
+    from graph.recommend.limits import MAX_ITEM_USERS
+    from graph.recommend.neighbours import find_similar_users, write_similar_users
+
+    users, items = 3 * MAX_ITEM_USERS, 300
+    graph.execute(SHARED_ITEM_SHOP, users=users, items=items)
+    peers = find_similar_users(graph)
+    assert len(peers) == users
+    assert all(len(row["peers"]) == users // items - 1 for row in peers)  # 'every' says nothing
+    write_similar_users(graph, "run-1", peers)
+    write_item_neighbours(graph, "run-1", find_item_neighbours(graph))
+    graph.execute("CREATE (:SegmentationRun {id: 'run-1', created_at: datetime()})")
+    graph.execute("MATCH (:User {id: 'u1'})-[s:SIMILAR_TO]->() DELETE s")  # found per request
+
+    for uid in ("u0", "u1"):
+        recommend(graph, uid)  # planned once
+        hits, rows = db_hits(graph, q.RECOMMEND, **recommend_params(uid, first=10))
+        assert rows and "every" not in {r["item_id"] for r in rows}, uid
+        # Neighbours' items come from their own few purchases, never from 'every''s buyers.
+        assert hits < users, (uid, hits)
