@@ -12,19 +12,21 @@ USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 
 # Candidates come from
 #   (a) the favourites of the user's leaf segment in the latest run: `FAVOURITE`, written with the
-#       run (``WRITE_SEGMENT_FAVOURITES``): the 50 items most bought by the segment's 100 most
-#       typical members (by distance from the segment centre);
-#   (b) what similar users bought or liked: users who bought or liked any of the user's 10 most
-#       recently carted, bought or liked items, the 50 with the most such items in common (their
-#       overlap). The latest segmentation run wrote them (`SIMILAR_TO {run_id}`, see
-#       ``neighbours``); a user without them (new since the run, merged or unmerged since) gets
-#       them found here, by the same rule: an item rated 2 or lower is nobody's evidence, and an
-#       item more than $limits.max_item_users users interacted with is no evidence (a degree
-#       read, so an item every user bought is never expanded). Each similar user adds their
+#       run (``WRITE_SEGMENT_FAVOURITES``): the ``limits.FAVOURITES`` (50) items most bought by the
+#       segment's ``limits.TYPICAL_MEMBERS`` (100) most typical members (by distance from the
+#       segment centre);
+#   (b) what similar users bought or liked: users who bought or liked any of the user's
+#       $limits.recent_items most recently carted, bought or liked items, the $limits.peers with
+#       the most such items in common (their overlap). The latest segmentation run wrote them
+#       (`SIMILAR_TO {run_id}`, see ``neighbours``); a user without them (new since the run,
+#       merged or unmerged since) gets them found here, by the same rule: an item rated 2 or
+#       lower is nobody's evidence, and an item more than $limits.max_item_users users
+#       interacted with is no evidence (a degree read, so an item every user bought is never
+#       expanded). Each similar user adds their
 #       $limits.peer_items most recent purchases or liked items;
-#   (c) the items of the user's 3 strongest categories (weight >= $weights.preference_min), each
-#       category's $limits.category_items most interacted-with items (among at most
-#       $limits.category_scan of them);
+#   (c) the items of the user's $limits.top_categories strongest categories (weight >=
+#       $weights.preference_min), each category's $limits.category_items most interacted-with
+#       items (among at most $limits.category_scan of them);
 #   (d) the item neighbours (`SIMILAR_ITEM {score, run_id}` of the latest run, see ``items``) of
 #       the user's $limits.seed_items most recently bought, carted or liked (rated 4-5) items.
 # Every candidate is scored
@@ -42,9 +44,10 @@ USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 # is every item of a category with an explicit negative weight. An item rating never hides its
 # category: only a category preference does.
 #
-# Every expansion is bounded whatever the graph's shape (see ``limits``): (a) 50 favourites,
-# (b) 50 stored peers x $limits.peer_items or, found here, 10 items x $limits.max_item_users
-# buyers, (c) 3 x $limits.category_scan degree reads, (d) $limits.seed_items x 20 neighbours;
+# Every expansion is bounded whatever the graph's shape (see ``limits``): (a) FAVOURITES,
+# (b) $limits.peers stored peers x $limits.peer_items or, found here, $limits.recent_items
+# items x $limits.max_item_users buyers, (c) $limits.top_categories x $limits.category_scan
+# degree reads, (d) $limits.seed_items x ITEM_NEIGHBOURS;
 # popularity is a degree read per candidate. PROFILE on the demo graph: see docs/performance.md.
 # A user's or item's run edges are all its edges, filtered by run_id afterwards (at most a few
 # runs' worth): with the run_id in the pattern the planner may seek the run_id index instead
@@ -80,12 +83,13 @@ CALL (u, run_id) {
     WHERE (coalesce(mine.carts, 0) + coalesce(mine.purchases, 0) > 0 OR mine.rating >= 4)
       AND coalesce(mine.rating, 3) > 2
       AND COUNT { (shared)<-[:INTERACTED]-() } <= $limits.max_item_users
-    WITH u, shared ORDER BY coalesce(mine.last_at, mine.rated_at) DESC, shared.id LIMIT 10
+    WITH u, shared ORDER BY coalesce(mine.last_at, mine.rated_at) DESC, shared.id
+    LIMIT $limits.recent_items
     MATCH (shared)<-[theirs:INTERACTED]-(peer)
     WHERE (theirs.purchases > 0 OR theirs.rating >= 4) AND coalesce(theirs.rating, 3) > 2
       AND peer <> u
     WITH peer, count(*) AS overlap
-    ORDER BY overlap DESC, peer.id LIMIT 50
+    ORDER BY overlap DESC, peer.id LIMIT $limits.peers
     RETURN peer, overlap
   }
   WITH collect({peer: peer, overlap: overlap}) AS peers, toFloat(sum(overlap)) AS total
@@ -132,7 +136,7 @@ CALL (u) {
 CALL (prefs) {
   UNWIND prefs AS p
   WITH p WHERE coalesce(p.explicit, 0.0) >= 0 AND p.weight >= $weights.preference_min
-  ORDER BY p.weight DESC, p.category LIMIT 3
+  ORDER BY p.weight DESC, p.category LIMIT $limits.top_categories
   MATCH (c:Category {name: p.category})
   CALL (c) {
     MATCH (c)<-[:IN_CATEGORY]-(it:Item)
