@@ -58,7 +58,7 @@ bench-segment: venv  ## Segmentation time and peak memory at 10k, 100k, 1M users
 bench-api: venv  ## Chatbot query p50/p99 through the API at fixed rates vs plain Cypher
 	$(BIN)/python -m bench.api
 
-bench-recommend: venv  ## Hit-rate and NDCG@10 of recommendations vs popularity, leave-last-purchase-out
+bench-recommend: venv  ## Hit-rate/NDCG@10 of the graph recommendations (segment, similar users, item neighbours, preferences) vs popularity, leave-last-purchase-out
 	$(BIN)/python -m bench.recommend
 
 bench-stream: venv  ## Kafka -> Neo4j events/s vs the file path, and freshness p50/p99 at 1,000 events/s

@@ -100,7 +100,8 @@ def _results(graph: Graph, rows: list[dict[str, Any]], user_id: str) -> list[Rec
 
 def recommend(graph: Graph, user_id: str, first: int = 10,
               now: datetime | None = None) -> list[Recommendation]:
-    """Up to ``first`` items the user has not bought, best first, each with its reasons.
+    """Up to ``first`` items the user has neither bought nor rated, best first, each with its
+    reasons.
 
     ``now`` (default: the current time) decides which weather and local events count. Raises
     ``NotFound`` for an unknown user and ``InvalidInput`` when ``first`` is outside 1..100.
@@ -110,7 +111,8 @@ def recommend(graph: Graph, user_id: str, first: int = 10,
 
 
 def popular(graph: Graph, user_id: str, first: int = 10) -> list[Recommendation]:
-    """The baseline: the items bought by the most users, without those this user bought.
+    """The baseline: the items bought by the most distinct users, without those this user
+    bought or rated.
 
     Raises ``NotFound`` for an unknown user and ``InvalidInput`` when ``first`` is outside 1..100.
     """

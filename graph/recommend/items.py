@@ -11,10 +11,11 @@ their sum, so that a shopper who viewed an item twenty times is not made more al
 bought it. An item rated 2 or lower weighs nothing: disliking both does not make two items
 alike for the shop's purposes.
 
-Bounded whatever the data (see ``limits``): a user contributes their ``MAX_USER_ITEMS`` most
+Bounded whatever the data (see ``limits``): a user contributes their ``limits.USER_ITEMS`` most
 recent interactions (the pairs one user adds grow with the square of their items), the
 similarities are computed for a block of items at a time within ``PAIR_BUDGET`` non-zeros, and
-each item keeps ``top`` neighbours. An item shared by every user costs one column, no more.
+each item keeps ``top`` neighbours (``limits.ITEM_NEIGHBOURS``). An item shared by every user
+costs one column, no more.
 
 The run calls ``find_item_neighbours`` (reads only), ``write_item_neighbours`` (its own bounded
 transactions, while the run is unpublished) and, once published, ``drop_item_neighbours_except``.
@@ -31,10 +32,9 @@ from scipy import sparse
 from graph.db import Graph
 from graph.errors import InvalidInput
 from graph.recommend import queries as q
+from graph.recommend.limits import ITEM_NEIGHBOURS, USER_ITEMS
 from graph.recommend.neighbours import Progress, blocks, deleted_in_batches, edge_chunks
 
-TOP = 20
-MAX_USER_ITEMS = 200
 PAIR_BUDGET = 5_000_000
 # How much one interaction says about the user's taste; the largest applicable one counts.
 INTERACTION_WEIGHTS: dict[str, float] = {
@@ -81,8 +81,8 @@ def _recent_per_user(rows: Iterable[dict[str, Any]], most: int,
             yield user, item, weight
 
 
-def item_neighbours(rows: Iterable[dict[str, Any]], top: int = TOP,
-                    max_user_items: int = MAX_USER_ITEMS) -> list[dict[str, Any]]:
+def item_neighbours(rows: Iterable[dict[str, Any]], top: int = ITEM_NEIGHBOURS,
+                    max_user_items: int = USER_ITEMS) -> list[dict[str, Any]]:
     """``rows``: ``{user_id, item_id, views, carts, purchases, rating, last_at}`` (counts and
     rating may be missing). Returns ``{item_id, neighbours: [{item_id, score}]}`` for every
     item with at least one neighbour: its ``top`` most cosine-similar items, best first, ties
@@ -126,7 +126,7 @@ def item_neighbours(rows: Iterable[dict[str, Any]], top: int = TOP,
     return out
 
 
-def find_item_neighbours(graph: Graph, top: int = TOP) -> list[dict[str, Any]]:
+def find_item_neighbours(graph: Graph, top: int = ITEM_NEIGHBOURS) -> list[dict[str, Any]]:
     """Every item's ``top`` neighbours in the graph as it is now (reads only)."""
     return item_neighbours(graph.rows(q.ITEM_INTERACTIONS), top=top)
 

@@ -22,6 +22,12 @@ from __future__ import annotations
 # populations (about 400 users each at 2,000 users) as evidence.
 MAX_ITEM_USERS = 1000
 
+# Similar users: those who bought (or liked) any of the user's RECENT_ITEMS most recently
+# carted, bought or liked items, the PEERS with the most of them in common. A request reads at
+# most PEERS stored peers, or expands at most RECENT_ITEMS x MAX_ITEM_USERS interactions.
+RECENT_ITEMS = 10
+PEERS = 50
+
 # Each similar user's most recent purchases (or liked items) read per request: a peer who
 # bought 50,000 items adds 200 candidates, not 50,000.
 PEER_ITEMS = 200
@@ -30,12 +36,28 @@ PEER_ITEMS = 200
 # CATEGORY_SCAN of them (a 50,000-item category costs a bounded scan, not 50,000 candidates).
 CATEGORY_ITEMS = 100
 CATEGORY_SCAN = 20_000
+# ... from the user's TOP_CATEGORIES strongest preferred categories.
+TOP_CATEGORIES = 3
 
 # The user's most recent bought, carted or liked items whose stored item neighbours are read.
 SEED_ITEMS = 10
 
+# Item neighbours written with each run: each item's ITEM_NEIGHBOURS most similar items (a
+# request reads SEED_ITEMS x ITEM_NEIGHBOURS at most), computed from each user's USER_ITEMS
+# most recent interactions (the pairs one user adds grow with the square of their items).
+ITEM_NEIGHBOURS = 20
+USER_ITEMS = 200
+
+# Segment favourites written with each run: the FAVOURITES items most bought by the
+# TYPICAL_MEMBERS members nearest each leaf segment's centre, however many members it has.
+TYPICAL_MEMBERS = 100
+FAVOURITES = 50
+
 LIMITS: dict[str, int] = {
     "max_item_users": MAX_ITEM_USERS,
+    "recent_items": RECENT_ITEMS,
+    "peers": PEERS,
+    "top_categories": TOP_CATEGORIES,
     "peer_items": PEER_ITEMS,
     "category_items": CATEGORY_ITEMS,
     "category_scan": CATEGORY_SCAN,

@@ -1,7 +1,8 @@
 """Similar users, computed with each segmentation run and read by the recommender.
 
-A user's similar users are the users who bought (or liked) any of the user's ``RECENT`` most
-recently carted, bought or liked items, the ``PEERS`` with the most such items in common (their
+A user's similar users are the users who bought (or liked) any of the user's
+``limits.RECENT_ITEMS`` most recently carted, bought or liked items, the ``limits.PEERS`` with
+the most such items in common (their
 overlap), ties by id. An item rated 2 or lower is neither the user's nor a peer's evidence, and
 an item more than ``limits.MAX_ITEM_USERS`` users interacted with is no evidence at all (see
 ``limits``: an item everyone bought makes everyone similar, which says nothing and costs a users
@@ -28,10 +29,8 @@ from scipy import sparse
 
 from graph.db import Graph, Rows
 from graph.recommend import queries as q
-from graph.recommend.limits import MAX_ITEM_USERS
+from graph.recommend.limits import MAX_ITEM_USERS, PEERS, RECENT_ITEMS
 
-RECENT = 10
-PEERS = 50
 BLOCK = 1000  # users whose overlaps are computed at once (bounds the memory) ...
 OVERLAP_BUDGET = 2_000_000  # ... and the overlaps a block may hold at most, whatever the users
 EDGES_PER_TRANSACTION = 10_000  # SIMILAR_TO written per write transaction
@@ -59,7 +58,7 @@ def blocks(cost: np.ndarray[Any, Any], most: int, budget: float) -> Iterator[tup
         yield start, len(cost)
 
 
-def similar_users(rows: Iterable[dict[str, Any]], recent: int = RECENT, peers: int = PEERS,
+def similar_users(rows: Iterable[dict[str, Any]], recent: int = RECENT_ITEMS, peers: int = PEERS,
                   max_item_users: int = MAX_ITEM_USERS) -> Iterator[dict[str, Any]]:
     """``rows``: a user's carted, bought or liked items, ``{user_id, item_id, last_at,
     bought}`` (``bought``: bought or liked, which makes the user a peer of those who had it

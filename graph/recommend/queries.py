@@ -12,19 +12,21 @@ USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 
 # Candidates come from
 #   (a) the favourites of the user's leaf segment in the latest run: `FAVOURITE`, written with the
-#       run (``WRITE_SEGMENT_FAVOURITES``): the 50 items most bought by the segment's 100 most
-#       typical members (by distance from the segment centre);
-#   (b) what similar users bought or liked: users who bought or liked any of the user's 10 most
-#       recently carted, bought or liked items, the 50 with the most such items in common (their
-#       overlap). The latest segmentation run wrote them (`SIMILAR_TO {run_id}`, see
-#       ``neighbours``); a user without them (new since the run, merged or unmerged since) gets
-#       them found here, by the same rule: an item rated 2 or lower is nobody's evidence, and an
-#       item more than $limits.max_item_users users interacted with is no evidence (a degree
-#       read, so an item every user bought is never expanded). Each similar user adds their
+#       run (``WRITE_SEGMENT_FAVOURITES``): the ``limits.FAVOURITES`` (50) items most bought by the
+#       segment's ``limits.TYPICAL_MEMBERS`` (100) most typical members (by distance from the
+#       segment centre);
+#   (b) what similar users bought or liked: users who bought or liked any of the user's
+#       $limits.recent_items most recently carted, bought or liked items, the $limits.peers with
+#       the most such items in common (their overlap). The latest segmentation run wrote them
+#       (`SIMILAR_TO {run_id}`, see ``neighbours``); a user without them (new since the run,
+#       merged or unmerged since) gets them found here, by the same rule: an item rated 2 or
+#       lower is nobody's evidence, and an item more than $limits.max_item_users users
+#       interacted with is no evidence (a degree read, so an item every user bought is never
+#       expanded). Each similar user adds their
 #       $limits.peer_items most recent purchases or liked items;
-#   (c) the items of the user's 3 strongest categories (weight >= $weights.preference_min), each
-#       category's $limits.category_items most interacted-with items (among at most
-#       $limits.category_scan of them);
+#   (c) the items of the user's $limits.top_categories strongest categories (weight >=
+#       $weights.preference_min), each category's $limits.category_items most interacted-with
+#       items (among at most $limits.category_scan of them);
 #   (d) the item neighbours (`SIMILAR_ITEM {score, run_id}` of the latest run, see ``items``) of
 #       the user's $limits.seed_items most recently bought, carted or liked (rated 4-5) items.
 # Every candidate is scored
@@ -42,10 +44,15 @@ USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 # is every item of a category with an explicit negative weight. An item rating never hides its
 # category: only a category preference does.
 #
-# Every expansion is bounded whatever the graph's shape (see ``limits``): (a) 50 favourites,
-# (b) 50 stored peers x $limits.peer_items or, found here, 10 items x $limits.max_item_users
-# buyers, (c) 3 x $limits.category_scan degree reads, (d) $limits.seed_items x 20 neighbours;
+# Every expansion is bounded whatever the graph's shape (see ``limits``): (a) FAVOURITES,
+# (b) $limits.peers stored peers x $limits.peer_items or, found here, $limits.recent_items
+# items x $limits.max_item_users buyers, (c) $limits.top_categories x $limits.category_scan
+# degree reads, (d) $limits.seed_items x ITEM_NEIGHBOURS;
 # popularity is a degree read per candidate. PROFILE on the demo graph: see docs/performance.md.
+# A user's or item's run edges are all its edges, filtered by run_id afterwards (at most a few
+# runs' worth): with the run_id in the pattern the planner may seek the run_id index instead
+# (migration 0012, meant for dropping a whole run) and filter every edge of the run by endpoint,
+# O(edges of the run) per user; tests/integration/test_recommend.py checks the plans.
 # Weather and events are found through their time indexes (hence the hints), so a long history
 # of either costs nothing.
 RECOMMEND_FOR_USER = """
@@ -64,8 +71,9 @@ CALL (u, run_id) {
          collect(CASE WHEN it IS NOT NULL THEN {item: it, seg: f.share} END) AS seg_items
 }
 CALL (u, run_id) {
-  WITH u, [(u)-[s:SIMILAR_TO {run_id: run_id}]->(known:User)
-           | {peer: known, overlap: s.overlap}] AS stored
+  WITH u, [p IN [(u)-[s:SIMILAR_TO]->(known:User)
+                  | {peer: known, overlap: s.overlap, run_id: s.run_id}]
+           WHERE p.run_id = run_id] AS stored
   CALL (u, stored) {
     UNWIND stored AS p
     RETURN p.peer AS peer, p.overlap AS overlap
@@ -75,12 +83,13 @@ CALL (u, run_id) {
     WHERE (coalesce(mine.carts, 0) + coalesce(mine.purchases, 0) > 0 OR mine.rating >= 4)
       AND coalesce(mine.rating, 3) > 2
       AND COUNT { (shared)<-[:INTERACTED]-() } <= $limits.max_item_users
-    WITH u, shared ORDER BY coalesce(mine.last_at, mine.rated_at) DESC, shared.id LIMIT 10
+    WITH u, shared ORDER BY coalesce(mine.last_at, mine.rated_at) DESC, shared.id
+    LIMIT $limits.recent_items
     MATCH (shared)<-[theirs:INTERACTED]-(peer)
     WHERE (theirs.purchases > 0 OR theirs.rating >= 4) AND coalesce(theirs.rating, 3) > 2
       AND peer <> u
     WITH peer, count(*) AS overlap
-    ORDER BY overlap DESC, peer.id LIMIT 50
+    ORDER BY overlap DESC, peer.id LIMIT $limits.peers
     RETURN peer, overlap
   }
   WITH collect({peer: peer, overlap: overlap}) AS peers, toFloat(sum(overlap)) AS total
@@ -101,8 +110,9 @@ CALL (u, run_id) {
     AND coalesce(mine.rating, 3) > 2
   WITH seed, mine ORDER BY coalesce(mine.last_at, mine.rated_at) DESC, seed.id
   LIMIT $limits.seed_items
-  MATCH (seed)-[s:SIMILAR_ITEM {run_id: run_id}]->(it:Item)
-  WITH it, s.score AS score, seed,
+  UNWIND [n IN [(seed)-[s:SIMILAR_ITEM]->(it:Item) | {it: it, score: s.score, run_id: s.run_id}]
+          WHERE n.run_id = run_id] AS n
+  WITH n.it AS it, n.score AS score, seed,
        CASE WHEN mine.rating >= 4 THEN 'liked' WHEN mine.purchases > 0 THEN 'bought'
             ELSE 'cart' END AS how
   ORDER BY score DESC, seed.id
@@ -126,7 +136,7 @@ CALL (u) {
 CALL (prefs) {
   UNWIND prefs AS p
   WITH p WHERE coalesce(p.explicit, 0.0) >= 0 AND p.weight >= $weights.preference_min
-  ORDER BY p.weight DESC, p.category LIMIT 3
+  ORDER BY p.weight DESC, p.category LIMIT $limits.top_categories
   MATCH (c:Category {name: p.category})
   CALL (c) {
     MATCH (c)<-[:IN_CATEGORY]-(it:Item)
@@ -200,23 +210,28 @@ LIMIT $recommendations_first
 
 RECOMMEND = "MATCH (u:User {id: $user_id})\n" + RECOMMEND_FOR_USER
 
-# The global-popularity baseline: the items bought by the most users, minus the user's own.
-# With $personal false the list is the same for everyone (nothing of the user is read): what a
-# user without personalization consent is offered.
+# The global-popularity baseline: the items bought by the most distinct users (a user who
+# bought an item ten times counts once; units only break ties), minus those the user bought or
+# rated (any rating), as RECOMMEND leaves them out. With $personal false the list is the same
+# for everyone (nothing of the user is read): what a user without personalization consent is
+# offered.
 POPULAR = """
 MATCH (u:User {id: $user_id})
 CALL (u) {
-  OPTIONAL MATCH (u)-[r:INTERACTED]->(it:Item) WHERE r.purchases > 0 AND $personal
-  RETURN collect(it) AS bought
+  OPTIONAL MATCH (u)-[r:INTERACTED]->(it:Item)
+  WHERE (r.purchases > 0 OR r.rating IS NOT NULL) AND $personal
+  RETURN collect(it) AS excluded
 }
-MATCH (it:Item)<-[r:INTERACTED]-(:User)
-WHERE r.purchases > 0 AND NOT it IN bought
-WITH it, count(*) AS buyers, sum(r.purchases) AS units
+MATCH (it:Item)<-[r:INTERACTED]-(buyer:User)
+WHERE r.purchases > 0 AND NOT it IN excluded
+WITH it, count(DISTINCT buyer) AS buyers, sum(r.purchases) AS units
 ORDER BY buyers DESC, units DESC, it.id
 LIMIT $first
 RETURN it.id AS item_id, coalesce(it.name, it.id) AS name,
        head([(it)-[:IN_CATEGORY]->(c:Category) | c.name]) AS category,
-       toFloat(buyers) AS score, ['bought by ' + buyers + ' shoppers'] AS reasons
+       toFloat(buyers) AS score,
+       ['bought by ' + buyers + CASE buyers WHEN 1 THEN ' shopper' ELSE ' shoppers' END]
+       AS reasons
 """
 
 # -- Similar users and item neighbours, written with each segmentation run --------------------
@@ -235,15 +250,19 @@ RETURN u.id AS user_id, it.id AS item_id, coalesce(r.last_at, r.rated_at) AS las
        COUNT { (it)<-[:INTERACTED]-() } AS item_users
 """
 
-# MERGE, not CREATE: a chunk retried after a commit whose outcome was unknown adds nothing.
+# A chunk retried after a commit whose outcome was unknown adds nothing: an edge of the run
+# between the two users is updated, not doubled. Only the run writes its edges, so nothing
+# else races to create one.
 WRITE_SIMILAR_USERS = """
 UNWIND $rows AS row
 MATCH (u:User {id: row.user_id})
 UNWIND row.peers AS p
 MATCH (peer:User {id: p.user_id})
-MERGE (u)-[s:SIMILAR_TO {run_id: $run_id}]->(peer)
-SET s.overlap = p.overlap
-RETURN count(s) AS edges
+WITH u, peer, p, [s IN [(u)-[s:SIMILAR_TO]->(peer) | s] WHERE s.run_id = $run_id] AS written
+FOREACH (_ IN CASE WHEN size(written) = 0 THEN [1] ELSE [] END |
+  CREATE (u)-[:SIMILAR_TO {run_id: $run_id, overlap: p.overlap}]->(peer))
+FOREACH (s IN written | SET s.overlap = p.overlap)
+RETURN count(*) AS edges
 """
 
 # Every other run's (and any without a run), once a run is published: readers read only the
@@ -269,14 +288,18 @@ RETURN u.id AS user_id, it.id AS item_id, r.views AS views, r.carts AS carts,
        r.purchases AS purchases, r.rating AS rating, coalesce(r.last_at, r.rated_at) AS last_at
 """
 
+# As WRITE_SIMILAR_USERS: a retried chunk updates the run's edges, never doubles them.
 WRITE_ITEM_NEIGHBOURS = """
 UNWIND $rows AS row
 MATCH (it:Item {id: row.item_id})
 UNWIND row.neighbours AS n
 MATCH (other:Item {id: n.item_id})
-MERGE (it)-[s:SIMILAR_ITEM {run_id: $run_id}]->(other)
-SET s.score = n.score
-RETURN count(s) AS edges
+WITH it, other, n, [s IN [(it)-[s:SIMILAR_ITEM]->(other) | s] WHERE s.run_id = $run_id]
+     AS written
+FOREACH (_ IN CASE WHEN size(written) = 0 THEN [1] ELSE [] END |
+  CREATE (it)-[:SIMILAR_ITEM {run_id: $run_id, score: n.score}]->(other))
+FOREACH (s IN written | SET s.score = n.score)
+RETURN count(*) AS edges
 """
 
 DROP_ITEM_NEIGHBOURS_EXCEPT = """

@@ -23,6 +23,7 @@ from graph.recommend.items import (
     find_item_neighbours,
     write_item_neighbours,
 )
+from graph.recommend.limits import FAVOURITES, TYPICAL_MEMBERS
 from graph.recommend.neighbours import (
     drop_similar_users_except,
     find_similar_users,
@@ -41,9 +42,6 @@ from graph.segments.publish import PendingRun, sweep
 from graph.version import code_version
 
 log = logging.getLogger(__name__)
-# Segment favourites: the items most bought by the members nearest each leaf segment's centre.
-TYPICAL_MEMBERS = 100
-FAVOURITES = 50
 # A run still being written whose writer has not written for this long was abandoned (killed,
 # or Neo4j restarted under it); the next run takes it apart. Writing never pauses this long.
 ABANDONED_AFTER = timedelta(minutes=10)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, LiteralString
 
 import pytest
 
@@ -14,7 +16,13 @@ from graph.errors import InvalidInput, NotFound
 from graph.events import Event
 from graph.ingest.writer import EventWriter
 from graph.privacy import Pseudonymizer
-from graph.recommend.engine import CONTEXT_BOOSTS, WEIGHTS, popular, recommend
+from graph.recommend.engine import (
+    CONTEXT_BOOSTS,
+    WEIGHTS,
+    popular,
+    recommend,
+    recommend_params,
+)
 from graph.segments.run import run_segmentation
 from tests.helpers import load_demo
 
@@ -99,6 +107,41 @@ def test_explicit_negative_feedback_suppresses_a_category(graph: Graph, tmp_path
                             "RETURN collect(DISTINCT c.name) AS names",
                             ids=[r.item_id for r in after])[0]["names"]
     assert disliked not in categories
+
+
+def test_an_item_the_user_rated_is_never_offered_back(graph: Graph, tmp_path: Path) -> None:
+    """Whatever the rating, high or low, and without a category: the user knows the item."""
+    load_demo(graph, tmp_path, users=USERS, seed=SEED)
+    run_segmentation(graph)
+    uid = frequent_shopper(graph)
+    liked = recommend(graph, uid, first=10)[0].item_id
+    disliked = popular(graph, uid, first=10)[0].item_id
+    assert liked != disliked
+    now = datetime.now(UTC)
+    feedback = [Event.model_validate({
+        "event_id": f"fb-item-{n}", "type": "feedback", "source": "web",
+        "occurred_at": (now + timedelta(seconds=n)).isoformat(), "user": {"crm_id": CRM_ID},
+        "properties": {"item_id": item, "rating": rating},
+    }) for n, (item, rating) in enumerate(((liked, 5), (disliked, 1)))]
+    assert EventWriter(graph, Pseudonymizer(KEY)).write(feedback).written == 2
+    for offered in (recommend(graph, uid, first=100), popular(graph, uid, first=100)):
+        assert offered
+        assert not {liked, disliked} & {r.item_id for r in offered}
+
+
+def test_popularity_counts_buyers_not_units(graph: Graph, tmp_path: Path) -> None:
+    load_demo(graph, tmp_path, users=USERS, seed=SEED)
+    uid = frequent_shopper(graph)
+    # One user buying one new item many times does not make it popular.
+    graph.execute("MATCH (u:User {id: $uid}) CREATE (u)-[:INTERACTED {purchases: 10000}]->"
+                  "(:Item {id: 'bulk', name: 'bulk'})", uid=uid)
+    other = next(r["id"] for r in graph.rows(BUYERS, n=2) if r["id"] != uid)
+    ranked = popular(graph, other, first=100)
+    assert len(ranked) == 100 and "bulk" not in [r.item_id for r in ranked]
+    assert ranked[-1].score >= 2  # every item of two buyers or more first, whatever the units
+    buyers = graph.rows("MATCH (:Item {id: $id})<-[r:INTERACTED]-(u:User) WHERE r.purchases > 0 "
+                        "RETURN count(DISTINCT u) AS n", id=ranked[0].item_id)[0]["n"]
+    assert ranked[0].score == buyers
 
 
 def test_rain_at_the_users_location_boosts_fitting_categories(
@@ -315,3 +358,104 @@ def test_migration_0009_gives_a_run_from_before_it_the_favourites_a_run_writes(
         for statement in migration.statements:
             graph.auto_commit(statement)
         assert graph.rows(favourites) == written
+
+
+def plan_operators(graph: Graph, query: LiteralString, **params: Any) -> list[str]:
+    """The operators of the plan Neo4j picks for ``query`` (EXPLAIN: nothing runs)."""
+    def walk(plan: dict[str, Any]) -> Iterator[str]:
+        yield plan["operatorType"]
+        for child in plan.get("children", []):
+            yield from walk(child)
+
+    with graph.driver.session(database=graph.database) as session:
+        summary = session.run("EXPLAIN " + query, params).consume()
+    assert summary.plan is not None
+    return list(walk(summary.plan))
+
+
+@pytest.mark.parametrize("name", ["RECOMMEND", "WRITE_SIMILAR_USERS", "WRITE_ITEM_NEIGHBOURS"])
+def test_a_users_or_items_run_edges_are_read_from_the_node_not_the_run_index(
+        graph: Graph, name: str) -> None:
+    """The run_id indexes of SIMILAR_TO and SIMILAR_ITEM (migration 0012) are for dropping a
+    whole run. A per-user read or per-row write that seeks them gets every edge of the run and
+    filters by endpoint: O(edges of the run) per user, which made writing 150,000 similar users
+    take minutes. The planner picks such a seek on a young index (few edges counted), as here."""
+    from graph.recommend import queries as q
+    from graph.recommend.items import write_item_neighbours
+    from graph.recommend.neighbours import write_similar_users
+
+    graph.execute("UNWIND range(1, 3) AS n CREATE (:User {id: 'u' + n}), (:Item {id: 'i' + n})")
+    peers = [{"user_id": "u1", "peers": [{"user_id": "u2", "overlap": 2}]}]
+    neighbours = [{"item_id": "i1", "neighbours": [{"item_id": "i2", "score": 0.5}]}]
+    params = {**recommend_params("u1"), "run_id": "run-1", "rows": peers + neighbours}
+    operators = plan_operators(graph, getattr(q, name), **params)
+    assert "Expand" in " ".join(operators), operators
+    assert not [op for op in operators if "RelationshipIndex" in op], operators
+
+    # Written once per run, whatever a retry repeats: an edge of the run is updated in place.
+    for _ in range(2):
+        assert write_similar_users(graph, "run-1", peers) == 1
+        assert write_item_neighbours(graph, "run-1", neighbours) == 1
+    peers[0]["peers"][0]["overlap"] = 3
+    assert write_similar_users(graph, "run-1", peers) == 1
+    assert write_similar_users(graph, "run-2", peers) == 1
+    assert graph.rows("MATCH ()-[s:SIMILAR_TO]->() RETURN s.run_id AS run, s.overlap AS overlap "
+                      "ORDER BY run") == [{"run": "run-1", "overlap": 3},
+                                          {"run": "run-2", "overlap": 3}]
+    assert graph.rows("MATCH ()-[s:SIMILAR_ITEM]->() RETURN s.run_id AS run, s.score AS score"
+                      ) == [{"run": "run-1", "score": 0.5}]
+
+
+# Every user bought the one item 'every' and, the day before, one of $items others.
+SHARED_ITEM_SHOP = """
+CREATE (:Item {id: 'every', name: 'every'})
+WITH 1 AS one
+UNWIND range(0, $items - 1) AS n
+CREATE (:Item {id: 'i' + n, name: 'i' + n})
+WITH count(*) AS created
+UNWIND range(0, $users - 1) AS n
+MATCH (every:Item {id: 'every'}), (own:Item {id: 'i' + (n % $items)})
+CREATE (u:User {id: 'u' + n}),
+       (u)-[:INTERACTED {purchases: 1, last_at: datetime()}]->(every),
+       (u)-[:INTERACTED {purchases: 1, last_at: datetime() - duration({days: 1})}]->(own)
+"""
+
+
+def db_hits(graph: Graph, query: LiteralString, **params: Any) -> tuple[int, list[Any]]:
+    """The database hits of one run of ``query`` (PROFILE), and its rows."""
+    def total(plan: dict[str, Any]) -> int:
+        return int(plan.get("dbHits", 0)) + sum(total(c) for c in plan.get("children", []))
+
+    with graph.driver.session(database=graph.database) as session:
+        result = session.run("PROFILE " + query, params)
+        rows = list(result)
+        summary = result.consume()
+    assert summary.profile is not None
+    return total(summary.profile), rows
+
+
+def test_an_item_every_user_bought_is_never_expanded_per_request(graph: Graph) -> None:
+    """A smaller, faster sibling of the 30,000-user run in test_run_publication.py: the
+    recommendation's reads stay far below the users who share the item, with stored similar
+    users and without them (found per request)."""
+    from graph.recommend import queries as q
+    from graph.recommend.items import find_item_neighbours, write_item_neighbours
+    from graph.recommend.limits import MAX_ITEM_USERS
+    from graph.recommend.neighbours import find_similar_users, write_similar_users
+
+    users, items = 3 * MAX_ITEM_USERS, 300
+    graph.execute(SHARED_ITEM_SHOP, users=users, items=items)
+    peers = find_similar_users(graph)
+    assert len(peers) == users
+    assert all(len(row["peers"]) == users // items - 1 for row in peers)  # 'every' says nothing
+    write_similar_users(graph, "run-1", peers)
+    write_item_neighbours(graph, "run-1", find_item_neighbours(graph))
+    graph.execute("CREATE (:SegmentationRun {id: 'run-1', created_at: datetime()})")
+    graph.execute("MATCH (:User {id: 'u1'})-[s:SIMILAR_TO]->() DELETE s")  # found per request
+
+    for uid in ("u0", "u1"):
+        recommend(graph, uid)  # planned once
+        hits, rows = db_hits(graph, q.RECOMMEND, **recommend_params(uid, first=10))
+        assert rows and "every" not in {r["item_id"] for r in rows}, uid
+        # Neighbours' items come from their own few purchases, never from 'every''s buyers.
+        assert hits < users, (uid, hits)
