@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -13,11 +14,19 @@ from datetime import UTC, datetime
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from neo4j import AsyncDriver
+from starlette.requests import HTTPConnection
 from strawberry.fastapi import GraphQLRouter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from api import queries as q
-from api.auth import PrincipalCache, PrincipalDep, neo4j_loader, requires
+from api.auth import (
+    CredentialDep,
+    KeyLimits,
+    PrincipalCache,
+    PrincipalDep,
+    neo4j_loader,
+    requires,
+)
 from api.context import Context
 from api.context_routes import router as context_router
 from api.deps import DriverDep, SegmentationDep, SettingsDep, WriterDep
@@ -36,6 +45,7 @@ from graph.errors import (
     LimitExceeded,
     NotFound,
     PersonaError,
+    RateLimited,
     Unauthenticated,
     Unavailable,
 )
@@ -60,7 +70,7 @@ def freeze_startup_objects(_: object) -> None:
 
 
 HTTP_STATUS = {InvalidInput: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404,
-               Conflict: 409, LimitExceeded: 413, Unavailable: 503}
+               Conflict: 409, LimitExceeded: 413, RateLimited: 429, Unavailable: 503}
 
 
 async def persona_error(_: Request, exc: Exception) -> JSONResponse:
@@ -69,13 +79,18 @@ async def persona_error(_: Request, exc: Exception) -> JSONResponse:
     status = next((s for cls, s in HTTP_STATUS.items() if isinstance(exc, cls)), 500)
     # A 401 must name the scheme the client should use (RFC 9110).
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     return JSONResponse({"error": {"code": exc.code, "message": str(exc)}}, status,
                         headers=headers)
 
 
-async def get_context(driver: DriverDep, settings: SettingsDep, principal: PrincipalDep,
+async def get_context(request: HTTPConnection, driver: DriverDep, settings: SettingsDep,
+                      principal: PrincipalDep, key: CredentialDep,
                       segmentation: SegmentationDep, writer: WriterDep) -> Context:
-    return Context(driver, settings, principal, segmentation, writer)
+    return Context(driver, settings, principal, segmentation, writer, key=key,
+                   principals=request.app.state.principals,
+                   key_limits=request.app.state.key_limits)
 
 
 def create_served_app() -> FastAPI:
@@ -147,6 +162,9 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
     expected_version = latest_version(settings.migrations_dir)
     app = FastAPI(title="persona-graph", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
+    app.state.key_limits = KeyLimits(settings.api_key_rate_per_second,
+                                     settings.api_key_rate_burst,
+                                     settings.api_max_streams_per_key)
     app.add_exception_handler(PersonaError, persona_error)
     request_metrics = RequestMetrics()
     request_metrics.install(app)

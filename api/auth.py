@@ -4,7 +4,8 @@ cached), and the role checks on GraphQL fields and HTTP routes."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, Header
@@ -17,6 +18,7 @@ from strawberry.types import Info
 from graph import auth
 from graph.auth import Principal, Role
 from graph.db import read_rows
+from graph.errors import LimitExceeded, RateLimited
 
 Loader = Callable[[str], Awaitable[Principal | None]]
 MAX_CACHED_KEYS = 10_000
@@ -84,18 +86,29 @@ def neo4j_loader(driver: AsyncDriver, database: str) -> Loader:
     return load
 
 
-async def get_principal(
-    request: HTTPConnection,
+async def get_credential(
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
-) -> Principal | None:
-    """The caller, or None. Never raises: GraphQL must answer an anonymous call with a GraphQL
-    error, so each field or route decides whether it needs a principal."""
-    key = credentials(authorization, x_api_key)
+) -> str | None:
+    """The key the request (or WebSocket handshake) presents, unchecked."""
+    return credentials(authorization, x_api_key)
+
+
+CredentialDep = Annotated[str | None, Depends(get_credential)]
+
+
+async def get_principal(request: HTTPConnection, key: CredentialDep) -> Principal | None:
+    """The caller, or None. Never raises for a missing or unknown key: GraphQL must answer an
+    anonymous call with a GraphQL error, so each field or route decides whether it needs a
+    principal. A live key over its request rate is refused here (429), before any work."""
     if key is None:
         return None
     cache: PrincipalCache = request.app.state.principals
-    return await cache.resolve(key)
+    principal = await cache.resolve(key)
+    if principal is not None:
+        limits: KeyLimits = request.app.state.key_limits
+        limits.take(principal)
+    return principal
 
 
 PrincipalDep = Annotated[Principal | None, Depends(get_principal)]
@@ -132,3 +145,54 @@ class HasRole(BasePermission):
 def allowed(roles: Collection[Role]) -> list[FieldExtension]:
     """Field extensions for ``strawberry.field(extensions=...)`` admitting only ``roles``."""
     return [PermissionExtension(permissions=[HasRole(roles)], use_directives=False)]
+
+
+class KeyLimits:
+    """What one API key may hold of the service: a request rate (token bucket: ``rate`` per
+    second, bursts up to ``burst``) and a number of open subscription streams. A leaked or
+    runaway client then slows only itself. Per process: with N API processes a key gets N times
+    the rate."""
+
+    def __init__(self, rate: float, burst: int, streams: int, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._streams = streams
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._open: dict[str, int] = {}
+
+    def take(self, principal: Principal) -> None:
+        """Count one request of ``principal``; RateLimited when its bucket is empty."""
+        if self._rate <= 0:
+            return
+        now = self._clock()
+        tokens, at = self._buckets.get(principal.id, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - at) * self._rate)
+        if tokens < 1:
+            self._buckets[principal.id] = (tokens, now)
+            raise RateLimited(f"API key {principal.id} is over its rate of {self._rate:g} "
+                              "requests/s (PERSONAS_API_KEY_RATE_PER_SECOND); retry later",
+                              retry_after=(1 - tokens) / self._rate)
+        self._buckets[principal.id] = (tokens - 1, now)
+        if len(self._buckets) > MAX_CACHED_KEYS:
+            # Full buckets hold no state worth keeping.
+            self._buckets = {k: v for k, v in self._buckets.items()
+                             if v[0] + (now - v[1]) * self._rate < self._burst}
+
+    @asynccontextmanager
+    async def stream(self, principal: Principal) -> AsyncIterator[None]:
+        """Hold one of the key's subscription slots while a stream is open."""
+        held = self._open.get(principal.id, 0)
+        if held >= self._streams:
+            raise LimitExceeded(f"API key {principal.id} already holds {held} open "
+                                f"subscriptions, the limit (PERSONAS_API_MAX_STREAMS_PER_KEY)")
+        self._open[principal.id] = held + 1
+        try:
+            yield
+        finally:
+            left = self._open[principal.id] - 1
+            if left:
+                self._open[principal.id] = left
+            else:
+                del self._open[principal.id]

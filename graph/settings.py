@@ -169,12 +169,28 @@ class Settings(BaseSettings):
         description="How long the API trusts a resolved API key before asking Neo4j again; a "
         "revoked key keeps working in a running API for at most this long (0: no cache).",
     )
+    api_key_rate_per_second: float = Field(
+        default=200.0, ge=0.0,
+        description="Requests per second one API key may make to one API process, on average "
+        "(429 RATE_LIMITED above; 0: no limit).")
+    api_key_rate_burst: int = Field(
+        default=400, ge=1, description="Requests one API key may make at once above its rate.")
+    api_max_streams_per_key: int = Field(
+        default=20, ge=1, description="Subscriptions one API key may hold open at once, and "
+        "WebSocket connections it may hold open to one API process.")
+    api_read_timeout_s: float = Field(
+        default=10.0, gt=0, description="Longest a GraphQL read may run in Neo4j (the "
+        "transaction timeout); a read cut off answers TIMEOUT.")
+    api_max_document_bytes: int = Field(
+        default=20_000, ge=1024, description="Longest GraphQL document (query text) accepted, "
+        "in bytes (LIMIT_EXCEEDED above, before parsing).")
     api_max_batch_events: int = Field(
         default=1000, ge=1, le=50_000,
         description="Most records one POST /v1/events or CRM webhook may carry (413 above).")
     api_max_body_bytes: int = Field(
         default=10_000_000, ge=1024,
-        description="Largest request body the ingestion routes read (413 above, before parsing).")
+        description="Largest request body of any route, GraphQL included (413 above, before "
+        "parsing or authentication).")
     crm_mapping_file: Path | None = Field(
         default=None,
         description="YAML field mapping the CRM webhook applies to its records (unset: 503).")
