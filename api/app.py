@@ -15,7 +15,6 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from neo4j import AsyncDriver
 from starlette.requests import HTTPConnection
-from strawberry.fastapi import GraphQLRouter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from api import queries as q
@@ -30,7 +29,9 @@ from api.auth import (
 from api.context import Context
 from api.context_routes import router as context_router
 from api.deps import DriverDep, SegmentationDep, SettingsDep, WriterDep
+from api.documents import JsonRouter
 from api.ingest_routes import router as ingest_router
+from api.limits import BodyLimit
 from api.metrics import RequestMetrics
 from api.prefetch import CHATBOT
 from api.schema import build_schema
@@ -46,6 +47,7 @@ from graph.errors import (
     NotFound,
     PersonaError,
     RateLimited,
+    ReadTimedOut,
     Unauthenticated,
     Unavailable,
 )
@@ -69,8 +71,13 @@ def freeze_startup_objects(_: object) -> None:
     gc.freeze()
 
 
+INGEST_SOURCES = {"/v1/events": "http", "/v1/webhooks/crm": "crm",
+                  "/v1/webhooks/context": "context"}
+"""Ingest metrics' source of each ingestion route, for refusals before the route runs."""
+
 HTTP_STATUS = {InvalidInput: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404,
-               Conflict: 409, LimitExceeded: 413, RateLimited: 429, Unavailable: 503}
+               Conflict: 409, LimitExceeded: 413, RateLimited: 429, Unavailable: 503,
+               ReadTimedOut: 504}
 
 
 async def persona_error(_: Request, exc: Exception) -> JSONResponse:
@@ -121,12 +128,13 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
     what the process holds out of the garbage collector's sight."""
     settings = settings or Settings()
     settings.require_pseudonym_key()  # outside demo mode, no API without a real key
+    settings.require_neo4j_password()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.driver = create_async_driver(settings)
         app.state.principals = PrincipalCache(
-            neo4j_loader(app.state.driver, settings.neo4j_database),
+            neo4j_loader(app.state.driver, settings.neo4j_database, demo=settings.demo_mode),
             ttl=settings.api_key_cache_seconds)
         # Made here, not at import: one lock per running app, on the loop that serves it.
         app.state.segmentation = SegmentationRunner(settings)
@@ -167,9 +175,17 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
                                      settings.api_max_streams_per_key)
     app.add_exception_handler(PersonaError, persona_error)
     request_metrics = RequestMetrics()
-    request_metrics.install(app)
     app.state.ingest_metrics = IngestMetrics(request_metrics.registry)
-    graphql = GraphQLRouter(
+
+    def body_refused(path: str) -> None:
+        source = INGEST_SOURCES.get(path)
+        if source is not None:
+            app.state.ingest_metrics.reject(source, "too_large")
+
+    # Inside the access middleware, so that refusals are timed and counted like any answer.
+    app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes, on_refused=body_refused)
+    request_metrics.install(app)
+    graphql = JsonRouter(
         build_schema(settings), context_getter=get_context, graphql_ide="graphiql",
         subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
     )

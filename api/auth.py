@@ -76,12 +76,17 @@ class PrincipalCache:
         self._entries[digest] = (principal, now + self._ttl)
 
 
-def neo4j_loader(driver: AsyncDriver, database: str) -> Loader:
-    """Looks a key hash up in the graph with the API's async driver."""
+def neo4j_loader(driver: AsyncDriver, database: str, *, demo: bool = False) -> Loader:
+    """Looks a key hash up in the graph with the API's async driver. The README's public demo
+    key opens nothing unless the API runs in demo mode (``demo``): a graph that once held demo
+    data may later hold real data, and the demo key's node may still be there."""
 
     async def load(digest: str) -> Principal | None:
         rows = await read_rows(driver, database, auth.RESOLVE_KEY, {"hash": digest})
-        return Principal.from_record(rows[0]) if rows else None
+        principal = Principal.from_record(rows[0]) if rows else None
+        if principal is not None and principal.id == auth.DEMO_KEY_ID and not demo:
+            return None
+        return principal
 
     return load
 

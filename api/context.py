@@ -81,7 +81,8 @@ class Context(BaseContext):
         """Run one read query (``graph.db.read_rows``: retried on transient errors) and return
         dicts."""
         self.round_trips += 1
-        return await read_rows(self.driver, self.settings.neo4j_database, query, params)
+        return await read_rows(self.driver, self.settings.neo4j_database, query, params,
+                               timeout=self.settings.api_read_timeout_s)
 
     async def write(self, query: LiteralString, **params: Any) -> list[dict[str, Any]]:
         """Run one write query in its own managed transaction (retried on transient errors)."""

@@ -67,6 +67,12 @@ class RateLimited(PersonaError):
         self.retry_after = retry_after
 
 
+class ReadTimedOut(PersonaError):
+    """A read ran past its server-side timeout (PERSONAS_API_READ_TIMEOUT_S)."""
+
+    code = "TIMEOUT"
+
+
 class ConfigurationError(PersonaError):
     """The process is configured in a way it must not run with (e.g. no pseudonymization key
     outside demo mode, an unreadable secret file)."""

@@ -321,6 +321,18 @@ class Settings(BaseSettings):
                 "built-in public demo key is allowed only in demo mode (PERSONAS_DEMO=true), "
                 "which `personas up` and `personas demo-data` turn on when no key is set.")
 
+    def require_neo4j_password(self) -> None:
+        """Outside demo mode, refuse to serve with the built-in Neo4j password: the server's
+        password must be configured (PERSONAS_NEO4J_PASSWORD), never the value in this file."""
+        if self.demo_mode and self.demo:
+            return
+        if "neo4j_password" not in self.model_fields_set \
+                or not self.neo4j_password.get_secret_value().strip():
+            raise ConfigurationError(
+                "no Neo4j password: set PERSONAS_NEO4J_PASSWORD. The built-in local password "
+                "is used only in demo mode (PERSONAS_DEMO=true with the demo pseudonymization "
+                "key).")
+
     def pseudonymizer(self) -> Pseudonymizer:
         """The pseudonymizer of this key (build one per process: it caches digests)."""
         return Pseudonymizer(self.pseudonym_key.get_secret_value(), self.phone_region)
