@@ -116,13 +116,19 @@ def document_extensions(max_bytes: int) -> list[Callable[[], SchemaExtension]]:
 class JsonRouter(GraphQLRouter[Any, Any]):
     """strawberry's router with request JSON (HTTP bodies, WebSocket messages) decoded by
     orjson: nesting beyond its depth limit or a number beyond a double is a decoding error,
-    where the standard library answered 500 (RecursionError, ValueError on 5,000 digits)."""
+    where the standard library answered 500 (RecursionError, ValueError on 5,000 digits).
+    Found by the fuzz tests: a body that is JSON but not an object is refused too."""
 
     def decode_json(self, data: str | bytes) -> object:
         return orjson.loads(data)
 
     def parse_json(self, data: str | bytes) -> Any:
         try:
-            return self.decode_json(data)
+            value = self.decode_json(data)
         except orjson.JSONDecodeError as exc:
             raise InvalidInput(f"the body is not valid JSON: {exc}") from None
+        # strawberry reads fields of an object (or of each in a batch): any other JSON value
+        # crashed it (AttributeError, a 500).
+        if not isinstance(value, dict | list):
+            raise InvalidInput('the body must be a JSON object {"query": ..., "variables": ...}')
+        return value

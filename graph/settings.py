@@ -179,7 +179,7 @@ class Settings(BaseSettings):
         default=20, ge=1, description="Subscriptions one API key may hold open at once, and "
         "WebSocket connections it may hold open to one API process.")
     api_read_timeout_s: float = Field(
-        default=10.0, gt=0, description="Longest a GraphQL read may run in Neo4j (the "
+        default=30.0, gt=0, description="Longest a GraphQL read may run in Neo4j (the "
         "transaction timeout); a read cut off answers TIMEOUT.")
     api_max_document_bytes: int = Field(
         default=20_000, ge=1024, description="Longest GraphQL document (query text) accepted, "
