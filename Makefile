@@ -32,7 +32,7 @@ test-integration: venv
 	$(BIN)/pytest -m integration
 
 fuzz: venv  ## The API fuzz tests with many more examples than the suite's few dozen
-	PERSONAS_FUZZ_EXAMPLES=$${PERSONAS_FUZZ_EXAMPLES:-500} $(BIN)/pytest tests/integration/test_api_fuzz.py -p no:randomly
+	PERSONAS_FUZZ_EXAMPLES=$${PERSONAS_FUZZ_EXAMPLES:-500} $(BIN)/pytest tests/integration/test_api_fuzz.py
 
 lint: venv
 	$(BIN)/ruff check graph api tests bench
