@@ -23,6 +23,7 @@ from api.auth import (
     KeyLimits,
     PrincipalCache,
     PrincipalDep,
+    WebSocketLimit,
     neo4j_loader,
     requires,
 )
@@ -184,6 +185,7 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
 
     # Inside the access middleware, so that refusals are timed and counted like any answer.
     app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes, on_refused=body_refused)
+    app.add_middleware(WebSocketLimit)
     request_metrics.install(app)
     graphql = JsonRouter(
         build_schema(settings), context_getter=get_context, graphql_ide="graphiql",

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Header
 from neo4j import AsyncDriver
 from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.extensions import FieldExtension
 from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.types import Info
@@ -166,6 +167,7 @@ class KeyLimits:
         self._clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}
         self._open: dict[str, int] = {}
+        self._sockets: dict[str, int] = {}
 
     def take(self, principal: Principal) -> None:
         """Count one request of ``principal``; RateLimited when its bucket is empty."""
@@ -185,6 +187,22 @@ class KeyLimits:
             self._buckets = {k: v for k, v in self._buckets.items()
                              if v[0] + (now - v[1]) * self._rate < self._burst}
 
+    def connect(self, holder: str) -> bool:
+        """Count one more open WebSocket of ``holder`` (a key id, or "" for anonymous ones);
+        False, counting nothing, when it already holds its limit."""
+        held = self._sockets.get(holder, 0)
+        if held >= self._streams:
+            return False
+        self._sockets[holder] = held + 1
+        return True
+
+    def disconnect(self, holder: str) -> None:
+        left = self._sockets[holder] - 1
+        if left:
+            self._sockets[holder] = left
+        else:
+            del self._sockets[holder]
+
     @asynccontextmanager
     async def stream(self, principal: Principal) -> AsyncIterator[None]:
         """Hold one of the key's subscription slots while a stream is open."""
@@ -201,3 +219,32 @@ class KeyLimits:
                 self._open[principal.id] = left
             else:
                 del self._open[principal.id]
+
+
+class WebSocketLimit:
+    """ASGI middleware: at most PERSONAS_API_MAX_STREAMS_PER_KEY open WebSocket connections per
+    key (anonymous ones share one allowance: they can subscribe to nothing). A handshake over
+    the limit is refused before it is accepted (HTTP 403)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        state = scope["app"].state
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope["headers"]}
+        key = credentials(headers.get("authorization"), headers.get("x-api-key"))
+        principal = await state.principals.resolve(key) if key is not None else None
+        holder = principal.id if principal is not None else ""
+        limits: KeyLimits = state.key_limits
+        if not limits.connect(holder):
+            await send({"type": "websocket.close", "code": 1008,
+                        "reason": "too many open connections for this key"})
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            limits.disconnect(holder)

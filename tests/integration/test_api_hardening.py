@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from neo4j import Driver
+from starlette.websockets import WebSocketDisconnect
 
 from api.app import create_app
 from graph.auth import Role, create_key
@@ -197,3 +198,28 @@ def test_reads_stop_at_their_server_side_timeout(settings: Settings,
         asyncio.run(slow())
     assert refused.value.code == "TIMEOUT"
     assert time.monotonic() - started < 10
+
+
+def test_a_key_holds_a_bounded_number_of_websockets(keyed: tuple[Graph, dict[str, str]],
+                                                    settings: Settings) -> None:
+    _, keys = keyed
+    one = settings.model_copy(update={"api_max_streams_per_key": 1})
+    with TestClient(create_app(one)) as client:
+        with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"],
+                                      headers=auth(keys)) as ws:
+            ws.send_json({"type": "connection_init"})
+            assert ws.receive_json()["type"] == "connection_ack"
+            with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect(
+                    "/graphql", subprotocols=["graphql-transport-ws"], headers=auth(keys)):
+                pass
+            assert refused.value.code == 1008
+            # Another key has its own allowance.
+            with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"],
+                                          headers=auth(keys, "admin")) as other:
+                other.send_json({"type": "connection_init"})
+                assert other.receive_json()["type"] == "connection_ack"
+        # Closed connections give their place back.
+        with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"],
+                                      headers=auth(keys)) as again:
+            again.send_json({"type": "connection_init"})
+            assert again.receive_json()["type"] == "connection_ack"
