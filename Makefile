@@ -7,7 +7,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv up test test-unit test-integration lint format bench bench-ingest bench-segment bench-recommend bench-api bench-stream kafka-start kafka-stop neo4j-start neo4j-stop clean
+.PHONY: venv up test test-unit test-integration fuzz lint format bench bench-ingest bench-segment bench-recommend bench-api bench-stream kafka-start kafka-stop neo4j-start neo4j-stop clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -30,6 +30,9 @@ test-unit: venv
 
 test-integration: venv
 	$(BIN)/pytest -m integration
+
+fuzz: venv  ## The API fuzz tests with many more examples than the suite's few dozen
+	PERSONAS_FUZZ_EXAMPLES=$${PERSONAS_FUZZ_EXAMPLES:-500} $(BIN)/pytest tests/integration/test_api_fuzz.py
 
 lint: venv
 	$(BIN)/ruff check graph api tests bench

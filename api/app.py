@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -13,15 +14,25 @@ from datetime import UTC, datetime
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from neo4j import AsyncDriver
-from strawberry.fastapi import GraphQLRouter
+from starlette.requests import HTTPConnection
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from api import queries as q
-from api.auth import PrincipalCache, PrincipalDep, neo4j_loader, requires
+from api.auth import (
+    CredentialDep,
+    KeyLimits,
+    PrincipalCache,
+    PrincipalDep,
+    WebSocketLimit,
+    neo4j_loader,
+    requires,
+)
 from api.context import Context
 from api.context_routes import router as context_router
 from api.deps import DriverDep, SegmentationDep, SettingsDep, WriterDep
+from api.documents import JsonRouter
 from api.ingest_routes import router as ingest_router
+from api.limits import BodyLimit
 from api.metrics import RequestMetrics
 from api.prefetch import CHATBOT
 from api.schema import build_schema
@@ -36,6 +47,8 @@ from graph.errors import (
     LimitExceeded,
     NotFound,
     PersonaError,
+    RateLimited,
+    ReadTimedOut,
     Unauthenticated,
     Unavailable,
 )
@@ -59,8 +72,13 @@ def freeze_startup_objects(_: object) -> None:
     gc.freeze()
 
 
+INGEST_SOURCES = {"/v1/events": "http", "/v1/webhooks/crm": "crm",
+                  "/v1/webhooks/context": "context"}
+"""Ingest metrics' source of each ingestion route, for refusals before the route runs."""
+
 HTTP_STATUS = {InvalidInput: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404,
-               Conflict: 409, LimitExceeded: 413, Unavailable: 503}
+               Conflict: 409, LimitExceeded: 413, RateLimited: 429, Unavailable: 503,
+               ReadTimedOut: 504}
 
 
 async def persona_error(_: Request, exc: Exception) -> JSONResponse:
@@ -69,13 +87,18 @@ async def persona_error(_: Request, exc: Exception) -> JSONResponse:
     status = next((s for cls, s in HTTP_STATUS.items() if isinstance(exc, cls)), 500)
     # A 401 must name the scheme the client should use (RFC 9110).
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     return JSONResponse({"error": {"code": exc.code, "message": str(exc)}}, status,
                         headers=headers)
 
 
-async def get_context(driver: DriverDep, settings: SettingsDep, principal: PrincipalDep,
+async def get_context(request: HTTPConnection, driver: DriverDep, settings: SettingsDep,
+                      principal: PrincipalDep, key: CredentialDep,
                       segmentation: SegmentationDep, writer: WriterDep) -> Context:
-    return Context(driver, settings, principal, segmentation, writer)
+    return Context(driver, settings, principal, segmentation, writer, key=key,
+                   principals=request.app.state.principals,
+                   key_limits=request.app.state.key_limits)
 
 
 def create_served_app() -> FastAPI:
@@ -106,12 +129,13 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
     what the process holds out of the garbage collector's sight."""
     settings = settings or Settings()
     settings.require_pseudonym_key()  # outside demo mode, no API without a real key
+    settings.require_neo4j_password()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.driver = create_async_driver(settings)
         app.state.principals = PrincipalCache(
-            neo4j_loader(app.state.driver, settings.neo4j_database),
+            neo4j_loader(app.state.driver, settings.neo4j_database, demo=settings.demo_mode),
             ttl=settings.api_key_cache_seconds)
         # Made here, not at import: one lock per running app, on the loop that serves it.
         app.state.segmentation = SegmentationRunner(settings)
@@ -147,11 +171,23 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
     expected_version = latest_version(settings.migrations_dir)
     app = FastAPI(title="persona-graph", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
+    app.state.key_limits = KeyLimits(settings.api_key_rate_per_second,
+                                     settings.api_key_rate_burst,
+                                     settings.api_max_streams_per_key)
     app.add_exception_handler(PersonaError, persona_error)
     request_metrics = RequestMetrics()
-    request_metrics.install(app)
     app.state.ingest_metrics = IngestMetrics(request_metrics.registry)
-    graphql = GraphQLRouter(
+
+    def body_refused(path: str) -> None:
+        source = INGEST_SOURCES.get(path)
+        if source is not None:
+            app.state.ingest_metrics.reject(source, "too_large")
+
+    # Inside the access middleware, so that refusals are timed and counted like any answer.
+    app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes, on_refused=body_refused)
+    app.add_middleware(WebSocketLimit)
+    request_metrics.install(app)
+    graphql = JsonRouter(
         build_schema(settings), context_getter=get_context, graphql_ide="graphiql",
         subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
     )

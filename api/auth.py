@@ -4,12 +4,14 @@ cached), and the role checks on GraphQL fields and HTTP routes."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, Header
 from neo4j import AsyncDriver
 from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.extensions import FieldExtension
 from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.types import Info
@@ -17,6 +19,7 @@ from strawberry.types import Info
 from graph import auth
 from graph.auth import Principal, Role
 from graph.db import read_rows
+from graph.errors import LimitExceeded, RateLimited
 
 Loader = Callable[[str], Awaitable[Principal | None]]
 MAX_CACHED_KEYS = 10_000
@@ -74,28 +77,44 @@ class PrincipalCache:
         self._entries[digest] = (principal, now + self._ttl)
 
 
-def neo4j_loader(driver: AsyncDriver, database: str) -> Loader:
-    """Looks a key hash up in the graph with the API's async driver."""
+def neo4j_loader(driver: AsyncDriver, database: str, *, demo: bool = False) -> Loader:
+    """Looks a key hash up in the graph with the API's async driver. The README's public demo
+    key opens nothing unless the API runs in demo mode (``demo``): a graph that once held demo
+    data may later hold real data, and the demo key's node may still be there."""
 
     async def load(digest: str) -> Principal | None:
         rows = await read_rows(driver, database, auth.RESOLVE_KEY, {"hash": digest})
-        return Principal.from_record(rows[0]) if rows else None
+        principal = Principal.from_record(rows[0]) if rows else None
+        if principal is not None and principal.id == auth.DEMO_KEY_ID and not demo:
+            return None
+        return principal
 
     return load
 
 
-async def get_principal(
-    request: HTTPConnection,
+async def get_credential(
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
-) -> Principal | None:
-    """The caller, or None. Never raises: GraphQL must answer an anonymous call with a GraphQL
-    error, so each field or route decides whether it needs a principal."""
-    key = credentials(authorization, x_api_key)
+) -> str | None:
+    """The key the request (or WebSocket handshake) presents, unchecked."""
+    return credentials(authorization, x_api_key)
+
+
+CredentialDep = Annotated[str | None, Depends(get_credential)]
+
+
+async def get_principal(request: HTTPConnection, key: CredentialDep) -> Principal | None:
+    """The caller, or None. Never raises for a missing or unknown key: GraphQL must answer an
+    anonymous call with a GraphQL error, so each field or route decides whether it needs a
+    principal. A live key over its request rate is refused here (429), before any work."""
     if key is None:
         return None
     cache: PrincipalCache = request.app.state.principals
-    return await cache.resolve(key)
+    principal = await cache.resolve(key)
+    if principal is not None:
+        limits: KeyLimits = request.app.state.key_limits
+        limits.take(principal)
+    return principal
 
 
 PrincipalDep = Annotated[Principal | None, Depends(get_principal)]
@@ -132,3 +151,100 @@ class HasRole(BasePermission):
 def allowed(roles: Collection[Role]) -> list[FieldExtension]:
     """Field extensions for ``strawberry.field(extensions=...)`` admitting only ``roles``."""
     return [PermissionExtension(permissions=[HasRole(roles)], use_directives=False)]
+
+
+class KeyLimits:
+    """What one API key may hold of the service: a request rate (token bucket: ``rate`` per
+    second, bursts up to ``burst``) and a number of open subscription streams. A leaked or
+    runaway client then slows only itself. Per process: with N API processes a key gets N times
+    the rate."""
+
+    def __init__(self, rate: float, burst: int, streams: int, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._streams = streams
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._open: dict[str, int] = {}
+        self._sockets: dict[str, int] = {}
+
+    def take(self, principal: Principal) -> None:
+        """Count one request of ``principal``; RateLimited when its bucket is empty."""
+        if self._rate <= 0:
+            return
+        now = self._clock()
+        tokens, at = self._buckets.get(principal.id, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - at) * self._rate)
+        if tokens < 1:
+            self._buckets[principal.id] = (tokens, now)
+            raise RateLimited(f"API key {principal.id} is over its rate of {self._rate:g} "
+                              "requests/s (PERSONAS_API_KEY_RATE_PER_SECOND); retry later",
+                              retry_after=(1 - tokens) / self._rate)
+        self._buckets[principal.id] = (tokens - 1, now)
+        if len(self._buckets) > MAX_CACHED_KEYS:
+            # Full buckets hold no state worth keeping.
+            self._buckets = {k: v for k, v in self._buckets.items()
+                             if v[0] + (now - v[1]) * self._rate < self._burst}
+
+    def connect(self, holder: str) -> bool:
+        """Count one more open WebSocket of ``holder`` (a key id, or "" for anonymous ones);
+        False, counting nothing, when it already holds its limit."""
+        held = self._sockets.get(holder, 0)
+        if held >= self._streams:
+            return False
+        self._sockets[holder] = held + 1
+        return True
+
+    def disconnect(self, holder: str) -> None:
+        left = self._sockets[holder] - 1
+        if left:
+            self._sockets[holder] = left
+        else:
+            del self._sockets[holder]
+
+    @asynccontextmanager
+    async def stream(self, principal: Principal) -> AsyncIterator[None]:
+        """Hold one of the key's subscription slots while a stream is open."""
+        held = self._open.get(principal.id, 0)
+        if held >= self._streams:
+            raise LimitExceeded(f"API key {principal.id} already holds {held} open "
+                                f"subscriptions, the limit (PERSONAS_API_MAX_STREAMS_PER_KEY)")
+        self._open[principal.id] = held + 1
+        try:
+            yield
+        finally:
+            left = self._open[principal.id] - 1
+            if left:
+                self._open[principal.id] = left
+            else:
+                del self._open[principal.id]
+
+
+class WebSocketLimit:
+    """ASGI middleware: at most PERSONAS_API_MAX_STREAMS_PER_KEY open WebSocket connections per
+    key (anonymous ones share one allowance: they can subscribe to nothing). A handshake over
+    the limit is refused before it is accepted (HTTP 403)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        state = scope["app"].state
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope["headers"]}
+        key = credentials(headers.get("authorization"), headers.get("x-api-key"))
+        principal = await state.principals.resolve(key) if key is not None else None
+        holder = principal.id if principal is not None else ""
+        limits: KeyLimits = state.key_limits
+        if not limits.connect(holder):
+            await send({"type": "websocket.close", "code": 1008,
+                        "reason": "too many open connections for this key"})
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            limits.disconnect(holder)

@@ -3,15 +3,19 @@ helper."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Collection
+from contextlib import asynccontextmanager
 from typing import Any, LiteralString
 
 from neo4j import AsyncDriver, RoutingControl
 from strawberry.fastapi import BaseContext
 
+from api.auth import KeyLimits, PrincipalCache
 from api.loaders import Loaders
 from api.queries import USER
 from api.segmentation import SegmentationRunner
-from graph.auth import Principal
+from graph import auth
+from graph.auth import Principal, Role
 from graph.db import read_rows
 from graph.errors import InvalidInput, LimitExceeded, NotFound
 from graph.ingest.writer import EventWriter
@@ -20,7 +24,9 @@ from graph.settings import Settings
 
 class Context(BaseContext):
     def __init__(self, driver: AsyncDriver, settings: Settings, principal: Principal | None,
-                 segmentation: SegmentationRunner, writer: EventWriter) -> None:
+                 segmentation: SegmentationRunner, writer: EventWriter, *,
+                 key: str | None = None, principals: PrincipalCache | None = None,
+                 key_limits: KeyLimits | None = None) -> None:
         super().__init__()
         self.driver = driver
         self.settings = settings
@@ -32,6 +38,27 @@ class Context(BaseContext):
         self.round_trips = 0
         """Cypher round trips this request made (logged per operation, see CypherRoundTrips)."""
         self.loaders = Loaders(self.rows)
+        self._key = key
+        self._principals = principals
+        self._key_limits = key_limits
+
+    async def recheck(self, roles: Collection[Role]) -> None:
+        """Resolve the request's key again (through the app's key cache): an open stream must
+        end once its key is revoked, within PERSONAS_API_KEY_CACHE_SECONDS."""
+        principal = None
+        if self._key is not None and self._principals is not None:
+            principal = await self._principals.resolve(self._key)
+        self.principal = auth.require_role(principal, roles)
+
+    @asynccontextmanager
+    async def stream_slot(self) -> AsyncIterator[None]:
+        """One of the caller's subscription slots (PERSONAS_API_MAX_STREAMS_PER_KEY), held while
+        a subscription is open."""
+        if self._key_limits is None or self.principal is None:
+            yield
+            return
+        async with self._key_limits.stream(self.principal):
+            yield
 
     def page(self, first: int) -> int:
         """A page size the caller asked for, within PERSONAS_API_MAX_PAGE_SIZE."""
@@ -54,7 +81,8 @@ class Context(BaseContext):
         """Run one read query (``graph.db.read_rows``: retried on transient errors) and return
         dicts."""
         self.round_trips += 1
-        return await read_rows(self.driver, self.settings.neo4j_database, query, params)
+        return await read_rows(self.driver, self.settings.neo4j_database, query, params,
+                               timeout=self.settings.api_read_timeout_s)
 
     async def write(self, query: LiteralString, **params: Any) -> list[dict[str, Any]]:
         """Run one write query in its own managed transaction (retried on transient errors)."""

@@ -1,41 +1,134 @@
-"""Each distinct GraphQL document is parsed and validated once per app.
+"""GraphQL documents on their way in: the size limit, one parse and one validation per distinct
+document, and the JSON decoding of requests.
 
 Chatbots send the same few documents with new variables; parsing and validating them again cost
-about 3 ms of the API's CPU per request (docs/performance.md). The request limits are part of
-validation and depend on the document alone (a variable `first` counts as the default page), so
-a cached verdict is the one a new check would give. Each app keeps its own verdicts: the cache
-key holds the schema and the limit rule built from that app's settings. Both caches are bounded;
-a stream of distinct documents only evicts.
+about 3 ms of the API's CPU per request (docs/performance.md). The validation rules (depth and
+aliases; cost is checked per request with its variables, ``api.limits``) depend on the document
+alone, so a cached verdict is the one a new check would give. Each schema (each app) keeps its
+own cache, bounded by the total size of the documents it holds, not by their number: a stream of
+large distinct documents only evicts.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
-from graphql import GraphQLError
-from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
+import orjson
+from graphql import DocumentNode, GraphQLError, parse
+from strawberry.extensions import SchemaExtension
+from strawberry.fastapi import GraphQLRouter
 
-CACHE_SIZE = 512
+from graph.errors import InvalidInput
+
+CACHE_BYTES = 2_000_000
+"""Total size of the documents one app keeps parsed and validated (their trees take some tens
+of times more memory than their text)."""
 
 
-class CachedParse(ParserCache):
-    """strawberry's ``ParserCache``, except for a document that does not parse: that one is left
-    to strawberry's own parse step, which reports it as a request error like any other (with
-    its code: the token limit is LIMIT_EXCEEDED). ``ParserCache`` lets the error escape from
-    the extension hook instead, past the extensions that add the codes."""
+@dataclass
+class Entry:
+    document: DocumentNode
+    errors: list[GraphQLError] | None = None
+    """The validation verdict, once there is one."""
+
+
+class DocumentCache:
+    """Least recently used documents, by text, within ``budget`` bytes of text in all."""
+
+    def __init__(self, budget: int = CACHE_BYTES) -> None:
+        self.budget = budget
+        self.size = 0
+        self._entries: OrderedDict[str, Entry] = OrderedDict()
+
+    def get(self, query: str) -> Entry | None:
+        entry = self._entries.get(query)
+        if entry is not None:
+            self._entries.move_to_end(query)
+        return entry
+
+    def put(self, query: str, entry: Entry) -> None:
+        weight = len(query)
+        if weight > self.budget or query in self._entries:
+            return
+        while self.size + weight > self.budget:
+            evicted, _ = self._entries.popitem(last=False)
+            self.size -= len(evicted)
+        self._entries[query] = entry
+        self.size += weight
+
+
+def too_long(size: int, limit: int) -> GraphQLError:
+    return GraphQLError(f"the document has {size} bytes, over the limit of {limit} "
+                        "(PERSONAS_API_MAX_DOCUMENT_BYTES)", extensions={"code": "LIMIT_EXCEEDED"})
+
+
+class CachedDocuments(SchemaExtension):
+    """Refuses a document over ``max_bytes`` before parsing it, then answers parse and validation
+    from ``cache`` when it can. A document that does not parse is left to strawberry's own parse
+    step, which reports it as a request error like any other (with its code: the token limit is
+    LIMIT_EXCEEDED)."""
+
+    def __init__(self, cache: DocumentCache, max_bytes: int) -> None:
+        super().__init__()
+        self.cache = cache
+        self.max_bytes = max_bytes
 
     def on_parse(self) -> Iterator[None]:
         context = self.execution_context
-        with contextlib.suppress(GraphQLError):
-            context.graphql_document = self.cached_parse_document(context.query,
-                                                                  **context.parse_options)
+        query = context.query
+        if query is not None and context.graphql_document is None:
+            # Characters first: cheap, and never more than the bytes.
+            if len(query) > self.max_bytes or len(query.encode()) > self.max_bytes:
+                # A GraphQLError raised here reaches the client as it is, code included.
+                raise too_long(len(query.encode()), self.max_bytes)
+            entry = self.cache.get(query)
+            if entry is None:
+                try:
+                    entry = Entry(parse(query, **context.parse_options))
+                except GraphQLError:
+                    entry = None
+                else:
+                    self.cache.put(query, entry)
+            if entry is not None:
+                context.graphql_document = entry.document
         yield
 
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        entry = self.cache.get(context.query) if context.query is not None else None
+        if entry is not None and entry.errors is not None:
+            context.pre_execution_errors = entry.errors
+        yield
+        if entry is not None and entry.errors is None \
+                and context.pre_execution_errors is not None:
+            entry.errors = context.pre_execution_errors
 
-def document_caches() -> list[Callable[[], SchemaExtension]]:
-    """Extension factories: strawberry makes one extension per request (the caches themselves
-    live in strawberry's module, keyed by size)."""
-    return [functools.partial(CachedParse, maxsize=CACHE_SIZE),
-            functools.partial(ValidationCache, maxsize=CACHE_SIZE)]
+
+def document_extensions(max_bytes: int) -> list[Callable[[], SchemaExtension]]:
+    """Extension factories (strawberry makes one extension per request) sharing one cache."""
+    return [functools.partial(CachedDocuments, DocumentCache(), max_bytes)]
+
+
+class JsonRouter(GraphQLRouter[Any, Any]):
+    """strawberry's router with request JSON (HTTP bodies, WebSocket messages) decoded by
+    orjson: nesting beyond its depth limit or a number beyond a double is a decoding error,
+    where the standard library answered 500 (RecursionError, ValueError on 5,000 digits).
+    Found by the fuzz tests: a body that is JSON but not an object is refused too."""
+
+    def decode_json(self, data: str | bytes) -> object:
+        return orjson.loads(data)
+
+    def parse_json(self, data: str | bytes) -> Any:
+        try:
+            value = self.decode_json(data)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInput(f"the body is not valid JSON: {exc}") from None
+        # strawberry reads fields of an object (or of each in a batch): any other JSON value
+        # crashed it (AttributeError, a 500).
+        if not isinstance(value, dict | list):
+            raise InvalidInput('the body must be a JSON object {"query": ..., "variables": ...}')
+        return value

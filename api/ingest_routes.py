@@ -1,6 +1,7 @@
 """Ingestion over HTTP: ``POST /v1/events`` (writer and admin keys) and the signed CRM webhook
 ``POST /v1/webhooks/crm``. The work is done by ``graph.ingest.batch`` and ``graph.crm``; the
-routes read the body within a byte limit, check the caller and translate the outcome.
+routes check the caller and translate the outcome (bodies are read within their byte limit by
+``api.limits.BodyLimit`` before any route runs).
 
 The routes are plain ``def`` functions, so the synchronous writer runs in the threadpool; the
 body is read (within its limit) by an async dependency first.
@@ -39,39 +40,16 @@ class Received:
     """``time.monotonic()`` when the request reached the route (for the freshness metric)."""
 
 
-async def read_limited(request: Request, limit: int) -> bytes:
-    """The body, refused with ``LimitExceeded`` as soon as it is over ``limit`` bytes (by its
-    Content-Length, or while streaming), before anything is parsed."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise LimitExceeded(f"request body of {declared} bytes is over the limit of {limit} "
-                            "(PERSONAS_API_MAX_BODY_BYTES)")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise LimitExceeded(f"request body is over the limit of {limit} bytes "
-                                "(PERSONAS_API_MAX_BODY_BYTES)")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _count_refusal(request: HTTPConnection, source: str, reason: str, n: int = 1) -> None:
     metrics = getattr(request.app.state, "ingest_metrics", None)
     if metrics is not None:
         metrics.reject(source, reason, n)
 
 
-async def received_body(request: Request, settings: SettingsDep) -> Received:
+async def received_body(request: Request) -> Received:
+    """The body, already read within PERSONAS_API_MAX_BODY_BYTES by ``api.limits.BodyLimit``."""
     at = time.monotonic()
-    try:
-        body = await read_limited(request, settings.api_max_body_bytes)
-    except LimitExceeded:
-        _count_refusal(request, HTTP_SOURCE if request.url.path.endswith("/events") else "crm",
-                       "too_large")
-        raise
-    return Received(body, at)
+    return Received(await request.body(), at)
 
 
 ReceivedDep = Annotated[Received, Depends(received_body)]

@@ -1,91 +1,296 @@
-"""Request limits checked before anything runs: selection depth, aliases, cost and tokens.
+"""Request limits checked before anything runs: selection depth, aliases, cost and tokens, and
+the byte limit on every request body.
 
-Every violation is a GraphQL error with code LIMIT_EXCEEDED. Cost counts each field once, times
-the ``first`` argument of every list field around it (a variable or missing ``first`` counts as
-the list's default of 10), so a wide fan-out of nested lists is refused however it is spelled.
+Every violation is a GraphQL error with code LIMIT_EXCEEDED (413 for a body). Depth and aliases
+depend on the document alone and are validation rules (so their verdict is cached with the
+document). Cost counts each field once, times the page size of every list field around it, as
+the request really gives it: a literal ``first``, a variable's value (or its default), or the
+field's own default when ``first`` is left out. It needs the variables, so it is checked per
+request, just before execution. Every walk visits each fragment once (its measure is memoized),
+so checking is linear in the document however often fragments spread each other.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from graphql import (
     FieldNode,
+    FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
+    GraphQLField,
+    GraphQLInterfaceType,
+    GraphQLNamedType,
+    GraphQLObjectType,
+    GraphQLSchema,
     InlineFragmentNode,
     IntValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
     ValidationContext,
     ValidationRule,
+    VariableNode,
+    get_named_type,
+    get_operation_ast,
 )
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.extensions import AddValidationRules, MaxTokensLimiter, SchemaExtension
 
 from graph.settings import Settings
 
-DEFAULT_PAGE = 10
+PAGE_ARGUMENTS = ("first", "firstEvents")
 TOKENS_MESSAGE = "Document contains more than"  # graphql-core's parser, on max_tokens
 
 
-def _first(field: FieldNode) -> int:
-    for arg in field.arguments or ():
-        if arg.name.value in ("first", "firstEvents") and isinstance(arg.value, IntValueNode):
-            return max(1, int(arg.value.value))
-    return DEFAULT_PAGE if any(a.name.value.startswith("first")
-                               for a in field.arguments or ()) else 1
+def limit_error(what: str, limit: int, node: Any = None) -> GraphQLError:
+    return GraphQLError(f"{what} is over the limit of {limit}", node,
+                        extensions={"code": "LIMIT_EXCEEDED"})
 
 
-class _Measure:
+@dataclass(frozen=True)
+class Shape:
+    depth: int
+    """Deepest level below the selection set."""
+    aliases: int
+
+
+class _ShapeWalk:
+    """Depth and aliases of selection sets; each fragment is measured once."""
+
     def __init__(self, context: ValidationContext) -> None:
         self.context = context
-        self.aliases = 0
+        self.fragments: dict[str, Shape] = {}
 
-    def walk(self, selections: SelectionSetNode | None, depth: int,
-             seen: frozenset[str]) -> tuple[int, int]:
-        """(deepest level, cost) of a selection set; fragments are followed once per path."""
+    def walk(self, selections: SelectionSetNode | None) -> Shape:
         if selections is None:
-            return depth, 0
-        deepest, cost = depth, 0
+            return Shape(0, 0)
+        depth = aliases = 0
         for node in selections.selections:
             if isinstance(node, FieldNode):
-                if node.alias is not None:
-                    self.aliases += 1
-                d, inner = self.walk(node.selection_set, depth + 1, seen)
-                deepest = max(deepest, d)
-                cost += 1 + _first(node) * inner
+                inner = self.walk(node.selection_set)
+                depth = max(depth, 1 + inner.depth)
+                aliases += inner.aliases + (node.alias is not None)
             elif isinstance(node, InlineFragmentNode):
-                d, inner = self.walk(node.selection_set, depth, seen)
-                deepest, cost = max(deepest, d), cost + inner
-            elif isinstance(node, FragmentSpreadNode) and node.name.value not in seen:
-                fragment = self.context.get_fragment(node.name.value)
-                if fragment is not None:
-                    d, inner = self.walk(fragment.selection_set, depth,
-                                         seen | {node.name.value})
-                    deepest, cost = max(deepest, d), cost + inner
-        return deepest, cost
+                inner = self.walk(node.selection_set)
+                depth, aliases = max(depth, inner.depth), aliases + inner.aliases
+            elif isinstance(node, FragmentSpreadNode):
+                inner = self.fragment(node.name.value)
+                depth, aliases = max(depth, inner.depth), aliases + inner.aliases
+        return Shape(depth, aliases)
+
+    def fragment(self, name: str) -> Shape:
+        known = self.fragments.get(name)
+        if known is not None:
+            return known
+        # A cycle (reported by graphql's own rule) counts nothing on its way round.
+        self.fragments[name] = Shape(0, 0)
+        definition = self.context.get_fragment(name)
+        shape = self.walk(definition.selection_set) if definition is not None else Shape(0, 0)
+        self.fragments[name] = shape
+        return shape
 
 
-def limit_rule(settings: Settings) -> type[ValidationRule]:
-    class QueryLimits(ValidationRule):
+def shape_rule(settings: Settings) -> type[ValidationRule]:
+    class QueryShape(ValidationRule):
         def enter_operation_definition(self, node: OperationDefinitionNode,
                                        *_: Any) -> None:
-            measure = _Measure(self.context)
-            depth, cost = measure.walk(node.selection_set, 0, frozenset())
-            for what, value, limit in (("depth", depth, settings.api_max_depth),
-                                       ("aliases", measure.aliases, settings.api_max_aliases),
-                                       ("cost", cost, settings.api_max_cost)):
+            shape = _ShapeWalk(self.context).walk(node.selection_set)
+            for what, value, limit in (("depth", shape.depth, settings.api_max_depth),
+                                       ("aliases", shape.aliases, settings.api_max_aliases)):
                 if value > limit:
-                    self.report_error(GraphQLError(
-                        f"query {what} {value} is over the limit of {limit}", node,
-                        extensions={"code": "LIMIT_EXCEEDED"}))
+                    self.report_error(limit_error(f"query {what} {value}", limit, node))
 
-    return QueryLimits
+    return QueryShape
+
+
+def field_of(parent: GraphQLNamedType | None, name: str) -> GraphQLField | None:
+    """The definition of field ``name`` of ``parent`` (None for unknown fields: validation
+    reports them)."""
+    if isinstance(parent, GraphQLObjectType | GraphQLInterfaceType):
+        field: GraphQLField | None = parent.fields.get(name)
+        return field
+    return None
+
+
+class _CostWalk:
+    """Cost of an operation with the request's variables; numbers are capped just over the
+    limit, so a document built to overflow stays cheap to measure."""
+
+    def __init__(self, schema: GraphQLSchema, fragments: dict[str, FragmentDefinitionNode],
+                 variables: dict[str, Any], cap: int) -> None:
+        self.schema = schema
+        self.fragments = fragments
+        self.variables = variables
+        self.cap = cap
+        self.memo: dict[str, int] = {}
+
+    def page(self, node: FieldNode, parent: GraphQLNamedType | None) -> int:
+        """The page size a list field is asked for; 1 for any other field."""
+        definition = field_of(parent, node.name.value)
+        given = {a.name.value: a.value for a in node.arguments or ()}
+        for name in PAGE_ARGUMENTS:
+            value: Any = None
+            if name in given:
+                literal = given[name]
+                if isinstance(literal, IntValueNode):
+                    value = int(literal.value)
+                elif isinstance(literal, VariableNode):
+                    value = self.variables.get(literal.name.value)
+            elif definition is not None and name in definition.args:
+                value = definition.args[name].default_value
+            else:
+                continue
+            if isinstance(value, int) and not isinstance(value, bool):
+                return min(max(1, value), self.cap)
+            # Not an integer: execution refuses it; count the field's default meanwhile.
+            default = definition.args[name].default_value if definition is not None \
+                and name in definition.args else None
+            return min(max(1, default), self.cap) if isinstance(default, int) else 1
+        return 1
+
+    def walk(self, selections: SelectionSetNode | None, parent: GraphQLNamedType | None) -> int:
+        if selections is None:
+            return 0
+        cost = 0
+        for node in selections.selections:
+            if isinstance(node, FieldNode):
+                field = field_of(parent, node.name.value)
+                field_type = get_named_type(field.type) if field is not None else None
+                inner = self.walk(node.selection_set, field_type)
+                cost += 1 + self.page(node, parent) * inner
+            elif isinstance(node, InlineFragmentNode):
+                condition = node.type_condition
+                scope = self.schema.get_type(condition.name.value) if condition else parent
+                cost += self.walk(node.selection_set, scope)
+            elif isinstance(node, FragmentSpreadNode):
+                cost += self.fragment(node.name.value)
+            if cost > self.cap:
+                return self.cap
+        return cost
+
+    def fragment(self, name: str) -> int:
+        if name in self.memo:
+            return self.memo[name]
+        self.memo[name] = 0  # a cycle counts nothing on its way round
+        definition = self.fragments.get(name)
+        cost = 0
+        if definition is not None:
+            cost = self.walk(definition.selection_set,
+                             self.schema.get_type(definition.type_condition.name.value))
+        self.memo[name] = cost
+        return cost
+
+
+def operation_cost(schema: GraphQLSchema, document: Any, operation_name: str | None,
+                   variables: dict[str, Any] | None, cap: int) -> int:
+    """What the operation of ``document`` costs with these variables (at most ``cap``)."""
+    operation = get_operation_ast(document, operation_name)
+    if operation is None:
+        return 0
+    values = dict(variables or {})
+    for definition in operation.variable_definitions or ():
+        name = definition.variable.name.value
+        if name not in values and isinstance(definition.default_value, IntValueNode):
+            values[name] = int(definition.default_value.value)
+    fragments = {d.name.value: d for d in document.definitions
+                 if isinstance(d, FragmentDefinitionNode)}
+    root = schema.get_root_type(operation.operation)
+    return _CostWalk(schema, fragments, values, cap).walk(operation.selection_set, root)
+
+
+class CostLimit(SchemaExtension):
+    """Refuses an operation whose cost, with its variables, is over PERSONAS_API_MAX_COST."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def on_execute(self) -> Iterator[None]:
+        context = self.execution_context
+        if context.graphql_document is not None:
+            cost = operation_cost(context.schema._schema, context.graphql_document,
+                                  context.operation_name, context.variables, self.limit + 1)
+            if cost > self.limit:
+                # A GraphQLError raised here reaches the client as it is, code included.
+                raise limit_error("query cost (PERSONAS_API_MAX_COST)", self.limit)
+        yield
 
 
 def limit_extensions(settings: Settings) -> list[Callable[[], SchemaExtension]]:
     """Extension factories: strawberry makes one extension per request."""
-    return [functools.partial(AddValidationRules, [limit_rule(settings)]),
-            functools.partial(MaxTokensLimiter, max_token_count=settings.api_max_tokens)]
+    return [functools.partial(AddValidationRules, [shape_rule(settings)]),
+            functools.partial(MaxTokensLimiter, max_token_count=settings.api_max_tokens),
+            functools.partial(CostLimit, settings.api_max_cost)]
+
+
+def body_refusal(limit: int, size: int | None) -> Message:
+    said = f"request body of {size} bytes" if size is not None else "request body"
+    return {"type": "http.response.body", "body": orjson.dumps({"error": {
+        "code": "LIMIT_EXCEEDED",
+        "message": f"{said} is over the limit of {limit} bytes (PERSONAS_API_MAX_BODY_BYTES)"}})}
+
+
+class BodyLimit:
+    """ASGI middleware: every request body, on every route, is read within ``limit`` bytes
+    before the app (authentication, parsing) sees any of it: by its Content-Length, or while a
+    chunked body streams in. Over the limit: 413 LIMIT_EXCEEDED, and ``on_refused(path)``."""
+
+    def __init__(self, app: ASGIApp, limit: int,
+                 on_refused: Callable[[str], None] | None = None) -> None:
+        self.app = app
+        self.limit = limit
+        self.on_refused = on_refused
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await self.refuse(scope, send, int(declared))
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self.refuse(scope, send, None)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, replay(b"".join(chunks), receive), send)
+
+    async def refuse(self, scope: Scope, send: Send, size: int | None) -> None:
+        if self.on_refused is not None:
+            self.on_refused(scope["path"])
+        body = body_refusal(self.limit, size)
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body["body"])).encode()),
+                                (b"connection", b"close")]})
+        await send(body)
+
+
+def replay(body: bytes, receive: Receive) -> Callable[[], Awaitable[Message]]:
+    """A receive that gives the buffered body once, then waits on the real one (for the
+    disconnect)."""
+    sent = False
+
+    async def again() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return again

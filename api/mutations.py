@@ -17,7 +17,7 @@ from api.context import Context
 from api.types.run import SegmentationRunResult
 from api.types.subject import Erasure, Merge, Unmerge
 from api.types.user import Consents, Preference, User, utc_or_none
-from graph.auth import ADMINS, WRITERS
+from graph.auth import ADMINS, PERSONA_READERS, WRITERS
 from graph.crm.importer import apply_records
 from graph.crm.mapping import direct_mapping, parse_record
 from graph.errors import Conflict, InvalidInput, LimitExceeded
@@ -107,9 +107,17 @@ PROFILE_INPUT_FIELDS = ("age_band", "gender", "locale", "location_id", "city", "
                         "marketing_opt_in", "signup_date")
 
 
-@strawberry.type
+@strawberry.type(description="What `upsertUser` did. A writer key gets ids and counts only: "
+                 "the user's profile (`user`) is for the roles that may read users.")
 class UpsertUserResult:
-    user: User
+    user_id: strawberry.ID
+    found: strawberry.Private[dict[str, Any]]
+
+    @strawberry.field(description="The user as they are now (reader, analyst and admin keys).",
+                      extensions=allowed(PERSONA_READERS))
+    def user(self) -> User:
+        return User.from_record(self.found)
+
     created: bool = strawberry.field(description="True when no identifier was known yet.")
     fields_updated: list[str] = strawberry.field(
         description="Fields this call changed (the others were as new or newer already).")
@@ -254,7 +262,7 @@ class Mutation:
             raise Conflict("not applied: the record names a user who was erased after its `at`")
         kind, digest = record.identifiers[0]
         rows = await info.context.rows(q.USER_BY_IDENTIFIER, kind=kind, hash=digest)
-        return UpsertUserResult(user=User.from_record(rows[0]),
+        return UpsertUserResult(user_id=strawberry.ID(rows[0]["id"]), found=rows[0],
                                 created=result.users_created > 0,
                                 fields_updated=result.updated_by_record[0],
                                 merges=result.merges)

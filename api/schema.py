@@ -12,7 +12,7 @@ from strawberry.types import ExecutionContext
 from api import queries as q
 from api.auth import allowed
 from api.context import Context
-from api.documents import document_caches
+from api.documents import document_extensions
 from api.errors import ErrorCodes, log_errors
 from api.limits import limit_extensions
 from api.metrics import CypherRoundTrips
@@ -26,7 +26,7 @@ from api.types.segment import Segment
 from api.types.user import User, user_with_profile, utc_or_none
 from graph.auth import PERSONA_READERS
 from graph.errors import InvalidInput, NotFound
-from graph.events import normalize_category
+from graph.events import MAX_KEY_CHARS, normalize_category
 from graph.privacy import IDENTIFIER_KINDS
 from graph.settings import Settings
 
@@ -65,6 +65,10 @@ class Query:
         if kind not in IDENTIFIER_KINDS:
             raise InvalidInput(f"unknown identifier kind {kind!r}; one of "
                                f"{', '.join(IDENTIFIER_KINDS)}")
+        if len(value) > MAX_KEY_CHARS:
+            # Refused before hashing or caching: no stored identifier is that long.
+            raise InvalidInput(f"an identifier is at most {MAX_KEY_CHARS} characters, this one "
+                               f"has {len(value)}")
         digest = info.context.writer.pseudonymizer.digest(kind, value)
         return await user_with_profile(info, q.USER_PROFILE_BY_IDENTIFIER,
                                        f"no user with that {kind}", kind=kind, hash=digest)
@@ -147,9 +151,11 @@ class Query:
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     """The schema with its request limits (from ``settings``; defaults when exporting SDL)."""
-    limits = limit_extensions(settings or Settings())
+    settings = settings or Settings()
     return PersonaSchema(query=Query, mutation=Mutation, subscription=Subscription,
-                         extensions=[*limits, *document_caches(), CypherRoundTrips, ErrorCodes])
+                         extensions=[*limit_extensions(settings),
+                                     *document_extensions(settings.api_max_document_bytes),
+                                     CypherRoundTrips, ErrorCodes])
 
 
 class PersonaSchema(strawberry.Schema):

@@ -572,8 +572,9 @@ def serve_api(host: str, port: int) -> None:
     logging.getLogger().setLevel(logging.INFO)  # one access line per request (api.metrics)
     # The app logs each request itself (api.access, with its latency); uvicorn's own access
     # line would be a second line per request.
+    # A WebSocket message (a subscription's document and variables) is bounded like a body.
     uvicorn.run("api.app:create_served_app", factory=True, host=host, port=port, log_level="info",
-                access_log=False,
+                access_log=False, ws_max_size=settings().api_max_body_bytes,
                 log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG)
 
 
@@ -586,6 +587,7 @@ def serve_cmd(
     """Serve the GraphQL API (GraphiQL at /graphql)."""
     cfg = settings()
     cfg.require_pseudonym_key()
+    cfg.require_neo4j_password()
     serve_api(host or cfg.api_host, port or cfg.api_port)
 
 

@@ -20,10 +20,12 @@ from neo4j import (
     Driver,
     GraphDatabase,
     ManagedTransaction,
+    Query,
 )
 from neo4j.exceptions import DriverError, Neo4jError
 
 from graph.backoff import Backoff
+from graph.errors import ReadTimedOut
 from graph.settings import Settings
 
 T = TypeVar("T")
@@ -75,7 +77,8 @@ _rng = random.Random()
 
 
 async def read_rows(driver: AsyncDriver, database: str, query: LiteralString,
-                    params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                    params: dict[str, Any] | None = None, *,
+                    timeout: float | None = None) -> list[dict[str, Any]]:
     """One read query for the API, as an auto-commit transaction.
 
     Not ``execute_query``: its explicit transaction (BEGIN and COMMIT) costs the API about 0.5 ms
@@ -85,6 +88,9 @@ async def read_rows(driver: AsyncDriver, database: str, query: LiteralString,
     retryable failure is retried (a read is idempotent) with jittered exponential backoff for up
     to ``READ_RETRY_BUDGET_S`` (a request should fail rather than wait 30 s, the driver's
     default for managed transactions).
+
+    ``timeout``: the transaction timeout in seconds, enforced by the server (a read cut off by
+    it raises ``ReadTimedOut``, and is not retried).
     """
     started = time.monotonic()
     failures = 0
@@ -93,9 +99,13 @@ async def read_rows(driver: AsyncDriver, database: str, query: LiteralString,
             async with driver.session(
                     database=database, default_access_mode=READ_ACCESS,
                     bookmark_manager=driver.execute_query_bookmark_manager) as session:
-                result = await session.run(query, params)
+                result = await session.run(Query(query, timeout=timeout), params)
                 return await result.data()
         except (Neo4jError, DriverError) as error:
+            if timeout is not None and isinstance(error, Neo4jError) \
+                    and "TransactionTimedOut" in (error.code or ""):
+                raise ReadTimedOut(f"the read took longer than its {timeout:g} s "
+                                   "(PERSONAS_API_READ_TIMEOUT_S)") from None
             if (not error.is_retryable()
                     or time.monotonic() - started >= READ_RETRY_BUDGET_S):
                 raise

@@ -57,6 +57,22 @@ class LimitExceeded(PersonaError):
     code = "LIMIT_EXCEEDED"
 
 
+class RateLimited(PersonaError):
+    """A caller over its request rate; ``retry_after`` says in how many seconds to try again."""
+
+    code = "RATE_LIMITED"
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ReadTimedOut(PersonaError):
+    """A read ran past its server-side timeout (PERSONAS_API_READ_TIMEOUT_S)."""
+
+    code = "TIMEOUT"
+
+
 class ConfigurationError(PersonaError):
     """The process is configured in a way it must not run with (e.g. no pseudonymization key
     outside demo mode, an unreadable secret file)."""

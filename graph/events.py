@@ -22,7 +22,10 @@ from graph.times import to_utc
 
 SCHEMA_VERSION: Literal[1] = 1
 
-Key = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+MAX_KEY_CHARS = 200
+"""Longest id or identifier value an event may carry (a longer one is never stored)."""
+Key = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                       max_length=MAX_KEY_CHARS)]
 CountryCode = Annotated[str, StringConstraints(min_length=2, max_length=2, to_upper=True)]
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=4000)]
 Money = Annotated[Decimal, Field(max_digits=14, decimal_places=2)]

@@ -169,12 +169,28 @@ class Settings(BaseSettings):
         description="How long the API trusts a resolved API key before asking Neo4j again; a "
         "revoked key keeps working in a running API for at most this long (0: no cache).",
     )
+    api_key_rate_per_second: float = Field(
+        default=200.0, ge=0.0,
+        description="Requests per second one API key may make to one API process, on average "
+        "(429 RATE_LIMITED above; 0: no limit).")
+    api_key_rate_burst: int = Field(
+        default=400, ge=1, description="Requests one API key may make at once above its rate.")
+    api_max_streams_per_key: int = Field(
+        default=20, ge=1, description="Subscriptions one API key may hold open at once, and "
+        "WebSocket connections it may hold open to one API process.")
+    api_read_timeout_s: float = Field(
+        default=30.0, gt=0, description="Longest a GraphQL read may run in Neo4j (the "
+        "transaction timeout); a read cut off answers TIMEOUT.")
+    api_max_document_bytes: int = Field(
+        default=20_000, ge=1024, description="Longest GraphQL document (query text) accepted, "
+        "in bytes (LIMIT_EXCEEDED above, before parsing).")
     api_max_batch_events: int = Field(
         default=1000, ge=1, le=50_000,
         description="Most records one POST /v1/events or CRM webhook may carry (413 above).")
     api_max_body_bytes: int = Field(
         default=10_000_000, ge=1024,
-        description="Largest request body the ingestion routes read (413 above, before parsing).")
+        description="Largest request body of any route, GraphQL included (413 above, before "
+        "parsing or authentication).")
     crm_mapping_file: Path | None = Field(
         default=None,
         description="YAML field mapping the CRM webhook applies to its records (unset: 503).")
@@ -304,6 +320,18 @@ class Settings(BaseSettings):
                 f"no pseudonymization key: set {KEY_VARIABLES} (a file holding the key). The "
                 "built-in public demo key is allowed only in demo mode (PERSONAS_DEMO=true), "
                 "which `personas up` and `personas demo-data` turn on when no key is set.")
+
+    def require_neo4j_password(self) -> None:
+        """Outside demo mode, refuse to serve with the built-in Neo4j password: the server's
+        password must be configured (PERSONAS_NEO4J_PASSWORD), never the value in this file."""
+        if self.demo_mode and self.demo:
+            return
+        if "neo4j_password" not in self.model_fields_set \
+                or not self.neo4j_password.get_secret_value().strip():
+            raise ConfigurationError(
+                "no Neo4j password: set PERSONAS_NEO4J_PASSWORD. The built-in local password "
+                "is used only in demo mode (PERSONAS_DEMO=true with the demo pseudonymization "
+                "key).")
 
     def pseudonymizer(self) -> Pseudonymizer:
         """The pseudonymizer of this key (build one per process: it caches digests)."""

@@ -35,6 +35,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         neo4j_heap="1g",
         neo4j_pagecache="256m",
         pseudonym_key="test-pseudonym-key",
+        # Set, as outside demo mode it must be (the local server's initial password).
+        neo4j_password=Settings.model_fields["neo4j_password"].default,
         kafka_instance=TEST_INSTANCE,
         kafka_port=TEST_KAFKA_PORT,
         kafka_controller_port=TEST_KAFKA_CONTROLLER_PORT,

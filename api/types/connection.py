@@ -18,6 +18,11 @@ from graph.errors import InvalidInput
 T = TypeVar("T")
 
 
+MAX_CURSOR_CHARS = 1024
+"""Longer than any cursor we hand out (ids are bounded); checked before decoding."""
+INT64 = 2**63
+
+
 def encode_cursor(kind: str, key: str) -> str:
     return base64.urlsafe_b64encode(f"{kind}:{key}".encode()).decode()
 
@@ -27,6 +32,9 @@ def decode_cursor(kind: str, cursor: str | None) -> str:
     did not get from us is BAD_USER_INPUT."""
     if cursor is None:
         return ""
+    if len(cursor) > MAX_CURSOR_CHARS:
+        raise InvalidInput(f"malformed cursor: {len(cursor)} characters, longer than any we "
+                           "give out")
     try:
         text = base64.urlsafe_b64decode(cursor.encode()).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
@@ -42,7 +50,10 @@ def decode_time_cursor(kind: str, cursor: str | None) -> tuple[int | None, str |
     millis, ident = decode_pair_cursor(kind, cursor)
     if millis is None:
         return None, None
-    if not millis.lstrip("-").isdigit():
+    digits = millis.removeprefix("-")
+    # Neo4j integers are 64-bit: a larger number would fail in the database, not here.
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 19 \
+            or not -INT64 <= int(millis) < INT64:
         raise InvalidInput(f"malformed cursor {cursor!r}")
     return int(millis), ident
 

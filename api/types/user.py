@@ -219,14 +219,34 @@ class Consents:
     analytics: bool = strawberry.field(description="Segmentation and analytics.")
 
 
-@strawberry.type(description="A pseudonymous user profile.")
+CONSENT_EXEMPT = ANALYSTS
+"""Roles that see a user's personal fields whatever their personalization consent (analysis is
+governed by the analytics consent, at segmentation). Chatbot keys (readers) do not."""
+
+
+def withheld(user: User, info: strawberry.Info[Context, None]) -> bool:
+    """The one consent policy of the API: a user who withdrew personalization consent shows a
+    chatbot key no personal field (profile facts, persona and segments, location and situation,
+    interactions, sessions, similar users, preferences); those answer null or empty."""
+    principal = info.context.principal
+    return not user.consents.personalization and (principal is None
+                                                  or principal.role not in CONSENT_EXEMPT)
+
+
+def _empty_page() -> Connection[Any]:
+    return paginate([], 1, "none", key=str, node=lambda r: r)
+
+
+@strawberry.type(description="A pseudonymous user profile. For a user who withdrew "
+                 "personalization consent, a reader key gets no personal field: they answer "
+                 "null or empty.")
 class User:
     id: strawberry.ID
     first_seen: datetime | None
     last_seen: datetime | None
-    age_band: str | None
-    gender: str | None
-    locale: str | None
+    stored_age_band: strawberry.Private[str | None]
+    stored_gender: strawberry.Private[str | None]
+    stored_locale: strawberry.Private[str | None]
     events: int
     purchases: int
     spend: float
@@ -239,13 +259,26 @@ class User:
     def from_record(cls, u: dict[str, Any], as_of: datetime | None = None,
                     prefetched: Prefetched | None = None) -> User:
         return cls(id=strawberry.ID(u["id"]), first_seen=native(u["first_seen"]),
-                   last_seen=native(u["last_seen"]), age_band=u["age_band"],
-                   gender=u["gender"], locale=u["locale"], events=u["events"] or 0,
+                   last_seen=native(u["last_seen"]), stored_age_band=u["age_band"],
+                   stored_gender=u["gender"], stored_locale=u["locale"],
+                   events=u["events"] or 0,
                    purchases=u["purchases"] or 0, spend=u["spend"] or 0.0, as_of=as_of,
                    consents=Consents(
                        personalization=u.get("consent_personalization") is not False,
                        analytics=u.get("consent_analytics") is not False),
                    prefetched=prefetched)
+
+    @strawberry.field
+    def age_band(self, info: strawberry.Info[Context, None]) -> str | None:
+        return None if withheld(self, info) else self.stored_age_band
+
+    @strawberry.field
+    def gender(self, info: strawberry.Info[Context, None]) -> str | None:
+        return None if withheld(self, info) else self.stored_gender
+
+    @strawberry.field
+    def locale(self, info: strawberry.Info[Context, None]) -> str | None:
+        return None if withheld(self, info) else self.stored_locale
 
     def _ahead(self) -> tuple[Wanted, dict[str, Any]] | None:
         return (self.prefetched.wanted, self.prefetched.row) if self.prefetched else None
@@ -253,6 +286,8 @@ class User:
     @strawberry.field(description="The persona (at `asOf` when the user was asked for then), "
                       "with confidence and the features that explain it.")
     async def persona(self, info: strawberry.Info[Context, None]) -> UserPersona | None:
+        if withheld(self, info):
+            return None
         if self.as_of is not None:
             rows = await info.context.rows(q.USER_PERSONA_AS_OF, id=self.id, as_of=self.as_of)
             return UserPersona.from_row(rows[0]) if rows else None
@@ -268,12 +303,16 @@ class User:
     @strawberry.field(description="The user's leaf segment in the latest run, then each parent "
                       "up to the root.")
     async def segments(self, info: strawberry.Info[Context, None]) -> list[Segment]:
+        if withheld(self, info):
+            return []
         path = await info.context.loaders.segment_path.load(self.id)
         return [Segment.from_record(r["segment"], r["persona"], r["parent_id"]) for r in path]
 
     @strawberry.field(description="Personas the user has had, newest first.")
     async def persona_history(self, info: strawberry.Info[Context, None], first: int = 10,
                               after: str | None = None) -> Connection[PersonaPeriod]:
+        if withheld(self, info):
+            return _empty_page()
         size = info.context.page(first)
         after_at, after_id = decode_time_cursor("period", after)
         rows = await info.context.rows(q.PERSONA_HISTORY, id=self.id, after_at=after_at,
@@ -288,6 +327,8 @@ class User:
     @strawberry.field(description="Users with the most similar item sets (co-interaction).")
     async def similar_users(self, info: strawberry.Info[Context, None],
                             first: int = 5) -> list[SimilarUser]:
+        if withheld(self, info):
+            return []
         rows = await info.context.rows(q.SIMILAR_USERS, id=self.id, first=info.context.page(first),
                                        max_item_users=MAX_ITEM_USERS,
                                        recent_items=SIMILAR_USER_ITEMS)
@@ -317,6 +358,8 @@ class User:
                       "local events.")
     async def context(self, info: strawberry.Info[Context, None],
                       first_events: int = EVENTS_FIRST) -> Situation | None:
+        if withheld(self, info):
+            return None
         ahead = self._ahead()
         if ahead and ahead[0].events == first_events:
             row = ahead[1]
@@ -327,6 +370,8 @@ class User:
     @strawberry.field(description="Persona and leaf segment from the latest segmentation.",
                       deprecation_reason="Use `persona` (with confidence) and `segments`.")
     async def membership(self, info: strawberry.Info[Context, None]) -> Membership | None:
+        if withheld(self, info):
+            return None
         row = await self._persona_row(info)
         if row is None:
             return None
@@ -356,6 +401,8 @@ class User:
                       deprecation_reason="Use `interactions`, a connection with filters.")
     async def recent_interactions(self, info: strawberry.Info[Context, None],
                                   first: int = 10) -> list[Interaction]:
+        if withheld(self, info):
+            return []
         rows = await info.context.rows(q.RECENT_INTERACTIONS, id=self.id,
                                        first=info.context.page(first))
         return [Interaction.from_record(r["interaction"]) for r in rows]
@@ -367,6 +414,8 @@ class User:
                            types: list[InteractionType] | None = None,
                            since: datetime | None = None, until: datetime | None = None,
                            order: TimeOrder = TimeOrder.NEWEST_FIRST) -> Connection[Interaction]:
+        if withheld(self, info):
+            return _empty_page()
         size = info.context.page(first)
         after_at, after_id = decode_time_cursor("interaction", after)
         query = (q.USER_INTERACTIONS_NEWEST if order is TimeOrder.NEWEST_FIRST
@@ -380,6 +429,8 @@ class User:
     @strawberry.field(description="Sessions, most recently started first.")
     async def sessions(self, info: strawberry.Info[Context, None], first: int = 10,
                        after: str | None = None) -> Connection[Session]:
+        if withheld(self, info):
+            return _empty_page()
         size = info.context.page(first)
         after_at, after_id = decode_time_cursor("session", after)
         rows = await info.context.rows(q.USER_SESSIONS, id=self.id, after_at=after_at,
@@ -397,6 +448,8 @@ class User:
                       deprecation_reason="Use `context`: current weather within its validity "
                       "window, and upcoming events.")
     async def location(self, info: strawberry.Info[Context, None]) -> Location | None:
+        if withheld(self, info):
+            return None
         rows = await info.context.rows(q.LOCATION, id=self.id)
         if not rows:
             return None

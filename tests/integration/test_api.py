@@ -46,9 +46,14 @@ def demo_graph(graph: Graph, tmp_path: Path, settings: Settings) -> Graph:
     return graph
 
 
+def demo_settings(settings: Settings) -> Settings:
+    """The settings `personas up` runs the API with when no key is set: demo mode."""
+    return settings.model_copy(update={"pseudonym_key": SecretStr(DEMO_KEY), "demo": True})
+
+
 @pytest.fixture
 def client(settings: Settings, neo4j_running) -> TestClient:
-    with TestClient(create_app(settings),
+    with TestClient(create_app(demo_settings(settings)),
                     headers={"Authorization": f"Bearer {DEMO_API_KEY}"}) as c:
         yield c
 
@@ -98,8 +103,7 @@ def test_every_readme_query_answers_on_demo_data(demo_graph: Graph, settings: Se
               if not b.lstrip().startswith("mutation")]
     assert len(blocks) >= 4
     name, value = readme_auth_header(repo_root)
-    demo_mode = settings.model_copy(update={"pseudonym_key": SecretStr(DEMO_KEY), "demo": True})
-    with TestClient(create_app(demo_mode)) as client:
+    with TestClient(create_app(demo_settings(settings))) as client:
         for block in blocks:
             body = client.post("/graphql", json={"query": block}, headers={name: value}).json()
             assert "errors" not in body, (block, body)
@@ -207,3 +211,16 @@ def test_the_chatbot_queries_are_planned_at_start(
     assert not [r for r in caplog.records if r.name == "api.app"], caplog.text
     asyncio.run(warm(settings.model_copy(update={"neo4j_database": "no-such-database"})))
     assert "could not plan the chatbot query ahead" in caplog.text
+
+
+def test_the_demo_key_opens_nothing_outside_demo_mode(demo_graph: Graph,
+                                                       settings: Settings) -> None:
+    """The demo key's node is still in the graph; an API with a real pseudonymization key
+    refuses it like an unknown key."""
+    query = {"query": "{ segments { id } }"}
+    auth = {"Authorization": f"Bearer {DEMO_API_KEY}"}
+    with TestClient(create_app(settings)) as real:
+        body = real.post("/graphql", json=query, headers=auth).json()
+    assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    with TestClient(create_app(demo_settings(settings))) as demo:
+        assert "errors" not in demo.post("/graphql", json=query, headers=auth).json()

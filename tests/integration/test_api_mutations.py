@@ -222,8 +222,35 @@ def test_without_personalization_consent_the_api_answers_impersonally(
         "BAD_USER_INPUT")
 
 
+PERSONAL = """query($u: ID!) { user(id: $u) { id ageBand gender locale persona { name }
+  segments { id } personaHistory { edges { node { runId } } } similarUsers { id }
+  context { location { id } } location { id } recentInteractions { eventId }
+  interactions { edges { node { eventId } } } sessions { edges { cursor } } } }"""
+
+
+def test_without_consent_a_reader_gets_no_personal_field(world: World,
+                                                         client: TestClient) -> None:
+    user = world.others[6]
+    before = ask(client, world, "reader", PERSONAL, u=user)["data"]["user"]
+    # (No segmentation in this module: persona and segments are empty for everyone.)
+    assert before["interactions"]["edges"] and before["sessions"]["edges"]
+    assert before["recentInteractions"] and before["ageBand"]
+    ask(client, world, "writer", CONSENT, u=user, p="personalization", g=False)
+    withheld = ask(client, world, "reader", PERSONAL, u=user)
+    assert "errors" not in withheld, withheld
+    assert withheld["data"]["user"] == {
+        "id": user, "ageBand": None, "gender": None, "locale": None, "persona": None,
+        "segments": [], "personaHistory": {"edges": []}, "similarUsers": [], "context": None,
+        "location": None, "recentInteractions": [], "interactions": {"edges": []},
+        "sessions": {"edges": []}}
+    # Analysis is governed by the analytics consent: an analyst still sees the profile.
+    analyst = ask(client, world, "analyst", PERSONAL, u=user)["data"]["user"]
+    assert analyst == before
+    ask(client, world, "writer", CONSENT, u=user, p="personalization", g=True)
+
+
 UPSERT = """mutation($p: ProfileInput!) { upsertUser(profile: $p) {
-  user { id ageBand } created fieldsUpdated merges } }"""
+  userId created fieldsUpdated merges } }"""
 
 
 def test_upsert_user_creates_updates_by_time_and_merges(world: World,
@@ -233,19 +260,23 @@ def test_upsert_user_creates_updates_by_time_and_merges(world: World,
            "at": "2026-11-10T10:00:00Z", "ageBand": "35-44", "tier": "gold",
            "firstName": "Upsert", "lifetimeValue": 120.5, "signupDate": "2024-02-29"}
     first = ask(client, world, "writer", UPSERT, p=new)["data"]["upsertUser"]
-    assert first["created"] and first["merges"] == 0 and first["user"]["ageBand"] == "35-44"
+    assert first["created"] and first["merges"] == 0
     assert set(first["fieldsUpdated"]) == {"age_band", "tier", "first_name", "lifetime_value",
                                            "signup_date"}
-    user_id = first["user"]["id"]
+    user_id = first["userId"]
+    assert world.graph.rows("MATCH (u:User {id: $u}) RETURN u.age_band AS band",
+                            u=user_id) == [{"band": "35-44"}]
     # Found again by the email alone (normalized as at ingestion); an older value loses.
     older = {"identifiers": [{"kind": "email", "value": "upsert.person@example.com"}],
              "at": "2026-11-01T10:00:00Z", "tier": "bronze"}
     stale = ask(client, world, "writer", UPSERT, p=older)["data"]["upsertUser"]
-    assert (stale["user"]["id"], stale["created"], stale["fieldsUpdated"]) == (
+    assert (stale["userId"], stale["created"], stale["fieldsUpdated"]) == (
         user_id, False, [])
     newer = {**older, "at": "2026-11-20T10:00:00Z"}
-    fresh = ask(client, world, "admin", UPSERT, p=newer)["data"]["upsertUser"]
+    fresh = ask(client, world, "admin", UPSERT.replace("userId", "userId user { ageBand }"),
+                p=newer)["data"]["upsertUser"]
     assert fresh["fieldsUpdated"] == ["tier"]
+    assert fresh["user"] == {"ageBand": "35-44"}  # an admin may read the profile too
     [field] = world.graph.rows("MATCH (:User {id: $u})-[:HAS_FIELD]->(f:ProfileField "
                                "{name: 'tier'}) RETURN f.value AS value, f.source AS source",
                                u=user_id)
@@ -262,6 +293,17 @@ def test_upsert_user_creates_updates_by_time_and_merges(world: World,
             "at": "2026-11-21T10:00:00Z"}
     merged = ask(client, world, "writer", UPSERT, p=both)["data"]["upsertUser"]
     assert merged["merges"] == 1
+
+
+def test_a_writer_reads_no_profile_through_upsert_user(world: World, client: TestClient) -> None:
+    """A writer key may write a profile, not read one back (persona, interactions, location)."""
+    peek = UPSERT.replace("userId", "userId user { ageBand persona { name } "
+                          "interactions { edges { node { eventId } } } }")
+    body = ask(client, world, "writer", peek,
+               p={"identifiers": [{"kind": "cookie", "value": "ck-peek"}], "ageBand": "25-34"})
+    assert body["data"] is None
+    assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert body["errors"][0]["path"] == ["upsertUser", "user"]
 
 
 @pytest.mark.parametrize(("profile", "message"), [

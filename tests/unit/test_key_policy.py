@@ -119,7 +119,7 @@ def test_the_api_factory_refuses_without_a_key() -> None:
     with pytest.raises(ConfigurationError, match="PERSONAS_PSEUDONYM_KEY_FILE"):
         create_app(Settings())
     create_app(Settings(demo=True))
-    create_app(Settings(pseudonym_key="own-key-0123456789"))
+    create_app(Settings(pseudonym_key="own-key-0123456789", neo4j_password="own-password"))
 
 
 def unkeyed_env() -> dict[str, str]:

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from neo4j import Query
 from neo4j.exceptions import CypherSyntaxError, ServiceUnavailable, SessionExpired
 
 from graph import db
@@ -29,8 +30,9 @@ class Session:
     async def __aexit__(self, *_: object) -> None:
         return None
 
-    async def run(self, query: str, params: dict[str, Any] | None) -> Result:
-        self.driver.calls.append((query, params))
+    async def run(self, query: Query, params: dict[str, Any] | None) -> Result:
+        self.driver.calls.append((query.text, params))
+        self.driver.timeouts.append(query.timeout)
         if self.driver.failures:
             raise self.driver.failures.pop(0)
         return Result()
@@ -41,6 +43,7 @@ class Driver:
         self.failures = list(failures)
         self.always = always
         self.calls: list[tuple[str, dict[str, Any] | None]] = []
+        self.timeouts: list[float | None] = []
         self.modes: list[str] = []
         self.execute_query_bookmark_manager = object()
 
@@ -68,6 +71,13 @@ def test_a_read_runs_once_in_read_mode() -> None:
     driver = Driver()
     assert read(driver) == [{"n": 1}]
     assert driver.calls == [("RETURN 1 AS n", {"x": 1})] and driver.modes == ["READ"]
+
+
+def test_the_timeout_goes_to_the_server_with_the_query() -> None:
+    driver = Driver()
+    asyncio.run(db.read_rows(driver, "neo4j", "RETURN 1 AS n", {"x": 1},  # type: ignore[arg-type]
+                             timeout=2.5))
+    assert driver.timeouts == [2.5]
 
 
 def test_retryable_failures_are_retried() -> None:

@@ -1,0 +1,189 @@
+"""The API as users reach it: `personas serve` in a process of its own on a free port, driven by
+real clients (httpx over HTTP, `websockets` for graphql-transport-ws), not the in-process test
+client. Every transport: GraphQL over HTTP, subscriptions, a REST route and a webhook."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from neo4j import Driver
+from websockets.asyncio.client import ClientConnection, connect
+
+from graph.auth import Role, create_key, revoke_key
+from graph.db import Graph
+from graph.segments.run import run_segmentation
+from graph.settings import Settings
+from tests.helpers import PERSONAS, empty_graph, load_demo
+
+pytestmark = pytest.mark.integration
+
+USERS = 40
+CACHE_SECONDS = 0.5
+POLL_SECONDS = 0.2
+START_TIMEOUT_S = 90.0
+WS_PROTOCOL = "graphql-transport-ws"
+
+
+@dataclass(frozen=True)
+class Served:
+    base: str
+    graph: Graph
+    keys: dict[str, str]
+    user_id: str
+    log: Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_healthy(proc: subprocess.Popen[bytes], base: str, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"personas serve did not get ready: {log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def served(driver: Driver, settings: Settings,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    graph = empty_graph(driver, settings)
+    load_demo(graph, tmp_path_factory.mktemp("served-events"), USERS, seed=7,
+              key=settings.pseudonym_key.get_secret_value())
+    run = run_segmentation(graph, runs_dir=settings.resolved_runs_dir)
+    keys = {role.value: create_key(graph, role, f"{role.value} served").key for role in Role}
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ,
+           "PERSONAS_NEO4J_URI": settings.bolt_uri,
+           "PERSONAS_NEO4J_PASSWORD": settings.neo4j_password.get_secret_value(),
+           "PERSONAS_PSEUDONYM_KEY": settings.pseudonym_key.get_secret_value(),
+           "PERSONAS_RUNS_DIR": str(settings.resolved_runs_dir),
+           "PERSONAS_API_KEY_CACHE_SECONDS": str(CACHE_SECONDS),
+           "PERSONAS_API_SUBSCRIPTION_POLL_SECONDS": str(POLL_SECONDS)}
+    env.pop("PERSONAS_DEMO", None)
+    log = tmp_path_factory.mktemp("served") / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([PERSONAS, "serve", "--host", "127.0.0.1", "--port", str(port)],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(proc, base, log)
+        yield Served(base, graph, keys, run.user_ids[0], log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_graphql_over_http(served: Served) -> None:
+    query = "query($id: ID!) { user(id: $id) { id persona { id name } } }"
+    response = httpx.post(f"{served.base}/graphql", headers=bearer(served.keys["reader"]),
+                          json={"query": query, "variables": {"id": served.user_id}}, timeout=30)
+    assert response.status_code == 200, response.text
+    user = response.json()["data"]["user"]
+    assert user["id"] == served.user_id and user["persona"]["name"]
+    anonymous = httpx.post(f"{served.base}/graphql", json={"query": query,
+                                                           "variables": {"id": served.user_id}})
+    assert anonymous.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+def test_events_route_and_context_webhook(served: Served) -> None:
+    event = {"event_id": "served-1", "type": "purchase", "source": "web",
+             "occurred_at": "2026-11-01T10:00:00+01:00", "user": {"cookie": "ck-served"},
+             "properties": {"item_id": "sku-served", "category": "Books", "price": "9.50"}}
+    writer = bearer(served.keys["writer"])
+    response = httpx.post(f"{served.base}/v1/events", json={"events": [event]},
+                          headers=writer, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] == 1
+    assert served.graph.rows("MATCH (i:Interaction {event_id: 'served-1'}) RETURN count(i) AS n"
+                             ) == [{"n": 1}]
+    push = {"schema_version": 1,
+            "locations": [{"id": "served-town", "city": "Served", "country": "DE",
+                           "lat": 50.0, "lon": 8.0}],
+            "weather": [{"id": "served-wx-1", "location_id": "served-town",
+                         "at": "2026-11-28T12:00:00Z", "temp_c": 3.5, "condition": "rain",
+                         "source": "test"}]}
+    hook = httpx.post(f"{served.base}/v1/webhooks/context", content=json.dumps(push),
+                      headers={**writer, "content-type": "application/json"}, timeout=30)
+    assert hook.status_code == 200, hook.text
+    assert hook.json()["weather"] == 1
+    reader = httpx.post(f"{served.base}/v1/webhooks/context", content=json.dumps(push),
+                        headers=bearer(served.keys["reader"]), timeout=30)
+    assert reader.status_code == 403 and reader.json()["error"]["code"] == "FORBIDDEN"
+
+
+async def receive(ws: ClientConnection, timeout: float = 30.0) -> dict[str, Any]:
+    message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    return message
+
+
+async def open_stream(base: str, key: str, op_id: str, query: str) -> ClientConnection:
+    ws = await connect(base.replace("http", "ws") + "/graphql", subprotocols=[WS_PROTOCOL],
+                       additional_headers=bearer(key))
+    await ws.send(json.dumps({"type": "connection_init"}))
+    assert (await receive(ws))["type"] == "connection_ack"
+    await ws.send(json.dumps({"id": op_id, "type": "subscribe", "payload": {"query": query}}))
+    return ws
+
+
+def test_a_subscription_streams_a_new_run(served: Served) -> None:
+    async def scenario() -> dict[str, Any]:
+        ws = await open_stream(served.base, served.keys["reader"], "runs",
+                               "subscription { segmentationFinished { id } }")
+        async with ws:
+            assert ws.subprotocol == WS_PROTOCOL
+            # The stream reads its starting run within a poll of subscribing; a run takes
+            # seconds, so one recorded after a few polls is new to it.
+            await asyncio.sleep(POLL_SECONDS * 3)
+            run = await asyncio.to_thread(run_segmentation, served.graph, n_clusters=3)
+            message = await receive(ws, timeout=60)
+            return {"run": run.run_id, "message": message}
+
+    got = asyncio.run(scenario())
+    assert got["message"]["type"] == "next", got
+    assert got["message"]["payload"]["data"]["segmentationFinished"]["id"] == got["run"]
+
+
+def test_a_revoked_key_ends_its_open_stream(served: Served) -> None:
+    created = create_key(served.graph, Role.READER, "revoked while streaming")
+
+    async def scenario() -> list[dict[str, Any]]:
+        ws = await open_stream(served.base, created.key, "s",
+                               "subscription { segmentationFinished { id } }")
+        async with ws:
+            await asyncio.sleep(POLL_SECONDS * 2)  # the stream is open and polling
+            revoke_key(served.graph, created.info.id)
+            return [await receive(ws, timeout=CACHE_SECONDS + POLL_SECONDS + 10),
+                    await receive(ws)]
+
+    error, complete = asyncio.run(scenario())
+    assert error["type"] == "next" and error["id"] == "s", error
+    assert error["payload"]["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    assert complete == {"id": "s", "type": "complete"}

@@ -1,0 +1,60 @@
+"""The cost rule counts what a request really asks for (literal, variable or default page
+sizes) and measures each fragment once, however often it is spread."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from graphql import parse
+
+from api.limits import operation_cost
+from api.schema import build_schema
+
+SCHEMA = build_schema()._schema
+CAP = 5001
+NESTED = ("query($n: Int!) { users(first: $n) { edges { node { sessions(first: $n) { edges { "
+          "node { interactions(first: $n) { edges { node { eventId } } } } } } } } } }")
+
+
+def cost(document: str, variables: dict[str, Any] | None = None, cap: int = CAP) -> int:
+    return operation_cost(SCHEMA, parse(document), None, variables, cap)
+
+
+def test_an_omitted_first_counts_the_fields_default() -> None:
+    # users(first: Int! = 20): users 1 + 20 x (edges 1 + node 1 + id 1)
+    assert cost("{ users { edges { node { id } } } }") == 1 + 20 * 3
+    assert cost("{ users(first: 2) { edges { node { id } } } }") == 1 + 2 * 3
+
+
+def test_first_as_a_variable_counts_its_value() -> None:
+    assert cost(NESTED, {"n": 100}) == CAP  # 100 x 100 x 100 leaves: capped just over
+    small = cost(NESTED, {"n": 2})
+    assert small < 100
+    # A variable left out takes its declared default.
+    with_default = NESTED.replace("$n: Int!", "$n: Int = 100")
+    assert cost(with_default, {}) == CAP
+    assert cost(with_default, {"n": 2}) == small
+
+
+def test_a_first_that_is_not_an_integer_counts_the_default() -> None:
+    assert cost("query($n: Int) { users(first: $n) { edges { node { id } } } }",
+                {"n": "many"}) == 1 + 20 * 3
+
+
+def fragment_chain(n: int) -> str:
+    """n fragments, each spreading the next twice: 2**n paths to the last one."""
+    fragments = [f"fragment F{i} on Query {{ ...F{i + 1} ...F{i + 1} }}" for i in range(n)]
+    fragments.append(f"fragment F{n} on Query {{ categories {{ name }} }}")
+    return "query { ...F0 }\n" + "\n".join(fragments)
+
+
+def test_fragments_are_measured_once_each() -> None:
+    document = fragment_chain(17)
+    started = time.perf_counter()
+    assert cost(document, cap=10**9) == 2**17 * 2
+    assert time.perf_counter() - started < 0.05
+    # Far longer chains are as cheap: linear in the document.
+    started = time.perf_counter()
+    assert cost(fragment_chain(400)) == CAP
+    assert time.perf_counter() - started < 0.2
