@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
 from pydantic import ValidationError
 
 from graph.context.models import ContextBatch, LocalEvent, WeatherObservation, parse_context
@@ -58,9 +59,10 @@ def load_context_file(path: Path) -> ContextBatch:
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"{path}: cannot read it ({exc})") from None
     try:
-        data = load_json(text)  # orjson: deep nesting is an error, not a RecursionError
-    except InvalidJson as exc:
-        raise InvalidInput(f"{path}: not valid JSON ({exc})") from None
+        data = orjson.loads(text)  # as load_json: deep nesting is an error, not a crash
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: "
+                           f"{exc.msg})") from None
     return parse_context(data, origin=str(path))
 
 
