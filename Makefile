@@ -7,7 +7,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv up test test-unit test-integration fuzz lint format bench bench-ingest bench-segment bench-recommend bench-api bench-stream kafka-start kafka-stop neo4j-start neo4j-stop clean
+.PHONY: venv up test test-unit test-integration fuzz lint format bench bench-ingest bench-segment bench-recommend bench-api bench-stream bench-scrub kafka-start kafka-stop neo4j-start neo4j-stop clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -63,6 +63,9 @@ bench-api: venv  ## Chatbot query p50/p99 through the API at fixed rates vs plai
 
 bench-recommend: venv  ## Hit-rate/NDCG@10 of the graph recommendations (segment, similar users, item neighbours, preferences) vs popularity, leave-last-purchase-out
 	$(BIN)/python -m bench.recommend
+
+bench-scrub: venv  ## Contact scrubbers on 20k, 40k and 1M characters of hostile text
+	$(BIN)/python -m bench.scrub
 
 bench-stream: venv  ## Kafka -> Neo4j events/s vs the file path, and freshness p50/p99 at 1,000 events/s
 	$(BIN)/python -m bench.stream

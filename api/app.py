@@ -10,9 +10,10 @@ import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from neo4j import AsyncDriver
 from starlette.requests import HTTPConnection
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
@@ -31,6 +32,7 @@ from api.context import Context
 from api.context_routes import router as context_router
 from api.deps import DriverDep, SegmentationDep, SettingsDep, WriterDep
 from api.documents import JsonRouter
+from api.errors import UNAVAILABLE_ERRORS, UNAVAILABLE_MESSAGE
 from api.ingest_routes import router as ingest_router
 from api.limits import BodyLimit
 from api.metrics import RequestMetrics
@@ -91,6 +93,30 @@ async def persona_error(_: Request, exc: Exception) -> JSONResponse:
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     return JSONResponse({"error": {"code": exc.code, "message": str(exc)}}, status,
                         headers=headers)
+
+
+RETRY_AFTER_S = 5
+
+
+async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    """Neo4j down or restarting, past the driver's retries: 503, to be retried, never a 500."""
+    log.warning("database unavailable: %s", type(exc).__name__)
+    return JSONResponse({"error": {"code": "UNAVAILABLE", "message": UNAVAILABLE_MESSAGE}}, 503,
+                        headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+class Router(JsonRouter):
+    """GraphQL over HTTP, answering 503 when the database was unavailable to any field (the
+    error itself carries ``UNAVAILABLE``; ``api.errors``), so that clients and load balancers
+    retry as they do for every other route."""
+
+    def create_response(self, response_data: Any, sub_response: Response) -> Response:
+        answers = response_data if isinstance(response_data, list) else [response_data]
+        if any((e.get("extensions") or {}).get("code") == "UNAVAILABLE"
+               for answer in answers for e in answer.get("errors") or ()):
+            sub_response.status_code = 503
+            sub_response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return super().create_response(response_data, sub_response)
 
 
 async def get_context(request: HTTPConnection, driver: DriverDep, settings: SettingsDep,
@@ -177,6 +203,8 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
     app.add_exception_handler(PersonaError, persona_error)
     request_metrics = RequestMetrics()
     app.state.ingest_metrics = IngestMetrics(request_metrics.registry)
+    for error in UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error, database_unavailable)
 
     def body_refused(path: str) -> None:
         source = INGEST_SOURCES.get(path)
@@ -187,7 +215,7 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
     app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes, on_refused=body_refused)
     app.add_middleware(WebSocketLimit)
     request_metrics.install(app)
-    graphql = JsonRouter(
+    graphql = Router(
         build_schema(settings), context_getter=get_context, graphql_ide="graphiql",
         subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
     )
@@ -204,7 +232,8 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
         try:
             rows = await read_rows(driver, settings.neo4j_database, q.READY)
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
-            return JSONResponse({"status": "unavailable", "reason": type(exc).__name__}, 503)
+            return JSONResponse({"status": "unavailable", "reason": type(exc).__name__,
+                                 "detail": "Neo4j did not answer; see the API's log"}, 503)
         version = rows[0]["version"]
         if version is None:
             return JSONResponse({"status": "unmigrated"}, 503)

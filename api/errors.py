@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from graphql import GraphQLError
+from neo4j.exceptions import ServiceUnavailable, SessionExpired, TransientError
 from strawberry.extensions import SchemaExtension
 
 from api.limits import TOKENS_MESSAGE
@@ -15,6 +16,10 @@ from graph.privacy import mask_contacts
 
 log = logging.getLogger(__name__)
 MASKED_MESSAGE = "Unexpected error; it has been logged."
+UNAVAILABLE_ERRORS = (ServiceUnavailable, SessionExpired, TransientError)
+"""Database failures that outlasted the driver's retries: Neo4j is down or restarting. The
+caller should retry later (503 ``UNAVAILABLE``), not read them as a bug of ours."""
+UNAVAILABLE_MESSAGE = "The database is unavailable; retry later."
 
 
 def _translate(error: GraphQLError) -> GraphQLError:
@@ -27,6 +32,10 @@ def _translate(error: GraphQLError) -> GraphQLError:
             code = "LIMIT_EXCEEDED"
         return GraphQLError(error.message, error.nodes, error.source, error.positions,
                             error.path, None, {**(error.extensions or {}), "code": code})
+    if isinstance(original, UNAVAILABLE_ERRORS):
+        log.warning("database unavailable at %s: %s", error.path, type(original).__name__)
+        return GraphQLError(UNAVAILABLE_MESSAGE, error.nodes, error.source, error.positions,
+                            error.path, None, {"code": "UNAVAILABLE"})
     if error.path is None and not isinstance(original, PersonaError):
         # Raised while reading the request's values (a variable or literal the scalar cannot
         # parse, e.g. a malformed DateTime), before any resolver ran: the caller's input.

@@ -41,6 +41,17 @@ _PHONE_PUNCTUATION = re.compile(r"[\s()/-]")
 # numbers of a very long text in the clear; each candidate is bounded work, so this stays linear.
 _MAX_TRIES = 1 << 62
 
+SCAN_CHARS = 4000
+"""The longest text searched for contact details whole (``mask_contacts``, ``scrub_text``): the
+longest free text an event may carry. What is longer (an error message naming a huge field, a
+reject's reason) is cut first, before a contact detail the cut would split, and ends in
+``CUT_MARK``: matching is linear, but phone matching costs about 6 µs a character on digit-dense
+text (docs/performance.md), which on a megabyte would hold a request or a consumer for seconds."""
+CONTACT_CHARS = 256
+"""No contact detail is longer (an email address is at most 254 characters): the margin scanned
+beyond ``SCAN_CHARS`` to see whether the cut splits one."""
+CUT_MARK = "…"
+
 CACHE_SIZE = 200_000
 
 IDENTIFIER_KINDS = ("crm_id", "email", "phone", "chat_handle", "cookie", "device_id")
@@ -122,12 +133,30 @@ def replace_phones(text: str, token: Callable[[str], str],
     return "".join(parts)
 
 
+def _cut(text: str, region: str) -> tuple[str, str]:
+    """``text`` cut to at most ``SCAN_CHARS``, before any contact detail the cut would split,
+    and what to append (``CUT_MARK`` if anything was cut)."""
+    if len(text) <= SCAN_CHARS:
+        return text, ""
+    # Only around the cut: a detail that straddles it lies within CONTACT_CHARS either side.
+    offset = SCAN_CHARS - CONTACT_CHARS
+    window = text[offset:SCAN_CHARS + CONTACT_CHARS]
+    cut = SCAN_CHARS
+    spans = [m.span() for m in EMAIL_RE.finditer(window)] if "@" in window else []
+    spans += [(m.start, m.end) for m in find_phones(window, region)]
+    for start, end in sorted(spans, reverse=True):
+        if offset + start < cut < offset + end:
+            cut = offset + start
+    return text[:cut], CUT_MARK
+
+
 def mask_contacts(text: str, region: str = DEFAULT_PHONE_REGION) -> str:
     """Emails and phone numbers in ``text`` replaced by ``[email]`` and ``[phone]``: for text
     that must keep no contact detail and needs no stable pseudonym (free text stored as notes,
-    log lines)."""
+    log lines). Text longer than ``SCAN_CHARS`` is cut first (``_cut``)."""
+    text, mark = _cut(text, region)
     text = EMAIL_RE.sub("[email]", text) if "@" in text else text
-    return replace_phones(text, lambda _: "[phone]", region)
+    return replace_phones(text, lambda _: "[phone]", region) + mark
 
 
 def coarsen_postal_code(value: str) -> str:
@@ -172,11 +201,13 @@ class Pseudonymizer:
         return "d_" + self.digest("device_id", value)[:20]
 
     def scrub_text(self, text: str) -> str:
-        """Replace emails and phone numbers in free text by stable pseudonyms."""
+        """Replace emails and phone numbers in free text by stable pseudonyms. Text longer
+        than ``SCAN_CHARS`` is cut first (``_cut``)."""
+        text, mark = _cut(text, self.phone_region)
         if "@" in text:
             text = EMAIL_RE.sub(lambda m: f"[email:{self.digest('email', m.group())[:10]}]",
                                 text)
-        return replace_phones(text, self._phone_token, self.phone_region)
+        return replace_phones(text, self._phone_token, self.phone_region) + mark
 
     def _phone_token(self, number: str) -> str:
         return f"[phone:{self.digest('phone', number)[:10]}]"

@@ -5,7 +5,6 @@ events. Two ship: ``OfflineProvider`` (a JSON file; the default, for the demo an
 
 from __future__ import annotations
 
-import json
 import logging
 import urllib.error
 import urllib.parse
@@ -16,11 +15,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
 from pydantic import ValidationError
 
 from graph.context.models import ContextBatch, LocalEvent, WeatherObservation, parse_context
 from graph.errors import InvalidInput, Upstream
 from graph.events import Location, describe_validation_error
+from graph.ingest.reader import InvalidJson, load_json
 from graph.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,8 @@ def load_context_file(path: Path) -> ContextBatch:
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"{path}: cannot read it ({exc})") from None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
+        data = orjson.loads(text)  # as load_json: deep nesting is an error, not a crash
+    except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: "
                            f"{exc.msg})") from None
     return parse_context(data, origin=str(path))
@@ -158,8 +159,8 @@ class OpenMeteoProvider:
 
 def _reason(body: bytes) -> str | None:
     try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = load_json(body)
+    except InvalidJson:
         return None
     reason = data.get("reason") if isinstance(data, dict) else None
     return str(reason)[:300] if reason else None
@@ -173,8 +174,8 @@ def parse_current(location_id: str, response: HttpResponse) -> WeatherObservatio
         reason = _reason(response.body)
         raise Upstream(f"{where}: HTTP {response.status}" + (f": {reason}" if reason else ""))
     try:
-        data: Any = json.loads(response.body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data: Any = load_json(response.body)
+    except InvalidJson:
         raise Upstream(f"{where}: the answer is not JSON") from None
     if not isinstance(data, dict) or data.get("error"):
         raise Upstream(f"{where}: error answer: {_reason(response.body) or 'no reason given'}")

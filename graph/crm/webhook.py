@@ -27,6 +27,7 @@ from graph.errors import Conflict, InvalidInput, LimitExceeded, Unauthenticated
 from graph.ingest.batch import ERASED_REASON
 from graph.ingest.deadletter import DeadLetterStore, make_dead_letter
 from graph.ingest.metrics import IngestMetrics
+from graph.ingest.reader import InvalidJson, load_json
 from graph.privacy import Pseudonymizer
 
 TIMESTAMP_HEADER = "X-Personas-Timestamp"
@@ -70,10 +71,10 @@ def delivery_id(signed: str) -> str:
 def decode_records(body: bytes, max_records: int) -> list[Any]:
     """The delivery's records: a JSON array of records, or one record (a JSON object)."""
     try:
-        # orjson: deep nesting and huge numbers are decoding errors, not RecursionError or
-        # ValueError.
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        # orjson, as every reader: the standard library's parser raised RecursionError (a 500)
+        # on a body of deeply nested arrays.
+        data = load_json(body)
+    except InvalidJson as exc:
         raise InvalidInput(f"malformed JSON body: {exc}") from None
     records = data if isinstance(data, list) else [data] if isinstance(data, dict) else None
     if records is None:

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from graph.db import Graph
 from graph.events import ATTRIBUTE_PREFIX
 from graph.privacy import (
@@ -33,6 +35,10 @@ SCRUB_CHARS = MAX_RAW_CHARS + 500
 contact detail (at most a few hundred characters) that the cut splits lies beyond them, while
 scrubbing a huge record whole would cost time for nothing kept."""
 STORE_BATCH = 500
+MAX_DEPTH = 32
+"""Nesting kept in a scrubbed record; deeper values become ``NESTED``. A rejected record may be
+nested as deep as the parser allows (1,024 levels), and scrubbing walks it recursively."""
+NESTED = "[nested]"
 NAME_KEYS = frozenset({"name", "first_name", "last_name", "full_name", "given_name",
                        "family_name", "surname", "display_name", "firstname", "lastname"})
 """Keys whose string values are taken for personal names and pseudonymized in dead letters."""
@@ -121,9 +127,15 @@ def _raw_identifiers(text: str) -> list[tuple[str, str]]:
 def _unescape(value: str) -> str:
     try:
         decoded: str = json.loads(f'"{value}"')
-    except ValueError:
+        decoded.encode()  # a lone surrogate (`\\ud800`) can be neither hashed nor stored
+    except ValueError:  # UnicodeEncodeError included
         return value
     return decoded
+
+
+def _storable(text: str) -> str:
+    """``text`` with lone surrogates replaced: the driver and the hash need valid UTF-8."""
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _scrub_raw(pseudonymizer: Pseudonymizer, text: str) -> str:
@@ -143,17 +155,29 @@ def _token(pseudonymizer: Pseudonymizer, kind: str, value: str) -> str:
     return f"[{kind}:{pseudonymizer.digest(kind, value)[:10]}]"
 
 
+def _parse(raw: str) -> Any:
+    """The record's JSON, or None when it is not JSON. The ingest readers' parser (orjson):
+    the standard library's recursion on deep nesting raised RecursionError on a line of
+    100,000 ``[``, which stopped a file import and, re-read on restart, the Kafka consumer."""
+    try:
+        return orjson.loads(raw)
+    except ValueError:  # orjson.JSONDecodeError, and str with lone surrogates
+        return None
+
+
 def _scrub(pseudonymizer: Pseudonymizer, value: Any, key: str | None = None,
-           identifiers: bool = False) -> Any:
+           identifiers: bool = False, depth: int = 0) -> Any:
+    if isinstance(value, dict | list) and depth >= MAX_DEPTH:
+        return NESTED
     if isinstance(value, dict):
         if key == "device" and isinstance(value.get("id"), str):
             value = {**value, "id": _token(pseudonymizer, "device_id", value["id"])}
         return {pseudonymizer.scrub_text(str(k)[:SCRUB_CHARS]): _scrub(
                     pseudonymizer, v, str(k),
-                    identifiers or str(k) == "user" or str(k).startswith("user_"))
+                    identifiers or str(k) == "user" or str(k).startswith("user_"), depth + 1)
                 for k, v in value.items()}
     if isinstance(value, list):
-        return [_scrub(pseudonymizer, v, key, identifiers) for v in value]
+        return [_scrub(pseudonymizer, v, key, identifiers, depth + 1) for v in value]
     if not isinstance(value, str):
         return value
     value = value[:SCRUB_CHARS]
@@ -177,13 +201,12 @@ def scrub_record(pseudonymizer: Pseudonymizer, raw: str) -> str:
     phone numbers in other strings too; other text has its emails and phone numbers replaced.
     Scrubbing comes before truncation, so no identifier is cut in half and left readable.
     """
-    try:
-        data = json.loads(raw)
-    except ValueError:
+    data = _parse(raw)
+    if data is None:
         text = _scrub_raw(pseudonymizer, raw[:SCRUB_CHARS])
     else:
         text = json.dumps(_scrub(pseudonymizer, data), ensure_ascii=False)
-    return text[:MAX_RAW_CHARS]
+    return _storable(text[:MAX_RAW_CHARS])
 
 
 def make_dead_letter(pseudonymizer: Pseudonymizer, *, source: str, reason: str, raw: str,
@@ -191,15 +214,12 @@ def make_dead_letter(pseudonymizer: Pseudonymizer, *, source: str, reason: str, 
     """A scrubbed dead letter. Its id is stable for the same source, position and record, so a
     re-sent reject is stored once. ``position`` is where it was (a line, a partition/offset)."""
     record = scrub_record(pseudonymizer, raw)
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        data = None
-    clean_source = pseudonymizer.scrub_text(source)
+    data = _parse(raw)
+    clean_source = _storable(pseudonymizer.scrub_text(source))
     digest = hashlib.sha256(
         "\x00".join((clean_source, position or "", record)).encode()).hexdigest()[:32]
     return DeadLetter(id=f"dl_{digest}", source=clean_source,
-                      reason=pseudonymizer.scrub_text(reason), record=record,
+                      reason=_storable(pseudonymizer.scrub_text(reason)), record=record,
                       identifiers=identifier_keys(pseudonymizer, data, raw),
                       at=at or datetime.now(UTC), position=position,
                       truncated=len(raw) > MAX_RAW_CHARS)

@@ -56,7 +56,7 @@ class InvalidJson(ValueError):
     """A record that is not JSON; the message is the reject reason."""
 
 
-def load_json(text: str) -> Any:
+def load_json(text: str | bytes) -> Any:
     """One record's JSON, for every line- or message-based source (files, Kafka, CRM).
 
     orjson rather than the standard library: with validation, parsing was the largest Python

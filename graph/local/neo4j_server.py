@@ -208,7 +208,18 @@ def _pid(settings: Settings) -> int | None:
         os.kill(pid, 0)
     except ProcessLookupError:
         return None
-    return pid
+    return None if _zombie(pid) else pid
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has died but not been reaped: still signalable, never answering. A
+    server killed with SIGKILL stays so where PID 1 does not reap orphans (some containers),
+    and was taken for a running one that a restart would wait for in vain."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # no /proc (not Linux): trust the live pid
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def _answers(settings: Settings) -> bool:
