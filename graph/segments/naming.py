@@ -59,8 +59,20 @@ def _share_fields(feature: str) -> tuple[str, dict[str, str], dict[str, str]] | 
 def _topic_values(feature: str) -> dict[str, str]:
     """``{topic}``: the first two terms as a title ("Refund & Order"); ``{terms}``: all of the
     label's terms ("refund, order, late")."""
-    terms = topic_terms(feature)
+    terms = distinct_terms(topic_terms(feature))
     return {"topic": " & ".join(t.title() for t in terms[:2]), "terms": ", ".join(terms)}
+
+
+def distinct_terms(terms: Sequence[str]) -> list[str]:
+    """``terms`` without plurals of an earlier term or singulars of one: TF-IDF keeps "classes"
+    and "class" apart, and a topic named "Classes & Class" (seen on a real chat corpus) says
+    one thing twice."""
+    out: list[str] = []
+    for term in terms:
+        if not any(term in (t + "s", t + "es") or t in (term + "s", term + "es") or term == t
+                   for t in out):
+            out.append(term)
+    return out
 
 
 def _phrase(vocabulary: Vocabulary, feature: str, z: float) -> _Candidate | None:

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from graph.errors import ConfigurationError, InvalidInput
-from graph.segments.naming import name_segments
+from graph.segments.naming import distinct_terms, name_segments
 from graph.segments.vocabularies import SHIPPED, load_vocabulary, parse_vocabulary
 from graph.settings import Settings
 
@@ -163,3 +163,14 @@ def test_any_parsed_yaml_is_a_book_or_a_clear_error(data: object) -> None:
         assert str(exc).startswith("book.yaml: ")
     else:
         assert book.name and book.category.phrase and book.topic.phrase
+
+
+def test_a_topic_is_not_named_twice_by_a_plural_and_its_singular() -> None:
+    # Real chat topics came out as "classes-class-school" and "movies-movie-marvel".
+    features = ["session_count", "topic:classes-class-school", "topic:movies-movie-marvel"]
+    centres = np.array([[0.1, 2.0, -0.5], [-0.1, -0.5, 2.0]])
+    names = name_segments(centres, features, vocabulary="support")
+    assert [n.name for n in names] == ["Classes & School Enquirers", "Movies & Marvel Enquirers"]
+    assert names[0].description.startswith("Users who talk about classes, school")
+    assert distinct_terms(["box", "boxes", "class", "classes", "glass"]) == ["box", "class",
+                                                                               "glass"]
