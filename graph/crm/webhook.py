@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import orjson
 from neo4j.exceptions import ConstraintError
 
 from graph.crm import queries as q
