@@ -7,7 +7,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv up test test-unit test-integration fuzz lint format bench bench-ingest bench-segment bench-recommend bench-quality bench-api bench-stream bench-scrub kafka-start kafka-stop neo4j-start neo4j-stop clean
+.PHONY: venv up test test-faults test-unit test-integration fuzz lint format bench bench-ingest bench-segment bench-recommend bench-quality bench-api bench-stream bench-scrub kafka-start kafka-stop neo4j-start neo4j-stop clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -24,6 +24,9 @@ up: venv  ## Local Neo4j, schema, demo data, segmentation, API (Ctrl-C stops it 
 
 test: venv  ## The whole suite: unit tests, then integration tests against a real Neo4j
 	$(BIN)/pytest
+
+test-faults: venv  ## Fault injection: Neo4j and Kafka killed mid-work and restarted (about 8 min)
+	PERSONAS_TEST_FAULTS=1 $(BIN)/pytest -m faults
 
 test-unit: venv
 	$(BIN)/pytest -m "not integration"

@@ -38,7 +38,7 @@ from tests.integration.test_stream import (
     snapshot,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 PUBLISHED_RUNS = "MATCH (r:SegmentationRun) RETURN r.id AS id"
 PENDING = "MATCH (r:PendingRun) RETURN r.id AS id"
