@@ -36,7 +36,7 @@ from graph.ingest.files import ingest_file
 from graph.ingest.writer import EventWriter
 from graph.privacy import IDENTIFIER_KINDS, Pseudonymizer
 from graph.recommend.baselines import InteractionMatrix, ease, interaction_matrix, item_knn
-from graph.recommend.engine import popular, recommend
+from graph.recommend.engine import WEIGHTS, popular, recommend
 from graph.recommend.evaluation import (
     HeldOut,
     UserKey,
@@ -132,7 +132,14 @@ def main() -> None:
                         help="with --reuse: run the segmentation again before evaluating")
     parser.add_argument("--validate", action="store_true",
                         help="predict the second-to-last purchase (the tuning split)")
+    parser.add_argument("--weight", action="append", default=[], metavar="NAME=W",
+                        help="try another engine.WEIGHTS value (e.g. item=0.5), for tuning")
     args = parser.parse_args()
+    for item in args.weight:
+        name, _, value = item.partition("=")
+        if name not in WEIGHTS:
+            parser.error(f"--weight {item}: no weight {name!r} (one of {', '.join(WEIGHTS)})")
+        WEIGHTS[name] = float(value)
     settings = bench_settings()
     population = DemoPopulation(args.users, seed=args.seed)
     kept, held = split(population, args.validate)
