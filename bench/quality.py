@@ -38,7 +38,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from bench.common import bench_graph, bench_settings
 from bench.datasets import cdnow, chitchat, fetch, movielens, read_member, sample_users
-from bench.recommend import graph_user_id
+from bench.recommend import Baselines, graph_user_id
 from graph.db import Graph, wipe
 from graph.errors import NotFound
 from graph.features.registry import DEFAULT_SELECTION, log_scaled, select
@@ -46,7 +46,7 @@ from graph.features.table import build_feature_table
 from graph.ingest.files import ingest_file
 from graph.ingest.writer import EventWriter
 from graph.privacy import Pseudonymizer
-from graph.recommend.baselines import ease, interaction_matrix, item_knn, popularity
+from graph.recommend.baselines import ease, item_knn, popularity
 from graph.recommend.engine import recommend
 from graph.recommend.evaluation import HeldOut, UserKey, hit_rate_ndcg, split_last_purchase
 from graph.segments.engine import HierarchicalSegmenter, make_preparation
@@ -157,25 +157,20 @@ def evaluate_recommendations(graph: Graph, kept: list[dict[str, Any]],
     """Hit-rate@10 and NDCG@10 of the graph recommender and the baselines, on the users with a
     held-out purchase who kept some history (a user whose every event falls at the moment of
     the held-out purchase is not in the graph)."""
-    catalogue = sorted({e["properties"]["item_id"] for e in kept
-                        if e["properties"].get("item_id")} | {h.item_id for h in held.values()})
-    triples = [(tuple(sorted(e["user"].items())), e["properties"]["item_id"], 1.0)
-               for e in kept if e["type"] == "purchase"]
-    matrix = interaction_matrix(triples, items=catalogue)
-    fitted = {name: fit(matrix.matrix) for name, fit in BASELINES.items()}
+    baselines = Baselines(kept, held, BASELINES)
     pseudonymizer = Pseudonymizer(KEY)
-    ranked: dict[str, list[tuple[list[str], str]]] = {"graph": [], **{n: [] for n in fitted}}
+    ranked: dict[str, list[tuple[list[str], str]]] = {"graph": [],
+                                                      **{n: [] for n in baselines.fitted}}
     for key, h in held.items():
-        if key not in matrix.rows:
+        if not baselines.knows(key):
             continue
         try:
             recs = recommend(graph, graph_user_id(h, pseudonymizer), K, now=h.at)
         except NotFound:
             continue
         ranked["graph"].append(([r.item_id for r in recs], h.item_id))
-        row = matrix.user_index(key)
-        for name, model in fitted.items():
-            ranked[name].append(([str(matrix.items[i]) for i in model.top(row, K)], h.item_id))
+        for name, top in baselines.top(key, K).items():
+            ranked[name].append((top, h.item_id))
     m.recommend_users = len(ranked["graph"])
     m.recommend = {name: hit_rate_ndcg(pairs, K) for name, pairs in ranked.items()}
     skipped = len(held) - m.recommend_users
@@ -225,8 +220,8 @@ def measure(graph: Graph, data: DataSet, wheel: Path, max_users: int | None, see
         evaluate_recommendations(graph, kept, held, m)
     if m.recommend_note:
         print(f"[{data.name}] recommendations: {m.recommend_note}")
-        for name, (hit, ndcg) in m.recommend.items():
-            print(f"    {name:<12} hit@{K} {hit:.3f}  NDCG@{K} {ndcg:.3f}")
+        for recommender, (hit, ndcg) in m.recommend.items():
+            print(f"    {recommender:<12} hit@{K} {hit:.3f}  NDCG@{K} {ndcg:.3f}")
     return m
 
 

@@ -19,13 +19,14 @@ from graph.recommend.limits import LIMITS
 
 MAX_FIRST = 100
 
-# How much each signal adds to an item's score (see queries.RECOMMEND; tuned with
-# `make bench-recommend`, see the README), and the smallest category weight that counts as a
-# preference (a reason, and a source of candidates).
+# How much each signal adds to an item's score (see queries.RECOMMEND; tuned on the validation
+# split, `make bench-recommend --validate`, and an offline check on MovieLens's; see
+# docs/performance.md), and the smallest category weight that counts as a preference (a
+# reason, and a source of candidates).
 WEIGHTS: dict[str, float] = {
-    "segment": 1.0,
+    "segment": 0.25,
     "similar": 2.0,
-    "item": 1.0,
+    "item": 0.5,
     "preference": 0.25,
     "popularity": 0.2,
     "context": 0.1,

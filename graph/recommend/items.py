@@ -1,9 +1,16 @@
 """Item neighbours, computed with each segmentation run and read by the recommender.
 
-Item-based k-nearest neighbours (cosine over the users x items matrix of ``INTERACTED``): each
-item's ``top`` most similar items, written as ``(:Item)-[:SIMILAR_ITEM {score, run_id}]->(:Item)``.
-At request time the recommender reads them from the user's most recently bought, carted or liked
-items, and says which one a candidate came from ("because you bought X").
+Each item's ``top`` strongest item-to-item weights, written as
+``(:Item)-[:SIMILAR_ITEM {score, run_id}]->(:Item)``. The weights are EASE's (Steck 2019, the
+closed form of ``baselines.EASE`` over the users x items matrix of ``INTERACTED``): how much
+having item i predicts item j once every other item the user has is accounted for, which
+ranks better than plain co-occurrence (`make bench-recommend`, `make bench-quality`). Only
+positive weights become edges. A catalogue beyond ``limits.MODEL_ITEMS`` (EASE inverts a dense
+items x items matrix) gets item-kNN cosine instead, computed a block of items at a time.
+At request time the recommender sums them from the user's most recently bought, carted or
+liked items (EASE's score, restricted to the user's newest items, which on the benchmarks
+predicts the next purchase better than all of them) and says which one a candidate owes the
+most ("because you bought X").
 
 A user's interaction with an item weighs what it says about taste (``INTERACTION_WEIGHTS``): a
 purchase or a rating of 4-5 most, a cart less, a view least; the strongest signal counts, not
@@ -13,9 +20,10 @@ alike for the shop's purposes.
 
 Bounded whatever the data (see ``limits``): a user contributes their ``limits.USER_ITEMS`` most
 recent interactions (the pairs one user adds grow with the square of their items), the
-similarities are computed for a block of items at a time within ``PAIR_BUDGET`` non-zeros, and
-each item keeps ``top`` neighbours (``limits.ITEM_NEIGHBOURS``). An item shared by every user
-costs one column, no more.
+EASE runs only up to ``limits.MODEL_ITEMS`` items, cosine similarities are computed for a
+block of items at a time within ``PAIR_BUDGET`` non-zeros, and each item keeps ``top``
+neighbours (``limits.ITEM_NEIGHBOURS``). An item shared by every user costs one column, no
+more.
 
 The run calls ``find_item_neighbours`` (reads only), ``write_item_neighbours`` (its own bounded
 transactions, while the run is unpublished) and, once published, ``drop_item_neighbours_except``.
@@ -32,10 +40,14 @@ from scipy import sparse
 from graph.db import Graph
 from graph.errors import InvalidInput
 from graph.recommend import queries as q
-from graph.recommend.limits import ITEM_NEIGHBOURS, USER_ITEMS
+from graph.recommend.baselines import EASE
+from graph.recommend.limits import ITEM_NEIGHBOURS, MODEL_ITEMS, USER_ITEMS
 from graph.recommend.neighbours import Progress, blocks, deleted_in_batches, edge_chunks
 
 PAIR_BUDGET = 5_000_000
+# EASE's L2 regularisation, chosen on the validation split (second-to-last purchase) of the demo
+# bench and MovieLens; see docs/performance.md.
+EASE_L2 = 1000.0
 # How much one interaction says about the user's taste; the largest applicable one counts.
 INTERACTION_WEIGHTS: dict[str, float] = {
     "purchase": 1.0,
@@ -82,11 +94,13 @@ def _recent_per_user(rows: Iterable[dict[str, Any]], most: int,
 
 
 def item_neighbours(rows: Iterable[dict[str, Any]], top: int = ITEM_NEIGHBOURS,
-                    max_user_items: int = USER_ITEMS) -> list[dict[str, Any]]:
+                    max_user_items: int = USER_ITEMS, model_items: int = MODEL_ITEMS,
+                    l2: float = EASE_L2) -> list[dict[str, Any]]:
     """``rows``: ``{user_id, item_id, views, carts, purchases, rating, last_at}`` (counts and
     rating may be missing). Returns ``{item_id, neighbours: [{item_id, score}]}`` for every
-    item with at least one neighbour: its ``top`` most cosine-similar items, best first, ties
-    by item id, scores in (0, 1]."""
+    item with at least one neighbour: its ``top`` items of the largest positive weight, best
+    first, ties by item id. The weights are EASE's (``l2``) for up to ``model_items`` items,
+    cosine similarities in (0, 1] beyond."""
     if top < 1:
         raise InvalidInput(f"top must be at least 1, got {top}")
     users: dict[str, int] = {}
@@ -100,30 +114,45 @@ def item_neighbours(rows: Iterable[dict[str, Any]], top: int = ITEM_NEIGHBOURS,
         return []
     X = sparse.csr_matrix((np.array(v_), (r_, c_)), shape=(len(users), len(items)))
     X.sum_duplicates()
+    ids = list(items)
+    rank = np.argsort(np.argsort(np.array(ids)))
+    if len(ids) <= model_items:
+        weights = EASE(l2, max_items=model_items).fit(X).weights_
+        return [row for i in range(len(ids))
+                if (row := _best(ids, rank, i, np.arange(len(ids)), weights[i], top))]
+    return list(_cosine_neighbours(X, ids, rank, top))
+
+
+def _best(ids: list[str], rank: np.ndarray[Any, Any], i: int, others: np.ndarray[Any, Any],
+          scores: np.ndarray[Any, Any], top: int) -> dict[str, Any] | None:
+    """Item ``i``'s row: its ``top`` positive ``scores`` (over ``others``, itself left out),
+    best first, ties by item id; None without one."""
+    keep = (others != i) & (scores > 0)
+    others, scores = others[keep], scores[keep]
+    if not len(others):
+        return None
+    best = np.lexsort((rank[others], -scores))[:top]
+    return {"item_id": ids[i], "neighbours": [
+        {"item_id": ids[others[j]], "score": float(scores[j])} for j in best]}
+
+
+def _cosine_neighbours(X: sparse.csr_matrix, ids: list[str], rank: np.ndarray[Any, Any],
+                       top: int) -> Iterator[dict[str, Any]]:
+    """Item-kNN cosine rows, a block of items at a time within ``PAIR_BUDGET``."""
     norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=0)).ravel())
     Xn = (X @ sparse.diags(1.0 / np.where(norms > 0, norms, 1.0))).tocsc()
     XnT = Xn.T.tocsr()
-    ids = list(items)
-    rank = np.argsort(np.argsort(np.array(ids)))
     # An upper bound of each item's non-zero similarities: its users' items.
     per_user = np.diff(X.indptr).astype(np.float64)
     ones = sparse.csr_matrix((np.ones(X.nnz), X.indices, X.indptr), shape=X.shape)
     cost = np.asarray(ones.T @ per_user).ravel()
-    out: list[dict[str, Any]] = []
     for lo, hi in blocks(cost, len(ids), PAIR_BUDGET):
         S = (XnT[lo:hi] @ Xn).tocsr()
         for row in range(S.shape[0]):
-            i = lo + row
             a, b = S.indptr[row], S.indptr[row + 1]
-            others, scores = S.indices[a:b], S.data[a:b]
-            keep = (others != i) & (scores > 0)
-            others, scores = others[keep], scores[keep]
-            if not len(others):
-                continue
-            best = np.lexsort((rank[others], -scores))[:top]
-            out.append({"item_id": ids[i], "neighbours": [
-                {"item_id": ids[others[j]], "score": float(min(scores[j], 1.0))} for j in best]})
-    return out
+            found = _best(ids, rank, lo + row, S.indices[a:b], np.minimum(S.data[a:b], 1.0), top)
+            if found:
+                yield found
 
 
 def find_item_neighbours(graph: Graph, top: int = ITEM_NEIGHBOURS) -> list[dict[str, Any]]:

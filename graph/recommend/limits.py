@@ -47,6 +47,10 @@ SEED_ITEMS = 10
 # most recent interactions (the pairs one user adds grow with the square of their items).
 ITEM_NEIGHBOURS = 20
 USER_ITEMS = 200
+# Item-to-item weights come from EASE, which inverts a dense items x items matrix (memory
+# grows with the square of the items: 8 bytes x 5,000² = 200 MB twice, seconds on two cores);
+# a larger catalogue gets item-kNN cosine, computed in blocks.
+MODEL_ITEMS = 5000
 
 # Segment favourites written with each run: the FAVOURITES items most bought by the
 # TYPICAL_MEMBERS members nearest each leaf segment's centre, however many members it has.

@@ -27,12 +27,15 @@ USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 #   (c) the items of the user's $limits.top_categories strongest categories (weight >=
 #       $weights.preference_min), each category's $limits.category_items most interacted-with
 #       items (among at most $limits.category_scan of them);
-#   (d) the item neighbours (`SIMILAR_ITEM {score, run_id}` of the latest run, see ``items``) of
-#       the user's $limits.seed_items most recently bought, carted or liked (rated 4-5) items.
+#   (d) the item neighbours (`SIMILAR_ITEM {score, run_id}` of the latest run: EASE weights,
+#       see ``items``) of the user's $limits.seed_items most recently bought, carted or liked
+#       (rated 4-5) items.
 # Every candidate is scored
 #     segment    * share of those segment members who bought it
 #   + similar    * overlap-weighted share of the similar users who bought or liked it
-#   + item       * summed cosine similarity to the user's items it neighbours
+#   + item       * summed item-to-item weight from the user's items it neighbours, over the
+#                  largest such sum among the user's candidates (so in (0, 1] like the shares
+#                  above, whatever the scale of the item model's weights)
 #   + preference * weight of its category: the inferred share, plus the explicit weight if > 0
 #   + popularity * share of all users who interacted with it (orders (c) within a category)
 #   + context    * number of context rules its category fits: the weather now (latest
@@ -118,11 +121,14 @@ CALL (u, run_id) {
   ORDER BY score DESC, seed.id
   WITH it, sum(score) AS score, head(collect({seed: coalesce(seed.name, seed.id), how: how}))
        AS best
-  RETURN collect({item: it, item_sim: score,
-                  because: CASE best.how
-                             WHEN 'bought' THEN 'because you bought ' + best.seed
-                             WHEN 'liked' THEN 'because you liked ' + best.seed
-                             ELSE 'because you put ' + best.seed + ' in your cart' END})
+  WITH collect({item: it, score: score, best: best}) AS found
+  WITH found, reduce(top = 0.0, f IN found | CASE WHEN f.score > top THEN f.score ELSE top END)
+       AS top
+  RETURN [f IN found | {item: f.item, item_sim: f.score / top,
+                        because: CASE f.best.how
+                          WHEN 'bought' THEN 'because you bought ' + f.best.seed
+                          WHEN 'liked' THEN 'because you liked ' + f.best.seed
+                          ELSE 'because you put ' + f.best.seed + ' in your cart' END}]
          AS item_items
 }
 CALL (u) {

@@ -459,3 +459,65 @@ def test_an_item_every_user_bought_is_never_expanded_per_request(graph: Graph) -
         assert rows and "every" not in {r["item_id"] for r in rows}, uid
         # Neighbours' items come from their own few purchases, never from 'every''s buyers.
         assert hits < users, (uid, hits)
+
+
+# Ten fans of a1 and a3 (five of them also of a2), ten of b1 and b2; "me" bought a1 and rated
+# a3 1 (bought and disliked) a day later. Film titles as names, as the reasons show them.
+TWO_TASTES_SHOP = """
+UNWIND ['a1', 'a2', 'a3', 'b1', 'b2'] AS id
+CREATE (:Item {id: id, name: 'Item ' + id})
+WITH count(*) AS created
+UNWIND range(0, 19) AS n
+WITH n, CASE WHEN n < 10 THEN ['a1', 'a3'] + CASE WHEN n < 5 THEN ['a2'] ELSE [] END
+             ELSE ['b1', 'b2'] END AS taste
+CREATE (u:User {id: 'u' + n})
+WITH u, taste
+UNWIND taste AS id
+MATCH (it:Item {id: id})
+CREATE (u)-[:INTERACTED {purchases: 1, last_at: datetime() - duration({days: 3})}]->(it)
+WITH count(*) AS created
+MATCH (a1:Item {id: 'a1'}), (a3:Item {id: 'a3'})
+CREATE (me:User {id: 'me'}),
+       (me)-[:INTERACTED {purchases: 1, last_at: datetime() - duration({days: 2})}]->(a1),
+       (me)-[:INTERACTED {purchases: 1, rating: 1, rated_at: datetime() - duration({days: 1}),
+                          last_at: datetime() - duration({days: 1})}]->(a3)
+"""
+
+
+def test_item_neighbours_carry_the_item_models_weights_and_name_the_users_item(
+        graph: Graph) -> None:
+    """SIMILAR_ITEM holds EASE's weights (the baseline's own fit over the same purchases); a
+    candidate reached through one says which of the user's items it came from; an item the
+    user rated low is neither offered nor a reason, however strong its neighbours."""
+    import numpy as np
+    from scipy import sparse
+
+    from graph.recommend.baselines import EASE
+    from graph.recommend.items import EASE_L2, find_item_neighbours, write_item_neighbours
+
+    graph.execute(TWO_TASTES_SHOP)
+    write_item_neighbours(graph, "run-1", find_item_neighbours(graph))
+    graph.execute("CREATE (:SegmentationRun {id: 'run-1', created_at: datetime()})")
+
+    rows = graph.rows("MATCH (u:User)-[r:INTERACTED]->(it:Item) WHERE coalesce(r.rating, 3) > 2 "
+                      "RETURN u.id AS user, it.id AS item")
+    users = sorted({r["user"] for r in rows})
+    ids = ["a1", "a2", "a3", "b1", "b2"]
+    X = np.zeros((len(users), len(ids)))
+    for r in rows:
+        X[users.index(r["user"]), ids.index(r["item"])] = 1.0
+    B = EASE(EASE_L2).fit(sparse.csr_matrix(X)).weights_
+    stored = graph.rows("MATCH (a:Item)-[s:SIMILAR_ITEM]->(b:Item) "
+                        "RETURN a.id AS a, b.id AS b, s.score AS score ORDER BY a, b")
+    assert [(s["a"], s["b"]) for s in stored] == [
+        (ids[i], ids[j]) for i in range(len(ids)) for j in range(len(ids)) if B[i, j] > 0]
+    assert [s["score"] for s in stored] == pytest.approx(
+        [B[ids.index(s["a"]), ids.index(s["b"])] for s in stored])
+    assert {"a2", "a3"} <= {s["b"] for s in stored if s["a"] == "a1"}
+
+    recs = {r.item_id: r for r in recommend(graph, "me", first=10)}
+    assert "a3" not in recs and "a1" not in recs  # disliked, and bought
+    assert "because you bought Item a1" in recs["a2"].reasons
+    assert not [reason for r in recs.values() for reason in r.reasons if "a3" in reason]
+    # Nothing leads from a1 to the other taste.
+    assert list(recs) == ["a2"]

@@ -8,9 +8,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scipy import sparse
 
 from graph.errors import InvalidInput
 from graph.recommend import items, neighbours
+from graph.recommend.baselines import EASE
 from graph.recommend.items import interaction_weight, item_neighbours
 from graph.recommend.limits import MAX_ITEM_USERS
 from graph.recommend.neighbours import blocks, edge_chunks, similar_users
@@ -140,13 +142,34 @@ def brute_force_neighbours(rows: list[dict[str, Any]], top: int) -> dict[str, li
     return out
 
 
-def test_item_neighbours_are_the_top_cosine_items(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_item_neighbours_are_eases_strongest_positive_weights() -> None:
+    """Within ``model_items``, each item's neighbours are its row of EASE's weights (the
+    baseline's own fit, on the same weighted matrix): the ``top`` largest positive ones."""
+    rows = random_interactions(5)
+    users = sorted({r["user_id"] for r in rows})
+    ids = sorted({r["item_id"] for r in rows if interaction_weight(r) > 0})
+    X = np.zeros((len(users), len(ids)))
+    for r in rows:
+        if interaction_weight(r) > 0:
+            X[users.index(r["user_id"]), ids.index(r["item_id"])] = interaction_weight(r)
+    B = EASE(items.EASE_L2).fit(sparse.csr_matrix(X)).weights_
+    got = {r["item_id"]: r["neighbours"] for r in item_neighbours(rows, top=4)}
+    assert got.keys() <= set(ids) and len(got) > len(ids) // 2
+    for i, item in enumerate(ids):
+        expected = sorted((-B[i, j], ids[j]) for j in range(len(ids)) if B[i, j] > 0)[:4]
+        found = got.get(item, [])
+        assert [n["item_id"] for n in found] == [j for _, j in expected], item
+        assert [n["score"] for n in found] == pytest.approx([-w for w, _ in expected]), item
+
+
+def test_beyond_model_items_neighbours_are_the_top_cosine_items(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     rows = random_interactions(5)
     expected = brute_force_neighbours(rows, top=4)
     for budget in (items.PAIR_BUDGET, 30):  # in one block, and in many
         monkeypatch.setattr(items, "PAIR_BUDGET", budget)
         got = {r["item_id"]: [(n["item_id"], n["score"]) for n in r["neighbours"]]
-               for r in item_neighbours(rows, top=4)}
+               for r in item_neighbours(rows, top=4, model_items=10)}
         assert got.keys() == expected.keys()
         for item, ranked in expected.items():
             assert [j for j, _ in got[item]] == [j for j, _ in ranked], item
@@ -174,7 +197,8 @@ def test_an_item_everyone_bought_costs_one_column() -> None:
     rows.append({"user_id": "u1", "item_id": "other", "purchases": 1, "last_at": 0})
     got = {r["item_id"]: r["neighbours"] for r in item_neighbours(rows)}
     assert [n["item_id"] for n in got["other"]] == ["star"]
-    assert got["other"][0]["score"] == pytest.approx(1 / 5000 ** .5)
+    cosine = {r["item_id"]: r["neighbours"] for r in item_neighbours(rows, model_items=1)}
+    assert cosine["other"][0]["score"] == pytest.approx(1 / 5000 ** .5)
 
 
 def test_item_neighbours_refuse_a_top_below_one() -> None:
