@@ -8,6 +8,15 @@ from __future__ import annotations
 
 CATEGORIES = "MATCH (c:Category) RETURN c.name AS name ORDER BY name"
 
+# The reference time of a feature table: the latest activity of any segmented user. Recency is
+# measured against it rather than against the clock, so the same data gives the same features
+# (and the same run) whenever it is read.
+LATEST_ACTIVITY = """
+MATCH (u:User)
+WHERE coalesce(u.consent_analytics, true)
+RETURN max(u.last_seen) AS at
+"""
+
 # One row per user: counters kept on the user by ingestion, session statistics, purchase
 # statistics and the category mix of their interactions. The users come from the statement
 # that precedes this body (a page, or a list of ids).

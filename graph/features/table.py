@@ -55,6 +55,10 @@ class FeatureTable:
     descriptions: dict[str, str]
     planted: list[str | None] = field(default_factory=list)
     snapshot_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    """When the table was read (wall clock)."""
+    as_of: datetime = field(default_factory=lambda: datetime.now(UTC))
+    """The reference time recency is measured against: a property of the data (the latest
+    activity, ``latest_activity``) or of the run (given), never the clock."""
     topics: list[Topic] = field(default_factory=list)
     """The topics learned from the users' text, one per ``topic:<label>`` column, most
     prevalent first (``Topic.to_dict`` for JSON)."""
@@ -69,15 +73,22 @@ class FeatureTable:
         idx = [self.names.index(n) for n in names]
         return FeatureTable(self.user_ids, list(names), self.X[:, idx],
                             {n: self.descriptions[n] for n in names}, self.planted,
-                            self.snapshot_at, [t for t in self.topics if t.feature in names],
-                            self.text)
+                            self.snapshot_at, self.as_of,
+                            [t for t in self.topics if t.feature in names], self.text)
 
 
 def _days(delta_s: float) -> float:
     return max(0.0, delta_s / 86_400)
 
 
-def behaviour_row(row: dict[str, Any], now: datetime) -> dict[str, float]:
+def latest_activity(graph: Graph) -> datetime:
+    """The latest time any segmented user was seen: the data's own "now" (the clock when the
+    graph holds no user)."""
+    at = graph.rows(q.LATEST_ACTIVITY)[0]["at"]
+    return datetime.now(UTC) if at is None else at.to_native().astimezone(UTC)
+
+
+def behaviour_row(row: dict[str, Any], as_of: datetime) -> dict[str, float]:
     first = row["first_seen"].to_native()
     last = row["last_seen"].to_native()
     tenure = _days((last - first).total_seconds())
@@ -89,7 +100,7 @@ def behaviour_row(row: dict[str, Any], now: datetime) -> dict[str, float]:
         "purchase_frequency": orders / max(1.0, tenure / 30.0),
         "avg_order_value": (row["spend"] or 0.0) / orders if orders else 0.0,
         "avg_discount": row["avg_discount"] or 0.0,
-        "recency_days": _days((now - last).total_seconds()),
+        "recency_days": _days((as_of - last).total_seconds()),
         "tenure_days": tenure,
         "session_count": float(sessions),
         "avg_session_minutes": (row["avg_session_s"] or 0.0) / 60.0,
@@ -211,7 +222,7 @@ def weather_counts(row: dict[str, Any], weather: WeatherDays) -> tuple[int, int]
 
 
 def feature_rows(
-    page: list[dict[str, Any]], categories: list[str], now: datetime,
+    page: list[dict[str, Any]], categories: list[str], as_of: datetime,
     weather: WeatherDays | None = None,
 ) -> tuple[list[list[float]], list[str], list[str | None]]:
     """Feature values (ROW_FEATURES, then one share per category) of users read with
@@ -220,7 +231,7 @@ def feature_rows(
     for row in page:
         row["weather_known_events"], row["bad_weather_events"] = weather_counts(
             row, weather or {})
-        values = behaviour_row(row, now)
+        values = behaviour_row(row, as_of)
         counts = dict(row["category_counts"])
         total = sum(counts.values())
         shares = [counts.get(c, 0) / total if total else 0.0 for c in categories]
@@ -232,15 +243,18 @@ def build_feature_table(
     graph: Graph,
     *,
     page_size: int = 2000,
-    now: datetime | None = None,
+    as_of: datetime | None = None,
     on_progress: Callable[[int], None] | None = None,
     text: TextOptions | None = None,
 ) -> FeatureTable:
     """Read every user's features: one Cypher round trip per page of users, never per user.
 
-    ``text`` says whether to add conversation and topic columns (default: from the settings,
+    Recency is measured against ``as_of``, by default the data's latest activity
+    (``latest_activity``), so reading the same data twice gives the same table. ``text`` says
+    whether to add conversation and topic columns (default: from the settings,
     ``PERSONAS_TEXT_FEATURES`` and ``PERSONAS_TEXT_TOPICS``; see graph/features/text.py)."""
-    now = now or datetime.now(UTC)
+    snapshot_at = datetime.now(UTC)
+    as_of = as_of or latest_activity(graph)
     text = text or TextOptions.from_settings()
     categories = [r["name"] for r in graph.rows(q.CATEGORIES)]
     names = list(ROW_FEATURES) + [f"{CATEGORY_PREFIX}{c}" for c in categories]
@@ -253,7 +267,7 @@ def build_feature_table(
         page = graph.rows(q.USER_PAGE, after=after, limit=page_size)
         if not page:
             break
-        values, ids, groups = feature_rows(page, categories, now, weather)
+        values, ids, groups = feature_rows(page, categories, as_of, weather)
         rows += values
         user_ids += ids
         planted += groups
@@ -270,12 +284,12 @@ def build_feature_table(
     names += texts.names
     descriptions = {n: describe(n).description for n in names}
     log.info("feature table: %d users x %d features", X.shape[0], X.shape[1])
-    return FeatureTable(user_ids, names, X, descriptions, planted, now, texts.topics,
-                        texts.stats)
+    return FeatureTable(user_ids, names, X, descriptions, planted, snapshot_at, as_of,
+                        texts.topics, texts.stats)
 
 
 def features_of_users(
-    graph: Graph, user_ids: list[str], names: list[str], now: datetime | None = None,
+    graph: Graph, user_ids: list[str], names: list[str], as_of: datetime | None = None,
     topics: list[Topic] | None = None,
 ) -> FeatureTable:
     """The named features of a few users, e.g. newcomers between runs, in one round trip (two
@@ -284,14 +298,17 @@ def features_of_users(
     Graph-structure features need the whole graph, so they are missing here (the run's
     preparation pipeline imputes them); categories the names do not list are ignored. Topic
     shares are projected on the run's ``topics`` (their top terms, ``project_topics``), and
-    missing without them.
+    missing without them. Recency is measured against ``as_of``: the run's reference time when
+    assigning to a run (a user seen since then counts as seen at it), else the data's latest
+    activity.
     """
-    now = now or datetime.now(UTC)
+    snapshot_at = datetime.now(UTC)
+    as_of = as_of or latest_activity(graph)
     categories = [n.removeprefix(CATEGORY_PREFIX) for n in names
                   if n.startswith(CATEGORY_PREFIX)]
     page = graph.rows(q.USERS_BY_ID, ids=user_ids)
     weather = weather_days(graph, sorted({loc for r in page for loc in r["locations"] or ()}))
-    values, ids, groups = feature_rows(page, categories, now, weather)
+    values, ids, groups = feature_rows(page, categories, as_of, weather)
     computed = list(ROW_FEATURES) + [f"{CATEGORY_PREFIX}{c}" for c in categories]
     X = np.full((len(ids), len(names)), np.nan)
     for j, name in enumerate(names):
@@ -311,4 +328,4 @@ def features_of_users(
             elif name.startswith(TOPIC_PREFIX) and name in known:
                 X[:, j] = shares[:, known[name]]
     return FeatureTable(ids, list(names), X, {n: describe(n).description for n in names},
-                        groups, now, [t for t in topics or [] if t.feature in names])
+                        groups, snapshot_at, as_of, [t for t in topics or [] if t.feature in names])

@@ -107,7 +107,11 @@ class SegmentAssigner:
         run_id: str = found[0]["run_id"]
         art, personas = model
         now = now or datetime.now(UTC)
-        table = features_of_users(self.graph, found[0]["user_ids"], art.feature_names, now,
+        # Features as the run measured them: recency against the run's reference time (a run
+        # from before runs stored one measured it against its clock).
+        as_of = found[0]["as_of"]
+        table = features_of_users(self.graph, found[0]["user_ids"], art.feature_names,
+                                  as_of.to_native() if as_of is not None else now,
                                   topics=self._topics)
         Z = art.preparation.transform(table.X)
         labels = art.model.predict(Z)

@@ -243,7 +243,7 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         silhouette_tolerance: float = 0.05,
         stability_tolerance: float = 0.03,
         min_clear_silhouette: float = 0.15,
-        min_clear_stability: float = 0.75,
+        min_clear_stability: float = 0.8,
         fallback_algorithm: str | None = "kmeans",
         random_state: int = 0,
     ) -> None:

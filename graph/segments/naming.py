@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from graph.features.registry import CATEGORY_PREFIX, TOPIC_PREFIX, topic_terms
-from graph.segments.vocabularies import Vocabulary, load_vocabulary
+from graph.segments.vocabularies import CLEAR_Z, Direction, Vocabulary, load_vocabulary
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,19 @@ def distinct_terms(terms: Sequence[str]) -> list[str]:
     return out
 
 
-def _phrase(vocabulary: Vocabulary, feature: str, z: float) -> _Candidate | None:
-    """The persona phrase a feature's deviation suggests, with its strength."""
+def _clearly(centre: dict[str, float], sides: dict[str, Direction]) -> bool:
+    """Whether the segment lies clearly (``CLEAR_Z``) on each given side of each feature."""
+    return all(
+        (z := centre.get(feature)) is not None and abs(z) >= CLEAR_Z
+        and (z > 0) == (direction == "high")
+        for feature, direction in sides.items()
+    )
+
+
+def _phrase(vocabulary: Vocabulary, feature: str, z: float,
+            centre: dict[str, float] | None = None) -> _Candidate | None:
+    """The persona phrase a feature's deviation suggests, with its strength; none when the
+    book says the phrase does not fit a segment like ``centre`` (its ``unless``)."""
     high = z > 0
     share = _share_fields(feature)
     if share is not None:
@@ -88,7 +99,17 @@ def _phrase(vocabulary: Vocabulary, feature: str, z: float) -> _Candidate | None
     side = vocabulary.side(feature, "high" if high else "low")
     if side.phrase is None:
         return None
+    if side.unless and centre is not None and any(
+            _clearly(centre, {f: d}) for f, d in side.unless.items()):
+        return None
     return _Candidate(side.phrase, abs(z) * side.weight, False)
+
+
+def _combinations(vocabulary: Vocabulary, centre: dict[str, float]) -> list[_Candidate]:
+    """The book's phrases for several features together that fit the segment; each as strong
+    as its weakest feature."""
+    return [_Candidate(c.phrase, c.weight * min(abs(centre[f]) for f in c.when), False)
+            for c in vocabulary.combinations if _clearly(centre, c.when)]
 
 
 def _wording(vocabulary: Vocabulary, feature: str, z: float) -> str:
@@ -132,9 +153,11 @@ def _ranked_phrases(vocabulary: Vocabulary, row: list[tuple[str, float]]) -> lis
     category or topic share is at least ``dominance`` times the largest deviation the book has
     a phrase for, the shares come first. So a segment that mostly differs by what it likes or
     talks about is named from that, and a close call still goes to the weighted phrases."""
-    candidates = [c for f, z in row if (c := _phrase(vocabulary, f, z))]
+    centre = dict(row)
+    candidates = ([c for f, z in row if (c := _phrase(vocabulary, f, z, centre))]
+                  + _combinations(vocabulary, centre))
     named = max((abs(z) for f, z in row if _share_fields(f) is None
-                 and _phrase(vocabulary, f, z) is not None), default=0.0)
+                 and _phrase(vocabulary, f, z, centre) is not None), default=0.0)
     share_top = max((z for f, z in row if _share_fields(f) is not None), default=0.0)
     dominant = share_top > 0 and share_top >= vocabulary.dominance * named
     return sorted(candidates, key=lambda c: (not (dominant and c.share), -c.strength))

@@ -193,7 +193,7 @@ WITH r ORDER BY r.created_at DESC LIMIT 1
 UNWIND $ids AS id
 MATCH (u:User {id: id})
 WHERE NOT EXISTS { (u)-[:IN_SEGMENT {run_id: r.id}]->() } AND coalesce(u.consent_analytics, true)
-RETURN r.id AS run_id, collect(u.id) AS user_ids
+RETURN r.id AS run_id, r.as_of AS as_of, collect(u.id) AS user_ids
 """
 
 # The latest run's leaf segments with their personas and raw-unit centres, for matching.

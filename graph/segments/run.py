@@ -7,7 +7,7 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -90,12 +90,15 @@ def run_segmentation(
     runs_dir: Path | None = None,
     on_progress: Callable[[str], None] | None = None,
     abandoned_after: timedelta = ABANDONED_AFTER,
+    as_of: datetime | None = None,
 ) -> RunResult:
     """Segment every user and record the run; earlier runs stay as history.
 
     Leaf segments are matched to the previous run's personas (``match_threshold`` in z units),
     so persona ids stay stable; the run records its agreement with the previous one, its
     stability under resampling, and whether the population has a clear structure at all.
+    Recency is measured against ``as_of`` (default: the data's latest activity), stored on the
+    run: the same data and settings give the same segments and personas whenever run.
     The run is written in bounded transactions and becomes visible in one step when complete
     (``publish.py``); a run that fails is removed and recorded as a ``:FailedRun``. With
     ``runs_dir``, the fitted preparation pipeline and model are saved in ``runs_dir/<run id>/``
@@ -106,7 +109,7 @@ def run_segmentation(
     if swept.discarded:
         note(f"removed {len(swept.discarded)} abandoned run(s): {', '.join(swept.discarded)}")
     note("reading features from the graph")
-    full = build_feature_table(graph)
+    full = build_feature_table(graph, as_of=as_of)
     table = full.select(select(full.names, features))
     if len(table.user_ids) < 3:
         raise InvalidInput(f"need at least 3 users to segment, found {len(table.user_ids)}")
@@ -159,6 +162,7 @@ def run_segmentation(
         "warnings": warnings,
         "outliers_clipped": outliers,
         "snapshot_at": table.snapshot_at,
+        "as_of": table.as_of,
         "levels": model.level_ks_,
         "code_version": code_version(),
         "planted_ari": ari,

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,14 @@ def test_rerun_keeps_persona_ids_and_history(graph: Graph, tmp_path: Path) -> No
     history = graph.rows("MATCH (u:User)-[h:HAD_PERSONA]->() RETURN u.id AS u, "
                          "h.valid_to IS NULL AS open, h.run_id AS run")
     assert len(history) == 120 and all(h["open"] and h["run"] == first.run_id for h in history)
+    # Same data, same run, whenever it runs: recency is measured against the data's latest
+    # activity, stored on the run, never against the clock of the moment.
+    assert second.labels == first.labels and second.user_ids == first.user_ids
+    assert [n.name for n in second.names] == [n.name for n in first.names]
+    assert second.stability == first.stability and second.k_reason == first.k_reason
+    as_of = graph.rows("MATCH (r:SegmentationRun) RETURN collect(DISTINCT r.as_of) AS at, "
+                       "COLLECT { MATCH (u:User) RETURN max(u.last_seen) } AS seen")[0]
+    assert as_of["at"] == as_of["seen"]
 
 
 def persona_by_group(graph: Graph, run_id: str) -> dict[str, Counter[str]]:
@@ -207,6 +216,13 @@ def test_every_feature_family_is_computed(graph: Graph, tmp_path: Path) -> None:
     means = np.vstack([spectral[planted == g].mean(axis=0) for g in groups])
     nearest = np.argmin(((spectral[:, None, :] - means[None]) ** 2).sum(axis=2), axis=1)
     assert (np.array(groups)[nearest] == planted).mean() >= 0.7
-    # The same graph gives the same embedding (fixed start vector, fixed orientation).
+    # The same graph gives the same embedding (fixed start vector, fixed orientation), and the
+    # same table whenever it is read: recency is measured against the latest activity in the
+    # data, not the clock, so the most recent user has recency 0.
     again = build_feature_table(graph)
     assert np.allclose(again.column("spectral_1"), table.column("spectral_1"))
+    assert again.as_of == table.as_of and again.snapshot_at > table.snapshot_at
+    assert np.array_equal(again.X, table.X, equal_nan=True)
+    assert table.column("recency_days").min() == 0.0
+    later = build_feature_table(graph, as_of=table.as_of + timedelta(days=30))
+    assert np.allclose(later.column("recency_days"), table.column("recency_days") + 30)

@@ -75,6 +75,29 @@ def test_a_share_dominated_segment_is_named_from_its_category() -> None:
     assert name_segments(centres, features, vocabulary="retail")[1].name != "Toys Fans"
 
 
+LAPSED = {"retail": "Lapsed One-Time Buyers", "media": "Lapsed One-Time Viewers",
+          "support": "Past One-Time Contacts", "travel": "Lapsed One-Time Travellers"}
+NEW = {"retail": "New Visitors", "media": "Newcomers", "support": "New Customers",
+       "travel": "First-Time Planners"}
+
+
+@pytest.mark.parametrize("book", SHIPPED)
+def test_short_tenure_is_new_only_when_recent(book: str) -> None:
+    # CDNOW's one-off 1997 buyers: short tenure, few sessions, and a long absence. They are
+    # lapsed, not new; the same short tenure seen recently is new.
+    features = ["tenure_days", "session_count", "recency_days", "purchase_frequency"]
+    lapsed = np.array([[-1.2, -0.9, 1.1, 0.0], [1.2, 0.9, -1.1, 0.0]])
+    names = name_segments(lapsed, features, vocabulary=book)
+    assert names[0].name == LAPSED[book], names
+    recent = np.array([[-1.2, -0.9, -0.8, 0.0], [1.2, 0.9, 0.8, 0.0]])
+    assert name_segments(recent, features, vocabulary=book)[0].name == NEW[book]
+    # Both kinds in one population: distinct names, the same on every call.
+    both = np.vstack([lapsed[0], recent[0], [0.3, 0.2, -0.1, 1.8]])
+    named = [n.name for n in name_segments(both, features, vocabulary=book)]
+    assert named[:2] == [LAPSED[book], NEW[book]] and len(set(named)) == 3
+    assert [n.name for n in name_segments(both, features, vocabulary=book)] == named
+
+
 def test_the_default_book_comes_from_the_settings(monkeypatch: pytest.MonkeyPatch,
                                                   tmp_path: Path) -> None:
     centres = np.array([[0.0, 1.9, 0.0], [0.0, -1.9, 0.0]])
@@ -117,6 +140,12 @@ def _retail() -> dict[str, Any]:
     (lambda b: b.pop("topic"), "topic: Field required"),
     (lambda b: b.update({"dominance": 0.5}), "dominance: Input should be greater than or equal"),
     (lambda b: b["category"].update({"high": "favour {category"}), "not a valid template"),
+    (lambda b: b["combinations"][0]["when"].update({"tenure": "low"}),
+     "combinations.0.when: unknown feature 'tenure'"),
+    (lambda b: b["combinations"][0].update({"when": {"tenure_days": "low"}}),
+     "combinations.0.when: Dictionary should have at least 2 items"),
+    (lambda b: b["features"]["tenure_days"]["low"].update({"unless": {"recency": "high"}}),
+     "features.tenure_days.low.unless: unknown feature 'recency'"),
 ])
 def test_bad_books_name_the_problem(tmp_path: Path, change: Callable[[dict[str, Any]], object],
                                    message: str) -> None:

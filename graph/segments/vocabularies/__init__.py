@@ -17,7 +17,12 @@ category: {phrase: "{category} Fans", weight: 1.0,
 topic: {phrase: "{topic} Talkers", weight: 1.0,
         high: "talk about {terms}", low: "seldom talk about {terms}"}
 dominance: 1.25
+combinations:          # several features together: a phrase of its own
+  - {when: {tenure_days: low, recency_days: high}, phrase: Lapsed One-Time Viewers, weight: 1.3}
 ```
+
+A side's ``unless`` (e.g. ``low: {phrase: Newcomers, unless: {recency_days: high}}``) keeps its
+phrase off a segment that is clearly on the given side of another feature.
 
 Every problem (unknown feature, unknown key, a template without its placeholder, a weight out
 of range) is an ``InvalidInput`` naming the file and the entry.
@@ -40,6 +45,9 @@ HERE = Path(__file__).resolve().parent
 SHIPPED = tuple(sorted(p.stem for p in HERE.glob("*.yaml")))
 MAX_BOOK_BYTES = 1_000_000
 Direction = Literal["high", "low"]
+CLEAR_Z = 0.5
+"""How far (in standard deviations) a segment's centre must lie from the average on a feature
+for ``unless`` and ``combinations`` to count it as high or low there."""
 
 
 class Side(BaseModel):
@@ -50,6 +58,38 @@ class Side(BaseModel):
     phrase: str | None = Field(default=None, min_length=1, max_length=60)
     weight: float = Field(default=1.0, gt=0, le=10)
     wording: str | None = Field(default=None, min_length=1, max_length=120)
+    unless: dict[str, Direction] = Field(default_factory=dict)
+    """The phrase does not fit a segment that is also clearly (``CLEAR_Z``) on this side of
+    these features: short tenure says "new" only if the users were seen recently."""
+
+    @field_validator("unless")
+    @classmethod
+    def _known_unless(cls, value: dict[str, Direction]) -> dict[str, Direction]:
+        return _check_features(value)
+
+
+class Combination(BaseModel):
+    """A phrase for a segment clearly on the given side of every one of several features, e.g.
+    short tenure with a long absence: lapsed one-time buyers. Its strength is ``weight`` times
+    the smallest of those deviations."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    when: dict[str, Direction] = Field(min_length=2)
+    phrase: str = Field(min_length=1, max_length=60)
+    weight: float = Field(default=1.0, gt=0, le=10)
+
+    @field_validator("when")
+    @classmethod
+    def _known_when(cls, value: dict[str, Direction]) -> dict[str, Direction]:
+        return _check_features(value)
+
+
+def _check_features(value: dict[str, Direction]) -> dict[str, Direction]:
+    unknown = sorted(set(value) - set(REGISTRY))
+    if unknown:
+        raise ValueError(f"unknown feature {unknown[0]!r}; features: {', '.join(REGISTRY)}")
+    return value
 
 
 class FeatureWords(BaseModel):
@@ -122,6 +162,7 @@ class Vocabulary(BaseModel):
     dominance: float = Field(default=1.25, ge=1.0, le=10.0)
     """A segment is named from a category or topic share when that share's z-score is at
     least this many times the largest z-score of any feature with a phrase in the book."""
+    combinations: list[Combination] = Field(default_factory=list)
 
     @field_validator("features")
     @classmethod
