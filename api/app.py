@@ -18,7 +18,6 @@ from neo4j import AsyncDriver
 from starlette.requests import HTTPConnection
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
-from api import queries as q
 from api.auth import (
     CredentialDep,
     KeyLimits,
@@ -36,12 +35,10 @@ from api.errors import UNAVAILABLE_ERRORS, UNAVAILABLE_MESSAGE
 from api.ingest_routes import router as ingest_router
 from api.limits import BodyLimit
 from api.metrics import RequestMetrics
-from api.prefetch import CHATBOT
 from api.schema import build_schema
 from api.segmentation import SegmentationRunner
-from api.types.user import profile_params
 from graph.auth import ANALYSTS
-from graph.db import Graph, create_async_driver, create_driver, read_rows
+from graph.db import DriverReader, Graph, create_async_driver, create_driver
 from graph.errors import (
     Conflict,
     Forbidden,
@@ -57,6 +54,8 @@ from graph.errors import (
 from graph.ingest.metrics import IngestMetrics
 from graph.ingest.pipeline import build_writer
 from graph.migrate import latest_version
+from graph.profile.prefetch import plan_ahead
+from graph.profile.status import schema_version
 from graph.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -138,11 +137,9 @@ async def warm_chatbot_plan(driver: AsyncDriver, settings: Settings) -> None:
     part) before the first chatbot asks: on a freshly started server that first request took
     3.1-3.2 s (the next ones 45-53 ms), and 0.17 s once the plans were made, a few seconds
     after start. A request that comes while they are being made still waits (5.8 s once)."""
-    params = profile_params(CHATBOT, settings, datetime.now(UTC))
     try:
-        for query, user in ((q.USER_PROFILE, {"id": ""}),
-                            (q.USER_PROFILE_BY_IDENTIFIER, {"kind": "", "hash": ""})):
-            await read_rows(driver, settings.neo4j_database, query, {**user, **params})
+        await plan_ahead(DriverReader(driver, settings.neo4j_database), settings,
+                         datetime.now(UTC))
     except Exception:  # noqa: BLE001 - only an optimization; /readyz reports the database
         log.warning("could not plan the chatbot query ahead", exc_info=True)
 
@@ -230,11 +227,10 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
     @app.get("/readyz")
     async def readyz(driver: DriverDep) -> JSONResponse:
         try:
-            rows = await read_rows(driver, settings.neo4j_database, q.READY)
+            version = await schema_version(DriverReader(driver, settings.neo4j_database))
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
             return JSONResponse({"status": "unavailable", "reason": type(exc).__name__,
                                  "detail": "Neo4j did not answer; see the API's log"}, 503)
-        version = rows[0]["version"]
         if version is None:
             return JSONResponse({"status": "unmigrated"}, 503)
         if expected_version is not None and version < expected_version:

@@ -18,7 +18,7 @@ from strawberry.types import Info
 
 from graph import auth
 from graph.auth import Principal, Role
-from graph.db import read_rows
+from graph.db import DriverReader
 from graph.errors import LimitExceeded, RateLimited
 
 Loader = Callable[[str], Awaitable[Principal | None]]
@@ -82,9 +82,10 @@ def neo4j_loader(driver: AsyncDriver, database: str, *, demo: bool = False) -> L
     key opens nothing unless the API runs in demo mode (``demo``): a graph that once held demo
     data may later hold real data, and the demo key's node may still be there."""
 
+    reader = DriverReader(driver, database)
+
     async def load(digest: str) -> Principal | None:
-        rows = await read_rows(driver, database, auth.RESOLVE_KEY, {"hash": digest})
-        principal = Principal.from_record(rows[0]) if rows else None
+        principal = await auth.principal_of(reader, digest)
         if principal is not None and principal.id == auth.DEMO_KEY_ID and not demo:
             return None
         return principal

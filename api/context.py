@@ -1,23 +1,21 @@
-"""The per-request GraphQL context: the shared driver and settings, the caller, and a read
-helper."""
+"""The per-request GraphQL context: the shared settings, the caller, and the request's reader of
+the graph (``graph.profile``)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
-from typing import Any, LiteralString
 
-from neo4j import AsyncDriver, RoutingControl
+from neo4j import AsyncDriver
 from strawberry.fastapi import BaseContext
 
 from api.auth import KeyLimits, PrincipalCache
 from api.loaders import Loaders
-from api.queries import USER
 from api.segmentation import SegmentationRunner
 from graph import auth
 from graph.auth import Principal, Role
-from graph.db import read_rows
-from graph.errors import InvalidInput, LimitExceeded, NotFound
+from graph.db import DriverReader
+from graph.errors import InvalidInput, LimitExceeded
 from graph.ingest.writer import EventWriter
 from graph.settings import Settings
 
@@ -28,16 +26,16 @@ class Context(BaseContext):
                  key: str | None = None, principals: PrincipalCache | None = None,
                  key_limits: KeyLimits | None = None) -> None:
         super().__init__()
-        self.driver = driver
         self.settings = settings
         self.principal = principal
         """The API key's principal; None when the request presented no live key."""
         self.segmentation = segmentation
         self.writer = writer
         """The app's event writer (synchronous: call it through ``asyncio.to_thread``)."""
-        self.round_trips = 0
-        """Cypher round trips this request made (logged per operation, see CypherRoundTrips)."""
-        self.loaders = Loaders(self.rows)
+        self.reader = DriverReader(driver, settings.neo4j_database,
+                                   timeout=settings.api_read_timeout_s)
+        """The request's reads (``graph.profile``), on the app's one async driver."""
+        self.loaders = Loaders(self.reader)
         self._key = key
         self._principals = principals
         self._key_limits = key_limits
@@ -69,25 +67,7 @@ class Context(BaseContext):
                                 f"{self.settings.api_max_page_size}")
         return first
 
-    async def user_row(self, user_id: str) -> dict[str, Any]:
-        """The user a request names, following merges to the survivor; NotFound otherwise.
-        Later queries must use the row's ``id``: it is the survivor's."""
-        rows = await self.rows(USER, id=user_id)
-        if not rows:
-            raise NotFound(f"no user with id {user_id!r}")
-        return rows[0]
-
-    async def rows(self, query: LiteralString, **params: Any) -> list[dict[str, Any]]:
-        """Run one read query (``graph.db.read_rows``: retried on transient errors) and return
-        dicts."""
-        self.round_trips += 1
-        return await read_rows(self.driver, self.settings.neo4j_database, query, params,
-                               timeout=self.settings.api_read_timeout_s)
-
-    async def write(self, query: LiteralString, **params: Any) -> list[dict[str, Any]]:
-        """Run one write query in its own managed transaction (retried on transient errors)."""
-        self.round_trips += 1
-        records, _, _ = await self.driver.execute_query(
-            query, params, database_=self.settings.neo4j_database, routing_=RoutingControl.WRITE
-        )
-        return [r.data() for r in records]
+    @property
+    def round_trips(self) -> int:
+        """Cypher round trips this request made (logged per operation, see CypherRoundTrips)."""
+        return self.reader.round_trips

@@ -11,7 +11,6 @@ from typing import Annotated, Any
 import strawberry
 from strawberry.scalars import JSON
 
-from api import queries as q
 from api.auth import allowed
 from api.context import Context
 from api.types.run import SegmentationRunResult
@@ -24,9 +23,10 @@ from graph.errors import Conflict, InvalidInput, LimitExceeded
 from graph.events import normalize_category
 from graph.identity.merge import merge_users, merges_of, unmerge
 from graph.ingest.batch import RecordResult, ingest_records
-from graph.ingest.queries import SET_EXPLICIT_PREFERENCES
-from graph.ingest.writer import epoch_ms
+from graph.ingest.writer import StatedPreference
 from graph.privacy import IDENTIFIER_KINDS
+from graph.profile import users
+from graph.profile.model import UserRecord
 from graph.subjects.consent import set_consent
 from graph.subjects.erasure import forget_user
 from graph.subjects.export import export_user
@@ -111,12 +111,12 @@ PROFILE_INPUT_FIELDS = ("age_band", "gender", "locale", "location_id", "city", "
                  "the user's profile (`user`) is for the roles that may read users.")
 class UpsertUserResult:
     user_id: strawberry.ID
-    found: strawberry.Private[dict[str, Any]]
+    found: strawberry.Private[UserRecord]
 
     @strawberry.field(description="The user as they are now (reader, analyst and admin keys).",
                       extensions=allowed(PERSONA_READERS))
     def user(self) -> User:
-        return User.from_record(self.found)
+        return User.from_model(self.found)
 
     created: bool = strawberry.field(description="True when no identifier was known yet.")
     fields_updated: list[str] = strawberry.field(
@@ -185,12 +185,11 @@ class Mutation:
         if not name:
             raise InvalidInput("`category` must not be empty")
         when = utc_or_none(at, "at") or datetime.now(UTC)
-        user_id = strawberry.ID((await info.context.user_row(user_id))["id"])
-        await info.context.write(SET_EXPLICIT_PREFERENCES, rows=[
-            {"user_id": user_id, "category": name, "weight": weight, "at": epoch_ms(when)}])
-        [row] = await info.context.rows(q.EXPLICIT_PREFERENCE, id=user_id, category=name)
-        return Preference(category=name, weight=row["weight"], source="explicit",
-                          updated_at=row["updated_at"].to_native())
+        user_id = strawberry.ID((await users.user(info.context.reader, user_id)).id)
+        await asyncio.to_thread(info.context.writer.state_preferences,
+                                [StatedPreference(user_id, name, weight, when)], source="graphql")
+        return Preference.from_model(
+            await users.explicit_preference(info.context.reader, user_id, name))
 
     @strawberry.mutation(
         description="Record that two users are one person: everything of `mergedId` moves to "
@@ -261,8 +260,10 @@ class Mutation:
         if result.refused:
             raise Conflict("not applied: the record names a user who was erased after its `at`")
         kind, digest = record.identifiers[0]
-        rows = await info.context.rows(q.USER_BY_IDENTIFIER, kind=kind, hash=digest)
-        return UpsertUserResult(user_id=strawberry.ID(rows[0]["id"]), found=rows[0],
+        found = await users.user_by_identifier(info.context.reader, kind, digest)
+        if found is None:  # the record was applied just now: its user exists
+            raise RuntimeError("the upserted user is missing")
+        return UpsertUserResult(user_id=strawberry.ID(found.id), found=found,
                                 created=result.users_created > 0,
                                 fields_updated=result.updated_by_record[0],
                                 merges=result.merges)

@@ -1,16 +1,13 @@
 """What a request asks of the one user it names (`user`, `userByIdentifier`), read from the
 request before that user is fetched, so that the user and all of it come back in one Cypher round
-trip (`queries.USER_PROFILE`) instead of one per field.
+trip (``graph.profile.prefetch``) instead of one per field.
 
-A chatbot's question (persona, preferences, situation, recommendations) cost five round trips,
-and each costs the API about a millisecond of CPU in the driver; see docs/performance.md. Lists
-of users keep the per-field path: DataLoaders for persona, segments and preferences
+Lists of users keep the per-field path: DataLoaders for persona, segments and preferences
 (`api/loaders.py`, batched across users), one query per user for the rest.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import strawberry
@@ -24,42 +21,13 @@ from graphql import (
     VariableNode,
 )
 
+from graph.profile.prefetch import (
+    EVENTS_FIRST,
+    PREFERENCES_FIRST,
+    RECOMMENDATIONS_FIRST,
+    Wanted,
+)
 from graph.recommend.engine import MAX_FIRST
-
-# The page sizes the User fields default to (their resolvers take these as defaults too).
-PREFERENCES_FIRST = 5
-EVENTS_FIRST = 5
-RECOMMENDATIONS_FIRST = 5
-
-
-@dataclass(frozen=True)
-class Wanted:
-    """The parts of a user a request selects; a page size of None: not fetched ahead (not
-    selected, or out of bounds, which the field's own resolver then reports)."""
-
-    persona: bool = False
-    preferences: int | None = None
-    events: int | None = None
-    recommendations: int | None = None
-
-    def flags(self) -> dict[str, bool]:
-        """``$want`` of ``queries.USER_PROFILE``."""
-        return {"persona": self.persona, "preferences": self.preferences is not None,
-                "situation": self.events is not None,
-                "recommendations": self.recommendations is not None}
-
-
-CHATBOT = Wanted(persona=True, preferences=PREFERENCES_FIRST, events=EVENTS_FIRST,
-                 recommendations=RECOMMENDATIONS_FIRST)
-"""Every part at its default page size: what a chatbot asks (planned at start, benchmarked)."""
-
-
-@dataclass(frozen=True)
-class Prefetched:
-    """A user's profile row from ``USER_PROFILE``, and what was asked of it."""
-
-    wanted: Wanted
-    row: dict[str, Any]
 
 
 def _first_fields(selection_set: SelectionSetNode | None,

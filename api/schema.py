@@ -9,7 +9,6 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.types import ExecutionContext
 
-from api import queries as q
 from api.auth import allowed
 from api.context import Context
 from api.documents import document_extensions
@@ -19,8 +18,8 @@ from api.metrics import CypherRoundTrips
 from api.mutations import Mutation
 from api.subscriptions import Subscription
 from api.types.catalogue import Category, Item, items_of
-from api.types.chat import ChatContext, chat_context
-from api.types.connection import Connection, decode_cursor, decode_time_cursor, paginate
+from api.types.chat import ChatContext
+from api.types.connection import Connection, connection, decode_cursor, decode_time_cursor
 from api.types.persona import PersonaProfile, SegmentationRun
 from api.types.segment import Segment
 from api.types.user import User, user_with_profile, utc_or_none
@@ -28,6 +27,7 @@ from graph.auth import PERSONA_READERS
 from graph.errors import InvalidInput, NotFound
 from graph.events import MAX_KEY_CHARS, normalize_category
 from graph.privacy import IDENTIFIER_KINDS
+from graph.profile import catalogue, chat, personas, users
 from graph.settings import Settings
 
 
@@ -40,8 +40,8 @@ class Query:
                    as_of: datetime | None = None) -> User:
         as_of = utc_or_none(as_of, "asOf")
         if as_of is not None:
-            return User.from_record(await info.context.user_row(id), as_of)
-        return await user_with_profile(info, q.USER_PROFILE, f"no user with id {id!r}", id=id)
+            return User.from_model(await users.user(info.context.reader, id), as_of)
+        return await user_with_profile(info, f"no user with id {id!r}", user_id=id)
 
     @strawberry.field(description="Users in id order, a page at a time, optionally of one "
                       "persona (latest run) or segment, or seen after a time.",
@@ -51,11 +51,11 @@ class Query:
                     segment_id: strawberry.ID | None = None,
                     last_seen_after: datetime | None = None) -> Connection[User]:
         size = info.context.page(first)
-        rows = await info.context.rows(
-            q.USERS_PAGE, after=decode_cursor("user", after), limit=size + 1,
+        found = await users.users_page(
+            info.context.reader, after=decode_cursor("user", after), size=size,
             persona_id=persona_id, segment_id=segment_id,
             last_seen_after=utc_or_none(last_seen_after, "lastSeenAfter"))
-        return paginate(rows, size, "user", key=lambda r: str(r["id"]), node=User.from_record)
+        return connection(found, "user", User.from_model)
 
     @strawberry.field(description="The user an identifier (cookie, CRM id, email, phone, chat "
                       "handle) belongs to. The value is hashed as at ingestion; it is never "
@@ -70,21 +70,22 @@ class Query:
             raise InvalidInput(f"an identifier is at most {MAX_KEY_CHARS} characters, this one "
                                f"has {len(value)}")
         digest = info.context.writer.pseudonymizer.digest(kind, value)
-        return await user_with_profile(info, q.USER_PROFILE_BY_IDENTIFIER,
-                                       f"no user with that {kind}", kind=kind, hash=digest)
+        return await user_with_profile(info, f"no user with that {kind}",
+                                       identifier=(kind, digest))
 
     @strawberry.field(description="Personas of the latest run, largest first.",
                       extensions=allowed(PERSONA_READERS))
     async def personas(self, info: strawberry.Info[Context, None]) -> list[PersonaProfile]:
-        return [PersonaProfile.from_row(r) for r in await info.context.rows(q.PERSONAS)]
+        return [PersonaProfile.from_model(p)
+                for p in await personas.personas(info.context.reader)]
 
     @strawberry.field(description="One persona by id.", extensions=allowed(PERSONA_READERS))
     async def persona(self, info: strawberry.Info[Context, None],
                       id: strawberry.ID) -> PersonaProfile:
-        rows = await info.context.rows(q.PERSONA, id=id)
-        if not rows:
+        found = await personas.persona(info.context.reader, id)
+        if found is None:
             raise NotFound(f"no persona with id {id!r}")
-        return PersonaProfile.from_row(rows[0])
+        return PersonaProfile.from_model(found)
 
     @strawberry.field(description="Segmentation runs, newest first.",
                       extensions=allowed(PERSONA_READERS))
@@ -92,31 +93,31 @@ class Query:
                                 after: str | None = None) -> Connection[SegmentationRun]:
         size = info.context.page(first)
         after_at, after_id = decode_time_cursor("run", after)
-        rows = await info.context.rows(q.SEGMENTATION_RUNS, after_at=after_at, after_id=after_id,
-                                       limit=size + 1)
-        return paginate(rows, size, "run", key=lambda r: f"{r['at_ms']}|{r['run']['id']}",
-                        node=lambda r: SegmentationRun.from_record(r["run"]))
+        found = await personas.runs(info.context.reader, after_at=after_at, after_id=after_id,
+                                    size=size)
+        return connection(found, "run", SegmentationRun.from_model)
 
     @strawberry.field(description="Prompt-ready context for a chatbot within a token budget: "
                       "persona, top preferences, recent intent, current situation. Honours the "
                       "user's personalization consent.", extensions=allowed(PERSONA_READERS))
     async def chat_context(self, info: strawberry.Info[Context, None], user_id: strawberry.ID,
                            max_tokens: int = 120) -> ChatContext:
-        return await chat_context(info.context, user_id, max_tokens)
+        return ChatContext.from_model(await chat.chat_context(
+            info.context.reader, info.context.settings, user_id, max_tokens))
 
     @strawberry.field(description="Segments of a run (default: the latest), parents first.",
                       extensions=allowed(PERSONA_READERS))
     async def segments(self, info: strawberry.Info[Context, None],
                        run_id: strawberry.ID | None = None) -> list[Segment]:
         if run_id is None:
-            latest = await info.context.rows(q.LATEST_RUN)
-            if not latest:
+            latest = await personas.latest_run_id(info.context.reader)
+            if latest is None:
                 return []
-            run_id = strawberry.ID(latest[0]["id"])
-        rows = await info.context.rows(q.SEGMENTS_OF_RUN, run_id=run_id)
-        if not rows:
+            run_id = strawberry.ID(latest)
+        found = await personas.segments_of_run(info.context.reader, run_id)
+        if not found:
             raise NotFound(f"no segmentation run with id {run_id!r}")
-        return [Segment.from_record(r["segment"], r["persona"], r["parent_id"]) for r in rows]
+        return [Segment.from_model(s) for s in found]
 
     @strawberry.field(description="Catalogue items in id order, optionally of one category.",
                       extensions=allowed(PERSONA_READERS))
@@ -129,24 +130,23 @@ class Query:
     @strawberry.field(description="One catalogue item by id.",
                       extensions=allowed(PERSONA_READERS))
     async def item(self, info: strawberry.Info[Context, None], id: strawberry.ID) -> Item:
-        rows = await info.context.rows(q.ITEM, id=id)
-        if not rows:
+        found = await catalogue.item(info.context.reader, id)
+        if found is None:
             raise NotFound(f"no item with id {id!r}")
-        return Item.from_record(rows[0])
+        return Item.from_model(found)
 
     @strawberry.field(description="Every category, by name, with its number of items.",
                       extensions=allowed(PERSONA_READERS))
     async def categories(self, info: strawberry.Info[Context, None]) -> list[Category]:
-        return [Category(name=r["name"], item_count=r["items"])
-                for r in await info.context.rows(q.CATEGORIES)]
+        return [Category(name=c.name, item_count=c.items)
+                for c in await catalogue.categories(info.context.reader)]
 
     @strawberry.field(description="One segment by id.", extensions=allowed(PERSONA_READERS))
     async def segment(self, info: strawberry.Info[Context, None], id: strawberry.ID) -> Segment:
-        rows = await info.context.rows(q.SEGMENT, id=id)
-        if not rows:
+        found = await personas.segment(info.context.reader, id)
+        if found is None:
             raise NotFound(f"no segment with id {id!r}")
-        r = rows[0]
-        return Segment.from_record(r["segment"], r["persona"], r["parent_id"])
+        return Segment.from_model(found)
 
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:

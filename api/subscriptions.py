@@ -14,12 +14,12 @@ from datetime import datetime
 
 import strawberry
 
-from api import queries as q
 from api.auth import allowed
 from api.context import Context
 from api.types.persona import SegmentationRun
 from api.types.segment import Persona
 from graph.auth import PERSONA_READERS
+from graph.profile import personas, users
 
 
 async def next_poll(context: Context) -> None:
@@ -46,15 +46,14 @@ class Subscription:
     ) -> AsyncGenerator[SegmentationRun, None]:
         context = info.context
         async with context.stream_slot():
-            rows = await context.rows(q.SEGMENTATION_RUNS, after_at=None, after_id=None, limit=1)
-            last = rows[0]["run"]["id"] if rows else None
+            found = await personas.runs(context.reader, after_at=None, after_id=None, size=1)
+            last = found.items[0].id if found.items else None
             while True:
                 await next_poll(context)
-                rows = await context.rows(q.SEGMENTATION_RUNS, after_at=None, after_id=None,
-                                          limit=1)
-                if rows and rows[0]["run"]["id"] != last:
-                    last = rows[0]["run"]["id"]
-                    yield SegmentationRun.from_record(rows[0]["run"])
+                found = await personas.runs(context.reader, after_at=None, after_id=None, size=1)
+                if found.items and found.items[0].id != last:
+                    last = found.items[0].id
+                    yield SegmentationRun.from_model(found.items[0])
 
     @strawberry.subscription(description="The user's persona whenever it changes.",
                              extensions=allowed(PERSONA_READERS))
@@ -63,18 +62,15 @@ class Subscription:
     ) -> AsyncGenerator[PersonaChange, None]:
         context = info.context
         async with context.stream_slot():
-            user_id = strawberry.ID((await context.user_row(user_id))["id"])
-            rows = await context.rows(q.CURRENT_PERSONA_PERIOD, id=user_id)
-            current = rows[0] if rows else None
+            user_id = strawberry.ID((await users.user(context.reader, user_id)).id)
+            current = await personas.current_persona(context.reader, user_id)
             while True:
                 await next_poll(context)
-                rows = await context.rows(q.CURRENT_PERSONA_PERIOD, id=user_id)
-                if not rows or (current is not None
-                                and rows[0]["persona"]["id"] == current["persona"]["id"]):
+                now = await personas.current_persona(context.reader, user_id)
+                if now is None or (current is not None and now.persona.id == current.persona.id):
                     continue
-                now = rows[0]
                 yield PersonaChange(
-                    user_id=user_id, persona=Persona.from_record(now["persona"]),
-                    previous=Persona.from_record(current["persona"]) if current else None,
-                    valid_from=now["valid_from"].to_native(), run_id=now["run_id"])
+                    user_id=user_id, persona=Persona.from_model(now.persona),
+                    previous=Persona.from_model(current.persona) if current else None,
+                    valid_from=now.valid_from, run_id=now.run_id)
                 current = now

@@ -33,12 +33,11 @@ from neo4j import AsyncDriver
 from rich.console import Console
 from rich.table import Table
 
-from api import queries as q
-from api.prefetch import CHATBOT
-from api.types.user import profile_params
 from bench.common import bench_graph, bench_settings
 from bench.http_load import KeepAliveClient
 from graph.db import create_async_driver, read_rows, wipe
+from graph.profile import queries as q
+from graph.profile.prefetch import CHATBOT, profile_params
 from graph.settings import Settings
 
 CHATBOT_QUERY = """

@@ -19,7 +19,7 @@ from typing import Any
 
 from neo4j.exceptions import ConstraintError
 
-from graph.db import Graph
+from graph.db import Graph, Reader
 from graph.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from graph.settings import Settings
 
@@ -194,6 +194,13 @@ def resolve_key(graph: Graph, key: str) -> Principal | None:
     if not looks_like_key(key):
         return None
     rows = graph.rows(RESOLVE_KEY, hash=hash_key(key))
+    return Principal.from_record(rows[0]) if rows else None
+
+
+async def principal_of(reader: Reader, digest: str) -> Principal | None:
+    """The principal of a live key, looked up by its hash (``hash_key``) with an async reader
+    (the API's); None for an unknown or revoked key."""
+    rows = await reader.rows(RESOLVE_KEY, hash=digest)
     return Principal.from_record(rows[0]) if rows else None
 
 

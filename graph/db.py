@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, LiteralString, TypeVar
+from typing import Any, LiteralString, Protocol, TypeVar
 
 from neo4j import (
     READ_ACCESS,
@@ -112,6 +112,28 @@ async def read_rows(driver: AsyncDriver, database: str, query: LiteralString,
             failures += 1
             left = READ_RETRY_BUDGET_S - (time.monotonic() - started)
             await asyncio.sleep(min(READ_RETRY_BACKOFF.delay(failures, _rng), left))
+
+
+class Reader(Protocol):
+    """What an async read needs: one read query (one round trip) with its parameters, the rows
+    as dicts. The read model (``graph.profile``) takes one; the API's is a ``DriverReader``."""
+
+    async def rows(self, query: LiteralString, **params: Any) -> list[dict[str, Any]]: ...
+
+
+class DriverReader:
+    """A ``Reader`` on an async driver (``read_rows``), counting its round trips."""
+
+    def __init__(self, driver: AsyncDriver, database: str, *,
+                 timeout: float | None = None) -> None:
+        self.driver = driver
+        self.database = database
+        self.timeout = timeout
+        self.round_trips = 0
+
+    async def rows(self, query: LiteralString, **params: Any) -> list[dict[str, Any]]:
+        self.round_trips += 1
+        return await read_rows(self.driver, self.database, query, params, timeout=self.timeout)
 
 
 @contextmanager

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Any
 
 import strawberry
 
-from api import queries as q
 from api.context import Context
-from api.types.connection import Connection, decode_time_cursor, paginate
-from api.types.context_types import native
+from api.types.connection import Connection, connection, decode_time_cursor
 from graph.events import EventType
+from graph.profile import model, users
 
 
 @strawberry.enum(description="Kinds of interaction, as ingested.")
@@ -46,17 +44,14 @@ class Interaction:
     rating: int | None
 
     @classmethod
-    def from_record(cls, i: dict[str, Any]) -> Interaction:
-        return cls(event_id=strawberry.ID(i["event_id"]), type=i["type"], at=i["at"].to_native(),
-                   item_id=i.get("item_id"), category=i.get("category"),
-                   amount=i.get("amount"), query=i.get("query"), text=i.get("text"),
-                   intent=i.get("intent"), rating=i.get("rating"))
+    def from_model(cls, i: model.Interaction) -> Interaction:
+        return cls(event_id=strawberry.ID(i.event_id), type=i.type, at=i.at, item_id=i.item_id,
+                   category=i.category, amount=i.amount, query=i.query, text=i.text,
+                   intent=i.intent, rating=i.rating)
 
 
-def interaction_page(rows: list[dict[str, Any]], size: int) -> Connection[Interaction]:
-    return paginate(rows, size, "interaction",
-                    key=lambda r: f"{r['at_ms']}|{r['interaction']['event_id']}",
-                    node=lambda r: Interaction.from_record(r["interaction"]))
+def interaction_page(found: model.Page[model.Interaction]) -> Connection[Interaction]:
+    return connection(found, "interaction", Interaction.from_model)
 
 
 @strawberry.type(description="A visit: interactions from one device and channel close in time.")
@@ -69,22 +64,14 @@ class Session:
     device_kind: str | None
 
     @classmethod
-    def from_record(cls, s: dict[str, Any]) -> Session:
-        return cls(id=strawberry.ID(s["id"]), started_at=native(s.get("started_at")),
-                   ended_at=native(s.get("ended_at")), events=s.get("events") or 0,
-                   channel=s.get("channel"), device_kind=s.get("device_kind"))
+    def from_model(cls, s: model.Session) -> Session:
+        return cls(id=strawberry.ID(s.id), started_at=s.started_at, ended_at=s.ended_at,
+                   events=s.events, channel=s.channel, device_kind=s.device_kind)
 
     @strawberry.field(description="The session's interactions, oldest first.")
     async def interactions(self, info: strawberry.Info[Context, None], first: int = 20,
                            after: str | None = None) -> Connection[Interaction]:
         size = info.context.page(first)
         after_at, after_id = decode_time_cursor("interaction", after)
-        rows = await info.context.rows(q.SESSION_INTERACTIONS, id=self.id, after_at=after_at,
-                                       after_id=after_id, limit=size + 1)
-        return interaction_page(rows, size)
-
-
-def session_page(rows: list[dict[str, Any]], size: int) -> Connection[Session]:
-    return paginate(rows, size, "session",
-                    key=lambda r: f"{r['at_ms']}|{r['session']['id']}",
-                    node=lambda r: Session.from_record(r["session"]))
+        return interaction_page(await users.session_interactions(
+            info.context.reader, self.id, after_at=after_at, after_id=after_id, size=size))

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import strawberry
 
-from api import queries as q
 from api.context import Context
-from api.types.connection import Connection, decode_cursor, paginate
+from api.types.connection import Connection, connection, decode_cursor
+from graph.profile import catalogue, model
 
 
 @strawberry.type(description="Something users view, cart and buy.")
@@ -21,21 +19,17 @@ class Item:
     buyers: int = strawberry.field(description="Users who bought it at least once.")
 
     @classmethod
-    def from_record(cls, r: dict[str, Any]) -> Item:
-        return cls(id=strawberry.ID(r["id"]), name=r["name"], price=r["price"],
-                   category=r["category"], brand=r["brand"], buyers=r["buyers"])
-
-
-def item_page(rows: list[dict[str, Any]], size: int) -> Connection[Item]:
-    return paginate(rows, size, "item", key=lambda r: str(r["id"]), node=Item.from_record)
+    def from_model(cls, r: model.Item) -> Item:
+        return cls(id=strawberry.ID(r.id), name=r.name, price=r.price, category=r.category,
+                   brand=r.brand, buyers=r.buyers)
 
 
 async def items_of(context: Context, category: str | None, first: int,
                    after: str | None) -> Connection[Item]:
     size = context.page(first)
-    rows = await context.rows(q.ITEMS_PAGE, after=decode_cursor("item", after), limit=size + 1,
-                              category=category)
-    return item_page(rows, size)
+    found = await catalogue.items(context.reader, category=category,
+                                  after=decode_cursor("item", after), size=size)
+    return connection(found, "item", Item.from_model)
 
 
 @strawberry.type

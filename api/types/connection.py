@@ -14,8 +14,10 @@ from typing import Any, Generic, TypeVar
 import strawberry
 
 from graph.errors import InvalidInput
+from graph.profile.model import Page
 
 T = TypeVar("T")
+M = TypeVar("M")
 
 
 MAX_CURSOR_CHARS = 1024
@@ -96,3 +98,11 @@ def paginate(rows: Sequence[dict[str, Any]], size: int, kind: str,
     edges = [Edge(cursor=encode_cursor(kind, key(r)), node=node(r)) for r in rows[:size]]
     return Connection(edges=edges, page_info=PageInfo(
         has_next_page=len(rows) > size, end_cursor=edges[-1].cursor if edges else None))
+
+
+def connection(page: Page[M], kind: str, node: Callable[[M], T]) -> Connection[T]:
+    """A read model's page as a connection, each item's key its cursor."""
+    edges = [Edge(cursor=encode_cursor(kind, key), node=node(item))
+             for key, item in zip(page.keys, page.items, strict=True)]
+    return Connection(edges=edges, page_info=PageInfo(
+        has_next_page=page.has_more, end_cursor=edges[-1].cursor if edges else None))

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import strawberry
 
-
-def native(value: Any) -> datetime | None:
-    return value.to_native() if value is not None else None
+from graph.profile import model
 
 
 @strawberry.type
@@ -21,9 +18,8 @@ class WeatherObservation:
         default=None, description="Until when the observation counts as current.")
 
     @classmethod
-    def from_record(cls, w: dict[str, Any]) -> WeatherObservation:
-        return cls(at=w["at"].to_native(), temp_c=w["temp_c"], condition=w["condition"],
-                   valid_until=native(w.get("valid_until")))
+    def from_model(cls, w: model.Weather) -> WeatherObservation:
+        return cls(at=w.at, temp_c=w.temp_c, condition=w.condition, valid_until=w.valid_until)
 
 
 @strawberry.type
@@ -34,6 +30,5 @@ class LocalEvent:
     ends_at: datetime | None
 
     @classmethod
-    def from_record(cls, e: dict[str, Any]) -> LocalEvent:
-        return cls(id=strawberry.ID(e["id"]), name=e["name"], starts_at=e["starts_at"].to_native(),
-                   ends_at=native(e.get("ends_at")))
+    def from_model(cls, e: model.LocalEvent) -> LocalEvent:
+        return cls(id=strawberry.ID(e.id), name=e.name, starts_at=e.starts_at, ends_at=e.ends_at)

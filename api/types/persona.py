@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import strawberry
 
-from api import queries as q
 from api.context import Context
-from api.types.connection import Connection, decode_pair_cursor, paginate
+from api.types.connection import Connection, connection, decode_pair_cursor
 from api.types.user import User
 from graph.errors import InvalidInput
+from graph.profile import model, personas
 
 
 @strawberry.type(description="A category a persona's members favour.")
@@ -38,11 +37,10 @@ class PersonaProfile:
     segment_id: strawberry.ID | None
 
     @classmethod
-    def from_row(cls, r: dict[str, Any]) -> PersonaProfile:
-        p = r["persona"]
-        return cls(id=strawberry.ID(p["id"]), name=p["name"], description=p["description"],
-                   size=r["size"] or 0,
-                   segment_id=strawberry.ID(r["segment_id"]) if r["segment_id"] else None)
+    def from_model(cls, p: model.PersonaSummary) -> PersonaProfile:
+        return cls(id=strawberry.ID(p.persona.id), name=p.persona.name,
+                   description=p.persona.description, size=p.size,
+                   segment_id=strawberry.ID(p.segment_id) if p.segment_id else None)
 
     @strawberry.field(description="Members nearest the segment centre first.")
     async def members(self, info: strawberry.Info[Context, None], first: int = 10,
@@ -53,30 +51,29 @@ class PersonaProfile:
             after_distance = float(distance) if distance is not None else None
         except ValueError:
             raise InvalidInput(f"malformed cursor {after!r}") from None
-        rows = [] if self.segment_id is None else await info.context.rows(
-            q.PERSONA_MEMBERS, segment_id=self.segment_id, after_distance=after_distance,
-            after_id=after_id, limit=size + 1)
-        return paginate(rows, size, "member", key=lambda r: f"{r['distance']!r}|{r['id']}",
-                        node=User.from_record)
+        found = model.Page[model.Member]([], [], False) if self.segment_id is None else (
+            await personas.members(info.context.reader, self.segment_id,
+                                   after_distance=after_distance, after_id=after_id, size=size))
+        return connection(found, "member", lambda m: User.from_model(m.user))
 
     @strawberry.field(description="Categories the members favour most.")
     async def top_categories(self, info: strawberry.Info[Context, None],
                              first: int = 5) -> list[CategoryShare]:
         if self.segment_id is None:
             return []
-        rows = await info.context.rows(q.PERSONA_TOP_CATEGORIES, segment_id=self.segment_id,
-                                       first=info.context.page(first))
-        return [CategoryShare(category=r["category"], weight=r["weight"]) for r in rows]
+        found = await personas.top_categories(info.context.reader, self.segment_id,
+                                              info.context.page(first))
+        return [CategoryShare(category=c.category, weight=c.weight) for c in found]
 
     @strawberry.field(description="Items the members buy most (then: interact with most).")
     async def top_items(self, info: strawberry.Info[Context, None],
                         first: int = 5) -> list[PopularItem]:
         if self.segment_id is None:
             return []
-        rows = await info.context.rows(q.PERSONA_TOP_ITEMS, segment_id=self.segment_id,
-                                       first=info.context.page(first))
-        return [PopularItem(id=strawberry.ID(r["id"]), name=r["name"], category=r["category"],
-                            purchases=r["purchases"] or 0, users=r["users"]) for r in rows]
+        found = await personas.top_items(info.context.reader, self.segment_id,
+                                         info.context.page(first))
+        return [PopularItem(id=strawberry.ID(i.id), name=i.name, category=i.category,
+                            purchases=i.purchases, users=i.users) for i in found]
 
 
 @strawberry.type(description="A recorded segmentation run and how it went.")
@@ -111,15 +108,10 @@ class SegmentationRun:
                     "label and top terms (empty when the run used no text).")
 
     @classmethod
-    def from_record(cls, r: dict[str, Any]) -> SegmentationRun:
-        silhouette = r.get("silhouette")
-        stability = r.get("stability_ari")
-        return cls(id=strawberry.ID(r["id"]), created_at=r["created_at"].to_native(),
-                   algorithm=r["algorithm"], k=r["k"], n_users=r["n_users"],
-                   silhouette=silhouette if silhouette == silhouette else None,  # NaN
-                   k_reason=r["k_reason"], ari_vs_previous=r.get("ari_vs_previous"),
-                   users_moved=r.get("users_moved"), new_personas=r.get("new_personas"),
-                   features=list(r.get("features") or []), code_version=r.get("code_version"),
-                   stability=stability if stability == stability else None,  # NaN
-                   clear_structure=r.get("clear_structure"),
-                   warnings=list(r.get("warnings") or []), topics=list(r.get("topics") or []))
+    def from_model(cls, r: model.SegmentationRun) -> SegmentationRun:
+        return cls(id=strawberry.ID(r.id), created_at=r.created_at, algorithm=r.algorithm,
+                   k=r.k, n_users=r.n_users, silhouette=r.silhouette, k_reason=r.k_reason,
+                   ari_vs_previous=r.ari_vs_previous, users_moved=r.users_moved,
+                   new_personas=r.new_personas, features=r.features,
+                   code_version=r.code_version, stability=r.stability,
+                   clear_structure=r.clear_structure, warnings=r.warnings, topics=r.topics)

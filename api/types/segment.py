@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import strawberry
 
-from api import queries as q
 from api.context import Context
+from graph.profile import model, personas
 
 
 @strawberry.type(description="A stable, named behaviour group a chatbot can act on.")
@@ -18,8 +15,8 @@ class Persona:
     description: str
 
     @classmethod
-    def from_record(cls, p: dict[str, Any]) -> Persona:
-        return cls(id=strawberry.ID(p["id"]), name=p["name"], description=p["description"])
+    def from_model(cls, p: model.PersonaRecord) -> Persona:
+        return cls(id=strawberry.ID(p.id), name=p.name, description=p.description)
 
 
 @strawberry.type(description="A feature on which a segment differs from the population.")
@@ -44,32 +41,26 @@ class Segment:
                     "best Jaccard index, 0-1; leaf segments of runs that measured it).")
 
     @classmethod
-    def from_record(cls, s: dict[str, Any], persona: dict[str, Any] | None,
-                    parent_id: str | None = None) -> Segment:
-        why = [WhyScore(feature=f, z_score=z) for f, z in json.loads(s.get("why") or "[]")]
-        return cls(id=strawberry.ID(s["id"]), label=s["label"], description=s["description"],
-                   size=s["size"], level=s["level"], run_id=s["run_id"], why=why,
-                   persona=Persona.from_record(persona) if persona else None,
-                   parent_id=strawberry.ID(parent_id) if parent_id else None,
-                   stability=_number(s.get("stability")))
+    def from_model(cls, s: model.SegmentRecord) -> Segment:
+        return cls(id=strawberry.ID(s.id), label=s.label, description=s.description,
+                   size=s.size, level=s.level, run_id=s.run_id,
+                   why=[WhyScore(feature=f, z_score=z) for f, z in s.why],
+                   persona=Persona.from_model(s.persona) if s.persona else None,
+                   parent_id=strawberry.ID(s.parent_id) if s.parent_id else None,
+                   stability=s.stability)
 
     @strawberry.field(description="The segment one level up (null at the root).")
     async def parent(self, info: strawberry.Info[Context, None]) -> Segment | None:
         if self.parent_id is None:
             return None
-        rows = await info.context.rows(q.SEGMENT, id=self.parent_id)
-        return (Segment.from_record(rows[0]["segment"], rows[0]["persona"],
-                                    rows[0]["parent_id"]) if rows else None)
+        found = await personas.segment(info.context.reader, self.parent_id)
+        return Segment.from_model(found) if found else None
 
     @strawberry.field(description="The segments one level down, largest first (none for a "
                       "leaf).")
     async def children(self, info: strawberry.Info[Context, None]) -> list[Segment]:
-        rows = await info.context.rows(q.SEGMENT_CHILDREN, id=self.id)
-        return [Segment.from_record(r["segment"], r["persona"], r["parent_id"]) for r in rows]
-
-
-def _number(value: float | None) -> float | None:
-    return None if value is None or value != value else value  # NaN: not measured
+        return [Segment.from_model(s)
+                for s in await personas.segment_children(info.context.reader, self.id)]
 
 
 @strawberry.type(description="The user's persona in the latest segmentation, and why.")

@@ -66,6 +66,16 @@ class WriteResult:
 
 
 @dataclass(frozen=True)
+class StatedPreference:
+    """A preference a user stated outside an event (the API's ``setPreference``), -1 to 1."""
+
+    user_id: str
+    category: str
+    weight: float
+    at: datetime
+
+
+@dataclass(frozen=True)
 class EventRow:
     """What an event contributes that does not depend on who its user turns out to be."""
 
@@ -268,6 +278,18 @@ class EventWriter:
         if result.erased:
             log.info("refused %d events of erased users (source %s)", len(result.erased), source)
         return result
+
+    def state_preferences(self, stated: Sequence[StatedPreference], *, source: str) -> None:
+        """Write stated preferences with the statement explicit feedback uses (per user and
+        category, the latest by time wins), counted in the metrics like any batch of
+        ``source``."""
+        rows = Rows({"user_id": p.user_id, "category": p.category, "weight": p.weight,
+                     "at": epoch_ms(p.at)} for p in stated)
+        start = time.perf_counter()
+        self.graph.execute(q.SET_EXPLICIT_PREFERENCES, rows=rows)
+        if self.metrics is not None:
+            self.metrics.received.labels(source).inc(len(rows))
+            self.metrics.batch(source, time.perf_counter() - start, len(rows), 0)
 
     def _write(self, prepared: PreparedBatch, plan: Plan | None) -> WriteResult:
         if not prepared.events:

@@ -17,11 +17,10 @@ import pytest
 from fastapi.testclient import TestClient
 from neo4j import Driver
 
-from api import queries
 from api.app import create_app
-from api.context import Context
 from graph.auth import Role, create_key
-from graph.db import Graph
+from graph.db import DriverReader, Graph
+from graph.profile import queries
 from graph.segments.run import run_segmentation
 from graph.settings import Settings
 from tests.helpers import empty_graph, load_demo
@@ -406,13 +405,13 @@ def polls_counted(monkeypatch: pytest.MonkeyPatch) -> Counter[tuple[str, str | N
     """Count the subscriptions' polls, by query and user: a test waits for every subscription
     to have read its starting point instead of sleeping for a guess."""
     polls: Counter[tuple[str, str | None]] = Counter()
-    rows = Context.rows
+    rows = DriverReader.rows
 
-    async def counting(self: Context, query: Any, **params: Any) -> list[dict[str, Any]]:
+    async def counting(self: DriverReader, query: Any, **params: Any) -> list[dict[str, Any]]:
         polls[(query, params.get("id"))] += 1
         return await rows(self, query, **params)
 
-    monkeypatch.setattr(Context, "rows", counting)
+    monkeypatch.setattr(DriverReader, "rows", counting)
     return polls
 
 

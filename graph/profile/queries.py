@@ -1,4 +1,6 @@
-"""Cypher the API runs. Resolvers call these by name; none is built from request text."""
+"""Cypher of the read model: a user, their persona, preferences, situation and activity, and the
+personas, segments, runs and catalogue around them. Named constants, fixed text; every value
+travels as a parameter (see the builders in ``graph.profile``)."""
 
 from __future__ import annotations
 
@@ -402,7 +404,7 @@ ORDER BY s.size DESC, s.id
 """
 
 
-# One user with everything a chatbot asks of them, in one round trip (api/prefetch.py): each
+# One user with everything a chatbot asks of them, in one round trip (``prefetch``): each
 # part only when $want names it, preferences and recommendations only with personalization
 # consent. The parts take the parameters of the queries they come from.
 _PROFILE = """
