@@ -35,11 +35,11 @@ fuzz: venv  ## The API fuzz tests with many more examples than the suite's few d
 	PERSONAS_FUZZ_EXAMPLES=$${PERSONAS_FUZZ_EXAMPLES:-500} $(BIN)/pytest tests/integration/test_api_fuzz.py
 
 lint: venv
-	$(BIN)/ruff check graph api tests bench
+	$(BIN)/ruff check graph api personas tests bench
 	$(BIN)/mypy
 
 format: venv
-	$(BIN)/ruff check --fix graph api tests bench
+	$(BIN)/ruff check --fix graph api personas tests bench
 
 bench: bench-ingest bench-segment bench-recommend bench-quality bench-api bench-stream bench-scrub  ## Every benchmark
 

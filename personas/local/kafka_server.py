@@ -19,12 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
-
 from graph.errors import EnvironmentProblem
-from graph.local.neo4j_server import fetch_with_maven, require_java
+from graph.ingest.stream import broker_answers
 from graph.settings import Settings
+from personas.local.neo4j_server import fetch_with_maven, require_java
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +47,6 @@ logger.state.level = warn
 logger.config.name = org.apache.kafka.common.config.AbstractConfig
 logger.config.level = warn
 """
-# librdkafka logs every refused connection; a probe of a closed port is not an error.
-_QUIET = logging.getLogger("graph.local.kafka.probe")
-_QUIET.setLevel(logging.CRITICAL)
-
 
 @dataclass(frozen=True)
 class KafkaStatus:
@@ -170,24 +164,12 @@ def _pid(settings: Settings) -> int | None:
     return pid if _is_broker(pid) else None
 
 
-def answers(bootstrap: str, timeout_s: float = 3.0) -> bool:
-    """Whether a broker at ``bootstrap`` answers a metadata request within the timeout."""
-    admin = AdminClient({"bootstrap.servers": bootstrap,
-                         "socket.connection.setup.timeout.ms": max(1000, int(timeout_s * 1000))},
-                        logger=_QUIET)
-    try:
-        metadata = admin.list_topics(timeout=timeout_s)
-    except KafkaException:
-        return False
-    return bool(metadata.brokers)
-
-
 def status(settings: Settings) -> KafkaStatus:
     pid = _pid(settings) if settings.kafka_provisions_locally else None
     return KafkaStatus(
         running=pid is not None or not settings.kafka_provisions_locally,
         pid=pid,
-        answering=answers(settings.kafka_bootstrap_servers),
+        answering=broker_answers(settings.kafka_bootstrap_servers),
         bootstrap=settings.kafka_bootstrap_servers,
         home=settings.kafka_instance_dir,
     )
@@ -196,7 +178,7 @@ def status(settings: Settings) -> KafkaStatus:
 def wait_until_answering(settings: Settings, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if answers(settings.kafka_bootstrap_servers, timeout_s=2.0):
+        if broker_answers(settings.kafka_bootstrap_servers, timeout_s=2.0):
             return
         if settings.kafka_provisions_locally and _pid(settings) is None:
             break
