@@ -37,6 +37,7 @@ fuzz: venv  ## The API fuzz tests with many more examples than the suite's few d
 lint: venv
 	$(BIN)/ruff check graph api personas tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: venv
 	$(BIN)/ruff check --fix graph api personas tests bench
