@@ -7,7 +7,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv up test test-unit test-integration fuzz lint format bench bench-ingest bench-segment bench-recommend bench-quality bench-api bench-stream bench-scrub kafka-start kafka-stop neo4j-start neo4j-stop clean
+.PHONY: venv up test docs test-unit test-integration fuzz lint format bench bench-ingest bench-segment bench-recommend bench-quality bench-api bench-stream bench-scrub kafka-start kafka-stop neo4j-start neo4j-stop clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -79,3 +79,6 @@ kafka-start: venv
 
 kafka-stop: venv
 	$(BIN)/personas kafka stop
+
+docs: venv  ## Regenerate docs/cli.md and docs/settings.md from the code
+	$(BIN)/python -m personas.reference

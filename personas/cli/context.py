@@ -20,7 +20,8 @@ context_app = typer.Typer(help="External context: weather and local events per l
 @context_app.command("load")
 @fails_cleanly
 def context_load(
-    file: Annotated[Path, typer.Argument(help="A context file (JSON; format in the README).")],
+    file: Annotated[Path, typer.Argument(
+        help="A context file (JSON; format in docs/ingestion.md).")],
 ) -> None:
     """Load a context file once (all or nothing: a bad record names itself, nothing is written)."""
     from graph.context.providers import load_context_file
