@@ -1,28 +1,24 @@
-"""Provision, start and stop a local single-node Kafka (KRaft) from Maven Central jars.
+"""The local single-node Kafka (KRaft), from Maven Central jars (``jvm.JvmService`` runs its
+life cycle).
 
-Like the local Neo4j (``neo4j_server``): Maven resolves the broker and its logging into a cache
-folder outside the repo (once); each named instance has its own ``server.properties``, data,
-PID file and log file; the storage is formatted once; the JVM starts detached and we wait until
-the broker answers a metadata request. With ``PERSONAS_KAFKA_BOOTSTRAP`` set, the named broker is
-only checked, never provisioned.
+Maven resolves the broker and its logging; the storage is formatted once per instance; the JVM
+starts detached with our PID file, and stops on SIGTERM (SIGKILL if it does not in time). With
+``PERSONAS_KAFKA_BOOTSTRAP`` set, the named broker is only checked, never provisioned.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
-import os
-import signal
 import subprocess
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from graph.errors import EnvironmentProblem
 from graph.ingest.stream import broker_answers
 from graph.settings import Settings
-from personas.local.neo4j_server import fetch_with_maven, require_java
+from personas.local.jvm import Echo, JvmService
 
 log = logging.getLogger(__name__)
 
@@ -57,21 +53,6 @@ class KafkaStatus:
     home: Path
 
 
-def lib_dir(settings: Settings) -> Path:
-    return settings.cache_dir / f"kafka-{settings.kafka_version}" / "lib"
-
-
-def install(settings: Settings, echo: Callable[[str], None] = log.info) -> Path:
-    """Resolve the Kafka jars into the cache once; later calls return the cached folder."""
-    target = lib_dir(settings)
-    if (target / ".complete").exists():
-        return target
-    require_java(f"Kafka {settings.kafka_version}")
-    pom = (POM_FILE.read_text().replace("@KAFKA_VERSION@", settings.kafka_version)
-           .replace("@LOG4J_VERSION@", LOG4J_VERSION).replace("@SLF4J_VERSION@", SLF4J_VERSION))
-    return fetch_with_maven(pom, target, f"Kafka {settings.kafka_version}", echo)
-
-
 def server_properties(settings: Settings, home: Path) -> str:
     """A single node that is broker and KRaft controller at once, bound to 127.0.0.1 only."""
     broker, controller = settings.kafka_port, settings.kafka_controller_port
@@ -99,178 +80,126 @@ def server_properties(settings: Settings, home: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _pid_file(settings: Settings) -> Path:
-    return settings.kafka_instance_dir / "run" / "kafka.pid"
-
-
-def _log_file(settings: Settings) -> Path:
-    return settings.kafka_instance_dir / "logs" / "kafka.log"
-
-
-def _java_cmd(settings: Settings, main: str, *args: str, heap: str = "256m") -> list[str]:
-    conf = settings.kafka_instance_dir / "conf"
-    return [require_java(f"Kafka {settings.kafka_version}"), f"-Xms{heap}", f"-Xmx{heap}",
-            *JVM_FLAGS, f"-Dlog4j2.configurationFile={conf / 'log4j2.properties'}",
-            "-cp", f"{lib_dir(settings)}/*", main, *args]
-
-
-def configure(settings: Settings) -> Path:
-    """Write the instance's folders and configuration; format the storage on first use."""
-    home = settings.kafka_instance_dir
-    for sub in ("conf", "data", "logs", "run"):
-        (home / sub).mkdir(parents=True, exist_ok=True)
-    props = home / "conf" / "server.properties"
-    props.write_text(server_properties(settings, home))
-    (home / "conf" / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
-    if not (home / "data" / "meta.properties").exists():
-        cluster_id = _cluster_id()
-        proc = subprocess.run(
-            _java_cmd(settings, STORAGE_TOOL, "format", "-t", cluster_id, "-c", str(props),
-                      "--ignore-formatted"),
-            capture_output=True, text=True, check=False,
-        )
-        if proc.returncode != 0:
-            raise EnvironmentProblem(
-                "Formatting the Kafka storage failed:\n" + (proc.stdout + proc.stderr)[-3000:])
-    return home
-
-
 def _cluster_id() -> str:
     """A random cluster id as Kafka writes them (URL-safe base64 of a UUID, no padding);
     the same as `kafka-storage random-uuid`, without starting a JVM for it."""
-    import base64
-
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def _is_broker(pid: int) -> bool:
-    """Whether ``pid`` is a live Kafka JVM (a PID file may name a reused, unrelated pid)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True  # no /proc (not Linux): trust the live pid
-    return BROKER_MAIN.encode() in cmdline.split(b"\0")
+class KafkaBroker(JvmService):
+    name = "Kafka"
+    cache_name = "kafka"
+    main_class = BROKER_MAIN  # a PID file may name a reused, unrelated pid
+
+    @property
+    def version(self) -> str:
+        return self.settings.kafka_version
+
+    @property
+    def provisions_locally(self) -> bool:
+        return self.settings.kafka_provisions_locally
+
+    @property
+    def address(self) -> str:
+        return self.settings.kafka_bootstrap_servers
+
+    @property
+    def home(self) -> Path:
+        return self.settings.kafka_instance_dir
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "run" / "kafka.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "logs" / "kafka.log"
+
+    def pom(self) -> str:
+        return (POM_FILE.read_text().replace("@KAFKA_VERSION@", self.version)
+                .replace("@LOG4J_VERSION@", LOG4J_VERSION)
+                .replace("@SLF4J_VERSION@", SLF4J_VERSION))
+
+    def _java_cmd(self, main: str, *args: str, heap: str = "256m") -> list[str]:
+        conf = self.home / "conf"
+        return [self.java(), f"-Xms{heap}", f"-Xmx{heap}", *JVM_FLAGS,
+                f"-Dlog4j2.configurationFile={conf / 'log4j2.properties'}",
+                "-cp", f"{self.lib_dir}/*", main, *args]
+
+    def configure(self) -> Path:
+        """Write the instance's folders and configuration; format the storage on first use."""
+        home = self.home
+        for sub in ("conf", "data", "logs", "run"):
+            (home / sub).mkdir(parents=True, exist_ok=True)
+        props = home / "conf" / "server.properties"
+        props.write_text(server_properties(self.settings, home))
+        (home / "conf" / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
+        if not (home / "data" / "meta.properties").exists():
+            proc = subprocess.run(
+                self._java_cmd(STORAGE_TOOL, "format", "-t", _cluster_id(), "-c", str(props),
+                               "--ignore-formatted"),
+                capture_output=True, text=True, check=False,
+            )
+            if proc.returncode != 0:
+                raise EnvironmentProblem(
+                    "Formatting the Kafka storage failed:\n" + (proc.stdout + proc.stderr)[-3000:])
+        return home
+
+    def answers(self) -> bool:
+        return broker_answers(self.address, timeout_s=self.probe_timeout_s)
+
+    def launch(self) -> None:
+        self.pid_file.unlink(missing_ok=True)  # stale: it names no live broker
+        if self.log_file.exists():
+            self.log_file.replace(self.log_file.with_suffix(".log.1"))
+        with self.log_file.open("wb") as out:
+            proc = subprocess.Popen(
+                self._java_cmd(BROKER_MAIN, str(self.home / "conf" / "server.properties"),
+                               heap=self.settings.kafka_heap),
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=self.home,
+                start_new_session=True,  # detached: outlives the command that started it
+            )
+        self.pid_file.write_text(f"{proc.pid}\n")
+
+    def shutdown(self) -> None:
+        pid = self.pid()
+        if pid is not None:
+            self.terminate(pid, timeout_s=30.0)
+
+    def status(self) -> KafkaStatus:
+        pid = self.pid() if self.provisions_locally else None
+        return KafkaStatus(
+            running=pid is not None or not self.provisions_locally,
+            pid=pid,
+            answering=self.answers(),
+            bootstrap=self.address,
+            home=self.home,
+        )
 
 
-def _pid(settings: Settings) -> int | None:
-    try:
-        pid = int(_pid_file(settings).read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    return pid if _is_broker(pid) else None
+def install(settings: Settings, echo: Echo = log.info) -> Path:
+    """Resolve the Kafka jars into the cache once; later calls return the cached folder."""
+    return KafkaBroker(settings).install(echo)
 
 
 def status(settings: Settings) -> KafkaStatus:
-    pid = _pid(settings) if settings.kafka_provisions_locally else None
-    return KafkaStatus(
-        running=pid is not None or not settings.kafka_provisions_locally,
-        pid=pid,
-        answering=broker_answers(settings.kafka_bootstrap_servers),
-        bootstrap=settings.kafka_bootstrap_servers,
-        home=settings.kafka_instance_dir,
-    )
+    return KafkaBroker(settings).status()
 
 
 def wait_until_answering(settings: Settings, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if broker_answers(settings.kafka_bootstrap_servers, timeout_s=2.0):
-            return
-        if settings.kafka_provisions_locally and _pid(settings) is None:
-            break
-        time.sleep(0.5)
-    log_file = _log_file(settings)
-    tail = log_file.read_text(errors="replace")[-3000:] if log_file.exists() else "(no log)"
-    raise EnvironmentProblem(
-        f"Kafka did not answer at {settings.kafka_bootstrap_servers} within {timeout_s:.0f}s. "
-        f"Log tail ({log_file}):\n{tail}"
-    )
+    KafkaBroker(settings).wait_until_answering(timeout_s)
 
 
-def start(settings: Settings, echo: Callable[[str], None] = log.info) -> KafkaStatus:
+def start(settings: Settings, echo: Echo = log.info) -> KafkaStatus:
     """Start the local broker (or reuse a running one) and wait until it answers.
 
     With ``PERSONAS_KAFKA_BOOTSTRAP`` set, the named broker is only checked, never provisioned.
     """
-    if not settings.kafka_provisions_locally:
-        wait_until_answering(settings, timeout_s=30)
-        return status(settings)
-    if _pid(settings) is not None:
-        echo("Kafka is already running; reusing it.")
-        wait_until_answering(settings)
-        return status(settings)
-    install(settings, echo)
-    home = configure(settings)
-    _pid_file(settings).unlink(missing_ok=True)  # stale: it names no live broker
-    log_file = _log_file(settings)
-    if log_file.exists():
-        log_file.replace(log_file.with_suffix(".log.1"))
-    echo(f"Starting Kafka {settings.kafka_version} on {settings.kafka_bootstrap_servers} ...")
-    with log_file.open("wb") as out:
-        proc = subprocess.Popen(
-            _java_cmd(settings, BROKER_MAIN, str(home / "conf" / "server.properties"),
-                      heap=settings.kafka_heap),
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=home,
-            start_new_session=True,  # detached: outlives the command that started it
-        )
-    _pid_file(settings).write_text(f"{proc.pid}\n")
-    try:
-        wait_until_answering(settings)
-    except EnvironmentProblem:
-        if proc.poll() is None:
-            _terminate(proc.pid, timeout_s=10)
-        _pid_file(settings).unlink(missing_ok=True)
-        raise
-    return status(settings)
+    broker = KafkaBroker(settings)
+    broker.start(echo)
+    return broker.status()
 
 
-def _terminate(pid: int, timeout_s: float) -> None:
-    """SIGTERM, wait up to ``timeout_s`` for a clean shutdown, then SIGKILL."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return
-        time.sleep(0.2)
-    log.warning("Kafka (pid %d) did not stop within %.0fs; killing it", pid, timeout_s)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    while _alive(pid):
-        time.sleep(0.1)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        # Reap it if it is our child (started by this process), so it does not linger a zombie.
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return _is_broker(pid)
-
-
-def stop(settings: Settings, timeout_s: float = 30.0) -> bool:
+def stop(settings: Settings) -> bool:
     """Stop the local broker cleanly; returns whether one was running."""
-    if not settings.kafka_provisions_locally:
-        return False
-    pid = _pid(settings)
-    if pid is None:
-        _pid_file(settings).unlink(missing_ok=True)
-        return False
-    _terminate(pid, timeout_s)
-    _pid_file(settings).unlink(missing_ok=True)
-    return True
+    return KafkaBroker(settings).stop()
