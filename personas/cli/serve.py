@@ -21,8 +21,8 @@ from personas.local import neo4j_server
 
 
 def serve_api(host: str, port: int) -> None:
-    """Run the API with uvicorn; it builds the app from the environment's settings (the
-    graph package never imports the web layer)."""
+    """Run the API with uvicorn. Its app factory reads the settings from the environment, where
+    ``demo_unless_keyed`` may have turned demo mode on for this process."""
     import uvicorn
 
     # With JSON logs, uvicorn's own loggers go through the root handler too (no config of its
