@@ -21,6 +21,7 @@ RUN uv sync --locked --no-dev --no-install-project
 
 COPY graph/ graph/
 COPY api/ api/
+COPY personas/ personas/
 COPY migrations/ migrations/
 RUN uv sync --locked --no-dev
 

@@ -7,7 +7,8 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv up test test-faults test-unit test-integration fuzz lint format bench bench-ingest bench-segment bench-recommend bench-quality bench-api bench-stream bench-scrub kafka-start kafka-stop neo4j-start neo4j-stop clean
+
+.PHONY: venv up test test-faults docs test-unit test-integration fuzz lint format bench bench-ingest bench-segment bench-recommend bench-quality bench-api bench-stream bench-scrub kafka-start kafka-stop neo4j-start neo4j-stop clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -38,11 +39,12 @@ fuzz: venv  ## The API fuzz tests with many more examples than the suite's few d
 	PERSONAS_FUZZ_EXAMPLES=$${PERSONAS_FUZZ_EXAMPLES:-500} $(BIN)/pytest tests/integration/test_api_fuzz.py
 
 lint: venv
-	$(BIN)/ruff check graph api tests bench
+	$(BIN)/ruff check graph api personas tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: venv
-	$(BIN)/ruff check --fix graph api tests bench
+	$(BIN)/ruff check --fix graph api personas tests bench
 
 bench: bench-ingest bench-segment bench-recommend bench-quality bench-api bench-stream bench-scrub  ## Every benchmark
 
@@ -81,3 +83,6 @@ kafka-start: venv
 
 kafka-stop: venv
 	$(BIN)/personas kafka stop
+
+docs: venv  ## Regenerate docs/cli.md and docs/settings.md from the code
+	$(BIN)/python -m personas.reference

@@ -11,9 +11,9 @@ from pathlib import Path
 from graph.db import Graph, create_driver, wipe
 from graph.ingest.files import ingest_file
 from graph.ingest.writer import EventWriter
-from graph.local import neo4j_server
 from graph.migrate import migrate
 from graph.settings import Settings
+from personas.local import neo4j_server
 
 
 def bench_settings() -> Settings:

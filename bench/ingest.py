@@ -21,10 +21,10 @@ from pathlib import Path
 
 from bench.common import bench_graph, bench_settings, warm_up
 from graph.db import Graph, wipe
-from graph.demo import DemoPopulation
 from graph.ingest.files import ingest_file
 from graph.ingest.writer import EventWriter
 from graph.privacy import Pseudonymizer
+from personas.demo import DemoPopulation
 
 EVENTS_PER_USER = 107  # the demo population's average, measured
 

@@ -31,7 +31,6 @@ from rich.table import Table
 from bench.common import bench_graph, bench_settings
 from graph import context
 from graph.db import Graph, wipe
-from graph.demo import DemoPopulation
 from graph.ingest.files import ingest_file
 from graph.ingest.writer import EventWriter
 from graph.privacy import IDENTIFIER_KINDS, Pseudonymizer
@@ -48,6 +47,7 @@ from graph.recommend.evaluation import (
     user_key,
 )
 from graph.segments.run import run_segmentation
+from personas.demo import DemoPopulation
 
 K = 10
 KEY = "bench-key"

@@ -31,14 +31,14 @@ import numpy as np
 
 from bench.common import bench_graph, bench_settings, warm_up
 from graph.db import Graph, wipe
-from graph.demo import DemoPopulation
 from graph.ingest import stream
 from graph.ingest.files import ingest_file
 from graph.ingest.metrics import IngestMetrics
 from graph.ingest.pipeline import build_writer
 from graph.ingest.replay import replay_file
-from graph.local import kafka_server
 from graph.settings import Settings
+from personas.demo import DemoPopulation
+from personas.local import kafka_server
 
 EVENTS_PER_USER = 107  # the demo population's average, measured
 PERSONAS = str(Path(sys.executable).parent / "personas")

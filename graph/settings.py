@@ -38,7 +38,8 @@ class Settings(BaseSettings):
     neo4j_user: str = Field(default="neo4j", description="Neo4j user name.")
     neo4j_password: SecretStr = Field(
         default=SecretStr("persona-graph-local"),
-        description="Neo4j password (set as the initial password of the local server).",
+        description="Neo4j password (set as the initial password of the local server). Outside "
+        "demo mode `personas serve` and the API refuse to start unless it is set.",
     )
     neo4j_database: str = Field(default="neo4j", description="Neo4j database name.")
     neo4j_version: str = Field(default="5.26.30", description="Neo4j LTS version provisioned.")
@@ -60,7 +61,9 @@ class Settings(BaseSettings):
     pseudonym_key: SecretStr = Field(
         default=SecretStr(DEMO_PSEUDONYM_KEY),
         description="Key of the HMAC that pseudonymizes identifiers and PII. The default is a "
-        "public demo key, accepted only in demo mode (PERSONAS_DEMO).",
+        "public demo key, accepted only in demo mode (PERSONAS_DEMO): outside it `serve`, "
+        "`ingest`, `consume`, `produce`, `crm import` and the API refuse to start without this "
+        "key or PERSONAS_PSEUDONYM_KEY_FILE (docs/privacy.md).",
     )
     pseudonym_key_file: Path | None = Field(
         default=None,
@@ -80,8 +83,9 @@ class Settings(BaseSettings):
     )
     retention_days: int = Field(
         default=365, ge=0,
-        description="Raw interactions older than this many days are pruned (`personas privacy "
-        "prune`, and the scheduler); aggregates stay. 0 keeps them forever.",
+        description="Raw interactions (and emptied sessions, dead letters) older than this many "
+        "days are pruned (`personas privacy prune`, and the scheduler); aggregates stay. 0 keeps "
+        "them forever.",
     )
     batch_size: int = Field(
         default=2000, ge=1, le=50_000, description="Events per write transaction."
@@ -103,7 +107,8 @@ class Settings(BaseSettings):
     text_features: Literal["auto", "on", "off"] = Field(
         default="auto",
         description="Topic and conversation features from chat messages and searches: `auto` "
-        "when the population has enough text (docs/personas.md), `on` whenever there is "
+        "when the population has enough text (at least half the users wrote 3 or more texts, "
+        "200 in all; docs/personas.md), `on` whenever there is "
         "text, `off` never.",
     )
     text_topics: int = Field(
@@ -122,7 +127,7 @@ class Settings(BaseSettings):
     )
     weather_valid_hours: float = Field(
         default=24.0, gt=0, description="How long a weather observation counts as the current "
-        "weather at its location.")
+        "weather at its location, when its provider gave no `valid_until`.")
     event_horizon_days: int = Field(
         default=14, ge=1, description="How far ahead local events count as upcoming.")
     context_provider: Literal["offline", "open-meteo"] = Field(
@@ -130,7 +135,8 @@ class Settings(BaseSettings):
         "events: `offline` (the JSON file CONTEXT_FILE) or `open-meteo` (weather only).")
     context_file: Path = Field(
         default=REPO_ROOT / "docs" / "context.example.json",
-        description="The offline provider's JSON file (format in the README, External context).")
+        description="The offline provider's JSON file (format in docs/ingestion.md, External "
+        "context).")
     context_poll_minutes: float = Field(
         default=30.0, gt=0, description="How often `personas context poll` fetches each known "
         "location's weather and local events.")
@@ -161,7 +167,8 @@ class Settings(BaseSettings):
         "changes (runs and assignments may come from any process, so they poll the graph).")
     log_format: Literal["text", "json"] = Field(
         default="text", description="`json` writes one JSON object per log line (with fields "
-        "such as route, status and latency) for log collectors; `text` is for people.")
+        "such as route, status and latency) for log collectors, without stack traces; `text` is "
+        "for people.")
     api_host: str = Field(default="127.0.0.1", description="Address the API binds to.")
     api_port: int = Field(default=8000, description="Port the API listens on.")
     api_key_cache_seconds: float = Field(
@@ -189,8 +196,8 @@ class Settings(BaseSettings):
         description="Most records one POST /v1/events or CRM webhook may carry (413 above).")
     api_max_body_bytes: int = Field(
         default=10_000_000, ge=1024,
-        description="Largest request body of any route, GraphQL included (413 above, before "
-        "parsing or authentication).")
+        description="Largest request body of any route, GraphQL included, chunked or not (413 "
+        "above, before parsing or authentication); also the largest WebSocket message.")
     crm_mapping_file: Path | None = Field(
         default=None,
         description="YAML field mapping the CRM webhook applies to its records (unset: 503).")
@@ -216,7 +223,8 @@ class Settings(BaseSettings):
         description="Name of the local Kafka instance (separate data folder per name).",
     )
     kafka_heap: str = Field(default="512m", description="Heap size of the local Kafka.")
-    kafka_topic: str = Field(default="persona-events", description="Topic of incoming events.")
+    kafka_topic: str = Field(default="persona-events", description="Topic of incoming events: "
+                             "`personas consume` reads it, `personas produce` writes it.")
     kafka_dead_letter_topic: str = Field(
         default="persona-events-dlq",
         description="Topic that malformed messages go to, PII-scrubbed, with their reason.",

@@ -13,8 +13,8 @@ import pytest
 from neo4j import Driver
 
 from graph.db import Graph, create_driver
-from graph.local import neo4j_server
 from graph.settings import Settings
+from personas.local import neo4j_server
 from tests.helpers import empty_graph
 
 TEST_BOLT_PORT = int(os.environ.get("PERSONAS_TEST_BOLT_PORT", "7688"))
@@ -60,7 +60,7 @@ def neo4j_running(settings: Settings) -> Iterator[Settings]:
 def kafka_running(settings: Settings) -> Iterator[Settings]:
     """The test Kafka (instance named like the Neo4j test instance, ports from
     PERSONAS_TEST_KAFKA_PORT / _CONTROLLER_PORT), started when not answering, stopped after."""
-    from graph.local import kafka_server
+    from personas.local import kafka_server
 
     started = False
     if not kafka_server.status(settings).answering:

@@ -9,12 +9,12 @@ from neo4j import Driver
 
 from graph import context
 from graph.db import Graph, wipe
-from graph.demo import DemoPopulation
 from graph.ingest.files import IngestSummary, ingest_file
 from graph.ingest.writer import Assigner, EventWriter
 from graph.migrate import migrate
 from graph.privacy import Pseudonymizer
 from graph.settings import Settings
+from personas.demo import DemoPopulation
 from tests.pii import record_graph_leaks
 
 PERSONAS = str(Path(sys.executable).parent / "personas")

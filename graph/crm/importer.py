@@ -31,7 +31,7 @@ from graph.identity import merge_by_authority_tx, resolve_users_tx
 from graph.ingest.deadletter import DeadLetterFile, DeadLetterStore
 from graph.ingest.metrics import IngestMetrics
 from graph.ingest.queries import LINK_IDENTIFIERS
-from graph.ingest.reader import InvalidJson, load_json
+from graph.ingest.reader import InvalidJson, detect_format, load_json
 from graph.ingest.writer import contested_links, epoch_ms, resolve_identifiers
 from graph.privacy import Pseudonymizer
 
@@ -245,15 +245,6 @@ class _Row:
     data: Any
     error: str | None = None
     raw: str = ""
-
-
-def detect_format(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".ndjson"):
-        return "jsonl"
-    if suffix == ".csv":
-        return "csv"
-    raise InvalidInput(f"{path.name}: unknown file type {suffix!r}; use .csv, .jsonl or .ndjson")
 
 
 def _jsonl_rows(stream: BinaryIO, max_bytes: int) -> Iterator[_Row]:

@@ -44,6 +44,8 @@ Record = Parsed | Reject
 
 
 def detect_format(path: Path) -> str:
+    """The format of an input file, by its suffix, for every file source (events, CRM records):
+    JSON Lines (``.jsonl``, ``.ndjson``, ``.json``) or CSV."""
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson", ".json"):
         return "jsonl"

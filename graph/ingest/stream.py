@@ -46,11 +46,13 @@ from graph.ingest.metrics import IngestMetrics
 from graph.ingest.pipeline import build_writer
 from graph.ingest.reader import InvalidJson, Parsed, load_json, validate
 from graph.ingest.writer import EventWriter, WriteResult
-from graph.local import kafka_server
 from graph.privacy import Pseudonymizer
 from graph.settings import Settings
 
 log = logging.getLogger(__name__)
+# librdkafka logs every refused connection; a probe of a closed port is not an error.
+_PROBE_LOG = logging.getLogger(f"{__name__}.probe")
+_PROBE_LOG.setLevel(logging.CRITICAL)
 
 SOURCE = "kafka"
 BATCH_WAIT_S = 0.1
@@ -470,9 +472,21 @@ class StreamConsumer:
 # -- set-up -------------------------------------------------------------------------------------
 
 
+def broker_answers(bootstrap: str, timeout_s: float = 3.0) -> bool:
+    """Whether a broker at ``bootstrap`` answers a metadata request within the timeout."""
+    admin = AdminClient({"bootstrap.servers": bootstrap,
+                         "socket.connection.setup.timeout.ms": max(1000, int(timeout_s * 1000))},
+                        logger=_PROBE_LOG)
+    try:
+        metadata = admin.list_topics(timeout=timeout_s)
+    except KafkaException:
+        return False
+    return bool(metadata.brokers)
+
+
 def require_kafka(settings: Settings) -> None:
     """Fail with a clear message when no broker answers at the configured bootstrap servers."""
-    if not kafka_server.answers(settings.kafka_bootstrap_servers, timeout_s=5.0):
+    if not broker_answers(settings.kafka_bootstrap_servers, timeout_s=5.0):
         hint = ("Start it with `personas kafka start`" if settings.kafka_provisions_locally
                 else "Check PERSONAS_KAFKA_BOOTSTRAP")
         raise EnvironmentProblem(

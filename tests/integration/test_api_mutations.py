@@ -14,9 +14,9 @@ from neo4j import Driver
 from api.app import create_app
 from graph.auth import Role, create_key
 from graph.db import Graph
-from graph.demo import DemoPopulation
 from graph.privacy import Pseudonymizer
 from graph.settings import Settings
+from personas.demo import DemoPopulation
 from tests.helpers import empty_graph, load_demo
 
 pytestmark = pytest.mark.integration

@@ -24,9 +24,9 @@ from graph.auth import Role, create_key
 from graph.db import Graph, wipe
 from graph.ingest.files import ingest_file
 from graph.ingest.pipeline import build_writer
-from graph.local import kafka_server, neo4j_server
 from graph.segments import publish
 from graph.settings import Settings
+from personas.local import kafka_server, neo4j_server
 from tests.helpers import PERSONAS, load_demo
 from tests.integration.test_stream import (
     committed_total,

@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 
 from graph.db import Graph
-from graph.demo import DemoPopulation
 from graph.events import Event
 from graph.ingest.aggregates import decayed
 from graph.ingest.files import ingest_file
 from graph.ingest.writer import EventWriter
 from graph.privacy import Pseudonymizer
+from personas.demo import DemoPopulation
 from tests.helpers import PERSONAS, graph_counts
 
 pytestmark = pytest.mark.integration

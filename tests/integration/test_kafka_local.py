@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from graph.local import kafka_server
 from graph.settings import Settings
+from personas.local import kafka_server
 from tests.helpers import PERSONAS
 
 pytestmark = pytest.mark.integration

@@ -6,8 +6,8 @@ import time
 import pytest
 from neo4j import Driver
 
-from graph.local import neo4j_server
 from graph.settings import Settings
+from personas.local import neo4j_server
 from tests.helpers import PERSONAS
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,6 @@ import pytest
 
 from graph import context
 from graph.db import Graph
-from graph.demo import DemoPopulation
 from graph.errors import InvalidInput, NotFound
 from graph.events import Event
 from graph.ingest.writer import EventWriter
@@ -24,6 +23,7 @@ from graph.recommend.engine import (
     recommend_params,
 )
 from graph.segments.run import run_segmentation
+from personas.demo import DemoPopulation
 from tests.helpers import load_demo
 
 pytestmark = pytest.mark.integration

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from graph.db import Graph
-from graph.demo import DemoPopulation
 from graph.ingest.files import ingest_file
 from graph.ingest.writer import EventWriter
 from graph.privacy import Pseudonymizer
 from graph.segments.assign import SegmentAssigner
 from graph.segments.run import run_segmentation
+from personas.demo import DemoPopulation
 from tests.helpers import load_demo
 
 pytestmark = pytest.mark.integration

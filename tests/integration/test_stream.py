@@ -19,7 +19,6 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from graph.db import Graph, wipe
-from graph.demo import DemoPopulation
 from graph.ingest import stream
 from graph.ingest.deadletter import scrub_record
 from graph.ingest.files import ingest_file
@@ -28,6 +27,7 @@ from graph.ingest.pipeline import build_writer
 from graph.ingest.replay import replay_file
 from graph.privacy import Pseudonymizer
 from graph.settings import Settings
+from personas.demo import DemoPopulation
 from tests.helpers import PERSONAS
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from graph import demo
 from graph.backoff import Backoff
 from graph.context.models import CONDITIONS, LocalEvent, WeatherObservation, parse_context
 from graph.context.providers import (
@@ -28,6 +27,7 @@ from graph.context.providers import (
 )
 from graph.errors import InvalidInput, InvalidRecords, Upstream
 from graph.events import Location
+from personas import demo
 
 RECORDED = Path(__file__).resolve().parent.parent / "data" / "open_meteo"
 EXAMPLE = Path(__file__).resolve().parent.parent.parent / "docs" / "context.example.json"

@@ -253,10 +253,10 @@ def test_delivery_bodies() -> None:
 
 
 def test_the_readme_documents_the_mapping_and_the_signature() -> None:
-    """The README's mapping example parses, and its signing example signs as the webhook
-    verifies (same headers, same message)."""
-    text = (EXAMPLE.parents[1] / "README.md").read_text(encoding="utf-8")
-    section = text.split("### CRM import and webhook", 1)[1].split("\n## ", 1)[0]
+    """The ingestion guide's mapping example parses, and its signing example signs as the
+    webhook verifies (same headers, same message)."""
+    text = (EXAMPLE.parent / "ingestion.md").read_text(encoding="utf-8")
+    section = text.split("## CRM import and webhook", 1)[1].split("\n## ", 1)[0]
     block = re.search(r"```yaml\n(.*?)```", section, re.S)
     assert block is not None
     m = parse_mapping(yaml.safe_load(block.group(1)))

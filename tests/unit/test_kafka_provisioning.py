@@ -14,9 +14,9 @@ from graph.errors import EnvironmentProblem, InvalidInput
 from graph.events import Event
 from graph.ingest import stream
 from graph.ingest.replay import message_key
-from graph.local import kafka_server
 from graph.privacy import Pseudonymizer
 from graph.settings import Settings
+from personas.local import kafka_server
 
 EVENT = {"event_id": "e-1", "type": "page_view", "occurred_at": "2026-11-01T10:00:00Z",
          "user": {"cookie": "ck-1", "email": "jane@example.com"}}

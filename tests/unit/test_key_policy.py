@@ -102,7 +102,7 @@ def test_a_real_key_is_never_demo_mode(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_up_and_demo_data_turn_demo_mode_on_only_without_a_key(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from graph.cli import demo_unless_keyed
+    from personas.cli.common import demo_unless_keyed
 
     monkeypatch.setenv("PERSONAS_DEMO", "false")  # restored afterwards, whatever the CLI sets
     keyed = Settings(pseudonym_key="own-key-0123456789")

@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from graph.errors import EnvironmentProblem
-from graph.local import neo4j_server
 from graph.settings import Settings
+from personas.local import neo4j_server
 
 
 def test_missing_maven_names_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

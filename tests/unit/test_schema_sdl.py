@@ -49,7 +49,7 @@ def test_check_fails_on_a_modified_copy(tmp_path: Path) -> None:
 
 
 def test_cli_start_does_not_load_the_web_layer() -> None:
-    code = ("import sys, graph.cli; "
+    code = ("import sys, personas.cli; "
             "print(sorted(m for m in ('api.schema', 'strawberry', 'fastapi') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True)
