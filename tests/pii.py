@@ -71,15 +71,18 @@ def pii_in(text: str) -> list[str]:
                    for m in PhoneNumberMatcher(text, region, Leniency.VALID)}
     found += [raw for start, raw in sorted(phones)
               if sum(c.isdigit() for c in raw) >= PHONE_DIGITS and not DECIMAL.fullmatch(raw)
-              and not in_decimal(text, start, start + len(raw))]
+              and not embedded(text, start, start + len(raw))]
     return found
 
 
-def in_decimal(text: str, start: int, end: int) -> bool:
-    """Whether ``text[start:end]`` is the fraction or whole part of a decimal ("0.0894084134425"
-    in a JSON list of scores), which the matcher may cut at the point."""
+def embedded(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` is a piece of something longer that the matcher cut out: the
+    fraction or whole part of a decimal ("0.0894084134425" in a JSON list of scores), or digits
+    inside a token of letters and digits (a run id "run-20261206T195343-7306ab", a hex digest
+    "dl_c8d9…b3059652095e…"). A phone number written out stands apart from letters."""
     before, after = text[max(0, start - 2):start], text[end:end + 2]
-    return bool(re.fullmatch(r"\d\.", before) or re.fullmatch(r"\.\d", after))
+    return bool(re.fullmatch(r"\d\.", before) or re.fullmatch(r"\.\d", after)
+                or before[-1:].isalnum() or after[:1].isalnum())
 
 
 def current_test() -> str:

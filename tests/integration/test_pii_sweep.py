@@ -21,6 +21,7 @@ def test_the_sweep_finds_what_it_looks_for(driver: Driver, settings: Settings) -
     property, on a node or a relationship); pseudonyms, timestamps and latencies are not."""
     assert pii_in("mail jane.doe@example.com or call +49 151 2345 6789") == [
         "jane.doe@example.com", "+49 151 2345 6789"]
+    assert pii_in("run-20261206T195343-7306ab, dl_c8d99935688b3059652095ed8b414f7a") == []
     assert pii_in("[email:3f9a1c0b2e] [phone:0c1d2e3f4a] at 2026-11-28T10:00:00.123Z, "
                   "POST /graphql 200 1374.1 ms, [[\"recency\", 1024.8385756557827]]") == []
     graph = Graph(driver, settings.neo4j_database)
