@@ -66,9 +66,9 @@ def freeze_startup_objects(_: object) -> None:
     """Move everything the service has loaded by now (schema, drivers, the segmentation model
     and the libraries behind it) out of the garbage collector's sight.
 
-    Those 100-190 thousand objects live as long as the process, yet each full collection
-    walked all of them: pauses of 67-134 ms every 5-10 s at 100 requests/s, during which no
-    request was served; 3-9 ms once they are frozen (docs/performance.md)."""
+    Those objects live as long as the process, yet each full collection walked all of them:
+    pauses every few seconds at 100 requests/s, during which no request was served, and short
+    ones once they are frozen (docs/performance.md)."""
     gc.collect()
     gc.freeze()
 
@@ -134,9 +134,9 @@ def create_served_app() -> FastAPI:
 
 async def warm_chatbot_plan(driver: AsyncDriver, settings: Settings) -> None:
     """Have Neo4j plan the chatbot's queries (``USER_PROFILE`` and ``_BY_IDENTIFIER``, every
-    part) before the first chatbot asks: on a freshly started server that first request took
-    3.1-3.2 s (the next ones 45-53 ms), and 0.17 s once the plans were made, a few seconds
-    after start. A request that comes while they are being made still waits (5.8 s once)."""
+    part) before the first chatbot asks: on a freshly started server planning that query takes
+    seconds, so the first request would. A request that comes while they are being made still
+    waits (figures: docs/performance.md)."""
     try:
         await plan_ahead(DriverReader(driver, settings.neo4j_database), settings,
                          datetime.now(UTC))

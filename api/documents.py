@@ -1,8 +1,8 @@
 """GraphQL documents on their way in: the size limit, one parse and one validation per distinct
 document, and the JSON decoding of requests.
 
-Chatbots send the same few documents with new variables; parsing and validating them again cost
-about 3 ms of the API's CPU per request (docs/performance.md). The validation rules (depth and
+Chatbots send the same few documents with new variables; parsing and validating them again was
+a large share of the API's CPU per request (docs/performance.md). The validation rules (depth and
 aliases; cost is checked per request with its variables, ``api.limits``) depend on the document
 alone, so a cached verdict is the one a new check would give. Each schema (each app) keeps its
 own cache, bounded by the total size of the documents it holds, not by their number: a stream of

@@ -48,8 +48,8 @@ def wanted(info: strawberry.Info[Any, Any], max_page: int) -> Wanted:
     """What the current field's selection (a User) asks for, with its arguments.
 
     It reads graphql-core's syntax tree, first level only: strawberry's
-    ``info.selected_fields`` converts the whole tree, every argument included, which was 6.6%
-    of the API's CPU samples at 100 requests/s. A field under ``@skip``/``@include`` is
+    ``info.selected_fields`` converts the whole tree, every argument included, a visible share
+    of the API's CPU at 100 requests/s (docs/performance.md). A field under ``@skip``/``@include`` is
     fetched ahead all the same (wasted, never wrong)."""
     raw = info._raw_info  # noqa: SLF001 - see above
     # strawberry's executor passes the coerced dict, graphql-core's its VariableValues.

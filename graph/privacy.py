@@ -45,8 +45,8 @@ SCAN_CHARS = 4000
 """The longest text searched for contact details whole (``mask_contacts``, ``scrub_text``): the
 longest free text an event may carry. What is longer (an error message naming a huge field, a
 reject's reason) is cut first, before a contact detail the cut would split, and ends in
-``CUT_MARK``: matching is linear, but phone matching costs about 6 µs a character on digit-dense
-text (docs/performance.md), which on a megabyte would hold a request or a consumer for seconds."""
+``CUT_MARK``: matching is linear, but phone matching is slow enough on digit-dense text that a
+megabyte would hold a request or a consumer for seconds (figures: docs/performance.md)."""
 CONTACT_CHARS = 256
 """No contact detail is longer (an email address is at most 254 characters): the margin scanned
 beyond ``SCAN_CHARS`` to see whether the cut splits one."""

@@ -6,9 +6,9 @@ A device, session, location or explicit preference the writer touches becomes th
 unmerging keeps what the user's own events confirmed.
 
 Every ``UNWIND`` statement here starts with ``CYPHER replan=skip``: their plans are index seeks
-on unique keys whatever the graph's size, yet Neo4j would re-plan each of them (100-900 ms apiece
-on two cores) every time its statistics drift, which they do all the time under ingestion. A
-batch that met a round of re-planning took seconds (``docs/performance.md``).
+on unique keys whatever the graph's size, yet Neo4j would re-plan each of them, slowly, every
+time its statistics drift, which they do all the time under ingestion: a batch that met a round
+of re-planning took seconds (figures: ``docs/performance.md``).
 
 Times travel as epoch milliseconds and become DateTime values here: the Python driver packs
 ``datetime`` objects about ten times slower than integers, which dominated batch writes.

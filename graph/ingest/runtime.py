@@ -17,10 +17,8 @@ WRITER_SWITCH_INTERVAL_S = 0.0005
 """How long the reading thread may keep the GIL while the writer's thread waits for it.
 
 The writer's thread wakes up each time Neo4j answers (twice a batch), and then needs the GIL,
-which the reading thread (parsing, planning the next batch) holds most of the time. With
-Python's default switch interval, 5 ms, a load ran at 8,522-9,468 events/s against
-10,041-10,183 with this one, measured when it woke three or four times a batch
-(docs/performance.md)."""
+which the reading thread (parsing, planning the next batch) holds most of the time; at Python's
+default interval it waited long enough to slow a load measurably (docs/performance.md)."""
 
 YOUNG_GC_THRESHOLD = 20_000
 """Net allocations of container objects between two collections of the youngest generation
@@ -29,10 +27,8 @@ YOUNG_GC_THRESHOLD = 20_000
 A load allocates a dozen container objects an event (parsed JSON, the validated event, its
 rows) and keeps them until its batch is written; none are in cycles, so every collection is
 wasted work. At the default the collector ran every 50-odd events, and now and then a full
-collection walked every object in the process. Alternated 200k-event
-loads: the Python process's CPU went from 78-93 to 71-83 µs an event (preparing a batch from
-16-19 to 11-13); the load's rate did not move measurably, as Neo4j's side of a batch is the
-longer one (docs/performance.md)."""
+collection walked every object in the process. It saves Python CPU per event; the load's rate
+barely moves, as Neo4j's side of a batch is the longer one (docs/performance.md)."""
 
 _lock = threading.Lock()
 _users = 0
