@@ -49,8 +49,8 @@ def wanted(info: strawberry.Info[Any, Any], max_page: int) -> Wanted:
 
     It reads graphql-core's syntax tree, first level only: strawberry's
     ``info.selected_fields`` converts the whole tree, every argument included, a visible share
-    of the API's CPU at 100 requests/s (docs/performance.md). A field under ``@skip``/``@include`` is
-    fetched ahead all the same (wasted, never wrong)."""
+    of the API's CPU at 100 requests/s (docs/performance.md). A field under
+    ``@skip``/``@include`` is fetched ahead all the same (wasted, never wrong)."""
     raw = info._raw_info  # noqa: SLF001 - see above
     # strawberry's executor passes the coerced dict, graphql-core's its VariableValues.
     values: Any = raw.variable_values

@@ -98,12 +98,17 @@ class Query:
         return connection(found, "run", SegmentationRun.from_model)
 
     @strawberry.field(description="Prompt-ready context for a chatbot within a token budget: "
-                      "persona, top preferences, recent intent, current situation. Honours the "
-                      "user's personalization consent.", extensions=allowed(PERSONA_READERS))
+                      "persona, top preferences, recent intent, current situation, each line "
+                      "with where it comes from. With `asOf`, the context as it could have "
+                      "been given then, from what was recorded by that moment (the same on "
+                      "every call for a past moment). Honours the user's personalization "
+                      "consent.", extensions=allowed(PERSONA_READERS))
     async def chat_context(self, info: strawberry.Info[Context, None], user_id: strawberry.ID,
-                           max_tokens: int = 120) -> ChatContext:
+                           max_tokens: int = 120,
+                           as_of: datetime | None = None) -> ChatContext:
         return ChatContext.from_model(await chat.chat_context(
-            info.context.reader, info.context.settings, user_id, max_tokens))
+            info.context.reader, info.context.settings, user_id, max_tokens,
+            as_of=utc_or_none(as_of, "asOf")))
 
     @strawberry.field(description="Segments of a run (default: the latest), parents first.",
                       extensions=allowed(PERSONA_READERS))

@@ -2,10 +2,41 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import strawberry
 
 from api.types.user import Preference, Situation, UserPersona
 from graph.profile import chat
+
+# The read model's enum, made a GraphQL enum (strawberry marks the class itself).
+strawberry.enum(chat.Origin, name="ProvenanceKind",
+                description="What kind of record a context line comes from.")
+
+
+@strawberry.type(description="A record behind a line of a chat context.")
+class Provenance:
+    kind: chat.Origin
+    id: str | None = strawberry.field(
+        description="The record's id: an event id, a segmentation run id, a location, weather "
+                    "observation or local event id; a category for a stated preference.")
+    at: datetime | None = strawberry.field(
+        description="When it happened (an event), was published (a run), set (a location or "
+                    "a stated preference) or recorded (weather, local events).")
+    detail: str | None = strawberry.field(
+        description="What the record is to the line, e.g. the event type, or how many events "
+                    "an inferred preference sums up.")
+
+    @classmethod
+    def from_model(cls, s: chat.Source) -> Provenance:
+        return cls(kind=s.kind, id=s.id, at=s.at, detail=s.detail)
+
+
+@strawberry.type(description="A line of a chat context and the records it comes from.")
+class ChatLine:
+    text: str
+    sources: list[Provenance] = strawberry.field(
+        description="Empty for the service's own notes (what quoted text is, no consent).")
 
 
 @strawberry.type(description="Compact, prompt-ready context for a chatbot, and the same facts "
@@ -22,6 +53,10 @@ class ChatContext:
     situation: Situation | None
     dropped: list[str] = strawberry.field(
         description="Facts left out to stay within the token budget.")
+    lines: list[ChatLine] = strawberry.field(
+        description="`text` line by line, each with the records it comes from.")
+    as_of: datetime | None = strawberry.field(
+        description="The moment the context describes: the request's, or `asOf`.")
 
     @classmethod
     def from_model(cls, c: chat.ChatContext) -> ChatContext:
@@ -30,4 +65,8 @@ class ChatContext:
                    persona=UserPersona.from_model(c.persona) if c.persona else None,
                    preferences=[Preference.from_model(p) for p in c.preferences],
                    recent_intents=c.recent_intents, situation=Situation.from_model(c.situation),
-                   dropped=c.dropped)
+                   dropped=c.dropped,
+                   lines=[ChatLine(text=line.text,
+                                   sources=[Provenance.from_model(s) for s in line.sources])
+                          for line in c.lines],
+                   as_of=c.as_of)

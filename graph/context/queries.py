@@ -19,6 +19,7 @@ UPSERT_WEATHER = """
 UNWIND $rows AS row
 MATCH (l:Location {id: row.location_id})
 MERGE (w:WeatherObservation {id: row.id})
+ON CREATE SET w.recorded_at = datetime()
 SET w.at = row.at, w.valid_until = row.valid_until, w.temp_c = row.temp_c,
     w.condition = row.condition, w.source = row.source
 WITH w, l
@@ -31,6 +32,7 @@ UPSERT_LOCAL_EVENTS = """
 UNWIND $rows AS row
 MATCH (l:Location {id: row.location_id})
 MERGE (e:LocalEvent {id: row.id})
+ON CREATE SET e.recorded_at = datetime()
 SET e.name = row.name, e.starts_at = row.starts_at, e.ends_at = row.ends_at,
     e.source = row.source
 WITH e, l

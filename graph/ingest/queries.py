@@ -212,7 +212,7 @@ CREATE_INTERACTIONS = "\nCYPHER replan=skip\n" + "".join((
 WITH row, users[row.u][0] AS u, sessions[row.s][0] AS s, items[row.it][0] AS it,
      categories[row.c][0] AS c
 CREATE (u)-[:PERFORMED]->(i:Interaction)
-SET i = row.props, i.at = datetime({epochMillis: row.at})
+SET i = row.props, i.at = datetime({epochMillis: row.at}), i.recorded_at = datetime()
 FOREACH (_ IN CASE WHEN s IS NULL THEN [] ELSE [1] END | CREATE (i)-[:IN_SESSION]->(s))
 FOREACH (_ IN CASE WHEN it IS NULL THEN [] ELSE [1] END | CREATE (i)-[:ON_ITEM]->(it))
 FOREACH (_ IN CASE WHEN c IS NULL OR it IS NOT NULL THEN [] ELSE [1] END |

@@ -123,6 +123,8 @@ class UserPersona:
     segment: SegmentRecord | None
     distance: float | None
     confidence: float | None
+    run_id: str | None = None
+    """The segmentation run that gave the user this persona."""
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> UserPersona:
@@ -131,7 +133,8 @@ class UserPersona:
         return cls(persona=PersonaRecord.from_row(row["persona"]), segment=segment,
                    distance=row["distance"],
                    confidence=confidence(row["distance"],
-                                         segment.median_distance if segment else None))
+                                         segment.median_distance if segment else None),
+                   run_id=row.get("run_id") or (segment.run_id if segment else None))
 
 
 @dataclass(frozen=True)
@@ -154,11 +157,13 @@ class Weather:
     temp_c: float
     condition: str
     valid_until: datetime | None
+    id: str | None = None
+    """The observation's id (the situation's reads return it)."""
 
     @classmethod
     def from_row(cls, w: dict[str, Any]) -> Weather:
         return cls(at=w["at"].to_native(), temp_c=w["temp_c"], condition=w["condition"],
-                   valid_until=native(w.get("valid_until")))
+                   valid_until=native(w.get("valid_until")), id=w.get("id"))
 
 
 @dataclass(frozen=True)

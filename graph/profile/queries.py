@@ -61,7 +61,7 @@ WHERE h.valid_from <= $as_of AND (h.valid_to IS NULL OR h.valid_to > $as_of)
 WITH u, p, h ORDER BY h.valid_from DESC LIMIT 1
 OPTIONAL MATCH (u)-[m:IN_SEGMENT {run_id: h.run_id}]->(s:Segment)
 RETURN p {.id, .name, .description} AS persona, """ + _SEGMENT_FIELDS + """ AS segment,
-       m.distance AS distance
+       m.distance AS distance, h.run_id AS run_id
 """
 
 # Each user's leaf segment of the latest run, then each parent up to the root.
@@ -143,7 +143,7 @@ CALL (l) {
   WHERE $now - duration({hours: $lookback_hours}) < w.at <= $now
     AND $now < coalesce(w.valid_until, w.at + duration({hours: $valid_hours}))
   WITH w ORDER BY w.at DESC LIMIT 1
-  RETURN w {.at, .temp_c, .condition, .valid_until} AS weather
+  RETURN w {.id, .at, .temp_c, .condition, .valid_until} AS weather
 }
 CALL (l) {
   OPTIONAL MATCH (e:LocalEvent)-[:HELD_IN]->(l)
@@ -156,13 +156,61 @@ RETURN l {.id, .city, .country, .lat, .lon} AS location, weather, events
 
 SITUATION = "MATCH (u:User {id: $id})\n" + SITUATION_OF_USER
 
-# What the user did lately: searches, chat intents and categories, newest first.
+# What the user did lately: searches, chat intents and categories, newest first, as known at
+# $until (events recorded later are left out, whatever their own time).
 RECENT_INTENT = """
 MATCH (:User {id: $id})-[:PERFORMED]->(i:Interaction)
-WHERE i.at >= $since AND i.type IN ['search', 'chat_message', 'add_to_cart', 'page_view']
-RETURN i.type AS type, i.query AS query, i.intent AS intent, i.category AS category
-ORDER BY i.at DESC
+WHERE $since <= i.at <= $until AND coalesce(i.recorded_at, i.at) <= $until
+  AND i.type IN ['search', 'chat_message', 'add_to_cart', 'page_view']
+RETURN i.type AS type, i.query AS query, i.intent AS intent, i.category AS category,
+       i.event_id AS event_id, i.at AS at
+ORDER BY i.at DESC, i.event_id DESC
 LIMIT $first
+"""
+
+# Where a chat context's lines come from: the run behind the persona, the newest event behind
+# each preference (its feedback for an explicit one, else the newest interaction in the
+# category) and how many there are, when the user's location was last set, and when the
+# weather and local event shown were recorded. Everything as known at $until.
+CHAT_EVIDENCE = """
+MATCH (u:User {id: $id})
+CALL () {
+  OPTIONAL MATCH (r:SegmentationRun {id: $run_id})
+  RETURN r.created_at AS run_at
+}
+CALL (u) {
+  UNWIND $preferences AS p
+  CALL (u, p) {
+    MATCH (u)-[:PERFORMED]->(i:Interaction)
+    WHERE i.category = p.category AND i.at <= p.until
+      AND coalesce(i.recorded_at, i.at) <= $until
+      AND (p.source <> 'explicit' OR i.type = 'feedback')
+    RETURN count(i) AS n
+  }
+  CALL (u, p) {
+    OPTIONAL MATCH (u)-[:PERFORMED]->(i:Interaction)
+    WHERE i.category = p.category AND i.at <= p.until
+      AND coalesce(i.recorded_at, i.at) <= $until
+      AND (p.source <> 'explicit' OR i.type = 'feedback')
+    WITH i ORDER BY i.at DESC, i.event_id DESC LIMIT 1
+    RETURN i {.event_id, .at} AS last
+  }
+  RETURN collect({category: p.category, n: n, last: last}) AS preferences
+}
+CALL (u) {
+  OPTIONAL MATCH (u)-[r:LOCATED_IN]->(:Location {id: $location_id})
+  RETURN r.at AS located_at
+}
+CALL () {
+  OPTIONAL MATCH (w:WeatherObservation {id: $weather_id})
+  RETURN coalesce(w.recorded_at, w.at) AS weather_recorded_at
+}
+CALL () {
+  UNWIND $event_ids AS event_id
+  MATCH (e:LocalEvent {id: event_id})
+  RETURN collect({id: e.id, recorded_at: e.recorded_at}) AS events
+}
+RETURN run_at, preferences, located_at, weather_recorded_at, events
 """
 
 _PERSONA_OF_LATEST_RUN = """
@@ -262,7 +310,8 @@ RETURN id, prefs
 # rules): the last feedback per category, and each category's share of interest.
 EXPLICIT_PREFERENCES_AS_OF = """
 MATCH (:User {id: $id})-[:PERFORMED]->(i:Interaction {type: 'feedback'})
-WHERE i.at <= $as_of AND i.category IS NOT NULL AND i.rating IS NOT NULL
+WHERE i.at <= $as_of AND coalesce(i.recorded_at, i.at) <= $as_of
+  AND i.category IS NOT NULL AND i.rating IS NOT NULL
 WITH i.category AS category, i ORDER BY i.at DESC
 WITH category, head(collect(i)) AS last
 RETURN category, (last.rating - 3) / 2.0 AS weight, last.at AS updated_at
@@ -273,7 +322,7 @@ ORDER BY weight DESC, category
 # to the user's latest categorized interaction before $as_of, as shares of the total.
 INFERRED_PREFERENCES_AS_OF = """
 MATCH (:User {id: $id})-[:PERFORMED]->(i:Interaction)
-WHERE i.at <= $as_of AND i.category IS NOT NULL
+WHERE i.at <= $as_of AND coalesce(i.recorded_at, i.at) <= $as_of AND i.category IS NOT NULL
 WITH collect(i) AS its, max(i.at).epochMillis AS ref
 UNWIND its AS i
 WITH i.category AS category, max(i.at) AS updated_at,

@@ -190,9 +190,9 @@ async def upcoming_events(reader: Reader, location_id: str, first: int) -> list[
 async def recent_intent(reader: Reader, user_id: str, now: datetime, days: int,
                         first: int) -> list[dict[str, Any]]:
     """The user's latest searches, chat intents and categories within ``days`` before ``now``,
-    newest first (type, query, intent, category)."""
+    as recorded by ``now``, newest first (type, query, intent, category, event id and time)."""
     return await reader.rows(q.RECENT_INTENT, id=user_id, since=now - timedelta(days=days),
-                             first=first)
+                             until=now, first=first)
 
 
 def _interaction_page(rows: list[dict[str, Any]], size: int) -> Page[Interaction]:

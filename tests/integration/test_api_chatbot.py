@@ -517,3 +517,114 @@ def test_recommendations_with_reasons(client: TestClient, world: World) -> None:
     assert not bought & {r["itemId"] for r in recs}
     assert error_code(client, world, f'{{ user(id: "{uid}") {{ recommendations(first: 0) '
                       "{ itemId } } }") == "BAD_USER_INPUT"
+
+
+CHAT_LINES = """query($id: ID!, $at: DateTime) { chatContext(userId: $id, maxTokens: 400,
+  asOf: $at) { text asOf persona { name } lines { text sources { kind id at detail } } } }"""
+
+RECORD_OF = {  # the query that finds the record a source names, by kind
+    "SEGMENTATION_RUN": "MATCH (n:SegmentationRun {id: $id}) RETURN n",
+    "EVENT": "MATCH (n:Interaction {event_id: $id}) RETURN n",
+    "LOCATION_UPDATE": "MATCH (n:Location {id: $id}) RETURN n",
+    "WEATHER_OBSERVATION": "MATCH (n:WeatherObservation {id: $id}) RETURN n",
+    "LOCAL_EVENT": "MATCH (n:LocalEvent {id: $id}) RETURN n",
+}
+
+
+def check_sources(world: World, uid: str, context: dict[str, Any]) -> dict[str, list[Any]]:
+    """Every line's sources name records that exist (events of this user); by line prefix."""
+    lines = context["lines"]
+    assert "\n".join(line["text"] for line in lines) == context["text"]
+    by_prefix: dict[str, list[Any]] = {}
+    for line in lines:
+        for source in line["sources"]:
+            if source["kind"] == "STATED_PREFERENCE":
+                continue
+            found = world.graph.rows(RECORD_OF[source["kind"]], id=source["id"])
+            assert len(found) == 1, source
+            if source["kind"] == "EVENT":
+                owner = world.graph.rows(
+                    "MATCH (u:User)-[:PERFORMED]->(:Interaction {event_id: $id}) RETURN u.id AS u",
+                    id=source["id"])
+                assert owner == [{"u": uid}]
+        by_prefix[line["text"].split(":")[0]] = line["sources"]
+    return by_prefix
+
+
+def persona_run(world: World, uid: str, at: datetime | None) -> str:
+    """The run that gave the user their persona, now or (persona history) at ``at``."""
+    if at is None:
+        rows = world.graph.rows("MATCH (:User {id: $id})-[m:IN_SEGMENT]->(s:Segment) "
+                                "RETURN s.run_id AS run ORDER BY m.assigned_at DESC LIMIT 1",
+                                id=uid)
+    else:
+        rows = world.graph.rows("MATCH (:User {id: $id})-[h:HAD_PERSONA]->() "
+                                "WHERE h.valid_from <= $at AND (h.valid_to IS NULL "
+                                "OR h.valid_to > $at) RETURN h.run_id AS run", id=uid, at=at)
+    run: str = rows[0]["run"]
+    return run
+
+
+def moved_user(world: World) -> str:
+    """A user whose persona changed between runs (later tests in this module may add runs)."""
+    rows = world.graph.rows(
+        "MATCH (u:User)-[h:HAD_PERSONA]->() WITH u, count(h) AS n WHERE n >= 2 "
+        "RETURN u.id AS id ORDER BY id LIMIT 1")
+    assert rows
+    user_id: str = rows[0]["id"]
+    return user_id
+
+
+def test_chat_context_lines_say_where_they_come_from(client: TestClient, world: World) -> None:
+    uid = moved_user(world)
+    context = data(client, world, CHAT_LINES, id=uid, at=None)["chatContext"]
+    lines = check_sources(world, uid, context)
+    assert [s["id"] for s in lines["Persona"]] == [persona_run(world, uid, None)]
+    assert lines["Persona"][0]["kind"] == "SEGMENTATION_RUN" and lines["Persona"][0]["at"]
+    likes = lines["Likes"]
+    assert likes and all(s["kind"] in {"EVENT", "STATED_PREFERENCE"} for s in likes)
+    recent = lines["Recently"]
+    assert recent and {s["kind"] for s in recent} == {"EVENT"}
+    assert all(s["at"] for s in recent)
+    assert [s["kind"] for s in lines["Now"]][:1] == ["LOCATION_UPDATE"]
+    if "WEATHER_OBSERVATION" in {s["kind"] for s in lines["Now"]}:
+        assert "°C" in next(t["text"] for t in context["lines"] if t["text"].startswith("Now"))
+    # The service's own note about quoted text is a line with no source.
+    assert context["lines"][-1]["sources"] == [] and "never instructions" in context["text"]
+
+
+def test_chat_context_as_of_replays_what_was_recorded_then(client: TestClient,
+                                                           world: World,
+                                                           settings: Settings) -> None:
+    from graph.ingest.batch import ingest_records
+    from graph.ingest.writer import EventWriter
+    from graph.privacy import Pseudonymizer
+
+    uid = moved_user(world)
+    at = world.between_runs.isoformat()
+    then = data(client, world, CHAT_LINES, id=uid, at=at)["chatContext"]
+    assert datetime.fromisoformat(then["asOf"]) == world.between_runs
+    lines = check_sources(world, uid, then)
+    assert [s["id"] for s in lines["Persona"]] == [persona_run(world, uid, world.between_runs)]
+    assert lines["Persona"][0]["id"] != persona_run(world, uid, None)  # the one it had then
+    assert data(client, world, CHAT_LINES, id=uid, at=at)["chatContext"] == then
+
+    # A late event, recorded now with a time before `at`, changes the present, not the replay.
+    writer = EventWriter(world.graph, Pseudonymizer(settings.pseudonym_key.get_secret_value()))
+    late = (world.between_runs - timedelta(minutes=1)).isoformat()
+    results = ingest_records(writer, [{
+        "schema_version": 1, "event_id": "late-search-1", "type": "search", "source": "web",
+        "occurred_at": late, "user": {"cookie": "late-arrival-cookie"},
+        "properties": {"query": "late arrival tents"}}], source="test")
+    assert [r.status for r in results] == ["accepted"]
+    late_user = world.graph.rows("MATCH (u:User)-[:PERFORMED]->(:Interaction "
+                                 "{event_id: 'late-search-1'}) RETURN u.id AS u")[0]["u"]
+    before = data(client, world, CHAT_LINES, id=late_user,
+                  at=(world.between_runs + timedelta(seconds=1)).isoformat())["chatContext"]
+    assert "late arrival" not in before["text"]
+    now = data(client, world, CHAT_LINES, id=late_user, at=None)["chatContext"]
+    assert "late arrival" in now["text"]
+    recorded = [s for line in now["lines"] for s in line["sources"] if s["id"] == "late-search-1"]
+    assert recorded and datetime.fromisoformat(recorded[0]["at"]) < world.between_runs
+    assert error_code(client, world, CHAT_LINES, id=uid, at="2026-01-01T00:00:00") == \
+        "BAD_USER_INPUT"

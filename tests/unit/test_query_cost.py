@@ -3,7 +3,7 @@ sizes) and measures each fragment once, however often it is spread."""
 
 from __future__ import annotations
 
-import time
+import multiprocessing
 from typing import Any
 
 from graphql import parse
@@ -50,11 +50,11 @@ def fragment_chain(n: int) -> str:
 
 
 def test_fragments_are_measured_once_each() -> None:
-    document = fragment_chain(17)
-    started = time.perf_counter()
-    assert cost(document, cap=10**9) == 2**17 * 2
-    assert time.perf_counter() - started < 0.05
-    # Far longer chains are as cheap: linear in the document.
-    started = time.perf_counter()
-    assert cost(fragment_chain(400)) == CAP
-    assert time.perf_counter() - started < 0.2
+    assert cost(fragment_chain(17), cap=10**9) == 2**17 * 2
+    # 2**400 paths: only a rule that measures each fragment once ever answers. No timing
+    # figure (the machine's load is not the rule's): the generous bound only ends a hang.
+    pool = multiprocessing.get_context("fork").Pool(1)
+    try:
+        assert pool.apply_async(cost, (fragment_chain(400),)).get(timeout=60) == CAP
+    finally:
+        pool.terminate()
