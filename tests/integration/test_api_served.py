@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,27 @@ def test_graphql_over_http(served: Served) -> None:
     anonymous = httpx.post(f"{served.base}/graphql", json={"query": query,
                                                            "variables": {"id": served.user_id}})
     assert anonymous.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+def test_chat_context_lines_and_replay_through_the_served_api(served: Served) -> None:
+    query = """query($id: ID!, $at: DateTime) { chatContext(userId: $id, maxTokens: 300,
+      asOf: $at) { text asOf lines { text sources { kind id at } } } }"""
+    at = datetime.now(UTC).isoformat()
+
+    def ask() -> str:
+        response = httpx.post(f"{served.base}/graphql", headers=bearer(served.keys["reader"]),
+                              json={"query": query, "variables": {"id": served.user_id,
+                                                                  "at": at}}, timeout=30)
+        assert response.status_code == 200, response.text
+        return response.text
+
+    body = ask()
+    first = json.loads(body)["data"]["chatContext"]
+    assert "\n".join(line["text"] for line in first["lines"]) == first["text"]
+    persona = first["lines"][0]
+    assert persona["text"].startswith("Persona: ")
+    assert [s["kind"] for s in persona["sources"]] == ["SEGMENTATION_RUN"]
+    assert ask() == body  # a past moment answers the same, byte for byte
 
 
 def test_events_route_and_context_webhook(served: Served) -> None:
