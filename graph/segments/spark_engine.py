@@ -38,8 +38,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONNECTOR = "org.neo4j.spark.DataSource"
+# No square brackets (a pip extra's usual spelling): the CLI prints messages as rich markup.
 EXTRA_HELP = ("install the `spark` extra: `uv sync --extra spark` in a checkout (`make "
-              "test-spark` does it), or `pip install 'persona-graph[spark]'`")
+              "test-spark` does it), or persona-graph's `spark` extra with pip")
 # Columns of SPARK_USER_ROWS that hold numbers. The connector infers a column's type from the
 # first rows it samples, and a column that is null in all of them arrives as text.
 NUMBERS = ("events", "page_views", "carts", "purchases", "spend", "chat_messages", "sessions",
