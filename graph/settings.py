@@ -258,9 +258,11 @@ class Settings(BaseSettings):
         "builds the segment tree on their centres (`--engine spark`).",
     )
     spark_read_partitions: int = Field(
-        default=2, ge=1, le=10_000,
-        description="Partitions the Neo4j Connector for Apache Spark reads the user rows in "
-        "(each a SKIP/LIMIT slice of one ordered query).",
+        default=1, ge=1, le=10_000,
+        description="Partitions the Neo4j Connector for Apache Spark reads the user rows in: "
+        "each is a SKIP/LIMIT slice of one ordered query, and Neo4j computes the rows a slice "
+        "skips too, so more than 1 pays only with idle cores on the Neo4j side "
+        "(docs/segmentation.md).",
     )
     spark_connector_version: str = Field(
         default="5.0.3_for_spark_3",

@@ -36,7 +36,8 @@ def test_connector_reads_the_same_feature_table(graph: Graph, settings: Settings
     from graph.segments.spark_engine import ConnectorSource, spark_kmeans, spark_session
 
     load_demo(graph, tmp_path, users=120, seed=8)
-    cfg = spark_settings(settings)
+    # Two slices, so the connector's partitioned read is what is compared.
+    cfg = spark_settings(settings).model_copy(update={"spark_read_partitions": 2})
     bolt = build_feature_table(graph)
     with spark_session(cfg, connector_jars(cfg)) as spark:
         table = build_feature_table(graph, as_of=bolt.as_of,
