@@ -161,8 +161,19 @@ class ConnectorSource:
                 .load())
 
     def _rows(self, query: str, count: str) -> Iterator[dict[str, Any]]:
-        for row in self.read(query, count).toLocalIterator():
-            yield row.asDict()
+        from py4j.protocol import Py4JJavaError
+        from pyspark.errors import PySparkException
+
+        try:
+            for row in self.read(query, count).toLocalIterator():
+                yield row.asDict()
+        except (Py4JJavaError, PySparkException) as exc:
+            # A JVM stack trace says little to the person running the command; its first
+            # line names the cause (refused credentials, unreachable server...).
+            first = next((line for line in str(exc).splitlines() if line.strip()), "")
+            raise EnvironmentProblem(
+                f"Spark could not read from Neo4j at {self.settings.bolt_uri}: {first.strip()}"
+            ) from exc
 
     def user_pages(self, graph: Graph, page_size: int) -> Iterator[list[dict[str, Any]]]:  # noqa: ARG002 - FeatureSource
         page: list[dict[str, Any]] = []

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import SecretStr
 from sklearn.metrics import adjusted_rand_score
 
 from graph.db import Graph
+from graph.errors import EnvironmentProblem
 from graph.features.table import build_feature_table
 from graph.segments.run import run_segmentation
 from graph.settings import Settings
@@ -43,6 +45,11 @@ def test_connector_reads_the_same_feature_table(graph: Graph, settings: Settings
         table = build_feature_table(graph, as_of=bolt.as_of,
                                     source=ConnectorSource(spark, cfg))
         labels, centers = spark_kmeans(spark, np.nan_to_num(bolt.X), 10, seed=0)
+        # A read Neo4j refuses ends in one clear error, not a JVM stack trace.
+        wrong = cfg.model_copy(update={"neo4j_password": SecretStr("not-the-password")})
+        with pytest.raises(EnvironmentProblem, match="Spark could not read from Neo4j at "
+                                                     "bolt://127.0.0.1:[0-9]+: .+"):
+            build_feature_table(graph, as_of=bolt.as_of, source=ConnectorSource(spark, wrong))
     assert table.user_ids == bolt.user_ids and table.names == bolt.names
     assert table.planted == bolt.planted
     np.testing.assert_allclose(table.X, bolt.X, rtol=1e-9, atol=1e-9, equal_nan=True)
