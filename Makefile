@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 
 
-.PHONY: venv up test test-faults docs test-unit test-integration fuzz lint format bench bench-ingest bench-segment bench-recommend bench-quality bench-api bench-stream bench-scrub kafka-start kafka-stop neo4j-start neo4j-stop clean
+.PHONY: venv up test test-faults test-spark docs test-unit test-integration fuzz lint format bench bench-ingest bench-segment bench-recommend bench-quality bench-api bench-stream bench-scrub kafka-start kafka-stop neo4j-start neo4j-stop clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -28,6 +28,11 @@ test: venv  ## The whole suite: unit tests, then integration tests against a rea
 
 test-faults: venv  ## Fault injection: Neo4j and Kafka killed mid-work and restarted (about 8 min)
 	PERSONAS_TEST_FAULTS=1 $(BIN)/pytest -m faults
+
+test-spark: venv  ## The Spark engine on local[2]: the spark extra, the connector jar from Maven, its tests
+	UV_PYTHON=$(PYTHON) $(UV) sync --locked --quiet --extra spark
+	$(BIN)/python -c "from graph.settings import Settings; from personas.local.spark import connector_jars; connector_jars(Settings())"
+	PERSONAS_TEST_SPARK=1 $(BIN)/pytest -m spark
 
 test-unit: venv
 	$(BIN)/pytest -m "not integration"

@@ -245,6 +245,30 @@ class Settings(BaseSettings):
     )
     consumer_metrics_host: str = Field(
         default="127.0.0.1", description="Address the consumer's metrics server binds to.")
+    spark_master: str = Field(
+        default="local[*]",
+        description="Spark master of `personas segment --engine spark`: local[N] in this "
+        "process, or a cluster's (spark://host:7077, yarn, k8s://...).",
+    )
+    spark_driver_memory: str = Field(
+        default="1g", description="Memory of the Spark driver (`--engine spark`).")
+    spark_micro_clusters: int = Field(
+        default=1000, ge=2, le=20_000,
+        description="Micro-clusters Spark's k-means summarizes the users into before Ward "
+        "builds the segment tree on their centres (`--engine spark`).",
+    )
+    spark_read_partitions: int = Field(
+        default=1, ge=1, le=10_000,
+        description="Partitions the Neo4j Connector for Apache Spark reads the user rows in: "
+        "each is a SKIP/LIMIT slice of one ordered query, and Neo4j computes the rows a slice "
+        "skips too, so more than 1 pays only with idle cores on the Neo4j side "
+        "(docs/segmentation.md).",
+    )
+    spark_connector_version: str = Field(
+        default="5.0.3_for_spark_3",
+        description="Version of org.neo4j:neo4j-connector-apache-spark_2.12 fetched from "
+        "Maven Central into the cache (it must match the installed pyspark's Spark 3).",
+    )
 
     @property
     def kafka_instance_dir(self) -> Path:

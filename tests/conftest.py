@@ -132,4 +132,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if faults:
             config.hook.pytest_deselected(items=faults)
             items[:] = [item for item in items if item.get_closest_marker("faults") is None]
+    # Tests marked `spark` need the `spark` extra and start Spark JVMs: `make test-spark`
+    # (PERSONAS_TEST_SPARK=1) installs the one and runs them.
+    if os.environ.get("PERSONAS_TEST_SPARK") != "1":
+        spark = [item for item in items if item.get_closest_marker("spark") is not None]
+        if spark:
+            config.hook.pytest_deselected(items=spark)
+            items[:] = [item for item in items if item.get_closest_marker("spark") is None]
     items.sort(key=lambda item: item.get_closest_marker("last") is not None)

@@ -149,3 +149,39 @@ UNWIND $ids AS id
 MATCH (u:User {id: id})
 WHERE coalesce(u.consent_analytics, true)
 """ + _USER_TEXTS
+
+# The same two reads for the Neo4j Connector for Apache Spark (graph/segments/spark_engine.py):
+# one statement over every consenting user that the connector splits into partitions itself (it
+# appends SKIP/LIMIT, so the order is total). A Spark column holds one type, so the mixed
+# [category, count] and [day, count] pairs of USER_PAGE travel as two typed lists each, put back
+# together before the same feature code reads them.
+SPARK_USER_ROWS = """
+CALL () {
+MATCH (u:User)
+WHERE coalesce(u.consent_analytics, true)
+WITH u ORDER BY u.id
+""" + _USER_FEATURES + """
+}
+RETURN user_id, first_seen, last_seen, events, page_views, carts, purchases, spend,
+       chat_messages, age_band, demo_group, sessions, avg_session_s, mobile_sessions,
+       app_sessions, chat_sessions, explicit_preference, locations, orders, avg_discount,
+       purchase_months,
+       [c IN category_counts | c[0]] AS category_names,
+       [c IN category_counts | c[1]] AS category_ns,
+       [d IN day_counts | d[0]] AS days, [d IN day_counts | d[1]] AS day_ns
+ORDER BY user_id
+"""
+
+SPARK_USER_COUNT = """
+MATCH (u:User)
+WHERE coalesce(u.consent_analytics, true)
+RETURN count(u) AS count
+"""
+
+SPARK_USER_ITEM_EDGES = USER_ITEM_EDGES + "ORDER BY user_id, item_id\n"
+
+SPARK_USER_ITEM_EDGE_COUNT = """
+MATCH (u:User)-[:INTERACTED]->(:Item)
+WHERE coalesce(u.consent_analytics, true)
+RETURN count(*) AS count
+"""

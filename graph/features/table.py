@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import networkx as nx
 import numpy as np
@@ -77,6 +77,28 @@ class FeatureTable:
                             [t for t in self.topics if t.feature in names], self.text)
 
 
+class FeatureSource(Protocol):
+    """Where the two reads that grow with the population come from: every user's feature row
+    (``USER_PAGE``'s columns, in pages) and the user-item edges (``USER_ITEM_EDGES``'s)."""
+
+    def user_pages(self, graph: Graph, page_size: int) -> Iterator[list[dict[str, Any]]]: ...
+
+    def user_item_edges(self, graph: Graph) -> Iterable[dict[str, Any]]: ...
+
+
+class BoltSource:
+    """The default source: pages of users over the driver, keyset-paged on the user id."""
+
+    def user_pages(self, graph: Graph, page_size: int) -> Iterator[list[dict[str, Any]]]:
+        after = ""
+        while page := graph.rows(q.USER_PAGE, after=after, limit=page_size):
+            yield page
+            after = page[-1]["user_id"]
+
+    def user_item_edges(self, graph: Graph) -> Iterable[dict[str, Any]]:
+        return graph.rows(q.USER_ITEM_EDGES)
+
+
 def _days(delta_s: float) -> float:
     return max(0.0, delta_s / 86_400)
 
@@ -127,11 +149,14 @@ def nan_if_none(value: float | None) -> float:
     return float("nan") if value is None else float(value)
 
 
-def structural_features(graph: Graph, user_ids: list[str]) -> dict[str, NDArray[np.float64]]:
+def structural_features(
+    graph: Graph, user_ids: list[str], edges: Iterable[dict[str, Any]] | None = None,
+) -> dict[str, NDArray[np.float64]]:
     """Graph-structure features from the weighted user–item interaction graph (networkx):
-    PageRank, degree, and a two-dimensional spectral embedding of the users."""
+    PageRank, degree, and a two-dimensional spectral embedding of the users. ``edges`` are
+    ``USER_ITEM_EDGES`` rows, read from ``graph`` when not given."""
     g = nx.Graph()
-    for r in graph.rows(q.USER_ITEM_EDGES):
+    for r in graph.rows(q.USER_ITEM_EDGES) if edges is None else edges:
         g.add_edge(("u", r["user_id"]), ("i", r["item_id"]), weight=float(r["weight"] or 0) + 1.0)
     out = {name: np.zeros(len(user_ids)) for name in STRUCTURAL}
     if g.number_of_edges() == 0:
@@ -246,13 +271,17 @@ def build_feature_table(
     as_of: datetime | None = None,
     on_progress: Callable[[int], None] | None = None,
     text: TextOptions | None = None,
+    source: FeatureSource | None = None,
 ) -> FeatureTable:
     """Read every user's features: one Cypher round trip per page of users, never per user.
 
     Recency is measured against ``as_of``, by default the data's latest activity
     (``latest_activity``), so reading the same data twice gives the same table. ``text`` says
     whether to add conversation and topic columns (default: from the settings,
-    ``PERSONAS_TEXT_FEATURES`` and ``PERSONAS_TEXT_TOPICS``; see graph/features/text.py)."""
+    ``PERSONAS_TEXT_FEATURES`` and ``PERSONAS_TEXT_TOPICS``; see graph/features/text.py).
+    ``source`` says where the user rows and user-item edges come from (default: ``BoltSource``;
+    the Spark engine reads the same Cypher with the Neo4j Connector for Apache Spark)."""
+    source = source or BoltSource()
     snapshot_at = datetime.now(UTC)
     as_of = as_of or latest_activity(graph)
     text = text or TextOptions.from_settings()
@@ -262,20 +291,15 @@ def build_feature_table(
     planted: list[str | None] = []
     rows: list[list[float]] = []
     weather = weather_days(graph)
-    after = ""
-    while True:
-        page = graph.rows(q.USER_PAGE, after=after, limit=page_size)
-        if not page:
-            break
+    for page in source.user_pages(graph, page_size):
         values, ids, groups = feature_rows(page, categories, as_of, weather)
         rows += values
         user_ids += ids
         planted += groups
-        after = page[-1]["user_id"]
         if on_progress:
             on_progress(len(page))
     X = np.array(rows, dtype=np.float64).reshape(len(rows), len(names))
-    structural = structural_features(graph, user_ids)
+    structural = structural_features(graph, user_ids, source.user_item_edges(graph))
     for name in STRUCTURAL:
         X = np.column_stack([X, structural[name]])
         names.append(name)

@@ -304,15 +304,13 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         # Plain Ward needs memory quadratic in n; above max_exact, users are first summarized
         # by Mini-Batch K-Means micro-clusters, and Ward (weighted by micro-cluster size) runs on
         # their centres. Each user then follows its micro-cluster.
-        micro = MiniBatchKMeans(n_clusters=min(self.n_micro, n), batch_size=4096, n_init=1,
-                                random_state=self.random_state).fit(X)
-        self.unit_of_ = np.asarray(micro.labels_, dtype=np.int64)
-        self.unit_sizes_ = np.bincount(self.unit_of_, minlength=micro.cluster_centers_.shape[0])
+        self.unit_of_, micro_centers = self._micro_clusters(X, min(self.n_micro, n))
+        self.unit_sizes_ = np.bincount(self.unit_of_, minlength=micro_centers.shape[0])
         keep = self.unit_sizes_ > 0
         if not keep.all():
             remap = np.cumsum(keep) - 1
             self.unit_of_ = remap[self.unit_of_]
-        centers = micro.cluster_centers_[keep]
+        centers = micro_centers[keep]
         self.unit_sizes_ = self.unit_sizes_[keep]
         if self.linkage == "ward":
             self.children_, self.distances_ = weighted_ward(centers, self.unit_sizes_)
@@ -325,6 +323,13 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):  # type: ignore[misc]
             ).fit(centers)
             self.children_, self.distances_ = tree.children_, tree.distances_
         self.scalable_ = True
+
+    def _micro_clusters(self, X: FloatArray, m: int) -> tuple[IntArray, FloatArray]:
+        """Each user's micro-cluster (0..m-1) and the m centres; the Spark engine
+        (spark_engine.py) finds them with Spark MLlib instead."""
+        micro = MiniBatchKMeans(n_clusters=m, batch_size=4096, n_init=1,
+                                random_state=self.random_state).fit(X)
+        return np.asarray(micro.labels_, dtype=np.int64), micro.cluster_centers_
 
     def _neighbours(self, X: FloatArray) -> Any:
         """The optional connectivity constraint: only merge among each unit's k nearest

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
@@ -45,6 +45,29 @@ log = logging.getLogger(__name__)
 # A run still being written whose writer has not written for this long was abandoned (killed,
 # or Neo4j restarted under it); the next run takes it apart. Writing never pauses this long.
 ABANDONED_AFTER = timedelta(minutes=10)
+
+
+class SegmentationEngine(Protocol):
+    """What differs between engines: how the feature table is read and how the segmenter is
+    fitted. Naming, persona matching and writing the run are the same code for every engine."""
+
+    name: str
+
+    def feature_table(self, graph: Graph, as_of: datetime | None) -> FeatureTable: ...
+
+    def fit(self, Z: np.ndarray[Any, Any], **params: Any) -> HierarchicalSegmenter: ...
+
+
+class InProcessEngine:
+    """Features over the driver and scikit-learn in this process (the default)."""
+
+    name = "in-process"
+
+    def feature_table(self, graph: Graph, as_of: datetime | None) -> FeatureTable:
+        return build_feature_table(graph, as_of=as_of)
+
+    def fit(self, Z: np.ndarray[Any, Any], **params: Any) -> HierarchicalSegmenter:
+        return HierarchicalSegmenter(**params).fit(Z)
 
 
 @dataclass(frozen=True)
@@ -91,6 +114,7 @@ def run_segmentation(
     on_progress: Callable[[str], None] | None = None,
     abandoned_after: timedelta = ABANDONED_AFTER,
     as_of: datetime | None = None,
+    engine: SegmentationEngine | None = None,
 ) -> RunResult:
     """Segment every user and record the run; earlier runs stay as history.
 
@@ -103,13 +127,16 @@ def run_segmentation(
     (``publish.py``); a run that fails is removed and recorded as a ``:FailedRun``. With
     ``runs_dir``, the fitted preparation pipeline and model are saved in ``runs_dir/<run id>/``
     with the default pictures (dendrogram, choice of k, elbow); `personas plot` draws the rest.
+    ``engine`` reads the features and fits the segmenter (default: ``InProcessEngine``; the
+    Spark one is in spark_engine.py).
     """
+    engine = engine or InProcessEngine()
     note = on_progress or (lambda msg: log.info(msg))
     swept = sweep(graph, abandoned_after)
     if swept.discarded:
         note(f"removed {len(swept.discarded)} abandoned run(s): {', '.join(swept.discarded)}")
     note("reading features from the graph")
-    full = build_feature_table(graph, as_of=as_of)
+    full = engine.feature_table(graph, as_of)
     table = full.select(select(full.names, features))
     if len(table.user_ids) < 3:
         raise InvalidInput(f"need at least 3 users to segment, found {len(table.user_ids)}")
@@ -120,9 +147,9 @@ def run_segmentation(
     outliers = prep.named_steps["clip"].n_outliers_
     note(f"clustering {Z.shape[0]} users on {Z.shape[1]} features")
     previous_k = len(previous_rows) or None
-    model = HierarchicalSegmenter(n_clusters=n_clusters, k_max=k_max, algorithm=algorithm,
-                                  distance_threshold=distance_threshold,
-                                  connectivity=connectivity, preferred_k=previous_k).fit(Z)
+    model = engine.fit(Z, n_clusters=n_clusters, k_max=k_max, algorithm=algorithm,
+                       distance_threshold=distance_threshold, connectivity=connectivity,
+                       preferred_k=previous_k)
     if not model.clear_structure_:
         warnings.append(model.structure_note_)
     for warning in warnings:
@@ -148,6 +175,7 @@ def run_segmentation(
         "algorithm": (f"agglomerative-{model.linkage}" if model.algorithm_ == "agglomerative"
                       else model.algorithm_),
         "scalable_path": bool(model.scalable_),
+        "engine": engine.name,
         "params": json.dumps(model.get_params()), "features": table.names,
         "n_users": len(table.user_ids), "k": model.n_clusters_,
         "k_reason": model.k_reason_, "silhouette": model.silhouette_,

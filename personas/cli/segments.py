@@ -55,17 +55,24 @@ def segment_cmd(
     connectivity: Annotated[int | None, typer.Option(
         min=2, help="Agglomerative merges only among each user's N nearest neighbours.")
     ] = None,
+    engine: Annotated[str, typer.Option(
+        help="in-process (scikit-learn here) or spark (features read with the Neo4j Connector "
+        "for Apache Spark, micro-clusters by Spark MLlib on PERSONAS_SPARK_MASTER; needs the "
+        "`spark` extra).")] = "in-process",
 ) -> None:
     """Cluster users from graph features into named segments and write the run to the graph."""
     # scikit-learn takes seconds to import; only the commands that cluster pay for it.
     from graph.segments.engine import check_algorithm
+    from personas.local.spark import check_engine, open_engine
 
     check_algorithm(algorithm)  # before any work, so a typo fails at once
+    check_engine(engine, algorithm, connectivity)
     cfg = settings()
-    with migrated_graph(cfg) as graph:
+    with migrated_graph(cfg) as graph, open_engine(engine, cfg, console.print) as chosen:
         segment(graph, cfg, n_clusters=k, algorithm=algorithm,
                 features=features.split(",") if features else cfg.segment_features,
-                distance_threshold=distance_threshold, connectivity=connectivity)
+                distance_threshold=distance_threshold, connectivity=connectivity,
+                engine=chosen)
 
 
 def segment(graph: Graph, cfg: Settings, **options: Any) -> None:
