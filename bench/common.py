@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 from collections.abc import Iterator
@@ -30,7 +31,33 @@ def bench_settings() -> Settings:
 
 @contextmanager
 def bench_graph(settings: Settings) -> Iterator[Graph]:
-    """Start the bench instance if needed (stop it afterwards if we started it), migrated."""
+    """Start the bench instance if needed (stop it afterwards if we started it), migrated.
+
+    Benchmarks wipe the instance, so one at a time holds it: a second one waits for the first
+    (across checkouts too: the instance lives in the shared cache directory)."""
+    with _exclusive(settings):
+        yield from _bench_graph(settings)
+
+
+@contextmanager
+def _exclusive(settings: Settings) -> Iterator[None]:
+    lock_path = settings.local_instance_dir.with_name(f"{settings.neo4j_instance}.bench.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"another benchmark holds the bench instance {settings.neo4j_instance!r}; "
+                  "waiting for it (PERSONAS_BENCH_INSTANCE and PERSONAS_BENCH_*_PORT pick "
+                  "another)", flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _bench_graph(settings: Settings) -> Iterator[Graph]:
     started = False
     if not neo4j_server.status(settings).answering:
         neo4j_server.start(settings, echo=print)
