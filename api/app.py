@@ -34,6 +34,7 @@ from api.documents import JsonRouter
 from api.errors import UNAVAILABLE_ERRORS, UNAVAILABLE_MESSAGE
 from api.ingest_routes import router as ingest_router
 from api.limits import BodyLimit
+from api.mcp_server import app_backend, http_endpoint
 from api.metrics import RequestMetrics
 from api.schema import build_schema
 from api.segmentation import SegmentationRunner
@@ -175,7 +176,8 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
             preload.add_done_callback(freeze_startup_objects)
             warm = asyncio.create_task(warm_chatbot_plan(app.state.driver, settings))
         try:
-            yield
+            async with app.state.mcp.running():  # the MCP endpoint's session manager
+                yield
         finally:
             # Its thread uses the driver closed below; a preload still waiting on an unreachable
             # server (the driver retries for 30 s) must not hold up the shutdown: closing the
@@ -219,6 +221,9 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
     app.include_router(graphql, prefix="/graphql")
     app.include_router(ingest_router)
     app.include_router(context_router)
+    # The MCP tools over streamable HTTP (api.mcp_server), behind the same keys and limits.
+    app.state.mcp = http_endpoint(app_backend(app.state))
+    app.add_route("/mcp", app.state.mcp.app, methods=["GET", "POST", "DELETE"])
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

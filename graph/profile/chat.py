@@ -143,22 +143,28 @@ def check_budget(max_tokens: int) -> int:
 
 
 async def chat_context(reader: Reader, settings: Settings, user_id: str,
-                       max_tokens: int) -> ChatContext:
-    """The chat context of the user ``user_id`` names (merges followed), within ``max_tokens``.
-    Without personalization consent: a line saying so, and no fact of the user."""
+                       max_tokens: int, *, as_of: datetime | None = None) -> ChatContext:
+    """The chat context of the user ``user_id`` names (merges followed), within ``max_tokens``;
+    with ``as_of`` (UTC), as it was then: that time's persona, preferences rebuilt from the
+    interactions before it, intents and situation before it. Without personalization consent:
+    a line saying so, and no fact of the user."""
     check_budget(max_tokens)
     user = await users.user(reader, user_id)
     if not personal(user.consents):
         return ChatContext(user_id=user.id, text=NO_CONSENT, tokens=estimate_tokens(NO_CONSENT),
                            personalized=False, persona=None, preferences=[],
                            recent_intents=[], situation=None, dropped=[])
-    now = datetime.now(UTC)
-    persona = (await users.personas_of(reader, [user.id])).get(user.id)
-    preferences = [replace(p, updated_at=None) for p in
-                   (await users.preferences_of(reader, [user.id], TOP_PREFERENCES)).get(user.id,
-                                                                                        [])]
+    now = as_of or datetime.now(UTC)
+    if as_of is None:
+        persona = (await users.personas_of(reader, [user.id])).get(user.id)
+        stated = (await users.preferences_of(reader, [user.id], TOP_PREFERENCES)).get(user.id, [])
+    else:
+        persona = await users.persona_as_of(reader, user.id, as_of)
+        stated = await users.preferences_as_of(reader, user.id, as_of, TOP_PREFERENCES)
+    preferences = [replace(p, updated_at=None) for p in stated]
     recent: list[dict[str, Any]] = await users.recent_intent(reader, user.id, now, RECENT_DAYS,
-                                                             RECENT_EVENTS)
+                                                             RECENT_EVENTS,
+                                                             past=as_of is not None)
     intents = describe_intents(recent)
     here = await users.situation(reader, settings, user.id, now, first=1)
     lines = facts(persona, preferences, intents, here)

@@ -159,7 +159,8 @@ SITUATION = "MATCH (u:User {id: $id})\n" + SITUATION_OF_USER
 # What the user did lately: searches, chat intents and categories, newest first.
 RECENT_INTENT = """
 MATCH (:User {id: $id})-[:PERFORMED]->(i:Interaction)
-WHERE i.at >= $since AND i.type IN ['search', 'chat_message', 'add_to_cart', 'page_view']
+WHERE i.at >= $since AND ($until IS NULL OR i.at < $until)
+  AND i.type IN ['search', 'chat_message', 'add_to_cart', 'page_view']
 RETURN i.type AS type, i.query AS query, i.intent AS intent, i.category AS category
 ORDER BY i.at DESC
 LIMIT $first

@@ -188,11 +188,12 @@ async def upcoming_events(reader: Reader, location_id: str, first: int) -> list[
 
 
 async def recent_intent(reader: Reader, user_id: str, now: datetime, days: int,
-                        first: int) -> list[dict[str, Any]]:
+                        first: int, *, past: bool = False) -> list[dict[str, Any]]:
     """The user's latest searches, chat intents and categories within ``days`` before ``now``,
-    newest first (type, query, intent, category)."""
+    newest first (type, query, intent, category); with ``past``, ``now`` is a past time and
+    what came after it is left out."""
     return await reader.rows(q.RECENT_INTENT, id=user_id, since=now - timedelta(days=days),
-                             first=first)
+                             until=now if past else None, first=first)
 
 
 def _interaction_page(rows: list[dict[str, Any]], size: int) -> Page[Interaction]:

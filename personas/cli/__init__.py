@@ -15,6 +15,7 @@ from personas.cli import (
     context,
     identity,
     ingest,
+    mcp,
     privacy,
     schema,
     segments,
@@ -35,6 +36,7 @@ app.command("plot")(segments.plot_cmd)
 app.command("schema")(schema.schema_cmd)
 app.command("serve")(serve.serve_cmd)
 app.command("up")(serve.up_cmd)
+app.command("mcp")(mcp.mcp_cmd)
 app.add_typer(services.neo4j_app, name="neo4j")
 app.add_typer(services.kafka_app, name="kafka")
 app.add_typer(ingest.crm_app, name="crm")
