@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from neo4j import AsyncDriver
 from starlette.requests import HTTPConnection
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
@@ -36,6 +36,8 @@ from api.ingest_routes import router as ingest_router
 from api.limits import BodyLimit
 from api.mcp_server import app_backend, http_endpoint
 from api.metrics import RequestMetrics
+from api.pages.routes import render_graphiql
+from api.pages.routes import router as pages_router
 from api.schema import build_schema
 from api.segmentation import SegmentationRunner
 from graph.auth import ANALYSTS
@@ -117,6 +119,10 @@ class Router(JsonRouter):
             sub_response.status_code = 503
             sub_response.headers["Retry-After"] = str(RETRY_AFTER_S)
         return super().create_response(response_data, sub_response)
+
+    async def render_graphql_ide(self, request: Request) -> HTMLResponse:
+        # GraphiQL on the API's own copy of its scripts (api.pages): no CDN.
+        return render_graphiql(request.app.state.settings)
 
 
 async def get_context(request: HTTPConnection, driver: DriverDep, settings: SettingsDep,
@@ -224,6 +230,7 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
     # The MCP tools over streamable HTTP (api.mcp_server), behind the same keys and limits.
     app.state.mcp = http_endpoint(app_backend(app.state))
     app.add_route("/mcp", app.state.mcp.app, methods=["GET", "POST", "DELETE"])
+    app.include_router(pages_router)  # GraphiQL's assets and the persona explorer (api.pages)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -16,6 +16,7 @@ from personas.cli import (
     identity,
     ingest,
     mcp,
+    pages,
     privacy,
     schema,
     segments,
@@ -44,6 +45,7 @@ app.add_typer(apikeys.apikey_app, name="apikey")
 app.add_typer(context.context_app, name="context")
 app.add_typer(privacy.privacy_app, name="privacy")
 app.add_typer(identity.identity_app, name="identity")
+app.add_typer(pages.pages_app, name="pages")
 
 
 def main() -> None:
