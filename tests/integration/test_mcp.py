@@ -6,29 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import httpx2
 import pytest
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.types import CallToolResult, TextContent
 from neo4j import Driver
 
-from graph.auth import Role, create_key
-from graph.db import Graph
 from graph.profile.chat import NO_CONSENT
-from graph.segments.run import run_segmentation
 from graph.settings import Settings
 from graph.subjects.consent import set_consent
-from tests.helpers import PERSONAS, empty_graph, load_demo
-from tests.integration.test_api_served import free_port, wait_healthy
+from tests.helpers import PERSONAS
+from tests.integration.served import World, served_demo
 
 pytestmark = pytest.mark.integration
 
@@ -37,58 +31,23 @@ EMAIL = "user42-000000@example.com"  # the demo's first user (seed 42, index 0)
 TOOLS = {"find_user", "persona", "chat_context", "recommend", "record_event", "set_preference"}
 
 
-@dataclass(frozen=True)
-class World:
-    base: str
-    graph: Graph
-    keys: dict[str, str]
-    withdrawn: str
-    env: dict[str, str]
-
-
-def server_env(settings: Settings) -> dict[str, str]:
-    env = {**os.environ,
-           "PERSONAS_NEO4J_URI": settings.bolt_uri,
-           "PERSONAS_NEO4J_PASSWORD": settings.neo4j_password.get_secret_value(),
-           "PERSONAS_PSEUDONYM_KEY": settings.pseudonym_key.get_secret_value(),
-           "PERSONAS_RUNS_DIR": str(settings.resolved_runs_dir)}
-    env.pop("PERSONAS_DEMO", None)
-    return env
-
-
 @pytest.fixture(scope="module")
 def world(driver: Driver, settings: Settings,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    graph = empty_graph(driver, settings)
-    load_demo(graph, tmp_path_factory.mktemp("mcp-events"), USERS, seed=42,
-              key=settings.pseudonym_key.get_secret_value())
-    run = run_segmentation(graph, runs_dir=settings.resolved_runs_dir)
-    keys = {role.value: create_key(graph, role, f"{role.value} mcp").key for role in Role}
-    withdrawn = run.user_ids[-1]
-    set_consent(graph, withdrawn, "personalization", False, source="test")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = server_env(settings)
-    log = tmp_path_factory.mktemp("mcp-served") / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([PERSONAS, "serve", "--host", "127.0.0.1", "--port", str(port)],
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_healthy(proc, base, log)
-        yield World(base, graph, keys, withdrawn, env)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with served_demo(driver, settings, tmp_path_factory.mktemp("mcp"), users=USERS) as served:
+        set_consent(served.graph, withdrawn(served), "personalization", False, source="test")
+        yield served
+
+
+def withdrawn(world: World) -> str:
+    """The user who withdrew personalization consent."""
+    return world.run.user_ids[-1]
 
 
 @asynccontextmanager
 async def over_http(world: World, key: str | None) -> AsyncIterator[Client]:
     headers = {"Authorization": f"Bearer {key}"} if key is not None else None
-    async with create_mcp_http_client(headers=headers) as http, \
+    async with httpx2.AsyncClient(headers=headers, timeout=60) as http, \
             Client(streamable_http_client(f"{world.base}/mcp", http_client=http)) as client:
         yield client
 
@@ -115,7 +74,7 @@ def error_text(result: CallToolResult) -> str:
     return " ".join(c.text for c in result.content if isinstance(c, TextContent))
 
 
-async def chatbot_round(client: Client, withdrawn: str) -> None:
+async def chatbot_round(client: Client, withdrawn_id: str) -> None:
     """What a chatbot does through the tools, checked tool by tool."""
     tools = {t.name: t for t in (await client.list_tools()).tools}
     assert set(tools) == TOOLS
@@ -137,23 +96,23 @@ async def chatbot_round(client: Client, withdrawn: str) -> None:
     recs = payload(await client.call_tool("recommend", {"user_id": user_id, "first": 3}))
     assert 1 <= len(recs["items"]) <= 3 and all(i["reasons"] for i in recs["items"])
     # A user who withdrew personalization consent: no profile for a chatbot.
-    hidden = payload(await client.call_tool("persona", {"user_id": withdrawn}))
-    assert hidden == {"user_id": withdrawn, "personalized": False, "persona": None}
-    bare = payload(await client.call_tool("chat_context", {"user_id": withdrawn}))
+    hidden = payload(await client.call_tool("persona", {"user_id": withdrawn_id}))
+    assert hidden == {"user_id": withdrawn_id, "personalized": False, "persona": None}
+    bare = payload(await client.call_tool("chat_context", {"user_id": withdrawn_id}))
     assert bare["text"] == NO_CONSENT and bare["personalized"] is False
 
 
 def test_tools_over_http_for_a_reader(world: World) -> None:
     async def run() -> None:
         async with over_http(world, world.keys["reader"]) as client:
-            await chatbot_round(client, world.withdrawn)
+            await chatbot_round(client, withdrawn(world))
             # A reader may not write: refused with the code, nothing stored.
             event = {"event_id": "mcp-refused", "type": "page_view", "source": "web",
                      "occurred_at": "2026-11-01T10:00:00Z", "user": {"cookie": "ck-mcp"},
                      "properties": {"category": "Books"}}
             refused = await client.call_tool("record_event", {"event": event})
             assert "FORBIDDEN" in error_text(refused)
-            denied = await client.call_tool("set_preference", {"user_id": world.withdrawn,
+            denied = await client.call_tool("set_preference", {"user_id": withdrawn(world),
                                                                "category": "books",
                                                                "weight": 1})
             assert "FORBIDDEN" in error_text(denied)
@@ -241,7 +200,7 @@ def test_http_without_a_live_key_is_refused(world: World) -> None:
 def test_tools_over_stdio(world: World) -> None:
     async def run() -> None:
         async with over_stdio(world, world.keys["reader"]) as client:
-            await chatbot_round(client, world.withdrawn)
+            await chatbot_round(client, withdrawn(world))
             refused = await client.call_tool("record_event", {"event": {}})
             assert "FORBIDDEN" in error_text(refused)
 
