@@ -24,7 +24,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from neo4j import AsyncDriver
-from pydantic import Field
+from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import KeyLimits, PrincipalCache, credentials, neo4j_loader
@@ -40,6 +40,7 @@ from graph.ingest.writer import EventWriter, StatedPreference
 from graph.profile import chat, users
 from graph.profile.consent import personal, withheld
 from graph.profile.model import UserPersona, UserRecord
+from graph.recommend.engine import MAX_EVENT_NAME, WhatIf
 from graph.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,21 @@ IdentifierKind = Literal["crm_id", "email", "phone", "chat_handle", "cookie", "d
 UserId = Annotated[str, Field(min_length=1, max_length=MAX_KEY_CHARS,
                               description="A pseudonymous user id, as `find_user` returns it "
                               "(e.g. `u_df274c9e684b56cdd53a`).")]
+
+
+class SupposedSituation(BaseModel):
+    """A situation to rank for instead of the real one (``recommend``'s ``what_if``)."""
+
+    weather: Literal["clear", "cloudy", "rain", "snow", "fog"] | None = Field(
+        default=None, description="A weather condition instead of the real one.")
+    temp_c: float | None = Field(default=None, ge=-90, le=60,
+                                 description="A temperature in °C (cold <= 5, warm >= 22).")
+    local_event: str | None = Field(
+        default=None, min_length=1, max_length=MAX_EVENT_NAME,
+        description="An event nearby by name, e.g. `Berlin jazz concert`: its kind (concert, "
+        "festival, football match, market, trade fair) decides what it favours.")
+
+
 READ_ONLY = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
 WRITE = ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=False)
 
@@ -192,7 +208,10 @@ class PersonaTools:
             "favourite, similar users, stated or inferred preference, weather or local event "
             "at the user's place). Without personalization consent: the best-sellers, the same "
             "for everyone. `first`: how many (1..100). `as_of`: rank with the situation at "
-            "that time (ISO 8601 with a time zone)."))
+            "that time (ISO 8601 with a time zone). `what_if`: rank as if the weather or a "
+            "local event were different (e.g. {\"weather\": \"rain\"}), to plan ahead or "
+            "answer 'what if it rains?': only items the situation favours move, and their "
+            "reasons say 'if it were ...'."))
         server.add_tool(tool_errors(self.record_event), name="record_event", annotations=WRITE,
                         description=(
             "Record one thing the user did (writer keys): the envelope of `POST /v1/events`: "
@@ -255,12 +274,17 @@ class PersonaTools:
         first: Annotated[int, Field(ge=1, le=100, description="How many items.")] = 5,
         as_of: Annotated[datetime | None, Field(description="Rank with the situation at this "
                                                 "time (with time zone); default now.")] = None,
+        what_if: Annotated[SupposedSituation | None, Field(
+            description="A situation to suppose instead of the real one.")] = None,
     ) -> dict[str, Any]:
         await self.caller(ctx, PERSONA_READERS)
         found = await self._user(user_id)
         granted = personal(found.consents)
+        supposed = (WhatIf(what_if.weather, what_if.temp_c, what_if.local_event)
+                    if what_if is not None else None)
         items = await users.recommendations(self._backend().reader, found.id, self.page(first),
-                                            personal=granted, now=_utc(as_of, "as_of"))
+                                            personal=granted, now=_utc(as_of, "as_of"),
+                                            what_if=supposed)
         return {"user_id": found.id, "personalized": granted,
                 "items": [asdict(r) for r in items]}
 
