@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from strawberry.http.ides import get_graphql_ide_html
-
 from graph.settings import Settings
 
 CDN = "https://unpkg.com/"
@@ -69,6 +67,9 @@ def missing(root: Path) -> list[str]:
 
 def graphiql_html() -> str:
     """strawberry's GraphiQL page, loading its scripts and styles from this API."""
+    # Here, not at import: `personas pages fetch` reads this module without the web layer.
+    from strawberry.http.ides import get_graphql_ide_html
+
     html = get_graphql_ide_html(graphql_ide="graphiql")
     return html.replace(CDN, LOCAL_PREFIX)
 

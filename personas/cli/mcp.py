@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from api.mcp_server import serve_stdio
 from personas.cli.common import fails_cleanly, settings
 
 
@@ -20,6 +19,9 @@ def mcp_cmd(
 ) -> None:
     """Serve the MCP tools (find_user, persona, chat_context, recommend, record_event,
     set_preference) over stdin/stdout. Logs go to stderr: stdout is the protocol's."""
+    # Imported here: the other commands start without loading the web layer.
+    from api.mcp_server import serve_stdio
+
     cfg = settings()
     cfg.require_pseudonym_key()
     cfg.require_neo4j_password()
