@@ -95,6 +95,11 @@ async def chatbot_round(client: Client, withdrawn_id: str) -> None:
     assert context["tokens"] <= 80
     recs = payload(await client.call_tool("recommend", {"user_id": user_id, "first": 3}))
     assert 1 <= len(recs["items"]) <= 3 and all(i["reasons"] for i in recs["items"])
+    supposed = payload(await client.call_tool("recommend", {
+        "user_id": user_id, "first": 30, "what_if": {"weather": "rain"}}))["items"]
+    rainy = [i for i in supposed if i["category"] in {"home & garden", "books", "electronics"}]
+    assert rainy and all(any(r.startswith("if it were rain in ") for r in i["reasons"])
+                         for i in rainy)
     # A user who withdrew personalization consent: no profile for a chatbot.
     hidden = payload(await client.call_tool("persona", {"user_id": withdrawn_id}))
     assert hidden == {"user_id": withdrawn_id, "personalized": False, "persona": None}
@@ -161,6 +166,7 @@ def test_bad_arguments_are_clear_errors(world: World) -> None:
                      ("chat_context", {"user_id": "u_x", "as_of": "2026-10-01T00:00:00"}),
                      ("recommend", {"user_id": "u_x", "first": 1000}),
                      ("recommend", {"user_id": "u_x", "first": "many"}),
+                     ("recommend", {"user_id": "u_x", "what_if": {"weather": "hail"}}),
                      ("no_such_tool", {})]
             texts = [error_text(await client.call_tool(name, args)) for name, args in calls]
             # The server is still answering after all of them.
@@ -176,7 +182,8 @@ def test_bad_arguments_are_clear_errors(world: World) -> None:
     assert "max_tokens" in texts[4]
     assert "BAD_USER_INPUT" in texts[5] and "time zone" in texts[5]
     assert "first" in texts[6] and "first" in texts[7]
-    assert "no_such_tool" in texts[8]
+    assert "what_if" in texts[8] and "hail" in texts[8]
+    assert "no_such_tool" in texts[9]
 
 
 def test_http_without_a_live_key_is_refused(world: World) -> None:
