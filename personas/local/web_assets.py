@@ -22,7 +22,7 @@ Echo = Callable[[str], None]
 NPM_TIMEOUT_S = 300
 
 
-def _unpack(package: NpmPackage, tarball: Path, target: Path) -> None:
+def unpack(package: NpmPackage, tarball: Path, target: Path) -> None:
     digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
     if digest != package.sha256:
         raise Unavailable(f"{package.spec}: the registry's tarball has SHA-256 {digest}, "
@@ -67,5 +67,5 @@ def ensure_web_assets(settings: Settings, echo: Echo = log.info) -> Path:
                 raise Unavailable(f"npm pack {package.spec} failed: "
                                   f"{done.stderr.strip()[-500:]}")
             tarball = Path(tmp) / done.stdout.strip().splitlines()[-1]
-            _unpack(package, tarball, root / package.spec)
+            unpack(package, tarball, root / package.spec)
     return root
