@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 
 
-.PHONY: venv up test test-faults test-spark docs test-unit test-integration fuzz lint format bench bench-ingest bench-segment bench-recommend bench-quality bench-api bench-stream bench-scrub kafka-start kafka-stop neo4j-start neo4j-stop clean
+.PHONY: venv browser up test test-faults test-spark docs test-unit test-integration fuzz lint format bench bench-ingest bench-segment bench-recommend bench-quality bench-api bench-stream bench-scrub kafka-start kafka-stop neo4j-start neo4j-stop clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -20,10 +20,14 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 
 venv: $(VENV)/.synced
 
+browser:  ## Debian's Chromium and chromedriver, for the page tests (installed when missing)
+	-@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
+
 up: venv  ## Local Neo4j, schema, demo data, segmentation, API (Ctrl-C stops it all)
 	$(BIN)/personas up
 
-test: venv  ## The whole suite: unit tests, then integration tests against a real Neo4j
+test: venv browser  ## The whole suite: unit tests, then integration tests against a real Neo4j
 	$(BIN)/pytest
 
 test-faults: venv  ## Fault injection: Neo4j and Kafka killed mid-work and restarted (about 8 min)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from neo4j import AsyncDriver
 from starlette.requests import HTTPConnection
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
@@ -34,7 +34,10 @@ from api.documents import JsonRouter
 from api.errors import UNAVAILABLE_ERRORS, UNAVAILABLE_MESSAGE
 from api.ingest_routes import router as ingest_router
 from api.limits import BodyLimit
+from api.mcp_server import app_backend, http_endpoint
 from api.metrics import RequestMetrics
+from api.pages.routes import render_graphiql
+from api.pages.routes import router as pages_router
 from api.schema import build_schema
 from api.segmentation import SegmentationRunner
 from graph.auth import ANALYSTS
@@ -117,6 +120,10 @@ class Router(JsonRouter):
             sub_response.headers["Retry-After"] = str(RETRY_AFTER_S)
         return super().create_response(response_data, sub_response)
 
+    async def render_graphql_ide(self, request: Request) -> HTMLResponse:
+        # GraphiQL on the API's own copy of its scripts (api.pages): no CDN.
+        return render_graphiql(request.app.state.settings)
+
 
 async def get_context(request: HTTPConnection, driver: DriverDep, settings: SettingsDep,
                       principal: PrincipalDep, key: CredentialDep,
@@ -175,7 +182,8 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
             preload.add_done_callback(freeze_startup_objects)
             warm = asyncio.create_task(warm_chatbot_plan(app.state.driver, settings))
         try:
-            yield
+            async with app.state.mcp.running():  # the MCP endpoint's session manager
+                yield
         finally:
             # Its thread uses the driver closed below; a preload still waiting on an unreachable
             # server (the driver retries for 30 s) must not hold up the shutdown: closing the
@@ -219,6 +227,10 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
     app.include_router(graphql, prefix="/graphql")
     app.include_router(ingest_router)
     app.include_router(context_router)
+    # The MCP tools over streamable HTTP (api.mcp_server), behind the same keys and limits.
+    app.state.mcp = http_endpoint(app_backend(app.state))
+    app.add_route("/mcp", app.state.mcp.app, methods=["GET", "POST", "DELETE"])
+    app.include_router(pages_router)  # GraphiQL's assets and the persona explorer (api.pages)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

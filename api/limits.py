@@ -52,11 +52,19 @@ def limit_error(what: str, limit: int, node: Any = None) -> GraphQLError:
                         extensions={"code": "LIMIT_EXCEEDED"})
 
 
+INTROSPECTION_FIELDS = frozenset({"__schema", "__type"})
+INTROSPECTION_MAX_DEPTH = 20
+"""Introspection is measured on its own: GraphiQL's schema query nests `ofType` 15 deep, over
+PERSONAS_API_MAX_DEPTH, while what it returns is bounded by the schema, not by the data."""
+
+
 @dataclass(frozen=True)
 class Shape:
     depth: int
-    """Deepest level below the selection set."""
+    """Deepest level below the selection set (introspection fields left out)."""
     aliases: int
+    introspection: int = 0
+    """Deepest level below an introspection field."""
 
 
 class _ShapeWalk:
@@ -69,19 +77,26 @@ class _ShapeWalk:
     def walk(self, selections: SelectionSetNode | None) -> Shape:
         if selections is None:
             return Shape(0, 0)
-        depth = aliases = 0
+        depth = aliases = introspection = 0
         for node in selections.selections:
             if isinstance(node, FieldNode):
                 inner = self.walk(node.selection_set)
-                depth = max(depth, 1 + inner.depth)
+                if node.name.value in INTROSPECTION_FIELDS:
+                    introspection = max(introspection, 1 + max(inner.depth, inner.introspection))
+                else:
+                    depth = max(depth, 1 + inner.depth)
+                    introspection = max(introspection, inner.introspection)
                 aliases += inner.aliases + (node.alias is not None)
-            elif isinstance(node, InlineFragmentNode):
+                continue
+            if isinstance(node, InlineFragmentNode):
                 inner = self.walk(node.selection_set)
-                depth, aliases = max(depth, inner.depth), aliases + inner.aliases
             elif isinstance(node, FragmentSpreadNode):
                 inner = self.fragment(node.name.value)
-                depth, aliases = max(depth, inner.depth), aliases + inner.aliases
-        return Shape(depth, aliases)
+            else:
+                continue
+            depth, aliases = max(depth, inner.depth), aliases + inner.aliases
+            introspection = max(introspection, inner.introspection)
+        return Shape(depth, aliases, introspection)
 
     def fragment(self, name: str) -> Shape:
         known = self.fragments.get(name)
@@ -101,7 +116,9 @@ def shape_rule(settings: Settings) -> type[ValidationRule]:
                                        *_: Any) -> None:
             shape = _ShapeWalk(self.context).walk(node.selection_set)
             for what, value, limit in (("depth", shape.depth, settings.api_max_depth),
-                                       ("aliases", shape.aliases, settings.api_max_aliases)):
+                                       ("aliases", shape.aliases, settings.api_max_aliases),
+                                       ("introspection depth", shape.introspection,
+                                        INTROSPECTION_MAX_DEPTH)):
                 if value > limit:
                     self.report_error(limit_error(f"query {what} {value}", limit, node))
 

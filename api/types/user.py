@@ -34,6 +34,7 @@ from graph.profile.prefetch import (
     Profile,
 )
 from graph.recommend.engine import Recommendation as RecommendationModel
+from graph.recommend.engine import WhatIf as WhatIfModel
 
 
 @strawberry.type
@@ -142,6 +143,23 @@ class Recommendation:
     def from_model(cls, r: RecommendationModel) -> Recommendation:
         return cls(item_id=strawberry.ID(r.item_id), name=r.name, category=r.category,
                    score=r.score, reasons=list(r.reasons))
+
+
+@strawberry.input(description="A situation to rank for instead of the real one. What is "
+                  "given replaces the real weather or the real upcoming events at the user's "
+                  "place; what is left out stays as it is. Only items whose category the "
+                  "situation favours move, and their reasons say `if it were ...`.")
+class WhatIf:
+    weather: str | None = strawberry.field(
+        default=None, description="A weather condition: clear, cloudy, rain, snow or fog.")
+    temp_c: float | None = strawberry.field(
+        default=None, description="A temperature in °C (cold at or below 5, warm from 22).")
+    local_event: str | None = strawberry.field(
+        default=None, description="An event nearby, by name, e.g. `Berlin jazz concert`: its "
+        "kind (concert, festival, football match, market, trade fair) decides what it favours.")
+
+    def model(self) -> WhatIfModel:
+        return WhatIfModel(self.weather, self.temp_c, self.local_event)
 
 
 @strawberry.type(description="An identifier the user is known by. Only its kind and the start "
@@ -259,17 +277,20 @@ class User:
                             similarity=s.similarity) for s in found]
 
     @strawberry.field(description="Items to suggest, best first, each with its reasons "
-                      "(at `asOf` for the context boost when given). Without personalization "
-                      "consent: the best-sellers, the same for everyone.")
+                      "(at `asOf` for the context boost when given; with `whatIf`, as if the "
+                      "situation were different). Without personalization consent: the "
+                      "best-sellers, the same for everyone.")
     async def recommendations(self, info: strawberry.Info[Context, None],
-                              first: int = RECOMMENDATIONS_FIRST) -> list[Recommendation]:
+                              first: int = RECOMMENDATIONS_FIRST,
+                              what_if: WhatIf | None = None) -> list[Recommendation]:
         granted = personal(self.record.consents)
-        if self.prefetched and self.prefetched.wanted.recommendations == first and granted:
+        if self.prefetched and self.prefetched.wanted.recommendations == first and granted \
+                and what_if is None:
             found = self.prefetched.recommendations
         else:
-            found = await users.recommendations(info.context.reader, self.id,
-                                                info.context.page(first), personal=granted,
-                                                now=self.as_of)
+            found = await users.recommendations(
+                info.context.reader, self.id, info.context.page(first), personal=granted,
+                now=self.as_of, what_if=what_if.model() if what_if is not None else None)
         return [Recommendation.from_model(r) for r in found]
 
     @strawberry.field(description="The situation now: location, current weather, upcoming "

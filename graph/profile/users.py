@@ -32,7 +32,7 @@ from graph.profile.model import (
     native,
     page,
 )
-from graph.recommend.engine import Recommendation, recommend_params
+from graph.recommend.engine import Recommendation, WhatIf, recommend_params
 from graph.recommend.limits import MAX_ITEM_USERS
 from graph.recommend.queries import POPULAR, RECOMMEND
 from graph.settings import Settings
@@ -142,14 +142,16 @@ async def similar_users(reader: Reader, user_id: str, first: int) -> list[Simila
 
 
 async def recommendations(reader: Reader, user_id: str, first: int, *, personal: bool,
-                          now: datetime | None = None) -> list[Recommendation]:
+                          now: datetime | None = None,
+                          what_if: WhatIf | None = None) -> list[Recommendation]:
     """Items to suggest, best first, with their reasons (``now``: the time for the context
-    boost). Without ``personal`` (no personalization consent) nothing of the user is read: the
-    same best-sellers everyone is offered."""
+    boost; ``what_if``: a supposed situation instead of the real one). Without ``personal`` (no
+    personalization consent) nothing of the user is read: the same best-sellers everyone is
+    offered, whatever the situation."""
     if not personal:
         rows = await reader.rows(POPULAR, user_id=user_id, first=first, personal=False)
     else:
-        rows = await reader.rows(RECOMMEND, **recommend_params(user_id, first, now))
+        rows = await reader.rows(RECOMMEND, **recommend_params(user_id, first, now, what_if))
     return [Recommendation(r["item_id"], r["name"], r["category"], r["score"], list(r["reasons"]))
             for r in rows]
 

@@ -62,6 +62,40 @@ CONTEXT_BOOSTS: dict[str, Any] = {
 }
 
 
+MAX_EVENT_NAME = 100
+"""Longest supposed event name: it is quoted back in the reasons."""
+
+
+@dataclass(frozen=True)
+class WhatIf:
+    """A situation to rank for instead of the real one (counterfactual context): a weather
+    (``condition`` and/or ``temp_c``) replaces the weather at the user's place, a ``local_event``
+    (by name, whose kind decides what it favours) replaces the events coming up there. What is
+    not supposed stays as it really is; only the context term of the score changes, so only
+    items whose category the real or supposed situation favours move."""
+
+    condition: str | None = None
+    temp_c: float | None = None
+    local_event: str | None = None
+
+    def __post_init__(self) -> None:
+        conditions = CONTEXT_BOOSTS["weather"]
+        if self.condition is not None and self.condition not in conditions:
+            raise InvalidInput(f"unknown weather {self.condition!r}; one of "
+                               f"{', '.join(conditions)}")
+        if self.temp_c is not None and not -90.0 <= self.temp_c <= 60.0:
+            raise InvalidInput(f"a temperature of {self.temp_c} °C is not on Earth")
+        if self.local_event is not None and not 0 < len(self.local_event.strip()) \
+                <= MAX_EVENT_NAME:
+            raise InvalidInput(f"`localEvent` must have 1 to {MAX_EVENT_NAME} characters")
+
+    def param(self) -> dict[str, Any]:
+        """``$what_if`` of ``queries.RECOMMEND``."""
+        return {"weather": self.condition, "temp_c": self.temp_c,
+                "supposes_weather": self.condition is not None or self.temp_c is not None,
+                "local_event": " ".join(self.local_event.split()) if self.local_event else None}
+
+
 @dataclass(frozen=True)
 class Recommendation:
     item_id: str
@@ -85,11 +119,12 @@ def as_utc(at: datetime | None) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
-def recommend_params(user_id: str, first: int = 10,
-                     now: datetime | None = None) -> dict[str, Any]:
+def recommend_params(user_id: str, first: int = 10, now: datetime | None = None,
+                     what_if: WhatIf | None = None) -> dict[str, Any]:
     """Every parameter ``queries.RECOMMEND`` needs, checked (``first`` within 1..100)."""
     return {"user_id": user_id, "recommendations_first": check_first(first), "now": as_utc(now),
-            "weights": WEIGHTS, "context": CONTEXT_BOOSTS, "limits": LIMITS}
+            "weights": WEIGHTS, "context": CONTEXT_BOOSTS, "limits": LIMITS,
+            "what_if": what_if.param() if what_if is not None else None}
 
 
 def _results(graph: Graph, rows: list[dict[str, Any]], user_id: str) -> list[Recommendation]:
@@ -99,15 +134,16 @@ def _results(graph: Graph, rows: list[dict[str, Any]], user_id: str) -> list[Rec
                            list(r["reasons"])) for r in rows]
 
 
-def recommend(graph: Graph, user_id: str, first: int = 10,
-              now: datetime | None = None) -> list[Recommendation]:
+def recommend(graph: Graph, user_id: str, first: int = 10, now: datetime | None = None,
+              what_if: WhatIf | None = None) -> list[Recommendation]:
     """Up to ``first`` items the user has neither bought nor rated, best first, each with its
     reasons.
 
-    ``now`` (default: the current time) decides which weather and local events count. Raises
+    ``now`` (default: the current time) decides which weather and local events count;
+    ``what_if`` supposes another weather or event instead (``WhatIf``). Raises
     ``NotFound`` for an unknown user and ``InvalidInput`` when ``first`` is outside 1..100.
     """
-    rows = graph.rows(q.RECOMMEND, **recommend_params(user_id, first, now))
+    rows = graph.rows(q.RECOMMEND, **recommend_params(user_id, first, now, what_if))
     return _results(graph, rows, user_id)
 
 

@@ -1,7 +1,8 @@
 """Cypher for recommendations. Values travel as parameters; see ``engine.recommend_params``.
 
 ``RECOMMEND`` takes ``$user_id``, ``$recommendations_first`` (1..100), ``$now`` (a UTC
-datetime), ``$weights`` (``engine.WEIGHTS``) and ``$context`` (``engine.CONTEXT_BOOSTS``).
+datetime), ``$weights`` (``engine.WEIGHTS``), ``$context`` (``engine.CONTEXT_BOOSTS``) and
+``$what_if`` (``engine.WhatIf.param``, or null for the real situation).
 ``RECOMMEND_FOR_USER`` is its body, for a user ``u`` already matched: the API runs it inside the
 one query that fetches a user with everything a chatbot asks of them.
 """
@@ -170,14 +171,30 @@ CALL (u, now) {
     RETURN collect({category: category,
                     reason: e.name + ' on ' + toString(date(e.starts_at))}) AS event_boosts
   }
+  // The weather and events that count: the real ones, or those $what_if supposes instead
+  // (null: none supposed). A supposed one is phrased as such in the reasons.
+  WITH place, event_boosts, coalesce($what_if.supposes_weather, false) AS supposed,
+       CASE WHEN $what_if.supposes_weather THEN $what_if.weather ELSE w.condition END
+         AS condition,
+       CASE WHEN $what_if.supposes_weather THEN $what_if.temp_c ELSE w.temp_c END AS temp_c
+  WITH event_boosts, condition, temp_c,
+       CASE WHEN supposed THEN 'if it were {} in ' + coalesce(place, 'your area')
+            ELSE '{} in ' + place + ' today' END AS phrase,
+       CASE WHEN $what_if.local_event IS NULL THEN event_boosts
+            ELSE reduce(acc = [], kind IN keys($context.event_kinds) |
+                   acc + CASE WHEN toLower($what_if.local_event) CONTAINS kind
+                              THEN [category IN $context.event_kinds[kind] |
+                                      {category: category, reason: 'if there were '
+                                       + $what_if.local_event + ' nearby'}]
+                              ELSE [] END) END AS events
   RETURN
-    [category IN coalesce($context.weather[w.condition], []) |
-       {category: category, reason: w.condition + ' in ' + place + ' today'}]
-    + [category IN CASE WHEN w.temp_c <= $context.cold_below_c THEN $context.cold ELSE [] END |
-       {category: category, reason: 'cold in ' + place + ' today'}]
-    + [category IN CASE WHEN w.temp_c >= $context.warm_from_c THEN $context.warm ELSE [] END |
-       {category: category, reason: 'warm in ' + place + ' today'}]
-    + event_boosts AS boosts
+    [category IN coalesce($context.weather[condition], []) |
+       {category: category, reason: replace(phrase, '{}', condition)}]
+    + [category IN CASE WHEN temp_c <= $context.cold_below_c THEN $context.cold ELSE [] END |
+       {category: category, reason: replace(phrase, '{}', 'cold')}]
+    + [category IN CASE WHEN temp_c >= $context.warm_from_c THEN $context.warm ELSE [] END |
+       {category: category, reason: replace(phrase, '{}', 'warm')}]
+    + events AS boosts
 }
 WITH excluded, segment, prefs, boosts,
      seg_items + sim_items + item_items + pref_items AS candidates, COUNT { (:User) } AS users

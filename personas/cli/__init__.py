@@ -15,6 +15,8 @@ from personas.cli import (
     context,
     identity,
     ingest,
+    mcp,
+    pages,
     privacy,
     schema,
     segments,
@@ -35,6 +37,7 @@ app.command("plot")(segments.plot_cmd)
 app.command("schema")(schema.schema_cmd)
 app.command("serve")(serve.serve_cmd)
 app.command("up")(serve.up_cmd)
+app.command("mcp")(mcp.mcp_cmd)
 app.add_typer(services.neo4j_app, name="neo4j")
 app.add_typer(services.kafka_app, name="kafka")
 app.add_typer(ingest.crm_app, name="crm")
@@ -42,6 +45,7 @@ app.add_typer(apikeys.apikey_app, name="apikey")
 app.add_typer(context.context_app, name="context")
 app.add_typer(privacy.privacy_app, name="privacy")
 app.add_typer(identity.identity_app, name="identity")
+app.add_typer(pages.pages_app, name="pages")
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from graph.ingest.queries import USER_COUNT
 from personas.cli.apikeys import ensure_demo_api_key
 from personas.cli.common import console, demo_unless_keyed, fails_cleanly, settings
 from personas.cli.ingest import load_demo
+from personas.cli.pages import provision_pages
 from personas.cli.segments import scheduler_loop, segment
 from personas.local import neo4j_server
 
@@ -28,6 +29,7 @@ def serve_api(host: str, port: int) -> None:
     # With JSON logs, uvicorn's own loggers go through the root handler too (no config of its
     # own), so every line of the service is JSON.
     json_logs = settings().log_format == "json"
+    provision_pages(settings())
     logging.getLogger().setLevel(logging.INFO)  # one access line per request (api.metrics)
     # The app logs each request itself (api.access, with its latency); uvicorn's own access
     # line would be a second line per request.

@@ -1,0 +1,224 @@
+"""The MCP server as agent frameworks reach it, driven by the official SDK's own client: over
+streamable HTTP against `personas serve` on a free port, and over stdio spawning
+`personas mcp`. Keys, roles, consent and argument errors behave as in GraphQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx2
+import pytest
+from mcp import Client, MCPError, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.types import CallToolResult, TextContent
+from neo4j import Driver
+
+from graph.profile.chat import NO_CONSENT
+from graph.settings import Settings
+from graph.subjects.consent import set_consent
+from tests.helpers import PERSONAS
+from tests.integration.served import World, served_demo
+
+pytestmark = pytest.mark.integration
+
+USERS = 40
+EMAIL = "user42-000000@example.com"  # the demo's first user (seed 42, index 0)
+TOOLS = {"find_user", "persona", "chat_context", "recommend", "record_event", "set_preference"}
+
+
+@pytest.fixture(scope="module")
+def world(driver: Driver, settings: Settings,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with served_demo(driver, settings, tmp_path_factory.mktemp("mcp"), users=USERS) as served:
+        set_consent(served.graph, withdrawn(served), "personalization", False, source="test")
+        yield served
+
+
+def withdrawn(world: World) -> str:
+    """The user who withdrew personalization consent."""
+    return world.run.user_ids[-1]
+
+
+@asynccontextmanager
+async def over_http(world: World, key: str | None) -> AsyncIterator[Client]:
+    headers = {"Authorization": f"Bearer {key}"} if key is not None else None
+    async with httpx2.AsyncClient(headers=headers, timeout=60) as http, \
+            Client(streamable_http_client(f"{world.base}/mcp", http_client=http)) as client:
+        yield client
+
+
+@asynccontextmanager
+async def over_stdio(world: World, key: str) -> AsyncIterator[Client]:
+    params = StdioServerParameters(command=PERSONAS, args=["mcp"],
+                                   env={**world.env, "PERSONAS_MCP_KEY": key})
+    async with Client(params) as client:
+        yield client
+
+
+def payload(result: CallToolResult) -> dict[str, Any]:
+    assert not result.is_error, result.content
+    if result.structured_content is not None:
+        return dict(result.structured_content)
+    [content] = result.content
+    assert isinstance(content, TextContent)
+    return dict(json.loads(content.text))
+
+
+def error_text(result: CallToolResult) -> str:
+    assert result.is_error, result
+    return " ".join(c.text for c in result.content if isinstance(c, TextContent))
+
+
+async def chatbot_round(client: Client, withdrawn_id: str) -> None:
+    """What a chatbot does through the tools, checked tool by tool."""
+    tools = {t.name: t for t in (await client.list_tools()).tools}
+    assert set(tools) == TOOLS
+    for tool in tools.values():
+        assert tool.description and len(tool.description) > 80, tool.name
+        assert tool.input_schema["type"] == "object", tool.name
+    assert set(tools["find_user"].input_schema["properties"]["kind"]["enum"]) >= {"email",
+                                                                                    "phone"}
+    found = payload(await client.call_tool("find_user", {"kind": "email", "value": EMAIL}))
+    user_id = found["user_id"]
+    assert user_id.startswith("u_") and found["personalized"] is True and found["persona"]
+    persona = payload(await client.call_tool("persona", {"user_id": user_id}))["persona"]
+    assert persona["name"] == found["persona"] and persona["why"]
+    assert 0 <= persona["confidence"] <= 1
+    context = payload(await client.call_tool("chat_context",
+                                             {"user_id": user_id, "max_tokens": 80}))
+    assert context["personalized"] and f"Persona: {persona['name']}" in context["text"]
+    assert context["tokens"] <= 80
+    assert "\n".join(line["text"] for line in context["lines"]) == context["text"]
+    assert context["lines"][0]["sources"][0]["kind"] == "segmentation_run"
+    recs = payload(await client.call_tool("recommend", {"user_id": user_id, "first": 3}))
+    assert 1 <= len(recs["items"]) <= 3 and all(i["reasons"] for i in recs["items"])
+    supposed = payload(await client.call_tool("recommend", {
+        "user_id": user_id, "first": 30, "what_if": {"weather": "rain"}}))["items"]
+    rainy = [i for i in supposed if i["category"] in {"home & garden", "books", "electronics"}]
+    assert rainy and all(any(r.startswith("if it were rain in ") for r in i["reasons"])
+                         for i in rainy)
+    # A user who withdrew personalization consent: no profile for a chatbot.
+    hidden = payload(await client.call_tool("persona", {"user_id": withdrawn_id}))
+    assert hidden == {"user_id": withdrawn_id, "personalized": False, "persona": None}
+    bare = payload(await client.call_tool("chat_context", {"user_id": withdrawn_id}))
+    assert bare["text"] == NO_CONSENT and bare["personalized"] is False
+
+
+def test_tools_over_http_for_a_reader(world: World) -> None:
+    async def run() -> None:
+        async with over_http(world, world.keys["reader"]) as client:
+            await chatbot_round(client, withdrawn(world))
+            # A reader may not write: refused with the code, nothing stored.
+            event = {"event_id": "mcp-refused", "type": "page_view", "source": "web",
+                     "occurred_at": "2026-11-01T10:00:00Z", "user": {"cookie": "ck-mcp"},
+                     "properties": {"category": "Books"}}
+            refused = await client.call_tool("record_event", {"event": event})
+            assert "FORBIDDEN" in error_text(refused)
+            denied = await client.call_tool("set_preference", {"user_id": withdrawn(world),
+                                                               "category": "books",
+                                                               "weight": 1})
+            assert "FORBIDDEN" in error_text(denied)
+
+    asyncio.run(run())
+    assert not world.graph.rows("MATCH (i:Interaction {event_id: 'mcp-refused'}) RETURN i")
+
+
+def test_writes_over_http_are_read_back(world: World) -> None:
+    event = {"event_id": "mcp-written-1", "type": "search", "source": "chat",
+             "occurred_at": "2026-11-01T10:00:00Z", "user": {"email": EMAIL},
+             "properties": {"query": "rain jacket"}}
+
+    async def run() -> tuple[dict[str, Any], ...]:
+        async with over_http(world, world.keys["writer"]) as writer:
+            first = payload(await writer.call_tool("record_event", {"event": event}))
+            again = payload(await writer.call_tool("record_event", {"event": event}))
+            bad = payload(await writer.call_tool("record_event",
+                                                 {"event": {"event_id": "x", "type": "nope"}}))
+            async with over_http(world, world.keys["reader"]) as reader:
+                user_id = payload(await reader.call_tool(
+                    "find_user", {"kind": "email", "value": EMAIL}))["user_id"]
+            stated = payload(await writer.call_tool(
+                "set_preference", {"user_id": user_id, "category": "Garden Tools",
+                                   "weight": -0.5, "at": "2026-11-02T09:00:00+01:00"}))
+            return first, again, bad, stated
+
+    first, again, bad, stated = asyncio.run(run())
+    assert first == {"event_id": "mcp-written-1", "status": "accepted", "reason": None}
+    assert again["status"] == "duplicate"
+    assert bad["status"] == "rejected" and bad["reason"]
+    assert stated["category"] == "garden tools" and stated["weight"] == -0.5
+    assert stated["source"] == "explicit"
+    assert world.graph.rows("MATCH (i:Interaction {event_id: 'mcp-written-1'}) "
+                            "RETURN i.query AS q")  # stored, through the event writer
+
+
+def test_bad_arguments_are_clear_errors(world: World) -> None:
+    async def run() -> list[str]:
+        async with over_http(world, world.keys["analyst"]) as client:
+            calls = [("find_user", {"kind": "passport", "value": "x"}),
+                     ("find_user", {"kind": "email"}),
+                     ("find_user", {"kind": "email", "value": "nobody@example.com"}),
+                     ("persona", {"user_id": "u_nobody"}),
+                     ("chat_context", {"user_id": "u_nobody", "max_tokens": 5}),
+                     ("chat_context", {"user_id": "u_x", "as_of": "2026-10-01T00:00:00"}),
+                     ("recommend", {"user_id": "u_x", "first": 1000}),
+                     ("recommend", {"user_id": "u_x", "first": "many"}),
+                     ("recommend", {"user_id": "u_x", "what_if": {"weather": "hail"}}),
+                     ("no_such_tool", {})]
+            texts = [error_text(await client.call_tool(name, args)) for name, args in calls]
+            # The server is still answering after all of them.
+            assert payload(await client.call_tool("find_user", {"kind": "email",
+                                                                 "value": EMAIL}))
+            return texts
+
+    texts = asyncio.run(run())
+    assert "kind" in texts[0] and "passport" in texts[0]
+    assert "value" in texts[1]
+    assert "NOT_FOUND" in texts[2] and "nobody@example.com" not in texts[2]
+    assert "NOT_FOUND" in texts[3]
+    assert "max_tokens" in texts[4]
+    assert "BAD_USER_INPUT" in texts[5] and "time zone" in texts[5]
+    assert "first" in texts[6] and "first" in texts[7]
+    assert "what_if" in texts[8] and "hail" in texts[8]
+    assert "no_such_tool" in texts[9]
+
+
+def test_http_without_a_live_key_is_refused(world: World) -> None:
+    for key in (None, "pg_00000000_not-a-real-key-at-all"):
+        response = httpx2.post(f"{world.base}/mcp", json={"jsonrpc": "2.0", "id": 1,
+                                                         "method": "tools/list"},
+                               headers={"Authorization": f"Bearer {key}"} if key else {})
+        assert response.status_code == 401, response.text
+        assert response.json()["error"]["code"] == "UNAUTHENTICATED"
+
+    async def connect() -> None:
+        async with over_http(world, "pg_00000000_not-a-real-key-at-all") as client:
+            await client.list_tools()
+
+    # The SDK's client gives up at the first request, before any tool runs.
+    with pytest.raises(ExceptionGroup) as refused:
+        asyncio.run(connect())
+    assert refused.group_contains(MCPError)
+
+
+def test_tools_over_stdio(world: World) -> None:
+    async def run() -> None:
+        async with over_stdio(world, world.keys["reader"]) as client:
+            await chatbot_round(client, withdrawn(world))
+            refused = await client.call_tool("record_event", {"event": {}})
+            assert "FORBIDDEN" in error_text(refused)
+
+    asyncio.run(run())
+
+
+def test_stdio_with_a_bad_key_exits_with_the_reason(world: World) -> None:
+    done = subprocess.run([PERSONAS, "mcp"], env={**world.env,
+                                                  "PERSONAS_MCP_KEY": "pg_00000000_wrong-key"},
+                          input=b"", capture_output=True, timeout=120)
+    assert done.returncode == 2
+    assert b"UNAUTHENTICATED" in done.stderr and done.stdout == b""
