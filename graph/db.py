@@ -15,12 +15,15 @@ from typing import Any, LiteralString, Protocol, TypeVar
 
 from neo4j import (
     READ_ACCESS,
+    WRITE_ACCESS,
     AsyncDriver,
     AsyncGraphDatabase,
     Driver,
     GraphDatabase,
     ManagedTransaction,
     Query,
+    ResultSummary,
+    Session,
 )
 from neo4j.exceptions import DriverError, Neo4jError
 
@@ -146,19 +149,32 @@ def driver_for(settings: Settings) -> Iterator[Driver]:
 
 
 class Graph:
-    """A driver bound to one database, with the managed-transaction helpers the jobs use."""
+    """A driver bound to one database, with the managed-transaction helpers the jobs use.
+
+    Reads are READ transactions and writes WRITE ones, so that with a ``neo4j://`` URI on a
+    cluster the driver sends reads to secondaries and writes to the leader. Every session
+    shares the driver's bookmark manager (the one ``execute_query`` and the API's reads use):
+    a read routed to a secondary waits until it has applied what this process wrote before,
+    as a job reading back its own writes (a run's members, the next batch's look-ups) needs.
+    """
 
     def __init__(self, driver: Driver, database: str) -> None:
         self.driver = driver
         self.database = database
 
+    def _session(self, access_mode: str = WRITE_ACCESS) -> Session:
+        return self.driver.session(
+            database=self.database, default_access_mode=access_mode,
+            bookmark_manager=self.driver.execute_query_bookmark_manager)
+
     def write(self, work: Callable[[ManagedTransaction], T]) -> T:
         """Run ``work`` in a managed write transaction (retried on transient errors)."""
-        with self.driver.session(database=self.database) as session:
+        with self._session() as session:
             return session.execute_write(work)
 
     def read(self, work: Callable[[ManagedTransaction], T]) -> T:
-        with self.driver.session(database=self.database) as session:
+        """Run ``work`` in a managed read transaction (a secondary's, on a cluster)."""
+        with self._session(READ_ACCESS) as session:
             return session.execute_read(work)
 
     def rows(self, query: LiteralString, **params: Any) -> list[dict[str, Any]]:
@@ -173,10 +189,11 @@ class Graph:
             return [record.data() for record in tx.run(query, params)]
         return self.write(work)
 
-    def auto_commit(self, query: LiteralString, **params: Any) -> None:
-        """For `CALL { ... } IN TRANSACTIONS`, which needs an auto-commit transaction."""
-        with self.driver.session(database=self.database) as session:
-            session.run(query, params).consume()
+    def auto_commit(self, query: LiteralString, **params: Any) -> ResultSummary:
+        """For `CALL { ... } IN TRANSACTIONS`, which needs an auto-commit transaction; returns
+        the statement's summary (its counters)."""
+        with self._session() as session:
+            return session.run(query, params).consume()
 
 
 @contextmanager
