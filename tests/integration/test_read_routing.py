@@ -2,7 +2,7 @@
 cluster spreads the reads over its secondaries and sends the writes to the leader.
 
 Seen on the wire: a Bolt tap (``tests.bolt_tap``) between the real Neo4j and the code records
-the access mode of every transaction a job (a segmentation run) and the API start. No
+the access mode of every transaction jobs (the file import, the feature table) and the API start. No
 query that only reads may go out as WRITE (it would load the leader), none that writes as READ
 (a server refuses it, as the first test shows), and a job's reads carry the bookmarks of its
 own earlier writes (a secondary waits for them before answering).
@@ -21,7 +21,7 @@ from neo4j.exceptions import ClientError
 from api.app import create_app
 from graph.auth import Role, create_key
 from graph.db import Graph, create_driver
-from graph.segments.run import run_segmentation
+from graph.features.table import build_feature_table
 from graph.settings import Settings
 from tests.bolt_tap import BoltTap, Transaction
 from tests.helpers import load_demo
@@ -56,22 +56,25 @@ def test_the_server_refuses_a_write_sent_as_read(graph: Graph) -> None:
     assert graph.rows("MATCH (p:Probe) RETURN count(p) AS n") == [{"n": 0}]
 
 
-def test_a_job_reads_as_read_and_after_its_own_writes(
+def test_jobs_read_as_read_and_after_their_own_writes(
         graph: Graph, settings: Settings, tap: BoltTap, tmp_path: Path) -> None:
-    """A segmentation run, the job that reads the most (features) and writes back (the run)."""
-    load_demo(graph, tmp_path, 30, seed=4, key=settings.pseudonym_key.get_secret_value())
+    """The file import (its look-ups ahead of each batch's write) and the feature table that
+    segmentation reads, through the tap."""
     tapped = create_driver(settings.model_copy(update={"neo4j_uri": tap.uri}))
     try:
-        tap.clear()
-        run_segmentation(Graph(tapped, settings.neo4j_database),
-                         runs_dir=settings.resolved_runs_dir)
+        over = Graph(tapped, settings.neo4j_database)
+        load_demo(over, tmp_path, 10, seed=4, key=settings.pseudonym_key.get_secret_value())
+        loaded = len(tap.taken())
+        table = build_feature_table(over)
     finally:
         tapped.close()
+    assert len(table.user_ids) == 10
     seen = tap.taken()
-    reads = [tx for tx in seen if not writes(tx)]
-    assert len(reads) >= 5 and any(writes(tx) for tx in seen), seen
+    assert len([tx for tx in seen[loaded:] if not writes(tx)]) >= 3, seen[loaded:]
+    assert any(writes(tx) for tx in seen[:loaded]) and any(
+        not writes(tx) for tx in seen[:loaded]), seen[:loaded]
     assert misrouted(seen) == []
-    # Once the job has written, every later transaction waits for what it wrote.
+    # Once a job has written, every later transaction waits for what it wrote.
     first_write = next(i for i, tx in enumerate(seen) if writes(tx))
     assert all(tx.bookmarks for tx in seen[first_write + 1:]), seen[first_write + 1:]
 
