@@ -165,7 +165,7 @@ class BoltTap:
         finally:
             handshake_done.set()
             for s in (client, upstream):
-                _close(s)
+                s.close()
 
     def _client_side(self, client: socket.socket, upstream: socket.socket,
                      handshake_done: threading.Event, manifest: list[bool]) -> None:
@@ -193,7 +193,7 @@ class BoltTap:
             pass
         finally:
             for s in (client, upstream):
-                _close(s)
+                s.close()
 
     def _record(self, tag: int, fields: list[Any],
                 current: Transaction | None) -> Transaction | None:
@@ -216,10 +216,3 @@ class BoltTap:
         if tag in (COMMIT, ROLLBACK):
             return None
         return current
-
-
-def _close(sock: socket.socket) -> None:
-    try:
-        sock.close()
-    except OSError:
-        pass
