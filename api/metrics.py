@@ -20,6 +20,7 @@ from contextvars import ContextVar
 
 from fastapi import FastAPI, Request, Response
 from graphql import FieldNode, get_operation_ast
+from opentelemetry import trace
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -175,8 +176,12 @@ class CypherRoundTrips(SchemaExtension):
     def on_operation(self) -> Iterator[None]:
         yield
         operations = _operations.get()
-        if operations is not None:
-            operations.append(operation_label(self.execution_context))
+        span = trace.get_current_span()
+        if operations is not None or span.is_recording():
+            label = operation_label(self.execution_context)
+            if operations is not None:
+                operations.append(label)
+            span.set_attribute("graphql.operation", label)
         context = self.execution_context.context
         cypher_log.debug("operation %s: %d Cypher round trips",
                          self.execution_context.operation_name or "-",

@@ -81,7 +81,8 @@ class RecordingGraph(Graph):
         super().__init__(graph.driver, graph.database)
         self.statements: list[Statement] = []
 
-    def write(self, work: Callable[[ManagedTransaction], T]) -> T:
+    def write(self, work: Callable[[ManagedTransaction], T], *,
+              query: str | None = None) -> T:
         def recorded(tx: ManagedTransaction) -> T:
             # A retried transaction records its statement again: keep only the last attempt's.
             del self.statements[mark:]
@@ -89,7 +90,7 @@ class RecordingGraph(Graph):
 
         mark = len(self.statements)
         try:
-            return super().write(recorded)
+            return super().write(recorded, query=query)
         except BaseException:  # rolled back (a stale plan, say): its statement was not kept
             del self.statements[mark:]
             raise

@@ -245,6 +245,14 @@ class Settings(BaseSettings):
     )
     consumer_metrics_host: str = Field(
         default="127.0.0.1", description="Address the consumer's metrics server binds to.")
+    otel_traces: Literal["off", "console", "otlp"] = Field(
+        default="off",
+        description="OpenTelemetry traces of API requests and their Neo4j queries: off, "
+        "console (spans as JSON on standard output) or otlp (OTLP over HTTP to "
+        "OTEL_EXPORTER_OTLP_ENDPOINT, by default http://localhost:4318).",
+    )
+    otel_service_name: str = Field(
+        default="persona-graph", description="The service.name of the API's traces.")
 
     @property
     def kafka_instance_dir(self) -> Path:
