@@ -5,7 +5,8 @@ Setting it installs a tracer provider for the process. FastAPI then traces each 
 its dependencies and endpoint beneath), the GraphQL operation is named on it
 (``api.metrics.CypherRoundTrips``), and every Neo4j transaction the request runs is a client
 span below (``graph.db.traced``, with the Cypher text; values travel as parameters and are never
-recorded). Off, no provider is installed and all of these are OpenTelemetry's no-ops.
+recorded). Off, no provider is installed, FastAPI's and the operation's spans are
+OpenTelemetry's no-ops and ``graph.db`` opens none.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
 )
 
+from graph.db import trace_transactions
 from graph.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,5 +50,6 @@ def install_tracing(settings: Settings) -> TracerProvider | None:
                                                         settings.otel_service_name}))
     provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
+    trace_transactions()
     log.info("OpenTelemetry traces on (%s)", settings.otel_traces)
     return provider
