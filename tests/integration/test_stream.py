@@ -4,6 +4,7 @@ SIGTERM, and the lag metric. Against the real test Kafka and Neo4j."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import signal
@@ -457,7 +458,13 @@ def test_consumers_join_and_leave_mid_stream_losing_and_duplicating_nothing(
     being produced: the second joins mid-stream (the group rebalances, the first gives up
     partitions), then the first leaves (SIGTERM; the second takes them all). Every event is in
     the graph once, counted once in the aggregates, and written by exactly one consumer."""
-    lines = demo_lines(12, seed=14)
+    # The demo's users one after another, interleaved (each user's events in their order), so
+    # that every phase of the stream reaches every partition.
+    by_user: dict[str, list[str]] = {}
+    for line in demo_lines(12, seed=14):
+        by_user.setdefault(json.dumps(json.loads(line)["user"]), []).append(line)
+    lines = [line for group in itertools.zip_longest(*by_user.values()) for line in group
+             if line is not None]
     total = len(lines)
     path = tmp_path / "events.jsonl"
     path.write_text("".join(line + "\n" for line in lines))
