@@ -85,6 +85,8 @@ def trace_transactions() -> None:
     calls it when it installs a tracer provider, ``api.tracing``)."""
     global _tracing
     _tracing = True
+
+
 QUERY_TEXT_MAX = 2000
 """Characters of Cypher a span keeps (the batch statements run to several thousand)."""
 
