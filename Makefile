@@ -57,7 +57,7 @@ format: venv
 
 bench: bench-ingest bench-segment bench-recommend bench-quality bench-api bench-stream bench-scrub  ## Every benchmark
 
-bench-ingest: venv  ## personas ingest of 200k demo events vs one transaction per event
+bench-ingest: venv  ## personas ingest of 200k demo events vs one transaction per event, and vs its raw batch statements (the ceiling)
 	$(BIN)/python -m bench.ingest
 
 neo4j-start: venv

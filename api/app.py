@@ -40,6 +40,7 @@ from api.pages.routes import render_graphiql
 from api.pages.routes import router as pages_router
 from api.schema import build_schema
 from api.segmentation import SegmentationRunner
+from api.tracing import install_tracing
 from graph.auth import ANALYSTS
 from graph.db import DriverReader, Graph, create_async_driver, create_driver
 from graph.errors import (
@@ -220,6 +221,7 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
     app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes, on_refused=body_refused)
     app.add_middleware(WebSocketLimit)
     request_metrics.install(app)
+    install_tracing(settings)
     graphql = Router(
         build_schema(settings), context_getter=get_context, graphql_ide="graphiql",
         subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],

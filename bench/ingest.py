@@ -7,7 +7,13 @@ Both are measured after one unmeasured load of the file (``bench.common.warm_up`
 figure is reported too as ``cold_events_per_s``. The batched load is timed ``--repeat`` times
 (each into an empty graph) and its median is the result: on a shared two-core machine the same
 load varies by 10-20% from one minute to the next, and one run says more about the minute than
-about the code. Prints figures and ends with one `RESULT` line.
+about the code.
+
+The ceiling: the same batch statements (``WRITE_BATCH``) with the rows the writer built for
+them, captured during the warm-up load, sent again one transaction after another into an empty
+graph (``raw_events_per_s``): no parsing, validation, hashing, look-ups or row shaping, only
+Neo4j's part of the transactional path. ``ratio_to_raw`` is how close the real path comes to it.
+Prints figures and ends with one `RESULT` line.
 """
 
 from __future__ import annotations
@@ -17,10 +23,15 @@ import itertools
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from neo4j import ManagedTransaction
 
 from bench.common import bench_graph, bench_settings, warm_up
-from graph.db import Graph, wipe
+from graph.db import Graph, Rows, wipe
+from graph.ingest import queries as q
 from graph.ingest.files import ingest_file
 from graph.ingest.writer import EventWriter
 from graph.privacy import Pseudonymizer
@@ -39,6 +50,73 @@ def timed_ingest(graph: Graph, path: Path, batch_size: int, max_line_bytes: int,
     expected = summary.written if fresh else summary.duplicates
     assert summary.rejected == 0 and expected == summary.records, summary
     return summary.records, elapsed
+
+
+T = TypeVar("T")
+Statement = tuple[dict[str, Any], dict[str, Any]]
+"""A ``WRITE_BATCH`` statement's parameters and keyword parameters, as the writer sent them."""
+
+
+class _RecordingTx:
+    """A managed transaction that keeps a copy of every ``WRITE_BATCH`` it runs."""
+
+    def __init__(self, tx: ManagedTransaction, sink: list[Statement]) -> None:
+        self._tx = tx
+        self._sink = sink
+
+    def run(self, query: Any, parameters: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        if query is q.WRITE_BATCH:
+            self._sink.append((dict(parameters or {}), dict(kwargs)))
+        return self._tx.run(query, parameters, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tx, name)
+
+
+class RecordingGraph(Graph):
+    """A ``Graph`` whose write transactions record the batch statements they run: the rows
+    the writer shaped, to be sent again without the writer (``raw_load``)."""
+
+    def __init__(self, graph: Graph) -> None:
+        super().__init__(graph.driver, graph.database)
+        self.statements: list[Statement] = []
+
+    def write(self, work: Callable[[ManagedTransaction], T], *,
+              query: str | None = None) -> T:
+        def recorded(tx: ManagedTransaction) -> T:
+            # A retried transaction records its statement again: keep only the last attempt's.
+            del self.statements[mark:]
+            return work(cast(ManagedTransaction, _RecordingTx(tx, self.statements)))
+
+        mark = len(self.statements)
+        try:
+            return super().write(recorded, query=query)
+        except BaseException:  # rolled back (a stale plan, say): its statement was not kept
+            del self.statements[mark:]
+            raise
+
+
+def raw_load(graph: Graph, statements: list[Statement]) -> float:
+    """Send the recorded batch statements again into an empty graph, one transaction each in
+    order (the writer's own order); returns the seconds taken."""
+    wipe(graph)
+    t0 = time.perf_counter()
+    for params, kwargs in statements:
+        def send(tx: ManagedTransaction, p: dict[str, Any] = params,
+                 k: dict[str, Any] = kwargs) -> None:
+            tx.run(q.WRITE_BATCH, p, **k).consume()
+
+        graph.write(send)
+    return time.perf_counter() - t0
+
+
+def without_interactions(statements: list[Statement], types: set[str]) -> list[Statement]:
+    """The statements with no ``Interaction`` node for events of ``types``, their counters,
+    sessions and ``INTERACTED`` aggregates untouched: what a storage policy keeping those
+    events only as aggregates would write."""
+    return [({**params, "interactions": Rows(row for row in params.get("interactions", ())
+                                             if row["props"]["type"] not in types)}, kwargs)
+            for params, kwargs in statements]
 
 
 def main() -> None:
@@ -63,8 +141,10 @@ def main() -> None:
             dst.writelines(itertools.islice(src, args.naive_sample))
         print(f"generated {n} events for {users} users; naive sample {args.naive_sample}")
 
-        cold = warm_up(graph, EventWriter(graph, Pseudonymizer("bench-key")), path,
+        recording = RecordingGraph(graph)
+        cold = warm_up(graph, EventWriter(recording, Pseudonymizer("bench-key")), path,
                        settings.model_copy(update={"batch_size": batch_size}))
+        statements = recording.statements
         rates = []
         for run in range(1, args.repeat + 1):
             wipe(graph)
@@ -79,6 +159,27 @@ def main() -> None:
                                             fresh=False)
         print(f"re-load of the same file (all duplicates): {again / elapsed_again:,.0f} events/s")
 
+        raw_rates = []
+        for run in range(1, args.repeat + 1):
+            raw_elapsed = raw_load(graph, statements)
+            stored = graph.rows("MATCH (i:Interaction) RETURN count(i) AS n")[0]["n"]
+            assert stored == n, (stored, n)
+            raw_rates.append(n / raw_elapsed)
+            print(f"raw (the {len(statements)} batch statements with pre-shaped rows), load "
+                  f"{run} of {args.repeat}: {n} events in {raw_elapsed:.1f}s = "
+                  f"{raw_rates[-1]:,.0f} events/s")
+        raw_rate = statistics.median(raw_rates)
+        print(f"raw: median {raw_rate:,.0f} events/s; the file path reaches "
+              f"{rate / raw_rate:.2f} of it")
+        # What a per-event-type storage policy could gain: page views kept only as aggregates.
+        lean = without_interactions(statements, {"page_view"})
+        kept = sum(len(params.get("interactions", ())) for params, _ in lean)
+        lean_elapsed = raw_load(graph, lean)
+        lean_rate = n / lean_elapsed
+        print(f"raw, page views kept only as aggregates ({n - kept} fewer Interaction nodes): "
+              f"{lean_rate:,.0f} events/s ({lean_rate / raw_rate:.2f} of the raw median)")
+        del statements, recording, lean
+
         wipe(graph)
         naive_n, naive_elapsed = timed_ingest(graph, sample, 1, settings.max_line_bytes)
         naive_rate = naive_n / naive_elapsed
@@ -87,7 +188,9 @@ def main() -> None:
         wipe(graph)
     print(f"RESULT events_per_s={rate:.0f} naive_events_per_s={naive_rate:.0f} "
           f"ratio={rate / naive_rate:.1f} cold_events_per_s={cold:.0f} "
-          f"min_events_per_s={min(rates):.0f} max_events_per_s={max(rates):.0f}")
+          f"min_events_per_s={min(rates):.0f} max_events_per_s={max(rates):.0f} "
+          f"raw_events_per_s={raw_rate:.0f} ratio_to_raw={rate / raw_rate:.2f} "
+          f"raw_page_views_as_aggregates_events_per_s={lean_rate:.0f}")
 
 
 if __name__ == "__main__":

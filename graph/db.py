@@ -10,19 +10,24 @@ import asyncio
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, LiteralString, Protocol, TypeVar
 
 from neo4j import (
     READ_ACCESS,
+    WRITE_ACCESS,
     AsyncDriver,
     AsyncGraphDatabase,
     Driver,
     GraphDatabase,
     ManagedTransaction,
     Query,
+    ResultSummary,
+    Session,
 )
 from neo4j.exceptions import DriverError, Neo4jError
+from opentelemetry import trace
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind
 
 from graph.backoff import Backoff
 from graph.errors import ReadTimedOut
@@ -71,6 +76,37 @@ def create_async_driver(settings: Settings) -> AsyncDriver:
     )
 
 
+_tracer = trace.get_tracer("graph.db")
+_tracing = False
+
+
+def trace_transactions() -> None:
+    """Have every Neo4j transaction of this process open a client span from now on (the API
+    calls it when it installs a tracer provider, ``api.tracing``)."""
+    global _tracing
+    _tracing = True
+
+
+QUERY_TEXT_MAX = 2000
+"""Characters of Cypher a span keeps (the batch statements run to several thousand)."""
+
+
+def traced(operation: str, database: str,
+           query: str | None = None) -> AbstractContextManager[Span]:
+    """A client span around a Neo4j transaction, for the API's traces (``api.tracing``): a
+    no-op until ``trace_transactions`` is called. Only the Cypher text is recorded; values
+    travel as parameters and never reach a span."""
+    if not _tracing:
+        # Tracing off: not even OpenTelemetry's no-op span, which costs 10-50 us a read.
+        return nullcontext(INVALID_SPAN)
+    attributes = {"db.system.name": "neo4j", "db.namespace": database,
+                  "db.operation.name": operation}
+    if query is not None:
+        attributes["db.query.text"] = query.strip()[:QUERY_TEXT_MAX]
+    return _tracer.start_as_current_span(f"neo4j {operation}", kind=SpanKind.CLIENT,
+                                         attributes=attributes)
+
+
 READ_RETRY_BUDGET_S = 5.0
 READ_RETRY_BACKOFF = Backoff(base_seconds=0.05, factor=2.0, max_seconds=1.0, jitter=0.2)
 _rng = random.Random()
@@ -92,6 +128,13 @@ async def read_rows(driver: AsyncDriver, database: str, query: LiteralString,
     ``timeout``: the transaction timeout in seconds, enforced by the server (a read cut off by
     it raises ``ReadTimedOut``, and is not retried).
     """
+    with traced("read", database, query):
+        return await _read_rows(driver, database, query, params, timeout)
+
+
+async def _read_rows(driver: AsyncDriver, database: str, query: LiteralString,
+                     params: dict[str, Any] | None, timeout: float | None,
+                     ) -> list[dict[str, Any]]:
     started = time.monotonic()
     failures = 0
     while True:
@@ -146,37 +189,54 @@ def driver_for(settings: Settings) -> Iterator[Driver]:
 
 
 class Graph:
-    """A driver bound to one database, with the managed-transaction helpers the jobs use."""
+    """A driver bound to one database, with the managed-transaction helpers the jobs use.
+
+    Reads are READ transactions and writes WRITE ones, so that with a ``neo4j://`` URI on a
+    cluster the driver sends reads to secondaries and writes to the leader. Every session
+    shares the driver's bookmark manager (the one ``execute_query`` and the API's reads use):
+    a read routed to a secondary waits until it has applied what this process wrote before,
+    as a job reading back its own writes (a run's members, the next batch's look-ups) needs.
+    """
 
     def __init__(self, driver: Driver, database: str) -> None:
         self.driver = driver
         self.database = database
 
-    def write(self, work: Callable[[ManagedTransaction], T]) -> T:
-        """Run ``work`` in a managed write transaction (retried on transient errors)."""
-        with self.driver.session(database=self.database) as session:
+    def _session(self, access_mode: str = WRITE_ACCESS) -> Session:
+        return self.driver.session(
+            database=self.database, default_access_mode=access_mode,
+            bookmark_manager=self.driver.execute_query_bookmark_manager)
+
+    def write(self, work: Callable[[ManagedTransaction], T], *,
+              query: str | None = None) -> T:
+        """Run ``work`` in a managed write transaction (retried on transient errors);
+        ``query`` names its statement in traces."""
+        with traced("write", self.database, query), self._session() as session:
             return session.execute_write(work)
 
-    def read(self, work: Callable[[ManagedTransaction], T]) -> T:
-        with self.driver.session(database=self.database) as session:
+    def read(self, work: Callable[[ManagedTransaction], T], *,
+             query: str | None = None) -> T:
+        """Run ``work`` in a managed read transaction (a secondary's, on a cluster)."""
+        with traced("read", self.database, query), self._session(READ_ACCESS) as session:
             return session.execute_read(work)
 
     def rows(self, query: LiteralString, **params: Any) -> list[dict[str, Any]]:
         """Read query results as plain dicts."""
         def work(tx: ManagedTransaction) -> list[dict[str, Any]]:
             return [record.data() for record in tx.run(query, params)]
-        return self.read(work)
+        return self.read(work, query=query)
 
     def execute(self, query: LiteralString, **params: Any) -> list[dict[str, Any]]:
         """Run one write query in a managed transaction and return its rows."""
         def work(tx: ManagedTransaction) -> list[dict[str, Any]]:
             return [record.data() for record in tx.run(query, params)]
-        return self.write(work)
+        return self.write(work, query=query)
 
-    def auto_commit(self, query: LiteralString, **params: Any) -> None:
-        """For `CALL { ... } IN TRANSACTIONS`, which needs an auto-commit transaction."""
-        with self.driver.session(database=self.database) as session:
-            session.run(query, params).consume()
+    def auto_commit(self, query: LiteralString, **params: Any) -> ResultSummary:
+        """For `CALL { ... } IN TRANSACTIONS`, which needs an auto-commit transaction; returns
+        the statement's summary (its counters)."""
+        with traced("write", self.database, query), self._session() as session:
+            return session.run(query, params).consume()
 
 
 @contextmanager

@@ -269,6 +269,14 @@ class Settings(BaseSettings):
         description="Version of org.neo4j:neo4j-connector-apache-spark_2.12 fetched from "
         "Maven Central into the cache (it must match the installed pyspark's Spark 3).",
     )
+    otel_traces: Literal["off", "console", "otlp"] = Field(
+        default="off",
+        description="OpenTelemetry traces of API requests and their Neo4j queries: off, "
+        "console (spans as JSON on standard output) or otlp (OTLP over HTTP to "
+        "OTEL_EXPORTER_OTLP_ENDPOINT, by default http://localhost:4318).",
+    )
+    otel_service_name: str = Field(
+        default="persona-graph", description="The service.name of the API's traces.")
 
     @property
     def kafka_instance_dir(self) -> Path:

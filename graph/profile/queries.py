@@ -476,3 +476,15 @@ CALL (u, personal) {
 """
 USER_PROFILE = _USER_BY_ID + _PROFILE
 USER_PROFILE_BY_IDENTIFIER = _USER_BY_IDENTIFIER + _PROFILE
+
+RUN_STATUS = """
+CALL () { MATCH (r:SegmentationRun) RETURN count(r) AS complete }
+CALL () { MATCH (f:FailedRun) RETURN count(f) AS failed }
+CALL () {
+  OPTIONAL MATCH (r:SegmentationRun)
+  WITH r ORDER BY r.created_at DESC LIMIT 1
+  RETURN r {.k, .n_users, .silhouette, .stability_ari, .ari_vs_previous, .users_moved,
+            .new_personas, created_at_ms: r.created_at.epochMillis} AS latest
+}
+RETURN complete, failed, latest
+"""

@@ -169,6 +169,4 @@ def drop_similar_users_except(graph: Graph, run_id: str) -> int:
 def deleted_in_batches(graph: Graph, query: Any, **params: Any) -> int:
     """Run a ``CALL { DELETE } IN TRANSACTIONS`` statement (auto-commit, as it must be) and
     return the relationships it deleted."""
-    with graph.driver.session(database=graph.database) as session:
-        summary = session.run(query, params).consume()
-    return int(summary.counters.relationships_deleted)
+    return int(graph.auto_commit(query, **params).counters.relationships_deleted)

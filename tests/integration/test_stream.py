@@ -4,7 +4,9 @@ SIGTERM, and the lag metric. Against the real test Kafka and Neo4j."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from graph.db import Graph, wipe
 from graph.ingest import stream
@@ -396,3 +398,132 @@ def test_a_paced_replay_sends_each_message_when_it_is_stamped(kafka: Settings,
     # stamped at the pace asked for (39 gaps of 10 ms).
     assert max(late_ms[1:]) < 250, late_ms[:10]
     assert max(stamped_ms) - min(stamped_ms) >= 300
+
+
+def written_by(log: Path) -> int:
+    """Events a `personas consume` process wrote, from its batch log lines."""
+    return sum(int(n) for n in re.findall(r"batch \d+ committed: .*? written=(\d+)",
+                                          log.read_text()))
+
+
+class PhasedProducer(threading.Thread):
+    """Sends lines keyed as `personas produce` keys them: the first ``burst`` at once, then a
+    trickle (``trickle_per_s``) until ``go`` is set, then the next ``burst`` at once, and so
+    on; the last phase sends the rest. The trickle keeps messages arriving while the group
+    rebalances, however long a consumer takes to start."""
+
+    def __init__(self, settings: Settings, topic: str, lines: list[str], bursts: list[int],
+                 trickle_per_s: float = 25.0) -> None:
+        super().__init__(daemon=True)
+        self.settings, self.topic, self.lines, self.bursts = settings, topic, lines, bursts
+        self.trickle_s = 1 / trickle_per_s
+        self.gates = [threading.Event() for _ in bursts]
+        self.sent = 0
+        self.failures: list[BaseException] = []
+
+    def run(self) -> None:
+        try:
+            from graph.ingest.replay import message_key
+
+            producer = Producer({"bootstrap.servers": self.settings.kafka_bootstrap_servers,
+                                 "acks": "all", "enable.idempotence": True, "linger.ms": 5})
+            pseudonymizer = self.settings.pseudonymizer()
+
+            def send() -> None:
+                line = self.lines[self.sent].encode()
+                producer.produce(self.topic, line,
+                                 message_key(line, pseudonymizer, self.settings.max_line_bytes))
+                producer.poll(0)
+                self.sent += 1
+
+            for burst, gate in zip(self.bursts, self.gates, strict=True):
+                for _ in range(min(burst, len(self.lines) - self.sent)):
+                    send()
+                producer.flush(30)
+                while not gate.is_set() and self.sent < len(self.lines):
+                    send()
+                    producer.flush(30)
+                    gate.wait(self.trickle_s)
+            while self.sent < len(self.lines):
+                send()
+            assert producer.flush(60) == 0
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.failures.append(exc)
+
+
+def test_consumers_join_and_leave_mid_stream_losing_and_duplicating_nothing(
+    graph: Graph, kafka: Settings, env: dict[str, str], tmp_path: Path,
+) -> None:
+    """Two `personas consume` processes of one group share a 3-partition topic while it is
+    being produced: the second joins mid-stream (the group rebalances, the first gives up
+    partitions), then the first leaves (SIGTERM; the second takes them all). Every event is in
+    the graph once, counted once in the aggregates, and written by exactly one consumer."""
+    # The demo's users one after another, interleaved (each user's events in their order), so
+    # that every phase of the stream reaches every partition.
+    by_user: dict[str, list[str]] = {}
+    for line in demo_lines(12, seed=14):
+        by_user.setdefault(json.dumps(json.loads(line)["user"]), []).append(line)
+    lines = [line for group in itertools.zip_longest(*by_user.values()) for line in group
+             if line is not None]
+    total = len(lines)
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(line + "\n" for line in lines))
+    ingest_file(build_writer(graph, kafka), path, batch_size=500, max_line_bytes=1_000_000)
+    reference = snapshot(graph)
+    assert len(reference["interactions"]) == total
+    wipe(graph)
+
+    topic, dlq, group = names("rebalance")
+    stream.ensure_topics(kafka, [topic])
+    assert kafka.kafka_partitions >= 2
+    # A first third, a trickle until the second consumer has its partitions, a second third,
+    # a trickle until the first consumer has left, then the rest.
+    producing = PhasedProducer(kafka, topic, lines, [total // 3, total // 3, 0])
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(log: Path) -> subprocess.Popen[bytes]:
+        with log.open("w") as err:
+            proc = subprocess.Popen(consume_cmd(topic, dlq, group, "--batch-max", "50"),
+                                    env=env, stdout=subprocess.DEVNULL, stderr=err)
+        procs.append(proc)
+        return proc
+
+    try:
+        first = start(logs[0])
+        producing.start()
+        wait_for(lambda: interactions(graph) >= total // 5, 60, "the first consumer's batches")
+        second = start(logs[1])
+        wait_for(lambda: "revoked" in logs[0].read_text()
+                 and "assigned" in logs[1].read_text(), 60, "the rebalance as the second joins")
+        producing.gates[0].set()
+        wait_for(lambda: written_by(logs[1]) > 0 and producing.sent >= 2 * (total // 3), 60,
+                 "the second consumer's first batch")
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(60) == 0, logs[0].read_text()[-3000:]
+        producing.gates[1].set()
+        producing.join(60)
+        assert not producing.is_alive() and not producing.failures, producing.failures
+        wait_for(lambda: interactions(graph) >= total, 60, "every event")
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(60) == 0, logs[1].read_text()[-3000:]
+    finally:
+        for gate in producing.gates:
+            gate.set()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    first_log, second_log = (log.read_text() for log in logs)
+    assert "SIGTERM received" in first_log
+    # The second took every partition once the first had left.
+    assert second_log.count("assigned") >= 2, second_log[-3000:]
+    last_assigned = [line for line in second_log.splitlines() if " assigned " in line][-1]
+    assert all(f"{topic}[{p}]" in last_assigned for p in range(kafka.kafka_partitions)), \
+        last_assigned
+    counts = graph.rows("MATCH (i:Interaction) RETURN i.event_id AS id, count(*) AS n")
+    assert len(counts) == total and all(r["n"] == 1 for r in counts)
+    assert snapshot(graph) == reference
+    written = [written_by(log) for log in logs]
+    assert all(n > 0 for n in written) and sum(written) == total, written
+    assert committed_total(kafka, group, topic) == total
