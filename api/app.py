@@ -27,16 +27,16 @@ from api.auth import (
     neo4j_loader,
     requires,
 )
-from api.context import Context
-from api.context_routes import router as context_router
 from api.deps import DriverDep, SegmentationDep, SettingsDep, WriterDep
 from api.documents import JsonRouter
 from api.errors import UNAVAILABLE_ERRORS, UNAVAILABLE_MESSAGE
 from api.ingest_routes import router as ingest_router
 from api.limits import BodyLimit
 from api.metrics import RequestMetrics
+from api.request import RequestContext
 from api.schema import build_schema
 from api.segmentation import SegmentationRunner
+from api.situation_routes import router as situation_router
 from graph.auth import ANALYSTS
 from graph.db import DriverReader, Graph, create_async_driver, create_driver
 from graph.errors import (
@@ -120,10 +120,10 @@ class Router(JsonRouter):
 
 async def get_context(request: HTTPConnection, driver: DriverDep, settings: SettingsDep,
                       principal: PrincipalDep, key: CredentialDep,
-                      segmentation: SegmentationDep, writer: WriterDep) -> Context:
-    return Context(driver, settings, principal, segmentation, writer, key=key,
-                   principals=request.app.state.principals,
-                   key_limits=request.app.state.key_limits)
+                      segmentation: SegmentationDep, writer: WriterDep) -> RequestContext:
+    return RequestContext(driver, settings, principal, segmentation, writer, key=key,
+                          principals=request.app.state.principals,
+                          key_limits=request.app.state.key_limits)
 
 
 def create_served_app() -> FastAPI:
@@ -218,7 +218,7 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
     )
     app.include_router(graphql, prefix="/graphql")
     app.include_router(ingest_router)
-    app.include_router(context_router)
+    app.include_router(situation_router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

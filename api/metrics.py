@@ -91,7 +91,7 @@ class CypherRoundTrips(SchemaExtension):
 
     def on_operation(self) -> Iterator[None]:
         yield
-        context = self.execution_context.context
+        request = self.execution_context.context
         cypher_log.debug("operation %s: %d Cypher round trips",
                          self.execution_context.operation_name or "-",
-                         getattr(context, "round_trips", 0))
+                         getattr(request, "round_trips", 0))

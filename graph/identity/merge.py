@@ -24,11 +24,11 @@ from typing import Any
 
 from neo4j import ManagedTransaction
 
+from graph.aggregates import recompute_aggregates_tx
 from graph.db import Graph
 from graph.errors import Conflict, InvalidInput, NotFound
 from graph.events import ATTRIBUTE_PREFIX, Profile
 from graph.identity import queries as q
-from graph.ingest.aggregates import recompute_aggregates_tx
 from graph.privacy import IDENTIFIER_KINDS, mask_contacts
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,6 @@
-"""Prompt-ready context for a chatbot: who the user is, what they like, what they are after and
-what is going on around them, in as few tokens as the caller allows."""
+"""A chatbot's brief on a user: who the user is, what they like, what they are after and what is
+going on around them (their situation), prompt-ready, in as few tokens as the caller allows.
+Served as the GraphQL ``chatContext``."""
 
 from __future__ import annotations
 
@@ -82,7 +83,7 @@ def describe_intents(rows: list[dict[str, object]]) -> list[str]:
 
 
 @dataclass(frozen=True)
-class ChatContext:
+class ChatBrief:
     """The prompt lines within the budget (``text``), and the same facts structured."""
 
     user_id: str
@@ -142,16 +143,16 @@ def check_budget(max_tokens: int) -> int:
     return max_tokens
 
 
-async def chat_context(reader: Reader, settings: Settings, user_id: str,
-                       max_tokens: int) -> ChatContext:
-    """The chat context of the user ``user_id`` names (merges followed), within ``max_tokens``.
+async def chat_brief(reader: Reader, settings: Settings, user_id: str,
+                     max_tokens: int) -> ChatBrief:
+    """The chat brief of the user ``user_id`` names (merges followed), within ``max_tokens``.
     Without personalization consent: a line saying so, and no fact of the user."""
     check_budget(max_tokens)
     user = await users.user(reader, user_id)
     if not personal(user.consents):
-        return ChatContext(user_id=user.id, text=NO_CONSENT, tokens=estimate_tokens(NO_CONSENT),
-                           personalized=False, persona=None, preferences=[],
-                           recent_intents=[], situation=None, dropped=[])
+        return ChatBrief(user_id=user.id, text=NO_CONSENT, tokens=estimate_tokens(NO_CONSENT),
+                         personalized=False, persona=None, preferences=[],
+                         recent_intents=[], situation=None, dropped=[])
     now = datetime.now(UTC)
     persona = (await users.personas_of(reader, [user.id])).get(user.id)
     preferences = [replace(p, updated_at=None) for p in
@@ -163,7 +164,7 @@ async def chat_context(reader: Reader, settings: Settings, user_id: str,
     here = await users.situation(reader, settings, user.id, now, first=1)
     lines = facts(persona, preferences, intents, here)
     text, kept = within_budget(lines, max_tokens)
-    return ChatContext(user_id=user.id, text=text, tokens=estimate_tokens(text),
-                       personalized=True, persona=persona, preferences=preferences,
-                       recent_intents=intents, situation=here,
-                       dropped=[f.text for f in lines if f not in kept])
+    return ChatBrief(user_id=user.id, text=text, tokens=estimate_tokens(text),
+                     personalized=True, persona=persona, preferences=preferences,
+                     recent_intents=intents, situation=here,
+                     dropped=[f.text for f in lines if f not in kept])

@@ -1,8 +1,9 @@
 """What a user's aggregates are, and how to rebuild them from the user's interactions.
 
-The event writer adds each batch to the aggregates incrementally (``graph/ingest/writer.py``);
-identity resolution moves interactions between users and then rebuilds the aggregates of the
-users concerned from scratch with ``recompute_aggregates_tx``. Both use the definitions here, so
+The event writer adds each batch to the aggregates incrementally (``graph/ingest/writer.py``,
+with the statements of ``queries.py``); identity resolution (``graph/identity``) moves
+interactions between users and then rebuilds the aggregates of the users concerned from scratch
+with ``recompute_aggregates_tx``. Both use the definitions here, so
 a merged user ends up with the aggregates it would have had if its events had been loaded as one
 user: counters, first/last seen and spend on the user, ``INTERACTED`` per item (with the latest
 rating of the item, if any), and inferred
@@ -17,8 +18,8 @@ from typing import Any
 
 from neo4j import ManagedTransaction
 
+from graph.aggregates import queries as q
 from graph.events import EventType
-from graph.ingest import queries as q
 from graph.recommend.queries import DROP_SIMILAR_USERS
 
 # How much one event says about interest in its category (feeds inferred preferences).

@@ -1,5 +1,5 @@
-"""The per-request GraphQL context: the shared settings, the caller, and the request's reader of
-the graph (``graph.profile``)."""
+"""What each GraphQL request carries (strawberry's per-request context, ``info.context``): the
+shared settings, the caller, and the request's reader of the graph (``graph.profile``)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from graph.ingest.writer import EventWriter
 from graph.settings import Settings
 
 
-class Context(BaseContext):
+class RequestContext(BaseContext):
     def __init__(self, driver: AsyncDriver, settings: Settings, principal: Principal | None,
                  segmentation: SegmentationRunner, writer: EventWriter, *,
                  key: str | None = None, principals: PrincipalCache | None = None,
