@@ -21,13 +21,13 @@ from graph.crm.importer import apply_records
 from graph.crm.mapping import direct_mapping, parse_record
 from graph.errors import Conflict, InvalidInput, LimitExceeded
 from graph.events import normalize_category
-from graph.identity.merge import merge_users, merges_of, unmerge
+from graph.identity.merge import merge_users_async, merges_of_async, unmerge_async
 from graph.ingest.batch import RecordResult, count, ingest_records
 from graph.ingest.writer import StatedPreference
 from graph.privacy import IDENTIFIER_KINDS
 from graph.profile import users
 from graph.profile.model import UserRecord
-from graph.subjects.consent import set_consent
+from graph.subjects.consent import set_consent_async
 from graph.subjects.erasure import forget_user
 from graph.subjects.export import export_user
 
@@ -197,20 +197,18 @@ class Mutation:
     async def merge_users(self, info: strawberry.Info[RequestContext, None],
                           survivor_id: strawberry.ID, merged_id: strawberry.ID,
                           reason: str = "merged through the API") -> Merge:
-        graph = info.context.writer.graph
-
-        def work() -> dict[str, Any]:
-            merge_id = merge_users(graph, survivor_id, merged_id, source="api", reason=reason)
-            return next(m for m in merges_of(graph, survivor_id) if m["id"] == merge_id)
-
-        return Merge.from_dict(await asyncio.to_thread(work))
+        graph = info.context.graph
+        merge_id = await merge_users_async(graph, survivor_id, merged_id, source="api",
+                                           reason=reason)
+        history = await merges_of_async(graph, survivor_id)
+        return Merge.from_dict(next(m for m in history if m["id"] == merge_id))
 
     @strawberry.mutation(
         description="Undo a merge: both users get back what they had. Merges into a user are "
         "undone latest first (an older one first is CONFLICT).", extensions=allowed(ADMINS))
     async def unmerge_user(self, info: strawberry.Info[RequestContext, None],
                            merge_id: strawberry.ID) -> Unmerge:
-        survivor, merged = await asyncio.to_thread(unmerge, info.context.writer.graph, merge_id)
+        survivor, merged = await unmerge_async(info.context.graph, merge_id)
         return Unmerge(survivor_id=strawberry.ID(survivor), restored_id=strawberry.ID(merged))
 
     @strawberry.mutation(
@@ -239,9 +237,8 @@ class Mutation:
                           at: Annotated[datetime | None, strawberry.argument(
                               description="When the user said so (default: now).")] = None,
                           ) -> Consents:
-        current = await asyncio.to_thread(
-            set_consent, info.context.writer.graph, user_id, purpose, granted, source="api",
-            at=utc_or_none(at, "at"))
+        current = await set_consent_async(info.context.graph, user_id, purpose, granted,
+                                          source="api", at=utc_or_none(at, "at"))
         return Consents(personalization=current["personalization"],
                         analytics=current["analytics"])
 

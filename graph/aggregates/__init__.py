@@ -9,6 +9,7 @@ from graph.aggregates.rules import (
     INTEREST_SCORE,
     PREFERENCE_HALF_LIFE_DAYS,
     decayed,
+    recompute_aggregates,
     recompute_aggregates_tx,
 )
 
@@ -18,5 +19,6 @@ __all__ = [
     "INTEREST_SCORE",
     "PREFERENCE_HALF_LIFE_DAYS",
     "decayed",
+    "recompute_aggregates",
     "recompute_aggregates_tx",
 ]

@@ -9,7 +9,7 @@ The rules, whatever the source:
   to a user minted after its most authoritative identifier, and its new identifiers are linked
   to the user it belongs to;
 - a record naming identifiers of several users makes them one: they are merged by identifier
-  authority (``merge.merge_by_authority_tx``), inside the transaction that writes the record;
+  authority (``merge.merge_by_authority``), inside the transaction that writes the record;
 - an identifier a concurrent writer linked to another user between the look-up and the link
   (``contested_links``) merges the two users the same way;
 - a record from before the erasure of one of its identifiers is refused (``Resolved``).
@@ -28,9 +28,9 @@ from typing import Any
 
 from neo4j import ManagedTransaction
 
-from graph.db import Rows
+from graph.db import Rows, Work, run_work
 from graph.identity import queries as q
-from graph.identity.merge import merge_by_authority_tx, resolve_users_tx
+from graph.identity.merge import merge_by_authority, resolve_users
 from graph.times import epoch_ms
 
 log = logging.getLogger(__name__)
@@ -185,12 +185,17 @@ def link_identifiers(tx: ManagedTransaction, links: list[dict[str, Any]]) -> Non
         tx.run(q.LINK_IDENTIFIERS, rows=links).consume()
 
 
-def merge_owners_tx(tx: ManagedTransaction, user_ids: Sequence[str], *, source: str,
-                    reason: str) -> str:
+def merge_owners(user_ids: Sequence[str], *, source: str, reason: str) -> Work[str]:
     """Merge the users one record names (``user_ids``, the record's own user first) into one by
-    identifier authority, in the caller's transaction; returns the survivor. Users that are one
-    already are left alone, so a chain of links ends in one user."""
+    identifier authority; returns the survivor. Users that are one already are left alone, so a
+    chain of links ends in one user."""
     first = user_ids[0]
     for other in user_ids[1:]:
-        merge_by_authority_tx(tx, first, other, source=source, reason=reason)
-    return resolve_users_tx(tx, [first])[first]
+        yield from merge_by_authority(first, other, source=source, reason=reason)
+    return (yield from resolve_users([first]))[first]
+
+
+def merge_owners_tx(tx: ManagedTransaction, user_ids: Sequence[str], *, source: str,
+                    reason: str) -> str:
+    """``merge_owners`` inside the caller's synchronous transaction."""
+    return run_work(tx, merge_owners(user_ids, source=source, reason=reason))
