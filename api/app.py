@@ -27,8 +27,6 @@ from api.auth import (
     neo4j_loader,
     requires,
 )
-from api.context import Context
-from api.context_routes import router as context_router
 from api.deps import DriverDep, SegmentationDep, SettingsDep, WriterDep
 from api.documents import JsonRouter
 from api.errors import UNAVAILABLE_ERRORS, UNAVAILABLE_MESSAGE
@@ -38,8 +36,10 @@ from api.mcp_server import app_backend, http_endpoint
 from api.metrics import RequestMetrics
 from api.pages.routes import render_graphiql
 from api.pages.routes import router as pages_router
+from api.request import RequestContext
 from api.schema import build_schema
 from api.segmentation import SegmentationRunner
+from api.situation_routes import router as situation_router
 from api.tracing import install_tracing
 from graph.auth import ANALYSTS
 from graph.db import DriverReader, Graph, create_async_driver, create_driver
@@ -128,10 +128,10 @@ class Router(JsonRouter):
 
 async def get_context(request: HTTPConnection, driver: DriverDep, settings: SettingsDep,
                       principal: PrincipalDep, key: CredentialDep,
-                      segmentation: SegmentationDep, writer: WriterDep) -> Context:
-    return Context(driver, settings, principal, segmentation, writer, key=key,
-                   principals=request.app.state.principals,
-                   key_limits=request.app.state.key_limits)
+                      segmentation: SegmentationDep, writer: WriterDep) -> RequestContext:
+    return RequestContext(driver, settings, principal, segmentation, writer, key=key,
+                          principals=request.app.state.principals,
+                          key_limits=request.app.state.key_limits)
 
 
 def create_served_app() -> FastAPI:
@@ -228,7 +228,7 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
     )
     app.include_router(graphql, prefix="/graphql")
     app.include_router(ingest_router)
-    app.include_router(context_router)
+    app.include_router(situation_router)
     # The MCP tools over streamable HTTP (api.mcp_server), behind the same keys and limits.
     app.state.mcp = http_endpoint(app_backend(app.state))
     app.add_route("/mcp", app.state.mcp.app, methods=["GET", "POST", "DELETE"])

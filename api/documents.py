@@ -78,9 +78,9 @@ class CachedDocuments(SchemaExtension):
         self.max_bytes = max_bytes
 
     def on_parse(self) -> Iterator[None]:
-        context = self.execution_context
-        query = context.query
-        if query is not None and context.graphql_document is None:
+        execution = self.execution_context
+        query = execution.query
+        if query is not None and execution.graphql_document is None:
             # Characters first: cheap, and never more than the bytes.
             if len(query) > self.max_bytes or len(query.encode()) > self.max_bytes:
                 # A GraphQLError raised here reaches the client as it is, code included.
@@ -88,24 +88,24 @@ class CachedDocuments(SchemaExtension):
             entry = self.cache.get(query)
             if entry is None:
                 try:
-                    entry = Entry(parse(query, **context.parse_options))
+                    entry = Entry(parse(query, **execution.parse_options))
                 except GraphQLError:
                     entry = None
                 else:
                     self.cache.put(query, entry)
             if entry is not None:
-                context.graphql_document = entry.document
+                execution.graphql_document = entry.document
         yield
 
     def on_validate(self) -> Iterator[None]:
-        context = self.execution_context
-        entry = self.cache.get(context.query) if context.query is not None else None
+        execution = self.execution_context
+        entry = self.cache.get(execution.query) if execution.query is not None else None
         if entry is not None and entry.errors is not None:
-            context.pre_execution_errors = entry.errors
+            execution.pre_execution_errors = entry.errors
         yield
         if entry is not None and entry.errors is None \
-                and context.pre_execution_errors is not None:
-            entry.errors = context.pre_execution_errors
+                and execution.pre_execution_errors is not None:
+            entry.errors = execution.pre_execution_errors
 
 
 def document_extensions(max_bytes: int) -> list[Callable[[], SchemaExtension]]:

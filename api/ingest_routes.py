@@ -75,7 +75,7 @@ def post_events(received: ReceivedDep, writer: WriterDep, settings: SettingsDep,
                             f"{settings.api_max_batch_events} (PERSONAS_API_MAX_BATCH_EVENTS)")
     results = ingest_records(writer, events, source=HTTP_SOURCE, received_at=received.at)
     counts = count(results)
-    return {"accepted": counts.accepted, "duplicates": counts.duplicates,
+    return {"accepted": counts.written, "duplicates": counts.duplicates,
             "rejected": counts.rejected, "results": [r.as_dict() for r in results]}
 
 

@@ -70,8 +70,8 @@ class Shape:
 class _ShapeWalk:
     """Depth and aliases of selection sets; each fragment is measured once."""
 
-    def __init__(self, context: ValidationContext) -> None:
-        self.context = context
+    def __init__(self, validation: ValidationContext) -> None:
+        self.validation = validation
         self.fragments: dict[str, Shape] = {}
 
     def walk(self, selections: SelectionSetNode | None) -> Shape:
@@ -104,7 +104,7 @@ class _ShapeWalk:
             return known
         # A cycle (reported by graphql's own rule) counts nothing on its way round.
         self.fragments[name] = Shape(0, 0)
-        definition = self.context.get_fragment(name)
+        definition = self.validation.get_fragment(name)
         shape = self.walk(definition.selection_set) if definition is not None else Shape(0, 0)
         self.fragments[name] = shape
         return shape
@@ -228,10 +228,10 @@ class CostLimit(SchemaExtension):
         self.limit = limit
 
     def on_execute(self) -> Iterator[None]:
-        context = self.execution_context
-        if context.graphql_document is not None:
-            cost = operation_cost(context.schema._schema, context.graphql_document,
-                                  context.operation_name, context.variables, self.limit + 1)
+        execution = self.execution_context
+        if execution.graphql_document is not None:
+            cost = operation_cost(execution.schema._schema, execution.graphql_document,
+                                  execution.operation_name, execution.variables, self.limit + 1)
             if cost > self.limit:
                 # A GraphQLError raised here reaches the client as it is, code included.
                 raise limit_error("query cost (PERSONAS_API_MAX_COST)", self.limit)

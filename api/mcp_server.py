@@ -266,8 +266,8 @@ class PersonaTools:
     ) -> dict[str, Any]:
         await self.caller(ctx, PERSONA_READERS)
         backend = self._backend()
-        found = await chat.chat_context(backend.reader, backend.settings, user_id, max_tokens,
-                                        as_of=_utc(as_of, "as_of"))
+        found = await chat.chat_brief(backend.reader, backend.settings, user_id, max_tokens,
+                                      as_of=_utc(as_of, "as_of"))
         return {"user_id": found.user_id, "text": found.text, "tokens": found.tokens,
                 "personalized": found.personalized, "dropped": found.dropped,
                 "as_of": as_of,

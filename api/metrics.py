@@ -182,7 +182,7 @@ class CypherRoundTrips(SchemaExtension):
             if operations is not None:
                 operations.append(label)
             span.set_attribute("graphql.operation", label)
-        context = self.execution_context.context
+        request = self.execution_context.context
         cypher_log.debug("operation %s: %d Cypher round trips",
                          self.execution_context.operation_name or "-",
-                         getattr(context, "round_trips", 0))
+                         getattr(request, "round_trips", 0))

@@ -12,7 +12,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from api.auth import allowed
-from api.context import Context
+from api.request import RequestContext
 from api.types.run import SegmentationRunResult
 from api.types.subject import Erasure, Merge, Unmerge
 from api.types.user import Consents, Preference, User, utc_or_none
@@ -21,13 +21,13 @@ from graph.crm.importer import apply_records
 from graph.crm.mapping import direct_mapping, parse_record
 from graph.errors import Conflict, InvalidInput, LimitExceeded
 from graph.events import normalize_category
-from graph.identity.merge import merge_users, merges_of, unmerge
-from graph.ingest.batch import RecordResult, ingest_records
+from graph.identity.merge import merge_users_async, merges_of_async, unmerge_async
+from graph.ingest.batch import RecordResult, count, ingest_records
 from graph.ingest.writer import StatedPreference
 from graph.privacy import IDENTIFIER_KINDS
 from graph.profile import users
 from graph.profile.model import UserRecord
-from graph.subjects.consent import set_consent
+from graph.subjects.consent import set_consent_async
 from graph.subjects.erasure import forget_user
 from graph.subjects.export import export_user
 
@@ -131,7 +131,7 @@ class Mutation:
         description="Ingest a batch of events (the envelope of `POST /v1/events`), in one "
         "transaction; one result per record. More than PERSONAS_API_MAX_BATCH_EVENTS records "
         "is LIMIT_EXCEEDED.", extensions=allowed(WRITERS))
-    async def ingest_events(self, info: strawberry.Info[Context, None],
+    async def ingest_events(self, info: strawberry.Info[RequestContext, None],
                             events: list[JSON]) -> IngestEventsResult:
         received = time.monotonic()
         limit = info.context.settings.api_max_batch_events
@@ -140,10 +140,9 @@ class Mutation:
         records: list[Any] = list(events)
         results = await asyncio.to_thread(ingest_records, info.context.writer, records,
                                           source="graphql", received_at=received)
-        statuses = [r.status for r in results]
+        counts = count(results)
         return IngestEventsResult(
-            accepted=statuses.count("accepted"), duplicates=statuses.count("duplicate"),
-            rejected=statuses.count("rejected"),
+            accepted=counts.written, duplicates=counts.duplicates, rejected=counts.rejected,
             results=[IngestResult.from_result(r) for r in results])
 
     @strawberry.mutation(
@@ -151,7 +150,7 @@ class Mutation:
         "One run at a time: a call while one is in progress fails with CONFLICT.",
         extensions=allowed(ADMINS))
     async def run_segmentation(
-        self, info: strawberry.Info[Context, None],
+        self, info: strawberry.Info[RequestContext, None],
         k: Annotated[int | None, strawberry.argument(
             description="Number of leaf segments (default: automatic).")] = None,
         algorithm: Annotated[str | None, strawberry.argument(
@@ -174,7 +173,7 @@ class Mutation:
         "explicit feedback does. The latest statement by time wins: an older one than what is "
         "stored changes nothing.", extensions=allowed(WRITERS))
     async def set_preference(
-        self, info: strawberry.Info[Context, None], user_id: strawberry.ID, category: str,
+        self, info: strawberry.Info[RequestContext, None], user_id: strawberry.ID, category: str,
         weight: float,
         at: Annotated[datetime | None, strawberry.argument(
             description="When the user said so (default: now).")] = None,
@@ -195,30 +194,28 @@ class Mutation:
         description="Record that two users are one person: everything of `mergedId` moves to "
         "`survivorId` and the aggregates are rebuilt. Re-merging is a no-op.",
         extensions=allowed(ADMINS))
-    async def merge_users(self, info: strawberry.Info[Context, None],
+    async def merge_users(self, info: strawberry.Info[RequestContext, None],
                           survivor_id: strawberry.ID, merged_id: strawberry.ID,
                           reason: str = "merged through the API") -> Merge:
-        graph = info.context.writer.graph
-
-        def work() -> dict[str, Any]:
-            merge_id = merge_users(graph, survivor_id, merged_id, source="api", reason=reason)
-            return next(m for m in merges_of(graph, survivor_id) if m["id"] == merge_id)
-
-        return Merge.from_dict(await asyncio.to_thread(work))
+        graph = info.context.graph
+        merge_id = await merge_users_async(graph, survivor_id, merged_id, source="api",
+                                           reason=reason)
+        history = await merges_of_async(graph, survivor_id)
+        return Merge.from_dict(next(m for m in history if m["id"] == merge_id))
 
     @strawberry.mutation(
         description="Undo a merge: both users get back what they had. Merges into a user are "
         "undone latest first (an older one first is CONFLICT).", extensions=allowed(ADMINS))
-    async def unmerge_user(self, info: strawberry.Info[Context, None],
+    async def unmerge_user(self, info: strawberry.Info[RequestContext, None],
                            merge_id: strawberry.ID) -> Unmerge:
-        survivor, merged = await asyncio.to_thread(unmerge, info.context.writer.graph, merge_id)
+        survivor, merged = await unmerge_async(info.context.graph, merge_id)
         return Unmerge(survivor_id=strawberry.ID(survivor), restored_id=strawberry.ID(merged))
 
     @strawberry.mutation(
         description="Erase a user and everything derived from them (interactions, sessions, "
         "identifiers, memberships, preferences, dead letters). Idempotent.",
         extensions=allowed(ADMINS))
-    async def forget_user(self, info: strawberry.Info[Context, None],
+    async def forget_user(self, info: strawberry.Info[RequestContext, None],
                           user_id: strawberry.ID) -> Erasure:
         report = await asyncio.to_thread(forget_user, info.context.writer.graph, user_id,
                                          source="api")
@@ -227,7 +224,7 @@ class Mutation:
     @strawberry.mutation(
         description="Everything held on a user, as one JSON document (identifiers as keyed "
         "hashes: no plaintext is held).", extensions=allowed(ADMINS))
-    async def export_user(self, info: strawberry.Info[Context, None],
+    async def export_user(self, info: strawberry.Info[RequestContext, None],
                           user_id: strawberry.ID) -> JSON:
         exported = await asyncio.to_thread(export_user, info.context.writer.graph, user_id)
         return JSON(exported)
@@ -235,14 +232,13 @@ class Mutation:
     @strawberry.mutation(
         description="Record a user's consent for a purpose (personalization or analytics); "
         "the newest statement by time wins.", extensions=allowed(WRITERS))
-    async def set_consent(self, info: strawberry.Info[Context, None], user_id: strawberry.ID,
+    async def set_consent(self, info: strawberry.Info[RequestContext, None], user_id: strawberry.ID,
                           purpose: str, granted: bool,
                           at: Annotated[datetime | None, strawberry.argument(
                               description="When the user said so (default: now).")] = None,
                           ) -> Consents:
-        current = await asyncio.to_thread(
-            set_consent, info.context.writer.graph, user_id, purpose, granted, source="api",
-            at=utc_or_none(at, "at"))
+        current = await set_consent_async(info.context.graph, user_id, purpose, granted,
+                                          source="api", at=utc_or_none(at, "at"))
         return Consents(personalization=current["personalization"],
                         analytics=current["analytics"])
 
@@ -251,7 +247,7 @@ class Mutation:
         "through the same path as CRM records: per field, the newest value by `at` wins and "
         "its source is recorded; identifiers of two users merge them.",
         extensions=allowed(WRITERS))
-    async def upsert_user(self, info: strawberry.Info[Context, None],
+    async def upsert_user(self, info: strawberry.Info[RequestContext, None],
                           profile: ProfileInput) -> UpsertUserResult:
         record = parse_record(direct_mapping(API_SOURCE), profile.record(),
                               info.context.writer.pseudonymizer)

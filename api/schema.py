@@ -10,15 +10,15 @@ from graphql import GraphQLError
 from strawberry.types import ExecutionContext
 
 from api.auth import allowed
-from api.context import Context
 from api.documents import document_extensions
 from api.errors import ErrorCodes, log_errors
 from api.limits import limit_extensions
 from api.metrics import CypherRoundTrips
 from api.mutations import Mutation
+from api.request import RequestContext
 from api.subscriptions import Subscription
 from api.types.catalogue import Category, Item, items_of
-from api.types.chat import ChatContext
+from api.types.chat import ChatBrief
 from api.types.connection import Connection, connection, decode_cursor, decode_time_cursor
 from api.types.persona import PersonaProfile, SegmentationRun
 from api.types.segment import Segment
@@ -36,7 +36,7 @@ class Query:
     @strawberry.field(description="A user by pseudonymous id; with `asOf`, persona and "
                       "preferences answer as they were at that time.",
                       extensions=allowed(PERSONA_READERS))
-    async def user(self, info: strawberry.Info[Context, None], id: strawberry.ID,
+    async def user(self, info: strawberry.Info[RequestContext, None], id: strawberry.ID,
                    as_of: datetime | None = None) -> User:
         as_of = utc_or_none(as_of, "asOf")
         if as_of is not None:
@@ -46,7 +46,7 @@ class Query:
     @strawberry.field(description="Users in id order, a page at a time, optionally of one "
                       "persona (latest run) or segment, or seen after a time.",
                       extensions=allowed(PERSONA_READERS))
-    async def users(self, info: strawberry.Info[Context, None], first: int = 20,
+    async def users(self, info: strawberry.Info[RequestContext, None], first: int = 20,
                     after: str | None = None, persona_id: strawberry.ID | None = None,
                     segment_id: strawberry.ID | None = None,
                     last_seen_after: datetime | None = None) -> Connection[User]:
@@ -60,7 +60,7 @@ class Query:
     @strawberry.field(description="The user an identifier (cookie, CRM id, email, phone, chat "
                       "handle) belongs to. The value is hashed as at ingestion; it is never "
                       "stored or logged.", extensions=allowed(PERSONA_READERS))
-    async def user_by_identifier(self, info: strawberry.Info[Context, None], kind: str,
+    async def user_by_identifier(self, info: strawberry.Info[RequestContext, None], kind: str,
                                  value: str) -> User:
         if kind not in IDENTIFIER_KINDS:
             raise InvalidInput(f"unknown identifier kind {kind!r}; one of "
@@ -75,12 +75,12 @@ class Query:
 
     @strawberry.field(description="Personas of the latest run, largest first.",
                       extensions=allowed(PERSONA_READERS))
-    async def personas(self, info: strawberry.Info[Context, None]) -> list[PersonaProfile]:
+    async def personas(self, info: strawberry.Info[RequestContext, None]) -> list[PersonaProfile]:
         return [PersonaProfile.from_model(p)
                 for p in await personas.personas(info.context.reader)]
 
     @strawberry.field(description="One persona by id.", extensions=allowed(PERSONA_READERS))
-    async def persona(self, info: strawberry.Info[Context, None],
+    async def persona(self, info: strawberry.Info[RequestContext, None],
                       id: strawberry.ID) -> PersonaProfile:
         found = await personas.persona(info.context.reader, id)
         if found is None:
@@ -89,7 +89,7 @@ class Query:
 
     @strawberry.field(description="Segmentation runs, newest first.",
                       extensions=allowed(PERSONA_READERS))
-    async def segmentation_runs(self, info: strawberry.Info[Context, None], first: int = 10,
+    async def segmentation_runs(self, info: strawberry.Info[RequestContext, None], first: int = 10,
                                 after: str | None = None) -> Connection[SegmentationRun]:
         size = info.context.page(first)
         after_at, after_id = decode_time_cursor("run", after)
@@ -103,16 +103,16 @@ class Query:
                       "been given then, from what was recorded by that moment (the same on "
                       "every call for a past moment). Honours the user's personalization "
                       "consent.", extensions=allowed(PERSONA_READERS))
-    async def chat_context(self, info: strawberry.Info[Context, None], user_id: strawberry.ID,
-                           max_tokens: int = 120,
-                           as_of: datetime | None = None) -> ChatContext:
-        return ChatContext.from_model(await chat.chat_context(
+    async def chat_context(self, info: strawberry.Info[RequestContext, None],
+                           user_id: strawberry.ID, max_tokens: int = 120,
+                           as_of: datetime | None = None) -> ChatBrief:
+        return ChatBrief.from_model(await chat.chat_brief(
             info.context.reader, info.context.settings, user_id, max_tokens,
             as_of=utc_or_none(as_of, "asOf")))
 
     @strawberry.field(description="Segments of a run (default: the latest), parents first.",
                       extensions=allowed(PERSONA_READERS))
-    async def segments(self, info: strawberry.Info[Context, None],
+    async def segments(self, info: strawberry.Info[RequestContext, None],
                        run_id: strawberry.ID | None = None) -> list[Segment]:
         if run_id is None:
             latest = await personas.latest_run_id(info.context.reader)
@@ -126,7 +126,7 @@ class Query:
 
     @strawberry.field(description="Catalogue items in id order, optionally of one category.",
                       extensions=allowed(PERSONA_READERS))
-    async def items(self, info: strawberry.Info[Context, None], first: int = 20,
+    async def items(self, info: strawberry.Info[RequestContext, None], first: int = 20,
                     after: str | None = None, category: str | None = None) -> Connection[Item]:
         return await items_of(info.context,
                               normalize_category(category) if category is not None else None,
@@ -134,7 +134,7 @@ class Query:
 
     @strawberry.field(description="One catalogue item by id.",
                       extensions=allowed(PERSONA_READERS))
-    async def item(self, info: strawberry.Info[Context, None], id: strawberry.ID) -> Item:
+    async def item(self, info: strawberry.Info[RequestContext, None], id: strawberry.ID) -> Item:
         found = await catalogue.item(info.context.reader, id)
         if found is None:
             raise NotFound(f"no item with id {id!r}")
@@ -142,12 +142,13 @@ class Query:
 
     @strawberry.field(description="Every category, by name, with its number of items.",
                       extensions=allowed(PERSONA_READERS))
-    async def categories(self, info: strawberry.Info[Context, None]) -> list[Category]:
+    async def categories(self, info: strawberry.Info[RequestContext, None]) -> list[Category]:
         return [Category(name=c.name, item_count=c.items)
                 for c in await catalogue.categories(info.context.reader)]
 
     @strawberry.field(description="One segment by id.", extensions=allowed(PERSONA_READERS))
-    async def segment(self, info: strawberry.Info[Context, None], id: strawberry.ID) -> Segment:
+    async def segment(self, info: strawberry.Info[RequestContext, None],
+                      id: strawberry.ID) -> Segment:
         found = await personas.segment(info.context.reader, id)
         if found is None:
             raise NotFound(f"no segment with id {id!r}")

@@ -15,14 +15,14 @@ from datetime import datetime
 import strawberry
 
 from api.auth import allowed
-from api.context import Context
+from api.request import RequestContext
 from api.types.persona import SegmentationRun
 from api.types.segment import Persona
 from graph.auth import PERSONA_READERS
 from graph.profile import personas, users
 
 
-async def next_poll(context: Context) -> None:
+async def next_poll(context: RequestContext) -> None:
     """Wait for the next poll; UNAUTHENTICATED or FORBIDDEN once the key lost its right."""
     await asyncio.sleep(context.settings.api_subscription_poll_seconds)
     await context.recheck(PERSONA_READERS)
@@ -42,7 +42,7 @@ class Subscription:
     @strawberry.subscription(description="Each segmentation run as it is recorded.",
                              extensions=allowed(PERSONA_READERS))
     async def segmentation_finished(
-        self, info: strawberry.Info[Context, None],
+        self, info: strawberry.Info[RequestContext, None],
     ) -> AsyncGenerator[SegmentationRun, None]:
         context = info.context
         async with context.stream_slot():
@@ -58,7 +58,7 @@ class Subscription:
     @strawberry.subscription(description="The user's persona whenever it changes.",
                              extensions=allowed(PERSONA_READERS))
     async def persona_changed(
-        self, info: strawberry.Info[Context, None], user_id: strawberry.ID,
+        self, info: strawberry.Info[RequestContext, None], user_id: strawberry.ID,
     ) -> AsyncGenerator[PersonaChange, None]:
         context = info.context
         async with context.stream_slot():

@@ -29,7 +29,7 @@ from rich.progress import track
 from rich.table import Table
 
 from bench.common import bench_graph, bench_settings
-from graph import context
+from graph import situation
 from graph.db import Graph, wipe
 from graph.ingest.files import ingest_file
 from graph.ingest.writer import EventWriter
@@ -110,8 +110,8 @@ def load(graph: Graph, population: DemoPopulation, kept: list[dict[str, Any]],
     assert summary.rejected == 0, summary
     print(f"ingested {summary.written} events in {time.perf_counter() - t0:.0f}s")
     weather, local_events = population.context()
-    context.upsert_weather(graph, weather)
-    context.upsert_local_events(graph, local_events)
+    situation.upsert_weather(graph, weather)
+    situation.upsert_local_events(graph, local_events)
     result = run_segmentation(graph)
     print(f"segmented into {result.n_segments} segments (run {result.run_id})")
 

@@ -2,6 +2,10 @@
 
 A process creates one driver at its edge (CLI command, API lifespan, test session) and passes it
 down; nothing else builds drivers.
+
+Transaction work that both the synchronous callers (CLI, Kafka consumer, file import) and the
+async API run is written once, without I/O (``Work``): a generator that yields each statement
+and is sent its records. ``Graph`` runs it on the sync driver, ``AsyncGraph`` on the async one.
 """
 
 from __future__ import annotations
@@ -9,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
 from typing import Any, LiteralString, Protocol, TypeVar
 
 from neo4j import (
@@ -18,6 +23,7 @@ from neo4j import (
     WRITE_ACCESS,
     AsyncDriver,
     AsyncGraphDatabase,
+    AsyncManagedTransaction,
     Driver,
     GraphDatabase,
     ManagedTransaction,
@@ -56,6 +62,50 @@ def chunks(rows: Sequence[Any], size: int = WRITE_BATCH) -> Iterator[Rows]:
     """``rows`` in consecutive batches of at most ``size``, one ``UNWIND`` statement each."""
     for start in range(0, len(rows), size):
         yield Rows(rows[start:start + size])
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One statement of transaction ``Work``: its Cypher and its parameters."""
+
+    query: LiteralString
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+Records = list[dict[str, Any]]
+Work = Generator[Statement, Records, T]
+"""Transaction work written once for both drivers: it yields each ``Statement``, is sent that
+statement's records (as dicts), and returns its result. ``run_work`` runs it in a synchronous
+transaction, ``run_work_async`` in an async one; a retried transaction runs a new generator."""
+
+
+def one(records: Records) -> dict[str, Any] | None:
+    """The first record of a statement's records, or None (``Result.single`` without the
+    warning on several)."""
+    return records[0] if records else None
+
+
+def run_work(tx: ManagedTransaction, work: Work[T]) -> T:
+    """Run ``work`` inside the caller's synchronous transaction."""
+    try:
+        statement = next(work)
+        while True:
+            statement = work.send(tx.run(statement.query, statement.params).data())
+    except StopIteration as done:
+        result: T = done.value
+        return result
+
+
+async def run_work_async(tx: AsyncManagedTransaction, work: Work[T]) -> T:
+    """Run ``work`` inside the caller's async transaction."""
+    try:
+        statement = next(work)
+        while True:
+            found = await tx.run(statement.query, statement.params)
+            statement = work.send(await found.data())
+    except StopIteration as done:
+        result: T = done.value
+        return result
 
 
 def _auth(settings: Settings) -> tuple[str, str]:
@@ -220,6 +270,15 @@ class Graph:
         with traced("read", self.database, query), self._session(READ_ACCESS) as session:
             return session.execute_read(work)
 
+    def write_work(self, make: Callable[[], Work[T]]) -> T:
+        """Run the ``Work`` that ``make`` returns in a managed write transaction (a retry runs
+        a new one)."""
+        return self.write(lambda tx: run_work(tx, make()))
+
+    def read_work(self, make: Callable[[], Work[T]]) -> T:
+        """Run the ``Work`` that ``make`` returns in a managed read transaction."""
+        return self.read(lambda tx: run_work(tx, make()))
+
     def rows(self, query: LiteralString, **params: Any) -> list[dict[str, Any]]:
         """Read query results as plain dicts."""
         def work(tx: ManagedTransaction) -> list[dict[str, Any]]:
@@ -237,6 +296,33 @@ class Graph:
         the statement's summary (its counters)."""
         with traced("write", self.database, query), self._session() as session:
             return session.run(query, params).consume()
+
+
+class AsyncGraph:
+    """The async driver bound to one database: the API's writes, running the same ``Work`` as
+    the synchronous ``Graph`` of every other caller."""
+
+    def __init__(self, driver: AsyncDriver, database: str) -> None:
+        self.driver = driver
+        self.database = database
+
+    async def write_work(self, make: Callable[[], Work[T]]) -> T:
+        """Run the ``Work`` that ``make`` returns in a managed write transaction (retried on
+        transient errors, each time with a new one)."""
+        async with self.driver.session(
+                database=self.database,
+                bookmark_manager=self.driver.execute_query_bookmark_manager) as session:
+            result: T = await session.execute_write(
+                lambda tx: run_work_async(tx, make()))
+            return result
+
+    async def read_work(self, make: Callable[[], Work[T]]) -> T:
+        """Run the ``Work`` that ``make`` returns in a managed read transaction."""
+        async with self.driver.session(
+                database=self.database, default_access_mode=READ_ACCESS,
+                bookmark_manager=self.driver.execute_query_bookmark_manager) as session:
+            result: T = await session.execute_read(lambda tx: run_work_async(tx, make()))
+            return result
 
 
 @contextmanager

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from neo4j import Driver
 
-from graph import context
+from graph import situation
 from graph.db import Graph, wipe
-from graph.ingest.files import IngestSummary, ingest_file
+from graph.ingest.files import ingest_file
+from graph.ingest.tally import Tally
 from graph.ingest.writer import Assigner, EventWriter
 from graph.migrate import migrate
 from graph.privacy import Pseudonymizer
@@ -38,7 +39,7 @@ def empty_graph(driver: Driver, settings: Settings) -> Graph:
 
 
 def load_demo(graph: Graph, folder: Path, users: int, seed: int, *, key: str = "k",
-              with_context: bool = True, assigner: Assigner | None = None) -> IngestSummary:
+              with_context: bool = True, assigner: Assigner | None = None) -> Tally:
     """A demo population written to ``folder``, ingested, and (by default) its weather and
     local events stored: the data most integration tests start from."""
     population = DemoPopulation(users, seed)
@@ -49,6 +50,6 @@ def load_demo(graph: Graph, folder: Path, users: int, seed: int, *, key: str = "
     assert summary.rejected == 0, summary
     if with_context:
         weather, events = population.context()
-        context.upsert_weather(graph, weather)
-        context.upsert_local_events(graph, events)
+        situation.upsert_weather(graph, weather)
+        situation.upsert_local_events(graph, events)
     return summary

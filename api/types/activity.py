@@ -7,7 +7,7 @@ from enum import Enum
 
 import strawberry
 
-from api.context import Context
+from api.request import RequestContext
 from api.types.connection import Connection, connection, decode_time_cursor
 from graph.events import EventType
 from graph.profile import model, users
@@ -69,7 +69,7 @@ class Session:
                    events=s.events, channel=s.channel, device_kind=s.device_kind)
 
     @strawberry.field(description="The session's interactions, oldest first.")
-    async def interactions(self, info: strawberry.Info[Context, None], first: int = 20,
+    async def interactions(self, info: strawberry.Info[RequestContext, None], first: int = 20,
                            after: str | None = None) -> Connection[Interaction]:
         size = info.context.page(first)
         after_at, after_id = decode_time_cursor("interaction", after)

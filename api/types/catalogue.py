@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import strawberry
 
-from api.context import Context
+from api.request import RequestContext
 from api.types.connection import Connection, connection, decode_cursor
 from graph.profile import catalogue, model
 
@@ -24,7 +24,7 @@ class Item:
                    brand=r.brand, buyers=r.buyers)
 
 
-async def items_of(context: Context, category: str | None, first: int,
+async def items_of(context: RequestContext, category: str | None, first: int,
                    after: str | None) -> Connection[Item]:
     size = context.page(first)
     found = await catalogue.items(context.reader, category=category,
@@ -38,6 +38,6 @@ class Category:
     item_count: int = strawberry.field(description="Items in the category.")
 
     @strawberry.field(description="The category's items in id order.")
-    async def items(self, info: strawberry.Info[Context, None], first: int = 20,
+    async def items(self, info: strawberry.Info[RequestContext, None], first: int = 20,
                     after: str | None = None) -> Connection[Item]:
         return await items_of(info.context, self.name, first, after)

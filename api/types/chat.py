@@ -1,4 +1,5 @@
-"""The GraphQL type of a chatbot's prompt-ready context (``graph.profile.chat`` composes it)."""
+"""The GraphQL type of a chatbot's prompt-ready brief on a user (``graph.profile.chat`` composes
+it), named ``ChatContext`` in the schema."""
 
 from __future__ import annotations
 
@@ -39,9 +40,9 @@ class ChatLine:
         description="Empty for the service's own notes (what quoted text is, no consent).")
 
 
-@strawberry.type(description="Compact, prompt-ready context for a chatbot, and the same facts "
-                 "structured.")
-class ChatContext:
+@strawberry.type(name="ChatContext", description="Compact, prompt-ready context for a chatbot, "
+                 "and the same facts structured.")
+class ChatBrief:
     user_id: strawberry.ID
     text: str = strawberry.field(description="Lines for a system prompt, within maxTokens.")
     tokens: int = strawberry.field(description="Estimated tokens of `text` (~4 characters each).")
@@ -59,7 +60,7 @@ class ChatContext:
         description="The moment the context describes: the request's, or `asOf`.")
 
     @classmethod
-    def from_model(cls, c: chat.ChatContext) -> ChatContext:
+    def from_model(cls, c: chat.ChatBrief) -> ChatBrief:
         return cls(user_id=strawberry.ID(c.user_id), text=c.text, tokens=c.tokens,
                    personalized=c.personalized,
                    persona=UserPersona.from_model(c.persona) if c.persona else None,

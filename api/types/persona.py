@@ -6,7 +6,7 @@ from datetime import datetime
 
 import strawberry
 
-from api.context import Context
+from api.request import RequestContext
 from api.types.connection import Connection, connection, decode_pair_cursor
 from api.types.user import User
 from graph.errors import InvalidInput
@@ -43,7 +43,7 @@ class PersonaProfile:
                    segment_id=strawberry.ID(p.segment_id) if p.segment_id else None)
 
     @strawberry.field(description="Members nearest the segment centre first.")
-    async def members(self, info: strawberry.Info[Context, None], first: int = 10,
+    async def members(self, info: strawberry.Info[RequestContext, None], first: int = 10,
                       after: str | None = None) -> Connection[User]:
         size = info.context.page(first)
         distance, after_id = decode_pair_cursor("member", after)
@@ -57,7 +57,7 @@ class PersonaProfile:
         return connection(found, "member", lambda m: User.from_model(m.user))
 
     @strawberry.field(description="Categories the members favour most.")
-    async def top_categories(self, info: strawberry.Info[Context, None],
+    async def top_categories(self, info: strawberry.Info[RequestContext, None],
                              first: int = 5) -> list[CategoryShare]:
         if self.segment_id is None:
             return []
@@ -66,7 +66,7 @@ class PersonaProfile:
         return [CategoryShare(category=c.category, weight=c.weight) for c in found]
 
     @strawberry.field(description="Items the members buy most (then: interact with most).")
-    async def top_items(self, info: strawberry.Info[Context, None],
+    async def top_items(self, info: strawberry.Info[RequestContext, None],
                         first: int = 5) -> list[PopularItem]:
         if self.segment_id is None:
             return []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import strawberry
 
-from api.context import Context
+from api.request import RequestContext
 from graph.profile import model, personas
 
 
@@ -50,7 +50,7 @@ class Segment:
                    stability=s.stability)
 
     @strawberry.field(description="The segment one level up (null at the root).")
-    async def parent(self, info: strawberry.Info[Context, None]) -> Segment | None:
+    async def parent(self, info: strawberry.Info[RequestContext, None]) -> Segment | None:
         if self.parent_id is None:
             return None
         found = await personas.segment(info.context.reader, self.parent_id)
@@ -58,7 +58,7 @@ class Segment:
 
     @strawberry.field(description="The segments one level down, largest first (none for a "
                       "leaf).")
-    async def children(self, info: strawberry.Info[Context, None]) -> list[Segment]:
+    async def children(self, info: strawberry.Info[RequestContext, None]) -> list[Segment]:
         return [Segment.from_model(s)
                 for s in await personas.segment_children(info.context.reader, self.id)]
 

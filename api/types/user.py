@@ -9,8 +9,8 @@ from typing import Any
 import strawberry
 
 from api.auth import allowed
-from api.context import Context
 from api.prefetch import wanted
+from api.request import RequestContext
 from api.types.activity import (
     Interaction,
     InteractionType,
@@ -19,8 +19,8 @@ from api.types.activity import (
     interaction_page,
 )
 from api.types.connection import Connection, connection, decode_time_cursor
-from api.types.context_types import LocalEvent, WeatherObservation
 from api.types.segment import Membership, Persona, Segment, WhyScore
+from api.types.situation import LocalEvent, WeatherObservation
 from graph.auth import ANALYSTS
 from graph.errors import InvalidInput, NotFound
 from graph.profile import model, users
@@ -65,7 +65,7 @@ class Location:
                    latest_weather=WeatherObservation.from_model(weather) if weather else None)
 
     @strawberry.field(description="Local events starting from now, soonest first.")
-    async def upcoming_events(self, info: strawberry.Info[Context, None],
+    async def upcoming_events(self, info: strawberry.Info[RequestContext, None],
                               first: int = 5) -> list[LocalEvent]:
         found = await users.upcoming_events(info.context.reader, self.id,
                                             info.context.page(first))
@@ -185,7 +185,7 @@ class Consents:
     analytics: bool = strawberry.field(description="Segmentation and analytics.")
 
 
-def withheld(user: User, info: strawberry.Info[Context, None]) -> bool:
+def withheld(user: User, info: strawberry.Info[RequestContext, None]) -> bool:
     """``graph.profile.consent.withheld`` for the request's caller."""
     principal = info.context.principal
     return withheld_from(user.record.consents, principal.role if principal else None)
@@ -221,20 +221,20 @@ class User:
                    record=u, prefetched=prefetched)
 
     @strawberry.field
-    def age_band(self, info: strawberry.Info[Context, None]) -> str | None:
+    def age_band(self, info: strawberry.Info[RequestContext, None]) -> str | None:
         return None if withheld(self, info) else self.record.age_band
 
     @strawberry.field
-    def gender(self, info: strawberry.Info[Context, None]) -> str | None:
+    def gender(self, info: strawberry.Info[RequestContext, None]) -> str | None:
         return None if withheld(self, info) else self.record.gender
 
     @strawberry.field
-    def locale(self, info: strawberry.Info[Context, None]) -> str | None:
+    def locale(self, info: strawberry.Info[RequestContext, None]) -> str | None:
         return None if withheld(self, info) else self.record.locale
 
     @strawberry.field(description="The persona (at `asOf` when the user was asked for then), "
                       "with confidence and the features that explain it.")
-    async def persona(self, info: strawberry.Info[Context, None]) -> UserPersona | None:
+    async def persona(self, info: strawberry.Info[RequestContext, None]) -> UserPersona | None:
         if withheld(self, info):
             return None
         if self.as_of is not None:
@@ -243,21 +243,22 @@ class User:
             found = await self._persona(info)
         return UserPersona.from_model(found) if found else None
 
-    async def _persona(self, info: strawberry.Info[Context, None]) -> model.UserPersona | None:
+    async def _persona(self, info: strawberry.Info[RequestContext, None],
+                       ) -> model.UserPersona | None:
         if self.prefetched and self.prefetched.wanted.persona:
             return self.prefetched.persona
         return await info.context.loaders.persona.load(self.id)
 
     @strawberry.field(description="The user's leaf segment in the latest run, then each parent "
                       "up to the root.")
-    async def segments(self, info: strawberry.Info[Context, None]) -> list[Segment]:
+    async def segments(self, info: strawberry.Info[RequestContext, None]) -> list[Segment]:
         if withheld(self, info):
             return []
         path = await info.context.loaders.segment_path.load(self.id)
         return [Segment.from_model(s) for s in path]
 
     @strawberry.field(description="Personas the user has had, newest first.")
-    async def persona_history(self, info: strawberry.Info[Context, None], first: int = 10,
+    async def persona_history(self, info: strawberry.Info[RequestContext, None], first: int = 10,
                               after: str | None = None) -> Connection[PersonaPeriod]:
         if withheld(self, info):
             return _empty_page()
@@ -268,7 +269,7 @@ class User:
         return connection(found, "period", PersonaPeriod.from_model)
 
     @strawberry.field(description="Users with the most similar item sets (co-interaction).")
-    async def similar_users(self, info: strawberry.Info[Context, None],
+    async def similar_users(self, info: strawberry.Info[RequestContext, None],
                             first: int = 5) -> list[SimilarUser]:
         if withheld(self, info):
             return []
@@ -280,7 +281,7 @@ class User:
                       "(at `asOf` for the context boost when given; with `whatIf`, as if the "
                       "situation were different). Without personalization consent: the "
                       "best-sellers, the same for everyone.")
-    async def recommendations(self, info: strawberry.Info[Context, None],
+    async def recommendations(self, info: strawberry.Info[RequestContext, None],
                               first: int = RECOMMENDATIONS_FIRST,
                               what_if: WhatIf | None = None) -> list[Recommendation]:
         granted = personal(self.record.consents)
@@ -295,7 +296,7 @@ class User:
 
     @strawberry.field(description="The situation now: location, current weather, upcoming "
                       "local events.")
-    async def context(self, info: strawberry.Info[Context, None],
+    async def context(self, info: strawberry.Info[RequestContext, None],
                       first_events: int = EVENTS_FIRST) -> Situation | None:
         if withheld(self, info):
             return None
@@ -308,7 +309,7 @@ class User:
 
     @strawberry.field(description="Persona and leaf segment from the latest segmentation.",
                       deprecation_reason="Use `persona` (with confidence) and `segments`.")
-    async def membership(self, info: strawberry.Info[Context, None]) -> Membership | None:
+    async def membership(self, info: strawberry.Info[RequestContext, None]) -> Membership | None:
         if withheld(self, info):
             return None
         found = await self._persona(info)
@@ -319,7 +320,7 @@ class User:
 
     @strawberry.field(description="Top category preferences, explicit ones first; none "
                       "without personalization consent.")
-    async def preferences(self, info: strawberry.Info[Context, None],
+    async def preferences(self, info: strawberry.Info[RequestContext, None],
                           first: int = PREFERENCES_FIRST) -> list[Preference]:
         if not personal(self.record.consents):
             return []
@@ -335,7 +336,7 @@ class User:
 
     @strawberry.field(description="Most recent interactions first.",
                       deprecation_reason="Use `interactions`, a connection with filters.")
-    async def recent_interactions(self, info: strawberry.Info[Context, None],
+    async def recent_interactions(self, info: strawberry.Info[RequestContext, None],
                                   first: int = 10) -> list[Interaction]:
         if withheld(self, info):
             return []
@@ -345,7 +346,7 @@ class User:
 
     @strawberry.field(description="Interactions, newest first by default, optionally of some "
                       "types and within [since, until).")
-    async def interactions(self, info: strawberry.Info[Context, None], first: int = 20,
+    async def interactions(self, info: strawberry.Info[RequestContext, None], first: int = 20,
                            after: str | None = None,
                            types: list[InteractionType] | None = None,
                            since: datetime | None = None, until: datetime | None = None,
@@ -361,7 +362,7 @@ class User:
             after_at=after_at, after_id=after_id, size=size))
 
     @strawberry.field(description="Sessions, most recently started first.")
-    async def sessions(self, info: strawberry.Info[Context, None], first: int = 10,
+    async def sessions(self, info: strawberry.Info[RequestContext, None], first: int = 10,
                        after: str | None = None) -> Connection[Session]:
         if withheld(self, info):
             return _empty_page()
@@ -373,21 +374,21 @@ class User:
 
     @strawberry.field(description="Identifiers the user is known by, masked (analysts and "
                       "admins only).", extensions=allowed(ANALYSTS))
-    async def identifiers(self, info: strawberry.Info[Context, None]) -> list[Identifier]:
+    async def identifiers(self, info: strawberry.Info[RequestContext, None]) -> list[Identifier]:
         return [Identifier(kind=i.kind, masked=i.masked, first_seen=i.first_seen)
                 for i in await users.identifiers(info.context.reader, self.id)]
 
     @strawberry.field(description="Where the user is, with the latest weather there.",
                       deprecation_reason="Use `context`: current weather within its validity "
                       "window, and upcoming events.")
-    async def location(self, info: strawberry.Info[Context, None]) -> Location | None:
+    async def location(self, info: strawberry.Info[RequestContext, None]) -> Location | None:
         if withheld(self, info):
             return None
         found = await users.location(info.context.reader, self.id)
         return Location.from_model(found) if found else None
 
 
-async def user_with_profile(info: strawberry.Info[Context, None], missing: str, *,
+async def user_with_profile(info: strawberry.Info[RequestContext, None], missing: str, *,
                             user_id: str | None = None,
                             identifier: tuple[str, str] | None = None) -> User:
     """The user ``user_id`` or ``identifier`` (kind, keyed hash) names, with what the request

@@ -27,13 +27,19 @@ from graph.crm.mapping import (
 )
 from graph.db import Graph
 from graph.errors import InvalidInput
-from graph.identity import merge_by_authority_tx, resolve_users_tx
+from graph.identity.resolution import (
+    UserResolution,
+    contested_links,
+    link_identifiers,
+    merge_owners_tx,
+    resolve_identifiers,
+)
 from graph.ingest.deadletter import DeadLetterFile, DeadLetterStore
 from graph.ingest.metrics import IngestMetrics
-from graph.ingest.queries import LINK_IDENTIFIERS
 from graph.ingest.reader import InvalidJson, detect_format, load_json
-from graph.ingest.writer import contested_links, epoch_ms, resolve_identifiers
+from graph.ingest.tally import Tally
 from graph.privacy import Pseudonymizer
+from graph.times import epoch_ms
 
 log = logging.getLogger(__name__)
 METRICS_SOURCE = "crm"
@@ -50,16 +56,10 @@ class Delivery:
 
 
 @dataclass
-class ApplyResult:
-    """What one transaction of CRM records did."""
+class ApplyResult(Tally):
+    """What one transaction of CRM records did: its counts (``users_created``,
+    ``fields_updated``, ``fields_kept``, ``merges``), and per record what it changed."""
 
-    records: int = 0
-    users_created: int = 0
-    fields_updated: int = 0
-    fields_kept: int = 0
-    """Field values not written because the stored value is as new or newer."""
-    merges: int = 0
-    """Users merged into another because a record named identifiers of both."""
     updated_by_record: list[list[str]] = field(default_factory=list)
     """Per record (in input order), the names of the fields it changed."""
     refused: list[int] = field(default_factory=list)
@@ -89,83 +89,47 @@ def _apply_tx(tx: ManagedTransaction, records: Sequence[CrmRecord], source: str,
     if not records:
         return result
     pairs = sorted({p for r in records for p in r.identifiers})
+    # Looked up through this module's name, so that a test can race another writer against it.
     resolved = resolve_identifiers(tx, pairs)
-    owner = resolved.owners
     # As for events (graph/ingest/writer.py): an erased user is not brought back by a record
     # from before the erasure.
     refused = {i for i, rec in enumerate(records)
                if resolved.erased_since(rec.identifiers, rec.at)}
     result.refused = sorted(refused)
-    existing = set(owner.values())
-    alias: dict[str, str] = {}
-
-    def find(uid: str) -> str:
-        while uid in alias:
-            uid = alias[uid]
-        return uid
-
-    new_users: dict[str, int] = {}
-    links: list[dict[str, Any]] = []
-    user_of: list[str] = [""] * len(records)
     merged_into: set[str] = set()
 
     def merge(uid: str, other: str) -> str:
-        """Merge two stored users by the identity-resolution rules; returns the survivor."""
-        merge_by_authority_tx(tx, uid, other, source=source, reason=MERGE_REASON)
-        survivor = resolve_users_tx(tx, [uid])[uid]
-        loser = other if survivor == uid else uid
-        alias[loser] = survivor
-        existing.discard(loser)
-        merged_into.discard(loser)
+        """Merge two stored users by identifier authority, now; returns the survivor."""
+        survivor = merge_owners_tx(tx, [uid, other], source=source, reason=MERGE_REASON)
+        merged_into.difference_update((uid, other))
         merged_into.add(survivor)
         result.merges += 1
         return survivor
+
+    # A user minted for an earlier record of this batch folds into a stored user a later record
+    # names with it; two stored users are merged inside this transaction.
+    resolution = UserResolution.of(resolved.owners, fold_minted=True, merge_now=merge)
+    user_of: list[str] = [""] * len(records)
     order = sorted((i for i in range(len(records)) if i not in refused),
                    key=lambda i: records[i].at)
     for i in order:
         rec = records[i]
-        at = epoch_ms(rec.at)
-        uids = list(dict.fromkeys(find(owner[p]) for p in rec.identifiers if p in owner))
-        if not uids:
-            uid = find(rec.new_user_id)
-            if uid not in existing and uid not in new_users:
-                new_users[uid] = at
-        else:
-            # Users created earlier in this batch are only planned: they fold into a stored
-            # user. Two stored users are merged by the identity-resolution rules (the owner of
-            # the most authoritative identifier survives), inside this transaction.
-            stored = [u for u in uids if u in existing]
-            uid = stored[0] if stored else uids[0]
-            for other in uids:
-                if other == uid:
-                    continue
-                if other not in existing:
-                    alias[other] = uid
-                    new_users.pop(other, None)
-                    continue
-                uid = merge(uid, other)
-        user_of[i] = uid
-        for pair in rec.identifiers:
-            if pair not in owner:
-                owner[pair] = uid
-                links.append({"user_id": uid, "kind": pair[0], "hash": pair[1], "at": at})
-
-    for link in links:
-        link["user_id"] = find(link["user_id"])
-    fresh = {find(u): at for u, at in new_users.items()}
+        user_of[i], _ = resolution.assign(rec.identifiers, epoch_ms(rec.at),
+                                          rec.new_user_id)
+    find = resolution.find
+    links, fresh = resolution.settle()
     if fresh:
         tx.run(q.ENSURE_USERS, rows=[{"id": u, "at": at} for u, at in fresh.items()]).consume()
     touched = sorted({find(user_of[i]) for i in order})
     tx.run(q.LOCK_USERS, ids=touched).consume()
-    if links:
-        tx.run(LINK_IDENTIFIERS, rows=links).consume()
+    link_identifiers(tx, links)
     # An identifier a concurrent writer (the consumer, another delivery) linked to another
     # user since the look-up above: that user and this record's are one, merged like above.
     for link, owners in contested_links(tx, links):
         for owner_id in owners:
             uid, theirs = find(link["user_id"]), find(owner_id)
             if theirs != uid:
-                merge(uid, theirs)
+                resolution.merged(uid, theirs, merge(uid, theirs))
 
     # The newest value of each (user, field) in this batch; an equally old one does not replace
     # the first (as in the graph, only a strictly newer record wins).
@@ -223,20 +187,6 @@ def _mirrored(name: str) -> bool:
 
 # ---------------------------------------------------------------------------------------------
 # Files
-
-
-@dataclass(frozen=True)
-class CrmImportSummary:
-    records: int
-    applied: int
-    rejected: int
-    users_created: int
-    fields_updated: int
-    fields_kept: int
-    merges: int
-    dead_letter: Path | None
-    erased: int = 0
-    """Records refused: they name a user erased after their time."""
 
 
 @dataclass(frozen=True)
@@ -302,7 +252,7 @@ def check_header(mapping: FieldMapping, header: Sequence[str], name: str) -> Non
 def import_file(graph: Graph, pseudonymizer: Pseudonymizer, mapping: FieldMapping, path: Path,
                 *, batch_size: int, max_line_bytes: int, dead_letter: Path | None = None,
                 on_progress: Callable[[int], None] | None = None,
-                metrics: IngestMetrics | None = None) -> CrmImportSummary:
+                metrics: IngestMetrics | None = None) -> Tally:
     """Import a CSV or JSONL file of CRM records, ``batch_size`` records per transaction.
 
     A problem with the file as a whole (type, header) raises ``InvalidInput`` before anything
@@ -314,11 +264,9 @@ def import_file(graph: Graph, pseudonymizer: Pseudonymizer, mapping: FieldMappin
         raise InvalidInput(f"{path}: no such file")
     dl = DeadLetterFile(dead_letter or path.with_name(path.name + ".deadletter.jsonl"),
                         str(path), pseudonymizer, DeadLetterStore(graph))
-    totals = ApplyResult()
-    records = applied = erased = 0
+    totals = Tally()
 
     def flush(batch: list[CrmRecord]) -> None:
-        nonlocal applied, erased
         start = time.perf_counter()
         done = apply_records(graph, batch, source=mapping.source, via="import")
         if metrics is not None:
@@ -326,10 +274,9 @@ def import_file(graph: Graph, pseudonymizer: Pseudonymizer, mapping: FieldMappin
                           len(batch) - len(done.refused), 0)
             if done.refused:
                 metrics.reject(METRICS_SOURCE, "erased", len(done.refused))
-        applied += len(batch) - len(done.refused)
-        erased += len(done.refused)
-        for name in ("users_created", "fields_updated", "fields_kept", "merges"):
-            setattr(totals, name, getattr(totals, name) + getattr(done, name))
+        totals.add(Tally(written=len(batch) - len(done.refused), erased=len(done.refused),
+                         users_created=done.users_created, fields_updated=done.fields_updated,
+                         fields_kept=done.fields_kept, merges=done.merges))
         if on_progress:
             on_progress(len(batch))
 
@@ -339,7 +286,7 @@ def import_file(graph: Graph, pseudonymizer: Pseudonymizer, mapping: FieldMappin
                     else _csv_rows(stream, mapping, max_line_bytes, path.name))
             batch: list[CrmRecord] = []
             for row in rows:
-                records += 1
+                totals.records += 1
                 if metrics is not None:
                     metrics.received.labels(METRICS_SOURCE).inc()
                 reason = row.error
@@ -366,6 +313,6 @@ def import_file(graph: Graph, pseudonymizer: Pseudonymizer, mapping: FieldMappin
                 flush(batch)
     finally:
         dl.close()  # the rejects seen so far reach the graph's dead letters too
-    return CrmImportSummary(records, applied, dl.count, totals.users_created,
-                            totals.fields_updated, totals.fields_kept, totals.merges,
-                            dl.path if dl.count else None, erased)
+    totals.rejected = dl.count
+    totals.dead_letter = dl.path if dl.count else None
+    return totals

@@ -10,6 +10,10 @@ were; aggregates are rebuilt for both.
 
 Merges into one user are undone latest first: undoing an older merge while a later one still
 involves its survivor raises ``Conflict`` naming the merge to undo first.
+
+Each operation is transaction ``Work`` written once (``graph.db``): the CLI, the event writer
+and the CRM importer run it on the synchronous driver (the ``_tx`` functions run it inside their
+transaction), the API on its async one.
 """
 
 from __future__ import annotations
@@ -24,11 +28,11 @@ from typing import Any
 
 from neo4j import ManagedTransaction
 
-from graph.db import Graph
+from graph.aggregates import recompute_aggregates
+from graph.db import AsyncGraph, Graph, Statement, Work, one, run_work
 from graph.errors import Conflict, InvalidInput, NotFound
 from graph.events import ATTRIBUTE_PREFIX, Profile
 from graph.identity import queries as q
-from graph.ingest.aggregates import recompute_aggregates_tx
 from graph.privacy import IDENTIFIER_KINDS, mask_contacts
 
 log = logging.getLogger(__name__)
@@ -78,24 +82,29 @@ def _native(value: Any) -> datetime | None:
     return value.to_native() if value is not None else None
 
 
-def resolve_users_tx(tx: ManagedTransaction, user_ids: Sequence[str]) -> dict[str, str]:
+def resolve_users(user_ids: Sequence[str]) -> Work[dict[str, str]]:
     """The live user each id stands for: itself, or the survivor a tombstone was merged into
     (following chains). Unknown ids are left out."""
-    return {r["id"]: r["root_id"] for r in tx.run(q.FIND_USERS, ids=list(user_ids))
-            if r["root_id"] is not None}
+    found = yield Statement(q.FIND_USERS, {"ids": list(user_ids)})
+    return {r["id"]: r["root_id"] for r in found if r["root_id"] is not None}
+
+
+def resolve_users_tx(tx: ManagedTransaction, user_ids: Sequence[str]) -> dict[str, str]:
+    """``resolve_users`` inside the caller's synchronous transaction."""
+    return run_work(tx, resolve_users(user_ids))
 
 
 def resolve_user(graph: Graph, user_id: str) -> str:
     """The live id for ``user_id`` (a merged user's survivor); ``NotFound`` if no such user."""
     user_id = _check_id(user_id, "user id")
-    found = graph.read(lambda tx: resolve_users_tx(tx, [user_id]))
+    found = graph.read_work(lambda: resolve_users([user_id]))
     if user_id not in found:
         raise NotFound(f"no user with id {user_id!r}")
     return found[user_id]
 
 
-def _find(tx: ManagedTransaction, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-    rows = {r["id"]: r.data() for r in tx.run(q.FIND_USERS, ids=list(ids))}
+def _find(ids: Sequence[str]) -> Work[dict[str, dict[str, Any]]]:
+    rows = {r["id"]: r for r in (yield Statement(q.FIND_USERS, {"ids": list(ids)}))}
     for uid in ids:
         if not (rows[uid]["live"] or rows[uid]["merged"]):
             raise NotFound(f"no user with id {uid!r}")
@@ -111,10 +120,9 @@ def _existing_merge(rows: dict[str, dict[str, Any]], survivor_id: str, merged_id
     return str(merge_id)
 
 
-def merge_users_tx(tx: ManagedTransaction, survivor_id: str, merged_id: str, *, source: str,
-                   reason: str) -> str:
-    """Merge ``merged_id`` into ``survivor_id`` inside the caller's transaction; returns the
-    merge id.
+def merge_users_work(survivor_id: str, merged_id: str, *, source: str,
+                     reason: str) -> Work[str]:
+    """Merge ``merged_id`` into ``survivor_id``; returns the merge id.
 
     Tombstone ids stand for their survivors, so the live users behind the two ids are merged.
     Users already merged into one are left alone and the id of the merge that joined them is
@@ -128,12 +136,13 @@ def merge_users_tx(tx: ManagedTransaction, survivor_id: str, merged_id: str, *, 
     source = _check_text(source, "source")
     reason = _check_text(reason, "reason")
     for _ in range(LOCK_ATTEMPTS):
-        rows = _find(tx, [survivor_id, merged_id])
+        rows = yield from _find([survivor_id, merged_id])
         survivor, merged = rows[survivor_id]["root_id"], rows[merged_id]["root_id"]
         if survivor == merged:
             return _existing_merge(rows, survivor_id, merged_id)
         # Locked in id order, so two merges of overlapping users cannot deadlock each other.
-        locked = {r["id"] for r in tx.run(q.LOCK_USERS, ids=sorted([survivor, merged]))}
+        locked = {r["id"] for r in (yield Statement(q.LOCK_USERS,
+                                                     {"ids": sorted([survivor, merged])}))}
         if locked == {survivor, merged}:
             break
     else:
@@ -143,48 +152,50 @@ def merge_users_tx(tx: ManagedTransaction, survivor_id: str, merged_id: str, *, 
     params: dict[str, Any] = {"survivor_id": survivor, "merged_id": merged, "merge_id": merge_id}
     moved: Counter[str] = Counter()
     for query, kept in ((q.MOVE_OUTGOING, NOT_MOVED_OUT), (q.MOVE_INCOMING, NOT_MOVED_IN)):
-        for row in tx.run(query, kept=list(kept), **params):
+        for row in (yield Statement(query, {"kept": list(kept), **params})):
             moved[row["type"]] += row["n"]
     copied: Counter[str] = Counter()
-    overwritten = tx.run(q.OVERWRITE_EXPLICIT_PREFERENCES, **params).single()
-    replaced = tx.run(q.REPLACE_LOCATION, **params).single()
+    overwritten = one((yield Statement(q.OVERWRITE_EXPLICIT_PREFERENCES, params)))
+    replaced = one((yield Statement(q.REPLACE_LOCATION, params)))
     for name, query in (("PREFERS", q.COPY_EXPLICIT_PREFERENCES), ("USES", q.COPY_DEVICES),
                         ("HAD_SESSION", q.COPY_SESSIONS), ("LOCATED_IN", q.COPY_LOCATION)):
-        record = tx.run(query, **params).single()
+        record = one((yield Statement(query, params)))
         copied[name] += record["n"] if record is not None else 0
     if overwritten is not None and overwritten["n"]:
         copied["PREFERS overwritten"] = overwritten["n"]
-    record = tx.run(q.COPY_PROFILE, keys=list(PROFILE_KEYS), restrictive=list(CONSENT_KEYS),
-                    attribute_prefix=ATTRIBUTE_PREFIX, **params).single()
+    record = one((yield Statement(q.COPY_PROFILE, {
+        "keys": list(PROFILE_KEYS), "restrictive": list(CONSENT_KEYS),
+        "attribute_prefix": ATTRIBUTE_PREFIX, **params})))
     profile_before = list(record["before"]) if record is not None else []
-    tx.run(q.DROP_DERIVED, **params).consume()
-    tx.run(q.TOMBSTONE, source=source, reason=reason, profile_before=json.dumps(profile_before),
-           location_before=replaced["before"] if replaced is not None else None,
-           location_before_via=replaced["via"] if replaced is not None else None,
-           location_before_at=replaced["before_at"] if replaced is not None else None,
-           moved=json.dumps(dict(sorted(moved.items()))),
-           copied=json.dumps(dict(sorted((k, v) for k, v in copied.items() if v))),
-           **params).consume()
-    recompute_aggregates_tx(tx, [survivor])
+    yield Statement(q.DROP_DERIVED, params)
+    yield Statement(q.TOMBSTONE, {
+        "source": source, "reason": reason, "profile_before": json.dumps(profile_before),
+        "location_before": replaced["before"] if replaced is not None else None,
+        "location_before_via": replaced["via"] if replaced is not None else None,
+        "location_before_at": replaced["before_at"] if replaced is not None else None,
+        "moved": json.dumps(dict(sorted(moved.items()))),
+        "copied": json.dumps(dict(sorted((k, v) for k, v in copied.items() if v))),
+        **params})
+    yield from recompute_aggregates([survivor])
     log.info("merged user %s into %s (%s, source %s): %s", merged, survivor, merge_id, source,
              dict(moved))
     return merge_id
 
 
-def merge_by_authority_tx(tx: ManagedTransaction, user_a: str, user_b: str, *, source: str,
-                          reason: str) -> str:
+def merge_by_authority(user_a: str, user_b: str, *, source: str, reason: str) -> Work[str]:
     """Merge two users, choosing the survivor: the one owning the most authoritative identifier
     kind (``IDENTIFIER_KINDS`` order), then the earlier ``first_seen``, then the smaller id.
     Returns the merge id (that of the earlier merge when they are one user already)."""
     user_a, user_b = _check_id(user_a, "user id"), _check_id(user_b, "user id")
     if user_a == user_b:
         raise InvalidInput(f"cannot merge user {user_a!r} with itself")
-    rows = _find(tx, [user_a, user_b])
+    rows = yield from _find([user_a, user_b])
     roots = [rows[user_a]["root_id"], rows[user_b]["root_id"]]
     if roots[0] == roots[1]:
         return _existing_merge(rows, user_a, user_b)
     ranks = {kind: i for i, kind in enumerate(IDENTIFIER_KINDS)}
-    authority = {r["id"]: r.data() for r in tx.run(q.AUTHORITY, ids=roots, ranks=ranks)}
+    authority = {r["id"]: r for r in (yield Statement(q.AUTHORITY, {"ids": roots,
+                                                                     "ranks": ranks}))}
 
     def key(uid: str) -> tuple[int, float, str]:
         row: dict[str, Any] = authority.get(uid) or {}
@@ -194,19 +205,38 @@ def merge_by_authority_tx(tx: ManagedTransaction, user_a: str, user_b: str, *, s
                 first.timestamp() if first is not None else float("inf"), uid)
 
     survivor, merged = sorted(roots, key=key)
-    return merge_users_tx(tx, survivor, merged, source=source, reason=reason)
+    return (yield from merge_users_work(survivor, merged, source=source, reason=reason))
+
+
+def merge_users_tx(tx: ManagedTransaction, survivor_id: str, merged_id: str, *, source: str,
+                   reason: str) -> str:
+    """``merge_users_work`` inside the caller's synchronous transaction."""
+    return run_work(tx, merge_users_work(survivor_id, merged_id, source=source, reason=reason))
+
+
+def merge_by_authority_tx(tx: ManagedTransaction, user_a: str, user_b: str, *, source: str,
+                          reason: str) -> str:
+    """``merge_by_authority`` inside the caller's synchronous transaction."""
+    return run_work(tx, merge_by_authority(user_a, user_b, source=source, reason=reason))
 
 
 def merge_users(graph: Graph, survivor_id: str, merged_id: str, *, source: str,
                 reason: str) -> str:
     """Merge ``merged_id`` into ``survivor_id`` in a transaction of its own; see
-    ``merge_users_tx``. Returns the merge id."""
-    return graph.write(lambda tx: merge_users_tx(tx, survivor_id, merged_id, source=source,
-                                                 reason=reason))
+    ``merge_users_work``. Returns the merge id."""
+    return graph.write_work(lambda: merge_users_work(survivor_id, merged_id, source=source,
+                                                     reason=reason))
 
 
-def unmerge_tx(tx: ManagedTransaction, merge_id: str) -> tuple[str, str]:
-    """Undo a merge inside the caller's transaction; returns ``(survivor_id, merged_id)``.
+async def merge_users_async(graph: AsyncGraph, survivor_id: str, merged_id: str, *,
+                            source: str, reason: str) -> str:
+    """``merge_users`` on the async driver (the API)."""
+    return await graph.write_work(lambda: merge_users_work(survivor_id, merged_id,
+                                                           source=source, reason=reason))
+
+
+def unmerge_work(merge_id: str) -> Work[tuple[str, str]]:
+    """Undo a merge; returns ``(survivor_id, merged_id)``.
 
     Both users get back what they had (moved relationships return, copies go; overwritten
     explicit preferences, profile fields and location are restored unless changed since), and
@@ -214,15 +244,15 @@ def unmerge_tx(tx: ManagedTransaction, merge_id: str) -> tuple[str, str]:
     unknown merge; ``Conflict`` when a later merge involving the survivor must be undone first.
     """
     merge_id = _check_id(merge_id, "merge id")
-    row = tx.run(q.GET_MERGE, merge_id=merge_id).single()
+    row = one((yield Statement(q.GET_MERGE, {"merge_id": merge_id})))
     if row is None:
         raise NotFound(f"no merge with id {merge_id!r}")
     survivor, merged = str(row["survivor_id"]), str(row["merged_id"])
     if row["undone"]:
         return survivor, merged
     if row["survivor_live"]:
-        tx.run(q.LOCK_USERS, ids=[survivor]).consume()
-        row = tx.run(q.GET_MERGE, merge_id=merge_id).single()
+        yield Statement(q.LOCK_USERS, {"ids": [survivor]})
+        row = one((yield Statement(q.GET_MERGE, {"merge_id": merge_id})))
         assert row is not None
     if not row["survivor_live"]:
         raise Conflict(f"merge {merge_id} cannot be undone yet: its survivor {survivor} was "
@@ -238,39 +268,46 @@ def unmerge_tx(tx: ManagedTransaction, merge_id: str) -> tuple[str, str]:
         raise Conflict(f"merge {merge_id}: the tombstone of {merged} is missing")
     params: dict[str, Any] = {"survivor_id": survivor, "merged_id": merged,
                               "merge_id": merge_id}
-    tx.run(q.UNDO_MOVE_OUTGOING, **params).consume()
-    tx.run(q.UNDO_MOVE_INCOMING, **params).consume()
-    tx.run(q.DELETE_COPIES, **params).consume()
-    tx.run(q.RESTORE_EXPLICIT_PREFERENCES, **params).consume()
-    tx.run(q.RESTORE_PROFILE, rows=json.loads(row["profile_before"] or "[]"), **params).consume()
+    yield Statement(q.UNDO_MOVE_OUTGOING, params)
+    yield Statement(q.UNDO_MOVE_INCOMING, params)
+    yield Statement(q.DELETE_COPIES, params)
+    yield Statement(q.RESTORE_EXPLICIT_PREFERENCES, params)
+    yield Statement(q.RESTORE_PROFILE, {"rows": json.loads(row["profile_before"] or "[]"),
+                                        **params})
     if row["location_before"] is not None:
-        tx.run(q.RESTORE_LOCATION, location_id=row["location_before"],
-               via=row["location_before_via"], at=row["location_before_at"],
-               **params).consume()
-    tx.run(q.UNTOMBSTONE, **params).consume()
-    recompute_aggregates_tx(tx, [survivor, merged])
+        yield Statement(q.RESTORE_LOCATION, {
+            "location_id": row["location_before"], "via": row["location_before_via"],
+            "at": row["location_before_at"], **params})
+    yield Statement(q.UNTOMBSTONE, params)
+    yield from recompute_aggregates([survivor, merged])
     log.info("unmerged %s: user %s split from %s again", merge_id, merged, survivor)
     return survivor, merged
 
 
+def unmerge_tx(tx: ManagedTransaction, merge_id: str) -> tuple[str, str]:
+    """``unmerge_work`` inside the caller's synchronous transaction."""
+    return run_work(tx, unmerge_work(merge_id))
+
+
 def unmerge(graph: Graph, merge_id: str) -> tuple[str, str]:
-    """Undo a merge in a transaction of its own; see ``unmerge_tx``."""
-    return graph.write(lambda tx: unmerge_tx(tx, merge_id))
+    """Undo a merge in a transaction of its own; see ``unmerge_work``."""
+    return graph.write_work(lambda: unmerge_work(merge_id))
 
 
-def merges_of(graph: Graph, user_id: str) -> list[dict[str, Any]]:
+async def unmerge_async(graph: AsyncGraph, merge_id: str) -> tuple[str, str]:
+    """``unmerge`` on the async driver (the API)."""
+    return await graph.write_work(lambda: unmerge_work(merge_id))
+
+
+def merges_of_work(user_id: str) -> Work[list[dict[str, Any]]]:
     """The merge history of a user and of the users merged into it, oldest first, undone
     merges included: ``id``, ``at``, ``source``, ``reason``, ``survivor_id``, ``merged_id``,
     ``undone_at`` (None while active), ``active``, ``moved`` and ``copied`` (counts by type).
     ``NotFound`` for an unknown user."""
     user_id = _check_id(user_id, "user id")
-
-    def work(tx: ManagedTransaction) -> list[dict[str, Any]]:
-        _find(tx, [user_id])
-        return [r.data() for r in tx.run(q.MERGES_OF, id=user_id)]
-
+    yield from _find([user_id])
     history = []
-    for r in graph.read(work):
+    for r in (yield Statement(q.MERGES_OF, {"id": user_id})):
         history.append({
             "id": r["id"], "at": _native(r["at"]), "source": r["source"],
             "reason": r["reason"], "survivor_id": r["survivor_id"],
@@ -279,3 +316,13 @@ def merges_of(graph: Graph, user_id: str) -> list[dict[str, Any]]:
             "moved": json.loads(r["moved"] or "{}"), "copied": json.loads(r["copied"] or "{}"),
         })
     return history
+
+
+def merges_of(graph: Graph, user_id: str) -> list[dict[str, Any]]:
+    """``merges_of_work`` in a read transaction of its own."""
+    return graph.read_work(lambda: merges_of_work(user_id))
+
+
+async def merges_of_async(graph: AsyncGraph, user_id: str) -> list[dict[str, Any]]:
+    """``merges_of`` on the async driver (the API)."""
+    return await graph.read_work(lambda: merges_of_work(user_id))

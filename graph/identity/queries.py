@@ -1,6 +1,11 @@
-"""Cypher for merging and unmerging users (identity resolution, ``graph/identity/merge.py``).
+"""Cypher for identity resolution: who identifiers name and linking new ones
+(``resolution.py``: events, CRM records and the API alike), and merging and unmerging users
+(``merge.py``).
 
-Provenance lives on the graph itself:
+The link statements start with ``CYPHER replan=skip``: they become parts of the event writer's
+``WRITE_BATCH`` (``graph/ingest/queries.py``).
+
+Merges and unmerges keep their provenance on the graph itself:
 
 - a relationship *moved* from the merged user to the survivor carries ``merges``, the stack of
   merge ids that moved it (the last one is the latest move); unmerging moves back the
@@ -19,6 +24,51 @@ dynamic ``$(type)`` never holds caller input.
 """
 
 from __future__ import annotations
+
+# ---- who identifiers name, and new links (resolution.py) ----
+
+# Who each identifier names now, and when it was erased (the suppression list written by
+# erasure, graph/subjects): one round trip for both. A pair with neither is not returned.
+RESOLVE_IDENTIFIERS = """
+CYPHER replan=skip
+UNWIND $rows AS row
+OPTIONAL MATCH (:Identifier {kind: row.kind, hash: row.hash})-[:IDENTIFIES]->(u:User)
+OPTIONAL MATCH (e:ErasedIdentifier {key: row.kind + ':' + row.hash})
+WITH row, u, e WHERE u IS NOT NULL OR e IS NOT NULL
+RETURN row.kind AS kind, row.hash AS hash, u.id AS user_id, e.at.epochMillis AS erased_at
+"""
+
+LINK_IDENTIFIERS = """
+CYPHER replan=skip
+UNWIND $rows AS row
+MATCH (u:User {id: row.user_id})
+MERGE (i:Identifier {kind: row.kind, hash: row.hash})
+ON CREATE SET i.first_seen = datetime({epochMillis: row.at})
+MERGE (i)-[:IDENTIFIES]->(u)
+"""
+
+# Identifiers just linked that now identify two users: another transaction linked the same new
+# identifier to another user between this one's look-up and its MERGE (two writers, e.g. the
+# consumer and the API). The writer merges the owners, as for an event naming two users.
+CONTESTED_IDENTIFIERS = """
+CYPHER replan=skip
+UNWIND $rows AS row
+MATCH (:Identifier {kind: row.kind, hash: row.hash})-[:IDENTIFIES]->(u:User)
+WITH row, collect(u.id) AS owners
+WHERE size(owners) > 1
+RETURN row.kind AS kind, row.hash AS hash, owners
+"""
+
+# The link this batch made to a contested identifier goes before the merge, so the merge moves
+# the other writer's (one link to the survivor, which an unmerge gives back).
+UNLINK_IDENTIFIERS = """
+CYPHER replan=skip
+UNWIND $rows AS row
+MATCH (:Identifier {kind: row.kind, hash: row.hash})-[r:IDENTIFIES]->(:User {id: row.user_id})
+DELETE r
+"""
+
+# ---- merging and unmerging (merge.py) ----
 
 # Each id as stored: live user, tombstone, or nothing; a tombstone's live root and the merge that
 # made it a tombstone.

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from graph.events import Event
 from graph.ingest.deadletter import DeadLetter, DeadLetterStore, make_dead_letter
 from graph.ingest.reader import Parsed, validate
+from graph.ingest.tally import Tally
 from graph.ingest.writer import EventWriter
 
 Status = Literal["accepted", "duplicate", "rejected"]
@@ -38,17 +39,11 @@ class RecordResult:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class BatchCounts:
-    accepted: int
-    duplicates: int
-    rejected: int
-
-
-def count(results: Sequence[RecordResult]) -> BatchCounts:
+def count(results: Sequence[RecordResult]) -> Tally:
+    """A batch's counts from its per-record results (accepted records are ``written``)."""
     statuses = [r.status for r in results]
-    return BatchCounts(statuses.count("accepted"), statuses.count("duplicate"),
-                       statuses.count("rejected"))
+    return Tally(records=len(results), written=statuses.count("accepted"),
+                 duplicates=statuses.count("duplicate"), rejected=statuses.count("rejected"))
 
 
 def _event_id_of(record: Any) -> str | None:

@@ -4,26 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 from graph.events import Event
 from graph.ingest.deadletter import DeadLetterFile, DeadLetterStore
 from graph.ingest.reader import Parsed, read_events
 from graph.ingest.runtime import bulk_load_runtime
+from graph.ingest.tally import Tally
 from graph.ingest.writer import EventWriter, Plan, WriteResult
-
-
-@dataclass(frozen=True)
-class IngestSummary:
-    records: int
-    written: int
-    duplicates: int
-    rejected: int
-    dead_letter: Path | None
-    erased: int = 0
-    """Events refused because they name a user erased after they happened (not dead-lettered:
-    that would keep what the erasure removed)."""
 
 
 def default_dead_letter_path(path: Path) -> Path:
@@ -38,7 +26,7 @@ def ingest_file(
     max_line_bytes: int,
     dead_letter: Path | None = None,
     on_progress: Callable[[int], None] | None = None,
-) -> IngestSummary:
+) -> Tally:
     """Load one JSONL/CSV file; every malformed record goes to the dead-letter file with its
     reason, and to the graph as a ``DeadLetter`` node (PII scrubbed, see ``deadletter``).
 
@@ -50,13 +38,12 @@ def ingest_file(
     """
     dl = DeadLetterFile(dead_letter or default_dead_letter_path(path), str(path),
                         writer.pseudonymizer, DeadLetterStore(writer.graph))
-    records = written = duplicates = erased = 0
+    tally = Tally()
 
     def batches() -> Iterator[list[Event]]:
-        nonlocal records
         batch: list[Event] = []
         for record in read_events(path, max_line_bytes):
-            records += 1
+            tally.records += 1
             if isinstance(record, Parsed):
                 batch.append(record.event)
                 if len(batch) >= batch_size:
@@ -70,11 +57,8 @@ def ingest_file(
             yield batch
 
     def settle(future: Future[WriteResult], plan: Plan) -> WriteResult:
-        nonlocal written, duplicates, erased
         result = future.result()
-        written += result.written
-        duplicates += result.duplicates
-        erased += len(result.erased)
+        tally.add(result.tally())
         if on_progress:
             on_progress(plan.batch.size)
         return result
@@ -105,5 +89,6 @@ def ingest_file(
                     settle(*in_flight)
     finally:
         dl.close()  # the rejects seen so far reach the graph's dead-letter index too
-    return IngestSummary(records, written, duplicates, dl.count,
-                         dl.path if dl.count else None, erased)
+    tally.rejected = dl.count
+    tally.dead_letter = dl.path if dl.count else None
+    return tally

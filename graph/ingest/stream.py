@@ -45,6 +45,7 @@ from graph.ingest.deadletter import DeadLetter, DeadLetterStore, make_dead_lette
 from graph.ingest.metrics import IngestMetrics
 from graph.ingest.pipeline import build_writer
 from graph.ingest.reader import InvalidJson, Parsed, load_json, validate
+from graph.ingest.tally import Tally
 from graph.ingest.writer import EventWriter, WriteResult
 from graph.privacy import Pseudonymizer
 from graph.settings import Settings
@@ -117,18 +118,6 @@ class BatchReport:
 
 
 @dataclass
-class ConsumeSummary:
-    messages: int = 0
-    written: int = 0
-    duplicates: int = 0
-    erased: int = 0
-    """Events refused because they name a user erased after they happened."""
-    dead_letters: int = 0
-    batches: int = 0
-    rejected_by_code: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
 class _Batch:
     messages: int
     events: list[Event]
@@ -178,7 +167,7 @@ class StreamConsumer:
         self.batch_max = batch_max
         self.on_batch = on_batch
         self.pseudonymizer: Pseudonymizer = writer.pseudonymizer
-        self.summary = ConsumeSummary()
+        self.summary = Tally()
         self._in_flight: _Batch | None = None
         self._pending = _Batch.empty()
         self._pool: ThreadPoolExecutor | None = None
@@ -192,7 +181,7 @@ class StreamConsumer:
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self, stop: threading.Event, *, max_messages: int | None = None,
-            idle_exit: float | None = None) -> ConsumeSummary:
+            idle_exit: float | None = None) -> Tally:
         """Consume until ``stop`` is set, ``max_messages`` were read, or nothing arrived for
         ``idle_exit`` seconds; whatever was read is always written and committed first."""
         bootstrap = self.settings.kafka_bootstrap_servers
@@ -221,7 +210,7 @@ class StreamConsumer:
                 while not stop.is_set():
                     room = self.batch_max - self._pending.messages
                     if max_messages is not None:
-                        room = min(room, max_messages - self.summary.messages)
+                        room = min(room, max_messages - self.summary.records)
                     got = 0
                     if room > 0:
                         # While a batch is being written, poll briefly and often: the next
@@ -238,7 +227,7 @@ class StreamConsumer:
                     if got:
                         last_message = time.monotonic()
                     elif self._in_flight is None and not self._pending.messages:
-                        if max_messages is not None and self.summary.messages >= max_messages:
+                        if max_messages is not None and self.summary.records >= max_messages:
                             break
                         # Idle time counts only while partitions are ours: before the group
                         # has assigned them, there is no telling whether anything is left.
@@ -296,7 +285,7 @@ class StreamConsumer:
                 self.metrics.reject(SOURCE, parsed.code)
         got = batch.messages - before
         self.metrics.received.labels(SOURCE).inc(got)
-        self.summary.messages += got
+        self.summary.records += got
         return got
 
     def _submit(self) -> None:
@@ -329,17 +318,15 @@ class StreamConsumer:
             histogram.observe(seconds)
         s = self.summary
         s.batches += 1
-        s.written += result.written
-        s.duplicates += result.duplicates
-        s.erased += len(result.erased)
-        s.dead_letters += batch.dead_letters
+        s.add(result.tally())
+        s.rejected += batch.dead_letters
         lag = None
         if time.monotonic() - self._last_lag >= LAG_EVERY_S:
             lag = self.refresh_lag()
         log.info("batch %d committed: messages=%d written=%d duplicates=%d dead_letters=%d "
                  "write_ms=%.0f total_messages=%d lag=%s", s.batches, batch.messages,
                  result.written, result.duplicates, batch.dead_letters, write_seconds * 1000,
-                 s.messages, "-" if lag is None else lag,
+                 s.records, "-" if lag is None else lag,
                  extra={"batch": s.batches, "messages": batch.messages,
                         "written": result.written, "duplicates": result.duplicates,
                         "dead_letters": batch.dead_letters,
@@ -562,7 +549,7 @@ def consume(
     idle_exit: float | None = None,
     metrics: IngestMetrics | None = None,
     on_batch: Callable[[BatchReport], None] | None = None,
-) -> ConsumeSummary:
+) -> Tally:
     """Consume the events topic into the graph (settings give every default): checks the
     broker, creates missing topics, serves metrics on ``consumer_metrics_port``, then runs
     :class:`StreamConsumer` until stopped, ``max_messages`` read, or ``idle_exit`` seconds idle."""

@@ -4,7 +4,8 @@ One batch is one managed transaction: events already in the graph are filtered o
 users, identifiers, catalogue, sessions, interactions and the per-user aggregates and inferred
 preferences are written, one ``UNWIND`` each, all in one statement (``WRITE_BATCH``). A retry
 after a transient error re-runs the whole function, including the filter, so nothing is counted
-twice.
+twice. Which user each event belongs to (found by its identifiers, minted, or merged) is worked
+out by identity resolution, the path CRM records take too (``graph/identity/resolution.py``).
 
 The file import works a batch out ahead (``EventWriter.plan``: the filter and look-ups in a read
 transaction of their own, the rows built) while the previous batch is being written. The
@@ -17,23 +18,32 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from typing import Any, Protocol
 
 from neo4j import ManagedTransaction
 from neo4j.exceptions import ConstraintError
 
+from graph.aggregates import COUNTER, DECAY_PER_MS, INTEREST_SCORE, decayed
 from graph.db import Graph, Rows
 from graph.events import ATTRIBUTE_PREFIX, MAX_USER_ATTRIBUTES, Event, EventType
-from graph.identity import merge_by_authority_tx, resolve_users_tx
+from graph.identity.merge import resolve_users_tx
+from graph.identity.resolution import (
+    Pair,
+    Resolved,
+    UserResolution,
+    contested_links,
+    merge_owners_tx,
+    resolve_identifiers,
+)
 from graph.ingest import queries as q
-from graph.ingest.aggregates import COUNTER as COUNTER  # re-exported: defined beside the
-from graph.ingest.aggregates import DECAY_PER_MS, decayed
-from graph.ingest.aggregates import INTEREST_SCORE as INTEREST_SCORE  # aggregate rebuild
 from graph.ingest.metrics import IngestMetrics
+from graph.ingest.tally import Tally
 from graph.privacy import Pseudonymizer
+from graph.times import epoch_ms
 
 log = logging.getLogger(__name__)
 # Attempts of a batch whose commit a concurrent writer's equal rows refused (see _write_unplanned).
@@ -64,6 +74,10 @@ class WriteResult:
     """Written exactly as its ``Plan`` said, and no users merged: a plan made on top of this
     batch (``EventWriter.plan(after=...)``) holds."""
 
+    def tally(self) -> Tally:
+        """The batch's counts, to add to a load's."""
+        return Tally(written=self.written, duplicates=self.duplicates, erased=len(self.erased))
+
 
 @dataclass(frozen=True)
 class StatedPreference:
@@ -93,7 +107,7 @@ class PreparedBatch:
     size: int
     """Events given, duplicates included."""
     events: dict[str, Event]
-    hashed: dict[str, list[tuple[str, str]]]
+    hashed: dict[str, list[Pair]]
     rows: dict[str, EventRow]
 
 
@@ -133,68 +147,6 @@ class Assigner(Protocol):
     def assign(self, user_ids: Sequence[str]) -> int: ...
 
     def preload(self) -> bool: ...
-
-
-def epoch_ms(at: datetime) -> int:
-    """Times go to Neo4j as epoch milliseconds (see ``queries``)."""
-    return int(at.timestamp() * 1000)
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """What the graph holds on a set of identifier pairs (``resolve_identifiers``)."""
-
-    owners: dict[tuple[str, str], str]
-    """The user each pair identifies, for pairs that identify one."""
-    erased_at: dict[tuple[str, str], int]
-    """When each erased pair was erased (epoch milliseconds)."""
-
-    def erased_since(self, pairs: Iterable[tuple[str, str]], at: datetime) -> bool:
-        """Whether one of ``pairs`` was erased at or after ``at``: what a record from ``at``
-        says about that user was erased with them, and must be refused."""
-        at_ms = epoch_ms(at)
-        return any(self.erased_at.get(pair, -1) >= at_ms for pair in pairs)
-
-
-def resolve_identifiers(tx: ManagedTransaction, pairs: Collection[tuple[str, str]]) -> Resolved:
-    """Owners and erasure times of ``(kind, hash)`` pairs, in one round trip (events and CRM
-    records alike)."""
-    if not pairs:
-        return Resolved({}, {})
-    owners: dict[tuple[str, str], str] = {}
-    erased_at: dict[tuple[str, str], int] = {}
-    for r in tx.run(q.RESOLVE_IDENTIFIERS, rows=Rows({"kind": k, "hash": h} for k, h in pairs)):
-        pair = (r["kind"], r["hash"])
-        if r["user_id"] is not None:
-            owners[pair] = r["user_id"]
-        if r["erased_at"] is not None:
-            erased_at[pair] = r["erased_at"]
-    return Resolved(owners, erased_at)
-
-
-def contested_links(tx: ManagedTransaction, links: list[dict[str, Any]],
-                    found: list[dict[str, Any]] | None = None,
-                    ) -> list[tuple[dict[str, Any], list[str]]]:
-    """Links this transaction just made (``LINK_IDENTIFIERS`` rows) to identifiers that a
-    concurrent writer linked to another user first, each with the users the identifier names
-    now. This transaction's link to each is removed again, so that merging the users (the
-    caller's part) moves the other writer's link to the survivor and an unmerge gives it back.
-    Events and CRM records alike. ``found``: the ``CONTESTED_IDENTIFIERS`` rows when the
-    caller's statement returned them already (``WRITE_BATCH``)."""
-    if not links:
-        return []
-    rows = found if found is not None else tx.run(
-        q.CONTESTED_IDENTIFIERS,
-        rows=Rows({"kind": r["kind"], "hash": r["hash"]} for r in links)).data()
-    if not rows:
-        return []
-    owners = {(r["kind"], r["hash"]): list(r["owners"]) for r in rows}
-    mine = [link for link in links if (link["kind"], link["hash"]) in owners]
-    tx.run(q.UNLINK_IDENTIFIERS, rows=mine).consume()
-    for link in mine:
-        log.info("identifier %s linked to %d users by concurrent writers; merging them",
-                 link["kind"], len(owners[(link["kind"], link["hash"])]))
-    return [(link, owners[(link["kind"], link["hash"])]) for link in mine]
 
 
 class EventWriter:
@@ -380,7 +332,7 @@ class EventWriter:
 
     @staticmethod
     def _contested(tx: ManagedTransaction, fresh: list[Event],
-                   hashed: dict[str, list[tuple[str, str]]],
+                   hashed: dict[str, list[Pair]],
                    links: list[dict[str, Any]], found: list[dict[str, Any]],
                    ) -> list[Conflicting]:
         """Identifiers this batch linked that a concurrent writer linked to another user first
@@ -388,7 +340,7 @@ class EventWriter:
         contested = contested_links(tx, links, found)
         if not contested:
             return []
-        by_pair: dict[tuple[str, str], Event] = {}
+        by_pair: dict[Pair, Event] = {}
         for e in fresh:
             for pair in hashed[e.event_id]:
                 by_pair.setdefault(pair, e)
@@ -402,53 +354,39 @@ class EventWriter:
     def _merge_conflicts(tx: ManagedTransaction, conflicts: list[Conflicting],
                          users: list[str]) -> list[str]:
         """Merge the users that events of this batch name identifiers of, once the batch is
-        written (so users new in the batch exist too); returns the batch's users as survivors.
-
-        The survivor is chosen by identifier authority (``merge_by_authority_tx``); merging users
-        that are one already is a no-op, so a chain of links within a batch ends in one user.
-        """
+        written (so users new in the batch exist too); returns the batch's users as survivors
+        (``merge_owners_tx``: by identifier authority, a chain of links ending in one user)."""
         for c in conflicts:
-            for other in c.user_ids[1:]:
-                merge_by_authority_tx(tx, c.user_ids[0], other, source=c.source,
-                                      reason=f"event {c.event_id} names identifiers of both users")
+            merge_owners_tx(tx, c.user_ids, source=c.source,
+                            reason=f"event {c.event_id} names identifiers of both users")
         live = resolve_users_tx(tx, users)
         return list(dict.fromkeys(live.get(u, u) for u in users))
 
     def _resolve_users(
         self,
         fresh: list[Event],
-        hashed: dict[str, list[tuple[str, str]]],
-        known: dict[tuple[str, str], str],
+        hashed: dict[str, list[Pair]],
+        known: dict[Pair, str],
     ) -> tuple[dict[str, str], list[dict[str, Any]], list[Conflicting]]:
         """Map each event to a user id, list the identifier links that are new, and the events
-        that name identifiers of two or more different users.
-
-        An identifier already bound to a user keeps that user; an event whose identifiers are all
-        new creates a user named after its most authoritative identifier. An event naming
-        identifiers of different users is attributed to the first found, and those users are
-        merged at the end of the batch's transaction (``_merge_conflicts``).
-        """
-        owner = dict(known)
+        that name identifiers of two or more different users (``UserResolution``; merged at the
+        end of the batch's transaction, ``_merge_conflicts``)."""
+        resolution = UserResolution.of(known)
         user_of: dict[str, str] = {}
-        links: list[dict[str, Any]] = []
         conflicts: list[Conflicting] = []
         for event in fresh:
-            pairs = hashed[event.event_id]
-            uid = next((owner[p] for p in pairs if p in owner), None)
-            if uid is not None and len(pairs) > 1:
-                owners = list(dict.fromkeys(owner[p] for p in pairs if p in owner))
-                if len(owners) > 1:
-                    conflicts.append(Conflicting(event.event_id, event.source, tuple(owners)))
-            if uid is None:
-                kind, value = event.identifiers()[0]
-                uid = self.pseudonymizer.user_id(kind, value)
+            uid, others = resolution.assign(hashed[event.event_id], epoch_ms(event.occurred_at),
+                                            partial(self._new_user, event))
+            if others:
+                conflicts.append(Conflicting(event.event_id, event.source, (uid, *others)))
             user_of[event.event_id] = uid
-            for kind, digest in pairs:
-                if (kind, digest) not in owner:
-                    owner[(kind, digest)] = uid
-                    links.append({"user_id": uid, "kind": kind, "hash": digest,
-                                  "at": epoch_ms(event.occurred_at)})
+        links, _ = resolution.settle()
         return user_of, links, conflicts
+
+    def _new_user(self, event: Event) -> str:
+        """The id of a user minted for ``event``: after its most authoritative identifier."""
+        kind, value = event.identifiers()[0]
+        return self.pseudonymizer.user_id(kind, value)
 
     def _event_row(self, e: Event) -> EventRow:
         """An event's own contribution (``EventRow``): the same whoever its user is."""
@@ -484,7 +422,7 @@ class EventWriter:
         self,
         fresh: list[Event],
         batch: PreparedBatch,
-        known: dict[tuple[str, str], str],
+        known: dict[Pair, str],
     ) -> tuple[dict[str, Any], list[Conflicting]]:
         user_of, links, conflicts = self._resolve_users(fresh, batch.hashed, known)
         users: dict[str, dict[str, Any]] = {}

@@ -1,5 +1,6 @@
-"""Prompt-ready context for a chatbot: who the user is, what they like, what they are after and
-what is going on around them, in as few tokens as the caller allows."""
+"""A chatbot's brief on a user: who the user is, what they like, what they are after and what is
+going on around them (their situation), prompt-ready, in as few tokens as the caller allows.
+Served as the GraphQL ``chatContext``."""
 
 from __future__ import annotations
 
@@ -84,7 +85,7 @@ class Fact:
 
 @dataclass(frozen=True)
 class ChatLine:
-    """A line of ``ChatContext.text`` and the records it comes from (none for the service's
+    """A line of ``ChatBrief.text`` and the records it comes from (none for the service's
     own notes, ``DATA_NOTE`` and ``NO_CONSENT``)."""
 
     text: str
@@ -139,7 +140,7 @@ def intent_events(rows: list[dict[str, object]]) -> dict[str, tuple[Source, ...]
 
 
 @dataclass(frozen=True)
-class ChatContext:
+class ChatBrief:
     """The prompt lines within the budget (``text``), and the same facts structured."""
 
     user_id: str
@@ -209,9 +210,9 @@ def check_budget(max_tokens: int) -> int:
     return max_tokens
 
 
-async def chat_context(reader: Reader, settings: Settings, user_id: str, max_tokens: int,
-                       as_of: datetime | None = None) -> ChatContext:
-    """The chat context of the user ``user_id`` names (merges followed), within ``max_tokens``,
+async def chat_brief(reader: Reader, settings: Settings, user_id: str, max_tokens: int,
+                     as_of: datetime | None = None) -> ChatBrief:
+    """The chat brief of the user ``user_id`` names (merges followed), within ``max_tokens``,
     each line with the records it comes from.
 
     With ``as_of``: the context as it could have been given then, from what the graph had
@@ -223,7 +224,7 @@ async def chat_context(reader: Reader, settings: Settings, user_id: str, max_tok
     check_budget(max_tokens)
     user = await users.user(reader, user_id)
     if not personal(user.consents):
-        return ChatContext(user_id=user.id, text=NO_CONSENT, tokens=estimate_tokens(NO_CONSENT),
+        return ChatBrief(user_id=user.id, text=NO_CONSENT, tokens=estimate_tokens(NO_CONSENT),
                            personalized=False, persona=None, preferences=[],
                            recent_intents=[], situation=None, dropped=[],
                            lines=[ChatLine(NO_CONSENT)], as_of=as_of)
@@ -249,7 +250,7 @@ async def chat_context(reader: Reader, settings: Settings, user_id: str, max_tok
     shown = [ChatLine(f.text, f.sources) for f in kept]
     if text.endswith(f"\n{DATA_NOTE}") or text == DATA_NOTE:
         shown.append(ChatLine(DATA_NOTE))
-    return ChatContext(user_id=user.id, text=text, tokens=estimate_tokens(text),
+    return ChatBrief(user_id=user.id, text=text, tokens=estimate_tokens(text),
                        personalized=True, persona=persona, preferences=preferences,
                        recent_intents=list(intents), situation=here,
                        dropped=[f.text for f in lines if f not in kept], lines=shown,

@@ -8,10 +8,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from graph.context.models import weather_lookback_hours
+from graph.aggregates import DECAY_PER_MS, INTEREST_SCORE
 from graph.db import Reader
 from graph.errors import NotFound
-from graph.ingest.aggregates import DECAY_PER_MS, INTEREST_SCORE
 from graph.profile import queries as q
 from graph.profile.model import (
     Identifier,
@@ -36,6 +35,7 @@ from graph.recommend.engine import Recommendation, WhatIf, recommend_params
 from graph.recommend.limits import MAX_ITEM_USERS
 from graph.recommend.queries import POPULAR, RECOMMEND
 from graph.settings import Settings
+from graph.situation.models import weather_lookback_hours
 
 SIMILAR_USER_ITEMS = 200
 """The user's latest items whose other users are compared (see ``queries.SIMILAR_USERS``)."""

@@ -296,7 +296,7 @@ CALL (s) { DELETE s } IN TRANSACTIONS OF 10000 ROWS
 """
 
 # A user's stored similar users, when they no longer hold: the user's aggregates were rebuilt
-# (graph/ingest/aggregates.py, after a merge or an unmerge; until the next run they are found
+# (graph/aggregates, after a merge or an unmerge; until the next run they are found
 # per request), or the user
 # withdrew personalization consent (none are kept).
 DROP_SIMILAR_USERS = """

@@ -20,9 +20,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from neo4j import ManagedTransaction
-
-from graph.db import Graph
+from graph.db import AsyncGraph, Graph, Statement, Work, one
 from graph.errors import InvalidInput, NotFound
 from graph.recommend.queries import DROP_SIMILAR_USERS
 from graph.subjects import queries as q
@@ -44,11 +42,11 @@ def _current(row: dict[str, Any]) -> dict[str, bool]:
     return {p: DEFAULT_CONSENT[p] if row.get(p) is None else bool(row[p]) for p in PURPOSES}
 
 
-def set_consent(graph: Graph, user_id: str, purpose: str, granted: bool, *, source: str,
-                at: datetime | None = None) -> dict[str, bool]:
-    """Record that ``user_id`` granted or withdrew consent for ``purpose`` at ``at`` (default:
-    now), said by ``source`` (who recorded it: ``cli``, ``api``, a CRM...). Returns the user's
-    current consents. Idempotent: the same change recorded twice is stored once.
+def set_consent_work(user_id: str, purpose: str, granted: bool, *, source: str,
+                     at: datetime) -> Work[dict[str, bool]]:
+    """Record that ``user_id`` granted or withdrew consent for ``purpose`` at ``at``, said by
+    ``source`` (who recorded it: ``cli``, ``api``, a CRM...). Returns the user's current
+    consents. Idempotent: the same change recorded twice is stored once.
 
     Raises ``NotFound`` for an unknown user, ``InvalidInput`` for an unknown purpose, an empty
     source or a time without a time zone.
@@ -58,29 +56,38 @@ def set_consent(graph: Graph, user_id: str, purpose: str, granted: bool, *, sour
     source = source.strip()
     if not source or len(source) > 200:
         raise InvalidInput("the consent source must be 1 to 200 characters")
-    at = at or datetime.now(UTC)
     if at.tzinfo is None or at.utcoffset() is None:
         raise InvalidInput("the consent time needs a time zone")
     at_ms = int(at.timestamp() * 1000)
     change_id = "c_" + hashlib.sha256(
         f"{user_id}\x00{purpose}\x00{granted}\x00{source}\x00{at_ms}".encode()).hexdigest()[:32]
 
-    def write(tx: ManagedTransaction) -> dict[str, Any] | None:
-        record = tx.run(q.SET_CONSENT, user_id=user_id, id=change_id, purpose=purpose,
-                        granted=bool(granted), source=source, at=at_ms).single()
-        if record is None:
-            return None
-        row = record.data()
-        if row["analytics"] is False:
-            tx.run(q.WITHDRAW_FROM_SEGMENTS, user_id=user_id, at=at_ms).consume()
-        if row["personalization"] is False:
-            tx.run(DROP_SIMILAR_USERS, user_ids=[user_id]).consume()
-        return row
-
-    row = graph.write(write)
+    row = one((yield Statement(q.SET_CONSENT, {
+        "user_id": user_id, "id": change_id, "purpose": purpose, "granted": bool(granted),
+        "source": source, "at": at_ms})))
     if row is None:
         raise NotFound(f"no user with id {user_id!r}")
+    if row["analytics"] is False:
+        yield Statement(q.WITHDRAW_FROM_SEGMENTS, {"user_id": user_id, "at": at_ms})
+    if row["personalization"] is False:
+        yield Statement(DROP_SIMILAR_USERS, {"user_ids": [user_id]})
     return _current(row)
+
+
+def set_consent(graph: Graph, user_id: str, purpose: str, granted: bool, *, source: str,
+                at: datetime | None = None) -> dict[str, bool]:
+    """``set_consent_work`` in a transaction of its own, ``at`` defaulting to now."""
+    when = at or datetime.now(UTC)
+    return graph.write_work(lambda: set_consent_work(user_id, purpose, granted, source=source,
+                                                     at=when))
+
+
+async def set_consent_async(graph: AsyncGraph, user_id: str, purpose: str, granted: bool, *,
+                            source: str, at: datetime | None = None) -> dict[str, bool]:
+    """``set_consent`` on the async driver (the API)."""
+    when = at or datetime.now(UTC)
+    return await graph.write_work(lambda: set_consent_work(user_id, purpose, granted,
+                                                           source=source, at=when))
 
 
 def consents_of(graph: Graph, user_ids: Sequence[str]) -> dict[str, dict[str, bool]]:

@@ -12,7 +12,6 @@ from graph.logs import configure_logging
 from graph.settings import Settings
 from personas.cli import (
     apikeys,
-    context,
     identity,
     ingest,
     mcp,
@@ -22,6 +21,7 @@ from personas.cli import (
     segments,
     serve,
     services,
+    situation,
 )
 
 app = typer.Typer(help="persona-graph: a graph-based persona store for chatbots, on Neo4j.",
@@ -42,7 +42,7 @@ app.add_typer(services.neo4j_app, name="neo4j")
 app.add_typer(services.kafka_app, name="kafka")
 app.add_typer(ingest.crm_app, name="crm")
 app.add_typer(apikeys.apikey_app, name="apikey")
-app.add_typer(context.context_app, name="context")
+app.add_typer(situation.situation_app, name="context")
 app.add_typer(privacy.privacy_app, name="privacy")
 app.add_typer(identity.identity_app, name="identity")
 app.add_typer(pages.pages_app, name="pages")

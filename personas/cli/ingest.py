@@ -10,10 +10,11 @@ from typing import Annotated
 
 import typer
 
-from graph import context
+from graph import situation
 from graph.db import Graph
-from graph.ingest.files import IngestSummary, ingest_file
+from graph.ingest.files import ingest_file
 from graph.ingest.pipeline import build_writer
+from graph.ingest.tally import Tally
 from graph.settings import Settings
 from personas.cli.apikeys import ensure_demo_api_key
 from personas.cli.common import (
@@ -95,7 +96,7 @@ def produce_cmd(
 
 
 def _ingest(graph: Graph, cfg: Settings, path: Path, dead_letter: Path | None,
-            batch_size: int) -> IngestSummary:
+            batch_size: int) -> Tally:
     writer = build_writer(graph, cfg)
     with progress_bar(f"ingesting {path.name}", count_lines(path)) as advance:
         return ingest_file(writer, path, batch_size=batch_size,
@@ -158,7 +159,7 @@ def crm_import_cmd(
 
 
 def load_demo(graph: Graph, cfg: Settings, users: int, seed: int,
-              out: Path | None) -> IngestSummary:
+              out: Path | None) -> Tally:
     population = DemoPopulation(users, seed)
     with tempfile.TemporaryDirectory() as tmp:
         path = out or Path(tmp) / "demo-events.jsonl"
@@ -166,9 +167,9 @@ def load_demo(graph: Graph, cfg: Settings, users: int, seed: int,
         console.print(f"generated {n} events for {users} users in {path if out else 'a temp file'}")
         summary = _ingest(graph, cfg, path, None, cfg.batch_size)
     weather, local_events = population.context()
-    batch = context.parse_context({"weather": weather, "local_events": local_events},
-                                  origin="demo context")
-    context.write_context(graph, batch, valid_hours=cfg.weather_valid_hours)
+    batch = situation.parse_situation({"weather": weather, "local_events": local_events},
+                                      origin="demo context")
+    situation.write_situation(graph, batch, valid_hours=cfg.weather_valid_hours)
     console.print(f"context: {len(weather)} weather observations, "
                   f"{len(local_events)} local events")
     return summary

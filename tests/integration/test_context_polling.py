@@ -19,18 +19,18 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from fastapi.testclient import TestClient
 
-from api import context_routes
+from api import situation_routes
 from api.app import create_app
 from graph.auth import Role, create_key
 from graph.backoff import Backoff
-from graph.context import parse_context, write_context
-from graph.context.poller import ContextPoller
-from graph.context.providers import HttpResponse, OfflineProvider, OpenMeteoProvider
 from graph.db import Graph
 from graph.events import Event
 from graph.ingest.writer import EventWriter
 from graph.privacy import Pseudonymizer
 from graph.settings import Settings
+from graph.situation import parse_situation, write_situation
+from graph.situation.poller import SituationPoller
+from graph.situation.providers import HttpResponse, OfflineProvider, OpenMeteoProvider
 from tests.helpers import PERSONAS, graph_counts
 
 pytestmark = pytest.mark.integration
@@ -84,7 +84,7 @@ class OpenMeteoReplay:
 
 
 def with_locations(graph: Graph) -> Graph:
-    write_context(graph, parse_context({"locations": LOCATIONS}, origin="test"))
+    write_situation(graph, parse_situation({"locations": LOCATIONS}, origin="test"))
     return graph
 
 
@@ -97,10 +97,10 @@ def weather_by_location(graph: Graph) -> dict[str, list[str]]:
     return out
 
 
-def poller(graph: Graph, provider: Any, clock: FakeClock) -> ContextPoller:
-    return ContextPoller(graph, provider, interval_seconds=100,
-                         backoff=Backoff(base_seconds=10, factor=2, max_seconds=40, jitter=0),
-                         valid_hours=24, horizon=timedelta(days=14), clock=clock)
+def poller(graph: Graph, provider: Any, clock: FakeClock) -> SituationPoller:
+    return SituationPoller(graph, provider, interval_seconds=100,
+                           backoff=Backoff(base_seconds=10, factor=2, max_seconds=40, jitter=0),
+                           valid_hours=24, horizon=timedelta(days=14), clock=clock)
 
 
 def test_poller_writes_every_known_location(graph: Graph,
@@ -108,7 +108,7 @@ def test_poller_writes_every_known_location(graph: Graph,
     with_locations(graph)
     clock = FakeClock()
     replay = OpenMeteoReplay(clock)
-    caplog.set_level("INFO", logger="graph.context")
+    caplog.set_level("INFO", logger="graph.situation")
     report = poller(graph, OpenMeteoProvider(transport=replay), clock).poll_due()
     assert [(r.location_id, r.ok, r.weather) for r in report.results] == [
         ("atlantis", True, 0), ("berlin", True, 1), ("madrid", True, 1), ("paris", True, 1)]
@@ -176,7 +176,7 @@ def test_recovery_resets_the_backoff(graph: Graph) -> None:
 
 def test_offline_provider_polls_file_context_for_known_locations(graph: Graph) -> None:
     with_locations(graph)
-    batch = parse_context(json.loads(EXAMPLE.read_text()), origin="example")
+    batch = parse_situation(json.loads(EXAMPLE.read_text()), origin="example")
     provider = OfflineProvider(batch, clock=lambda: datetime(2026, 11, 29, tzinfo=UTC))
     report = poller(graph, provider, FakeClock()).poll_due()
     assert {r.location_id: (r.weather, r.local_events) for r in report.results} == {
@@ -323,7 +323,7 @@ def test_webhook_refuses_bad_records_and_writes_nothing(
     assert "not valid JSON" in malformed.json()["error"]["message"]
     shape = client.post("/v1/webhooks/context", json=[PUSH], headers=auth(keys, "writer"))
     assert shape.status_code == 400 and "expected a JSON object" in shape.text
-    monkeypatch.setattr(context_routes, "MAX_PUSH_RECORDS", 2)
+    monkeypatch.setattr(situation_routes, "MAX_PUSH_RECORDS", 2)
     big = client.post("/v1/webhooks/context", json=PUSH, headers=auth(keys, "writer"))
     assert big.status_code == 400
     assert big.json()["error"]["message"] == "body: 3 records; at most 2 in one batch"
@@ -375,11 +375,11 @@ def test_current_context_is_the_latest_observation_within_its_window(
         return weather
 
     # Expired by the default window (24 h), and expired by the provider's own valid_until.
-    write_context(graph, parse_context({"weather": [
+    write_situation(graph, parse_situation({"weather": [
         observation("old", 30, "snow"), observation("short", 1, "fog", valid_for=0.5)]},
         origin="test"), valid_hours=settings.weather_valid_hours)
     assert current(now) is None
-    write_context(graph, parse_context({"weather": [
+    write_situation(graph, parse_situation({"weather": [
         observation("earlier", 5, "rain"), observation("latest", 2, "clear"),
         observation("future", -1, "cloudy")]}, origin="test"),
         valid_hours=settings.weather_valid_hours)
@@ -392,8 +392,8 @@ def test_current_context_is_the_latest_observation_within_its_window(
     assert later is not None and later["condition"] == "cloudy"
     assert current(now + timedelta(hours=25, minutes=30)) is None
     # A provider may declare a longer validity, up to 7 days.
-    write_context(graph, parse_context({"weather": [observation("long", 2, "fog",
-                                                                valid_for=72)]},
-                                       origin="test"))
+    write_situation(graph, parse_situation({"weather": [observation("long", 2, "fog",
+                                                                    valid_for=72)]},
+                                           origin="test"))
     held = current(now + timedelta(hours=48))
     assert held is not None and held["condition"] == "fog"

@@ -20,12 +20,13 @@ from pydantic import SecretStr
 
 from api.app import create_app
 from graph.crm import importer
-from graph.crm.importer import CrmImportSummary, import_file
+from graph.crm.importer import import_file
 from graph.crm.mapping import FieldMapping, load_mapping, parse_mapping
 from graph.crm.webhook import apply_delivery, signature
 from graph.db import Graph
 from graph.errors import Conflict
 from graph.events import Event
+from graph.ingest.tally import Tally
 from graph.ingest.writer import EventWriter
 from graph.privacy import Pseudonymizer
 from graph.settings import Settings
@@ -69,7 +70,7 @@ def pseudonymizer(settings: Settings) -> Pseudonymizer:
 
 
 def run_import(graph: Graph, settings: Settings, path: Path,
-               mapping: FieldMapping | None = None) -> CrmImportSummary:
+               mapping: FieldMapping | None = None) -> Tally:
     return import_file(graph, pseudonymizer(settings), mapping or load_mapping(EXAMPLE), path,
                        batch_size=100, max_line_bytes=100_000)
 

@@ -4,16 +4,25 @@ along chains; events linking two users' identifiers merge them at ingest."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
-from graph.db import Graph
+from graph.db import AsyncGraph, Graph, create_async_driver
 from graph.errors import Conflict, InvalidInput, NotFound
 from graph.events import Event
-from graph.identity import merge_users, merges_of, resolve_user, unmerge
+from graph.identity import (
+    merge_users,
+    merge_users_async,
+    merges_of,
+    merges_of_async,
+    resolve_user,
+    unmerge,
+    unmerge_async,
+)
 from graph.ingest.writer import EventWriter
 from graph.privacy import Pseudonymizer
 from tests.helpers import PERSONAS, graph_counts
@@ -218,6 +227,35 @@ def test_unmerge_restores_both_users_exactly(graph: Graph) -> None:
     unmerge(graph, again)
     assert {u: snapshot(graph, u) for u in (A, B)} == before
     assert [m["active"] for m in merges_of(graph, A)] == [False, False]
+
+
+def test_a_merge_on_the_async_driver_does_what_it_does_on_the_sync_one(
+        graph: Graph, settings) -> None:
+    """The API runs the same transaction work as the CLI, on its async driver: merging and
+    undoing there leaves the graph as merging and undoing on the sync driver does."""
+    write(graph, a_events(), b_events())
+    before = {u: snapshot(graph, u) for u in (A, B)}
+
+    async def merge_and_undo() -> tuple[dict[str, Any], list[dict[str, Any]], tuple[str, str]]:
+        driver = create_async_driver(settings)
+        try:
+            agraph = AsyncGraph(driver, settings.neo4j_database)
+            merge_id = await merge_users_async(agraph, A, B, source="test", reason="async")
+            merged = snapshot(graph, A, provenance=False, created=False)
+            history = await merges_of_async(agraph, B)
+            assert [m["id"] for m in history] == [merge_id]
+            return merged, history, await unmerge_async(agraph, merge_id)
+        finally:
+            await driver.close()
+
+    merged_async, history_async, undone = asyncio.run(merge_and_undo())
+    assert undone == (A, B)
+    assert {u: snapshot(graph, u) for u in (A, B)} == before
+    merge_id = merge_users(graph, A, B, source="test", reason="sync")
+    assert snapshot(graph, A, provenance=False, created=False) == merged_async
+    [history_sync] = [m for m in merges_of(graph, B) if m["id"] == merge_id]
+    assert (history_sync["moved"], history_sync["copied"]) == (
+        history_async[0]["moved"], history_async[0]["copied"])
 
 
 def test_events_after_a_merge_stay_with_the_survivor(graph: Graph) -> None:

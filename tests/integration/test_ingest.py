@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from graph.aggregates import decayed
 from graph.db import Graph
 from graph.events import Event
-from graph.ingest.aggregates import decayed
 from graph.ingest.files import ingest_file
 from graph.ingest.writer import EventWriter
 from graph.privacy import Pseudonymizer

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
+from graph.aggregates import recompute_aggregates_tx
 from graph.crm.importer import apply_records
 from graph.crm.mapping import parse_mapping, parse_record
 from graph.db import Graph
 from graph.events import MAX_ATTRIBUTES, MAX_USER_ATTRIBUTES, Event
 from graph.identity import merge_users, unmerge
-from graph.ingest.aggregates import recompute_aggregates_tx
 from graph.ingest.files import ingest_file
 from graph.ingest.writer import EventWriter
 from graph.privacy import Pseudonymizer

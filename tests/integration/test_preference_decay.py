@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from graph.aggregates import PREFERENCE_HALF_LIFE_DAYS, recompute_aggregates_tx
 from graph.db import Graph
 from graph.events import Event
-from graph.ingest.aggregates import PREFERENCE_HALF_LIFE_DAYS, recompute_aggregates_tx
 from graph.ingest.writer import EventWriter
 from graph.privacy import Pseudonymizer
 

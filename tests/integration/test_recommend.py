@@ -9,7 +9,7 @@ from typing import Any, LiteralString
 
 import pytest
 
-from graph import context
+from graph import situation
 from graph.db import Graph
 from graph.errors import InvalidInput, NotFound
 from graph.events import Event
@@ -160,7 +160,7 @@ def test_rain_at_the_users_location_boosts_fitting_categories(
     assert fitting and other
     assert not any("rain in " in reason for r in dry for reason in r.reasons)
 
-    context.upsert_weather(graph, [{
+    situation.upsert_weather(graph, [{
         "id": "wx-test-rain", "location_id": location["id"], "at": now - timedelta(hours=1),
         "temp_c": 12.0, "condition": "rain", "source": "test"}])
     wet = {r.item_id: r for r in recommend(graph, uid, first=100, now=now)}

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from graph import context
+from graph import situation
 from graph.db import Graph
 from graph.features.table import features_of_users
 from graph.ingest.files import ingest_file
@@ -206,7 +206,7 @@ def test_thirty_thousand_users_of_one_item_segment_and_get_recommendations(
     summary = ingest_file(EventWriter(graph, Pseudonymizer("k")), path, batch_size=5000,
                           max_line_bytes=10_000)
     assert summary.rejected == 0 and summary.written == events
-    context.upsert_weather(graph, _hourly_weather(330))
+    situation.upsert_weather(graph, _hourly_weather(330))
     result = run_segmentation(graph)
     assert result.n_users == 30_000
     counts = graph.rows("MATCH (r:SegmentationRun {id: $run}) RETURN r.n_users AS n, "

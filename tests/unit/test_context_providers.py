@@ -16,17 +16,17 @@ from pathlib import Path
 import pytest
 
 from graph.backoff import Backoff
-from graph.context.models import CONDITIONS, LocalEvent, WeatherObservation, parse_context
-from graph.context.providers import (
+from graph.errors import InvalidInput, InvalidRecords, Upstream
+from graph.events import Location
+from graph.situation.models import CONDITIONS, LocalEvent, WeatherObservation, parse_situation
+from graph.situation.providers import (
     WMO_CONDITIONS,
     HttpResponse,
     OfflineProvider,
     OpenMeteoProvider,
-    load_context_file,
+    load_situation_file,
     urllib_transport,
 )
-from graph.errors import InvalidInput, InvalidRecords, Upstream
-from graph.events import Location
 from personas import demo
 
 RECORDED = Path(__file__).resolve().parent.parent / "data" / "open_meteo"
@@ -115,7 +115,7 @@ def test_answers_without_current_values_are_refused() -> None:
 def test_location_without_coordinates_is_skipped_with_a_log_line(
         caplog: pytest.LogCaptureFixture) -> None:
     replay = Replay("berlin_rain")
-    caplog.set_level(logging.INFO, logger="graph.context.providers")
+    caplog.set_level(logging.INFO, logger="graph.situation.providers")
     assert OpenMeteoProvider(transport=replay).fetch_weather(Location(id="atlantis")) == []
     assert replay.calls == []
     assert "location atlantis has no lat/lon; skipped" in caplog.text
@@ -189,7 +189,7 @@ def test_offline_file_errors_name_each_bad_record(tmp_path: Path) -> None:
     ], "local_events": [GOOD_EVENT, {**GOOD_EVENT, "id": "ev-2", "ends_at": "2026-12-01T00:00Z"},
                         "not a record"]})
     with pytest.raises(InvalidRecords) as caught:
-        load_context_file(path)
+        load_situation_file(path)
     problems = dict(caught.value.problems)
     assert problems == {
         "weather[1] (id 'wx-2')": "temp_c: Input should be less than or equal to 60",
@@ -219,19 +219,19 @@ def test_offline_file_shape_errors(tmp_path: Path, content: str, message: str) -
     path = tmp_path / "context.json"
     path.write_text(content, encoding="utf-8")
     with pytest.raises(InvalidInput) as caught:
-        load_context_file(path)
+        load_situation_file(path)
     assert str(caught.value).startswith(f"{path}: ") and message in str(caught.value)
 
 
 def test_missing_file_and_batch_limit(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="no such file"):
-        load_context_file(tmp_path / "absent.json")
+        load_situation_file(tmp_path / "absent.json")
     with pytest.raises(InvalidInput, match="3 records; at most 2 in one batch"):
-        parse_context({"weather": [GOOD_WEATHER] * 3}, origin="body", max_records=2)
+        parse_situation({"weather": [GOOD_WEATHER] * 3}, origin="body", max_records=2)
 
 
 def test_example_file_and_offline_provider() -> None:
-    batch = load_context_file(EXAMPLE)
+    batch = load_situation_file(EXAMPLE)
     assert (len(batch.locations), len(batch.weather), len(batch.local_events)) == (6, 6, 4)
     now = datetime(2026, 12, 1, tzinfo=UTC)
     provider = OfflineProvider(batch, clock=lambda: now)

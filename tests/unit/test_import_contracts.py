@@ -32,18 +32,33 @@ def test_every_import_contract_is_kept() -> None:
     assert "0 broken" in out.stdout
 
 
-def test_a_core_module_importing_the_web_layer_breaks_the_contracts(tmp_path: Path) -> None:
+def lint_with_import(tmp_path: Path, module: str, imported: str
+                     ) -> subprocess.CompletedProcess[str]:
+    """``lint-imports`` on a copy of the code where ``module`` (a path under the root) imports
+    ``imported``."""
     for package in ("graph", "api", "personas"):
         shutil.copytree(ROOT / package, tmp_path / package,
                         ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path)
-    events = tmp_path / "graph" / "events.py"
-    events.write_text(events.read_text(encoding="utf-8") + "\nimport api.sdl  # noqa\n",
-                      encoding="utf-8")
-    out = lint_imports(tmp_path)
+    path = tmp_path / module
+    path.write_text(path.read_text(encoding="utf-8") + f"\nimport {imported}  # noqa\n",
+                    encoding="utf-8")
+    return lint_imports(tmp_path)
+
+
+def test_a_core_module_importing_the_web_layer_breaks_the_contracts(tmp_path: Path) -> None:
+    out = lint_with_import(tmp_path, "graph/events.py", "api.sdl")
     assert out.returncode == 1, out.stdout + out.stderr
     assert "graph.events -> api.sdl" in out.stdout
     assert "BROKEN" in out.stdout
+
+
+def test_identity_importing_ingestion_breaks_the_contracts(tmp_path: Path) -> None:
+    """The ingest <-> identity loop once ran through the aggregate rules; it stays broken."""
+    out = lint_with_import(tmp_path, "graph/aggregates/rules.py", "graph.ingest.writer")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "graph.aggregates.rules -> graph.ingest.writer" in out.stdout
+    assert "never import it BROKEN" in " ".join(out.stdout.split())
 
 
 def test_the_core_names_no_outer_module_even_by_string() -> None:

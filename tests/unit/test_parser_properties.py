@@ -16,7 +16,6 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from graph.context.models import ContextBatch, parse_context
 from graph.crm.mapping import CrmRecord, load_mapping, parse_mapping, parse_record
 from graph.crm.webhook import decode_records
 from graph.errors import InvalidInput, LimitExceeded
@@ -26,6 +25,7 @@ from graph.ingest.metrics import REJECT_CODES
 from graph.ingest.reader import Parsed, Reject, read_csv, read_jsonl, validate
 from graph.ingest.stream import Rejected, parse_message
 from graph.privacy import Pseudonymizer
+from graph.situation.models import SituationBatch, parse_situation
 
 P = Pseudonymizer("k")
 EXAMPLES = settings(max_examples=60, deadline=None,
@@ -216,8 +216,8 @@ def context_documents(draw: st.DrawFn) -> Any:
 @given(context_documents())
 def test_a_context_document_parses_whole_or_names_each_bad_record(data: Any) -> None:
     try:
-        batch = parse_context(data, origin="doc", max_records=20)
+        batch = parse_situation(data, origin="doc", max_records=20)
     except InvalidInput as exc:
         assert str(exc).strip()
         return
-    assert isinstance(batch, ContextBatch)
+    assert isinstance(batch, SituationBatch)

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from graph.context.models import LocalEvent, WeatherObservation
 from graph.crm.mapping import parse_timestamp
 from graph.events import Event
+from graph.situation.models import LocalEvent, WeatherObservation
 from graph.times import FAR_FUTURE, from_epoch, to_utc
 
 

@@ -1,4 +1,4 @@
-"""Where context comes from: a provider answers, for one location, its weather and its local
+"""Where situations come from: a provider answers, for one location, its weather and its local
 events. Two ship: ``OfflineProvider`` (a JSON file; the default, for the demo and tests) and
 ``OpenMeteoProvider`` (current weather from Open-Meteo over HTTP, no key needed).
 """
@@ -18,11 +18,11 @@ from typing import Any, Protocol
 import orjson
 from pydantic import ValidationError
 
-from graph.context.models import ContextBatch, LocalEvent, WeatherObservation, parse_context
 from graph.errors import InvalidInput, Upstream
 from graph.events import Location, describe_validation_error
 from graph.ingest.reader import InvalidJson, load_json
 from graph.settings import Settings
+from graph.situation.models import LocalEvent, SituationBatch, WeatherObservation, parse_situation
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
@@ -33,7 +33,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class ContextProvider(Protocol):
+class SituationProvider(Protocol):
     """What the poller needs from a source of context."""
 
     name: str
@@ -49,7 +49,7 @@ class ContextProvider(Protocol):
         ...
 
 
-def load_context_file(path: Path) -> ContextBatch:
+def load_situation_file(path: Path) -> SituationBatch:
     """Read and validate an offline context file; an unreadable file, bad JSON or any bad
     record raises ``InvalidInput`` naming the file (and each bad record)."""
     try:
@@ -63,7 +63,7 @@ def load_context_file(path: Path) -> ContextBatch:
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: "
                            f"{exc.msg})") from None
-    return parse_context(data, origin=str(path))
+    return parse_situation(data, origin=str(path))
 
 
 class OfflineProvider:
@@ -72,13 +72,13 @@ class OfflineProvider:
 
     name = "offline"
 
-    def __init__(self, batch: ContextBatch, clock: Clock = utcnow) -> None:
+    def __init__(self, batch: SituationBatch, clock: Clock = utcnow) -> None:
         self.batch = batch
         self.clock = clock
 
     @classmethod
     def from_file(cls, path: Path, clock: Clock = utcnow) -> OfflineProvider:
-        return cls(load_context_file(path), clock)
+        return cls(load_situation_file(path), clock)
 
     def fetch_weather(self, location: Location) -> list[WeatherObservation]:
         return [w for w in self.batch.weather if w.location_id == location.id]
@@ -206,7 +206,7 @@ def parse_current(location_id: str, response: HttpResponse) -> WeatherObservatio
 
 
 def build_provider(settings: Settings, *, transport: Transport = urllib_transport,
-                   clock: Clock = utcnow) -> ContextProvider:
+                   clock: Clock = utcnow) -> SituationProvider:
     """The provider PERSONAS_CONTEXT_PROVIDER names (the offline one reads its file here)."""
     if settings.context_provider == "open-meteo":
         return OpenMeteoProvider(settings.open_meteo_url, settings.context_http_timeout_seconds,

@@ -1,8 +1,9 @@
 """What a user's aggregates are, and how to rebuild them from the user's interactions.
 
-The event writer adds each batch to the aggregates incrementally (``graph/ingest/writer.py``);
-identity resolution moves interactions between users and then rebuilds the aggregates of the
-users concerned from scratch with ``recompute_aggregates_tx``. Both use the definitions here, so
+The event writer adds each batch to the aggregates incrementally (``graph/ingest/writer.py``,
+with the statements of ``queries.py``); identity resolution (``graph/identity``) moves
+interactions between users and then rebuilds the aggregates of the users concerned from scratch
+with ``recompute_aggregates``. Both use the definitions here, so
 a merged user ends up with the aggregates it would have had if its events had been loaded as one
 user: counters, first/last seen and spend on the user, ``INTERACTED`` per item (with the latest
 rating of the item, if any), and inferred
@@ -17,8 +18,9 @@ from typing import Any
 
 from neo4j import ManagedTransaction
 
+from graph.aggregates import queries as q
+from graph.db import Statement, Work, run_work
 from graph.events import EventType
-from graph.ingest import queries as q
 from graph.recommend.queries import DROP_SIMILAR_USERS
 
 # How much one event says about interest in its category (feeds inferred preferences).
@@ -52,7 +54,7 @@ COUNTER = {
 }
 
 
-def recompute_aggregates_tx(tx: ManagedTransaction, user_ids: Sequence[str]) -> None:
+def recompute_aggregates(user_ids: Sequence[str]) -> Work[None]:
     """Rebuild the aggregates of ``user_ids`` (live ``User`` nodes) from their interactions.
 
     Counters, ``first_seen``/``last_seen`` (kept as they are for a user without interactions)
@@ -66,12 +68,20 @@ def recompute_aggregates_tx(tx: ManagedTransaction, user_ids: Sequence[str]) -> 
         return
     types: dict[str, Any] = {"view": EventType.PAGE_VIEW.value, "cart": EventType.ADD_TO_CART.value,
              "purchase": EventType.PURCHASE.value, "feedback": EventType.FEEDBACK.value}
-    tx.run(q.RECOMPUTE_USER_COUNTERS, user_ids=ids, purchase=types["purchase"],
-           counters={t.value: name for t, name in COUNTER.items()}).consume()
-    tx.run(q.DELETE_STALE_INTERACTED, user_ids=ids).consume()
-    tx.run(q.RECOMPUTE_INTERACTED, user_ids=ids, **types).consume()
-    tx.run(q.DELETE_STALE_INFERRED_PREFERENCES, user_ids=ids).consume()
-    tx.run(q.RECOMPUTE_INFERRED_PREFERENCES, user_ids=ids, decay_per_ms=DECAY_PER_MS,
-           interest={t.value: score for t, score in INTEREST_SCORE.items()}).consume()
-    tx.run(q.NORMALIZE_INFERRED_PREFERENCES, user_ids=ids, decay_per_ms=DECAY_PER_MS).consume()
-    tx.run(DROP_SIMILAR_USERS, user_ids=ids).consume()
+    yield Statement(q.RECOMPUTE_USER_COUNTERS, {
+        "user_ids": ids, "purchase": types["purchase"],
+        "counters": {t.value: name for t, name in COUNTER.items()}})
+    yield Statement(q.DELETE_STALE_INTERACTED, {"user_ids": ids})
+    yield Statement(q.RECOMPUTE_INTERACTED, {"user_ids": ids, **types})
+    yield Statement(q.DELETE_STALE_INFERRED_PREFERENCES, {"user_ids": ids})
+    yield Statement(q.RECOMPUTE_INFERRED_PREFERENCES, {
+        "user_ids": ids, "decay_per_ms": DECAY_PER_MS,
+        "interest": {t.value: score for t, score in INTEREST_SCORE.items()}})
+    yield Statement(q.NORMALIZE_INFERRED_PREFERENCES, {"user_ids": ids,
+                                                       "decay_per_ms": DECAY_PER_MS})
+    yield Statement(DROP_SIMILAR_USERS, {"user_ids": ids})
+
+
+def recompute_aggregates_tx(tx: ManagedTransaction, user_ids: Sequence[str]) -> None:
+    """``recompute_aggregates`` inside the caller's synchronous transaction."""
+    run_work(tx, recompute_aggregates(user_ids))

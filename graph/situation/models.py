@@ -1,4 +1,4 @@
-"""What external context is: weather observations and local events, time-bounded and tied to a
+"""What a situation is made of: weather observations and local events, time-bounded and tied to a
 location, validated the same way whatever brings them (a provider, a file, a webhook, the demo).
 """
 
@@ -113,7 +113,7 @@ class LocalEvent(BaseModel):
         return self
 
 
-class ContextBatch(BaseModel):
+class SituationBatch(BaseModel):
     """Locations (optional descriptions: city, country, lat, lon), weather and local events that
     are written together, in one transaction."""
 
@@ -143,7 +143,7 @@ def _comparable(model: BaseModel) -> str:
     return model.model_dump_json()
 
 
-def parse_context(data: Any, *, origin: str, max_records: int | None = None) -> ContextBatch:
+def parse_situation(data: Any, *, origin: str, max_records: int | None = None) -> SituationBatch:
     """Validate a context document (an object with ``locations``, ``weather`` and
     ``local_events`` lists, each optional) into a batch.
 
@@ -194,6 +194,6 @@ def parse_context(data: Any, *, origin: str, max_records: int | None = None) -> 
         raise InvalidRecords(
             f"{origin}: {len(problems)} bad record(s), nothing written: {shown}"
             + (f"; and {more} more" if more > 0 else ""), problems)
-    return ContextBatch(locations=tuple(parsed["locations"]), weather=tuple(parsed["weather"]),
-                        local_events=tuple(parsed["local_events"]))
+    return SituationBatch(locations=tuple(parsed["locations"]), weather=tuple(parsed["weather"]),
+                          local_events=tuple(parsed["local_events"]))
 

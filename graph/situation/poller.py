@@ -16,14 +16,14 @@ from datetime import timedelta
 from pydantic import ValidationError
 
 from graph.backoff import Backoff
-from graph.context import queries as q
-from graph.context.models import ContextBatch
-from graph.context.providers import ContextProvider
-from graph.context.store import write_context
 from graph.db import Graph
 from graph.errors import PersonaError
 from graph.events import Location, describe_validation_error
 from graph.settings import Settings
+from graph.situation import queries as q
+from graph.situation.models import SituationBatch
+from graph.situation.providers import SituationProvider
+from graph.situation.store import write_situation
 
 log = logging.getLogger(__name__)
 MIN_SLEEP_SECONDS = 1.0
@@ -60,14 +60,14 @@ class PollReport:
         return [r for r in self.results if not r.ok]
 
 
-class ContextPoller:
+class SituationPoller:
     """Polls every known location (read from the graph at each round) with ``provider``.
 
     ``clock`` gives monotonic seconds; tests pass a fake one and call ``poll_due`` directly,
     or ``run`` with a fake ``sleep``.
     """
 
-    def __init__(self, graph: Graph, provider: ContextProvider, *, interval_seconds: float,
+    def __init__(self, graph: Graph, provider: SituationProvider, *, interval_seconds: float,
                  backoff: Backoff, valid_hours: float, horizon: timedelta,
                  clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None) -> None:
@@ -120,9 +120,9 @@ class ContextPoller:
         try:
             weather = self.provider.fetch_weather(location)
             events = self.provider.fetch_local_events(location, self.horizon)
-            counts = write_context(self.graph, ContextBatch(weather=tuple(weather),
-                                                            local_events=tuple(events)),
-                                   valid_hours=self.valid_hours)
+            counts = write_situation(self.graph, SituationBatch(weather=tuple(weather),
+                                                                local_events=tuple(events)),
+                                     valid_hours=self.valid_hours)
         except Exception as exc:  # noqa: BLE001 - one location's failure must not stop the rest
             if not isinstance(exc, PersonaError):
                 log.exception("context poll: unexpected error at location %s", location.id)
@@ -152,12 +152,12 @@ class ContextPoller:
                 break
 
 
-def build_poller(graph: Graph, provider: ContextProvider, settings: Settings) -> ContextPoller:
+def build_poller(graph: Graph, provider: SituationProvider, settings: Settings) -> SituationPoller:
     """A poller configured from the settings (interval, backoff, validity, horizon)."""
     backoff = Backoff(settings.context_backoff_base_seconds, settings.context_backoff_factor,
                       max(settings.context_backoff_max_seconds,
                           settings.context_backoff_base_seconds),
                       settings.context_backoff_jitter)
-    return ContextPoller(graph, provider, interval_seconds=settings.context_poll_minutes * 60,
-                         backoff=backoff, valid_hours=settings.weather_valid_hours,
-                         horizon=timedelta(days=settings.event_horizon_days))
+    return SituationPoller(graph, provider, interval_seconds=settings.context_poll_minutes * 60,
+                           backoff=backoff, valid_hours=settings.weather_valid_hours,
+                           horizon=timedelta(days=settings.event_horizon_days))

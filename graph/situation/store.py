@@ -1,4 +1,5 @@
-"""The one way context reaches the graph: a validated batch, written in one transaction."""
+"""The one way weather and local events reach the graph: a validated batch, written in one
+transaction."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from typing import Any, TypeVar
 
 from neo4j import ManagedTransaction
 
-from graph.context import queries as q
-from graph.context.models import ContextBatch, parse_context
 from graph.db import Graph
+from graph.situation import queries as q
+from graph.situation.models import SituationBatch, parse_situation
 
 T = TypeVar("T")
 CHUNK = 1000
@@ -20,7 +21,7 @@ DEFAULT_WEATHER_VALID_HOURS = 24.0
 
 
 @dataclass(frozen=True)
-class ContextCounts:
+class SituationCounts:
     """What a batch wrote: records per kind, and how many of them were new nodes (the rest
     replaced an observation with the same id)."""
 
@@ -41,7 +42,7 @@ def _chunks(rows: Sequence[T]) -> Iterator[Sequence[T]]:
         yield rows[start:start + CHUNK]
 
 
-def batch_rows(batch: ContextBatch, valid_hours: float) -> dict[str, list[dict[str, Any]]]:
+def batch_rows(batch: SituationBatch, valid_hours: float) -> dict[str, list[dict[str, Any]]]:
     """The statement parameters of a batch: every location it names (described or only
     referenced), then observations with their validity window filled in."""
     locations: dict[str, dict[str, Any]] = {}
@@ -57,8 +58,8 @@ def batch_rows(batch: ContextBatch, valid_hours: float) -> dict[str, list[dict[s
     return {"locations": list(locations.values()), "weather": weather, "local_events": events}
 
 
-def write_context(graph: Graph, batch: ContextBatch, *,
-                  valid_hours: float = DEFAULT_WEATHER_VALID_HOURS) -> ContextCounts:
+def write_situation(graph: Graph, batch: SituationBatch, *,
+                    valid_hours: float = DEFAULT_WEATHER_VALID_HOURS) -> SituationCounts:
     """Write a batch in one managed transaction (all or nothing; retried on transient errors).
 
     Weather without a ``valid_until`` of its own is valid ``valid_hours`` after ``at``
@@ -79,20 +80,20 @@ def write_context(graph: Graph, batch: ContextBatch, *,
         return new_weather, new_events
 
     new_weather, new_events = graph.write(work) if batch.size else (0, 0)
-    return ContextCounts(locations=len(rows["locations"]), weather=len(rows["weather"]),
-                         local_events=len(rows["local_events"]), new_weather=new_weather,
-                         new_local_events=new_events)
+    return SituationCounts(locations=len(rows["locations"]), weather=len(rows["weather"]),
+                           local_events=len(rows["local_events"]), new_weather=new_weather,
+                           new_local_events=new_events)
 
 
 def upsert_weather(graph: Graph, rows: Sequence[dict[str, Any]], *,
-                   valid_hours: float = DEFAULT_WEATHER_VALID_HOURS) -> ContextCounts:
+                   valid_hours: float = DEFAULT_WEATHER_VALID_HOURS) -> SituationCounts:
     """Weather observations given as dicts (the demo's, tests'), validated and written like
     any other batch."""
-    return write_context(graph, parse_context({"weather": list(rows)}, origin="weather"),
-                         valid_hours=valid_hours)
+    return write_situation(graph, parse_situation({"weather": list(rows)}, origin="weather"),
+                           valid_hours=valid_hours)
 
 
-def upsert_local_events(graph: Graph, rows: Sequence[dict[str, Any]]) -> ContextCounts:
+def upsert_local_events(graph: Graph, rows: Sequence[dict[str, Any]]) -> SituationCounts:
     """Local events given as dicts, validated and written like any other batch."""
-    return write_context(graph, parse_context({"local_events": list(rows)},
-                                              origin="local events"))
+    return write_situation(graph, parse_situation({"local_events": list(rows)},
+                                                  origin="local events"))

@@ -1,4 +1,5 @@
-"""Cypher for external context. Each statement takes a batch as ``$rows`` (one UNWIND each).
+"""Cypher for situations (weather, local events). Each statement takes a batch as ``$rows``
+(one UNWIND each).
 
 Observations are merged on their id, so writing the same observation twice leaves one node; one
 moved to another location (a corrected push) loses its old link.

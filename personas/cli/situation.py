@@ -10,41 +10,41 @@ from typing import Annotated
 
 import typer
 
-from graph import context
+from graph import situation
 from personas.cli.common import console, fails_cleanly, migrated_graph, settings
 
-context_app = typer.Typer(help="External context: weather and local events per location.",
-                          no_args_is_help=True)
+situation_app = typer.Typer(help="External context: weather and local events per location.",
+                            no_args_is_help=True)
 
 
-@context_app.command("load")
+@situation_app.command("load")
 @fails_cleanly
-def context_load(
+def situation_load(
     file: Annotated[Path, typer.Argument(
         help="A context file (JSON; format in docs/ingestion.md).")],
 ) -> None:
     """Load a context file once (all or nothing: a bad record names itself, nothing is written)."""
-    from graph.context.providers import load_context_file
+    from graph.situation.providers import load_situation_file
 
     cfg = settings()
-    batch = load_context_file(file)  # validated before connecting
+    batch = load_situation_file(file)  # validated before connecting
     with migrated_graph(cfg) as graph:
-        counts = context.write_context(graph, batch, valid_hours=cfg.weather_valid_hours)
+        counts = situation.write_situation(graph, batch, valid_hours=cfg.weather_valid_hours)
     console.print(f"locations: {counts.locations}  weather: {counts.weather} "
                   f"({counts.new_weather} new)  local events: {counts.local_events} "
                   f"({counts.new_local_events} new)")
 
 
-@context_app.command("poll")
+@situation_app.command("poll")
 @fails_cleanly
-def context_poll(
+def situation_poll(
     once: Annotated[bool, typer.Option("--once", help="One round over every known location, "
                                        "then exit (1 if any location failed).")] = False,
 ) -> None:
     """Fetch weather and local events for every known location, every
     PERSONAS_CONTEXT_POLL_MINUTES, from PERSONAS_CONTEXT_PROVIDER; failing locations back off."""
-    from graph.context.poller import build_poller
-    from graph.context.providers import build_provider
+    from graph.situation.poller import build_poller
+    from graph.situation.providers import build_provider
 
     cfg = settings()
     provider = build_provider(cfg)

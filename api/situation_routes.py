@@ -13,12 +13,12 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import requires
 from graph.auth import WRITERS
-from graph.context.models import parse_context
-from graph.context.store import write_context
 from graph.db import Graph
 from graph.errors import InvalidInput, InvalidRecords, LimitExceeded
 from graph.ingest.metrics import IngestMetrics
 from graph.settings import Settings
+from graph.situation.models import parse_situation
+from graph.situation.store import write_situation
 
 MAX_PUSH_BYTES = 5_000_000
 MAX_PUSH_RECORDS = 10_000
@@ -51,7 +51,7 @@ async def push_context(request: Request) -> JSONResponse:
         metrics.reject(SOURCE, "malformed")
         raise InvalidInput(f"body is not valid JSON ({exc})") from None
     try:
-        batch = parse_context(data, origin="body", max_records=MAX_PUSH_RECORDS)
+        batch = parse_situation(data, origin="body", max_records=MAX_PUSH_RECORDS)
     except InvalidRecords as exc:
         metrics.reject(SOURCE, "invalid", len(exc.problems))
         return JSONResponse({"error": {
@@ -63,7 +63,7 @@ async def push_context(request: Request) -> JSONResponse:
         raise
     metrics.received.labels(SOURCE).inc(batch.size)
     started = time.perf_counter()
-    counts = await run_in_threadpool(write_context, _graph(request), batch,
+    counts = await run_in_threadpool(write_situation, _graph(request), batch,
                                      valid_hours=settings.weather_valid_hours)
     new = counts.new_weather + counts.new_local_events
     metrics.batch(SOURCE, time.perf_counter() - started, new,

@@ -1,5 +1,5 @@
-"""The per-request GraphQL context: the shared settings, the caller, and the request's reader of
-the graph (``graph.profile``)."""
+"""What each GraphQL request carries (strawberry's per-request context, ``info.context``): the
+shared settings, the caller, and the request's reader of the graph (``graph.profile``)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from api.loaders import Loaders
 from api.segmentation import SegmentationRunner
 from graph import auth
 from graph.auth import Principal, Role
-from graph.db import DriverReader
+from graph.db import AsyncGraph, DriverReader
 from graph.errors import InvalidInput, LimitExceeded
 from graph.ingest.writer import EventWriter
 from graph.settings import Settings
 
 
-class Context(BaseContext):
+class RequestContext(BaseContext):
     def __init__(self, driver: AsyncDriver, settings: Settings, principal: Principal | None,
                  segmentation: SegmentationRunner, writer: EventWriter, *,
                  key: str | None = None, principals: PrincipalCache | None = None,
@@ -35,6 +35,8 @@ class Context(BaseContext):
         self.reader = DriverReader(driver, settings.neo4j_database,
                                    timeout=settings.api_read_timeout_s)
         """The request's reads (``graph.profile``), on the app's one async driver."""
+        self.graph = AsyncGraph(driver, settings.neo4j_database)
+        """The request's writes that run on the app's async driver (transaction ``Work``)."""
         self.loaders = Loaders(self.reader)
         self._key = key
         self._principals = principals

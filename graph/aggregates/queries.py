@@ -1,0 +1,136 @@
+"""Cypher for a user's aggregates (``rules.py``): the incremental updates a batch of events
+makes (parts of the event writer's ``WRITE_BATCH``, so they start with ``CYPHER replan=skip``;
+see ``graph/ingest/queries.py``), and the rebuild from the user's interactions after identity
+resolution moved some.
+
+Times travel as epoch milliseconds and become DateTime values here (as in the event writer's
+statements).
+"""
+
+from __future__ import annotations
+
+# ---- a batch of events adds to the aggregates (graph/ingest/writer.py) ----
+
+UPDATE_INTERACTED = """
+CYPHER replan=skip
+UNWIND $rows AS row
+WITH row, datetime({epochMillis: row.first_at}) AS first_at,
+     datetime({epochMillis: row.last_at}) AS last_at
+MATCH (u:User {id: row.user_id}), (it:Item {id: row.item_id})
+MERGE (u)-[r:INTERACTED]->(it)
+ON CREATE SET r.views = 0, r.carts = 0, r.purchases = 0, r.spend = 0.0, r.first_at = first_at,
+              r.last_at = last_at
+SET r.views = r.views + row.views,
+    r.carts = r.carts + row.carts,
+    r.purchases = r.purchases + row.purchases,
+    r.spend = r.spend + row.spend,
+    r.first_at = CASE WHEN first_at < r.first_at THEN first_at ELSE r.first_at END,
+    r.last_at = CASE WHEN last_at > r.last_at THEN last_at ELSE r.last_at END
+WITH r, row WHERE row.rated_at IS NOT NULL
+WITH r, row, datetime({epochMillis: row.rated_at}) AS rated_at
+WHERE r.rated_at IS NULL OR rated_at >= r.rated_at
+SET r.rating = row.rating, r.rated_at = rated_at
+"""
+
+# Inferred interest decays exponentially ($decay_per_ms: rules.DECAY_PER_MS): a score is
+# held as of its `updated_at`; a newer batch decays it to the batch's time before adding, an
+# older (late) one adds its own score decayed to `updated_at`. Rows come pre-decayed to row.at.
+UPDATE_INFERRED_PREFERENCES = """
+CYPHER replan=skip
+UNWIND $rows AS row
+WITH row, datetime({epochMillis: row.at}) AS at
+MATCH (u:User {id: row.user_id}), (c:Category {name: row.category})
+MERGE (u)-[p:PREFERS {source: 'inferred'}]->(c)
+ON CREATE SET p.score = 0.0, p.updated_at = at
+WITH p, row, at, at.epochMillis - p.updated_at.epochMillis AS delta
+SET p.score = CASE WHEN delta >= 0
+                   THEN p.score * exp(-$decay_per_ms * delta) + row.score
+                   ELSE p.score + row.score * exp($decay_per_ms * delta) END,
+    p.updated_at = CASE WHEN delta > 0 THEN at ELSE p.updated_at END
+"""
+
+# Inferred weights are each category's share of the user's interest, every score first decayed
+# to the user's latest one, so they stay comparable between heavy and light users and between
+# categories last touched at different times.
+NORMALIZE_INFERRED_PREFERENCES = """
+CYPHER replan=skip
+UNWIND $user_ids AS uid
+MATCH (:User {id: uid})-[p:PREFERS {source: 'inferred'}]->(:Category)
+WITH uid, collect(p) AS prefs, max(p.updated_at).epochMillis AS ref
+WITH prefs,
+     [p IN prefs | p.score * exp(-$decay_per_ms * (ref - p.updated_at.epochMillis))] AS now
+WITH prefs, now, reduce(t = 0.0, v IN now | t + v) AS total
+UNWIND range(0, size(prefs) - 1) AS k
+WITH prefs[k] AS p, now[k] AS v, total
+SET p.weight = CASE WHEN total > 0 THEN v / total ELSE 0.0 END
+"""
+
+# ---- rebuilding a user's aggregates from their interactions (``rules.recompute_aggregates_tx``)
+# Used after identity resolution moved interactions between users. `$counters` maps an event
+# type to the user counter it increments, `$interest` an event type to its interest score
+# (``rules.COUNTER`` and ``rules.INTEREST_SCORE``).
+
+RECOMPUTE_USER_COUNTERS = """
+UNWIND $user_ids AS uid
+MATCH (u:User {id: uid})
+CALL (u) {
+  OPTIONAL MATCH (u)-[:PERFORMED]->(i:Interaction)
+  RETURN count(i) AS events, min(i.at) AS first_seen, max(i.at) AS last_seen,
+         sum(CASE WHEN i.type = $purchase THEN coalesce(i.amount, 0.0) ELSE 0.0 END) AS spend,
+         collect(i.type) AS types
+}
+SET u.events = events, u.spend = spend,
+    u.first_seen = coalesce(first_seen, u.first_seen),
+    u.last_seen = coalesce(last_seen, u.last_seen)
+WITH u, types
+UNWIND keys($counters) AS type
+SET u[$counters[type]] = size([t IN types WHERE t = type])
+"""
+
+DELETE_STALE_INTERACTED = """
+UNWIND $user_ids AS uid
+MATCH (u:User {id: uid})-[r:INTERACTED]->(it:Item)
+WHERE NOT EXISTS { (u)-[:PERFORMED]->(:Interaction {item_id: it.id}) }
+DELETE r
+"""
+
+RECOMPUTE_INTERACTED = """
+UNWIND $user_ids AS uid
+MATCH (u:User {id: uid})-[:PERFORMED]->(i:Interaction)
+WHERE i.item_id IS NOT NULL
+WITH u, i.item_id AS item_id,
+     sum(CASE WHEN i.type = $view THEN 1 ELSE 0 END) AS views,
+     sum(CASE WHEN i.type = $cart THEN 1 ELSE 0 END) AS carts,
+     sum(CASE WHEN i.type = $purchase THEN coalesce(i.quantity, 1) ELSE 0 END) AS purchases,
+     sum(CASE WHEN i.type = $purchase THEN coalesce(i.amount, 0.0) ELSE 0.0 END) AS spend,
+     min(i.at) AS first_at, max(i.at) AS last_at,
+     collect(CASE WHEN i.type = $feedback AND i.rating IS NOT NULL
+                  THEN {rating: i.rating, at: i.at} END) AS ratings
+MATCH (it:Item {id: item_id})
+MERGE (u)-[r:INTERACTED]->(it)
+WITH r, views, carts, purchases, spend, first_at, last_at,
+     reduce(latest = null, f IN ratings |
+            CASE WHEN latest IS NULL OR f.at >= latest.at THEN f ELSE latest END) AS rated
+SET r.views = views, r.carts = carts, r.purchases = purchases, r.spend = spend,
+    r.first_at = first_at, r.last_at = last_at, r.rating = rated.rating, r.rated_at = rated.at
+"""
+
+DELETE_STALE_INFERRED_PREFERENCES = """
+UNWIND $user_ids AS uid
+MATCH (u:User {id: uid})-[p:PREFERS {source: 'inferred'}]->(c:Category)
+WHERE NOT EXISTS { (u)-[:PERFORMED]->(:Interaction {category: c.name}) }
+DELETE p
+"""
+
+RECOMPUTE_INFERRED_PREFERENCES = """
+UNWIND $user_ids AS uid
+MATCH (u:User {id: uid})-[:PERFORMED]->(i:Interaction)
+WHERE i.category IS NOT NULL
+WITH u, i.category AS category, collect(i) AS its, max(i.at) AS at
+WITH u, category, at,
+     reduce(s = 0.0, i IN its | s + $interest[i.type] *
+            exp(-$decay_per_ms * (at.epochMillis - i.at.epochMillis))) AS score
+MATCH (c:Category {name: category})
+MERGE (u)-[p:PREFERS {source: 'inferred'}]->(c)
+SET p.score = score, p.updated_at = at
+"""
