@@ -49,8 +49,8 @@ class Rows(list[Any]):
     """A batch parameter (``UNWIND $rows``) whose ``repr`` is its size.
 
     The driver formats every statement's parameters into its debug log line even when debug
-    logging is off (neo4j 6.4, Bolt 5.5+): about 1 ms per 2,000-row statement, on the thread
-    that waits for Neo4j, and the batch's contents in any debug log that is on. The packer
+    logging is off (neo4j 6.4, Bolt 5.5+): time on the thread that waits for Neo4j that grows
+    with the batch, and the batch's contents in any debug log that is on. The packer
     sends a ``Rows`` like any list.
     """
 
@@ -167,12 +167,12 @@ async def read_rows(driver: AsyncDriver, database: str, query: LiteralString,
                     timeout: float | None = None) -> list[dict[str, Any]]:
     """One read query for the API, as an auto-commit transaction.
 
-    Not ``execute_query``: its explicit transaction (BEGIN and COMMIT) costs the API about 0.5 ms
-    of CPU per query and the server some too (docs/performance.md), and a single read needs
-    none. What a managed transaction would still give is kept: the reads share
-    ``execute_query``'s bookmarks, so on a cluster they see what the API wrote before, and a
-    retryable failure is retried (a read is idempotent) with jittered exponential backoff for up
-    to ``READ_RETRY_BUDGET_S`` (a request should fail rather than wait 30 s, the driver's
+    Not ``execute_query``: its explicit transaction (BEGIN and COMMIT) costs the API CPU on every
+    query and the server some too (docs/performance.md), and a single read needs none. What a
+    managed transaction would still give is kept: the reads share ``execute_query``'s
+    bookmarks, so on a cluster they see what the API wrote before, and a retryable failure is
+    retried (a read is idempotent) with jittered exponential backoff for up to
+    ``READ_RETRY_BUDGET_S`` (a request should fail rather than wait 30 s, the driver's
     default for managed transactions).
 
     ``timeout``: the transaction timeout in seconds, enforced by the server (a read cut off by
