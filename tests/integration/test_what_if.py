@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from graph import context
+from graph import situation
 from graph.auth import Role, create_key
 from graph.db import Graph
 from graph.errors import InvalidInput
@@ -38,7 +38,7 @@ def test_what_if_moves_only_context_dependent_items(graph: Graph, tmp_path: Path
     location = graph.rows("MATCH (:User {id: $uid})-[:LOCATED_IN]->(l:Location) "
                           "RETURN l.id AS id, l.city AS city", uid=uid)[0]
     now = DemoPopulation(USERS, SEED).as_of + timedelta(days=3)
-    context.upsert_weather(graph, [{
+    situation.upsert_weather(graph, [{
         "id": "wx-what-if", "location_id": location["id"], "at": now - timedelta(hours=1),
         "temp_c": 12.0, "condition": "rain", "source": "test"}])
     real = by_item(recommend(graph, uid, first=100, now=now))
