@@ -1,6 +1,11 @@
 """Request metrics for Prometheus (`/metrics`), one access-log line per request with latency,
 and the number of Cypher round trips of each GraphQL operation.
 
+`/metrics` holds no personal data, but it tells an attacker what the service does and how busy
+it is, so it is not public: it needs PERSONAS_METRICS_TOKEN as a bearer token, or, with no
+token set, a client on this host. Not an API key: scraping must keep working while Neo4j,
+where keys live, is down.
+
 Each app has its own registry (no module-level state), so tests and several apps in one process
 do not share counters. Routes are labelled by their template (`/runs/{run_id}/plots/{kind}.png`),
 never by the raw path, so the number of series stays bounded.
@@ -8,11 +13,13 @@ never by the raw path, so the number of series stays bounded.
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import logging
 import time
 from collections.abc import Iterator
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -22,6 +29,9 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.extensions import SchemaExtension
+
+from api.auth import credentials
+from graph.errors import Forbidden, Unauthenticated
 
 log = logging.getLogger("api.access")
 cypher_log = logging.getLogger("api.cypher")
@@ -49,12 +59,34 @@ class RequestMetrics:
                  extra={"method": method, "route": route, "status": status,
                         "latency_ms": round(elapsed * 1000, 1)})
 
-    def install(self, app: FastAPI) -> None:
+    def install(self, app: FastAPI, token: str | None) -> None:
+        """The access middleware, and `/metrics` guarded by ``token`` (``check_scraper``)."""
         app.add_middleware(AccessMiddleware, metrics=self)
 
         @app.get("/metrics", include_in_schema=False)
-        async def metrics() -> Response:
+        async def metrics(request: Request) -> Response:
+            check_scraper(request, token)
             return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def check_scraper(request: Request, token: str | None) -> None:
+    """With a ``token``: the request must present it (``Authorization: Bearer``), from any
+    address. Without one: the client must be on this host (a loopback address)."""
+    if token is not None:
+        given = credentials(request.headers.get("authorization"),
+                            request.headers.get("x-api-key"))
+        if given is None or not hmac.compare_digest(given.encode(), token.encode()):
+            raise Unauthenticated("/metrics needs the metrics token (PERSONAS_METRICS_TOKEN) "
+                                  "as a bearer token")
+        return
+    host = request.client.host if request.client else ""
+    try:
+        local = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        local = False
+    if not local:
+        raise Forbidden("/metrics answers only clients on this host unless "
+                        "PERSONAS_METRICS_TOKEN is set")
 
 
 class AccessMiddleware:

@@ -57,17 +57,36 @@ def _auth(settings: Settings) -> tuple[str, str]:
     return (settings.neo4j_user, settings.neo4j_password.get_secret_value())
 
 
-def create_driver(settings: Settings) -> Driver:
-    """A synchronous driver for the CLI, batch jobs and tests."""
+DRIVER_WAITS_S = (30.0, 60.0, 30.0)
+"""The driver's own bounds on waiting for a server: the TCP connection, a connection from the
+pool, and a managed transaction's retries."""
+
+
+def _waits(wait_s: float | None) -> tuple[float, float, float]:
+    return DRIVER_WAITS_S if wait_s is None else (wait_s, wait_s, wait_s)
+
+
+def create_driver(settings: Settings, *, wait_s: float | None = None) -> Driver:
+    """A synchronous driver for the CLI, batch jobs and tests. ``wait_s`` bounds how long one
+    call waits for an unreachable server (connecting, a pooled connection, a managed
+    transaction's retries); batch jobs keep the driver's patient defaults
+    (``DRIVER_WAITS_S``), a process serving requests should not."""
+    connect, acquire, retry = _waits(wait_s)
     return GraphDatabase.driver(
-        settings.bolt_uri, auth=_auth(settings), notifications_min_severity="OFF"
+        settings.bolt_uri, auth=_auth(settings), notifications_min_severity="OFF",
+        connection_timeout=connect, connection_acquisition_timeout=acquire,
+        max_transaction_retry_time=retry,
     )
 
 
-def create_async_driver(settings: Settings) -> AsyncDriver:
-    """An asyncio driver for the API, so no request blocks the event loop."""
+def create_async_driver(settings: Settings, *, wait_s: float | None = None) -> AsyncDriver:
+    """An asyncio driver for the API, so no request blocks the event loop (``wait_s``: as for
+    ``create_driver``)."""
+    connect, acquire, retry = _waits(wait_s)
     return AsyncGraphDatabase.driver(
-        settings.bolt_uri, auth=_auth(settings), notifications_min_severity="OFF"
+        settings.bolt_uri, auth=_auth(settings), notifications_min_severity="OFF",
+        connection_timeout=connect, connection_acquisition_timeout=acquire,
+        max_transaction_retry_time=retry,
     )
 
 

@@ -187,3 +187,26 @@ def test_a_revoked_key_ends_its_open_stream(served: Served) -> None:
     assert error["type"] == "next" and error["id"] == "s", error
     assert error["payload"]["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     assert complete == {"id": "s", "type": "complete"}
+
+
+def test_requests_without_a_live_key_are_rate_limited_per_address(served: Served) -> None:
+    query = {"query": "{ categories { name } }"}
+    made_up = bearer("pg_0badc0de_" + "x" * 32)
+    with httpx.Client(base_url=served.base, timeout=30) as client:
+        # Default limits: 20/s, bursts of 40. 120 requests at once from this address, half
+        # without a key, half with a made-up one; a reader key meanwhile.
+        answers = [client.post("/graphql", json=query, headers=made_up if i % 2 else None)
+                   for i in range(120)]
+        reader = client.post("/graphql", json=query, headers=bearer(served.keys["reader"]))
+        scraped = client.get("/metrics")  # this host: no token needed
+    statuses = [a.status_code for a in answers]
+    assert statuses[:40] == [200] * 40  # the burst: GraphQL answers UNAUTHENTICATED
+    assert answers[0].json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    limited = [a for a in answers if a.status_code == 429]
+    assert len(limited) >= 40 and set(statuses) == {200, 429}
+    assert all(a.json()["error"]["code"] == "RATE_LIMITED" for a in limited)
+    assert all(int(a.headers["Retry-After"]) >= 1 for a in limited)
+    assert reader.status_code == 200 and "errors" not in reader.json()
+    assert scraped.status_code == 200
+    assert 'route="unmatched",status="429"' in scraped.text
+    time.sleep(40 / 20)  # the address's bucket fills again for the tests after this one

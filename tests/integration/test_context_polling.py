@@ -31,7 +31,7 @@ from graph.events import Event
 from graph.ingest.writer import EventWriter
 from graph.privacy import Pseudonymizer
 from graph.settings import Settings
-from tests.helpers import PERSONAS, graph_counts
+from tests.helpers import PERSONAS, graph_counts, scrape
 
 pytestmark = pytest.mark.integration
 
@@ -294,7 +294,7 @@ def test_webhook_writes_pushed_context(graph: Graph,
     assert again.status_code == 200
     assert again.json()["new_weather"] == 0 and again.json()["new_local_events"] == 0
     assert graph_counts(graph) == counts
-    metrics = client.get("/metrics").text
+    metrics = scrape(client)
     assert 'personas_events_accepted_total{source="context"} 2.0' in metrics
     assert 'personas_events_duplicate_total{source="context"} 2.0' in metrics
 
