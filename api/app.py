@@ -157,9 +157,11 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Bounded waits: a request answers 503 within seconds while Neo4j is down, instead of
-        # after the driver's 30 s of retries (twice over for an event batch, which reads first).
-        app.state.driver = create_async_driver(settings, wait_s=settings.api_unavailable_wait_s)
+        # Bounded retries: a request answers 503 within seconds while Neo4j is down, instead
+        # of after the driver's 30 s of retries (twice over for an event batch, which reads
+        # first).
+        app.state.driver = create_async_driver(settings,
+                                               retry_s=settings.api_unavailable_wait_s)
         app.state.principals = PrincipalCache(
             neo4j_loader(app.state.driver, settings.neo4j_database, demo=settings.demo_mode),
             ttl=settings.api_key_cache_seconds)
@@ -167,7 +169,7 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
         app.state.segmentation = SegmentationRunner(settings)
         # Ingestion (HTTP events, webhooks) shares the batch writer of every other source, which
         # runs managed transactions on a synchronous driver.
-        sync_driver = create_driver(settings, wait_s=settings.api_unavailable_wait_s)
+        sync_driver = create_driver(settings, retry_s=settings.api_unavailable_wait_s)
         app.state.writer = build_writer(Graph(sync_driver, settings.neo4j_database), settings,
                                         app.state.ingest_metrics)
         # Like the Kafka consumer, ready newcomer assignment before the first batch needs it;

@@ -57,36 +57,28 @@ def _auth(settings: Settings) -> tuple[str, str]:
     return (settings.neo4j_user, settings.neo4j_password.get_secret_value())
 
 
-DRIVER_WAITS_S = (30.0, 60.0, 30.0)
-"""The driver's own bounds on waiting for a server: the TCP connection, a connection from the
-pool, and a managed transaction's retries."""
+DRIVER_RETRY_S = 30.0
+"""The driver's own bound on a managed transaction's retries."""
 
 
-def _waits(wait_s: float | None) -> tuple[float, float, float]:
-    return DRIVER_WAITS_S if wait_s is None else (wait_s, wait_s, wait_s)
-
-
-def create_driver(settings: Settings, *, wait_s: float | None = None) -> Driver:
-    """A synchronous driver for the CLI, batch jobs and tests. ``wait_s`` bounds how long one
-    call waits for an unreachable server (connecting, a pooled connection, a managed
-    transaction's retries); batch jobs keep the driver's patient defaults
-    (``DRIVER_WAITS_S``), a process serving requests should not."""
-    connect, acquire, retry = _waits(wait_s)
+def create_driver(settings: Settings, *, retry_s: float = DRIVER_RETRY_S) -> Driver:
+    """A synchronous driver for the CLI, batch jobs and tests. ``retry_s`` bounds how long a
+    managed transaction retries while the server is unreachable or restarting; batch jobs keep
+    the driver's patient default, a process serving requests should answer sooner. (The
+    connection and pool timeouts stay the driver's: on a busy machine a new connection can take
+    seconds, which is load, not an outage.)"""
     return GraphDatabase.driver(
         settings.bolt_uri, auth=_auth(settings), notifications_min_severity="OFF",
-        connection_timeout=connect, connection_acquisition_timeout=acquire,
-        max_transaction_retry_time=retry,
+        max_transaction_retry_time=retry_s,
     )
 
 
-def create_async_driver(settings: Settings, *, wait_s: float | None = None) -> AsyncDriver:
-    """An asyncio driver for the API, so no request blocks the event loop (``wait_s``: as for
+def create_async_driver(settings: Settings, *, retry_s: float = DRIVER_RETRY_S) -> AsyncDriver:
+    """An asyncio driver for the API, so no request blocks the event loop (``retry_s``: as for
     ``create_driver``)."""
-    connect, acquire, retry = _waits(wait_s)
     return AsyncGraphDatabase.driver(
         settings.bolt_uri, auth=_auth(settings), notifications_min_severity="OFF",
-        connection_timeout=connect, connection_acquisition_timeout=acquire,
-        max_transaction_retry_time=retry,
+        max_transaction_retry_time=retry_s,
     )
 
 

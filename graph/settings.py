@@ -198,8 +198,8 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="Longest a GraphQL read may run in Neo4j (the "
         "transaction timeout); a read cut off answers TIMEOUT.")
     api_unavailable_wait_s: float = Field(
-        default=2.0, gt=0, le=60, description="Longest the API waits for an unreachable Neo4j "
-        "in one database call (connecting, or retrying a write) before it answers 503 "
+        default=5.0, gt=0, le=60, description="Longest the API retries one transaction while "
+        "Neo4j is unreachable or restarting (the driver's default: 30 s) before it answers 503 "
         "UNAVAILABLE with Retry-After.")
     api_max_document_bytes: int = Field(
         default=20_000, ge=1024, description="Longest GraphQL document (query text) accepted, "
