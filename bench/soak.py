@@ -265,7 +265,11 @@ def read_call(client: KeepAliveClient, tally: Tally) -> Callable[[str], Awaitabl
         if request is None:
             request = prepared[user] = client.request_bytes("/graphql", orjson.dumps(
                 {"query": CHATBOT_QUERY, "variables": {"id": user}}))
-        response = await client.send(request)
+        try:
+            response = await client.send(request)
+        except Exception:
+            tally.count("read", 0)  # no answer within the client's timeout, or a broken one
+            raise
         tally.count("read", response.status)
         if response.status != 200 or orjson.loads(response.body).get("errors"):
             raise RuntimeError(response.body[:200].decode(errors="replace"))

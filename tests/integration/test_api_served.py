@@ -19,6 +19,7 @@ import httpx
 import pytest
 from neo4j import Driver
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from graph.auth import Role, create_key, revoke_key
 from graph.db import Graph
@@ -33,6 +34,7 @@ CACHE_SECONDS = 0.5
 POLL_SECONDS = 0.2
 START_TIMEOUT_S = 90.0
 WS_PROTOCOL = "graphql-transport-ws"
+MAX_BODY_BYTES = 100_000
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,8 @@ def served(driver: Driver, settings: Settings,
            "PERSONAS_PSEUDONYM_KEY": settings.pseudonym_key.get_secret_value(),
            "PERSONAS_RUNS_DIR": str(settings.resolved_runs_dir),
            "PERSONAS_API_KEY_CACHE_SECONDS": str(CACHE_SECONDS),
-           "PERSONAS_API_SUBSCRIPTION_POLL_SECONDS": str(POLL_SECONDS)}
+           "PERSONAS_API_SUBSCRIPTION_POLL_SECONDS": str(POLL_SECONDS),
+           "PERSONAS_API_MAX_BODY_BYTES": str(MAX_BODY_BYTES)}
     env.pop("PERSONAS_DEMO", None)
     log = tmp_path_factory.mktemp("served") / "serve.log"
     with log.open("wb") as out:
@@ -187,6 +190,28 @@ def test_a_revoked_key_ends_its_open_stream(served: Served) -> None:
     assert error["type"] == "next" and error["id"] == "s", error
     assert error["payload"]["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     assert complete == {"id": "s", "type": "complete"}
+
+
+def test_websocket_messages_are_bounded(served: Served) -> None:
+    async def scenario() -> tuple[dict[str, Any], int | None]:
+        padded = "subscription { segmentationFinished { id } } # " + "x" * 30_000
+        ws = await open_stream(served.base, served.keys["reader"], "big", padded)
+        async with ws:
+            refused = await receive(ws)
+            # Over the body limit, a message is refused by the server's WebSocket layer
+            # before it is parsed: the connection closes with 1009 (message too big).
+            await ws.send("x" * (MAX_BODY_BYTES + 1))
+            try:
+                await asyncio.wait_for(ws.recv(), 30)
+            except ConnectionClosed as closed:
+                return refused, closed.rcvd.code if closed.rcvd else None
+        raise AssertionError("the connection stayed open")
+
+    refused, close_code = asyncio.run(scenario())
+    assert refused["id"] == "big" and refused["type"] in ("next", "error"), refused
+    errors = refused["payload"]["errors"] if refused["type"] == "next" else refused["payload"]
+    assert errors[0]["extensions"]["code"] == "LIMIT_EXCEEDED", refused
+    assert close_code == 1009
 
 
 def test_requests_without_a_live_key_are_rate_limited_per_address(served: Served) -> None:
