@@ -1,6 +1,6 @@
 """The API as users reach it: `personas serve` in a process of its own on a free port, driven by
 real clients (httpx over HTTP, `websockets` for graphql-transport-ws), not the in-process test
-client. Every transport: GraphQL over HTTP, subscriptions, a REST route and a webhook."""
+client. Every transport: GraphQL over HTTP, subscriptions, a REST route and both webhooks."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from graph.auth import Role, create_key, revoke_key
+from graph.crm.webhook import signature
 from graph.db import Graph
 from graph.segments.run import run_segmentation
 from graph.settings import Settings
@@ -35,6 +36,8 @@ POLL_SECONDS = 0.2
 START_TIMEOUT_S = 90.0
 WS_PROTOCOL = "graphql-transport-ws"
 MAX_BODY_BYTES = 100_000
+CRM_MAPPING = Path(__file__).resolve().parents[2] / "docs" / "crm-mapping.example.yaml"
+CRM_SECRET = "whsec-served-secret"
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,9 @@ def served(driver: Driver, settings: Settings,
            "PERSONAS_RUNS_DIR": str(settings.resolved_runs_dir),
            "PERSONAS_API_KEY_CACHE_SECONDS": str(CACHE_SECONDS),
            "PERSONAS_API_SUBSCRIPTION_POLL_SECONDS": str(POLL_SECONDS),
-           "PERSONAS_API_MAX_BODY_BYTES": str(MAX_BODY_BYTES)}
+           "PERSONAS_API_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+           "PERSONAS_CRM_MAPPING_FILE": str(CRM_MAPPING),
+           "PERSONAS_CRM_WEBHOOK_SECRET": CRM_SECRET}
     env.pop("PERSONAS_DEMO", None)
     log = tmp_path_factory.mktemp("served") / "serve.log"
     with log.open("wb") as out:
@@ -190,6 +195,23 @@ def test_a_revoked_key_ends_its_open_stream(served: Served) -> None:
     assert error["type"] == "next" and error["id"] == "s", error
     assert error["payload"]["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     assert complete == {"id": "s", "type": "complete"}
+
+
+def test_the_crm_webhook_takes_signed_deliveries_only(served: Served) -> None:
+    body = json.dumps([{"customer_no": "C-served", "tier": "gold",
+                        "updated_at": "2026-11-01T10:00:00Z"}]).encode()
+    at = int(time.time())
+    headers = {"X-Personas-Timestamp": str(at), "content-type": "application/json",
+               "X-Personas-Signature": signature(CRM_SECRET, at, body)}
+    with httpx.Client(base_url=served.base, timeout=30) as client:
+        applied = client.post("/v1/webhooks/crm", content=body, headers=headers)
+        replayed = client.post("/v1/webhooks/crm", content=body, headers=headers)
+        forged = client.post("/v1/webhooks/crm", content=body, headers={
+            **headers, "X-Personas-Signature": signature("not-the-secret", at, body)})
+    assert applied.status_code == 200, applied.text
+    assert applied.json()["accepted"] == 1
+    assert replayed.status_code == 409 and replayed.json()["error"]["code"] == "CONFLICT"
+    assert forged.status_code == 401 and forged.json()["error"]["code"] == "UNAUTHENTICATED"
 
 
 def test_websocket_messages_are_bounded(served: Served) -> None:
