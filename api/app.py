@@ -23,6 +23,7 @@ from api.auth import (
     KeyLimits,
     PrincipalCache,
     PrincipalDep,
+    TokenBuckets,
     WebSocketLimit,
     neo4j_loader,
     requires,
@@ -31,7 +32,7 @@ from api.deps import DriverDep, SegmentationDep, SettingsDep, WriterDep
 from api.documents import JsonRouter
 from api.errors import UNAVAILABLE_ERRORS, UNAVAILABLE_MESSAGE
 from api.ingest_routes import router as ingest_router
-from api.limits import BodyLimit
+from api.limits import AddressLimit, BodyLimit
 from api.mcp_server import app_backend, http_endpoint
 from api.metrics import RequestMetrics
 from api.pages.routes import render_graphiql
@@ -164,7 +165,11 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.driver = create_async_driver(settings)
+        # Bounded retries: a request answers 503 within seconds while Neo4j is down, instead
+        # of after the driver's 30 s of retries (twice over for an event batch, which reads
+        # first).
+        app.state.driver = create_async_driver(settings,
+                                               retry_s=settings.api_unavailable_wait_s)
         app.state.principals = PrincipalCache(
             neo4j_loader(app.state.driver, settings.neo4j_database, demo=settings.demo_mode),
             ttl=settings.api_key_cache_seconds)
@@ -172,7 +177,7 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
         app.state.segmentation = SegmentationRunner(settings)
         # Ingestion (HTTP events, webhooks) shares the batch writer of every other source, which
         # runs managed transactions on a synchronous driver.
-        sync_driver = create_driver(settings)
+        sync_driver = create_driver(settings, retry_s=settings.api_unavailable_wait_s)
         app.state.writer = build_writer(Graph(sync_driver, settings.neo4j_database), settings,
                                         app.state.ingest_metrics)
         # Like the Kafka consumer, ready newcomer assignment before the first batch needs it;
@@ -220,7 +225,12 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
     # Inside the access middleware, so that refusals are timed and counted like any answer.
     app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes, on_refused=body_refused)
     app.add_middleware(WebSocketLimit)
-    request_metrics.install(app)
+    # Outside the key look-ups and the body read: the first thing a request without a live
+    # key meets.
+    app.add_middleware(AddressLimit, buckets=TokenBuckets(settings.api_address_rate_per_second,
+                                                         settings.api_address_rate_burst))
+    token = settings.metrics_token
+    request_metrics.install(app, token.get_secret_value() if token is not None else None)
     install_tracing(settings)
     graphql = Router(
         build_schema(settings), context_getter=get_context, graphql_ide="graphiql",

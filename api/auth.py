@@ -67,6 +67,17 @@ class PrincipalCache:
             self._remember(digest, principal, now)
         return principal
 
+    def known(self, key: str) -> bool:
+        """Whether ``key`` was live when this process last checked it, answered from memory,
+        never from Neo4j (``AddressLimit`` asks this of every request). An answer due for a
+        refresh still counts, so that refreshing a live key never costs its holder the
+        allowance of its address; a key revoked since passes once more, and is then
+        remembered as unknown."""
+        if not auth.looks_like_key(key):
+            return False
+        cached = self._entries.get(auth.hash_key(key))
+        return cached is not None and cached[0] is not None
+
     def _remember(self, digest: str, principal: Principal | None, now: float) -> None:
         self._entries.pop(digest, None)
         if len(self._entries) >= self._max_entries:
@@ -154,6 +165,36 @@ def allowed(roles: Collection[Role]) -> list[FieldExtension]:
     return [PermissionExtension(permissions=[HasRole(roles)], use_directives=False)]
 
 
+class TokenBuckets:
+    """Request rates by holder (an API key, a client address): a token bucket each, refilled at
+    ``rate`` per second up to ``burst``. Bounded: past ``MAX_CACHED_KEYS`` holders, full
+    buckets (which hold no state worth keeping) are dropped. ``rate`` 0: no limit."""
+
+    def __init__(self, rate: float, burst: int, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self._burst = float(burst)
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, holder: str) -> float | None:
+        """Count one request of ``holder``: None when allowed, else the seconds until its
+        next token (nothing is counted then)."""
+        if self.rate <= 0:
+            return None
+        now = self._clock()
+        tokens, at = self._buckets.get(holder, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - at) * self.rate)
+        if tokens < 1:
+            self._buckets[holder] = (tokens, now)
+            return (1 - tokens) / self.rate
+        self._buckets[holder] = (tokens - 1, now)
+        if len(self._buckets) > MAX_CACHED_KEYS:
+            self._buckets = {k: v for k, v in self._buckets.items()
+                             if v[0] + (now - v[1]) * self.rate < self._burst}
+        return None
+
+
 class KeyLimits:
     """What one API key may hold of the service: a request rate (token bucket: ``rate`` per
     second, bursts up to ``burst``) and a number of open subscription streams. A leaked or
@@ -163,30 +204,18 @@ class KeyLimits:
     def __init__(self, rate: float, burst: int, streams: int, *,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._rate = rate
-        self._burst = float(burst)
+        self._requests = TokenBuckets(rate, burst, clock=clock)
         self._streams = streams
-        self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
         self._open: dict[str, int] = {}
         self._sockets: dict[str, int] = {}
 
     def take(self, principal: Principal) -> None:
         """Count one request of ``principal``; RateLimited when its bucket is empty."""
-        if self._rate <= 0:
-            return
-        now = self._clock()
-        tokens, at = self._buckets.get(principal.id, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - at) * self._rate)
-        if tokens < 1:
-            self._buckets[principal.id] = (tokens, now)
+        wait = self._requests.take(principal.id)
+        if wait is not None:
             raise RateLimited(f"API key {principal.id} is over its rate of {self._rate:g} "
                               "requests/s (PERSONAS_API_KEY_RATE_PER_SECOND); retry later",
-                              retry_after=(1 - tokens) / self._rate)
-        self._buckets[principal.id] = (tokens - 1, now)
-        if len(self._buckets) > MAX_CACHED_KEYS:
-            # Full buckets hold no state worth keeping.
-            self._buckets = {k: v for k, v in self._buckets.items()
-                             if v[0] + (now - v[1]) * self._rate < self._burst}
+                              retry_after=wait)
 
     def connect(self, holder: str) -> bool:
         """Count one more open WebSocket of ``holder`` (a key id, or "" for anonymous ones);

@@ -66,6 +66,10 @@ def too_long(size: int, limit: int) -> GraphQLError:
                         "(PERSONAS_API_MAX_DOCUMENT_BYTES)", extensions={"code": "LIMIT_EXCEEDED"})
 
 
+STAND_IN = parse("query { __typename }")
+"""What a refused document is replaced with: an operation every transport allows."""
+
+
 class CachedDocuments(SchemaExtension):
     """Refuses a document over ``max_bytes`` before parsing it, then answers parse and validation
     from ``cache`` when it can. A document that does not parse is left to strawberry's own parse
@@ -76,6 +80,7 @@ class CachedDocuments(SchemaExtension):
         super().__init__()
         self.cache = cache
         self.max_bytes = max_bytes
+        self.refused: GraphQLError | None = None
 
     def on_parse(self) -> Iterator[None]:
         execution = self.execution_context
@@ -83,8 +88,13 @@ class CachedDocuments(SchemaExtension):
         if query is not None and execution.graphql_document is None:
             # Characters first: cheap, and never more than the bytes.
             if len(query) > self.max_bytes or len(query.encode()) > self.max_bytes:
-                # A GraphQLError raised here reaches the client as it is, code included.
-                raise too_long(len(query.encode()), self.max_bytes)
+                # Not raised here: over HTTP strawberry reported it, but on a WebSocket the
+                # subscription just completed without a word. A stand-in document skips the
+                # parse, and validation reports the refusal (``on_validate``) on every transport.
+                self.refused = too_long(len(query.encode()), self.max_bytes)
+                execution.graphql_document = STAND_IN
+                yield
+                return
             entry = self.cache.get(query)
             if entry is None:
                 try:
@@ -99,6 +109,10 @@ class CachedDocuments(SchemaExtension):
 
     def on_validate(self) -> Iterator[None]:
         execution = self.execution_context
+        if self.refused is not None:
+            execution.pre_execution_errors = [self.refused]  # validation then runs no rule
+            yield
+            return
         entry = self.cache.get(execution.query) if execution.query is not None else None
         if entry is not None and entry.errors is not None:
             execution.pre_execution_errors = entry.errors

@@ -7,7 +7,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from graphql import GraphQLError
-from neo4j.exceptions import ServiceUnavailable, SessionExpired, TransientError
+from neo4j.exceptions import (
+    ConnectionAcquisitionTimeoutError,
+    ServiceUnavailable,
+    SessionExpired,
+    TransientError,
+)
 from strawberry.extensions import SchemaExtension
 
 from api.limits import TOKENS_MESSAGE
@@ -16,9 +21,11 @@ from graph.privacy import mask_contacts
 
 log = logging.getLogger(__name__)
 MASKED_MESSAGE = "Unexpected error; it has been logged."
-UNAVAILABLE_ERRORS = (ServiceUnavailable, SessionExpired, TransientError)
-"""Database failures that outlasted the driver's retries: Neo4j is down or restarting. The
-caller should retry later (503 ``UNAVAILABLE``), not read them as a bug of ours."""
+UNAVAILABLE_ERRORS = (ServiceUnavailable, SessionExpired, TransientError,
+                      ConnectionAcquisitionTimeoutError)
+"""Database failures that outlasted the driver's retries: Neo4j is down or restarting, or every
+pooled connection stayed busy past the driver's wait (overload). The caller should retry later
+(503 ``UNAVAILABLE``), not read them as a bug of ours."""
 UNAVAILABLE_MESSAGE = "The database is unavailable; retry later."
 
 

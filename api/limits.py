@@ -1,5 +1,5 @@
-"""Request limits checked before anything runs: selection depth, aliases, cost and tokens, and
-the byte limit on every request body.
+"""Request limits checked before anything runs: selection depth, aliases, cost and tokens, the
+byte limit on every request body, and the request rate of callers without a live key.
 
 Every violation is a GraphQL error with code LIMIT_EXCEEDED (413 for a body). Depth and aliases
 depend on the document alone and are validation rules (so their verdict is cached with the
@@ -13,6 +13,7 @@ so checking is linear in the document however often fragments spread each other.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,7 @@ from graphql import (
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.extensions import AddValidationRules, MaxTokensLimiter, SchemaExtension
 
+from api.auth import PrincipalCache, TokenBuckets, credentials
 from graph.settings import Settings
 
 PAGE_ARGUMENTS = ("first", "firstEvents")
@@ -311,3 +313,53 @@ def replay(body: bytes, receive: Receive) -> Callable[[], Awaitable[Message]]:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return again
+
+
+def rate_refusal(retry_after: float) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    body = orjson.dumps({"error": {
+        "code": "RATE_LIMITED",
+        "message": "too many requests without a valid API key from this address "
+                   "(PERSONAS_API_ADDRESS_RATE_PER_SECOND); retry later"}})
+    return [(b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(max(1, math.ceil(retry_after))).encode())], body
+
+
+class AddressLimit:
+    """ASGI middleware: a request (or WebSocket handshake) that presents no key this process
+    knows to be live (none, a wrong or made-up one, one not resolved yet) takes a token from
+    its client address's bucket before anything else runs, the key look-up in Neo4j and the
+    body read included: over the rate, 429 RATE_LIMITED with Retry-After (a handshake is
+    refused, HTTP 403). Requests with a live key are limited per key (``api.auth.KeyLimits``),
+    so many clients behind one address are not starved by one of them without a key.
+
+    The address is the one uvicorn gives: the peer, or the X-Forwarded-For of a proxy it
+    trusts (FORWARDED_ALLOW_IPS); docs/security.md."""
+
+    def __init__(self, app: ASGIApp, buckets: TokenBuckets) -> None:
+        self.app = app
+        self.buckets = buckets
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or self.buckets.rate <= 0:
+            await self.app(scope, receive, send)
+            return
+        principals: PrincipalCache | None = getattr(scope["app"].state, "principals", None)
+        headers = dict(scope["headers"])
+        key = credentials(headers.get(b"authorization", b"").decode("latin-1"),
+                          headers.get(b"x-api-key", b"").decode("latin-1"))
+        if key is not None and principals is not None and principals.known(key):
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        wait = self.buckets.take(client[0] if client else "")
+        if wait is None:
+            await self.app(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008,
+                        "reason": "too many requests without a valid API key"})
+        else:
+            response_headers, body = rate_refusal(wait)
+            await send({"type": "http.response.start", "status": 429,
+                        "headers": response_headers})
+            await send({"type": "http.response.body", "body": body})

@@ -6,6 +6,11 @@ and root fields, which validation has checked against the schema, so the series 
 The segmentation gauges are read from the graph when Prometheus scrapes (at most every
 ``RUN_STATUS_TTL_S``): runs are written by jobs that come and go, the graph keeps them.
 
+`/metrics` holds no personal data, but it tells an attacker what the service does and how busy
+it is, so it is not public: it needs PERSONAS_METRICS_TOKEN as a bearer token, or, with no
+token set, a client on this host. Not an API key: scraping must keep working while Neo4j,
+where keys live, is down.
+
 Each app has its own registry (no module-level state), so tests and several apps in one process
 do not share counters. Routes are labelled by their template (`/runs/{run_id}/plots/{kind}.png`),
 never by the raw path, so the number of series stays bounded.
@@ -13,6 +18,8 @@ never by the raw path, so the number of series stays bounded.
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import logging
 import time
 from collections.abc import Iterator
@@ -33,7 +40,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
 
+from api.auth import credentials
 from graph.db import DriverReader
+from graph.errors import Forbidden, Unauthenticated
 from graph.profile.status import run_status
 
 log = logging.getLogger("api.access")
@@ -122,16 +131,38 @@ class RequestMetrics:
             if value is not None:
                 self.run_measures.labels(measure).set(value)
 
-    def install(self, app: FastAPI) -> None:
+    def install(self, app: FastAPI, token: str | None) -> None:
+        """The access middleware, and `/metrics` guarded by ``token`` (``check_scraper``)."""
         app.add_middleware(AccessMiddleware, metrics=self)
 
         @app.get("/metrics", include_in_schema=False)
         async def metrics(request: Request) -> Response:
+            check_scraper(request, token)
             driver = getattr(request.app.state, "driver", None)
             if driver is not None:
                 await self.refresh_runs(DriverReader(driver, request.app.state.settings
                                                      .neo4j_database))
             return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def check_scraper(request: Request, token: str | None) -> None:
+    """With a ``token``: the request must present it (``Authorization: Bearer``), from any
+    address. Without one: the client must be on this host (a loopback address)."""
+    if token is not None:
+        given = credentials(request.headers.get("authorization"),
+                            request.headers.get("x-api-key"))
+        if given is None or not hmac.compare_digest(given.encode(), token.encode()):
+            raise Unauthenticated("/metrics needs the metrics token (PERSONAS_METRICS_TOKEN) "
+                                  "as a bearer token")
+        return
+    host = request.client.host if request.client else ""
+    try:
+        local = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        local = False
+    if not local:
+        raise Forbidden("/metrics answers only clients on this host unless "
+                        "PERSONAS_METRICS_TOKEN is set")
 
 
 class AccessMiddleware:

@@ -45,10 +45,15 @@ PERSONAS = str(Path(sys.executable).parent / "personas")
 
 
 def stream_bench_settings() -> Settings:
-    """The bench Neo4j plus a Kafka instance of the benchmark's own."""
+    """The bench Neo4j plus a Kafka instance of the benchmark's own ("bench", 9094 and 9095;
+    PERSONAS_BENCH_KAFKA_INSTANCE, _PORT and _CONTROLLER_PORT choose another)."""
     return bench_settings().model_copy(update={
-        "kafka_bootstrap": None, "kafka_instance": "bench", "kafka_port": 9094,
-        "kafka_controller_port": 9095, "kafka_heap": "1g", "consumer_metrics_port": 0})
+        "kafka_bootstrap": None,
+        "kafka_instance": os.environ.get("PERSONAS_BENCH_KAFKA_INSTANCE", "bench"),
+        "kafka_port": int(os.environ.get("PERSONAS_BENCH_KAFKA_PORT", "9094")),
+        "kafka_controller_port": int(os.environ.get("PERSONAS_BENCH_KAFKA_CONTROLLER_PORT",
+                                                    "9095")),
+        "kafka_heap": "1g", "consumer_metrics_port": 0})
 
 
 @contextmanager

@@ -112,17 +112,28 @@ def _auth(settings: Settings) -> tuple[str, str]:
     return (settings.neo4j_user, settings.neo4j_password.get_secret_value())
 
 
-def create_driver(settings: Settings) -> Driver:
-    """A synchronous driver for the CLI, batch jobs and tests."""
+DRIVER_RETRY_S = 30.0
+"""The driver's own bound on a managed transaction's retries."""
+
+
+def create_driver(settings: Settings, *, retry_s: float = DRIVER_RETRY_S) -> Driver:
+    """A synchronous driver for the CLI, batch jobs and tests. ``retry_s`` bounds how long a
+    managed transaction retries while the server is unreachable or restarting; batch jobs keep
+    the driver's patient default, a process serving requests should answer sooner. (The
+    connection and pool timeouts stay the driver's: on a busy machine a new connection can take
+    seconds, which is load, not an outage.)"""
     return GraphDatabase.driver(
-        settings.bolt_uri, auth=_auth(settings), notifications_min_severity="OFF"
+        settings.bolt_uri, auth=_auth(settings), notifications_min_severity="OFF",
+        max_transaction_retry_time=retry_s,
     )
 
 
-def create_async_driver(settings: Settings) -> AsyncDriver:
-    """An asyncio driver for the API, so no request blocks the event loop."""
+def create_async_driver(settings: Settings, *, retry_s: float = DRIVER_RETRY_S) -> AsyncDriver:
+    """An asyncio driver for the API, so no request blocks the event loop (``retry_s``: as for
+    ``create_driver``)."""
     return AsyncGraphDatabase.driver(
-        settings.bolt_uri, auth=_auth(settings), notifications_min_severity="OFF"
+        settings.bolt_uri, auth=_auth(settings), notifications_min_severity="OFF",
+        max_transaction_retry_time=retry_s,
     )
 
 

@@ -182,12 +182,25 @@ class Settings(BaseSettings):
         "(429 RATE_LIMITED above; 0: no limit).")
     api_key_rate_burst: int = Field(
         default=400, ge=1, description="Requests one API key may make at once above its rate.")
+    api_address_rate_per_second: float = Field(
+        default=20.0, ge=0.0,
+        description="Requests per second one client address may make to one API process "
+        "without a live API key (none, a wrong one, or one not yet checked), on average (429 "
+        "RATE_LIMITED above, before the key or body is looked at; 0: no limit).")
+    api_address_rate_burst: int = Field(
+        default=40, ge=1,
+        description="Requests without a live API key one address may make at once above its "
+        "rate.")
     api_max_streams_per_key: int = Field(
         default=20, ge=1, description="Subscriptions one API key may hold open at once, and "
         "WebSocket connections it may hold open to one API process.")
     api_read_timeout_s: float = Field(
         default=30.0, gt=0, description="Longest a GraphQL read may run in Neo4j (the "
         "transaction timeout); a read cut off answers TIMEOUT.")
+    api_unavailable_wait_s: float = Field(
+        default=5.0, gt=0, le=60, description="Longest the API retries one transaction while "
+        "Neo4j is unreachable or restarting (the driver's default: 30 s) before it answers 503 "
+        "UNAVAILABLE with Retry-After.")
     api_max_document_bytes: int = Field(
         default=20_000, ge=1024, description="Longest GraphQL document (query text) accepted, "
         "in bytes (LIMIT_EXCEEDED above, before parsing).")
@@ -198,6 +211,11 @@ class Settings(BaseSettings):
         default=10_000_000, ge=1024,
         description="Largest request body of any route, GraphQL included, chunked or not (413 "
         "above, before parsing or authentication); also the largest WebSocket message.")
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token `/metrics` asks for (Prometheus: `authorization.credentials` "
+        "in its scrape config). Unset: `/metrics` answers only clients on this host "
+        "(loopback), 403 otherwise.")
     crm_mapping_file: Path | None = Field(
         default=None,
         description="YAML field mapping the CRM webhook applies to its records (unset: 503).")

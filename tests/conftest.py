@@ -15,7 +15,7 @@ from neo4j import Driver
 from graph.db import Graph, create_driver
 from graph.settings import Settings
 from personas.local import neo4j_server
-from tests.helpers import empty_graph
+from tests.helpers import METRICS_TOKEN, empty_graph
 
 TEST_BOLT_PORT = int(os.environ.get("PERSONAS_TEST_BOLT_PORT", "7688"))
 TEST_HTTP_PORT = int(os.environ.get("PERSONAS_TEST_HTTP_PORT", "7475"))
@@ -42,6 +42,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         kafka_controller_port=TEST_KAFKA_CONTROLLER_PORT,
         kafka_heap="256m",
         consumer_metrics_port=0,
+        metrics_token=METRICS_TOKEN,
     )
 
 

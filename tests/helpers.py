@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from neo4j import Driver
 
@@ -20,6 +21,15 @@ from tests.pii import record_graph_leaks
 
 PERSONAS = str(Path(sys.executable).parent / "personas")
 """The `personas` console script of the virtual environment running the tests."""
+METRICS_TOKEN = "test-metrics-token"
+"""PERSONAS_METRICS_TOKEN of the test settings: in-process clients are not on loopback."""
+
+
+def scrape(client: Any) -> str:
+    """What Prometheus reads from `/metrics` of an in-process app (a ``TestClient``)."""
+    response = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert response.status_code == 200, response.text
+    return str(response.text)
 
 
 def graph_counts(graph: Graph) -> dict[str, int]:

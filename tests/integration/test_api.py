@@ -15,7 +15,7 @@ from graph.auth import DEMO_API_KEY, Role, create_key, ensure_demo_key
 from graph.db import Graph, create_async_driver
 from graph.segments.run import run_segmentation
 from graph.settings import Settings
-from tests.helpers import load_demo
+from tests.helpers import load_demo, scrape
 
 pytestmark = pytest.mark.integration
 DEMO_KEY = Settings().pseudonym_key.get_secret_value()
@@ -184,7 +184,7 @@ def test_metrics_count_requests_by_route_and_log_latency(
         assert client.post("/graphql", json=query, headers=auth).status_code == 200
     assert client.get("/runs/not-a-run/plots/pca.png", headers=auth).status_code in (400, 403)
     assert client.get("/no/such/route").status_code == 404
-    text = client.get("/metrics").text
+    text = scrape(client)
     assert 'personas_http_requests_total{method="POST",route="/graphql",status="200"} 3.0' in text
     assert 'personas_http_request_seconds_count{method="POST",route="/graphql"} 3.0' in text
     assert 'route="/runs/{run_id}/plots/{kind}.png"' in text  # the template, not the raw path

@@ -1,13 +1,19 @@
 """Bounded cost before authentication and parsing, and clear errors for hostile input: body and
 document limits (chunked too), linear validation, costs with real variables, JSON that would
-crash a parser, huge cursors and identifiers, per-key rate and stream limits, read timeouts."""
+crash a parser, huge cursors and identifiers, per-key rate and stream limits, read timeouts,
+the rate of requests without a live key, `/metrics` kept private, and quick 503s while Neo4j is
+unreachable."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
@@ -19,7 +25,7 @@ from graph.auth import Role, create_key
 from graph.db import Graph, create_async_driver, read_rows
 from graph.errors import ReadTimedOut
 from graph.settings import Settings
-from tests.helpers import empty_graph
+from tests.helpers import METRICS_TOKEN, empty_graph
 
 pytestmark = pytest.mark.integration
 
@@ -223,3 +229,133 @@ def test_a_key_holds_a_bounded_number_of_websockets(keyed: tuple[Graph, dict[str
                                       headers=auth(keys)) as again:
             again.send_json({"type": "connection_init"})
             assert again.receive_json()["type"] == "connection_ack"
+
+
+def test_requests_without_a_live_key_are_limited_per_address(
+        keyed: tuple[Graph, dict[str, str]], settings: Settings) -> None:
+    _, keys = keyed
+    # A token per 100 s: none comes back during the test.
+    slow = settings.model_copy(update={"api_address_rate_per_second": 0.01,
+                                       "api_address_rate_burst": 4})
+    query = {"query": "{ categories { name } }"}
+    made_up = {"Authorization": "Bearer pg_0badc0de_" + "x" * 32}
+    with TestClient(create_app(slow)) as client:
+        # The key is not known yet: its first request takes a token of the address too.
+        keyed_first = client.post("/graphql", json=query, headers=auth(keys))
+        anonymous = [client.post("/graphql", json=query),
+                     client.post("/v1/events", json={"events": []}),
+                     client.post("/graphql", json=query, headers=made_up)]
+        refused = [client.post("/graphql", json=query, headers=made_up),
+                   client.post("/v1/events", content=b"x" * 100_000),  # before the body limit
+                   client.get("/healthz")]
+        # A live key is limited per key, not per address: the flood does not shut it out.
+        keyed_after = client.post("/graphql", json=query, headers=auth(keys))
+        elsewhere = TestClient(client.app, client=("10.0.0.9", 4000)).post("/graphql",
+                                                                            json=query)
+    assert keyed_first.status_code == 200 and keyed_after.status_code == 200
+    assert [code(a.json()) for a in (anonymous[0], anonymous[2])] == ["UNAUTHENTICATED"] * 2
+    assert anonymous[1].status_code == 401
+    for answer in refused:
+        assert answer.status_code == 429, answer.text
+        assert answer.json()["error"]["code"] == "RATE_LIMITED"
+        assert int(answer.headers["Retry-After"]) >= 1
+    assert code(elsewhere.json()) == "UNAUTHENTICATED"  # another address has its own bucket
+
+
+def test_metrics_need_the_token_or_a_local_client(settings: Settings,
+                                                  neo4j_running: Settings) -> None:
+    with TestClient(create_app(settings)) as client:
+        scraped = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        wrong = client.get("/metrics", headers={"Authorization": "Bearer not-the-token"})
+        none = client.get("/metrics")
+    assert scraped.status_code == 200 and "personas_http_requests_total" in scraped.text
+    for answer in (wrong, none):
+        assert answer.status_code == 401 and answer.json()["error"]["code"] == "UNAUTHENTICATED"
+    untokened = settings.model_copy(update={"metrics_token": None})
+    app = create_app(untokened)
+    with TestClient(app, client=("127.0.0.1", 4000)) as local, \
+            TestClient(app, client=("192.0.2.7", 4000)) as remote:
+        assert local.get("/metrics").status_code == 200
+        far = remote.get("/metrics")
+    assert far.status_code == 403 and far.json()["error"]["code"] == "FORBIDDEN"
+
+
+class Plug:
+    """A TCP forwarder in front of Neo4j that can be pulled out: open connections drop and new
+    ones are refused, as when the server dies, without stopping the shared test server."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)
+        self.port = int(self.listener.getsockname()[1])
+        self.sockets: list[socket.socket] = []
+        self.pulled = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.pulled.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            upstream = socket.create_connection(self.target)
+            self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+        self.listener.close()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for s in (source, sink):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def pull(self) -> None:
+        self.pulled.set()
+        for s in self.sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+        deadline = time.monotonic() + 5
+        while self.listener.fileno() != -1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+EVENT = {"event_id": "unplugged-1", "type": "purchase", "source": "web",
+         "occurred_at": "2026-11-01T10:00:00+01:00", "user": {"cookie": "ck-unplugged"},
+         "properties": {"item_id": "sku-1", "category": "Books", "price": "9.50"}}
+
+
+def test_requests_answer_503_within_seconds_while_neo4j_is_unreachable(
+        keyed: tuple[Graph, dict[str, str]], settings: Settings) -> None:
+    _, keys = keyed
+    target = urlsplit(settings.bolt_uri)
+    plug = Plug(target.hostname or "127.0.0.1", target.port or 7687)
+    through = settings.model_copy(update={"neo4j_uri": f"bolt://127.0.0.1:{plug.port}",
+                                          "api_unavailable_wait_s": 1.0})
+    query = {"query": "{ categories { name } }"}
+    with TestClient(create_app(through)) as client:
+        # Both keys are now cached: what follows measures the database calls, not the key.
+        posted = client.post("/v1/events", json={"events": [EVENT]}, headers=auth(keys, "writer"))
+        assert posted.status_code == 200 and posted.json()["accepted"] == 1, posted.text
+        assert client.post("/graphql", json=query, headers=auth(keys)).status_code == 200
+        plug.pull()
+        again = {**EVENT, "event_id": "unplugged-2"}
+        started = time.monotonic()
+        events = client.post("/v1/events", json={"events": [again]}, headers=auth(keys, "writer"))
+        events_s = time.monotonic() - started
+        started = time.monotonic()
+        read = client.post("/graphql", json=query, headers=auth(keys))
+        read_s = time.monotonic() - started
+    # Before: 62 s for the event batch (the driver's 30 s of retries, twice).
+    assert events.status_code == 503, events.text
+    assert events.json()["error"]["code"] == "UNAVAILABLE" and events.headers["Retry-After"]
+    assert events_s < 5, events_s
+    assert read.status_code == 503 and read.headers["Retry-After"]
+    assert [e["extensions"]["code"] for e in read.json()["errors"]] == ["UNAVAILABLE"]
+    assert read_s < 8, read_s

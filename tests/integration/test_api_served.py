@@ -1,6 +1,6 @@
 """The API as users reach it: `personas serve` in a process of its own on a free port, driven by
 real clients (httpx over HTTP, `websockets` for graphql-transport-ws), not the in-process test
-client. Every transport: GraphQL over HTTP, subscriptions, a REST route and a webhook."""
+client. Every transport: GraphQL over HTTP, subscriptions, a REST route and both webhooks."""
 
 from __future__ import annotations
 
@@ -20,8 +20,10 @@ import httpx
 import pytest
 from neo4j import Driver
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from graph.auth import Role, create_key, revoke_key
+from graph.crm.webhook import signature
 from graph.db import Graph
 from graph.segments.run import run_segmentation
 from graph.settings import Settings
@@ -34,6 +36,9 @@ CACHE_SECONDS = 0.5
 POLL_SECONDS = 0.2
 START_TIMEOUT_S = 90.0
 WS_PROTOCOL = "graphql-transport-ws"
+MAX_BODY_BYTES = 100_000
+CRM_MAPPING = Path(__file__).resolve().parents[2] / "docs" / "crm-mapping.example.yaml"
+CRM_SECRET = "whsec-served-secret"
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,10 @@ def served(driver: Driver, settings: Settings,
            "PERSONAS_PSEUDONYM_KEY": settings.pseudonym_key.get_secret_value(),
            "PERSONAS_RUNS_DIR": str(settings.resolved_runs_dir),
            "PERSONAS_API_KEY_CACHE_SECONDS": str(CACHE_SECONDS),
-           "PERSONAS_API_SUBSCRIPTION_POLL_SECONDS": str(POLL_SECONDS)}
+           "PERSONAS_API_SUBSCRIPTION_POLL_SECONDS": str(POLL_SECONDS),
+           "PERSONAS_API_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+           "PERSONAS_CRM_MAPPING_FILE": str(CRM_MAPPING),
+           "PERSONAS_CRM_WEBHOOK_SECRET": CRM_SECRET}
     env.pop("PERSONAS_DEMO", None)
     log = tmp_path_factory.mktemp("served") / "serve.log"
     with log.open("wb") as out:
@@ -209,3 +217,65 @@ def test_a_revoked_key_ends_its_open_stream(served: Served) -> None:
     assert error["type"] == "next" and error["id"] == "s", error
     assert error["payload"]["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     assert complete == {"id": "s", "type": "complete"}
+
+
+def test_the_crm_webhook_takes_signed_deliveries_only(served: Served) -> None:
+    body = json.dumps([{"customer_no": "C-served", "tier": "gold",
+                        "updated_at": "2026-11-01T10:00:00Z"}]).encode()
+    at = int(time.time())
+    headers = {"X-Personas-Timestamp": str(at), "content-type": "application/json",
+               "X-Personas-Signature": signature(CRM_SECRET, at, body)}
+    with httpx.Client(base_url=served.base, timeout=30) as client:
+        applied = client.post("/v1/webhooks/crm", content=body, headers=headers)
+        replayed = client.post("/v1/webhooks/crm", content=body, headers=headers)
+        forged = client.post("/v1/webhooks/crm", content=body, headers={
+            **headers, "X-Personas-Signature": signature("not-the-secret", at, body)})
+    assert applied.status_code == 200, applied.text
+    assert applied.json()["accepted"] == 1
+    assert replayed.status_code == 409 and replayed.json()["error"]["code"] == "CONFLICT"
+    assert forged.status_code == 401 and forged.json()["error"]["code"] == "UNAUTHENTICATED"
+
+
+def test_websocket_messages_are_bounded(served: Served) -> None:
+    async def scenario() -> tuple[dict[str, Any], int | None]:
+        padded = "subscription { segmentationFinished { id } } # " + "x" * 30_000
+        ws = await open_stream(served.base, served.keys["reader"], "big", padded)
+        async with ws:
+            refused = await receive(ws)
+            # Over the body limit, a message is refused by the server's WebSocket layer
+            # before it is parsed: the connection closes with 1009 (message too big).
+            await ws.send("x" * (MAX_BODY_BYTES + 1))
+            try:
+                await asyncio.wait_for(ws.recv(), 30)
+            except ConnectionClosed as closed:
+                return refused, closed.rcvd.code if closed.rcvd else None
+        raise AssertionError("the connection stayed open")
+
+    refused, close_code = asyncio.run(scenario())
+    assert refused["id"] == "big" and refused["type"] in ("next", "error"), refused
+    errors = refused["payload"]["errors"] if refused["type"] == "next" else refused["payload"]
+    assert errors[0]["extensions"]["code"] == "LIMIT_EXCEEDED", refused
+    assert close_code == 1009
+
+
+def test_requests_without_a_live_key_are_rate_limited_per_address(served: Served) -> None:
+    query = {"query": "{ categories { name } }"}
+    made_up = bearer("pg_0badc0de_" + "x" * 32)
+    with httpx.Client(base_url=served.base, timeout=30) as client:
+        # Default limits: 20/s, bursts of 40. 120 requests at once from this address, half
+        # without a key, half with a made-up one; a reader key meanwhile.
+        answers = [client.post("/graphql", json=query, headers=made_up if i % 2 else None)
+                   for i in range(120)]
+        reader = client.post("/graphql", json=query, headers=bearer(served.keys["reader"]))
+        time.sleep(40 / 20)  # the address's bucket fills again (and for the tests after this)
+        scraped = client.get("/metrics")  # this host: no token needed
+    statuses = [a.status_code for a in answers]
+    assert statuses[:40] == [200] * 40  # the burst: GraphQL answers UNAUTHENTICATED
+    assert answers[0].json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    limited = [a for a in answers if a.status_code == 429]
+    assert len(limited) >= 40 and set(statuses) == {200, 429}
+    assert all(a.json()["error"]["code"] == "RATE_LIMITED" for a in limited)
+    assert all(int(a.headers["Retry-After"]) >= 1 for a in limited)
+    assert reader.status_code == 200 and "errors" not in reader.json()
+    assert scraped.status_code == 200
+    assert 'route="unmatched",status="429"' in scraped.text

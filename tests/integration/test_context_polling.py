@@ -31,7 +31,7 @@ from graph.settings import Settings
 from graph.situation import parse_situation, write_situation
 from graph.situation.poller import SituationPoller
 from graph.situation.providers import HttpResponse, OfflineProvider, OpenMeteoProvider
-from tests.helpers import PERSONAS, graph_counts
+from tests.helpers import PERSONAS, graph_counts, scrape
 
 pytestmark = pytest.mark.integration
 
@@ -294,7 +294,7 @@ def test_webhook_writes_pushed_context(graph: Graph,
     assert again.status_code == 200
     assert again.json()["new_weather"] == 0 and again.json()["new_local_events"] == 0
     assert graph_counts(graph) == counts
-    metrics = client.get("/metrics").text
+    metrics = scrape(client)
     assert 'personas_events_accepted_total{source="context"} 2.0' in metrics
     assert 'personas_events_duplicate_total{source="context"} 2.0' in metrics
 

@@ -30,7 +30,7 @@ from graph.ingest.tally import Tally
 from graph.ingest.writer import EventWriter
 from graph.privacy import Pseudonymizer
 from graph.settings import Settings
-from tests.helpers import PERSONAS, graph_counts
+from tests.helpers import PERSONAS, graph_counts, scrape
 
 pytestmark = pytest.mark.integration
 
@@ -508,7 +508,7 @@ def test_a_signed_delivery_is_applied(graph: Graph, settings: Settings,
     assert response.status_code == 200, response.text
     assert response.json()["results"][0]["fields_kept"] == ["tier"]
     assert fields(graph, uid)["tier"]["value"] == "gold"
-    assert "crm" in hook.get("/metrics").text
+    assert "crm" in scrape(hook)
     assert_no_plaintext_pii(graph)
 
 

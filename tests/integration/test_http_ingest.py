@@ -18,7 +18,7 @@ from graph.auth import Role, create_key, revoke_key
 from graph.db import Graph
 from graph.segments.run import run_segmentation
 from graph.settings import Settings
-from tests.helpers import graph_counts, load_demo
+from tests.helpers import graph_counts, load_demo, scrape
 
 pytestmark = pytest.mark.integration
 
@@ -109,7 +109,7 @@ def test_per_record_results_accepted_duplicate_rejected(world: Any, graph: Graph
     [query] = graph.rows("MATCH (i:Interaction {event_id: 'e-2'}) RETURN i.query AS q")
     assert "a@b.co" not in query["q"] and "[email:" in query["q"]
 
-    metrics = client.get("/metrics").text
+    metrics = scrape(client)
     assert metric(metrics, "personas_events_received_total", source="http") == 9
     assert metric(metrics, "personas_events_accepted_total", source="http") == 3
     assert metric(metrics, "personas_events_duplicate_total", source="http") == 2

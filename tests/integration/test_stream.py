@@ -130,11 +130,18 @@ def test_valid_events_once_and_malformed_to_dead_letters(graph: Graph, kafka: Se
     no_offset = json.loads(valid[1])
     no_offset["event_id"] = "bad-ts"
     no_offset["occurred_at"] = "2026-11-01T10:00:00"
+    # Once poison pills: year 1 overflowed in validation and stopped the consumer, again after
+    # every restart.
+    year_one = {**json.loads(valid[2]), "event_id": "year-1",
+                "occurred_at": "0001-01-01T00:00:00+01:00"}
+    epoch_huge = {**json.loads(valid[3]), "event_id": "epoch-1e20", "occurred_at": 1e20}
     malformed = {
         "{not json, write to jane.doe@example.com": "invalid JSON",
         json.dumps(no_id): "event_id: Field required",
         json.dumps(no_offset): "occurred_at: time has no timezone offset",
         "[1, 2]": "record is not a JSON object",
+        json.dumps(year_one): "occurred_at: time is out of range",
+        json.dumps(epoch_huge): "occurred_at: Input should be a valid datetime",
     }
     lines = valid[:30] + list(malformed)[:2] + valid[30:] + valid[10:15] + list(malformed)[2:]
     produce(kafka, tmp_path, topic, lines)
@@ -145,18 +152,18 @@ def test_valid_events_once_and_malformed_to_dead_letters(graph: Graph, kafka: Se
                              max_messages=len(lines), idle_exit=30, metrics=metrics)
 
     assert summary.messages == len(lines)
-    assert (summary.written, summary.duplicates, summary.dead_letters) == (60, 5, 4)
+    assert (summary.written, summary.duplicates, summary.dead_letters) == (60, 5, 6)
     assert interactions(graph) == 60
     stored = {r["id"] for r in graph.rows("MATCH (i:Interaction) RETURN i.event_id AS id")}
     assert stored == {json.loads(line)["event_id"] for line in valid}
     assert metrics.registry.get_sample_value(
         "personas_events_rejected_total", {"source": "kafka", "reason": "malformed"}) == 2
     assert metrics.registry.get_sample_value(
-        "personas_events_rejected_total", {"source": "kafka", "reason": "invalid"}) == 2
+        "personas_events_rejected_total", {"source": "kafka", "reason": "invalid"}) == 4
     assert committed_total(kafka, group, topic) == len(lines)
 
-    letters = read_all(kafka, dlq, expected=4)
-    assert len(letters) == 4
+    letters = read_all(kafka, dlq, expected=6)
+    assert len(letters) == 6
     by_record: dict[str, dict[str, str]] = {}
     offsets = set()
     ids: set[str] = set()
@@ -174,7 +181,7 @@ def test_valid_events_once_and_malformed_to_dead_letters(graph: Graph, kafka: Se
         # No identifier or email of the malformed records in plaintext.
         for secret in (b"@example.com", b"ck-5-", b"crm-5-"):
             assert secret not in msg.value(), (secret, msg.value())
-    assert len(offsets) == 4
+    assert len(offsets) == 6
     pseudonymizer = Pseudonymizer(kafka.pseudonym_key.get_secret_value())
 
     def scrub(raw: str) -> str:
@@ -188,7 +195,7 @@ def test_valid_events_once_and_malformed_to_dead_letters(graph: Graph, kafka: Se
     assert by_record[scrub(json.dumps(no_id))]["code"] == "invalid"
     # The same dead letters are in the graph (erased with their users), once each.
     stored_letters = graph.rows("MATCH (d:DeadLetter) RETURN d.id AS id, d.source AS source")
-    assert {r["id"] for r in stored_letters} == ids and len(stored_letters) == 4
+    assert {r["id"] for r in stored_letters} == ids and len(stored_letters) == 6
     assert {r["source"] for r in stored_letters} == {f"kafka:{topic}"}
 
 
