@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 
 
-.PHONY: venv up test test-faults docs test-unit test-integration fuzz lint format bench bench-ingest bench-segment bench-recommend bench-quality bench-api bench-stream bench-scrub kafka-start kafka-stop neo4j-start neo4j-stop clean
+.PHONY: venv up test test-faults test-bulk bench-scale docs test-unit test-integration fuzz lint format bench bench-ingest bench-segment bench-recommend bench-quality bench-api bench-stream bench-scrub kafka-start kafka-stop neo4j-start neo4j-stop clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -28,6 +28,9 @@ test: venv  ## The whole suite: unit tests, then integration tests against a rea
 
 test-faults: venv  ## Fault injection: Neo4j and Kafka killed mid-work and restarted (about 8 min)
 	PERSONAS_TEST_FAULTS=1 $(BIN)/pytest -m faults
+
+test-bulk: venv  ## The bulk import against the transactional one, Neo4j stopped and restarted (about 4 min)
+	PERSONAS_TEST_BULK=1 $(BIN)/pytest -m bulk
 
 test-unit: venv
 	$(BIN)/pytest -m "not integration"
@@ -62,6 +65,9 @@ clean:
 
 bench-segment: venv  ## Segmentation time and peak memory at 10k, 100k, 1M users vs plain Ward
 	$(BIN)/python -m bench.segment
+
+bench-scale: venv  ## 1M users (USERS=N for another size) bulk-imported, segmented, chatbot query served
+	$(BIN)/python -m bench.scale $(if $(USERS),--users $(USERS))
 
 bench-api: venv  ## Chatbot query p50/p99 through the API at fixed rates vs plain Cypher
 	$(BIN)/python -m bench.api

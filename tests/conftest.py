@@ -132,4 +132,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if faults:
             config.hook.pytest_deselected(items=faults)
             items[:] = [item for item in items if item.get_closest_marker("faults") is None]
+    # `bulk` (the bulk import stops, replaces and restarts Neo4j: minutes) likewise runs only
+    # by `make test-bulk` (PERSONAS_TEST_BULK=1).
+    if os.environ.get("PERSONAS_TEST_BULK") != "1":
+        bulk = [item for item in items if item.get_closest_marker("bulk") is not None]
+        if bulk:
+            config.hook.pytest_deselected(items=bulk)
+            items[:] = [item for item in items if item.get_closest_marker("bulk") is None]
     items.sort(key=lambda item: item.get_closest_marker("last") is not None)
