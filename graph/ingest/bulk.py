@@ -166,12 +166,22 @@ def stage_file(index: int, path: Path, pseudonymizer: Pseudonymizer, max_line_by
     store = _Collected()
     dl = DeadLetterFile(dead_letter or default_dead_letter_path(path), str(path), pseudonymizer,
                         store)
-    cols: dict[str, list[Any]] = {name: [] for name in (
-        "line", "at", "pairs", "new_uid", "session_id", "session_channel", "device_kind",
-        "item_name", "item_price", "has_profile", *INTERACTION_PROPERTIES)}
-    profiles: dict[str, list[Any]] = {"line": [], "key": [], "value": []}
-    locations: dict[str, list[Any]] = {"line": [], "loc_id": [], "city": [], "country": [],
-                                       "lat": [], "lon": []}
+    schemas: dict[str, dict[str, Any]] = {
+        "events": {"line": pl.Int64, "at": pl.Int64, "pairs": pl.List(pl.String),
+                   "new_uid": pl.String, "session_id": pl.String, "session_channel": pl.String,
+                   "device_kind": pl.String, "item_name": pl.String, "item_price": pl.Float64,
+                   "has_profile": pl.Boolean,
+                   **{k: _POLARS_TYPES[t] for k, t in INTERACTION_PROPERTIES.items()}},
+        "profiles": {"line": pl.Int64, "key": pl.String, "value": pl.String},
+        "locations": {"line": pl.Int64, "loc_id": pl.String, "city": pl.String,
+                      "country": pl.String, "lat": pl.Float64, "lon": pl.Float64},
+    }
+    # Columns are built a chunk at a time and kept as frames: Python lists of a whole file's
+    # values would hold gigabytes.
+    frames: dict[str, list[pl.DataFrame]] = {name: [] for name in schemas}
+    cols: dict[str, list[Any]] = {name: [] for name in schemas["events"]}
+    profiles: dict[str, list[Any]] = {name: [] for name in schemas["profiles"]}
+    locations: dict[str, list[Any]] = {name: [] for name in schemas["locations"]}
     records = parsed = 0
     chunk: list[tuple[int, Event]] = []
 
@@ -216,6 +226,11 @@ def stage_file(index: int, path: Path, pseudonymizer: Pseudonymizer, max_line_by
                                      ("lon", loc.lon)):
                         locations[key].append(val)
         chunk.clear()
+        for name, values in (("events", cols), ("profiles", profiles),
+                             ("locations", locations)):
+            frames[name].append(pl.DataFrame(values, schema=schemas[name]))
+            for column in values.values():
+                column.clear()
 
     try:
         for record in read_events(path, max_line_bytes):
@@ -230,24 +245,17 @@ def stage_file(index: int, path: Path, pseudonymizer: Pseudonymizer, max_line_by
         flush()
     finally:
         dl.close()
-    schema: dict[str, Any] = {
-        "line": pl.Int64, "at": pl.Int64, "pairs": pl.List(pl.String), "new_uid": pl.String,
-        "session_id": pl.String, "session_channel": pl.String, "device_kind": pl.String,
-        "item_name": pl.String, "item_price": pl.Float64, "has_profile": pl.Boolean,
-        **{k: _POLARS_TYPES[t] for k, t in INTERACTION_PROPERTIES.items()}}
-    events = pl.DataFrame(cols, schema=schema).with_columns(file=pl.lit(index, pl.Int64))
+    file = pl.lit(index, pl.Int64).alias("file")
+    tables = {name: pl.concat(parts).with_columns(file) if parts
+              else pl.DataFrame(schema=schemas[name]).with_columns(file)
+              for name, parts in frames.items()}
     letters = pl.DataFrame(
         [d.as_row() for d in store.letters],
         schema={"id": pl.String, "source": pl.String, "position": pl.String,
                 "reason": pl.String, "record": pl.String, "identifiers": pl.List(pl.String),
                 "truncated": pl.Boolean, "at": pl.Int64}, orient="row")
     return StagedFile(
-        path, records, parsed, events,
-        pl.DataFrame(profiles, schema={"line": pl.Int64, "key": pl.String, "value": pl.String}
-                     ).with_columns(file=pl.lit(index, pl.Int64)),
-        pl.DataFrame(locations, schema={
-            "line": pl.Int64, "loc_id": pl.String, "city": pl.String, "country": pl.String,
-            "lat": pl.Float64, "lon": pl.Float64}).with_columns(file=pl.lit(index, pl.Int64)),
+        path, records, parsed, tables["events"], tables["profiles"], tables["locations"],
         letters, dl.path if dl.count else None)
 
 
