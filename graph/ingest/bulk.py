@@ -70,6 +70,9 @@ carries on: its look-ups need them."""
 # identifier with an empty list.
 EMPTY_IDENTIFIERS = "MATCH (d:DeadLetter) WHERE d.identifiers IS NULL SET d.identifiers = []"
 ARRAY_DELIMITER = ";"
+PAIRS = "|"
+"""Between an event's ``kind:hash`` identifier pairs while staging (one string, not a list:
+a list per event cost more than validating it)."""
 """Between the elements of a list property in the CSV files (dead letters' identifiers: hex
 pseudonyms, which never hold it)."""
 
@@ -167,7 +170,7 @@ def stage_file(index: int, path: Path, pseudonymizer: Pseudonymizer, max_line_by
     dl = DeadLetterFile(dead_letter or default_dead_letter_path(path), str(path), pseudonymizer,
                         store)
     schemas: dict[str, dict[str, Any]] = {
-        "events": {"line": pl.Int64, "at": pl.Int64, "pairs": pl.List(pl.String),
+        "events": {"line": pl.Int64, "at": pl.Int64, "pairs": pl.String,
                    "new_uid": pl.String, "session_id": pl.String, "session_channel": pl.String,
                    "device_kind": pl.String, "item_name": pl.String, "item_price": pl.Float64,
                    "has_profile": pl.Boolean,
@@ -179,7 +182,7 @@ def stage_file(index: int, path: Path, pseudonymizer: Pseudonymizer, max_line_by
     # Columns are built a chunk at a time and kept as frames: Python lists of a whole file's
     # values would hold gigabytes.
     frames: dict[str, list[pl.DataFrame]] = {name: [] for name in schemas}
-    cols: dict[str, list[Any]] = {name: [] for name in schemas["events"]}
+    events: list[tuple[Any, ...]] = []
     profiles: dict[str, list[Any]] = {name: [] for name in schemas["profiles"]}
     locations: dict[str, list[Any]] = {name: [] for name in schemas["locations"]}
     records = parsed = 0
@@ -196,20 +199,14 @@ def stage_file(index: int, path: Path, pseudonymizer: Pseudonymizer, max_line_by
             seen.add(e.event_id)
             row = prepared.rows[e.event_id]
             p = e.properties
-            cols["line"].append(line)
-            cols["at"].append(row.at)
-            cols["pairs"].append([f"{k}:{h}" for k, h in prepared.hashed[e.event_id]])
             kind, value = e.identifiers()[0]
-            cols["new_uid"].append(pseudonymizer.user_id(kind, value))
-            cols["session_id"].append(e.session_id)
-            cols["session_channel"].append(p.channel or e.source)
-            cols["device_kind"].append(e.device.kind if e.device else None)
-            cols["item_name"].append(p.item_name)
-            cols["item_price"].append(float(p.price) if p.price is not None and not p.discount
-                                      else None)
-            cols["has_profile"].append(e.profile is not None)
-            for key in INTERACTION_PROPERTIES:
-                cols[key].append(row.props.get(key))
+            props = row.props
+            events.append((
+                line, row.at, PAIRS.join(f"{k}:{h}" for k, h in prepared.hashed[e.event_id]),
+                pseudonymizer.user_id(kind, value), e.session_id, p.channel or e.source,
+                e.device.kind if e.device else None, p.item_name,
+                float(p.price) if p.price is not None and not p.discount else None,
+                e.profile is not None, *[props.get(key) for key in INTERACTION_PROPERTIES]))
             if e.profile is not None:
                 fields = e.profile.model_dump(exclude_none=True,
                                               exclude={"location", "attributes"})
@@ -226,8 +223,9 @@ def stage_file(index: int, path: Path, pseudonymizer: Pseudonymizer, max_line_by
                                      ("lon", loc.lon)):
                         locations[key].append(val)
         chunk.clear()
-        for name, values in (("events", cols), ("profiles", profiles),
-                             ("locations", locations)):
+        frames["events"].append(pl.DataFrame(events, schema=schemas["events"], orient="row"))
+        events.clear()
+        for name, values in (("profiles", profiles), ("locations", locations)):
             frames[name].append(pl.DataFrame(values, schema=schemas[name]))
             for column in values.values():
                 column.clear()
@@ -286,10 +284,11 @@ def resolve_users(events: pl.DataFrame) -> tuple[pl.Series, pl.DataFrame]:
     link_pair: list[str] = []
     link_user: list[str] = []
     link_at: list[int] = []
-    for pairs, new_uid, at, event_id in zip(events["pairs"].to_list(),
+    for joined, new_uid, at, event_id in zip(events["pairs"].to_list(),
                                             events["new_uid"].to_list(),
                                             events["at"].to_list(),
                                             events["event_id"].to_list(), strict=True):
+        pairs = joined.split(PAIRS)
         owners = {owner[p] for p in pairs if p in owner}
         if len(owners) > 1:
             raise IdentityConflict(
