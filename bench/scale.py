@@ -95,6 +95,7 @@ def write_events(folder: Path, users: int, files: int, seed: int = 7) -> tuple[l
                 cat = rng.choice(favourites) if rng.random() < 0.8 else rng.choice(CATEGORIES)
                 item_id, name, brand, price = rng.choice(items[cat])
                 roll = rng.random()
+                props: dict[str, Any]
                 if roll < 0.70:
                     kind, props = "page_view", {"item_id": item_id, "item_name": name,
                                                 "category": cat, "brand": brand,
@@ -128,18 +129,21 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_child(args: list[str], env: dict[str, str]) -> tuple[str, str, float, float]:
-    """Run a command; its stdout, stderr, seconds and peak RSS (MB, its own)."""
+def run_child(args: list[str], env: dict[str, str], *, show_progress: bool = False,
+              ) -> tuple[str, str, float, float]:
+    """Run a command; its stdout, stderr (shown as it comes with ``show_progress``), seconds
+    and peak RSS (MB, its own)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE,
+                            stderr=None if show_progress else subprocess.PIPE, text=True)
     out, err = proc.communicate()
     seconds = time.perf_counter() - start
     # The children's peak RSS: the one just waited for is the largest so far when it is.
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     if proc.returncode not in (0,):
-        raise SystemExit(f"{' '.join(args[:3])} exited {proc.returncode}:\n{err[-3000:]}")
-    return out, err, seconds, rss
+        raise SystemExit(f"{' '.join(args[:3])} exited {proc.returncode}:\n"
+                         f"{(err or '')[-3000:]}")
+    return out, err or "", seconds, rss
 
 
 def segment_phases() -> None:
@@ -216,23 +220,8 @@ def serve_and_measure(env: dict[str, str], settings: Settings, seconds: float,
         server.wait(timeout=30)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--users", type=int, default=1_000_000)
-    parser.add_argument("--files", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--warm-seconds", type=float, default=30.0)
-    parser.add_argument("--folder", type=Path, default=None,
-                        help="Keep the generated events here (default: a temporary folder).")
-    parser.add_argument("--segment-phases", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.segment_phases:
-        segment_phases()
-        return
-
-    settings = bench_settings()
-    env = env_for(settings)
+def bulk_import(args: argparse.Namespace, settings: Settings, env: dict[str, str]) -> float:
+    """Generate the population's events and bulk-import them; returns events per second."""
     exe = str(Path(sys.executable).parent / "personas")
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         folder = args.folder or Path(tmp)
@@ -241,9 +230,6 @@ def main() -> None:
         paths, events = write_events(folder, args.users, args.files)
         print(f"generated {events:,} events for {args.users:,} users in "
               f"{time.perf_counter() - t:.0f} s", flush=True)
-        started = not neo4j_server.status(settings).answering
-        if started:
-            neo4j_server.start(settings, echo=print)
         with open_graph(settings) as graph:
             wipe(graph)  # the bulk import replaces an empty database
         cpu = cpu_seconds()
@@ -257,13 +243,43 @@ def main() -> None:
     print(f"bulk import: {import_s:.0f} s, {events / import_s:,.0f} events/s, "
           f"{cpu:.0f} CPU s ({events / cpu:,.0f} events per CPU second), "
           f"peak RSS {import_rss:.0f} MB", flush=True)
-    out, err, _, _ = run_child([sys.executable, "-m", "bench.scale", "--segment-phases"], env)
+    return events / import_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--files", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--warm-seconds", type=float, default=30.0)
+    parser.add_argument("--folder", type=Path, default=None,
+                        help="Keep the generated events here (default: a temporary folder).")
+    parser.add_argument("--reuse", action="store_true",
+                        help="Segment and serve the population the last run imported (the "
+                        "bench instance as it was left); no generation or import.")
+    parser.add_argument("--segment-phases", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.segment_phases:
+        segment_phases()
+        return
+
+    settings = bench_settings()
+    env = env_for(settings)
+    started = not neo4j_server.status(settings).answering
+    if started:
+        neo4j_server.start(settings, echo=print)
+    import_rate = 0.0
+    if not args.reuse:
+        import_rate = bulk_import(args, settings, env)
+    out, err, _, _ = run_child([sys.executable, "-m", "bench.scale", "--segment-phases"], env,
+                               show_progress=True)
     seg: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     print(f"segmentation: {json.dumps(seg)}", flush=True)
     api = serve_and_measure(env, settings, args.seconds, args.warm_seconds)
     print(f"API at {MILESTONE_RPS} req/s: p50 {api['p50']:.1f} ms, p99 {api['p99']:.1f} ms, "
           f"{api['rps']:.0f} req/s achieved, {int(api['errors'])} errors", flush=True)
-    print(f"RESULT import_events_per_s={events / import_s:.0f} "
+    print(f"RESULT import_events_per_s={import_rate:.0f} "
           f"features_s={seg['features_s']:.1f} cluster_s={seg['cluster_s']:.1f} "
           f"write_s={seg['write_s']:.1f} segment_total_s={seg['segment_total_s']:.1f} "
           f"peak_rss_mb={seg['peak_rss_mb']:.0f} api_p99_ms={api['p99']:.1f}")
