@@ -29,7 +29,7 @@ test: venv  ## The whole suite: unit tests, then integration tests against a rea
 test-faults: venv  ## Fault injection: Neo4j and Kafka killed mid-work and restarted (about 8 min)
 	PERSONAS_TEST_FAULTS=1 $(BIN)/pytest -m faults
 
-test-bulk: venv  ## The bulk import against the transactional one, Neo4j stopped and restarted (about 4 min)
+test-bulk: venv  ## The bulk import against the transactional one, Neo4j stopped and restarted (7-13 min on the shared machine)
 	PERSONAS_TEST_BULK=1 $(BIN)/pytest -m bulk
 
 test-unit: venv
