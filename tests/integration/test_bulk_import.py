@@ -18,7 +18,7 @@ from graph.settings import Settings
 from personas.demo import DemoPopulation
 from tests.helpers import PERSONAS
 
-pytestmark = [pytest.mark.integration, pytest.mark.bulk]
+pytestmark = pytest.mark.integration
 
 KEYS = {"User": ("id",), "Identifier": ("kind", "hash"), "Session": ("id",),
         "Interaction": ("event_id",), "Item": ("id",), "Category": ("name",),
@@ -139,6 +139,7 @@ def personas(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
                           check=False, timeout=600)
 
 
+@pytest.mark.bulk
 def test_bulk_import_builds_the_transactional_graph(graph: Graph, settings: Settings,
                                                     history: Path, tmp_path: Path) -> None:
     env = local_env(settings)
@@ -183,3 +184,20 @@ def test_bulk_import_builds_the_transactional_graph(graph: Graph, settings: Sett
     assert rows == [{"events": 5, "purchases": 4, "spend": 40.0}]
     assert graph.rows("MATCH (u:User) RETURN count(u) AS n")[0]["n"] == \
         len([k for k in bulk[0] if k[0] == ("User",)]) + 1
+
+
+def test_for_a_server_it_does_not_run_it_writes_the_files_and_the_command(
+        graph: Graph, cli_env: dict[str, str], tmp_path: Path) -> None:
+    history = tmp_path / "h.jsonl"
+    history.write_text("\n".join(extra_events()) + "\n")
+    refused = personas(cli_env, "import", "--bulk", str(history))
+    assert refused.returncode == 2
+    assert "needs --csv-dir" in refused.stderr
+    done = personas(cli_env, "import", "--bulk", "--csv-dir", str(tmp_path / "csv"),
+                    str(history))
+    assert done.returncode == 0, done.stderr
+    command = done.stdout.strip()
+    assert command.startswith("neo4j-admin database import full neo4j ")
+    assert f"--nodes=User={tmp_path / 'csv' / 'User.csv'}" in command
+    assert (tmp_path / "csv" / "Interaction.csv").read_text().count("\n") == 1 + 5
+    assert graph.rows("MATCH (n) WHERE NOT n:Migration RETURN count(n) AS n")[0]["n"] == 0
