@@ -61,7 +61,7 @@ INTERACTION_PROPERTIES: dict[str, str] = {
 """Every property ``EventWriter.prepare`` may give an Interaction, with its import type."""
 _POLARS_TYPES: dict[str, Any] = {"string": pl.String, "long": pl.Int64, "double": pl.Float64}
 DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S%.3fZ"
-EMPTY_DATABASE = "MATCH (n) WHERE NOT n:Migration RETURN count(n) > 0 AS held"
+EMPTY_DATABASE = "RETURN EXISTS { MATCH (n) WHERE NOT n:Migration } AS held"
 AWAIT_INDEXES = "CALL db.awaitIndexes($seconds)"
 INDEX_WAIT_S = 3_600
 """The migrations' indexes are populated over the imported graph before the transactional path
