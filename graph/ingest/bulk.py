@@ -129,7 +129,10 @@ class BulkPlan:
     def arguments(self) -> list[str]:
         """``neo4j-admin database import full`` options, to follow the database's name (an
         option taking several files would take a name after it for one more)."""
+        # The report of bad entries goes beside the files, not into the working directory.
+        report = self.files[0].path.with_name("import.report") if self.files else None
         return ["--overwrite-destination=true", "--multiline-fields=true",
+                *([f"--report-file={report}"] if report else []),
                 f"--array-delimiter={ARRAY_DELIMITER}", "--id-type=string",
                 *(f.argument() for f in self.files)]
 
