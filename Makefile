@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 
 
-.PHONY: venv browser up test test-faults test-spark docs test-unit test-integration fuzz lint format bench bench-ingest bench-segment bench-recommend bench-quality bench-api bench-stream bench-scrub bench-soak kafka-start kafka-stop neo4j-start neo4j-stop clean
+.PHONY: venv browser up test test-faults test-spark test-bulk docs test-unit test-integration fuzz lint format bench bench-ingest bench-segment bench-recommend bench-quality bench-api bench-stream bench-scrub bench-soak bench-scale kafka-start kafka-stop neo4j-start neo4j-stop clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -37,6 +37,8 @@ test-spark: venv  ## The Spark engine on local[2]: the spark extra, the connecto
 	UV_PYTHON=$(PYTHON) $(UV) sync --locked --quiet --extra spark
 	$(BIN)/python -c "from graph.settings import Settings; from personas.local.spark import connector_jars; connector_jars(Settings())"
 	PERSONAS_TEST_SPARK=1 $(BIN)/pytest -m spark
+test-bulk: venv  ## The bulk import against the transactional one, Neo4j stopped and restarted (7-13 min on the shared machine)
+	PERSONAS_TEST_BULK=1 $(BIN)/pytest -m bulk
 
 test-unit: venv
 	$(BIN)/pytest -m "not integration"
@@ -71,6 +73,9 @@ clean:
 
 bench-segment: venv  ## Segmentation time and peak memory at 10k, 100k, 1M users vs plain Ward
 	$(BIN)/python -m bench.segment
+
+bench-scale: venv  ## 1M users (USERS=N for another size) bulk-imported, segmented, chatbot query served
+	$(BIN)/python -m bench.scale $(if $(USERS),--users $(USERS))
 
 bench-api: venv  ## Chatbot query p50/p99 through the API at fixed rates vs plain Cypher
 	$(BIN)/python -m bench.api

@@ -140,4 +140,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if spark:
             config.hook.pytest_deselected(items=spark)
             items[:] = [item for item in items if item.get_closest_marker("spark") is None]
+    # `bulk` (the bulk import stops, replaces and restarts Neo4j: minutes) likewise runs only
+    # by `make test-bulk` (PERSONAS_TEST_BULK=1).
+    if os.environ.get("PERSONAS_TEST_BULK") != "1":
+        bulk = [item for item in items if item.get_closest_marker("bulk") is not None]
+        if bulk:
+            config.hook.pytest_deselected(items=bulk)
+            items[:] = [item for item in items if item.get_closest_marker("bulk") is None]
     items.sort(key=lambda item: item.get_closest_marker("last") is not None)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from graph import situation
-from graph.db import Graph
+from graph.db import Graph, open_graph
 from graph.ingest.files import ingest_file
 from graph.ingest.pipeline import build_writer
 from graph.ingest.tally import Tally
@@ -22,6 +24,7 @@ from personas.cli.common import (
     count_lines,
     demo_unless_keyed,
     fails_cleanly,
+    log,
     migrated_graph,
     progress_bar,
     report_refusals,
@@ -121,6 +124,100 @@ def ingest_cmd(
     console.print(f"records: {summary.records}  written: {summary.written}  "
                   f"duplicates: {summary.duplicates}  rejected: {summary.rejected}")
     report_refusals(summary.erased, summary.rejected, summary.dead_letter)
+
+
+@fails_cleanly
+def import_cmd(
+    files: Annotated[list[Path], typer.Argument(
+        help="Event files (.jsonl, .csv), loaded in this order.")],
+    bulk: Annotated[bool, typer.Option(
+        "--bulk", help="Into an empty database with neo4j-admin: the database is stopped, "
+        "replaced and restarted, then migrated.")] = False,
+    csv_dir: Annotated[Path | None, typer.Option(
+        help="--bulk: keep the import's CSV files here (default: a temporary folder). "
+        "Required for a server this command does not run (PERSONAS_NEO4J_URI set): it then "
+        "writes them and prints the neo4j-admin command to run there.")] = None,
+    workers: Annotated[int, typer.Option(
+        min=1, max=64, help="--bulk: files read and validated at once (processes).")] = 2,
+    batch_size: Annotated[int | None, typer.Option(
+        min=1, max=50_000, help="Events per transaction (without --bulk).")] = None,
+) -> None:
+    """Load an event history. Without --bulk, each file as `personas ingest` loads it; with
+    --bulk, all of them at once into an empty database, then the transactional path carries
+    on. Malformed records go to FILE.deadletter.jsonl and the exit is 1."""
+    cfg = settings()
+    cfg.require_pseudonym_key()
+    for file in files:
+        require_file(file)
+    if not bulk:
+        rejected, erased, last = 0, 0, None
+        with migrated_graph(cfg) as graph:
+            for file in files:
+                summary = _ingest(graph, cfg, file, None, batch_size or cfg.batch_size)
+                console.print(f"{file.name}: records: {summary.records}  written: "
+                              f"{summary.written}  duplicates: {summary.duplicates}  "
+                              f"rejected: {summary.rejected}")
+                rejected += summary.rejected
+                erased += summary.erased
+                last = summary.dead_letter or last
+        report_refusals(erased, rejected, last)
+        return
+    _bulk_import(cfg, files, csv_dir, workers)
+
+
+def _bulk_import(cfg: Settings, files: list[Path], csv_dir: Path | None, workers: int) -> None:
+    from graph import migrate as migrations
+    from graph.ingest import bulk
+    from personas.local.neo4j_server import Neo4jServer
+
+    if not cfg.provisions_locally and csv_dir is None:
+        console.print("[red]error:[/red] a server this command does not run "
+                      "(PERSONAS_NEO4J_URI) needs --csv-dir: the files are written there for "
+                      "its neo4j-admin")
+        raise typer.Exit(2)
+    with open_graph(cfg) as graph:
+        bulk.require_empty(graph)  # before hours of work, and again before replacing it
+    with contextlib.ExitStack() as stack:
+        folder = csv_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(
+            prefix="personas-bulk-")))
+        start = time.perf_counter()
+        plan = bulk.plan_import(files, cfg.pseudonymizer(), folder,
+                                max_line_bytes=cfg.max_line_bytes, workers=workers,
+                                echo=console.print)
+        console.print(f"events: {plan.events}  duplicates: {plan.duplicates}  rejected: "
+                      f"{plan.rejected}  users: {plan.count('User')}  "
+                      f"(computed in {time.perf_counter() - start:.1f} s)")
+        if not cfg.provisions_locally:
+            console.print("Stop the database, run this with that server's neo4j-admin, start "
+                          "it, then run `personas migrate`:")
+            print(plan.command(cfg.neo4j_database))  # noqa: T201 - the command, to copy
+            return
+        with open_graph(cfg) as graph:
+            bulk.require_empty(graph)
+        server = Neo4jServer(cfg)
+        t = time.perf_counter()
+        server.stop()
+        try:
+            report = server.import_full(cfg.neo4j_database, *plan.arguments())
+        except Exception:
+            server.start(console.print)  # as it was: the import refuses before writing
+            raise
+        plan.timings["admin_import_s"] = time.perf_counter() - t
+        log.info("neo4j-admin: %s", report[-2000:])
+    t = time.perf_counter()
+    server.start(console.print)
+    with open_graph(cfg) as graph:
+        migrations.migrate(graph, cfg.migrations_dir)
+        graph.execute(bulk.EMPTY_IDENTIFIERS)
+        graph.auto_commit(bulk.AWAIT_INDEXES, seconds=bulk.INDEX_WAIT_S)
+    plan.timings["restart_migrate_s"] = time.perf_counter() - t
+    total = time.perf_counter() - start
+    console.print(
+        f"imported {plan.events} events ({plan.count('Interaction')} interactions, "
+        f"{plan.count('User')} users) in {total:.1f} s: "
+        + "  ".join(f"{k}={v:.1f}" for k, v in plan.timings.items()))
+    report_refusals(0, plan.rejected, plan.dead_letter_paths[-1] if plan.dead_letter_paths
+                    else None)
 
 
 crm_app = typer.Typer(help="Import customer records from a CRM.", no_args_is_help=True)

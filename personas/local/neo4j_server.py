@@ -172,6 +172,16 @@ class Neo4jServer(JvmService):
             raise EnvironmentProblem(
                 "Neo4j failed to stop:\n" + (proc.stdout + proc.stderr)[-3000:])
 
+    def import_full(self, *args: str) -> str:
+        """``neo4j-admin database import full ARGS`` on this instance (stopped), from the
+        same jars; returns its report. The admin tool is in the community jars
+        (``neo4j-import-tool``), so no distribution archive is needed."""
+        proc = self._run(ADMIN, "database", "import", "full", *args)
+        if proc.returncode != 0:
+            raise EnvironmentProblem(
+                "neo4j-admin database import failed:\n" + (proc.stdout + proc.stderr)[-4000:])
+        return proc.stdout
+
     def status(self) -> ServerStatus:
         pid = self.pid() if self.provisions_locally else None
         return ServerStatus(

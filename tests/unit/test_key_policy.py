@@ -130,6 +130,7 @@ def unkeyed_env() -> dict[str, str]:
 
 
 @pytest.mark.parametrize("command", [["serve", "--port", "1"], ["ingest", "{file}"],
+                                     ["import", "--bulk", "{file}"],
                                      ["crm", "import", "{file}", "--mapping", "{file}"]])
 def test_entry_points_refuse_to_start_without_a_key(tmp_path: Path, command: list[str]) -> None:
     events = tmp_path / "events.jsonl"
