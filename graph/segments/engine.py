@@ -646,7 +646,7 @@ class HierarchicalSegmenter(TransformerMixin, ClusterMixin, BaseEstimator):  # t
             for name, value in vars(twin).items():
                 if name.endswith("_") and not name.startswith("_"):
                     setattr(self, name, value)
-            self.k_reason_ = (f"Ward's segments were not steady under resampling (ARI "
+            self.k_reason_ = (f"Ward's segments were unstable under resampling (ARI "
                               f"{unsteady:.3f}), {fallback} leaves as steady or steadier: "
                               f"{twin.k_reason_}")
         return self
