@@ -32,7 +32,7 @@ from api.errors import MASKED_MESSAGE, UNAVAILABLE_ERRORS, UNAVAILABLE_MESSAGE
 from graph import auth
 from graph.auth import PERSONA_READERS, WRITERS, Principal, Role
 from graph.db import DriverReader, Graph, create_async_driver, create_driver
-from graph.errors import InvalidInput, NotFound, PersonaError, Unauthenticated
+from graph.errors import InvalidInput, NotFound, PersonaError, Unauthenticated, Unavailable
 from graph.events import MAX_KEY_CHARS, normalize_category
 from graph.ingest.batch import ingest_records
 from graph.ingest.pipeline import build_writer
@@ -362,33 +362,52 @@ class McpGate:
         await self.inner(scope, receive, send)
 
 
-@dataclass
 class McpEndpoint:
-    """The MCP server as the API serves it: an ASGI app to mount, and the session manager
-    the app's lifespan must run."""
+    """The MCP server as the API serves it: an ASGI app to mount, and ``running``, which the
+    app's lifespan enters. The SDK's session manager runs once only, so each lifespan (an app
+    started again, as tests do) gets a server of its own; requests go to the latest."""
 
-    server: MCPServer
-    app: ASGIApp
+    def __init__(self, make: Callable[[], MCPServer]) -> None:
+        self.make = make
+        self.current: ASGIApp | None = None
+        self.app: ASGIApp = McpGate(self.dispatch)
+
+    async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.current is None:
+            raise Unavailable("the MCP endpoint is not running (the API is starting or "
+                              "stopping)")
+        await self.current(scope, receive, send)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        async with self.server.session_manager.run():
-            yield
+        from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
+
+        server = self.make()
+        before = self.current
+        async with server.session_manager.run():
+            self.current = StreamableHTTPASGIApp(server.session_manager)
+            try:
+                yield
+            finally:
+                self.current = before
 
 
 def http_endpoint(backend: Callable[[], Backend]) -> McpEndpoint:
     """The streamable HTTP endpoint (stateless: any API process can answer any request, as
     for GraphQL). The SDK's own host check is off: the API binds where it is told to, and
     every request needs an API key."""
-    from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
     from mcp.server.transport_security import TransportSecuritySettings
 
-    server = build_mcp_server(backend)
-    # Built for its session manager; the route is our own mount, behind the gate.
-    server.streamable_http_app(
-        stateless_http=True, json_response=True,
-        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
-    return McpEndpoint(server, McpGate(StreamableHTTPASGIApp(server.session_manager)))
+    def make() -> MCPServer:
+        server = build_mcp_server(backend)
+        # Built for its session manager; the route is our own mount, behind the gate.
+        server.streamable_http_app(
+            stateless_http=True, json_response=True,
+            transport_security=TransportSecuritySettings(
+                enable_dns_rebinding_protection=False))
+        return server
+
+    return McpEndpoint(make)
 
 
 async def serve_stdio(settings: Settings, key: str) -> None:

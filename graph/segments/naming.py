@@ -99,10 +99,17 @@ def _phrase(vocabulary: Vocabulary, feature: str, z: float,
     side = vocabulary.side(feature, "high" if high else "low")
     if side.phrase is None:
         return None
-    if side.unless and centre is not None and any(
-            _clearly(centre, {f: d}) for f, d in side.unless.items()):
+    if centre is not None and _vetoed(vocabulary, feature, z, centre):
         return None
     return _Candidate(side.phrase, abs(z) * side.weight, False)
+
+
+def _vetoed(vocabulary: Vocabulary, feature: str, z: float, centre: dict[str, float]) -> bool:
+    """Whether the book's ``unless`` rules this side of the feature out for the segment."""
+    if _share_fields(feature) is not None:
+        return False
+    side = vocabulary.side(feature, "high" if z > 0 else "low")
+    return any(_clearly(centre, {f: d}) for f, d in side.unless.items())
 
 
 def _combinations(vocabulary: Vocabulary, centre: dict[str, float]) -> list[_Candidate]:
@@ -209,6 +216,10 @@ def name_segments(
             chosen[c] = f"Segment {c + 1}"
     names = []
     for c in range(k):
-        why = [(f, round(z, 3)) for f, z in ranked[c][:top]]
+        centre = dict(ranked[c])
+        # A feature whose phrase the book vetoes for this segment (its ``unless``) would
+        # describe it wrongly too: users with one order "buy in one season" only trivially.
+        fitting = [(f, z) for f, z in ranked[c] if not _vetoed(vocabulary, f, z, centre)]
+        why = [(f, round(z, 3)) for f, z in fitting[:top]]
         names.append(SegmentName(chosen[c], _description(vocabulary, why), why))
     return names

@@ -17,7 +17,7 @@ from sklearn.metrics import adjusted_rand_score
 from graph.db import Graph
 from graph.errors import InvalidInput
 from graph.features.registry import DEFAULT_SELECTION, log_scaled, select
-from graph.features.table import FeatureTable, build_feature_table
+from graph.features.table import FeatureTable, build_feature_table, latest_activity
 from graph.recommend.items import (
     drop_item_neighbours_except,
     find_item_neighbours,
@@ -135,6 +135,14 @@ def run_segmentation(
     swept = sweep(graph, abandoned_after)
     if swept.discarded:
         note(f"removed {len(swept.discarded)} abandoned run(s): {', '.join(swept.discarded)}")
+    if as_of is not None:
+        latest = latest_activity(graph)
+        if as_of < latest:
+            # The table holds every stored event, so users seen after as_of would have a
+            # negative recency: a time before the data's end is not a view of the past.
+            raise InvalidInput(
+                f"as_of {as_of.isoformat()} is before the latest activity in the graph "
+                f"({latest.isoformat()}); recency is measured from a time at or after it")
     note("reading features from the graph")
     full = engine.feature_table(graph, as_of)
     table = full.select(select(full.names, features))
@@ -166,7 +174,8 @@ def run_segmentation(
                              previous, previous_z, match_threshold)
     agreement = _agreement_with_previous(graph, previous_rows, table.user_ids, model.labels_,
                                          matches)
-    distances = model.distances(Z)
+    # Each member's distance to the centre of its own leaf (its tree label, not the nearest).
+    distances = np.take_along_axis(model.transform(Z), model.labels_[:, None], axis=1)[:, 0]
     ari = planted_agreement(table, model.labels_)
     run_id = f"run-{table.snapshot_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     sizes = np.bincount(model.labels_, minlength=model.n_clusters_).tolist()

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from neo4j.time import Date, DateTime
+from numpy.typing import ArrayLike
 
 from graph.db import Graph
 from graph.errors import EnvironmentProblem, InvalidInput
@@ -220,7 +221,7 @@ class SparkSegmenter(HierarchicalSegmenter):
     does at scale.
     """
 
-    def fit(self, X: FloatArray, y: Any = None,  # noqa: ARG002 - sklearn API
+    def fit(self, X: ArrayLike, y: Any = None,  # noqa: ARG002 - sklearn API
             spark: SparkSession | None = None) -> SparkSegmenter:
         self._spark = spark
         try:

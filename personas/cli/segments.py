@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from graph.db import Graph
+from graph.errors import InvalidInput
 from graph.settings import Settings
 from personas.cli.common import console, fails_cleanly, log, migrated_graph, settings
 
@@ -59,6 +60,12 @@ def segment_cmd(
         help="in-process (scikit-learn here) or spark (features read with the Neo4j Connector "
         "for Apache Spark, micro-clusters by Spark MLlib on PERSONAS_SPARK_MASTER; needs the "
         "`spark` extra).")] = "in-process",
+    as_of: Annotated[str | None, typer.Option(
+        "--as-of", metavar="TIME",
+        help="Measure recency against this ISO 8601 time with an offset "
+             "(e.g. 2026-11-28T10:00:00Z), not before the data's latest activity "
+             "(default: that latest activity).")
+    ] = None,
 ) -> None:
     """Cluster users from graph features into named segments and write the run to the graph."""
     # scikit-learn takes seconds to import; only the commands that cluster pay for it.
@@ -67,12 +74,23 @@ def segment_cmd(
 
     check_algorithm(algorithm)  # before any work, so a typo fails at once
     check_engine(engine, algorithm, connectivity)
+    at = parse_as_of(as_of) if as_of is not None else None
     cfg = settings()
     with migrated_graph(cfg) as graph, open_engine(engine, cfg, console.print) as chosen:
         segment(graph, cfg, n_clusters=k, algorithm=algorithm,
                 features=features.split(",") if features else cfg.segment_features,
                 distance_threshold=distance_threshold, connectivity=connectivity,
-                engine=chosen)
+                engine=chosen, as_of=at)
+
+
+def parse_as_of(value: str) -> datetime:
+    """``--as-of``: an ISO 8601 time with an offset, in UTC, at most a day ahead."""
+    from graph.crm.mapping import parse_timestamp
+
+    try:
+        return parse_timestamp(value)
+    except ValueError as exc:
+        raise InvalidInput(f"--as-of {value!r}: {exc}") from None
 
 
 def segment(graph: Graph, cfg: Settings, **options: Any) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -15,7 +16,7 @@ from graph.privacy import Pseudonymizer
 from graph.segments.assign import SegmentAssigner
 from graph.segments.run import run_segmentation
 from personas.demo import DemoPopulation
-from tests.helpers import load_demo
+from tests.helpers import PERSONAS, load_demo
 
 pytestmark = pytest.mark.integration
 
@@ -226,3 +227,26 @@ def test_every_feature_family_is_computed(graph: Graph, tmp_path: Path) -> None:
     assert table.column("recency_days").min() == 0.0
     later = build_feature_table(graph, as_of=table.as_of + timedelta(days=30))
     assert np.allclose(later.column("recency_days"), table.column("recency_days") + 30)
+
+
+def test_segment_as_of_through_the_cli(graph: Graph, tmp_path: Path,
+                                       cli_env: dict[str, str]) -> None:
+    load_demo(graph, tmp_path, users=60, seed=3)
+    latest = graph.rows("MATCH (u:User) RETURN max(u.last_seen) AS at")[0]["at"].to_native()
+
+    def segment(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([PERSONAS, "segment", *args], env=cli_env, capture_output=True,
+                              text=True)
+
+    for bad, said in (("yesterday", "expected an ISO 8601 time"),
+                      ("2026-11-28T10:00:00", "no timezone offset"),
+                      ((latest - timedelta(days=1)).isoformat(), "before the latest activity")):
+        out = segment("--as-of", bad)
+        message = " ".join((out.stdout + out.stderr).split())
+        assert out.returncode == 2 and "BAD_USER_INPUT" in message and said in message, out
+    assert not graph.rows("MATCH (r:SegmentationRun) RETURN r")
+    at = latest + timedelta(hours=1)
+    ok = segment("--as-of", at.isoformat())
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    runs = graph.rows("MATCH (r:SegmentationRun) RETURN r.as_of AS as_of")
+    assert [r["as_of"].to_native() for r in runs] == [at]

@@ -98,6 +98,35 @@ def test_short_tenure_is_new_only_when_recent(book: str) -> None:
     assert [n.name for n in name_segments(both, features, vocabulary=book)] == named
 
 
+ONE_ORDER_FEATURES = ["purchase_frequency", "avg_order_value", "recency_days", "tenure_days",
+                      "session_count", "peak_month_share", "item_pagerank"]
+# The centres (z-scores) measured on CDNOW's 5,000-customer sample at k=4: one order each
+# (tenure 0, one session, every purchase in one month, so orders per month and the busiest
+# month's share are high only trivially), loyal repeat buyers, heavy buyers, frequent buyers.
+ONE_ORDER_CENTRES = np.array([
+    [0.32, -0.1, 0.6, -0.94, -0.77, 0.88, -0.55],
+    [-1.08, 0.1, -0.74, 1.12, 0.63, -0.96, 0.3],
+    [0.3, 0.76, -1.66, 1.24, 2.4, -1.5, 2.78],
+    [1.73, 0.0, 0.52, 0.1, 0.2, -0.2, 0.1],
+])
+SEASON_OR_FREQUENCY = ("Seasonal", "Season", "Frequent")
+
+
+@pytest.mark.parametrize("book", SHIPPED)
+def test_one_order_buyers_are_one_time_not_seasonal_or_frequent(book: str) -> None:
+    names = name_segments(ONE_ORDER_CENTRES, ONE_ORDER_FEATURES, vocabulary=book)
+    assert names[0].name == LAPSED[book], names
+    assert not any(word in names[0].description for word in ("one season", "often", "new"))
+    # Frequency with a real tenure still names the frequent buyers.
+    assert "Frequent" in names[3].name, names
+    # Seen recently, the same one-order users are new, still neither seasonal nor frequent.
+    recent = ONE_ORDER_CENTRES.copy()
+    recent[0, 2] = -0.6
+    first = name_segments(recent, ONE_ORDER_FEATURES, vocabulary=book)[0]
+    assert first.name == NEW[book], first
+    assert not any(word in first.name for word in SEASON_OR_FREQUENCY)
+
+
 def test_the_default_book_comes_from_the_settings(monkeypatch: pytest.MonkeyPatch,
                                                   tmp_path: Path) -> None:
     centres = np.array([[0.0, 1.9, 0.0], [0.0, -1.9, 0.0]])
