@@ -87,6 +87,19 @@ def interactions(graph: Graph) -> int:
     return int(graph.rows("MATCH (i:Interaction) RETURN count(i) AS n")[0]["n"])
 
 
+def reference_load(graph: Graph, kafka: Settings, tmp_path: Path,
+                   lines: list[str]) -> dict[str, Any]:
+    """The reference a streamed run is compared with: the same events through one clean file
+    load, snapshot, then the graph wiped for the stream."""
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(line + "\n" for line in lines))
+    ingest_file(build_writer(graph, kafka), path, batch_size=500, max_line_bytes=1_000_000)
+    reference = snapshot(graph)
+    assert len(reference["interactions"]) == len(lines)
+    wipe(graph)
+    return reference
+
+
 def snapshot(graph: Graph) -> dict[str, Any]:
     """Per-user counters, session event counts and interaction ids: what a load must equal."""
     users = graph.rows(
@@ -204,13 +217,7 @@ def test_kill_9_mid_stream_loses_and_duplicates_nothing(
 ) -> None:
     lines = demo_lines(20, seed=3)
     total = len(lines)
-    path = tmp_path / "events.jsonl"
-    path.write_text("".join(line + "\n" for line in lines))
-    # The reference: the same events through one clean file load.
-    ingest_file(build_writer(graph, kafka), path, batch_size=500, max_line_bytes=1_000_000)
-    reference = snapshot(graph)
-    assert len(reference["interactions"]) == total
-    wipe(graph)
+    reference = reference_load(graph, kafka, tmp_path, lines)
 
     topic, dlq, group = names("kill")
     produce(kafka, tmp_path, topic, lines)
@@ -473,12 +480,7 @@ def test_consumers_join_and_leave_mid_stream_losing_and_duplicating_nothing(
     lines = [line for group in itertools.zip_longest(*by_user.values()) for line in group
              if line is not None]
     total = len(lines)
-    path = tmp_path / "events.jsonl"
-    path.write_text("".join(line + "\n" for line in lines))
-    ingest_file(build_writer(graph, kafka), path, batch_size=500, max_line_bytes=1_000_000)
-    reference = snapshot(graph)
-    assert len(reference["interactions"]) == total
-    wipe(graph)
+    reference = reference_load(graph, kafka, tmp_path, lines)
 
     topic, dlq, group = names("rebalance")
     stream.ensure_topics(kafka, [topic])
