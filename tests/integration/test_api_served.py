@@ -9,8 +9,10 @@ import json
 import os
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -279,3 +281,52 @@ def test_requests_without_a_live_key_are_rate_limited_per_address(served: Served
     assert reader.status_code == 200 and "errors" not in reader.json()
     assert scraped.status_code == 200
     assert 'route="unmatched",status="429"' in scraped.text
+
+
+def test_identical_batches_sent_at_once_store_each_event_once(served: Served) -> None:
+    """A client retrying after a timeout sends the batch again while the first is still being
+    written: through the served process, by the REST route and by `ingestEvents` at the same
+    moment, every copy answers 200 and each event is stored once."""
+    mutation = ("mutation($events: [JSON!]!) { ingestEvents(events: $events) "
+                "{ accepted duplicates rejected } }")
+    headers = bearer(served.keys["writer"])
+    rounds, size = 4, 40
+    for round_ in range(rounds):
+        events = [{"event_id": f"twice-{round_}-{i}", "type": "purchase", "source": "web",
+                   "occurred_at": f"2026-11-02T10:{i:02d}:00+00:00",
+                   "user": {"email": f"twice{round_}-{i % 9}@example.com"},
+                   "session_id": f"twice-s{round_}-{i % 9}",
+                   "properties": {"item_id": f"twice-sku-{i % 5}", "category": "Books",
+                                  "price": "4.25"}} for i in range(size)]
+        start = threading.Barrier(3)
+
+        def rest(events: list[dict[str, Any]] = events,
+                 start: threading.Barrier = start) -> dict[str, int]:
+            start.wait()
+            response = httpx.post(f"{served.base}/v1/events", json={"events": events},
+                                  headers=headers, timeout=60)
+            assert response.status_code == 200, response.text
+            body = response.json()
+            return {"accepted": body["accepted"], "duplicates": body["duplicates"]}
+
+        def graphql(events: list[dict[str, Any]] = events,
+                    start: threading.Barrier = start) -> dict[str, int]:
+            start.wait()
+            response = httpx.post(f"{served.base}/graphql", headers=headers, timeout=60,
+                                  json={"query": mutation, "variables": {"events": events}})
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert "errors" not in body, body
+            result = body["data"]["ingestEvents"]
+            assert result["rejected"] == 0, result
+            return {"accepted": result["accepted"], "duplicates": result["duplicates"]}
+
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            answers = [f.result() for f in [pool.submit(rest), pool.submit(graphql),
+                                            pool.submit(rest)]]
+        assert sum(a["accepted"] for a in answers) == size, answers
+        assert sum(a["duplicates"] for a in answers) == 2 * size, answers
+    stored = served.graph.rows(
+        "MATCH (i:Interaction) WHERE i.event_id STARTS WITH 'twice-' "
+        "RETURN count(i) AS n, count(DISTINCT i.event_id) AS ids")[0]
+    assert stored == {"n": rounds * size, "ids": rounds * size}
