@@ -3,6 +3,8 @@ members and favourites, segments, runs, and a user's current persona period."""
 
 from __future__ import annotations
 
+from typing import Any, LiteralString
+
 from graph.db import Reader
 from graph.profile import queries as q
 from graph.profile.model import (
@@ -42,16 +44,27 @@ async def members(reader: Reader, segment_id: str, *, after_distance: float | No
 
 
 async def top_categories(reader: Reader, segment_id: str, first: int) -> list[CategoryShare]:
-    """The categories a segment's members favour most (mean inferred weight)."""
-    rows = await reader.rows(q.PERSONA_TOP_CATEGORIES, segment_id=segment_id, first=first)
+    """The categories a segment's members favour most (mean inferred weight), as of its run."""
+    rows = await _tops(reader, q.PERSONA_TOP_CATEGORIES, q.LIVE_PERSONA_TOP_CATEGORIES,
+                       segment_id, first)
     return [CategoryShare(category=r["category"], weight=r["weight"]) for r in rows]
 
 
 async def top_items(reader: Reader, segment_id: str, first: int) -> list[PopularItem]:
-    """The items a segment's members buy most (then: interact with most)."""
-    rows = await reader.rows(q.PERSONA_TOP_ITEMS, segment_id=segment_id, first=first)
+    """The items a segment's members buy most (then: interact with most), as of its run."""
+    rows = await _tops(reader, q.PERSONA_TOP_ITEMS, q.LIVE_PERSONA_TOP_ITEMS, segment_id, first)
     return [PopularItem(id=r["id"], name=r["name"], category=r["category"],
                         purchases=r["purchases"] or 0, users=r["users"]) for r in rows]
+
+
+async def _tops(reader: Reader, stored: LiteralString, live: LiteralString, segment_id: str,
+                first: int) -> list[dict[str, Any]]:
+    found = await reader.rows(stored, segment_id=segment_id, first=first)
+    if not found:
+        return []
+    if found[0]["written"]:
+        return list(found[0]["tops"])
+    return await reader.rows(live, segment_id=segment_id, first=first)
 
 
 async def runs(reader: Reader, *, after_at: int | None, after_id: str | None,

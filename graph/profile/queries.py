@@ -241,7 +241,31 @@ WHERE $after_distance IS NULL OR m.distance > $after_distance
 WITH u, m ORDER BY m.distance, u.id LIMIT $limit
 """ + _USER_FIELDS + ", m.distance AS distance"
 
+# A persona card's top categories and items, as written with its run
+# (graph/segments/queries.py: WRITE_SEGMENT_TOPS): a bounded read however large the segment.
 PERSONA_TOP_CATEGORIES = """
+MATCH (s:Segment {id: $segment_id})
+RETURN s.tops_written IS NOT NULL AS written, COLLECT {
+  MATCH (s)-[t:TOP_CATEGORY]->(c:Category)
+  WITH t, c ORDER BY t.rank LIMIT $first
+  RETURN {category: c.name, weight: t.weight}
+} AS tops
+"""
+
+PERSONA_TOP_ITEMS = """
+MATCH (s:Segment {id: $segment_id})
+RETURN s.tops_written IS NOT NULL AS written, COLLECT {
+  MATCH (s)-[t:TOP_ITEM]->(it:Item)
+  WITH t, it ORDER BY t.rank LIMIT $first
+  OPTIONAL MATCH (it)-[:IN_CATEGORY]->(c:Category)
+  RETURN {id: it.id, name: it.name, category: c.name, purchases: t.purchases,
+          users: t.users}
+} AS tops
+"""
+
+# The same two, aggregated over the segment at read time: only for runs written before runs
+# carried their tops (their cost grows with the segment).
+LIVE_PERSONA_TOP_CATEGORIES = """
 MATCH (s:Segment {id: $segment_id})<-[:IN_SEGMENT]-(u:User)-[pr:PREFERS {source: 'inferred'}]
       ->(c:Category)
 WITH s, c, sum(pr.weight) AS total
@@ -250,7 +274,7 @@ ORDER BY weight DESC, category
 LIMIT $first
 """
 
-PERSONA_TOP_ITEMS = """
+LIVE_PERSONA_TOP_ITEMS = """
 MATCH (:Segment {id: $segment_id})<-[:IN_SEGMENT]-(u:User)-[r:INTERACTED]->(it:Item)
 WITH it, sum(r.purchases) AS purchases, count(u) AS users
 OPTIONAL MATCH (it)-[:IN_CATEGORY]->(c:Category)

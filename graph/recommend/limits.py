@@ -56,6 +56,9 @@ MODEL_ITEMS = 5000
 # TYPICAL_MEMBERS members nearest each leaf segment's centre, however many members it has.
 TYPICAL_MEMBERS = 100
 FAVOURITES = 50
+# Each leaf segment's top categories and top items written with each run (the persona
+# card's `topCategories`/`topItems`): as many as the API's default largest page.
+PERSONA_TOPS = 100
 
 LIMITS: dict[str, int] = {
     "max_item_users": MAX_ITEM_USERS,

@@ -59,6 +59,11 @@ class PendingRun:
             self.graph.execute(q.WRITE_SEGMENT_FAVOURITES, segment_id=row["id"],
                                typical=typical, favourites=favourites)
 
+    def tops(self, top: int) -> None:
+        """Each leaf's top categories and items as of the run (one transaction per leaf)."""
+        for row in self.graph.rows(q.PENDING_LEAVES, run_id=self.run_id):
+            self.graph.execute(q.WRITE_SEGMENT_TOPS, segment_id=row["id"], top=top)
+
     def publish(self, personas: Sequence[dict[str, Any]]) -> None:
         """Make the run visible, with its personas, in one transaction."""
         self.graph.execute(q.PUBLISH_RUN, run_id=self.run_id, personas=list(personas))

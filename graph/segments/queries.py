@@ -55,6 +55,34 @@ CREATE (u)-[:IN_SEGMENT {distance: row.distance, assigned_at: datetime(), run_id
                          assigned_by: 'run'}]->(s)
 """
 
+# One leaf segment's profile as of the run, read by the API's `Persona.topCategories` and
+# `topItems` instead of aggregating a whole segment per request: the $top categories its
+# members favour most (mean inferred weight over the segment) and the $top items they buy
+# most (then interact with most). One transaction per segment, run once per run; its memory
+# is one row per distinct category or item, however many members the segment holds.
+WRITE_SEGMENT_TOPS = """
+MATCH (s:PendingSegment {id: $segment_id})
+CALL (s) {
+  MATCH (s)<-[:IN_SEGMENT]-(:User)-[pr:PREFERS {source: 'inferred'}]->(c:Category)
+  WITH s, c, sum(pr.weight) AS total
+  WITH s, c, total / s.size AS weight ORDER BY weight DESC, c.name LIMIT $top
+  WITH s, collect([c, weight]) AS ranked
+  UNWIND range(0, size(ranked) - 1) AS rank
+  WITH s, ranked[rank][0] AS c, ranked[rank][1] AS weight, rank
+  CREATE (s)-[:TOP_CATEGORY {rank: rank, weight: weight}]->(c)
+}
+CALL (s) {
+  MATCH (s)<-[:IN_SEGMENT]-(u:User)-[r:INTERACTED]->(it:Item)
+  WITH it, sum(r.purchases) AS purchases, count(u) AS users
+  ORDER BY purchases DESC, users DESC, it.id LIMIT $top
+  WITH collect([it, purchases, users]) AS ranked
+  UNWIND range(0, size(ranked) - 1) AS rank
+  WITH ranked[rank][0] AS it, ranked[rank][1] AS purchases, ranked[rank][2] AS users, rank
+  CREATE (s)-[:TOP_ITEM {rank: rank, purchases: coalesce(purchases, 0), users: users}]->(it)
+}
+SET s.tops_written = $top
+"""
+
 PENDING_LEAVES = """
 MATCH (:PendingRun {id: $run_id})-[:PRODUCED]->(s:PendingSegment {level: 0})
 RETURN s.id AS id ORDER BY id

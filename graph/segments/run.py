@@ -23,7 +23,7 @@ from graph.recommend.items import (
     find_item_neighbours,
     write_item_neighbours,
 )
-from graph.recommend.limits import FAVOURITES, TYPICAL_MEMBERS
+from graph.recommend.limits import FAVOURITES, PERSONA_TOPS, TYPICAL_MEMBERS
 from graph.recommend.neighbours import (
     drop_similar_users_except,
     find_similar_users,
@@ -244,6 +244,7 @@ def run_segmentation(
         # item's neighbours (``SIMILAR_ITEM``); the last two carry the run id, and only the
         # latest published run's are read.
         pending.favourites(TYPICAL_MEMBERS, FAVOURITES)
+        pending.tops(PERSONA_TOPS)
         write_similar_users(graph, run_id, similar)
         write_item_neighbours(graph, run_id, item_neighbours)
         pending.publish(personas)

@@ -208,7 +208,10 @@ def test_neo4j_killed_mid_segmentation_and_the_api_meanwhile(
     analyst = {"Authorization": f"Bearer {keys[Role.ANALYST]}"}
     env = {**cli_env, "PERSONAS_RUNS_DIR": str(tmp_path / "runs")}
     log = tmp_path / "segment.log"
-    with TestClient(create_app(settings)) as client:
+    # The reader's key must still be cached when Neo4j goes down (the GraphQL layer answers
+    # then); waiting for the pending run can outlast the default 30 s on a loaded machine.
+    cached = settings.model_copy(update={"api_key_cache_seconds": 3600.0})
+    with TestClient(create_app(cached)) as client:
         assert client.post("/graphql", json=SEGMENTS_QUERY, headers=reader).status_code == 200
         with log.open("w") as err:
             run = subprocess.Popen([PERSONAS, "segment"], env=env, stdout=subprocess.DEVNULL,

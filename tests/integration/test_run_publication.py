@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,14 +11,17 @@ from typing import Any
 import pytest
 
 from graph import situation
-from graph.db import Graph
+from graph.db import DriverReader, Graph, create_async_driver
 from graph.features.table import features_of_users
 from graph.ingest.files import ingest_file
 from graph.ingest.writer import EventWriter
 from graph.privacy import Pseudonymizer
+from graph.profile import personas
+from graph.profile import queries as pq
 from graph.recommend.engine import recommend
 from graph.segments import publish
 from graph.segments.run import run_segmentation
+from graph.settings import Settings
 from tests.helpers import load_demo
 
 pytestmark = pytest.mark.integration
@@ -224,3 +228,51 @@ def test_thirty_thousand_users_of_one_item_segment_and_get_recommendations(
                       "RETURN u.id AS id", h=Pseudonymizer("k").digest("crm_id", "c5"))[0]["id"]
     share = features_of_users(graph, [user], ["bad_weather_share"]).X[0, 0]
     assert share == pytest.approx(1 / 3)
+
+
+def test_persona_tops_are_written_with_the_run(graph: Graph, settings: Settings,
+                                               tmp_path: Path) -> None:
+    """A persona card's top categories and items are the segment's as of its run, read in one
+    bounded query instead of aggregated over the whole segment per request; a run written
+    before runs carried them is still answered, by aggregating."""
+    load_demo(graph, tmp_path, users=150, seed=5)
+    run = run_segmentation(graph)
+    leaves = [r["id"] for r in graph.rows(
+        "MATCH (s:Segment {run_id: $run, level: 0}) RETURN s.id AS id ORDER BY id",
+        run=run.run_id)]
+
+    async def read(segment: str) -> tuple[list[Any], list[Any]]:
+        driver = create_async_driver(settings)
+        try:
+            reader = DriverReader(driver, settings.neo4j_database)
+            return (await personas.top_categories(reader, segment, 7),
+                    await personas.top_items(reader, segment, 7))
+        finally:
+            await driver.close()
+
+    def live(segment: str) -> tuple[list[Any], list[Any]]:
+        return (graph.rows(pq.LIVE_PERSONA_TOP_CATEGORIES, segment_id=segment, first=7),
+                graph.rows(pq.LIVE_PERSONA_TOP_ITEMS, segment_id=segment, first=7))
+
+    at_run = {s: live(s) for s in leaves}
+    for segment in leaves:
+        categories, items = asyncio.run(read(segment))
+        assert categories and items, segment
+        assert [(c.category, c.weight) for c in categories] == [
+            (r["category"], pytest.approx(r["weight"])) for r in at_run[segment][0]]
+        assert [(i.id, i.purchases, i.users) for i in items] == [
+            (r["id"], r["purchases"], r["users"]) for r in at_run[segment][1]]
+    # New purchases by a segment's members change the live aggregate, not the run's card.
+    segment = leaves[0]
+    members = [r["id"] for r in graph.rows(
+        "MATCH (u:User)-[:IN_SEGMENT]->(:Segment {id: $s}) RETURN u.id AS id", s=segment)]
+    graph.execute("""
+        UNWIND $ids AS id MATCH (u:User {id: id})
+        MERGE (it:Item {id: 'tops-new-item'})
+        MERGE (u)-[r:INTERACTED]->(it) SET r.purchases = 1000""", ids=members)
+    assert live(segment)[1][0]["id"] == "tops-new-item"
+    assert asyncio.run(read(segment))[1][0].id == at_run[segment][1][0]["id"]
+    # A run from before tops were written: aggregated at read time.
+    graph.execute("MATCH (s:Segment {id: $s}) REMOVE s.tops_written "
+                  "WITH s MATCH (s)-[t:TOP_ITEM|TOP_CATEGORY]->() DELETE t", s=segment)
+    assert asyncio.run(read(segment))[1][0].id == "tops-new-item"
