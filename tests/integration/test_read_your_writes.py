@@ -7,8 +7,8 @@ BAD_USER_INPUT, never a 500."""
 from __future__ import annotations
 
 import base64
-import os
 import json
+import os
 import subprocess
 import threading
 import time
@@ -284,10 +284,11 @@ def test_a_message_through_kafka_is_read_back_every_time(
         for client in clients:
             client.close()
     waits.sort()
-    print(f"Kafka: {rounds} rounds in {time.monotonic() - started:.1f} s; read with the token "
+    print(f"Kafka: {rounds} rounds in {time.monotonic() - started:.1f} s; "  # noqa: T201
+          "read with the token "
           f"p50 {waits[len(waits) // 2] * 1000:.0f} ms, p99 "
           f"{waits[int(len(waits) * 0.99)] * 1000:.0f} ms, over 500 ms: "
-          f"{sum(w > 0.5 for w in waits)}")  # noqa: T201
+          f"{sum(w > 0.5 for w in waits)}")
     assert (rounds, seen, pending) == (ROUNDS, ROUNDS, 0)
 
 
