@@ -6,6 +6,7 @@ BAD_USER_INPUT, never a 500."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -20,11 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx2
 import pytest
 from confluent_kafka import KafkaError, Message, Producer
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from neo4j import Driver
 
 from graph import consistency
@@ -36,6 +40,7 @@ from graph.settings import Settings
 from tests.helpers import PERSONAS, empty_graph
 from tests.integration.served import server_env
 from tests.integration.test_api_served import free_port, wait_healthy
+from tests.integration.test_mcp import error_text, payload
 
 pytestmark = pytest.mark.integration
 
@@ -356,3 +361,38 @@ def test_any_after_is_answered_never_a_500(api: Api, token: str) -> None:
             assert response.status_code == 200, response.text
             codes = [e["extensions"]["code"] for e in response.json().get("errors") or []]
             assert codes in ([], ["BAD_USER_INPUT"], ["NOT_FOUND"]), response.text
+
+
+def test_mcp_tools_take_after_and_answer_pending(api: Api) -> None:
+    email = f"mcp-{TAG}@example.com"
+    never = consistency.kafka_token(f"ryw-never-{TAG}", 0, 10**12)
+
+    async def run() -> tuple[dict[str, Any], ...]:
+        async with httpx2.AsyncClient(headers=api.writer, timeout=120) as w_http, \
+                Client(streamable_http_client(f"{api.base}/mcp", http_client=w_http)) as writer, \
+                httpx2.AsyncClient(headers=api.reader, timeout=120) as r_http, \
+                Client(streamable_http_client(f"{api.base}/mcp", http_client=r_http)) as reader:
+            written = payload(await writer.call_tool("record_event", {
+                "event": envelope(email, 1)}))
+            after = written["consistency_token"]
+            found = payload(await reader.call_tool("find_user", {
+                "kind": "email", "value": email, "after": after}))
+            stated = payload(await writer.call_tool("set_preference", {
+                "user_id": found["user_id"], "category": "books", "weight": 0.75}))
+            after = stated["consistency_token"]
+            reads = [payload(await reader.call_tool(tool, {"user_id": found["user_id"],
+                                                           "after": after}))
+                     for tool in ("persona", "chat_context", "recommend")]
+            late = payload(await reader.call_tool("chat_context", {
+                "user_id": found["user_id"], "after": never}))
+            bad = error_text(await reader.call_tool("persona", {
+                "user_id": found["user_id"], "after": "forged"}))
+            return written, found, *reads, late, {"bad": bad}
+
+    written, found, *reads, late, bad = asyncio.run(run())
+    assert written["status"] == "accepted"
+    assert found["user_id"] == api.user_id(email) and found["pending"] is False
+    assert [r["pending"] for r in reads] == [False, False, False]
+    assert "books" in reads[1]["text"]  # the stated preference, in the chat context
+    assert late["pending"] is True
+    assert "BAD_USER_INPUT: `after` is not a consistency token" in bad["bad"]
