@@ -140,7 +140,7 @@ def after_call(client: KeepAliveClient, token: list[str],
 
 
 async def read_your_writes(base: str, key: str, writer_key: str, users: list[str],
-                           seconds: float) -> dict[str, float]:
+                           seconds: float, rate: int = MILESTONE_RPS) -> dict[str, float]:
     """p50/p99 of the chatbot query with and without ``after:`` in the same run, while
     events are written (module docstring)."""
     url = urlsplit(base)
@@ -174,7 +174,7 @@ async def read_your_writes(base: str, key: str, writer_key: str, users: list[str
     try:
         await write(0)
         writer = asyncio.create_task(writing())
-        half = MILESTONE_RPS // 2
+        half = rate // 2
         (plain, plain_errors, _), (after, after_errors, _) = await asyncio.gather(
             open_loop(half, seconds, users, graphql_call(reads)),
             open_loop(half, seconds, users, after_call(reads, token, pending)))
@@ -187,7 +187,7 @@ async def read_your_writes(base: str, key: str, writer_key: str, users: list[str
               "after_p50": percentile(after, 50), "after_p99": percentile(after, 99),
               "pending": pending[0], "errors": plain_errors + after_errors,
               "writes": written}
-    console.print(f"read-your-writes at {MILESTONE_RPS} req/s and {WRITE_RPS} writes/s: "
+    console.print(f"read-your-writes at {rate} req/s and {WRITE_RPS} writes/s: "
                   f"without after p50 {result['plain_p50']:.1f} / p99 "
                   f"{result['plain_p99']:.1f} ms; with after p50 {result['after_p50']:.1f} / "
                   f"p99 {result['after_p99']:.1f} ms; {pending[0]} pending, "
@@ -263,6 +263,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warm-seconds", type=float, default=60.0)
     parser.add_argument("--rates", default="10,20,30,50,70,100,150")
+    parser.add_argument("--ryw-rps", type=int, default=MILESTONE_RPS,
+                        help="Reads a second in the read-your-writes phase (half with after:)")
     args = parser.parse_args()
     rates = sorted({int(r) for r in args.rates.split(",")} | {MILESTONE_RPS})
 
@@ -292,7 +294,8 @@ def main() -> None:
             wait_until_up(base, server)
             results, cypher = asyncio.run(
                 measure(base, key, users, rates, args.seconds, args.warm_seconds, settings))
-            ryw = asyncio.run(read_your_writes(base, key, writer_key, users, args.seconds))
+            ryw = asyncio.run(read_your_writes(base, key, writer_key, users, args.seconds,
+                                               args.ryw_rps))
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -310,7 +313,7 @@ def main() -> None:
                   f"(target ≤ 50 ms); plain Cypher p99 {cypher['p99']:.1f} ms")
     console.print(f"read-your-writes: p99 with after {ryw['after_p99']:.1f} ms, without "
                   f"{ryw['plain_p99']:.1f} ms (added {ryw['after_p99'] - ryw['plain_p99']:.1f} "
-                  f"ms), {int(ryw['pending'])} pending of {MILESTONE_RPS // 2 * args.seconds:.0f}")
+                  f"ms), {int(ryw['pending'])} pending of {args.ryw_rps // 2 * args.seconds:.0f}")
     print(f"RESULT p50_ms={milestone['p50']:.1f} p99_ms={milestone['p99']:.1f} "
           f"rps={milestone['rps']:.0f} cypher_p99_ms={cypher['p99']:.1f} "
           f"max_rps_p99_under_100ms={max(under) if under else 0} "
