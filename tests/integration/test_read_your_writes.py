@@ -44,7 +44,7 @@ from tests.integration.test_mcp import error_text, payload
 
 pytestmark = pytest.mark.integration
 
-ROUNDS = int(os.environ.get("PERSONAS_RYW_ROUNDS", "150"))
+ROUNDS = int(os.environ.get("PERSONAS_RYW_ROUNDS", "100"))
 """Rounds per path: a few in the suite, 1,000 in `make test-read-your-writes`."""
 HTTP_WORKERS = 4
 KAFKA_WORKERS = 25
