@@ -46,6 +46,10 @@ test-unit: venv
 test-integration: venv
 	$(BIN)/pytest -m integration
 
+.PHONY: test-read-your-writes
+test-read-your-writes: venv  ## 1,000 write-then-read rounds with consistency tokens over HTTP and through Kafka (the suite runs 100)
+	PERSONAS_RYW_ROUNDS=$${PERSONAS_RYW_ROUNDS:-1000} $(BIN)/pytest tests/integration/test_read_your_writes.py
+
 fuzz: venv  ## The API fuzz tests with many more examples than the suite's few dozen
 	PERSONAS_FUZZ_EXAMPLES=$${PERSONAS_FUZZ_EXAMPLES:-500} $(BIN)/pytest tests/integration/test_api_fuzz.py
 

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Request, Response
 from starlette.requests import HTTPConnection
 
 from api.auth import requires
 from api.deps import SettingsDep, WriterDep
+from graph import consistency
 from graph.auth import WRITERS
 from graph.crm import webhook
 from graph.crm.mapping import FieldMapping, load_mapping
@@ -57,8 +58,9 @@ ReceivedDep = Annotated[Received, Depends(received_body)]
 
 @router.post("/events", dependencies=[Depends(requires(WRITERS))])
 def post_events(received: ReceivedDep, writer: WriterDep, settings: SettingsDep,
-                request: Request) -> dict[str, Any]:
-    """Ingest a batch of events, ``{"events": [...]}``; one result per event, in order."""
+                request: Request, response: Response) -> dict[str, Any]:
+    """Ingest a batch of events, ``{"events": [...]}``; one result per event, in order, and
+    the consistency token of the write (also in the ``X-Consistency-Token`` header)."""
     try:
         data = orjson.loads(received.body)
     except orjson.JSONDecodeError as exc:
@@ -75,8 +77,10 @@ def post_events(received: ReceivedDep, writer: WriterDep, settings: SettingsDep,
                             f"{settings.api_max_batch_events} (PERSONAS_API_MAX_BATCH_EVENTS)")
     results = ingest_records(writer, events, source=HTTP_SOURCE, received_at=received.at)
     counts = count(results)
+    token = response.headers[consistency.HEADER] = consistency.written(writer.graph)
     return {"accepted": counts.written, "duplicates": counts.duplicates,
-            "rejected": counts.rejected, "results": [r.as_dict() for r in results]}
+            "rejected": counts.rejected, "results": [r.as_dict() for r in results],
+            "consistency": {"token": token}}
 
 
 def crm_mapping(request: HTTPConnection, settings: Settings) -> FieldMapping:

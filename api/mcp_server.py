@@ -29,8 +29,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import KeyLimits, PrincipalCache, credentials, neo4j_loader
 from api.errors import MASKED_MESSAGE, UNAVAILABLE_ERRORS, UNAVAILABLE_MESSAGE
-from graph import auth
+from graph import auth, consistency
 from graph.auth import PERSONA_READERS, WRITERS, Principal, Role
+from graph.consistency import noting_pending
 from graph.db import DriverReader, Graph, create_async_driver, create_driver
 from graph.errors import InvalidInput, NotFound, PersonaError, Unauthenticated, Unavailable
 from graph.events import MAX_KEY_CHARS, normalize_category
@@ -141,6 +142,12 @@ class SupposedSituation(BaseModel):
         "festival, football match, market, trade fair) decides what it favours.")
 
 
+After = Annotated[str | None, Field(
+    max_length=consistency.MAX_TOKEN_CHARS,
+    description="The `consistency_token` a write tool answered with: wait (briefly) until that "
+    "write is visible; if it is not yet, the answer says `pending: true`.")]
+
+
 READ_ONLY = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
 WRITE = ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=False)
 
@@ -178,6 +185,14 @@ class PersonaTools:
 
     async def _user(self, user_id: str) -> UserRecord:
         return await users.user(self._backend().reader, user_id)
+
+    async def _visible(self, after: str | None) -> bool:
+        """Wait for the write ``after`` names (``graph.consistency``); False if pending."""
+        backend = self._backend()
+        return await consistency.visible(
+            backend.driver, backend.settings.neo4j_database, after,
+            group=backend.settings.kafka_group,
+            timeout_s=backend.settings.consistency_wait_ms / 1000)
 
     def register(self, server: MCPServer) -> None:
         server.add_tool(tool_errors(self.find_user), name="find_user", annotations=READ_ONLY,
@@ -222,12 +237,14 @@ class PersonaTools:
             "add_to_cart, purchase, chat_message, feedback, ...), `occurred_at` (ISO 8601 "
             "with a time zone), `user` (identifiers such as {\"email\": ...}, hashed before "
             "storing), `source` and `properties` (item_id, category, price, query, text, "
-            "rating...). Returns `status`: accepted, duplicate or rejected with the reason."))
+            "rating...). Returns `status`: accepted, duplicate or rejected with the reason, and "
+            "`consistency_token`: pass it as `after` to a read tool to be sure it sees this."))
         server.add_tool(tool_errors(self.set_preference), name="set_preference",
                         annotations=WRITE, description=(
             "Record that the user said they like (weight up to 1) or dislike (down to -1) a "
             "category, as explicit feedback does (writer keys). The latest statement by `at` "
-            "wins. Returns the preference as stored."))
+            "wins. Returns the preference as stored, and `consistency_token`: pass it as `after` "
+            "to a read tool to be sure it sees this."))
 
     async def find_user(
         self, ctx: Context,
@@ -235,27 +252,36 @@ class PersonaTools:
         value: Annotated[str, Field(min_length=1, max_length=MAX_KEY_CHARS,
                                     description="The identifier in plaintext, e.g. "
                                     "`jane@example.com`.")],
+        after: After = None,
     ) -> dict[str, Any]:
         principal = await self.caller(ctx, PERSONA_READERS)
         backend = self._backend()
         digest = backend.writer.pseudonymizer.digest(kind, value)
+        pending = not await self._visible(after)
         found = await users.user_by_identifier(backend.reader, kind, digest)
         if found is None:
-            raise NotFound(f"no user with that {kind}")
+            with noting_pending(pending):
+                raise NotFound(f"no user with that {kind}")
         hidden = withheld(found.consents, principal.role)
         persona = None if hidden else (await users.personas_of(backend.reader,
                                                                [found.id])).get(found.id)
         return {"user_id": found.id, "personalized": not hidden,
                 "persona": persona.persona.name if persona else None,
-                "first_seen": found.first_seen, "last_seen": found.last_seen}
+                "first_seen": found.first_seen, "last_seen": found.last_seen,
+                "pending": pending}
 
-    async def persona(self, ctx: Context, user_id: UserId) -> dict[str, Any]:
+    async def persona(self, ctx: Context, user_id: UserId,
+                      after: After = None) -> dict[str, Any]:
         principal = await self.caller(ctx, PERSONA_READERS)
-        found = await self._user(user_id)
+        pending = not await self._visible(after)
+        with noting_pending(pending):
+            found = await self._user(user_id)
         if withheld(found.consents, principal.role):
-            return {"user_id": found.id, "personalized": False, "persona": None}
+            return {"user_id": found.id, "personalized": False, "persona": None,
+                    "pending": pending}
         persona = (await users.personas_of(self._backend().reader, [found.id])).get(found.id)
-        return {"user_id": found.id, "personalized": True, "persona": _persona(persona)}
+        return {"user_id": found.id, "personalized": True, "persona": _persona(persona),
+                "pending": pending}
 
     async def chat_context(
         self, ctx: Context, user_id: UserId,
@@ -263,14 +289,17 @@ class PersonaTools:
                                          description="Token budget of `text`.")] = 120,
         as_of: Annotated[datetime | None, Field(description="A past time (with time zone) "
                                                 "to answer for; default now.")] = None,
+        after: After = None,
     ) -> dict[str, Any]:
         await self.caller(ctx, PERSONA_READERS)
         backend = self._backend()
-        found = await chat.chat_brief(backend.reader, backend.settings, user_id, max_tokens,
-                                      as_of=_utc(as_of, "as_of"))
+        pending = not await self._visible(after)
+        with noting_pending(pending):
+            found = await chat.chat_brief(backend.reader, backend.settings, user_id,
+                                          max_tokens, as_of=_utc(as_of, "as_of"))
         return {"user_id": found.user_id, "text": found.text, "tokens": found.tokens,
                 "personalized": found.personalized, "dropped": found.dropped,
-                "as_of": as_of,
+                "as_of": as_of, "pending": pending,
                 "lines": [{"text": line.text,
                            "sources": [{"kind": s.kind.value, "id": s.id,
                                         "at": s.at.isoformat() if s.at else None,
@@ -284,9 +313,12 @@ class PersonaTools:
                                                 "time (with time zone); default now.")] = None,
         what_if: Annotated[SupposedSituation | None, Field(
             description="A situation to suppose instead of the real one.")] = None,
+        after: After = None,
     ) -> dict[str, Any]:
         await self.caller(ctx, PERSONA_READERS)
-        found = await self._user(user_id)
+        pending = not await self._visible(after)
+        with noting_pending(pending):
+            found = await self._user(user_id)
         granted = personal(found.consents)
         supposed = (WhatIf(what_if.weather, what_if.temp_c, what_if.local_event)
                     if what_if is not None else None)
@@ -294,7 +326,7 @@ class PersonaTools:
                                             personal=granted, now=_utc(as_of, "as_of"),
                                             what_if=supposed)
         return {"user_id": found.id, "personalized": granted,
-                "items": [asdict(r) for r in items]}
+                "items": [asdict(r) for r in items], "pending": pending}
 
     async def record_event(
         self, ctx: Context,
@@ -302,9 +334,10 @@ class PersonaTools:
                                                "`POST /v1/events` takes it.")],
     ) -> dict[str, Any]:
         await self.caller(ctx, WRITERS)
-        [result] = await asyncio.to_thread(ingest_records, self._backend().writer, [event],
-                                           source=SOURCE)
-        return {"event_id": result.event_id, "status": result.status, "reason": result.reason}
+        writer = self._backend().writer
+        [result] = await asyncio.to_thread(ingest_records, writer, [event], source=SOURCE)
+        return {"event_id": result.event_id, "status": result.status, "reason": result.reason,
+                "consistency_token": consistency.written(writer.graph)}
 
     async def set_preference(
         self, ctx: Context, user_id: UserId,
@@ -323,9 +356,11 @@ class PersonaTools:
         found = await self._user(user_id)
         await asyncio.to_thread(backend.writer.state_preferences,
                                 [StatedPreference(found.id, name, weight, when)], source=SOURCE)
+        token = consistency.written(backend.writer.graph)
         stored = await users.explicit_preference(backend.reader, found.id, name)
         return {"user_id": found.id, "category": stored.category, "weight": stored.weight,
-                "source": stored.source, "updated_at": stored.updated_at}
+                "source": stored.source, "updated_at": stored.updated_at,
+                "consistency_token": token}
 
 
 def build_mcp_server(backend: Callable[[], Backend], *, stdio_key: str | None = None,

@@ -13,6 +13,7 @@ from strawberry.scalars import JSON
 
 from api.auth import allowed
 from api.request import RequestContext
+from api.types.consistency import Consistency, written
 from api.types.run import SegmentationRunResult
 from api.types.subject import Erasure, Merge, Unmerge
 from api.types.user import Consents, Preference, User, utc_or_none
@@ -54,6 +55,7 @@ class IngestEventsResult:
     duplicates: int
     rejected: int
     results: list[IngestResult]
+    consistency: Consistency
 
 
 @strawberry.input(description="An identifier in plaintext: hashed with the pseudonymization "
@@ -123,6 +125,7 @@ class UpsertUserResult:
         description="Fields this call changed (the others were as new or newer already).")
     merges: int = strawberry.field(description="Users merged because the identifiers named "
                                    "more than one.")
+    consistency: Consistency
 
 
 @strawberry.type
@@ -143,7 +146,8 @@ class Mutation:
         counts = count(results)
         return IngestEventsResult(
             accepted=counts.written, duplicates=counts.duplicates, rejected=counts.rejected,
-            results=[IngestResult.from_result(r) for r in results])
+            results=[IngestResult.from_result(r) for r in results],
+            consistency=written(info.context.writer.graph))
 
     @strawberry.mutation(
         description="Segment every user now, as `personas segment` does, and record the run. "
@@ -187,8 +191,11 @@ class Mutation:
         user_id = strawberry.ID((await users.user(info.context.reader, user_id)).id)
         await asyncio.to_thread(info.context.writer.state_preferences,
                                 [StatedPreference(user_id, name, weight, when)], source="graphql")
-        return Preference.from_model(
+        token = written(info.context.writer.graph)
+        stored = Preference.from_model(
             await users.explicit_preference(info.context.reader, user_id, name))
+        stored.consistency = token
+        return stored
 
     @strawberry.mutation(
         description="Record that two users are one person: everything of `mergedId` moves to "
@@ -262,4 +269,5 @@ class Mutation:
         return UpsertUserResult(user_id=strawberry.ID(found.id), found=found,
                                 created=result.users_created > 0,
                                 fields_updated=result.updated_by_record[0],
-                                merges=result.merges)
+                                merges=result.merges,
+                                consistency=written(info.context.writer.graph))

@@ -12,7 +12,7 @@ from strawberry.fastapi import BaseContext
 from api.auth import KeyLimits, PrincipalCache
 from api.loaders import Loaders
 from api.segmentation import SegmentationRunner
-from graph import auth
+from graph import auth, consistency
 from graph.auth import Principal, Role
 from graph.db import AsyncGraph, DriverReader
 from graph.errors import InvalidInput, LimitExceeded
@@ -41,6 +41,13 @@ class RequestContext(BaseContext):
         self._key = key
         self._principals = principals
         self._key_limits = key_limits
+
+    async def visible(self, after: str | None) -> bool:
+        """Wait (PERSONAS_CONSISTENCY_WAIT_MS at most) for the write a consistency token
+        names; False when it is still pending (``graph.consistency``)."""
+        return await consistency.visible(
+            self.reader.driver, self.settings.neo4j_database, after,
+            group=self.settings.kafka_group, timeout_s=self.settings.consistency_wait_ms / 1000)
 
     async def recheck(self, roles: Collection[Role]) -> None:
         """Resolve the request's key again (through the app's key cache): an open stream must

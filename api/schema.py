@@ -4,6 +4,7 @@ segmentation run. Every root field names the roles it admits (`graph.auth`)."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 import strawberry
 from graphql import GraphQLError
@@ -24,11 +25,17 @@ from api.types.persona import PersonaProfile, SegmentationRun
 from api.types.segment import Segment
 from api.types.user import User, user_with_profile, utc_or_none
 from graph.auth import PERSONA_READERS
+from graph.consistency import noting_pending
 from graph.errors import InvalidInput, NotFound
 from graph.events import MAX_KEY_CHARS, normalize_category
 from graph.privacy import IDENTIFIER_KINDS
 from graph.profile import catalogue, chat, personas, users
 from graph.settings import Settings
+
+AfterArg = Annotated[str | None, strawberry.argument(
+    description="A consistency token a write answered with: wait (at most "
+    "PERSONAS_CONSISTENCY_WAIT_MS) until that write is visible; if it is not by then, answer "
+    "anyway with `pending: true`.")]
 
 
 @strawberry.type
@@ -37,11 +44,16 @@ class Query:
                       "preferences answer as they were at that time.",
                       extensions=allowed(PERSONA_READERS))
     async def user(self, info: strawberry.Info[RequestContext, None], id: strawberry.ID,
-                   as_of: datetime | None = None) -> User:
+                   as_of: datetime | None = None, after: AfterArg = None) -> User:
         as_of = utc_or_none(as_of, "asOf")
-        if as_of is not None:
-            return User.from_model(await users.user(info.context.reader, id), as_of)
-        return await user_with_profile(info, f"no user with id {id!r}", user_id=id)
+        pending = not await info.context.visible(after)
+        with noting_pending(pending):
+            if as_of is not None:
+                found = User.from_model(await users.user(info.context.reader, id), as_of)
+            else:
+                found = await user_with_profile(info, f"no user with id {id!r}", user_id=id)
+        found.pending = pending
+        return found
 
     @strawberry.field(description="Users in id order, a page at a time, optionally of one "
                       "persona (latest run) or segment, or seen after a time.",
@@ -105,10 +117,14 @@ class Query:
                       "consent.", extensions=allowed(PERSONA_READERS))
     async def chat_context(self, info: strawberry.Info[RequestContext, None],
                            user_id: strawberry.ID, max_tokens: int = 120,
-                           as_of: datetime | None = None) -> ChatBrief:
-        return ChatBrief.from_model(await chat.chat_brief(
-            info.context.reader, info.context.settings, user_id, max_tokens,
-            as_of=utc_or_none(as_of, "asOf")))
+                           as_of: datetime | None = None, after: AfterArg = None) -> ChatBrief:
+        as_of = utc_or_none(as_of, "asOf")
+        pending = not await info.context.visible(after)
+        with noting_pending(pending):
+            found = ChatBrief.from_model(await chat.chat_brief(
+                info.context.reader, info.context.settings, user_id, max_tokens, as_of=as_of))
+        found.pending = pending
+        return found
 
     @strawberry.field(description="Segments of a run (default: the latest), parents first.",
                       extensions=allowed(PERSONA_READERS))

@@ -8,9 +8,13 @@ request i is due at ``start + i / rate`` and its latency is counted from that mo
 slow server cannot hide its queueing by slowing the client down (no coordinated omission).
 
 Each rate runs for ``--seconds``; the same users are then fetched at the milestone rate with
-the same Cypher the API runs, through the async driver. Ends with one line
-``RESULT p50_ms=… p99_ms=… rps=… cypher_p99_ms=… max_rps_p99_under_100ms=…``, where p50/p99
-and rps are those of the milestone rate (100 requests/s).
+the same Cypher the API runs, through the async driver. Then read-your-writes: for
+``--seconds``, events are posted (``POST /v1/events``, ``WRITE_RPS`` a second) while the chatbot
+query runs at the milestone rate, half of the requests with ``after:`` the token of the latest
+write, half without, so that both halves meet the same load. Ends with one line
+``RESULT p50_ms=… p99_ms=… rps=… cypher_p99_ms=… max_rps_p99_under_100ms=… after_p99_ms=…
+plain_p99_ms=… after_added_p99_ms=…``, where p50/p99 and rps are those of the milestone rate
+(100 requests/s).
 """
 
 from __future__ import annotations
@@ -41,9 +45,10 @@ from graph.profile.prefetch import CHATBOT, profile_params
 from graph.settings import Settings
 
 CHATBOT_QUERY = """
-query Chatbot($id: ID!) {
-  user(id: $id) {
+query Chatbot($id: ID!, $after: String) {
+  user(id: $id, after: $after) {
     id
+    pending
     persona { name confidence }
     preferences(first: 5) { category weight source }
     context {
@@ -55,6 +60,9 @@ query Chatbot($id: ID!) {
   }
 }"""
 MILESTONE_RPS = 100
+WRITE_RPS = 20
+"""Writes a second during the read-your-writes phase (each read with `after:` waits for the
+latest)."""
 WARM_RPS = 15
 PORT = 8765
 KEY = "bench-api-key"
@@ -115,6 +123,76 @@ def graphql_call(client: KeepAliveClient) -> Callable[[str], Awaitable[None]]:
         if response.status != 200 or body.get("errors") or not body["data"]["user"]:
             raise RuntimeError(str(body)[:200])
     return call
+
+
+def after_call(client: KeepAliveClient, token: list[str],
+               pending: list[int]) -> Callable[[str], Awaitable[None]]:
+    """The chatbot query with ``after:`` the latest write's token (``token[0]``); a read
+    answered ``pending`` is counted in ``pending[0]``."""
+    async def call(user: str) -> None:
+        response = await client.send(client.request_bytes("/graphql", orjson.dumps(
+            {"query": CHATBOT_QUERY, "variables": {"id": user, "after": token[0]}})))
+        body = orjson.loads(response.body)
+        if response.status != 200 or body.get("errors") or not body["data"]["user"]:
+            raise RuntimeError(str(body)[:200])
+        pending[0] += body["data"]["user"]["pending"]
+    return call
+
+
+async def read_your_writes(base: str, key: str, writer_key: str, users: list[str],
+                           seconds: float, rate: int = MILESTONE_RPS) -> dict[str, float]:
+    """p50/p99 of the chatbot query with and without ``after:`` in the same run, while
+    events are written (module docstring)."""
+    url = urlsplit(base)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    reads = KeepAliveClient(host, port, {"Authorization": f"Bearer {key}"})
+    writes = KeepAliveClient(host, port, {"Authorization": f"Bearer {writer_key}"})
+    token: list[str] = []
+    pending = [0]
+    stop = asyncio.Event()
+
+    async def write(n: int) -> None:
+        event = {"event_id": f"bench-ryw-{time.time_ns()}-{n}", "type": "page_view",
+                 "source": "web", "occurred_at": datetime.now(UTC).isoformat(),
+                 "user": {"email": f"bench-writer-{n % 10}@example.com"},
+                 "properties": {"item_id": "bench-item", "category": "books"}}
+        response = await writes.send(writes.request_bytes(
+            "/v1/events", orjson.dumps({"events": [event]})))
+        if response.status != 200:
+            raise RuntimeError(response.body[:200].decode(errors="replace"))
+        token[:] = [orjson.loads(response.body)["consistency"]["token"]]
+
+    async def writing() -> int:
+        n = 0
+        start = time.perf_counter()
+        while not stop.is_set():
+            await write(n)
+            n += 1
+            await asyncio.sleep(max(0.0, start + n / WRITE_RPS - time.perf_counter()))
+        return n
+
+    try:
+        await write(0)
+        writer = asyncio.create_task(writing())
+        half = rate // 2
+        (plain, plain_errors, _), (after, after_errors, _) = await asyncio.gather(
+            open_loop(half, seconds, users, graphql_call(reads)),
+            open_loop(half, seconds, users, after_call(reads, token, pending)))
+        stop.set()
+        written = await writer
+    finally:
+        await reads.close()
+        await writes.close()
+    result = {"plain_p50": percentile(plain, 50), "plain_p99": percentile(plain, 99),
+              "after_p50": percentile(after, 50), "after_p99": percentile(after, 99),
+              "pending": pending[0], "errors": plain_errors + after_errors,
+              "writes": written}
+    console.print(f"read-your-writes at {rate} req/s and {WRITE_RPS} writes/s: "
+                  f"without after p50 {result['plain_p50']:.1f} / p99 "
+                  f"{result['plain_p99']:.1f} ms; with after p50 {result['after_p50']:.1f} / "
+                  f"p99 {result['after_p99']:.1f} ms; {pending[0]} pending, "
+                  f"{result['errors']} errors")
+    return result
 
 
 def cypher_call(driver: AsyncDriver, settings: Settings) -> Callable[[str], Awaitable[None]]:
@@ -185,6 +263,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warm-seconds", type=float, default=60.0)
     parser.add_argument("--rates", default="10,20,30,50,70,100,150")
+    parser.add_argument("--ryw-rps", type=int, default=MILESTONE_RPS,
+                        help="Reads a second in the read-your-writes phase (half with after:)")
     args = parser.parse_args()
     rates = sorted({int(r) for r in args.rates.split(",")} | {MILESTONE_RPS})
 
@@ -200,6 +280,8 @@ def main() -> None:
         personas_cli(env, "segment")
         key = personas_cli(env, "apikey", "create", "--role", "reader",
                            "--name", "bench-api").strip()
+        writer_key = personas_cli(env, "apikey", "create", "--role", "writer",
+                                  "--name", "bench-api-writer").strip()
         console.print(f"loaded {args.users} demo users and segmented them in "
                       f"{time.perf_counter() - t0:.0f}s")
         users = [r["id"] for r in graph.rows("MATCH (u:User) RETURN u.id AS id ORDER BY id")]
@@ -212,6 +294,8 @@ def main() -> None:
             wait_until_up(base, server)
             results, cypher = asyncio.run(
                 measure(base, key, users, rates, args.seconds, args.warm_seconds, settings))
+            ryw = asyncio.run(read_your_writes(base, key, writer_key, users, args.seconds,
+                                               args.ryw_rps))
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -227,9 +311,15 @@ def main() -> None:
     under = [rate for rate, r in results.items() if r["p99"] < 100 and not r["errors"]]
     console.print(f"milestone: p99 {milestone['p99']:.1f} ms at {MILESTONE_RPS} req/s "
                   f"(target ≤ 50 ms); plain Cypher p99 {cypher['p99']:.1f} ms")
+    console.print(f"read-your-writes: p99 with after {ryw['after_p99']:.1f} ms, without "
+                  f"{ryw['plain_p99']:.1f} ms (added {ryw['after_p99'] - ryw['plain_p99']:.1f} "
+                  f"ms), {int(ryw['pending'])} pending of {args.ryw_rps // 2 * args.seconds:.0f}")
     print(f"RESULT p50_ms={milestone['p50']:.1f} p99_ms={milestone['p99']:.1f} "
           f"rps={milestone['rps']:.0f} cypher_p99_ms={cypher['p99']:.1f} "
-          f"max_rps_p99_under_100ms={max(under) if under else 0}")
+          f"max_rps_p99_under_100ms={max(under) if under else 0} "
+          f"after_p99_ms={ryw['after_p99']:.1f} plain_p99_ms={ryw['plain_p99']:.1f} "
+          f"after_added_p99_ms={ryw['after_p99'] - ryw['plain_p99']:.1f} "
+          f"after_pending={int(ryw['pending'])}")
 
 
 if __name__ == "__main__":

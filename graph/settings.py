@@ -197,6 +197,10 @@ class Settings(BaseSettings):
     api_read_timeout_s: float = Field(
         default=30.0, gt=0, description="Longest a GraphQL read may run in Neo4j (the "
         "transaction timeout); a read cut off answers TIMEOUT.")
+    consistency_wait_ms: int = Field(
+        default=500, ge=0, le=10_000, description="Longest a read given `after` (a "
+        "consistency token of a write) waits for that write to be visible before it answers "
+        "with `pending: true`.")
     api_unavailable_wait_s: float = Field(
         default=5.0, gt=0, le=60, description="Longest the API retries one transaction while "
         "Neo4j is unreachable or restarting (the driver's default: 30 s) before it answers 503 "

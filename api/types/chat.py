@@ -58,6 +58,9 @@ class ChatBrief:
         description="`text` line by line, each with the records it comes from.")
     as_of: datetime | None = strawberry.field(
         description="The moment the context describes: the request's, or `asOf`.")
+    pending: bool = strawberry.field(
+        default=False, description="True when `after` named a write that was not visible "
+        "within PERSONAS_CONSISTENCY_WAIT_MS: this context may not hold it yet.")
 
     @classmethod
     def from_model(cls, c: chat.ChatBrief) -> ChatBrief:

@@ -19,6 +19,7 @@ from api.types.activity import (
     interaction_page,
 )
 from api.types.connection import Connection, connection, decode_time_cursor
+from api.types.consistency import Consistency
 from api.types.segment import Membership, Persona, Segment, WhyScore
 from api.types.situation import LocalEvent, WeatherObservation
 from graph.auth import ANALYSTS
@@ -43,6 +44,9 @@ class Preference:
     weight: float
     source: str = strawberry.field(description="explicit (stated) or inferred (from behaviour)")
     updated_at: datetime | None
+    consistency: Consistency | None = strawberry.field(
+        default=None, description="The consistency token of the write (`setPreference`'s "
+        "answer only).")
 
     @classmethod
     def from_model(cls, p: model.Preference) -> Preference:
@@ -210,6 +214,9 @@ class User:
     consents: Consents
     record: strawberry.Private[model.UserRecord]
     prefetched: strawberry.Private[Profile | None] = None
+    pending: bool = strawberry.field(
+        default=False, description="True when `after` named a write that was not visible "
+        "within PERSONAS_CONSISTENCY_WAIT_MS: this answer may not hold it yet.")
 
     @classmethod
     def from_model(cls, u: model.UserRecord, as_of: datetime | None = None,

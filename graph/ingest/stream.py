@@ -38,6 +38,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from graph.consistency import record_offsets
 from graph.db import Graph
 from graph.errors import EnvironmentProblem, InvalidInput
 from graph.events import Event
@@ -307,6 +308,9 @@ class StreamConsumer:
         self._flush_dead_letters()
         if batch.letters:  # in the graph too, so that they are exported and erased with users
             DeadLetterStore(self.writer.graph).record(batch.letters)
+        # After the batch's transaction: a read with a Kafka token waits for this
+        # (graph.consistency); dead letters and duplicates count as applied too.
+        record_offsets(self.writer.graph, self.group, batch.offsets)
         assert self._consumer is not None
         self._consumer.commit(
             offsets=[TopicPartition(t, p, o) for (t, p), o in batch.offsets.items()],

@@ -148,6 +148,7 @@ def test_writes_over_http_are_read_back(world: World) -> None:
             return first, again, bad, stated
 
     first, again, bad, stated = asyncio.run(run())
+    assert first.pop("consistency_token").startswith("v1.")
     assert first == {"event_id": "mcp-written-1", "status": "accepted", "reason": None}
     assert again["status"] == "duplicate"
     assert bad["status"] == "rejected" and bad["reason"]
