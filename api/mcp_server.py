@@ -31,7 +31,7 @@ from api.auth import KeyLimits, PrincipalCache, credentials, neo4j_loader
 from api.errors import MASKED_MESSAGE, UNAVAILABLE_ERRORS, UNAVAILABLE_MESSAGE
 from graph import auth
 from graph.auth import PERSONA_READERS, WRITERS, Principal, Role
-from graph.db import DriverReader, Graph, create_async_driver, create_driver
+from graph.db import DriverReader, LoopGraph, create_async_driver
 from graph.errors import InvalidInput, NotFound, PersonaError, Unauthenticated, Unavailable
 from graph.events import MAX_KEY_CHARS, normalize_category
 from graph.ingest.batch import ingest_records
@@ -411,10 +411,10 @@ def http_endpoint(backend: Callable[[], Backend]) -> McpEndpoint:
 
 
 async def serve_stdio(settings: Settings, key: str) -> None:
-    """`personas mcp`: the tools over stdin/stdout for one API key, on drivers of this
+    """`personas mcp`: the tools over stdin/stdout for one API key, on the one driver of this
     process. The key must name a live principal at start (Unauthenticated otherwise)."""
     driver = create_async_driver(settings)
-    sync_driver = create_driver(settings)
+    graph = LoopGraph(driver, settings.neo4j_database, asyncio.get_running_loop())
     try:
         principals = PrincipalCache(
             neo4j_loader(driver, settings.neo4j_database, demo=settings.demo_mode),
@@ -423,7 +423,7 @@ async def serve_stdio(settings: Settings, key: str) -> None:
             raise Unauthenticated("the API key (--key or PERSONAS_MCP_KEY) is unknown, "
                                   "revoked or malformed")
         backend = Backend(driver, settings,
-                          build_writer(Graph(sync_driver, settings.neo4j_database), settings),
+                          build_writer(graph, settings),
                           principals,
                           KeyLimits(settings.api_key_rate_per_second,
                                     settings.api_key_rate_burst,
@@ -431,7 +431,6 @@ async def serve_stdio(settings: Settings, key: str) -> None:
         await build_mcp_server(lambda: backend, stdio_key=key).run_stdio_async()
     finally:
         await driver.close()
-        sync_driver.close()
 
 
 def app_backend(state: Any) -> Callable[[], Backend]:
