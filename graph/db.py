@@ -82,6 +82,13 @@ statement's records (as dicts), and returns its result. ``run_work`` runs it in 
 transaction, ``run_work_async`` in an async one; a retried transaction runs a new generator."""
 
 
+def statements(*items: Statement) -> Work[None]:
+    """``Work`` that runs ``items`` in order, for writes whose records nobody reads."""
+    # Not ``yield from items``: that would pass the records sent in on to a tuple's iterator.
+    for item in items:  # noqa: UP028
+        yield item
+
+
 def one(records: Records) -> dict[str, Any] | None:
     """The first record of a statement's records, or None (``Result.single`` without the
     warning on several)."""
