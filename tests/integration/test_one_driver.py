@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,12 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from neo4j import Driver
+from neo4j import Driver, ManagedTransaction
+from neo4j.exceptions import TransientError
 
 from graph.auth import Role, create_key
 from graph.crm.webhook import signature
-from graph.db import Graph
+from graph.db import Graph, LoopGraph, Statement, create_async_driver, statements
 from graph.segments.run import run_segmentation
 from graph.settings import Settings
 from tests.helpers import empty_graph, load_demo
@@ -175,3 +177,43 @@ def test_every_api_write_runs_on_the_one_async_driver(server: Server) -> None:
                  id=ran["runSegmentation"]["runId"]) == 1
 
     assert server.drivers.read_text().split() == ["async"]
+
+
+def test_loop_graph_runs_sync_write_code_on_the_async_driver(graph: Graph,
+                                                             settings: Settings) -> None:
+    """``LoopGraph`` from a worker thread: transaction functions (retried ones included),
+    ``Work``, reads and auto-commit statements on the async driver; on the loop's own thread it
+    refuses rather than wait for itself."""
+    attempts: list[int] = []
+
+    def flaky(tx: ManagedTransaction) -> int:
+        tx.run("CREATE (:LoopProbe {n: $n})", n=len(attempts))
+        attempts.append(1)
+        if len(attempts) == 1:  # the driver retries a transient error with a new transaction
+            raise TransientError("a transient failure")
+        record = tx.run("MATCH (p:LoopProbe) RETURN count(p) AS n").single()
+        assert record is not None
+        return int(record["n"])
+
+    async def scenario() -> tuple[int, list[dict[str, Any]], int, int]:
+        driver = create_async_driver(settings)
+        try:
+            loop_graph = LoopGraph(driver, settings.neo4j_database, asyncio.get_running_loop())
+            with pytest.raises(RuntimeError, match="event loop's thread"):
+                loop_graph.rows("RETURN 1 AS one")
+            seen = await asyncio.to_thread(loop_graph.write, flaky)
+            await asyncio.to_thread(loop_graph.write_work, partial(
+                statements, Statement("CREATE (:LoopProbe {n: 9})")))
+            rows = await asyncio.to_thread(loop_graph.rows,
+                                           "MATCH (p:LoopProbe) RETURN p.n AS n ORDER BY n")
+            summary = await asyncio.to_thread(loop_graph.auto_commit,
+                                              "MATCH (p:LoopProbe) DELETE p")
+            return seen, rows, summary.counters.nodes_deleted, len(attempts)
+        finally:
+            await driver.close()
+
+    seen, rows, deleted, tries = asyncio.run(scenario())
+    # The first attempt rolled back: only the retry's node and the Work's are stored.
+    assert (seen, tries) == (1, 2)
+    assert rows == [{"n": 1}, {"n": 9}]
+    assert deleted == 2
