@@ -56,7 +56,8 @@ query Chatbot($id: ID!) {
 }"""
 MILESTONE_RPS = 100
 WARM_RPS = 15
-PORT = 8765
+PORT = int(os.environ.get("PERSONAS_BENCH_API_PORT", "8765"))
+"""The served API's port; set it apart when two benchmarks run side by side."""
 KEY = "bench-api-key"
 console = Console()
 
