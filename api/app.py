@@ -43,7 +43,7 @@ from api.segmentation import SegmentationRunner
 from api.situation_routes import router as situation_router
 from api.tracing import install_tracing
 from graph.auth import ANALYSTS
-from graph.db import DriverReader, Graph, create_async_driver, create_driver
+from graph.db import DriverReader, LoopGraph, create_async_driver
 from graph.errors import (
     Conflict,
     Forbidden,
@@ -173,13 +173,12 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
         app.state.principals = PrincipalCache(
             neo4j_loader(app.state.driver, settings.neo4j_database, demo=settings.demo_mode),
             ttl=settings.api_key_cache_seconds)
+        # Every write (events, webhooks, erasure, situation pushes, runs) goes through the write
+        # code every other source uses, on this one driver (``LoopGraph``).
+        graph = LoopGraph(app.state.driver, settings.neo4j_database, asyncio.get_running_loop())
         # Made here, not at import: one lock per running app, on the loop that serves it.
-        app.state.segmentation = SegmentationRunner(settings)
-        # Ingestion (HTTP events, webhooks) shares the batch writer of every other source, which
-        # runs managed transactions on a synchronous driver.
-        sync_driver = create_driver(settings, retry_s=settings.api_unavailable_wait_s)
-        app.state.writer = build_writer(Graph(sync_driver, settings.neo4j_database), settings,
-                                        app.state.ingest_metrics)
+        app.state.segmentation = SegmentationRunner(settings, graph)
+        app.state.writer = build_writer(graph, settings, app.state.ingest_metrics)
         # Like the Kafka consumer, ready newcomer assignment before the first batch needs it;
         # in the background, so that serving reads does not wait for a model to load.
         preload = asyncio.create_task(asyncio.to_thread(app.state.writer.prepare_assignment))
@@ -201,7 +200,6 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
             if pending:
                 log.warning("segment assignment was still loading at shutdown; stopping it")
             await app.state.driver.close()
-            sync_driver.close()
 
     # The newest migration this code ships with, when its folder is at hand (a checkout, or
     # PERSONAS_MIGRATIONS_DIR).

@@ -41,7 +41,8 @@ SegmentationDep = Annotated[SegmentationRunner, Depends(get_segmentation)]
 
 
 async def get_writer(request: HTTPConnection) -> EventWriter:
-    """The app's event writer (synchronous driver: call it from a threadpool route)."""
+    """The app's event writer: synchronous code on the app's one driver (``LoopGraph``), to call
+    from a worker thread (a threadpool route, ``asyncio.to_thread``)."""
     writer: EventWriter = request.app.state.writer
     return writer
 

@@ -32,7 +32,7 @@ from api.errors import MASKED_MESSAGE, UNAVAILABLE_ERRORS, UNAVAILABLE_MESSAGE
 from graph import auth, consistency
 from graph.auth import PERSONA_READERS, WRITERS, Principal, Role
 from graph.consistency import noting_pending
-from graph.db import DriverReader, Graph, create_async_driver, create_driver
+from graph.db import DriverReader, LoopGraph, create_async_driver
 from graph.errors import InvalidInput, NotFound, PersonaError, Unauthenticated, Unavailable
 from graph.events import MAX_KEY_CHARS, normalize_category
 from graph.ingest.batch import ingest_records
@@ -337,7 +337,7 @@ class PersonaTools:
         writer = self._backend().writer
         [result] = await asyncio.to_thread(ingest_records, writer, [event], source=SOURCE)
         return {"event_id": result.event_id, "status": result.status, "reason": result.reason,
-                "consistency_token": consistency.written(writer.graph)}
+                "consistency_token": await consistency.written_async(self._backend().driver)}
 
     async def set_preference(
         self, ctx: Context, user_id: UserId,
@@ -356,7 +356,7 @@ class PersonaTools:
         found = await self._user(user_id)
         await asyncio.to_thread(backend.writer.state_preferences,
                                 [StatedPreference(found.id, name, weight, when)], source=SOURCE)
-        token = consistency.written(backend.writer.graph)
+        token = await consistency.written_async(backend.driver)
         stored = await users.explicit_preference(backend.reader, found.id, name)
         return {"user_id": found.id, "category": stored.category, "weight": stored.weight,
                 "source": stored.source, "updated_at": stored.updated_at,
@@ -446,10 +446,10 @@ def http_endpoint(backend: Callable[[], Backend]) -> McpEndpoint:
 
 
 async def serve_stdio(settings: Settings, key: str) -> None:
-    """`personas mcp`: the tools over stdin/stdout for one API key, on drivers of this
+    """`personas mcp`: the tools over stdin/stdout for one API key, on the one driver of this
     process. The key must name a live principal at start (Unauthenticated otherwise)."""
     driver = create_async_driver(settings)
-    sync_driver = create_driver(settings)
+    graph = LoopGraph(driver, settings.neo4j_database, asyncio.get_running_loop())
     try:
         principals = PrincipalCache(
             neo4j_loader(driver, settings.neo4j_database, demo=settings.demo_mode),
@@ -458,7 +458,7 @@ async def serve_stdio(settings: Settings, key: str) -> None:
             raise Unauthenticated("the API key (--key or PERSONAS_MCP_KEY) is unknown, "
                                   "revoked or malformed")
         backend = Backend(driver, settings,
-                          build_writer(Graph(sync_driver, settings.neo4j_database), settings),
+                          build_writer(graph, settings),
                           principals,
                           KeyLimits(settings.api_key_rate_per_second,
                                     settings.api_key_rate_burst,
@@ -466,7 +466,6 @@ async def serve_stdio(settings: Settings, key: str) -> None:
         await build_mcp_server(lambda: backend, stdio_key=key).run_stdio_async()
     finally:
         await driver.close()
-        sync_driver.close()
 
 
 def app_backend(state: Any) -> Callable[[], Backend]:

@@ -147,7 +147,7 @@ class Mutation:
         return IngestEventsResult(
             accepted=counts.written, duplicates=counts.duplicates, rejected=counts.rejected,
             results=[IngestResult.from_result(r) for r in results],
-            consistency=written(info.context.writer.graph))
+            consistency=await written(info.context.reader.driver))
 
     @strawberry.mutation(
         description="Segment every user now, as `personas segment` does, and record the run. "
@@ -191,7 +191,7 @@ class Mutation:
         user_id = strawberry.ID((await users.user(info.context.reader, user_id)).id)
         await asyncio.to_thread(info.context.writer.state_preferences,
                                 [StatedPreference(user_id, name, weight, when)], source="graphql")
-        token = written(info.context.writer.graph)
+        token = await written(info.context.reader.driver)
         stored = Preference.from_model(
             await users.explicit_preference(info.context.reader, user_id, name))
         stored.consistency = token
@@ -270,4 +270,4 @@ class Mutation:
                                 created=result.users_created > 0,
                                 fields_updated=result.updated_by_record[0],
                                 merges=result.merges,
-                                consistency=written(info.context.writer.graph))
+                                consistency=await written(info.context.reader.driver))

@@ -31,7 +31,8 @@ class RequestContext(BaseContext):
         """The API key's principal; None when the request presented no live key."""
         self.segmentation = segmentation
         self.writer = writer
-        """The app's event writer (synchronous: call it through ``asyncio.to_thread``)."""
+        """The app's event writer (synchronous, on the app's one driver: call it through
+        ``asyncio.to_thread``)."""
         self.reader = DriverReader(driver, settings.neo4j_database,
                                    timeout=settings.api_read_timeout_s)
         """The request's reads (``graph.profile``), on the app's one async driver."""

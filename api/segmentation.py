@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import anyio.to_thread
 
-from graph.db import open_graph
+from graph.db import Graph
 from graph.errors import Conflict, InvalidInput
 from graph.features.registry import check_selection
 from graph.settings import Settings
@@ -61,8 +61,9 @@ class SegmentationRunner:
     of queueing. The lock is per process: several API workers can each run one.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, graph: Graph) -> None:
         self.settings = settings
+        self.graph = graph
         self._lock = asyncio.Lock()
 
     @property
@@ -85,11 +86,11 @@ class SegmentationRunner:
     def _run(self, options: SegmentationOptions) -> RunResult:
         from graph.segments.run import run_segmentation
 
-        # The segmentation job is synchronous code over a sync Graph, and the API holds only an
-        # async driver; runs are rare and serialized, so a short-lived sync driver per run
-        # (closed when it ends) costs little.
-        with open_graph(self.settings) as graph:
-            return run_segmentation(
-                graph, n_clusters=options.n_clusters, algorithm=options.algorithm,
-                features=options.features, distance_threshold=options.distance_threshold,
-                runs_dir=self.settings.resolved_runs_dir)
+        # The job's own code, as `personas segment` runs it, on a worker thread (fitting is CPU
+        # work for seconds to minutes); its reads and writes go through the app's one driver
+        # (``self.graph``, a ``LoopGraph``), so a run sees what the API wrote before and shares
+        # its connection pool instead of opening a second one.
+        return run_segmentation(
+            self.graph, n_clusters=options.n_clusters, algorithm=options.algorithm,
+            features=options.features, distance_threshold=options.distance_threshold,
+            runs_dir=self.settings.resolved_runs_dir)

@@ -64,7 +64,8 @@ WRITE_RPS = 20
 """Writes a second during the read-your-writes phase (each read with `after:` waits for the
 latest)."""
 WARM_RPS = 15
-PORT = 8765
+PORT = int(os.environ.get("PERSONAS_BENCH_API_PORT", "8765"))
+"""The served API's port; set it apart when two benchmarks run side by side."""
 KEY = "bench-api-key"
 console = Console()
 

@@ -34,7 +34,7 @@ from typing import Any, LiteralString
 from neo4j import READ_ACCESS, AsyncDriver, Bookmarks
 from neo4j.exceptions import ClientError
 
-from graph.db import Graph, Rows, read_rows
+from graph.db import Graph, LoopGraph, Rows, read_rows
 from graph.errors import InvalidInput, NotFound
 
 VERSION = "v1"
@@ -99,7 +99,10 @@ def kafka_token(topic: str, partition: int, offset: int) -> str:
 def written(graph: Graph) -> str:
     """The token of what this process wrote through ``graph`` so far: read right after a
     write, it covers that write (the driver's bookmark manager holds the bookmarks of its
-    latest transactions, each at least as far as the write)."""
+    latest transactions, each at least as far as the write). On the API's ``LoopGraph``,
+    from a worker thread; on the event loop, ``written_async``."""
+    if isinstance(graph, LoopGraph):
+        return graph.call(written_async(graph.async_graph.driver))
     return bookmark_token(graph.driver.execute_query_bookmark_manager.get_bookmarks())
 
 

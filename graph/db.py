@@ -11,12 +11,13 @@ and is sent its records. ``Graph`` runs it on the sync driver, ``AsyncGraph`` on
 from __future__ import annotations
 
 import asyncio
+import queue
 import random
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Generator, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, LiteralString, Protocol, TypeVar
+from typing import Any, LiteralString, Protocol, TypeVar, cast
 
 from neo4j import (
     READ_ACCESS,
@@ -24,10 +25,12 @@ from neo4j import (
     AsyncDriver,
     AsyncGraphDatabase,
     AsyncManagedTransaction,
+    AsyncSession,
     Driver,
     GraphDatabase,
     ManagedTransaction,
     Query,
+    Record,
     ResultSummary,
     Session,
 )
@@ -77,6 +80,13 @@ Work = Generator[Statement, Records, T]
 """Transaction work written once for both drivers: it yields each ``Statement``, is sent that
 statement's records (as dicts), and returns its result. ``run_work`` runs it in a synchronous
 transaction, ``run_work_async`` in an async one; a retried transaction runs a new generator."""
+
+
+def statements(*items: Statement) -> Work[None]:
+    """``Work`` that runs ``items`` in order, for writes whose records nobody reads."""
+    # Not ``yield from items``: that would pass the records sent in on to a tuple's iterator.
+    for item in items:  # noqa: UP028
+        yield item
 
 
 def one(records: Records) -> dict[str, Any] | None:
@@ -317,23 +327,180 @@ class AsyncGraph:
         self.driver = driver
         self.database = database
 
+    def session(self, access_mode: str = WRITE_ACCESS) -> AsyncSession:
+        """A session sharing the driver's bookmark manager (``Graph``: reads see what this
+        process wrote before)."""
+        return self.driver.session(
+            database=self.database, default_access_mode=access_mode,
+            bookmark_manager=self.driver.execute_query_bookmark_manager)
+
     async def write_work(self, make: Callable[[], Work[T]]) -> T:
         """Run the ``Work`` that ``make`` returns in a managed write transaction (retried on
         transient errors, each time with a new one)."""
-        async with self.driver.session(
-                database=self.database,
-                bookmark_manager=self.driver.execute_query_bookmark_manager) as session:
+        async with self.session() as session:
             result: T = await session.execute_write(
                 lambda tx: run_work_async(tx, make()))
             return result
 
     async def read_work(self, make: Callable[[], Work[T]]) -> T:
         """Run the ``Work`` that ``make`` returns in a managed read transaction."""
-        async with self.driver.session(
-                database=self.database, default_access_mode=READ_ACCESS,
-                bookmark_manager=self.driver.execute_query_bookmark_manager) as session:
+        async with self.session(READ_ACCESS) as session:
             result: T = await session.execute_read(lambda tx: run_work_async(tx, make()))
             return result
+
+
+class _Fetched:
+    """A statement's records, fetched whole on the event loop, read the way synchronous code
+    reads a ``neo4j.Result`` (iteration, ``single``, ``data``, ``value``, ``values``,
+    ``consume``)."""
+
+    def __init__(self, records: list[Record], summary: ResultSummary) -> None:
+        self._records = records
+        self._summary = summary
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(self._records)
+
+    def single(self) -> Record | None:
+        return self._records[0] if self._records else None
+
+    def data(self, *keys: str) -> list[dict[str, Any]]:
+        return [record.data(*keys) for record in self._records]
+
+    def value(self, key: int | str = 0, default: Any = None) -> list[Any]:
+        return [record.value(key, default) for record in self._records]
+
+    def values(self, *keys: int | str) -> list[list[Any]]:
+        return [record.values(*keys) for record in self._records]
+
+    def keys(self) -> tuple[str, ...]:
+        return tuple(self._records[0].keys()) if self._records else ()
+
+    def consume(self) -> ResultSummary:
+        return self._summary
+
+
+async def _fetch(runner: AsyncManagedTransaction | AsyncSession, query: LiteralString,
+                 params: dict[str, Any]) -> _Fetched:
+    result = await runner.run(query, params)
+    records = [record async for record in result]
+    return _Fetched(records, await result.consume())
+
+
+class _LoopTransaction:
+    """A synchronous face on an async transaction, for transaction functions written for
+    ``Graph`` running on a worker thread: each statement is sent on the event loop, and the
+    thread waits for its records."""
+
+    def __init__(self, tx: AsyncManagedTransaction, loop: asyncio.AbstractEventLoop) -> None:
+        self._tx = tx
+        self._loop = loop
+
+    def run(self, query: LiteralString, parameters: dict[str, Any] | None = None,
+            **kwargs: Any) -> _Fetched:
+        params = {**(parameters or {}), **kwargs}
+        return asyncio.run_coroutine_threadsafe(_fetch(self._tx, query, params),
+                                                self._loop).result()
+
+
+def _settle(done: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    if done.done():  # cancelled meanwhile (the request or the process ended)
+        return
+    if error is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(value)
+
+
+class LoopGraph(Graph):
+    """A ``Graph`` on an async process's one driver: the synchronous write code every source
+    shares (the event writer, CRM records, erasure, situation pushes, segmentation) run by
+    the API on its ``AsyncDriver``, called from a worker thread.
+
+    Each transaction is opened on the event loop (``execute_write``, so transient errors are
+    retried as on the sync driver, and its sessions share the driver's bookmark manager); the
+    transaction function runs on the calling thread and sends each statement to the loop.
+    ``Work`` skips the thread: it runs on the loop (``AsyncGraph``). Called on the loop's own
+    thread it would wait for itself, so it refuses.
+    """
+
+    def __init__(self, driver: AsyncDriver, database: str,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        # Not Graph.__init__: there is no sync driver here, and nothing may reach for one.
+        self.async_graph = AsyncGraph(driver, database)
+        self.database = database
+        self.loop = loop
+
+    def _off_loop(self) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if running is self.loop:
+            raise RuntimeError("LoopGraph called on its event loop's thread; await AsyncGraph")
+
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the driver's loop and wait for it (from another thread)."""
+        try:
+            self._off_loop()
+        except RuntimeError:
+            coroutine.close()
+            raise
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def _transaction(self, access_mode: str, work: Callable[[ManagedTransaction], T]) -> T:
+        # Each attempt of the managed transaction hands its transaction to this thread, which
+        # runs ``work`` and settles the attempt; None says the transaction is over.
+        attempts: queue.SimpleQueue[tuple[AsyncManagedTransaction, asyncio.Future[T]] | None]
+        attempts = queue.SimpleQueue()
+
+        async def attempt(tx: AsyncManagedTransaction) -> T:
+            done: asyncio.Future[T] = self.loop.create_future()
+            attempts.put((tx, done))
+            return await done
+
+        async def transact() -> T:
+            async with self.async_graph.session(access_mode) as session:
+                if access_mode == READ_ACCESS:
+                    return await session.execute_read(attempt)
+                return await session.execute_write(attempt)
+
+        self._off_loop()
+        outcome = asyncio.run_coroutine_threadsafe(transact(), self.loop)
+        outcome.add_done_callback(lambda _: attempts.put(None))
+        while (handed := attempts.get()) is not None:
+            tx, done = handed
+            value: Any = None
+            error: BaseException | None = None
+            try:
+                value = work(cast(ManagedTransaction, _LoopTransaction(tx, self.loop)))
+            except BaseException as exc:  # noqa: BLE001 - handed to the driver, which retries or raises
+                error = exc
+            self.loop.call_soon_threadsafe(_settle, done, value, error)
+        return outcome.result()
+
+    def write(self, work: Callable[[ManagedTransaction], T], *,
+              query: str | None = None) -> T:
+        with traced("write", self.database, query):
+            return self._transaction(WRITE_ACCESS, work)
+
+    def read(self, work: Callable[[ManagedTransaction], T], *,
+             query: str | None = None) -> T:
+        with traced("read", self.database, query):
+            return self._transaction(READ_ACCESS, work)
+
+    def write_work(self, make: Callable[[], Work[T]]) -> T:
+        return self.call(self.async_graph.write_work(make))
+
+    def read_work(self, make: Callable[[], Work[T]]) -> T:
+        return self.call(self.async_graph.read_work(make))
+
+    def auto_commit(self, query: LiteralString, **params: Any) -> ResultSummary:
+        async def run() -> ResultSummary:
+            async with self.async_graph.session(WRITE_ACCESS) as session:
+                return (await _fetch(session, query, params)).consume()
+        with traced("write", self.database, query):
+            return self.call(run())
 
 
 @contextmanager

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import strawberry
+from neo4j import AsyncDriver
 
 from graph import consistency
-from graph.db import Graph
 
 
 @strawberry.type(description="How a later read can see this write: pass `token` as `after` to "
@@ -14,6 +14,6 @@ class Consistency:
     token: str = strawberry.field(description="An opaque, URL-safe consistency token.")
 
 
-def written(graph: Graph) -> Consistency:
-    """The token of the write just made through ``graph``."""
-    return Consistency(token=consistency.written(graph))
+async def written(driver: AsyncDriver) -> Consistency:
+    """The token of the write just made on the app's ``driver``."""
+    return Consistency(token=await consistency.written_async(driver))

@@ -28,7 +28,7 @@ from typing import Any
 
 from neo4j import ManagedTransaction
 
-from graph.db import Rows, Work, run_work
+from graph.db import Rows, Statement, Work, run_work
 from graph.identity import queries as q
 from graph.identity.merge import merge_by_authority, resolve_users
 from graph.times import epoch_ms
@@ -55,19 +55,25 @@ class Resolved:
         return any(self.erased_at.get(pair, -1) >= at_ms for pair in pairs)
 
 
-def resolve_identifiers(tx: ManagedTransaction, pairs: Collection[Pair]) -> Resolved:
+def resolve_identifiers_work(pairs: Collection[Pair]) -> Work[Resolved]:
     """Owners and erasure times of ``(kind, hash)`` pairs, in one round trip."""
     if not pairs:
         return Resolved({}, {})
     owners: dict[Pair, str] = {}
     erased_at: dict[Pair, int] = {}
-    for r in tx.run(q.RESOLVE_IDENTIFIERS, rows=Rows({"kind": k, "hash": h} for k, h in pairs)):
+    for r in (yield Statement(q.RESOLVE_IDENTIFIERS,
+                              {"rows": Rows({"kind": k, "hash": h} for k, h in pairs)})):
         pair = (r["kind"], r["hash"])
         if r["user_id"] is not None:
             owners[pair] = r["user_id"]
         if r["erased_at"] is not None:
             erased_at[pair] = r["erased_at"]
     return Resolved(owners, erased_at)
+
+
+def resolve_identifiers(tx: ManagedTransaction, pairs: Collection[Pair]) -> Resolved:
+    """``resolve_identifiers_work`` inside the caller's synchronous transaction."""
+    return run_work(tx, resolve_identifiers_work(pairs))
 
 
 @dataclass
@@ -153,9 +159,9 @@ class UserResolution:
         return self.links, {self.find(u): at for u, at in self.minted.items()}
 
 
-def contested_links(tx: ManagedTransaction, links: list[dict[str, Any]],
-                    found: list[dict[str, Any]] | None = None,
-                    ) -> list[tuple[dict[str, Any], list[str]]]:
+def contested_links_work(links: list[dict[str, Any]],
+                         found: list[dict[str, Any]] | None = None,
+                         ) -> Work[list[tuple[dict[str, Any], list[str]]]]:
     """Links this transaction just made (``LINK_IDENTIFIERS`` rows) to identifiers that a
     concurrent writer linked to another user first, each with the users the identifier names
     now. This transaction's link to each is removed again, so that merging the users (the
@@ -164,18 +170,25 @@ def contested_links(tx: ManagedTransaction, links: list[dict[str, Any]],
     already (the event writer's ``WRITE_BATCH``)."""
     if not links:
         return []
-    rows = found if found is not None else tx.run(
+    rows = found if found is not None else (yield Statement(
         q.CONTESTED_IDENTIFIERS,
-        rows=Rows({"kind": r["kind"], "hash": r["hash"]} for r in links)).data()
+        {"rows": Rows({"kind": r["kind"], "hash": r["hash"]} for r in links)}))
     if not rows:
         return []
     owners = {(r["kind"], r["hash"]): list(r["owners"]) for r in rows}
     mine = [link for link in links if (link["kind"], link["hash"]) in owners]
-    tx.run(q.UNLINK_IDENTIFIERS, rows=mine).consume()
+    yield Statement(q.UNLINK_IDENTIFIERS, {"rows": mine})
     for link in mine:
         log.info("identifier %s linked to %d users by concurrent writers; merging them",
                  link["kind"], len(owners[(link["kind"], link["hash"])]))
     return [(link, owners[(link["kind"], link["hash"])]) for link in mine]
+
+
+def contested_links(tx: ManagedTransaction, links: list[dict[str, Any]],
+                    found: list[dict[str, Any]] | None = None,
+                    ) -> list[tuple[dict[str, Any], list[str]]]:
+    """``contested_links_work`` inside the caller's synchronous transaction."""
+    return run_work(tx, contested_links_work(links, found))
 
 
 def link_identifiers(tx: ManagedTransaction, links: list[dict[str, Any]]) -> None:

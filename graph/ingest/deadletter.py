@@ -15,12 +15,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from graph.db import Graph
+from graph.db import Graph, Statement, statements
 from graph.events import ATTRIBUTE_PREFIX
 from graph.privacy import (
     IDENTIFIER_KINDS,
@@ -236,7 +237,8 @@ class DeadLetterStore:
         """Store ``letters``; returns how many were given (a re-sent one is stored once)."""
         for start in range(0, len(letters), self.batch_size):
             rows = [d.as_row() for d in letters[start:start + self.batch_size]]
-            self.graph.execute(RECORD_DEAD_LETTERS, rows=rows)
+            self.graph.write_work(partial(statements,
+                                          Statement(RECORD_DEAD_LETTERS, {"rows": rows})))
         return len(letters)
 
 

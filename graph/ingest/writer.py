@@ -12,6 +12,9 @@ transaction of their own, the rows built) while the previous batch is being writ
 batch's transaction then checks that the identifier links the plan relied on still hold, and
 writes; an event another writer stored meanwhile makes the uniqueness constraint on
 ``event_id`` refuse the transaction, and the batch is worked out again inside one.
+
+The transactions are ``Work`` (``graph.db``): the CLI, the Kafka consumer and the file import
+run them on their synchronous driver, the API on its one async driver (``LoopGraph``).
 """
 
 from __future__ import annotations
@@ -24,20 +27,19 @@ from datetime import datetime
 from functools import partial
 from typing import Any, Protocol
 
-from neo4j import ManagedTransaction
 from neo4j.exceptions import ConstraintError
 
 from graph.aggregates import COUNTER, DECAY_PER_MS, INTEREST_SCORE, decayed
-from graph.db import Graph, Rows
+from graph.db import Graph, Rows, Statement, Work, one, statements
 from graph.events import ATTRIBUTE_PREFIX, MAX_USER_ATTRIBUTES, Event, EventType
-from graph.identity.merge import resolve_users_tx
+from graph.identity.merge import resolve_users
 from graph.identity.resolution import (
     Pair,
     Resolved,
     UserResolution,
-    contested_links,
-    merge_owners_tx,
-    resolve_identifiers,
+    contested_links_work,
+    merge_owners,
+    resolve_identifiers_work,
 )
 from graph.ingest import queries as q
 from graph.ingest.metrics import IngestMetrics
@@ -199,7 +201,7 @@ class EventWriter:
         relied on still hold, and works the batch out again there if the graph changed
         meanwhile.
         """
-        existing, resolved = self.graph.read(lambda tx: self._look_up(tx, batch))
+        existing, resolved = self.graph.read_work(lambda: self._look_up(batch))
         if after is not None:
             existing |= batch.events.keys() & {e.event_id for e in after.fresh}
             resolved.owners.update(((link["kind"], link["hash"]), link["user_id"])
@@ -238,7 +240,8 @@ class EventWriter:
         rows = Rows({"user_id": p.user_id, "category": p.category, "weight": p.weight,
                      "at": epoch_ms(p.at)} for p in stated)
         start = time.perf_counter()
-        self.graph.execute(q.SET_EXPLICIT_PREFERENCES, rows=rows)
+        self.graph.write_work(lambda: statements(
+            Statement(q.SET_EXPLICIT_PREFERENCES, {"rows": rows})))
         if self.metrics is not None:
             self.metrics.received.labels(source).inc(len(rows))
             self.metrics.batch(source, time.perf_counter() - start, len(rows), 0)
@@ -271,7 +274,7 @@ class EventWriter:
         a new attempt finds them stored (its events then count as duplicates)."""
         for attempt in range(1, CONSTRAINT_ATTEMPTS + 1):
             try:
-                return self.graph.write(lambda tx: self._write_tx(tx, prepared))
+                return self.graph.write_work(lambda: self._write_work(prepared))
             except ConstraintError as exc:
                 if attempt == CONSTRAINT_ATTEMPTS:
                     raise
@@ -282,19 +285,19 @@ class EventWriter:
         """Write a plan, or None if the graph changed under it since the plan's read: another
         writer stored some of its events, or changed an identifier link it relied on."""
         try:
-            return self.graph.write(lambda tx: self._apply_tx(tx, plan))
+            return self.graph.write_work(lambda: self._apply(plan))
         except (StalePlan, ConstraintError) as exc:
             log.info("a batch planned ahead is worked out again: %s", exc)
             return None
 
     @staticmethod
-    def _look_up(tx: ManagedTransaction,
-                 batch: PreparedBatch) -> tuple[set[str], Resolved]:
+    def _look_up(batch: PreparedBatch) -> Work[tuple[set[str], Resolved]]:
         """The batch's events already stored, and what the graph holds on the identifiers of
         the others."""
-        existing = {r["id"] for r in tx.run(q.EXISTING_EVENTS, ids=Rows(batch.events))}
+        existing = {r["id"] for r in (yield Statement(q.EXISTING_EVENTS,
+                                                      {"ids": Rows(batch.events)}))}
         pairs = {p for eid in batch.events if eid not in existing for p in batch.hashed[eid]}
-        return existing, resolve_identifiers(tx, pairs)
+        return existing, (yield from resolve_identifiers_work(pairs))
 
     def _plan(self, batch: PreparedBatch, existing: set[str], resolved: Resolved) -> Plan:
         fresh = [e for eid, e in batch.events.items() if eid not in existing]
@@ -309,35 +312,35 @@ class EventWriter:
         return Plan(batch, frozenset(existing), frozenset(erased), tuple(fresh), params,
                     tuple(conflicts), Rows())
 
-    def _write_tx(self, tx: ManagedTransaction, batch: PreparedBatch) -> _Outcome:
-        return self._apply_tx(tx, self._plan(batch, *self._look_up(tx, batch)))
+    def _write_work(self, batch: PreparedBatch) -> Work[_Outcome]:
+        found = yield from self._look_up(batch)
+        return (yield from self._apply(self._plan(batch, *found)))
 
-    def _apply_tx(self, tx: ManagedTransaction, plan: Plan) -> _Outcome:
+    def _apply(self, plan: Plan) -> Work[_Outcome]:
         """The plan's writes, if the identifier links it relied on still hold (``plan.links``:
         a plan made ahead of the transaction has them, one made inside it none)."""
         fresh, hashed, params = list(plan.fresh), plan.batch.hashed, plan.params
         if not fresh:
             return plan, [], False
         conflicts = list(plan.conflicts)
-        record = tx.run(q.WRITE_BATCH, params, links=plan.links).single()
+        record = one((yield Statement(q.WRITE_BATCH, {**params, "links": plan.links})))
         if record is None:
             raise StalePlan("an identifier link it relied on changed")
         if record["contested"]:
-            conflicts += self._contested(tx, fresh, hashed, params["identifiers"],
-                                         record["contested"])
+            conflicts += yield from self._contested(fresh, hashed, params["identifiers"],
+                                                    record["contested"])
         users = [u["id"] for u in params["users"]]
         if conflicts:
-            users = self._merge_conflicts(tx, conflicts, users)
+            users = yield from self._merge_conflicts(conflicts, users)
         return plan, users, bool(conflicts)
 
     @staticmethod
-    def _contested(tx: ManagedTransaction, fresh: list[Event],
-                   hashed: dict[str, list[Pair]],
+    def _contested(fresh: list[Event], hashed: dict[str, list[Pair]],
                    links: list[dict[str, Any]], found: list[dict[str, Any]],
-                   ) -> list[Conflicting]:
+                   ) -> Work[list[Conflicting]]:
         """Identifiers this batch linked that a concurrent writer linked to another user first
         (``found`` by ``WRITE_BATCH``): their owners are to be merged (``_merge_conflicts``)."""
-        contested = contested_links(tx, links, found)
+        contested = yield from contested_links_work(links, found)
         if not contested:
             return []
         by_pair: dict[Pair, Event] = {}
@@ -351,15 +354,14 @@ class EventWriter:
         return conflicts
 
     @staticmethod
-    def _merge_conflicts(tx: ManagedTransaction, conflicts: list[Conflicting],
-                         users: list[str]) -> list[str]:
+    def _merge_conflicts(conflicts: list[Conflicting], users: list[str]) -> Work[list[str]]:
         """Merge the users that events of this batch name identifiers of, once the batch is
         written (so users new in the batch exist too); returns the batch's users as survivors
-        (``merge_owners_tx``: by identifier authority, a chain of links ending in one user)."""
+        (``merge_owners``: by identifier authority, a chain of links ending in one user)."""
         for c in conflicts:
-            merge_owners_tx(tx, c.user_ids, source=c.source,
-                            reason=f"event {c.event_id} names identifiers of both users")
-        live = resolve_users_tx(tx, users)
+            yield from merge_owners(c.user_ids, source=c.source,
+                                    reason=f"event {c.event_id} names identifiers of both users")
+        live = yield from resolve_users(users)
         return list(dict.fromkeys(live.get(u, u) for u in users))
 
     def _resolve_users(
