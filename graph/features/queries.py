@@ -103,6 +103,17 @@ RETURN u.id AS user_id, it.id AS item_id,
        r.views + 3 * r.carts + 5 * r.purchases AS weight
 """
 
+# The same edges a page of users at a time (keyset on the user id), so that a million users'
+# ten million edges are never one result held at once. Every user of the page has a row, one
+# with a null item when they have no edge, so the page's last user id is the last row's.
+USER_ITEM_EDGE_PAGE = """
+MATCH (u:User)
+WHERE u.id > $after AND coalesce(u.consent_analytics, true)
+WITH u ORDER BY u.id LIMIT $limit
+OPTIONAL MATCH (u)-[r:INTERACTED]->(it:Item)
+RETURN u.id AS user_id, it.id AS item_id, r.views + 3 * r.carts + 5 * r.purchases AS weight
+"""
+
 # Text features (graph/features/text.py). The population-wide counts decide whether the text
 # families are used at all (TextRule); they start from the type index, so a population that
 # mostly browses pays for its few texts, not for every interaction.

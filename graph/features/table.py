@@ -43,6 +43,8 @@ ROW_FEATURES = ("purchase_frequency", "avg_order_value", "avg_discount", "recenc
                 "explicit_preference", "category_focus",
                 "age_years", "bad_weather_share")
 STRUCTURAL = ("item_pagerank", "item_degree", "spectral_1", "spectral_2")
+EDGE_PAGE_USERS = 10_000
+"""Users whose user-item edges are read in one round trip (``USER_ITEM_EDGE_PAGE``)."""
 
 
 @dataclass
@@ -96,7 +98,10 @@ class BoltSource:
             after = page[-1]["user_id"]
 
     def user_item_edges(self, graph: Graph) -> Iterable[dict[str, Any]]:
-        return graph.rows(q.USER_ITEM_EDGES)
+        after = ""
+        while page := graph.rows(q.USER_ITEM_EDGE_PAGE, after=after, limit=EDGE_PAGE_USERS):
+            yield from page
+            after = page[-1]["user_id"]
 
 
 def _days(delta_s: float) -> float:
@@ -152,23 +157,73 @@ def nan_if_none(value: float | None) -> float:
 def structural_features(
     graph: Graph, user_ids: list[str], edges: Iterable[dict[str, Any]] | None = None,
 ) -> dict[str, NDArray[np.float64]]:
-    """Graph-structure features from the weighted user–item interaction graph (networkx):
-    PageRank, degree, and a two-dimensional spectral embedding of the users. ``edges`` are
-    ``USER_ITEM_EDGES`` rows, read from ``graph`` when not given."""
-    g = nx.Graph()
+    """Graph-structure features from the weighted user–item interaction graph: PageRank,
+    degree, and a two-dimensional spectral embedding of the users. ``edges`` are
+    ``USER_ITEM_EDGES`` rows, read from ``graph`` when not given.
+
+    The graph is held as one sparse user x item matrix (a few arrays whatever the population),
+    not as a networkx graph: at a million users that held ten million edges as Python objects,
+    several gigabytes, and its PageRank spent minutes building its own matrix from them. The
+    results are networkx's (``nx.pagerank``'s power iteration, the same bipartite matrix)."""
+    row_of = {uid: row for row, uid in enumerate(user_ids)}
+    item_of: dict[str, int] = {}
+    rows: list[int] = []
+    cols: list[int] = []
+    weights: list[float] = []
     for r in graph.rows(q.USER_ITEM_EDGES) if edges is None else edges:
-        g.add_edge(("u", r["user_id"]), ("i", r["item_id"]), weight=float(r["weight"] or 0) + 1.0)
+        row = row_of.get(r["user_id"])
+        if row is None or r["item_id"] is None:
+            continue
+        rows.append(row)
+        cols.append(item_of.setdefault(r["item_id"], len(item_of)))
+        weights.append(float(r["weight"] or 0) + 1.0)
     out = {name: np.zeros(len(user_ids)) for name in STRUCTURAL}
-    if g.number_of_edges() == 0:
+    if not rows:
         return out
-    rank = nx.pagerank(g, weight="weight")
-    n = g.number_of_nodes()
-    out["item_pagerank"] = np.array([rank.get(("u", uid), 0.0) * n for uid in user_ids])
-    out["item_degree"] = np.array([float(g.degree(("u", uid))) if ("u", uid) in g else 0.0
-                                   for uid in user_ids])
-    embedding = spectral_embedding(g, user_ids)
-    out["spectral_1"], out["spectral_2"] = embedding[:, 0], embedding[:, 1]
+    # One edge per user and item, the last one read (as networkx's add_edge keeps it).
+    coo = sparse.coo_matrix((np.asarray(weights), (np.asarray(rows), np.asarray(cols))),
+                            shape=(len(user_ids), len(item_of)))
+    key = coo.row.astype(np.int64) * len(item_of) + coo.col
+    _, last = np.unique(key[::-1], return_index=True)
+    keep = len(key) - 1 - last
+    A = sparse.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=coo.shape)
+    has_edges = np.diff(A.indptr) > 0
+    out["item_pagerank"] = _spread(bipartite_pagerank(A[has_edges]), has_edges)
+    out["item_degree"] = np.diff(A.indptr).astype(np.float64)
+    names = sorted(item_of)
+    order = np.array([item_of[name] for name in names])
+    embedding = _spectral(A[has_edges][:, order], int(has_edges.sum()))
+    full = np.full((len(user_ids), 2), np.nan)
+    full[has_edges] = embedding
+    out["spectral_1"], out["spectral_2"] = full[:, 0], full[:, 1]
     return out
+
+
+def _spread(values: NDArray[np.float64], mask: NDArray[np.bool_]) -> NDArray[np.float64]:
+    out = np.zeros(len(mask))
+    out[mask] = values
+    return out
+
+
+def bipartite_pagerank(A: sparse.csr_matrix, alpha: float = 0.85, tol: float = 1.0e-6,
+                       max_iter: int = 100) -> NDArray[np.float64]:
+    """Each user's (row's) PageRank in the undirected weighted graph of users and items whose
+    biadjacency matrix is ``A`` (every row and column with an edge), times the number of
+    nodes: ``nx.pagerank``'s power iteration, without the square matrix."""
+    du = np.asarray(A.sum(axis=1)).ravel()
+    di = np.asarray(A.sum(axis=0)).ravel()
+    n = A.shape[0] + A.shape[1]
+    At = A.T.tocsr()
+    xu = np.repeat(1.0 / n, A.shape[0])
+    xi = np.repeat(1.0 / n, A.shape[1])
+    for _ in range(max_iter):
+        nu = alpha * (A @ (xi / di)) + (1 - alpha) / n
+        ni = alpha * (At @ (xu / du)) + (1 - alpha) / n
+        err = np.absolute(nu - xu).sum() + np.absolute(ni - xi).sum()
+        xu, xi = nu, ni
+        if err < n * tol:
+            return xu * n
+    raise nx.PowerIterationFailedConvergence(max_iter)
 
 
 def spectral_embedding(g: nx.Graph, user_ids: list[str], dims: int = 2) -> NDArray[np.float64]:
@@ -182,6 +237,19 @@ def spectral_embedding(g: nx.Graph, user_ids: list[str], dims: int = 2) -> NDArr
         return result
     A = nx.bipartite.biadjacency_matrix(g, row_order=users, column_order=items,
                                         weight="weight").astype(np.float64)
+    vectors = _spectral(sparse.csr_matrix(A), len(users), dims)
+    index = {uid: row for row, (_, uid) in enumerate(users)}
+    for i, uid in enumerate(user_ids):
+        if uid in index:
+            result[i] = vectors[index[uid]]
+    return result
+
+
+def _spectral(A: sparse.csr_matrix, n_users: int, dims: int = 2) -> NDArray[np.float64]:
+    """``spectral_embedding`` of the users (rows) of a biadjacency matrix whose every row has
+    an edge, its items (columns) in id order."""
+    if n_users <= dims + 1 or A.shape[1] <= dims + 1:
+        return np.full((n_users, dims), np.nan)
     du = np.asarray(A.sum(axis=1)).ravel()
     di = np.asarray(A.sum(axis=0)).ravel()
     B = sparse.csr_matrix(sparse.diags(1 / np.sqrt(du)) @ A @ sparse.diags(1 / np.sqrt(di)))
@@ -205,12 +273,7 @@ def spectral_embedding(g: nx.Graph, user_ids: list[str], dims: int = 2) -> NDArr
     signs = np.sign(Vt[order, top_item])
     signs[signs == 0] = 1.0
     vectors = vectors * signs
-    vectors = vectors / (np.abs(vectors).max(axis=0) + 1e-12)
-    index = {uid: row for row, (_, uid) in enumerate(users)}
-    for i, uid in enumerate(user_ids):
-        if uid in index:
-            result[i] = vectors[index[uid]]
-    return result
+    return np.asarray(vectors / (np.abs(vectors).max(axis=0) + 1e-12))
 
 
 WeatherDays = dict[str, tuple[set[date], set[date]]]
@@ -289,16 +352,19 @@ def build_feature_table(
     names = list(ROW_FEATURES) + [f"{CATEGORY_PREFIX}{c}" for c in categories]
     user_ids: list[str] = []
     planted: list[str | None] = []
-    rows: list[list[float]] = []
+    # A page's rows become an array at once: a million users' rows as Python lists of floats
+    # held most of a gigabyte until the table was built.
+    blocks: list[NDArray[np.float64]] = [np.zeros((0, len(names)))]
     weather = weather_days(graph)
     for page in source.user_pages(graph, page_size):
         values, ids, groups = feature_rows(page, categories, as_of, weather)
-        rows += values
+        blocks.append(np.array(values, dtype=np.float64).reshape(len(values), len(names)))
         user_ids += ids
         planted += groups
         if on_progress:
             on_progress(len(page))
-    X = np.array(rows, dtype=np.float64).reshape(len(rows), len(names))
+    X = np.vstack(blocks)
+    del blocks
     structural = structural_features(graph, user_ids, source.user_item_edges(graph))
     for name in STRUCTURAL:
         X = np.column_stack([X, structural[name]])

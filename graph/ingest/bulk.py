@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,14 +43,18 @@ from graph.aggregates.rules import COUNTER, DECAY_PER_MS, INTEREST_SCORE
 from graph.db import Graph
 from graph.errors import InvalidInput
 from graph.events import ATTRIBUTE_PREFIX, MAX_USER_ATTRIBUTES, Event, EventType
+from graph.ingest import columnar
 from graph.ingest.deadletter import DeadLetter, DeadLetterFile, DeadLetterStore
 from graph.ingest.files import default_dead_letter_path
-from graph.ingest.reader import Parsed, read_events
+from graph.ingest.reader import Parsed, Record, detect_format, read_events, read_jsonl_lines
 from graph.ingest.writer import EventWriter
 from graph.privacy import Pseudonymizer
 
 PREPARE_CHUNK = 5_000
 """Events handed to ``EventWriter.prepare`` at a time."""
+LINE_BLOCK = 200_000
+"""Lines of a JSON Lines file validated as columns at a time (``columnar``): bounds the
+staging's memory whatever the file's size."""
 INTERACTION_PROPERTIES: dict[str, str] = {
     "event_id": "string", "type": "string", "source": "string", "item_id": "string",
     "category": "string", "brand": "string", "order_id": "string", "intent": "string",
@@ -163,10 +167,11 @@ class _Collected(DeadLetterStore):
 
 
 def stage_file(index: int, path: Path, pseudonymizer: Pseudonymizer, max_line_bytes: int,
-               dead_letter: Path | None = None) -> StagedFile:
+               dead_letter: Path | None = None, *, fast: bool = True) -> StagedFile:
     """Read, validate and prepare one file (runs in a worker process). Rejects go to the
     dead-letter file as with ``personas ingest`` (named after the file unless given), and come
-    back as rows for ``DeadLetter`` nodes."""
+    back as rows for ``DeadLetter`` nodes. JSON Lines records go through ``columnar`` first
+    (``fast``), which leaves the per-event path only what it cannot prove valid."""
     # prepare() needs no graph: it hashes and scrubs.
     writer = EventWriter(cast(Graph, None), pseudonymizer)
     store = _Collected()
@@ -233,8 +238,9 @@ def stage_file(index: int, path: Path, pseudonymizer: Pseudonymizer, max_line_by
             for column in values.values():
                 column.clear()
 
-    try:
-        for record in read_events(path, max_line_bytes):
+    def per_event(found: Iterable[Record]) -> None:
+        nonlocal records, parsed
+        for record in found:
             records += 1
             if isinstance(record, Parsed):
                 parsed += 1
@@ -244,6 +250,24 @@ def stage_file(index: int, path: Path, pseudonymizer: Pseudonymizer, max_line_by
             else:
                 dl.write(record.line, record.reason, record.raw)
         flush()
+
+    try:
+        if not fast or detect_format(path) != "jsonl":
+            per_event(read_events(path, max_line_bytes))
+        else:
+            for block in _line_blocks(path):
+                raw, slow = columnar.flatten(block, max_line_bytes)
+                events_, profiles_, locations_, judged = columnar.prepare(raw, pseudonymizer)
+                for name, frame in (("events", events_), ("profiles", profiles_),
+                                    ("locations", locations_)):
+                    frames[name].append(frame.select(
+                        pl.col(c).cast(t) for c, t in schemas[name].items()))
+                records += events_.height
+                parsed += events_.height
+                if judged.height:
+                    again = set(judged.get_column("line").to_list())
+                    slow = sorted(slow + [(n, b) for n, b in block if n in again])
+                per_event(read_jsonl_lines(slow, max_line_bytes))
     finally:
         dl.close()
     file = pl.lit(index, pl.Int64).alias("file")
@@ -258,6 +282,21 @@ def stage_file(index: int, path: Path, pseudonymizer: Pseudonymizer, max_line_by
     return StagedFile(
         path, records, parsed, tables["events"], tables["profiles"], tables["locations"],
         letters, dl.path if dl.count else None)
+
+
+def _line_blocks(path: Path) -> Iterator[list[tuple[int, bytes]]]:
+    """A file's numbered lines, ``LINE_BLOCK`` at a time."""
+    if not path.is_file():
+        raise InvalidInput(f"{path}: no such file")
+    with path.open("rb") as stream:
+        block: list[tuple[int, bytes]] = []
+        for numbered in enumerate(stream, start=1):
+            block.append(numbered)
+            if len(block) >= LINE_BLOCK:
+                yield block
+                block = []
+        if block:
+            yield block
 
 
 def stage_files(paths: Sequence[Path], pseudonymizer: Pseudonymizer, max_line_bytes: int, *,

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -86,7 +86,12 @@ def validate(line: int, data: Any, raw: str) -> Record:
 
 
 def read_jsonl(stream: BinaryIO, max_bytes: int) -> Iterator[Record]:
-    for number, line in enumerate(stream, start=1):
+    return read_jsonl_lines(enumerate(stream, start=1), max_bytes)
+
+
+def read_jsonl_lines(lines: Iterable[tuple[int, bytes]], max_bytes: int) -> Iterator[Record]:
+    """``read_jsonl`` of numbered lines (the bulk import's records its fast path left)."""
+    for number, line in lines:
         if len(line) > max_bytes:
             yield Reject(number, f"record is {len(line)} bytes, over the limit of {max_bytes}",
                          line[:SCRUB_CHARS].decode("utf-8", "replace"))

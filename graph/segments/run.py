@@ -232,6 +232,7 @@ def run_segmentation(
 
     note("finding similar users and similar items for recommendations")
     similar = find_similar_users(graph)
+    note("finding similar items")
     item_neighbours = find_item_neighbours(graph)
     note(f"writing run {run_id}: {model.n_clusters_} segments, {len(members)} members")
     pending = PendingRun(graph, run_id)
@@ -243,10 +244,15 @@ def run_segmentation(
         # favourites (``FAVOURITE``), each user's similar users (``SIMILAR_TO``) and each
         # item's neighbours (``SIMILAR_ITEM``); the last two carry the run id, and only the
         # latest published run's are read.
+        note("writing segment favourites")
         pending.favourites(TYPICAL_MEMBERS, FAVOURITES)
+        note("writing each persona's top categories and items")
         pending.tops(PERSONA_TOPS)
+        note(f"writing similar users ({len(similar):,} users)")
         write_similar_users(graph, run_id, similar)
+        note(f"writing item neighbours ({len(item_neighbours):,} items)")
         write_item_neighbours(graph, run_id, item_neighbours)
+        note("publishing the run")
         pending.publish(personas)
     except BaseException as exc:
         try:
