@@ -68,8 +68,16 @@ def test_recommendations_leave_out_what_the_user_bought(graph: Graph, tmp_path: 
 
 
 def test_every_recommendation_has_a_reason(graph: Graph, tmp_path: Path) -> None:
+    """... with the weights the run learned (``blend``), which it stores."""
+    from graph.recommend.blend import GRID
+
     load_demo(graph, tmp_path, users=USERS, seed=SEED)
-    run_segmentation(graph)
+    result = run_segmentation(graph)
+    run = graph.rows("MATCH (r:SegmentationRun {id: $id}) RETURN r.rec_item_weight AS item, "
+                     "r.rec_similar_weight AS similar, r.rec_validation_users AS users",
+                     id=result.run_id)[0]
+    assert run["users"] > 0
+    assert (run["item"], run["similar"]) in {*GRID, (WEIGHTS["item"], WEIGHTS["similar"])}
     users = [r["id"] for r in graph.rows("MATCH (u:User) RETURN u.id AS id ORDER BY id")]
     seen = 0
     for uid in users[::4]:
