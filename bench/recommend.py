@@ -133,7 +133,9 @@ def main() -> None:
     parser.add_argument("--validate", action="store_true",
                         help="predict the second-to-last purchase (the tuning split)")
     parser.add_argument("--weight", action="append", default=[], metavar="NAME=W",
-                        help="try another engine.WEIGHTS value (e.g. item=0.5), for tuning")
+                        help="try another engine.WEIGHTS value (e.g. segment=0.5), for "
+                             "tuning; item and similar are learned by the run "
+                             "(graph/recommend/blend.py) and only default to these")
     args = parser.parse_args()
     for item in args.weight:
         name, _, value = item.partition("=")

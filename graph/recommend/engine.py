@@ -22,7 +22,8 @@ MAX_FIRST = 100
 # How much each signal adds to an item's score (see queries.RECOMMEND; tuned on the validation
 # split, `make bench-recommend --validate`, and an offline check on MovieLens's; see
 # docs/performance.md), and the smallest category weight that counts as a preference (a
-# reason, and a source of candidates).
+# reason, and a source of candidates). `item` and `similar` are only the defaults: each
+# segmentation run learns its own pair on its data (``blend``), which the request reads.
 WEIGHTS: dict[str, float] = {
     "segment": 0.25,
     "similar": 2.0,

@@ -10,7 +10,8 @@ items x items matrix) gets item-kNN cosine instead, computed a block of items at
 At request time the recommender sums them from the user's most recently bought, carted or
 liked items (EASE's score, restricted to the user's newest items, which on the benchmarks
 predicts the next purchase better than all of them) and says which one a candidate owes the
-most ("because you bought X").
+most ("because you bought X"); how much that sum weighs against similar users is learned with
+each run (``blend``).
 
 A user's interaction with an item weighs what it says about taste (``INTERACTION_WEIGHTS``): a
 purchase or a rating of 4-5 most, a cart less, a view least; the strongest signal counts, not

@@ -42,11 +42,14 @@ USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 #   + context    * number of context rules its category fits: the weather now (latest
 #                  observation within $context.weather_valid_hours), local events coming up
 #                  (within $context.event_horizon_days), at the user's location
-# and carries a reason for each of (a) to (d) and each context rule that contributed ((d) names
-# the user's item it is most similar to: "because you bought X"). Items the user bought or rated
-# are left out (rated 2 or lower: never offered; rated higher: already known, as bought), and so
-# is every item of a category with an explicit negative weight. An item rating never hides its
-# category: only a category preference does.
+# where `similar` and `item` are the weights the latest run learned on a validation split of its
+# data (``rec_similar_weight``, ``rec_item_weight``, see ``blend``; $weights' for a run without
+# them), the others $weights'. A candidate carries a reason for each of (a) to (d) that
+# weighs (none for similar users the run weighs 0) and each context rule that contributed
+# ((d) names the user's item it is most similar to: "because you bought X"). Items the user
+# bought or rated are left out (rated 2 or lower: never offered; rated higher: already known,
+# as bought), and so is every item of a category with an explicit negative weight. An item
+# rating never hides its category: only a category preference does.
 #
 # Every expansion is bounded whatever the graph's shape (see ``limits``): (a) FAVOURITES,
 # (b) $limits.peers stored peers x $limits.peer_items or, found here, $limits.recent_items
@@ -62,7 +65,9 @@ USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 RECOMMEND_FOR_USER = """
 OPTIONAL MATCH (latest:SegmentationRun)
 WITH u, latest ORDER BY latest.created_at DESC LIMIT 1
-WITH u, latest.id AS run_id, $now AS now
+WITH u, latest.id AS run_id, $now AS now,
+     {item: coalesce(latest.rec_item_weight, $weights.item),
+      similar: coalesce(latest.rec_similar_weight, $weights.similar)} AS blend
 CALL (u) {
   OPTIONAL MATCH (u)-[r:INTERACTED]->(it:Item)
   WHERE r.purchases > 0 OR r.rating IS NOT NULL
@@ -196,24 +201,25 @@ CALL (u, now) {
        {category: category, reason: replace(phrase, '{}', 'warm')}]
     + events AS boosts
 }
-WITH excluded, segment, prefs, boosts,
+WITH excluded, segment, prefs, boosts, blend,
      seg_items + sim_items + item_items + pref_items AS candidates, COUNT { (:User) } AS users
 UNWIND candidates AS cand
-WITH excluded, segment, prefs, boosts, users, cand.item AS it,
+WITH excluded, segment, prefs, boosts, blend, users, cand.item AS it,
      sum(coalesce(cand.seg, 0.0)) AS seg, sum(coalesce(cand.sim, 0.0)) AS sim,
      sum(coalesce(cand.n, 0)) AS similar_buyers, sum(coalesce(cand.item_sim, 0.0)) AS item_sim,
      head(collect(cand.because)) AS because
 WHERE NOT it IN excluded
-WITH segment, boosts, users, it, seg, sim, similar_buyers, item_sim, because,
+WITH segment, boosts, blend, users, it, seg, sim, similar_buyers, item_sim, because,
      head([(it)-[:IN_CATEGORY]->(c:Category) | c.name]) AS category, prefs
-WITH segment, boosts, users, it, seg, sim, similar_buyers, item_sim, because, category,
+WITH segment, boosts, blend, users, it, seg, sim, similar_buyers, item_sim, because, category,
      head([p IN prefs WHERE p.category = category]) AS pref
 WHERE coalesce(pref.explicit, 0.0) >= 0
-WITH it, category, seg, sim, similar_buyers, item_sim, pref,
+WITH it, category, blend, seg, sim, similar_buyers, item_sim, pref,
      [b IN boosts WHERE b.category = category | b.reason] AS context_reasons,
      toFloat(COUNT { (it)<-[:INTERACTED]-() }) / users AS popularity,
      CASE WHEN seg > 0 THEN ['popular with your segment ' + segment] ELSE [] END
-     + CASE WHEN similar_buyers = 1 THEN ['bought by a similar user']
+     + CASE WHEN blend.similar = 0 THEN []
+            WHEN similar_buyers = 1 THEN ['bought by a similar user']
             WHEN similar_buyers > 1 THEN ['bought by ' + similar_buyers + ' similar users']
             ELSE [] END
      + CASE WHEN because IS NOT NULL THEN [because] ELSE [] END
@@ -222,7 +228,7 @@ WITH it, category, seg, sim, similar_buyers, item_sim, pref,
               THEN ['matches your preference for ' + category]
             ELSE [] END AS graph_reasons
 RETURN it.id AS item_id, coalesce(it.name, it.id) AS name, category,
-       $weights.segment * seg + $weights.similar * sim + $weights.item * item_sim
+       $weights.segment * seg + blend.similar * sim + blend.item * item_sim
        + $weights.preference * coalesce(pref.weight, 0.0)
        + $weights.popularity * popularity
        + $weights.context * size(context_reasons) AS score,

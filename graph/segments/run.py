@@ -18,15 +18,17 @@ from graph.db import Graph
 from graph.errors import InvalidInput
 from graph.features.registry import DEFAULT_SELECTION, log_scaled, select
 from graph.features.table import FeatureTable, build_feature_table, latest_activity
+from graph.recommend import queries as rq
+from graph.recommend.blend import tune_blend
 from graph.recommend.items import (
     drop_item_neighbours_except,
-    find_item_neighbours,
+    item_neighbours,
     write_item_neighbours,
 )
 from graph.recommend.limits import FAVOURITES, PERSONA_TOPS, TYPICAL_MEMBERS
 from graph.recommend.neighbours import (
     drop_similar_users_except,
-    find_similar_users,
+    similar_users,
     write_similar_users,
 )
 from graph.segments import queries as q
@@ -231,9 +233,16 @@ def run_segmentation(
                for uid, label, dist in zip(table.user_ids, model.labels_, distances, strict=True)]
 
     note("finding similar users and similar items for recommendations")
-    similar = find_similar_users(graph)
-    note("finding similar items")
-    item_neighbours = find_item_neighbours(graph)
+    carted = graph.rows(rq.CARTED_OR_BOUGHT)
+    interactions = graph.rows(rq.ITEM_INTERACTIONS)
+    similar = list(similar_users(carted))
+    neighbours = item_neighbours(interactions)
+    # How much each of the two weighs per request, learned on this data (``blend``).
+    blend = tune_blend(interactions, carted)
+    del carted, interactions
+    run_props.update(blend.run_props())
+    note(f"recommendation blend: item {blend.item}, similar users {blend.similar} "
+         f"(validation NDCG@10 {blend.validation_ndcg} over {blend.validation_users} users)")
     note(f"writing run {run_id}: {model.n_clusters_} segments, {len(members)} members")
     pending = PendingRun(graph, run_id)
     try:
@@ -250,8 +259,8 @@ def run_segmentation(
         pending.tops(PERSONA_TOPS)
         note(f"writing similar users ({len(similar):,} users)")
         write_similar_users(graph, run_id, similar)
-        note(f"writing item neighbours ({len(item_neighbours):,} items)")
-        write_item_neighbours(graph, run_id, item_neighbours)
+        note(f"writing item neighbours ({len(neighbours):,} items)")
+        write_item_neighbours(graph, run_id, neighbours)
         note("publishing the run")
         pending.publish(personas)
     except BaseException as exc:
