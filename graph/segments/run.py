@@ -179,8 +179,8 @@ def run_segmentation(
         log.warning("segmentation: %s", warning)
     centers_z = np.vstack([Zn[model.labels_ == c].mean(axis=0)
                            for c in range(model.n_clusters_)])
-    weight = topic_weight if table.topics else 1.0
-    names = name_segments(centers_z, table.names, topic_weight=weight)
+    names = name_segments(centers_z, table.names,
+                          share_led=share_led(model.cluster_centers_, Z.mean(axis=0), table.names))
     raw_centers = np.vstack([table.X[model.labels_ == c].mean(axis=0)
                              for c in range(model.n_clusters_)])
     previous = [PreviousPersona(r["persona_id"], r["name"], r["description"],
@@ -242,7 +242,7 @@ def run_segmentation(
                          "median_distance": medians[c],
                          "stability": float(model.segment_stability_[c])}}
               for c in range(model.n_clusters_)]
-    parents, links = upper_levels(run_id, model, Zn, table.names, seg_props, weight)
+    parents, links = upper_levels(run_id, model, Z, table.names, seg_props, Zn)
     personas = [{"segment_id": f"{run_id}-L0-{c}", "persona_id": matches[c].persona_id,
                  "name": matches[c].name, "description": matches[c].description}
                 for c in range(model.n_clusters_)]
@@ -305,27 +305,45 @@ def preparation(names: Sequence[str], topic_weight: float = 2.0) -> Pipeline:
     return make_preparation(names, log_scaled(names), families=families)
 
 
+def share_led(centers: np.ndarray[Any, Any], middle: np.ndarray[Any, Any],
+              names: Sequence[str]) -> list[bool]:
+    """Per segment (``centers`` in the prepared space the segmenter saw), whether its topic
+    shares take it further from the population's centre than all its other features do: the
+    topics made the segment, so it is named from them."""
+    topics = np.array([n.startswith(TOPIC_PREFIX) for n in names])
+    if not topics.any():
+        return [False] * len(centers)
+    away = (centers - middle) ** 2
+    return [bool(row[topics].sum() >= row[~topics].sum()) for row in away]
+
+
 def upper_levels(
     run_id: str,
     model: HierarchicalSegmenter,
     Z: np.ndarray[Any, Any],
     feature_names: list[str],
     seg_props: Callable[..., dict[str, Any]],
-    topic_weight: float = 1.0,
+    Zn: np.ndarray[Any, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Segments of every level above the leaves, named from their centres, and the CHILD_OF
-    links from each level to the next (the top level is one root holding every user)."""
+    links from each level to the next (the top level is one root holding every user). ``Z``
+    is the space the segmenter saw, ``Zn`` plain z-scores (default ``Z``) for the names and
+    the stored centres."""
     segments: list[dict[str, Any]] = []
     links: list[dict[str, str]] = []
+    plain = Z if Zn is None else Zn
     for level in range(1, len(model.level_ks_)):
         k, labels = model.level_ks_[level], model.level_labels_[level]
-        centers = np.vstack([Z[labels == c].mean(axis=0) for c in range(k)])
+        centers = np.vstack([plain[labels == c].mean(axis=0) for c in range(k)])
         sizes = np.bincount(labels, minlength=k).tolist()
         if k == 1:
             root = SegmentName("All Users", "Every segmented user.", [])
             level_names = [root]
         else:
-            level_names = name_segments(centers, feature_names, topic_weight=topic_weight)
+            prepared = np.vstack([Z[labels == c].mean(axis=0) for c in range(k)])
+            level_names = name_segments(centers, feature_names,
+                                        share_led=share_led(prepared, Z.mean(axis=0),
+                                                            feature_names))
         for c in range(k):
             segments.append({"id": f"{run_id}-L{level}-{c}",
                              "props": seg_props(level, level_names[c].name, level_names[c],
