@@ -117,7 +117,7 @@ class Settings(BaseSettings):
         "the number whose topics agree best between resamples of the writers).",
     )
     topic_weight: float = Field(
-        default=2.0, gt=0.0, le=10.0,
+        default=1.0, gt=0.0, le=10.0,
         description="When text features are used, how much the topic shares weigh in "
         "segmentation distances against all other features together (1: as much; 2: their "
         "spread is twice as large, 80% of the variance). Personas then differ by what people "

@@ -294,7 +294,7 @@ def run_segmentation(
                      model.structure_note_, separation)
 
 
-def preparation(names: Sequence[str], topic_weight: float = 2.0) -> Pipeline:
+def preparation(names: Sequence[str], topic_weight: float = 1.0) -> Pipeline:
     """The preparation a run fits on its feature table. Without topics, every feature is
     z-scored. With topics, the topic shares are one compositional family weighing
     ``topic_weight`` against every other feature together: on a real chat corpus, activity

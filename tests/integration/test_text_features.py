@@ -297,7 +297,7 @@ def test_personas_differ_by_subject_when_activity_cuts_across_it(
     assert separation.distinct == result.n_segments
     run = graph.rows("MATCH (r:SegmentationRun {id: $id}) RETURN r.topic_separation AS s, "
                      "r.topic_weight AS w", id=result.run_id)[0]
-    assert json.loads(run["s"])["differ_by_topic"] is True and run["w"] == 2.0
+    assert json.loads(run["s"])["differ_by_topic"] is True and run["w"] == 1.0
     # The same data again: the same personas, under the same ids.
     again = run_segmentation(graph)
     assert again.persona_ids == result.persona_ids and again.labels == result.labels
