@@ -65,7 +65,7 @@ def test_topic_family_makes_personas_of_subjects_not_activity_bands(
         make_preparation(table.names, log_scaled(table.names)).fit_transform(table.X))
     # Every feature z-scored on its own: the activity bands split the subjects.
     assert adjusted_rand_score(groups, plain.labels_) < 0.6, plain.k_reason_
-    Z = preparation(table.names, 2.0).fit_transform(table.X)
+    Z = preparation(table.names).fit_transform(table.X)
     model = HierarchicalSegmenter().fit(Z)
     assert model.n_clusters_ == 2 and adjusted_rand_score(groups, model.labels_) >= 0.95
     assert model.stability_ >= 0.9
