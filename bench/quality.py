@@ -41,7 +41,7 @@ from bench.datasets import cdnow, chitchat, fetch, movielens, read_member, sampl
 from bench.recommend import Baselines, graph_user_id
 from graph.db import Graph, wipe
 from graph.errors import NotFound
-from graph.features.registry import DEFAULT_SELECTION, log_scaled, select
+from graph.features.registry import DEFAULT_SELECTION, select
 from graph.features.table import build_feature_table
 from graph.ingest.files import ingest_file
 from graph.ingest.writer import EventWriter
@@ -49,8 +49,9 @@ from graph.privacy import Pseudonymizer
 from graph.recommend.baselines import ease, item_knn, popularity
 from graph.recommend.engine import recommend
 from graph.recommend.evaluation import HeldOut, UserKey, hit_rate_ndcg, split_last_purchase
-from graph.segments.engine import HierarchicalSegmenter, make_preparation
-from graph.segments.run import RunResult, run_segmentation
+from graph.segments.engine import HierarchicalSegmenter
+from graph.segments.run import RunResult, preparation, run_segmentation
+from graph.settings import Settings
 
 K = 10
 KEY = "bench-key"
@@ -145,7 +146,7 @@ def resample_stability(graph: Graph, result: RunResult, seed: int,
     for _ in range(RESAMPLES):
         idx = np.sort(rng.choice(len(known), size=round(RESAMPLE_FRACTION * len(known)),
                                  replace=False))
-        prep = make_preparation(table.names, log_scaled(table.names))
+        prep = preparation(table.names, Settings().topic_weight)
         model = HierarchicalSegmenter(k_max=10).fit(prep.fit_transform(X[idx]))
         aris.append(float(adjusted_rand_score(labels[idx], model.labels_)))
         ks.append(int(model.n_clusters_))
@@ -211,6 +212,15 @@ def measure(graph: Graph, data: DataSet, wheel: Path, max_users: int | None, see
     for name, size, stab in sorted(zip(r.names, r.sizes, r.segment_stability, strict=True),
                                    key=lambda t: -t[1]):
         print(f"    {size:>6,}  {name.name:<40} stability {stab:.2f}  {name.description}")
+    if r.topic_separation is not None:
+        sep = r.topic_separation
+        print(f"[{data.name}] differ by what people talk about: {sep.differ_by_topic} "
+              f"({sep.distinct} of {r.n_segments} personas topic-distinct, {sep.signatures} "
+              f"signature topics, topic among the top features of {sep.in_why}; "
+              f"Kruskal-Wallis p {sep.kruskal_p:.1e})")
+        for name, p in zip(r.names, sep.personas, strict=True):
+            print(f"    {name.name:<40} {p.signature:<32} share {p.share:.2f}  effect "
+                  f"{p.effect:.2f}  p {p.p_value:.1e}  {'distinct' if p.distinct else '-'}")
     t0 = time.perf_counter()
     m.resample_aris, m.resample_ks = resample_stability(graph, r, seed)
     print(f"[{data.name}] independent resamples: k {m.resample_ks}, ARI "
@@ -269,6 +279,11 @@ def result_line(results: list[Measured], elapsed: float) -> str:
                       f"{m.name}_resample_ari_mean={np.mean(m.resample_aris):.3f}",
                       f"{m.name}_resample_ari_min={min(m.resample_aris):.3f}",
                       f"{m.name}_segment_s={m.segment_s:.0f}"]
+            if r.topic_separation is not None:
+                sep = r.topic_separation
+                parts += [f"{m.name}_differ_by_topic={int(sep.differ_by_topic)}",
+                          f"{m.name}_topic_distinct={sep.distinct}/{r.n_segments}",
+                          f"{m.name}_topic_signatures={sep.signatures}"]
         rec = best_baseline(m)
         if rec:
             parts += [f"{m.name}_hit10={m.recommend['graph'][0]:.3f}",

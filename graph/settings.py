@@ -113,8 +113,15 @@ class Settings(BaseSettings):
     )
     text_topics: int = Field(
         default=0, ge=0, le=30,
-        description="Number of topics learned from the text (0: chosen from the number of "
-        "users who wrote, 6 to 10).",
+        description="Number of topics learned from the text (0: chosen from the data, 3 to 10, "
+        "the number whose topics agree best between resamples of the writers).",
+    )
+    topic_weight: float = Field(
+        default=1.0, gt=0.0, le=10.0,
+        description="When text features are used, how much the topic shares weigh in "
+        "segmentation distances against all other features together (1: as much; 2: their "
+        "spread is twice as large, 80% of the variance). Personas then differ by what people "
+        "talk about, not only by how often they come (docs/personas.md).",
     )
     segment_every_hours: float = Field(
         default=168.0, ge=0.0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -82,15 +83,70 @@ class QuantileClipper(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         return np.asarray(((self.low_ > X) | (self.high_ < X)).any(axis=1))
 
 
+class FamilyScaler(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+    """Scale columns by family, so that each family weighs what it is given in distances.
+
+    ``families`` gives each column's family (an index into ``weights`` and ``compositional``).
+    A column of an ordinary family is z-scored; a column of a compositional family (shares
+    that sum to 1, such as topic shares) is only centred, because its columns already share
+    one scale and z-scoring would let a rare topic's noise weigh as much as a common topic.
+    Each family is then scaled so that its mean squared distance from the centre is
+    ``weight ** 2``: a family of twenty columns no longer outweighs one of four just by having
+    more of them."""
+
+    def __init__(self, families: Sequence[int] = (), weights: Sequence[float] = (),
+                 compositional: Sequence[bool] = ()) -> None:
+        self.families = families
+        self.weights = weights
+        self.compositional = compositional
+
+    def fit(self, X: FloatArray, y: Any = None) -> FamilyScaler:  # noqa: ARG002 - sklearn API
+        X = np.asarray(X, dtype=np.float64)
+        family = np.asarray(self.families, dtype=np.int64)
+        if family.shape[0] != X.shape[1]:
+            raise ValueError(f"{family.shape[0]} family indexes for {X.shape[1]} columns")
+        self.n_features_in_ = X.shape[1]
+        self.mean_: FloatArray = X.mean(axis=0)
+        std = X.std(axis=0)
+        raw = np.array([bool(self.compositional[f]) for f in family], dtype=bool)
+        self.scale_: FloatArray = np.where(raw | (std == 0), 1.0, std)
+        centred = (X - self.mean_) / self.scale_
+        factor = np.ones(X.shape[1])
+        for f, weight in enumerate(self.weights):
+            cols = family == f
+            spread = float(np.sqrt((centred[:, cols] ** 2).sum(axis=1).mean())) if cols.any() else 0
+            factor[cols] = weight / spread if spread > 0 else 0.0
+        self.factor_: FloatArray = factor
+        return self
+
+    def transform(self, X: FloatArray) -> FloatArray:
+        out = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_ * self.factor_
+        return np.asarray(out, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Family:
+    """A family of features weighed together by ``make_preparation``: its columns, its weight,
+    and whether its columns are shares of one whole (compositional)."""
+
+    name: str
+    features: tuple[str, ...]
+    weight: float = 1.0
+    compositional: bool = False
+
+
 def make_preparation(
     feature_names: Sequence[str],
     log_features: Sequence[str],
     *,
     clip: tuple[float, float] | None = (0.005, 0.995),
     pca_components: int | float | None = None,
+    families: Sequence[Family] = (),
 ) -> Pipeline:
     """Impute missing values (median), log-scale heavy-tailed features, clip extreme quantiles,
-    z-score every feature, and optionally project on principal components."""
+    z-score every feature, and optionally project on principal components. With ``families``,
+    the z-score is replaced by ``FamilyScaler``: the features of each family weigh its weight,
+    and features of no family form one more family of weight 1."""
     log_cols = [i for i, name in enumerate(feature_names) if name in set(log_features)]
     steps: list[tuple[str, Any]] = [
         ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
@@ -98,7 +154,15 @@ def make_preparation(
     ]
     if clip is not None:
         steps.append(("clip", QuantileClipper(*clip)))
-    steps.append(("zscore", StandardScaler()))
+    if families:
+        index = {name: f for f, fam in enumerate(families) for name in fam.features}
+        rest = len(families)
+        steps.append(("zscore", FamilyScaler(
+            [index.get(name, rest) for name in feature_names],
+            [fam.weight for fam in families] + [1.0],
+            [fam.compositional for fam in families] + [False])))
+    else:
+        steps.append(("zscore", StandardScaler()))
     if pca_components is not None:
         steps.append(("pca", PCA(n_components=pca_components, random_state=0)))
     return Pipeline(steps)

@@ -155,19 +155,25 @@ def _description(vocabulary: Vocabulary, why: list[tuple[str, float]]) -> str:
     return "Users who " + ", ".join(parts) + "."
 
 
-def _ranked_phrases(vocabulary: Vocabulary, row: list[tuple[str, float]]) -> list[_Candidate]:
+def _ranked_phrases(vocabulary: Vocabulary, row: list[tuple[str, float]],
+                    share_led: bool = False) -> list[_Candidate]:
     """A segment's phrases, best first: by strength, except that when the segment's strongest
     category or topic share is at least ``dominance`` times the largest deviation the book has
-    a phrase for, the shares come first. So a segment that mostly differs by what it likes or
-    talks about is named from that, and a close call still goes to the weighted phrases."""
+    a phrase for, the shares that lie clearly above the population come first. So a segment
+    that mostly differs by what it likes or talks about is named from that, and a close call
+    still goes to the weighted phrases. ``share_led``: the segmentation says the shares made
+    this segment (``name_segments``), so they come first whatever the deviations."""
     centre = dict(row)
     candidates = ([c for f, z in row if (c := _phrase(vocabulary, f, z, centre))]
                   + _combinations(vocabulary, centre))
     named = max((abs(z) for f, z in row if _share_fields(f) is None
                  and _phrase(vocabulary, f, z, centre) is not None), default=0.0)
     share_top = max((z for f, z in row if _share_fields(f) is not None), default=0.0)
-    dominant = share_top > 0 and share_top >= vocabulary.dominance * named
-    return sorted(candidates, key=lambda c: (not (dominant and c.share), -c.strength))
+    dominant = share_top > 0 and (share_led or share_top >= vocabulary.dominance * named)
+    clear = {c.phrase for f, z in row if z >= CLEAR_Z and _share_fields(f) is not None
+             and (c := _phrase(vocabulary, f, z, centre))}
+    return sorted(candidates,
+                  key=lambda c: (not (dominant and c.share and c.phrase in clear), -c.strength))
 
 
 def name_segments(
@@ -176,12 +182,15 @@ def name_segments(
     top: int = 3,
     *,
     vocabulary: Vocabulary | str | None = None,
+    share_led: Sequence[bool] = (),
 ) -> list[SegmentName]:
     """One distinct name per segment, from its centre in z-scores (features x segments).
 
     Each segment takes its best phrase (see ``_ranked_phrases``); when two segments would share
     a name, the one that differs less on it takes its next phrase. ``vocabulary`` is a phrase
-    book, the name or path of one, or None for the configured book.
+    book, the name or path of one, or None for the configured book. ``share_led``, per
+    segment: its shares set it apart more than its other features did in the segmentation's
+    own distances (``share_led`` in run.py), so it is named from a clear share if it has one.
     """
     if vocabulary is None:
         vocabulary = configured_vocabulary()
@@ -192,7 +201,8 @@ def name_segments(
     for c in range(k):
         order = np.argsort(-np.abs(centers_z[c]))
         ranked.append([(feature_names[i], float(centers_z[c, i])) for i in order])
-    candidates = [_ranked_phrases(vocabulary, r) for r in ranked]
+    led = list(share_led) or [False] * k
+    candidates = [_ranked_phrases(vocabulary, r, led[c]) for c, r in enumerate(ranked)]
     chosen: dict[int, str] = {}
     taken: dict[str, tuple[int, float]] = {}
     pointer = [0] * k

@@ -13,10 +13,11 @@ from typing import Any, Protocol
 
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
+from sklearn.pipeline import Pipeline
 
 from graph.db import Graph
 from graph.errors import InvalidInput
-from graph.features.registry import DEFAULT_SELECTION, log_scaled, select
+from graph.features.registry import DEFAULT_SELECTION, TOPIC_PREFIX, log_scaled, select
 from graph.features.table import FeatureTable, build_feature_table, latest_activity
 from graph.recommend import queries as rq
 from graph.recommend.blend import tune_blend
@@ -32,7 +33,7 @@ from graph.recommend.neighbours import (
     write_similar_users,
 )
 from graph.segments import queries as q
-from graph.segments.engine import HierarchicalSegmenter, make_preparation
+from graph.segments.engine import Family, HierarchicalSegmenter, make_preparation
 from graph.segments.naming import SegmentName, name_segments
 from graph.segments.personas import (
     PersonaMatch,
@@ -41,6 +42,7 @@ from graph.segments.personas import (
     match_personas,
 )
 from graph.segments.publish import PendingRun, sweep
+from graph.segments.separation import TopicSeparation, topic_separation
 from graph.version import code_version
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,8 @@ class RunResult:
     """Per leaf segment: mean best Jaccard index with the refits' segments."""
     clear_structure: bool
     structure_note: str
+    topic_separation: TopicSeparation | None = None
+    """Whether the personas differ by what people talk about (runs with topics only)."""
 
 
 def planted_agreement(table: FeatureTable, labels: np.ndarray[Any, Any]) -> float | None:
@@ -117,6 +121,7 @@ def run_segmentation(
     abandoned_after: timedelta = ABANDONED_AFTER,
     as_of: datetime | None = None,
     engine: SegmentationEngine | None = None,
+    topic_weight: float | None = None,
 ) -> RunResult:
     """Segment every user and record the run; earlier runs stay as history.
 
@@ -130,9 +135,15 @@ def run_segmentation(
     ``runs_dir``, the fitted preparation pipeline and model are saved in ``runs_dir/<run id>/``
     with the default pictures (dendrogram, choice of k, elbow); `personas plot` draws the rest.
     ``engine`` reads the features and fits the segmenter (default: ``InProcessEngine``; the
-    Spark one is in spark_engine.py).
+    Spark one is in spark_engine.py). When the table has topics, they weigh ``topic_weight``
+    (default: the setting) against the other features together (``preparation``), and the run
+    records whether its personas differ by what people talk about (``topic_separation``).
     """
     engine = engine or InProcessEngine()
+    if topic_weight is None:
+        from graph.settings import Settings
+
+        topic_weight = Settings().topic_weight
     note = on_progress or (lambda msg: log.info(msg))
     swept = sweep(graph, abandoned_after)
     if swept.discarded:
@@ -152,9 +163,13 @@ def run_segmentation(
         raise InvalidInput(f"need at least 3 users to segment, found {len(table.user_ids)}")
     previous_rows = graph.rows(q.PREVIOUS_RUN_PERSONAS)
     warnings = feature_warnings(table)
-    prep = make_preparation(table.names, log_scaled(table.names))
+    prep = preparation(table.names, topic_weight)
     Z = prep.fit_transform(table.X)
     outliers = prep.named_steps["clip"].n_outliers_
+    # Names, persona matching and the upper levels read plain z-scores (what "differs clearly"
+    # means in the phrase books), whatever weights the distances used.
+    plain = make_preparation(table.names, log_scaled(table.names))
+    Zn = plain.fit_transform(table.X)
     note(f"clustering {Z.shape[0]} users on {Z.shape[1]} features")
     previous_k = len(previous_rows) or None
     model = engine.fit(Z, n_clusters=n_clusters, k_max=k_max, algorithm=algorithm,
@@ -164,21 +179,25 @@ def run_segmentation(
         warnings.append(model.structure_note_)
     for warning in warnings:
         log.warning("segmentation: %s", warning)
-    names = name_segments(model.cluster_centers_, table.names)
+    centers_z = np.vstack([Zn[model.labels_ == c].mean(axis=0)
+                           for c in range(model.n_clusters_)])
+    names = name_segments(centers_z, table.names,
+                          share_led=share_led(model.cluster_centers_, Z.mean(axis=0), table.names))
     raw_centers = np.vstack([table.X[model.labels_ == c].mean(axis=0)
                              for c in range(model.n_clusters_)])
     previous = [PreviousPersona(r["persona_id"], r["name"], r["description"],
                                 dict(zip(r["features"], r["raw_center"], strict=True)))
                 for r in previous_rows if r["raw_center"] is not None]
-    previous_z = (prep.transform(align_centers(previous, table.names, table.X.mean(axis=0)))
-                  if previous else np.zeros((0, Z.shape[1])))
-    matches = match_personas(model.cluster_centers_, [(n.name, n.description) for n in names],
+    previous_z = (plain.transform(align_centers(previous, table.names, table.X.mean(axis=0)))
+                  if previous else np.zeros((0, Zn.shape[1])))
+    matches = match_personas(centers_z, [(n.name, n.description) for n in names],
                              previous, previous_z, match_threshold)
     agreement = _agreement_with_previous(graph, previous_rows, table.user_ids, model.labels_,
                                          matches)
     # Each member's distance to the centre of its own leaf (its tree label, not the nearest).
     distances = np.take_along_axis(model.transform(Z), model.labels_[:, None], axis=1)[:, 0]
     ari = planted_agreement(table, model.labels_)
+    separation = topic_separation(table, model.labels_, names) if table.topics else None
     run_id = f"run-{table.snapshot_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     sizes = np.bincount(model.labels_, minlength=model.n_clusters_).tolist()
     run_props = {
@@ -195,6 +214,8 @@ def run_segmentation(
         "topics": [f"{t.label}: {', '.join(term for term, _ in t.terms[:8])}"
                    for t in table.topics],
         "topics_json": json.dumps([t.to_dict() for t in table.topics]),
+        "topic_weight": topic_weight if table.topics else None,
+        "topic_separation": json.dumps(separation.to_dict()) if separation else None,
         "stability_ari": model.stability_,
         "stability_by_k": json.dumps(model.stability_by_k_),
         "clear_structure": model.clear_structure_,
@@ -218,12 +239,12 @@ def run_segmentation(
     medians = [float(np.median(distances[model.labels_ == c])) for c in range(model.n_clusters_)]
     leaves = [{"id": f"{run_id}-L0-{c}",
                "props": {**seg_props(0, matches[c].name, names[c], sizes[c],
-                                     model.cluster_centers_[c].tolist()),
+                                     centers_z[c].tolist()),
                          "raw_center": raw_centers[c].tolist(),
                          "median_distance": medians[c],
                          "stability": float(model.segment_stability_[c])}}
               for c in range(model.n_clusters_)]
-    parents, links = upper_levels(run_id, model, Z, table.names, seg_props)
+    parents, links = upper_levels(run_id, model, Z, table.names, seg_props, Zn)
     personas = [{"segment_id": f"{run_id}-L0-{c}", "persona_id": matches[c].persona_id,
                  "name": matches[c].name, "description": matches[c].description}
                 for c in range(model.n_clusters_)]
@@ -286,7 +307,30 @@ def run_segmentation(
                      model.k_reason_, names, sizes, model.labels_.tolist(), table.user_ids, ari,
                      plots, [m.persona_id for m in matches], agreement, model.stability_,
                      model.segment_stability_.tolist(), model.clear_structure_,
-                     model.structure_note_)
+                     model.structure_note_, separation)
+
+
+def preparation(names: Sequence[str], topic_weight: float = 1.0) -> Pipeline:
+    """The preparation a run fits on its feature table. Without topics, every feature is
+    z-scored. With topics, the topic shares are one compositional family weighing
+    ``topic_weight`` against every other feature together: on a real chat corpus, activity
+    (sessions, tenure, messages per session) split users more sharply than ten z-scored topic
+    columns, so the stable personas were activity bands (docs/performance.md)."""
+    topics = tuple(n for n in names if n.startswith(TOPIC_PREFIX))
+    families = [Family("topics", topics, topic_weight, compositional=True)] if topics else []
+    return make_preparation(names, log_scaled(names), families=families)
+
+
+def share_led(centers: np.ndarray[Any, Any], middle: np.ndarray[Any, Any],
+              names: Sequence[str]) -> list[bool]:
+    """Per segment (``centers`` in the prepared space the segmenter saw), whether its topic
+    shares take it further from the population's centre than all its other features do: the
+    topics made the segment, so it is named from them."""
+    topics = np.array([n.startswith(TOPIC_PREFIX) for n in names])
+    if not topics.any():
+        return [False] * len(centers)
+    away = (centers - middle) ** 2
+    return [bool(row[topics].sum() >= row[~topics].sum()) for row in away]
 
 
 def upper_levels(
@@ -295,20 +339,27 @@ def upper_levels(
     Z: np.ndarray[Any, Any],
     feature_names: list[str],
     seg_props: Callable[..., dict[str, Any]],
+    Zn: np.ndarray[Any, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Segments of every level above the leaves, named from their centres, and the CHILD_OF
-    links from each level to the next (the top level is one root holding every user)."""
+    links from each level to the next (the top level is one root holding every user). ``Z``
+    is the space the segmenter saw, ``Zn`` plain z-scores (default ``Z``) for the names and
+    the stored centres."""
     segments: list[dict[str, Any]] = []
     links: list[dict[str, str]] = []
+    plain = Z if Zn is None else Zn
     for level in range(1, len(model.level_ks_)):
         k, labels = model.level_ks_[level], model.level_labels_[level]
-        centers = np.vstack([Z[labels == c].mean(axis=0) for c in range(k)])
+        centers = np.vstack([plain[labels == c].mean(axis=0) for c in range(k)])
         sizes = np.bincount(labels, minlength=k).tolist()
         if k == 1:
             root = SegmentName("All Users", "Every segmented user.", [])
             level_names = [root]
         else:
-            level_names = name_segments(centers, feature_names)
+            prepared = np.vstack([Z[labels == c].mean(axis=0) for c in range(k)])
+            level_names = name_segments(centers, feature_names,
+                                        share_led=share_led(prepared, Z.mean(axis=0),
+                                                            feature_names))
         for c in range(k):
             segments.append({"id": f"{run_id}-L{level}-{c}",
                              "props": seg_props(level, level_names[c].name, level_names[c],

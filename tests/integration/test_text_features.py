@@ -232,3 +232,73 @@ def test_a_run_stores_its_topics_and_newcomers_are_placed_by_what_they_write(
                         "RETURN u.demo_group AS g, s.id AS s")
     right = sum(home[r["g"]] == r["s"] for r in placed)
     assert right >= 27, (right, placed)
+
+
+def mixed_activity_population(users: int, seed: int, now: datetime) -> Iterator[dict[str, Any]]:
+    """Two groups who write about different subjects, each half brief contacts (one short
+    conversation) and half regulars (about ten longer conversations over two months): the
+    activity bands cut across the subjects, as in a real chat corpus, and split users more
+    sharply than what they talk about."""
+    rng = random.Random(seed)
+    event_no = 0
+    for index in range(users):
+        group = ("billing", "shipping")[index % 2]
+        regular = (index // 2) % 2 == 0
+        handle = f"mixed-{seed}-{index:04d}"
+        sessions = rng.randint(8, 12) if regular else 1
+        for s in range(sessions):
+            t = now - timedelta(days=rng.uniform(1, 60) if regular else rng.uniform(1, 3))
+            for m in range(rng.randint(5, 8) if regular else 3):
+                text = (rng.choice(SUBJECTS[group]).format(p=rng.choice(PRODUCTS))
+                        if rng.random() < 0.65 else rng.choice(SMALL_TALK))
+                t += timedelta(seconds=rng.randint(20, 300))
+                event_no += 1
+                event: dict[str, Any] = {
+                    "schema_version": 1, "event_id": f"mixed-{seed}-{event_no:07d}",
+                    "type": "chat_message", "source": "chat", "occurred_at": t.isoformat(),
+                    "user": {"chat_handle": handle}, "session_id": f"{handle}-s{s}",
+                    "properties": {"text": text, "channel": "chat"},
+                }
+                if s == 0 and m == 0:
+                    event["profile"] = {"demo_group": group}
+                yield event
+
+
+def test_personas_differ_by_subject_when_activity_cuts_across_it(
+        graph: Graph, monkeypatch: pytest.MonkeyPatch) -> None:
+    from graph.segments.run import run_segmentation
+
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    events = [Event.model_validate(e) for e in mixed_activity_population(120, 7, today)]
+    EventWriter(graph, Pseudonymizer("k")).write(events)
+    monkeypatch.setenv("PERSONAS_PERSONA_VOCABULARY", "support")
+    result = run_segmentation(graph)
+    planted = dict(graph.rows("MATCH (u:User) RETURN collect([u.id, u.demo_group]) AS p")[0]["p"])
+    groups = np.array([planted[u] for u in result.user_ids])
+    labels = np.array(result.labels)
+    # Every persona holds one subject's users, whatever their activity.
+    for c in range(result.n_segments):
+        top = Counter(groups[labels == c]).most_common(1)[0]
+        assert top[1] >= 0.9 * (labels == c).sum(), (c, Counter(groups[labels == c]))
+    assert adjusted_rand_score(groups, labels) >= 0.9 or result.n_segments > 2
+    # Named from what they talk about (a second persona of one subject may take an activity
+    # phrase, names being unique), and measured as differing by it.
+    assert len({n.name for n in result.names}) == result.n_segments
+    named_from: set[str] = set()
+    for c, name in enumerate(result.names):
+        group = Counter(groups[labels == c]).most_common(1)[0][0]
+        if name.name.endswith(" Enquirers"):
+            words = {w.lower() for w in name.name.removesuffix(" Enquirers").split(" & ")}
+            assert words <= group_words(group), (group, name)
+            named_from.add(group)
+    assert named_from == {"billing", "shipping"}, result.names
+    separation = result.topic_separation
+    assert separation is not None and separation.differ_by_topic, separation
+    assert separation.distinct == result.n_segments
+    run = graph.rows("MATCH (r:SegmentationRun {id: $id}) RETURN r.topic_separation AS s, "
+                     "r.topic_weight AS w", id=result.run_id)[0]
+    assert json.loads(run["s"])["differ_by_topic"] is True and run["w"] == 1.0
+    # The same data again: the same personas, under the same ids.
+    again = run_segmentation(graph)
+    assert again.persona_ids == result.persona_ids and again.labels == result.labels
+    assert again.agreement["new_personas"] == 0

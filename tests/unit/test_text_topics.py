@@ -14,10 +14,11 @@ from graph.features.registry import describe
 from graph.features.text import (
     TextRule,
     TopicModel,
-    auto_topics,
+    choose_n_topics,
     conversation_row,
     is_question,
     project_topics,
+    topic_agreement,
 )
 
 SUBJECTS = {
@@ -92,8 +93,26 @@ def test_any_text_gives_topics_or_a_clear_error(docs: list[str]) -> None:
         assert np.allclose(shares[known].sum(axis=1), 1.0)
 
 
-def test_number_of_topics_follows_the_writers() -> None:
-    assert [auto_topics(n) for n in (10, 60, 90, 120, 1_000_000)] == [6, 6, 9, 10, 10]
+def test_number_of_topics_is_the_one_resamples_agree_on() -> None:
+    # Three subjects: three topics reappear in every resample of the writers; with more, the
+    # extra topics are arbitrary cuts of a subject and change between resamples.
+    docs, groups = documents(90, seed=5)
+    model = TopicModel().fit(docs)
+    assert len(model.topics_) == 3, model.agreement_by_n_
+    scores = model.agreement_by_n_
+    assert scores[3] == max(scores.values()) and scores[3] > scores[6] + 0.1, scores
+    main = model.transform(docs).argmax(axis=1)
+    assert all(len({g for g, m in zip(groups, main, strict=True) if m == t}) == 1
+               for t in set(main))
+    X = model.vectorizer_.transform(docs)
+    assert choose_n_topics(X, range(3, 7))[0] == 3
+
+
+def test_topic_agreement_pairs_topics_by_their_top_terms() -> None:
+    a = np.array([[5.0, 4, 3, 0, 0, 0], [0, 0, 0, 3, 4, 5]])
+    assert topic_agreement(a, a[::-1], top=3) == 1.0
+    half = np.array([[5.0, 4, 0, 3, 0, 0], [0, 0, 3, 0, 4, 5]])
+    assert topic_agreement(a, half, top=3) == pytest.approx(0.5)
 
 
 def test_questions() -> None:
