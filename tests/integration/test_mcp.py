@@ -104,7 +104,8 @@ async def chatbot_round(client: Client, withdrawn_id: str) -> None:
                          for i in rainy)
     # A user who withdrew personalization consent: no profile for a chatbot.
     hidden = payload(await client.call_tool("persona", {"user_id": withdrawn_id}))
-    assert hidden == {"user_id": withdrawn_id, "personalized": False, "persona": None}
+    assert hidden == {"user_id": withdrawn_id, "personalized": False, "persona": None,
+                      "pending": False}
     bare = payload(await client.call_tool("chat_context", {"user_id": withdrawn_id}))
     assert bare["text"] == NO_CONSENT and bare["personalized"] is False
 
