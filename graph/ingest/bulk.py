@@ -28,6 +28,7 @@ The transactional path's rules, applied to the whole history:
 
 from __future__ import annotations
 
+import multiprocessing
 import shlex
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -308,7 +309,11 @@ def stage_files(paths: Sequence[Path], pseudonymizer: Pseudonymizer, max_line_by
     if workers <= 1 or len(paths) == 1:
         return [stage_file(i, p, pseudonymizer, max_line_bytes, dead_letter)
                 for i, p in enumerate(paths)]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # Spawned, not forked: a fork of a process whose Polars (or driver) threads hold a lock
+    # copies the lock held and the child waits for ever (seen in the suite: a staging worker
+    # forked after earlier Polars work never started).
+    with ProcessPoolExecutor(max_workers=workers,
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(stage_file, i, p, pseudonymizer, max_line_bytes)
                    for i, p in enumerate(paths)]
         return [f.result() for f in futures]
