@@ -31,10 +31,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, LiteralString
 
-from neo4j import READ_ACCESS, AsyncDriver, Bookmarks
+from neo4j import AsyncDriver
 from neo4j.exceptions import ClientError
 
 from graph.db import Graph, LoopGraph, Rows, read_rows
+from graph.db import wait_for_bookmarks as db_wait_for_bookmarks
 from graph.errors import InvalidInput, NotFound
 
 VERSION = "v1"
@@ -62,7 +63,6 @@ after a crash must not move it back)."""
 APPLIED_OFFSET: LiteralString = (
     "MATCH (o:StreamOffset {group: $group, topic: $topic, partition: $partition}) "
     "RETURN o.next AS next")
-READY: LiteralString = "RETURN 1 AS ready"
 
 
 @dataclass(frozen=True)
@@ -187,17 +187,12 @@ async def wait_for(driver: AsyncDriver, database: str, token: Token, *, group: s
 async def _wait_for_bookmarks(driver: AsyncDriver, database: str,
                               bookmarks: Iterable[str]) -> None:
     try:
-        async with driver.session(database=database, default_access_mode=READ_ACCESS,
-                                  bookmarks=Bookmarks.from_raw_values(bookmarks)) as session:
-            await (await session.run(READY)).consume()
-            seen = await session.last_bookmarks()
+        await db_wait_for_bookmarks(driver, database, list(bookmarks))
     except ClientError as error:
         # InvalidBookmark and its kin: a token of no write of this database.
         if "Bookmark" in (error.code or ""):
             raise _refuse("Neo4j does not know its bookmarks") from None
         raise
-    # The process's later reads (on a cluster, routed anywhere) wait for them too.
-    await driver.execute_query_bookmark_manager.update_bookmarks((), seen.raw_values)
 
 
 async def _wait_for_offset(driver: AsyncDriver, database: str, position: KafkaPosition,

@@ -26,6 +26,7 @@ from neo4j import (
     AsyncGraphDatabase,
     AsyncManagedTransaction,
     AsyncSession,
+    Bookmarks,
     Driver,
     GraphDatabase,
     ManagedTransaction,
@@ -183,6 +184,23 @@ READ_RETRY_BACKOFF = Backoff(base_seconds=0.05, factor=2.0, max_seconds=1.0, jit
 _rng = random.Random()
 
 
+PING: LiteralString = "RETURN 1"
+"""The cheapest statement: what a session runs to wait for its bookmarks."""
+
+
+async def wait_for_bookmarks(driver: AsyncDriver, database: str,
+                             bookmarks: Sequence[str]) -> None:
+    """Return once this server has applied ``bookmarks`` (Neo4j waits, up to its own
+    timeout); the driver's later reads in this process wait for them too. A bookmark of no
+    transaction of this database raises Neo4j's ClientError."""
+    async with driver.session(database=database, default_access_mode=READ_ACCESS,
+                              bookmarks=Bookmarks.from_raw_values(bookmarks)) as session:
+        await (await session.run(PING)).consume()
+        seen = await session.last_bookmarks()
+    # On a cluster, later reads routed anywhere must not be older than this one.
+    await driver.execute_query_bookmark_manager.update_bookmarks((), seen.raw_values)
+
+
 async def read_rows(driver: AsyncDriver, database: str, query: LiteralString,
                     params: dict[str, Any] | None = None, *,
                     timeout: float | None = None) -> list[dict[str, Any]]:
@@ -337,16 +355,18 @@ class AsyncGraph:
     async def write_work(self, make: Callable[[], Work[T]]) -> T:
         """Run the ``Work`` that ``make`` returns in a managed write transaction (retried on
         transient errors, each time with a new one)."""
-        async with self.session() as session:
-            result: T = await session.execute_write(
-                lambda tx: run_work_async(tx, make()))
-            return result
+        with traced("write", self.database):
+            async with self.session() as session:
+                result: T = await session.execute_write(
+                    lambda tx: run_work_async(tx, make()))
+                return result
 
     async def read_work(self, make: Callable[[], Work[T]]) -> T:
         """Run the ``Work`` that ``make`` returns in a managed read transaction."""
-        async with self.session(READ_ACCESS) as session:
-            result: T = await session.execute_read(lambda tx: run_work_async(tx, make()))
-            return result
+        with traced("read", self.database):
+            async with self.session(READ_ACCESS) as session:
+                result: T = await session.execute_read(lambda tx: run_work_async(tx, make()))
+                return result
 
 
 class _Fetched:
