@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from graph.db import Graph
 from graph.segments.run import RunResult, run_segmentation
 from graph.settings import Settings
 from tests.helpers import PERSONAS, empty_graph, load_demo
-from tests.integration.test_api_served import free_port, wait_healthy
+from tests.integration.test_api_served import free_port, serving
 
 
 @dataclass(frozen=True)
@@ -56,16 +55,5 @@ def served_demo(driver: Driver, settings: Settings, folder: Path, *, users: int,
     base = f"http://127.0.0.1:{port}"
     env = server_env(settings)
     log = folder / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([PERSONAS, "serve", "--host", "127.0.0.1", "--port", str(port)],
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_healthy(proc, base, log)
+    with serving([PERSONAS, "serve", "--host", "127.0.0.1", "--port", str(port)], env, base, log):
         yield World(base, graph, keys, run, env)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

@@ -11,8 +11,9 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,6 +72,30 @@ def wait_healthy(proc: subprocess.Popen[bytes], base: str, log: Path) -> None:
     raise AssertionError(f"personas serve did not get ready: {log.read_text()[-3000:]}")
 
 
+@contextmanager
+def serving(command: Sequence[str], env: dict[str, str], base: str, log: Path,
+            cwd: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """A served API process, ready (``/readyz``) on ``base``, its output in ``log``; stopped
+    after (killed when it does not stop within 30 s)."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(list(command), cwd=cwd, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(proc, base, log)
+        yield proc
+    finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture(scope="module")
 def served(driver: Driver, settings: Settings,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
@@ -93,19 +118,8 @@ def served(driver: Driver, settings: Settings,
            "PERSONAS_CRM_WEBHOOK_SECRET": CRM_SECRET}
     env.pop("PERSONAS_DEMO", None)
     log = tmp_path_factory.mktemp("served") / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([PERSONAS, "serve", "--host", "127.0.0.1", "--port", str(port)],
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_healthy(proc, base, log)
+    with serving([PERSONAS, "serve", "--host", "127.0.0.1", "--port", str(port)], env, base, log):
         yield Served(base, graph, keys, run.user_ids[0], log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def bearer(key: str) -> dict[str, str]:

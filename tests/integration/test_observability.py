@@ -32,7 +32,7 @@ from graph.ingest.metrics import IngestMetrics
 from graph.segments.run import run_segmentation
 from graph.settings import Settings
 from tests.helpers import PERSONAS, load_demo
-from tests.integration.test_api_served import free_port, wait_healthy
+from tests.integration.test_api_served import free_port, stop, wait_healthy
 from tests.integration.test_stream import demo_lines, names, produce
 
 pytestmark = pytest.mark.integration
@@ -151,12 +151,7 @@ def scraped(graph: Graph, settings: Settings, kafka_running: Settings,
         assert page.status_code == 200
         yield page.text + "\n" + consumer_pages[-1]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def test_every_panel_queries_metrics_the_served_processes_expose(scraped: str) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -33,7 +32,7 @@ from graph.segments.run import run_segmentation
 from graph.settings import Settings
 from tests.helpers import empty_graph, load_demo
 from tests.integration.served import server_env
-from tests.integration.test_api_served import CRM_MAPPING, free_port, wait_healthy
+from tests.integration.test_api_served import CRM_MAPPING, free_port, serving
 
 pytestmark = pytest.mark.integration
 
@@ -67,21 +66,9 @@ def server(driver: Driver, settings: Settings,
     env = {**server_env(settings), "PERSONAS_CRM_MAPPING_FILE": str(CRM_MAPPING),
            "PERSONAS_CRM_WEBHOOK_SECRET": CRM_SECRET}
     drivers, log = folder / "drivers.txt", folder / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.drivers_counted", str(drivers), "serve",
-             "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_healthy(proc, base, log)
+    with serving([sys.executable, "-m", "tests.drivers_counted", str(drivers), "serve",
+                  "--host", "127.0.0.1", "--port", str(port)], env, base, log, cwd=ROOT):
         yield Server(base, graph, keys, run.user_ids[0], drivers)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def gql(server: Server, role: str, query: str, **variables: Any) -> dict[str, Any]:
