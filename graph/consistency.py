@@ -34,7 +34,7 @@ from typing import Any, LiteralString
 from neo4j import AsyncDriver
 from neo4j.exceptions import ClientError
 
-from graph.db import Graph, LoopGraph, Rows, read_rows
+from graph.db import Graph, LoopGraph, Rows, Statement, read_rows
 from graph.db import wait_for_bookmarks as db_wait_for_bookmarks
 from graph.errors import InvalidInput, NotFound
 
@@ -157,14 +157,21 @@ def _position(value: Any) -> KafkaPosition:
     return KafkaPosition(topic, partition, offset)
 
 
+def offsets_statement(group: str, offsets: Mapping[tuple[str, int], int]) -> Statement:
+    """The statement recording the next offset of each partition of a batch; run in the
+    batch's own transaction, a read that sees it sees the batch."""
+    return Statement(RECORD_OFFSETS, {"rows": Rows(
+        {"group": group, "topic": t, "partition": p, "next": n}
+        for (t, p), n in offsets.items())})
+
+
 def record_offsets(graph: Graph, group: str, offsets: Mapping[tuple[str, int], int]) -> None:
     """Record, after a batch's transaction committed, the next offset of each of its
     partitions: once a read sees it, it sees the batch (the batch committed first, so every
     server that has this transaction has the batch's)."""
     if offsets:
-        graph.execute(RECORD_OFFSETS, rows=Rows(
-            {"group": group, "topic": t, "partition": p, "next": n}
-            for (t, p), n in offsets.items()))
+        statement = offsets_statement(group, offsets)
+        graph.execute(statement.query, **statement.params)
 
 
 async def wait_for(driver: AsyncDriver, database: str, token: Token, *, group: str,

@@ -9,7 +9,11 @@ committed. A crash between the two re-delivers the batch, and the writer, idempo
 Malformed messages go to the dead-letter topic, PII-scrubbed, keyed by a stable dead-letter id,
 with the reason and their source topic, partition and offset in headers; the dead letters are
 flushed before the offsets move. While one batch is written (on one writer thread, so batches
-commit in order), the next fills, and goes to the writer as soon as it is free.
+commit in order), the next fills, and goes to the writer as soon as it is free: a batch closes
+when the writer is free, not at a size or after a fixed wait, so it is as large as the rate
+makes it (at most ``batch_max``). A batch without dead letters records its offsets for reads
+(``graph.consistency``) in its own transaction, and the next batch goes to the writer before
+the Kafka commit of the one just written.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from graph.consistency import record_offsets
+from graph.consistency import offsets_statement, record_offsets
 from graph.db import Graph
 from graph.errors import EnvironmentProblem, InvalidInput
 from graph.events import Event
@@ -58,7 +62,11 @@ _PROBE_LOG.setLevel(logging.CRITICAL)
 
 SOURCE = "kafka"
 BATCH_WAIT_S = 0.1
-"""How long a poll waits to fill a batch: short, so that at low rates events wait little."""
+"""How long an idle consumer waits for a first message before it looks at its stop flag,
+idle time and lag again."""
+LINGER_S = 0.005
+"""How long a batch started by an idle writer's first message waits for more: a few events
+together cost about what one does."""
 IN_FLIGHT_POLL_S = 0.005
 """How long a poll waits while a batch is being written (the writer's end is checked between)."""
 LAG_EVERY_S = 1.0
@@ -114,8 +122,14 @@ class BatchReport:
     duplicates: int
     dead_letters: int
     write_seconds: float
+    """From handing the batch to the writer to seeing its transaction committed."""
     freshness_s: tuple[float, ...]
     lag: int | None
+    fill_seconds: float = 0.0
+    """From reading the batch's first message to handing the batch to the writer."""
+    commit_seconds: float = 0.0
+    """After its transaction: dead letters, offsets recorded for reads (when not in the
+    transaction) and the Kafka commit."""
 
 
 @dataclass
@@ -127,8 +141,10 @@ class _Batch:
     timestamps_ms: list[int]
     dead_letters: int
     future: Future[WriteResult] | None = None
+    first_read: float = 0.0
     started: float = 0.0
     letters: list[DeadLetter] = field(default_factory=list)
+    offsets_in_transaction: bool = False
 
     @classmethod
     def empty(cls) -> _Batch:
@@ -214,11 +230,7 @@ class StreamConsumer:
                         room = min(room, max_messages - self.summary.records)
                     got = 0
                     if room > 0:
-                        # While a batch is being written, poll briefly and often: the next
-                        # batch goes to the writer as soon as it is free.
-                        wait = BATCH_WAIT_S if self._in_flight is None else IN_FLIGHT_POLL_S
-                        got = self._prepare(self._consumer.consume(num_messages=room,
-                                                                   timeout=wait))
+                        got = self._prepare(self._poll(room))
                     elif self._in_flight is not None:
                         self._settle()  # the next batch is full: wait for the writer
                     if self._in_flight is not None and self._in_flight.done():
@@ -249,11 +261,27 @@ class StreamConsumer:
             self._dlq.flush(10)
         return self.summary
 
+    def _poll(self, room: int) -> list[Message]:
+        """The next messages, at most ``room``. While a batch is being written: whatever comes
+        within a short wait (the writer's end is checked between). With the writer free and
+        messages waiting: only those already here, so the batch goes at once. Idle: the first
+        message to arrive (up to ``BATCH_WAIT_S``), and those following it within
+        ``LINGER_S``."""
+        assert self._consumer is not None
+        if self._in_flight is not None:
+            return self._consumer.consume(num_messages=room, timeout=IN_FLIGHT_POLL_S)
+        if self._pending.messages:
+            return self._consumer.consume(num_messages=room, timeout=0)
+        first = self._consumer.consume(num_messages=1, timeout=BATCH_WAIT_S)
+        if not first or room == 1:
+            return first
+        return first + self._consumer.consume(num_messages=room - 1, timeout=LINGER_S)
+
     def _drain(self) -> None:
         """Write and commit everything read: the batch in flight, then the one being filled."""
-        self._settle()
-        if self._pending.messages:
-            self._submit()
+        while self._in_flight is not None or self._pending.messages:
+            if self._in_flight is None:
+                self._submit()
             self._settle()
 
     def _prepare(self, messages: Sequence[Message]) -> int:
@@ -261,6 +289,8 @@ class StreamConsumer:
         returns how many there were."""
         batch = self._pending
         before = batch.messages
+        if messages and not before:
+            batch.first_read = time.perf_counter()
         for msg in messages:
             error = msg.error()
             if error is not None:
@@ -295,27 +325,39 @@ class StreamConsumer:
         batch, self._pending = self._pending, _Batch.empty()
         batch.started = time.perf_counter()
         if batch.events:
-            batch.future = self._pool.submit(self.writer.write, batch.events, source=SOURCE)
+            # Dead letters must be flushed and stored before the offsets move, so a batch
+            # with any records its offsets after them, in a transaction of its own.
+            then = None if batch.letters else offsets_statement(self.group, batch.offsets)
+            batch.offsets_in_transaction = then is not None
+            batch.future = self._pool.submit(self.writer.write, batch.events, source=SOURCE,
+                                             then=then)
         self._in_flight = batch
 
     def _settle(self) -> None:
-        """Wait for the batch in flight: its transaction, its dead letters, then its offsets."""
+        """Wait for the batch in flight: its transaction, its dead letters, then its offsets.
+        Once its transaction committed, the batch being filled (if any) goes to the writer,
+        unless this one has dead letters still to store."""
         batch, self._in_flight = self._in_flight, None
         if batch is None:
             return
         result = batch.future.result() if batch.future is not None else WriteResult(0, 0)
-        write_seconds = time.perf_counter() - batch.started
+        written = time.perf_counter()
+        write_seconds = written - batch.started
+        if not batch.letters and self._pending.messages and self._pool is not None:
+            self._submit()  # its Neo4j work overlaps this batch's Kafka commit
         self._flush_dead_letters()
         if batch.letters:  # in the graph too, so that they are exported and erased with users
             DeadLetterStore(self.writer.graph).record(batch.letters)
-        # After the batch's transaction: a read with a Kafka token waits for this
-        # (graph.consistency); dead letters and duplicates count as applied too.
-        record_offsets(self.writer.graph, self.group, batch.offsets)
+        if not batch.offsets_in_transaction:
+            # After the batch's transaction: a read with a Kafka token waits for this
+            # (graph.consistency); dead letters and duplicates count as applied too.
+            record_offsets(self.writer.graph, self.group, batch.offsets)
         assert self._consumer is not None
         self._consumer.commit(
             offsets=[TopicPartition(t, p, o) for (t, p), o in batch.offsets.items()],
             asynchronous=False)
         committed_ms = time.time() * 1000
+        commit_seconds = time.perf_counter() - written
         freshness = tuple(max(0.0, (committed_ms - ts) / 1000) for ts in batch.timestamps_ms)
         histogram = self.metrics.freshness.labels(SOURCE)
         for seconds in freshness:
@@ -338,7 +380,9 @@ class StreamConsumer:
         if self.on_batch is not None:
             self.on_batch(BatchReport(batch.messages, len(batch.events), result.written,
                                       result.duplicates, batch.dead_letters, write_seconds,
-                                      freshness, lag))
+                                      freshness, lag,
+                                      fill_seconds=batch.started - batch.first_read,
+                                      commit_seconds=commit_seconds))
 
     # -- dead letters -----------------------------------------------------------------------
 

@@ -212,18 +212,26 @@ class EventWriter:
             {"kind": kind, "hash": digest, "user_id": resolved.owners[(kind, digest)]}
             for kind, digest in sorted(pairs)))
 
-    def write(self, events: Sequence[Event] | Plan, *, source: str = "file") -> WriteResult:
+    def write(self, events: Sequence[Event] | Plan, *, source: str = "file",
+              then: Statement | None = None) -> WriteResult:
         """Write one batch in one transaction; events already stored are skipped, not re-counted.
 
         ``events`` may come from ``plan``; the batch metric times the write only, either way.
         ``source`` labels the batch in the metrics (a source family, see ``IngestMetrics``).
+        ``then`` runs in the batch's transaction after its writes, whether or not any event was
+        new (the stream consumer records its offsets there: one commit a batch, not two); only
+        with events, not with a plan, which may need no transaction at all.
         """
         if isinstance(events, Plan):
+            if then is not None:
+                raise TypeError("`then` needs a batch of events, not a plan")
             plan, prepared = events, events.batch
         else:
+            if then is not None and not events:
+                raise TypeError("`then` needs a batch with events: no transaction without")
             plan, prepared = None, self.prepare(events)
         start = time.perf_counter()
-        result = self._write(prepared, plan)
+        result = self._write(prepared, plan, then)
         if self.metrics is not None:
             self.metrics.batch(source, time.perf_counter() - start, result.written,
                                result.duplicates)
@@ -246,7 +254,8 @@ class EventWriter:
             self.metrics.received.labels(source).inc(len(rows))
             self.metrics.batch(source, time.perf_counter() - start, len(rows), 0)
 
-    def _write(self, prepared: PreparedBatch, plan: Plan | None) -> WriteResult:
+    def _write(self, prepared: PreparedBatch, plan: Plan | None,
+               then: Statement | None = None) -> WriteResult:
         if not prepared.events:
             return WriteResult(0, 0)
         if plan is not None and not plan.fresh:
@@ -256,7 +265,7 @@ class EventWriter:
             outcome = self._write_planned(plan) if plan is not None else None
         planned = outcome is not None
         if outcome is None:
-            outcome = self._write_unplanned(prepared)
+            outcome = self._write_unplanned(prepared, then)
         written_plan, users, merged = outcome
         if self.assigner is not None and users:
             try:
@@ -267,14 +276,15 @@ class EventWriter:
         return WriteResult(written, prepared.size - written - len(erased), tuple(users),
                            written_plan.existing, erased, as_planned=planned and not merged)
 
-    def _write_unplanned(self, prepared: PreparedBatch) -> _Outcome:
+    def _write_unplanned(self, prepared: PreparedBatch,
+                         then: Statement | None = None) -> _Outcome:
         """Look up and write in one transaction. Another writer may commit the same events or
         mint the same identifiers between our look-up and our commit (a client retrying a
         batch that timed out sends it twice at once): the unique constraints refuse ours, and
         a new attempt finds them stored (its events then count as duplicates)."""
         for attempt in range(1, CONSTRAINT_ATTEMPTS + 1):
             try:
-                return self.graph.write_work(lambda: self._write_work(prepared))
+                return self.graph.write_work(lambda: self._write_work(prepared, then))
             except ConstraintError as exc:
                 if attempt == CONSTRAINT_ATTEMPTS:
                     raise
@@ -312,9 +322,13 @@ class EventWriter:
         return Plan(batch, frozenset(existing), frozenset(erased), tuple(fresh), params,
                     tuple(conflicts), Rows())
 
-    def _write_work(self, batch: PreparedBatch) -> Work[_Outcome]:
+    def _write_work(self, batch: PreparedBatch,
+                    then: Statement | None = None) -> Work[_Outcome]:
         found = yield from self._look_up(batch)
-        return (yield from self._apply(self._plan(batch, *found)))
+        outcome = yield from self._apply(self._plan(batch, *found))
+        if then is not None:
+            yield then
+        return outcome
 
     def _apply(self, plan: Plan) -> Work[_Outcome]:
         """The plan's writes, if the identifier links it relied on still hold (``plan.links``:
