@@ -50,6 +50,7 @@ from graph.ingest.deadletter import DeadLetter, DeadLetterStore, make_dead_lette
 from graph.ingest.metrics import IngestMetrics
 from graph.ingest.pipeline import build_writer
 from graph.ingest.reader import InvalidJson, Parsed, load_json, validate
+from graph.ingest.runtime import bulk_load_runtime
 from graph.ingest.tally import Tally
 from graph.ingest.writer import EventWriter, WriteResult
 from graph.privacy import Pseudonymizer
@@ -222,7 +223,10 @@ class StreamConsumer:
                                  on_revoke=self._on_revoke, on_lost=self._on_lost)
         last_message = time.monotonic()
         try:
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-writer") as pool:
+            # Tuned as for a file load (bulk_load_runtime): the writer's thread, woken by Neo4j's
+            # answer, waited for the GIL held by this one parsing the next batch.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-writer") as pool, \
+                    bulk_load_runtime():
                 self._pool = pool
                 while not stop.is_set():
                     room = self.batch_max - self._pending.messages

@@ -174,6 +174,11 @@ def test_valid_events_once_and_malformed_to_dead_letters(graph: Graph, kafka: Se
     assert metrics.registry.get_sample_value(
         "personas_events_rejected_total", {"source": "kafka", "reason": "invalid"}) == 4
     assert committed_total(kafka, group, topic) == len(lines)
+    # Recorded for reads too (graph.consistency): in the batch's own transaction, or after
+    # the dead letters of a batch that has some.
+    recorded = graph.rows("MATCH (o:StreamOffset {group: $group, topic: $topic}) "
+                          "RETURN sum(o.next) AS n", group=group, topic=topic)
+    assert recorded == [{"n": len(lines)}]
 
     letters = read_all(kafka, dlq, expected=6)
     assert len(letters) == 6
