@@ -333,9 +333,19 @@ class StreamConsumer:
             # with any records its offsets after them, in a transaction of its own.
             then = None if batch.letters else offsets_statement(self.group, batch.offsets)
             batch.offsets_in_transaction = then is not None
-            batch.future = self._pool.submit(self.writer.write, batch.events, source=SOURCE,
-                                             then=then)
+            future = self._pool.submit(self.writer.write, batch.events, source=SOURCE,
+                                       then=then, assign=False)
+            batch.future = future
+            # Next on the writer's thread, but after the batch's result is out: its offsets are
+            # committed while newcomers are assigned to segments (the batch's events are
+            # stored; the assignment is derived from them). A write that failed raises in
+            # ``_settle``, so this task ignores it.
+            self._pool.submit(self._assign_newcomers, future)
         self._in_flight = batch
+
+    def _assign_newcomers(self, written: Future[WriteResult]) -> None:
+        if written.exception() is None:
+            self.writer.assign_newcomers(written.result().user_ids)
 
     def _settle(self) -> None:
         """Wait for the batch in flight: its transaction, its dead letters, then its offsets.

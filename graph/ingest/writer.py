@@ -213,14 +213,16 @@ class EventWriter:
             for kind, digest in sorted(pairs)))
 
     def write(self, events: Sequence[Event] | Plan, *, source: str = "file",
-              then: Statement | None = None) -> WriteResult:
+              then: Statement | None = None, assign: bool = True) -> WriteResult:
         """Write one batch in one transaction; events already stored are skipped, not re-counted.
 
         ``events`` may come from ``plan``; the batch metric times the write only, either way.
         ``source`` labels the batch in the metrics (a source family, see ``IngestMetrics``).
         ``then`` runs in the batch's transaction after its writes, whether or not any event was
         new (the stream consumer records its offsets there: one commit a batch, not two); only
-        with events, not with a plan, which may need no transaction at all.
+        with events, not with a plan, which may need no transaction at all. ``assign=False``
+        leaves the newcomers' segment assignment to the caller (``assign_newcomers`` with the
+        result's ``user_ids``): the stream consumer commits the batch's offsets meanwhile.
         """
         if isinstance(events, Plan):
             if then is not None:
@@ -231,7 +233,7 @@ class EventWriter:
                 raise TypeError("`then` needs a batch with events: no transaction without")
             plan, prepared = None, self.prepare(events)
         start = time.perf_counter()
-        result = self._write(prepared, plan, then)
+        result = self._write(prepared, plan, then, assign)
         if self.metrics is not None:
             self.metrics.batch(source, time.perf_counter() - start, result.written,
                                result.duplicates)
@@ -254,8 +256,18 @@ class EventWriter:
             self.metrics.received.labels(source).inc(len(rows))
             self.metrics.batch(source, time.perf_counter() - start, len(rows), 0)
 
+    def assign_newcomers(self, user_ids: Sequence[str]) -> None:
+        """Give the users of a written batch that the latest run lacks their segment. A failure
+        is logged and never stops ingestion: the events are committed, the next run assigns."""
+        if self.assigner is None or not user_ids:
+            return
+        try:
+            self.assigner.assign(user_ids)
+        except Exception:  # noqa: BLE001 - the events are committed; the next run assigns
+            log.exception("segment assignment after a batch failed; the events are stored")
+
     def _write(self, prepared: PreparedBatch, plan: Plan | None,
-               then: Statement | None = None) -> WriteResult:
+               then: Statement | None = None, assign: bool = True) -> WriteResult:
         if not prepared.events:
             return WriteResult(0, 0)
         if plan is not None and not plan.fresh:
@@ -267,11 +279,8 @@ class EventWriter:
         if outcome is None:
             outcome = self._write_unplanned(prepared, then)
         written_plan, users, merged = outcome
-        if self.assigner is not None and users:
-            try:
-                self.assigner.assign(users)
-            except Exception:  # noqa: BLE001 - the events are committed; the next run assigns
-                log.exception("segment assignment after a batch failed; the events are stored")
+        if assign:
+            self.assign_newcomers(users)
         written, erased = len(written_plan.fresh), written_plan.erased
         return WriteResult(written, prepared.size - written - len(erased), tuple(users),
                            written_plan.existing, erased, as_planned=planned and not merged)

@@ -28,9 +28,10 @@ from graph.ingest.metrics import IngestMetrics
 from graph.ingest.pipeline import build_writer
 from graph.ingest.replay import replay_file
 from graph.privacy import Pseudonymizer
+from graph.segments.run import run_segmentation
 from graph.settings import Settings
 from personas.demo import DemoPopulation
-from tests.helpers import PERSONAS
+from tests.helpers import PERSONAS, load_demo
 
 pytestmark = pytest.mark.integration
 
@@ -341,6 +342,26 @@ def test_a_model_that_cannot_be_prepared_does_not_stop_consuming(
     assert summary.written == 20
     assert interactions(graph) == 20
     assert "could not prepare segment assignment" in caplog.text
+
+
+def test_newcomers_through_kafka_are_assigned_to_segments(graph: Graph, kafka: Settings,
+                                                          tmp_path: Path) -> None:
+    """The consumer assigns a batch's newcomers after handing its result over (while its
+    offsets are committed): they are assigned all the same, each once."""
+    runs_dir = tmp_path / "runs"
+    load_demo(graph, tmp_path, users=60, seed=21)
+    run = run_segmentation(graph, runs_dir=runs_dir)
+    topic, dlq, group = names("assign")
+    lines = demo_lines(5, seed=22)
+    produce(kafka, tmp_path, topic, lines)
+    summary = stream.consume(graph, kafka.model_copy(update={"runs_dir": runs_dir}),
+                             stop=threading.Event(), topic=topic, dead_letter_topic=dlq,
+                             group=group, batch_max=100, max_messages=len(lines), idle_exit=30)
+    assert summary.written == len(lines)
+    assigned = graph.rows(
+        "MATCH (u:User)-[m:IN_SEGMENT {run_id: $run}]->() WHERE m.assigned_by = 'ingest' "
+        "RETURN count(m) AS n, count(DISTINCT u) AS users", run=run.run_id)
+    assert assigned == [{"n": 5, "users": 5}]
 
 
 def test_unreachable_broker_is_a_clear_error(env: dict[str, str]) -> None:
