@@ -7,7 +7,8 @@ topic, partition and offset (a producer mints it from its delivery report, ``kaf
 A read given the token (``after``) first waits, at most PERSONAS_CONSISTENCY_WAIT_MS, until the
 graph has it: the bookmarks through a session opened with them (Neo4j itself waits until its
 server has applied them), the Kafka position until the consumer group's recorded offset
-(``record_offsets``, written by ``graph.ingest.stream``) has passed it. A write that is not
+(``offsets_statement`` in the batch's transaction, or ``record_offsets`` after it, written by
+``graph.ingest.stream``) has passed it. A write that is not
 visible by then makes the read answer ``pending`` instead of failing.
 
 The token does not depend on the driver that committed the write (the bookmarks of a sync and

@@ -349,7 +349,7 @@ def test_newcomers_through_kafka_are_assigned_to_segments(graph: Graph, kafka: S
     """The consumer assigns a batch's newcomers after handing its result over (while its
     offsets are committed): they are assigned all the same, each once."""
     runs_dir = tmp_path / "runs"
-    load_demo(graph, tmp_path, users=60, seed=21)
+    load_demo(graph, tmp_path, users=40, seed=21)
     run = run_segmentation(graph, runs_dir=runs_dir)
     topic, dlq, group = names("assign")
     lines = demo_lines(5, seed=22)
