@@ -12,7 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from bench.datasets import Wheel, cdnow, chitchat, fetch, movielens, read_member, sample_users
+from bench.datasets import (
+    Wheel,
+    cdnow,
+    chitchat,
+    fetch,
+    instacart,
+    movielens,
+    read_member,
+    sample_users,
+)
 from graph.errors import InvalidInput
 from graph.events import Event, EventType
 from graph.recommend.evaluation import split_last_purchase
@@ -77,6 +86,37 @@ def test_cdnow_rows_are_purchases_with_their_line_totals() -> None:
 def test_a_malformed_cdnow_row_names_its_line() -> None:
     with pytest.raises(InvalidInput, match="CDNOW line 2: expected"):
         list(cdnow.events(["customer_id date number_of_cds dollar_value", "00001 1997 x"]))
+
+
+INSTACART = (",order_id,user_id,order_number,order_dow,order_hour_of_day,"
+             "days_since_prior_order,product_id,add_to_cart_order,reordered\n"
+             "0,2539329,1,1,2,8,,196,1.0,0.0\n"
+             "1,2539329,1,1,2,8,,14084,2.0,0.0\n"
+             "2,2398795,1,2,3,7,15.0,196,1.0,1.0\n"
+             "3,431534,2,1,0,23,,196,1.0,0.0\n")
+
+
+def test_instacart_rows_are_purchases_dated_along_each_shoppers_orders() -> None:
+    events = validated(list(instacart.events(INSTACART.splitlines())))
+    assert [e.type for e in events] == [EventType.PURCHASE] * 4
+    # Shopper 1's first order on 2017's first Tuesday (dow 2) at 8, in cart order; the second
+    # 15 days later at 7; shopper 2's first on the first Sunday at 23.
+    assert [e.occurred_at.isoformat() for e in events] == [
+        "2017-01-03T08:00:01+00:00", "2017-01-03T08:00:02+00:00",
+        "2017-01-18T07:00:01+00:00", "2017-01-01T23:00:01+00:00"]
+    assert [e.properties.item_id for e in events] == ["instacart-196", "instacart-14084",
+                                                      "instacart-196", "instacart-196"]
+    assert events[0].session_id == events[1].session_id != events[2].session_id
+    assert events[0].properties.order_id == "instacart-2539329"
+    assert events[3].user == {"crm_id": "instacart-2"}
+    assert len({e.event_id for e in events}) == 4
+
+
+def test_a_malformed_instacart_row_names_its_line() -> None:
+    with pytest.raises(InvalidInput, match="Instacart sample line 3: expected"):
+        list(instacart.events(INSTACART.splitlines()[:2] + ["9,1,1,1,9,8,,196,1.0,0.0"]))
+    with pytest.raises(InvalidInput, match="header lacks order_number, .*product_id"):
+        list(instacart.events(["order_id,user_id"]))
 
 
 def test_movielens_ratings_are_a_watch_and_an_item_rating() -> None:
