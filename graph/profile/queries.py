@@ -233,12 +233,17 @@ OPTIONAL MATCH (r)-[:PRODUCED]->(s:Segment {level: 0})-[:EMBODIES]->(p)
 RETURN p {.id, .name, .description} AS persona, s.id AS segment_id, coalesce(s.size, 0) AS size
 """
 
-# Most typical members first (nearest the segment centre); the cursor is (distance, id).
+# Most typical members first (nearest the segment centre); the cursor is (distance, id), from
+# -Infinity and "" on the first page. The index on (segment_id, distance) (migrations/0014)
+# seeks to the cursor and hands memberships out in distance order, so a page reads its own rows
+# and the ties of its last distance, not the whole segment; the order names `m.segment_id`
+# (one value) for the planner to see the index's order (PartialTop on the ids of a tie).
 PERSONA_MEMBERS = """
-MATCH (:Segment {id: $segment_id})<-[m:IN_SEGMENT]-(u:User)
-WHERE $after_distance IS NULL OR m.distance > $after_distance
-      OR (m.distance = $after_distance AND u.id > $after_id)
-WITH u, m ORDER BY m.distance, u.id LIMIT $limit
+MATCH (u:User)-[m:IN_SEGMENT]->(:Segment)
+USING INDEX SEEK m:IN_SEGMENT(segment_id, distance)
+WHERE m.segment_id = $segment_id AND m.distance >= $after_distance
+  AND (m.distance > $after_distance OR u.id > $after_id)
+WITH u, m ORDER BY m.segment_id, m.distance, u.id LIMIT $limit
 """ + _USER_FIELDS + ", m.distance AS distance"
 
 # A persona card's top categories and items, as written with its run
