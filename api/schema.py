@@ -56,7 +56,9 @@ class Query:
         return found
 
     @strawberry.field(description="Users in id order, a page at a time, optionally of one "
-                      "persona (latest run) or segment, or seen after a time.",
+                      "persona (latest run) or segment, or seen after a time. A filtered page "
+                      f"examines at most {users.USERS_SCAN:,} users, so it may hold fewer than "
+                      "`first` (even none) while `hasNextPage` is true: follow `endCursor`.",
                       extensions=allowed(PERSONA_READERS))
     async def users(self, info: strawberry.Info[RequestContext, None], first: int = 20,
                     after: str | None = None, persona_id: strawberry.ID | None = None,

@@ -76,3 +76,12 @@ def db_hits(graph: Graph, query: LiteralString, **params: Any) -> tuple[int, lis
         summary = result.consume()
     assert summary.profile is not None
     return total(summary.profile), rows
+
+
+def plan_rows(plan: dict[str, Any]) -> dict[str, int]:
+    """The most rows each operator type of a PROFILE plan produced."""
+    found = {plan["operatorType"].split("@")[0]: int(plan.get("rows", 0))}
+    for child in plan.get("children", []):
+        for op, rows in plan_rows(child).items():
+            found[op] = max(found.get(op, 0), rows)
+    return found

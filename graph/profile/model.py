@@ -24,11 +24,14 @@ def _number(value: float | None) -> float | None:
 @dataclass(frozen=True)
 class Page(Generic[T]):
     """A page of a list fetched with one row more than asked: ``keys`` are each item's sort key
-    (for the caller's cursors), ``has_more`` whether another page follows."""
+    (for the caller's cursors), ``has_more`` whether another page follows, ``end`` where the
+    next page starts when that is not the last item's key (a page that stopped examining rows
+    before it filled)."""
 
     items: list[T]
     keys: list[str]
     has_more: bool
+    end: str | None = None
 
 
 def page(rows: list[dict[str, Any]], size: int, key: Any, item: Any) -> Page[Any]:
