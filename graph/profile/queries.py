@@ -463,16 +463,23 @@ RETURN i.kind AS kind, i.hash AS hash, i.first_seen AS first_seen
 ORDER BY kind, hash
 """
 
+# A page of items in id order, optionally of one category, examining at most $scan items
+# after the cursor (as USERS_PAGE does, and with the same `scanned` and `last_scanned`).
 ITEMS_PAGE = """
 MATCH (it:Item)
 WHERE it.id > $after
-  AND ($category IS NULL OR EXISTS { (it)-[:IN_CATEGORY]->(:Category {name: $category}) })
+WITH it ORDER BY it.id LIMIT $scan
+WITH collect(it) AS scanned
+WITH size(scanned) AS scanned, last(scanned).id AS last_scanned, [it IN scanned WHERE
+      $category IS NULL OR EXISTS { (it)-[:IN_CATEGORY]->(:Category {name: $category}) }
+     ][..$limit] AS passed
+UNWIND CASE WHEN passed = [] THEN [null] ELSE passed END AS it
 OPTIONAL MATCH (it)-[:IN_CATEGORY]->(c:Category)
 OPTIONAL MATCH (it)-[:OF_BRAND]->(b:Brand)
 RETURN it.id AS id, it.name AS name, it.price AS price, c.name AS category, b.name AS brand,
-       COUNT { (:User)-[r:INTERACTED]->(it) WHERE r.purchases > 0 } AS buyers
-ORDER BY it.id
-LIMIT $limit
+       COUNT { (:User)-[r:INTERACTED]->(it) WHERE r.purchases > 0 } AS buyers,
+       scanned, last_scanned
+ORDER BY id
 """
 
 ITEM = """

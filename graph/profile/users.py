@@ -14,6 +14,7 @@ from graph.db import Reader
 from graph.errors import NotFound
 from graph.profile import queries as q
 from graph.profile.model import (
+    FILTERED_PAGE_SCAN,
     Identifier,
     Interaction,
     LocalEvent,
@@ -31,6 +32,7 @@ from graph.profile.model import (
     Weather,
     native,
     page,
+    scanned_page,
 )
 from graph.recommend.engine import Recommendation, WhatIf, recommend_params
 from graph.recommend.limits import MAX_ITEM_USERS
@@ -38,8 +40,6 @@ from graph.recommend.queries import POPULAR, RECOMMEND
 from graph.settings import Settings
 from graph.situation.models import weather_lookback_hours
 
-USERS_SCAN = 5000
-"""The most users a filtered page of ``users`` examines (see ``queries.USERS_PAGE``)."""
 SIMILAR_USER_ITEMS = 200
 """The user's latest items whose other users are compared (see ``queries.SIMILAR_USERS``)."""
 MASKED_CHARS = 8
@@ -75,19 +75,15 @@ async def users_page(reader: Reader, *, after: str, size: int, persona_id: str |
                      segment_id: str | None, last_seen_after: datetime | None,
                      ) -> Page[UserRecord]:
     """Users in id order after ``after``, optionally of one persona (latest run) or segment,
-    or last seen after a time. A filtered page examines at most ``USERS_SCAN`` users: it may
-    hold fewer than ``size`` (even none) and still have more, going on after the last examined."""
+    or last seen after a time. A filtered page examines at most ``FILTERED_PAGE_SCAN`` users:
+    it may hold fewer than ``size`` (even none) and still have more, going on after the last
+    examined."""
     filtered = persona_id is not None or segment_id is not None or last_seen_after is not None
-    scan = max(size + 1, USERS_SCAN) if filtered else size + 1
+    scan = max(size + 1, FILTERED_PAGE_SCAN) if filtered else size + 1
     rows = await reader.rows(q.USERS_PAGE, after=after, limit=size + 1, scan=scan,
                              persona_id=persona_id, segment_id=segment_id,
                              last_seen_after=last_seen_after)
-    found = page([r for r in rows if r["id"] is not None], size, lambda r: str(r["id"]),
-                 UserRecord.from_row)
-    if found.has_more or not rows or rows[0]["scanned"] < scan:
-        return found
-    # Every examined user was looked at and fewer than a page passed: more may follow.
-    return Page(found.items, found.keys, True, end=str(rows[0]["last_scanned"]))
+    return scanned_page(rows, size, scan, lambda r: str(r["id"]), UserRecord.from_row)
 
 
 async def _by_id(reader: Reader, query: Any, ids: Sequence[str],
