@@ -30,6 +30,7 @@ from graph.errors import InvalidInput, NotFound
 from graph.events import MAX_KEY_CHARS, normalize_category
 from graph.privacy import IDENTIFIER_KINDS
 from graph.profile import catalogue, chat, personas, users
+from graph.profile.model import FILTERED_PAGE_SCAN
 from graph.settings import Settings
 
 AfterArg = Annotated[str | None, strawberry.argument(
@@ -56,7 +57,9 @@ class Query:
         return found
 
     @strawberry.field(description="Users in id order, a page at a time, optionally of one "
-                      "persona (latest run) or segment, or seen after a time.",
+                      "persona (latest run) or segment, or seen after a time. A filtered page "
+                      f"examines at most {FILTERED_PAGE_SCAN:,} users, so it may hold fewer than "
+                      "`first` (even none) while `hasNextPage` is true: follow `endCursor`.",
                       extensions=allowed(PERSONA_READERS))
     async def users(self, info: strawberry.Info[RequestContext, None], first: int = 20,
                     after: str | None = None, persona_id: strawberry.ID | None = None,
@@ -140,7 +143,10 @@ class Query:
             raise NotFound(f"no segmentation run with id {run_id!r}")
         return [Segment.from_model(s) for s in found]
 
-    @strawberry.field(description="Catalogue items in id order, optionally of one category.",
+    @strawberry.field(description="Catalogue items in id order, optionally of one category. A "
+                      f"page of one category examines at most {FILTERED_PAGE_SCAN:,} items, so "
+                      "it may hold fewer than `first` (even none) while `hasNextPage` is true: "
+                      "follow `endCursor`.",
                       extensions=allowed(PERSONA_READERS))
     async def items(self, info: strawberry.Info[RequestContext, None], first: int = 20,
                     after: str | None = None, category: str | None = None) -> Connection[Item]:

@@ -104,5 +104,7 @@ def connection(page: Page[M], kind: str, node: Callable[[M], T]) -> Connection[T
     """A read model's page as a connection, each item's key its cursor."""
     edges = [Edge(cursor=encode_cursor(kind, key), node=node(item))
              for key, item in zip(page.keys, page.items, strict=True)]
-    return Connection(edges=edges, page_info=PageInfo(
-        has_next_page=page.has_more, end_cursor=edges[-1].cursor if edges else None))
+    end = (encode_cursor(kind, page.end) if page.end is not None
+           else edges[-1].cursor if edges else None)
+    return Connection(edges=edges, page_info=PageInfo(has_next_page=page.has_more,
+                                                      end_cursor=end))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 import strawberry
@@ -51,6 +52,8 @@ class PersonaProfile:
             after_distance = float(distance) if distance is not None else None
         except ValueError:
             raise InvalidInput(f"malformed cursor {after!r}") from None
+        if after_distance is not None and not math.isfinite(after_distance):
+            raise InvalidInput(f"malformed cursor {after!r}")
         found = model.Page[model.Member]([], [], False) if self.segment_id is None else (
             await personas.members(info.context.reader, self.segment_id,
                                    after_distance=after_distance, after_id=after_id, size=size))

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from graph.db import Reader
 from graph.profile import queries as q
-from graph.profile.model import CategoryCount, Item, Page, page
+from graph.profile.model import FILTERED_PAGE_SCAN, CategoryCount, Item, Page, scanned_page
 
 
 async def items(reader: Reader, *, category: str | None, after: str,
                 size: int) -> Page[Item]:
-    """Items in id order after ``after``, optionally of one category."""
-    rows = await reader.rows(q.ITEMS_PAGE, after=after, limit=size + 1, category=category)
-    return page(rows, size, lambda r: str(r["id"]), Item.from_row)
+    """Items in id order after ``after``, optionally of one category. A page of one category
+    examines at most ``FILTERED_PAGE_SCAN`` items: it may hold fewer than ``size`` and still have
+    more, going on after the last examined."""
+    scan = max(size + 1, FILTERED_PAGE_SCAN) if category is not None else size + 1
+    rows = await reader.rows(q.ITEMS_PAGE, after=after, limit=size + 1, scan=scan,
+                             category=category)
+    return scanned_page(rows, size, scan, lambda r: str(r["id"]), Item.from_row)
 
 
 async def item(reader: Reader, item_id: str) -> Item | None:

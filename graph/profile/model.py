@@ -24,17 +24,37 @@ def _number(value: float | None) -> float | None:
 @dataclass(frozen=True)
 class Page(Generic[T]):
     """A page of a list fetched with one row more than asked: ``keys`` are each item's sort key
-    (for the caller's cursors), ``has_more`` whether another page follows."""
+    (for the caller's cursors), ``has_more`` whether another page follows, ``end`` where the
+    next page starts when that is not the last item's key (a page that stopped examining rows
+    before it filled)."""
 
     items: list[T]
     keys: list[str]
     has_more: bool
+    end: str | None = None
 
 
 def page(rows: list[dict[str, Any]], size: int, key: Any, item: Any) -> Page[Any]:
     """A ``Page`` of ``rows`` fetched with ``LIMIT size + 1``."""
     kept = rows[:size]
     return Page([item(r) for r in kept], [key(r) for r in kept], len(rows) > size)
+
+
+FILTERED_PAGE_SCAN = 5000
+"""The most rows a filtered page of users or items examines after its cursor
+(``queries.USERS_PAGE``, ``ITEMS_PAGE``): a filter few rows pass costs this, not the graph."""
+
+
+def scanned_page(rows: list[dict[str, Any]], size: int, scan: int, key: Any,
+                 item: Any) -> Page[Any]:
+    """A ``Page`` from a statement that examined at most ``scan`` rows after the cursor and
+    kept ``size + 1`` of those passing its filter (each row says how many it ``scanned`` and
+    the ``last_scanned`` key; a row with a null ``id`` only carries those). When the scan ran
+    out before the page filled, more may follow after the last examined row."""
+    found = page([r for r in rows if r["id"] is not None], size, key, item)
+    if found.has_more or not rows or rows[0]["scanned"] < scan:
+        return found
+    return Page(found.items, found.keys, True, end=str(rows[0]["last_scanned"]))
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ members and favourites, segments, runs, and a user's current persona period."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, LiteralString
 
 from graph.db import Reader
@@ -36,9 +37,11 @@ async def persona(reader: Reader, persona_id: str) -> PersonaSummary | None:
 async def members(reader: Reader, segment_id: str, *, after_distance: float | None,
                   after_id: str | None, size: int) -> Page[Member]:
     """A segment's members, most typical (nearest the centre) first; keys are
-    ``distance|user id``."""
+    ``distance|user id``. A page costs its size, whatever the segment's (an index seek)."""
     rows = await reader.rows(q.PERSONA_MEMBERS, segment_id=segment_id,
-                             after_distance=after_distance, after_id=after_id, limit=size + 1)
+                             after_distance=(-math.inf if after_distance is None
+                                             else after_distance),
+                             after_id=after_id or "", limit=size + 1)
     return page(rows, size, lambda r: f"{r['distance']!r}|{r['id']}",
                 lambda r: Member(UserRecord.from_row(r), r["distance"]))
 

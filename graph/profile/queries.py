@@ -80,20 +80,26 @@ RETURN id, collect({segment: segment, persona: persona, parent_id: parent_id}) A
 """
 
 # A page of users in id order after the cursor, optionally of one persona (latest run, found
-# once per page) or segment, or last seen after a time. One row more than the page tells
-# whether more follow.
+# once per page) or segment, or last seen after a time. It examines at most $scan users after
+# the cursor (an ordered seek on the id constraint's index), so a filter few users pass costs
+# $scan, not the whole population: the page may then hold fewer users than asked, and
+# `last_scanned` is where the next one goes on. One row more than the page tells whether more
+# follow; with no user passing, one row of nulls carries `last_scanned`.
 USERS_PAGE = """
-OPTIONAL MATCH (r:SegmentationRun)
-WITH r ORDER BY r.created_at DESC LIMIT 1
 MATCH (u:User)
 WHERE u.id > $after
-  AND ($last_seen_after IS NULL OR u.last_seen > $last_seen_after)
+WITH u ORDER BY u.id LIMIT $scan
+WITH collect(u) AS scanned
+OPTIONAL MATCH (r:SegmentationRun)
+WITH scanned, r ORDER BY r.created_at DESC LIMIT 1
+WITH size(scanned) AS scanned, last(scanned).id AS last_scanned, [u IN scanned WHERE
+      ($last_seen_after IS NULL OR u.last_seen > $last_seen_after)
   AND ($segment_id IS NULL OR EXISTS { (u)-[:IN_SEGMENT]->(:Segment {id: $segment_id}) })
   AND ($persona_id IS NULL OR EXISTS {
         (u)-[:IN_SEGMENT {run_id: r.id}]->(:Segment)-[:EMBODIES]->(:Persona {id: $persona_id})
-      })
-WITH u ORDER BY u.id LIMIT $limit
-""" + _USER_FIELDS
+      })][..$limit] AS passed
+UNWIND CASE WHEN passed = [] THEN [null] ELSE passed END AS u
+""" + _USER_FIELDS + ", scanned, last_scanned"
 
 # The user's current persona period (the open history entry).
 CURRENT_PERSONA_PERIOD = """
@@ -233,12 +239,17 @@ OPTIONAL MATCH (r)-[:PRODUCED]->(s:Segment {level: 0})-[:EMBODIES]->(p)
 RETURN p {.id, .name, .description} AS persona, s.id AS segment_id, coalesce(s.size, 0) AS size
 """
 
-# Most typical members first (nearest the segment centre); the cursor is (distance, id).
+# Most typical members first (nearest the segment centre); the cursor is (distance, id), from
+# -Infinity and "" on the first page. The index on (segment_id, distance) (migrations/0014)
+# seeks to the cursor and hands memberships out in distance order, so a page reads its own rows
+# and the ties of its last distance, not the whole segment; the order names `m.segment_id`
+# (one value) for the planner to see the index's order (PartialTop on the ids of a tie).
 PERSONA_MEMBERS = """
-MATCH (:Segment {id: $segment_id})<-[m:IN_SEGMENT]-(u:User)
-WHERE $after_distance IS NULL OR m.distance > $after_distance
-      OR (m.distance = $after_distance AND u.id > $after_id)
-WITH u, m ORDER BY m.distance, u.id LIMIT $limit
+MATCH (u:User)-[m:IN_SEGMENT]->(:Segment)
+USING INDEX SEEK m:IN_SEGMENT(segment_id, distance)
+WHERE m.segment_id = $segment_id AND m.distance >= $after_distance
+  AND (m.distance > $after_distance OR u.id > $after_id)
+WITH u, m ORDER BY m.segment_id, m.distance, u.id LIMIT $limit
 """ + _USER_FIELDS + ", m.distance AS distance"
 
 # A persona card's top categories and items, as written with its run
@@ -331,13 +342,22 @@ RETURN id, prefs
 """
 
 # Preferences at a point in time, rebuilt from the interactions before it (see ingestion's
-# rules): the last feedback per category, and each category's share of interest.
+# rules): the last feedback per category, and each category's share of interest. Both read at
+# most the user's $max_interactions newest interactions before $as_of (kept by a bounded top-N,
+# not a collect of the whole history), and the inferred shares only those within $horizon_ms
+# of the newest: older interest has decayed below what a share can show (users.py). The
+# subquery starts from the user, and `i` has no label (PERFORMED leads only to interactions):
+# with one, the planner may walk the time or type index of everyone's interactions instead,
+# which costs the whole graph's traffic, not the user's history.
 EXPLICIT_PREFERENCES_AS_OF = """
-MATCH (:User {id: $id})-[:PERFORMED]->(i:Interaction {type: 'feedback'})
-WHERE i.at <= $as_of AND coalesce(i.recorded_at, i.at) <= $as_of
-  AND i.category IS NOT NULL AND i.rating IS NOT NULL
-WITH i.category AS category, i ORDER BY i.at DESC
-WITH category, head(collect(i)) AS last
+MATCH (u:User {id: $id})
+CALL (u) {
+  MATCH (u)-[:PERFORMED]->(i)
+  WHERE i.type = 'feedback' AND i.at <= $as_of AND coalesce(i.recorded_at, i.at) <= $as_of
+    AND i.category IS NOT NULL AND i.rating IS NOT NULL
+  RETURN i ORDER BY i.at DESC LIMIT $max_interactions
+}
+WITH i.category AS category, head(collect(i)) AS last
 RETURN category, (last.rating - 3) / 2.0 AS weight, last.at AS updated_at
 ORDER BY weight DESC, category
 """
@@ -345,10 +365,16 @@ ORDER BY weight DESC, category
 # The same weights ingestion keeps (graph/ingest/queries.py): interest per category, decayed
 # to the user's latest categorized interaction before $as_of, as shares of the total.
 INFERRED_PREFERENCES_AS_OF = """
-MATCH (:User {id: $id})-[:PERFORMED]->(i:Interaction)
-WHERE i.at <= $as_of AND coalesce(i.recorded_at, i.at) <= $as_of AND i.category IS NOT NULL
-WITH collect(i) AS its, max(i.at).epochMillis AS ref
+MATCH (u:User {id: $id})
+CALL (u) {
+  MATCH (u)-[:PERFORMED]->(i)
+  WHERE i.at <= $as_of AND coalesce(i.recorded_at, i.at) <= $as_of AND i.category IS NOT NULL
+  RETURN i ORDER BY i.at DESC LIMIT $max_interactions
+}
+WITH collect(i) AS its
+WITH its, its[0].at.epochMillis AS ref
 UNWIND its AS i
+WITH ref, i WHERE ref - i.at.epochMillis <= $horizon_ms
 WITH i.category AS category, max(i.at) AS updated_at,
      sum($scores[i.type] * exp(-$decay_per_ms * (ref - i.at.epochMillis))) AS score
 WITH collect({category: category, score: score, updated_at: updated_at}) AS rows,
@@ -437,16 +463,23 @@ RETURN i.kind AS kind, i.hash AS hash, i.first_seen AS first_seen
 ORDER BY kind, hash
 """
 
+# A page of items in id order, optionally of one category, examining at most $scan items
+# after the cursor (as USERS_PAGE does, and with the same `scanned` and `last_scanned`).
 ITEMS_PAGE = """
 MATCH (it:Item)
 WHERE it.id > $after
-  AND ($category IS NULL OR EXISTS { (it)-[:IN_CATEGORY]->(:Category {name: $category}) })
+WITH it ORDER BY it.id LIMIT $scan
+WITH collect(it) AS scanned
+WITH size(scanned) AS scanned, last(scanned).id AS last_scanned, [it IN scanned WHERE
+      $category IS NULL OR EXISTS { (it)-[:IN_CATEGORY]->(:Category {name: $category}) }
+     ][..$limit] AS passed
+UNWIND CASE WHEN passed = [] THEN [null] ELSE passed END AS it
 OPTIONAL MATCH (it)-[:IN_CATEGORY]->(c:Category)
 OPTIONAL MATCH (it)-[:OF_BRAND]->(b:Brand)
 RETURN it.id AS id, it.name AS name, it.price AS price, c.name AS category, b.name AS brand,
-       COUNT { (:User)-[r:INTERACTED]->(it) WHERE r.purchases > 0 } AS buyers
-ORDER BY it.id
-LIMIT $limit
+       COUNT { (:User)-[r:INTERACTED]->(it) WHERE r.purchases > 0 } AS buyers,
+       scanned, last_scanned
+ORDER BY id
 """
 
 ITEM = """

@@ -4,6 +4,7 @@ many users in one round trip."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,6 +14,7 @@ from graph.db import Reader
 from graph.errors import NotFound
 from graph.profile import queries as q
 from graph.profile.model import (
+    FILTERED_PAGE_SCAN,
     Identifier,
     Interaction,
     LocalEvent,
@@ -30,6 +32,7 @@ from graph.profile.model import (
     Weather,
     native,
     page,
+    scanned_page,
 )
 from graph.recommend.engine import Recommendation, WhatIf, recommend_params
 from graph.recommend.limits import MAX_ITEM_USERS
@@ -42,6 +45,15 @@ SIMILAR_USER_ITEMS = 200
 MASKED_CHARS = 8
 """How much of an identifier's keyed hash is shown."""
 INTEREST = {t.value: score for t, score in INTEREST_SCORE.items()}
+AS_OF_EPSILON = 1e-6
+"""The decay factor below which an interaction's interest no longer shows in an ``asOf`` share
+(weights are served to a few decimals): 20 half-lives, about 600 days."""
+AS_OF_HORIZON_MS = math.ceil(math.log(1 / AS_OF_EPSILON) / DECAY_PER_MS)
+"""How far before the user's newest interaction an ``asOf`` rebuild reads."""
+AS_OF_MAX_INTERACTIONS = 2000
+"""The newest interactions before ``asOf`` a rebuild reads at most: an ``asOf`` read costs the
+same for a user with years of history. A user with more than this many feedback events, or
+categorized interactions within the horizon, is rebuilt from the newest of them only."""
 
 
 async def user(reader: Reader, user_id: str) -> UserRecord:
@@ -63,10 +75,15 @@ async def users_page(reader: Reader, *, after: str, size: int, persona_id: str |
                      segment_id: str | None, last_seen_after: datetime | None,
                      ) -> Page[UserRecord]:
     """Users in id order after ``after``, optionally of one persona (latest run) or segment,
-    or last seen after a time."""
-    rows = await reader.rows(q.USERS_PAGE, after=after, limit=size + 1, persona_id=persona_id,
-                             segment_id=segment_id, last_seen_after=last_seen_after)
-    return page(rows, size, lambda r: str(r["id"]), UserRecord.from_row)
+    or last seen after a time. A filtered page examines at most ``FILTERED_PAGE_SCAN`` users:
+    it may hold fewer than ``size`` (even none) and still have more, going on after the last
+    examined."""
+    filtered = persona_id is not None or segment_id is not None or last_seen_after is not None
+    scan = max(size + 1, FILTERED_PAGE_SCAN) if filtered else size + 1
+    rows = await reader.rows(q.USERS_PAGE, after=after, limit=size + 1, scan=scan,
+                             persona_id=persona_id, segment_id=segment_id,
+                             last_seen_after=last_seen_after)
+    return scanned_page(rows, size, scan, lambda r: str(r["id"]), UserRecord.from_row)
 
 
 async def _by_id(reader: Reader, query: Any, ids: Sequence[str],
@@ -104,10 +121,14 @@ async def persona_as_of(reader: Reader, user_id: str, as_of: datetime) -> UserPe
 async def preferences_as_of(reader: Reader, user_id: str, as_of: datetime,
                             first: int) -> list[Preference]:
     """Preferences as they stood at ``as_of``, rebuilt from the interactions before it with
-    the same rules ingestion applies (explicit: last feedback wins; inferred: interest shares)."""
-    explicit = await reader.rows(q.EXPLICIT_PREFERENCES_AS_OF, id=user_id, as_of=as_of)
+    the same rules ingestion applies (explicit: last feedback wins; inferred: interest shares),
+    reading at most ``AS_OF_MAX_INTERACTIONS`` of them within ``AS_OF_HORIZON_MS``."""
+    explicit = await reader.rows(q.EXPLICIT_PREFERENCES_AS_OF, id=user_id, as_of=as_of,
+                                 max_interactions=AS_OF_MAX_INTERACTIONS)
     inferred = await reader.rows(q.INFERRED_PREFERENCES_AS_OF, id=user_id, as_of=as_of,
-                                 scores=INTEREST, decay_per_ms=DECAY_PER_MS)
+                                 scores=INTEREST, decay_per_ms=DECAY_PER_MS,
+                                 max_interactions=AS_OF_MAX_INTERACTIONS,
+                                 horizon_ms=AS_OF_HORIZON_MS)
     prefs = [Preference(category=r["category"], weight=r["weight"], source=source,
                         updated_at=native(r["updated_at"]))
              for source, rows in (("explicit", explicit), ("inferred", inferred))

@@ -42,7 +42,8 @@ CREATE (child)-[:CHILD_OF]->(parent)
 """
 
 # One chunk of a run's memberships, each chunk its own transaction; the heartbeat tells the
-# sweep (``ABANDONED_RUNS``) that the run's writer is alive.
+# sweep (``ABANDONED_RUNS``) that the run's writer is alive. A membership carries its segment's
+# id for the index that pages a persona's members (migrations/0014_member_order.cypher).
 ASSIGN_RUN_MEMBERS = """
 CYPHER replan=skip
 MATCH (r:PendingRun {id: $run_id})
@@ -52,7 +53,7 @@ UNWIND $rows AS row
 MATCH (u:User {id: row.user_id}), (s:PendingSegment {id: row.segment_id})
 WHERE NOT EXISTS { (u)-[:IN_SEGMENT {run_id: $run_id}]->() }
 CREATE (u)-[:IN_SEGMENT {distance: row.distance, assigned_at: datetime(), run_id: $run_id,
-                         assigned_by: 'run'}]->(s)
+                         assigned_by: 'run', segment_id: row.segment_id}]->(s)
 """
 
 # One leaf segment's profile as of the run, read by the API's `Persona.topCategories` and
@@ -209,7 +210,7 @@ UNWIND $rows AS row
 MATCH (u:User {id: row.user_id}), (s:Segment {id: row.segment_id})
 WHERE NOT EXISTS { (u)-[:IN_SEGMENT {run_id: $run_id}]->() }
 CREATE (u)-[:IN_SEGMENT {distance: row.distance, assigned_at: datetime(), run_id: $run_id,
-                         assigned_by: $assigned_by}]->(s)
+                         assigned_by: $assigned_by, segment_id: row.segment_id}]->(s)
 """
 
 # Which of the given users the latest run has no segment for (users who withdrew analytics

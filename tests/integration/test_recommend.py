@@ -24,7 +24,7 @@ from graph.recommend.engine import (
 )
 from graph.segments.run import run_segmentation
 from personas.demo import DemoPopulation
-from tests.helpers import load_demo
+from tests.helpers import db_hits, load_demo
 
 pytestmark = pytest.mark.integration
 
@@ -427,19 +427,6 @@ CREATE (u:User {id: 'u' + n}),
        (u)-[:INTERACTED {purchases: 1, last_at: datetime()}]->(every),
        (u)-[:INTERACTED {purchases: 1, last_at: datetime() - duration({days: 1})}]->(own)
 """
-
-
-def db_hits(graph: Graph, query: LiteralString, **params: Any) -> tuple[int, list[Any]]:
-    """The database hits of one run of ``query`` (PROFILE), and its rows."""
-    def total(plan: dict[str, Any]) -> int:
-        return int(plan.get("dbHits", 0)) + sum(total(c) for c in plan.get("children", []))
-
-    with graph.driver.session(database=graph.database) as session:
-        result = session.run("PROFILE " + query, params)
-        rows = list(result)
-        summary = result.consume()
-    assert summary.profile is not None
-    return total(summary.profile), rows
 
 
 def test_an_item_every_user_bought_is_never_expanded_per_request(graph: Graph) -> None:
