@@ -105,6 +105,12 @@ CALL (u, run_id) {
   UNWIND peers AS p
   WITH p.peer AS peer, p.overlap AS overlap, total
   CALL (peer) {
+    WITH peer WHERE COUNT { (peer)-[:INTERACTED]->() } <= $limits.peer_items
+    MATCH (peer)-[r:INTERACTED]->(it)
+    WHERE (r.purchases > 0 OR r.rating >= 4) AND coalesce(r.rating, 3) > 2
+    RETURN it
+    UNION ALL
+    WITH peer WHERE COUNT { (peer)-[:INTERACTED]->() } > $limits.peer_items
     MATCH (peer)-[r:INTERACTED]->(it)
     WHERE (r.purchases > 0 OR r.rating >= 4) AND coalesce(r.rating, 3) > 2
     WITH it ORDER BY coalesce(r.last_at, r.rated_at) DESC, it.id LIMIT $limits.peer_items
