@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, LiteralString
 
 from neo4j import Driver
 
@@ -37,6 +37,20 @@ def graph_counts(graph: Graph) -> dict[str, int]:
     nodes = graph.rows("MATCH (n) RETURN labels(n)[0] AS k, count(*) AS c")
     rels = graph.rows("MATCH ()-[r]->() RETURN type(r) AS k, count(*) AS c")
     return {**{f"node:{r['k']}": r["c"] for r in nodes}, **{f"rel:{r['k']}": r["c"] for r in rels}}
+
+
+def db_hits(graph: Graph, query: LiteralString, **params: Any) -> tuple[int, list[Any]]:
+    """The database hits of one run of ``query`` (PROFILE), and its rows: Neo4j's work for a
+    query, the same however busy the machine is."""
+    def total(plan: dict[str, Any]) -> int:
+        return int(plan.get("dbHits", 0)) + sum(total(c) for c in plan.get("children", []))
+
+    with graph.driver.session(database=graph.database) as session:
+        result = session.run("PROFILE " + query, params)
+        rows = list(result)
+        summary = result.consume()
+    assert summary.profile is not None
+    return total(summary.profile), rows
 
 
 def empty_graph(driver: Driver, settings: Settings) -> Graph:
