@@ -13,8 +13,11 @@ the same Cypher the API runs, through the async driver. Then read-your-writes: f
 query runs at the milestone rate, half of the requests with ``after:`` the token of the latest
 write, half without, so that both halves meet the same load. Ends with one line
 ``RESULT p50_ms=… p99_ms=… rps=… cypher_p99_ms=… max_rps_p99_under_100ms=… after_p99_ms=…
-plain_p99_ms=… after_added_p99_ms=…``, where p50/p99 and rps are those of the milestone rate
-(100 requests/s).
+plain_p99_ms=… after_added_p99_ms=… after_pending=… api_cpu_ms=… neo4j_cpu_ms=…
+cypher_neo4j_cpu_ms=… load=…``, where p50/p99 and rps are those of the milestone rate
+(100 requests/s). Each rate also reports the CPU the API process and Neo4j spent per request,
+and the machine's load average: latency depends on what else shares the cores, the work per
+request does not.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from graph.db import create_async_driver, read_rows, wipe
 from graph.profile import queries as q
 from graph.profile.prefetch import CHATBOT, profile_params
 from graph.settings import Settings
+from personas.local import neo4j_server
 
 CHATBOT_QUERY = """
 query Chatbot($id: ID!, $after: String) {
@@ -59,6 +63,7 @@ query Chatbot($id: ID!, $after: String) {
     recommendations(first: 5) { itemId name reasons }
   }
 }"""
+HAS_RUN = "MATCH (:SegmentationRun) RETURN true LIMIT 1"
 MILESTONE_RPS = 100
 WRITE_RPS = 20
 """Writes a second during the read-your-writes phase (each read with `after:` waits for the
@@ -73,6 +78,15 @@ console = Console()
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """CPU time (user + system) a process has used so far; 0 for no process. Per request, it
+    says what the API and Neo4j spend whatever else shares the cores, where latency does not."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def personas_cli(env: dict[str, str], *args: str) -> str:
@@ -163,11 +177,18 @@ async def read_your_writes(base: str, key: str, writer_key: str, users: list[str
             raise RuntimeError(response.body[:200].decode(errors="replace"))
         token[:] = [orjson.loads(response.body)["consistency"]["token"]]
 
+    write_errors = [0]
+
     async def writing() -> int:
         n = 0
         start = time.perf_counter()
         while not stop.is_set():
-            await write(n)
+            try:
+                await write(n)
+            except (RuntimeError, TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+                # Counted like the reads' errors: on a loaded machine a write can time out,
+                # and the phase's reads still say what they measured.
+                write_errors[0] += 1
             n += 1
             await asyncio.sleep(max(0.0, start + n / WRITE_RPS - time.perf_counter()))
         return n
@@ -187,12 +208,12 @@ async def read_your_writes(base: str, key: str, writer_key: str, users: list[str
     result = {"plain_p50": percentile(plain, 50), "plain_p99": percentile(plain, 99),
               "after_p50": percentile(after, 50), "after_p99": percentile(after, 99),
               "pending": pending[0], "errors": plain_errors + after_errors,
-              "writes": written}
+              "writes": written, "write_errors": write_errors[0]}
     console.print(f"read-your-writes at {rate} req/s and {WRITE_RPS} writes/s: "
                   f"without after p50 {result['plain_p50']:.1f} / p99 "
                   f"{result['plain_p99']:.1f} ms; with after p50 {result['after_p50']:.1f} / "
                   f"p99 {result['after_p99']:.1f} ms; {pending[0]} pending, "
-                  f"{result['errors']} errors")
+                  f"{result['errors']} errors; {written} writes, {write_errors[0]} failed")
     return result
 
 
@@ -223,8 +244,11 @@ def wait_until_up(base: str, proc: subprocess.Popen[bytes], timeout: float = 60.
 
 
 async def measure(base: str, key: str, users: list[str], rates: list[int], seconds: float,
-                  warm_seconds: float,
-                  settings: Settings) -> tuple[dict[int, dict[str, float]], dict[str, float]]:
+                  warm_seconds: float, settings: Settings,
+                  pids: tuple[int | None, int | None],
+                  ) -> tuple[dict[int, dict[str, float]], dict[str, float]]:
+    """Latencies at each rate, and CPU ms per request of the API and of Neo4j (``pids``)."""
+    api_pid, neo4j_pid = pids
     results: dict[int, dict[str, float]] = {}
     url = urlsplit(base)
     client = KeepAliveClient(url.hostname or "127.0.0.1", url.port or 80,
@@ -235,11 +259,19 @@ async def measure(base: str, key: str, users: list[str], rates: list[int], secon
         # about 3 ms of CPU on `RETURN 1`, warm under 1 ms).
         await open_loop(WARM_RPS, warm_seconds, users, call)
         for rate in rates:
+            api_cpu, neo4j_cpu = cpu_seconds(api_pid), cpu_seconds(neo4j_pid)
             lat, errors, achieved = await open_loop(rate, seconds, users, call)
+            n = int(rate * seconds)
             results[rate] = {"p50": percentile(lat, 50), "p99": percentile(lat, 99),
-                             "rps": achieved, "errors": errors}
+                             "rps": achieved, "errors": errors,
+                             "api_cpu": (cpu_seconds(api_pid) - api_cpu) * 1000 / n,
+                             "neo4j_cpu": (cpu_seconds(neo4j_pid) - neo4j_cpu) * 1000 / n,
+                             "load": os.getloadavg()[0]}
             console.print(f"graphql {rate:>4} req/s: p50 {results[rate]['p50']:.1f} ms, "
-                          f"p99 {results[rate]['p99']:.1f} ms, {errors} errors")
+                          f"p99 {results[rate]['p99']:.1f} ms, {errors} errors; CPU per "
+                          f"request: API {results[rate]['api_cpu']:.1f} ms, Neo4j "
+                          f"{results[rate]['neo4j_cpu']:.1f} ms; load "
+                          f"{results[rate]['load']:.1f}")
             if results[rate]["p99"] > 1000 and rate >= MILESTONE_RPS:
                 break  # far past saturation: higher rates only queue longer
     finally:
@@ -248,13 +280,16 @@ async def measure(base: str, key: str, users: list[str], rates: list[int], secon
     try:
         call = cypher_call(driver, settings)
         await open_loop(WARM_RPS, warm_seconds / 3, users, call)
+        neo4j_cpu = cpu_seconds(neo4j_pid)
         lat, errors, achieved = await open_loop(MILESTONE_RPS, seconds, users, call)
+        neo4j_cpu = (cpu_seconds(neo4j_pid) - neo4j_cpu) * 1000 / int(MILESTONE_RPS * seconds)
     finally:
         await driver.close()
     cypher = {"p50": percentile(lat, 50), "p99": percentile(lat, 99), "rps": achieved,
-              "errors": errors}
+              "errors": errors, "neo4j_cpu": neo4j_cpu}
     console.print(f"cypher  {MILESTONE_RPS:>4} req/s: p50 {cypher['p50']:.1f} ms, "
-                  f"p99 {cypher['p99']:.1f} ms, {errors} errors")
+                  f"p99 {cypher['p99']:.1f} ms, {errors} errors; Neo4j CPU per request "
+                  f"{neo4j_cpu:.1f} ms; load {os.getloadavg()[0]:.1f}")
     return results, cypher
 
 
@@ -266,26 +301,34 @@ def main() -> None:
     parser.add_argument("--rates", default="10,20,30,50,70,100,150")
     parser.add_argument("--ryw-rps", type=int, default=MILESTONE_RPS,
                         help="Reads a second in the read-your-writes phase (half with after:)")
+    parser.add_argument("--reuse-data", action="store_true",
+                        help="Keep the demo population and segmentation run a previous run of "
+                        "this bench left in the bench instance (load them only if it holds "
+                        "none): to compare two versions of the API on the same data")
     args = parser.parse_args()
     rates = sorted({int(r) for r in args.rates.split(",")} | {MILESTONE_RPS})
 
     settings = bench_settings()
     with bench_graph(settings) as graph:
-        wipe(graph)
+        reuse = args.reuse_data and bool(graph.rows(HAS_RUN))
+        if not reuse:
+            wipe(graph)
         env = {**os.environ, "PERSONAS_NEO4J_URI": settings.bolt_uri,
                "PERSONAS_NEO4J_PASSWORD": settings.neo4j_password.get_secret_value(),
                "PERSONAS_PSEUDONYM_KEY": KEY, "PERSONAS_NEO4J_INSTANCE": "bench",
                "PERSONAS_SEGMENT_EVERY_HOURS": "0"}
         t0 = time.perf_counter()
-        personas_cli(env, "demo-data", "--users", str(args.users))
-        personas_cli(env, "segment")
+        if not reuse:
+            personas_cli(env, "demo-data", "--users", str(args.users))
+            personas_cli(env, "segment")
         key = personas_cli(env, "apikey", "create", "--role", "reader",
                            "--name", "bench-api").strip()
         writer_key = personas_cli(env, "apikey", "create", "--role", "writer",
                                   "--name", "bench-api-writer").strip()
-        console.print(f"loaded {args.users} demo users and segmented them in "
-                      f"{time.perf_counter() - t0:.0f}s")
         users = [r["id"] for r in graph.rows("MATCH (u:User) RETURN u.id AS id ORDER BY id")]
+        console.print(f"reused the {len(users)} demo users and their run" if reuse else
+                      f"loaded {args.users} demo users and segmented them in "
+                      f"{time.perf_counter() - t0:.0f}s")
         base = f"http://127.0.0.1:{PORT}"
         server = subprocess.Popen(
             [str(Path(sys.executable).parent / "personas"), "serve", "--port", str(PORT)],
@@ -294,7 +337,8 @@ def main() -> None:
         try:
             wait_until_up(base, server)
             results, cypher = asyncio.run(
-                measure(base, key, users, rates, args.seconds, args.warm_seconds, settings))
+                measure(base, key, users, rates, args.seconds, args.warm_seconds, settings,
+                        (server.pid, neo4j_server.status(settings).pid)))
             ryw = asyncio.run(read_your_writes(base, key, writer_key, users, args.seconds,
                                                args.ryw_rps))
         finally:
@@ -302,11 +346,13 @@ def main() -> None:
             server.wait(timeout=30)
 
     table = Table(title=f"chatbot query, {args.users} users, {args.seconds:.0f} s per rate")
-    for col in ("target req/s", "achieved", "p50 ms", "p99 ms", "errors"):
+    for col in ("target req/s", "achieved", "p50 ms", "p99 ms", "errors", "API CPU ms/req",
+                "Neo4j CPU ms/req", "load"):
         table.add_column(col, justify="right")
     for rate, r in results.items():
         table.add_row(str(rate), f"{r['rps']:.0f}", f"{r['p50']:.1f}", f"{r['p99']:.1f}",
-                      str(int(r["errors"])))
+                      str(int(r["errors"])), f"{r['api_cpu']:.1f}", f"{r['neo4j_cpu']:.1f}",
+                      f"{r['load']:.1f}")
     console.print(table)
     milestone = results[MILESTONE_RPS]
     under = [rate for rate, r in results.items() if r["p99"] < 100 and not r["errors"]]
@@ -320,7 +366,10 @@ def main() -> None:
           f"max_rps_p99_under_100ms={max(under) if under else 0} "
           f"after_p99_ms={ryw['after_p99']:.1f} plain_p99_ms={ryw['plain_p99']:.1f} "
           f"after_added_p99_ms={ryw['after_p99'] - ryw['plain_p99']:.1f} "
-          f"after_pending={int(ryw['pending'])}")
+          f"after_pending={int(ryw['pending'])} api_cpu_ms={milestone['api_cpu']:.1f} "
+          f"neo4j_cpu_ms={milestone['neo4j_cpu']:.1f} "
+          f"cypher_neo4j_cpu_ms={cypher['neo4j_cpu']:.1f} "
+          f"load={milestone['load']:.1f}")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,20 @@ def graph_counts(graph: Graph) -> dict[str, int]:
     return {**{f"node:{r['k']}": r["c"] for r in nodes}, **{f"rel:{r['k']}": r["c"] for r in rels}}
 
 
+def db_hits(graph: Graph, query: LiteralString, **params: Any) -> tuple[int, list[Any]]:
+    """The database hits of one run of ``query`` (PROFILE), and its rows: Neo4j's work for a
+    query, the same however busy the machine is."""
+    def total(plan: dict[str, Any]) -> int:
+        return int(plan.get("dbHits", 0)) + sum(total(c) for c in plan.get("children", []))
+
+    with graph.driver.session(database=graph.database) as session:
+        result = session.run("PROFILE " + query, params)
+        rows = list(result)
+        summary = result.consume()
+    assert summary.profile is not None
+    return total(summary.profile), rows
+
+
 def empty_graph(driver: Driver, settings: Settings) -> Graph:
     """The test database wiped and migrated."""
     graph = Graph(driver, settings.neo4j_database)

@@ -24,7 +24,9 @@ USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 #       lower is nobody's evidence, and an item more than $limits.max_item_users users
 #       interacted with is no evidence (a degree read, so an item every user bought is never
 #       expanded). Each similar user adds their
-#       $limits.peer_items most recent purchases or liked items;
+#       $limits.peer_items most recent purchases or liked items (sorted by recency only when
+#       they have more interactions than that: for the others the order would choose nothing,
+#       and reading every interaction's times cost a fifth of the chatbot query's db hits);
 #   (c) the items of the user's $limits.top_categories strongest categories (weight >=
 #       $weights.preference_min), each category's $limits.category_items most interacted-with
 #       items (among at most $limits.category_scan of them);
@@ -105,6 +107,12 @@ CALL (u, run_id) {
   UNWIND peers AS p
   WITH p.peer AS peer, p.overlap AS overlap, total
   CALL (peer) {
+    WITH peer WHERE COUNT { (peer)-[:INTERACTED]->() } <= $limits.peer_items
+    MATCH (peer)-[r:INTERACTED]->(it)
+    WHERE (r.purchases > 0 OR r.rating >= 4) AND coalesce(r.rating, 3) > 2
+    RETURN it
+    UNION ALL
+    WITH peer WHERE COUNT { (peer)-[:INTERACTED]->() } > $limits.peer_items
     MATCH (peer)-[r:INTERACTED]->(it)
     WHERE (r.purchases > 0 OR r.rating >= 4) AND coalesce(r.rating, 3) > 2
     WITH it ORDER BY coalesce(r.last_at, r.rated_at) DESC, it.id LIMIT $limits.peer_items

@@ -21,9 +21,10 @@ from api.app import create_app
 from graph.auth import Role, create_key
 from graph.db import DriverReader, Graph
 from graph.profile import queries
+from graph.profile.prefetch import CHATBOT, profile_params
 from graph.segments.run import run_segmentation
 from graph.settings import Settings
-from tests.helpers import empty_graph, load_demo
+from tests.helpers import db_hits, empty_graph, load_demo
 
 pytestmark = pytest.mark.integration
 USERS = 80
@@ -628,3 +629,21 @@ def test_chat_context_as_of_replays_what_was_recorded_then(client: TestClient,
     assert recorded and datetime.fromisoformat(recorded[0]["at"]) < world.between_runs
     assert error_code(client, world, CHAT_LINES, id=uid, at="2026-01-01T00:00:00") == \
         "BAD_USER_INPUT"
+
+
+CHATBOT_DB_HITS_BUDGET = 5400
+"""Neo4j's db hits for the chatbot query (``CHATBOT``: persona, preferences, situation and
+recommendations), on average over this module's demo users: about a tenth above what it cost
+on 2026-12-07 (4,930; 5,690 before the similar users' items were sorted only past their cap).
+Recommendation changes that doubled it on the bench's data cost `make bench-api` its p99 at
+100 requests/s on two cores, unseen (docs/performance.md); raise it only with figures there."""
+
+
+def test_the_chatbot_query_stays_within_its_budget_of_database_work(world: World,
+                                                                    settings: Settings) -> None:
+    """Measured as db hits (PROFILE), which do not depend on how busy the machine is."""
+    now = datetime.now(UTC)
+    users = [r["id"] for r in world.graph.rows("MATCH (u:User) RETURN u.id AS id")]
+    hits = [db_hits(world.graph, queries.USER_PROFILE, id=uid,
+                    **profile_params(CHATBOT, settings, now))[0] for uid in users]
+    assert sum(hits) / len(hits) <= CHATBOT_DB_HITS_BUDGET

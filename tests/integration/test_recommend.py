@@ -456,6 +456,34 @@ def test_an_item_every_user_bought_is_never_expanded_per_request(graph: Graph) -
         assert hits < users, (uid, hits)
 
 
+# "me" and "peer" bought x a week ago; peer then bought o1 to o5, a day apart (o5 the latest).
+PEER_WITH_A_HISTORY = """
+CREATE (x:Item {id: 'x'}), (me:User {id: 'me'}), (peer:User {id: 'peer'}),
+       (me)-[:INTERACTED {purchases: 1, last_at: datetime() - duration({days: 7})}]->(x),
+       (peer)-[:INTERACTED {purchases: 1, last_at: datetime() - duration({days: 7})}]->(x)
+WITH peer
+UNWIND range(1, 5) AS n
+CREATE (peer)-[:INTERACTED {purchases: 1,
+                            last_at: datetime() - duration({days: 6 - n})}]->(:Item {id: 'o' + n})
+"""
+
+
+@pytest.mark.parametrize(("peer_items", "offered"), [
+    (3, {"o3", "o4", "o5"}),  # six interactions, over the cap: the three most recent
+    (6, {"o1", "o2", "o3", "o4", "o5"}),  # not over it: all of them (x is the user's own)
+])
+def test_a_similar_user_adds_their_most_recent_items_up_to_the_cap(
+        graph: Graph, peer_items: int, offered: set[str]) -> None:
+    from graph.recommend import queries as q
+
+    graph.execute(PEER_WITH_A_HISTORY)
+    params = recommend_params("me", first=10)
+    rows = graph.rows(q.RECOMMEND, **{**params,
+                                      "limits": {**params["limits"], "peer_items": peer_items}})
+    assert {r["item_id"] for r in rows} == offered
+    assert all("bought by a similar user" in r["reasons"] for r in rows)
+
+
 # Ten fans of a1 and a3 (five of them also of a2), ten of b1 and b2; "me" bought a1 and rated
 # a3 1 (bought and disliked) a day later. Film titles as names, as the reasons show them.
 TWO_TASTES_SHOP = """
