@@ -79,19 +79,6 @@ def load_demo(graph: Graph, folder: Path, users: int, seed: int, *, key: str = "
     return summary
 
 
-def db_hits(graph: Graph, query: LiteralString, **params: Any) -> tuple[int, list[Any]]:
-    """The database hits of one run of ``query`` (PROFILE), and its rows."""
-    def total(plan: dict[str, Any]) -> int:
-        return int(plan.get("dbHits", 0)) + sum(total(c) for c in plan.get("children", []))
-
-    with graph.driver.session(database=graph.database) as session:
-        result = session.run("PROFILE " + query, params)
-        rows = list(result)
-        summary = result.consume()
-    assert summary.profile is not None
-    return total(summary.profile), rows
-
-
 def plan_rows(plan: dict[str, Any]) -> dict[str, int]:
     """The most rows each operator type of a PROFILE plan produced."""
     found = {plan["operatorType"].split("@")[0]: int(plan.get("rows", 0))}
