@@ -317,6 +317,21 @@ RETURN u.id AS user_id, it.id AS item_id, r.views AS views, r.carts AS carts,
        r.purchases AS purchases, r.rating AS rating, coalesce(r.last_at, r.rated_at) AS last_at
 """
 
+# Every user's interactions as lists, a page of users at a time (keyset on the user id): what a
+# run's recommender tables are computed from (graph/recommend/interactions.py). Every user of
+# the page has a row (an empty list without interactions), so the page's last row is its last
+# user. The time is nanoseconds since the epoch ($missing when unset), exact and cheap to decode.
+RUN_INTERACTIONS_PAGE = """
+MATCH (u:User)
+WHERE u.id > $after
+WITH u ORDER BY u.id LIMIT $limit
+RETURN u.id AS user_id, coalesce(u.consent_personalization, true) AS personal,
+       [(u)-[r:INTERACTED]->(it:Item) | [it.id, coalesce(r.views, 0), coalesce(r.carts, 0),
+         coalesce(r.purchases, 0), r.rating,
+         coalesce(coalesce(r.last_at, r.rated_at).epochSeconds * 1000000000
+                  + coalesce(r.last_at, r.rated_at).nanosecond, $missing)]] AS seen
+"""
+
 # As WRITE_SIMILAR_USERS: a retried chunk updates the run's edges, never doubles them.
 WRITE_ITEM_NEIGHBOURS = """
 UNWIND $rows AS row
