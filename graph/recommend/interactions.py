@@ -14,6 +14,7 @@ interactions (``coalesce(last_at, rated_at)``; ``has_at`` false where neither is
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -158,19 +159,21 @@ class Interactions:
         counted = np.bincount(item, minlength=len(items)).astype(np.int64)
         item_users = (np.array([given_item_users.get(i, 0) for i in range(len(items))],
                                dtype=np.int64) if given_item_users else counted)
-        return cls(list(users), list(items), np.array([personal[u] for u in range(len(users))],
-                                                      dtype=bool),
-                   item_users, user, item, *(np.array(cols[k], dtype=np.float64) for k in (
-                       "views", "carts", "purchases", "rating")), at, has_at)
+        floats = {k: np.array(cols[k], dtype=np.float64)
+                  for k in ("views", "carts", "purchases", "rating")}
+        return cls(list(users), list(items),
+                   np.array([personal[u] for u in range(len(users))], dtype=bool), item_users,
+                   user, item, floats["views"], floats["carts"], floats["purchases"],
+                   floats["rating"], at, has_at)
 
 
 def _nanos(at: Any) -> int:
     """A datetime (or a driver DateTime) as nanoseconds since the epoch, exactly."""
     if hasattr(at, "to_native"):
         native = at.to_native()
-        return int(native.timestamp()) * 1_000_000_000 + at.nanosecond
+        return math.floor(native.timestamp()) * 1_000_000_000 + int(at.nanosecond)
     ts: datetime = at
-    return (int(ts.timestamp()) * 1_000_000_000) + ts.microsecond * 1000
+    return math.floor(ts.timestamp()) * 1_000_000_000 + ts.microsecond * 1000
 
 
 def read_interactions(graph: Graph, page_users: int = PAGE_USERS) -> Interactions:

@@ -256,8 +256,11 @@ def run_segmentation(
     note("finding similar users and similar items for recommendations")
     # One read of every interaction, as columns, for all three (``interactions``).
     interactions = read_interactions(graph)
+    note(f"read {len(interactions.user):,} interactions of {interactions.n_users:,} users")
     similar = list(similar_users_of(interactions))
+    note(f"similar users found for {len(similar):,} users")
     neighbours = item_neighbours_of(interactions)
+    note(f"item neighbours found for {len(neighbours):,} items")
     # How much each of the two weighs per request, learned on this data (``blend``).
     blend = tune_blend(interactions)
     del interactions
@@ -292,6 +295,7 @@ def run_segmentation(
         raise
     note("writing persona history")
     pending.write_history(at)
+    note("dropping earlier runs' similar users and item neighbours")
     drop_similar_users_except(graph, run_id)
     drop_item_neighbours_except(graph, run_id)
     plots: list[Path] = []
