@@ -171,7 +171,7 @@ def _nanos(at: Any) -> int:
     """A datetime (or a driver DateTime) as nanoseconds since the epoch, exactly."""
     if hasattr(at, "to_native"):
         native = at.to_native()
-        return math.floor(native.timestamp()) * 1_000_000_000 + int(at.nanosecond)
+        return int(math.floor(native.timestamp()) * 1_000_000_000 + int(at.nanosecond))
     ts: datetime = at
     return math.floor(ts.timestamp()) * 1_000_000_000 + ts.microsecond * 1000
 
