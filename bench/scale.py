@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from graph.settings import Settings
 from personas.local import neo4j_server
 
 KEY = "bench-scale-key"
-PORT = 8766
+PORT = int(os.environ.get("PERSONAS_BENCH_API_PORT", "8766"))
 GROUPS = {
     "bargain_hunters": ("fashion", "home", "toys"),
     "tech_fans": ("electronics", "gaming", "software"),
@@ -175,6 +176,8 @@ def segment_phases() -> None:
         "segment_total_s": at("end") - at("start"),
         "segments": result.n_segments, "users": result.n_users,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        # Every progress message with the seconds until the next one: where the time goes.
+        "phases": [[m, round(t1 - t0, 1)] for (m, t0), (_, t1) in pairwise(marks)],
     }))
 
 
@@ -281,7 +284,8 @@ def main() -> None:
           f"{api['rps']:.0f} req/s achieved, {int(api['errors'])} errors", flush=True)
     print(f"RESULT import_events_per_s={import_rate:.0f} "
           f"features_s={seg['features_s']:.1f} cluster_s={seg['cluster_s']:.1f} "
-          f"write_s={seg['write_s']:.1f} segment_total_s={seg['segment_total_s']:.1f} "
+          f"similar_s={seg['similar_s']:.1f} write_s={seg['write_s']:.1f} "
+          f"segment_total_s={seg['segment_total_s']:.1f} "
           f"peak_rss_mb={seg['peak_rss_mb']:.0f} api_p99_ms={api['p99']:.1f}")
     if started:
         neo4j_server.stop(settings)

@@ -23,17 +23,17 @@ any of this work. Too few validation users (under ``MIN_VALIDATION_USERS``) keep
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from scipy import sparse
 
 from graph.recommend.engine import WEIGHTS
-from graph.recommend.items import item_neighbours
+from graph.recommend.interactions import Interactions, newest_first
+from graph.recommend.items import item_neighbours_of
 from graph.recommend.limits import ITEM_NEIGHBOURS, PEER_ITEMS, SEED_ITEMS
-from graph.recommend.neighbours import _newest_first, similar_users
+from graph.recommend.neighbours import similar_users_of
 
 # (item, similar) pairs tried; (0, 0) would rank by popularity alone.
 GRID: tuple[tuple[float, float], ...] = tuple(
@@ -67,142 +67,125 @@ class Blend:
 
 @dataclass(frozen=True)
 class _Held:
-    items: tuple[str, ...]
-    """The user's newest bought or liked items, to predict."""
-    cut: Any
-    """The time of the oldest of them: what the user did from then on is unknown."""
-    carted: frozenset[str]
-    """Those of them the user had carted (known before the purchase)."""
+    users: np.ndarray[Any, Any]
+    """The validation users (indices, in id order)."""
+    targets: np.ndarray[Any, Any]
+    """Per validation user: its newest bought or liked items (indices, newest first), -1
+    where it has fewer than ``TARGETS``."""
 
 
-def _held_out(carted: Sequence[dict[str, Any]], carts: set[tuple[str, str]], most: int,
-              seed: int) -> dict[str, _Held]:
+def _held_out(ix: Interactions, most: int, seed: int) -> tuple[_Held, Interactions]:
     """For at most ``most`` users (fixed-seed sample) who carted, bought or liked something
-    before: their ``TARGETS`` newest bought or liked items."""
-    by_user: dict[str, list[tuple[Any, str, int]]] = {}
-    for r in carted:
-        if r.get("personal", True):
-            by_user.setdefault(r["user_id"], []).append(
-                (r["last_at"], r["item_id"], int(bool(r["bought"]))))
-    held: dict[str, _Held] = {}
-    for user, seen in by_user.items():
-        if len(seen) < 2 or any(at is None for at, _, _ in seen):
-            continue
-        _newest_first(seen)
-        bought = [(item, at) for at, item, b in seen if b][:TARGETS]
-        if not bought:
-            continue
-        cut = bought[-1][1]
-        if any(at < cut for at, _, _ in seen):
-            items = tuple(item for item, _ in bought)
-            held[user] = _Held(items, cut, frozenset(i for i in items if (user, i) in carts))
-    users = sorted(held)
+    before: their ``TARGETS`` newest bought or liked items; and ``ix`` as it was before them.
+
+    As a benchmark's hold-out: the user's purchases or ratings of the held-out items and
+    everything the user did from the oldest of them on are unknown; having carted one stays
+    known (it came before the purchase: on a shop, predicting the next purchase is often
+    recognising what is in the cart), as of that oldest one's time."""
+    carted = np.flatnonzero(ix.carted() & ix.personal[ix.user])
+    bought = carted[ix.bought()[carted]]
+    ordered, place = newest_first(ix, bought, missing_first=True)
+    targets = ordered[place < TARGETS]
+    n = ix.n_users
+    seen = np.bincount(ix.user[carted], minlength=n)
+    timeless = np.bincount(ix.user[carted], weights=(~ix.has_at[carted]).astype(np.float64),
+                           minlength=n) > 0
+    big = np.iinfo(np.int64).max if ix.at.dtype.kind == "i" else np.inf
+    cut = np.full(n, big, dtype=ix.at.dtype)
+    np.minimum.at(cut, ix.user[targets], ix.at[targets])
+    oldest = np.full(n, big, dtype=ix.at.dtype)
+    np.minimum.at(oldest, ix.user[carted], ix.at[carted])
+    has_target = np.bincount(ix.user[targets], minlength=n) > 0
+    eligible = (seen >= 2) & ~timeless & has_target & (oldest < cut)
+    users = sorted(ix.user_ids[u] for u in np.flatnonzero(eligible))
     if len(users) > most:
         users = sorted(random.Random(seed).sample(users, most))
-    return {u: held[u] for u in users}
+    index_of = {uid: u for u, uid in enumerate(ix.user_ids)}
+    chosen = np.array([index_of[uid] for uid in users], dtype=np.int64)
+    held = np.zeros(n, dtype=bool)
+    held[chosen] = True
+    row_of = np.full(n, -1, dtype=np.int64)
+    row_of[chosen] = np.arange(len(chosen))
+    mine = targets[held[ix.user[targets]]]
+    target = np.full((len(chosen), TARGETS), -1, dtype=np.int64)
+    target[row_of[ix.user[mine]], place[place < TARGETS][held[ix.user[targets]]]] = ix.item[mine]
+
+    key = ix.user * ix.n_items + ix.item
+    is_target = np.isin(key, key[mine])
+    of_held = held[ix.user]
+    in_cart = of_held & is_target & (ix.carts > 0)
+    earlier = ix.has_at & (ix.at < cut[ix.user])
+    keep = ~of_held | in_cart | (~is_target & earlier)
+    at = ix.at.copy()
+    at[in_cart] = cut[ix.user[in_cart]]  # the cart is older than anything the user did after it
+    has_at = ix.has_at | in_cart
+    before = replace(ix, at=at, has_at=has_at,
+                     purchases=np.where(in_cart, 0.0, ix.purchases),
+                     views=np.where(in_cart, 0.0, ix.views),
+                     rating=np.where(in_cart, np.nan, ix.rating)).take(keep)
+    return _Held(chosen, target), before
 
 
-def tune_blend(interactions: Sequence[dict[str, Any]], carted: Sequence[dict[str, Any]],
-               weights: dict[str, float] | None = None, most_users: int = VALIDATION_USERS,
-               seed: int = SEED) -> Blend:
-    """The best ``GRID`` pair on a validation split of ``interactions`` (``ITEM_INTERACTIONS``
-    rows) and ``carted`` (``CARTED_OR_BOUGHT`` rows), with the popularity weight of ``weights``
-    (default ``engine.WEIGHTS``); its ``item`` and ``similar`` when there are fewer than
-    ``MIN_VALIDATION_USERS`` users to validate on. Ties go to the pair nearer those."""
+def tune_blend(ix: Interactions, weights: dict[str, float] | None = None,
+               most_users: int = VALIDATION_USERS, seed: int = SEED) -> Blend:
+    """The best ``GRID`` pair on a validation split of ``ix`` (the run's ``Interactions``),
+    with the popularity weight of ``weights`` (default ``engine.WEIGHTS``); its ``item`` and
+    ``similar`` when there are fewer than ``MIN_VALIDATION_USERS`` users to validate on. Ties
+    go to the pair nearer those."""
     weights = weights or WEIGHTS
     default_item, default_similar = weights["item"], weights["similar"]
-    carts = {(r["user_id"], r["item_id"]) for r in interactions if r.get("carts")}
-    held = _held_out(carted, carts, most_users, seed)
-    if len(held) < MIN_VALIDATION_USERS:
-        return Blend(default_item, default_similar, len(held))
-
-    # As a benchmark's hold-out: the user's purchases or ratings of the held-out items and
-    # everything the user did from the oldest of them on are unknown; having carted one
-    # stays known (it came before the purchase: on a shop, predicting the next purchase is
-    # often recognising what is in the cart).
-    def before(r: dict[str, Any], counts: bool) -> dict[str, Any] | None:
-        h = held.get(r["user_id"])
-        if h is None:
-            return r
-        if r["item_id"] not in h.items:
-            return r if r["last_at"] is not None and r["last_at"] < h.cut else None
-        if r["item_id"] not in h.carted:
-            return None
-        at = {"last_at": h.cut}  # the cart is older than anything the user did after it
-        return ({**r, **at, "purchases": 0, "rating": None, "views": 0} if counts
-                else {**r, **at, "bought": False})
-
-    inter = [k for r in interactions if (k := before(r, True)) is not None]
-    cart = [k for r in carted if (k := before(r, False)) is not None]
-    items: dict[str, int] = {}
-    for r in [*interactions, *carted]:
-        items.setdefault(r["item_id"], len(items))
-    n_items = len(items)
-    ids = np.array(list(items))
-    id_rank = np.argsort(np.argsort(ids))
-    users = list(held)
-    row_of = {u: n for n, u in enumerate(users)}
+    held, inter = _held_out(ix, most_users, seed)
+    if len(held.users) < MIN_VALIDATION_USERS:
+        return Blend(default_item, default_similar, len(held.users))
+    n_items = ix.n_items
+    id_rank = ix.item_rank
+    users = held.users
+    row_of = np.full(ix.n_users, -1, dtype=np.int64)
+    row_of[users] = np.arange(len(users))
+    item_of = {item: n for n, item in enumerate(ix.item_ids)}
 
     # Item term: the item neighbours (as the run computes them) of each user's SEED_ITEMS
     # newest carted, bought or liked items, summed, over the user's largest such sum.
-    found = item_neighbours(inter, top=ITEM_NEIGHBOURS)
+    found = item_neighbours_of(inter, top=ITEM_NEIGHBOURS)
     nr, nc, nv = [], [], []
     for row in found:
-        for n in row["neighbours"]:
-            nr.append(items[row["item_id"]])
-            nc.append(items[n["item_id"]])
-            nv.append(n["score"])
+        for nb in row["neighbours"]:
+            nr.append(item_of[row["item_id"]])
+            nc.append(item_of[nb["item_id"]])
+            nv.append(nb["score"])
     N = sparse.csr_matrix((nv, (nr, nc)), shape=(n_items, n_items))
-    newest: dict[str, list[tuple[Any, str, int]]] = {}
-    for r in cart:
-        newest.setdefault(r["user_id"], []).append((r["last_at"], r["item_id"], int(r["bought"])))
-    for seen in newest.values():
-        _newest_first(seen)
-    sr, sc = [], []
-    for u in users:
-        for _, item, _ in newest.get(u, [])[:SEED_ITEMS]:
-            sr.append(row_of[u])
-            sc.append(items[item])
-    S = sparse.csr_matrix((np.ones(len(sr)), (sr, sc)), shape=(len(users), n_items))
+    carted = np.flatnonzero(inter.carted())
+    ordered, place = newest_first(inter, carted, missing_first=True)
+    seeds = ordered[(place < SEED_ITEMS) & (row_of[inter.user[ordered]] >= 0)]
+    S = sparse.csr_matrix((np.ones(len(seeds)), (row_of[inter.user[seeds]], inter.item[seeds])),
+                          shape=(len(users), n_items))
 
     # Similar-user term: each peer's PEER_ITEMS newest bought or liked items, weighted by the
     # peer's share of the user's overlaps.
-    peers = {p["user_id"]: p["peers"] for p in similar_users(cart)}
-    peer_ids: dict[str, int] = {}
+    user_of = {uid: u for u, uid in enumerate(ix.user_ids)}
     wr, wc, wv = [], [], []
-    for u in users:
-        mine = peers.get(u, [])
+    for found_peers in similar_users_of(inter, only=users):
+        mine = found_peers["peers"]
         total = float(sum(p["overlap"] for p in mine))
         for p in mine:
-            wr.append(row_of[u])
-            wc.append(peer_ids.setdefault(p["user_id"], len(peer_ids)))
+            wr.append(row_of[user_of[found_peers["user_id"]]])
+            wc.append(user_of[p["user_id"]])
             wv.append(p["overlap"] / total)
-    pr, pc = [], []
-    for peer, n in peer_ids.items():
-        for item in [i for _, i, b in newest.get(peer, []) if b][:PEER_ITEMS]:
-            pr.append(n)
-            pc.append(items[item])
-    W = sparse.csr_matrix((wv, (wr, wc)), shape=(len(users), len(peer_ids)))
-    P = sparse.csr_matrix((np.ones(len(pr)), (pr, pc)), shape=(len(peer_ids), n_items))
+    bought = carted[inter.bought()[carted]]
+    ordered, place = newest_first(inter, bought, missing_first=True)
+    latest = ordered[place < PEER_ITEMS]
+    W = sparse.csr_matrix((wv, (wr, wc)), shape=(len(users), ix.n_users))
+    P = sparse.csr_matrix((np.ones(len(latest)), (inter.user[latest], inter.item[latest])),
+                          shape=(ix.n_users, n_items))
 
     # Popularity: the share of users who interacted with the item; what the user bought or
     # rated is never offered.
-    counts = np.zeros(n_items)
-    all_users: set[str] = set()
-    er, ec = [], []
-    for r in inter:
-        counts[items[r["item_id"]]] += 1
-        all_users.add(r["user_id"])
-        if r["user_id"] in row_of and ((r.get("purchases") or 0) > 0
-                                       or r.get("rating") is not None):
-            er.append(row_of[r["user_id"]])
-            ec.append(items[r["item_id"]])
-    popularity = counts / max(len(all_users), 1)
-    E = sparse.csr_matrix((np.ones(len(er)), (er, ec)), shape=(len(users), n_items))
-    # Each user's targets, -1 where the user has fewer than TARGETS.
-    target = np.full((len(users), TARGETS), -1)
-    for n, u in enumerate(users):
-        target[n, :len(held[u].items)] = [items[i] for i in held[u].items]
+    counts = np.bincount(inter.item, minlength=n_items).astype(np.float64)
+    popularity = counts / max(len(np.unique(inter.user)), 1)
+    had = (row_of[inter.user] >= 0) & ((inter.purchases > 0) | inter.rated())
+    E = sparse.csr_matrix((np.ones(int(had.sum())), (row_of[inter.user[had]], inter.item[had])),
+                          shape=(len(users), n_items))
+    target = held.targets
     n_targets = int((target >= 0).sum())
 
     hits = np.zeros(len(GRID))

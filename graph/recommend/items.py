@@ -13,11 +13,11 @@ predicts the next purchase better than all of them) and says which one a candida
 most ("because you bought X"); how much that sum weighs against similar users is learned with
 each run (``blend``).
 
-A user's interaction with an item weighs what it says about taste (``INTERACTION_WEIGHTS``): a
-purchase or a rating of 4-5 most, a cart less, a view least; the strongest signal counts, not
-their sum, so that a shopper who viewed an item twenty times is not made more alike than one who
-bought it. An item rated 2 or lower weighs nothing: disliking both does not make two items
-alike for the shop's purposes.
+A user's interaction with an item weighs what it says about taste
+(``interactions.INTERACTION_WEIGHTS``): a purchase or a rating of 4-5 most, a cart less, a
+view least; the strongest signal counts, not their sum, so that a shopper who viewed an item
+twenty times is not made more alike than one who bought it. An item rated 2 or lower weighs
+nothing: disliking both does not make two items alike for the shop's purposes.
 
 Bounded whatever the data (see ``limits``): a user contributes their ``limits.USER_ITEMS`` most
 recent interactions (the pairs one user adds grow with the square of their items), the
@@ -42,6 +42,11 @@ from graph.db import Graph
 from graph.errors import InvalidInput
 from graph.recommend import queries as q
 from graph.recommend.baselines import EASE
+from graph.recommend.interactions import (
+    Interactions,
+    newest_first,
+    read_interactions,
+)
 from graph.recommend.limits import ITEM_NEIGHBOURS, MODEL_ITEMS, USER_ITEMS
 from graph.recommend.neighbours import Progress, blocks, deleted_in_batches, edge_chunks
 
@@ -49,74 +54,44 @@ PAIR_BUDGET = 5_000_000
 # EASE's L2 regularisation, chosen on the validation split (second-to-last purchase) of the demo
 # bench and MovieLens; see docs/performance.md.
 EASE_L2 = 1000.0
-# How much one interaction says about the user's taste; the largest applicable one counts.
-INTERACTION_WEIGHTS: dict[str, float] = {
-    "purchase": 1.0,
-    "liked": 1.0,  # rated 4 or 5
-    "rated": 0.5,  # rated 3
-    "cart": 0.5,
-    "view": 0.2,
-}
-LOW_RATING = 2  # this or lower: the interaction weighs nothing
 
 
 def interaction_weight(row: dict[str, Any]) -> float:
     """What one ``INTERACTED`` (``views``, ``carts``, ``purchases``, ``rating``, any missing)
-    says about the user's taste, 0 for nothing."""
-    rating = row.get("rating")
-    if rating is not None and rating <= LOW_RATING:
-        return 0.0
-    w = INTERACTION_WEIGHTS
-    signals = [w["purchase"] if (row.get("purchases") or 0) > 0 else 0.0,
-               w["cart"] if (row.get("carts") or 0) > 0 else 0.0,
-               w["view"] if (row.get("views") or 0) > 0 else 0.0]
-    if rating is not None:
-        signals.append(w["liked"] if rating >= 4 else w["rated"])
-    return max(signals)
-
-
-def _recent_per_user(rows: Iterable[dict[str, Any]], most: int,
-                     ) -> Iterator[tuple[str, str, float]]:
-    """``(user, item, weight)`` of each user's ``most`` newest weighing interactions (ties by
-    item id; a missing time counts as oldest)."""
-    by_user: dict[str, list[tuple[Any, str, float]]] = {}
-    for r in rows:
-        weight = interaction_weight(r)
-        if weight > 0:
-            by_user.setdefault(r["user_id"], []).append((r.get("last_at"), r["item_id"], weight))
-    for user, seen in by_user.items():
-        if len(seen) > most:
-            seen.sort(key=lambda t: t[1])
-            seen.sort(key=lambda t: (t[0] is not None, t[0] if t[0] is not None else 0),
-                      reverse=True)
-            seen = seen[:most]
-        for _, item, weight in seen:
-            yield user, item, weight
+    says about the user's taste, 0 for nothing (``Interactions.weights``)."""
+    return float(Interactions.from_rows([{"user_id": "", "item_id": "", **row}]).weights()[0])
 
 
 def item_neighbours(rows: Iterable[dict[str, Any]], top: int = ITEM_NEIGHBOURS,
                     max_user_items: int = USER_ITEMS, model_items: int = MODEL_ITEMS,
                     l2: float = EASE_L2) -> list[dict[str, Any]]:
     """``rows``: ``{user_id, item_id, views, carts, purchases, rating, last_at}`` (counts and
-    rating may be missing). Returns ``{item_id, neighbours: [{item_id, score}]}`` for every
-    item with at least one neighbour: its ``top`` items of the largest positive weight, best
-    first, ties by item id. The weights are EASE's (``l2``) for up to ``model_items`` items,
-    cosine similarities in (0, 1] beyond."""
+    rating may be missing). ``item_neighbours_of`` those rows."""
+    return item_neighbours_of(Interactions.from_rows(rows), top=top,
+                              max_user_items=max_user_items, model_items=model_items, l2=l2)
+
+
+def item_neighbours_of(ix: Interactions, top: int = ITEM_NEIGHBOURS,
+                       max_user_items: int = USER_ITEMS, model_items: int = MODEL_ITEMS,
+                       l2: float = EASE_L2) -> list[dict[str, Any]]:
+    """``{item_id, neighbours: [{item_id, score}]}`` for every item of ``ix`` with at least
+    one neighbour: its ``top`` items of the largest positive weight, best first, ties by item
+    id, from each user's ``max_user_items`` newest weighing interactions (ties by item id; a
+    missing time counts as oldest). The weights are EASE's (``l2``) for up to
+    ``model_items`` items, cosine similarities in (0, 1] beyond."""
     if top < 1:
         raise InvalidInput(f"top must be at least 1, got {top}")
-    users: dict[str, int] = {}
-    items: dict[str, int] = {}
-    r_, c_, v_ = [], [], []
-    for user, item, weight in _recent_per_user(rows, max_user_items):
-        r_.append(users.setdefault(user, len(users)))
-        c_.append(items.setdefault(item, len(items)))
-        v_.append(weight)
-    if not items:
+    weight = ix.weights()
+    ordered, place = newest_first(ix, np.flatnonzero(weight > 0), missing_first=False)
+    kept = ordered[place < max_user_items]
+    if not len(kept):
         return []
-    X = sparse.csr_matrix((np.array(v_), (r_, c_)), shape=(len(users), len(items)))
+    # Only the items some user's kept interactions have (how many decides EASE or cosine).
+    used, col = np.unique(ix.item[kept], return_inverse=True)
+    X = sparse.csr_matrix((weight[kept], (ix.user[kept], col)), shape=(ix.n_users, len(used)))
     X.sum_duplicates()
-    ids = list(items)
-    rank = np.argsort(np.argsort(np.array(ids)))
+    ids = [ix.item_ids[i] for i in used]
+    rank = ix.item_rank[used]
     if len(ids) <= model_items:
         weights = EASE(l2, max_items=model_items).fit(X).weights_
         return [row for i in range(len(ids))
@@ -158,7 +133,7 @@ def _cosine_neighbours(X: sparse.csr_matrix, ids: list[str], rank: np.ndarray[An
 
 def find_item_neighbours(graph: Graph, top: int = ITEM_NEIGHBOURS) -> list[dict[str, Any]]:
     """Every item's ``top`` neighbours in the graph as it is now (reads only)."""
-    return item_neighbours(graph.rows(q.ITEM_INTERACTIONS), top=top)
+    return item_neighbours_of(read_interactions(graph), top=top)
 
 
 def write_item_neighbours(graph: Graph, run_id: str, found: Sequence[dict[str, Any]],

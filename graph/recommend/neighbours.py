@@ -20,7 +20,6 @@ and, once the run is published, ``drop_similar_users_except``.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -29,6 +28,7 @@ from scipy import sparse
 
 from graph.db import Graph, Rows
 from graph.recommend import queries as q
+from graph.recommend.interactions import Interactions, newest_first, read_interactions
 from graph.recommend.limits import MAX_ITEM_USERS, PEERS, RECENT_ITEMS
 
 BLOCK = 1000  # users whose overlaps are computed at once (bounds the memory) ...
@@ -36,13 +36,6 @@ OVERLAP_BUDGET = 2_000_000  # ... and the overlaps a block may hold at most, wha
 EDGES_PER_TRANSACTION = 10_000  # SIMILAR_TO written per write transaction
 
 Progress = Callable[[int, int], None]
-
-
-def _newest_first(seen: list[tuple[Any, str, int]]) -> None:
-    """In place: the newest first, ties by item id, as the request-time traversal orders them
-    (``ORDER BY last_at DESC, id``, where a missing time sorts first)."""
-    seen.sort(key=lambda t: t[1])
-    seen.sort(key=lambda t: (t[0] is None, t[0] if t[0] is not None else 0), reverse=True)
 
 
 def blocks(cost: np.ndarray[Any, Any], most: int, budget: float) -> Iterator[tuple[int, int]]:
@@ -63,54 +56,54 @@ def similar_users(rows: Iterable[dict[str, Any]], recent: int = RECENT_ITEMS, pe
     """``rows``: a user's carted, bought or liked items, ``{user_id, item_id, last_at,
     bought}`` (``bought``: bought or liked, which makes the user a peer of those who had it
     recently) and optionally ``personal`` and ``item_users`` (``last_at`` comparable: a
-    datetime or a number). Yields ``{user_id, peers: [{user_id, overlap}]}``, best first, for
-    every user with at least one similar user, except those whose ``personal`` is false (no
-    personalization consent): they are left out, though their purchases still make others
-    similar, as at request time. Items whose ``item_users`` exceed ``max_item_users`` are
-    skipped before the user's ``recent`` newest are taken, as the request-time traversal does.
+    datetime or a number). ``similar_users_of`` of those rows."""
+    carted = Interactions.from_rows(
+        {**r, "carts": 1, "purchases": 1 if r["bought"] else 0, "rating": None,
+         "item_users": r.get("item_users", 0)} for r in rows)
+    return similar_users_of(carted, recent=recent, peers=peers, max_item_users=max_item_users)
+
+
+def similar_users_of(ix: Interactions, recent: int = RECENT_ITEMS, peers: int = PEERS,
+                     max_item_users: int = MAX_ITEM_USERS,
+                     only: Iterable[int] | None = None) -> Iterator[dict[str, Any]]:
+    """Yields ``{user_id, peers: [{user_id, overlap}]}``, best first, in user id order, for
+    every user of ``ix`` (or of its user indices ``only``) with at least one similar user,
+    except those without personalization consent: they are left out, though their purchases
+    still make others similar, as at request time. Only the carted, bought or liked rows count
+    (``Interactions.carted``); items whose ``item_users`` exceed ``max_item_users`` are skipped
+    before the user's ``recent`` newest are taken, as the request-time traversal does.
 
     Memory stays bounded whatever the data: a block of users holds at most ``BLOCK`` users and,
     unless one user alone exceeds it, ``OVERLAP_BUDGET`` overlaps (each user's at most
     ``recent`` x ``max_item_users``).
     """
-    users: dict[str, int] = {}
-    items: dict[str, int] = {}
-    touched: dict[int, list[tuple[Any, str, int]]] = defaultdict(list)
-    impersonal: set[int] = set()
-    bought_rows, bought_cols = [], []
-    for r in rows:
-        u = users.setdefault(r["user_id"], len(users))
-        if not r.get("personal", True):
-            impersonal.add(u)
-        if r.get("item_users", 0) > max_item_users:
-            continue
-        i = items.setdefault(r["item_id"], len(items))
-        touched[u].append((r["last_at"], r["item_id"], i))
-        if r["bought"]:
-            bought_rows.append(u)
-            bought_cols.append(i)
-    if not bought_rows:
+    evidence = np.flatnonzero(ix.carted() & (ix.item_users[ix.item] <= max_item_users))
+    bought = evidence[ix.bought()[evidence]]
+    if not len(bought):
         return
-    shape = (len(users), len(items))
-    recent_rows, recent_cols = [], []
-    for u, seen in touched.items():
-        if u in impersonal:
-            continue
-        _newest_first(seen)
-        for _, _, i in seen[:recent]:
-            recent_rows.append(u)
-            recent_cols.append(i)
-    R = sparse.csr_matrix((np.ones(len(recent_rows)), (recent_rows, recent_cols)), shape=shape)
-    B = sparse.csr_matrix((np.ones(len(bought_rows)), (bought_rows, bought_cols)), shape=shape)
-    ids = list(users)
-    rank = np.argsort(np.argsort(np.array(ids)))  # each user's place in id order
+    shape = (ix.n_users, ix.n_items)
+    mine = ix.personal[ix.user[evidence]]
+    if only is not None:
+        wanted = np.zeros(ix.n_users, dtype=bool)
+        wanted[np.fromiter(only, dtype=np.int64)] = True
+        mine &= wanted[ix.user[evidence]]
+    ordered, place = newest_first(ix, evidence[mine], missing_first=True)
+    recent_rows = ordered[place < recent]
+    R = sparse.csr_matrix((np.ones(len(recent_rows)), (ix.user[recent_rows],
+                                                       ix.item[recent_rows])), shape=shape)
+    B = sparse.csr_matrix((np.ones(len(bought)), (ix.user[bought], ix.item[bought])),
+                          shape=shape)
+    users = np.flatnonzero(np.diff(R.indptr) > 0)
+    R = R[users]
+    rank = ix.user_rank
+    ids = ix.user_ids
     BT = B.T.tocsc()
     # An upper bound of each user's overlaps: the buyers of each of the user's recent items.
     cost = np.asarray(R @ np.asarray(B.sum(axis=0)).ravel()).ravel()
     for start, stop in blocks(cost, BLOCK, OVERLAP_BUDGET):
         overlap = (R[start:stop] @ BT).tocsr()
         for row in range(overlap.shape[0]):
-            u = start + row
+            u = users[start + row]
             lo, hi = overlap.indptr[row], overlap.indptr[row + 1]
             others, counts = overlap.indices[lo:hi], overlap.data[lo:hi]
             keep = others != u
@@ -125,7 +118,7 @@ def similar_users(rows: Iterable[dict[str, Any]], recent: int = RECENT_ITEMS, pe
 def find_similar_users(graph: Graph) -> list[dict[str, Any]]:
     """Every user's similar users in the graph as it is now (reads only, so that no lock is
     held while they are computed)."""
-    return list(similar_users(graph.rows(q.CARTED_OR_BOUGHT)))
+    return list(similar_users_of(read_interactions(graph)))
 
 
 def edge_chunks(found: Sequence[dict[str, Any]], key: str,

@@ -289,16 +289,25 @@ RETURN u.id AS user_id, it.id AS item_id, coalesce(r.last_at, r.rated_at) AS las
 
 # A chunk retried after a commit whose outcome was unknown adds nothing: an edge of the run
 # between the two users is updated, not doubled. Only the run writes its edges, so nothing
-# else races to create one.
+# else races to create one. The run's edges a user already has are read once per user (one
+# expansion of the user's SIMILAR_TO), not once per edge: an Expand(Into) per edge cost the
+# user's whole degree (every earlier run's edges too) fifty times over. The run id is filtered
+# outside the pattern so that the planner never seeks the run_id index (every edge of the run,
+# per user: see the test of migration 0012's indexes). Both ends are found by the id
+# uniqueness constraint's index, one seek each.
 WRITE_SIMILAR_USERS = """
 UNWIND $rows AS row
 MATCH (u:User {id: row.user_id})
+WITH u, row, [e IN [(u)-[s:SIMILAR_TO]->(x) | [s.run_id, x.id]] WHERE e[0] = $run_id | e[1]]
+     AS done
 UNWIND row.peers AS p
 MATCH (peer:User {id: p.user_id})
-WITH u, peer, p, [s IN [(u)-[s:SIMILAR_TO]->(peer) | s] WHERE s.run_id = $run_id] AS written
-FOREACH (_ IN CASE WHEN size(written) = 0 THEN [1] ELSE [] END |
+FOREACH (_ IN CASE WHEN p.user_id IN done THEN [] ELSE [1] END |
   CREATE (u)-[:SIMILAR_TO {run_id: $run_id, overlap: p.overlap}]->(peer))
-FOREACH (s IN written | SET s.overlap = p.overlap)
+FOREACH (s IN CASE WHEN p.user_id IN done
+                   THEN [s IN [(u)-[s:SIMILAR_TO]->(peer) | s] WHERE s.run_id = $run_id]
+                   ELSE [] END |
+  SET s.overlap = p.overlap)
 RETURN count(*) AS edges
 """
 
@@ -325,17 +334,36 @@ RETURN u.id AS user_id, it.id AS item_id, r.views AS views, r.carts AS carts,
        r.purchases AS purchases, r.rating AS rating, coalesce(r.last_at, r.rated_at) AS last_at
 """
 
-# As WRITE_SIMILAR_USERS: a retried chunk updates the run's edges, never doubles them.
+# Every user's interactions as lists, a page of users at a time (keyset on the user id): what a
+# run's recommender tables are computed from (graph/recommend/interactions.py). Every user of
+# the page has a row (an empty list without interactions), so the page's last row is its last
+# user. The time is nanoseconds since the epoch ($missing when unset), exact and cheap to decode.
+RUN_INTERACTIONS_PAGE = """
+MATCH (u:User)
+WHERE u.id > $after
+WITH u ORDER BY u.id LIMIT $limit
+RETURN u.id AS user_id, coalesce(u.consent_personalization, true) AS personal,
+       [(u)-[r:INTERACTED]->(it:Item) | [it.id, coalesce(r.views, 0), coalesce(r.carts, 0),
+         coalesce(r.purchases, 0), r.rating,
+         coalesce(coalesce(r.last_at, r.rated_at).epochSeconds * 1000000000
+                  + coalesce(r.last_at, r.rated_at).nanosecond, $missing)]] AS seen
+"""
+
+# As WRITE_SIMILAR_USERS: a retried chunk updates the run's edges, never doubles them, and the
+# run's edges an item already has are read once per item.
 WRITE_ITEM_NEIGHBOURS = """
 UNWIND $rows AS row
 MATCH (it:Item {id: row.item_id})
+WITH it, row, [e IN [(it)-[s:SIMILAR_ITEM]->(x) | [s.run_id, x.id]] WHERE e[0] = $run_id | e[1]]
+     AS done
 UNWIND row.neighbours AS n
 MATCH (other:Item {id: n.item_id})
-WITH it, other, n, [s IN [(it)-[s:SIMILAR_ITEM]->(other) | s] WHERE s.run_id = $run_id]
-     AS written
-FOREACH (_ IN CASE WHEN size(written) = 0 THEN [1] ELSE [] END |
+FOREACH (_ IN CASE WHEN n.item_id IN done THEN [] ELSE [1] END |
   CREATE (it)-[:SIMILAR_ITEM {run_id: $run_id, score: n.score}]->(other))
-FOREACH (s IN written | SET s.score = n.score)
+FOREACH (s IN CASE WHEN n.item_id IN done
+                   THEN [s IN [(it)-[s:SIMILAR_ITEM]->(other) | s] WHERE s.run_id = $run_id]
+                   ELSE [] END |
+  SET s.score = n.score)
 RETURN count(*) AS edges
 """
 

@@ -19,17 +19,17 @@ from graph.db import Graph
 from graph.errors import InvalidInput
 from graph.features.registry import DEFAULT_SELECTION, TOPIC_PREFIX, log_scaled, select
 from graph.features.table import FeatureTable, build_feature_table, latest_activity
-from graph.recommend import queries as rq
 from graph.recommend.blend import tune_blend
+from graph.recommend.interactions import read_interactions
 from graph.recommend.items import (
     drop_item_neighbours_except,
-    item_neighbours,
+    item_neighbours_of,
     write_item_neighbours,
 )
 from graph.recommend.limits import FAVOURITES, PERSONA_TOPS, TYPICAL_MEMBERS
 from graph.recommend.neighbours import (
     drop_similar_users_except,
-    similar_users,
+    similar_users_of,
     write_similar_users,
 )
 from graph.segments import queries as q
@@ -254,13 +254,16 @@ def run_segmentation(
                for uid, label, dist in zip(table.user_ids, model.labels_, distances, strict=True)]
 
     note("finding similar users and similar items for recommendations")
-    carted = graph.rows(rq.CARTED_OR_BOUGHT)
-    interactions = graph.rows(rq.ITEM_INTERACTIONS)
-    similar = list(similar_users(carted))
-    neighbours = item_neighbours(interactions)
+    # One read of every interaction, as columns, for all three (``interactions``).
+    interactions = read_interactions(graph)
+    note(f"read {len(interactions.user):,} interactions of {interactions.n_users:,} users")
+    similar = list(similar_users_of(interactions))
+    note(f"similar users found for {len(similar):,} users")
+    neighbours = item_neighbours_of(interactions)
+    note(f"item neighbours found for {len(neighbours):,} items")
     # How much each of the two weighs per request, learned on this data (``blend``).
-    blend = tune_blend(interactions, carted)
-    del carted, interactions
+    blend = tune_blend(interactions)
+    del interactions
     run_props.update(blend.run_props())
     note(f"recommendation blend: item {blend.item}, similar users {blend.similar} "
          f"(validation NDCG@10 {blend.validation_ndcg} over {blend.validation_users} users)")
@@ -292,6 +295,7 @@ def run_segmentation(
         raise
     note("writing persona history")
     pending.write_history(at)
+    note("dropping earlier runs' similar users and item neighbours")
     drop_similar_users_except(graph, run_id)
     drop_item_neighbours_except(graph, run_id)
     plots: list[Path] = []

@@ -566,12 +566,12 @@ def test_learned_weights_rank_held_out_items_at_least_as_well_as_ease(graph: Gra
     recommendation keeps its reasons, and a hit names the user's item it follows from."""
     import numpy as np
 
-    from graph.recommend import queries as rq
     from graph.recommend.baselines import ease, interaction_matrix
     from graph.recommend.blend import tune_blend
     from graph.recommend.evaluation import hit_rate_ndcg
-    from graph.recommend.items import item_neighbours, write_item_neighbours
-    from graph.recommend.neighbours import similar_users, write_similar_users
+    from graph.recommend.interactions import read_interactions
+    from graph.recommend.items import item_neighbours_of, write_item_neighbours
+    from graph.recommend.neighbours import similar_users_of, write_similar_users
     from tests.unit.test_recommend_blend import chain_shop
 
     rows = chain_shop(4)
@@ -584,11 +584,10 @@ def test_learned_weights_rank_held_out_items_at_least_as_well_as_ease(graph: Gra
     graph.execute(CHAIN_SHOP, items=items, rows=[{"user_id": r["user_id"],
                                                   "item_id": r["item_id"],
                                                   "k": int(r["last_at"])} for r in kept])
-    carted = graph.rows(rq.CARTED_OR_BOUGHT)
-    interactions = graph.rows(rq.ITEM_INTERACTIONS)
-    blend = tune_blend(interactions, carted)
-    write_similar_users(graph, "run-1", list(similar_users(carted)))
-    write_item_neighbours(graph, "run-1", item_neighbours(interactions))
+    interactions = read_interactions(graph)
+    blend = tune_blend(interactions)
+    write_similar_users(graph, "run-1", list(similar_users_of(interactions)))
+    write_item_neighbours(graph, "run-1", item_neighbours_of(interactions))
 
     matrix = interaction_matrix(((r["user_id"], r["item_id"], 1.0) for r in kept), items=items)
     model = ease(matrix.matrix)
