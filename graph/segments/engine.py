@@ -774,14 +774,17 @@ class HierarchicalSegmenter(TransformerMixin, ClusterMixin, BaseEstimator):  # t
     ) -> tuple[float, dict[float, dict[str, Any]], HierarchicalSegmenter | None]:
         """The smallest of ``topic_weights`` whose choice of k is stable: the whole fit (k
         chosen afresh) is repeated on ``weight_resamples`` random subsets of a pool of at most
-        ``stability_sample`` users, and a weight is stable when every subset chooses the
-        pool's k and agrees with the pool's segments (mean ARI) at least
-        ``min_clear_stability``. Stability at a given k (``stability_``) does not catch this:
-        on a real chat corpus every k was steady at topic weight 1, yet subsets of the users
-        chose different ks (docs/performance.md). When no weight is stable, the one whose
-        refits agree best (ties to the smaller). Returns the weight, the figures per weight,
-        and the pool's fit when the pool is the whole population (else None: the caller fits
-        the population at the weight)."""
+        ``stability_sample`` users, and a weight is stable when most subsets choose the pool's
+        k and the subsets agree with the pool's segments (mean ARI) by at least
+        ``min_clear_stability + stability_tolerance``: the margin of a resample estimate, so
+        that an independent check on other subsets still clears ``min_clear_stability``.
+        Stability at a given k (``stability_``) does not catch this: on a real chat corpus
+        every k was steady at topic weight 1, yet subsets of the users chose different ks and
+        agreed at ARI 0.79 (docs/performance.md); on the demo one subset in five choosing one
+        more segment still agrees at 0.98, and weight 1 stays. When no weight is stable, the
+        one whose refits agree best (ties to the smaller). Returns the weight, the figures
+        per weight, and the pool's fit when the pool is the whole population (else None: the
+        caller fits the population at the weight)."""
         rng = np.random.default_rng(self.random_state)
         n = X.shape[0]
         whole = n <= self.stability_sample
@@ -801,8 +804,9 @@ class HierarchicalSegmenter(TransformerMixin, ClusterMixin, BaseEstimator):  # t
                 ks.append(int(sub.n_clusters_))
                 aris.append(float(adjusted_rand_score(ref.labels_[idx], sub.labels_)))
             ari = float(np.mean(aris)) if aris else float("nan")
-            stable = (all(k == ref.n_clusters_ for k in ks)
-                      and not ari < self.min_clear_stability)
+            same = sum(k == ref.n_clusters_ for k in ks)
+            stable = (2 * same > len(ks)
+                      and not ari < self.min_clear_stability + self.stability_tolerance)
             choice[weight] = {"k": int(ref.n_clusters_), "resample_ks": ks,
                               "resample_ari": ari, "stable": stable}
             if stable:

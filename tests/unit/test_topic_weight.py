@@ -49,7 +49,8 @@ def test_topics_that_carry_the_structure_get_a_higher_weight() -> None:
     assert not first["stable"], model.weight_choice_
     assert model.topic_weight_ is not None and model.topic_weight_ > 1.0
     chosen = model.weight_choice_[model.topic_weight_]
-    assert chosen["stable"] and set(chosen["resample_ks"]) == {model.n_clusters_}
+    assert chosen["resample_ari"] > first["resample_ari"] + 0.05, model.weight_choice_
+    assert chosen["resample_ks"].count(model.n_clusters_) >= 4
     assert adjusted_rand_score(subject, model.labels_) >= 0.9
     # Distances (and so newcomers) are measured in the weighted space the model chose.
     assert np.array_equal(model.feature_scale_[TOPICS], [model.topic_weight_] * 3)
