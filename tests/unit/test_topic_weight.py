@@ -4,6 +4,8 @@ personas steadier."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -33,10 +35,10 @@ def population(activity_gap: float, topic_purity: float, n: int = 150,
     return np.hstack(families), subject
 
 
-def segmenter(**params: object) -> HierarchicalSegmenter:
+def segmenter(**params: Any) -> HierarchicalSegmenter:
     # Fewer stability refits than the default keep the test to seconds; the rule is the same.
-    settings: dict[str, object] = {"topic_columns": TOPICS, "n_resamples": 5,
-                                   "fallback_algorithm": None, **params}
+    settings: dict[str, Any] = {"topic_columns": TOPICS, "n_resamples": 5,
+                                "fallback_algorithm": None, **params}
     return HierarchicalSegmenter(**settings)
 
 
