@@ -314,10 +314,6 @@ class HierarchicalSegmenter(TransformerMixin, ClusterMixin, BaseEstimator):  # t
     stability_sample : int, default=4000
         Users resampled at most (a random sample of them above that), by the stability
         refits and by the choice of ``topic_weight``.
-    selection_sample : int, default=20000
-        Above this many users, the flat algorithms (k-means, mini-batch k-means, BIRCH) try
-        each k on a seeded sample of this many and fit the population once at the chosen k;
-        scores and stability per k are then the sample's.
     silhouette_tolerance : float, default=0.5
         Relative: a k is acceptably separated with a silhouette of at least
         ``(1 - silhouette_tolerance)`` times the best.
@@ -425,7 +421,6 @@ class HierarchicalSegmenter(TransformerMixin, ClusterMixin, BaseEstimator):  # t
         n_resamples: int = 10,
         resample_fraction: float = 0.8,
         stability_sample: int = 4000,
-        selection_sample: int = 20_000,
         silhouette_tolerance: float = 0.5,
         stability_tolerance: float = 0.1,
         min_clear_silhouette: float = 0.15,
@@ -458,7 +453,6 @@ class HierarchicalSegmenter(TransformerMixin, ClusterMixin, BaseEstimator):  # t
         self.n_resamples = n_resamples
         self.resample_fraction = resample_fraction
         self.stability_sample = stability_sample
-        self.selection_sample = selection_sample
         self.silhouette_tolerance = silhouette_tolerance
         self.stability_tolerance = stability_tolerance
         self.min_clear_silhouette = min_clear_silhouette
@@ -701,19 +695,6 @@ class HierarchicalSegmenter(TransformerMixin, ClusterMixin, BaseEstimator):  # t
             k = len(found)
             self.k_reason_ = (f"{self.algorithm} found k={k} segments; {self.noise_} users it "
                               "called noise joined the nearest segment")
-        elif n > self.selection_sample and len(self._k_range(n)) > 1:
-            # One fit per k tried: on a seeded sample of the users the sweep costs the same
-            # at any population, and the population is fitted once, at the chosen k.
-            rng = np.random.default_rng(self.random_state)
-            pool = np.sort(rng.choice(n, size=self.selection_sample, replace=False))
-            sample = X[pool]
-            sets = {k: np.asarray(self._flat_model(k, len(pool)).fit_predict(sample),
-                                  dtype=np.int64) for k in self._k_range(len(pool))}
-            k = self._select_k(sample, sets)
-            # The refits saw rows of the sample; their stability is read on the population.
-            self.resamples_ = [(pool[idx], refit) for idx, refit in self.resamples_]
-            labels = np.asarray(self._flat_model(k, n).fit_predict(X), dtype=np.int64)
-            self.noise_ = 0
         else:
             sets = {k: np.asarray(self._flat_model(k, n).fit_predict(X), dtype=np.int64)
                     for k in self._k_range(n)}
