@@ -50,7 +50,7 @@ from graph.recommend.baselines import ease, item_knn, popularity
 from graph.recommend.engine import recommend
 from graph.recommend.evaluation import HeldOut, UserKey, hit_rate_ndcg, split_last_purchase
 from graph.segments.engine import HierarchicalSegmenter
-from graph.segments.run import RunResult, preparation, run_segmentation
+from graph.segments.run import RunResult, preparation, run_segmentation, topic_columns
 from graph.settings import Settings
 
 K = 10
@@ -132,7 +132,8 @@ def ingest(graph: Graph, events: list[dict[str, Any]], folder: Path) -> tuple[in
 
 def resample_stability(graph: Graph, result: RunResult, seed: int,
                        ) -> tuple[list[float], list[int]]:
-    """Refit the whole pipeline (preparation and clustering, k chosen afresh) on ``RESAMPLES``
+    """Refit the whole pipeline (preparation and clustering, k and the topic weight chosen
+    afresh) on ``RESAMPLES``
     random 80% subsets of the users; each refit's ARI with the run's labels on its users, and
     its k. Independent of the engine's own stability, which refits at the run's k."""
     full = build_feature_table(graph)
@@ -146,8 +147,10 @@ def resample_stability(graph: Graph, result: RunResult, seed: int,
     for _ in range(RESAMPLES):
         idx = np.sort(rng.choice(len(known), size=round(RESAMPLE_FRACTION * len(known)),
                                  replace=False))
-        prep = preparation(table.names, Settings().topic_weight)
-        model = HierarchicalSegmenter(k_max=10).fit(prep.fit_transform(X[idx]))
+        prep = preparation(table.names)
+        model = HierarchicalSegmenter(k_max=10, topic_columns=topic_columns(table.names),
+                                      topic_weight=Settings().topic_weight,
+                                      ).fit(prep.fit_transform(X[idx]))
         aris.append(float(adjusted_rand_score(labels[idx], model.labels_)))
         ks.append(int(model.n_clusters_))
     return aris, ks
@@ -212,6 +215,9 @@ def measure(graph: Graph, data: DataSet, wheel: Path, max_users: int | None, see
     for name, size, stab in sorted(zip(r.names, r.sizes, r.segment_stability, strict=True),
                                    key=lambda t: -t[1]):
         print(f"    {size:>6,}  {name.name:<40} stability {stab:.2f}  {name.description}")
+    if r.topic_weight is not None:
+        print(f"[{data.name}] topic weight {r.topic_weight:g}"
+              + (f" chosen from {r.topic_weight_choice}" if r.topic_weight_choice else " (set)"))
     if r.topic_separation is not None:
         sep = r.topic_separation
         print(f"[{data.name}] differ by what people talk about: {sep.differ_by_topic} "
@@ -279,6 +285,8 @@ def result_line(results: list[Measured], elapsed: float) -> str:
                       f"{m.name}_resample_ari_mean={np.mean(m.resample_aris):.3f}",
                       f"{m.name}_resample_ari_min={min(m.resample_aris):.3f}",
                       f"{m.name}_segment_s={m.segment_s:.0f}"]
+            if r.topic_weight is not None:
+                parts.append(f"{m.name}_topic_weight={r.topic_weight:g}")
             if r.topic_separation is not None:
                 sep = r.topic_separation
                 parts += [f"{m.name}_differ_by_topic={int(sep.differ_by_topic)}",

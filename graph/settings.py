@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -116,12 +116,13 @@ class Settings(BaseSettings):
         description="Number of topics learned from the text (0: chosen from the data, 3 to 10, "
         "the number whose topics agree best between resamples of the writers).",
     )
-    topic_weight: float = Field(
-        default=1.0, gt=0.0, le=10.0,
+    topic_weight: Annotated[float, Field(gt=0.0, le=10.0)] | Literal["auto"] = Field(
+        default="auto",
         description="When text features are used, how much the topic shares weigh in "
         "segmentation distances against all other features together (1: as much; 2: their "
-        "spread is twice as large, 80% of the variance). Personas then differ by what people "
-        "talk about, not only by how often they come (docs/personas.md).",
+        "spread is twice as large, 80% of the variance). `auto` takes the smallest of 1, 1.5 "
+        "and 2 whose choice of personas is stable when the users are resampled; a number "
+        "forces that weight. The run stores the weight used (docs/personas.md).",
     )
     segment_every_hours: float = Field(
         default=168.0, ge=0.0,

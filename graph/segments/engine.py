@@ -312,7 +312,8 @@ class HierarchicalSegmenter(TransformerMixin, ClusterMixin, BaseEstimator):  # t
     resample_fraction : float, default=0.8
         Share of the users in each refit.
     stability_sample : int, default=4000
-        Users resampled at most (a random sample of them above that).
+        Users resampled at most (a random sample of them above that), by the stability
+        refits and by the choice of ``topic_weight``.
     silhouette_tolerance : float, default=0.5
         Relative: a k is acceptably separated with a silhouette of at least
         ``(1 - silhouette_tolerance)`` times the best.
@@ -331,6 +332,18 @@ class HierarchicalSegmenter(TransformerMixin, ClusterMixin, BaseEstimator):  # t
         Ward stability under which the fallback is tried.
     random_state : int, default=0
         Seed of every random choice (samples, resamples, k-means).
+    topic_columns : sequence of int, default=()
+        Columns of ``X`` that are one compositional family prepared at weight 1 (topic
+        shares, ``make_preparation``'s ``FamilyScaler``). Empty: no weight to choose.
+    topic_weight : float or "auto", default="auto"
+        Factor on ``topic_columns`` in every distance (the family's weight against all other
+        features together). "auto" takes the smallest of ``topic_weights`` whose choice of k
+        is stable (``_choose_weight``).
+    topic_weights : sequence of float, default=(1.0, 1.5, 2.0)
+        The weights "auto" tries, smallest first.
+    weight_resamples : int, default=5
+        Refits of the whole k choice per weight tried, on random subsets of at most
+        ``stability_sample`` users, so the choice costs the same at any population size.
 
     Attributes
     ----------
@@ -376,6 +389,14 @@ class HierarchicalSegmenter(TransformerMixin, ClusterMixin, BaseEstimator):  # t
         The warning when there is no clear structure.
     noise_ : int
         Rows the density-based algorithms called noise (flat algorithms only).
+    topic_weight_ : float or None
+        The weight the topic columns were given (None without ``topic_columns``).
+    feature_scale_ : ndarray of shape (n_features_in_,)
+        Factor on each column before every distance: ``topic_weight_`` on the topic columns,
+        1 elsewhere. ``cluster_centers_`` are in that weighted space.
+    weight_choice_ : dict
+        Per weight tried by "auto": its k, the ks and mean ARI of the resampled k choices,
+        and whether it was stable.
     """
 
     def __init__(
@@ -408,6 +429,10 @@ class HierarchicalSegmenter(TransformerMixin, ClusterMixin, BaseEstimator):  # t
         fallback_below: float = 0.95,
         silhouette_tie: float = 0.01,
         random_state: int = 0,
+        topic_columns: Sequence[int] = (),
+        topic_weight: float | str = "auto",
+        topic_weights: Sequence[float] = (1.0, 1.5, 2.0),
+        weight_resamples: int = 5,
     ) -> None:
         self.n_clusters = n_clusters
         self.algorithm = algorithm
@@ -436,6 +461,10 @@ class HierarchicalSegmenter(TransformerMixin, ClusterMixin, BaseEstimator):  # t
         self.fallback_below = fallback_below
         self.silhouette_tie = silhouette_tie
         self.random_state = random_state
+        self.topic_columns = topic_columns
+        self.topic_weight = topic_weight
+        self.topic_weights = topic_weights
+        self.weight_resamples = weight_resamples
 
     def _metrics(self, X: FloatArray, labels: IntArray, silhouette: float) -> dict[str, float]:
         """Model-selection figures for one k: elbow (WCSS), silhouette, CH and DB indices."""
@@ -698,27 +727,108 @@ class HierarchicalSegmenter(TransformerMixin, ClusterMixin, BaseEstimator):  # t
         """
         check_algorithm(self.algorithm)
         rows: FloatArray = validate_data(self, X, dtype=np.float64, ensure_min_samples=3)
-        self._fit(rows)
-        self.algorithm_ = self.algorithm
-        fallback = self._fallback(rows.shape[0])
-        if fallback is None:
+        columns = np.asarray(self.topic_columns, dtype=np.int64)
+        if columns.size and (columns.min() < 0 or columns.max() >= rows.shape[1]):
+            raise ValueError(f"topic_columns {list(columns)} out of range for "
+                             f"{rows.shape[1]} features")
+        if not columns.size:
+            self._fit_weighted(rows, columns, 1.0)
+            self.weight_choice_: dict[float, dict[str, Any]] = {}
             return self
-        # Ward's leaves were not steady under resampling: on a population without crisp groups
-        # a different cut of the continuum each time. Centroid leaves (k-means) are usually far
-        # steadier there (the hierarchy above them is still Ward on their centres). Ward is
-        # kept only when clearly steadier: a Ward and a k-means cut of the same continuum can
-        # disagree completely (ARI near 0 on a real ratings set), so leaning one way on a tie
-        # keeps refits of the same population on the same algorithm.
-        twin = clone(self).set_params(algorithm=fallback, fallback_algorithm=None).fit(rows)
-        if twin.stability_ >= self.stability_ - self.stability_tolerance:
-            unsteady = self.stability_
-            for name, value in vars(twin).items():
-                if name.endswith("_") and not name.startswith("_"):
-                    setattr(self, name, value)
-            self.k_reason_ = (f"Ward's segments were unstable under resampling (ARI "
-                              f"{unsteady:.3f}), {fallback} leaves as steady or steadier: "
-                              f"{twin.k_reason_}")
+        if self.topic_weight != "auto":
+            weight = float(self.topic_weight)
+            if not weight > 0:
+                raise ValueError(f"topic_weight must be positive or 'auto', got {weight}")
+            self._fit_weighted(rows, columns, weight)
+            self.weight_choice_ = {}
+            return self
+        weight, choice, fitted = self._choose_weight(rows)
+        if fitted is not None:
+            self._adopt(fitted)
+        else:
+            self._fit_weighted(rows, columns, weight)
+        self.weight_choice_ = choice
         return self
+
+    def _choose_weight(
+        self, X: FloatArray,
+    ) -> tuple[float, dict[float, dict[str, Any]], HierarchicalSegmenter | None]:
+        """The smallest of ``topic_weights`` whose choice of k is stable: the whole fit (k
+        chosen afresh) is repeated on ``weight_resamples`` random subsets of a pool of at most
+        ``stability_sample`` users, and a weight is stable when most subsets choose the pool's
+        k and the subsets agree with the pool's segments (mean ARI) by at least
+        ``min_clear_stability + stability_tolerance``: the margin of a resample estimate, so
+        that an independent check on other subsets still clears ``min_clear_stability``.
+        Stability at a given k (``stability_``) does not catch this: on a real chat corpus
+        every k was steady at topic weight 1, yet subsets of the users chose different ks and
+        agreed at ARI 0.79 (docs/performance.md); on the demo one subset in five choosing one
+        more segment still agrees at 0.98, and weight 1 stays. When no weight is stable, the
+        one whose refits agree best (ties to the smaller). Returns the weight, the figures
+        per weight, and the pool's fit when the pool is the whole population (else None: the
+        caller fits the population at the weight)."""
+        rng = np.random.default_rng(self.random_state)
+        n = X.shape[0]
+        whole = n <= self.stability_sample
+        pool = np.arange(n) if whole else np.sort(
+            rng.choice(n, size=self.stability_sample, replace=False))
+        size = max(3, round(self.resample_fraction * len(pool)))
+        subsets = [np.sort(rng.choice(len(pool), size=size, replace=False))
+                   for _ in range(self.weight_resamples)]
+        choice: dict[float, dict[str, Any]] = {}
+        best: tuple[float, float, HierarchicalSegmenter] | None = None
+        for weight in sorted(float(w) for w in self.topic_weights):
+            fixed = clone(self).set_params(topic_weight=weight)
+            ref = fixed.fit(X[pool])
+            ks, aris = [], []
+            for idx in subsets:
+                sub = clone(fixed).fit(X[pool[idx]])
+                ks.append(int(sub.n_clusters_))
+                aris.append(float(adjusted_rand_score(ref.labels_[idx], sub.labels_)))
+            ari = float(np.mean(aris)) if aris else float("nan")
+            same = sum(k == ref.n_clusters_ for k in ks)
+            stable = (2 * same > len(ks)
+                      and not ari < self.min_clear_stability + self.stability_tolerance)
+            choice[weight] = {"k": int(ref.n_clusters_), "resample_ks": ks,
+                              "resample_ari": ari, "stable": stable}
+            if stable:
+                return weight, choice, ref if whole else None
+            if best is None or ari > best[1] + 1e-9:
+                best = (weight, ari, ref)
+        assert best is not None, "topic_weights is empty"
+        return best[0], choice, best[2] if whole else None
+
+    def _adopt(self, other: HierarchicalSegmenter) -> None:
+        """Take ``other``'s fitted attributes (a clone fitted on the same rows)."""
+        for name, value in vars(other).items():
+            if name.endswith("_") and not name.startswith("_"):
+                setattr(self, name, value)
+
+    def _fit_weighted(self, rows: FloatArray, columns: IntArray, weight: float) -> None:
+        """Fit on ``rows`` with the topic ``columns`` scaled by ``weight``."""
+        scale = np.ones(rows.shape[1])
+        scale[columns] = weight
+        X = rows * scale
+        self._fit(X)
+        self.algorithm_ = self.algorithm
+        fallback = self._fallback(X.shape[0])
+        if fallback is not None:
+            # Ward's leaves were not steady under resampling: on a population without crisp
+            # groups a different cut of the continuum each time. Centroid leaves (k-means)
+            # are usually far steadier there (the hierarchy above them is still Ward on their
+            # centres). Ward is kept only when clearly steadier: a Ward and a k-means cut of
+            # the same continuum can disagree completely (ARI near 0 on a real ratings set),
+            # so leaning one way on a tie keeps refits of the same population on the same
+            # algorithm.
+            twin = clone(self).set_params(algorithm=fallback, fallback_algorithm=None,
+                                          topic_columns=(), topic_weight=1.0).fit(X)
+            if twin.stability_ >= self.stability_ - self.stability_tolerance:
+                unsteady = self.stability_
+                self._adopt(twin)
+                self.k_reason_ = (f"Ward's segments were unstable under resampling (ARI "
+                                  f"{unsteady:.3f}), {fallback} leaves as steady or "
+                                  f"steadier: {twin.k_reason_}")
+        self.feature_scale_: FloatArray = scale
+        self.topic_weight_: float | None = weight if columns.size else None
 
     def _fallback(self, n: int) -> str | None:
         """The algorithm to try when automatic Ward leaves came out unstable, if any."""
@@ -824,6 +934,10 @@ class HierarchicalSegmenter(TransformerMixin, ClusterMixin, BaseEstimator):  # t
         """
         check_is_fitted(self)
         rows: FloatArray = validate_data(self, X, dtype=np.float64, reset=False)
+        # Models saved before topic weights existed have no scale: every column weighs 1.
+        scale = getattr(self, "feature_scale_", None)
+        if scale is not None:
+            rows = rows * scale
         d2 = ((rows[:, None, :] - self.cluster_centers_[None, :, :]) ** 2).sum(axis=2)
         return np.asarray(np.sqrt(d2), dtype=np.float64)
 

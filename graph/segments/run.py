@@ -97,6 +97,10 @@ class RunResult:
     structure_note: str
     topic_separation: TopicSeparation | None = None
     """Whether the personas differ by what people talk about (runs with topics only)."""
+    topic_weight: float | None = None
+    """The weight the topic shares had in distances (runs with topics only)."""
+    topic_weight_choice: str = ""
+    """How "auto" chose it: each weight tried with its k's stability under resampling."""
 
 
 def planted_agreement(table: FeatureTable, labels: np.ndarray[Any, Any]) -> float | None:
@@ -121,7 +125,7 @@ def run_segmentation(
     abandoned_after: timedelta = ABANDONED_AFTER,
     as_of: datetime | None = None,
     engine: SegmentationEngine | None = None,
-    topic_weight: float | None = None,
+    topic_weight: float | str | None = None,
 ) -> RunResult:
     """Segment every user and record the run; earlier runs stay as history.
 
@@ -136,8 +140,10 @@ def run_segmentation(
     with the default pictures (dendrogram, choice of k, elbow); `personas plot` draws the rest.
     ``engine`` reads the features and fits the segmenter (default: ``InProcessEngine``; the
     Spark one is in spark_engine.py). When the table has topics, they weigh ``topic_weight``
-    (default: the setting) against the other features together (``preparation``), and the run
-    records whether its personas differ by what people talk about (``topic_separation``).
+    (default: the setting; "auto": the segmenter chooses the smallest weight whose personas
+    are stable, ``HierarchicalSegmenter``) against the other features together, and the run
+    records the weight and whether its personas differ by what people talk about
+    (``topic_separation``).
     """
     engine = engine or InProcessEngine()
     if topic_weight is None:
@@ -163,7 +169,8 @@ def run_segmentation(
         raise InvalidInput(f"need at least 3 users to segment, found {len(table.user_ids)}")
     previous_rows = graph.rows(q.PREVIOUS_RUN_PERSONAS)
     warnings = feature_warnings(table)
-    prep = preparation(table.names, topic_weight)
+    # Topics are prepared at weight 1; the segmenter scales them by the weight it uses.
+    prep = preparation(table.names)
     Z = prep.fit_transform(table.X)
     outliers = prep.named_steps["clip"].n_outliers_
     # Names, persona matching and the upper levels read plain z-scores (what "differs clearly"
@@ -174,7 +181,14 @@ def run_segmentation(
     previous_k = len(previous_rows) or None
     model = engine.fit(Z, n_clusters=n_clusters, k_max=k_max, algorithm=algorithm,
                        distance_threshold=distance_threshold, connectivity=connectivity,
-                       preferred_k=previous_k)
+                       preferred_k=previous_k, topic_columns=topic_columns(table.names),
+                       topic_weight=topic_weight)
+    # The space the segmenter measured distances in (topics at the weight it used).
+    Zw = Z * model.feature_scale_
+    if table.topics:
+        note(f"topic weight {model.topic_weight_:g}"
+             + (f" (chosen: {weight_summary(model.weight_choice_)})"
+                if model.weight_choice_ else " (set)"))
     if not model.clear_structure_:
         warnings.append(model.structure_note_)
     for warning in warnings:
@@ -182,7 +196,7 @@ def run_segmentation(
     centers_z = np.vstack([Zn[model.labels_ == c].mean(axis=0)
                            for c in range(model.n_clusters_)])
     names = name_segments(centers_z, table.names,
-                          share_led=share_led(model.cluster_centers_, Z.mean(axis=0), table.names))
+                          share_led=share_led(model.cluster_centers_, Zw.mean(axis=0), table.names))
     raw_centers = np.vstack([table.X[model.labels_ == c].mean(axis=0)
                              for c in range(model.n_clusters_)])
     previous = [PreviousPersona(r["persona_id"], r["name"], r["description"],
@@ -214,7 +228,9 @@ def run_segmentation(
         "topics": [f"{t.label}: {', '.join(term for term, _ in t.terms[:8])}"
                    for t in table.topics],
         "topics_json": json.dumps([t.to_dict() for t in table.topics]),
-        "topic_weight": topic_weight if table.topics else None,
+        "topic_weight": model.topic_weight_ if table.topics else None,
+        "topic_weight_choice": (json.dumps({str(w): c for w, c in model.weight_choice_.items()})
+                                if model.weight_choice_ else None),
         "topic_separation": json.dumps(separation.to_dict()) if separation else None,
         "stability_ari": model.stability_,
         "stability_by_k": json.dumps(model.stability_by_k_),
@@ -244,7 +260,7 @@ def run_segmentation(
                          "median_distance": medians[c],
                          "stability": float(model.segment_stability_[c])}}
               for c in range(model.n_clusters_)]
-    parents, links = upper_levels(run_id, model, Z, table.names, seg_props, Zn)
+    parents, links = upper_levels(run_id, model, Zw, table.names, seg_props, Zn)
     personas = [{"segment_id": f"{run_id}-L0-{c}", "persona_id": matches[c].persona_id,
                  "name": matches[c].name, "description": matches[c].description}
                 for c in range(model.n_clusters_)]
@@ -304,14 +320,28 @@ def run_segmentation(
         from graph.segments.plots import DEFAULT_KINDS, render
 
         artifacts = RunArtifacts.build(run_id, prep, model, table.names,
-                                       [m.name for m in matches], Z)
+                                       [m.name for m in matches], Zw)
         folder = save(artifacts, runs_dir)
         plots = [render(kind, artifacts, folder / f"{kind}.png") for kind in DEFAULT_KINDS]
     return RunResult(run_id, len(table.user_ids), model.n_clusters_, model.silhouette_,
                      model.k_reason_, names, sizes, model.labels_.tolist(), table.user_ids, ari,
                      plots, [m.persona_id for m in matches], agreement, model.stability_,
                      model.segment_stability_.tolist(), model.clear_structure_,
-                     model.structure_note_, separation)
+                     model.structure_note_, separation,
+                     model.topic_weight_ if table.topics else None,
+                     weight_summary(model.weight_choice_))
+
+
+def topic_columns(names: Sequence[str]) -> list[int]:
+    """The columns of the topic shares, the family whose weight the segmenter chooses."""
+    return [j for j, name in enumerate(names) if name.startswith(TOPIC_PREFIX)]
+
+
+def weight_summary(choice: dict[float, dict[str, Any]]) -> str:
+    """The topic weights tried, in words: each one's k and its resampled ks and agreement."""
+    return "; ".join(
+        f"{w:g}: k={c['k']}, resamples k {','.join(map(str, c['resample_ks']))}, ARI "
+        f"{c['resample_ari']:.2f}{' stable' if c['stable'] else ''}" for w, c in choice.items())
 
 
 def preparation(names: Sequence[str], topic_weight: float = 1.0) -> Pipeline:
@@ -319,7 +349,9 @@ def preparation(names: Sequence[str], topic_weight: float = 1.0) -> Pipeline:
     z-scored. With topics, the topic shares are one compositional family weighing
     ``topic_weight`` against every other feature together: on a real chat corpus, activity
     (sessions, tenure, messages per session) split users more sharply than ten z-scored topic
-    columns, so the stable personas were activity bands (docs/performance.md)."""
+    columns, so the stable personas were activity bands (docs/performance.md). A run prepares
+    them at weight 1 and lets the segmenter scale them (``HierarchicalSegmenter.topic_weight``,
+    the same distances as preparing them at that weight)."""
     topics = tuple(n for n in names if n.startswith(TOPIC_PREFIX))
     families = [Family("topics", topics, topic_weight, compositional=True)] if topics else []
     return make_preparation(names, log_scaled(names), families=families)
