@@ -249,6 +249,9 @@ class JvmService(ABC):
             echo(f"{self.name} is already running; reusing it.")
             self.wait_until_answering()
             return
+        # A PID file left by a crash can name a zombie or a pid reused by another process:
+        # the launcher would take either for a running instance and refuse to start.
+        self.pid_file.unlink(missing_ok=True)
         self.install(echo)
         self.configure()
         echo(f"Starting {self.product} on {self.address} ...")

@@ -84,6 +84,7 @@ def _conf_text(settings: Settings, home: Path) -> str:
 class Neo4jServer(JvmService):
     name = "Neo4j"
     cache_name = "neo4j"
+    main_class = "org.neo4j.server.CommunityEntryPoint"  # a PID file may name a reused pid
     start_timeout_s = 180.0
     probe_timeout_s = 5.0
 

@@ -48,16 +48,22 @@ def test_existing_server_uri_provisions_nothing(neo4j_running: Settings) -> None
 
 
 def test_stale_pid_file_is_handled(neo4j_running: Settings, driver: Driver) -> None:
-    """Stop, leave a PID file naming a dead process, and start again."""
+    """Stop, leave a PID file naming a live process that is not Neo4j (after a crash the
+    pid may be reused, or left as a zombie, which Neo4j's own launcher takes for a running
+    server), and start again."""
     assert neo4j_server.stop(neo4j_running)
     assert not neo4j_server.status(neo4j_running).answering
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    pid_file = neo4j_running.local_instance_dir / "run" / "neo4j.pid"
-    pid_file.write_text(f"{dead.pid}\n")
-    assert neo4j_server.status(neo4j_running).pid is None
-    status = neo4j_server.start(neo4j_running)
-    assert status.answering and status.pid not in (None, dead.pid)
+    other = subprocess.Popen(["sleep", "300"])
+    try:
+        pid_file = neo4j_running.local_instance_dir / "run" / "neo4j.pid"
+        pid_file.write_text(f"{other.pid}\n")
+        assert neo4j_server.status(neo4j_running).pid is None
+        status = neo4j_server.start(neo4j_running)
+        assert status.answering and status.pid not in (None, other.pid)
+        assert other.poll() is None  # not Neo4j, so left alone
+    finally:
+        other.kill()
+        other.wait()
     # The suite's shared driver still pools connections to the stopped server: a retried
     # query meets them, and the driver drops them, before a test that does not retry does.
     assert driver.execute_query("RETURN 1 AS n", database_=neo4j_running.neo4j_database
