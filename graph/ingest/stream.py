@@ -24,7 +24,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -42,6 +42,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from graph.backoff import Backoff
 from graph.consistency import offsets_statement, record_offsets
 from graph.db import Graph
 from graph.errors import EnvironmentProblem, InvalidInput
@@ -70,6 +71,17 @@ LINGER_S = 0.005
 together cost about what one does."""
 IN_FLIGHT_POLL_S = 0.005
 """How long a poll waits while a batch is being written (the writer's end is checked between)."""
+COMMIT_RETRY_S = 120.0
+"""How long a written batch's offset commit is retried while the group coordinator is away."""
+COMMIT_BACKOFF = Backoff(base_seconds=0.1, factor=2.0, max_seconds=2.0)
+TRANSIENT_COMMIT_ERRORS = frozenset({
+    KafkaError._WAIT_COORD, KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
+    KafkaError._ALL_BROKERS_DOWN, KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.REQUEST_TIMED_OUT})
+MEMBERSHIP_LOST_ERRORS = frozenset({
+    KafkaError.UNKNOWN_MEMBER_ID, KafkaError.ILLEGAL_GENERATION,
+    KafkaError.REBALANCE_IN_PROGRESS, KafkaError.FENCED_INSTANCE_ID})
 LAG_EVERY_S = 1.0
 SESSION_TIMEOUT_MS = 10_000
 FETCH_WAIT_MS = 100
@@ -366,10 +378,7 @@ class StreamConsumer:
             # After the batch's transaction: a read with a Kafka token waits for this
             # (graph.consistency); dead letters and duplicates count as applied too.
             record_offsets(self.writer.graph, self.group, batch.offsets)
-        assert self._consumer is not None
-        self._consumer.commit(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in batch.offsets.items()],
-            asynchronous=False)
+        self._commit(batch.offsets)
         committed_ms = time.time() * 1000
         commit_seconds = time.perf_counter() - written
         freshness = tuple(max(0.0, (committed_ms - ts) / 1000) for ts in batch.timestamps_ms)
@@ -442,6 +451,36 @@ class StreamConsumer:
         log.warning("dead letter %s: %s[%d]@%d %s: %s", letter.id, topic, partition, offset,
                     rejected.code, letter.reason)
         return letter
+
+    def _commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Commit a written batch's offsets, waiting out a broker or coordinator that is away
+        for a while (a broker restart): the batch is in the graph, and failing here would stop
+        the consumer for no fault of the data. Other errors, or one lasting past
+        ``COMMIT_RETRY_S``, raise (the batch is read again after a restart, idempotently)."""
+        assert self._consumer is not None
+        partitions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        deadline = time.monotonic() + COMMIT_RETRY_S
+        failures = 0
+        while True:
+            try:
+                self._consumer.commit(offsets=partitions, asynchronous=False)
+                return
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                transient = isinstance(error, KafkaError) and (
+                    error.retriable() or error.code() in TRANSIENT_COMMIT_ERRORS)
+                if isinstance(error, KafkaError) and error.code() in MEMBERSHIP_LOST_ERRORS:
+                    # The group moved on (session expired, a rebalance): the partitions'
+                    # next owner reads the batch again, and the writer counts it as
+                    # duplicates.
+                    log.warning("offsets not committed (%s): the batch will be read again",
+                                error)
+                    return
+                if not transient or time.monotonic() >= deadline:
+                    raise
+                failures += 1
+                log.warning("offset commit failed (%s); retrying", error)
+                time.sleep(COMMIT_BACKOFF.delay(failures))
 
     def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
         if err is not None:
