@@ -185,14 +185,27 @@ def tune_blend(ix: Interactions, weights: dict[str, float] | None = None,
     had = (row_of[inter.user] >= 0) & ((inter.purchases > 0) | inter.rated())
     E = sparse.csr_matrix((np.ones(int(had.sum())), (row_of[inter.user[had]], inter.item[had])),
                           shape=(len(users), n_items))
-    target = held.targets
+    return best_of_grid(S, N, W, P, E, held.targets, popularity, id_rank,
+                        weights["popularity"], default_item, default_similar)
+
+
+def best_of_grid(S: sparse.csr_matrix, N: sparse.csr_matrix, W: sparse.csr_matrix,
+                 P: sparse.csr_matrix, E: sparse.csr_matrix, target: np.ndarray,
+                 popularity: np.ndarray, id_rank: np.ndarray, popularity_weight: float,
+                 default_item: float, default_similar: float) -> Blend:
+    """Every ``GRID`` pair scored on the validation users (rows of ``S``, ``W`` and ``E``):
+    ``S`` their seed items, ``N`` the item neighbours, ``W`` their peers' shares, ``P`` the
+    peers' items, ``E`` what they bought or rated (never offered), ``target`` their held-out
+    items (-1 for none). The best pair by NDCG@K, then hit rate, then nearness to the
+    defaults."""
+    n_items = N.shape[0]
     n_targets = int((target >= 0).sum())
 
     hits = np.zeros(len(GRID))
     gains = np.zeros(len(GRID))
     block = max(1, SCORE_BUDGET // max(n_items, 1))
-    for lo in range(0, len(users), block):
-        hi = min(lo + block, len(users))
+    for lo in range(0, S.shape[0], block):
+        hi = min(lo + block, S.shape[0])
         item_term = np.asarray((S[lo:hi] @ N).todense())
         top = item_term.max(axis=1, keepdims=True)
         item_term = item_term / np.where(top > 0, top, 1.0)
@@ -201,7 +214,7 @@ def tune_blend(ix: Interactions, weights: dict[str, float] | None = None,
         candidate &= ~np.asarray(E[lo:hi].todense(), dtype=bool)
         rows = np.arange(hi - lo)
         for g, (wi, ws) in enumerate(GRID):
-            score = wi * item_term + ws * sim_term + weights["popularity"] * popularity
+            score = wi * item_term + ws * sim_term + popularity_weight * popularity
             score = np.where(candidate, score, -np.inf)
             for j in range(TARGETS):
                 t = target[lo:hi, j]
@@ -218,5 +231,5 @@ def tune_blend(ix: Interactions, weights: dict[str, float] | None = None,
         round(float(gains[g]), 9), hits[g],
         -abs(np.log2((GRID[g][0] + 0.125) / (default_item + 0.125)))
         - abs(np.log2((GRID[g][1] + 0.125) / (default_similar + 0.125)))))
-    return Blend(GRID[best][0], GRID[best][1], len(users), float(hits[best] / n_targets),
+    return Blend(GRID[best][0], GRID[best][1], S.shape[0], float(hits[best] / n_targets),
                  float(gains[best] / n_targets))

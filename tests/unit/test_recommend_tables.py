@@ -21,14 +21,12 @@ from scipy import sparse
 from graph.errors import InvalidInput
 from graph.recommend.baselines import EASE
 from graph.recommend.blend import (
-    GRID,
     MIN_VALIDATION_USERS,
-    SCORE_BUDGET,
     SEED,
     TARGETS,
     VALIDATION_USERS,
     Blend,
-    K,
+    best_of_grid,
     tune_blend,
 )
 from graph.recommend.engine import WEIGHTS
@@ -323,40 +321,9 @@ def old_tune_blend(interactions: Sequence[dict[str, Any]], carted: Sequence[dict
     target = np.full((len(users), TARGETS), -1)
     for n, u in enumerate(users):
         target[n, :len(held[u].items)] = [items[i] for i in held[u].items]
-    n_targets = int((target >= 0).sum())
-
-    hits = np.zeros(len(GRID))
-    gains = np.zeros(len(GRID))
-    block = max(1, SCORE_BUDGET // max(n_items, 1))
-    for lo in range(0, len(users), block):
-        hi = min(lo + block, len(users))
-        item_term = np.asarray((S[lo:hi] @ N).todense())
-        top = item_term.max(axis=1, keepdims=True)
-        item_term = item_term / np.where(top > 0, top, 1.0)
-        sim_term = np.asarray((W[lo:hi] @ P).todense())
-        candidate = (item_term > 0) | (sim_term > 0)
-        candidate &= ~np.asarray(E[lo:hi].todense(), dtype=bool)
-        rows = np.arange(hi - lo)
-        for g, (wi, ws) in enumerate(GRID):
-            score = wi * item_term + ws * sim_term + weights["popularity"] * popularity
-            score = np.where(candidate, score, -np.inf)
-            for j in range(TARGETS):
-                t = target[lo:hi, j]
-                known = t >= 0
-                t = np.where(known, t, 0)
-                mine = score[rows, t][:, None]
-                ahead = (score > mine) | ((score == mine)
-                                          & (id_rank[None, :] < id_rank[t][:, None]))
-                rank = ahead.sum(axis=1)
-                ok = known & np.isfinite(mine[:, 0]) & (rank < K)
-                hits[g] += ok.sum()
-                gains[g] += (ok / np.log2(rank + 2)).sum()
-    best = max(range(len(GRID)), key=lambda g: (
-        round(float(gains[g]), 9), hits[g],
-        -abs(np.log2((GRID[g][0] + 0.125) / (default_item + 0.125)))
-        - abs(np.log2((GRID[g][1] + 0.125) / (default_similar + 0.125)))))
-    return Blend(GRID[best][0], GRID[best][1], len(users), float(hits[best] / n_targets),
-                 float(gains[best] / n_targets))
+    # Scored as the run scores (the preparation above is what this compares).
+    return best_of_grid(S, N, W, P, E, target, popularity, id_rank, weights["popularity"],
+                        default_item, default_similar)
 
 
 # --- the shop and the comparison ------------------------------------------------------------
