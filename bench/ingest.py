@@ -187,12 +187,15 @@ def main() -> None:
         raw_rate = statistics.median(raw_rates)
         print(f"raw: median {raw_rate:,.0f} events/s; the file path reaches "
               f"{rate / raw_rate:.2f} of it")
-        # What a per-event-type storage policy could gain: page views kept only as aggregates.
+        # The most a per-event-type storage policy could gain (page views kept only as
+        # aggregates), with no record to recognise a re-sent view: an upper bound, not a policy
+        # (bench/ingest_views.py measures one that keeps its duplicates; docs/performance.md).
         lean = without_interactions(statements, {"page_view"})
         kept = sum(len(params.get("interactions", ())) for params, _ in lean)
         lean_elapsed = raw_load(graph, lean)
         lean_rate = n / lean_elapsed
-        print(f"raw, page views kept only as aggregates ({n - kept} fewer Interaction nodes): "
+        print(f"raw, page views kept only as aggregates, no duplicate check (an upper bound; "
+              f"{n - kept} fewer Interaction nodes): "
               f"{lean_rate:,.0f} events/s ({lean_rate / raw_rate:.2f} of the raw median)")
         del statements, recording, lean
 
