@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import tempfile
 import time
@@ -321,10 +322,13 @@ def main() -> None:
                 raw(graph, statements, variant, batch_hits)
                 print(f"{variant}: db hits per event {sum(batch_hits) / n:.1f}, "
                       f"{sum(batch_hits) / len(batch_hits):,.0f} a batch")
+        raw_rates: dict[str, list[float]] = {}
+        file_rates: dict[str, list[float]] = {}
         print("raw replay (µs per event: wall, Neo4j CPU, Python CPU; load average)")
         for rnd in range(1, 0 if args.file_only else args.rounds + 1):
             for variant in order:
                 wall, neo, py, la = measured(pid, lambda v=variant: raw(graph, statements, v))
+                raw_rates.setdefault(variant, []).append(n / wall)
                 print(f"  round {rnd} {variant:>8}: {n / wall:7,.0f} events/s  wall "
                       f"{wall / n * 1e6:6.1f}  neo4j {neo / n * 1e6:6.1f}  python "
                       f"{py / n * 1e6:6.1f}  load {la:.1f}", flush=True)
@@ -335,11 +339,16 @@ def main() -> None:
             for variant in order:
                 wall, neo, py, la = measured(
                     pid, lambda v=variant: load(graph, path, v, bs, mlb))
+                file_rates.setdefault(variant, []).append(n / wall)
                 print(f"  round {rnd} {variant:>8}: {n / wall:7,.0f} events/s  wall "
                       f"{wall / n * 1e6:6.1f}  neo4j {neo / n * 1e6:6.1f}  python "
                       f"{py / n * 1e6:6.1f}  load {la:.1f}", flush=True)
         wipe(graph)
         graph.execute(DROP_RECEIPT_CONSTRAINT)
+        figures = [f"{kind}_{variant}_events_per_s={statistics.median(rates):.0f}"
+                   for kind, table in (("raw", raw_rates), ("file", file_rates))
+                   for variant, rates in table.items()]
+        print("RESULT " + " ".join(figures))
 
 
 if __name__ == "__main__":
