@@ -14,10 +14,13 @@ query runs at the milestone rate, half of the requests with ``after:`` the token
 write, half without, so that both halves meet the same load. Ends with one line
 ``RESULT p50_ms=… p99_ms=… rps=… cypher_p99_ms=… max_rps_p99_under_100ms=… after_p99_ms=…
 plain_p99_ms=… after_added_p99_ms=… after_pending=… api_cpu_ms=… neo4j_cpu_ms=…
-cypher_neo4j_cpu_ms=… load=…``, where p50/p99 and rps are those of the milestone rate
-(100 requests/s). Each rate also reports the CPU the API process and Neo4j spent per request,
-and the machine's load average: latency depends on what else shares the cores, the work per
-request does not.
+cypher_neo4j_cpu_ms=… load=… ryw_writes=… ryw_api_cpu_ms=… ryw_neo4j_cpu_ms=… ryw_load=…``,
+where p50/p99 and rps are those of the milestone rate (100 requests/s). Each rate, and the
+read-your-writes phase, also reports the CPU the API process and Neo4j spent per request, and
+the machine's load average: latency depends on what else shares the cores, the work per
+request does not. ``--only-ryw`` runs the read-your-writes phase alone after the warm-up (its
+``RESULT`` line then holds the ``after_*``, ``plain_p99_ms`` and ``ryw_*`` keys only), and
+``--personas`` serves another checkout's code, to compare two versions on the same data.
 """
 
 from __future__ import annotations
