@@ -14,10 +14,13 @@ query runs at the milestone rate, half of the requests with ``after:`` the token
 write, half without, so that both halves meet the same load. Ends with one line
 ``RESULT p50_ms=… p99_ms=… rps=… cypher_p99_ms=… max_rps_p99_under_100ms=… after_p99_ms=…
 plain_p99_ms=… after_added_p99_ms=… after_pending=… api_cpu_ms=… neo4j_cpu_ms=…
-cypher_neo4j_cpu_ms=… load=…``, where p50/p99 and rps are those of the milestone rate
-(100 requests/s). Each rate also reports the CPU the API process and Neo4j spent per request,
-and the machine's load average: latency depends on what else shares the cores, the work per
-request does not.
+cypher_neo4j_cpu_ms=… load=… ryw_writes=… ryw_api_cpu_ms=… ryw_neo4j_cpu_ms=… ryw_load=…``,
+where p50/p99 and rps are those of the milestone rate (100 requests/s). Each rate, and the
+read-your-writes phase, also reports the CPU the API process and Neo4j spent per request, and
+the machine's load average: latency depends on what else shares the cores, the work per
+request does not. ``--only-ryw`` runs the read-your-writes phase alone after the warm-up (its
+``RESULT`` line then holds the ``after_*``, ``plain_p99_ms`` and ``ryw_*`` keys only), and
+``--personas`` serves another checkout's code, to compare two versions on the same data.
 """
 
 from __future__ import annotations
@@ -155,9 +158,12 @@ def after_call(client: KeepAliveClient, token: list[str],
 
 
 async def read_your_writes(base: str, key: str, writer_key: str, users: list[str],
-                           seconds: float, rate: int = MILESTONE_RPS) -> dict[str, float]:
+                           seconds: float, rate: int = MILESTONE_RPS,
+                           pids: tuple[int | None, int | None] = (None, None),
+                           ) -> dict[str, float]:
     """p50/p99 of the chatbot query with and without ``after:`` in the same run, while
-    events are written (module docstring)."""
+    events are written (module docstring), and the CPU the API and Neo4j (``pids``) spent
+    in the phase per request (reads and writes together)."""
     url = urlsplit(base)
     host, port = url.hostname or "127.0.0.1", url.port or 80
     reads = KeepAliveClient(host, port, {"Authorization": f"Bearer {key}"})
@@ -193,6 +199,8 @@ async def read_your_writes(base: str, key: str, writer_key: str, users: list[str
             await asyncio.sleep(max(0.0, start + n / WRITE_RPS - time.perf_counter()))
         return n
 
+    api_pid, neo4j_pid = pids
+    api_cpu, neo4j_cpu = cpu_seconds(api_pid), cpu_seconds(neo4j_pid)
     try:
         await write(0)
         writer = asyncio.create_task(writing())
@@ -205,15 +213,21 @@ async def read_your_writes(base: str, key: str, writer_key: str, users: list[str
     finally:
         await reads.close()
         await writes.close()
+    requests = len(plain) + len(after) + plain_errors + after_errors + written + 1
     result = {"plain_p50": percentile(plain, 50), "plain_p99": percentile(plain, 99),
               "after_p50": percentile(after, 50), "after_p99": percentile(after, 99),
               "pending": pending[0], "errors": plain_errors + after_errors,
-              "writes": written, "write_errors": write_errors[0]}
+              "writes": written, "write_errors": write_errors[0],
+              "api_cpu": (cpu_seconds(api_pid) - api_cpu) * 1000 / requests,
+              "neo4j_cpu": (cpu_seconds(neo4j_pid) - neo4j_cpu) * 1000 / requests,
+              "load": os.getloadavg()[0]}
     console.print(f"read-your-writes at {rate} req/s and {WRITE_RPS} writes/s: "
                   f"without after p50 {result['plain_p50']:.1f} / p99 "
                   f"{result['plain_p99']:.1f} ms; with after p50 {result['after_p50']:.1f} / "
                   f"p99 {result['after_p99']:.1f} ms; {pending[0]} pending, "
-                  f"{result['errors']} errors; {written} writes, {write_errors[0]} failed")
+                  f"{result['errors']} errors; {written} writes, {write_errors[0]} failed; "
+                  f"CPU per request: API {result['api_cpu']:.1f} ms, Neo4j "
+                  f"{result['neo4j_cpu']:.1f} ms; load {result['load']:.1f}")
     return result
 
 
@@ -243,6 +257,18 @@ def wait_until_up(base: str, proc: subprocess.Popen[bytes], timeout: float = 60.
     raise SystemExit("the API did not become ready")
 
 
+async def warm_up(base: str, key: str, users: list[str], seconds: float) -> None:
+    """The chatbot query at ``WARM_RPS`` for ``seconds``: connections, query plans, and above
+    all the JVM's JIT (a fresh Neo4j spends about 3 ms of CPU on `RETURN 1`, warm under 1 ms)."""
+    url = urlsplit(base)
+    client = KeepAliveClient(url.hostname or "127.0.0.1", url.port or 80,
+                             {"Authorization": f"Bearer {key}"})
+    try:
+        await open_loop(WARM_RPS, seconds, users, graphql_call(client))
+    finally:
+        await client.close()
+
+
 async def measure(base: str, key: str, users: list[str], rates: list[int], seconds: float,
                   warm_seconds: float, settings: Settings,
                   pids: tuple[int | None, int | None],
@@ -250,14 +276,12 @@ async def measure(base: str, key: str, users: list[str], rates: list[int], secon
     """Latencies at each rate, and CPU ms per request of the API and of Neo4j (``pids``)."""
     api_pid, neo4j_pid = pids
     results: dict[int, dict[str, float]] = {}
+    await warm_up(base, key, users, warm_seconds)
     url = urlsplit(base)
     client = KeepAliveClient(url.hostname or "127.0.0.1", url.port or 80,
                              {"Authorization": f"Bearer {key}"})
     try:
         call = graphql_call(client)
-        # Warm-up: connections, query plans, and above all the JVM's JIT (a fresh Neo4j spends
-        # about 3 ms of CPU on `RETURN 1`, warm under 1 ms).
-        await open_loop(WARM_RPS, warm_seconds, users, call)
         for rate in rates:
             api_cpu, neo4j_cpu = cpu_seconds(api_pid), cpu_seconds(neo4j_pid)
             lat, errors, achieved = await open_loop(rate, seconds, users, call)
@@ -305,6 +329,13 @@ def main() -> None:
                         help="Keep the demo population and segmentation run a previous run of "
                         "this bench left in the bench instance (load them only if it holds "
                         "none): to compare two versions of the API on the same data")
+    parser.add_argument("--only-ryw", action="store_true",
+                        help="Warm up, then run the read-your-writes phase alone (no rates, no "
+                        "plain Cypher); the RESULT line then holds that phase's figures only")
+    parser.add_argument("--personas", type=Path,
+                        default=Path(sys.executable).parent / "personas",
+                        help="The `personas` executable that serves the API (another "
+                        "checkout's, to compare two versions on the same data)")
     args = parser.parse_args()
     rates = sorted({int(r) for r in args.rates.split(",")} | {MILESTONE_RPS})
 
@@ -331,19 +362,32 @@ def main() -> None:
                       f"{time.perf_counter() - t0:.0f}s")
         base = f"http://127.0.0.1:{PORT}"
         server = subprocess.Popen(
-            [str(Path(sys.executable).parent / "personas"), "serve", "--port", str(PORT)],
+            [str(args.personas), "serve", "--port", str(PORT)],
             env={**env, "PERSONAS_API_HOST": "127.0.0.1"},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        pids = (server.pid, neo4j_server.status(settings).pid)
         try:
             wait_until_up(base, server)
-            results, cypher = asyncio.run(
-                measure(base, key, users, rates, args.seconds, args.warm_seconds, settings,
-                        (server.pid, neo4j_server.status(settings).pid)))
+            if args.only_ryw:
+                asyncio.run(warm_up(base, key, users, args.warm_seconds))
+            else:
+                results, cypher = asyncio.run(
+                    measure(base, key, users, rates, args.seconds, args.warm_seconds,
+                            settings, pids))
             ryw = asyncio.run(read_your_writes(base, key, writer_key, users, args.seconds,
-                                               args.ryw_rps))
+                                               args.ryw_rps, pids))
         finally:
             server.terminate()
             server.wait(timeout=30)
+
+    ryw_result = (f"after_p99_ms={ryw['after_p99']:.1f} plain_p99_ms={ryw['plain_p99']:.1f} "
+                  f"after_added_p99_ms={ryw['after_p99'] - ryw['plain_p99']:.1f} "
+                  f"after_pending={int(ryw['pending'])}")
+    ryw_cpu = (f"ryw_writes={int(ryw['writes'])} ryw_api_cpu_ms={ryw['api_cpu']:.1f} "
+               f"ryw_neo4j_cpu_ms={ryw['neo4j_cpu']:.1f} ryw_load={ryw['load']:.1f}")
+    if args.only_ryw:
+        print(f"RESULT {ryw_result} {ryw_cpu}")
+        return
 
     table = Table(title=f"chatbot query, {args.users} users, {args.seconds:.0f} s per rate")
     for col in ("target req/s", "achieved", "p50 ms", "p99 ms", "errors", "API CPU ms/req",
@@ -364,12 +408,10 @@ def main() -> None:
     print(f"RESULT p50_ms={milestone['p50']:.1f} p99_ms={milestone['p99']:.1f} "
           f"rps={milestone['rps']:.0f} cypher_p99_ms={cypher['p99']:.1f} "
           f"max_rps_p99_under_100ms={max(under) if under else 0} "
-          f"after_p99_ms={ryw['after_p99']:.1f} plain_p99_ms={ryw['plain_p99']:.1f} "
-          f"after_added_p99_ms={ryw['after_p99'] - ryw['plain_p99']:.1f} "
-          f"after_pending={int(ryw['pending'])} api_cpu_ms={milestone['api_cpu']:.1f} "
+          f"{ryw_result} api_cpu_ms={milestone['api_cpu']:.1f} "
           f"neo4j_cpu_ms={milestone['neo4j_cpu']:.1f} "
           f"cypher_neo4j_cpu_ms={cypher['neo4j_cpu']:.1f} "
-          f"load={milestone['load']:.1f}")
+          f"load={milestone['load']:.1f} {ryw_cpu}")
 
 
 if __name__ == "__main__":
