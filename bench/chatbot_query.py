@@ -14,7 +14,8 @@ depends on how busy the machine is:
   ``graph/recommend/queries.py``) for ``--users`` users, at ``--first`` 5 and 50: the same item
   ids in the same order, scores within 1e-9, the same names, categories and reasons.
 
-Ends with one line ``RESULT db_hits=… users=…`` (and ``same=… differing=…`` with ``--against``,
+Ends with one line ``RESULT db_hits=… users=…`` (and ``against_db_hits=… same=… differing=…``
+with ``--against``,
 ``neo4j_cpu_ms=… against_neo4j_cpu_ms=…`` with ``--cpu-rounds``).
 """
 
@@ -68,12 +69,11 @@ def profiled(graph: Graph, query: LiteralString, params: dict[str, Any],
     return walk(profile)
 
 
-def db_hits(graph: Graph, users: list[str], *, show: int) -> float:
+def db_hits(graph: Graph, users: list[str], statement: LiteralString, *, show: int) -> float:
     params = profile_params(CHATBOT, bench_settings(), NOW)
-    graph.rows(profile_queries.USER_PROFILE, id=users[0], **params)  # planned once
+    graph.rows(statement, id=users[0], **params)  # planned once
     by_operator: collections.Counter[tuple[str, str]] = collections.Counter()
-    hits = [profiled(graph, profile_queries.USER_PROFILE, {"id": uid, **params}, by_operator)
-            for uid in users]
+    hits = [profiled(graph, statement, {"id": uid, **params}, by_operator) for uid in users]
     for (operator, details), total in by_operator.most_common(show):
         console.print(f"{total / len(users):8.0f}  {operator:24s} {details}", markup=False,
                       highlight=False)
@@ -151,8 +151,11 @@ def main() -> None:
     args = parser.parse_args()
     with bench_graph(bench_settings()) as graph:
         users = spread(graph, args.users)
-        hits = db_hits(graph, users, show=args.by_operator)
+        hits = db_hits(graph, users, profile_queries.USER_PROFILE, show=args.by_operator)
         line = f"RESULT db_hits={hits:.0f} users={len(users)}"
+        if args.against:  # the same graph state: a bench.api run adds events
+            against = db_hits(graph, users, statements_at(args.against)[1], show=0)
+            line += f" against_db_hits={against:.0f}"
         if args.against:
             compared, differing = same(graph, users, args.against)
             line += f" same={compared - differing} differing={differing}"

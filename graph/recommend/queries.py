@@ -69,7 +69,8 @@ USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 # degree once per similar user; an interaction's rating once (after its purchases, which
 # decide which test of the rating applies: the same rule as "(purchases > 0 OR rating >= 4)
 # AND coalesce(rating, 3) > 2"); a seed's id, name and how once per seed, before its
-# neighbours are unwound; a run edge's score only when its run_id is the run's. Labels that
+# neighbours are unwound; a run edge's score or overlap only when its run_id is the run's
+# (tested in a CASE, which the planner cannot turn into a seek of the run index). Labels that
 # the writers guarantee are not checked again per row (SIMILAR_TO joins users, SIMILAR_ITEM
 # items, IN_CATEGORY an item to a category). The item's name is read after the LIMIT.
 RECOMMEND_FOR_USER = """
@@ -90,8 +91,9 @@ CALL (u, run_id) {
          collect(CASE WHEN it IS NOT NULL THEN {item: it, seg: f.share} END) AS seg_items
 }
 CALL (u, run_id) {
-  WITH u, [(u)-[s:SIMILAR_TO]->(known) WHERE s.run_id = run_id
-           | {peer: known, overlap: s.overlap}] AS stored
+  WITH u, [p IN [(u)-[s:SIMILAR_TO]->(known)
+                  | CASE WHEN s.run_id = run_id THEN {peer: known, overlap: s.overlap} END]
+           WHERE p IS NOT NULL] AS stored
   CALL (u, stored) {
     UNWIND stored AS p
     RETURN p.peer AS peer, p.overlap AS overlap
@@ -138,9 +140,9 @@ CALL (u, run_id) {
   WITH seed, seed.id AS seed_id, coalesce(seed.name, seed.id) AS seed_name,
        CASE WHEN mine.rating >= 4 THEN 'liked' WHEN mine.purchases > 0 THEN 'bought'
             ELSE 'cart' END AS how
-  UNWIND [(seed)-[s:SIMILAR_ITEM]->(it) WHERE s.run_id = run_id | {it: it, score: s.score}]
-         AS n
-  WITH n.it AS it, n.score AS score, seed_id, seed_name, how
+  UNWIND [(seed)-[s:SIMILAR_ITEM]->(it)
+          | CASE WHEN s.run_id = run_id THEN {it: it, score: s.score} END] AS n
+  WITH n.it AS it, n.score AS score, seed_id, seed_name, how WHERE n IS NOT NULL
   ORDER BY score DESC, seed_id
   WITH it, sum(score) AS score, head(collect({seed: seed_name, how: how})) AS best
   WITH collect({item: it, score: score, best: best}) AS found
