@@ -64,6 +64,15 @@ USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 # O(edges of the run) per user; tests/integration/test_recommend.py checks the plans.
 # Weather and events are found through their time indexes (hence the hints), so a long history
 # of either costs nothing.
+# Every property read is a db hit, and one an edge lacks (most interactions have no rating)
+# walks its whole property chain, so each is read once where it belongs: a similar user's
+# degree once per similar user; an interaction's rating once (after its purchases, which
+# decide which test of the rating applies: the same rule as "(purchases > 0 OR rating >= 4)
+# AND coalesce(rating, 3) > 2"); a seed's id, name and how once per seed, before its
+# neighbours are unwound; a run edge's score or overlap only when its run_id is the run's
+# (tested in a CASE, which the planner cannot turn into a seek of the run index). Labels that
+# the writers guarantee are not checked again per row (SIMILAR_TO joins users, SIMILAR_ITEM
+# items, IN_CATEGORY an item to a category). The item's name is read after the LIMIT.
 RECOMMEND_FOR_USER = """
 OPTIONAL MATCH (latest:SegmentationRun)
 WITH u, latest ORDER BY latest.created_at DESC LIMIT 1
@@ -82,9 +91,9 @@ CALL (u, run_id) {
          collect(CASE WHEN it IS NOT NULL THEN {item: it, seg: f.share} END) AS seg_items
 }
 CALL (u, run_id) {
-  WITH u, [p IN [(u)-[s:SIMILAR_TO]->(known:User)
-                  | {peer: known, overlap: s.overlap, run_id: s.run_id}]
-           WHERE p.run_id = run_id] AS stored
+  WITH u, [p IN [(u)-[s:SIMILAR_TO]->(known)
+                  | CASE WHEN s.run_id = run_id THEN {peer: known, overlap: s.overlap} END]
+           WHERE p IS NOT NULL] AS stored
   CALL (u, stored) {
     UNWIND stored AS p
     RETURN p.peer AS peer, p.overlap AS overlap
@@ -106,15 +115,16 @@ CALL (u, run_id) {
   WITH collect({peer: peer, overlap: overlap}) AS peers, toFloat(sum(overlap)) AS total
   UNWIND peers AS p
   WITH p.peer AS peer, p.overlap AS overlap, total
-  CALL (peer) {
-    WITH peer WHERE COUNT { (peer)-[:INTERACTED]->() } <= $limits.peer_items
+  WITH peer, overlap, total, COUNT { (peer)-[:INTERACTED]->() } AS degree
+  CALL (peer, degree) {
+    WITH peer WHERE degree <= $limits.peer_items
     MATCH (peer)-[r:INTERACTED]->(it)
-    WHERE (r.purchases > 0 OR r.rating >= 4) AND coalesce(r.rating, 3) > 2
+    WHERE CASE WHEN r.purchases > 0 THEN coalesce(r.rating, 3) > 2 ELSE r.rating >= 4 END
     RETURN it
     UNION ALL
-    WITH peer WHERE COUNT { (peer)-[:INTERACTED]->() } > $limits.peer_items
+    WITH peer WHERE degree > $limits.peer_items
     MATCH (peer)-[r:INTERACTED]->(it)
-    WHERE (r.purchases > 0 OR r.rating >= 4) AND coalesce(r.rating, 3) > 2
+    WHERE CASE WHEN r.purchases > 0 THEN coalesce(r.rating, 3) > 2 ELSE r.rating >= 4 END
     WITH it ORDER BY coalesce(r.last_at, r.rated_at) DESC, it.id LIMIT $limits.peer_items
     RETURN it
   }
@@ -127,14 +137,14 @@ CALL (u, run_id) {
     AND coalesce(mine.rating, 3) > 2
   WITH seed, mine ORDER BY coalesce(mine.last_at, mine.rated_at) DESC, seed.id
   LIMIT $limits.seed_items
-  UNWIND [n IN [(seed)-[s:SIMILAR_ITEM]->(it:Item) | {it: it, score: s.score, run_id: s.run_id}]
-          WHERE n.run_id = run_id] AS n
-  WITH n.it AS it, n.score AS score, seed,
+  WITH seed, seed.id AS seed_id, coalesce(seed.name, seed.id) AS seed_name,
        CASE WHEN mine.rating >= 4 THEN 'liked' WHEN mine.purchases > 0 THEN 'bought'
             ELSE 'cart' END AS how
-  ORDER BY score DESC, seed.id
-  WITH it, sum(score) AS score, head(collect({seed: coalesce(seed.name, seed.id), how: how}))
-       AS best
+  UNWIND [(seed)-[s:SIMILAR_ITEM]->(it)
+          | CASE WHEN s.run_id = run_id THEN {it: it, score: s.score} END] AS n
+  WITH n.it AS it, n.score AS score, seed_id, seed_name, how WHERE n IS NOT NULL
+  ORDER BY score DESC, seed_id
+  WITH it, sum(score) AS score, head(collect({seed: seed_name, how: how})) AS best
   WITH collect({item: it, score: score, best: best}) AS found
   WITH found, reduce(top = 0.0, f IN found | CASE WHEN f.score > top THEN f.score ELSE top END)
        AS top
@@ -218,7 +228,7 @@ WITH excluded, segment, prefs, boosts, blend, users, cand.item AS it,
      head(collect(cand.because)) AS because
 WHERE NOT it IN excluded
 WITH segment, boosts, blend, users, it, seg, sim, similar_buyers, item_sim, because,
-     head([(it)-[:IN_CATEGORY]->(c:Category) | c.name]) AS category, prefs
+     head([(it)-[:IN_CATEGORY]->(c) | c.name]) AS category, prefs
 WITH segment, boosts, blend, users, it, seg, sim, similar_buyers, item_sim, because, category,
      head([p IN prefs WHERE p.category = category]) AS pref
 WHERE coalesce(pref.explicit, 0.0) >= 0
