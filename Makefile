@@ -66,6 +66,9 @@ bench: bench-ingest bench-segment bench-recommend bench-quality bench-api bench-
 bench-ingest: venv  ## personas ingest of 200k demo events vs one transaction per event, vs its raw batch statements (the ceiling), and a real Instacart log (14k products, from PyPI)
 	$(BIN)/python -m bench.ingest
 
+bench-chatbot-query: venv  ## The chatbot query's db hits on the data bench-api leaves (AGAINST=rev: the same graph, that revision's statement, equivalence)
+	$(BIN)/python -m bench.chatbot_query $(if $(AGAINST),--against $(AGAINST))
+
 bench-views: venv  ## Page views kept only as aggregates (with and without a duplicate receipt) against today's writes
 	$(BIN)/python -m bench.ingest_views
 
