@@ -9,6 +9,7 @@ from graph.aggregates.rules import (
     INTEREST_SCORE,
     PREFERENCE_HALF_LIFE_DAYS,
     decayed,
+    fold_pruned,
     recompute_aggregates,
     recompute_aggregates_tx,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "INTEREST_SCORE",
     "PREFERENCE_HALF_LIFE_DAYS",
     "decayed",
+    "fold_pruned",
     "recompute_aggregates",
     "recompute_aggregates_tx",
 ]

@@ -65,10 +65,108 @@ WITH prefs[k] AS p, now[k] AS v, total
 SET p.weight = CASE WHEN total > 0 THEN v / total ELSE 0.0 END
 """
 
-# ---- rebuilding a user's aggregates from their interactions (``rules.recompute_aggregates_tx``)
-# Used after identity resolution moved interactions between users. `$counters` maps an event
-# type to the user counter it increments, `$interest` an event type to its interest score
-# (``rules.COUNTER`` and ``rules.INTEREST_SCORE``).
+# A user's retained baseline: what pruned interactions contributed, one
+# `(:User)-[:RETAINED]->(:Retained)` per origin. The origin is the merges the pruned
+# interactions' `PERFORMED` had come through (`merges`, graph/identity), copied onto `RETAINED`:
+# a merge moves `RETAINED` like `PERFORMED` and an unmerge moves it back, so pruned history
+# returns to the user it came from. `Retained` holds the counters, `events`, `spend` and
+# `first_seen`/`last_seen`; `(:Retained)-[:RETAINED_ITEM]->(:Item)` what `INTERACTED` holds;
+# `(:Retained)-[:RETAINED_INTEREST {score, updated_at}]->(:Category)` the inferred interest, as
+# of `updated_at`. `$eids` are the element ids of the interactions being pruned, in the
+# transaction that deletes them.
+
+# The baseline each (user, origin) of the batch folds into, as of one: the lowest element id.
+_BASELINE = """
+CALL (u, origin) {
+  MATCH (u)-[k:RETAINED]->(r:Retained)
+  WHERE coalesce(k.merges, []) = origin
+  RETURN r ORDER BY elementId(r) LIMIT 1
+}
+"""
+
+ENSURE_RETAINED = """
+UNWIND $eids AS eid
+MATCH (u:User)-[p:PERFORMED]->(i:Interaction)
+WHERE elementId(i) = eid
+WITH DISTINCT u, coalesce(p.merges, []) AS origin
+WHERE NOT EXISTS {
+  MATCH (u)-[k:RETAINED]->(:Retained) WHERE coalesce(k.merges, []) = origin
+}
+CREATE (u)-[k:RETAINED]->(r:Retained)
+SET r = $zero, k.merges = CASE WHEN size(origin) > 0 THEN origin END
+"""
+
+FOLD_USER_COUNTERS = """
+UNWIND $eids AS eid
+MATCH (u:User)-[p:PERFORMED]->(i:Interaction)
+WHERE elementId(i) = eid
+WITH u, coalesce(p.merges, []) AS origin, count(i) AS events, min(i.at) AS first_seen,
+     max(i.at) AS last_seen,
+     sum(CASE WHEN i.type = $purchase THEN coalesce(i.amount, 0.0) ELSE 0.0 END) AS spend,
+     collect(i.type) AS types
+""" + _BASELINE + """
+SET r.events = r.events + events, r.spend = r.spend + spend,
+    r.first_seen = CASE WHEN r.first_seen IS NULL OR first_seen < r.first_seen
+                        THEN first_seen ELSE r.first_seen END,
+    r.last_seen = CASE WHEN r.last_seen IS NULL OR last_seen > r.last_seen
+                       THEN last_seen ELSE r.last_seen END
+WITH r, types
+UNWIND keys($counters) AS type
+SET r[$counters[type]] = r[$counters[type]] + size([t IN types WHERE t = type])
+"""
+
+FOLD_INTERACTED = """
+UNWIND $eids AS eid
+MATCH (u:User)-[p:PERFORMED]->(i:Interaction)
+WHERE elementId(i) = eid AND i.item_id IS NOT NULL
+WITH u, coalesce(p.merges, []) AS origin, i.item_id AS item_id,
+     sum(CASE WHEN i.type = $view THEN 1 ELSE 0 END) AS views,
+     sum(CASE WHEN i.type = $cart THEN 1 ELSE 0 END) AS carts,
+     sum(CASE WHEN i.type = $purchase THEN coalesce(i.quantity, 1) ELSE 0 END) AS purchases,
+     sum(CASE WHEN i.type = $purchase THEN coalesce(i.amount, 0.0) ELSE 0.0 END) AS spend,
+     min(i.at) AS first_at, max(i.at) AS last_at,
+     collect(CASE WHEN i.type = $feedback AND i.rating IS NOT NULL
+                  THEN {rating: i.rating, at: i.at} END) AS ratings
+""" + _BASELINE + """
+MATCH (it:Item {id: item_id})
+MERGE (r)-[x:RETAINED_ITEM]->(it)
+ON CREATE SET x.views = 0, x.carts = 0, x.purchases = 0, x.spend = 0.0, x.first_at = first_at,
+              x.last_at = last_at
+SET x.views = x.views + views, x.carts = x.carts + carts,
+    x.purchases = x.purchases + purchases, x.spend = x.spend + spend,
+    x.first_at = CASE WHEN first_at < x.first_at THEN first_at ELSE x.first_at END,
+    x.last_at = CASE WHEN last_at > x.last_at THEN last_at ELSE x.last_at END
+WITH x, reduce(latest = null, f IN ratings |
+               CASE WHEN latest IS NULL OR f.at >= latest.at THEN f ELSE latest END) AS rated
+WHERE rated IS NOT NULL AND (x.rated_at IS NULL OR rated.at >= x.rated_at)
+SET x.rating = rated.rating, x.rated_at = rated.at
+"""
+
+FOLD_INFERRED_INTEREST = """
+UNWIND $eids AS eid
+MATCH (u:User)-[p:PERFORMED]->(i:Interaction)
+WHERE elementId(i) = eid AND i.category IS NOT NULL
+WITH u, coalesce(p.merges, []) AS origin, i.category AS category, collect(i) AS its,
+     max(i.at) AS at
+WITH u, origin, category, at,
+     reduce(s = 0.0, i IN its | s + $interest[i.type] *
+            exp(-$decay_per_ms * (at.epochMillis - i.at.epochMillis))) AS score
+""" + _BASELINE + """
+MATCH (c:Category {name: category})
+MERGE (r)-[x:RETAINED_INTEREST]->(c)
+ON CREATE SET x.score = 0.0, x.updated_at = at
+WITH x, score, at, at.epochMillis - x.updated_at.epochMillis AS delta
+SET x.score = CASE WHEN delta >= 0
+                   THEN x.score * exp(-$decay_per_ms * delta) + score
+                   ELSE x.score + score * exp($decay_per_ms * delta) END,
+    x.updated_at = CASE WHEN delta > 0 THEN at ELSE x.updated_at END
+"""
+
+# ---- rebuilding a user's aggregates (``rules.recompute_aggregates``) ----
+# Used after identity resolution moved interactions between users: the user's retained
+# baselines plus their interactions. `$counters` maps an event type to the user counter it
+# increments, `$interest` an event type to its interest score (``rules.COUNTER`` and
+# ``rules.INTEREST_SCORE``).
 
 RECOMPUTE_USER_COUNTERS = """
 UNWIND $user_ids AS uid
@@ -79,33 +177,59 @@ CALL (u) {
          sum(CASE WHEN i.type = $purchase THEN coalesce(i.amount, 0.0) ELSE 0.0 END) AS spend,
          collect(i.type) AS types
 }
+CALL (u) {
+  OPTIONAL MATCH (u)-[:RETAINED]->(r:Retained)
+  RETURN collect(r) AS kept
+}
+WITH u, types, kept,
+     reduce(n = events, r IN kept | n + r.events) AS events,
+     reduce(s = spend, r IN kept | s + r.spend) AS spend,
+     reduce(m = first_seen, r IN kept |
+            CASE WHEN m IS NULL OR r.first_seen < m THEN r.first_seen ELSE m END) AS first_seen,
+     reduce(m = last_seen, r IN kept |
+            CASE WHEN m IS NULL OR r.last_seen > m THEN r.last_seen ELSE m END) AS last_seen
 SET u.events = events, u.spend = spend,
     u.first_seen = coalesce(first_seen, u.first_seen),
     u.last_seen = coalesce(last_seen, u.last_seen)
-WITH u, types
+WITH u, types, kept
 UNWIND keys($counters) AS type
-SET u[$counters[type]] = size([t IN types WHERE t = type])
+SET u[$counters[type]] = size([t IN types WHERE t = type]) +
+                         reduce(n = 0, r IN kept | n + r[$counters[type]])
 """
 
 DELETE_STALE_INTERACTED = """
 UNWIND $user_ids AS uid
 MATCH (u:User {id: uid})-[r:INTERACTED]->(it:Item)
 WHERE NOT EXISTS { (u)-[:PERFORMED]->(:Interaction {item_id: it.id}) }
+  AND NOT EXISTS { (u)-[:RETAINED]->(:Retained)-[:RETAINED_ITEM]->(it) }
 DELETE r
 """
 
 RECOMPUTE_INTERACTED = """
 UNWIND $user_ids AS uid
-MATCH (u:User {id: uid})-[:PERFORMED]->(i:Interaction)
-WHERE i.item_id IS NOT NULL
-WITH u, i.item_id AS item_id,
-     sum(CASE WHEN i.type = $view THEN 1 ELSE 0 END) AS views,
-     sum(CASE WHEN i.type = $cart THEN 1 ELSE 0 END) AS carts,
-     sum(CASE WHEN i.type = $purchase THEN coalesce(i.quantity, 1) ELSE 0 END) AS purchases,
-     sum(CASE WHEN i.type = $purchase THEN coalesce(i.amount, 0.0) ELSE 0.0 END) AS spend,
-     min(i.at) AS first_at, max(i.at) AS last_at,
-     collect(CASE WHEN i.type = $feedback AND i.rating IS NOT NULL
-                  THEN {rating: i.rating, at: i.at} END) AS ratings
+MATCH (u:User {id: uid})
+CALL (u) {
+  MATCH (u)-[:PERFORMED]->(i:Interaction)
+  WHERE i.item_id IS NOT NULL
+  WITH i.item_id AS item_id,
+       sum(CASE WHEN i.type = $view THEN 1 ELSE 0 END) AS views,
+       sum(CASE WHEN i.type = $cart THEN 1 ELSE 0 END) AS carts,
+       sum(CASE WHEN i.type = $purchase THEN coalesce(i.quantity, 1) ELSE 0 END) AS purchases,
+       sum(CASE WHEN i.type = $purchase THEN coalesce(i.amount, 0.0) ELSE 0.0 END) AS spend,
+       min(i.at) AS first_at, max(i.at) AS last_at,
+       collect(CASE WHEN i.type = $feedback AND i.rating IS NOT NULL
+                    THEN {rating: i.rating, at: i.at} END) AS ratings
+  RETURN item_id, views, carts, purchases, spend, first_at, last_at, ratings
+  UNION ALL
+  MATCH (u)-[:RETAINED]->(:Retained)-[x:RETAINED_ITEM]->(it:Item)
+  RETURN it.id AS item_id, x.views AS views, x.carts AS carts, x.purchases AS purchases,
+         x.spend AS spend, x.first_at AS first_at, x.last_at AS last_at,
+         CASE WHEN x.rated_at IS NULL THEN [] ELSE [{rating: x.rating, at: x.rated_at}] END
+           AS ratings
+}
+WITH u, item_id, sum(views) AS views, sum(carts) AS carts, sum(purchases) AS purchases,
+     sum(spend) AS spend, min(first_at) AS first_at, max(last_at) AS last_at,
+     reduce(acc = [], rs IN collect(ratings) | acc + rs) AS ratings
 MATCH (it:Item {id: item_id})
 MERGE (u)-[r:INTERACTED]->(it)
 WITH r, views, carts, purchases, spend, first_at, last_at,
@@ -119,17 +243,28 @@ DELETE_STALE_INFERRED_PREFERENCES = """
 UNWIND $user_ids AS uid
 MATCH (u:User {id: uid})-[p:PREFERS {source: 'inferred'}]->(c:Category)
 WHERE NOT EXISTS { (u)-[:PERFORMED]->(:Interaction {category: c.name}) }
+  AND NOT EXISTS { (u)-[:RETAINED]->(:Retained)-[:RETAINED_INTEREST]->(c) }
 DELETE p
 """
 
 RECOMPUTE_INFERRED_PREFERENCES = """
 UNWIND $user_ids AS uid
-MATCH (u:User {id: uid})-[:PERFORMED]->(i:Interaction)
-WHERE i.category IS NOT NULL
-WITH u, i.category AS category, collect(i) AS its, max(i.at) AS at
+MATCH (u:User {id: uid})
+CALL (u) {
+  MATCH (u)-[:PERFORMED]->(i:Interaction)
+  WHERE i.category IS NOT NULL
+  WITH i.category AS category, collect(i) AS its, max(i.at) AS at
+  RETURN category, at,
+         reduce(s = 0.0, i IN its | s + $interest[i.type] *
+                exp(-$decay_per_ms * (at.epochMillis - i.at.epochMillis))) AS score
+  UNION ALL
+  MATCH (u)-[:RETAINED]->(:Retained)-[x:RETAINED_INTEREST]->(c:Category)
+  RETURN c.name AS category, x.updated_at AS at, x.score AS score
+}
+WITH u, category, collect({score: score, at: at}) AS parts, max(at) AS at
 WITH u, category, at,
-     reduce(s = 0.0, i IN its | s + $interest[i.type] *
-            exp(-$decay_per_ms * (at.epochMillis - i.at.epochMillis))) AS score
+     reduce(s = 0.0, p IN parts | s + p.score *
+            exp(-$decay_per_ms * (at.epochMillis - p.at.epochMillis))) AS score
 MATCH (c:Category {name: category})
 MERGE (u)-[p:PREFERS {source: 'inferred'}]->(c)
 SET p.score = score, p.updated_at = at

@@ -8,6 +8,11 @@ a merged user ends up with the aggregates it would have had if its events had be
 user: counters, first/last seen and spend on the user, ``INTERACTED`` per item (with the latest
 rating of the item, if any), and inferred
 ``PREFERS`` with their scores (decayed with a half-life) and normalized weights.
+
+Retention (``graph/subjects/retention.py``) deletes old interactions; ``fold_pruned`` first adds
+what they contributed to the user's retained baseline (``Retained``, one per origin, see
+``queries.py``), and the rebuild is that baseline plus the remaining interactions, so a merge or
+an unmerge after a prune loses nothing.
 """
 
 from __future__ import annotations
@@ -54,8 +59,32 @@ COUNTER = {
 }
 
 
+def _types() -> dict[str, Any]:
+    return {"view": EventType.PAGE_VIEW.value, "cart": EventType.ADD_TO_CART.value,
+            "purchase": EventType.PURCHASE.value, "feedback": EventType.FEEDBACK.value}
+
+
+def fold_pruned(interaction_eids: Sequence[str]) -> Work[None]:
+    """Add what the interactions ``interaction_eids`` (element ids) contributed to their users'
+    aggregates to those users' retained baselines, before retention deletes them in the same
+    transaction (a retried batch folds once: the transaction is rolled back whole)."""
+    eids = list(interaction_eids)
+    if not eids:
+        return
+    counters = {t.value: name for t, name in COUNTER.items()}
+    zero: dict[str, Any] = {"events": 0, "spend": 0.0, **dict.fromkeys(counters.values(), 0)}
+    yield Statement(q.ENSURE_RETAINED, {"eids": eids, "zero": zero})
+    yield Statement(q.FOLD_USER_COUNTERS, {"eids": eids, "purchase": _types()["purchase"],
+                                           "counters": counters})
+    yield Statement(q.FOLD_INTERACTED, {"eids": eids, **_types()})
+    yield Statement(q.FOLD_INFERRED_INTEREST, {
+        "eids": eids, "decay_per_ms": DECAY_PER_MS,
+        "interest": {t.value: score for t, score in INTEREST_SCORE.items()}})
+
+
 def recompute_aggregates(user_ids: Sequence[str]) -> Work[None]:
-    """Rebuild the aggregates of ``user_ids`` (live ``User`` nodes) from their interactions.
+    """Rebuild the aggregates of ``user_ids`` (live ``User`` nodes) from their retained
+    baselines (what pruned interactions contributed, ``fold_pruned``) and their interactions.
 
     Counters, ``first_seen``/``last_seen`` (kept as they are for a user without interactions)
     and ``spend`` on the user; ``INTERACTED`` per item (stale ones deleted); inferred
@@ -66,8 +95,7 @@ def recompute_aggregates(user_ids: Sequence[str]) -> Work[None]:
     ids = sorted(set(user_ids))
     if not ids:
         return
-    types: dict[str, Any] = {"view": EventType.PAGE_VIEW.value, "cart": EventType.ADD_TO_CART.value,
-             "purchase": EventType.PURCHASE.value, "feedback": EventType.FEEDBACK.value}
+    types = _types()
     yield Statement(q.RECOMPUTE_USER_COUNTERS, {
         "user_ids": ids, "purchase": types["purchase"],
         "counters": {t.value: name for t, name in COUNTER.items()}})

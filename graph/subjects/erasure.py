@@ -4,7 +4,8 @@ Deleted: the user node (and the tombstones of users merged into it, with the ``M
 records naming any of them), identifiers, sessions,
 interactions, devices no one else uses, consent records, dead letters naming one of the user's
 identifiers, the user's relationships (segment memberships, persona history, preferences,
-INTERACTED aggregates, location) and any other node that only the user links to. Shared nodes
+INTERACTED aggregates, location), the retained baselines of pruned interactions
+(``Retained``) and any other node that only the user links to. Shared nodes
 (items, categories, brands, locations, segments, personas, runs, weather, local events) stay.
 
 An ``(:Erasure {id, subject, at, source, <counts>})`` node records that an erasure happened;
@@ -144,8 +145,11 @@ def forget_user(graph: Graph, user_id: str, *, source: str = "api") -> ForgetRep
         counts["identifiers"] = _count(tx, q.DELETE_IDENTIFIERS, eids=eids)
         counts["consents"] = _count(tx, q.DELETE_CONSENTS, eids=eids)
         counts["merges"] = _count(tx, q.DELETE_MERGES, ids=ids)
-        counts["other_nodes"] = _count(tx, q.DELETE_OTHER_OWNED, eids=eids,
-                                       shared=list(SHARED_LABELS))
+        # Retained baselines (pruned interactions' aggregates) link to items and categories
+        # too, so the sweep below would not take them; they count as other nodes.
+        counts["other_nodes"] = _count(tx, q.DELETE_RETAINED, eids=eids)
+        counts["other_nodes"] += _count(tx, q.DELETE_OTHER_OWNED, eids=eids,
+                                        shared=list(SHARED_LABELS))
         counts["users"] = _count(tx, q.DELETE_USERS, eids=eids)
         tx.run(q.RECORD_ERASED_IDENTIFIERS, keys=keys, erasure_id=erasure_id).consume()
         tx.run(q.RECORD_ERASURE, erasure_id=erasure_id, subject=subject_hash(user_id),

@@ -121,6 +121,15 @@ DETACH DELETE n
 RETURN count(*) AS n
 """
 
+# The users' retained baselines: what their pruned interactions contributed (graph/aggregates).
+DELETE_RETAINED = """
+UNWIND $eids AS eid
+MATCH (u) WHERE elementId(u) = eid
+MATCH (u)-[:RETAINED]->(r:Retained)
+DETACH DELETE r
+RETURN count(*) AS n
+"""
+
 # Merge records (graph/identity) that name one of the erased users.
 DELETE_MERGES = """
 MATCH (g:Merge)
@@ -314,10 +323,18 @@ ORDER BY at, recorded_at
 
 # --------------------------------------------------------------------------------- retention ---
 
-PRUNE_INTERACTIONS_BATCH = """
+# A batch of old interactions is chosen, folded into its users' retained baselines
+# (graph/aggregates) and deleted, in one transaction.
+OLD_INTERACTIONS_BATCH = """
 MATCH (i:Interaction)
 WHERE i.at < datetime({epochMillis: $cutoff})
 WITH i LIMIT $limit
+RETURN collect(elementId(i)) AS eids
+"""
+
+DELETE_INTERACTIONS = """
+UNWIND $eids AS eid
+MATCH (i:Interaction) WHERE elementId(i) = eid
 DETACH DELETE i
 RETURN count(*) AS n
 """
