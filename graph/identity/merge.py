@@ -151,6 +151,7 @@ def merge_users_work(survivor_id: str, merged_id: str, *, source: str,
     merge_id = f"merge-{uuid.uuid4().hex[:16]}"
     params: dict[str, Any] = {"survivor_id": survivor, "merged_id": merged, "merge_id": merge_id}
     moved: Counter[str] = Counter()
+    yield Statement(q.HAND_OVER_INTERACTIONS, {"from_id": merged, "to_id": survivor})
     for query, kept in ((q.MOVE_OUTGOING, NOT_MOVED_OUT), (q.MOVE_INCOMING, NOT_MOVED_IN)):
         for row in (yield Statement(query, {"kept": list(kept), **params})):
             moved[row["type"]] += row["n"]
@@ -279,6 +280,7 @@ def unmerge_work(merge_id: str) -> Work[tuple[str, str]]:
             "location_id": row["location_before"], "via": row["location_before_via"],
             "at": row["location_before_at"], **params})
     yield Statement(q.UNTOMBSTONE, params)
+    yield Statement(q.HAND_OVER_INTERACTIONS, {"from_id": merged, "to_id": merged})
     yield from recompute_aggregates([survivor, merged])
     log.info("unmerged %s: user %s split from %s again", merge_id, merged, survivor)
     return survivor, merged

@@ -449,7 +449,8 @@ def build_tables(staged: Sequence[StagedFile]) -> tuple[dict[str, pl.DataFrame],
         *(pl.col(k).alias(k if t == "string" else f"{k}:{t}")
           for k, t in INTERACTION_PROPERTIES.items()),
         _ms("at").alias("at:datetime"),
-        pl.lit(now).alias("recorded_at:datetime"))  # as the transactional path's datetime()
+        pl.lit(now).alias("recorded_at:datetime"),  # as the transactional path's datetime()
+        pl.col("user_id"), pl.col("session_id"))  # as CREATE_INTERACTIONS: index keys
     tables["PERFORMED"] = ev.select(pl.col("user_id").alias(":START_ID(User)"),
                                     node.alias(":END_ID(Interaction)"))
     tables["IN_SESSION"] = in_session.select(node.alias(":START_ID(Interaction)"),
