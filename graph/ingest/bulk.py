@@ -504,7 +504,8 @@ def _locations(staged: Sequence[StagedFile], keys: pl.DataFrame,
 
 
 def _interacted(with_item: pl.DataFrame, tables: dict[str, pl.DataFrame]) -> None:
-    """``INTERACTED`` per user and item (``UPDATE_INTERACTED``): the latest rating stands."""
+    """``INTERACTED`` per user and item (``UPDATE_INTERACTED``): the latest rating stands; and
+    the items' buyer and unit counters."""
     kind = pl.col("type")
     purchase = kind == EventType.PURCHASE.value
     rated = (kind == EventType.FEEDBACK.value) & pl.col("rating").is_not_null()
@@ -522,6 +523,13 @@ def _interacted(with_item: pl.DataFrame, tables: dict[str, pl.DataFrame]) -> Non
         pl.col("purchases").alias("purchases:long"), pl.col("spend").alias("spend:double"),
         _ms("first_at").alias("first_at:datetime"), _ms("last_at").alias("last_at:datetime"),
         pl.col("rating").alias("rating:long"), _ms("rated_at").alias("rated_at:datetime"))
+    # Each item's buyers and units (UPDATE_INTERACTED's counters): none before a purchase.
+    counters = agg.filter(pl.col("purchases") > 0).group_by("item_id").agg(
+        pl.len().cast(pl.Int64).alias("buyers:long"),
+        pl.col("purchases").sum().cast(pl.Int64).alias("units:long"))
+    tables["Item"] = tables["Item"].join(
+        counters.rename({"item_id": "id:ID(Item)"}), on="id:ID(Item)", how="left",
+        maintain_order="left")
 
 
 def _preferences(ev: pl.DataFrame, tables: dict[str, pl.DataFrame]) -> None:

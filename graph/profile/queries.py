@@ -296,19 +296,33 @@ RETURN s.tops_written IS NOT NULL AS written, COLLECT {
 } AS tops
 """
 
-# The same two, aggregated over the segment at read time: only for runs written before runs
-# carried their tops (their cost grows with the segment).
-LIVE_PERSONA_TOP_CATEGORIES = """
-MATCH (s:Segment {id: $segment_id})<-[:IN_SEGMENT]-(u:User)-[pr:PREFERS {source: 'inferred'}]
-      ->(c:Category)
-WITH s, c, sum(pr.weight) AS total
-RETURN c.name AS category, total / s.size AS weight
+# The same two, aggregated at read time, for runs written before runs carried their tops: over
+# the segment's $sample members nearest its centre (an ordered seek of the index on
+# (segment_id, distance), migrations/0014), so that a read costs the sample, not the segment.
+# A segment no larger than the sample is aggregated whole (weights: shares of its size).
+_SAMPLE_OF_SEGMENT = """
+MATCH (s:Segment {id: $segment_id})
+CALL (s) {
+  MATCH (member:User)-[m:IN_SEGMENT]->(:Segment)
+  USING INDEX SEEK m:IN_SEGMENT(segment_id, distance)
+  WHERE m.segment_id = $segment_id AND m.distance > -1.0
+  WITH member ORDER BY m.segment_id, m.distance LIMIT $sample
+  RETURN collect(member) AS members
+}
+WITH s, members, CASE WHEN size(members) < $sample THEN s.size ELSE size(members) END AS n
+UNWIND members AS u
+"""
+
+LIVE_PERSONA_TOP_CATEGORIES = _SAMPLE_OF_SEGMENT + """
+MATCH (u)-[pr:PREFERS {source: 'inferred'}]->(c:Category)
+WITH n, c, sum(pr.weight) AS total
+RETURN c.name AS category, total / n AS weight
 ORDER BY weight DESC, category
 LIMIT $first
 """
 
-LIVE_PERSONA_TOP_ITEMS = """
-MATCH (:Segment {id: $segment_id})<-[:IN_SEGMENT]-(u:User)-[r:INTERACTED]->(it:Item)
+LIVE_PERSONA_TOP_ITEMS = _SAMPLE_OF_SEGMENT + """
+MATCH (u)-[r:INTERACTED]->(it:Item)
 WITH it, sum(r.purchases) AS purchases, count(u) AS users
 OPTIONAL MATCH (it)-[:IN_CATEGORY]->(c:Category)
 RETURN it.id AS id, it.name AS name, c.name AS category, purchases, users
@@ -508,17 +522,18 @@ UNWIND CASE WHEN passed = [] THEN [null] ELSE passed END AS it
 OPTIONAL MATCH (it)-[:IN_CATEGORY]->(c:Category)
 OPTIONAL MATCH (it)-[:OF_BRAND]->(b:Brand)
 RETURN it.id AS id, it.name AS name, it.price AS price, c.name AS category, b.name AS brand,
-       COUNT { (:User)-[r:INTERACTED]->(it) WHERE r.purchases > 0 } AS buyers,
+       coalesce(it.buyers, 0) AS buyers,
        scanned, last_scanned
 ORDER BY id
 """
 
+# An item's buyers are its counter (graph/aggregates/queries.py), not a count of them per read.
 ITEM = """
 MATCH (it:Item {id: $id})
 OPTIONAL MATCH (it)-[:IN_CATEGORY]->(c:Category)
 OPTIONAL MATCH (it)-[:OF_BRAND]->(b:Brand)
 RETURN it.id AS id, it.name AS name, it.price AS price, c.name AS category, b.name AS brand,
-       COUNT { (:User)-[r:INTERACTED]->(it) WHERE r.purchases > 0 } AS buyers
+       coalesce(it.buyers, 0) AS buyers
 """
 
 CATEGORIES = """

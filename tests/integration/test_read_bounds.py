@@ -16,9 +16,11 @@ from typing import Any, LiteralString
 import pytest
 
 from graph.aggregates import DECAY_PER_MS
+from graph.aggregates.queries import REFRESH_ITEM_COUNTERS
 from graph.db import Graph
 from graph.profile import queries as q
 from graph.profile.users import AS_OF_HORIZON_MS, EVER, INTEREST, NEVER
+from graph.recommend.queries import POPULAR
 from tests.helpers import db_hits
 
 pytestmark = pytest.mark.integration
@@ -61,6 +63,8 @@ CALL (name, n, u, l, s) {
   CREATE (m:User {id: name + '-m' + k})-[:IN_SEGMENT {run_id: 'run-' + name, segment_id: s.id,
                                                       distance: toFloat(k),
                                                       assigned_at: $now}]->(s)
+  MERGE (c:Category {name: ['books', 'garden', 'music'][k % 3]})
+  CREATE (m)-[:PREFERS {source: 'inferred', weight: 0.5}]->(c)
 }
 WITH name, n
 UNWIND range(0, 2) AS k
@@ -118,7 +122,22 @@ BOUNDED: dict[str, tuple[LiteralString, Any]] = {
     "USERS_PREFERENCES": (q.USERS_PREFERENCES, lambda n: {"ids": [n], "preferences_first": 5}),
     "USER": (q.USER, _user),
     "EXPLICIT_PREFERENCE": (q.EXPLICIT_PREFERENCE, lambda n: {**_user(n), "category": "x"}),
+    "ITEM": (q.ITEM, lambda n: {"id": "item-" + n}),
+    "LIVE_PERSONA_TOP_CATEGORIES": (q.LIVE_PERSONA_TOP_CATEGORIES, lambda n: {
+        "segment_id": "seg-" + n, "first": 5, "sample": CAP}),
+    "LIVE_PERSONA_TOP_ITEMS": (q.LIVE_PERSONA_TOP_ITEMS, lambda n: {
+        "segment_id": "seg-" + n, "first": 5, "sample": CAP}),
 }
+
+# Each item of `$items` bought by `$buyers` new users (plus its position in `$items`: so many
+# purchases in the graph), its counters then recounted as merges and erasures do.
+PURCHASES = """
+UNWIND range(0, size($items) - 1) AS p
+MERGE (it:Item {id: $items[p]})
+WITH it, p
+UNWIND range(1, $buyers + p) AS k
+CREATE (:User {id: it.id + '-b' + k})-[:INTERACTED {purchases: 1 + k % 3}]->(it)
+"""
 
 # Reads whose size is a page of a whole population or of the graph's runs, not one entity's
 # history (bounded by their own tests: test_users_page_bounds.py, test_member_pages.py).
@@ -132,14 +151,11 @@ NOT_PER_ENTITY = {
 UNBOUNDED = {
     "USER_SESSIONS": "sorts all of the user's sessions (shared sessions have no one owner)",
     "SIMILAR_USERS": "expands every item the user interacted with before its top-N",
-    "ITEM": "counts every buyer of the item",
     "PERSONA_OF_USER": "sorts the user's memberships of every run (grows with runs)",
     "PERSONA_HISTORY": "sorts the user's persona periods (grows with runs)",
     "USER_PERSONA_AS_OF": "sorts the user's persona periods (grows with runs)",
     "CURRENT_PERSONA_PERIOD": "sorts the user's persona periods (grows with runs)",
     "USERS_SEGMENT_PATH": "sorts the user's memberships of every run (grows with runs)",
-    "LIVE_PERSONA_TOP_CATEGORIES": "aggregates a whole segment (runs before stored tops)",
-    "LIVE_PERSONA_TOP_ITEMS": "aggregates a whole segment (runs before stored tops)",
     "USER_PROFILE": "its parts: PERSONA_OF_USER, PREFERENCES_OF_USER, SITUATION_OF_USER and "
                     "the recommender's RECOMMEND_FOR_USER (test_recommend.py)",
     "USER_PROFILE_BY_IDENTIFIER": "as USER_PROFILE",
@@ -161,8 +177,15 @@ def test_every_statement_is_listed() -> None:
     assert listed - statements() - PARTS == set()
 
 
+def buy(graph: Graph, items: list[str], buyers: int) -> None:
+    graph.execute(PURCHASES, items=items, buyers=buyers)
+    graph.execute(REFRESH_ITEM_COUNTERS, item_ids=items)
+
+
 def test_reads_of_one_entity_do_not_grow_with_its_history(graph: Graph) -> None:
     graph.execute(HISTORY, small=SMALL, big=BIG, now=NOW)
+    buy(graph, ["item-small"], SMALL)
+    buy(graph, ["item-big"], BIG)
     grew: dict[str, tuple[int, int]] = {}
     for name, (query, params) in BOUNDED.items():
         small, small_rows = db_hits(graph, query, **params("small"))
@@ -171,3 +194,15 @@ def test_reads_of_one_entity_do_not_grow_with_its_history(graph: Graph) -> None:
         if big > small * 1.2 + 20:
             grew[name] = (small, big)
     assert grew == {}, f"db hits (small, 10x history) that grew: {grew}"
+
+
+def test_best_sellers_do_not_grow_with_the_purchases_in_the_graph(graph: Graph) -> None:
+    """POPULAR (what a user without personalization consent is offered): a read of the
+    first items in the index's order (and of the ties of the last one)."""
+    buy(graph, [f"item-{k:03}" for k in range(10)], 1)
+    graph.execute("CREATE (:User {id: 'shopper'})")
+    params = {"user_id": "shopper", "first": 5}
+    small = [db_hits(graph, POPULAR, personal=p, **params)[0] for p in (False, True)]
+    buy(graph, [f"item-{k:03}" for k in range(10, 100)], 1)
+    big = [db_hits(graph, POPULAR, personal=p, **params)[0] for p in (False, True)]
+    assert all(b <= s * 1.2 + 20 for s, b in zip(small, big, strict=True)), (small, big)
