@@ -39,3 +39,11 @@ CALL (it) {
   WITH it, count(r) AS buyers, sum(r.purchases) AS units
   SET it.buyers = buyers, it.units = units
 } IN TRANSACTIONS OF 1000 ROWS;
+// A user's sessions likewise: each HAD_SESSION link carries its user's id and its session's
+// start (graph/ingest/queries.py UPSERT_SESSIONS; a session may have several participants).
+CREATE INDEX had_session_user_started_at IF NOT EXISTS
+FOR ()-[h:HAD_SESSION]-() ON (h.user_id, h.started_at);
+MATCH (u)-[h:HAD_SESSION]->(s:Session)
+WHERE h.user_id IS NULL OR h.user_id <> u.id OR h.started_at IS NULL
+   OR h.started_at <> s.started_at
+CALL (u, h, s) { SET h.user_id = u.id, h.started_at = s.started_at } IN TRANSACTIONS OF 10000 ROWS;

@@ -150,7 +150,7 @@ MATCH (m:User {id: $merged_id})-[r:HAD_SESSION]->(x:Session)
 MATCH (s:User {id: $survivor_id})
 WHERE NOT EXISTS { (s)-[:HAD_SESSION]->(x) }
 CREATE (s)-[c:HAD_SESSION]->(x)
-SET c = properties(r), c.via_merge = $merge_id
+SET c = properties(r), c.via_merge = $merge_id, c.user_id = $survivor_id
 RETURN count(c) AS n
 """
 

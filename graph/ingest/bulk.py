@@ -438,10 +438,13 @@ def build_tables(staged: Sequence[StagedFile]) -> tuple[dict[str, pl.DataFrame],
             "started_at:datetime"), _ms("ended_at").alias("ended_at:datetime"),
         pl.col("events").alias("events:long"), pl.col("session_channel").alias("channel"),
         pl.col("device_kind"))
+    starts = in_session.group_by("session_id").agg(pl.col("at").min().alias("started_at"))
     tables["HAD_SESSION"] = in_session.select("user_id", "session_id").unique(
-        maintain_order=True).select(
+        maintain_order=True).join(starts, on="session_id", how="left",
+                                  maintain_order="left").select(
         pl.col("user_id").alias(":START_ID(User)"),
-        pl.col("session_id").alias(":END_ID(Session)"))
+        pl.col("session_id").alias(":END_ID(Session)"),
+        pl.col("user_id"), _ms("started_at").alias("started_at:datetime"))
 
     node = pl.col("pos").cast(pl.String)
     tables["Interaction"] = ev.select(

@@ -138,6 +138,9 @@ FOREACH (_ IN CASE WHEN b IS NULL THEN [] ELSE [1] END | MERGE (it)-[:OF_BRAND]-
 
 # A session shared by several users (a conversation with two participants) links each of them:
 # `row.user_ids` are the batch's participants, and one seen in an earlier batch keeps its link.
+# Each link carries its user's id and the session's start (`user_id`, `started_at`: a user's
+# sessions are a seek of the index on them, migrations/0015), the start kept on every link when
+# a late event moves it.
 UPSERT_SESSIONS = """
 CYPHER replan=skip
 UNWIND $rows AS row
@@ -151,10 +154,18 @@ SET s.started_at = CASE WHEN started_at < s.started_at THEN started_at ELSE s.st
     s.channel = coalesce(row.channel, s.channel),
     s.device_kind = coalesce(row.device_kind, s.device_kind)
 WITH s, row
-UNWIND row.user_ids AS uid
-MATCH (u:User {id: uid})
-MERGE (u)-[r:HAD_SESSION]->(s)
-REMOVE r.via_merge
+CALL (s, row) {
+  UNWIND row.user_ids AS uid
+  MATCH (u:User {id: uid})
+  MERGE (u)-[r:HAD_SESSION]->(s)
+  SET r.user_id = u.id
+  REMOVE r.via_merge
+}
+CALL (s) {
+  MATCH (s)<-[h:HAD_SESSION]-()
+  WHERE h.started_at IS NULL OR h.started_at <> s.started_at
+  SET h.started_at = s.started_at
+}
 """
 
 def _by_position(kind: str, var: str, node: str) -> str:

@@ -480,14 +480,18 @@ RETURN """ + _INTERACTION_FIELDS + """
 ORDER BY i.at, i.event_id
 """
 
+# A user's sessions: a seek of the index on their links' (user_id, started_at) (the writer keeps
+# the session's start on each link, migrations/0015), newest first from $upper.
 USER_SESSIONS = """
-MATCH (:User {id: $id})-[:HAD_SESSION]->(s:Session)
-WHERE $after_at IS NULL OR s.started_at < datetime({epochMillis: $after_at})
-      OR (s.started_at = datetime({epochMillis: $after_at}) AND s.id < $after_id)
+MATCH (:User)-[h:HAD_SESSION]->(s:Session)
+USING INDEX SEEK h:HAD_SESSION(user_id, started_at)
+WHERE h.user_id = $id AND h.started_at <= $upper
+  AND ($after_at IS NULL OR h.started_at < datetime({epochMillis: $after_at})
+       OR (h.started_at = datetime({epochMillis: $after_at}) AND s.id < $after_id))
+WITH h, s ORDER BY h.user_id DESC, h.started_at DESC, s.id DESC LIMIT $limit
 RETURN s {.id, .started_at, .ended_at, .events, .channel, .device_kind} AS session,
        s.started_at.epochMillis AS at_ms
 ORDER BY s.started_at DESC, s.id DESC
-LIMIT $limit
 """
 
 SESSION_INTERACTIONS = """

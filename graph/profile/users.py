@@ -273,8 +273,9 @@ async def session_interactions(reader: Reader, session_id: str, *, after_at: int
 async def sessions(reader: Reader, user_id: str, *, after_at: int | None, after_id: str | None,
                    size: int) -> Page[Session]:
     """The user's sessions, most recently started first; keys are ``epoch ms|session id``."""
+    _, high = _time_range(None, None, after_at, True)
     rows = await reader.rows(q.USER_SESSIONS, id=user_id, after_at=after_at, after_id=after_id,
-                             limit=size + 1)
+                             limit=size + 1, upper=high)
     return page(rows, size, lambda r: f"{r['at_ms']}|{r['session']['id']}",
                 lambda r: Session.from_row(r["session"]))
 

@@ -67,8 +67,10 @@ CALL (name, n, u, l, s) {
   CREATE (m)-[:PREFERS {source: 'inferred', weight: 0.5}]->(c)
 }
 WITH name, n
-UNWIND range(0, 2) AS k
-CREATE (:Session {id: name + '-' + k, started_at: $now - duration({hours: n}), ended_at: $now})
+MATCH (u:User {id: name})
+UNWIND range(0, n) AS k
+CREATE (u)-[:HAD_SESSION {user_id: name, started_at: $now - duration({hours: k})}]->
+       (:Session {id: name + '-' + k, started_at: $now - duration({hours: k}), ended_at: $now})
 """
 
 PREFERENCES = [{"category": "books", "source": "inferred", "until": NOW},
@@ -123,6 +125,9 @@ BOUNDED: dict[str, tuple[LiteralString, Any]] = {
     "USER": (q.USER, _user),
     "EXPLICIT_PREFERENCE": (q.EXPLICIT_PREFERENCE, lambda n: {**_user(n), "category": "x"}),
     "ITEM": (q.ITEM, lambda n: {"id": "item-" + n}),
+    "USER_SESSIONS": (q.USER_SESSIONS, lambda n: {
+        **_user(n), "after_at": None, "after_id": None, "upper": NOW - timedelta(hours=10),
+        "limit": 11}),
     "LIVE_PERSONA_TOP_CATEGORIES": (q.LIVE_PERSONA_TOP_CATEGORIES, lambda n: {
         "segment_id": "seg-" + n, "first": 5, "sample": CAP}),
     "LIVE_PERSONA_TOP_ITEMS": (q.LIVE_PERSONA_TOP_ITEMS, lambda n: {
@@ -149,7 +154,6 @@ NOT_PER_ENTITY = {
 
 # Reads that still grow with something of the entity's, and why (docs/performance.md).
 UNBOUNDED = {
-    "USER_SESSIONS": "sorts all of the user's sessions (shared sessions have no one owner)",
     "SIMILAR_USERS": "expands every item the user interacted with before its top-N",
     "PERSONA_OF_USER": "sorts the user's memberships of every run (grows with runs)",
     "PERSONA_HISTORY": "sorts the user's persona periods (grows with runs)",
