@@ -11,6 +11,12 @@ from __future__ import annotations
 
 # ---- a batch of events adds to the aggregates (graph/ingest/writer.py) ----
 
+# An item's buyers (users who bought it) and units (bought in all) are counters on the item
+# (`buyers`, `units`; none before its first purchase), so that best-sellers and an item's buyers
+# are read from an index (migrations/0015), not summed over every purchase. A batch adds to them
+# here, under the item's write lock taken before they are read (two writers never lose an
+# update); what moves or removes purchases otherwise (merges, unmerges, erasure) recounts the
+# items concerned (REFRESH_ITEM_COUNTERS).
 UPDATE_INTERACTED = """
 CYPHER replan=skip
 UNWIND $rows AS row
@@ -20,6 +26,15 @@ MATCH (u:User {id: row.user_id}), (it:Item {id: row.item_id})
 MERGE (u)-[r:INTERACTED]->(it)
 ON CREATE SET r.views = 0, r.carts = 0, r.purchases = 0, r.spend = 0.0, r.first_at = first_at,
               r.last_at = last_at
+WITH row, first_at, last_at, it, r, r.purchases AS before
+CALL (row, it, before) {
+  WITH row, it, before WHERE row.purchases > 0
+  SET it.counter_lock = true
+  REMOVE it.counter_lock
+  WITH row, it, before
+  SET it.buyers = coalesce(it.buyers, 0) + CASE WHEN before > 0 THEN 0 ELSE 1 END,
+      it.units = coalesce(it.units, 0) + row.purchases
+}
 SET r.views = r.views + row.views,
     r.carts = r.carts + row.carts,
     r.purchases = r.purchases + row.purchases,
@@ -268,4 +283,24 @@ WITH u, category, at,
 MATCH (c:Category {name: category})
 MERGE (u)-[p:PREFERS {source: 'inferred'}]->(c)
 SET p.score = score, p.updated_at = at
+"""
+
+# An item's counters recounted from its buyers' aggregates (see UPDATE_INTERACTED): for the
+# items whose purchases a merge, an unmerge or an erasure moved or removed.
+REFRESH_ITEM_COUNTERS = """
+UNWIND $item_ids AS id
+MATCH (it:Item {id: id})
+CALL (it) {
+  OPTIONAL MATCH (:User)-[r:INTERACTED]->(it) WHERE r.purchases > 0
+  RETURN count(r) AS buyers, sum(r.purchases) AS units
+}
+SET it.buyers = CASE WHEN buyers > 0 THEN buyers END,
+    it.units = CASE WHEN buyers > 0 THEN units END
+"""
+
+# The items the users have interacted with (whose counters their changes may move).
+ITEMS_OF_USERS = """
+UNWIND $user_ids AS uid
+MATCH (:User {id: uid})-[:INTERACTED]->(it:Item)
+RETURN collect(DISTINCT it.id) AS item_ids
 """

@@ -87,7 +87,8 @@ def recompute_aggregates(user_ids: Sequence[str]) -> Work[None]:
     baselines (what pruned interactions contributed, ``fold_pruned``) and their interactions.
 
     Counters, ``first_seen``/``last_seen`` (kept as they are for a user without interactions)
-    and ``spend`` on the user; ``INTERACTED`` per item (stale ones deleted); inferred
+    and ``spend`` on the user; ``INTERACTED`` per item (stale ones deleted), and the buyer
+    and unit counters of those items; inferred
     ``PREFERS`` per category, then their weights normalized as the writer does. The users'
     stored similar users, derived from the old ``INTERACTED``, are dropped (found per request
     until the next segmentation run).
@@ -99,8 +100,12 @@ def recompute_aggregates(user_ids: Sequence[str]) -> Work[None]:
     yield Statement(q.RECOMPUTE_USER_COUNTERS, {
         "user_ids": ids, "purchase": types["purchase"],
         "counters": {t.value: name for t, name in COUNTER.items()}})
+    before = yield Statement(q.ITEMS_OF_USERS, {"user_ids": ids})
     yield Statement(q.DELETE_STALE_INTERACTED, {"user_ids": ids})
     yield Statement(q.RECOMPUTE_INTERACTED, {"user_ids": ids, **types})
+    after = yield Statement(q.ITEMS_OF_USERS, {"user_ids": ids})
+    items = {i for rows in (before, after) for row in rows for i in row["item_ids"]}
+    yield Statement(q.REFRESH_ITEM_COUNTERS, {"item_ids": sorted(items)})
     yield Statement(q.DELETE_STALE_INFERRED_PREFERENCES, {"user_ids": ids})
     yield Statement(q.RECOMPUTE_INFERRED_PREFERENCES, {
         "user_ids": ids, "decay_per_ms": DECAY_PER_MS,

@@ -28,6 +28,7 @@ from typing import Any
 
 from neo4j import ManagedTransaction
 
+from graph.aggregates import queries as aggregate_queries
 from graph.aggregates import recompute_aggregates
 from graph.db import AsyncGraph, Graph, Statement, Work, one, run_work
 from graph.errors import Conflict, InvalidInput, NotFound
@@ -151,6 +152,7 @@ def merge_users_work(survivor_id: str, merged_id: str, *, source: str,
     merge_id = f"merge-{uuid.uuid4().hex[:16]}"
     params: dict[str, Any] = {"survivor_id": survivor, "merged_id": merged, "merge_id": merge_id}
     moved: Counter[str] = Counter()
+    yield Statement(q.HAND_OVER_INTERACTIONS, {"from_id": merged, "to_id": survivor})
     for query, kept in ((q.MOVE_OUTGOING, NOT_MOVED_OUT), (q.MOVE_INCOMING, NOT_MOVED_IN)):
         for row in (yield Statement(query, {"kept": list(kept), **params})):
             moved[row["type"]] += row["n"]
@@ -167,6 +169,8 @@ def merge_users_work(survivor_id: str, merged_id: str, *, source: str,
         "keys": list(PROFILE_KEYS), "restrictive": list(CONSENT_KEYS),
         "attribute_prefix": ATTRIBUTE_PREFIX, **params})))
     profile_before = list(record["before"]) if record is not None else []
+    # The merged user's purchases leave its items' counters with its derived aggregates.
+    dropped = one((yield Statement(aggregate_queries.ITEMS_OF_USERS, {"user_ids": [merged]})))
     yield Statement(q.DROP_DERIVED, params)
     yield Statement(q.TOMBSTONE, {
         "source": source, "reason": reason, "profile_before": json.dumps(profile_before),
@@ -177,6 +181,8 @@ def merge_users_work(survivor_id: str, merged_id: str, *, source: str,
         "copied": json.dumps(dict(sorted((k, v) for k, v in copied.items() if v))),
         **params})
     yield from recompute_aggregates([survivor])
+    yield Statement(aggregate_queries.REFRESH_ITEM_COUNTERS,
+                    {"item_ids": list(dropped["item_ids"]) if dropped is not None else []})
     log.info("merged user %s into %s (%s, source %s): %s", merged, survivor, merge_id, source,
              dict(moved))
     return merge_id
@@ -279,6 +285,7 @@ def unmerge_work(merge_id: str) -> Work[tuple[str, str]]:
             "location_id": row["location_before"], "via": row["location_before_via"],
             "at": row["location_before_at"], **params})
     yield Statement(q.UNTOMBSTONE, params)
+    yield Statement(q.HAND_OVER_INTERACTIONS, {"from_id": merged, "to_id": merged})
     yield from recompute_aggregates([survivor, merged])
     log.info("unmerged %s: user %s split from %s again", merge_id, merged, survivor)
     return survivor, merged

@@ -127,6 +127,14 @@ DELETE r
 RETURN type, count(*) AS n
 """
 
+# Interactions carry their owner's id (`user_id`, the key of the index a user's reads seek:
+# migrations/0015): a merge hands the merged user's to the survivor before they move, and an
+# unmerge hands them back once they are the merged user's again.
+HAND_OVER_INTERACTIONS = """
+MATCH (:User {id: $from_id})-[:PERFORMED]->(i:Interaction)
+SET i.user_id = $to_id
+"""
+
 # Shared things (devices, sessions) are copied to the survivor when it lacks them.
 COPY_DEVICES = """
 MATCH (m:User {id: $merged_id})-[r:USES]->(d:Device)
@@ -142,7 +150,7 @@ MATCH (m:User {id: $merged_id})-[r:HAD_SESSION]->(x:Session)
 MATCH (s:User {id: $survivor_id})
 WHERE NOT EXISTS { (s)-[:HAD_SESSION]->(x) }
 CREATE (s)-[c:HAD_SESSION]->(x)
-SET c = properties(r), c.via_merge = $merge_id
+SET c = properties(r), c.via_merge = $merge_id, c.user_id = $survivor_id
 RETURN count(c) AS n
 """
 

@@ -438,10 +438,13 @@ def build_tables(staged: Sequence[StagedFile]) -> tuple[dict[str, pl.DataFrame],
             "started_at:datetime"), _ms("ended_at").alias("ended_at:datetime"),
         pl.col("events").alias("events:long"), pl.col("session_channel").alias("channel"),
         pl.col("device_kind"))
+    starts = in_session.group_by("session_id").agg(pl.col("at").min().alias("started_at"))
     tables["HAD_SESSION"] = in_session.select("user_id", "session_id").unique(
-        maintain_order=True).select(
+        maintain_order=True).join(starts, on="session_id", how="left",
+                                  maintain_order="left").select(
         pl.col("user_id").alias(":START_ID(User)"),
-        pl.col("session_id").alias(":END_ID(Session)"))
+        pl.col("session_id").alias(":END_ID(Session)"),
+        pl.col("user_id"), _ms("started_at").alias("started_at:datetime"))
 
     node = pl.col("pos").cast(pl.String)
     tables["Interaction"] = ev.select(
@@ -449,7 +452,8 @@ def build_tables(staged: Sequence[StagedFile]) -> tuple[dict[str, pl.DataFrame],
         *(pl.col(k).alias(k if t == "string" else f"{k}:{t}")
           for k, t in INTERACTION_PROPERTIES.items()),
         _ms("at").alias("at:datetime"),
-        pl.lit(now).alias("recorded_at:datetime"))  # as the transactional path's datetime()
+        pl.lit(now).alias("recorded_at:datetime"),  # as the transactional path's datetime()
+        pl.col("user_id"), pl.col("session_id"))  # as CREATE_INTERACTIONS: index keys
     tables["PERFORMED"] = ev.select(pl.col("user_id").alias(":START_ID(User)"),
                                     node.alias(":END_ID(Interaction)"))
     tables["IN_SESSION"] = in_session.select(node.alias(":START_ID(Interaction)"),
@@ -503,7 +507,8 @@ def _locations(staged: Sequence[StagedFile], keys: pl.DataFrame,
 
 
 def _interacted(with_item: pl.DataFrame, tables: dict[str, pl.DataFrame]) -> None:
-    """``INTERACTED`` per user and item (``UPDATE_INTERACTED``): the latest rating stands."""
+    """``INTERACTED`` per user and item (``UPDATE_INTERACTED``): the latest rating stands; and
+    the items' buyer and unit counters."""
     kind = pl.col("type")
     purchase = kind == EventType.PURCHASE.value
     rated = (kind == EventType.FEEDBACK.value) & pl.col("rating").is_not_null()
@@ -521,6 +526,13 @@ def _interacted(with_item: pl.DataFrame, tables: dict[str, pl.DataFrame]) -> Non
         pl.col("purchases").alias("purchases:long"), pl.col("spend").alias("spend:double"),
         _ms("first_at").alias("first_at:datetime"), _ms("last_at").alias("last_at:datetime"),
         pl.col("rating").alias("rating:long"), _ms("rated_at").alias("rated_at:datetime"))
+    # Each item's buyers and units (UPDATE_INTERACTED's counters): none before a purchase.
+    counters = agg.filter(pl.col("purchases") > 0).group_by("item_id").agg(
+        pl.len().cast(pl.Int64).alias("buyers:long"),
+        pl.col("purchases").sum().cast(pl.Int64).alias("units:long"))
+    tables["Item"] = tables["Item"].join(
+        counters.rename({"item_id": "id:ID(Item)"}), on="id:ID(Item)", how="left",
+        maintain_order="left")
 
 
 def _preferences(ev: pl.DataFrame, tables: dict[str, pl.DataFrame]) -> None:

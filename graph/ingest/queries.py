@@ -138,6 +138,9 @@ FOREACH (_ IN CASE WHEN b IS NULL THEN [] ELSE [1] END | MERGE (it)-[:OF_BRAND]-
 
 # A session shared by several users (a conversation with two participants) links each of them:
 # `row.user_ids` are the batch's participants, and one seen in an earlier batch keeps its link.
+# Each link carries its user's id and the session's start (`user_id`, `started_at`: a user's
+# sessions are a seek of the index on them, migrations/0015), the start kept on every link when
+# a late event moves it.
 UPSERT_SESSIONS = """
 CYPHER replan=skip
 UNWIND $rows AS row
@@ -151,10 +154,18 @@ SET s.started_at = CASE WHEN started_at < s.started_at THEN started_at ELSE s.st
     s.channel = coalesce(row.channel, s.channel),
     s.device_kind = coalesce(row.device_kind, s.device_kind)
 WITH s, row
-UNWIND row.user_ids AS uid
-MATCH (u:User {id: uid})
-MERGE (u)-[r:HAD_SESSION]->(s)
-REMOVE r.via_merge
+CALL (s, row) {
+  UNWIND row.user_ids AS uid
+  MATCH (u:User {id: uid})
+  MERGE (u)-[r:HAD_SESSION]->(s)
+  SET r.user_id = u.id
+  REMOVE r.via_merge
+}
+CALL (s) {
+  MATCH (s)<-[h:HAD_SESSION]-()
+  WHERE h.started_at IS NULL OR h.started_at <> s.started_at
+  SET h.started_at = s.started_at
+}
 """
 
 def _by_position(kind: str, var: str, node: str) -> str:
@@ -169,6 +180,8 @@ def _by_position(kind: str, var: str, node: str) -> str:
 """
 
 
+# Each interaction carries its user's and session's ids (`user_id`, `session_id`): the reads of
+# a user's or a session's interactions seek them in time order (migrations/0015).
 # Each row names its user, session, item and category by position in `$refs` (a list per kind,
 # each name once): a batch looks each node up once instead of once per event (four index seeks
 # an event were a fifth of the batch's time in Neo4j). `collect([n])` keeps a position for a
@@ -183,7 +196,8 @@ CREATE_INTERACTIONS = "\nCYPHER replan=skip\n" + "".join((
 WITH row, users[row.u][0] AS u, sessions[row.s][0] AS s, items[row.it][0] AS it,
      categories[row.c][0] AS c
 CREATE (u)-[:PERFORMED]->(i:Interaction)
-SET i = row.props, i.at = datetime({epochMillis: row.at}), i.recorded_at = datetime()
+SET i = row.props, i.at = datetime({epochMillis: row.at}), i.recorded_at = datetime(),
+    i.user_id = u.id, i.session_id = s.id
 FOREACH (_ IN CASE WHEN s IS NULL THEN [] ELSE [1] END | CREATE (i)-[:IN_SESSION]->(s))
 FOREACH (_ IN CASE WHEN it IS NULL THEN [] ELSE [1] END | CREATE (i)-[:ON_ITEM]->(it))
 FOREACH (_ IN CASE WHEN c IS NULL OR it IS NOT NULL THEN [] ELSE [1] END |

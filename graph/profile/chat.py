@@ -265,7 +265,7 @@ async def _evidence(reader: Reader, user_id: str, now: datetime, replay: bool,
     situation reduced to what was recorded by ``now``."""
     weather = here.current_weather if here else None
     rows = await reader.rows(
-        q.CHAT_EVIDENCE, id=user_id, until=now,
+        q.CHAT_EVIDENCE, id=user_id, until=now, scan=users.AS_OF_MAX_INTERACTIONS,
         run_id=persona.run_id if persona else None,
         preferences=[{"category": p.category, "source": p.source,
                       "until": (p.updated_at or now) if p.source == "explicit" else now}

@@ -22,6 +22,10 @@ from graph.profile.model import (
     page,
 )
 
+LIVE_TOPS_SAMPLE = 2000
+"""The members nearest the centre whose aggregates make the top categories and items of a
+segment from a run written before runs stored them (``queries.LIVE_PERSONA_TOP_*``)."""
+
 
 async def personas(reader: Reader) -> list[PersonaSummary]:
     """Personas of the latest run, largest first."""
@@ -67,7 +71,7 @@ async def _tops(reader: Reader, stored: LiteralString, live: LiteralString, segm
         return []
     if found[0]["written"]:
         return list(found[0]["tops"])
-    return await reader.rows(live, segment_id=segment_id, first=first)
+    return await reader.rows(live, segment_id=segment_id, first=first, sample=LIVE_TOPS_SAMPLE)
 
 
 async def runs(reader: Reader, *, after_at: int | None, after_id: str | None,

@@ -141,20 +141,24 @@ RETURN other.id AS id, shared, similarity
 
 # Where the user is and what is going on there at $now: the latest weather observation still
 # valid at $now (its valid_until, else at + $valid_hours; none looks back more than
-# $lookback_hours), and local events starting in the next $days days.
+# $lookback_hours), and local events starting in the next $days days. Both are ordered seeks
+# of the indexes on the location's id and time (migrations/0015): the observations read are
+# those of the look-back window, newest first, until one is still valid.
 SITUATION_OF_USER = """
 MATCH (u)-[:LOCATED_IN]->(l:Location)
 CALL (l) {
-  OPTIONAL MATCH (w:WeatherObservation)-[:OBSERVED_AT]->(l)
-  WHERE $now - duration({hours: $lookback_hours}) < w.at <= $now
+  OPTIONAL MATCH (w:WeatherObservation)
+  USING INDEX SEEK w:WeatherObservation(location_id, at)
+  WHERE w.location_id = l.id AND $now - duration({hours: $lookback_hours}) < w.at <= $now
     AND $now < coalesce(w.valid_until, w.at + duration({hours: $valid_hours}))
-  WITH w ORDER BY w.at DESC LIMIT 1
+  WITH w ORDER BY w.location_id DESC, w.at DESC LIMIT 1
   RETURN w {.id, .at, .temp_c, .condition, .valid_until} AS weather
 }
 CALL (l) {
-  OPTIONAL MATCH (e:LocalEvent)-[:HELD_IN]->(l)
-  WHERE e.starts_at >= $now AND e.starts_at < $now + duration({days: $days})
-  WITH e ORDER BY e.starts_at LIMIT $events_first
+  OPTIONAL MATCH (e:LocalEvent)
+  USING INDEX SEEK e:LocalEvent(location_id, starts_at)
+  WHERE e.location_id = l.id AND $now <= e.starts_at < $now + duration({days: $days})
+  WITH e ORDER BY e.location_id, e.starts_at LIMIT $events_first
   RETURN collect(e {.id, .name, .starts_at, .ends_at}) AS events
 }
 RETURN l {.id, .city, .country, .lat, .lon} AS location, weather, events
@@ -162,11 +166,29 @@ RETURN l {.id, .city, .country, .lat, .lon} AS location, weather, events
 
 SITUATION = "MATCH (u:User {id: $id})\n" + SITUATION_OF_USER
 
+# A user's interactions are read from the index on (user_id, at) (migrations/0015), newest
+# first: `_NEWEST_OF_USER` hands out the user's $scan newest interactions at or before $before
+# (and not before $since) from an ordered seek, whatever the length of the history. The order
+# names `i.user_id` (one value) for the planner to see the index's order.
+def _newest_of_user(before: str, since: str = "$since", scan: str = "$scan") -> str:
+    return f"""CALL () {{
+  MATCH (i:Interaction)
+  USING INDEX SEEK i:Interaction(user_id, at)
+  WHERE i.user_id = $id AND {since} <= i.at <= {before}
+  WITH i ORDER BY i.user_id DESC, i.at DESC, i.event_id DESC LIMIT {scan}
+  RETURN i
+}}
+"""
+
+
+# The earliest time an interaction can have (the `since` of a read without one).
+_EVER = "datetime('0001-01-01T00:00:00Z')"
+
 # What the user did lately: searches, chat intents and categories, newest first, as known at
-# $until (events recorded later are left out, whatever their own time).
-RECENT_INTENT = """
-MATCH (:User {id: $id})-[:PERFORMED]->(i:Interaction)
-WHERE $since <= i.at <= $until AND coalesce(i.recorded_at, i.at) <= $until
+# $until (events recorded later are left out, whatever their own time), among the user's $scan
+# newest interactions in the window.
+RECENT_INTENT = _newest_of_user("$until") + """WITH i
+WHERE coalesce(i.recorded_at, i.at) <= $until
   AND i.type IN ['search', 'chat_message', 'add_to_cart', 'page_view']
 RETURN i.type AS type, i.query AS query, i.intent AS intent, i.category AS category,
        i.event_id AS event_id, i.at AS at
@@ -176,8 +198,9 @@ LIMIT $first
 
 # Where a chat context's lines come from: the run behind the persona, the newest event behind
 # each preference (its feedback for an explicit one, else the newest interaction in the
-# category) and how many there are, when the user's location was last set, and when the
-# weather and local event shown were recorded. Everything as known at $until.
+# category) and how many there are among the user's $scan newest interactions, when the user's
+# location was last set, and when the weather and local event shown were recorded. Everything
+# as known at $until.
 CHAT_EVIDENCE = """
 MATCH (u:User {id: $id})
 CALL () {
@@ -186,20 +209,19 @@ CALL () {
 }
 CALL (u) {
   UNWIND $preferences AS p
-  CALL (u, p) {
-    MATCH (u)-[:PERFORMED]->(i:Interaction)
-    WHERE i.category = p.category AND i.at <= p.until
-      AND coalesce(i.recorded_at, i.at) <= $until
+  CALL (p) {
+    CALL (p) {
+      MATCH (i:Interaction)
+      USING INDEX SEEK i:Interaction(user_id, at)
+      WHERE i.user_id = $id AND i.at <= p.until
+      WITH i ORDER BY i.user_id DESC, i.at DESC, i.event_id DESC LIMIT $scan
+      RETURN i
+    }
+    WITH p, i
+    WHERE i.category = p.category AND coalesce(i.recorded_at, i.at) <= $until
       AND (p.source <> 'explicit' OR i.type = 'feedback')
-    RETURN count(i) AS n
-  }
-  CALL (u, p) {
-    OPTIONAL MATCH (u)-[:PERFORMED]->(i:Interaction)
-    WHERE i.category = p.category AND i.at <= p.until
-      AND coalesce(i.recorded_at, i.at) <= $until
-      AND (p.source <> 'explicit' OR i.type = 'feedback')
-    WITH i ORDER BY i.at DESC, i.event_id DESC LIMIT 1
-    RETURN i {.event_id, .at} AS last
+    WITH i ORDER BY i.at DESC, i.event_id DESC
+    RETURN count(i) AS n, head(collect(i {.event_id, .at})) AS last
   }
   RETURN collect({category: p.category, n: n, last: last}) AS preferences
 }
@@ -274,19 +296,33 @@ RETURN s.tops_written IS NOT NULL AS written, COLLECT {
 } AS tops
 """
 
-# The same two, aggregated over the segment at read time: only for runs written before runs
-# carried their tops (their cost grows with the segment).
-LIVE_PERSONA_TOP_CATEGORIES = """
-MATCH (s:Segment {id: $segment_id})<-[:IN_SEGMENT]-(u:User)-[pr:PREFERS {source: 'inferred'}]
-      ->(c:Category)
-WITH s, c, sum(pr.weight) AS total
-RETURN c.name AS category, total / s.size AS weight
+# The same two, aggregated at read time, for runs written before runs carried their tops: over
+# the segment's $sample members nearest its centre (an ordered seek of the index on
+# (segment_id, distance), migrations/0014), so that a read costs the sample, not the segment.
+# A segment no larger than the sample is aggregated whole (weights: shares of its size).
+_SAMPLE_OF_SEGMENT = """
+MATCH (s:Segment {id: $segment_id})
+CALL (s) {
+  MATCH (member:User)-[m:IN_SEGMENT]->(:Segment)
+  USING INDEX SEEK m:IN_SEGMENT(segment_id, distance)
+  WHERE m.segment_id = $segment_id AND m.distance > -1.0
+  WITH member ORDER BY m.segment_id, m.distance LIMIT $sample
+  RETURN collect(member) AS members
+}
+WITH s, members, CASE WHEN size(members) < $sample THEN s.size ELSE size(members) END AS n
+UNWIND members AS u
+"""
+
+LIVE_PERSONA_TOP_CATEGORIES = _SAMPLE_OF_SEGMENT + """
+MATCH (u)-[pr:PREFERS {source: 'inferred'}]->(c:Category)
+WITH n, c, sum(pr.weight) AS total
+RETURN c.name AS category, total / n AS weight
 ORDER BY weight DESC, category
 LIMIT $first
 """
 
-LIVE_PERSONA_TOP_ITEMS = """
-MATCH (:Segment {id: $segment_id})<-[:IN_SEGMENT]-(u:User)-[r:INTERACTED]->(it:Item)
+LIVE_PERSONA_TOP_ITEMS = _SAMPLE_OF_SEGMENT + """
+MATCH (u)-[r:INTERACTED]->(it:Item)
 WITH it, sum(r.purchases) AS purchases, count(u) AS users
 OPTIONAL MATCH (it)-[:IN_CATEGORY]->(c:Category)
 RETURN it.id AS id, it.name AS name, c.name AS category, purchases, users
@@ -342,21 +378,15 @@ RETURN id, prefs
 """
 
 # Preferences at a point in time, rebuilt from the interactions before it (see ingestion's
-# rules): the last feedback per category, and each category's share of interest. Both read at
-# most the user's $max_interactions newest interactions before $as_of (kept by a bounded top-N,
-# not a collect of the whole history), and the inferred shares only those within $horizon_ms
-# of the newest: older interest has decayed below what a share can show (users.py). The
-# subquery starts from the user, and `i` has no label (PERFORMED leads only to interactions):
-# with one, the planner may walk the time or type index of everyone's interactions instead,
-# which costs the whole graph's traffic, not the user's history.
-EXPLICIT_PREFERENCES_AS_OF = """
-MATCH (u:User {id: $id})
-CALL (u) {
-  MATCH (u)-[:PERFORMED]->(i)
-  WHERE i.type = 'feedback' AND i.at <= $as_of AND coalesce(i.recorded_at, i.at) <= $as_of
-    AND i.category IS NOT NULL AND i.rating IS NOT NULL
-  RETURN i ORDER BY i.at DESC LIMIT $max_interactions
-}
+# rules): the last feedback per category, and each category's share of interest. Both read the
+# user's $max_interactions newest interactions at or before $as_of (an ordered seek of the
+# index on (user_id, at), migrations/0015: a bounded read whatever the history), and the
+# inferred shares only those within $horizon_ms of the newest: older interest has decayed
+# below what a share can show (users.py).
+EXPLICIT_PREFERENCES_AS_OF = _newest_of_user("$as_of", _EVER, "$max_interactions") + """WITH i
+WHERE i.type = 'feedback' AND coalesce(i.recorded_at, i.at) <= $as_of
+  AND i.category IS NOT NULL AND i.rating IS NOT NULL
+WITH i ORDER BY i.at DESC, i.event_id DESC
 WITH i.category AS category, head(collect(i)) AS last
 RETURN category, (last.rating - 3) / 2.0 AS weight, last.at AS updated_at
 ORDER BY weight DESC, category
@@ -364,13 +394,9 @@ ORDER BY weight DESC, category
 
 # The same weights ingestion keeps (graph/ingest/queries.py): interest per category, decayed
 # to the user's latest categorized interaction before $as_of, as shares of the total.
-INFERRED_PREFERENCES_AS_OF = """
-MATCH (u:User {id: $id})
-CALL (u) {
-  MATCH (u)-[:PERFORMED]->(i)
-  WHERE i.at <= $as_of AND coalesce(i.recorded_at, i.at) <= $as_of AND i.category IS NOT NULL
-  RETURN i ORDER BY i.at DESC LIMIT $max_interactions
-}
+INFERRED_PREFERENCES_AS_OF = _newest_of_user("$as_of", _EVER, "$max_interactions") + """WITH i
+WHERE coalesce(i.recorded_at, i.at) <= $as_of AND i.category IS NOT NULL
+WITH i ORDER BY i.at DESC, i.event_id DESC
 WITH collect(i) AS its
 WITH its, its[0].at.epochMillis AS ref
 UNWIND its AS i
@@ -385,75 +411,98 @@ ORDER BY weight DESC, category
 """
 
 RECENT_INTERACTIONS = """
-MATCH (:User {id: $id})-[:PERFORMED]->(i:Interaction)
+MATCH (i:Interaction)
+USING INDEX SEEK i:Interaction(user_id, at)
+WHERE i.user_id = $id AND i.at IS NOT NULL
+WITH i ORDER BY i.user_id DESC, i.at DESC LIMIT $first
 RETURN i {.event_id, .type, .at, .item_id, .category, .amount, .query, .text, .intent,
           .rating} AS interaction
-ORDER BY i.at DESC
-LIMIT $first
+ORDER BY interaction.at DESC
 """
 
+# The user's location and its latest observation (an ordered seek, as in SITUATION_OF_USER).
 LOCATION = """
 MATCH (:User {id: $id})-[:LOCATED_IN]->(l:Location)
-OPTIONAL MATCH (w:WeatherObservation)-[:OBSERVED_AT]->(l) WHERE w.at <= datetime()
-WITH l, w ORDER BY w.at DESC LIMIT 1
+CALL (l) {
+  OPTIONAL MATCH (w:WeatherObservation)
+  USING INDEX SEEK w:WeatherObservation(location_id, at)
+  WHERE w.location_id = l.id AND w.at <= datetime()
+  WITH w ORDER BY w.location_id DESC, w.at DESC LIMIT 1
+  RETURN w
+}
 RETURN l {.id, .city, .country, .lat, .lon} AS location,
        w {.at, .temp_c, .condition, .valid_until} AS weather
 """
 
 UPCOMING_EVENTS = """
-MATCH (l:Location {id: $location_id})<-[:HELD_IN]-(e:LocalEvent)
-WHERE e.starts_at >= datetime()
+MATCH (e:LocalEvent)
+USING INDEX SEEK e:LocalEvent(location_id, starts_at)
+WHERE e.location_id = $location_id AND e.starts_at >= datetime()
+WITH e ORDER BY e.location_id, e.starts_at LIMIT $first
 RETURN e {.id, .name, .starts_at, .ends_at} AS event
-ORDER BY e.starts_at
-LIMIT $first
+ORDER BY event.starts_at
 """
 
 READY = "MATCH (m:Migration) RETURN max(m.version) AS version"
 
 # Cursor pages over time-ordered lists: ($after_at, $after_id) is the last row of the previous
-# page (epoch milliseconds, id), null on the first page; ties on time are broken by id.
+# page (epoch milliseconds, id), null on the first page; ties on time are broken by id. The
+# interactions of a user (or a session) are an ordered seek of the index on (user_id, at) (or
+# (session_id, at)) between $lower and $upper, the time range the filters and the cursor leave
+# (inclusive, never null: users.py), so a page reads its own rows, not the history before it;
+# a $types filter passes over the interactions of other types in that range.
 _INTERACTION_FIELDS = """i {.event_id, .type, .at, .item_id, .category, .amount, .query, .text,
          .intent, .rating} AS interaction, i.at.epochMillis AS at_ms"""
 
 USER_INTERACTIONS_NEWEST = """
-MATCH (:User {id: $id})-[:PERFORMED]->(i:Interaction)
-WHERE ($types IS NULL OR i.type IN $types)
+MATCH (i:Interaction)
+USING INDEX SEEK i:Interaction(user_id, at)
+WHERE i.user_id = $id AND $lower <= i.at <= $upper
+  AND ($types IS NULL OR i.type IN $types)
   AND ($since IS NULL OR i.at >= $since) AND ($until IS NULL OR i.at < $until)
   AND ($after_at IS NULL OR i.at < datetime({epochMillis: $after_at})
        OR (i.at = datetime({epochMillis: $after_at}) AND i.event_id < $after_id))
+WITH i ORDER BY i.user_id DESC, i.at DESC, i.event_id DESC LIMIT $limit
 RETURN """ + _INTERACTION_FIELDS + """
 ORDER BY i.at DESC, i.event_id DESC
-LIMIT $limit
 """
 
 USER_INTERACTIONS_OLDEST = """
-MATCH (:User {id: $id})-[:PERFORMED]->(i:Interaction)
-WHERE ($types IS NULL OR i.type IN $types)
+MATCH (i:Interaction)
+USING INDEX SEEK i:Interaction(user_id, at)
+WHERE i.user_id = $id AND $lower <= i.at <= $upper
+  AND ($types IS NULL OR i.type IN $types)
   AND ($since IS NULL OR i.at >= $since) AND ($until IS NULL OR i.at < $until)
   AND ($after_at IS NULL OR i.at > datetime({epochMillis: $after_at})
        OR (i.at = datetime({epochMillis: $after_at}) AND i.event_id > $after_id))
+WITH i ORDER BY i.user_id, i.at, i.event_id LIMIT $limit
 RETURN """ + _INTERACTION_FIELDS + """
 ORDER BY i.at, i.event_id
-LIMIT $limit
 """
 
+# A user's sessions: a seek of the index on their links' (user_id, started_at) (the writer keeps
+# the session's start on each link, migrations/0015), newest first from $upper.
 USER_SESSIONS = """
-MATCH (:User {id: $id})-[:HAD_SESSION]->(s:Session)
-WHERE $after_at IS NULL OR s.started_at < datetime({epochMillis: $after_at})
-      OR (s.started_at = datetime({epochMillis: $after_at}) AND s.id < $after_id)
+MATCH (:User)-[h:HAD_SESSION]->(s:Session)
+USING INDEX SEEK h:HAD_SESSION(user_id, started_at)
+WHERE h.user_id = $id AND h.started_at <= $upper
+  AND ($after_at IS NULL OR h.started_at < datetime({epochMillis: $after_at})
+       OR (h.started_at = datetime({epochMillis: $after_at}) AND s.id < $after_id))
+WITH h, s ORDER BY h.user_id DESC, h.started_at DESC, s.id DESC LIMIT $limit
 RETURN s {.id, .started_at, .ended_at, .events, .channel, .device_kind} AS session,
        s.started_at.epochMillis AS at_ms
 ORDER BY s.started_at DESC, s.id DESC
-LIMIT $limit
 """
 
 SESSION_INTERACTIONS = """
-MATCH (:Session {id: $id})<-[:IN_SESSION]-(i:Interaction)
-WHERE $after_at IS NULL OR i.at > datetime({epochMillis: $after_at})
-      OR (i.at = datetime({epochMillis: $after_at}) AND i.event_id > $after_id)
+MATCH (i:Interaction)
+USING INDEX SEEK i:Interaction(session_id, at)
+WHERE i.session_id = $id AND $lower <= i.at <= $upper
+  AND ($after_at IS NULL OR i.at > datetime({epochMillis: $after_at})
+       OR (i.at = datetime({epochMillis: $after_at}) AND i.event_id > $after_id))
+WITH i ORDER BY i.session_id, i.at, i.event_id LIMIT $limit
 RETURN """ + _INTERACTION_FIELDS + """
 ORDER BY i.at, i.event_id
-LIMIT $limit
 """
 
 # Identifiers are held only as keyed hashes; the API shows a short prefix of the hash.
@@ -477,17 +526,18 @@ UNWIND CASE WHEN passed = [] THEN [null] ELSE passed END AS it
 OPTIONAL MATCH (it)-[:IN_CATEGORY]->(c:Category)
 OPTIONAL MATCH (it)-[:OF_BRAND]->(b:Brand)
 RETURN it.id AS id, it.name AS name, it.price AS price, c.name AS category, b.name AS brand,
-       COUNT { (:User)-[r:INTERACTED]->(it) WHERE r.purchases > 0 } AS buyers,
+       coalesce(it.buyers, 0) AS buyers,
        scanned, last_scanned
 ORDER BY id
 """
 
+# An item's buyers are its counter (graph/aggregates/queries.py), not a count of them per read.
 ITEM = """
 MATCH (it:Item {id: $id})
 OPTIONAL MATCH (it)-[:IN_CATEGORY]->(c:Category)
 OPTIONAL MATCH (it)-[:OF_BRAND]->(b:Brand)
 RETURN it.id AS id, it.name AS name, it.price AS price, c.name AS category, b.name AS brand,
-       COUNT { (:User)-[r:INTERACTED]->(it) WHERE r.purchases > 0 } AS buyers
+       coalesce(it.buyers, 0) AS buyers
 """
 
 CATEGORIES = """

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from graph.aggregates import DECAY_PER_MS, INTEREST_SCORE
@@ -52,8 +52,27 @@ AS_OF_HORIZON_MS = math.ceil(math.log(1 / AS_OF_EPSILON) / DECAY_PER_MS)
 """How far before the user's newest interaction an ``asOf`` rebuild reads."""
 AS_OF_MAX_INTERACTIONS = 2000
 """The newest interactions before ``asOf`` a rebuild reads at most: an ``asOf`` read costs the
-same for a user with years of history. A user with more than this many feedback events, or
-categorized interactions within the horizon, is rebuilt from the newest of them only."""
+same for a user with years of history. A user with more interactions than this is rebuilt
+from the newest of them only. Chat evidence counts a preference's events among as many."""
+RECENT_INTENT_SCAN = 500
+"""The newest interactions in the window that a recent-intent read looks through at most."""
+EVER = datetime(1, 1, 1, tzinfo=UTC)
+NEVER = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+"""The time range of an interaction read that sets no bound (see ``queries.py``)."""
+
+
+def _time_range(since: datetime | None, until: datetime | None, after_at: int | None,
+                newest_first: bool) -> tuple[datetime, datetime]:
+    """The inclusive time range a page of interactions seeks (``lower``, ``upper``): within
+    ``since`` and ``until``, and from the cursor's time on in the page's direction."""
+    low, high = since or EVER, until or NEVER
+    if after_at is not None:
+        cursor = datetime.fromtimestamp(after_at / 1000, UTC)
+        if newest_first:
+            high = min(high, cursor)
+        else:
+            low = max(low, cursor)
+    return low, high
 
 
 async def user(reader: Reader, user_id: str) -> UserRecord:
@@ -215,7 +234,7 @@ async def recent_intent(reader: Reader, user_id: str, now: datetime, days: int,
     """The user's latest searches, chat intents and categories within ``days`` before ``now``,
     as recorded by ``now``, newest first (type, query, intent, category, event id and time)."""
     return await reader.rows(q.RECENT_INTENT, id=user_id, since=now - timedelta(days=days),
-                             until=now, first=first)
+                             until=now, first=first, scan=RECENT_INTENT_SCAN)
 
 
 def _interaction_page(rows: list[dict[str, Any]], size: int) -> Page[Interaction]:
@@ -235,24 +254,28 @@ async def interactions(reader: Reader, user_id: str, *, newest_first: bool,
     """The user's interactions of ``types`` (all: None) within [since, until), in time order;
     keys are ``epoch ms|event id``."""
     query = q.USER_INTERACTIONS_NEWEST if newest_first else q.USER_INTERACTIONS_OLDEST
+    low, high = _time_range(since, until, after_at, newest_first)
     rows = await reader.rows(query, id=user_id, types=types, since=since, until=until,
-                             after_at=after_at, after_id=after_id, limit=size + 1)
+                             after_at=after_at, after_id=after_id, limit=size + 1,
+                             lower=low, upper=high)
     return _interaction_page(rows, size)
 
 
 async def session_interactions(reader: Reader, session_id: str, *, after_at: int | None,
                                after_id: str | None, size: int) -> Page[Interaction]:
     """A session's interactions, oldest first."""
+    low, high = _time_range(None, None, after_at, False)
     rows = await reader.rows(q.SESSION_INTERACTIONS, id=session_id, after_at=after_at,
-                             after_id=after_id, limit=size + 1)
+                             after_id=after_id, limit=size + 1, lower=low, upper=high)
     return _interaction_page(rows, size)
 
 
 async def sessions(reader: Reader, user_id: str, *, after_at: int | None, after_id: str | None,
                    size: int) -> Page[Session]:
     """The user's sessions, most recently started first; keys are ``epoch ms|session id``."""
+    _, high = _time_range(None, None, after_at, True)
     rows = await reader.rows(q.USER_SESSIONS, id=user_id, after_at=after_at, after_id=after_id,
-                             limit=size + 1)
+                             limit=size + 1, upper=high)
     return page(rows, size, lambda r: f"{r['at_ms']}|{r['session']['id']}",
                 lambda r: Session.from_row(r["session"]))
 

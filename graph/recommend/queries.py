@@ -261,19 +261,19 @@ RECOMMEND = "MATCH (u:User {id: $user_id})\n" + RECOMMEND_FOR_USER
 # bought an item ten times counts once; units only break ties), minus those the user bought or
 # rated (any rating), as RECOMMEND leaves them out. With $personal false the list is the same
 # for everyone (nothing of the user is read): what a user without personalization consent is
-# offered.
+# offered. Items carry their buyers and units (graph/aggregates/queries.py), and the index on
+# them (migrations/0015) hands the best-sellers out in order: a read of $first items (and of
+# those the user is left out of), not of every purchase.
 POPULAR = """
-MATCH (u:User {id: $user_id})
-CALL (u) {
-  OPTIONAL MATCH (u)-[r:INTERACTED]->(it:Item)
-  WHERE (r.purchases > 0 OR r.rating IS NOT NULL) AND $personal
-  RETURN collect(it) AS excluded
-}
-MATCH (it:Item)<-[r:INTERACTED]-(buyer:User)
-WHERE r.purchases > 0 AND NOT it IN excluded
-WITH it, count(DISTINCT buyer) AS buyers, sum(r.purchases) AS units
-ORDER BY buyers DESC, units DESC, it.id
-LIMIT $first
+MATCH (it:Item)
+USING INDEX SEEK it:Item(buyers, units)
+WHERE it.buyers > 0 AND it.units IS NOT NULL
+WITH it ORDER BY it.buyers DESC, it.units DESC, it.id
+WHERE NOT ($personal AND EXISTS {
+  MATCH (:User {id: $user_id})-[r:INTERACTED]->(it)
+  WHERE r.purchases > 0 OR r.rating IS NOT NULL
+})
+WITH it, it.buyers AS buyers LIMIT $first
 RETURN it.id AS item_id, coalesce(it.name, it.id) AS name,
        head([(it)-[:IN_CATEGORY]->(c:Category) | c.name]) AS category,
        toFloat(buyers) AS score,

@@ -2,7 +2,9 @@
 (one UNWIND each).
 
 Observations are merged on their id, so writing the same observation twice leaves one node; one
-moved to another location (a corrected push) loses its old link.
+moved to another location (a corrected push) loses its old link. Each carries its location's id
+(`location_id`): reads seek a location's latest weather and next events in the indexes on
+(location_id, at) and (location_id, starts_at) (migrations/0015), whatever its history.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ MATCH (l:Location {id: row.location_id})
 MERGE (w:WeatherObservation {id: row.id})
 ON CREATE SET w.recorded_at = datetime()
 SET w.at = row.at, w.valid_until = row.valid_until, w.temp_c = row.temp_c,
-    w.condition = row.condition, w.source = row.source
+    w.condition = row.condition, w.source = row.source, w.location_id = l.id
 WITH w, l
 OPTIONAL MATCH (w)-[old:OBSERVED_AT]->(other:Location) WHERE other <> l
 DELETE old
@@ -35,7 +37,7 @@ MATCH (l:Location {id: row.location_id})
 MERGE (e:LocalEvent {id: row.id})
 ON CREATE SET e.recorded_at = datetime()
 SET e.name = row.name, e.starts_at = row.starts_at, e.ends_at = row.ends_at,
-    e.source = row.source
+    e.source = row.source, e.location_id = l.id
 WITH e, l
 OPTIONAL MATCH (e)-[old:HELD_IN]->(other:Location) WHERE other <> l
 DELETE old

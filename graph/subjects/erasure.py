@@ -26,6 +26,7 @@ from typing import Any
 
 from neo4j import ManagedTransaction
 
+from graph.aggregates import queries as aggregate_queries
 from graph.db import Graph
 from graph.errors import Conflict, InvalidInput, NotFound
 from graph.subjects import queries as q
@@ -150,7 +151,11 @@ def forget_user(graph: Graph, user_id: str, *, source: str = "api") -> ForgetRep
         counts["other_nodes"] = _count(tx, q.DELETE_RETAINED, eids=eids)
         counts["other_nodes"] += _count(tx, q.DELETE_OTHER_OWNED, eids=eids,
                                         shared=list(SHARED_LABELS))
+        # The items the user bought lose a buyer: their counters are recounted without them.
+        record = tx.run(aggregate_queries.ITEMS_OF_USERS, user_ids=ids).single()
+        items = list(record["item_ids"]) if record is not None else []
         counts["users"] = _count(tx, q.DELETE_USERS, eids=eids)
+        tx.run(aggregate_queries.REFRESH_ITEM_COUNTERS, item_ids=items).consume()
         tx.run(q.RECORD_ERASED_IDENTIFIERS, keys=keys, erasure_id=erasure_id).consume()
         tx.run(q.RECORD_ERASURE, erasure_id=erasure_id, subject=subject_hash(user_id),
                source=source, counts=counts).consume()

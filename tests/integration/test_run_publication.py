@@ -251,8 +251,11 @@ def test_persona_tops_are_written_with_the_run(graph: Graph, settings: Settings,
             await driver.close()
 
     def live(segment: str) -> tuple[list[Any], list[Any]]:
-        return (graph.rows(pq.LIVE_PERSONA_TOP_CATEGORIES, segment_id=segment, first=7),
-                graph.rows(pq.LIVE_PERSONA_TOP_ITEMS, segment_id=segment, first=7))
+        sample = personas.LIVE_TOPS_SAMPLE
+        return (graph.rows(pq.LIVE_PERSONA_TOP_CATEGORIES, segment_id=segment, first=7,
+                           sample=sample),
+                graph.rows(pq.LIVE_PERSONA_TOP_ITEMS, segment_id=segment, first=7,
+                           sample=sample))
 
     at_run = {s: live(s) for s in leaves}
     for segment in leaves:
