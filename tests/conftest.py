@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from neo4j import Driver
@@ -46,27 +48,85 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     )
 
 
+class Starting:
+    """A local server started, when not answering, on a thread of its own: the session's
+    first tests (the unit tests, which need no server) run while its JVM comes up."""
+
+    def __init__(self, name: str, answering: Callable[[], bool], start: Callable[[], object]):
+        self.started = False
+        self.claimed = False
+        self.error: BaseException | None = None
+        self._answering, self._start = answering, start
+        self._thread = threading.Thread(target=self._run, name=f"start-{name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            if not self._answering():
+                self._start()
+                self.started = True
+        except BaseException as exc:  # raised again by wait(), in the fixture that needs it
+            self.error = exc
+
+    def wait(self) -> bool:
+        """Whether this session started the server (so must stop it); the start's error."""
+        self.claimed = True
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.started
+
+    def unclaimed_and_started(self) -> bool:
+        """Whether this session started the server but no fixture took it over."""
+        self._thread.join()
+        return not self.claimed and self.started
+
+
+@pytest.fixture(scope="session", autouse=True)
+def servers_starting(request: pytest.FixtureRequest,
+                     settings: Settings) -> Iterator[dict[str, Starting]]:
+    """The Neo4j and Kafka test servers the session's tests will need, starting from the
+    session's first test on (``neo4j_running`` and ``kafka_running`` wait for them, and stop
+    them after). One that no test came to use (the session stopped early) is stopped here."""
+    needed = {name for item in request.session.items
+              for name in getattr(item, "fixturenames", ())}
+    starting = {server: start_server(server, settings) for server in ("neo4j", "kafka")
+                if f"{server}_running" in needed}
+    yield starting
+    for server, start in starting.items():
+        if start.unclaimed_and_started():
+            server_module(server).stop(settings)
+
+
+def server_module(server: str) -> Any:
+    from personas.local import kafka_server
+
+    return neo4j_server if server == "neo4j" else kafka_server
+
+
+def start_server(server: str, settings: Settings) -> Starting:
+    module = server_module(server)
+    return Starting(server, lambda: module.status(settings).answering,
+                    lambda: module.start(settings))
+
+
 @pytest.fixture(scope="session")
-def neo4j_running(settings: Settings) -> Iterator[Settings]:
-    started = False
-    if not neo4j_server.status(settings).answering:
-        neo4j_server.start(settings)
-        started = True
+def neo4j_running(settings: Settings,
+                  servers_starting: dict[str, Starting]) -> Iterator[Settings]:
+    started = (servers_starting.get("neo4j") or start_server("neo4j", settings)).wait()
     yield settings
     if started:
         neo4j_server.stop(settings)
 
 
 @pytest.fixture(scope="session")
-def kafka_running(settings: Settings) -> Iterator[Settings]:
+def kafka_running(settings: Settings,
+                  servers_starting: dict[str, Starting]) -> Iterator[Settings]:
     """The test Kafka (instance named like the Neo4j test instance, ports from
     PERSONAS_TEST_KAFKA_PORT / _CONTROLLER_PORT), started when not answering, stopped after."""
     from personas.local import kafka_server
 
-    started = False
-    if not kafka_server.status(settings).answering:
-        kafka_server.start(settings)
-        started = True
+    started = (servers_starting.get("kafka") or start_server("kafka", settings)).wait()
     yield settings
     if started:
         kafka_server.stop(settings)
@@ -147,4 +207,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if bulk:
             config.hook.pytest_deselected(items=bulk)
             items[:] = [item for item in items if item.get_closest_marker("bulk") is None]
-    items.sort(key=lambda item: item.get_closest_marker("last") is not None)
+    # The unit tests first, while the servers the integration tests need start
+    # (`servers_starting`); the sweeps marked `last` after everything.
+    items.sort(key=lambda item: (item.get_closest_marker("last") is not None,
+                                 item.get_closest_marker("integration") is not None))

@@ -26,7 +26,12 @@ from phonenumbers import Leniency, PhoneNumberMatcher
 from graph.db import Graph
 from graph.privacy import EMAIL_RE, find_phones
 
-# Every string (or list of strings) property of every node and relationship.
+# Every string (or list of strings) property of every node and relationship that `pii_in` could
+# find something in: one holding an "@" (every email has one), or, outside identifier keys
+# (`ID_KEY`, searched for emails only), at least PHONE_DIGITS characters that are ASCII digits
+# or not ASCII at all (a superset of Python's Unicode `\d`, whatever Unicode version each side
+# knows). The same leaks as sending every string, without shipping and decoding the tens of
+# thousands of strings of a demo graph (pseudonyms, hashes, names) before every wipe.
 STRING_PROPERTIES = """
 CALL () {
   MATCH (n) UNWIND keys(n) AS key
@@ -37,6 +42,9 @@ CALL () {
 }
 WITH owner, key, value
 WHERE value IS :: STRING OR value IS :: LIST<STRING>
+WITH owner, key, value, CASE WHEN value IS :: STRING THEN [value] ELSE value END AS texts
+WHERE any(text IN texts WHERE text CONTAINS '@'
+          OR (NOT key =~ $id_key AND text =~ $digits))
 RETURN owner, key, value
 """
 
@@ -95,10 +103,17 @@ id made only of digits and dashes (a demo session ``41-000008-11``, a pseudonym 
 can be a dialable number by chance, so only emails are searched there; a phone number would only
 get there as the id a client chose."""
 
+CANDIDATE_PARAMS = {
+    "id_key": r"(?:.*_)?(?:id|ids|hash)",
+    "digits": r"(?s)(?:[\x00-\x2F\x3A-\x7F]*+[^\x00-\x2F\x3A-\x7F]){" + str(PHONE_DIGITS) + "}.*",
+}
+"""The parameters of STRING_PROPERTIES: ``ID_KEY`` as a whole-key match (it matches no key that
+``ID_KEY`` misses), and PHONE_DIGITS digit-like characters as a Java regular expression."""
+
 
 def scan_graph(graph: Graph) -> list[Leak]:
     leaks = []
-    for row in graph.rows(STRING_PROPERTIES):
+    for row in graph.rows(STRING_PROPERTIES, **CANDIDATE_PARAMS):
         values: Iterable[Any] = row["value"] if isinstance(row["value"], list) else [row["value"]]
         for value in values:
             hits = (EMAIL_RE.findall(str(value)) if ID_KEY.search(row["key"])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from neo4j import Driver
 from pydantic import SecretStr
 
 from api.app import create_app, warm_chatbot_plan
@@ -15,7 +16,7 @@ from graph.auth import DEMO_API_KEY, Role, create_key, ensure_demo_key
 from graph.db import Graph, create_async_driver
 from graph.segments.run import run_segmentation
 from graph.settings import Settings
-from tests.helpers import load_demo, scrape
+from tests.helpers import empty_graph, load_demo, scrape
 
 pytestmark = pytest.mark.integration
 DEMO_KEY = Settings().pseudonym_key.get_secret_value()
@@ -34,10 +35,14 @@ def readme_auth_header(repo_root: Path) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
-@pytest.fixture
-def demo_graph(graph: Graph, tmp_path: Path, settings: Settings) -> Graph:
-    """The README's demo: seed 42 with the demo pseudonym key, context and one segmentation."""
-    load_demo(graph, tmp_path, 80, seed=42, key=DEMO_KEY)
+@pytest.fixture(scope="module")
+def demo_graph(driver: Driver, settings: Settings,
+               tmp_path_factory: pytest.TempPathFactory) -> Graph:
+    """The README's demo: seed 42 with the demo pseudonym key, context and one segmentation.
+    Loaded once for the module: its tests only read it (one adds an analyst key), and the
+    tests that need an empty graph (the ``graph`` fixture wipes it) come after them all."""
+    graph = empty_graph(driver, settings)
+    load_demo(graph, tmp_path_factory.mktemp("demo"), 80, seed=42, key=DEMO_KEY)
     run_segmentation(graph, runs_dir=settings.resolved_runs_dir)
     # As `personas up` does in demo mode: the README's reader key.
     demo_mode = settings.model_copy(update={"pseudonym_key": SecretStr(DEMO_KEY)})
@@ -141,22 +146,6 @@ def test_health_readiness_and_graphiql(demo_graph: Graph, client: TestClient) ->
     assert page.status_code == 200 and "graphiql" in page.text.lower()
 
 
-def test_not_ready_while_the_schema_is_behind(graph: Graph, settings: Settings,
-                                              tmp_path: Path) -> None:
-    """The API writes too (ingestion, webhooks, runs): with a migration of its code not yet
-    applied, it is up but not ready, and says which version it has and expects."""
-    folder = tmp_path / "migrations"
-    shutil.copytree(settings.migrations_dir, folder)
-    (folder / "9003_later.cypher").write_text(
-        "CREATE INDEX test_later3 IF NOT EXISTS FOR (n:Item) ON (n.price);\n")
-    newest = max(int(m.name[:4]) for m in settings.migrations_dir.glob("[0-9]*_*.cypher"))
-    with TestClient(create_app(settings.model_copy(update={"migrations_dir": folder}))) as c:
-        assert c.get("/healthz").status_code == 200
-        ready = c.get("/readyz")
-    assert ready.status_code == 503
-    assert ready.json() == {"status": "schema_behind", "schema_version": newest,
-                            "expected_version": 9003}
-
 
 def test_run_pictures_are_served(demo_graph: Graph, client: TestClient) -> None:
     run_id = demo_graph.rows("MATCH (r:SegmentationRun) RETURN r.id AS id")[0]["id"]
@@ -193,6 +182,40 @@ def test_metrics_count_requests_by_route_and_log_latency(
     assert any(re.fullmatch(r"POST /graphql 200 \d+\.\d ms", line) for line in lines)
 
 
+
+def test_the_demo_key_opens_nothing_outside_demo_mode(demo_graph: Graph,
+                                                       settings: Settings) -> None:
+    """The demo key's node is still in the graph; an API with a real pseudonymization key
+    refuses it like an unknown key."""
+    query = {"query": "{ segments { id } }"}
+    auth = {"Authorization": f"Bearer {DEMO_API_KEY}"}
+    with TestClient(create_app(settings)) as real:
+        body = real.post("/graphql", json=query, headers=auth).json()
+    assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    with TestClient(create_app(demo_settings(settings))) as demo:
+        assert "errors" not in demo.post("/graphql", json=query, headers=auth).json()
+
+
+# Tests on an empty graph: after every test of the module's demo graph (`demo_graph`).
+
+
+def test_not_ready_while_the_schema_is_behind(graph: Graph, settings: Settings,
+                                              tmp_path: Path) -> None:
+    """The API writes too (ingestion, webhooks, runs): with a migration of its code not yet
+    applied, it is up but not ready, and says which version it has and expects."""
+    folder = tmp_path / "migrations"
+    shutil.copytree(settings.migrations_dir, folder)
+    (folder / "9003_later.cypher").write_text(
+        "CREATE INDEX test_later3 IF NOT EXISTS FOR (n:Item) ON (n.price);\n")
+    newest = max(int(m.name[:4]) for m in settings.migrations_dir.glob("[0-9]*_*.cypher"))
+    with TestClient(create_app(settings.model_copy(update={"migrations_dir": folder}))) as c:
+        assert c.get("/healthz").status_code == 200
+        ready = c.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json() == {"status": "schema_behind", "schema_version": newest,
+                            "expected_version": 9003}
+
+
 def test_the_chatbot_queries_are_planned_at_start(
         graph: Graph, settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
     """`personas serve` has Neo4j plan the chatbot's queries as it starts (a fresh server took
@@ -211,16 +234,3 @@ def test_the_chatbot_queries_are_planned_at_start(
     assert not [r for r in caplog.records if r.name == "api.app"], caplog.text
     asyncio.run(warm(settings.model_copy(update={"neo4j_database": "no-such-database"})))
     assert "could not plan the chatbot query ahead" in caplog.text
-
-
-def test_the_demo_key_opens_nothing_outside_demo_mode(demo_graph: Graph,
-                                                       settings: Settings) -> None:
-    """The demo key's node is still in the graph; an API with a real pseudonymization key
-    refuses it like an unknown key."""
-    query = {"query": "{ segments { id } }"}
-    auth = {"Authorization": f"Bearer {DEMO_API_KEY}"}
-    with TestClient(create_app(settings)) as real:
-        body = real.post("/graphql", json=query, headers=auth).json()
-    assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
-    with TestClient(create_app(demo_settings(settings))) as demo:
-        assert "errors" not in demo.post("/graphql", json=query, headers=auth).json()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, LiteralString
 
 import pytest
+from neo4j import Driver
 
 from graph import situation
 from graph.db import Graph
@@ -22,9 +23,10 @@ from graph.recommend.engine import (
     recommend,
     recommend_params,
 )
-from graph.segments.run import run_segmentation
+from graph.segments.run import RunResult, run_segmentation
+from graph.settings import Settings
 from personas.demo import DemoPopulation
-from tests.helpers import db_hits, load_demo
+from tests.helpers import db_hits, empty_graph, load_demo
 
 pytestmark = pytest.mark.integration
 
@@ -53,9 +55,19 @@ def bought(graph: Graph, user_id: str) -> set[str]:
     return set(graph.rows(BOUGHT, user_id=user_id)[0]["items"])
 
 
-def test_recommendations_leave_out_what_the_user_bought(graph: Graph, tmp_path: Path) -> None:
-    load_demo(graph, tmp_path, users=USERS, seed=SEED)
-    run_segmentation(graph)
+@pytest.fixture(scope="module")
+def segmented(driver: Driver, settings: Settings,
+              tmp_path_factory: pytest.TempPathFactory) -> tuple[Graph, RunResult]:
+    """The demo loaded and segmented once, for the two tests that only read it (the first of
+    the module: every later test starts from the ``graph`` fixture's wiped graph)."""
+    graph = empty_graph(driver, settings)
+    load_demo(graph, tmp_path_factory.mktemp("demo"), users=USERS, seed=SEED)
+    return graph, run_segmentation(graph)
+
+
+def test_recommendations_leave_out_what_the_user_bought(
+        segmented: tuple[Graph, RunResult]) -> None:
+    graph, _ = segmented
     buyers = [r["id"] for r in graph.rows(BUYERS, n=20)]
     assert len(buyers) == 20
     for uid in buyers:
@@ -67,12 +79,11 @@ def test_recommendations_leave_out_what_the_user_bought(graph: Graph, tmp_path: 
         assert not own & {r.item_id for r in popular(graph, uid, first=50)}, uid
 
 
-def test_every_recommendation_has_a_reason(graph: Graph, tmp_path: Path) -> None:
+def test_every_recommendation_has_a_reason(segmented: tuple[Graph, RunResult]) -> None:
     """... with the weights the run learned (``blend``), which it stores."""
     from graph.recommend.blend import GRID
 
-    load_demo(graph, tmp_path, users=USERS, seed=SEED)
-    result = run_segmentation(graph)
+    graph, result = segmented
     run = graph.rows("MATCH (r:SegmentationRun {id: $id}) RETURN r.rec_item_weight AS item, "
                      "r.rec_similar_weight AS similar, r.rec_validation_users AS users",
                      id=result.run_id)[0]
