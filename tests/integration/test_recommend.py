@@ -26,7 +26,7 @@ from graph.recommend.engine import (
 from graph.segments.run import RunResult, run_segmentation
 from graph.settings import Settings
 from personas.demo import DemoPopulation
-from tests.helpers import db_hits, empty_graph, load_demo
+from tests.helpers import db_hits, empty_graph, load_demo, mark_interacted
 
 pytestmark = pytest.mark.integration
 
@@ -451,6 +451,7 @@ def test_an_item_every_user_bought_is_never_expanded_per_request(graph: Graph) -
 
     users, items = 3 * MAX_ITEM_USERS, 300
     graph.execute(SHARED_ITEM_SHOP, users=users, items=items)
+    mark_interacted(graph)
     peers = find_similar_users(graph)
     assert len(peers) == users
     assert all(len(row["peers"]) == users // items - 1 for row in peers)  # 'every' says nothing
@@ -488,6 +489,7 @@ def test_a_similar_user_adds_their_most_recent_items_up_to_the_cap(
     from graph.recommend import queries as q
 
     graph.execute(PEER_WITH_A_HISTORY)
+    mark_interacted(graph)
     params = recommend_params("me", first=10)
     rows = graph.rows(q.RECOMMEND, **{**params,
                                       "limits": {**params["limits"], "peer_items": peer_items}})
@@ -530,6 +532,7 @@ def test_item_neighbours_carry_the_item_models_weights_and_name_the_users_item(
     from graph.recommend.items import EASE_L2, find_item_neighbours, write_item_neighbours
 
     graph.execute(TWO_TASTES_SHOP)
+    mark_interacted(graph)
     write_item_neighbours(graph, "run-1", find_item_neighbours(graph))
     graph.execute("CREATE (:SegmentationRun {id: 'run-1', created_at: datetime()})")
 
@@ -595,6 +598,7 @@ def test_learned_weights_rank_held_out_items_at_least_as_well_as_ease(graph: Gra
     graph.execute(CHAIN_SHOP, items=items, rows=[{"user_id": r["user_id"],
                                                   "item_id": r["item_id"],
                                                   "k": int(r["last_at"])} for r in kept])
+    mark_interacted(graph)
     interactions = read_interactions(graph)
     blend = tune_blend(interactions)
     write_similar_users(graph, "run-1", list(similar_users_of(interactions)))
