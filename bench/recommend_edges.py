@@ -1,11 +1,12 @@
 """Benchmark: writing a run's similar users and item neighbours, and reading them back.
 
 A synthetic shop (fixed seed): ``--users`` users, each buying a few of ``--items`` items drawn
-from a skewed distribution, plus one item every user bought (a super-node). The similar users
-(``SIMILAR_TO``) and item neighbours (``SIMILAR_ITEM``) are computed as a run computes them and
-written twice, as two runs, so that the second run's writes find a first run's edges in the
-``run_id`` relationship indexes (migration 0012), as they would on a live server. Then one
-user's recommendation read is timed. Ends with one ``RESULT`` line.
+from a skewed distribution, plus one item every user bought (a super-node), each purchase
+written as the event writer writes its aggregate (with its owner's id and mark, migration
+0016). The similar users (``SIMILAR_TO``) and item neighbours (``SIMILAR_ITEM``) are computed
+as a run computes them and written twice, as two runs, so that the second run's writes find a
+first run's edges in the ``run_id`` relationship indexes (migration 0012), as they would on a
+live server. Then one user's recommendation read is timed. Ends with one ``RESULT`` line.
 
 Runs against the instance the environment names (``PERSONAS_NEO4J_*``), whose database it wipes.
 """
@@ -31,7 +32,8 @@ CREATE (user:User {id: u.id})
 WITH user, u
 UNWIND u.items AS item_id
 MATCH (it:Item {id: item_id})
-CREATE (user)-[:INTERACTED {purchases: 1, last_at: datetime() - duration({days: u.age})}]->(it)
+CREATE (user)-[:INTERACTED {user_id: u.id, purchases: 1, bought_or_liked: true,
+                            last_at: datetime() - duration({days: u.age})}]->(it)
 """
 
 

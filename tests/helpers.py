@@ -13,7 +13,7 @@ from graph.db import Graph, wipe
 from graph.ingest.files import ingest_file
 from graph.ingest.tally import Tally
 from graph.ingest.writer import Assigner, EventWriter
-from graph.migrate import migrate
+from graph.migrate import migrate, split_statements
 from graph.privacy import Pseudonymizer
 from graph.settings import Settings
 from personas.demo import DemoPopulation
@@ -51,6 +51,15 @@ def db_hits(graph: Graph, query: LiteralString, **params: Any) -> tuple[int, lis
         summary = result.consume()
     assert summary.profile is not None
     return total(summary.profile), rows
+
+
+def mark_interacted(graph: Graph) -> None:
+    """Give ``INTERACTED`` written by hand in a test what every writer of them keeps (their
+    owner's id and ``bought_or_liked``): migration 0016's backfill, the one statement of it
+    that writes data."""
+    folder = Settings.model_fields["migrations_dir"].default
+    backfill = split_statements(next(folder.glob("0016_*.cypher")).read_text())[-1]
+    graph.auto_commit(backfill)  # type: ignore[arg-type]
 
 
 def empty_graph(driver: Driver, settings: Settings) -> Graph:

@@ -16,7 +16,10 @@ from __future__ import annotations
 # are read from an index (migrations/0015), not summed over every purchase. A batch adds to them
 # here, under the item's write lock taken before they are read (two writers never lose an
 # update); what moves or removes purchases otherwise (merges, unmerges, erasure) recounts the
-# items concerned (REFRESH_ITEM_COUNTERS).
+# items concerned (REFRESH_ITEM_COUNTERS). Each aggregate carries its user's id (`user_id`) and
+# `bought_or_liked` (bought, or rated 4-5, and not rated 2 or lower: a similar user's evidence
+# in graph/recommend/queries.py), kept here and by RECOMPUTE_INTERACTED, indexed with the
+# user's id (migrations/0016): a user's marked items are read without touching the others.
 UPDATE_INTERACTED = """
 CYPHER replan=skip
 UNWIND $rows AS row
@@ -24,9 +27,11 @@ WITH row, datetime({epochMillis: row.first_at}) AS first_at,
      datetime({epochMillis: row.last_at}) AS last_at
 MATCH (u:User {id: row.user_id}), (it:Item {id: row.item_id})
 MERGE (u)-[r:INTERACTED]->(it)
-ON CREATE SET r.views = 0, r.carts = 0, r.purchases = 0, r.spend = 0.0, r.first_at = first_at,
-              r.last_at = last_at
-WITH row, first_at, last_at, it, r, r.purchases AS before
+ON CREATE SET r.user_id = row.user_id, r.views = 0, r.carts = 0, r.purchases = 0,
+              r.spend = 0.0, r.first_at = first_at, r.last_at = last_at
+WITH row, first_at, last_at, it, r, r.purchases AS before,
+     CASE WHEN row.rated_at IS NOT NULL THEN datetime({epochMillis: row.rated_at}) END
+       AS rated_at
 CALL (row, it, before) {
   WITH row, it, before WHERE row.purchases > 0
   SET it.counter_lock = true
@@ -35,16 +40,18 @@ CALL (row, it, before) {
   SET it.buyers = coalesce(it.buyers, 0) + CASE WHEN before > 0 THEN 0 ELSE 1 END,
       it.units = coalesce(it.units, 0) + row.purchases
 }
+WITH row, first_at, last_at, r, rated_at,
+     rated_at IS NOT NULL AND (r.rated_at IS NULL OR rated_at >= r.rated_at) AS rates
 SET r.views = r.views + row.views,
     r.carts = r.carts + row.carts,
     r.purchases = r.purchases + row.purchases,
     r.spend = r.spend + row.spend,
     r.first_at = CASE WHEN first_at < r.first_at THEN first_at ELSE r.first_at END,
     r.last_at = CASE WHEN last_at > r.last_at THEN last_at ELSE r.last_at END
-WITH r, row WHERE row.rated_at IS NOT NULL
-WITH r, row, datetime({epochMillis: row.rated_at}) AS rated_at
-WHERE r.rated_at IS NULL OR rated_at >= r.rated_at
-SET r.rating = row.rating, r.rated_at = rated_at
+FOREACH (_ IN CASE WHEN rates THEN [1] ELSE [] END |
+  SET r.rating = row.rating, r.rated_at = rated_at)
+SET r.bought_or_liked = (r.purchases > 0 OR coalesce(r.rating, 0) >= 4)
+                        AND coalesce(r.rating, 3) > 2
 """
 
 # Inferred interest decays exponentially ($decay_per_ms: rules.DECAY_PER_MS): a score is
@@ -247,11 +254,14 @@ WITH u, item_id, sum(views) AS views, sum(carts) AS carts, sum(purchases) AS pur
      reduce(acc = [], rs IN collect(ratings) | acc + rs) AS ratings
 MATCH (it:Item {id: item_id})
 MERGE (u)-[r:INTERACTED]->(it)
-WITH r, views, carts, purchases, spend, first_at, last_at,
+WITH u, r, views, carts, purchases, spend, first_at, last_at,
      reduce(latest = null, f IN ratings |
             CASE WHEN latest IS NULL OR f.at >= latest.at THEN f ELSE latest END) AS rated
-SET r.views = views, r.carts = carts, r.purchases = purchases, r.spend = spend,
-    r.first_at = first_at, r.last_at = last_at, r.rating = rated.rating, r.rated_at = rated.at
+SET r.user_id = u.id, r.views = views, r.carts = carts, r.purchases = purchases,
+    r.spend = spend, r.first_at = first_at, r.last_at = last_at, r.rating = rated.rating,
+    r.rated_at = rated.at,
+    r.bought_or_liked = (purchases > 0 OR coalesce(rated.rating, 0) >= 4)
+                        AND coalesce(rated.rating, 3) > 2
 """
 
 DELETE_STALE_INFERRED_PREFERENCES = """

@@ -507,8 +507,8 @@ def _locations(staged: Sequence[StagedFile], keys: pl.DataFrame,
 
 
 def _interacted(with_item: pl.DataFrame, tables: dict[str, pl.DataFrame]) -> None:
-    """``INTERACTED`` per user and item (``UPDATE_INTERACTED``): the latest rating stands; and
-    the items' buyer and unit counters."""
+    """``INTERACTED`` per user and item (``UPDATE_INTERACTED``): the latest rating stands, with
+    its user's id and whether it was bought or liked; and the items' buyer and unit counters."""
     kind = pl.col("type")
     purchase = kind == EventType.PURCHASE.value
     rated = (kind == EventType.FEEDBACK.value) & pl.col("rating").is_not_null()
@@ -525,7 +525,10 @@ def _interacted(with_item: pl.DataFrame, tables: dict[str, pl.DataFrame]) -> Non
         pl.col("views").alias("views:long"), pl.col("carts").alias("carts:long"),
         pl.col("purchases").alias("purchases:long"), pl.col("spend").alias("spend:double"),
         _ms("first_at").alias("first_at:datetime"), _ms("last_at").alias("last_at:datetime"),
-        pl.col("rating").alias("rating:long"), _ms("rated_at").alias("rated_at:datetime"))
+        pl.col("rating").alias("rating:long"), _ms("rated_at").alias("rated_at:datetime"),
+        pl.col("user_id"),
+        (((pl.col("purchases") > 0) | (pl.col("rating").fill_null(0) >= 4))
+         & (pl.col("rating").fill_null(3) > 2)).alias("bought_or_liked:boolean"))
     # Each item's buyers and units (UPDATE_INTERACTED's counters): none before a purchase.
     counters = agg.filter(pl.col("purchases") > 0).group_by("item_id").agg(
         pl.len().cast(pl.Int64).alias("buyers:long"),

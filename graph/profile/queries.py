@@ -123,11 +123,21 @@ LIMIT $limit
 # Users who interacted with the same items, by Jaccard overlap of their item sets. Bounded
 # whatever the graph: the user's $recent_items latest items, and only items with at most
 # $max_item_users users (graph/recommend/limits.py: an item everyone bought says nothing about
-# whose taste is alike, and expanding its users is what costs).
+# whose taste is alike, and expanding its users is what costs). The latest items are an
+# ordered seek of the index on the aggregates' owner id and last time (migrations/0016), read
+# newest first until $recent_items pass: not a walk of every item the user ever touched, and
+# the same for a user whose interactions retention pruned (their aggregates stay). The order
+# names both of the index's properties (the owner's is one value): with the time alone, the
+# planner sorts every aggregate of the user instead.
 SIMILAR_USERS = """
-MATCH (u:User {id: $id})-[r:INTERACTED]->(it:Item)
-WHERE COUNT { (it)<-[:INTERACTED]-() } <= $max_item_users
-WITH u, it ORDER BY r.last_at DESC LIMIT $recent_items
+MATCH (u:User {id: $id})
+CALL (u) {
+  MATCH ()-[r:INTERACTED]->(it:Item)
+  USING INDEX SEEK r:INTERACTED(user_id, last_at)
+  WHERE r.user_id = u.id AND r.last_at IS NOT NULL
+    AND COUNT { (it)<-[:INTERACTED]-() } <= $max_item_users
+  RETURN it ORDER BY r.user_id DESC, r.last_at DESC LIMIT $recent_items
+}
 MATCH (it)<-[:INTERACTED]-(other:User)
 WHERE other <> u
 WITH u, other, count(it) AS shared

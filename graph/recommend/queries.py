@@ -25,8 +25,13 @@ USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 #       interacted with is no evidence (a degree read, so an item every user bought is never
 #       expanded). Each similar user adds their
 #       $limits.peer_items most recent purchases or liked items (sorted by recency only when
-#       they have more interactions than that: for the others the order would choose nothing,
-#       and reading every interaction's times cost a fifth of the chatbot query's db hits);
+#       they have more than that: for the others the order would choose nothing, and reading
+#       every interaction's times cost a fifth of the chatbot query's db hits). Bought or liked
+#       is the aggregate's mark (`bought_or_liked`: bought, or rated 4-5, and not rated 2 or
+#       lower; kept by every writer of INTERACTED, see graph/aggregates/queries.py), and a
+#       similar user's marked aggregates are a seek of the index on their owner's id and the
+#       mark (migrations/0016): their other interactions are not touched (filtering them by
+#       their properties cost over half of the chatbot query's db hits);
 #   (c) the items of the user's $limits.top_categories strongest categories (weight >=
 #       $weights.preference_min), each category's $limits.category_items most interacted-with
 #       items (among at most $limits.category_scan of them);
@@ -66,9 +71,8 @@ USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 # of either costs nothing.
 # Every property read is a db hit, and one an edge lacks (most interactions have no rating)
 # walks its whole property chain, so each is read once where it belongs: a similar user's
-# degree once per similar user; an interaction's rating once (after its purchases, which
-# decide which test of the rating applies: the same rule as "(purchases > 0 OR rating >= 4)
-# AND coalesce(rating, 3) > 2"); a seed's id, name and how once per seed, before its
+# id once per similar user; an interaction's mark rather than its purchases and rating; a
+# seed's id, name and how once per seed, before its
 # neighbours are unwound; a run edge's score or overlap only when its run_id is the run's
 # (tested in a CASE, which the planner cannot turn into a seek of the run index). Labels that
 # the writers guarantee are not checked again per row (SIMILAR_TO joins users, SIMILAR_ITEM
@@ -106,8 +110,7 @@ CALL (u, run_id) {
     WITH u, shared ORDER BY coalesce(mine.last_at, mine.rated_at) DESC, shared.id
     LIMIT $limits.recent_items
     MATCH (shared)<-[theirs:INTERACTED]-(peer)
-    WHERE (theirs.purchases > 0 OR theirs.rating >= 4) AND coalesce(theirs.rating, 3) > 2
-      AND peer <> u
+    WHERE theirs.bought_or_liked AND peer <> u
     WITH peer, count(*) AS overlap
     ORDER BY overlap DESC, peer.id LIMIT $limits.peers
     RETURN peer, overlap
@@ -115,17 +118,21 @@ CALL (u, run_id) {
   WITH collect({peer: peer, overlap: overlap}) AS peers, toFloat(sum(overlap)) AS total
   UNWIND peers AS p
   WITH p.peer AS peer, p.overlap AS overlap, total
-  WITH peer, overlap, total, COUNT { (peer)-[:INTERACTED]->() } AS degree
-  CALL (peer, degree) {
-    WITH peer WHERE degree <= $limits.peer_items
-    MATCH (peer)-[r:INTERACTED]->(it)
-    WHERE CASE WHEN r.purchases > 0 THEN coalesce(r.rating, 3) > 2 ELSE r.rating >= 4 END
-    RETURN it
+  CALL (peer) {
+    MATCH ()-[r:INTERACTED]->(it)
+    USING INDEX SEEK r:INTERACTED(user_id, bought_or_liked)
+    WHERE r.user_id = peer.id AND r.bought_or_liked = true
+    RETURN collect({r: r, it: it}) AS marked
+  }
+  CALL (marked) {
+    UNWIND marked AS m
+    WITH m WHERE size(marked) <= $limits.peer_items
+    RETURN m.it AS it
     UNION ALL
-    WITH peer WHERE degree > $limits.peer_items
-    MATCH (peer)-[r:INTERACTED]->(it)
-    WHERE CASE WHEN r.purchases > 0 THEN coalesce(r.rating, 3) > 2 ELSE r.rating >= 4 END
-    WITH it ORDER BY coalesce(r.last_at, r.rated_at) DESC, it.id LIMIT $limits.peer_items
+    WITH marked WHERE size(marked) > $limits.peer_items
+    UNWIND marked AS m
+    WITH m.it AS it, m.r AS r
+    ORDER BY coalesce(r.last_at, r.rated_at) DESC, it.id LIMIT $limits.peer_items
     RETURN it
   }
   WITH it, total, count(*) AS n, sum(overlap) AS weight

@@ -631,11 +631,14 @@ def test_chat_context_as_of_replays_what_was_recorded_then(client: TestClient,
         "BAD_USER_INPUT"
 
 
-CHATBOT_DB_HITS_BUDGET = 4100
+CHATBOT_DB_HITS_BUDGET = 3200
 """Neo4j's db hits for the chatbot query (``CHATBOT``: persona, preferences, situation and
 recommendations), on average over this module's demo users: about a tenth above what it cost
-on 2026-12-07 at 06:20 (3,732, with each property read once; 4,930 before that, 5,690 before
-the similar users' items were sorted only past their cap). Recommendation changes that doubled
+on 2026-12-07 at 11:45 (2,501, or 2,924 when the planner scans the weather's time index, which
+depends on the time the demo is built; 3,599 the same day with similar users' aggregates
+filtered by their properties rather than sought by their mark, 3,732 at 06:20, 4,930 before
+each property was read once, 5,690 before the similar users' items were sorted only past
+their cap). Recommendation changes that doubled
 it on the bench's data cost `make bench-api` its p99 at 100 requests/s on two cores, unseen
 (docs/performance.md); raise it only with figures there. Property reads made by a map
 projection (``r {.a, .b}``) are not counted as db hits: meet the budget with fewer reads, not

@@ -17,6 +17,7 @@ from graph.db import Graph, create_driver, wipe
 from graph.settings import Settings
 from personas.demo import DemoPopulation
 from tests.helpers import PERSONAS
+from tests.integration.test_interacted_marks import MARKS, MARKS_OFF
 
 pytestmark = pytest.mark.integration
 
@@ -170,6 +171,9 @@ def test_bulk_import_builds_the_transactional_graph(graph: Graph, settings: Sett
     assert len(transactional[0]) > 1_000 and len(transactional[1]) > 2_000
     assert differences(transactional[0], bulk[0]) == []
     assert differences(transactional[1], bulk[1]) == []
+    # Both kept the marks of INTERACTED (migration 0016) as the rule gives them.
+    assert graph.rows(MARKS_OFF) == []
+    assert {r["mark"] for r in graph.rows(MARKS)} == {True, False}
 
     # The transactional path carries on: a user of the history comes back, a new one arrives.
     more = tmp_path / "more.jsonl"

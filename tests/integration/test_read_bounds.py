@@ -20,6 +20,7 @@ from graph.aggregates.queries import REFRESH_ITEM_COUNTERS
 from graph.db import Graph
 from graph.profile import queries as q
 from graph.profile.users import AS_OF_HORIZON_MS, EVER, INTEREST, NEVER
+from graph.recommend.limits import MAX_ITEM_USERS
 from graph.recommend.queries import POPULAR
 from tests.helpers import db_hits
 
@@ -71,6 +72,26 @@ MATCH (u:User {id: name})
 UNWIND range(0, n) AS k
 CREATE (u)-[:HAD_SESSION {user_id: name, started_at: $now - duration({hours: k})}]->
        (:Session {id: name + '-' + k, started_at: $now - duration({hours: k}), ended_at: $now})
+"""
+
+# A shopper beside each user, with aggregates (what the event writer keeps, with their owner's
+# id, migrations/0016): SMALL or BIG items, the newest an hour ago, each shared with a user of
+# its own.
+AGGREGATES = """
+UNWIND [['small', $small], ['big', $big]] AS h
+CREATE (u:User {id: h[0] + '-shopper'})
+WITH u, h
+CALL (u, h) {
+  UNWIND range(1, h[1]) AS k
+  CREATE (m:User {id: h[0] + '-peer-' + k})
+  CREATE (it:Item {id: h[0] + '-item-' + k})
+  CREATE (u)-[:INTERACTED {user_id: u.id, views: 1, carts: 0, purchases: k % 2, spend: 0.0,
+                           first_at: $now - duration({hours: k}),
+                           last_at: $now - duration({hours: k}),
+                           bought_or_liked: k % 2 = 1}]->(it)
+  CREATE (m)-[:INTERACTED {user_id: m.id, views: 1, carts: 0, purchases: 1, spend: 0.0,
+                           first_at: $now, last_at: $now, bought_or_liked: true}]->(it)
+}
 """
 
 PREFERENCES = [{"category": "books", "source": "inferred", "until": NOW},
@@ -132,6 +153,8 @@ BOUNDED: dict[str, tuple[LiteralString, Any]] = {
         "segment_id": "seg-" + n, "first": 5, "sample": CAP}),
     "LIVE_PERSONA_TOP_ITEMS": (q.LIVE_PERSONA_TOP_ITEMS, lambda n: {
         "segment_id": "seg-" + n, "first": 5, "sample": CAP}),
+    "SIMILAR_USERS": (q.SIMILAR_USERS, lambda n: {
+        "id": n + "-shopper", "first": 5, "recent_items": 10, "max_item_users": MAX_ITEM_USERS}),
 }
 
 # Each item of `$items` bought by `$buyers` new users (plus its position in `$items`: so many
@@ -154,7 +177,6 @@ NOT_PER_ENTITY = {
 
 # Reads that still grow with something of the entity's, and why (docs/performance.md).
 UNBOUNDED = {
-    "SIMILAR_USERS": "expands every item the user interacted with before its top-N",
     "PERSONA_OF_USER": "sorts the user's memberships of every run (grows with runs)",
     "PERSONA_HISTORY": "sorts the user's persona periods (grows with runs)",
     "USER_PERSONA_AS_OF": "sorts the user's persona periods (grows with runs)",
@@ -188,6 +210,7 @@ def buy(graph: Graph, items: list[str], buyers: int) -> None:
 
 def test_reads_of_one_entity_do_not_grow_with_its_history(graph: Graph) -> None:
     graph.execute(HISTORY, small=SMALL, big=BIG, now=NOW)
+    graph.execute(AGGREGATES, small=SMALL, big=BIG, now=NOW)
     buy(graph, ["item-small"], SMALL)
     buy(graph, ["item-big"], BIG)
     grew: dict[str, tuple[int, int]] = {}
@@ -210,3 +233,48 @@ def test_best_sellers_do_not_grow_with_the_purchases_in_the_graph(graph: Graph) 
     buy(graph, [f"item-{k:03}" for k in range(10, 100)], 1)
     big = [db_hits(graph, POPULAR, personal=p, **params)[0] for p in (False, True)]
     assert all(b <= s * 1.2 + 20 for s, b in zip(small, big, strict=True)), (small, big)
+
+
+# SIMILAR_USERS as it was before its latest items came from an index seek (2026-12-07): every
+# item of the user, sorted.
+SIMILAR_USERS_BY_EXPANSION = """
+MATCH (u:User {id: $id})-[r:INTERACTED]->(it:Item)
+WHERE COUNT { (it)<-[:INTERACTED]-() } <= $max_item_users
+WITH u, it ORDER BY r.last_at DESC LIMIT $recent_items
+MATCH (it)<-[:INTERACTED]-(other:User)
+WHERE other <> u
+WITH u, other, count(it) AS shared
+WITH other, shared,
+     toFloat(shared) / (COUNT { (u)-[:INTERACTED]->() } + COUNT { (other)-[:INTERACTED]->() }
+                        - shared) AS similarity
+ORDER BY similarity DESC, other.id
+LIMIT $first
+RETURN other.id AS id, shared, similarity
+"""
+
+
+def test_similar_users_are_those_found_by_expanding_every_item(graph: Graph) -> None:
+    """Users whose latest items are one set (no two items last touched at the same time) get
+    the same similar users as from a sort of all their items, an item past the cap of users
+    skipped by both; a user without aggregates gets none."""
+    graph.execute(HISTORY, small=30, big=60, now=NOW)
+    graph.execute(AGGREGATES, small=30, big=60, now=NOW)
+    # Users who share several of the small shopper's items, and a crowded item among its
+    # latest.
+    graph.execute("""
+        UNWIND range(1, 12) AS k
+        MATCH (m:User {id: 'small-peer-' + k}), (it:Item {id: 'small-item-' + (k % 4 + 1)})
+        MERGE (m)-[r:INTERACTED]->(it)
+        SET r.user_id = m.id, r.last_at = $now, r.purchases = 1, r.bought_or_liked = true
+        WITH count(*) AS done
+        MATCH (it:Item {id: 'small-item-2'})
+        UNWIND range(1, 5) AS k
+        CREATE (:User {id: 'crowd-' + k})-[:INTERACTED {user_id: 'crowd-' + k, last_at: $now,
+                                                        purchases: 1}]->(it)""", now=NOW)
+    graph.execute("CREATE (:User {id: 'newcomer'})")
+    for uid in ("small-shopper", "big-shopper", "small-peer-3", "newcomer"):
+        for first, recent, cap in ((5, 10, 1000), (50, 3, 1000), (50, 10, 6)):
+            params = {"id": uid, "first": first, "recent_items": recent, "max_item_users": cap}
+            want = graph.rows(SIMILAR_USERS_BY_EXPANSION, **params)
+            assert graph.rows(q.SIMILAR_USERS, **params) == want, (uid, first, recent, cap)
+            assert want or uid == "newcomer"
