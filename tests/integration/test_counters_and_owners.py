@@ -171,7 +171,7 @@ def test_the_backfill_gives_old_data_what_fresh_writes_give(graph: Graph) -> Non
         event("a1", A, "2026-10-01T10:00:00Z", quantity=2, session="sA"),
         event("a2", A, "2026-10-01T10:05:00Z", "page_view", item="sku-2", session="sA"),
         event("b1", B, "2026-10-03T08:00:00Z", quantity=3, session="sB"),
-        event("b2", B, "2026-10-03T08:01:00Z", "search"),
+        event("b2", B, "2026-10-03T08:01:00Z", "add_to_cart"),
     ])
     graph.execute("""
         CREATE (l:Location {id: 'paris'})
