@@ -36,7 +36,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 from scipy import sparse
 
 from graph.db import Graph
@@ -44,9 +43,7 @@ from graph.errors import InvalidInput
 from graph.recommend import queries as q
 from graph.recommend.baselines import EASE
 from graph.recommend.interactions import (
-    Floats,
     Interactions,
-    Ints,
     newest_first,
     read_interactions,
 )
@@ -56,8 +53,6 @@ from graph.recommend.neighbours import (
     RunEdges,
     blocks,
     deleted_in_batches,
-    row_groups,
-    top_per_row,
     write_run_edges,
 )
 
@@ -105,36 +100,25 @@ def item_neighbours_of(ix: Interactions, top: int = ITEM_NEIGHBOURS,
     rank = ix.item_rank[used]
     if len(ids) <= model_items:
         weights = EASE(l2, max_items=model_items).fit(X).weights_
-        return list(_ease_neighbours(weights, ids, rank, top))
+        return [row for i in range(len(ids))
+                if (row := _best(ids, rank, i, np.arange(len(ids)), weights[i], top))]
     return list(_cosine_neighbours(X, ids, rank, top))
 
 
-def _rows(item: NDArray[Any], other: NDArray[Any], score: NDArray[Any],
-          ids: list[str]) -> Iterator[dict[str, Any]]:
-    """``top_per_row``'s entries as ``{item_id, neighbours: [{item_id, score}]}`` rows."""
-    other_ids, scores = [ids[o] for o in other.tolist()], score.tolist()
-    for lo, hi in row_groups(item):
-        yield {"item_id": ids[item[lo]], "neighbours": [
-            {"item_id": other_ids[j], "score": scores[j]} for j in range(lo, hi)]}
+def _best(ids: list[str], rank: np.ndarray[Any, Any], i: int, others: np.ndarray[Any, Any],
+          scores: np.ndarray[Any, Any], top: int) -> dict[str, Any] | None:
+    """Item ``i``'s row: its ``top`` positive ``scores`` (over ``others``, itself left out),
+    best first, ties by item id; None without one."""
+    keep = (others != i) & (scores > 0)
+    others, scores = others[keep], scores[keep]
+    if not len(others):
+        return None
+    best = np.lexsort((rank[others], -scores))[:top]
+    return {"item_id": ids[i], "neighbours": [
+        {"item_id": ids[others[j]], "score": float(scores[j])} for j in best]}
 
 
-def _ease_neighbours(weights: Floats, ids: list[str], rank: Ints,
-                     top: int) -> Iterator[dict[str, Any]]:
-    """Each item's ``top`` positive EASE weights, a block of rows within ``PAIR_BUDGET``
-    weights at a time. Only the weights at least a row's ``top``-th largest are sorted (all
-    of its ties included, so the order by item id at the cut is exact)."""
-    n = len(ids)
-    step = max(1, PAIR_BUDGET // n)
-    for lo in range(0, n, step):
-        W = weights[lo:lo + step].copy()
-        W[np.arange(len(W)), lo + np.arange(len(W))] = -np.inf  # not its own neighbour
-        kth = (np.partition(W, n - top, axis=1)[:, n - top] if top < n
-               else np.full(len(W), -np.inf))
-        row, col = np.nonzero((kth[:, None] <= W) & (W > 0))
-        yield from _rows(*top_per_row(lo + row, col, W[row, col], rank, top), ids)
-
-
-def _cosine_neighbours(X: sparse.csr_matrix, ids: list[str], rank: Ints,
+def _cosine_neighbours(X: sparse.csr_matrix, ids: list[str], rank: np.ndarray[Any, Any],
                        top: int) -> Iterator[dict[str, Any]]:
     """Item-kNN cosine rows, a block of items at a time within ``PAIR_BUDGET``."""
     norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=0)).ravel())
@@ -146,8 +130,11 @@ def _cosine_neighbours(X: sparse.csr_matrix, ids: list[str], rank: Ints,
     cost = np.asarray(ones.T @ per_user).ravel()
     for lo, hi in blocks(cost, len(ids), PAIR_BUDGET):
         S = (XnT[lo:hi] @ Xn).tocsr()
-        row = lo + np.repeat(np.arange(S.shape[0]), np.diff(S.indptr))
-        yield from _rows(*top_per_row(row, S.indices, np.minimum(S.data, 1.0), rank, top), ids)
+        for row in range(S.shape[0]):
+            a, b = S.indptr[row], S.indptr[row + 1]
+            found = _best(ids, rank, lo + row, S.indices[a:b], np.minimum(S.data[a:b], 1.0), top)
+            if found:
+                yield found
 
 
 def find_item_neighbours(graph: Graph, top: int = ITEM_NEIGHBOURS) -> list[dict[str, Any]]:

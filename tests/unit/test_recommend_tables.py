@@ -31,7 +31,7 @@ from graph.recommend.blend import (
 )
 from graph.recommend.engine import WEIGHTS
 from graph.recommend.interactions import INTERACTION_WEIGHTS, LOW_RATING, Interactions
-from graph.recommend.items import EASE_L2, PAIR_BUDGET, item_neighbours_of
+from graph.recommend.items import EASE_L2, _best, _cosine_neighbours, item_neighbours_of
 from graph.recommend.limits import (
     ITEM_NEIGHBOURS,
     MAX_ITEM_USERS,
@@ -177,40 +177,9 @@ def old_item_neighbours(rows: Iterable[dict[str, Any]], top: int = ITEM_NEIGHBOU
     if len(ids) <= model_items:
         weights = EASE(l2, max_items=model_items).fit(X).weights_
         return [row for i in range(len(ids))
-                if (row := old_best(ids, rank, i, np.arange(len(ids)), weights[i], top))]
-    return list(old_cosine_neighbours(X, ids, rank, top))
+                if (row := _best(ids, rank, i, np.arange(len(ids)), weights[i], top))]
+    return list(_cosine_neighbours(X, ids, rank, top))
 
-
-def old_best(ids: list[str], rank: Any, i: int, others: Any,
-          scores: Any, top: int) -> dict[str, Any] | None:
-    """Item ``i``'s row: its ``top`` positive ``scores`` (over ``others``, itself left out),
-    best first, ties by item id; None without one."""
-    keep = (others != i) & (scores > 0)
-    others, scores = others[keep], scores[keep]
-    if not len(others):
-        return None
-    best = np.lexsort((rank[others], -scores))[:top]
-    return {"item_id": ids[i], "neighbours": [
-        {"item_id": ids[others[j]], "score": float(scores[j])} for j in best]}
-
-
-def old_cosine_neighbours(X: sparse.csr_matrix, ids: list[str], rank: Any,
-                       top: int) -> Iterator[dict[str, Any]]:
-    """Item-kNN cosine rows, a block of items at a time within ``PAIR_BUDGET``."""
-    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=0)).ravel())
-    Xn = (X @ sparse.diags(1.0 / np.where(norms > 0, norms, 1.0))).tocsc()
-    XnT = Xn.T.tocsr()
-    # An upper bound of each item's non-zero similarities: its users' items.
-    per_user = np.diff(X.indptr).astype(np.float64)
-    ones = sparse.csr_matrix((np.ones(X.nnz), X.indices, X.indptr), shape=X.shape)
-    cost = np.asarray(ones.T @ per_user).ravel()
-    for lo, hi in blocks(cost, len(ids), PAIR_BUDGET):
-        S = (XnT[lo:hi] @ Xn).tocsr()
-        for row in range(S.shape[0]):
-            a, b = S.indptr[row], S.indptr[row + 1]
-            found = old_best(ids, rank, lo + row, S.indices[a:b], np.minimum(S.data[a:b], 1.0), top)
-            if found:
-                yield found
 
 
 
