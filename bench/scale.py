@@ -279,7 +279,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--seconds", type=float, default=30.0,
+                        help="Seconds of API load at 100 requests a second; 0 stops after "
+                        "segmentation.")
     parser.add_argument("--warm-seconds", type=float, default=30.0)
     parser.add_argument("--folder", type=Path, default=None,
                         help="Keep the generated events here (default: a temporary folder).")
