@@ -1,6 +1,6 @@
 """The garbage collector of a served process (``api.app.freeze_startup_objects``): the objects
 loaded at start frozen, and requests' reference cycles collected young, not by full collections
-that stop the event loop (docs/performance.md)."""
+that stop the event loop (docs/performance.md); /metrics counts those collections."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ import gc
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client import generate_latest
 
 from api.app import SERVED_YOUNG_GC_THRESHOLD, freeze_startup_objects
+from api.metrics import RequestMetrics
+from bench.api import FULL_GCS
 
 
 @pytest.fixture
@@ -59,3 +62,14 @@ def test_a_collector_switched_off_stays_off(collector: None) -> None:
     gc.set_threshold(0, 10, 10)
     freeze_startup_objects(None)
     assert gc.get_threshold()[0] == 0
+
+
+def test_metrics_count_the_full_collections_the_bench_reads() -> None:
+    registry = RequestMetrics().registry
+    full = {"generation": "2"}
+    before = registry.get_sample_value("python_gc_collections_total", full)
+    assert before is not None
+    gc.collect()
+    assert registry.get_sample_value("python_gc_collections_total", full) == before + 1
+    match = FULL_GCS.search(generate_latest(registry))  # what bench-api reads per rate
+    assert match is not None and float(match.group(1)) == before + 1
