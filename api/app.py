@@ -67,31 +67,15 @@ log = logging.getLogger(__name__)
 PRELOAD_SHUTDOWN_WAIT_S = 5.0
 
 
-SERVED_YOUNG_GC_THRESHOLD = 20_000
-"""Net allocations of container objects between two collections of the youngest generation in
-a served process (Python's default: 700).
-
-Each chatbot request leaves a few hundred objects in reference cycles (graphql-core's execution
-state, the driver's result and session, the request context and its DataLoaders), about 40,000
-per 150 requests. At 700 the youngest generation was collected several times within each
-request, so the cycles of the requests in flight were promoted, and at 100 requests/s a full
-collection walked 30-50 thousand of them every 2-3 s, the event loop stopped meanwhile. At
-20,000 most requests have finished, and their cycles die young (docs/performance.md)."""
-
-
 def freeze_startup_objects(_: object) -> None:
     """Move everything the service has loaded by now (schema, drivers, the segmentation model
-    and the libraries behind it) out of the garbage collector's sight, and collect the youngest
-    generation less often (``SERVED_YOUNG_GC_THRESHOLD``).
+    and the libraries behind it) out of the garbage collector's sight.
 
     Those objects live as long as the process, yet each full collection walked all of them:
     pauses every few seconds at 100 requests/s, during which no request was served, and short
-    ones once they are frozen (docs/performance.md). A collector switched off stays off."""
+    ones once they are frozen (docs/performance.md)."""
     gc.collect()
     gc.freeze()
-    young, middle, old = gc.get_threshold()
-    if young:
-        gc.set_threshold(max(young, SERVED_YOUNG_GC_THRESHOLD), middle, old)
 
 
 INGEST_SOURCES = {"/v1/events": "http", "/v1/webhooks/crm": "crm",
