@@ -3,8 +3,11 @@ and the number of Cypher round trips of each GraphQL operation.
 
 GraphQL requests are also timed by operation (``personas_graphql_operation_seconds``): its type
 and root fields, which validation has checked against the schema, so the series stay bounded.
-The segmentation gauges are read from the graph when Prometheus scrapes (at most every
-``RUN_STATUS_TTL_S``): runs are written by jobs that come and go, the graph keeps them.
+The process's garbage collections are counted by generation (``python_gc_collections_total``):
+a full collection stops the event loop, and at 100 requests/s their rate set the p99
+(docs/performance.md). The segmentation gauges are read from the graph when Prometheus scrapes
+(at most every ``RUN_STATUS_TTL_S``): runs are written by jobs that come and go, the graph
+keeps them.
 
 `/metrics` holds no personal data, but it tells an attacker what the service does and how busy
 it is, so it is not public: it needs PERSONAS_METRICS_TOKEN as a bearer token, or, with no
@@ -33,6 +36,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
     generate_latest,
 )
@@ -76,6 +80,7 @@ def operation_label(context: ExecutionContext) -> str:
 class RequestMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        GCCollector(registry=self.registry)
         self.requests = Counter("personas_http_requests", "HTTP requests by route and status",
                                 ["method", "route", "status"], registry=self.registry)
         self.latency = Histogram("personas_http_request_seconds", "HTTP request latency",

@@ -14,10 +14,12 @@ query runs at the milestone rate, half of the requests with ``after:`` the token
 write, half without, so that both halves meet the same load. Ends with one line
 ``RESULT p50_ms=… p99_ms=… rps=… cypher_p99_ms=… max_rps_p99_under_100ms=… after_p99_ms=…
 plain_p99_ms=… after_added_p99_ms=… after_pending=… api_cpu_ms=… neo4j_cpu_ms=…
-cypher_neo4j_cpu_ms=… load=… ryw_writes=… ryw_api_cpu_ms=… ryw_neo4j_cpu_ms=… ryw_load=…``,
+api_full_gc_per_1k=… cypher_neo4j_cpu_ms=… load=… ryw_writes=… ryw_api_cpu_ms=…
+ryw_neo4j_cpu_ms=… ryw_load=…``,
 where p50/p99 and rps are those of the milestone rate (100 requests/s). Each rate, and the
-read-your-writes phase, also reports the CPU the API process and Neo4j spent per request, and
-the machine's load average: latency depends on what else shares the cores, the work per
+read-your-writes phase, also reports the CPU the API process and Neo4j spent per request (a
+rate, also the API's full garbage collections per 1,000 requests, from its /metrics), and the
+machine's load average: latency depends on what else shares the cores, the work per
 request does not. ``--only-ryw`` runs the read-your-writes phase alone after the warm-up (its
 ``RESULT`` line then holds the ``after_*``, ``plain_p99_ms`` and ``ryw_*`` keys only), and
 ``--personas`` serves another checkout's code, to compare two versions on the same data.
@@ -29,6 +31,7 @@ import argparse
 import asyncio
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -90,6 +93,17 @@ def cpu_seconds(pid: int | None) -> float:
         return 0.0
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+FULL_GCS = re.compile(rb'^python_gc_collections_total\{generation="2"\} (\S+)$', re.MULTILINE)
+
+
+def full_collections(base: str) -> float:
+    """The served API's full garbage collections so far (its /metrics, which answers clients on
+    this host). Each stops its event loop; per 1,000 requests, they say what made the tail at 100
+    requests/s whatever else shares the cores (docs/performance.md)."""
+    match = FULL_GCS.search(httpx.get(f"{base}/metrics", timeout=10).content)
+    return float(match.group(1)) if match else float("nan")
 
 
 def personas_cli(env: dict[str, str], *args: str) -> str:
@@ -284,17 +298,21 @@ async def measure(base: str, key: str, users: list[str], rates: list[int], secon
         call = graphql_call(client)
         for rate in rates:
             api_cpu, neo4j_cpu = cpu_seconds(api_pid), cpu_seconds(neo4j_pid)
+            full_gcs = await asyncio.to_thread(full_collections, base)
             lat, errors, achieved = await open_loop(rate, seconds, users, call)
             n = int(rate * seconds)
+            full_gcs = await asyncio.to_thread(full_collections, base) - full_gcs
             results[rate] = {"p50": percentile(lat, 50), "p99": percentile(lat, 99),
                              "rps": achieved, "errors": errors,
                              "api_cpu": (cpu_seconds(api_pid) - api_cpu) * 1000 / n,
                              "neo4j_cpu": (cpu_seconds(neo4j_pid) - neo4j_cpu) * 1000 / n,
+                             "full_gcs": full_gcs * 1000 / n,
                              "load": os.getloadavg()[0]}
             console.print(f"graphql {rate:>4} req/s: p50 {results[rate]['p50']:.1f} ms, "
                           f"p99 {results[rate]['p99']:.1f} ms, {errors} errors; CPU per "
                           f"request: API {results[rate]['api_cpu']:.1f} ms, Neo4j "
-                          f"{results[rate]['neo4j_cpu']:.1f} ms; load "
+                          f"{results[rate]['neo4j_cpu']:.1f} ms; API full collections per "
+                          f"1,000 requests {results[rate]['full_gcs']:.1f}; load "
                           f"{results[rate]['load']:.1f}")
             if results[rate]["p99"] > 1000 and rate >= MILESTONE_RPS:
                 break  # far past saturation: higher rates only queue longer
@@ -391,12 +409,12 @@ def main() -> None:
 
     table = Table(title=f"chatbot query, {args.users} users, {args.seconds:.0f} s per rate")
     for col in ("target req/s", "achieved", "p50 ms", "p99 ms", "errors", "API CPU ms/req",
-                "Neo4j CPU ms/req", "load"):
+                "Neo4j CPU ms/req", "API full GCs/1k req", "load"):
         table.add_column(col, justify="right")
     for rate, r in results.items():
         table.add_row(str(rate), f"{r['rps']:.0f}", f"{r['p50']:.1f}", f"{r['p99']:.1f}",
                       str(int(r["errors"])), f"{r['api_cpu']:.1f}", f"{r['neo4j_cpu']:.1f}",
-                      f"{r['load']:.1f}")
+                      f"{r['full_gcs']:.1f}", f"{r['load']:.1f}")
     console.print(table)
     milestone = results[MILESTONE_RPS]
     under = [rate for rate, r in results.items() if r["p99"] < 100 and not r["errors"]]
@@ -410,6 +428,7 @@ def main() -> None:
           f"max_rps_p99_under_100ms={max(under) if under else 0} "
           f"{ryw_result} api_cpu_ms={milestone['api_cpu']:.1f} "
           f"neo4j_cpu_ms={milestone['neo4j_cpu']:.1f} "
+          f"api_full_gc_per_1k={milestone['full_gcs']:.1f} "
           f"cypher_neo4j_cpu_ms={cypher['neo4j_cpu']:.1f} "
           f"load={milestone['load']:.1f} {ryw_cpu}")
 

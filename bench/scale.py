@@ -154,19 +154,26 @@ def segment_phases() -> None:
     from personas.cli.common import migrated_graph
 
     cfg = Settings()
-    marks: list[tuple[str, float]] = [("start", time.perf_counter())]
+    server_pid = neo4j_server.status(cfg).pid
+    # Per message: wall, this process's CPU and the Neo4j server's (from /proc), so that the
+    # phases compare on a shared machine.
+    marks: list[tuple[str, float, float, float]] = [
+        ("start", time.perf_counter(), time.process_time(), process_cpu(server_pid))]
 
     def note(message: str) -> None:
-        marks.append((message, time.perf_counter()))
+        marks.append((message, time.perf_counter(), time.process_time(), process_cpu(server_pid)))
         print(f"  {message}", file=sys.stderr, flush=True)
 
     with migrated_graph(cfg) as graph:
         result = run_segmentation(graph, runs_dir=cfg.resolved_runs_dir,
                                   features=cfg.segment_features, on_progress=note)
-    marks.append(("end", time.perf_counter()))
+    marks.append(("end", time.perf_counter(), time.process_time(), process_cpu(server_pid)))
 
-    def at(prefix: str) -> float:
-        return next(t for m, t in marks if m.startswith(prefix))
+    def at(prefix: str, column: int = 1) -> float:
+        return next(float(mark[column]) for mark in marks if mark[0].startswith(prefix))
+
+    def cpu(start: str, stop: str) -> list[float]:
+        return [round(at(stop, c) - at(start, c), 1) for c in (2, 3)]
 
     print(json.dumps({
         "features_s": at("clustering") - at("reading features"),
@@ -177,8 +184,26 @@ def segment_phases() -> None:
         "segments": result.n_segments, "users": result.n_users,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         # Every progress message with the seconds until the next one: where the time goes.
-        "phases": [[m, round(t1 - t0, 1)] for (m, t0), (_, t1) in pairwise(marks)],
+        "phases": [[a[0], round(b[1] - a[1], 1)] for a, b in pairwise(marks)],
+        # The same with [own CPU s, Neo4j CPU s] (Neo4j's 0 when it is not a local server).
+        "cpu_phases": [[a[0], round(b[2] - a[2], 1), round(b[3] - a[3], 1)]
+                       for a, b in pairwise(marks)],
+        "cpu": {"features": cpu("reading features", "clustering"),
+                "cluster": cpu("clustering", "finding similar"),
+                "similar": cpu("finding similar", "writing run"),
+                "write": cpu("writing run", "end"), "total": cpu("start", "end")},
     }))
+
+
+def process_cpu(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` so far (0 without one), from /proc."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def env_for(settings: Settings) -> dict[str, str]:
@@ -254,7 +279,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--seconds", type=float, default=30.0,
+                        help="Seconds of API load at 100 requests a second; 0 stops after "
+                        "segmentation.")
     parser.add_argument("--warm-seconds", type=float, default=30.0)
     parser.add_argument("--folder", type=Path, default=None,
                         help="Keep the generated events here (default: a temporary folder).")
@@ -279,6 +306,15 @@ def main() -> None:
                                show_progress=True)
     seg: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     print(f"segmentation: {json.dumps(seg)}", flush=True)
+    if args.seconds <= 0:  # segmentation only
+        print(f"RESULT import_events_per_s={import_rate:.0f} "
+              f"features_s={seg['features_s']:.1f} cluster_s={seg['cluster_s']:.1f} "
+              f"similar_s={seg['similar_s']:.1f} write_s={seg['write_s']:.1f} "
+              f"segment_total_s={seg['segment_total_s']:.1f} "
+              f"peak_rss_mb={seg['peak_rss_mb']:.0f} cpu={json.dumps(seg['cpu'])}")
+        if started:
+            neo4j_server.stop(settings)
+        return
     api = serve_and_measure(env, settings, args.seconds, args.warm_seconds)
     print(f"API at {MILESTONE_RPS} req/s: p50 {api['p50']:.1f} ms, p99 {api['p99']:.1f} ms, "
           f"{api['rps']:.0f} req/s achieved, {int(api['errors'])} errors", flush=True)

@@ -36,12 +36,23 @@ USER_BY_IDENTIFIER = _USER_BY_IDENTIFIER + _USER_FIELDS
 _SEGMENT_FIELDS = ("s {.id, .label, .description, .why, .size, .level, .run_id, .median_distance, "
                    ".stability}")
 
+# A user `u`'s newest segment membership (`m`, to its segment `s`): an ordered seek of the
+# index on the memberships' (user_id, assigned_at) (migrations/0017), one entry whatever the
+# number of runs the user was in (a pending run's membership, newer, is passed over). The
+# order names `m.user_id` (one value) for the planner to see the index's order.
+_LATEST_MEMBERSHIP = """
+CALL (u) {
+  MATCH (owner)-[m:IN_SEGMENT]->(s:Segment)
+  USING INDEX SEEK m:IN_SEGMENT(user_id, assigned_at)
+  WHERE m.user_id = u.id AND owner = u AND m.assigned_at IS NOT NULL
+  WITH m, s ORDER BY m.user_id DESC, m.assigned_at DESC LIMIT 1
+  RETURN m, s
+}
+"""
+
 # The persona of a user `u`: the leaf segment of the latest run that includes them. The
 # `*_OF_USER` bodies serve both the batched queries below and USER_PROFILE.
-PERSONA_OF_USER = """
-MATCH (u)-[m:IN_SEGMENT]->(s:Segment)
-WITH m, s ORDER BY m.assigned_at DESC LIMIT 1
-MATCH (s)-[:EMBODIES]->(p:Persona)
+PERSONA_OF_USER = _LATEST_MEMBERSHIP + """MATCH (s)-[:EMBODIES]->(p:Persona)
 RETURN p {.id, .name, .description} AS persona, """ + _SEGMENT_FIELDS + """ AS segment,
        m.distance AS distance
 """
@@ -54,22 +65,55 @@ CALL (u) {""" + PERSONA_OF_USER + """}
 RETURN id, persona, segment, distance
 """
 
-# The persona the user had at $as_of (persona history), with the segment of that run.
+# A user's persona periods are read from the index on their (user_id, valid_from)
+# (migrations/0017), newest first: `_periods_of_user` returns (`h`, `p`) the $limit newest
+# periods of the user `u` whose start passes `start` and that pass `where`, from an ordered
+# seek (the history writer keeps one period open, the newest, and closes it when the next one
+# opens), ties on the start broken by persona id when `ties` (a page's order). A single period
+# does without: with the tie-break, or with a condition the planner splits into a union of
+# seeks (an OR on `h.valid_to`), this planner reads the seek unordered and sorts all of it.
+def _periods_of_user(start: str, where: str, limit: str, ties: bool = False) -> str:
+    tie = ", p.id DESC" if ties else ""
+    return f"""CALL (u) {{
+  MATCH (owner)-[h:HAD_PERSONA]->(p:Persona)
+  USING INDEX SEEK h:HAD_PERSONA(user_id, valid_from)
+  WHERE h.user_id = u.id AND owner = u AND {start}
+    AND ({where})
+  WITH h, p ORDER BY h.user_id DESC, h.valid_from DESC{tie} LIMIT {limit}
+  RETURN h, p
+}}
+"""
+
+
+_NEVER = "datetime('9999-12-31T23:59:59Z')"
+"""The end of an open period."""
+
+
+# The persona the user had at $as_of (persona history), with the segment of that run: the
+# newest period started by then, if not closed by then, and the user's membership of the
+# period's run, found from the period's start on (the run's memberships are written after the
+# time its history takes as its start; the hour allows for a clock between the two) in the
+# membership index of PERSONA_OF_USER.
 USER_PERSONA_AS_OF = """
-MATCH (u:User {id: $id})-[h:HAD_PERSONA]->(p:Persona)
-WHERE h.valid_from <= $as_of AND (h.valid_to IS NULL OR h.valid_to > $as_of)
-WITH u, p, h ORDER BY h.valid_from DESC LIMIT 1
-OPTIONAL MATCH (u)-[m:IN_SEGMENT {run_id: h.run_id}]->(s:Segment)
+MATCH (u:User {id: $id})
+""" + _periods_of_user("h.valid_from <= $as_of", f"coalesce(h.valid_to, {_NEVER}) > $as_of",
+                       "1") + """
+CALL (u, h) {
+  OPTIONAL MATCH (owner)-[m:IN_SEGMENT]->(s:Segment)
+  USING INDEX SEEK m:IN_SEGMENT(user_id, assigned_at)
+  WHERE m.user_id = u.id AND owner = u AND m.assigned_at >= h.valid_from - duration('PT1H')
+    AND m.run_id = h.run_id
+  WITH m, s ORDER BY m.user_id, m.assigned_at LIMIT 1
+  RETURN m, s
+}
 RETURN p {.id, .name, .description} AS persona, """ + _SEGMENT_FIELDS + """ AS segment,
        m.distance AS distance, h.run_id AS run_id
 """
 
-# Each user's leaf segment of the latest run, then each parent up to the root.
+# Each user's leaf segment of the latest run that includes them, then each parent up to the root.
 USERS_SEGMENT_PATH = """
 UNWIND $ids AS id
-MATCH (:User {id: id})-[m:IN_SEGMENT]->(leaf:Segment)
-WITH id, leaf ORDER BY m.assigned_at DESC
-WITH id, head(collect(leaf)) AS leaf
+MATCH (u:User {id: id})""" + _LATEST_MEMBERSHIP + """WITH id, s AS leaf
 MATCH path = (leaf)-[:CHILD_OF*0..]->(s:Segment)
 OPTIONAL MATCH (s)-[:EMBODIES]->(p:Persona)
 OPTIONAL MATCH (s)-[:CHILD_OF]->(parent:Segment)
@@ -101,23 +145,25 @@ WITH size(scanned) AS scanned, last(scanned).id AS last_scanned, [u IN scanned W
 UNWIND CASE WHEN passed = [] THEN [null] ELSE passed END AS u
 """ + _USER_FIELDS + ", scanned, last_scanned"
 
-# The user's current persona period (the open history entry).
+# The user's current persona period (the open history entry, the newest).
 CURRENT_PERSONA_PERIOD = """
-MATCH (:User {id: $id})-[h:HAD_PERSONA]->(p:Persona)
-WHERE h.valid_to IS NULL
+MATCH (u:User {id: $id})
+""" + _periods_of_user("h.valid_from IS NOT NULL", "h.valid_to IS NULL", "1") + """
 RETURN p {.id, .name, .description} AS persona, h.valid_from AS valid_from, h.run_id AS run_id
-ORDER BY h.valid_from DESC
-LIMIT 1
 """
 
+# A page of the user's persona periods, newest first, from the cursor's time ($upper: the
+# cursor's, or the end of time on the first page) on: a page reads its own entries (and the
+# ties of its last start), not the history before it.
 PERSONA_HISTORY = """
-MATCH (:User {id: $id})-[h:HAD_PERSONA]->(p:Persona)
-WHERE $after_at IS NULL OR h.valid_from < datetime({epochMillis: $after_at})
-      OR (h.valid_from = datetime({epochMillis: $after_at}) AND p.id < $after_id)
+MATCH (u:User {id: $id})
+""" + _periods_of_user("h.valid_from <= $upper", """$after_at IS NULL
+         OR h.valid_from < datetime({epochMillis: $after_at})
+         OR (h.valid_from = datetime({epochMillis: $after_at}) AND p.id < $after_id)""",
+                       "$limit", ties=True) + """
 RETURN p {.id, .name, .description} AS persona, h.valid_from AS valid_from,
        h.valid_to AS valid_to, h.run_id AS run_id, h.valid_from.epochMillis AS at_ms
 ORDER BY h.valid_from DESC, p.id DESC
-LIMIT $limit
 """
 
 # Users who interacted with the same items, by Jaccard overlap of their item sets. Bounded
@@ -459,8 +505,10 @@ READY = "MATCH (m:Migration) RETURN max(m.version) AS version"
 # page (epoch milliseconds, id), null on the first page; ties on time are broken by id. The
 # interactions of a user (or a session) are an ordered seek of the index on (user_id, at) (or
 # (session_id, at)) between $lower and $upper, the time range the filters and the cursor leave
-# (inclusive, never null: users.py), so a page reads its own rows, not the history before it;
-# a $types filter passes over the interactions of other types in that range.
+# (inclusive, never null: users.py), so a page reads its own rows, not the history before it.
+# With a $types filter (`USER_TYPED_*`, listing each type once) each type is an ordered seek of
+# the index on (user_id, type, at) (migrations/0017) ended by the page's limit, and the page is
+# the first of those rows: at most the page size per type, whatever the other types hold.
 _INTERACTION_FIELDS = """i {.event_id, .type, .at, .item_id, .category, .amount, .query, .text,
          .intent, .rating} AS interaction, i.at.epochMillis AS at_ms"""
 
@@ -468,7 +516,6 @@ USER_INTERACTIONS_NEWEST = """
 MATCH (i:Interaction)
 USING INDEX SEEK i:Interaction(user_id, at)
 WHERE i.user_id = $id AND $lower <= i.at <= $upper
-  AND ($types IS NULL OR i.type IN $types)
   AND ($since IS NULL OR i.at >= $since) AND ($until IS NULL OR i.at < $until)
   AND ($after_at IS NULL OR i.at < datetime({epochMillis: $after_at})
        OR (i.at = datetime({epochMillis: $after_at}) AND i.event_id < $after_id))
@@ -481,7 +528,6 @@ USER_INTERACTIONS_OLDEST = """
 MATCH (i:Interaction)
 USING INDEX SEEK i:Interaction(user_id, at)
 WHERE i.user_id = $id AND $lower <= i.at <= $upper
-  AND ($types IS NULL OR i.type IN $types)
   AND ($since IS NULL OR i.at >= $since) AND ($until IS NULL OR i.at < $until)
   AND ($after_at IS NULL OR i.at > datetime({epochMillis: $after_at})
        OR (i.at = datetime({epochMillis: $after_at}) AND i.event_id > $after_id))
@@ -489,6 +535,30 @@ WITH i ORDER BY i.user_id, i.at, i.event_id LIMIT $limit
 RETURN """ + _INTERACTION_FIELDS + """
 ORDER BY i.at, i.event_id
 """
+
+def _typed(after: str, order: str) -> str:
+    """A page of the user's interactions of $types: each type's rows from its own seek."""
+    return f"""
+UNWIND $types AS type
+CALL (type) {{
+  MATCH (i:Interaction)
+  USING INDEX SEEK i:Interaction(user_id, type, at)
+  WHERE i.user_id = $id AND i.type = type AND $lower <= i.at <= $upper
+    AND ($since IS NULL OR i.at >= $since) AND ($until IS NULL OR i.at < $until)
+    AND ($after_at IS NULL OR i.at {after} datetime({{epochMillis: $after_at}})
+         OR (i.at = datetime({{epochMillis: $after_at}}) AND i.event_id {after} $after_id))
+  WITH i ORDER BY i.user_id {order}, i.type {order}, i.at {order}, i.event_id {order}
+  LIMIT $limit
+  RETURN i
+}}
+WITH i ORDER BY i.at {order}, i.event_id {order} LIMIT $limit
+RETURN {_INTERACTION_FIELDS}
+ORDER BY i.at {order}, i.event_id {order}
+"""
+
+
+USER_TYPED_NEWEST = _typed("<", "DESC")
+USER_TYPED_OLDEST = _typed(">", "ASC")
 
 # A user's sessions: a seek of the index on their links' (user_id, started_at) (the writer keeps
 # the session's start on each link, migrations/0015), newest first from $upper.

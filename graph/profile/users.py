@@ -165,8 +165,9 @@ async def explicit_preference(reader: Reader, user_id: str, category: str) -> Pr
 async def persona_history(reader: Reader, user_id: str, *, after_at: int | None,
                           after_id: str | None, size: int) -> Page[PersonaPeriod]:
     """Personas the user has had, newest first; keys are ``epoch ms|persona id``."""
+    _, high = _time_range(None, None, after_at, True)
     rows = await reader.rows(q.PERSONA_HISTORY, id=user_id, after_at=after_at,
-                             after_id=after_id, limit=size + 1)
+                             after_id=after_id, limit=size + 1, upper=high)
     return page(rows, size, lambda r: f"{r['at_ms']}|{r['persona']['id']}",
                 lambda r: PersonaPeriod(persona=PersonaRecord.from_row(r["persona"]),
                                         valid_from=r["valid_from"].to_native(),
@@ -253,7 +254,11 @@ async def interactions(reader: Reader, user_id: str, *, newest_first: bool,
                        size: int) -> Page[Interaction]:
     """The user's interactions of ``types`` (all: None) within [since, until), in time order;
     keys are ``epoch ms|event id``."""
-    query = q.USER_INTERACTIONS_NEWEST if newest_first else q.USER_INTERACTIONS_OLDEST
+    if types is None:
+        query = q.USER_INTERACTIONS_NEWEST if newest_first else q.USER_INTERACTIONS_OLDEST
+    else:  # each type read from its own seek: a type filter never passes over the others
+        query = q.USER_TYPED_NEWEST if newest_first else q.USER_TYPED_OLDEST
+        types = list(dict.fromkeys(types))
     low, high = _time_range(since, until, after_at, newest_first)
     rows = await reader.rows(query, id=user_id, types=types, since=since, until=until,
                              after_at=after_at, after_id=after_id, limit=size + 1,

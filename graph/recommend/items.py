@@ -48,7 +48,13 @@ from graph.recommend.interactions import (
     read_interactions,
 )
 from graph.recommend.limits import ITEM_NEIGHBOURS, MODEL_ITEMS, USER_ITEMS
-from graph.recommend.neighbours import Progress, blocks, deleted_in_batches, edge_chunks
+from graph.recommend.neighbours import (
+    Progress,
+    RunEdges,
+    blocks,
+    deleted_in_batches,
+    write_run_edges,
+)
 
 PAIR_BUDGET = 5_000_000
 # EASE's L2 regularisation, chosen on the validation split (second-to-last purchase) of the demo
@@ -140,15 +146,12 @@ def write_item_neighbours(graph: Graph, run_id: str, found: Sequence[dict[str, A
                           on_progress: Progress | None = None) -> int:
     """``SIMILAR_ITEM {score, run_id}`` for ``found`` (``find_item_neighbours``), one write
     transaction per chunk of about 10,000 edges; other runs' edges stay until
-    ``drop_item_neighbours_except``; a retried chunk writes no edge twice. Returns the edges
+    ``drop_item_neighbours_except``; a chunk written again (a retried transaction, the same
+    rows again) replaces the run's edges of its items, never doubles them. Returns the edges
     written."""
-    written = done = 0
-    for rows in edge_chunks(found, "neighbours"):
-        written += graph.execute(q.WRITE_ITEM_NEIGHBOURS, run_id=run_id, rows=rows)[0]["edges"]
-        done += len(rows)
-        if on_progress is not None:
-            on_progress(done, len(found))
-    return written
+    return write_run_edges(graph, found, "neighbours", RunEdges(
+        q.RUN_EDGES_OF_FIRST_ITEM, q.DELETE_RUN_ITEM_NEIGHBOURS_OF, q.CREATE_ITEM_NEIGHBOURS),
+        run_id=run_id, on_progress=on_progress)
 
 
 def drop_item_neighbours_except(graph: Graph, run_id: str) -> int:

@@ -21,14 +21,17 @@ and, once the run is published, ``drop_similar_users_except``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, LiteralString
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy import sparse
 
-from graph.db import Graph, Rows
+from graph.db import Graph, Rows, Statement, Work
 from graph.recommend import queries as q
-from graph.recommend.interactions import Interactions, newest_first, read_interactions
+from graph.recommend.interactions import Interactions, Ints, newest_first, read_interactions
 from graph.recommend.limits import MAX_ITEM_USERS, PEERS, RECENT_ITEMS
 
 BLOCK = 1000  # users whose overlaps are computed at once (bounds the memory) ...
@@ -102,17 +105,36 @@ def similar_users_of(ix: Interactions, recent: int = RECENT_ITEMS, peers: int = 
     cost = np.asarray(R @ np.asarray(B.sum(axis=0)).ravel()).ravel()
     for start, stop in blocks(cost, BLOCK, OVERLAP_BUDGET):
         overlap = (R[start:stop] @ BT).tocsr()
-        for row in range(overlap.shape[0]):
-            u = users[start + row]
-            lo, hi = overlap.indptr[row], overlap.indptr[row + 1]
-            others, counts = overlap.indices[lo:hi], overlap.data[lo:hi]
-            keep = others != u
-            others, counts = others[keep], counts[keep]
-            if not len(others):
-                continue
-            best = np.lexsort((rank[others], -counts))[:peers]
-            yield {"user_id": ids[u], "peers": [{"user_id": ids[others[j]],
-                                                 "overlap": int(counts[j])} for j in best]}
+        row = users[start + np.repeat(np.arange(overlap.shape[0]), np.diff(overlap.indptr))]
+        user, other, count = top_per_row(row, overlap.indices, overlap.data, rank, peers)
+        other_ids, counts = [ids[o] for o in other.tolist()], count.astype(np.int64).tolist()
+        for lo, hi in row_groups(user):
+            yield {"user_id": ids[user[lo]], "peers": [
+                {"user_id": other_ids[j], "overlap": counts[j]} for j in range(lo, hi)]}
+
+
+def top_per_row(row: NDArray[Any], col: NDArray[Any], score: NDArray[Any], rank: Ints,
+                top: int) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
+    """Of the entries ``(row, col, score)`` (a row and a column index the same thing: a user
+    and a user, an item and an item), each row's ``top`` of positive ``score`` with ``col``
+    not the row itself, best first, ties by ``rank[col]``; ordered by row. One sort of all
+    the entries instead of one per row."""
+    keep = (col != row) & (score > 0)
+    row, col, score = row[keep], col[keep], score[keep]
+    order = np.lexsort((rank[col], -score, row))
+    row, col, score = row[order], col[order], score[order]
+    starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]]) if len(row) else np.zeros(0, int)
+    place = np.arange(len(row)) - np.repeat(starts, np.diff(np.r_[starts, len(row)]))
+    first = place < top
+    return row[first], col[first], score[first]
+
+
+def row_groups(row: NDArray[Any]) -> Iterator[tuple[int, int]]:
+    """``[start, stop)`` of each run of equal values in ``row`` (sorted)."""
+    if not len(row):
+        return
+    starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]]).tolist()
+    yield from zip(starts, [*starts[1:], len(row)], strict=True)
 
 
 def find_similar_users(graph: Graph) -> list[dict[str, Any]]:
@@ -142,11 +164,44 @@ def write_similar_users(graph: Graph, run_id: str, found: Sequence[dict[str, Any
     """``SIMILAR_TO {overlap, run_id}`` for ``found`` (``find_similar_users``), one write
     transaction per chunk of about ``EDGES_PER_TRANSACTION`` edges (bounded transaction
     memory whatever the population). Other runs' edges stay (``drop_similar_users_except``
-    removes them once this run is published); a retried chunk writes no edge twice.
+    removes them once this run is published); a chunk written again (a retried transaction,
+    the same rows again) replaces the run's edges of its users, never doubles them.
     ``on_progress(users done, users)`` after each chunk. Returns the edges written."""
+    return write_run_edges(graph, found, "peers", RunEdges(
+        q.RUN_EDGES_OF_FIRST_USER, q.DELETE_RUN_SIMILAR_USERS_OF, q.CREATE_SIMILAR_USERS),
+        run_id=run_id, on_progress=on_progress)
+
+
+@dataclass(frozen=True)
+class RunEdges:
+    """The statements that write a run's edges of a chunk of rows (``write_run_edges``)."""
+
+    first: LiteralString
+    """The run's edges of the chunk's first row (returns ``edges``)."""
+    delete: LiteralString
+    """Delete the run's edges of the chunk's rows."""
+    create: LiteralString
+    """Create the chunk's edges (returns ``edges``)."""
+
+
+def write_run_edges(graph: Graph, found: Sequence[dict[str, Any]], key: str,
+                    statements: RunEdges, run_id: str,
+                    on_progress: Progress | None = None) -> int:
+    """Write a run's edges of ``found`` (rows with a list under ``key``) a chunk at a time
+    (``edge_chunks``: a row's edges all in one chunk), each chunk in one transaction that
+    creates them, after deleting the run's edges of the chunk's rows when its first row has
+    some (a retry: the chunk's earlier transaction committed). Returns the edges written."""
+    def work(rows: Rows) -> Work[int]:
+        params = {"run_id": run_id, "rows": rows}
+        done = yield Statement(statements.first, params)
+        if done and done[0]["edges"]:
+            yield Statement(statements.delete, params)
+        created = yield Statement(statements.create, params)
+        return int(created[0]["edges"]) if created else 0
+
     written = done = 0
-    for rows in edge_chunks(found, "peers"):
-        written += graph.execute(q.WRITE_SIMILAR_USERS, run_id=run_id, rows=rows)[0]["edges"]
+    for rows in edge_chunks(found, key):
+        written += graph.write_work(partial(work, rows))
         done += len(rows)
         if on_progress is not None:
             on_progress(done, len(found))

@@ -358,27 +358,35 @@ RETURN u.id AS user_id, it.id AS item_id, coalesce(r.last_at, r.rated_at) AS las
        COUNT { (it)<-[:INTERACTED]-() } AS item_users
 """
 
-# A chunk retried after a commit whose outcome was unknown adds nothing: an edge of the run
-# between the two users is updated, not doubled. Only the run writes its edges, so nothing
-# else races to create one. The run's edges a user already has are read once per user (one
-# expansion of the user's SIMILAR_TO), not once per edge: an Expand(Into) per edge cost the
-# user's whole degree (every earlier run's edges too) fifty times over. The run id is filtered
-# outside the pattern so that the planner never seeks the run_id index (every edge of the run,
-# per user: see the test of migration 0012's indexes). Both ends are found by the id
-# uniqueness constraint's index, one seek each.
-WRITE_SIMILAR_USERS = """
+# A run's SIMILAR_TO are new for that run, so a chunk only creates them. A chunk is written in
+# one transaction, so if its first user already has edges of the run the chunk is a retry (a
+# commit whose outcome was unknown, or the same rows written again): then the run's edges of
+# its users are deleted first, in the same transaction, and the retry replaces what it wrote
+# instead of doubling it. One user's edges are read per chunk (RUN_EDGES_OF_FIRST_USER), not
+# every user's. The run's edges of a user are read from the user (one expansion of its
+# SIMILAR_TO), never by seeking the run_id index (every edge of the run, per user: see the test
+# of migration 0012's indexes): the run id is filtered outside the pattern (a WHERE inside it,
+# even in a pattern comprehension, is planned as that seek). Both ends are found by the id
+# uniqueness constraint's index, one seek each. Only the run writes its edges, so nothing else
+# races to create one.
+RUN_EDGES_OF_FIRST_USER = """
+MATCH (u:User {id: $rows[0].user_id})
+RETURN size([s IN [(u)-[s:SIMILAR_TO]->() | s] WHERE s.run_id = $run_id]) AS edges
+"""
+
+DELETE_RUN_SIMILAR_USERS_OF = """
 UNWIND $rows AS row
 MATCH (u:User {id: row.user_id})
-WITH u, row, [e IN [(u)-[s:SIMILAR_TO]->(x) | [s.run_id, x.id]] WHERE e[0] = $run_id | e[1]]
-     AS done
+UNWIND [s IN [(u)-[s:SIMILAR_TO]->() | s] WHERE s.run_id = $run_id] AS s
+DELETE s
+"""
+
+CREATE_SIMILAR_USERS = """
+UNWIND $rows AS row
+MATCH (u:User {id: row.user_id})
 UNWIND row.peers AS p
 MATCH (peer:User {id: p.user_id})
-FOREACH (_ IN CASE WHEN p.user_id IN done THEN [] ELSE [1] END |
-  CREATE (u)-[:SIMILAR_TO {run_id: $run_id, overlap: p.overlap}]->(peer))
-FOREACH (s IN CASE WHEN p.user_id IN done
-                   THEN [s IN [(u)-[s:SIMILAR_TO]->(peer) | s] WHERE s.run_id = $run_id]
-                   ELSE [] END |
-  SET s.overlap = p.overlap)
+CREATE (u)-[:SIMILAR_TO {run_id: $run_id, overlap: p.overlap}]->(peer)
 RETURN count(*) AS edges
 """
 
@@ -420,21 +428,26 @@ RETURN u.id AS user_id, coalesce(u.consent_personalization, true) AS personal,
                   + coalesce(r.last_at, r.rated_at).nanosecond, $missing)]] AS seen
 """
 
-# As WRITE_SIMILAR_USERS: a retried chunk updates the run's edges, never doubles them, and the
-# run's edges an item already has are read once per item.
-WRITE_ITEM_NEIGHBOURS = """
+# As the similar users: a chunk whose first item has edges of the run is a retry, and the run's
+# edges of its items are deleted before they are created, in the same transaction.
+RUN_EDGES_OF_FIRST_ITEM = """
+MATCH (it:Item {id: $rows[0].item_id})
+RETURN size([s IN [(it)-[s:SIMILAR_ITEM]->() | s] WHERE s.run_id = $run_id]) AS edges
+"""
+
+DELETE_RUN_ITEM_NEIGHBOURS_OF = """
 UNWIND $rows AS row
 MATCH (it:Item {id: row.item_id})
-WITH it, row, [e IN [(it)-[s:SIMILAR_ITEM]->(x) | [s.run_id, x.id]] WHERE e[0] = $run_id | e[1]]
-     AS done
+UNWIND [s IN [(it)-[s:SIMILAR_ITEM]->() | s] WHERE s.run_id = $run_id] AS s
+DELETE s
+"""
+
+CREATE_ITEM_NEIGHBOURS = """
+UNWIND $rows AS row
+MATCH (it:Item {id: row.item_id})
 UNWIND row.neighbours AS n
 MATCH (other:Item {id: n.item_id})
-FOREACH (_ IN CASE WHEN n.item_id IN done THEN [] ELSE [1] END |
-  CREATE (it)-[:SIMILAR_ITEM {run_id: $run_id, score: n.score}]->(other))
-FOREACH (s IN CASE WHEN n.item_id IN done
-                   THEN [s IN [(it)-[s:SIMILAR_ITEM]->(other) | s] WHERE s.run_id = $run_id]
-                   ELSE [] END |
-  SET s.score = n.score)
+CREATE (it)-[:SIMILAR_ITEM {run_id: $run_id, score: n.score}]->(other)
 RETURN count(*) AS edges
 """
 

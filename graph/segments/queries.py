@@ -43,7 +43,8 @@ CREATE (child)-[:CHILD_OF]->(parent)
 
 # One chunk of a run's memberships, each chunk its own transaction; the heartbeat tells the
 # sweep (``ABANDONED_RUNS``) that the run's writer is alive. A membership carries its segment's
-# id for the index that pages a persona's members (migrations/0014_member_order.cypher).
+# id for the index that pages a persona's members (migrations/0014_member_order.cypher), and its
+# user's for the one that finds a user's newest membership (0017_persona_and_type_order).
 ASSIGN_RUN_MEMBERS = """
 CYPHER replan=skip
 MATCH (r:PendingRun {id: $run_id})
@@ -53,7 +54,8 @@ UNWIND $rows AS row
 MATCH (u:User {id: row.user_id}), (s:PendingSegment {id: row.segment_id})
 WHERE NOT EXISTS { (u)-[:IN_SEGMENT {run_id: $run_id}]->() }
 CREATE (u)-[:IN_SEGMENT {distance: row.distance, assigned_at: datetime(), run_id: $run_id,
-                         assigned_by: 'run', segment_id: row.segment_id}]->(s)
+                         assigned_by: 'run', segment_id: row.segment_id,
+                         user_id: u.id}]->(s)
 """
 
 # One leaf segment's profile as of the run, read by the API's `Persona.topCategories` and
@@ -129,7 +131,8 @@ RETURN count(*) AS personas
 
 # Each member's persona history after publication, in bounded transactions (auto-commit
 # ``IN TRANSACTIONS``). Re-running it is harmless: an open entry for the same persona is kept.
-# The open entry is closed when the persona changes.
+# The open entry is closed when the persona changes. An entry carries its user's id for the
+# index a user's history is read from (migrations/0017_persona_and_type_order.cypher).
 WRITE_PERSONA_HISTORY = """
 MATCH (:SegmentationRun {id: $run_id})-[:PRODUCED]->(s:Segment {level: 0})-[:EMBODIES]->(p)
 MATCH (s)<-[:IN_SEGMENT {run_id: $run_id}]-(u:User)
@@ -139,7 +142,8 @@ CALL (u, p) {
   FOREACH (_ IN CASE WHEN h IS NOT NULL AND old <> p THEN [1] ELSE [] END |
            SET h.valid_to = datetime($at))
   FOREACH (_ IN CASE WHEN h IS NULL OR old <> p THEN [1] ELSE [] END |
-           CREATE (u)-[:HAD_PERSONA {valid_from: datetime($at), run_id: $run_id}]->(p))
+           CREATE (u)-[:HAD_PERSONA {valid_from: datetime($at), run_id: $run_id,
+                                       user_id: u.id}]->(p))
 } IN TRANSACTIONS OF 5000 ROWS
 """
 
@@ -210,7 +214,8 @@ UNWIND $rows AS row
 MATCH (u:User {id: row.user_id}), (s:Segment {id: row.segment_id})
 WHERE NOT EXISTS { (u)-[:IN_SEGMENT {run_id: $run_id}]->() }
 CREATE (u)-[:IN_SEGMENT {distance: row.distance, assigned_at: datetime(), run_id: $run_id,
-                         assigned_by: $assigned_by, segment_id: row.segment_id}]->(s)
+                         assigned_by: $assigned_by, segment_id: row.segment_id,
+                         user_id: u.id}]->(s)
 """
 
 # Which of the given users the latest run has no segment for (users who withdrew analytics
@@ -255,5 +260,6 @@ WITH u, p, h, old
 FOREACH (_ IN CASE WHEN h IS NOT NULL AND old <> p THEN [1] ELSE [] END |
          SET h.valid_to = datetime($at))
 FOREACH (_ IN CASE WHEN h IS NULL OR old <> p THEN [1] ELSE [] END |
-         CREATE (u)-[:HAD_PERSONA {valid_from: datetime($at), run_id: $run_id}]->(p))
+         CREATE (u)-[:HAD_PERSONA {valid_from: datetime($at), run_id: $run_id,
+                                       user_id: u.id}]->(p))
 """

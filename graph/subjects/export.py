@@ -20,7 +20,7 @@ from graph.subjects.jsonable import jsonable
 EXPORT_FORMAT = 1
 COVERED = ["IDENTIFIES", "USES", "HAD_SESSION", "PERFORMED", "PREFERS", "INTERACTED",
            "IN_SEGMENT", "HAD_PERSONA", "GAVE_CONSENT", "LOCATED_IN", "MERGED_INTO",
-           "SIMILAR_TO"]
+           "SIMILAR_TO", "RETAINED"]
 """Relationship types the named sections of an export cover; others land in ``other``."""
 
 
@@ -28,7 +28,9 @@ def export_user(graph: Graph, user_id: str) -> dict[str, Any]:
     """All we hold on ``user_id`` (JSON-serializable), read in one transaction.
 
     Sections: profile (the user node, counters included), location, identifiers, devices,
-    sessions, interactions, preferences, aggregates (INTERACTED per item), segments, persona
+    sessions, interactions, preferences, aggregates (INTERACTED per item), retained (what
+    interactions pruned by retention contributed: the baseline's counters, items and interests,
+    per origin), segments, persona
     history, similar users (how many per run: who they are is their data, not this user's),
     consents (current, defaults applied, and history), merged users (ids of the
     tombstones of users merged into this one) and merge records, dead letters, other. Raises
@@ -61,6 +63,7 @@ def export_user(graph: Graph, user_id: str) -> dict[str, Any]:
                              for r in rows(q.EXPORT_INTERACTIONS, eids=eids)],
             "preferences": rows(q.EXPORT_PREFERENCES, eids=eids),
             "aggregates": rows(q.EXPORT_AGGREGATES, eids=eids),
+            "retained": rows(q.EXPORT_RETAINED, eids=eids),
             "segments": rows(q.EXPORT_SEGMENTS, eids=eids),
             "persona_history": rows(q.EXPORT_PERSONA_HISTORY, eids=eids),
             "similar_users": rows(q.EXPORT_SIMILAR_USERS, eids=eids),

@@ -216,6 +216,23 @@ RETURN it.id AS item_id, it.name AS item_name, properties(r) AS aggregate
 ORDER BY item_id
 """
 
+# The user's retained baselines (graph/aggregates: what pruned interactions contributed, one
+# per origin, the merges they came through): the counters each holds, and its items and
+# interests.
+EXPORT_RETAINED = """
+UNWIND $eids AS eid
+MATCH (u) WHERE elementId(u) = eid
+MATCH (u)-[k:RETAINED]->(r:Retained)
+RETURN properties(r) AS counters, coalesce(k.merges, []) AS merges,
+       COLLECT { MATCH (r)-[x:RETAINED_ITEM]->(it:Item)
+                 RETURN {item_id: it.id, aggregate: properties(x)} AS item
+                 ORDER BY item.item_id } AS items,
+       COLLECT { MATCH (r)-[x:RETAINED_INTEREST]->(c:Category)
+                 RETURN {category: c.name, score: x.score, updated_at: x.updated_at} AS interest
+                 ORDER BY interest.category } AS interests
+ORDER BY elementId(r)
+"""
+
 EXPORT_SEGMENTS = """
 UNWIND $eids AS eid
 MATCH (u) WHERE elementId(u) = eid

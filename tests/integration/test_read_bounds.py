@@ -23,6 +23,7 @@ from graph.profile.users import AS_OF_HORIZON_MS, EVER, INTEREST, NEVER
 from graph.recommend.engine import recommend_params
 from graph.recommend.limits import MAX_ITEM_USERS
 from graph.recommend.queries import POPULAR, RECOMMEND
+from graph.segments.publish import PendingRun
 from tests.helpers import db_hits
 
 pytestmark = pytest.mark.integration
@@ -156,6 +157,15 @@ BOUNDED: dict[str, tuple[LiteralString, Any]] = {
         "segment_id": "seg-" + n, "first": 5, "sample": CAP}),
     "SIMILAR_USERS": (q.SIMILAR_USERS, lambda n: {
         "id": n + "-shopper", "first": 5, "recent_items": 10, "max_item_users": MAX_ITEM_USERS}),
+    # Two of the five types, mid-history (a type filter reads each type's own index entries).
+    "USER_TYPED_NEWEST": (q.USER_TYPED_NEWEST, lambda n: {
+        **_user(n), "types": ["search", "purchase"], "since": None, "until": None,
+        "lower": EVER, "upper": NOW - timedelta(hours=SMALL // 2), "after_at": None,
+        "after_id": None, "limit": 11}),
+    "USER_TYPED_OLDEST": (q.USER_TYPED_OLDEST, lambda n: {
+        **_user(n), "types": ["purchase"], "since": None, "until": None,
+        "lower": NOW - timedelta(hours=SMALL // 2), "upper": NEVER, "after_at": None,
+        "after_id": None, "limit": 11}),
 }
 
 # Each item of `$items` bought by `$buyers` new users (plus its position in `$items`: so many
@@ -178,15 +188,15 @@ NOT_PER_ENTITY = {
 
 # Reads that still grow with something of the entity's, and why (docs/performance.md).
 UNBOUNDED = {
-    "PERSONA_OF_USER": "sorts the user's memberships of every run (grows with runs)",
-    "PERSONA_HISTORY": "sorts the user's persona periods (grows with runs)",
-    "USER_PERSONA_AS_OF": "sorts the user's persona periods (grows with runs)",
-    "CURRENT_PERSONA_PERIOD": "sorts the user's persona periods (grows with runs)",
-    "USERS_SEGMENT_PATH": "sorts the user's memberships of every run (grows with runs)",
     "USER_PROFILE": "its parts: PERSONA_OF_USER, PREFERENCES_OF_USER, SITUATION_OF_USER and "
                     "the recommender's RECOMMEND_FOR_USER (test_recommend.py)",
     "USER_PROFILE_BY_IDENTIFIER": "as USER_PROFILE",
 }
+
+# Reads of one user's persona that grew with the runs the user was in: profiled on 3 runs
+# and on 30 (test_persona_reads_do_not_grow_with_the_runs_a_user_was_in).
+PER_RUN = {"USERS_PERSONA", "USERS_SEGMENT_PATH", "USER_PERSONA_AS_OF", "CURRENT_PERSONA_PERIOD",
+           "PERSONA_HISTORY"}
 
 # Fragments other statements are built of (checked through those).
 PARTS = {"PERSONA_OF_USER", "PREFERENCES_OF_USER", "SITUATION_OF_USER", "RECOMMEND_FOR_USER"}
@@ -199,7 +209,7 @@ def statements() -> set[str]:
 
 
 def test_every_statement_is_listed() -> None:
-    listed = set(BOUNDED) | NOT_PER_ENTITY | set(UNBOUNDED) | PARTS
+    listed = set(BOUNDED) | NOT_PER_ENTITY | set(UNBOUNDED) | PARTS | PER_RUN
     assert statements() - listed == set(), "list the new statement in test_read_bounds.py"
     assert listed - statements() - PARTS == set()
 
@@ -313,3 +323,194 @@ def test_recommendations_do_not_grow_with_the_users_own_items(graph: Graph) -> N
         # similar users' other items (the shopper's own) left out.
         assert offered == {f"{name}-other-{k}" for k in range(1, 20, 2)}, name
     assert hits["big"] <= hits["small"] * 1.2 + 20, hits
+
+
+# -- Reads that grew with the segmentation runs a user was in ---------------------------------
+
+FEW, MANY = 3, 30
+"""Segmentation runs the user `few` and the user `many` were in (`many` in each of them)."""
+RUN_DAY = NOW - timedelta(days=MANY + 5)
+"""The snapshot time of the first run (each next run a day later)."""
+
+
+def write_runs(graph: Graph) -> list[datetime]:
+    """MANY runs, written by the run writer (pending, published, then the persona history):
+    two leaves under a root, personas `even` and `odd`; `many` is in every run and `few` in
+    the last FEW, each in the leaf of the run's parity, so each run opens them a new period.
+    Returns the runs' snapshot times."""
+    graph.execute("UNWIND ['few', 'many'] AS id CREATE (:User {id: id})")
+    times = []
+    for k in range(MANY):
+        run_id, at = f"run-{k:02}", RUN_DAY + timedelta(days=k)
+        pending = PendingRun(graph, run_id)
+        pending.begin({"snapshot_at": at, "k": 2})
+        pending.segments(
+            [{"id": f"{run_id}-L{level}-{j}", "props": {"level": level, "size": 2, "label": "x"}}
+             for level, j in ((0, 0), (0, 1), (1, 0))],
+            [{"child": f"{run_id}-L0-{j}", "parent": f"{run_id}-L1-0"} for j in (0, 1)])
+        leaf = f"{run_id}-L0-{k % 2}"
+        pending.members([{"user_id": u, "segment_id": leaf, "distance": float(k)}
+                         for u in ("few", "many") if u == "many" or k >= MANY - FEW])
+        pending.publish([{"segment_id": f"{run_id}-L0-{j}", "persona_id": ("even", "odd")[j],
+                          "name": ("Even", "Odd")[j], "description": "d"} for j in (0, 1)])
+        pending.write_history(at.isoformat())
+        # A run takes its snapshot and writes its memberships at once: its day, here.
+        graph.execute("MATCH ()-[m:IN_SEGMENT {run_id: $run_id}]->() "
+                      "SET m.assigned_at = $at + duration('PT10M')", run_id=run_id, at=at)
+        times.append(at)
+    return times
+
+
+# The statements as they were (a sort of every membership or period of the user): the
+# answers the index seeks must give.
+REFERENCE = {
+    "USERS_PERSONA": """
+UNWIND $ids AS id
+MATCH (u:User {id: id})
+CALL (u) {
+  MATCH (u)-[m:IN_SEGMENT]->(s:Segment)
+  WITH m, s ORDER BY m.assigned_at DESC LIMIT 1
+  MATCH (s)-[:EMBODIES]->(p:Persona)
+  RETURN p {.id, .name, .description} AS persona, s {.id, .run_id} AS segment,
+         m.distance AS distance
+}
+RETURN id, persona, segment.id AS segment, distance
+""",
+    "USERS_SEGMENT_PATH": """
+UNWIND $ids AS id
+MATCH (:User {id: id})-[m:IN_SEGMENT]->(leaf:Segment)
+WITH id, leaf ORDER BY m.assigned_at DESC
+WITH id, head(collect(leaf)) AS leaf
+MATCH path = (leaf)-[:CHILD_OF*0..]->(s:Segment)
+WITH id, length(path) AS depth, s.id AS segment ORDER BY id, depth
+RETURN id, collect(segment) AS path
+""",
+    "USER_PERSONA_AS_OF": """
+MATCH (u:User {id: $id})-[h:HAD_PERSONA]->(p:Persona)
+WHERE h.valid_from <= $as_of AND (h.valid_to IS NULL OR h.valid_to > $as_of)
+WITH u, p, h ORDER BY h.valid_from DESC LIMIT 1
+OPTIONAL MATCH (u)-[m:IN_SEGMENT {run_id: h.run_id}]->(s:Segment)
+RETURN p.id AS persona, s.id AS segment, m.distance AS distance, h.run_id AS run_id
+""",
+    "CURRENT_PERSONA_PERIOD": """
+MATCH (:User {id: $id})-[h:HAD_PERSONA]->(p:Persona)
+WHERE h.valid_to IS NULL
+RETURN p.id AS persona, h.valid_from AS valid_from, h.run_id AS run_id
+ORDER BY h.valid_from DESC
+LIMIT 1
+""",
+    "PERSONA_HISTORY": """
+MATCH (:User {id: $id})-[h:HAD_PERSONA]->(p:Persona)
+WHERE $after_at IS NULL OR h.valid_from < datetime({epochMillis: $after_at})
+      OR (h.valid_from = datetime({epochMillis: $after_at}) AND p.id < $after_id)
+RETURN p.id AS persona, h.valid_from AS valid_from, h.valid_to AS valid_to,
+       h.run_id AS run_id, h.valid_from.epochMillis AS at_ms
+ORDER BY h.valid_from DESC, p.id DESC
+LIMIT $limit
+""",
+}
+
+
+def _answer(name: str, rows: list[Any]) -> list[Any]:
+    """The columns REFERENCE returns, from a statement's rows."""
+    def pick(r: Any) -> Any:
+        if name == "USERS_PERSONA":
+            return (r["id"], r["persona"], r["segment"]["id"], r["distance"])
+        if name == "USERS_SEGMENT_PATH":
+            return (r["id"], [p["segment"]["id"] for p in r["path"]])
+        if name == "USER_PERSONA_AS_OF":
+            return (r["persona"]["id"], r["segment"] and r["segment"]["id"], r["distance"],
+                    r["run_id"])
+        if name == "CURRENT_PERSONA_PERIOD":
+            return (r["persona"]["id"], r["valid_from"], r["run_id"])
+        return (r["persona"]["id"], r["valid_from"], r["valid_to"], r["run_id"], r["at_ms"])
+    return [pick(r) for r in rows]
+
+
+def _reference(name: str, rows: list[Any]) -> list[Any]:
+    if name == "USERS_PERSONA":
+        return [(r["id"], r["persona"], r["segment"], r["distance"]) for r in rows]
+    if name == "USERS_SEGMENT_PATH":
+        return [(r["id"], r["path"]) for r in rows]
+    return [tuple(r.values()) for r in rows]
+
+
+def _persona_reads(times: list[datetime]) -> dict[str, tuple[LiteralString, Any]]:
+    """Each per-user persona read with the parameters of one user (`few` or `many`): the
+    same question for both (the persona at the start of the last run but one, a page of
+    three periods, and the page after it)."""
+    as_of = times[-2] + timedelta(hours=1)
+    cursor = int(times[-2].timestamp() * 1000)
+    return {
+        "USERS_PERSONA": (q.USERS_PERSONA, lambda n: {"ids": [n]}),
+        "USERS_SEGMENT_PATH": (q.USERS_SEGMENT_PATH, lambda n: {"ids": [n]}),
+        "USER_PERSONA_AS_OF": (q.USER_PERSONA_AS_OF, lambda n: {**_user(n), "as_of": as_of}),
+        "CURRENT_PERSONA_PERIOD": (q.CURRENT_PERSONA_PERIOD, _user),
+        "PERSONA_HISTORY": (q.PERSONA_HISTORY, lambda n: {
+            **_user(n), "after_at": None, "after_id": None, "limit": FEW, "upper": NEVER}),
+        "PERSONA_HISTORY_AFTER": (q.PERSONA_HISTORY, lambda n: {
+            **_user(n), "after_at": cursor, "after_id": "odd", "limit": 2,
+            "upper": times[-2]}),
+    }
+
+
+def test_persona_reads_do_not_grow_with_the_runs_a_user_was_in(graph: Graph) -> None:
+    """`few` was in 3 runs, `many` in 30 (each a new membership and persona period): reading
+    either one's persona, segment path, persona at a time, current period or a page of
+    history costs the same, and answers as the sort of every membership or period did."""
+    times = write_runs(graph)
+    grew: dict[str, tuple[int, int]] = {}
+    reads = _persona_reads(times)
+    assert {name.removesuffix("_AFTER") for name in reads} == PER_RUN
+    for name, (query, params) in reads.items():
+        small, small_rows = db_hits(graph, query, **params("few"))
+        big, big_rows = db_hits(graph, query, **params("many"))
+        assert small_rows and len(big_rows) == len(small_rows), name
+        reference = REFERENCE[name.removesuffix("_AFTER")]
+        for user, rows in (("few", small_rows), ("many", big_rows)):
+            expected = graph.rows(reference, **params(user))
+            assert _answer(name, rows) == _reference(name, expected), (name, user)
+        if big > small * 1.2 + 20:
+            grew[name] = (small, big)
+    assert grew == {}, f"db hits ({FEW} runs, {MANY} runs) that grew: {grew}"
+
+
+def test_persona_at_every_time_is_the_one_the_sort_gave(graph: Graph) -> None:
+    """The persona at a time (the newest period begun by then, if still open then, with the
+    membership of the run that opened it) before, at, between and after every run."""
+    times = write_runs(graph)
+    probes = [t + d for t in times for d in (timedelta(0), timedelta(hours=12),
+                                             -timedelta(milliseconds=1))]
+    for user in ("few", "many"):
+        for as_of in probes:
+            params = {"id": user, "as_of": as_of}
+            got = _answer("USER_PERSONA_AS_OF", graph.rows(q.USER_PERSONA_AS_OF, **params))
+            expected = _reference("USER_PERSONA_AS_OF",
+                                  graph.rows(REFERENCE["USER_PERSONA_AS_OF"], **params))
+            assert got == expected, (user, as_of)
+    assert got[0][1] is not None  # the segments are found, not only the personas
+
+
+def test_a_type_filter_gives_the_page_the_filter_gave(graph: Graph) -> None:
+    """USER_TYPED_* (each type's own seek) against the filter over every type, both ways, on
+    pages walked with their cursors."""
+    graph.execute(HISTORY, small=30, big=40, now=NOW)
+    filtered = {True: q.USER_INTERACTIONS_NEWEST.replace(
+                    "WITH i ORDER BY", "  AND i.type IN $types\nWITH i ORDER BY"),
+                False: q.USER_INTERACTIONS_OLDEST.replace(
+                    "WITH i ORDER BY", "  AND i.type IN $types\nWITH i ORDER BY")}
+    for newest, typed in ((True, q.USER_TYPED_NEWEST), (False, q.USER_TYPED_OLDEST)):
+        for types in (["search", "purchase"], ["feedback"], [], ["none"]):
+            after: tuple[Any, Any] = (None, None)
+            pages = 0
+            while True:
+                params = {"id": "big", "types": types, "since": NOW - timedelta(hours=35),
+                          "until": None, "after_at": after[0], "after_id": after[1],
+                          "limit": 4, "lower": EVER, "upper": NEVER}
+                got = graph.rows(typed, **params)
+                assert got == graph.rows(filtered[newest], **params), (newest, types, after)
+                if not got:
+                    break
+                pages += 1
+                after = (got[-1]["at_ms"], got[-1]["interaction"]["event_id"])
+            assert pages == (0 if types in ([], ["none"]) else 2 if len(types) == 1 else 4)

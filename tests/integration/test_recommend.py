@@ -393,7 +393,9 @@ def plan_operators(graph: Graph, query: LiteralString, **params: Any) -> list[st
     return list(walk(summary.plan))
 
 
-@pytest.mark.parametrize("name", ["RECOMMEND", "WRITE_SIMILAR_USERS", "WRITE_ITEM_NEIGHBOURS"])
+@pytest.mark.parametrize("name", ["RECOMMEND", "RUN_EDGES_OF_FIRST_USER",
+                                  "DELETE_RUN_SIMILAR_USERS_OF", "RUN_EDGES_OF_FIRST_ITEM",
+                                  "DELETE_RUN_ITEM_NEIGHBOURS_OF"])
 def test_a_users_or_items_run_edges_are_read_from_the_node_not_the_run_index(
         graph: Graph, name: str) -> None:
     """The run_id indexes of SIMILAR_TO and SIMILAR_ITEM (migration 0012) are for dropping a
@@ -414,7 +416,7 @@ def test_a_users_or_items_run_edges_are_read_from_the_node_not_the_run_index(
     assert not [op for op in operators
                 if "RelationshipIndex" in op and ":INTERACTED(user_id, " not in op], operators
 
-    # Written once per run, whatever a retry repeats: an edge of the run is updated in place.
+    # Written once per run, whatever a retry repeats: the run's edges are replaced.
     for _ in range(2):
         assert write_similar_users(graph, "run-1", peers) == 1
         assert write_item_neighbours(graph, "run-1", neighbours) == 1
@@ -426,6 +428,12 @@ def test_a_users_or_items_run_edges_are_read_from_the_node_not_the_run_index(
                                           {"run": "run-2", "overlap": 3}]
     assert graph.rows("MATCH ()-[s:SIMILAR_ITEM]->() RETURN s.run_id AS run, s.score AS score"
                       ) == [{"run": "run-1", "score": 0.5}]
+    # A user written again has exactly the run's new edges (a shorter list leaves none behind).
+    peers[0]["peers"] = [{"user_id": "u3", "overlap": 1}]
+    assert write_similar_users(graph, "run-1", peers) == 1
+    assert graph.rows("MATCH (:User {id: 'u1'})-[s:SIMILAR_TO {run_id: 'run-1'}]->(p) "
+                      "RETURN p.id AS peer, s.overlap AS overlap"
+                      ) == [{"peer": "u3", "overlap": 1}]
 
 
 # Every user bought the one item 'every' and, the day before, one of $items others.

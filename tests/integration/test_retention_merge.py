@@ -16,6 +16,7 @@ from graph.events import Event
 from graph.identity import merge_users, unmerge
 from graph.settings import Settings
 from graph.subjects import forget_user, prune_interactions
+from graph.subjects.export import export_user
 from tests.helpers import empty_graph
 from tests.integration.test_identity import A_IDS, B_IDS, A, B, ev, write
 from tests.integration.test_identity import a_events as identity_a_events
@@ -149,3 +150,22 @@ def test_erasure_deletes_the_pruned_history(driver: Driver, settings: Settings) 
     assert graph.rows("MATCH (n:Retained) RETURN count(n) AS n") == [{"n": 0}]
     assert graph.rows("MATCH ()-[r:RETAINED|RETAINED_ITEM|RETAINED_INTEREST]->() "
                       "RETURN count(r) AS n") == [{"n": 0}]
+
+
+def test_export_lists_the_retained_baseline_as_such(driver: Driver, settings: Settings) -> None:
+    """Pruned history is the user's data still: `exportUser` lists each retained baseline
+    (per origin) with the counters, items and interests it holds, not as an unnamed other
+    relationship; with the raw interactions left it accounts for every event counted."""
+    graph = empty_graph(driver, settings)
+    write(graph, a_events(), b_events())
+    pruned = prune_before(graph, LATE)
+    merge_users(graph, A, B, source="test", reason="same person")
+    data = export_user(graph, A)
+    assert data["other"] == []
+    retained = data["retained"]
+    assert len(retained) == 2 and sorted(len(r["merges"]) for r in retained) == [0, 1]
+    assert sum(r["counters"]["events"] for r in retained) == pruned
+    assert pruned + len(data["interactions"]) == data["profile"]["events"]
+    assert {i["item_id"] for r in retained for i in r["items"]} == {"sku-1", "sku-2", "sku-3"}
+    assert all(i["aggregate"]["views"] >= 0 for r in retained for i in r["items"])
+    assert {c["category"] for r in retained for c in r["interests"]} >= {"books"}

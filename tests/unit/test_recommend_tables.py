@@ -183,6 +183,7 @@ def old_item_neighbours(rows: Iterable[dict[str, Any]], top: int = ITEM_NEIGHBOU
 
 
 
+
 @dataclass(frozen=True)
 class _Held:
     items: tuple[str, ...]
@@ -405,3 +406,23 @@ def test_the_learned_blend_from_the_columns_equals_the_row_by_row_one(seed: int)
     assert (new.item, new.similar, new.validation_users) == (old.item, old.similar, old.validation_users)
     assert new.validation_hit == pytest.approx(old.validation_hit)
     assert new.validation_ndcg == pytest.approx(old.validation_ndcg)
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_vectorised_top_k_keeps_the_per_row_order_at_the_cut(seed: int) -> None:
+    """A larger shop at the run's own bounds (20 neighbours, 50 peers): many rows longer than
+    the cut, with equal scores straddling it (integer weights and overlaps), so the order of
+    ties at the cut is what decides which neighbours are kept. Both item paths (EASE below
+    the model's items, cosine above) and the similar users equal the per-row code."""
+    rows = shop(seed, users=1500, items=300)
+    ix = Interactions.from_rows(rows)
+    ease_new = item_neighbours_of(ix)
+    same_neighbours(old_item_neighbours(rows), ease_new)
+    assert sum(len(r["neighbours"]) == ITEM_NEIGHBOURS for r in ease_new) > 100
+    cosine_new = item_neighbours_of(ix, model_items=50)
+    same_neighbours(old_item_neighbours(rows, model_items=50), cosine_new)
+    assert sum(len(r["neighbours"]) == ITEM_NEIGHBOURS for r in cosine_new) > 100
+    old = {r["user_id"]: r["peers"] for r in old_similar_users(carted_rows(rows))}
+    new = {r["user_id"]: r["peers"] for r in similar_users_of(ix)}
+    assert new == old
+    assert sum(len(p) == PEERS for p in new.values()) > 100
