@@ -123,17 +123,20 @@ def top_per_row(row: NDArray[Any], col: NDArray[Any], score: NDArray[Any], rank:
     row, col, score = row[keep], col[keep], score[keep]
     order = np.lexsort((rank[col], -score, row))
     row, col, score = row[order], col[order], score[order]
-    starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]]) if len(row) else np.zeros(0, int)
+    starts = run_starts(row)
     place = np.arange(len(row)) - np.repeat(starts, np.diff(np.r_[starts, len(row)]))
     first = place < top
     return row[first], col[first], score[first]
 
 
+def run_starts(row: NDArray[Any]) -> NDArray[Any]:
+    """Where each run of equal values in ``row`` (sorted) starts."""
+    return np.flatnonzero(np.r_[True, row[1:] != row[:-1]]) if len(row) else np.zeros(0, int)
+
+
 def row_groups(row: NDArray[Any]) -> Iterator[tuple[int, int]]:
     """``[start, stop)`` of each run of equal values in ``row`` (sorted)."""
-    if not len(row):
-        return
-    starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]]).tolist()
+    starts = run_starts(row).tolist()
     yield from zip(starts, [*starts[1:], len(row)], strict=True)
 
 
