@@ -20,9 +20,8 @@ from graph.aggregates.queries import REFRESH_ITEM_COUNTERS
 from graph.db import Graph
 from graph.profile import queries as q
 from graph.profile.users import AS_OF_HORIZON_MS, EVER, INTEREST, NEVER
-from graph.recommend.engine import recommend_params
 from graph.recommend.limits import MAX_ITEM_USERS
-from graph.recommend.queries import POPULAR, RECOMMEND
+from graph.recommend.queries import POPULAR
 from graph.segments.publish import PendingRun
 from tests.helpers import db_hits
 
@@ -289,40 +288,6 @@ def test_similar_users_are_those_found_by_expanding_every_item(graph: Graph) -> 
             want = graph.rows(SIMILAR_USERS_BY_EXPANSION, **params)
             assert graph.rows(q.SIMILAR_USERS, **params) == want, (uid, first, recent, cap)
             assert want or uid == "newcomer"
-
-
-# Beside each shopper's 40 newest items: the user who shares the item also bought another
-# (a new one), and the item's neighbour in the run's item model is that other item.
-SHOPPERS_NEIGHBOURS = """
-CREATE (:SegmentationRun {id: 'run-1', created_at: $now})
-WITH 1 AS one
-UNWIND ['small', 'big'] AS name
-UNWIND range(1, 40) AS k
-MATCH (m:User {id: name + '-peer-' + k}), (it:Item {id: name + '-item-' + k})
-CREATE (other:Item {id: name + '-other-' + k})
-CREATE (m)-[:INTERACTED {user_id: m.id, views: 1, carts: 0, purchases: 1, spend: 0.0,
-                         first_at: $now, last_at: $now, bought_or_liked: true}]->(other)
-CREATE (it)-[:SIMILAR_ITEM {run_id: 'run-1', score: 1.0 / k}]->(other)
-"""
-
-
-def test_recommendations_do_not_grow_with_the_users_own_items(graph: Graph) -> None:
-    """RECOMMEND_FOR_USER reads the user's own aggregates three times: the items it leaves out
-    (each candidate tested), the newest bought, carted or liked items whose neighbours are
-    candidates, and those whose buyers are similar users (found per request here: no stored
-    ones). None of them grows with the user's own items."""
-    graph.execute(AGGREGATES, small=SMALL, big=BIG, now=NOW)
-    graph.execute(SHOPPERS_NEIGHBOURS, now=NOW)
-    hits = {}
-    for name in ("small", "big"):
-        params = recommend_params(name + "-shopper", first=50, now=NOW)
-        graph.rows(RECOMMEND, **params)  # planned once
-        hits[name], rows = db_hits(graph, RECOMMEND, **params)
-        offered = {r["item_id"] for r in rows}
-        # The neighbours of the 10 newest bought items, bought by similar users too; the
-        # similar users' other items (the shopper's own) left out.
-        assert offered == {f"{name}-other-{k}" for k in range(1, 20, 2)}, name
-    assert hits["big"] <= hits["small"] * 1.2 + 20, hits
 
 
 # -- Reads that grew with the segmentation runs a user was in ---------------------------------

@@ -508,45 +508,6 @@ def test_a_similar_user_adds_their_most_recent_items_up_to_the_cap(
     assert all("bought by a similar user" in r["reasons"] for r in rows)
 
 
-# "me" bought i10 an hour before twelve items bought at the same moment, i11 to i22 (written
-# in reverse, so that no internal order follows the ids); each item's neighbour in the run's
-# model is n<k>, and a user p<k> also bought it and o<k>.
-TIED_PURCHASES = """
-CREATE (:SegmentationRun {id: 'run-1', created_at: datetime()})
-CREATE (me:User {id: 'me'})
-WITH me
-UNWIND reverse(range(10, 22)) AS k
-CREATE (it:Item {id: 'i' + k}), (n:Item {id: 'n' + k}), (o:Item {id: 'o' + k}),
-       (p:User {id: 'p' + k})
-CREATE (me)-[:INTERACTED {purchases: 1, last_at: datetime('2026-12-01T12:00:00Z')
-                          - duration({hours: CASE k WHEN 10 THEN 1 ELSE 0 END})}]->(it),
-       (p)-[:INTERACTED {purchases: 1, last_at: datetime('2026-11-01T12:00:00Z')}]->(it),
-       (p)-[:INTERACTED {purchases: 1, last_at: datetime('2026-11-01T12:00:00Z')}]->(o),
-       (it)-[:SIMILAR_ITEM {run_id: 'run-1', score: 1.0}]->(n)
-"""
-
-
-@pytest.mark.parametrize(("newest", "kept"), [
-    (10, range(11, 21)),  # ties across the cut: the lowest ids
-    (5, range(11, 16)),
-    (12, range(11, 23)),  # the cut between two moments: every tie
-    (13, range(10, 23)),  # every item
-])
-def test_ties_on_the_latest_moment_are_broken_by_item_id(
-        graph: Graph, newest: int, kept: range) -> None:
-    """The user's newest items (item neighbours' seeds, and whose buyers are similar users
-    when none are stored) are an ordered index read; items bought at the same moment are
-    taken in id order, whatever order the index holds them in."""
-    from graph.recommend import queries as q
-
-    graph.execute(TIED_PURCHASES)
-    mark_interacted(graph)
-    params = recommend_params("me", first=100)
-    limits = {**params["limits"], "seed_items": newest, "recent_items": newest}
-    rows = graph.rows(q.RECOMMEND, **{**params, "limits": limits})
-    assert {r["item_id"] for r in rows} == {f"{c}{k}" for c in "no" for k in kept}
-
-
 # Ten fans of a1 and a3 (five of them also of a2), ten of b1 and b2; "me" bought a1 and rated
 # a3 1 (bought and disliked) a day later. Film titles as names, as the reasons show them.
 TWO_TASTES_SHOP = """
