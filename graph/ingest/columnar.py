@@ -47,7 +47,6 @@ from graph.events import (
 from graph.privacy import IDENTIFIER_KINDS, Pseudonymizer
 from graph.times import EARLIEST, MAX_FUTURE_SKEW
 
-NONE = type(None)
 EVENT_KEYS = frozenset(Event.model_fields)
 PROPERTY_KEYS = frozenset(Properties.model_fields)
 DEVICE_KEYS = frozenset(Device.model_fields)
@@ -59,6 +58,7 @@ STR_PROPS = ("item_id", "item_name", "category", "brand", "order_id", "query", "
              "channel")
 PROFILE_FIELDS = ("age_band", "gender", "locale", "demo_group")
 """The profile's own fields, in the model's order (``Profile.model_dump``)."""
+# What str.strip() removes at either end: such a value is left to the model, which strips it.
 EDGE_SPACE = r"^[\s\x1c-\x1f]|[\s\x1c-\x1f]$"
 TIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$"
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%:z"

@@ -233,3 +233,17 @@ def test_any_record_is_staged_as_the_event_model_stages_it(tmp_path_factory: Any
     lines = [data.draw(records(i)) for i in range(6)]
     fast, slow = stage_both(tmp_path_factory.mktemp("h"), lines)
     assert_same(fast, slow)
+
+
+def test_each_guarded_key_names_one_kind_of_value() -> None:
+    """``MISTYPED`` tells a value's type by its key's name at any level: each name it checks
+    must be read as one type wherever it appears, and never name a container or an
+    identifier kind (whose values ``_shape_ok`` checks)."""
+    kinds = [columnar.STR_KEYS, columnar.INT_KEYS, columnar.NUMBER_KEYS, columnar.MONEY_KEYS]
+    names = [name for kind in kinds for name in set(kind)]
+    assert len(names) == len(set(names))
+    containers = {"user", "device", "profile", "location", "properties", "attributes"}
+    assert not set(names) & (columnar.KINDS | containers)
+    every = (columnar.EVENT_KEYS | columnar.PROPERTY_KEYS | columnar.DEVICE_KEYS
+             | columnar.PROFILE_KEYS | columnar.LOCATION_KEYS) - containers
+    assert set(names) == every
