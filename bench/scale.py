@@ -283,6 +283,8 @@ def main() -> None:
                         help="Seconds of API load at 100 requests a second; 0 stops after "
                         "segmentation.")
     parser.add_argument("--warm-seconds", type=float, default=30.0)
+    parser.add_argument("--import-only", action="store_true",
+                        help="Stop after the bulk import (no segmentation, no API load).")
     parser.add_argument("--folder", type=Path, default=None,
                         help="Keep the generated events here (default: a temporary folder).")
     parser.add_argument("--reuse", action="store_true",
@@ -302,6 +304,11 @@ def main() -> None:
     import_rate = 0.0
     if not args.reuse:
         import_rate = bulk_import(args, settings, env)
+    if args.import_only:
+        print(f"RESULT import_events_per_s={import_rate:.0f}")
+        if started:
+            neo4j_server.stop(settings)
+        return
     out, err, _, _ = run_child([sys.executable, "-m", "bench.scale", "--segment-phases"], env,
                                show_progress=True)
     seg: dict[str, Any] = json.loads(out.strip().splitlines()[-1])

@@ -8,7 +8,6 @@ attributes at all, a postal code is kept only coarsened.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 from collections.abc import Callable, Iterator
@@ -187,7 +186,7 @@ class Pseudonymizer:
         if cached is not None:
             return cached
         message = f"{kind}:{normalize_identifier(kind, value)}".encode()
-        result = hmac.new(self._key, message, hashlib.sha256).hexdigest()
+        result = hmac.digest(self._key, message, "sha256").hex()  # OpenSSL's one-shot HMAC
         if len(self._cache) >= CACHE_SIZE:
             self._cache.clear()
         self._cache[(kind, value)] = result

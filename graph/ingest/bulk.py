@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any, cast
 
@@ -286,18 +287,14 @@ def stage_file(index: int, path: Path, pseudonymizer: Pseudonymizer, max_line_by
 
 
 def _line_blocks(path: Path) -> Iterator[list[tuple[int, bytes]]]:
-    """A file's numbered lines, ``LINE_BLOCK`` at a time."""
+    """A file's numbered lines, ``LINE_BLOCK`` at a time (read and numbered in C)."""
     if not path.is_file():
         raise InvalidInput(f"{path}: no such file")
     with path.open("rb") as stream:
-        block: list[tuple[int, bytes]] = []
-        for numbered in enumerate(stream, start=1):
-            block.append(numbered)
-            if len(block) >= LINE_BLOCK:
-                yield block
-                block = []
-        if block:
-            yield block
+        first = 1
+        while raws := list(islice(stream, LINE_BLOCK)):
+            yield list(zip(range(first, first + len(raws)), raws, strict=True))
+            first += len(raws)
 
 
 def stage_files(paths: Sequence[Path], pseudonymizer: Pseudonymizer, max_line_bytes: int, *,

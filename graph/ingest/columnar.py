@@ -17,9 +17,13 @@ the pseudonymizer's own functions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import gc
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
+from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
@@ -43,7 +47,6 @@ from graph.events import (
 from graph.privacy import IDENTIFIER_KINDS, Pseudonymizer
 from graph.times import EARLIEST, MAX_FUTURE_SKEW
 
-NONE = type(None)
 EVENT_KEYS = frozenset(Event.model_fields)
 PROPERTY_KEYS = frozenset(Properties.model_fields)
 DEVICE_KEYS = frozenset(Device.model_fields)
@@ -55,9 +58,6 @@ STR_PROPS = ("item_id", "item_name", "category", "brand", "order_id", "query", "
              "channel")
 PROFILE_FIELDS = ("age_band", "gender", "locale", "demo_group")
 """The profile's own fields, in the model's order (``Profile.model_dump``)."""
-STR_OR_NONE: frozenset[type] = frozenset({str, NONE})
-INT_OR_NONE: frozenset[type] = frozenset({int, NONE})
-NUMBER_OR_NONE: frozenset[type] = frozenset({int, float, NONE})
 # What str.strip() removes at either end: such a value is left to the model, which strips it.
 EDGE_SPACE = r"^[\s\x1c-\x1f]|[\s\x1c-\x1f]$"
 TIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$"
@@ -81,12 +81,8 @@ RAW_SCHEMA: dict[str, Any] = {
     "discount": pl.Float64, "rating": pl.Int64, "duration_s": pl.Float64,
 }
 EMPTY: dict[str, Any] = {}
-
-
 STR_ONLY: frozenset[type] = frozenset({str})
-INT_ONLY: frozenset[type] = frozenset({int})
-NUMBER: frozenset[type] = frozenset({int, float})
-MONEY_TYPES: frozenset[type] = frozenset({str, int, NONE})
+DICT_ONLY: frozenset[type] = frozenset({dict})
 
 
 def _shape_ok(d: Any) -> bool:
@@ -104,89 +100,170 @@ def _shape_ok(d: Any) -> bool:
                 and (loc is None or (type(loc) is dict and loc.keys() <= LOCATION_KEYS)))
 
 
-def _typed(values: list[Any], allowed: frozenset[type], bad: list[bool]) -> list[Any]:
-    """``values`` with those of another type than ``allowed`` marked in ``bad`` (and blanked):
-    one pass in C when every value has an allowed type, as nearly always."""
-    if set(map(type, values)) <= allowed:
-        return values
-    out = []
-    for i, v in enumerate(values):
-        if type(v) in allowed:
-            out.append(v)
-        else:
-            bad[i] = True
-            out.append(None)
-    return out
+def _shapes_ok(ds: list[Any]) -> bool:
+    """Whether ``_shape_ok`` holds for every record, checked a level at a time with loops that
+    run in C (``map``, ``chain``): a block of well-formed records costs a fraction of checking
+    them one by one."""
+    def known(parts: list[Any], keys: frozenset[str]) -> bool:
+        return (set(map(type, parts)) <= DICT_ONLY
+                and keys.issuperset(chain.from_iterable(map(dict.keys, parts))))
+
+    get = dict.get
+    if not ds or set(map(type, ds)) != DICT_ONLY or not known(ds, EVENT_KEYS):
+        return False
+    users: list[Any] = list(map(get, ds, repeat("user")))
+    if not (known(users, KINDS) and all(users)
+            and set(map(type, chain.from_iterable(map(dict.values, users)))) == STR_ONLY):
+        return False
+    profiles = [x for x in map(get, ds, repeat("profile")) if x is not None]
+    if not known(profiles, PROFILE_KEYS):
+        return False
+    return (known(list(map(get, ds, repeat("properties"), repeat(EMPTY))), PROPERTY_KEYS)
+            and known([x for x in map(get, ds, repeat("device")) if x is not None], DEVICE_KEYS)
+            and known([x for x in map(get, profiles, repeat("location")) if x is not None],
+                      LOCATION_KEYS))
+
+
+STR_KEYS = ("event_id", "type", "source", "occurred_at", "session_id", "id", "kind",
+            *PROFILE_FIELDS, "city", "country", *STR_PROPS)
+"""The fields the model reads as strings, at whichever level (``_shape_ok`` checks each level's
+keys; ``id`` is both the device's and the location's)."""
+INT_KEYS = ("schema_version", "quantity", "rating")
+NUMBER_KEYS = ("lat", "lon", "discount", "duration_s")
+MONEY_KEYS = ("price", "amount")
+"""Decimals, taken as JSON strings or integers."""
+DEFAULTED_KEYS = ("source", "schema_version", "quantity", "discount")
+"""Fields with a default: absent they take it, an explicit null is the model's to judge."""
+
+
+def _keys(names: Sequence[str]) -> str:
+    return '[{,]"(?:' + "|".join(map(re.escape, names)) + ')":'
+
+
+MISTYPED = "|".join([
+    _keys(STR_KEYS) + '[^"n]',  # a number, boolean, object or list where a string is read
+    _keys(DEFAULTED_KEYS) + "n",
+    _keys(INT_KEYS + NUMBER_KEYS) + "[^-0-9n]",
+    _keys(INT_KEYS + MONEY_KEYS) + "-?[0-9]+[.eE]",  # a float where an integer is read
+    _keys(INT_KEYS + NUMBER_KEYS + MONEY_KEYS) + "-?[0-9]{19}",  # an integer past Int64
+    _keys(MONEY_KEYS) + '[^-0-9"n]',
+])
+"""A value of a JSON type the model would coerce or refuse, found in the record as orjson writes
+it again: no spaces, each key once, every quote inside a string escaped, so ``{"`` or ``,"``
+then ``name":`` is always a key and the next character tells the value's type. Polars, which
+builds the columns, would coerce such a value silently (a number to a string, a boolean to an
+integer) or refuse the whole block (an integer past 64 bits)."""
+JSON_SCHEMA: dict[str, Any] = {
+    "event_id": pl.String, "type": pl.String, "source": pl.String, "occurred_at": pl.String,
+    "session_id": pl.String, "schema_version": pl.Int64,
+    "user": pl.Struct({k: pl.String for k in IDENTIFIER_KINDS}),
+    "device": pl.Struct({"id": pl.String, "kind": pl.String}),
+    "profile": pl.Struct({**{k: pl.String for k in PROFILE_FIELDS}, "location": pl.Struct({
+        "id": pl.String, "city": pl.String, "country": pl.String, "lat": pl.Float64,
+        "lon": pl.Float64})}),
+    "properties": pl.Struct({**{k: pl.String for k in STR_PROPS}, "price": pl.String,
+                             "amount": pl.String, "quantity": pl.Int64, "discount": pl.Float64,
+                             "rating": pl.Int64, "duration_s": pl.Float64}),
+}
+"""The records' known fields as Polars builds them (integer amounts as their decimal text)."""
 
 
 def flatten(lines: Sequence[tuple[int, bytes]], max_bytes: int,
             ) -> tuple[pl.DataFrame, list[tuple[int, bytes]]]:
-    """The records whose shape the fast path knows, as raw columns (``RAW_SCHEMA``; ``typed``
-    false where a value is of a type the model would coerce or refuse), and the lines left to
-    the per-event path. Blank lines are neither (the reader skips them).
+    """The records whose shape and types the fast path knows, as raw columns (``RAW_SCHEMA``),
+    and the lines left to the per-event path, in order. Blank lines are neither (the reader
+    skips them).
 
-    Column by column (one comprehension each) rather than record by record: a loop appending
-    each record's values cost most of the staging."""
-    slow: list[tuple[int, bytes]] = []
-    numbers: list[int] = []
-    ds: list[Any] = []
-    loads = orjson.loads
-    for number, raw in lines:
-        if len(raw) > max_bytes:
-            slow.append((number, raw))
-            continue
-        try:
-            d = loads(raw)
-        except orjson.JSONDecodeError:
-            if raw.strip():
+    orjson parses each record as the per-event path does (the last of a repeated key, no NaN,
+    integers of at most 64 bits), its keys are checked level by level, and the record written
+    again as orjson's canonical JSON, whose text ``MISTYPED`` checks for values of another type
+    than the model reads (one regular expression over the block). Polars then builds the
+    columns from the records that passed (taking each field apart in Python was most of the
+    staging's cost)."""
+    numbers, records, slow = _parsed(lines, max_bytes)
+    canonical = list(map(orjson.dumps, records))
+    mistyped = pl.Series(canonical, dtype=pl.Binary).cast(pl.String).str.contains(MISTYPED)
+    if mistyped.any():
+        by_line = dict(lines)
+        kept = [(n, d) for n, d, bad in zip(numbers, records, mistyped, strict=True) if not bad]
+        slow = sorted(slow + [(n, by_line[n]) for n, bad in zip(numbers, mistyped, strict=True)
+                              if bad])
+        numbers, records = [n for n, _ in kept], [d for _, d in kept]
+    if not records:
+        return pl.DataFrame(schema=RAW_SCHEMA), slow
+    # strict=False: an integer amount is read as its decimal text.
+    nested = pl.from_dicts(records, schema=JSON_SCHEMA, strict=False)
+    user, device, profile, props = (pl.col(c) for c in ("user", "device", "profile",
+                                                         "properties"))
+    location = profile.struct.field("location")
+    frame = nested.with_columns(line=pl.Series(numbers, dtype=pl.Int64)).select(
+        "line", "event_id", "type", pl.col("source").fill_null("unknown"), "occurred_at",
+        "session_id", pl.col("schema_version").fill_null(SCHEMA_VERSION),
+        *(user.struct.field(k).alias(f"id_{k}") for k in IDENTIFIER_KINDS),
+        device.struct.field("id").alias("device_raw"),
+        device.struct.field("kind").alias("device_kind"),
+        device.is_not_null().alias("has_device"), profile.is_not_null().alias("has_profile"),
+        *(profile.struct.field(k).alias(f"profile_{k}") for k in PROFILE_FIELDS),
+        location.is_not_null().fill_null(False).alias("has_location"),
+        location.struct.field("id").alias("loc_id"),
+        *(location.struct.field(k) for k in ("city", "country", "lat", "lon")),
+        *(props.struct.field(k) for k in STR_PROPS),
+        props.struct.field("price").alias("price_raw"),
+        props.struct.field("amount").alias("amount_raw"),
+        props.struct.field("quantity").fill_null(1),
+        props.struct.field("discount").fill_null(0.0),
+        *(props.struct.field(k) for k in ("rating", "duration_s")))
+    return frame, slow
+
+
+def _parsed(lines: Sequence[tuple[int, bytes]], max_bytes: int,
+            ) -> tuple[list[int], list[Any], list[tuple[int, bytes]]]:
+    """The lines' line numbers and records of a known shape, and the lines left to the
+    per-event path. The whole block at once when every line is such a record (as nearly
+    always), else line by line."""
+    with _collector_paused():
+        raws = [raw for _, raw in lines]
+        if raws and max(map(len, raws)) <= max_bytes:
+            try:
+                records = list(map(orjson.loads, raws))
+            except orjson.JSONDecodeError:
+                records = []
+            if _shapes_ok(records):
+                return [n for n, _ in lines], records, []
+        slow: list[tuple[int, bytes]] = []
+        numbers: list[int] = []
+        records = []
+        loads = orjson.loads
+        for number, raw in lines:
+            if len(raw) > max_bytes:
                 slow.append((number, raw))
-            continue
-        if _shape_ok(d):
-            numbers.append(number)
-            ds.append(d)
-        else:
-            slow.append((number, raw))
-    bad = [False] * len(ds)
-    props = [d.get("properties", EMPTY) for d in ds]
-    devs = [d.get("device") for d in ds]
-    profs = [d.get("profile") for d in ds]
-    locs = [p.get("location") if p is not None else None for p in profs]
-    users = [d["user"] for d in ds]
+                continue
+            try:
+                d = loads(raw)
+            except orjson.JSONDecodeError:
+                if raw.strip():
+                    slow.append((number, raw))
+                continue
+            if _shape_ok(d):
+                numbers.append(number)
+                records.append(d)
+            else:
+                slow.append((number, raw))
+    return numbers, records, slow
 
-    def top(key: str, allowed: frozenset[type] = STR_OR_NONE, default: Any = None) -> list[Any]:
-        return _typed([d.get(key, default) for d in ds], allowed, bad)
 
-    def part(parts: list[Any], key: str, allowed: frozenset[type] = STR_OR_NONE,
-             default: Any = None) -> list[Any]:
-        return _typed([x.get(key, default) if x is not None else None for x in parts],
-                      allowed, bad)
-
-    def money(key: str) -> list[Any]:
-        values = part(props, key, MONEY_TYPES)
-        return [str(v) if type(v) is int else v for v in values]
-
-    cols: dict[str, list[Any]] = {
-        "line": numbers, "event_id": top("event_id"), "type": top("type"),
-        "source": top("source", STR_ONLY, "unknown"), "occurred_at": top("occurred_at"),
-        "session_id": top("session_id"),
-        "schema_version": top("schema_version", INT_ONLY, SCHEMA_VERSION),
-        **{f"id_{k}": [u.get(k) for u in users] for k in IDENTIFIER_KINDS},
-        "device_raw": part(devs, "id"), "device_kind": part(devs, "kind"),
-        "has_device": [x is not None for x in devs], "has_profile": [x is not None for x in profs],
-        **{f"profile_{k}": part(profs, k) for k in PROFILE_FIELDS},
-        "has_location": [x is not None for x in locs], "loc_id": part(locs, "id"),
-        "city": part(locs, "city"), "country": part(locs, "country"),
-        "lat": part(locs, "lat", NUMBER_OR_NONE), "lon": part(locs, "lon", NUMBER_OR_NONE),
-        **{k: part(props, k) for k in STR_PROPS},
-        "price_raw": money("price"), "amount_raw": money("amount"),
-        "quantity": part(props, "quantity", INT_ONLY, 1),
-        "discount": part(props, "discount", NUMBER, 0.0),
-        "rating": part(props, "rating", INT_OR_NONE),
-        "duration_s": part(props, "duration_s", NUMBER_OR_NONE),
-        "typed": bad,
-    }
-    frame = pl.DataFrame(cols, schema={**RAW_SCHEMA, "typed": pl.Boolean}, strict=False)
-    return frame.with_columns(~pl.col("typed")), slow
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while a block's records are parsed: each record's
+    dicts are new containers, and the collections they set off cost as much as the parsing
+    (none of them is a cycle)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _key(name: str, *, required: bool = False) -> pl.Expr:
@@ -251,7 +328,7 @@ def accepted() -> pl.Expr:
         & (pl.col("country").is_null() | pl.col("country").str.contains(r"^[A-Za-z]{2}$"))
         & _within("lat", -90, 90) & _within("lon", -180, 180))
     checks = [
-        pl.col("typed"), _key("event_id", required=True),
+        _key("event_id", required=True),
         pl.col("type").is_in([t.value for t in EventType]),
         _key("source", required=True),
         pl.col("occurred_at").str.contains(TIME).fill_null(False),
