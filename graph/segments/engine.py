@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy import sparse
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, clone
 from sklearn.cluster import (
     DBSCAN,
@@ -722,7 +723,13 @@ class HierarchicalSegmenter(TransformerMixin, ClusterMixin, BaseEstimator):  # t
                 or self.algorithm not in ("kmeans", "minibatch-kmeans")):
             return {k: np.asarray(self._flat_model(k, n).fit_predict(X), dtype=np.int64)
                     for k in self._k_range(n)}
-        unit_of, centers = self._micro_clusters(X, min(self.n_micro, n))
+        unit_of = getattr(self, "_micro_units", None)
+        if unit_of is None or unit_of.shape[0] != n:
+            unit_of, centers = self._micro_clusters(X, min(self.n_micro, n))
+        else:  # the micro-clusters of Ward's fit on these rows (``_fit_weighted``)
+            members = sparse.csr_matrix((np.ones(n), (unit_of, np.arange(n))))
+            counts = np.bincount(unit_of, minlength=members.shape[0])
+            centers = np.asarray(members @ X) / np.maximum(counts, 1)[:, None]
         sizes = np.bincount(unit_of, minlength=centers.shape[0])
         keep = np.flatnonzero(sizes)
         sets = {}
@@ -842,7 +849,12 @@ class HierarchicalSegmenter(TransformerMixin, ClusterMixin, BaseEstimator):  # t
             # so leaning one way on a tie keeps refits of the same population on the same
             # algorithm.
             twin = clone(self).set_params(algorithm=fallback, fallback_algorithm=None,
-                                          topic_columns=(), topic_weight=1.0).fit(X)
+                                          topic_columns=(), topic_weight=1.0)
+            if self.scalable_:
+                # The same users, the same micro-clusters: the twin's k-means leaves start
+                # from Ward's (``_flat_label_sets``) instead of finding them again.
+                twin._micro_units = self.unit_of_
+            twin.fit(X)
             if twin.stability_ >= self.stability_ - self.stability_tolerance:
                 unsteady = self.stability_
                 self._adopt(twin)

@@ -303,9 +303,13 @@ def test_centroid_leaves_above_max_exact_come_from_the_micro_clusters(algorithm:
     size (each k then costs no pass over the users), so each micro-cluster's users share a
     leaf; the planted groups are still found. At or below max_exact nothing changes."""
     pop = planted_population(6000, 8, parents=2, children=3, seed=21)
-    model = HierarchicalSegmenter(algorithm=algorithm, max_exact=2000, n_micro=200).fit(pop.X)
+    # A continuum (groups blurred by noise), where a fit on the users cuts through some
+    # micro-clusters.
+    blurred = planted_population(6000, 8, parents=2, children=3, noise=4.0, seed=21).X
+    model = HierarchicalSegmenter(algorithm=algorithm, max_exact=2000, n_micro=200,
+                                  n_resamples=0).fit(blurred)
     micro = MiniBatchKMeans(n_clusters=200, batch_size=4096, n_init=1,
-                            random_state=0).fit(pop.X).labels_
+                            random_state=0).fit(blurred).labels_
     for unit in np.unique(micro):
         assert len(set(model.labels_[micro == unit].tolist())) == 1, unit
     six = HierarchicalSegmenter(n_clusters=6, algorithm=algorithm, max_exact=2000,
@@ -317,3 +321,16 @@ def test_centroid_leaves_above_max_exact_come_from_the_micro_clusters(algorithm:
     direct = HierarchicalSegmenter(algorithm=algorithm, n_resamples=0)._flat_model(
         exact.n_clusters_, 6000).fit_predict(pop.X)
     assert adjusted_rand_score(direct, exact.labels_) == 1.0
+
+
+def test_the_fallback_above_max_exact_takes_wards_micro_clusters() -> None:
+    """When Ward's leaves are unsteady above max_exact, the mini-batch k-means fallback
+    clusters the micro-clusters Ward's tree was built on (no second pass to find them)."""
+    blurred = planted_population(6000, 8, parents=2, children=3, noise=4.0, seed=21).X
+    options = {"max_exact": 2000, "n_micro": 200, "n_resamples": 4}
+    ward = HierarchicalSegmenter(fallback_algorithm=None, **options).fit(blurred)
+    model = HierarchicalSegmenter(**options).fit(blurred)
+    assert ward.scalable_ and ward.stability_ < model.fallback_below
+    assert model.algorithm_ == "minibatch-kmeans"
+    for unit in np.unique(ward.unit_of_):
+        assert len(set(model.labels_[ward.unit_of_ == unit].tolist())) == 1, unit
