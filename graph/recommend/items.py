@@ -155,6 +155,7 @@ def write_item_neighbours(graph: Graph, run_id: str, found: Sequence[dict[str, A
 
 
 def drop_item_neighbours_except(graph: Graph, run_id: str) -> int:
-    """Delete every ``SIMILAR_ITEM`` not of ``run_id``, in transactions of 10,000; returns how
-    many."""
-    return deleted_in_batches(graph, q.DROP_ITEM_NEIGHBOURS_EXCEPT, run_id=run_id)
+    """Delete every ``SIMILAR_ITEM`` not of ``run_id``, found by the run id index, in
+    transactions of 10,000; returns how many."""
+    return deleted_in_batches(
+        graph, (q.DROP_ITEM_NEIGHBOURS_BELOW, q.DROP_ITEM_NEIGHBOURS_ABOVE), run_id=run_id)

@@ -212,12 +212,15 @@ def write_run_edges(graph: Graph, found: Sequence[dict[str, Any]], key: str,
 
 
 def drop_similar_users_except(graph: Graph, run_id: str) -> int:
-    """Delete every ``SIMILAR_TO`` not of ``run_id`` (earlier runs', tombstones'), in
-    transactions of 10,000; returns how many."""
-    return deleted_in_batches(graph, q.DROP_SIMILAR_USERS_EXCEPT, run_id=run_id)
+    """Delete every ``SIMILAR_TO`` not of ``run_id`` (earlier runs', tombstones'), found by
+    the run id index (the run's own are not read), in transactions of 10,000; returns how
+    many. Running it again deletes nothing more."""
+    return deleted_in_batches(graph, (q.DROP_SIMILAR_USERS_BELOW, q.DROP_SIMILAR_USERS_ABOVE),
+                              run_id=run_id)
 
 
-def deleted_in_batches(graph: Graph, query: Any, **params: Any) -> int:
-    """Run a ``CALL { DELETE } IN TRANSACTIONS`` statement (auto-commit, as it must be) and
-    return the relationships it deleted."""
-    return int(graph.auto_commit(query, **params).counters.relationships_deleted)
+def deleted_in_batches(graph: Graph, queries: Sequence[Any], **params: Any) -> int:
+    """Run ``CALL { DELETE } IN TRANSACTIONS`` statements (auto-commit, as they must be) one
+    after the other and return the relationships they deleted."""
+    return sum(int(graph.auto_commit(query, **params).counters.relationships_deleted)
+               for query in queries)

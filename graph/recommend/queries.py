@@ -336,10 +336,18 @@ CREATE (u)-[:SIMILAR_TO {run_id: $run_id, overlap: p.overlap}]->(peer)
 RETURN count(*) AS edges
 """
 
-# Every other run's (and any without a run), once a run is published: readers read only the
-# latest run's anyway.
-DROP_SIMILAR_USERS_EXCEPT = """
-MATCH ()-[s:SIMILAR_TO]->() WHERE s.run_id IS NULL OR s.run_id <> $run_id
+# Every other run's, once a run is published (readers read only the latest run's anyway): the
+# run ids below this one's, then those above, each a range seek of the run_id index (migration
+# 0012), so that the drop reads the edges it deletes and not the run's own (a scan of every
+# edge for `<> $run_id` read both). Every writer gives the edges a run id; those from before
+# that were deleted by migration 0018.
+DROP_SIMILAR_USERS_BELOW = """
+MATCH ()-[s:SIMILAR_TO]->() USING INDEX s:SIMILAR_TO(run_id) WHERE s.run_id < $run_id
+CALL (s) { DELETE s } IN TRANSACTIONS OF 10000 ROWS
+"""
+
+DROP_SIMILAR_USERS_ABOVE = """
+MATCH ()-[s:SIMILAR_TO]->() USING INDEX s:SIMILAR_TO(run_id) WHERE s.run_id > $run_id
 CALL (s) { DELETE s } IN TRANSACTIONS OF 10000 ROWS
 """
 
@@ -397,7 +405,13 @@ CREATE (it)-[:SIMILAR_ITEM {run_id: $run_id, score: n.score}]->(other)
 RETURN count(*) AS edges
 """
 
-DROP_ITEM_NEIGHBOURS_EXCEPT = """
-MATCH ()-[s:SIMILAR_ITEM]->() WHERE s.run_id IS NULL OR s.run_id <> $run_id
+# As DROP_SIMILAR_USERS_BELOW and _ABOVE.
+DROP_ITEM_NEIGHBOURS_BELOW = """
+MATCH ()-[s:SIMILAR_ITEM]->() USING INDEX s:SIMILAR_ITEM(run_id) WHERE s.run_id < $run_id
+CALL (s) { DELETE s } IN TRANSACTIONS OF 10000 ROWS
+"""
+
+DROP_ITEM_NEIGHBOURS_ABOVE = """
+MATCH ()-[s:SIMILAR_ITEM]->() USING INDEX s:SIMILAR_ITEM(run_id) WHERE s.run_id > $run_id
 CALL (s) { DELETE s } IN TRANSACTIONS OF 10000 ROWS
 """
