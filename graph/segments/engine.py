@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import sparse
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, clone
 from sklearn.cluster import (
     DBSCAN,
@@ -269,9 +268,8 @@ class HierarchicalSegmenter(TransformerMixin, ClusterMixin, BaseEstimator):  # t
     than ``fallback_below``, ``fallback_algorithm`` is fitted too and kept unless Ward is
     steadier by more than ``stability_tolerance``. Above ``max_exact`` users the tree is built
     over ``n_micro`` Mini-Batch K-Means micro-clusters (size-weighted Ward), so memory stays
-    bounded; k-means and mini-batch k-means cluster the same micro-clusters there (weighted by
-    size), so that trying each k costs no pass over the users. For the flat algorithms the
-    hierarchy above the leaves is Ward on the leaf centres, weighted by size.
+    bounded. For the flat algorithms the hierarchy above the leaves is Ward on the leaf
+    centres, weighted by size.
 
     Parameters
     ----------
@@ -698,7 +696,8 @@ class HierarchicalSegmenter(TransformerMixin, ClusterMixin, BaseEstimator):  # t
             self.k_reason_ = (f"{self.algorithm} found k={k} segments; {self.noise_} users it "
                               "called noise joined the nearest segment")
         else:
-            sets = self._flat_label_sets(X)
+            sets = {k: np.asarray(self._flat_model(k, n).fit_predict(X), dtype=np.int64)
+                    for k in self._k_range(n)}
             k = self._select_k(X, sets)
             labels = sets[k]
             self.noise_ = 0
@@ -711,34 +710,6 @@ class HierarchicalSegmenter(TransformerMixin, ClusterMixin, BaseEstimator):  # t
         centers = np.vstack([X[self.unit_of_ == u].mean(axis=0) for u in range(len(present))])
         self.children_, self.distances_ = weighted_ward(centers, self.unit_sizes_)
         self.scalable_ = False
-
-    def _flat_label_sets(self, X: FloatArray) -> dict[int, IntArray]:
-        """Each k's labels from a flat algorithm with k given. Above ``max_exact`` users the
-        centroid algorithms (k-means, mini-batch k-means) cluster the ``n_micro``
-        micro-clusters' centres weighted by their sizes, as Ward does there, and each user
-        follows its micro-cluster: one pass over the users instead of one fit on them per k
-        (the stability refits already run on at most ``stability_sample`` users)."""
-        n = X.shape[0]
-        if (n <= max(self.max_exact, self.n_micro)
-                or self.algorithm not in ("kmeans", "minibatch-kmeans")):
-            return {k: np.asarray(self._flat_model(k, n).fit_predict(X), dtype=np.int64)
-                    for k in self._k_range(n)}
-        unit_of = getattr(self, "_micro_units", None)
-        if unit_of is None or unit_of.shape[0] != n:
-            unit_of, centers = self._micro_clusters(X, min(self.n_micro, n))
-        else:  # the micro-clusters of Ward's fit on these rows (``_fit_weighted``)
-            members = sparse.csr_matrix((np.ones(n), (unit_of, np.arange(n))))
-            counts = np.bincount(unit_of, minlength=members.shape[0])
-            centers = np.asarray(members @ X) / np.maximum(counts, 1)[:, None]
-        sizes = np.bincount(unit_of, minlength=centers.shape[0])
-        keep = np.flatnonzero(sizes)
-        sets = {}
-        for k in self._k_range(len(keep)):
-            model = KMeans(n_clusters=k, n_init=4, random_state=self.random_state)
-            unit_labels = np.zeros(centers.shape[0], dtype=np.int64)
-            unit_labels[keep] = model.fit_predict(centers[keep], sample_weight=sizes[keep])
-            sets[k] = unit_labels[unit_of]
-        return sets
 
     def fit(self, X: ArrayLike, y: Any = None) -> HierarchicalSegmenter:  # noqa: ARG002
         """Build the tree, choose k and the levels, and measure separation and stability.
@@ -849,12 +820,7 @@ class HierarchicalSegmenter(TransformerMixin, ClusterMixin, BaseEstimator):  # t
             # so leaning one way on a tie keeps refits of the same population on the same
             # algorithm.
             twin = clone(self).set_params(algorithm=fallback, fallback_algorithm=None,
-                                          topic_columns=(), topic_weight=1.0)
-            if self.scalable_:
-                # The same users, the same micro-clusters: the twin's k-means leaves start
-                # from Ward's (``_flat_label_sets``) instead of finding them again.
-                twin._micro_units = self.unit_of_
-            twin.fit(X)
+                                          topic_columns=(), topic_weight=1.0).fit(X)
             if twin.stability_ >= self.stability_ - self.stability_tolerance:
                 unsteady = self.stability_
                 self._adopt(twin)

@@ -4,7 +4,6 @@ import itertools
 
 import numpy as np
 import pytest
-from sklearn.cluster import MiniBatchKMeans
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
@@ -295,42 +294,3 @@ def test_unstable_ward_leaves_give_way_to_steadier_kmeans_leaves() -> None:
     # Clear groups keep Ward's leaves.
     blobs, _ = make_blobs(n_samples=300, centers=3, n_features=4, random_state=2)
     assert HierarchicalSegmenter().fit(blobs).algorithm_ == "agglomerative"
-
-
-@pytest.mark.parametrize("algorithm", ["kmeans", "minibatch-kmeans"])
-def test_centroid_leaves_above_max_exact_come_from_the_micro_clusters(algorithm: str) -> None:
-    """Above max_exact, k-means leaves are found on the micro-clusters' centres weighted by
-    size (each k then costs no pass over the users), so each micro-cluster's users share a
-    leaf; the planted groups are still found. At or below max_exact nothing changes."""
-    pop = planted_population(6000, 8, parents=2, children=3, seed=21)
-    # A continuum (groups blurred by noise), where a fit on the users cuts through some
-    # micro-clusters.
-    blurred = planted_population(6000, 8, parents=2, children=3, noise=4.0, seed=21).X
-    model = HierarchicalSegmenter(algorithm=algorithm, max_exact=2000, n_micro=200,
-                                  n_resamples=0).fit(blurred)
-    micro = MiniBatchKMeans(n_clusters=200, batch_size=4096, n_init=1,
-                            random_state=0).fit(blurred).labels_
-    for unit in np.unique(micro):
-        assert len(set(model.labels_[micro == unit].tolist())) == 1, unit
-    six = HierarchicalSegmenter(n_clusters=6, algorithm=algorithm, max_exact=2000,
-                                n_micro=200).fit(pop.X)
-    assert adjusted_rand_score(pop.leaf, six.labels_) >= 0.95
-
-    exact = HierarchicalSegmenter(algorithm=algorithm, max_exact=6000, n_micro=200,
-                                  n_resamples=0).fit(pop.X)
-    direct = HierarchicalSegmenter(algorithm=algorithm, n_resamples=0)._flat_model(
-        exact.n_clusters_, 6000).fit_predict(pop.X)
-    assert adjusted_rand_score(direct, exact.labels_) == 1.0
-
-
-def test_the_fallback_above_max_exact_takes_wards_micro_clusters() -> None:
-    """When Ward's leaves are unsteady above max_exact, the mini-batch k-means fallback
-    clusters the micro-clusters Ward's tree was built on (no second pass to find them)."""
-    blurred = planted_population(6000, 8, parents=2, children=3, noise=4.0, seed=21).X
-    options = {"max_exact": 2000, "n_micro": 200, "n_resamples": 4}
-    ward = HierarchicalSegmenter(fallback_algorithm=None, **options).fit(blurred)
-    model = HierarchicalSegmenter(**options).fit(blurred)
-    assert ward.scalable_ and ward.stability_ < model.fallback_below
-    assert model.algorithm_ == "minibatch-kmeans"
-    for unit in np.unique(ward.unit_of_):
-        assert len(set(model.labels_[ward.unit_of_ == unit].tolist())) == 1, unit
