@@ -141,42 +141,24 @@ def create_served_app() -> FastAPI:
     return create_app(served=True)
 
 
-async def warm_chatbot_plan(driver: AsyncDriver, settings: Settings, *,
-                            afresh: bool = False) -> None:
+async def warm_chatbot_plan(driver: AsyncDriver, settings: Settings) -> None:
     """Have Neo4j plan the chatbot's queries (``USER_PROFILE`` and ``_BY_IDENTIFIER``, every
     part) before the first chatbot asks: on a freshly started server planning that query takes
     seconds, so the first request would. A request that comes while they are being made still
-    waits (figures: docs/performance.md). ``afresh``: plan them again on the current
-    statistics, even if Neo4j holds a plan of them (``plan_ahead``)."""
+    waits (figures: docs/performance.md)."""
     try:
         await plan_ahead(DriverReader(driver, settings.neo4j_database), settings,
-                         datetime.now(UTC), afresh=afresh)
+                         datetime.now(UTC))
     except Exception:  # noqa: BLE001 - only an optimization; /readyz reports the database
         log.warning("could not plan the chatbot query ahead", exc_info=True)
-
-
-CHATBOT_REPLAN_EVERY_S = 900.0
-"""How often a served API has the chatbot's queries planned afresh. They keep their plan while
-Neo4j's statistics drift (a replan inside a request stalled the requests behind it); this
-follows the data instead, off the request path, about 2-3 s of Neo4j's CPU each time."""
-
-
-async def keep_chatbot_plan(driver: AsyncDriver, settings: Settings) -> None:
-    """``warm_chatbot_plan`` now, then afresh every ``CHATBOT_REPLAN_EVERY_S``, until
-    cancelled."""
-    await warm_chatbot_plan(driver, settings)
-    while True:
-        await asyncio.sleep(CHATBOT_REPLAN_EVERY_S)
-        await warm_chatbot_plan(driver, settings, afresh=True)
 
 
 def create_app(settings: Settings | None = None, *, served: bool = False) -> FastAPI:
     """Build the service. The Neo4j driver is opened in the lifespan and closed at shutdown.
 
     ``served``: the app runs in a process of its own (``personas serve``). It then plans the
-    chatbot query at start and every ``CHATBOT_REPLAN_EVERY_S``, and once the segmentation
-    model is loaded (or failed to) it freezes what the process holds out of the garbage
-    collector's sight."""
+    chatbot query at start, and once the segmentation model is loaded (or failed to) it freezes
+    what the process holds out of the garbage collector's sight."""
     settings = settings or Settings()
     settings.require_pseudonym_key()  # outside demo mode, no API without a real key
     settings.require_neo4j_password()
@@ -203,7 +185,7 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
         warm = None
         if served:
             preload.add_done_callback(freeze_startup_objects)
-            warm = asyncio.create_task(keep_chatbot_plan(app.state.driver, settings))
+            warm = asyncio.create_task(warm_chatbot_plan(app.state.driver, settings))
         try:
             async with app.state.mcp.running():  # the MCP endpoint's session manager
                 yield
@@ -211,7 +193,7 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
             # Its thread uses the driver closed below; a preload still waiting on an unreachable
             # server (the driver retries for 30 s) must not hold up the shutdown: closing the
             # driver ends it, and prepare_assignment logs that.
-            if warm is not None:  # the plans made ahead: nothing to keep
+            if warm is not None:  # the plan warm-up: nothing to keep
                 warm.cancel()
                 await asyncio.gather(warm, return_exceptions=True)
             _, pending = await asyncio.wait({preload}, timeout=PRELOAD_SHUTDOWN_WAIT_S)

@@ -96,16 +96,9 @@ async def profile(reader: Reader, settings: Settings, want: Wanted, now: datetim
     return _profile(rows[0], want) if rows else None
 
 
-async def plan_ahead(reader: Reader, settings: Settings, now: datetime, *,
-                     afresh: bool = False) -> None:
-    """Have Neo4j plan the chatbot's queries (by id and by identifier, every part), for a user
-    that does not exist: a fresh server's first plan of them takes seconds. They keep their
-    plan (``queries.USER_PROFILE``): this plans them only if Neo4j holds no plan of them, or,
-    ``afresh``, on the current statistics whatever it holds (requests meanwhile use the plan
-    it holds)."""
+async def plan_ahead(reader: Reader, settings: Settings, now: datetime) -> None:
+    """Have Neo4j plan the chatbot's queries (by id and by identifier, every part), for a
+    user that does not exist: a fresh server's first plan of them takes seconds."""
     params = profile_params(CHATBOT, settings, now)
-    by_id, by_identifier = q.USER_PROFILE, q.USER_PROFILE_BY_IDENTIFIER
-    if afresh:
-        by_id, by_identifier = q.replanned(by_id), q.replanned(by_identifier)
-    await reader.rows(by_id, id="", **params)
-    await reader.rows(by_identifier, kind="", hash="", **params)
+    await reader.rows(q.USER_PROFILE, id="", **params)
+    await reader.rows(q.USER_PROFILE_BY_IDENTIFIER, kind="", hash="", **params)

@@ -4,8 +4,6 @@ travels as a parameter (see the builders in ``graph.profile``)."""
 
 from __future__ import annotations
 
-from typing import LiteralString
-
 # The latest run is the segmentation job's notion; the API asks the same question.
 from graph.recommend.queries import RECOMMEND_FOR_USER
 from graph.segments.queries import LATEST_RUN as LATEST_RUN
@@ -663,22 +661,8 @@ CALL (u, personal) {
        persona, segment, distance, prefs, location, weather, events AS upcoming_events,
        recommendations
 """
-# The chatbot's statements keep their plan (``CYPHER replan=skip``). Neo4j would otherwise plan
-# one again in the request that finds its statistics drifted (0.6-0.9 s of its CPU), and each
-# request that comes meanwhile plans it too, not waiting for the first: at 100 requests/s a
-# replan would be a stall of seconds (docs/performance.md). ``replanned`` gives the text that
-# makes their plan afresh, off the request path (``prefetch.plan_ahead``).
-_KEEP_PLAN = "CYPHER replan=skip\n"
-USER_PROFILE = _KEEP_PLAN + _USER_BY_ID + _PROFILE
-USER_PROFILE_BY_IDENTIFIER = _KEEP_PLAN + _USER_BY_IDENTIFIER + _PROFILE
-
-
-def replanned(statement: LiteralString) -> LiteralString:
-    """``statement`` (one that keeps its plan) planned afresh on the current statistics; the new
-    plan replaces the one the statement keeps (they share Neo4j's cache entry)."""
-    if not statement.startswith(_KEEP_PLAN):
-        raise ValueError("not a statement that keeps its plan")
-    return "CYPHER replan=force\n" + statement[len(_KEEP_PLAN):]
+USER_PROFILE = _USER_BY_ID + _PROFILE
+USER_PROFILE_BY_IDENTIFIER = _USER_BY_IDENTIFIER + _PROFILE
 
 RUN_STATUS = """
 CALL () { MATCH (r:SegmentationRun) RETURN count(r) AS complete }

@@ -4,8 +4,6 @@ import asyncio
 import logging
 import re
 import shutil
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,11 +12,8 @@ from neo4j import Driver
 from pydantic import SecretStr
 
 from api.app import create_app, warm_chatbot_plan
-from bench.api import Neo4jLog
 from graph.auth import DEMO_API_KEY, Role, create_key, ensure_demo_key
 from graph.db import Graph, create_async_driver
-from graph.profile import queries
-from graph.profile.prefetch import CHATBOT, profile_params
 from graph.segments.run import run_segmentation
 from graph.settings import Settings
 from tests.helpers import empty_graph, load_demo, scrape
@@ -221,42 +216,21 @@ def test_not_ready_while_the_schema_is_behind(graph: Graph, settings: Settings,
                             "expected_version": 9003}
 
 
-def test_the_chatbot_queries_keep_their_plan_as_the_statistics_drift(
-        graph: Graph, settings: Settings) -> None:
-    """A request does not plan the chatbot's queries again when Neo4j's statistics have
-    drifted: that replan took 0.6-0.9 s of Neo4j's CPU, and every request that came meanwhile
-    planned them too (docs/performance.md); the served API plans them afresh on its own
-    (``plan_ahead``). Neo4j logs each plan it drops as stale, as the bench reads it."""
-    params = profile_params(CHATBOT, settings, datetime.now(UTC))
-    statements = [(queries.USER_PROFILE, {"id": "drift-1"}),
-                  (queries.USER_PROFILE_BY_IDENTIFIER, {"kind": "email", "hash": "x"})]
-    graph.execute("UNWIND range(1, 20) AS i CREATE (:User {id: 'drift-' + toString(i)})")
-    for statement, key in statements:  # planned on 20 users
-        graph.rows(statement, **key, **params)
-    graph.execute("UNWIND range(21, 4000) AS i CREATE (:User {id: 'drift-' + toString(i)})")
-    time.sleep(11)  # Neo4j checks a plan against the statistics at most every 10 s
-    log = Neo4jLog(settings.local_instance_dir / "logs" / "debug.log")
-    for statement, key in statements:
-        graph.rows(statement, **key, **params)
-    assert [e for e in log.events() if e.kind == "replan"] == []
-
-
 def test_the_chatbot_queries_are_planned_at_start(
         graph: Graph, settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
     """`personas serve` has Neo4j plan the chatbot's queries as it starts (a fresh server took
     3 s over the first request). The queries and their parameters must agree; a database that
     cannot answer is logged, and the service starts all the same."""
 
-    async def warm(s: Settings, afresh: bool = False) -> None:
+    async def warm(s: Settings) -> None:
         driver = create_async_driver(s)
         try:
-            await warm_chatbot_plan(driver, s, afresh=afresh)
+            await warm_chatbot_plan(driver, s)
         finally:
             await driver.close()
 
     caplog.set_level(logging.WARNING, logger="api.app")
     asyncio.run(warm(settings))
-    asyncio.run(warm(settings, afresh=True))  # the periodic plan, made on current statistics
     assert not [r for r in caplog.records if r.name == "api.app"], caplog.text
     asyncio.run(warm(settings.model_copy(update={"neo4j_database": "no-such-database"})))
     assert "could not plan the chatbot query ahead" in caplog.text
