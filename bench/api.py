@@ -15,8 +15,14 @@ write, half without, so that both halves meet the same load. Ends with one line
 ``RESULT p50_ms=… p99_ms=… rps=… cypher_p99_ms=… max_rps_p99_under_100ms=… after_p99_ms=…
 plain_p99_ms=… after_added_p99_ms=… after_pending=… api_cpu_ms=… neo4j_cpu_ms=…
 api_full_gc_per_1k=… cypher_neo4j_cpu_ms=… load=… ryw_writes=… ryw_api_cpu_ms=…
-ryw_neo4j_cpu_ms=… ryw_load=…``,
-where p50/p99 and rps are those of the milestone rate (100 requests/s). Each rate, and the
+ryw_neo4j_cpu_ms=… ryw_load=… replans_served=… replans=… neo4j_pauses=… max_in_flight=…
+client_lag_ms=… healthz_max_ms=…``,
+where p50/p99 and rps are those of the milestone rate (100 requests/s). Each phase runs under
+a ``Probe`` (requests in flight, this process's own lag, the API's /healthz, CPU, the API's
+full collections, Neo4j's replans and JVM pauses from its debug.log, second by second): the
+milestone and plain Cypher phases print it when their p99 passes ``STALL_MS``, and the keys
+after ``replans_served`` (the replans Neo4j logged while the API served) are the milestone
+phase's. Each rate, and the
 read-your-writes phase, also reports the CPU the API process and Neo4j spent per request (a
 rate, also the API's full garbage collections per 1,000 requests, from its /metrics), and the
 machine's load average: latency depends on what else shares the cores, the work per
