@@ -15,8 +15,14 @@ write, half without, so that both halves meet the same load. Ends with one line
 ``RESULT p50_ms=… p99_ms=… rps=… cypher_p99_ms=… max_rps_p99_under_100ms=… after_p99_ms=…
 plain_p99_ms=… after_added_p99_ms=… after_pending=… api_cpu_ms=… neo4j_cpu_ms=…
 api_full_gc_per_1k=… cypher_neo4j_cpu_ms=… load=… ryw_writes=… ryw_api_cpu_ms=…
-ryw_neo4j_cpu_ms=… ryw_load=…``,
-where p50/p99 and rps are those of the milestone rate (100 requests/s). Each rate, and the
+ryw_neo4j_cpu_ms=… ryw_load=… replans_served=… replans=… neo4j_pauses=… max_in_flight=…
+client_lag_ms=… healthz_max_ms=…``,
+where p50/p99 and rps are those of the milestone rate (100 requests/s). Each phase runs under
+a ``Probe`` (requests in flight, this process's own lag, the API's /healthz, CPU, the API's
+full collections, Neo4j's replans and JVM pauses from its debug.log, second by second): the
+milestone and plain Cypher phases print it when their p99 passes ``STALL_MS``, and the keys
+after ``replans_served`` (the replans Neo4j logged while the API served) are the milestone
+phase's. Each rate, and the
 read-your-writes phase, also reports the CPU the API process and Neo4j spent per request (a
 rate, also the API's full garbage collections per 1,000 requests, from its /metrics), and the
 machine's load average: latency depends on what else shares the cores, the work per
@@ -29,13 +35,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import random
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -78,6 +86,12 @@ WARM_RPS = 15
 PORT = int(os.environ.get("PERSONAS_BENCH_API_PORT", "8765"))
 """The served API's port; set it apart when two benchmarks run side by side."""
 KEY = "bench-api-key"
+STALL_MS = 50.0
+"""A phase whose p99 passes this (the milestone's target) prints its timeline, second by
+second (``Probe``)."""
+PROBE_S = 0.2
+"""How often the probes of a phase look (requests in flight, this process's lag, the API's
+/healthz)."""
 console = Console()
 
 
@@ -106,6 +120,210 @@ def full_collections(base: str) -> float:
     return float(match.group(1)) if match else float("nan")
 
 
+NEO4J_EVENT = re.compile(
+    r"^(\S+ \S+)\+0000 .*?(?:Discarded stale query from the query cache after (\d+) seconds\. "
+    r"Reason: (\w+)|Detected VM stop-the-world pause: \{pauseTime=(\d+), gcTime=(\d+))",
+    re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Neo4jEvent:
+    at: float
+    """Epoch seconds."""
+    kind: str
+    """``replan`` or ``pause``."""
+    detail: str
+
+
+class Neo4jLog:
+    """Neo4j's debug.log from the moment this is made: each plan its query cache discarded as
+    stale (a replan, with the statistic that moved; Community has no query log or metrics, and
+    logs every such discard) and each stop-the-world pause of its JVM (the server's pause
+    monitor; a machine that stops every process shows there too, with no GC time)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0
+
+    def events(self) -> list[Neo4jEvent]:
+        if not self.path.exists():
+            return []
+        with self.path.open("rb") as log:
+            log.seek(self.offset)
+            text = log.read().decode(errors="replace")
+        events = []
+        for m in NEO4J_EVENT.finditer(text):
+            at = datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC).timestamp()
+            events.append(Neo4jEvent(at, "replan", f"{m[3]}, plan {m[2]} s old") if m[2] else
+                          Neo4jEvent(at, "pause", f"{m[4]} ms, GC {m[5]} ms"))
+        return events
+
+
+def neo4j_log(settings: Settings) -> Neo4jLog:
+    return Neo4jLog(settings.local_instance_dir / "logs" / "debug.log")
+
+
+@dataclass
+class Probe:
+    """One phase second by second, to attribute a stall to its cause: each request by its due
+    second; every ``PROBE_S`` the requests in flight, the lag of this process's event loop (the
+    load generator falling behind), the CPU the API and Neo4j have used, and the round trip of
+    the API's ``/healthz`` (slow when the API's event loop stops: a collection, a blocking
+    call, no CPU; not when its requests wait on Neo4j); each second the API's full collections
+    (its /metrics); and Neo4j's replans and pauses (``Neo4jLog``)."""
+
+    start: float = 0.0
+    wall: float = 0.0
+    in_flight: int = 0
+    requests: list[tuple[float, float]] = field(default_factory=list)
+    """(due, ms from due; NaN for an error), due in seconds from the start."""
+    samples: list[tuple[float, int, float, float, float]] = field(default_factory=list)
+    """(seconds from the start, requests in flight, this loop's lag in ms, API CPU s, Neo4j CPU
+    s so far)."""
+    health: list[tuple[float, float]] = field(default_factory=list)
+    """(sent, round trip ms; NaN for an error)."""
+    collections: list[tuple[float, float]] = field(default_factory=list)
+    """(seconds from the start, the API's full collections so far)."""
+    events: list[Neo4jEvent] = field(default_factory=list)
+
+    def begin(self) -> None:
+        self.start, self.wall = time.perf_counter(), time.time()
+
+    def rows(self) -> list[dict[str, float | str]]:
+        """One row a second: its requests' p50/p99/max (by due time) and errors, the most in
+        flight, this process's longest lag, the slowest /healthz, each process's CPU (per cent
+        of a core) and the API's full collections in it, and Neo4j's events."""
+        rows: list[dict[str, float | str]] = []
+        n = max((int(due) for due, _ in self.requests), default=-1) + 1
+        for second in range(n):
+            def within(at: float, s: int = second) -> bool:
+                return s <= at < s + 1
+            lat = [ms for due, ms in self.requests if within(due)]
+            ok = [ms for ms in lat if not math.isnan(ms)]
+            cpu = _between(self.samples, second)
+            gcs = _between(self.collections, second)
+            rows.append({
+                "second": second, "requests": len(lat), "errors": len(lat) - len(ok),
+                "p50": percentile(ok, 50) if ok else math.nan,
+                "p99": percentile(ok, 99) if ok else math.nan,
+                "max": max(ok, default=math.nan),
+                "in_flight": max((x[1] for x in self.samples if within(x[0])), default=0),
+                "lag": max((x[2] for x in self.samples if within(x[0])), default=math.nan),
+                "healthz": max((ms for at, ms in self.health if within(at)), default=math.nan),
+                "api_cpu": _rate(cpu, 3) * 100, "neo4j_cpu": _rate(cpu, 4) * 100,
+                "full_gcs": gcs[1][1] - gcs[0][1] if gcs else math.nan,
+                "neo4j": "; ".join(f"{e.kind} {e.detail}" for e in self.events
+                                   if within(e.at - self.wall)),
+            })
+        return rows
+
+    def summary(self) -> dict[str, float]:
+        """The phase's figures for the RESULT line."""
+        return {"replans": sum(e.kind == "replan" for e in self.events),
+                "neo4j_pauses": sum(e.kind == "pause" for e in self.events),
+                "max_in_flight": max((x[1] for x in self.samples), default=0),
+                "client_lag_ms": max((x[2] for x in self.samples), default=math.nan),
+                "healthz_max_ms": max((ms for _, ms in self.health if not math.isnan(ms)),
+                                      default=math.nan)}
+
+
+Sample = tuple[float, ...]
+
+
+def _between(samples: Sequence[Sample], second: int) -> tuple[Sample, Sample] | None:
+    """The last samples taken by the start and by the end of ``second`` (None without both)."""
+    first = [x for x in samples if x[0] <= second]
+    last = [x for x in samples if x[0] <= second + 1]
+    return (first[-1], last[-1]) if first and last and last[-1][0] > first[-1][0] else None
+
+
+def _rate(pair: tuple[Sample, Sample] | None, column: int) -> float:
+    """Per second of the column between two samples: CPU seconds a second, a share of a core."""
+    if pair is None:
+        return math.nan
+    return (pair[1][column] - pair[0][column]) / (pair[1][0] - pair[0][0])
+
+
+def metrics_full_collections(body: bytes) -> float:
+    match = FULL_GCS.search(body)
+    return float(match.group(1)) if match else math.nan
+
+
+async def watch(probe: Probe, client: KeepAliveClient, pids: tuple[int | None, int | None],
+                stop: asyncio.Event) -> None:
+    """Fill ``probe`` until ``stop`` (see ``Probe``)."""
+    api_pid, neo4j_pid = pids
+    health, metrics = client.get_bytes("/healthz"), client.get_bytes("/metrics")
+
+    async def each_second() -> None:
+        while not stop.is_set():
+            sent = time.perf_counter()
+            try:
+                gcs = metrics_full_collections((await client.send(metrics)).body)
+                probe.collections.append((sent - probe.start, gcs))
+            except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, RuntimeError):
+                pass
+            await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - sent)))
+
+    async def lag() -> None:
+        def sample(now: float, lag_ms: float) -> None:
+            probe.samples.append((now - probe.start, probe.in_flight, lag_ms,
+                                  cpu_seconds(api_pid), cpu_seconds(neo4j_pid)))
+        sample(time.perf_counter(), 0.0)
+        while not stop.is_set():
+            before = time.perf_counter()
+            await asyncio.sleep(PROBE_S)
+            now = time.perf_counter()
+            sample(now, (now - before - PROBE_S) * 1000)
+
+    async def healthz() -> None:
+        while not stop.is_set():
+            sent = time.perf_counter()
+            try:
+                await client.send(health)
+                ms = (time.perf_counter() - sent) * 1000
+            except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, RuntimeError):
+                ms = math.nan
+            probe.health.append((sent - probe.start, ms))
+            await asyncio.sleep(max(0.0, PROBE_S - (time.perf_counter() - sent)))
+
+    await asyncio.gather(each_second(), lag(), healthz())
+
+
+async def probed(rate: int, seconds: float, users: list[str],
+                 call: Callable[[str], Awaitable[None]], base: str, key: str,
+                 pids: tuple[int | None, int | None], log: Neo4jLog,
+                 ) -> tuple[list[float], int, float, Probe]:
+    """``open_loop`` with a ``Probe`` watching it."""
+    url = urlsplit(base)
+    client = KeepAliveClient(url.hostname or "127.0.0.1", url.port or 80,
+                             {"Authorization": f"Bearer {key}"})
+    probe, stop = Probe(), asyncio.Event()
+    probe.begin()
+    watcher = asyncio.create_task(watch(probe, client, pids, stop))
+    try:
+        lat, errors, achieved = await open_loop(rate, seconds, users, call, probe)
+    finally:
+        stop.set()
+        await watcher
+        await client.close()
+    probe.events = [e for e in log.events()
+                    if probe.wall <= e.at <= probe.wall + time.perf_counter() - probe.start]
+    return lat, errors, achieved, probe
+
+
+def show_timeline(title: str, probe: Probe) -> None:
+    """The probe's rows as plain lines (a table would be cut to the width of a pipe)."""
+    console.print(title)
+    print("   s  req  err  p50 ms  p99 ms  max ms  in flight  own lag ms  healthz ms  "
+          "API CPU %  Neo4j CPU %  API full GCs  Neo4j")
+    for r in probe.rows():
+        print(f"{r['second']:>4} {r['requests']:>4} {r['errors']:>4} {r['p50']:>7.1f} "
+              f"{r['p99']:>7.1f} {r['max']:>7.1f} {r['in_flight']:>10} {r['lag']:>11.0f} "
+              f"{r['healthz']:>11.0f} {r['api_cpu']:>10.0f} {r['neo4j_cpu']:>12.0f} "
+              f"{r['full_gcs']:>13.0f}  {r['neo4j']}")
+
+
 def personas_cli(env: dict[str, str], *args: str) -> str:
     exe = str(Path(sys.executable).parent / "personas")
     done = subprocess.run([exe, *args], env=env, check=True, capture_output=True, text=True)
@@ -113,8 +331,10 @@ def personas_cli(env: dict[str, str], *args: str) -> str:
 
 
 async def open_loop(rate: int, seconds: float, users: list[str],
-                    call: Callable[[str], Awaitable[None]]) -> tuple[list[float], int, float]:
-    """Latencies (ms, from each request's due time), errors, and the achieved rate."""
+                    call: Callable[[str], Awaitable[None]], probe: Probe | None = None,
+                    ) -> tuple[list[float], int, float]:
+    """Latencies (ms, from each request's due time), errors, and the achieved rate; each
+    request also in ``probe``, if given."""
     n = int(rate * seconds)
     latencies: list[float] = []
     errors = 0
@@ -122,14 +342,23 @@ async def open_loop(rate: int, seconds: float, users: list[str],
 
     async def one(due: float, user: str) -> None:
         nonlocal errors
+        if probe is not None:
+            probe.in_flight += 1
         try:
             await call(user)
         except Exception:  # noqa: BLE001 - counted, and reported beside the latencies
             errors += 1
+            if probe is not None:
+                probe.requests.append((due - start, math.nan))
             return
+        finally:
+            if probe is not None:
+                probe.in_flight -= 1
         latencies.append((time.perf_counter() - due) * 1000)
+        if probe is not None:
+            probe.requests.append((due - start, latencies[-1]))
 
-    start = time.perf_counter()
+    start = probe.start if probe is not None else time.perf_counter()
     tasks = []
     for i in range(n):
         due = start + i / rate
@@ -285,9 +514,11 @@ async def warm_up(base: str, key: str, users: list[str], seconds: float) -> None
 
 async def measure(base: str, key: str, users: list[str], rates: list[int], seconds: float,
                   warm_seconds: float, settings: Settings,
-                  pids: tuple[int | None, int | None],
+                  pids: tuple[int | None, int | None], timelines: bool = False,
                   ) -> tuple[dict[int, dict[str, float]], dict[str, float]]:
-    """Latencies at each rate, and CPU ms per request of the API and of Neo4j (``pids``)."""
+    """Latencies at each rate, and CPU ms per request of the API and of Neo4j (``pids``);
+    the timeline (``Probe``) of the milestone rate and of plain Cypher when their p99 is over
+    ``STALL_MS``, of every phase with ``timelines``."""
     api_pid, neo4j_pid = pids
     results: dict[int, dict[str, float]] = {}
     await warm_up(base, key, users, warm_seconds)
@@ -299,7 +530,8 @@ async def measure(base: str, key: str, users: list[str], rates: list[int], secon
         for rate in rates:
             api_cpu, neo4j_cpu = cpu_seconds(api_pid), cpu_seconds(neo4j_pid)
             full_gcs = await asyncio.to_thread(full_collections, base)
-            lat, errors, achieved = await open_loop(rate, seconds, users, call)
+            lat, errors, achieved, probe = await probed(rate, seconds, users, call, base, key,
+                                                        pids, neo4j_log(settings))
             n = int(rate * seconds)
             full_gcs = await asyncio.to_thread(full_collections, base) - full_gcs
             results[rate] = {"p50": percentile(lat, 50), "p99": percentile(lat, 99),
@@ -307,13 +539,17 @@ async def measure(base: str, key: str, users: list[str], rates: list[int], secon
                              "api_cpu": (cpu_seconds(api_pid) - api_cpu) * 1000 / n,
                              "neo4j_cpu": (cpu_seconds(neo4j_pid) - neo4j_cpu) * 1000 / n,
                              "full_gcs": full_gcs * 1000 / n,
-                             "load": os.getloadavg()[0]}
+                             "load": os.getloadavg()[0], **probe.summary()}
             console.print(f"graphql {rate:>4} req/s: p50 {results[rate]['p50']:.1f} ms, "
                           f"p99 {results[rate]['p99']:.1f} ms, {errors} errors; CPU per "
                           f"request: API {results[rate]['api_cpu']:.1f} ms, Neo4j "
                           f"{results[rate]['neo4j_cpu']:.1f} ms; API full collections per "
                           f"1,000 requests {results[rate]['full_gcs']:.1f}; load "
-                          f"{results[rate]['load']:.1f}")
+                          f"{results[rate]['load']:.1f}; Neo4j replans "
+                          f"{results[rate]['replans']:.0f}, pauses "
+                          f"{results[rate]['neo4j_pauses']:.0f}")
+            if timelines or (results[rate]["p99"] > STALL_MS and rate == MILESTONE_RPS):
+                show_timeline(f"graphql {rate} req/s, second by second", probe)
             if results[rate]["p99"] > 1000 and rate >= MILESTONE_RPS:
                 break  # far past saturation: higher rates only queue longer
     finally:
@@ -323,7 +559,8 @@ async def measure(base: str, key: str, users: list[str], rates: list[int], secon
         call = cypher_call(driver, settings)
         await open_loop(WARM_RPS, warm_seconds / 3, users, call)
         neo4j_cpu = cpu_seconds(neo4j_pid)
-        lat, errors, achieved = await open_loop(MILESTONE_RPS, seconds, users, call)
+        lat, errors, achieved, probe = await probed(MILESTONE_RPS, seconds, users, call, base,
+                                                    key, pids, neo4j_log(settings))
         neo4j_cpu = (cpu_seconds(neo4j_pid) - neo4j_cpu) * 1000 / int(MILESTONE_RPS * seconds)
     finally:
         await driver.close()
@@ -331,7 +568,10 @@ async def measure(base: str, key: str, users: list[str], rates: list[int], secon
               "errors": errors, "neo4j_cpu": neo4j_cpu}
     console.print(f"cypher  {MILESTONE_RPS:>4} req/s: p50 {cypher['p50']:.1f} ms, "
                   f"p99 {cypher['p99']:.1f} ms, {errors} errors; Neo4j CPU per request "
-                  f"{neo4j_cpu:.1f} ms; load {os.getloadavg()[0]:.1f}")
+                  f"{neo4j_cpu:.1f} ms; load {os.getloadavg()[0]:.1f}; Neo4j replans "
+                  f"{probe.summary()['replans']:.0f}")
+    if timelines or cypher["p99"] > STALL_MS:
+        show_timeline(f"cypher {MILESTONE_RPS} req/s, second by second", probe)
     return results, cypher
 
 
@@ -350,6 +590,10 @@ def main() -> None:
     parser.add_argument("--only-ryw", action="store_true",
                         help="Warm up, then run the read-your-writes phase alone (no rates, no "
                         "plain Cypher); the RESULT line then holds that phase's figures only")
+    parser.add_argument("--timelines", action="store_true",
+                        help="Print every phase second by second (requests, in flight, this "
+                        "process's lag, the API's /healthz, CPU, collections, Neo4j's replans "
+                        "and pauses), not only a slow milestone or plain Cypher phase")
     parser.add_argument("--personas", type=Path,
                         default=Path(sys.executable).parent / "personas",
                         help="The `personas` executable that serves the API (another "
@@ -384,6 +628,7 @@ def main() -> None:
             env={**env, "PERSONAS_API_HOST": "127.0.0.1"},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         pids = (server.pid, neo4j_server.status(settings).pid)
+        served = neo4j_log(settings)
         try:
             wait_until_up(base, server)
             if args.only_ryw:
@@ -391,18 +636,23 @@ def main() -> None:
             else:
                 results, cypher = asyncio.run(
                     measure(base, key, users, rates, args.seconds, args.warm_seconds,
-                            settings, pids))
+                            settings, pids, args.timelines))
             ryw = asyncio.run(read_your_writes(base, key, writer_key, users, args.seconds,
                                                args.ryw_rps, pids))
         finally:
             server.terminate()
             server.wait(timeout=30)
+        replans = [e for e in served.events() if e.kind == "replan"]
+        for event in replans:
+            console.print(f"Neo4j replan while serving at "
+                          f"{datetime.fromtimestamp(event.at, UTC):%H:%M:%S}: {event.detail}")
 
     ryw_result = (f"after_p99_ms={ryw['after_p99']:.1f} plain_p99_ms={ryw['plain_p99']:.1f} "
                   f"after_added_p99_ms={ryw['after_p99'] - ryw['plain_p99']:.1f} "
                   f"after_pending={int(ryw['pending'])}")
     ryw_cpu = (f"ryw_writes={int(ryw['writes'])} ryw_api_cpu_ms={ryw['api_cpu']:.1f} "
-               f"ryw_neo4j_cpu_ms={ryw['neo4j_cpu']:.1f} ryw_load={ryw['load']:.1f}")
+               f"ryw_neo4j_cpu_ms={ryw['neo4j_cpu']:.1f} ryw_load={ryw['load']:.1f} "
+               f"replans_served={len(replans)}")
     if args.only_ryw:
         print(f"RESULT {ryw_result} {ryw_cpu}")
         return
@@ -430,7 +680,11 @@ def main() -> None:
           f"neo4j_cpu_ms={milestone['neo4j_cpu']:.1f} "
           f"api_full_gc_per_1k={milestone['full_gcs']:.1f} "
           f"cypher_neo4j_cpu_ms={cypher['neo4j_cpu']:.1f} "
-          f"load={milestone['load']:.1f} {ryw_cpu}")
+          f"load={milestone['load']:.1f} {ryw_cpu} replans={milestone['replans']:.0f} "
+          f"neo4j_pauses={milestone['neo4j_pauses']:.0f} "
+          f"max_in_flight={milestone['max_in_flight']:.0f} "
+          f"client_lag_ms={milestone['client_lag_ms']:.0f} "
+          f"healthz_max_ms={milestone['healthz_max_ms']:.0f}")
 
 
 if __name__ == "__main__":

@@ -21,8 +21,9 @@ class Response:
 
 
 class KeepAliveClient:
-    """POSTs JSON to one host, on as many keep-alive connections as requests are in flight (up
-    to ``MAX_CONNECTIONS``). Responses must carry a Content-Length (no chunked bodies)."""
+    """POSTs JSON (or GETs a probe) to one host, on as many keep-alive connections as requests
+    are in flight (up to ``MAX_CONNECTIONS``). Responses must carry a Content-Length (no
+    chunked bodies)."""
 
     MAX_CONNECTIONS = 256
 
@@ -38,6 +39,10 @@ class KeepAliveClient:
         """A prepared POST, to send with ``send`` as often as needed."""
         return (f"POST {path} HTTP/1.1\r\n{self._head}Content-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+    def get_bytes(self, path: str) -> bytes:
+        """A prepared GET without a body (a probe such as ``/healthz``)."""
+        return f"GET {path} HTTP/1.1\r\n{self._head}Content-Length: 0\r\n\r\n".encode()
 
     async def send(self, request: bytes) -> Response:
         async with self._slots:
