@@ -178,7 +178,9 @@ UNWIND range(0, size($items) - 1) AS p
 MERGE (it:Item {id: $items[p]})
 WITH it, p
 UNWIND range(1, $buyers + p) AS k
-CREATE (:User {id: it.id + '-b' + k})-[:INTERACTED {purchases: 1 + k % 3}]->(it)
+CREATE (:User {id: it.id + '-b' + k})-[:INTERACTED {user_id: it.id + '-b' + k,
+                                                   purchases: 1 + k % 3, bought_or_liked: true,
+                                                   last_at: datetime()}]->(it)
 """
 
 # Reads whose size is a page of a whole population or of the graph's runs, not one entity's
@@ -341,7 +343,9 @@ def test_similar_users_are_those_found_by_expanding_every_item(graph: Graph) -> 
         MATCH (it:Item {id: 'small-item-2'})
         UNWIND range(1, 5) AS k
         CREATE (:User {id: 'crowd-' + k})-[:INTERACTED {user_id: 'crowd-' + k, last_at: $now,
-                                                        purchases: 1}]->(it)""", now=NOW)
+                                                        purchases: 1,
+                                                        bought_or_liked: true}]->(it)""",
+        now=NOW)
     graph.execute("CREATE (:User {id: 'newcomer'})")
     for uid in ("small-shopper", "big-shopper", "small-peer-3", "newcomer"):
         for first, recent, cap in ((5, 10, 1000), (50, 3, 1000), (50, 10, 6)):
