@@ -41,7 +41,7 @@ CALL () {
   MATCH (u:User)-[:PERFORMED]->(i:Interaction)
   OPTIONAL MATCH (i)-[:IN_SESSION]->(s:Session)
   WITH i, u, s WHERE i.user_id IS NULL OR i.user_id <> u.id
-                     OR coalesce(i.session_id, '') <> coalesce(s.id, '')
+                     OR (s IS NOT NULL AND coalesce(i.session_id, '') <> s.id)
   RETURN count(i) AS interactions
 }
 CALL () {

@@ -166,14 +166,14 @@ def test_check_counts_rows_without_their_owner_ids(graph: Graph, cli_env,
     assert set(missing_owner_ids(graph).values()) == {0}
     ok = subprocess.run([PERSONAS, "migrate", "--check"], env=cli_env, capture_output=True,
                         text=True)
-    assert ok.returncode == 0 and "interactions without their owner's id: 0" in ok.stdout
+    assert ok.returncode == 0 and "interactions without their owner's id: 0" in ok.stderr
     graph.execute(UNOWNED)
     assert missing_owner_ids(graph) == {"interactions": 1, "aggregates": 1, "memberships": 1,
                                         "persona_periods": 1, "session_links": 1}
     bad = subprocess.run([PERSONAS, "migrate", "--check"], env=cli_env, capture_output=True,
                          text=True)
     assert bad.returncode == 1, bad.stderr
-    assert "persona periods without their owner's id: 1" in bad.stdout
+    assert "persona periods without their owner's id: 1" in bad.stderr
     graph.execute("MATCH (n) WHERE n.id STARTS WITH 'by-hand' OR n.event_id = 'by-hand-e' "
                   "DETACH DELETE n")
     assert set(missing_owner_ids(graph).values()) == {0}
