@@ -32,6 +32,42 @@ RECORD = (
     "SET m.name = $name, m.checksum = $checksum, m.applied_at = datetime()"
 )
 
+# Rows the per-user index reads cannot see, per kind: each must carry its owner's id (and an
+# interaction its session's, an aggregate its mark, a session link its start), as the writers
+# and the backfills of migrations 0015-0017 give them. A row written otherwise (by hand, or by a
+# writer that forgot them) is invisible to the bounded reads (graph/profile/queries.py).
+MISSING_OWNER_IDS = """
+CALL () {
+  MATCH (u:User)-[:PERFORMED]->(i:Interaction)
+  OPTIONAL MATCH (i)-[:IN_SESSION]->(s:Session)
+  WITH i, u, s WHERE i.user_id IS NULL OR i.user_id <> u.id
+                     OR (s IS NOT NULL AND coalesce(i.session_id, '') <> s.id)
+  RETURN count(i) AS interactions
+}
+CALL () {
+  MATCH (u:User)-[r:INTERACTED]->(:Item)
+  WHERE r.user_id IS NULL OR r.user_id <> u.id OR r.bought_or_liked IS NULL
+  RETURN count(r) AS aggregates
+}
+CALL () {
+  MATCH (u:User)-[m:IN_SEGMENT]->()
+  WHERE m.user_id IS NULL OR m.user_id <> u.id
+  RETURN count(m) AS memberships
+}
+CALL () {
+  MATCH (u:User)-[h:HAD_PERSONA]->()
+  WHERE h.user_id IS NULL OR h.user_id <> u.id
+  RETURN count(h) AS persona_periods
+}
+CALL () {
+  MATCH (u:User)-[h:HAD_SESSION]->(s:Session)
+  WHERE h.user_id IS NULL OR h.user_id <> u.id OR h.started_at IS NULL
+     OR h.started_at <> s.started_at
+  RETURN count(h) AS session_links
+}
+RETURN interactions, aggregates, memberships, persona_periods, session_links
+"""
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -143,3 +179,11 @@ def require_current(graph: Graph, folder: Path) -> None:
         names = ", ".join(m.path.name for m in waiting[:3]) + (", ..." if len(waiting) > 3 else "")
         raise SchemaBehind(f"the database schema is behind: {len(waiting)} migration(s) pending "
                            f"({names}). Run `personas migrate` first.")
+
+
+def missing_owner_ids(graph: Graph) -> dict[str, int]:
+    """How many interactions, aggregates, segment memberships, persona periods and session
+    links lack their owner's id (or hold another's, or lack what else their index holds):
+    rows the per-user index reads do not see. All zero on a graph only the writers wrote."""
+    [row] = graph.rows(MISSING_OWNER_IDS)
+    return {kind: int(n) for kind, n in row.items()}

@@ -15,6 +15,7 @@ import pytest
 from neo4j import Driver
 
 from graph.db import Graph, create_driver
+from graph.migrate import missing_owner_ids
 from graph.settings import Settings
 from personas.local import neo4j_server
 from tests.helpers import METRICS_TOKEN, empty_graph
@@ -140,9 +141,16 @@ def driver(neo4j_running: Settings) -> Iterator[Driver]:
 
 
 @pytest.fixture
-def graph(driver: Driver, settings: Settings) -> Graph:
-    """An empty, migrated database."""
-    return empty_graph(driver, settings)
+def graph(driver: Driver, settings: Settings) -> Iterator[Graph]:
+    """An empty, migrated database. After the test, every interaction, aggregate, segment
+    membership, persona period and session link left in it carries its owner's id (what the
+    writers write, and the per-user index reads need: a row written by hand without it is
+    invisible to them, and a test of a bounded read on it would prove nothing)."""
+    graph = empty_graph(driver, settings)
+    yield graph
+    missing = {kind: n for kind, n in missing_owner_ids(graph).items() if n}
+    assert missing == {}, ("rows without their owner's id (write them through the writers, "
+                           f"or with `user_id`): {missing}")
 
 
 @pytest.fixture

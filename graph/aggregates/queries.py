@@ -14,8 +14,10 @@ from __future__ import annotations
 # An item's buyers (users who bought it) and units (bought in all) are counters on the item
 # (`buyers`, `units`; none before its first purchase), so that best-sellers and an item's buyers
 # are read from an index (migrations/0015), not summed over every purchase. A batch adds to them
-# here, under the item's write lock taken before they are read (two writers never lose an
-# update); what moves or removes purchases otherwise (merges, unmerges, erasure) recounts the
+# here: each SET reads its counter in its own expression (a direct dependency), for which
+# Neo4j takes the item's write lock before reading, so two writers never lose an update (a
+# read in a WITH before the SET would: tests/integration/test_counters_and_owners.py); what
+# moves or removes purchases otherwise (merges, unmerges, erasure) recounts the
 # items concerned (REFRESH_ITEM_COUNTERS). Each aggregate carries its user's id (`user_id`) and
 # `bought_or_liked` (bought, or rated 4-5, and not rated 2 or lower: a similar user's evidence
 # in graph/recommend/queries.py), kept here and by RECOMPUTE_INTERACTED, indexed with the
@@ -34,9 +36,6 @@ WITH row, first_at, last_at, it, r, r.purchases AS before,
        AS rated_at
 CALL (row, it, before) {
   WITH row, it, before WHERE row.purchases > 0
-  SET it.counter_lock = true
-  REMOVE it.counter_lock
-  WITH row, it, before
   SET it.buyers = coalesce(it.buyers, 0) + CASE WHEN before > 0 THEN 0 ELSE 1 END,
       it.units = coalesce(it.units, 0) + row.purchases
 }

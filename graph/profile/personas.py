@@ -25,6 +25,9 @@ from graph.profile.model import (
 LIVE_TOPS_SAMPLE = 2000
 """The members nearest the centre whose aggregates make the top categories and items of a
 segment from a run written before runs stored them (``queries.LIVE_PERSONA_TOP_*``)."""
+LIVE_TOPS_ITEMS_PER_MEMBER = 100
+"""The latest aggregates (items) of each of those members that count in a segment's top items
+read live: a member's long history costs no more than this."""
 
 
 async def personas(reader: Reader) -> list[PersonaSummary]:
@@ -71,7 +74,8 @@ async def _tops(reader: Reader, stored: LiteralString, live: LiteralString, segm
         return []
     if found[0]["written"]:
         return list(found[0]["tops"])
-    return await reader.rows(live, segment_id=segment_id, first=first, sample=LIVE_TOPS_SAMPLE)
+    return await reader.rows(live, segment_id=segment_id, first=first, sample=LIVE_TOPS_SAMPLE,
+                             per_member=LIVE_TOPS_ITEMS_PER_MEMBER)
 
 
 async def runs(reader: Reader, *, after_at: int | None, after_id: str | None,

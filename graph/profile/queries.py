@@ -377,8 +377,17 @@ ORDER BY weight DESC, category
 LIMIT $first
 """
 
+# Each sampled member counts with their $per_member latest aggregates (an ordered seek of the
+# index on the aggregates' owner id and last time, migrations/0016, as SIMILAR_USERS): a
+# member with a longer history than that costs the same, and a segment's read at most
+# $sample x $per_member aggregates; members with fewer aggregates count whole, as before.
 LIVE_PERSONA_TOP_ITEMS = _SAMPLE_OF_SEGMENT + """
-MATCH (u)-[r:INTERACTED]->(it:Item)
+CALL (u) {
+  MATCH ()-[r:INTERACTED]->(it:Item)
+  USING INDEX SEEK r:INTERACTED(user_id, last_at)
+  WHERE r.user_id = u.id AND r.last_at IS NOT NULL
+  RETURN r, it ORDER BY r.user_id DESC, r.last_at DESC LIMIT $per_member
+}
 WITH it, sum(r.purchases) AS purchases, count(u) AS users
 OPTIONAL MATCH (it)-[:IN_CATEGORY]->(c:Category)
 RETURN it.id AS id, it.name AS name, c.name AS category, purchases, users

@@ -270,15 +270,17 @@ RECOMMEND = "MATCH (u:User {id: $user_id})\n" + RECOMMEND_FOR_USER
 # for everyone (nothing of the user is read): what a user without personalization consent is
 # offered. Items carry their buyers and units (graph/aggregates/queries.py), and the index on
 # them (migrations/0015) hands the best-sellers out in order: a read of $first items (and of
-# those the user is left out of), not of every purchase.
+# those the user is left out of), not of every purchase. The user is found by a seek of its id
+# (a hint: a plan cached while the graph held other data scanned every user's id per item).
 POPULAR = """
 MATCH (it:Item)
 USING INDEX SEEK it:Item(buyers, units)
 WHERE it.buyers > 0 AND it.units IS NOT NULL
 WITH it ORDER BY it.buyers DESC, it.units DESC, it.id
 WHERE NOT ($personal AND EXISTS {
-  MATCH (:User {id: $user_id})-[r:INTERACTED]->(it)
-  WHERE r.purchases > 0 OR r.rating IS NOT NULL
+  MATCH (u:User)-[r:INTERACTED]->(it)
+  USING INDEX SEEK u:User(id)
+  WHERE u.id = $user_id AND (r.purchases > 0 OR r.rating IS NOT NULL)
 })
 WITH it, it.buyers AS buyers LIMIT $first
 RETURN it.id AS item_id, coalesce(it.name, it.id) AS name,

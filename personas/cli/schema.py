@@ -17,10 +17,21 @@ from personas.cli.common import console, fails_cleanly, settings
 @fails_cleanly
 def migrate_cmd(
     status: Annotated[bool, typer.Option("--status", help="List applied and pending.")] = False,
+    check: Annotated[bool, typer.Option(
+        "--check", help="Only check the data: count the interactions, aggregates, segment "
+                        "memberships, persona periods and session links without their owner's "
+                        "id (invisible to the per-user reads); exit 1 if any.")] = False,
 ) -> None:
     """Apply pending schema migrations (constraints, indexes) in order."""
     cfg = settings()
     with open_graph(cfg) as graph:
+        if check:
+            missing = migrations.missing_owner_ids(graph)
+            for kind, n in missing.items():
+                console.print(f"{kind.replace('_', ' ')} without their owner's id: {n}")
+            if any(missing.values()):
+                raise typer.Exit(1)
+            return
         if status:
             table = Table("version", "name", "state", "applied at")
             for st in migrations.status(graph, cfg.migrations_dir):

@@ -6,11 +6,13 @@ before them. Each check compares with a recount from the interactions themselves
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from graph.aggregates.queries import UPDATE_INTERACTED
 from graph.db import Graph
 from graph.events import Event
 from graph.identity import merge_users, unmerge
@@ -113,8 +115,9 @@ BATCHES, BUYERS = 12, 4
 def test_concurrent_purchase_batches_of_the_same_items_give_exact_counters(
         graph: Graph) -> None:
     """Four writers at once, each its own users buying the same three items in every batch:
-    no update to a counter is lost. (The events name no category: linking an item to its
-    category would lock the item, and the counters' own lock would go untested.)"""
+    no update to a counter is lost. (A batch locks each item it links a new interaction to
+    before it adds to the counters: the counters' own read under the lock is isolated by
+    test_a_purchase_waiting_on_another_of_the_same_item_loses_no_count.)"""
     items = ["sku-1", "sku-2", "sku-3"]
     graph.execute("UNWIND $ids AS id MERGE (:Item {id: id})", ids=items)
     errors: list[BaseException] = []
@@ -143,6 +146,68 @@ def test_concurrent_purchase_batches_of_the_same_items_give_exact_counters(
     units = 4 * sum(1 + (u + b) % 3 for u in range(BUYERS) for b in range(BATCHES))
     assert {r["id"]: r["counters"] for r in graph.rows(COUNTERS)} == {
         it: [4 * BUYERS, units] for it in items}
+
+
+def _aggregate(user: str, purchases: int, views: int = 0) -> dict[str, Any]:
+    """A row of UPDATE_INTERACTED (the event writer's aggregates, with the item's counters)
+    for `user` and the item `sku`."""
+    return {"user_id": user, "item_id": "sku", "views": views, "carts": 0,
+            "purchases": purchases, "spend": 0.0, "first_at": 1000, "last_at": 2000,
+            "rating": None, "rated_at": None}
+
+
+def _second_waits_on_the_first(graph: Graph, statement: Any) -> list[int]:
+    """Two buyers of `sku` (each viewed it before: their aggregates exist, so the statement
+    creates no relationship, which would lock the item): the first's purchase written in a
+    transaction left open, the second's in another that runs until it waits for the first,
+    then the first committed, then the second. Returns the item's [buyers, units]."""
+    graph.execute("MATCH (n) DETACH DELETE n")
+    graph.execute("CREATE (:Item {id: 'sku'}) WITH * UNWIND ['u1', 'u2'] AS id "
+                  "CREATE (:User {id: id})")
+    graph.execute(statement, rows=[_aggregate("u1", 0, views=1), _aggregate("u2", 0, views=1)])
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            with graph.driver.session(database=graph.database) as session, \
+                    session.begin_transaction() as tx:
+                tx.run(statement, rows=[_aggregate("u2", 3)]).consume()
+                tx.commit()
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    with graph.driver.session(database=graph.database) as session, \
+            session.begin_transaction() as first:
+        first.run(statement, rows=[_aggregate("u1", 2)]).consume()
+        thread = threading.Thread(target=second)
+        thread.start()
+        waited = 0.0
+        while not graph.rows("SHOW TRANSACTIONS YIELD status WHERE status STARTS WITH 'Blocked' "
+                             "RETURN status"):
+            assert waited < 30 and thread.is_alive() and not errors, errors
+            time.sleep(0.05)
+            waited += 0.05
+        first.commit()
+    thread.join()
+    assert errors == []
+    [row] = graph.rows("MATCH (it:Item {id: 'sku'}) RETURN [it.buyers, it.units] AS counters")
+    return list(row["counters"])
+
+
+def test_a_purchase_waiting_on_another_of_the_same_item_loses_no_count(graph: Graph) -> None:
+    """The item's counters are read in the SET that writes them (a direct dependency), so
+    Neo4j takes the item's write lock before reading them: a writer that waits on another's
+    open transaction reads the counters that one committed. The same statement reading the
+    counters in a WITH before its SET (its read not a direct dependency) loses the first
+    purchase under the same interleaving: the interleaving is one that can lose an update."""
+    assert _second_waits_on_the_first(graph, UPDATE_INTERACTED) == [2, 5]
+    read_first = UPDATE_INTERACTED.replace(
+        "SET it.buyers = coalesce(it.buyers, 0)",
+        "WITH row, it, before, it.buyers AS buyers, it.units AS units\n"
+        "  SET it.buyers = coalesce(buyers, 0)").replace(
+        "it.units = coalesce(it.units, 0)", "it.units = coalesce(units, 0)")
+    assert read_first != UPDATE_INTERACTED
+    assert _second_waits_on_the_first(graph, read_first) == [1, 3]
 
 
 # What migration 0015 gives data written before it (and 0017 memberships and periods).

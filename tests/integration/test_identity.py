@@ -195,10 +195,10 @@ def with_segments(graph: Graph) -> None:
         CREATE (p1:Persona {id: 'persona-1'}), (p2:Persona {id: 'persona-2'})
         WITH s1, s2, p1, p2
         MATCH (a:User {id: $a}), (b:User {id: $b})
-        CREATE (a)-[:IN_SEGMENT {run_id: 'run-1', distance: 0.5}]->(s1)
-        CREATE (b)-[:IN_SEGMENT {run_id: 'run-1', distance: 1.5}]->(s2)
-        CREATE (a)-[:HAD_PERSONA {run_id: 'run-1', valid_from: datetime()}]->(p1)
-        CREATE (b)-[:HAD_PERSONA {run_id: 'run-1', valid_from: datetime()}]->(p2)
+        CREATE (a)-[:IN_SEGMENT {run_id: 'run-1', distance: 0.5, user_id: a.id}]->(s1)
+        CREATE (b)-[:IN_SEGMENT {run_id: 'run-1', distance: 1.5, user_id: b.id}]->(s2)
+        CREATE (a)-[:HAD_PERSONA {run_id: 'run-1', valid_from: datetime(), user_id: a.id}]->(p1)
+        CREATE (b)-[:HAD_PERSONA {run_id: 'run-1', valid_from: datetime(), user_id: b.id}]->(p2)
     """, a=A, b=B)
 
 

@@ -8,8 +8,9 @@ import pytest
 
 from graph.db import Graph
 from graph.errors import Conflict
-from graph.migrate import migrate, status
-from tests.helpers import PERSONAS
+from graph.migrate import migrate, missing_owner_ids, status
+from graph.segments.run import run_segmentation
+from tests.helpers import PERSONAS, load_demo
 
 pytestmark = pytest.mark.integration
 
@@ -142,3 +143,37 @@ def test_commands_refuse_a_database_whose_schema_is_behind(
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert graph.rows("MATCH (i:Interaction {event_id: 'e-behind-1'}) RETURN i")
     graph.execute("MATCH (i:Interaction {event_id: 'e-behind-1'}) DETACH DELETE i")
+
+
+# One row of each kind without its owner's id, as a test or a script might write by hand.
+UNOWNED = """
+CREATE (u:User {id: 'by-hand'}), (it:Item {id: 'by-hand-item'}), (s:Segment {id: 'by-hand-s'}),
+       (p:Persona {id: 'by-hand-p'}), (x:Session {id: 'by-hand-x', started_at: datetime()})
+CREATE (u)-[:PERFORMED]->(:Interaction {event_id: 'by-hand-e', at: datetime()})
+CREATE (u)-[:INTERACTED {purchases: 1}]->(it)
+CREATE (u)-[:IN_SEGMENT {run_id: 'r'}]->(s)
+CREATE (u)-[:HAD_PERSONA {run_id: 'r', valid_from: datetime()}]->(p)
+CREATE (u)-[:HAD_SESSION]->(x)
+"""
+
+
+def test_check_counts_rows_without_their_owner_ids(graph: Graph, cli_env,
+                                                  tmp_path: Path) -> None:
+    """`personas migrate --check` counts the rows the per-user index reads cannot see (none
+    on what the writers wrote) and exits 1 while there are any."""
+    load_demo(graph, tmp_path, users=20, seed=3, with_context=False)
+    run_segmentation(graph)
+    assert set(missing_owner_ids(graph).values()) == {0}
+    ok = subprocess.run([PERSONAS, "migrate", "--check"], env=cli_env, capture_output=True,
+                        text=True)
+    assert ok.returncode == 0 and "interactions without their owner's id: 0" in ok.stderr
+    graph.execute(UNOWNED)
+    assert missing_owner_ids(graph) == {"interactions": 1, "aggregates": 1, "memberships": 1,
+                                        "persona_periods": 1, "session_links": 1}
+    bad = subprocess.run([PERSONAS, "migrate", "--check"], env=cli_env, capture_output=True,
+                         text=True)
+    assert bad.returncode == 1, bad.stderr
+    assert "persona periods without their owner's id: 1" in bad.stderr
+    graph.execute("MATCH (n) WHERE n.id STARTS WITH 'by-hand' OR n.event_id = 'by-hand-e' "
+                  "DETACH DELETE n")
+    assert set(missing_owner_ids(graph).values()) == {0}

@@ -302,8 +302,9 @@ def test_consent_is_stored_with_history_and_honoured(graph: Graph, tmp_path: Pat
 
     # Analytics: a segment membership and an open persona entry to withdraw from.
     graph.execute("MATCH (u:User {id: $id}) "
-                  "CREATE (u)-[:IN_SEGMENT {run_id: 'r-1'}]->(:Segment {id: 'r-1-L0-0'}), "
-                  "(u)-[:HAD_PERSONA {valid_from: datetime() - duration('P1D')}]->"
+                  "CREATE (u)-[:IN_SEGMENT {run_id: 'r-1', user_id: u.id}]->"
+                  "(:Segment {id: 'r-1-L0-0'}), "
+                  "(u)-[:HAD_PERSONA {valid_from: datetime() - duration('P1D'), user_id: u.id}]->"
                   "(:Persona {id: 'p-1'})", id=jane)
     table = build_feature_table(graph)
     assert jane in table.user_ids and bob in table.user_ids

@@ -11,6 +11,7 @@ import pytest
 from neo4j import Driver
 
 from graph import situation
+from graph.aggregates.queries import UPDATE_INTERACTED
 from graph.db import Graph
 from graph.errors import InvalidInput, NotFound
 from graph.events import Event
@@ -152,8 +153,10 @@ def test_popularity_counts_buyers_not_units(graph: Graph, tmp_path: Path) -> Non
     load_demo(graph, tmp_path, users=USERS, seed=SEED)
     uid = frequent_shopper(graph)
     # One user buying one new item many times does not make it popular.
-    graph.execute("MATCH (u:User {id: $uid}) CREATE (u)-[:INTERACTED {purchases: 10000}]->"
-                  "(:Item {id: 'bulk', name: 'bulk'})", uid=uid)
+    graph.execute("CREATE (:Item {id: 'bulk', name: 'bulk'})")
+    graph.execute(UPDATE_INTERACTED, rows=[{
+        "user_id": uid, "item_id": "bulk", "views": 0, "carts": 0, "purchases": 10000,
+        "spend": 0.0, "first_at": 0, "last_at": 0, "rating": None, "rated_at": None}])
     other = next(r["id"] for r in graph.rows(BUYERS, n=2) if r["id"] != uid)
     ranked = popular(graph, other, first=100)
     assert len(ranked) == 100 and "bulk" not in [r.item_id for r in ranked]

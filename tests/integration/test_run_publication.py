@@ -255,7 +255,7 @@ def test_persona_tops_are_written_with_the_run(graph: Graph, settings: Settings,
         return (graph.rows(pq.LIVE_PERSONA_TOP_CATEGORIES, segment_id=segment, first=7,
                            sample=sample),
                 graph.rows(pq.LIVE_PERSONA_TOP_ITEMS, segment_id=segment, first=7,
-                           sample=sample))
+                           sample=sample, per_member=personas.LIVE_TOPS_ITEMS_PER_MEMBER))
 
     at_run = {s: live(s) for s in leaves}
     for segment in leaves:
@@ -272,7 +272,9 @@ def test_persona_tops_are_written_with_the_run(graph: Graph, settings: Settings,
     graph.execute("""
         UNWIND $ids AS id MATCH (u:User {id: id})
         MERGE (it:Item {id: 'tops-new-item'})
-        MERGE (u)-[r:INTERACTED]->(it) SET r.purchases = 1000""", ids=members)
+        MERGE (u)-[r:INTERACTED]->(it)
+        SET r.user_id = u.id, r.purchases = 1000, r.last_at = datetime(),
+            r.bought_or_liked = true""", ids=members)
     assert live(segment)[1][0]["id"] == "tops-new-item"
     assert asyncio.run(read(segment))[1][0].id == at_run[segment][1][0]["id"]
     # A run from before tops were written: aggregated at read time.

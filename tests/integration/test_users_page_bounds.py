@@ -30,7 +30,8 @@ def client(graph: Graph, settings: Settings) -> Iterator[tuple[TestClient, str]]
     graph.execute("UNWIND range(0, $n - 1) AS k "
                   "CREATE (:User {id: 'u' + right('0000' + k, 5)})", n=USERS)
     graph.execute("CREATE (s:Segment {id: 's-rare'}) WITH s "
-                  "MATCH (u:User) WHERE u.id IN $ids CREATE (u)-[:IN_SEGMENT]->(s)", ids=MEMBERS)
+                  "MATCH (u:User) WHERE u.id IN $ids "
+                  "CREATE (u)-[:IN_SEGMENT {user_id: u.id}]->(s)", ids=MEMBERS)
     key = create_key(graph, Role.ANALYST, "users").key
     with TestClient(create_app(settings)) as c:
         yield c, key
