@@ -14,11 +14,12 @@ from __future__ import annotations
 # An item's buyers (users who bought it) and units (bought in all) are counters on the item
 # (`buyers`, `units`; none before its first purchase), so that best-sellers and an item's buyers
 # are read from an index (migrations/0015), not summed over every purchase. A batch adds to them
-# here: each SET reads its counter in its own expression (a direct dependency), for which
-# Neo4j takes the item's write lock before reading, so two writers never lose an update (a
-# read in a WITH before the SET would: tests/integration/test_counters_and_owners.py); what
-# moves or removes purchases otherwise (merges, unmerges, erasure) recounts the
-# items concerned (REFRESH_ITEM_COUNTERS). Each aggregate carries its user's id (`user_id`) and
+# here, once per item (its rows summed: a user new to buying the item is a buyer more), the
+# items in id order; each SET reads its counter in its own expression (a direct dependency),
+# for which Neo4j takes the item's write lock before reading, so two writers never lose an
+# update (a read in a WITH before the SET would: tests/integration/test_counters_and_owners.py);
+# what moves or removes purchases otherwise (merges, unmerges, erasure) recounts the items
+# concerned (REFRESH_ITEM_COUNTERS). Each aggregate carries its user's id (`user_id`) and
 # `bought_or_liked` (bought, or rated 4-5, and not rated 2 or lower: a similar user's evidence
 # in graph/recommend/queries.py), kept here and by RECOMPUTE_INTERACTED, indexed with the
 # user's id (migrations/0016): a user's marked items are read without touching the others.
@@ -34,12 +35,7 @@ ON CREATE SET r.user_id = row.user_id, r.views = 0, r.carts = 0, r.purchases = 0
 WITH row, first_at, last_at, it, r, r.purchases AS before,
      CASE WHEN row.rated_at IS NOT NULL THEN datetime({epochMillis: row.rated_at}) END
        AS rated_at
-CALL (row, it, before) {
-  WITH row, it, before WHERE row.purchases > 0
-  SET it.buyers = coalesce(it.buyers, 0) + CASE WHEN before > 0 THEN 0 ELSE 1 END,
-      it.units = coalesce(it.units, 0) + row.purchases
-}
-WITH row, first_at, last_at, r, rated_at,
+WITH row, first_at, last_at, it, r, before, rated_at,
      rated_at IS NOT NULL AND (r.rated_at IS NULL OR rated_at >= r.rated_at) AS rates
 SET r.views = r.views + row.views,
     r.carts = r.carts + row.carts,
@@ -51,6 +47,11 @@ FOREACH (_ IN CASE WHEN rates THEN [1] ELSE [] END |
   SET r.rating = row.rating, r.rated_at = rated_at)
 SET r.bought_or_liked = (r.purchases > 0 OR coalesce(r.rating, 0) >= 4)
                         AND coalesce(r.rating, 3) > 2
+WITH it, sum(CASE WHEN row.purchases > 0 AND NOT coalesce(before, 0) > 0 THEN 1 ELSE 0 END)
+       AS buyers, sum(row.purchases) AS units
+WHERE units > 0
+WITH it, buyers, units ORDER BY it.id
+SET it.buyers = coalesce(it.buyers, 0) + buyers, it.units = coalesce(it.units, 0) + units
 """
 
 # Inferred interest decays exponentially ($decay_per_ms: rules.DECAY_PER_MS): a score is

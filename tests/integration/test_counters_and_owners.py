@@ -202,10 +202,10 @@ def test_a_purchase_waiting_on_another_of_the_same_item_loses_no_count(graph: Gr
     purchase under the same interleaving: the interleaving is one that can lose an update."""
     assert _second_waits_on_the_first(graph, UPDATE_INTERACTED) == [2, 5]
     read_first = UPDATE_INTERACTED.replace(
-        "SET it.buyers = coalesce(it.buyers, 0)",
-        "WITH row, it, before, it.buyers AS buyers, it.units AS units\n"
-        "  SET it.buyers = coalesce(buyers, 0)").replace(
-        "it.units = coalesce(it.units, 0)", "it.units = coalesce(units, 0)")
+        "SET it.buyers = coalesce(it.buyers, 0) + buyers, it.units = coalesce(it.units, 0) + units",
+        "WITH it, buyers, units, it.buyers AS had_buyers, it.units AS had_units\n"
+        "SET it.buyers = coalesce(had_buyers, 0) + buyers, "
+        "it.units = coalesce(had_units, 0) + units")
     assert read_first != UPDATE_INTERACTED
     assert _second_waits_on_the_first(graph, read_first) == [1, 3]
 
@@ -269,3 +269,27 @@ def test_the_backfill_gives_old_data_what_fresh_writes_give(graph: Graph) -> Non
     assert owned(graph) != fresh
     assert [m.version for m in migrate(graph, MIGRATIONS)] == [15, 17]
     assert owned(graph) == fresh
+
+
+SESSION_LINKS = """
+MATCH (u:User)-[h:HAD_SESSION]->(s:Session {id: $id})
+RETURN u.id AS user, h.user_id AS user_id, h.started_at = s.started_at AS start_kept,
+       s.started_at.epochMillis AS started
+ORDER BY user
+"""
+
+
+def test_a_late_event_moves_the_start_on_every_link_of_a_shared_session(graph: Graph) -> None:
+    """A session two users take part in, each seen in a batch of their own: every link carries
+    its user's id and the session's start, also after a third batch with a late event of one
+    of them moves the start earlier, and after a fourth that does not move it."""
+    writer = EventWriter(graph, PZ)
+    writer.write([event("a1", A, "2026-10-01T10:05:00Z", "page_view", session="s1")])
+    writer.write([event("b1", B, "2026-10-01T10:06:00Z", "page_view", session="s1")])
+    writer.write([event("b0", B, "2026-10-01T10:00:00Z", "page_view", session="s1")])
+    links = graph.rows(SESSION_LINKS, id="s1")
+    assert [(r["user"], r["user_id"], r["start_kept"]) for r in links] == sorted(
+        [(UID["A"], UID["A"], True), (UID["B"], UID["B"], True)])
+    assert {r["started"] for r in links} == {1790848800000}  # 2026-10-01T10:00:00Z
+    writer.write([event("a2", A, "2026-10-01T10:09:00Z", "page_view", session="s1")])
+    assert graph.rows(SESSION_LINKS, id="s1") == links
