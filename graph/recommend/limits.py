@@ -42,6 +42,12 @@ TOP_CATEGORIES = 3
 # The user's most recent bought, carted or liked items whose stored item neighbours are read.
 SEED_ITEMS = 10
 
+# The items a recommendation leaves out (those the user bought or rated): a user with at most
+# OWN_ITEMS aggregates has them all read once; past that, each candidate is tested for the
+# user's edge, in score order until enough have passed (each test an expand-into, as long as
+# the shorter of the user's and the item's INTERACTED: cheaper than reading hundreds of the
+# user's own, dearer than reading a few dozen).
+OWN_ITEMS = 200
 # Item neighbours written with each run: each item's ITEM_NEIGHBOURS most similar items (a
 # request reads SEED_ITEMS x ITEM_NEIGHBOURS at most), computed from each user's USER_ITEMS
 # most recent interactions (the pairs one user adds grow with the square of their items).
@@ -69,4 +75,5 @@ LIMITS: dict[str, int] = {
     "category_items": CATEGORY_ITEMS,
     "category_scan": CATEGORY_SCAN,
     "seed_items": SEED_ITEMS,
+    "own_items": OWN_ITEMS,
 }

@@ -57,6 +57,20 @@ USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 # bought or rated are left out (rated 2 or lower: never offered; rated higher: already known,
 # as bought), and so is every item of a category with an explicit negative weight. An item
 # rating never hides its category: only a category preference does.
+# A long history of the user's own is never read whole, whatever plan the statistics of the
+# moment give (tests/integration/test_read_bounds.py plans it on an empty graph and on a full
+# one). The items left out: a user with at most $limits.own_items aggregates has them read
+# once (a degree read decides); past that, each candidate is tested for the user's edge (an
+# expand-into, from whichever of user and item has fewer INTERACTED), in rank order until
+# $recommendations_first have passed: the ranked candidates are collected first, so no plan
+# can test them before ranking them. The newest items of (b) and (d): an ordered seek of the
+# index on the owner's id and last_at (migrations/0016; every writer sets both), hinted, one
+# past the limit; when that one ties the last kept on last_at, the items from that time on are
+# read again (in a subquery of their own, so only then) and the ties broken by item id, as a
+# sort of all of them would. The seek's filter has no OR: the planner may answer `A OR B` on
+# a hinted seek as two seeks and a union, which loses the index's order, and then sorts every
+# aggregate of the user (planned on an empty graph's statistics: 27,787 db hits for 3,000
+# aggregates, docs/performance.md); a CASE is one predicate.
 #
 # Every expansion is bounded whatever the graph's shape (see ``limits``): (a) FAVOURITES,
 # (b) $limits.peers stored peers x $limits.peer_items or, found here, $limits.recent_items
@@ -82,11 +96,13 @@ OPTIONAL MATCH (latest:SegmentationRun)
 WITH u, latest ORDER BY latest.created_at DESC LIMIT 1
 WITH u, latest.id AS run_id, $now AS now,
      {item: coalesce(latest.rec_item_weight, $weights.item),
-      similar: coalesce(latest.rec_similar_weight, $weights.similar)} AS blend
-CALL (u) {
-  OPTIONAL MATCH (u)-[r:INTERACTED]->(it:Item)
+      similar: coalesce(latest.rec_similar_weight, $weights.similar)} AS blend,
+     COUNT { (u)-[:INTERACTED]->() } <= $limits.own_items AS few
+CALL (u, few) {
+  WITH u WHERE few
+  MATCH (u)-[r:INTERACTED]->(it)
   WHERE r.purchases > 0 OR r.rating IS NOT NULL
-  RETURN collect(it) AS excluded
+  RETURN collect(it) AS owned
 }
 CALL (u, run_id) {
   MATCH (u)-[:IN_SEGMENT {run_id: run_id}]->(s:Segment {level: 0})
@@ -103,12 +119,38 @@ CALL (u, run_id) {
     RETURN p.peer AS peer, p.overlap AS overlap
     UNION ALL
     WITH u WHERE size(stored) = 0
-    MATCH (u)-[mine:INTERACTED]->(shared)
-    WHERE (coalesce(mine.carts, 0) + coalesce(mine.purchases, 0) > 0 OR mine.rating >= 4)
-      AND coalesce(mine.rating, 3) > 2
-      AND COUNT { (shared)<-[:INTERACTED]-() } <= $limits.max_item_users
-    WITH u, shared ORDER BY coalesce(mine.last_at, mine.rated_at) DESC, shared.id
-    LIMIT $limits.recent_items
+    CALL (u) {
+      MATCH ()-[mine:INTERACTED]->(shared)
+      USING INDEX SEEK mine:INTERACTED(user_id, last_at)
+      WHERE mine.user_id = u.id AND mine.last_at IS NOT NULL
+        AND CASE WHEN mine.rating >= 4 THEN true
+                 ELSE coalesce(mine.carts, 0) + coalesce(mine.purchases, 0) > 0 END
+        AND coalesce(mine.rating, 3) > 2
+        AND COUNT { (shared)<-[:INTERACTED]-() } <= $limits.max_item_users
+      WITH shared, mine ORDER BY mine.user_id DESC, mine.last_at DESC
+      LIMIT $limits.recent_items + 1
+      RETURN collect({item: shared, at: mine.last_at}) AS newest
+    }
+    CALL (u, newest) {
+      WITH newest WHERE size(newest) <= $limits.recent_items OR newest[-1].at < newest[-2].at
+      UNWIND newest[..$limits.recent_items] AS n
+      RETURN n.item AS shared, n.at AS at
+      UNION ALL
+      WITH u, newest
+      WHERE size(newest) > $limits.recent_items AND newest[-1].at = newest[-2].at
+      CALL (u, newest) {
+        MATCH ()-[mine:INTERACTED]->(shared)
+        USING INDEX SEEK mine:INTERACTED(user_id, last_at)
+        WHERE mine.user_id = u.id AND mine.last_at >= newest[-2].at
+          AND CASE WHEN mine.rating >= 4 THEN true
+                   ELSE coalesce(mine.carts, 0) + coalesce(mine.purchases, 0) > 0 END
+          AND coalesce(mine.rating, 3) > 2
+          AND COUNT { (shared)<-[:INTERACTED]-() } <= $limits.max_item_users
+        RETURN shared, mine.last_at AS at
+      }
+      RETURN shared, at
+    }
+    WITH u, shared ORDER BY at DESC, shared.id LIMIT $limits.recent_items
     MATCH (shared)<-[theirs:INTERACTED]-(peer)
     WHERE theirs.bought_or_liked AND peer <> u
     WITH peer, count(*) AS overlap
@@ -139,11 +181,36 @@ CALL (u, run_id) {
   RETURN collect({item: it, sim: weight / total, n: n}) AS sim_items
 }
 CALL (u, run_id) {
-  MATCH (u)-[mine:INTERACTED]->(seed:Item)
-  WHERE (coalesce(mine.carts, 0) + coalesce(mine.purchases, 0) > 0 OR mine.rating >= 4)
-    AND coalesce(mine.rating, 3) > 2
-  WITH seed, mine ORDER BY coalesce(mine.last_at, mine.rated_at) DESC, seed.id
-  LIMIT $limits.seed_items
+  CALL (u) {
+    MATCH ()-[mine:INTERACTED]->(seed)
+    USING INDEX SEEK mine:INTERACTED(user_id, last_at)
+    WHERE mine.user_id = u.id AND mine.last_at IS NOT NULL
+      AND CASE WHEN mine.rating >= 4 THEN true
+               ELSE coalesce(mine.carts, 0) + coalesce(mine.purchases, 0) > 0 END
+      AND coalesce(mine.rating, 3) > 2
+    WITH seed, mine ORDER BY mine.user_id DESC, mine.last_at DESC
+    LIMIT $limits.seed_items + 1
+    RETURN collect({seed: seed, mine: mine, at: mine.last_at}) AS newest
+  }
+  CALL (u, newest) {
+    WITH newest WHERE size(newest) <= $limits.seed_items OR newest[-1].at < newest[-2].at
+    UNWIND newest[..$limits.seed_items] AS n
+    RETURN n.seed AS seed, n.mine AS mine, n.at AS at
+    UNION ALL
+    WITH u, newest
+    WHERE size(newest) > $limits.seed_items AND newest[-1].at = newest[-2].at
+    CALL (u, newest) {
+      MATCH ()-[mine:INTERACTED]->(seed)
+      USING INDEX SEEK mine:INTERACTED(user_id, last_at)
+      WHERE mine.user_id = u.id AND mine.last_at >= newest[-2].at
+        AND CASE WHEN mine.rating >= 4 THEN true
+                 ELSE coalesce(mine.carts, 0) + coalesce(mine.purchases, 0) > 0 END
+        AND coalesce(mine.rating, 3) > 2
+      RETURN seed, mine, mine.last_at AS at
+    }
+    RETURN seed, mine, at
+  }
+  WITH seed, mine ORDER BY at DESC, seed.id LIMIT $limits.seed_items
   WITH seed, seed.id AS seed_id, coalesce(seed.name, seed.id) AS seed_name,
        CASE WHEN mine.rating >= 4 THEN 'liked' WHEN mine.purchases > 0 THEN 'bought'
             ELSE 'cart' END AS how
@@ -226,20 +293,20 @@ CALL (u, now) {
        {category: category, reason: replace(phrase, '{}', 'warm')}]
     + events AS boosts
 }
-WITH excluded, segment, prefs, boosts, blend,
+WITH u, few, owned, segment, prefs, boosts, blend,
      seg_items + sim_items + item_items + pref_items AS candidates, COUNT { (:User) } AS users
 UNWIND candidates AS cand
-WITH excluded, segment, prefs, boosts, blend, users, cand.item AS it,
+WITH u, few, owned, segment, prefs, boosts, blend, users, cand.item AS it,
      sum(coalesce(cand.seg, 0.0)) AS seg, sum(coalesce(cand.sim, 0.0)) AS sim,
      sum(coalesce(cand.n, 0)) AS similar_buyers, sum(coalesce(cand.item_sim, 0.0)) AS item_sim,
      head(collect(cand.because)) AS because
-WHERE NOT it IN excluded
-WITH segment, boosts, blend, users, it, seg, sim, similar_buyers, item_sim, because,
+WHERE NOT it IN owned
+WITH u, few, segment, boosts, blend, users, it, seg, sim, similar_buyers, item_sim, because,
      head([(it)-[:IN_CATEGORY]->(c) | c.name]) AS category, prefs
-WITH segment, boosts, blend, users, it, seg, sim, similar_buyers, item_sim, because, category,
-     head([p IN prefs WHERE p.category = category]) AS pref
+WITH u, few, segment, boosts, blend, users, it, seg, sim, similar_buyers, item_sim, because,
+     category, head([p IN prefs WHERE p.category = category]) AS pref
 WHERE coalesce(pref.explicit, 0.0) >= 0
-WITH it, category, blend, seg, sim, similar_buyers, item_sim, pref,
+WITH u, few, it, category, blend, seg, sim, similar_buyers, item_sim, pref,
      [b IN boosts WHERE b.category = category | b.reason] AS context_reasons,
      toFloat(COUNT { (it)<-[:INTERACTED]-() }) / users AS popularity,
      CASE WHEN seg > 0 THEN ['popular with your segment ' + segment] ELSE [] END
@@ -252,14 +319,24 @@ WITH it, category, blend, seg, sim, similar_buyers, item_sim, pref,
             WHEN pref.weight >= $weights.preference_min
               THEN ['matches your preference for ' + category]
             ELSE [] END AS graph_reasons
-RETURN it.id AS item_id, coalesce(it.name, it.id) AS name, category,
-       $weights.segment * seg + blend.similar * sim + blend.item * item_sim
-       + $weights.preference * coalesce(pref.weight, 0.0)
-       + $weights.popularity * popularity
-       + $weights.context * size(context_reasons) AS score,
-       graph_reasons + context_reasons AS reasons
+WITH u, few, it, it.id AS item_id, category,
+     $weights.segment * seg + blend.similar * sim + blend.item * item_sim
+     + $weights.preference * coalesce(pref.weight, 0.0)
+     + $weights.popularity * popularity
+     + $weights.context * size(context_reasons) AS score,
+     graph_reasons + context_reasons AS reasons
 ORDER BY score DESC, item_id
-LIMIT $recommendations_first
+// The ranked list, then each candidate tested in that order until enough have passed: the
+// test is on the list's elements, so no plan can test them before they are ranked.
+WITH u, few, collect({it: it, item_id: item_id, category: category, score: score,
+                      reasons: reasons}) AS ranked
+UNWIND ranked AS r
+WITH u, r, r.it AS it
+WHERE few OR NOT EXISTS { (u)-[o:INTERACTED]->(it) WHERE o.purchases > 0
+                                                      OR o.rating IS NOT NULL }
+WITH it, r LIMIT $recommendations_first
+RETURN r.item_id AS item_id, coalesce(it.name, r.item_id) AS name, r.category AS category,
+       r.score AS score, r.reasons AS reasons
 """
 
 RECOMMEND = "MATCH (u:User {id: $user_id})\n" + RECOMMEND_FOR_USER

@@ -20,8 +20,9 @@ from graph.aggregates.queries import REFRESH_ITEM_COUNTERS
 from graph.db import Graph
 from graph.profile import queries as q
 from graph.profile.users import AS_OF_HORIZON_MS, EVER, INTEREST, NEVER
-from graph.recommend.limits import MAX_ITEM_USERS
-from graph.recommend.queries import POPULAR
+from graph.recommend.engine import recommend_params
+from graph.recommend.limits import MAX_ITEM_USERS, OWN_ITEMS
+from graph.recommend.queries import POPULAR, RECOMMEND
 from graph.segments.publish import PendingRun
 from tests.helpers import db_hits
 
@@ -193,8 +194,9 @@ NOT_PER_ENTITY = {
 
 # Reads that still grow with something of the entity's, and why (docs/performance.md).
 UNBOUNDED = {
-    "USER_PROFILE": "its parts: PERSONA_OF_USER, PREFERENCES_OF_USER, SITUATION_OF_USER and "
-                    "the recommender's RECOMMEND_FOR_USER (test_recommend.py)",
+    "USER_PROFILE": "its parts: PERSONA_OF_USER, PREFERENCES_OF_USER and SITUATION_OF_USER "
+                    "(the recommender's RECOMMEND_FOR_USER is bounded: "
+                    "test_recommendations_do_not_grow_with_the_users_own_items)",
     "USER_PROFILE_BY_IDENTIFIER": "as USER_PROFILE",
 }
 
@@ -354,6 +356,96 @@ def test_similar_users_are_those_found_by_expanding_every_item(graph: Graph) -> 
             assert graph.rows(q.SIMILAR_USERS, **params) == want, (uid, first, recent, cap)
             assert want or uid == "newcomer"
 
+
+
+# Beside each shopper's 40 newest items: the user who shares the item also bought another
+# (a new one), and the item's neighbour in the run's item model is that other item.
+SHOPPERS_NEIGHBOURS = """
+CREATE (:SegmentationRun {id: 'run-1', created_at: $now})
+WITH 1 AS one
+UNWIND ['small', 'big'] AS name
+UNWIND range(1, 40) AS k
+MATCH (m:User {id: name + '-peer-' + k}), (it:Item {id: name + '-item-' + k})
+CREATE (other:Item {id: name + '-other-' + k})
+CREATE (m)-[:INTERACTED {user_id: m.id, views: 1, carts: 0, purchases: 1, spend: 0.0,
+                         first_at: $now, last_at: $now, bought_or_liked: true}]->(other)
+CREATE (it)-[:SIMILAR_ITEM {run_id: 'run-1', score: 1.0 / k}]->(other)
+"""
+
+# Operators that pass rows on in the order they get them, one by one.
+_IN_ORDER = {"Filter", "CacheProperties", "Projection"}
+
+
+def _own_item_reads(plan: dict[str, Any]) -> list[tuple[str, ...]]:
+    """How a RECOMMEND plan reads the user's own INTERACTED: for each operator that does,
+    its type and the types of the operators above it up to the first one that does not pass
+    rows on in order (Limit: the read stops there; Sort or Top: it is read whole), and for an
+    expansion from the user, the operator below it."""
+    found: list[tuple[str, ...]] = []
+
+    def walk(op: dict[str, Any], above: list[str]) -> None:
+        kind = op["operatorType"].split("@")[0]
+        details = op.get("args", {}).get("Details", "")
+        children = op.get("children", [])
+        stop = next((a for a in reversed(above) if a not in _IN_ORDER), "")
+        if ":INTERACTED(user_id, last_at)" in details and "user_id = u.id" in details:
+            tie = "last_at IS NOT NULL" not in details
+            found.append((kind, "ties" if tie else "newest", stop))
+        elif details.startswith("(u)-[") and ":INTERACTED]" in details:
+            below = children[0].get("args", {}).get("Details", "") if children else ""
+            found.append((kind, below if kind == "Expand(All)" else "", stop))
+        for child in children:
+            walk(child, [*above, kind])
+
+    walk(plan, [])
+    return sorted(found)
+
+
+def _plan(graph: Graph, query: LiteralString, **params: Any) -> dict[str, Any]:
+    with graph.driver.session(database=graph.database) as session:
+        summary = session.run("EXPLAIN " + query, params).consume()
+    assert summary.plan is not None
+    return dict(summary.plan)
+
+
+def test_recommendations_do_not_grow_with_the_users_own_items(graph: Graph) -> None:
+    """RECOMMEND_FOR_USER reads the user's own aggregates three times: the items it leaves out
+    (past OWN_ITEMS aggregates each candidate is tested, in rank order), the newest bought,
+    carted or liked items whose neighbours are candidates, and those whose buyers are similar
+    users (found per request here: no stored ones). None grows with the user's own items,
+    whatever plan the statistics of the moment give: planned on the empty graph (as a test
+    before leaves them) and used on this one, and planned again on this one."""
+    assert SMALL > OWN_ITEMS  # both shoppers' candidates are tested one by one
+    params = {name: recommend_params(name + "-shopper", first=50, now=NOW)
+              for name in ("small", "big")}
+    assert graph.rows(RECOMMEND, **params["small"]) == []  # planned with no data
+    graph.execute(AGGREGATES, small=SMALL, big=BIG, now=NOW)
+    graph.execute(SHOPPERS_NEIGHBOURS, now=NOW)
+    reads = {}
+    for situation in ("planned on the empty graph", "planned on this graph"):
+        if situation == "planned on this graph":
+            graph.auto_commit("CALL db.clearQueryCaches()")
+        reads[situation] = _own_item_reads(_plan(graph, RECOMMEND, **params["big"]))
+        hits = {}
+        for name in ("small", "big"):
+            hits[name], rows = db_hits(graph, RECOMMEND, **params[name])
+            # The neighbours of the 10 newest bought items, bought by similar users too;
+            # the similar users' other items (the shopper's own) left out.
+            assert [r["item_id"] for r in rows] == [f"{name}-other-{k}"
+                                                    for k in range(1, 20, 2)], (situation, name)
+        assert hits["big"] <= hits["small"] * 1.2 + 20, (situation, hits)
+    # The newest items: an index seek in time order, stopped by a limit (never sorted whole);
+    # the items left out: the user's aggregates read only when few, each candidate tested
+    # (an expansion into it) otherwise, after they are ranked.
+    assert reads["planned on the empty graph"] == [
+        ("DirectedRelationshipIndexSeek", "newest", "Limit"),
+        ("DirectedRelationshipIndexSeek", "newest", "Limit"),
+        ("DirectedRelationshipIndexSeek", "ties", "Apply"),
+        ("DirectedRelationshipIndexSeek", "ties", "Apply"),
+        ("Expand(All)", "CoerceToPredicate(few)", "EagerAggregation"),
+        ("Expand(Into)", "", "SelectOrAntiSemiApply"),
+    ], reads
+    assert reads["planned on this graph"] == reads["planned on the empty graph"]
 
 # -- Reads that grew with the segmentation runs a user was in ---------------------------------
 
