@@ -421,12 +421,12 @@ RETURN count(*) AS edges
 # edge for `<> $run_id` read both). Every writer gives the edges a run id; those from before
 # that were deleted by migration 0018.
 DROP_SIMILAR_USERS_BELOW = """
-MATCH ()-[s:SIMILAR_TO]->() USING INDEX s:SIMILAR_TO(run_id) WHERE s.run_id < $run_id
+MATCH ()-[s:SIMILAR_TO]->() USING INDEX SEEK s:SIMILAR_TO(run_id) WHERE s.run_id < $run_id
 CALL (s) { DELETE s } IN TRANSACTIONS OF 10000 ROWS
 """
 
 DROP_SIMILAR_USERS_ABOVE = """
-MATCH ()-[s:SIMILAR_TO]->() USING INDEX s:SIMILAR_TO(run_id) WHERE s.run_id > $run_id
+MATCH ()-[s:SIMILAR_TO]->() USING INDEX SEEK s:SIMILAR_TO(run_id) WHERE s.run_id > $run_id
 CALL (s) { DELETE s } IN TRANSACTIONS OF 10000 ROWS
 """
 
@@ -486,11 +486,11 @@ RETURN count(*) AS edges
 
 # As DROP_SIMILAR_USERS_BELOW and _ABOVE.
 DROP_ITEM_NEIGHBOURS_BELOW = """
-MATCH ()-[s:SIMILAR_ITEM]->() USING INDEX s:SIMILAR_ITEM(run_id) WHERE s.run_id < $run_id
+MATCH ()-[s:SIMILAR_ITEM]->() USING INDEX SEEK s:SIMILAR_ITEM(run_id) WHERE s.run_id < $run_id
 CALL (s) { DELETE s } IN TRANSACTIONS OF 10000 ROWS
 """
 
 DROP_ITEM_NEIGHBOURS_ABOVE = """
-MATCH ()-[s:SIMILAR_ITEM]->() USING INDEX s:SIMILAR_ITEM(run_id) WHERE s.run_id > $run_id
+MATCH ()-[s:SIMILAR_ITEM]->() USING INDEX SEEK s:SIMILAR_ITEM(run_id) WHERE s.run_id > $run_id
 CALL (s) { DELETE s } IN TRANSACTIONS OF 10000 ROWS
 """

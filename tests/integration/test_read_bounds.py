@@ -79,13 +79,16 @@ CREATE (u)-[:HAD_SESSION {user_id: name, started_at: $now - duration({hours: k})
 
 # A shopper beside each user, with aggregates (what the event writer keeps, with their owner's
 # id, migrations/0016): SMALL or BIG items, the newest an hour ago, each shared with a user of
-# its own. The shopper is a member of the user's segment, among its most typical (HISTORY).
+# its own. The shopper is a member of the user's segment (when HISTORY made one), among its
+# most typical.
 AGGREGATES = """
 UNWIND [['small', $small], ['big', $big]] AS h
-MATCH (s:Segment {id: 'seg-' + h[0]})
 CREATE (u:User {id: h[0] + '-shopper'})
-CREATE (u)-[:IN_SEGMENT {run_id: s.run_id, segment_id: s.id, user_id: u.id, distance: 0.5,
-                         assigned_at: $now}]->(s)
+WITH u, h
+OPTIONAL MATCH (s:Segment {id: 'seg-' + h[0]})
+FOREACH (_ IN CASE WHEN s IS NULL THEN [] ELSE [1] END |
+  CREATE (u)-[:IN_SEGMENT {run_id: s.run_id, segment_id: s.id, user_id: u.id, distance: 0.5,
+                           assigned_at: $now}]->(s))
 WITH u, h
 CALL (u, h) {
   UNWIND range(1, h[1]) AS k
