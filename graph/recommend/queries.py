@@ -91,6 +91,14 @@ USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 # (tested in a CASE, which the planner cannot turn into a seek of the run index). Labels that
 # the writers guarantee are not checked again per row (SIMILAR_TO joins users, SIMILAR_ITEM
 # items, IN_CATEGORY an item to a category). The item's name is read after the LIMIT.
+# The newest-items seeks' filter on the user's aggregate `mine` (carted, bought or rated 4-5,
+# and not rated 2 or lower), spliced into both seeks of (b) and (d) and their tie re-reads: one
+# predicate, a CASE rather than an OR (see above).
+_MINE_SEEDS = """\
+  AND CASE WHEN mine.rating >= 4 THEN true
+           ELSE coalesce(mine.carts, 0) + coalesce(mine.purchases, 0) > 0 END
+  AND coalesce(mine.rating, 3) > 2"""
+
 RECOMMEND_FOR_USER = """
 OPTIONAL MATCH (latest:SegmentationRun)
 WITH u, latest ORDER BY latest.created_at DESC LIMIT 1
@@ -123,9 +131,7 @@ CALL (u, run_id) {
       MATCH ()-[mine:INTERACTED]->(shared)
       USING INDEX SEEK mine:INTERACTED(user_id, last_at)
       WHERE mine.user_id = u.id AND mine.last_at IS NOT NULL
-        AND CASE WHEN mine.rating >= 4 THEN true
-                 ELSE coalesce(mine.carts, 0) + coalesce(mine.purchases, 0) > 0 END
-        AND coalesce(mine.rating, 3) > 2
+""" + _MINE_SEEDS + """
         AND COUNT { (shared)<-[:INTERACTED]-() } <= $limits.max_item_users
       WITH shared, mine ORDER BY mine.user_id DESC, mine.last_at DESC
       LIMIT $limits.recent_items + 1
@@ -142,9 +148,7 @@ CALL (u, run_id) {
         MATCH ()-[mine:INTERACTED]->(shared)
         USING INDEX SEEK mine:INTERACTED(user_id, last_at)
         WHERE mine.user_id = u.id AND mine.last_at >= newest[-2].at
-          AND CASE WHEN mine.rating >= 4 THEN true
-                   ELSE coalesce(mine.carts, 0) + coalesce(mine.purchases, 0) > 0 END
-          AND coalesce(mine.rating, 3) > 2
+""" + _MINE_SEEDS + """
           AND COUNT { (shared)<-[:INTERACTED]-() } <= $limits.max_item_users
         RETURN shared, mine.last_at AS at
       }
@@ -185,9 +189,7 @@ CALL (u, run_id) {
     MATCH ()-[mine:INTERACTED]->(seed)
     USING INDEX SEEK mine:INTERACTED(user_id, last_at)
     WHERE mine.user_id = u.id AND mine.last_at IS NOT NULL
-      AND CASE WHEN mine.rating >= 4 THEN true
-               ELSE coalesce(mine.carts, 0) + coalesce(mine.purchases, 0) > 0 END
-      AND coalesce(mine.rating, 3) > 2
+""" + _MINE_SEEDS + """
     WITH seed, mine ORDER BY mine.user_id DESC, mine.last_at DESC
     LIMIT $limits.seed_items + 1
     RETURN collect({seed: seed, mine: mine, at: mine.last_at}) AS newest
@@ -203,9 +205,7 @@ CALL (u, run_id) {
       MATCH ()-[mine:INTERACTED]->(seed)
       USING INDEX SEEK mine:INTERACTED(user_id, last_at)
       WHERE mine.user_id = u.id AND mine.last_at >= newest[-2].at
-        AND CASE WHEN mine.rating >= 4 THEN true
-                 ELSE coalesce(mine.carts, 0) + coalesce(mine.purchases, 0) > 0 END
-        AND coalesce(mine.rating, 3) > 2
+""" + _MINE_SEEDS + """
       RETURN seed, mine, mine.last_at AS at
     }
     RETURN seed, mine, at
