@@ -6,6 +6,7 @@ import re
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -21,6 +22,7 @@ from graph.privacy import DIRECT_IDENTIFIER_ATTRIBUTES, IDENTIFIER_KINDS
 from graph.times import to_utc
 
 SCHEMA_VERSION: Literal[1] = 1
+KNOWN_KINDS = frozenset(IDENTIFIER_KINDS)
 
 MAX_KEY_CHARS = 200
 """Longest id or identifier value an event may carry (a longer one is never stored)."""
@@ -70,8 +72,11 @@ class EventType(StrEnum):
     FEEDBACK = "feedback"
 
 
+@lru_cache(maxsize=4096)
 def normalize_category(name: str) -> str:
-    """Categories compare case- and space-insensitively: ``' Home  Garden'`` -> ``home garden``."""
+    """Categories compare case- and space-insensitively: ``' Home  Garden'`` -> ``home garden``.
+
+    Cached: a catalogue names few categories, and every event of an ingest names one."""
     return " ".join(name.split()).lower()  # split() takes the runs of whitespace \s+ does
 
 
@@ -199,6 +204,8 @@ class Event(BaseModel):
     def _identifiers(cls, value: dict[str, str]) -> dict[str, str]:
         if not value:
             raise ValueError("at least one user identifier is required")
+        if value.keys() <= KNOWN_KINDS:
+            return value
         unknown = sorted(set(value) - set(IDENTIFIER_KINDS))
         if unknown:
             raise ValueError(
@@ -208,6 +215,8 @@ class Event(BaseModel):
 
     @model_validator(mode="after")
     def _required_properties(self) -> Event:
+        if not REQUIRED[self.type]:  # a page view (most events) needs none
+            return self
         missing = [f for f in REQUIRED[self.type] if getattr(self.properties, f) is None
                    and (f not in INSTEAD or getattr(self.properties, INSTEAD[f]) is None)]
         if missing:

@@ -181,10 +181,18 @@ class EventWriter:
         unique: dict[str, Event] = {}
         for event in events:
             unique.setdefault(event.event_id, event)
-        hashed = {
-            eid: [(kind, self.pseudonymizer.digest(kind, value)) for kind, value in e.identifiers()]
-            for eid, e in unique.items()
-        }
+        # A user's events name the same identifiers: each set is hashed once a batch (the
+        # events share its list, which nothing changes).
+        digest = self.pseudonymizer.digest
+        by_user: dict[tuple[tuple[str, str], ...], list[Pair]] = {}
+        hashed: dict[str, list[Pair]] = {}
+        for eid, e in unique.items():
+            named = tuple(e.user.items())
+            pairs = by_user.get(named)
+            if pairs is None:
+                pairs = by_user[named] = [(kind, digest(kind, value))
+                                          for kind, value in e.identifiers()]
+            hashed[eid] = pairs
         rows = {eid: self._event_row(e) for eid, e in unique.items()}
         return PreparedBatch(len(events), unique, hashed, rows)
 
