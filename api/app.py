@@ -28,7 +28,7 @@ from api.auth import (
     neo4j_loader,
     requires,
 )
-from api.deps import DriverDep, SegmentationDep, SettingsDep, WriterDep
+from api.deps import DriverDep
 from api.documents import JsonRouter
 from api.errors import UNAVAILABLE_ERRORS, UNAVAILABLE_MESSAGE
 from api.ingest_routes import router as ingest_router
@@ -127,12 +127,15 @@ class Router(JsonRouter):
         return render_graphiql(request.app.state.settings)
 
 
-async def get_context(request: HTTPConnection, driver: DriverDep, settings: SettingsDep,
-                      principal: PrincipalDep, key: CredentialDep,
-                      segmentation: SegmentationDep, writer: WriterDep) -> RequestContext:
-    return RequestContext(driver, settings, principal, segmentation, writer, key=key,
-                          principals=request.app.state.principals,
-                          key_limits=request.app.state.key_limits)
+async def get_context(request: HTTPConnection, principal: PrincipalDep,
+                      key: CredentialDep) -> RequestContext:
+    # The app's shared services straight from its state, not as one dependency each: FastAPI
+    # solves each dependency anew on every request, a visible share of the API's CPU per
+    # chatbot request (docs/performance.md). ``api.deps`` reads the same state for routes.
+    state = request.app.state
+    return RequestContext(state.driver, state.settings, principal, state.segmentation,
+                          state.writer, key=key, principals=state.principals,
+                          key_limits=state.key_limits)
 
 
 def create_served_app() -> FastAPI:

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 from graphql import DocumentNode, GraphQLError, parse
+from starlette.responses import Response
 from strawberry.extensions import SchemaExtension
 from strawberry.fastapi import GraphQLRouter
 
@@ -131,7 +132,21 @@ class JsonRouter(GraphQLRouter[Any, Any]):
     """strawberry's router with request JSON (HTTP bodies, WebSocket messages) decoded by
     orjson: nesting beyond its depth limit or a number beyond a double is a decoding error,
     where the standard library answered 500 (RecursionError, ValueError on 5,000 digits).
-    Found by the fuzz tests: a body that is JSON but not an object is refused too."""
+    Found by the fuzz tests: a body that is JSON but not an object is refused too.
+
+    HTTP answers are encoded by orjson too (the standard library's encoder was a visible share
+    of the API's CPU per chatbot request; docs/performance.md). WebSocket messages keep
+    strawberry's text encoding: graphql-transport-ws sends text frames, not bytes."""
+
+    def create_response(self, response_data: Any, sub_response: Response) -> Response:
+        try:
+            body: str | bytes = orjson.dumps(response_data)
+        except TypeError:  # what orjson refuses (an integer past 64 bits, a key not a string)
+            body = self.encode_json(response_data)
+        response = Response(body, media_type="application/json",
+                            status_code=sub_response.status_code or 200)
+        response.headers.raw.extend(sub_response.headers.raw)
+        return response
 
     def decode_json(self, data: str | bytes) -> object:
         return orjson.loads(data)
