@@ -138,8 +138,14 @@ FULL_GCS = re.compile(rb'^python_gc_collections_total\{generation="2"\} (\S+)$',
 def full_collections(base: str) -> float:
     """The served API's full garbage collections so far (its /metrics, which answers clients on
     this host). Each stops its event loop; per 1,000 requests, they say what made the tail at 100
-    requests/s whatever else shares the cores (docs/performance.md)."""
-    match = FULL_GCS.search(httpx.get(f"{base}/metrics", timeout=10).content)
+    requests/s whatever else shares the cores (docs/performance.md). NaN when /metrics does
+    not answer in time (its first read plans a statement of its own; on a loaded machine that
+    passed 10 s twice on 2026-12-07 and ended the run): the phase's count is then unknown."""
+    try:
+        body = httpx.get(f"{base}/metrics", timeout=10).content
+    except httpx.HTTPError:
+        return float("nan")
+    match = FULL_GCS.search(body)
     return float(match.group(1)) if match else float("nan")
 
 
@@ -674,7 +680,11 @@ def main() -> None:
                                                args.ryw_rps, pids))
         finally:
             server.terminate()
-            server.wait(timeout=30)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # a loaded machine: do not leave it serving
+                server.kill()
+                server.wait(timeout=30)
         replans = [e for e in served.events() if e.kind == "replan"]
         for event in replans:
             console.print(f"Neo4j replan while serving at "

@@ -9,7 +9,14 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.api import JIT_THREAD, Neo4jEvent, Neo4jLog, Probe, jit_cpu_seconds
+from bench.api import (
+    JIT_THREAD,
+    Neo4jEvent,
+    Neo4jLog,
+    Probe,
+    full_collections,
+    jit_cpu_seconds,
+)
 
 # Lines as Neo4j 5.26 writes them (from a bench instance's debug.log).
 BEFORE = (
@@ -98,3 +105,8 @@ def test_the_jit_compiler_threads_are_told_from_the_jvms_others() -> None:
         "GC Thread#0", "neo4j.BoltWorke", "VM Thread", "G1 Conc#0", "Sweeper thread"))
     assert jit_cpu_seconds(None) == 0.0
     assert jit_cpu_seconds(os.getpid()) == 0.0  # a Python process has no JIT threads
+
+
+def test_an_api_that_does_not_answer_leaves_the_count_unknown() -> None:
+    # Nothing listens on port 9 of this host: the phase goes on, its collections unknown.
+    assert math.isnan(full_collections("http://127.0.0.1:9"))
