@@ -109,14 +109,43 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+JIT_THREAD = re.compile(r"^C[12] CompilerThre")
+"""The JVM's JIT compiler threads as /proc names them (``C2 CompilerThread0`` cut to 15)."""
+
+
+def jit_cpu_seconds(pid: int | None) -> float:
+    """CPU time a JVM's JIT compiler threads have used so far (0 for no process): a fresh
+    Neo4j spends as much on compiling its code as on the queries for its first thousand
+    chatbot queries, and a C2 compilation is a burst of Neo4j CPU that is neither a GC pause
+    nor a replan."""
+    if pid is None:
+        return 0.0
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if not JIT_THREAD.match((task / "comm").read_text()):
+                continue
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 FULL_GCS = re.compile(rb'^python_gc_collections_total\{generation="2"\} (\S+)$', re.MULTILINE)
 
 
 def full_collections(base: str) -> float:
     """The served API's full garbage collections so far (its /metrics, which answers clients on
     this host). Each stops its event loop; per 1,000 requests, they say what made the tail at 100
-    requests/s whatever else shares the cores (docs/performance.md)."""
-    match = FULL_GCS.search(httpx.get(f"{base}/metrics", timeout=10).content)
+    requests/s whatever else shares the cores (docs/performance.md). NaN when /metrics does
+    not answer in time (its first read plans a statement of its own; on a loaded machine that
+    passed 10 s twice on 2026-12-07 and ended the run): the phase's count is then unknown."""
+    try:
+        body = httpx.get(f"{base}/metrics", timeout=10).content
+    except httpx.HTTPError:
+        return float("nan")
+    match = FULL_GCS.search(body)
     return float(match.group(1)) if match else float("nan")
 
 
@@ -170,7 +199,8 @@ class Probe:
     load generator falling behind), the CPU the API and Neo4j have used, and the round trip of
     the API's ``/healthz`` (slow when the API's event loop stops: a collection, a blocking
     call, no CPU; not when its requests wait on Neo4j); each second the API's full collections
-    (its /metrics); and Neo4j's replans and pauses (``Neo4jLog``)."""
+    (its /metrics) and the CPU of Neo4j's JIT compiler threads; and Neo4j's replans and pauses
+    (``Neo4jLog``)."""
 
     start: float = 0.0
     wall: float = 0.0
@@ -184,6 +214,8 @@ class Probe:
     """(sent, round trip ms; NaN for an error)."""
     collections: list[tuple[float, float]] = field(default_factory=list)
     """(seconds from the start, the API's full collections so far)."""
+    jit: list[tuple[float, float]] = field(default_factory=list)
+    """(seconds from the start, CPU s Neo4j's JIT compiler threads have used so far)."""
     events: list[Neo4jEvent] = field(default_factory=list)
 
     def begin(self) -> None:
@@ -192,7 +224,8 @@ class Probe:
     def rows(self) -> list[dict[str, float | str]]:
         """One row a second: its requests' p50/p99/max (by due time) and errors, the most in
         flight, this process's longest lag, the slowest /healthz, each process's CPU (per cent
-        of a core) and the API's full collections in it, and Neo4j's events."""
+        of a core), the part of Neo4j's that its JIT compiler took, the API's full collections
+        in it, and Neo4j's events."""
         rows: list[dict[str, float | str]] = []
         n = max((int(due) for due, _ in self.requests), default=-1) + 1
         for second in range(n):
@@ -202,6 +235,7 @@ class Probe:
             ok = [ms for ms in lat if not math.isnan(ms)]
             cpu = _between(self.samples, second)
             gcs = _between(self.collections, second)
+            jit = _between(self.jit, second)
             rows.append({
                 "second": second, "requests": len(lat), "errors": len(lat) - len(ok),
                 "p50": percentile(ok, 50) if ok else math.nan,
@@ -211,6 +245,7 @@ class Probe:
                 "lag": max((x[2] for x in self.samples if within(x[0])), default=math.nan),
                 "healthz": max((ms for at, ms in self.health if within(at)), default=math.nan),
                 "api_cpu": _rate(cpu, 3) * 100, "neo4j_cpu": _rate(cpu, 4) * 100,
+                "neo4j_jit": _rate(jit, 1) * 100,
                 "full_gcs": gcs[1][1] - gcs[0][1] if gcs else math.nan,
                 "neo4j": "; ".join(f"{e.kind} {e.detail}" for e in self.events
                                    if within(e.at - self.wall)),
@@ -258,6 +293,7 @@ async def watch(probe: Probe, client: KeepAliveClient, pids: tuple[int | None, i
     async def each_second() -> None:
         while not stop.is_set():
             sent = time.perf_counter()
+            probe.jit.append((sent - probe.start, jit_cpu_seconds(neo4j_pid)))
             try:
                 gcs = metrics_full_collections((await client.send(metrics)).body)
                 probe.collections.append((sent - probe.start, gcs))
@@ -316,12 +352,12 @@ def show_timeline(title: str, probe: Probe) -> None:
     """The probe's rows as plain lines (a table would be cut to the width of a pipe)."""
     console.print(title)
     print("   s  req  err  p50 ms  p99 ms  max ms  in flight  own lag ms  healthz ms  "
-          "API CPU %  Neo4j CPU %  API full GCs  Neo4j")
+          "API CPU %  Neo4j CPU %  of it JIT %  API full GCs  Neo4j")
     for r in probe.rows():
         print(f"{r['second']:>4} {r['requests']:>4} {r['errors']:>4} {r['p50']:>7.1f} "
               f"{r['p99']:>7.1f} {r['max']:>7.1f} {r['in_flight']:>10} {r['lag']:>11.0f} "
               f"{r['healthz']:>11.0f} {r['api_cpu']:>10.0f} {r['neo4j_cpu']:>12.0f} "
-              f"{r['full_gcs']:>13.0f}  {r['neo4j']}")
+              f"{r['neo4j_jit']:>12.0f} {r['full_gcs']:>13.0f}  {r['neo4j']}")
 
 
 def personas_cli(env: dict[str, str], *args: str) -> str:
@@ -529,6 +565,7 @@ async def measure(base: str, key: str, users: list[str], rates: list[int], secon
         call = graphql_call(client)
         for rate in rates:
             api_cpu, neo4j_cpu = cpu_seconds(api_pid), cpu_seconds(neo4j_pid)
+            neo4j_jit = jit_cpu_seconds(neo4j_pid)
             full_gcs = await asyncio.to_thread(full_collections, base)
             lat, errors, achieved, probe = await probed(rate, seconds, users, call, base, key,
                                                         pids, neo4j_log(settings))
@@ -538,12 +575,14 @@ async def measure(base: str, key: str, users: list[str], rates: list[int], secon
                              "rps": achieved, "errors": errors,
                              "api_cpu": (cpu_seconds(api_pid) - api_cpu) * 1000 / n,
                              "neo4j_cpu": (cpu_seconds(neo4j_pid) - neo4j_cpu) * 1000 / n,
+                             "neo4j_jit": (jit_cpu_seconds(neo4j_pid) - neo4j_jit) * 1000 / n,
                              "full_gcs": full_gcs * 1000 / n,
                              "load": os.getloadavg()[0], **probe.summary()}
             console.print(f"graphql {rate:>4} req/s: p50 {results[rate]['p50']:.1f} ms, "
                           f"p99 {results[rate]['p99']:.1f} ms, {errors} errors; CPU per "
                           f"request: API {results[rate]['api_cpu']:.1f} ms, Neo4j "
-                          f"{results[rate]['neo4j_cpu']:.1f} ms; API full collections per "
+                          f"{results[rate]['neo4j_cpu']:.1f} ms (its JIT "
+                          f"{results[rate]['neo4j_jit']:.1f}); API full collections per "
                           f"1,000 requests {results[rate]['full_gcs']:.1f}; load "
                           f"{results[rate]['load']:.1f}; Neo4j replans "
                           f"{results[rate]['replans']:.0f}, pauses "
@@ -641,7 +680,11 @@ def main() -> None:
                                                args.ryw_rps, pids))
         finally:
             server.terminate()
-            server.wait(timeout=30)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # a loaded machine: do not leave it serving
+                server.kill()
+                server.wait(timeout=30)
         replans = [e for e in served.events() if e.kind == "replan"]
         for event in replans:
             console.print(f"Neo4j replan while serving at "
@@ -678,6 +721,7 @@ def main() -> None:
           f"max_rps_p99_under_100ms={max(under) if under else 0} "
           f"{ryw_result} api_cpu_ms={milestone['api_cpu']:.1f} "
           f"neo4j_cpu_ms={milestone['neo4j_cpu']:.1f} "
+          f"neo4j_jit_cpu_ms={milestone['neo4j_jit']:.1f} "
           f"api_full_gc_per_1k={milestone['full_gcs']:.1f} "
           f"cypher_neo4j_cpu_ms={cypher['neo4j_cpu']:.1f} "
           f"load={milestone['load']:.1f} {ryw_cpu} replans={milestone['replans']:.0f} "

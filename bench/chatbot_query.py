@@ -14,8 +14,9 @@ depends on how busy the machine is:
   ``graph/recommend/queries.py``) for ``--users`` users, at ``--first`` 5 and 50: the same item
   ids in the same order, scores within 1e-9, the same names, categories and reasons.
 
-Ends with one line ``RESULT db_hits=… users=…`` (and ``against_db_hits=… same=… differing=…``
-with ``--against``,
+Ends with one line ``RESULT db_hits=… db_hits_p50=… db_hits_p99=… db_hits_max=… users=…`` (the
+mean, then the spread over the users), and ``against_db_hits=… same=… differing=…`` with
+``--against``,
 ``neo4j_cpu_ms=… against_neo4j_cpu_ms=…`` with ``--cpu-rounds``).
 """
 
@@ -69,7 +70,9 @@ def profiled(graph: Graph, query: LiteralString, params: dict[str, Any],
     return walk(profile)
 
 
-def db_hits(graph: Graph, users: list[str], statement: LiteralString, *, show: int) -> float:
+def db_hits(graph: Graph, users: list[str], statement: LiteralString, *,
+            show: int) -> list[int]:
+    """Each user's db hits of ``statement``; the ``show`` dearest operators printed."""
     params = profile_params(CHATBOT, bench_settings(), NOW)
     graph.rows(statement, id=users[0], **params)  # planned once
     by_operator: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -77,7 +80,17 @@ def db_hits(graph: Graph, users: list[str], statement: LiteralString, *, show: i
     for (operator, details), total in by_operator.most_common(show):
         console.print(f"{total / len(users):8.0f}  {operator:24s} {details}", markup=False,
                       highlight=False)
-    return sum(hits) / len(hits)
+    return hits
+
+
+def spread_of(hits: list[int]) -> str:
+    """The per-user spread of db hits: a Neo4j CPU burst that a few dear users would explain
+    shows as a p99 or max far above the median."""
+    ordered = sorted(hits)
+
+    def at(percent: int) -> int:
+        return ordered[min(len(ordered) - 1, percent * len(ordered) // 100)]
+    return f"db_hits_p50={at(50)} db_hits_p99={at(99)} db_hits_max={ordered[-1]}"
 
 
 def statements_at(revision: str) -> tuple[LiteralString, LiteralString]:
@@ -152,10 +165,11 @@ def main() -> None:
     with bench_graph(bench_settings()) as graph:
         users = spread(graph, args.users)
         hits = db_hits(graph, users, profile_queries.USER_PROFILE, show=args.by_operator)
-        line = f"RESULT db_hits={hits:.0f} users={len(users)}"
+        line = (f"RESULT db_hits={sum(hits) / len(hits):.0f} {spread_of(hits)} "
+                f"users={len(users)}")
         if args.against:  # the same graph state: a bench.api run adds events
             against = db_hits(graph, users, statements_at(args.against)[1], show=0)
-            line += f" against_db_hits={against:.0f}"
+            line += f" against_db_hits={sum(against) / len(against):.0f}"
         if args.against:
             compared, differing = same(graph, users, args.against)
             line += f" same={compared - differing} differing={differing}"

@@ -5,10 +5,18 @@ stall is put down to its cause (docs/performance.md)."""
 from __future__ import annotations
 
 import math
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.api import Neo4jEvent, Neo4jLog, Probe
+from bench.api import (
+    JIT_THREAD,
+    Neo4jEvent,
+    Neo4jLog,
+    Probe,
+    full_collections,
+    jit_cpu_seconds,
+)
 
 # Lines as Neo4j 5.26 writes them (from a bench instance's debug.log).
 BEFORE = (
@@ -67,6 +75,8 @@ def test_a_stall_shows_in_its_second_with_what_happened_then() -> None:
                      for t in (k / 5 for k in range(21))]
     probe.health = [(s + 0.5, 800.0 if s == 2 else 2.0) for s in range(4)]
     probe.collections = [(float(s), 7.0 if s < 3 else 8.0) for s in range(5)]
+    # Neo4j's JIT compiler: idle but in second 2, where it took 0.4 s of CPU.
+    probe.jit = [(float(s), 5.0 if s < 3 else 5.4) for s in range(5)]
     # A replan 2.5 s into the phase.
     probe.events = [Neo4jEvent(1002.5, "replan", "IndexSelectivity, plan 241 s old")]
     rows = probe.rows()
@@ -78,6 +88,7 @@ def test_a_stall_shows_in_its_second_with_what_happened_then() -> None:
     assert math.isclose(float(stall["api_cpu"]), 100.0)
     assert math.isclose(float(stall["neo4j_cpu"]), 10.0)
     assert stall["full_gcs"] == 1.0 and rows[1]["full_gcs"] == 0.0
+    assert math.isclose(float(stall["neo4j_jit"]), 40.0) and rows[1]["neo4j_jit"] == 0.0
     assert math.isclose(float(rows[1]["api_cpu"]), 20.0)
     assert stall["neo4j"] == "replan IndexSelectivity, plan 241 s old"
     assert all(row["neo4j"] == "" for i, row in enumerate(rows) if i != 2)
@@ -85,3 +96,17 @@ def test_a_stall_shows_in_its_second_with_what_happened_then() -> None:
     summary = probe.summary()
     assert summary == {"replans": 1, "neo4j_pauses": 0, "max_in_flight": 12,
                        "client_lag_ms": 300.0, "healthz_max_ms": 800.0}
+
+
+def test_the_jit_compiler_threads_are_told_from_the_jvms_others() -> None:
+    # /proc names threads with their first 15 characters.
+    assert JIT_THREAD.match("C2 CompilerThre\n") and JIT_THREAD.match("C1 CompilerThre")
+    assert not any(JIT_THREAD.match(name) for name in (
+        "GC Thread#0", "neo4j.BoltWorke", "VM Thread", "G1 Conc#0", "Sweeper thread"))
+    assert jit_cpu_seconds(None) == 0.0
+    assert jit_cpu_seconds(os.getpid()) == 0.0  # a Python process has no JIT threads
+
+
+def test_an_api_that_does_not_answer_leaves_the_count_unknown() -> None:
+    # Nothing listens on port 9 of this host: the phase goes on, its collections unknown.
+    assert math.isnan(full_collections("http://127.0.0.1:9"))
