@@ -96,6 +96,10 @@ console = Console()
 
 
 def percentile(values: list[float], p: float) -> float:
+    """The p-th percentile; NaN for a phase in which no request succeeded (the RESULT line says
+    so rather than the bench crashing)."""
+    if not values:
+        return math.nan
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 

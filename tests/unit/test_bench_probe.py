@@ -16,6 +16,7 @@ from bench.api import (
     Probe,
     full_collections,
     jit_cpu_seconds,
+    percentile,
 )
 
 # Lines as Neo4j 5.26 writes them (from a bench instance's debug.log).
@@ -110,3 +111,8 @@ def test_the_jit_compiler_threads_are_told_from_the_jvms_others() -> None:
 def test_an_api_that_does_not_answer_leaves_the_count_unknown() -> None:
     # Nothing listens on port 9 of this host: the phase goes on, its collections unknown.
     assert math.isnan(full_collections("http://127.0.0.1:9"))
+
+
+def test_a_phase_without_one_answer_has_no_percentile_rather_than_a_crash() -> None:
+    assert math.isnan(percentile([], 99))
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
