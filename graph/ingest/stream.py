@@ -211,6 +211,7 @@ class StreamConsumer:
         self._in_flight: _Batch | None = None
         self._pending = _Batch.empty()
         self._pool: ThreadPoolExecutor | None = None
+        self._assigning: ThreadPoolExecutor | None = None
         self._consumer: Consumer | None = None
         self._dlq: Producer | None = None
         self._dlq_errors: list[str] = []
@@ -247,9 +248,13 @@ class StreamConsumer:
         try:
             # Tuned as for a file load (bulk_load_runtime): the writer's thread, woken by Neo4j's
             # answer, waited for the GIL held by this one parsing the next batch.
+            # Newcomers are assigned to segments on a thread of their own, in batch order: on the
+            # writer's, the next batch's write waited for each assignment (a read at least).
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-writer") as pool, \
+                    ThreadPoolExecutor(max_workers=1,
+                                       thread_name_prefix="stream-assign") as assigning, \
                     bulk_load_runtime():
-                self._pool = pool
+                self._pool, self._assigning = pool, assigning
                 while not stop.is_set():
                     room = self.batch_max - self._pending.messages
                     if max_messages is not None:
@@ -284,7 +289,7 @@ class StreamConsumer:
                 self._drain()
                 self.refresh_lag()
         finally:
-            self._pool = None
+            self._pool = self._assigning = None
             self._closing = True  # the lag gauges keep their last values
             self._consumer.close()
             self._dlq.flush(10)
@@ -377,11 +382,11 @@ class StreamConsumer:
             future = self._pool.submit(self.writer.write, work, source=SOURCE,
                                        then=then, assign=False)
             batch.future = future
-            # Next on the writer's thread, but after the batch's result is out: its offsets are
-            # committed while newcomers are assigned to segments (the batch's events are
-            # stored; the assignment is derived from them). A write that failed raises in
-            # ``_settle``, so this task ignores it.
-            self._pool.submit(self._assign_newcomers, future)
+            # Once the batch is stored (the assignment is derived from its events), while its
+            # offsets are committed and the next batch is written. A write that failed raises
+            # in ``_settle``, so this task ignores it.
+            assert self._assigning is not None
+            self._assigning.submit(self._assign_newcomers, future)
         self._in_flight = batch
 
     def _assign_newcomers(self, written: Future[WriteResult]) -> None:

@@ -27,6 +27,7 @@ from graph.ingest.files import ingest_file
 from graph.ingest.metrics import IngestMetrics
 from graph.ingest.pipeline import build_writer
 from graph.ingest.replay import replay_file
+from graph.ingest.writer import EventWriter
 from graph.privacy import Pseudonymizer
 from graph.segments.run import run_segmentation
 from graph.settings import Settings
@@ -356,6 +357,53 @@ def test_lag_is_reported_and_reaches_zero(graph: Graph, kafka: Settings,
     count = metrics.registry.get_sample_value("personas_event_freshness_seconds_count",
                                               {"source": "kafka"})
     assert count == 50
+
+
+class WaitingAssigner:
+    """Segment assignment that holds its first call until ``release`` is set (at most a
+    minute), recording the users of each call."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls: list[tuple[str, ...]] = []
+        self.released_in_time: bool | None = None
+
+    def assign(self, user_ids: Any) -> int:
+        if self.released_in_time is None:
+            self.released_in_time = self.release.wait(60)
+        self.calls.append(tuple(user_ids))
+        return 0
+
+    def preload(self) -> bool:
+        return False
+
+
+def test_a_slow_segment_assignment_does_not_hold_the_next_batches(
+        graph: Graph, kafka: Settings, tmp_path: Path) -> None:
+    """Newcomers are assigned after their batch is stored, on a thread of their own: the
+    batches after it are written and committed meanwhile, and every batch's users are still
+    given to the assignment before the consumer returns."""
+    lines = demo_lines(3, seed=7)[:60]
+    topic, dlq, group = names("assign")
+    produce(kafka, tmp_path, topic, lines)
+    assigner = WaitingAssigner()
+    writer = EventWriter(graph, Pseudonymizer(kafka.pseudonym_key.get_secret_value()),
+                         assigner)
+
+    def on_batch(_report: stream.BatchReport) -> None:
+        if interactions(graph) == len(lines):
+            assigner.release.set()  # every batch stored while the first assignment waited
+
+    consumer = stream.StreamConsumer(writer, kafka, IngestMetrics(), topic=topic,
+                                     dead_letter_topic=dlq, group=group, batch_max=10,
+                                     on_batch=on_batch)
+    summary = consumer.run(threading.Event(), max_messages=len(lines))
+
+    assert summary.written == len(lines) and summary.batches >= 6
+    assert assigner.released_in_time is True
+    assert len(assigner.calls) == summary.batches
+    users = {r["id"] for r in graph.rows("MATCH (u:User) RETURN u.id AS id")}
+    assert set(itertools.chain.from_iterable(assigner.calls)) == users
 
 
 def test_a_model_that_cannot_be_prepared_does_not_stop_consuming(
