@@ -180,8 +180,9 @@ class _Batch:
 class StreamConsumer:
     """Consumes one topic into the graph until stopped, out of messages or idle.
 
-    Consumer calls (poll, commit, offsets) all happen on the calling thread; only the Neo4j
-    write of a batch runs on a worker thread, overlapped with parsing the next batch.
+    Consumer calls (poll, commit, offsets) all happen on the calling thread; the Neo4j write
+    of a batch runs on a worker thread, overlapped with parsing the next batch, and its
+    newcomers' segment assignment on another, overlapped with the next write.
     """
 
     def __init__(
