@@ -8,7 +8,11 @@ after a warm-up load of the same events that is wiped again:
 2. the same events through `personas ingest`'s code (`ingest_file`) on a wiped graph;
 3. events produced at fixed rates (1,000/s, then 2,000/s, 30 s each, into a wiped graph) while
    the consumer runs: freshness, from the Kafka timestamp the producer sets to the commit of the
-   event's offset, p50 and p99, and where a batch's time went (filling, writing, committing).
+   event's offset, p50 and p99, and where a batch's time went (filling, writing, committing),
+   for all batches and for those holding the slowest 1% of events.
+
+Each phase prints the CPU time per event of this process (the consumer) and of Neo4j, which
+say what the work costs whatever else shares the cores, and the load average.
 
 Prints figures and ends with one `RESULT` line, with the stream's events/s over the file path's
 (``stream_to_file``) and the freshness at each rate.
@@ -31,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.api import cpu_seconds
 from bench.common import bench_graph, bench_settings, warm_up
 from graph.db import Graph, wipe
 from graph.ingest import stream
@@ -40,7 +45,7 @@ from graph.ingest.pipeline import build_writer
 from graph.ingest.replay import replay_file
 from graph.settings import Settings
 from personas.demo import DemoPopulation
-from personas.local import kafka_server
+from personas.local import kafka_server, neo4j_server
 
 EVENTS_PER_USER = 107  # the demo population's average, measured
 PERSONAS = str(Path(sys.executable).parent / "personas")
@@ -84,6 +89,20 @@ def write_events(path: Path, events: int, seed: int) -> int:
     return count
 
 
+class CpuMeter:
+    """CPU seconds this process and Neo4j used since it was made."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.neo4j_pid = neo4j_server.status(settings).pid
+        self.start = (time.process_time(), cpu_seconds(self.neo4j_pid))
+
+    def per_event_us(self, events: int) -> str:
+        own, neo4j = time.process_time(), cpu_seconds(self.neo4j_pid)
+        return (f"CPU per event: consumer {(own - self.start[0]) / events * 1e6:.0f} µs, "
+                f"Neo4j {(neo4j - self.start[1]) / events * 1e6:.0f} µs; "
+                f"load {os.getloadavg()[0]:.1f}")
+
+
 def topics() -> tuple[str, str, str]:
     tag = uuid.uuid4().hex[:8]
     return f"bench-{tag}", f"bench-{tag}-dlq", f"bench-group-{tag}"
@@ -100,10 +119,14 @@ def stream_throughput(graph: Graph, settings: Settings, path: Path, n: int,
     wipe(graph)
     last_commit = 0.0
 
-    def on_batch(_report: stream.BatchReport) -> None:
-        nonlocal last_commit
-        last_commit = time.perf_counter()
+    planned = 0
 
+    def on_batch(report: stream.BatchReport) -> None:
+        nonlocal last_commit, planned
+        last_commit = time.perf_counter()
+        planned += report.planned
+
+    meter = CpuMeter(settings)
     t0 = time.perf_counter()
     summary = stream.consume(graph, settings, stop=threading.Event(), topic=topic,
                              dead_letter_topic=dlq, group=group, batch_max=batch_max,
@@ -112,12 +135,14 @@ def stream_throughput(graph: Graph, settings: Settings, path: Path, n: int,
     elapsed = last_commit - t0
     print(f"stream (batch_max {batch_max}): {n} events in {elapsed:.1f}s "
           f"= {n / elapsed:,.0f} events/s ({summary.batches} batches)")
+    print(f"  {meter.per_event_us(n)}; {planned} batches planned ahead")
     return n / elapsed
 
 
 def batch_throughput(graph: Graph, settings: Settings, path: Path, n: int) -> float:
     wipe(graph)
     writer = build_writer(graph, settings, IngestMetrics())
+    meter = CpuMeter(settings)
     t0 = time.perf_counter()
     summary = ingest_file(writer, path, batch_size=settings.batch_size,
                           max_line_bytes=settings.max_line_bytes)
@@ -125,6 +150,7 @@ def batch_throughput(graph: Graph, settings: Settings, path: Path, n: int) -> fl
     assert summary.written == n, summary
     print(f"batch file (batch {settings.batch_size}): {n} events in {elapsed:.1f}s "
           f"= {n / elapsed:,.0f} events/s")
+    print(f"  {meter.per_event_us(n)}")
     return n / elapsed
 
 
@@ -151,6 +177,7 @@ def freshness(graph: Graph, settings: Settings, path: Path, n: int,
     consumer = threading.Thread(target=run, name="bench-consumer")
     consumer.start()
     time.sleep(3.0)  # let it join the group before the clock starts
+    meter = CpuMeter(settings)
     # The producer is a process of its own, as it would be: it does not compete with the
     # consumer for this interpreter. Kafka timestamps come from the same machine clock.
     env = {**os.environ, "PERSONAS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap_servers,
@@ -161,6 +188,7 @@ def freshness(graph: Graph, settings: Settings, path: Path, n: int,
     assert proc.returncode == 0, proc.stderr[-2000:]
     print(f"produced {n} events in {time.monotonic() - t0:.1f}s (asked {rate:,.0f}/s)")
     finished = consumed.wait(120)
+    cpu = meter.per_event_us(n)
     stop.set()
     consumer.join(60)
     assert finished, f"only {len(samples)} of {n} events committed"
@@ -168,16 +196,30 @@ def freshness(graph: Graph, settings: Settings, path: Path, n: int,
     p50, p99, top = (float(np.percentile(ms, q)) for q in (50, 99, 100))
     print(f"freshness at {rate:,.0f}/s: p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {top:.0f} ms "
           f"over {len(ms)} events")
+    print(f"  {cpu}")
+    describe_batches("all", reports)
+    # The batches the slowest 1% of events were in: what made the p99.
+    cut = p99 / 1000
+    describe_batches("slowest 1%", [r for r in reports if max(r.freshness_s, default=0) > cut])
+    return p50, p99
+
+
+def describe_batches(title: str, reports: list[stream.BatchReport]) -> None:
+    """Batch sizes and the parts of a batch's time (see ``stream.BatchReport``); ``before``
+    is each event's time from its Kafka timestamp to its batch going to the writer."""
+    if not reports:
+        return
     sizes = np.array([r.messages for r in reports])
-    print(f"  {len(reports)} batches: median {np.median(sizes):.0f} events, p99 "
+    print(f"  {title}: {len(reports)} batches, median {np.median(sizes):.0f} events, p99 "
           f"{np.percentile(sizes, 99):.0f}, max {sizes.max()}")
-    for name, values in (("fill", [r.fill_seconds for r in reports]),
+    before = [f - r.write_seconds - r.commit_seconds for r in reports for f in r.freshness_s]
+    for name, values in (("before", before),
+                         ("fill", [r.fill_seconds for r in reports]),
                          ("write", [r.write_seconds for r in reports]),
                          ("commit", [r.commit_seconds for r in reports])):
         ms = np.array(values) * 1000
-        print(f"  {name:>6}: p50 {np.percentile(ms, 50):.0f} ms, p99 "
+        print(f"  {name:>8}: p50 {np.percentile(ms, 50):.0f} ms, p99 "
               f"{np.percentile(ms, 99):.0f} ms, max {ms.max():.0f} ms")
-    return p50, p99
 
 
 def main() -> None:

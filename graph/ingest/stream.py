@@ -14,6 +14,10 @@ when the writer is free, not at a size or after a fixed wait, so it is as large 
 makes it (at most ``batch_max``). A batch without dead letters records its offsets for reads
 (``graph.consistency``) in its own transaction, and the next batch goes to the writer before
 the Kafka commit of the one just written.
+
+When the next batch is full before the writer is free (a backlog), it is worked out ahead on
+the polling thread as the file import does (``EventWriter.plan`` on top of the batch in
+flight): the writer's transaction then only sends the batch statement and the offsets.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from graph.ingest.pipeline import build_writer
 from graph.ingest.reader import InvalidJson, Parsed, load_json, validate
 from graph.ingest.runtime import bulk_load_runtime
 from graph.ingest.tally import Tally
-from graph.ingest.writer import EventWriter, WriteResult
+from graph.ingest.writer import EventWriter, Plan, WriteResult
 from graph.privacy import Pseudonymizer
 from graph.settings import Settings
 
@@ -143,6 +147,9 @@ class BatchReport:
     commit_seconds: float = 0.0
     """After its transaction: dead letters, offsets recorded for reads (when not in the
     transaction) and the Kafka commit."""
+    planned: bool = False
+    """Worked out on the polling thread before it went to the writer (a full batch), and
+    written as planned."""
 
 
 @dataclass
@@ -158,6 +165,9 @@ class _Batch:
     started: float = 0.0
     letters: list[DeadLetter] = field(default_factory=list)
     offsets_in_transaction: bool = False
+    plan: Plan | None = None
+    """Worked out ahead (``EventWriter.plan``) on top of the batch in flight, while it was
+    written; only a full batch is."""
 
     @classmethod
     def empty(cls) -> _Batch:
@@ -170,8 +180,9 @@ class _Batch:
 class StreamConsumer:
     """Consumes one topic into the graph until stopped, out of messages or idle.
 
-    Consumer calls (poll, commit, offsets) all happen on the calling thread; only the Neo4j
-    write of a batch runs on a worker thread, overlapped with parsing the next batch.
+    Consumer calls (poll, commit, offsets) all happen on the calling thread; the Neo4j write
+    of a batch runs on a worker thread, overlapped with parsing the next batch, and its
+    newcomers' segment assignment on another, overlapped with the next write.
     """
 
     def __init__(
@@ -201,6 +212,7 @@ class StreamConsumer:
         self._in_flight: _Batch | None = None
         self._pending = _Batch.empty()
         self._pool: ThreadPoolExecutor | None = None
+        self._assigning: ThreadPoolExecutor | None = None
         self._consumer: Consumer | None = None
         self._dlq: Producer | None = None
         self._dlq_errors: list[str] = []
@@ -237,9 +249,13 @@ class StreamConsumer:
         try:
             # Tuned as for a file load (bulk_load_runtime): the writer's thread, woken by Neo4j's
             # answer, waited for the GIL held by this one parsing the next batch.
+            # Newcomers are assigned to segments on a thread of their own, in batch order: on the
+            # writer's, the next batch's write waited for each assignment (a read at least).
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-writer") as pool, \
+                    ThreadPoolExecutor(max_workers=1,
+                                       thread_name_prefix="stream-assign") as assigning, \
                     bulk_load_runtime():
-                self._pool = pool
+                self._pool, self._assigning = pool, assigning
                 while not stop.is_set():
                     room = self.batch_max - self._pending.messages
                     if max_messages is not None:
@@ -248,7 +264,10 @@ class StreamConsumer:
                     if room > 0:
                         got = self._prepare(self._poll(room))
                     elif self._in_flight is not None:
-                        self._settle()  # the next batch is full: wait for the writer
+                        # The next batch is full: work it out while the writer is busy, then
+                        # wait for the writer.
+                        self._plan_ahead()
+                        self._settle()
                     if self._in_flight is not None and self._in_flight.done():
                         self._settle()
                     if self._in_flight is None and self._pending.messages:
@@ -271,7 +290,7 @@ class StreamConsumer:
                 self._drain()
                 self.refresh_lag()
         finally:
-            self._pool = None
+            self._pool = self._assigning = None
             self._closing = True  # the lag gauges keep their last values
             self._consumer.close()
             self._dlq.flush(10)
@@ -335,24 +354,40 @@ class StreamConsumer:
         self.summary.records += got
         return got
 
+    def _plan_ahead(self) -> None:
+        """Work out the batch being filled (it is full) on top of the one in flight, as the
+        file import does: its look-ups and rows are then done by the time the writer is free,
+        whose transaction only sends the batch statement. Only on top of a batch that was
+        itself planned (its events and identifier links are known before it commits)."""
+        batch, in_flight = self._pending, self._in_flight
+        if (in_flight is None or in_flight.plan is None or batch.plan is not None
+                or not batch.events):
+            return
+        batch.plan = self.writer.plan(self.writer.prepare(batch.events), after=in_flight.plan)
+
     def _submit(self) -> None:
-        """Hand the batch being filled to the writer thread; a new one starts filling."""
+        """Hand the batch being filled to the writer thread; a new one starts filling. A full
+        batch that could not be planned ahead is planned here (the first of a backlog), so
+        the next ones can be."""
         assert self._pool is not None and self._in_flight is None
         batch, self._pending = self._pending, _Batch.empty()
+        if batch.plan is None and batch.events and batch.messages >= self.batch_max:
+            batch.plan = self.writer.plan(self.writer.prepare(batch.events))
         batch.started = time.perf_counter()
         if batch.events:
             # Dead letters must be flushed and stored before the offsets move, so a batch
             # with any records its offsets after them, in a transaction of its own.
             then = None if batch.letters else offsets_statement(self.group, batch.offsets)
             batch.offsets_in_transaction = then is not None
-            future = self._pool.submit(self.writer.write, batch.events, source=SOURCE,
+            work: Sequence[Event] | Plan = batch.plan or batch.events
+            future = self._pool.submit(self.writer.write, work, source=SOURCE,
                                        then=then, assign=False)
             batch.future = future
-            # Next on the writer's thread, but after the batch's result is out: its offsets are
-            # committed while newcomers are assigned to segments (the batch's events are
-            # stored; the assignment is derived from them). A write that failed raises in
-            # ``_settle``, so this task ignores it.
-            self._pool.submit(self._assign_newcomers, future)
+            # Once the batch is stored (the assignment is derived from its events), while its
+            # offsets are committed and the next batch is written. A write that failed raises
+            # in ``_settle``, so this task ignores it.
+            assert self._assigning is not None
+            self._assigning.submit(self._assign_newcomers, future)
         self._in_flight = batch
 
     def _assign_newcomers(self, written: Future[WriteResult]) -> None:
@@ -369,6 +404,10 @@ class StreamConsumer:
         result = batch.future.result() if batch.future is not None else WriteResult(0, 0)
         written = time.perf_counter()
         write_seconds = written - batch.started
+        if self._pending.plan is not None and (batch.plan is None or not result.as_planned):
+            # Planned on what this batch did not do (it merged users, or was worked out
+            # again): the next one is worked out inside its transaction.
+            self._pending.plan = None
         if not batch.letters and self._pending.messages and self._pool is not None:
             self._submit()  # its Neo4j work overlaps this batch's Kafka commit
         self._flush_dead_letters()
@@ -405,7 +444,8 @@ class StreamConsumer:
                                       result.duplicates, batch.dead_letters, write_seconds,
                                       freshness, lag,
                                       fill_seconds=batch.started - batch.first_read,
-                                      commit_seconds=commit_seconds))
+                                      commit_seconds=commit_seconds,
+                                      planned=batch.plan is not None and result.as_planned))
 
     # -- dead letters -----------------------------------------------------------------------
 

@@ -175,9 +175,9 @@ class EventWriter:
 
     def prepare(self, events: Sequence[Event]) -> PreparedBatch:
         """The part of a write that needs no graph. The file import runs it on the thread that
-        reads, so that the writer's thread keeps Neo4j busy. The stream consumer does not: its
-        polling thread already parses, and preparing there too was measured slower (the two
-        threads then contend for the GIL; docs/performance.md)."""
+        reads, so that the writer's thread keeps Neo4j busy; the stream consumer too, for a
+        full batch while the one before it is written (a smaller one is prepared on the
+        writer's thread, in ``write``)."""
         unique: dict[str, Event] = {}
         for event in events:
             unique.setdefault(event.event_id, event)
@@ -227,14 +227,12 @@ class EventWriter:
         ``events`` may come from ``plan``; the batch metric times the write only, either way.
         ``source`` labels the batch in the metrics (a source family, see ``IngestMetrics``).
         ``then`` runs in the batch's transaction after its writes, whether or not any event was
-        new (the stream consumer records its offsets there: one commit a batch, not two); only
-        with events, not with a plan, which may need no transaction at all. ``assign=False``
+        new (the stream consumer records its offsets there: one commit a batch, not two); with a
+        plan that has nothing to write, in a transaction of its own. ``assign=False``
         leaves the newcomers' segment assignment to the caller (``assign_newcomers`` with the
         result's ``user_ids``): the stream consumer commits the batch's offsets meanwhile.
         """
         if isinstance(events, Plan):
-            if then is not None:
-                raise TypeError("`then` needs a batch of events, not a plan")
             plan, prepared = events, events.batch
         else:
             if then is not None and not events:
@@ -279,10 +277,13 @@ class EventWriter:
         if not prepared.events:
             return WriteResult(0, 0)
         if plan is not None and not plan.fresh:
-            # Nothing to write: no transaction (every batch of a file loaded again).
+            # Nothing to write: no transaction (every batch of a file loaded again) but the
+            # caller's own statement's.
+            if then is not None:
+                self.graph.write_work(lambda: statements(then))
             outcome: _Outcome | None = (plan, [], False)
         else:
-            outcome = self._write_planned(plan) if plan is not None else None
+            outcome = self._write_planned(plan, then) if plan is not None else None
         planned = outcome is not None
         if outcome is None:
             outcome = self._write_unplanned(prepared, then)
@@ -308,11 +309,12 @@ class EventWriter:
                 log.info("a batch met a concurrent writer's events; looking again: %s", exc)
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
-    def _write_planned(self, plan: Plan) -> _Outcome | None:
-        """Write a plan, or None if the graph changed under it since the plan's read: another
-        writer stored some of its events, or changed an identifier link it relied on."""
+    def _write_planned(self, plan: Plan, then: Statement | None = None) -> _Outcome | None:
+        """Write a plan (and ``then`` after it), or None if the graph changed under it since
+        the plan's read: another writer stored some of its events, or changed an identifier
+        link it relied on."""
         try:
-            return self.graph.write_work(lambda: self._apply(plan))
+            return self.graph.write_work(lambda: self._apply(plan, then))
         except (StalePlan, ConstraintError) as exc:
             log.info("a batch planned ahead is worked out again: %s", exc)
             return None
@@ -342,14 +344,18 @@ class EventWriter:
     def _write_work(self, batch: PreparedBatch,
                     then: Statement | None = None) -> Work[_Outcome]:
         found = yield from self._look_up(batch)
-        outcome = yield from self._apply(self._plan(batch, *found))
+        return (yield from self._apply(self._plan(batch, *found), then))
+
+    def _apply(self, plan: Plan, then: Statement | None = None) -> Work[_Outcome]:
+        """The plan's writes, if the identifier links it relied on still hold (``plan.links``:
+        a plan made ahead of the transaction has them, one made inside it none), then
+        ``then``."""
+        outcome = yield from self._apply_plan(plan)
         if then is not None:
             yield then
         return outcome
 
-    def _apply(self, plan: Plan) -> Work[_Outcome]:
-        """The plan's writes, if the identifier links it relied on still hold (``plan.links``:
-        a plan made ahead of the transaction has them, one made inside it none)."""
+    def _apply_plan(self, plan: Plan) -> Work[_Outcome]:
         fresh, hashed, params = list(plan.fresh), plan.batch.hashed, plan.params
         if not fresh:
             return plan, [], False

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from graph.consistency import offsets_statement
 from graph.db import Graph, wipe
 from graph.events import Event
 from graph.identity.merge import merge_users, unmerge
@@ -77,6 +78,24 @@ def test_a_plan_builds_on_the_batch_written_meanwhile(graph: Graph) -> None:
     assert (r2.written, r2.duplicates, r2.as_planned) == (1, 1, True)
     assert user_rows(graph) == [{"id": first_plan.params["users"][0]["id"], "events": 3,
                                  "identifiers": 2}]
+
+
+def test_a_plan_runs_the_callers_statement_in_its_transaction(graph: Graph) -> None:
+    """``then`` (the stream consumer's offsets) is written with a plan's events, and on its
+    own when the plan has nothing to write."""
+    writer = EventWriter(graph, Pseudonymizer("k"))
+
+    def recorded() -> list[dict[str, Any]]:
+        return graph.rows("MATCH (o:StreamOffset {group: 'g'}) RETURN o.next AS next")
+
+    plan = writer.plan(writer.prepare([event("a1", 1, {"cookie": "ck-ann"})]))
+    result = writer.write(plan, then=offsets_statement("g", {("t", 0): 5}))
+    assert (result.written, result.as_planned, recorded()) == (1, True, [{"next": 5}])
+
+    again = writer.plan(writer.prepare([event("a1", 1, {"cookie": "ck-ann"})]))
+    assert again.fresh == ()
+    result = writer.write(again, then=offsets_statement("g", {("t", 0): 6}))
+    assert (result.written, result.duplicates, recorded()) == (0, 1, [{"next": 6}])
 
 
 def test_a_plan_whose_events_another_writer_stored_is_worked_out_again(graph: Graph) -> None:

@@ -27,6 +27,7 @@ from graph.ingest.files import ingest_file
 from graph.ingest.metrics import IngestMetrics
 from graph.ingest.pipeline import build_writer
 from graph.ingest.replay import replay_file
+from graph.ingest.writer import EventWriter
 from graph.privacy import Pseudonymizer
 from graph.segments.run import run_segmentation
 from graph.settings import Settings
@@ -254,6 +255,42 @@ def test_kill_9_mid_stream_loses_and_duplicates_nothing(
     assert committed_total(kafka, group, topic) == total
 
 
+def test_a_backlog_is_planned_ahead_and_loads_as_one_file(graph: Graph, kafka: Settings,
+                                                          tmp_path: Path) -> None:
+    """Full batches of a backlog are worked out on the polling thread while the batch before
+    them is written (``EventWriter.plan``); after a batch that merged users the next is worked
+    out in its transaction. The graph equals one file load's, every offset is committed and
+    recorded for reads."""
+    lines = demo_lines(20, seed=3)
+    # After both users' events (lines 808-840 and 1313-1319): the link merges them.
+    link = {**json.loads(lines[1400]), "event_id": "link-6-11",
+            "user": {"cookie": "ck-3-000011", "email": "user3-000006@example.com"}}
+    lines.insert(1400, json.dumps(link))
+    reference = reference_load(graph, kafka, tmp_path, lines)
+    assert len(reference["users"]) == 19  # the link merged two users
+
+    topic, dlq, group = names("backlog")
+    # One partition: the link is read after both users' events, as it was written.
+    stream.ensure_topics(kafka.model_copy(update={"kafka_partitions": 1}), [topic])
+    produce(kafka, tmp_path, topic, lines)
+    reports: list[stream.BatchReport] = []
+    summary = stream.consume(graph, kafka, stop=threading.Event(), topic=topic,
+                             dead_letter_topic=dlq, group=group, batch_max=40,
+                             max_messages=len(lines), idle_exit=30, on_batch=reports.append)
+
+    assert (summary.written, summary.duplicates) == (len(lines), 0)
+    assert snapshot(graph) == reference
+    planned = [r.planned for r in reports]
+    # All but the merging batch (the one after it is planned when the writer takes it), and
+    # perhaps one that met the writer free before it was full.
+    assert len(planned) - 2 <= sum(planned) < len(planned), [
+        n for n, p in enumerate(planned) if not p]
+    assert committed_total(kafka, group, topic) == len(lines)
+    recorded = graph.rows("MATCH (o:StreamOffset {group: $group, topic: $topic}) "
+                          "RETURN sum(o.next) AS n", group=group, topic=topic)
+    assert recorded == [{"n": len(lines)}]
+
+
 def test_sigterm_finishes_the_batch_and_commits(
     graph: Graph, kafka: Settings, env: dict[str, str], tmp_path: Path,
 ) -> None:
@@ -320,6 +357,53 @@ def test_lag_is_reported_and_reaches_zero(graph: Graph, kafka: Settings,
     count = metrics.registry.get_sample_value("personas_event_freshness_seconds_count",
                                               {"source": "kafka"})
     assert count == 50
+
+
+class WaitingAssigner:
+    """Segment assignment that holds its first call until ``release`` is set (at most a
+    minute), recording the users of each call."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls: list[tuple[str, ...]] = []
+        self.released_in_time: bool | None = None
+
+    def assign(self, user_ids: Any) -> int:
+        if self.released_in_time is None:
+            self.released_in_time = self.release.wait(60)
+        self.calls.append(tuple(user_ids))
+        return 0
+
+    def preload(self) -> bool:
+        return False
+
+
+def test_a_slow_segment_assignment_does_not_hold_the_next_batches(
+        graph: Graph, kafka: Settings, tmp_path: Path) -> None:
+    """Newcomers are assigned after their batch is stored, on a thread of their own: the
+    batches after it are written and committed meanwhile, and every batch's users are still
+    given to the assignment before the consumer returns."""
+    lines = demo_lines(3, seed=7)[:60]
+    topic, dlq, group = names("assign")
+    produce(kafka, tmp_path, topic, lines)
+    assigner = WaitingAssigner()
+    writer = EventWriter(graph, Pseudonymizer(kafka.pseudonym_key.get_secret_value()),
+                         assigner)
+
+    def on_batch(_report: stream.BatchReport) -> None:
+        if interactions(graph) == len(lines):
+            assigner.release.set()  # every batch stored while the first assignment waited
+
+    consumer = stream.StreamConsumer(writer, kafka, IngestMetrics(), topic=topic,
+                                     dead_letter_topic=dlq, group=group, batch_max=10,
+                                     on_batch=on_batch)
+    summary = consumer.run(threading.Event(), max_messages=len(lines))
+
+    assert summary.written == len(lines) and summary.batches >= 6
+    assert assigner.released_in_time is True
+    assert len(assigner.calls) == summary.batches
+    users = {r["id"] for r in graph.rows("MATCH (u:User) RETURN u.id AS id")}
+    assert set(itertools.chain.from_iterable(assigner.calls)) == users
 
 
 def test_a_model_that_cannot_be_prepared_does_not_stop_consuming(
