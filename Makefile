@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 
 
-.PHONY: venv browser up test test-faults test-spark test-bulk docs test-unit test-integration fuzz lint format bench bench-ingest bench-segment bench-recommend bench-quality bench-api bench-stream bench-scrub bench-soak bench-scale kafka-start kafka-stop neo4j-start neo4j-stop clean
+.PHONY: venv browser up test test-faults test-spark test-bulk docs test-unit test-integration fuzz lint format bench bench-ingest bench-segment bench-recommend bench-quality bench-api bench-stream bench-scrub bench-soak bench-scale bench-ingest-python kafka-start kafka-stop neo4j-start neo4j-stop clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -68,6 +68,9 @@ bench-ingest: venv  ## personas ingest of 200k demo events vs one transaction pe
 
 bench-chatbot-query: venv  ## The chatbot query's db hits on the data bench-api leaves (AGAINST=rev: the same graph, that revision's statement, equivalence)
 	$(BIN)/python -m bench.chatbot_query $(if $(AGAINST),--against $(AGAINST))
+
+bench-ingest-python: venv  ## The file path's Python side per stage (parse, validate, prepare, plan rows): CPU µs an event, no Neo4j
+	$(BIN)/python -m bench.ingest_python
 
 bench-views: venv  ## Page views kept only as aggregates (with and without a duplicate receipt) against today's writes
 	$(BIN)/python -m bench.ingest_views

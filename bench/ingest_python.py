@@ -9,8 +9,8 @@ process (``time.process_time``) under the load's interpreter settings (``bulk_lo
 over ``--rounds`` passes of the same file; the best pass counts (the machine is shared).
 
 To compare two versions of the code, run this file with ``PYTHONPATH`` pointing at an export of
-the other one (``git archive``) in turn with the working tree. Run by hand
-(``python -m bench.ingest_python``); figures in docs/performance.md.
+the other one (``git archive``) in turn with the working tree. Run by ``make
+bench-ingest-python``; figures in docs/performance.md.
 """
 
 from __future__ import annotations
