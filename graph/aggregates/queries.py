@@ -19,10 +19,15 @@ from __future__ import annotations
 # for which Neo4j takes the item's write lock before reading, so two writers never lose an
 # update (a read in a WITH before the SET would: tests/integration/test_counters_and_owners.py);
 # what moves or removes purchases otherwise (merges, unmerges, erasure) recounts the items
-# concerned (REFRESH_ITEM_COUNTERS). Each aggregate carries its user's id (`user_id`) and
-# `bought_or_liked` (bought, or rated 4-5, and not rated 2 or lower: a similar user's evidence
-# in graph/recommend/queries.py), kept here and by RECOMPUTE_INTERACTED, indexed with the
-# user's id (migrations/0016): a user's marked items are read without touching the others.
+# concerned (REFRESH_ITEM_COUNTERS). The aggregate's own counters are written first, in SETs
+# that read them directly (so `r` is locked before they are read); whether the user had bought
+# the item before (`before`) and which rating is newer are read after that, never before: two
+# batches of one user and item, the second waiting on the first's lock, would otherwise both
+# count the user as a new buyer, or let an older rating replace a newer one. Each aggregate
+# carries its user's id (`user_id`) and `bought_or_liked` (bought, or rated 4-5, and not rated
+# 2 or lower: a similar user's evidence in graph/recommend/queries.py), kept here and by
+# RECOMPUTE_INTERACTED, indexed with the user's id (migrations/0016): a user's marked items are
+# read without touching the others.
 UPDATE_INTERACTED = """
 CYPHER replan=skip
 UNWIND $rows AS row
@@ -32,17 +37,17 @@ MATCH (u:User {id: row.user_id}), (it:Item {id: row.item_id})
 MERGE (u)-[r:INTERACTED]->(it)
 ON CREATE SET r.user_id = row.user_id, r.views = 0, r.carts = 0, r.purchases = 0,
               r.spend = 0.0, r.first_at = first_at, r.last_at = last_at
-WITH row, first_at, last_at, it, r, r.purchases AS before,
-     CASE WHEN row.rated_at IS NOT NULL THEN datetime({epochMillis: row.rated_at}) END
-       AS rated_at
-WITH row, first_at, last_at, it, r, before, rated_at,
-     rated_at IS NOT NULL AND (r.rated_at IS NULL OR rated_at >= r.rated_at) AS rates
 SET r.views = r.views + row.views,
     r.carts = r.carts + row.carts,
     r.purchases = r.purchases + row.purchases,
     r.spend = r.spend + row.spend,
     r.first_at = CASE WHEN first_at < r.first_at THEN first_at ELSE r.first_at END,
     r.last_at = CASE WHEN last_at > r.last_at THEN last_at ELSE r.last_at END
+WITH row, it, r, r.purchases - row.purchases AS before,
+     CASE WHEN row.rated_at IS NOT NULL THEN datetime({epochMillis: row.rated_at}) END
+       AS rated_at
+WITH row, it, r, before, rated_at,
+     rated_at IS NOT NULL AND (r.rated_at IS NULL OR rated_at >= r.rated_at) AS rates
 FOREACH (_ IN CASE WHEN rates THEN [1] ELSE [] END |
   SET r.rating = row.rating, r.rated_at = rated_at)
 SET r.bought_or_liked = (r.purchases > 0 OR coalesce(r.rating, 0) >= 4)
