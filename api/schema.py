@@ -16,7 +16,7 @@ from api.errors import ErrorCodes, log_errors
 from api.limits import limit_extensions
 from api.metrics import CypherRoundTrips
 from api.mutations import Mutation
-from api.request import RequestContext
+from api.request import OperationChecks, RequestContext
 from api.subscriptions import Subscription
 from api.types.catalogue import Category, Item, items_of
 from api.types.chat import ChatBrief
@@ -184,7 +184,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     return PersonaSchema(query=Query, mutation=Mutation, subscription=Subscription,
                          extensions=[*limit_extensions(settings),
                                      *document_extensions(settings.api_max_document_bytes),
-                                     CypherRoundTrips, ErrorCodes],
+                                     CypherRoundTrips, ErrorCodes, OperationChecks],
                          scalar_overrides=SCALAR_OVERRIDES)
 
 
