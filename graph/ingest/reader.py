@@ -96,7 +96,8 @@ def read_jsonl_lines(lines: Iterable[tuple[int, bytes]], max_bytes: int) -> Iter
             yield Reject(number, f"record is {len(line)} bytes, over the limit of {max_bytes}",
                          line[:SCRUB_CHARS].decode("utf-8", "replace"))
             continue
-        text = line.decode("utf-8", "replace").strip()
+        # A byte order mark (a file's first line, or a file's that was appended) is not JSON.
+        text = line.decode("utf-8", "replace").strip().removeprefix("\ufeff")
         if not text:
             continue
         try:
@@ -149,7 +150,8 @@ def csv_row_to_envelope(row: dict[str, str]) -> dict[str, Any]:
 
 
 def read_csv(stream: BinaryIO, max_bytes: int) -> Iterator[Record]:
-    text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="")
+    # utf-8-sig: a byte order mark (Excel's "CSV UTF-8") would prefix the first column's name.
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
     csv.field_size_limit(max_bytes)
     reader = csv.DictReader(text)
     while True:
