@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from graph.ingest.reader import Parsed, Record, read_csv, read_jsonl
+from graph.ingest.reader import Parsed, Record, Reject, read_csv, read_jsonl
 
 BOM = b"\xef\xbb\xbf"
 EVENTS = [{"event_id": f"e-{i}", "type": "page_view", "source": "web",
@@ -39,3 +39,16 @@ def test_a_jsonl_file_with_a_bom_or_crlf_reads_whole(prologue: bytes, end: bytes
 def test_a_csv_file_with_a_bom_or_crlf_reads_whole(prologue: bytes, end: bytes) -> None:
     body = prologue + end.join(line.encode() for line in [CSV_HEADER, *CSV_ROWS]) + end
     assert events(list(read_csv(io.BytesIO(body), 1_000_000))) == ["e-1", "e-2", "e-3"]
+
+
+def test_a_jsonl_line_in_another_encoding_is_a_reject_not_replaced_text() -> None:
+    """A Latin-1 line among UTF-8 ones is refused with the reason a Kafka message gets; the
+    lines around it read as they are (before, its "ö" became U+FFFD and was stored so)."""
+    latin = json.dumps({**EVENTS[1], "properties": {"item_id": "sku-2", "category": "böoks"}},
+                       ensure_ascii=False).encode("latin-1")
+    body = b"\n".join([json.dumps(EVENTS[0]).encode(), latin, json.dumps(EVENTS[2]).encode()])
+    records = list(read_jsonl(io.BytesIO(body), 1_000_000))
+    assert [type(r).__name__ for r in records] == ["Parsed", "Reject", "Parsed"]
+    reject = records[1]
+    assert isinstance(reject, Reject) and reject.line == 2
+    assert reject.reason.startswith("not UTF-8: invalid start byte at byte ")
