@@ -62,6 +62,9 @@ SET it.buyers = coalesce(it.buyers, 0) + buyers, it.units = coalesce(it.units, 0
 # Inferred interest decays exponentially ($decay_per_ms: rules.DECAY_PER_MS): a score is
 # held as of its `updated_at`; a newer batch decays it to the batch's time before adding, an
 # older (late) one adds its own score decayed to `updated_at`. Rows come pre-decayed to row.at.
+# `updated_at` is read only inside the SETs (a direct dependency: Neo4j locks `p` first), never
+# in a WITH before them: a batch waiting on another's lock would decay by a stale interval and
+# move `updated_at` back (tests/integration/test_counters_and_owners.py).
 UPDATE_INFERRED_PREFERENCES = """
 CYPHER replan=skip
 UNWIND $rows AS row
@@ -69,11 +72,13 @@ WITH row, datetime({epochMillis: row.at}) AS at
 MATCH (u:User {id: row.user_id}), (c:Category {name: row.category})
 MERGE (u)-[p:PREFERS {source: 'inferred'}]->(c)
 ON CREATE SET p.score = 0.0, p.updated_at = at
-WITH p, row, at, at.epochMillis - p.updated_at.epochMillis AS delta
-SET p.score = CASE WHEN delta >= 0
-                   THEN p.score * exp(-$decay_per_ms * delta) + row.score
-                   ELSE p.score + row.score * exp($decay_per_ms * delta) END,
-    p.updated_at = CASE WHEN delta > 0 THEN at ELSE p.updated_at END
+SET p.score = CASE WHEN at >= p.updated_at
+                   THEN p.score * exp(-$decay_per_ms * (at.epochMillis - p.updated_at.epochMillis))
+                        + row.score
+                   ELSE p.score + row.score
+                        * exp($decay_per_ms * (at.epochMillis - p.updated_at.epochMillis))
+                   END,
+    p.updated_at = CASE WHEN at > p.updated_at THEN at ELSE p.updated_at END
 """
 
 # Inferred weights are each category's share of the user's interest, every score first decayed

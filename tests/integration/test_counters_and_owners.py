@@ -5,6 +5,7 @@ before them. Each check compares with a recount from the interactions themselves
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from graph.aggregates.queries import UPDATE_INTERACTED
+from graph.aggregates.queries import UPDATE_INFERRED_PREFERENCES, UPDATE_INTERACTED
 from graph.db import Graph
 from graph.events import Event
 from graph.identity import merge_users, unmerge
@@ -241,6 +242,53 @@ def test_an_older_rating_waiting_on_a_newer_one_does_not_replace_it(graph: Graph
     assert _second_waits_on_the_first(
         graph, UPDATE_INTERACTED, _aggregate("u1", 0, rating=5, rated_at=2000),
         _aggregate("u1", 0, rating=1, rated_at=1500), rating) == [5, 2000, True]
+
+
+def test_an_older_interest_waiting_on_a_newer_one_keeps_the_newer_time(graph: Graph) -> None:
+    """Two batches adding interest in one category for one user, the newer (at 2000) in a
+    transaction left open, the older (at 1500) waiting on it: the interest stays as of 2000,
+    and the older score is added decayed to it (before, the waiting batch had read the time
+    before the lock: it decayed the newer score by a stale interval and moved the time back
+    to 1500)."""
+    graph.execute("MATCH (n) DETACH DELETE n")
+    graph.execute("CREATE (:User {id: 'u1'}), (:Category {name: 'books'})")
+    decay = 1e-3
+
+    def row(at: int) -> dict[str, Any]:
+        return {"user_id": "u1", "category": "books", "at": at, "score": 1.0}
+
+    graph.execute(UPDATE_INFERRED_PREFERENCES, rows=[row(1000)], decay_per_ms=decay)
+    errors: list[BaseException] = []
+
+    def older() -> None:
+        try:
+            with graph.driver.session(database=graph.database) as session, \
+                    session.begin_transaction() as tx:
+                tx.run(UPDATE_INFERRED_PREFERENCES, rows=[row(1500)],
+                       decay_per_ms=decay).consume()
+                tx.commit()
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    with graph.driver.session(database=graph.database) as session, \
+            session.begin_transaction() as tx:
+        tx.run(UPDATE_INFERRED_PREFERENCES, rows=[row(2000)], decay_per_ms=decay).consume()
+        thread = threading.Thread(target=older)
+        thread.start()
+        waited = 0.0
+        while not graph.rows("SHOW TRANSACTIONS YIELD status WHERE status STARTS WITH 'Blocked' "
+                             "RETURN status"):
+            assert waited < 30 and thread.is_alive() and not errors, errors
+            time.sleep(0.05)
+            waited += 0.05
+        tx.commit()
+    thread.join()
+    assert errors == []
+    [found] = graph.rows("MATCH (:User {id: 'u1'})-[p:PREFERS]->() "
+                         "RETURN p.updated_at.epochMillis AS at, p.score AS score")
+    assert found["at"] == 2000
+    expected = math.exp(-decay * 1000) + 1.0 + math.exp(-decay * 500)
+    assert found["score"] == pytest.approx(expected)
 
 
 # What migration 0015 gives data written before it (and 0017 memberships and periods).
