@@ -224,7 +224,8 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
             app.state.ingest_metrics.reject(source, "too_large")
 
     # Inside the access middleware, so that refusals are timed and counted like any answer.
-    app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes, on_refused=body_refused)
+    app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes, on_refused=body_refused,
+                       timeout_s=settings.api_body_timeout_s)
     app.add_middleware(WebSocketLimit)
     # Outside the key look-ups and the body read: the first thing a request without a live
     # key meets.

@@ -12,6 +12,7 @@ so checking is linear in the document however often fragments spread each other.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import math
 from collections.abc import Awaitable, Callable, Iterator
@@ -257,13 +258,18 @@ def body_refusal(limit: int, size: int | None) -> Message:
 class BodyLimit:
     """ASGI middleware: every request body, on every route, is read within ``limit`` bytes
     before the app (authentication, parsing) sees any of it: by its Content-Length, or while a
-    chunked body streams in. Over the limit: 413 LIMIT_EXCEEDED, and ``on_refused(path)``."""
+    chunked body streams in. Over the limit: 413 LIMIT_EXCEEDED, and ``on_refused(path)``.
+    A body that has not arrived whole within ``timeout_s`` (PERSONAS_API_BODY_TIMEOUT_S) is
+    408 TIMEOUT: without it a client sending a byte now and then held its connection (and the
+    request's memory) for as long as it liked."""
 
     def __init__(self, app: ASGIApp, limit: int,
-                 on_refused: Callable[[str], None] | None = None) -> None:
+                 on_refused: Callable[[str], None] | None = None,
+                 timeout_s: float | None = None) -> None:
         self.app = app
         self.limit = limit
         self.on_refused = on_refused
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -275,8 +281,17 @@ class BodyLimit:
             return
         chunks: list[bytes] = []
         size = 0
+        loop = asyncio.get_running_loop()
+        deadline = None if self.timeout_s is None else loop.time() + self.timeout_s
         while True:
-            message = await receive()
+            if deadline is None:
+                message = await receive()
+            else:
+                try:
+                    message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
+                except TimeoutError:
+                    await self.too_slow(send)
+                    return
             if message["type"] != "http.request":
                 return  # the client went away
             chunk = message.get("body", b"")
@@ -288,6 +303,16 @@ class BodyLimit:
             if not message.get("more_body", False):
                 break
         await self.app(scope, replay(b"".join(chunks), receive), send)
+
+    async def too_slow(self, send: Send) -> None:
+        body = orjson.dumps({"error": {
+            "code": "TIMEOUT", "message": f"the request body did not arrive within "
+            f"{self.timeout_s:g} s (PERSONAS_API_BODY_TIMEOUT_S)"}})
+        await send({"type": "http.response.start", "status": 408,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
 
     async def refuse(self, scope: Scope, send: Send, size: int | None) -> None:
         if self.on_refused is not None:

@@ -43,6 +43,7 @@ from graph.profile.consent import personal, withheld
 from graph.profile.model import UserPersona, UserRecord
 from graph.recommend.engine import MAX_EVENT_NAME, WhatIf
 from graph.settings import Settings
+from graph.times import representable
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +119,14 @@ def _persona(found: UserPersona | None) -> dict[str, Any] | None:
 
 
 def _utc(value: datetime | None, name: str) -> datetime | None:
-    if value is not None and value.tzinfo is None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
         raise InvalidInput(f"`{name}` needs a time zone, e.g. 2026-11-01T12:00:00Z")
-    return value.astimezone(UTC) if value is not None else None
+    try:
+        return representable(value).astimezone(UTC)
+    except ValueError as exc:
+        raise InvalidInput(f"`{name}`: {exc}") from None
 
 
 IdentifierKind = Literal["crm_id", "email", "phone", "chat_handle", "cookie", "device_id"]

@@ -6,7 +6,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 
+from graphql import GraphQLError
 from neo4j import AsyncDriver
+from starlette.websockets import WebSocket
+from strawberry.extensions import SchemaExtension
 from strawberry.fastapi import BaseContext
 
 from api.auth import KeyLimits, PrincipalCache
@@ -15,7 +18,7 @@ from api.segmentation import SegmentationRunner
 from graph import auth, consistency
 from graph.auth import Principal, Role
 from graph.db import AsyncGraph, DriverReader
-from graph.errors import InvalidInput, LimitExceeded
+from graph.errors import InvalidInput, LimitExceeded, PersonaError
 from graph.ingest.writer import EventWriter
 from graph.settings import Settings
 
@@ -58,6 +61,19 @@ class RequestContext(BaseContext):
             principal = await self._principals.resolve(self._key)
         self.principal = auth.require_role(principal, roles)
 
+    async def operation_started(self) -> None:
+        """Over a WebSocket, each operation is treated as an HTTP request is: its key resolved
+        again (through the app's key cache: a revoked key's open connection runs nothing more)
+        and counted against the key's rate (PERSONAS_API_KEY_RATE_PER_SECOND). Without this a
+        connection resolved and counted its key once, at the handshake, and then ran queries
+        without end. Over HTTP, ``api.auth.get_principal`` did both for the request."""
+        if not isinstance(self.request, WebSocket):
+            return
+        if self._key is not None and self._principals is not None:
+            self.principal = await self._principals.resolve(self._key)
+        if self.principal is not None and self._key_limits is not None:
+            self._key_limits.take(self.principal)
+
     @asynccontextmanager
     async def stream_slot(self) -> AsyncIterator[None]:
         """One of the caller's subscription slots (PERSONAS_API_MAX_STREAMS_PER_KEY), held while
@@ -81,3 +97,17 @@ class RequestContext(BaseContext):
     def round_trips(self) -> int:
         """Cypher round trips this request made (logged per operation, see CypherRoundTrips)."""
         return self.reader.round_trips
+
+
+class OperationChecks(SchemaExtension):
+    """Runs ``RequestContext.operation_started`` before each operation executes; a refusal
+    (RATE_LIMITED) reaches the client with its code."""
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        context = self.execution_context.context
+        if isinstance(context, RequestContext):
+            try:
+                await context.operation_started()
+            except PersonaError as exc:
+                raise GraphQLError(str(exc), extensions={"code": exc.code}) from None
+        yield

@@ -16,12 +16,13 @@ from api.errors import ErrorCodes, log_errors
 from api.limits import limit_extensions
 from api.metrics import CypherRoundTrips
 from api.mutations import Mutation
-from api.request import RequestContext
+from api.request import OperationChecks, RequestContext
 from api.subscriptions import Subscription
 from api.types.catalogue import Category, Item, items_of
 from api.types.chat import ChatBrief
 from api.types.connection import Connection, connection, decode_cursor, decode_time_cursor
 from api.types.persona import PersonaProfile, SegmentationRun
+from api.types.scalars import SCALAR_OVERRIDES
 from api.types.segment import Segment
 from api.types.user import User, user_with_profile, utc_or_none
 from graph.auth import PERSONA_READERS
@@ -183,7 +184,8 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     return PersonaSchema(query=Query, mutation=Mutation, subscription=Subscription,
                          extensions=[*limit_extensions(settings),
                                      *document_extensions(settings.api_max_document_bytes),
-                                     CypherRoundTrips, ErrorCodes])
+                                     CypherRoundTrips, ErrorCodes, OperationChecks],
+                         scalar_overrides=SCALAR_OVERRIDES)
 
 
 class PersonaSchema(strawberry.Schema):

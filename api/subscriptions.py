@@ -4,7 +4,9 @@ subscription polls the graph every PERSONAS_API_SUBSCRIPTION_POLL_SECONDS rather
 for an in-process signal.
 
 Each open subscription holds one of its key's slots (PERSONAS_API_MAX_STREAMS_PER_KEY) and
-checks its key again before every poll: a revoked key's streams end with UNAUTHENTICATED."""
+checks its key again before every poll: a revoked key's streams end with UNAUTHENTICATED. A
+user's persona changes pass the consent policy of every read at each poll: a chatbot key's
+stream tells nothing of a user who withdrew personalization consent."""
 
 from __future__ import annotations
 
@@ -19,13 +21,28 @@ from api.request import RequestContext
 from api.types.persona import SegmentationRun
 from api.types.segment import Persona
 from graph.auth import PERSONA_READERS
+from graph.errors import NotFound
 from graph.profile import personas, users
+from graph.profile.consent import withheld
 
 
 async def next_poll(context: RequestContext) -> None:
     """Wait for the next poll; UNAUTHENTICATED or FORBIDDEN once the key lost its right."""
     await asyncio.sleep(context.settings.api_subscription_poll_seconds)
     await context.recheck(PERSONA_READERS)
+
+
+async def _withheld(context: RequestContext, user_id: str) -> bool:
+    """Whether the user's persona is withheld from the stream's key right now (the consent
+    policy of every read, ``graph.profile.consent.withheld``): read again before each change
+    is told, so a user who withdraws consent while a chatbot's stream is open stops showing in
+    it; an erased user shows nothing either."""
+    try:
+        record = await users.user(context.reader, user_id)
+    except NotFound:
+        return True
+    principal = context.principal
+    return withheld(record.consents, principal.role if principal is not None else None)
 
 
 @strawberry.type(description="A user's persona changed (a run or an assignment at ingest).")
@@ -66,6 +83,8 @@ class Subscription:
             current = await personas.current_persona(context.reader, user_id)
             while True:
                 await next_poll(context)
+                if await _withheld(context, user_id):
+                    continue  # as `User.persona` answers null: nothing, not even that it moved
                 now = await personas.current_persona(context.reader, user_id)
                 if now is None or (current is not None and now.persona.id == current.persona.id):
                     continue

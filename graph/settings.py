@@ -223,6 +223,10 @@ class Settings(BaseSettings):
         default=10_000_000, ge=1024,
         description="Largest request body of any route, GraphQL included, chunked or not (413 "
         "above, before parsing or authentication); also the largest WebSocket message.")
+    api_body_timeout_s: float = Field(
+        default=30.0, gt=0, le=3600,
+        description="How long a request body may take to arrive, whole, on any route (408 "
+        "TIMEOUT after): a client sending a byte now and then cannot hold a connection open.")
     metrics_token: SecretStr | None = Field(
         default=None,
         description="Bearer token `/metrics` asks for (Prometheus: `authorization.credentials` "

@@ -35,6 +35,36 @@ def to_utc(value: datetime, *, ahead: timedelta = MAX_FUTURE_SKEW) -> datetime:
     return at
 
 
+READ_EARLIEST = datetime(1000, 1, 1, tzinfo=UTC)
+READ_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+"""Bounds of a time that only filters or positions a read (``asOf``, ``since``): far wider
+than anything stored, yet a window of centuries can be subtracted from or added to it."""
+MAX_OFFSET = timedelta(hours=18)
+"""The widest offset Neo4j accepts (Java's ``ZoneOffset``); Python allows up to 24 hours."""
+
+
+def representable(value: datetime) -> datetime:
+    """``value`` unchanged if its offset is one Neo4j accepts and it falls between
+    READ_EARLIEST and READ_LATEST; a naive time is left to the caller, who asks for an offset.
+
+    For times that only filter or position a read, where any such time is a fair question.
+    Beyond them the driver raised (``9999-12-31T23:59:59-14:00`` is year 10000 in UTC), Neo4j
+    refused the message and dropped the connection (an offset of ``+23:59``), or a resolver's
+    window arithmetic overflowed (``0001-01-01T00:00:00Z`` minus days)."""
+    offset = value.utcoffset() if value.tzinfo is not None else None
+    if offset is None:
+        return value
+    if abs(offset) > MAX_OFFSET:
+        raise ValueError("time has an offset beyond ±18:00")
+    try:
+        at = value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        at = None
+    if at is None or not READ_EARLIEST <= at < READ_LATEST:
+        raise ValueError("time is out of range (years 1000 to 8999 in UTC)")
+    return value
+
+
 def from_epoch(seconds: float) -> datetime:
     """Epoch seconds as an aware UTC time; NaN, infinities and out-of-range values refused."""
     try:

@@ -15,6 +15,7 @@ import strawberry
 
 from graph.errors import InvalidInput
 from graph.profile.model import Page
+from graph.times import READ_EARLIEST, READ_LATEST, epoch_ms
 
 T = TypeVar("T")
 M = TypeVar("M")
@@ -22,7 +23,8 @@ M = TypeVar("M")
 
 MAX_CURSOR_CHARS = 1024
 """Longer than any cursor we hand out (ids are bounded); checked before decoding."""
-INT64 = 2**63
+EARLIEST_MS = epoch_ms(READ_EARLIEST)
+LATEST_MS = epoch_ms(READ_LATEST)
 
 
 def encode_cursor(kind: str, key: str) -> str:
@@ -53,9 +55,10 @@ def decode_time_cursor(kind: str, cursor: str | None) -> tuple[int | None, str |
     if millis is None:
         return None, None
     digits = millis.removeprefix("-")
-    # Neo4j integers are 64-bit: a larger number would fail in the database, not here.
+    # The statements make a DateTime of it: a number beyond the times a read may name (a
+    # 64-bit integer, but year 300 million) would fail in the database, not here.
     if not (digits.isascii() and digits.isdigit()) or len(digits) > 19 \
-            or not -INT64 <= int(millis) < INT64:
+            or not EARLIEST_MS <= int(millis) < LATEST_MS:
         raise InvalidInput(f"malformed cursor {cursor!r}")
     return int(millis), ident
 

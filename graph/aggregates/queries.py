@@ -19,10 +19,15 @@ from __future__ import annotations
 # for which Neo4j takes the item's write lock before reading, so two writers never lose an
 # update (a read in a WITH before the SET would: tests/integration/test_counters_and_owners.py);
 # what moves or removes purchases otherwise (merges, unmerges, erasure) recounts the items
-# concerned (REFRESH_ITEM_COUNTERS). Each aggregate carries its user's id (`user_id`) and
-# `bought_or_liked` (bought, or rated 4-5, and not rated 2 or lower: a similar user's evidence
-# in graph/recommend/queries.py), kept here and by RECOMPUTE_INTERACTED, indexed with the
-# user's id (migrations/0016): a user's marked items are read without touching the others.
+# concerned (REFRESH_ITEM_COUNTERS). The aggregate's own counters are written first, in SETs
+# that read them directly (so `r` is locked before they are read); whether the user had bought
+# the item before (`before`) and which rating is newer are read after that, never before: two
+# batches of one user and item, the second waiting on the first's lock, would otherwise both
+# count the user as a new buyer, or let an older rating replace a newer one. Each aggregate
+# carries its user's id (`user_id`) and `bought_or_liked` (bought, or rated 4-5, and not rated
+# 2 or lower: a similar user's evidence in graph/recommend/queries.py), kept here and by
+# RECOMPUTE_INTERACTED, indexed with the user's id (migrations/0016): a user's marked items are
+# read without touching the others.
 UPDATE_INTERACTED = """
 CYPHER replan=skip
 UNWIND $rows AS row
@@ -32,17 +37,17 @@ MATCH (u:User {id: row.user_id}), (it:Item {id: row.item_id})
 MERGE (u)-[r:INTERACTED]->(it)
 ON CREATE SET r.user_id = row.user_id, r.views = 0, r.carts = 0, r.purchases = 0,
               r.spend = 0.0, r.first_at = first_at, r.last_at = last_at
-WITH row, first_at, last_at, it, r, r.purchases AS before,
-     CASE WHEN row.rated_at IS NOT NULL THEN datetime({epochMillis: row.rated_at}) END
-       AS rated_at
-WITH row, first_at, last_at, it, r, before, rated_at,
-     rated_at IS NOT NULL AND (r.rated_at IS NULL OR rated_at >= r.rated_at) AS rates
 SET r.views = r.views + row.views,
     r.carts = r.carts + row.carts,
     r.purchases = r.purchases + row.purchases,
     r.spend = r.spend + row.spend,
     r.first_at = CASE WHEN first_at < r.first_at THEN first_at ELSE r.first_at END,
     r.last_at = CASE WHEN last_at > r.last_at THEN last_at ELSE r.last_at END
+WITH row, it, r, r.purchases - row.purchases AS before,
+     CASE WHEN row.rated_at IS NOT NULL THEN datetime({epochMillis: row.rated_at}) END
+       AS rated_at
+WITH row, it, r, before, rated_at,
+     rated_at IS NOT NULL AND (r.rated_at IS NULL OR rated_at >= r.rated_at) AS rates
 FOREACH (_ IN CASE WHEN rates THEN [1] ELSE [] END |
   SET r.rating = row.rating, r.rated_at = rated_at)
 SET r.bought_or_liked = (r.purchases > 0 OR coalesce(r.rating, 0) >= 4)
@@ -57,6 +62,9 @@ SET it.buyers = coalesce(it.buyers, 0) + buyers, it.units = coalesce(it.units, 0
 # Inferred interest decays exponentially ($decay_per_ms: rules.DECAY_PER_MS): a score is
 # held as of its `updated_at`; a newer batch decays it to the batch's time before adding, an
 # older (late) one adds its own score decayed to `updated_at`. Rows come pre-decayed to row.at.
+# `updated_at` is read only inside the SETs (a direct dependency: Neo4j locks `p` first), never
+# in a WITH before them: a batch waiting on another's lock would decay by a stale interval and
+# move `updated_at` back (tests/integration/test_counters_and_owners.py).
 UPDATE_INFERRED_PREFERENCES = """
 CYPHER replan=skip
 UNWIND $rows AS row
@@ -64,11 +72,13 @@ WITH row, datetime({epochMillis: row.at}) AS at
 MATCH (u:User {id: row.user_id}), (c:Category {name: row.category})
 MERGE (u)-[p:PREFERS {source: 'inferred'}]->(c)
 ON CREATE SET p.score = 0.0, p.updated_at = at
-WITH p, row, at, at.epochMillis - p.updated_at.epochMillis AS delta
-SET p.score = CASE WHEN delta >= 0
-                   THEN p.score * exp(-$decay_per_ms * delta) + row.score
-                   ELSE p.score + row.score * exp($decay_per_ms * delta) END,
-    p.updated_at = CASE WHEN delta > 0 THEN at ELSE p.updated_at END
+SET p.score = CASE WHEN at >= p.updated_at
+                   THEN p.score * exp(-$decay_per_ms * (at.epochMillis - p.updated_at.epochMillis))
+                        + row.score
+                   ELSE p.score + row.score
+                        * exp($decay_per_ms * (at.epochMillis - p.updated_at.epochMillis))
+                   END,
+    p.updated_at = CASE WHEN at > p.updated_at THEN at ELSE p.updated_at END
 """
 
 # Inferred weights are each category's share of the user's interest, every score first decayed

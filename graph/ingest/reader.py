@@ -96,7 +96,16 @@ def read_jsonl_lines(lines: Iterable[tuple[int, bytes]], max_bytes: int) -> Iter
             yield Reject(number, f"record is {len(line)} bytes, over the limit of {max_bytes}",
                          line[:SCRUB_CHARS].decode("utf-8", "replace"))
             continue
-        text = line.decode("utf-8", "replace").strip()
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            # As a Kafka message (graph.ingest.stream): a line in another encoding is refused,
+            # not stored with its letters replaced by U+FFFD (a category "b\ufffdoks").
+            yield Reject(number, f"not UTF-8: {exc.reason} at byte {exc.start}",
+                         line[:SCRUB_CHARS].decode("utf-8", "replace"))
+            continue
+        # A byte order mark (a file's first line, or a file's that was appended) is not JSON.
+        text = text.strip().removeprefix("\ufeff")
         if not text:
             continue
         try:
@@ -149,7 +158,8 @@ def csv_row_to_envelope(row: dict[str, str]) -> dict[str, Any]:
 
 
 def read_csv(stream: BinaryIO, max_bytes: int) -> Iterator[Record]:
-    text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="")
+    # utf-8-sig: a byte order mark (Excel's "CSV UTF-8") would prefix the first column's name.
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
     csv.field_size_limit(max_bytes)
     reader = csv.DictReader(text)
     while True:

@@ -21,7 +21,7 @@ from neo4j import Driver
 from starlette.websockets import WebSocketDisconnect
 
 from api.app import create_app
-from graph.auth import Role, create_key
+from graph.auth import Role, create_key, revoke_key
 from graph.db import Graph, create_async_driver, read_rows
 from graph.errors import ReadTimedOut
 from graph.settings import Settings
@@ -166,6 +166,60 @@ def test_a_key_over_its_rate_is_429(keyed: tuple[Graph, dict[str, str]],
     assert answers[2].json()["error"]["code"] == "RATE_LIMITED"
     assert int(answers[2].headers["Retry-After"]) >= 1
     assert other.status_code == 200  # each key has its own rate
+
+
+def _operations_over_one_websocket(client: TestClient, key: str, n: int,
+                                   between: Any = None) -> list[str | None]:
+    """``n`` query operations, one after the other, over one graphql-transport-ws connection;
+    the code of each answer (None: data). ``between(i)`` runs before operation ``i``."""
+    codes: list[str | None] = []
+    with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"],
+                                  headers={"Authorization": f"Bearer {key}"}) as ws:
+        ws.send_json({"type": "connection_init"})
+        assert ws.receive_json()["type"] == "connection_ack"
+        for i in range(n):
+            if between is not None:
+                between(i)
+            ws.send_json({"id": str(i), "type": "subscribe",
+                          "payload": {"query": "{ categories { name } }"}})
+            msg = ws.receive_json()
+            assert msg["id"] == str(i) and msg["type"] in ("next", "error"), msg
+            errors = msg["payload"].get("errors") if msg["type"] == "next" else msg["payload"]
+            codes.append(errors[0]["extensions"]["code"] if errors else None)
+            if msg["type"] == "next":
+                assert ws.receive_json() == {"id": str(i), "type": "complete"}
+    return codes
+
+
+def test_operations_over_a_websocket_count_against_the_keys_rate(
+        keyed: tuple[Graph, dict[str, str]], settings: Settings) -> None:
+    """Queries sent as graphql-transport-ws operations are each counted as an HTTP request
+    is (issue 19: the key was counted once, at the handshake, and one connection then ran
+    queries without end, whatever PERSONAS_API_KEY_RATE_PER_SECOND said)."""
+    _, keys = keyed
+    slow = settings.model_copy(update={"api_key_rate_per_second": 0.01,
+                                       "api_key_rate_burst": 4})
+    with TestClient(create_app(slow)) as client:
+        codes = _operations_over_one_websocket(client, keys["reader"], 6)
+    # The handshake takes one token of the burst of 4, each operation one more.
+    assert codes == [None, None, None, "RATE_LIMITED", "RATE_LIMITED", "RATE_LIMITED"]
+
+
+def test_a_revoked_key_runs_nothing_more_over_its_open_websocket(
+        keyed: tuple[Graph, dict[str, str]], settings: Settings) -> None:
+    """The key of an open connection is resolved again (through the key cache) before each
+    operation, as subscriptions already did before each poll."""
+    graph, _ = keyed
+    created = create_key(graph, Role.READER, "revoked on an open websocket")
+    fresh = settings.model_copy(update={"api_key_cache_seconds": 0.0})
+
+    def revoke_before_the_third(i: int) -> None:
+        if i == 2:
+            revoke_key(graph, created.info.id)
+
+    with TestClient(create_app(fresh)) as client:
+        codes = _operations_over_one_websocket(client, created.key, 4, revoke_before_the_third)
+    assert codes == [None, None, "UNAUTHENTICATED", "UNAUTHENTICATED"]
 
 
 def test_a_key_holds_a_bounded_number_of_streams(keyed: tuple[Graph, dict[str, str]],

@@ -5,6 +5,7 @@ client. Every transport: GraphQL over HTTP, subscriptions, a REST route and both
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -40,6 +41,7 @@ POLL_SECONDS = 0.2
 START_TIMEOUT_S = 90.0
 WS_PROTOCOL = "graphql-transport-ws"
 MAX_BODY_BYTES = 100_000
+BODY_TIMEOUT_S = 2.0
 CRM_MAPPING = Path(__file__).resolve().parents[2] / "docs" / "crm-mapping.example.yaml"
 CRM_SECRET = "whsec-served-secret"
 
@@ -114,6 +116,7 @@ def served(driver: Driver, settings: Settings,
            "PERSONAS_API_KEY_CACHE_SECONDS": str(CACHE_SECONDS),
            "PERSONAS_API_SUBSCRIPTION_POLL_SECONDS": str(POLL_SECONDS),
            "PERSONAS_API_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+           "PERSONAS_API_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
            "PERSONAS_CRM_MAPPING_FILE": str(CRM_MAPPING),
            "PERSONAS_CRM_WEBHOOK_SECRET": CRM_SECRET}
     env.pop("PERSONAS_DEMO", None)
@@ -124,6 +127,35 @@ def served(driver: Driver, settings: Settings,
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+def test_a_body_that_trickles_in_is_408_within_its_time(served: Served) -> None:
+    """A slow client (slowloris) sends its headers and then a byte every half second of a body
+    it says is 1,000 bytes: answered 408 TIMEOUT, and the connection closed, once
+    PERSONAS_API_BODY_TIMEOUT_S has passed (before, the connection stayed open as long as the
+    bytes kept coming: 400 such connections held a minute each)."""
+    port = int(served.base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Authorization: Bearer " + served.keys["reader"].encode() +
+                     b"\r\nContent-Length: 1000\r\n\r\n{")
+        started = time.monotonic()
+        sock.settimeout(0.5)
+        answer = b""
+        while time.monotonic() - started < 20:
+            try:
+                chunk = sock.recv(4096)
+            except TimeoutError:
+                with contextlib.suppress(OSError):
+                    sock.sendall(b" ")
+                continue
+            if not chunk:
+                break  # closed by the server
+            answer += chunk
+        took = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b'"code":"TIMEOUT"' in answer
+    assert BODY_TIMEOUT_S <= took < BODY_TIMEOUT_S + 8, took
 
 
 def test_graphql_over_http(served: Served) -> None:

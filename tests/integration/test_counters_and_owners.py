@@ -5,6 +5,7 @@ before them. Each check compares with a recount from the interactions themselves
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from graph.aggregates.queries import UPDATE_INTERACTED
+from graph.aggregates.queries import UPDATE_INFERRED_PREFERENCES, UPDATE_INTERACTED
 from graph.db import Graph
 from graph.events import Event
 from graph.identity import merge_users, unmerge
@@ -148,38 +149,48 @@ def test_concurrent_purchase_batches_of_the_same_items_give_exact_counters(
         it: [4 * BUYERS, units] for it in items}
 
 
-def _aggregate(user: str, purchases: int, views: int = 0) -> dict[str, Any]:
+def _aggregate(user: str, purchases: int, views: int = 0, *, rating: int | None = None,
+               rated_at: int | None = None) -> dict[str, Any]:
     """A row of UPDATE_INTERACTED (the event writer's aggregates, with the item's counters)
     for `user` and the item `sku`."""
     return {"user_id": user, "item_id": "sku", "views": views, "carts": 0,
             "purchases": purchases, "spend": 0.0, "first_at": 1000, "last_at": 2000,
-            "rating": None, "rated_at": None}
+            "rating": rating, "rated_at": rated_at}
 
 
-def _second_waits_on_the_first(graph: Graph, statement: Any) -> list[int]:
-    """Two buyers of `sku` (each viewed it before: their aggregates exist, so the statement
-    creates no relationship, which would lock the item): the first's purchase written in a
-    transaction left open, the second's in another that runs until it waits for the first,
-    then the first committed, then the second. Returns the item's [buyers, units]."""
+ITEM = "MATCH (it:Item {id: 'sku'}) RETURN [it.buyers, it.units] AS counters"
+
+
+def _second_waits_on_the_first(graph: Graph, statement: Any,
+                               first: dict[str, Any] | None = None,
+                               second: dict[str, Any] | None = None,
+                               read: str = ITEM) -> Any:
+    """Two aggregates of `sku` (by default two buyers, u1 and u2; each viewed it before: their
+    aggregates exist, so the statement creates no relationship, which would lock the item):
+    the first row written in a transaction left open, the second in another that runs until it
+    waits for the first (SHOW TRANSACTIONS says it is blocked), then the first committed, then
+    the second. Returns the one value `read` answers (by default the item's [buyers, units])."""
+    first = first or _aggregate("u1", 2)
+    second = second or _aggregate("u2", 3)
     graph.execute("MATCH (n) DETACH DELETE n")
     graph.execute("CREATE (:Item {id: 'sku'}) WITH * UNWIND ['u1', 'u2'] AS id "
                   "CREATE (:User {id: id})")
     graph.execute(statement, rows=[_aggregate("u1", 0, views=1), _aggregate("u2", 0, views=1)])
     errors: list[BaseException] = []
 
-    def second() -> None:
+    def run_second() -> None:
         try:
             with graph.driver.session(database=graph.database) as session, \
                     session.begin_transaction() as tx:
-                tx.run(statement, rows=[_aggregate("u2", 3)]).consume()
+                tx.run(statement, rows=[second]).consume()
                 tx.commit()
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             errors.append(exc)
 
     with graph.driver.session(database=graph.database) as session, \
-            session.begin_transaction() as first:
-        first.run(statement, rows=[_aggregate("u1", 2)]).consume()
-        thread = threading.Thread(target=second)
+            session.begin_transaction() as tx:
+        tx.run(statement, rows=[first]).consume()
+        thread = threading.Thread(target=run_second)
         thread.start()
         waited = 0.0
         while not graph.rows("SHOW TRANSACTIONS YIELD status WHERE status STARTS WITH 'Blocked' "
@@ -187,11 +198,11 @@ def _second_waits_on_the_first(graph: Graph, statement: Any) -> list[int]:
             assert waited < 30 and thread.is_alive() and not errors, errors
             time.sleep(0.05)
             waited += 0.05
-        first.commit()
+        tx.commit()
     thread.join()
     assert errors == []
-    [row] = graph.rows("MATCH (it:Item {id: 'sku'}) RETURN [it.buyers, it.units] AS counters")
-    return list(row["counters"])
+    [row] = graph.rows(read)
+    return next(iter(row.values()))
 
 
 def test_a_purchase_waiting_on_another_of_the_same_item_loses_no_count(graph: Graph) -> None:
@@ -208,6 +219,76 @@ def test_a_purchase_waiting_on_another_of_the_same_item_loses_no_count(graph: Gr
         "it.units = coalesce(had_units, 0) + units")
     assert read_first != UPDATE_INTERACTED
     assert _second_waits_on_the_first(graph, read_first) == [1, 3]
+
+
+def test_two_batches_buying_the_same_item_for_one_user_count_one_buyer(graph: Graph) -> None:
+    """Two batches of the same user (u1, who viewed `sku` before) each with a purchase of it,
+    the second waiting on the first's open transaction: one buyer, both purchases' units, and
+    the aggregate holds both. Whether the user was a buyer before the batch is read after the
+    aggregate's lock is held (issue 19): read before it, both batches saw no purchase yet and
+    the item counted the user twice."""
+    assert _second_waits_on_the_first(
+        graph, UPDATE_INTERACTED, _aggregate("u1", 2), _aggregate("u1", 3)) == [1, 5]
+    assert graph.rows("MATCH (:User {id: 'u1'})-[r:INTERACTED]->(:Item {id: 'sku'}) "
+                      "RETURN r.purchases AS p") == [{"p": 5}]
+
+
+def test_an_older_rating_waiting_on_a_newer_one_does_not_replace_it(graph: Graph) -> None:
+    """The latest rating stands whatever order two batches commit in: a batch rating `sku`
+    at 1500 that waits on another's open transaction rating it at 2000 compares with the
+    rating that one committed, not with what it read before waiting."""
+    rating = ("MATCH (:User {id: 'u1'})-[r:INTERACTED]->(:Item {id: 'sku'}) "
+              "RETURN [r.rating, r.rated_at.epochMillis, r.bought_or_liked] AS rating")
+    assert _second_waits_on_the_first(
+        graph, UPDATE_INTERACTED, _aggregate("u1", 0, rating=5, rated_at=2000),
+        _aggregate("u1", 0, rating=1, rated_at=1500), rating) == [5, 2000, True]
+
+
+def test_an_older_interest_waiting_on_a_newer_one_keeps_the_newer_time(graph: Graph) -> None:
+    """Two batches adding interest in one category for one user, the newer (at 2000) in a
+    transaction left open, the older (at 1500) waiting on it: the interest stays as of 2000,
+    and the older score is added decayed to it (before, the waiting batch had read the time
+    before the lock: it decayed the newer score by a stale interval and moved the time back
+    to 1500)."""
+    graph.execute("MATCH (n) DETACH DELETE n")
+    graph.execute("CREATE (:User {id: 'u1'}), (:Category {name: 'books'})")
+    decay = 1e-3
+
+    def row(at: int) -> dict[str, Any]:
+        return {"user_id": "u1", "category": "books", "at": at, "score": 1.0}
+
+    graph.execute(UPDATE_INFERRED_PREFERENCES, rows=[row(1000)], decay_per_ms=decay)
+    errors: list[BaseException] = []
+
+    def older() -> None:
+        try:
+            with graph.driver.session(database=graph.database) as session, \
+                    session.begin_transaction() as tx:
+                tx.run(UPDATE_INFERRED_PREFERENCES, rows=[row(1500)],
+                       decay_per_ms=decay).consume()
+                tx.commit()
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    with graph.driver.session(database=graph.database) as session, \
+            session.begin_transaction() as tx:
+        tx.run(UPDATE_INFERRED_PREFERENCES, rows=[row(2000)], decay_per_ms=decay).consume()
+        thread = threading.Thread(target=older)
+        thread.start()
+        waited = 0.0
+        while not graph.rows("SHOW TRANSACTIONS YIELD status WHERE status STARTS WITH 'Blocked' "
+                             "RETURN status"):
+            assert waited < 30 and thread.is_alive() and not errors, errors
+            time.sleep(0.05)
+            waited += 0.05
+        tx.commit()
+    thread.join()
+    assert errors == []
+    [found] = graph.rows("MATCH (:User {id: 'u1'})-[p:PREFERS]->() "
+                         "RETURN p.updated_at.epochMillis AS at, p.score AS score")
+    assert found["at"] == 2000
+    expected = math.exp(-decay * 1000) + 1.0 + math.exp(-decay * 500)
+    assert found["score"] == pytest.approx(expected)
 
 
 # What migration 0015 gives data written before it (and 0017 memberships and periods).
