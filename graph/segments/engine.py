@@ -30,6 +30,7 @@ from sklearn.neighbors import kneighbors_graph
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
+from threadpoolctl import threadpool_limits
 
 from graph.errors import InvalidInput
 
@@ -638,9 +639,12 @@ class HierarchicalSegmenter(TransformerMixin, ClusterMixin, BaseEstimator):  # t
                 if n > self.stability_sample else np.arange(n))
         size = max(3, round(self.resample_fraction * len(pool)))
         self.resamples_: list[tuple[IntArray, dict[int, IntArray]]] = []
-        for _ in range(self.n_resamples):
-            idx = np.sort(rng.choice(pool, size=size, replace=False))
-            self.resamples_.append((idx, self._refit(X[idx], sorted(label_sets))))
+        # The refits are small (at most stability_sample users) and many: on one thread each,
+        # as k-means' OpenMP threads spend more waiting on each other than they save there.
+        with threadpool_limits(limits=1):
+            for _ in range(self.n_resamples):
+                idx = np.sort(rng.choice(pool, size=size, replace=False))
+                self.resamples_.append((idx, self._refit(X[idx], sorted(label_sets))))
         for k, labels in label_sets.items():
             scores = [float(adjusted_rand_score(labels[idx], refit[k]))
                       for idx, refit in self.resamples_ if k in refit]

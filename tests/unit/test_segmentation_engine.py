@@ -148,6 +148,29 @@ def test_transform_in_blocks_is_the_distance_to_every_centre(monkeypatch) -> Non
     assert np.array_equal(model.predict(X), whole.argmin(axis=1))
 
 
+def test_stability_refits_run_on_one_thread(monkeypatch) -> None:
+    """The refits on subsets are many and small: k-means' and BLAS's threads are held to one
+    there (they spent more CPU waiting on each other than they saved, docs/performance.md),
+    and the fit's own threads are given back after."""
+    from threadpoolctl import threadpool_info
+
+    from graph.segments import engine
+
+    seen: list[int] = []
+    refit = engine.HierarchicalSegmenter._refit
+
+    def counting(self, X, ks):  # type: ignore[no-untyped-def]
+        seen.extend(lib["num_threads"] for lib in threadpool_info())
+        return refit(self, X, ks)
+
+    monkeypatch.setattr(engine.HierarchicalSegmenter, "_refit", counting)
+    before = [lib["num_threads"] for lib in threadpool_info()]
+    X, _ = make_blobs(n_samples=200, centers=3, n_features=4, random_state=9)
+    engine.HierarchicalSegmenter(algorithm="kmeans", n_resamples=3).fit(X)
+    assert seen and set(seen) == {1}
+    assert [lib["num_threads"] for lib in threadpool_info()] == before
+
+
 def test_scalable_path_recovers_groups() -> None:
     X, y = make_blobs(n_samples=30_000, centers=6, n_features=8, random_state=7,
                       cluster_std=1.0)
