@@ -129,8 +129,24 @@ def status(graph: Graph, folder: Path) -> list[MigrationState]:
     return states
 
 
-def migrate(graph: Graph, folder: Path) -> list[Migration]:
-    """Apply pending migrations in order; refuse if an applied one was edited since."""
+SCHEMA_STATEMENT = re.compile(r"^\s*(CREATE|DROP)\s+(INDEX|CONSTRAINT)\b", re.IGNORECASE)
+"""A statement that changes the schema (an index or a constraint); every other statement of a
+migration changes data: it brings a graph written by older code up to date."""
+
+
+def is_schema(statement: str) -> bool:
+    return SCHEMA_STATEMENT.match(statement) is not None
+
+
+def migrate(graph: Graph, folder: Path, *, fresh: bool = False) -> list[Migration]:
+    """Apply pending migrations in order; refuse if an applied one was edited since.
+
+    ``fresh`` is for a database this code's bulk import has just written (graph/ingest/bulk.py),
+    which holds nothing written by older code: only the schema statements run (indexes and
+    constraints), and the data statements, backfills of graphs written by older code, do not:
+    each is a scan of its whole kind that finds nothing to do there (about half of Neo4j's CPU
+    in migrating a bulk-imported graph, docs/performance.md). The caller waits for the index
+    populations (``db.awaitIndexes``)."""
     graph.auto_commit(BOOTSTRAP)
     applied = _applied(graph)
     migrations = discover(folder)
@@ -147,6 +163,8 @@ def migrate(graph: Graph, folder: Path) -> list[Migration]:
         if migration.version in applied:
             continue
         for statement in migration.statements:
+            if fresh and not is_schema(statement):
+                continue
             # Migration files are trusted project source, not user input.
             graph.auto_commit(statement)
         graph.execute(RECORD, version=migration.version, name=migration.name,

@@ -73,6 +73,38 @@ def test_apply_then_rerun_is_a_noop(fresh: tuple[Graph, Path]) -> None:
     assert all(s.applied for s in status(graph, folder))
 
 
+SCHEMA_OF = """
+SHOW INDEXES YIELD name, type, entityType, labelsOrTypes, properties, owningConstraint
+RETURN name, type, entityType, labelsOrTypes, properties, owningConstraint ORDER BY name
+"""
+CONSTRAINTS_OF = """
+SHOW CONSTRAINTS YIELD name, type, labelsOrTypes, properties
+RETURN name, type, labelsOrTypes, properties ORDER BY name
+"""
+
+
+def test_a_fresh_database_gets_the_whole_schema_and_no_backfill(
+        fresh: tuple[Graph, Path]) -> None:
+    """What the bulk import runs on the database it wrote: the schema of every migration (the
+    same indexes and constraints as applying them one by one), each migration recorded, and
+    no data statement (the backfill of 0015 would give this interaction its owner's id)."""
+    graph, folder = fresh
+    migrate(graph, folder)
+    indexes, constraints = graph.rows(SCHEMA_OF), graph.rows(CONSTRAINTS_OF)
+    reset_schema(graph)
+    graph.execute("CREATE (:User {id: 'u-1'})-[:PERFORMED]->(:Interaction {event_id: 'e-1'})")
+    applied = migrate(graph, folder, fresh=True)
+    assert [m.version for m in applied] == versions(folder)
+    assert graph.rows(SCHEMA_OF) == indexes
+    assert graph.rows(CONSTRAINTS_OF) == constraints
+    graph.auto_commit("CALL db.awaitIndexes(300)")
+    assert {r["state"] for r in graph.rows("SHOW INDEXES YIELD state RETURN state")} == {"ONLINE"}
+    assert graph.rows("MATCH (i:Interaction {event_id: 'e-1'}) RETURN i.user_id AS owner") == [
+        {"owner": None}]
+    assert migrate(graph, folder) == []
+    assert all(s.applied for s in status(graph, folder))
+
+
 def test_new_migration_is_pending_then_applied(fresh: tuple[Graph, Path]) -> None:
     graph, folder = fresh
     migrate(graph, folder)

@@ -113,6 +113,64 @@ def test_weighted_ward_matches_sklearn_for_unit_weights() -> None:
         assert adjusted_rand_score(cut_tree(children, 60, k), cut_tree(ref.children_, 60, k)) == 1
 
 
+def test_exact_ward_is_scikit_learns_tree() -> None:
+    """The exact path's tree (fastcluster on the vectors) is scikit-learn's Ward tree, merge
+    for merge, on blobs and on a continuum with repeated users (ties at distance 0)."""
+    from sklearn.cluster import AgglomerativeClustering
+
+    from graph.segments.engine import exact_ward
+
+    blobs, _ = make_blobs(n_samples=400, centers=5, n_features=8, random_state=4)
+    rng = np.random.default_rng(5)
+    continuum = rng.normal(size=(300, 6))
+    repeated = np.vstack([continuum, continuum[:40]])
+    for X in (blobs, repeated):
+        ref = AgglomerativeClustering(n_clusters=None, distance_threshold=0,
+                                      linkage="ward").fit(X)
+        children, distances = exact_ward(X)
+        assert np.allclose(distances, ref.distances_, rtol=1e-12, atol=1e-12)
+        n = X.shape[0]
+        for k in range(1, 12):
+            assert np.array_equal(cut_tree(children, n, k), cut_tree(ref.children_, n, k))
+    blob_ref = AgglomerativeClustering(n_clusters=None, distance_threshold=0,
+                                       linkage="ward").fit(blobs)
+    assert np.array_equal(exact_ward(blobs)[0], blob_ref.children_)
+
+
+def test_transform_in_blocks_is_the_distance_to_every_centre(monkeypatch) -> None:
+    from graph.segments import engine
+
+    X, _ = make_blobs(n_samples=257, centers=4, n_features=5, random_state=8)
+    model = HierarchicalSegmenter(n_clusters=4, n_resamples=0).fit(X)
+    whole = np.sqrt(((X[:, None, :] - model.cluster_centers_[None]) ** 2).sum(axis=2))
+    monkeypatch.setattr(engine, "TRANSFORM_BLOCK", 50)
+    assert np.array_equal(model.transform(X), whole)
+    assert np.array_equal(model.predict(X), whole.argmin(axis=1))
+
+
+def test_stability_refits_run_on_one_thread(monkeypatch) -> None:
+    """The refits on subsets are many and small: k-means' and BLAS's threads are held to one
+    there (they spent more CPU waiting on each other than they saved, docs/performance.md),
+    and the fit's own threads are given back after."""
+    from threadpoolctl import threadpool_info
+
+    from graph.segments import engine
+
+    seen: list[int] = []
+    refit = engine.HierarchicalSegmenter._refit
+
+    def counting(self, X, ks):  # type: ignore[no-untyped-def]
+        seen.extend(lib["num_threads"] for lib in threadpool_info())
+        return refit(self, X, ks)
+
+    monkeypatch.setattr(engine.HierarchicalSegmenter, "_refit", counting)
+    before = [lib["num_threads"] for lib in threadpool_info()]
+    X, _ = make_blobs(n_samples=200, centers=3, n_features=4, random_state=9)
+    engine.HierarchicalSegmenter(algorithm="kmeans", n_resamples=3).fit(X)
+    assert seen and set(seen) == {1}
+    assert [lib["num_threads"] for lib in threadpool_info()] == before
+
+
 def test_scalable_path_recovers_groups() -> None:
     X, y = make_blobs(n_samples=30_000, centers=6, n_features=8, random_state=7,
                       cluster_std=1.0)
