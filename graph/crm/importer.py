@@ -6,7 +6,6 @@ the CRM webhook (one delivery at a time)."""
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -36,7 +35,7 @@ from graph.identity.resolution import (
 )
 from graph.ingest.deadletter import DeadLetterFile, DeadLetterStore
 from graph.ingest.metrics import IngestMetrics
-from graph.ingest.reader import InvalidJson, detect_format, load_json
+from graph.ingest.reader import InvalidJson, csv_text, detect_format, load_json, not_utf8
 from graph.ingest.tally import Tally
 from graph.privacy import Pseudonymizer
 from graph.times import epoch_ms
@@ -202,7 +201,11 @@ def _jsonl_rows(stream: BinaryIO, max_bytes: int) -> Iterator[_Row]:
         if len(line) > max_bytes:
             yield _Row(number, None, f"record is {len(line)} bytes, over the limit of {max_bytes}")
             continue
-        text = line.decode("utf-8", "replace").strip()
+        try:
+            text = line.decode("utf-8").strip().removeprefix("\ufeff")
+        except UnicodeDecodeError as exc:  # refused, as an event's line (graph.ingest.reader)
+            yield _Row(number, None, f"not UTF-8: {exc.reason} at byte {exc.start}")
+            continue
         if not text:
             continue
         try:
@@ -213,7 +216,7 @@ def _jsonl_rows(stream: BinaryIO, max_bytes: int) -> Iterator[_Row]:
 
 def _csv_rows(stream: BinaryIO, mapping: FieldMapping, max_bytes: int, name: str
               ) -> Iterator[_Row]:
-    text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="")
+    text = csv_text(stream)
     csv.field_size_limit(max_bytes)
     reader = csv.DictReader(text)
     header = reader.fieldnames or []
@@ -225,6 +228,10 @@ def _csv_rows(stream: BinaryIO, mapping: FieldMapping, max_bytes: int, name: str
             return
         except csv.Error as exc:
             yield _Row(reader.line_num, None, f"invalid CSV: {exc}")
+            continue
+        refused = not_utf8(row)
+        if refused is not None:
+            yield _Row(reader.line_num, None, refused)
             continue
         if None in row:
             yield _Row(reader.line_num, None, "row has more cells than the header")

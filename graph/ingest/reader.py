@@ -157,9 +157,27 @@ def csv_row_to_envelope(row: dict[str, str]) -> dict[str, Any]:
     return data
 
 
+def csv_text(stream: BinaryIO) -> io.TextIOWrapper:
+    """A CSV file's text. utf-8-sig: a byte order mark (Excel's "CSV UTF-8") would prefix the
+    first column's name. Bytes that are not UTF-8 are kept as lone surrogates, so that
+    ``not_utf8`` refuses the row holding them, as a JSONL line or a Kafka message is refused,
+    rather than it being stored with its letters replaced by U+FFFD."""
+    return io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def not_utf8(row: dict[Any, Any]) -> str | None:
+    """The reason to refuse a row of ``csv_text`` whose header or cells held bytes that are not
+    UTF-8, or None."""
+    cells = [c for pair in row.items() for c in pair if isinstance(c, str)]
+    try:
+        "\x00".join(cells).encode("utf-8")
+    except UnicodeEncodeError:
+        return "not UTF-8: a cell (or the header) holds bytes in another encoding"
+    return None
+
+
 def read_csv(stream: BinaryIO, max_bytes: int) -> Iterator[Record]:
-    # utf-8-sig: a byte order mark (Excel's "CSV UTF-8") would prefix the first column's name.
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
+    text = csv_text(stream)
     csv.field_size_limit(max_bytes)
     reader = csv.DictReader(text)
     while True:
@@ -172,6 +190,10 @@ def read_csv(stream: BinaryIO, max_bytes: int) -> Iterator[Record]:
             yield Reject(line, f"invalid CSV: {exc}", "")
             continue
         raw = json.dumps(row)  # whole: cut JSON could not be parsed to find its identifiers
+        refused = not_utf8(row)
+        if refused is not None:
+            yield Reject(reader.line_num, refused, raw)
+            continue
         if None in row:
             yield Reject(reader.line_num, "row has more cells than the header", raw)
             continue

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from graph.crm.importer import _csv_rows, _jsonl_rows
+from graph.crm.mapping import load_mapping
 from graph.ingest.reader import Parsed, Record, Reject, read_csv, read_jsonl
 
 BOM = b"\xef\xbb\xbf"
@@ -52,3 +55,36 @@ def test_a_jsonl_line_in_another_encoding_is_a_reject_not_replaced_text() -> Non
     reject = records[1]
     assert isinstance(reject, Reject) and reject.line == 2
     assert reject.reason.startswith("not UTF-8: invalid start byte at byte ")
+
+
+def test_a_csv_row_in_another_encoding_is_a_reject_not_replaced_text() -> None:
+    """As a JSONL line: the Latin-1 row is refused with its line number, the rows around it
+    read as they are (before, its "ö" became U+FFFD and a category "b\ufffdoks" was stored)."""
+    rows = [CSV_ROWS[0].encode(), CSV_ROWS[1].replace("books", "böoks").encode("latin-1"),
+            CSV_ROWS[2].encode()]
+    body = b"\n".join([CSV_HEADER.encode(), *rows]) + b"\n"
+    records = list(read_csv(io.BytesIO(body), 1_000_000))
+    assert [type(r).__name__ for r in records] == ["Parsed", "Reject", "Parsed"]
+    reject = records[1]
+    assert isinstance(reject, Reject) and reject.line == 3
+    assert reject.reason.startswith("not UTF-8")
+
+
+def test_crm_rows_in_another_encoding_are_refused_and_a_bom_is_read() -> None:
+    """The CRM import's readers refuse such a line or row with the same reason, and read a file
+    that starts with a byte order mark."""
+    mapping = load_mapping(Path(__file__).parents[2] / "docs" / "crm-mapping.example.yaml")
+    header = "customer_no,city,updated_at"
+    good = "C-1,Berlin,2026-11-03T09:30:00+01:00"
+    bad = "C-2,Köln,2026-11-03T09:30:00+01:00".encode("latin-1")
+    csv_body = BOM + b"\n".join([header.encode(), good.encode(), bad]) + b"\n"
+    csv_rows = list(_csv_rows(io.BytesIO(csv_body), mapping, 1_000_000, "crm.csv"))
+    assert [r.error is None for r in csv_rows] == [True, False]
+    assert csv_rows[0].data["customer_no"] == "C-1"
+    assert str(csv_rows[1].error).startswith("not UTF-8")
+    line = {"customer_no": "C-3", "city": "Köln", "updated_at": "2026-11-03T09:30:00+01:00"}
+    jsonl_body = b"\n".join([BOM + json.dumps(line).encode(),
+                             json.dumps(line, ensure_ascii=False).encode("latin-1")])
+    jsonl_rows = list(_jsonl_rows(io.BytesIO(jsonl_body), 1_000_000))
+    assert jsonl_rows[0].error is None and jsonl_rows[0].data["city"] == "Köln"
+    assert str(jsonl_rows[1].error).startswith("not UTF-8")
