@@ -13,8 +13,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from neo4j import AsyncDriver
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
@@ -85,6 +87,33 @@ INGEST_SOURCES = {"/v1/events": "http", "/v1/webhooks/crm": "crm",
 HTTP_STATUS = {InvalidInput: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404,
                Conflict: 409, LimitExceeded: 413, RateLimited: 429, Unavailable: 503,
                ReadTimedOut: 504}
+
+
+HTTP_CODES = {400: InvalidInput.code, 401: Unauthenticated.code, 403: Forbidden.code,
+              404: NotFound.code, 405: "METHOD_NOT_ALLOWED", 408: "TIMEOUT",
+              409: Conflict.code, 413: LimitExceeded.code, 415: "UNSUPPORTED_MEDIA_TYPE",
+              422: InvalidInput.code, 429: RateLimited.code}
+
+
+async def http_refusal(_: Request, exc: Exception) -> JSONResponse:
+    """Refusals of the framework's own (an unknown route, a method a route does not take, and
+    strawberry's transport refusals: ``documents.JsonRouter``) in the same JSON shape, with a
+    code, as every other error of the API; FastAPI's default was ``{"detail": ...}`` and
+    strawberry's plain text."""
+    assert isinstance(exc, StarletteHTTPException)
+    code = HTTP_CODES.get(exc.status_code, f"HTTP_{exc.status_code}")
+    return JSONResponse({"error": {"code": code, "message": str(exc.detail)}}, exc.status_code,
+                        headers=exc.headers)
+
+
+async def request_invalid(_: Request, exc: Exception) -> JSONResponse:
+    """A request FastAPI could not bind to a route's parameters: 400 ``BAD_USER_INPUT`` with the
+    first reason, as for every other bad input (FastAPI's default was a 422 of its own shape)."""
+    assert isinstance(exc, RequestValidationError)
+    first: dict[str, Any] = next(iter(exc.errors()), {})
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    message = f"{where}: {first.get('msg', 'invalid')}" if where else "invalid request"
+    return JSONResponse({"error": {"code": InvalidInput.code, "message": message}}, 400)
 
 
 async def persona_error(_: Request, exc: Exception) -> JSONResponse:
@@ -213,6 +242,8 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
                                      settings.api_key_rate_burst,
                                      settings.api_max_streams_per_key)
     app.add_exception_handler(PersonaError, persona_error)
+    app.add_exception_handler(StarletteHTTPException, http_refusal)
+    app.add_exception_handler(RequestValidationError, request_invalid)
     request_metrics = RequestMetrics()
     app.state.ingest_metrics = IngestMetrics(request_metrics.registry)
     for error in UNAVAILABLE_ERRORS:

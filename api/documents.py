@@ -18,10 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from cross_web import HTTPException as TransportRefusal
 from graphql import DocumentNode, GraphQLError, parse
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import Response
 from strawberry.extensions import SchemaExtension
 from strawberry.fastapi import GraphQLRouter
+from strawberry.types.unset import UNSET
 
 from graph.errors import InvalidInput
 
@@ -137,6 +141,17 @@ class JsonRouter(GraphQLRouter[Any, Any]):
     HTTP answers are encoded by orjson too (the standard library's encoder was a visible share
     of the API's CPU per chatbot request; docs/performance.md). WebSocket messages keep
     strawberry's text encoding: graphql-transport-ws sends text frames, not bytes."""
+
+    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        # strawberry answers its own refusals over HTTP (batching, a content type, an unknown
+        # operation name, a method) in plain text; as the app's HTTPException they are answered
+        # in the API's JSON error shape with a code (api.app.http_refusal).
+        try:
+            return await super().run(request, context, root_value)
+        except TransportRefusal as exc:
+            if not isinstance(request, Request):
+                raise
+            raise HTTPException(exc.status_code, exc.reason) from None
 
     def create_response(self, response_data: Any, sub_response: Response) -> Response:
         try:

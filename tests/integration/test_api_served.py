@@ -170,6 +170,28 @@ def test_graphql_over_http(served: Served) -> None:
     assert anonymous.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
 
 
+@pytest.mark.parametrize(("method", "path", "body", "status", "code"), [
+    ("POST", "/graphql", {"json": [{"query": "{ __typename }"}]}, 400, "BAD_USER_INPUT"),
+    ("POST", "/graphql", {"content": b"{ __typename }",
+                          "headers": {"content-type": "text/plain"}}, 400, "BAD_USER_INPUT"),
+    ("POST", "/graphql", {"json": {"query": "query A { __typename } query B { __typename }",
+                                   "operationName": "C"}}, 400, "BAD_USER_INPUT"),
+    ("DELETE", "/graphql", {}, 405, "METHOD_NOT_ALLOWED"),
+    ("GET", "/no/such/route", {}, 404, "NOT_FOUND"),
+])
+def test_the_frameworks_own_refusals_are_json_with_a_code(
+        served: Served, method: str, path: str, body: dict[str, Any], status: int,
+        code: str) -> None:
+    """strawberry answered its transport refusals (a batch, a content type, an unknown operation
+    name) in plain text and FastAPI its own with ``{"detail": ...}``: every refusal is the API's
+    JSON error, with a code and the reason."""
+    headers = {**bearer(served.keys["reader"]), **body.pop("headers", {})}
+    response = httpx.request(method, f"{served.base}{path}", headers=headers, timeout=30, **body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and error["message"], error
+
+
 def test_chat_context_lines_and_replay_through_the_served_api(served: Served) -> None:
     query = """query($id: ID!, $at: DateTime) { chatContext(userId: $id, maxTokens: 300,
       asOf: $at) { text asOf lines { text sources { kind id at } } } }"""
