@@ -10,6 +10,7 @@ from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -18,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from graph.privacy import DIRECT_IDENTIFIER_ATTRIBUTES, IDENTIFIER_KINDS
+from graph.privacy import DIRECT_IDENTIFIER_ATTRIBUTES, EMAIL_RE, IDENTIFIER_KINDS
 from graph.times import to_utc
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -28,6 +29,19 @@ MAX_KEY_CHARS = 200
 """Longest id or identifier value an event may carry (a longer one is never stored)."""
 Key = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
                                        max_length=MAX_KEY_CHARS)]
+
+
+def _not_an_email(value: str) -> str:
+    if "@" in value and EMAIL_RE.search(value):
+        raise ValueError("holds an email address: ids are stored as they are, so a person's "
+                         "identifiers go under `user`, where they are pseudonymized")
+    return value
+
+
+Id = Annotated[Key, AfterValidator(_not_an_email)]
+"""The id or name of a thing (an event, session, item, order, category, place), stored as it is:
+never one holding an email address, which would be a person's identifier kept in plaintext
+(``user`` and ``device`` carry identifiers, and those are pseudonymized)."""
 CountryCode = Annotated[str, StringConstraints(min_length=2, max_length=2, to_upper=True)]
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=4000)]
 Money = Annotated[Decimal, Field(max_digits=14, decimal_places=2)]
@@ -83,8 +97,8 @@ def normalize_category(name: str) -> str:
 class Location(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: Key
-    city: Key | None = None
+    id: Id
+    city: Id | None = None
     country: CountryCode | None = None
     lat: float | None = Field(default=None, ge=-90, le=90)
     lon: float | None = Field(default=None, ge=-180, le=180)
@@ -100,7 +114,7 @@ class Profile(BaseModel):
     locale: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")] | None = None
     location: Location | None = None
     # Only the demo generator sets this: the behaviour group it planted, for evaluation.
-    demo_group: Key | None = None
+    demo_group: Id | None = None
     attributes: dict[str, AttributeValue] | None = None
     """Declared attributes (``occupation``, ``postal_code``...): name -> text. Stored on the user
     as ``attr_<name>``, after the PII policy of ``Pseudonymizer.attribute_value``."""
@@ -129,21 +143,21 @@ class Properties(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    item_id: Key | None = None
+    item_id: Id | None = None
     item_name: ShortText | None = None
-    category: Key | None = None
-    brand: Key | None = None
+    category: Id | None = None
+    brand: Id | None = None
     price: Money | None = None
     amount: Money | None = None
     quantity: int = Field(default=1, ge=1, le=10_000)
     discount: float = Field(default=0.0, ge=0, le=1)
-    order_id: Key | None = None
+    order_id: Id | None = None
     query: ShortText | None = None
     text: ShortText | None = None
-    intent: Key | None = None
+    intent: Id | None = None
     rating: int | None = Field(default=None, ge=1, le=5)
     duration_s: float | None = Field(default=None, ge=0, le=86_400)
-    channel: Key | None = None
+    channel: Id | None = None
 
     @field_validator("price", "amount")
     @classmethod
@@ -184,12 +198,12 @@ class Event(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    event_id: Key
+    event_id: Id
     type: EventType
-    source: Key = "unknown"
+    source: Id = "unknown"
     occurred_at: datetime
     user: dict[str, Key]
-    session_id: Key | None = None
+    session_id: Id | None = None
     device: Device | None = None
     profile: Profile | None = None
     properties: Properties = Field(default_factory=Properties)

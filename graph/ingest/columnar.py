@@ -266,10 +266,14 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _key(name: str, *, required: bool = False) -> pl.Expr:
-    """A ``graph.events.Key`` the model takes as it is: 1 to 200 characters, nothing to strip."""
+def _key(name: str, *, required: bool = False, identifier: bool = False) -> pl.Expr:
+    """A ``graph.events.Key`` the model takes as it is: 1 to 200 characters, nothing to strip.
+    Not an ``identifier`` (a ``graph.events.Id``): without an "@" too, so that the model judges
+    any that might hold an email address."""
     col = pl.col(name)
     ok = col.str.len_chars().is_between(1, MAX_KEY_CHARS) & ~col.str.contains(EDGE_SPACE)
+    if not identifier:
+        ok = ok & ~col.str.contains("@", literal=True)
     return (col.is_not_null() & ok) if required else (col.is_null() | ok)
 
 
@@ -333,8 +337,8 @@ def accepted() -> pl.Expr:
         _key("source", required=True),
         pl.col("occurred_at").str.contains(TIME).fill_null(False),
         _key("session_id"), pl.col("schema_version") == SCHEMA_VERSION,
-        *(_key(f"id_{k}") for k in IDENTIFIER_KINDS),
-        ~pl.col("has_device") | _key("device_raw", required=True),
+        *(_key(f"id_{k}", identifier=True) for k in IDENTIFIER_KINDS),
+        ~pl.col("has_device") | _key("device_raw", required=True, identifier=True),
         pl.col("device_kind").is_null() | pl.col("device_kind").is_in(DEVICE_KINDS),
         pl.col("profile_age_band").is_null() | pl.col("profile_age_band").is_in(AGE_BANDS),
         pl.col("profile_gender").is_null() | pl.col("profile_gender").is_in(GENDERS),

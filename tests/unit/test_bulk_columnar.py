@@ -65,6 +65,12 @@ VARIANTS: list[dict[str, Any]] = [
     {"type": "page_view", "properties": {"duration_s": 12, "channel": "app"}},
     {"type": "page_view", "properties": {"duration_s": -1}},
     {"type": "page_view", "properties": {"item_name": " Kettle"}},
+    # An id holding an email address (the base's category has spaces to strip, which sends a
+    # record to the model whatever else it holds: "books" does not).
+    {"event_id": "jane.doe@example.com", "properties": {"category": "books"}},
+    {"session_id": "s@1", "properties": {"category": "books"}},
+    {"properties": {"item_id": "sku-1 for jane@example.org", "category": "books"}},
+    {"profile": {"location": {"id": "x", "city": "a@b.de"}}, "properties": {"category": "books"}},
 ]
 
 

@@ -78,3 +78,20 @@ def test_csv_columns_map_to_envelope() -> None:
     assert env["profile"] == {"location": {"city": "Paris", "id": "paris"}}
     assert env["device"] == {"kind": "mobile", "id": "d"}
     assert env["properties"] == {"price": "3", "item_id": "i", "category": "Toys"}
+
+
+@pytest.mark.parametrize("change", [
+    {"event_id": "jane.doe@example.com"}, {"session_id": "chat-jane@example.org-1"},
+    {"source": "crm:ops@example.com"},
+    {"type": "purchase", "properties": {"item_id": "i", "order_id": "jane@example.com/1",
+                                        "price": "1"}},
+    {"type": "page_view", "properties": {"item_id": "wishlist-of-Jöhn@Exämple.de"}},
+])
+def test_ids_holding_an_email_address_are_refused(change: dict[str, object]) -> None:
+    """Ids are stored as they are: one holding an email address would keep a person's
+    identifier in plaintext in the graph. The same address as the user's identifier is fine
+    (pseudonymized); an "@" that is no address is an id like any other."""
+    with pytest.raises(ValidationError, match="holds an email address"):
+        Event.model_validate(base(**change))
+    assert Event.model_validate(base(user={"email": "jane.doe@example.com"}))
+    assert Event.model_validate(base(event_id="e@1", session_id="s@home"))
