@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 from cross_web import HTTPException as TransportRefusal
-from graphql import DocumentNode, GraphQLError, parse
+from graphql import DocumentNode, GraphQLError, OperationDefinitionNode, parse
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -71,6 +71,18 @@ def too_long(size: int, limit: int) -> GraphQLError:
                         "(PERSONAS_API_MAX_DOCUMENT_BYTES)", extensions={"code": "LIMIT_EXCEEDED"})
 
 
+def unnamed_operation(document: DocumentNode | None, name: str | None) -> GraphQLError | None:
+    """The request error of a document of several operations sent without the name of the one
+    to run (the GraphQL spec's; strawberry ran the first), or None."""
+    if name is not None or document is None:
+        return None
+    operations = sum(isinstance(d, OperationDefinitionNode) for d in document.definitions)
+    if operations < 2:
+        return None
+    return GraphQLError(f"the document has {operations} operations: name the one to run "
+                        "(operationName)", extensions={"code": "BAD_USER_INPUT"})
+
+
 STAND_IN = parse("query { __typename }")
 """What a refused document is replaced with: an operation every transport allows."""
 
@@ -114,8 +126,13 @@ class CachedDocuments(SchemaExtension):
 
     def on_validate(self) -> Iterator[None]:
         execution = self.execution_context
-        if self.refused is not None:
-            execution.pre_execution_errors = [self.refused]  # validation then runs no rule
+        # What the request named: the public ``operation_name`` falls back to the first
+        # operation's name, which is the behaviour refused here.
+        unnamed = unnamed_operation(execution.graphql_document,
+                                    execution._provided_operation_name)
+        if self.refused is not None or unnamed is not None:
+            # Validation then runs no rule; the refusal is the request's, never cached.
+            execution.pre_execution_errors = [e for e in (self.refused, unnamed) if e][:1]
             yield
             return
         entry = self.cache.get(execution.query) if execution.query is not None else None

@@ -3,9 +3,15 @@ many large distinct documents cannot grow the API's memory."""
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 from graphql import parse
+from strawberry.types import ExecutionResult
 
 from api.documents import DocumentCache, Entry
+from api.schema import build_schema
+from graph.settings import Settings
 
 
 def document(i: int, padding: int) -> str:
@@ -35,3 +41,26 @@ def test_a_document_over_the_whole_budget_is_not_kept() -> None:
     huge = document(2, 5_000)
     cache.put(huge, Entry(parse(huge)))
     assert cache.get(huge) is None and cache.get(small) is not None
+
+
+def test_several_operations_and_no_operation_name_is_a_request_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """strawberry ran the first operation of such a document; the GraphQL spec makes it an
+    error. Naming one runs it; a document of one operation needs no name."""
+    monkeypatch.setenv("PERSONAS_DEMO", "true")
+    schema = build_schema(Settings())
+    two = "query A { __typename } query B { __typename }"
+
+    async def run(query: str, name: str | None = None) -> ExecutionResult:
+        return await schema.execute(query, operation_name=name)
+
+    refused = asyncio.run(run(two))
+    assert refused.data is None and refused.errors
+    assert refused.errors[0].extensions == {"code": "BAD_USER_INPUT"}
+    assert "operationName" in refused.errors[0].message
+    named = asyncio.run(run(two, "B"))
+    assert named.errors is None and named.data == {"__typename": "Query"}
+    assert asyncio.run(run("{ __typename }")).data == {"__typename": "Query"}
+    # The verdict is not cached with the document: the same text named again still runs.
+    assert asyncio.run(run(two, "A")).errors is None
+    assert asyncio.run(run(two)).errors
