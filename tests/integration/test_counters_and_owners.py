@@ -161,6 +161,38 @@ def _aggregate(user: str, purchases: int, views: int = 0, *, rating: int | None 
 ITEM = "MATCH (it:Item {id: 'sku'}) RETURN [it.buyers, it.units] AS counters"
 
 
+def _writers_in_turn(graph: Graph, statement: Any, first: dict[str, Any],
+                     second: dict[str, Any]) -> None:
+    """`statement` with the `first` parameters in a transaction left open, then with `second`
+    in another that runs until it waits for the first (SHOW TRANSACTIONS says it is blocked);
+    then the first committed, then the second."""
+    errors: list[BaseException] = []
+
+    def run_second() -> None:
+        try:
+            with graph.driver.session(database=graph.database) as session, \
+                    session.begin_transaction() as tx:
+                tx.run(statement, **second).consume()
+                tx.commit()
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    with graph.driver.session(database=graph.database) as session, \
+            session.begin_transaction() as tx:
+        tx.run(statement, **first).consume()
+        thread = threading.Thread(target=run_second)
+        thread.start()
+        waited = 0.0
+        while not graph.rows("SHOW TRANSACTIONS YIELD status WHERE status STARTS WITH 'Blocked' "
+                             "RETURN status"):
+            assert waited < 30 and thread.is_alive() and not errors, errors
+            time.sleep(0.05)
+            waited += 0.05
+        tx.commit()
+    thread.join()
+    assert errors == []
+
+
 def _second_waits_on_the_first(graph: Graph, statement: Any,
                                first: dict[str, Any] | None = None,
                                second: dict[str, Any] | None = None,
@@ -176,31 +208,7 @@ def _second_waits_on_the_first(graph: Graph, statement: Any,
     graph.execute("CREATE (:Item {id: 'sku'}) WITH * UNWIND ['u1', 'u2'] AS id "
                   "CREATE (:User {id: id})")
     graph.execute(statement, rows=[_aggregate("u1", 0, views=1), _aggregate("u2", 0, views=1)])
-    errors: list[BaseException] = []
-
-    def run_second() -> None:
-        try:
-            with graph.driver.session(database=graph.database) as session, \
-                    session.begin_transaction() as tx:
-                tx.run(statement, rows=[second]).consume()
-                tx.commit()
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
-            errors.append(exc)
-
-    with graph.driver.session(database=graph.database) as session, \
-            session.begin_transaction() as tx:
-        tx.run(statement, rows=[first]).consume()
-        thread = threading.Thread(target=run_second)
-        thread.start()
-        waited = 0.0
-        while not graph.rows("SHOW TRANSACTIONS YIELD status WHERE status STARTS WITH 'Blocked' "
-                             "RETURN status"):
-            assert waited < 30 and thread.is_alive() and not errors, errors
-            time.sleep(0.05)
-            waited += 0.05
-        tx.commit()
-    thread.join()
-    assert errors == []
+    _writers_in_turn(graph, statement, {"rows": [first]}, {"rows": [second]})
     [row] = graph.rows(read)
     return next(iter(row.values()))
 
@@ -258,32 +266,9 @@ def test_an_older_interest_waiting_on_a_newer_one_keeps_the_newer_time(graph: Gr
         return {"user_id": "u1", "category": "books", "at": at, "score": 1.0}
 
     graph.execute(UPDATE_INFERRED_PREFERENCES, rows=[row(1000)], decay_per_ms=decay)
-    errors: list[BaseException] = []
-
-    def older() -> None:
-        try:
-            with graph.driver.session(database=graph.database) as session, \
-                    session.begin_transaction() as tx:
-                tx.run(UPDATE_INFERRED_PREFERENCES, rows=[row(1500)],
-                       decay_per_ms=decay).consume()
-                tx.commit()
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
-            errors.append(exc)
-
-    with graph.driver.session(database=graph.database) as session, \
-            session.begin_transaction() as tx:
-        tx.run(UPDATE_INFERRED_PREFERENCES, rows=[row(2000)], decay_per_ms=decay).consume()
-        thread = threading.Thread(target=older)
-        thread.start()
-        waited = 0.0
-        while not graph.rows("SHOW TRANSACTIONS YIELD status WHERE status STARTS WITH 'Blocked' "
-                             "RETURN status"):
-            assert waited < 30 and thread.is_alive() and not errors, errors
-            time.sleep(0.05)
-            waited += 0.05
-        tx.commit()
-    thread.join()
-    assert errors == []
+    _writers_in_turn(graph, UPDATE_INFERRED_PREFERENCES,
+                     {"rows": [row(2000)], "decay_per_ms": decay},
+                     {"rows": [row(1500)], "decay_per_ms": decay})
     [found] = graph.rows("MATCH (:User {id: 'u1'})-[p:PREFERS]->() "
                          "RETURN p.updated_at.epochMillis AS at, p.score AS score")
     assert found["at"] == 2000
