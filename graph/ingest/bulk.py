@@ -29,10 +29,12 @@ The transactional path's rules, applied to the whole history:
 from __future__ import annotations
 
 import multiprocessing
+import resource
 import shlex
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
@@ -112,6 +114,9 @@ class ImportFile:
     name: str
     path: Path
     rows: int
+    multiline: bool = False
+    """Whether a value in it holds a line break (only such files are parsed as multi-line:
+    ``neo4j-admin`` reads the others in parallel chunks)."""
 
     def argument(self) -> str:
         return f"--{self.kind}={self.name}={self.path}"
@@ -128,6 +133,25 @@ class BulkPlan:
     dead_letter_paths: list[Path] = field(default_factory=list)
     files: list[ImportFile] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    """Wall seconds per phase (``stage_s``, ``compute_s``, ...)."""
+    cpu: dict[str, float] = field(default_factory=dict)
+    """CPU seconds per phase: this process's threads and the children it waited for in it
+    (staging workers, ``neo4j-admin``), and any other process's given to ``phase``."""
+
+    @contextmanager
+    def phase(self, name: str, other: Callable[[], float] | None = None) -> Iterator[None]:
+        """Time the block as ``name``: wall seconds, and CPU seconds (``other``: CPU seconds
+        so far of a process this one does not wait for, such as a Neo4j server)."""
+        before = (time.perf_counter(), process_cpu(), other() if other else 0.0)
+        yield
+        self.timings[name] = time.perf_counter() - before[0]
+        self.cpu[name] = (process_cpu() - before[1]
+                          + ((other() - before[2]) if other else 0.0))
+
+    def report(self) -> str:
+        """The phases as ``name=wall s (cpu CPU s)``."""
+        return "  ".join(f"{k}={v:.1f} ({self.cpu.get(k, 0.0):.1f} CPU s)"
+                         for k, v in self.timings.items())
 
     def count(self, name: str) -> int:
         return sum(f.rows for f in self.files if f.name == name)
@@ -137,15 +161,34 @@ class BulkPlan:
         option taking several files would take a name after it for one more)."""
         # The report of bad entries goes beside the files, not into the working directory.
         report = self.files[0].path.with_name("import.report") if self.files else None
-        return ["--overwrite-destination=true", "--multiline-fields=true",
+        return ["--overwrite-destination=true", *self.multiline_arguments(),
                 *([f"--report-file={report}"] if report else []),
                 f"--array-delimiter={ARRAY_DELIMITER}", "--id-type=string",
                 *(f.argument() for f in self.files)]
+
+    def multiline_arguments(self) -> list[str]:
+        """The files whose values hold line breaks, named as multi-line (``v2``); none named,
+        every file is read as single-line CSV, which ``neo4j-admin`` splits between its
+        threads (``--multiline-fields=true`` reads every file in one thread). A path that
+        holds the list's comma makes it ``true`` for all."""
+        paths = [str(f.path) for f in self.files if f.multiline]
+        if not paths:
+            return []
+        if any("," in p for p in paths):
+            return ["--multiline-fields=true"]
+        return ["--multiline-fields-format=v2", f"--multiline-fields={','.join(paths)}"]
 
     def command(self, database: str) -> str:
         """The command an operator runs with their own Neo4j's ``neo4j-admin``."""
         return shlex.join(["neo4j-admin", "database", "import", "full", database,
                            *self.arguments()])
+
+
+def process_cpu() -> float:
+    """CPU seconds of this process (all its threads) and of the children it has waited for."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def require_empty(graph: Graph) -> None:
@@ -580,8 +623,15 @@ def write_files(tables: dict[str, pl.DataFrame], folder: Path) -> list[ImportFil
         frame.write_csv(path)
         # Relationship types are upper case, labels capitalized words.
         files.append(ImportFile("relationships" if name.isupper() else "nodes", name, path,
-                                frame.height))
+                                frame.height, _has_line_breaks(frame)))
     return files
+
+
+def _has_line_breaks(frame: pl.DataFrame) -> bool:
+    """Whether a string value of the frame holds a line feed or a carriage return (either
+    ends a CSV line unless the file is read as multi-line)."""
+    strings = frame.select(pl.col(pl.String).str.contains("[\r\n]").any())
+    return any(strings.row(0)) if strings.width else False
 
 
 def plan_import(paths: Sequence[Path], pseudonymizer: Pseudonymizer, folder: Path, *,
@@ -590,22 +640,18 @@ def plan_import(paths: Sequence[Path], pseudonymizer: Pseudonymizer, folder: Pat
     """Stage the files, compute the graph and write the import's CSV files into ``folder``.
     Nothing touches the database: a history the bulk import refuses stops here."""
     plan = BulkPlan()
-    start = time.perf_counter()
-    staged = stage_files(paths, pseudonymizer, max_line_bytes, workers=workers,
-                         dead_letter=dead_letter)
-    plan.timings["stage_s"] = time.perf_counter() - start
+    with plan.phase("stage_s"):
+        staged = stage_files(paths, pseudonymizer, max_line_bytes, workers=workers,
+                             dead_letter=dead_letter)
     plan.records = sum(s.records for s in staged)
     plan.rejected = sum(s.dead_letters.height for s in staged)
     plan.dead_letter_paths = [s.dead_letter_path for s in staged if s.dead_letter_path]
     if echo:
         echo(f"read {plan.records} records from {len(paths)} file(s) "
              f"in {plan.timings['stage_s']:.1f} s")
-    start = time.perf_counter()
-    tables, plan.events, plan.duplicates = build_tables(staged)
-    del staged
-    plan.timings["compute_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    plan.files = write_files(tables, folder)
-    plan.timings["write_csv_s"] = time.perf_counter() - start
+    with plan.phase("compute_s"):
+        tables, plan.events, plan.duplicates = build_tables(staged)
+        del staged
+    with plan.phase("write_csv_s"):
+        plan.files = write_files(tables, folder)
     return plan
-

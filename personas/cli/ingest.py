@@ -195,28 +195,25 @@ def _bulk_import(cfg: Settings, files: list[Path], csv_dir: Path | None, workers
         with open_graph(cfg) as graph:
             bulk.require_empty(graph)
         server = Neo4jServer(cfg)
-        t = time.perf_counter()
-        server.stop()
-        try:
-            report = server.import_full(cfg.neo4j_database, *plan.arguments())
-        except Exception:
-            server.start(console.print)  # as it was: the import refuses before writing
-            raise
-        plan.timings["admin_import_s"] = time.perf_counter() - t
+        with plan.phase("admin_import_s"):
+            server.stop()
+            try:
+                report = server.import_full(cfg.neo4j_database, *plan.arguments())
+            except Exception:
+                server.start(console.print)  # as it was: the import refuses before writing
+                raise
         log.info("neo4j-admin: %s", report[-2000:])
-    t = time.perf_counter()
-    server.start(console.print)
-    with open_graph(cfg) as graph:
-        # Only this code's writers wrote it: the schema, no backfills (``migrate``).
-        migrations.migrate(graph, cfg.migrations_dir, fresh=True)
-        graph.execute(bulk.EMPTY_IDENTIFIERS)
-        graph.auto_commit(bulk.AWAIT_INDEXES, seconds=bulk.INDEX_WAIT_S)
-    plan.timings["restart_migrate_s"] = time.perf_counter() - t
+    with plan.phase("restart_migrate_s", server.cpu_seconds):
+        server.start(console.print)
+        with open_graph(cfg) as graph:
+            # Only this code's writers wrote it: the schema, no backfills (``migrate``).
+            migrations.migrate(graph, cfg.migrations_dir, fresh=True)
+            graph.execute(bulk.EMPTY_IDENTIFIERS)
+            graph.auto_commit(bulk.AWAIT_INDEXES, seconds=bulk.INDEX_WAIT_S)
     total = time.perf_counter() - start
     console.print(
         f"imported {plan.events} events ({plan.count('Interaction')} interactions, "
-        f"{plan.count('User')} users) in {total:.1f} s: "
-        + "  ".join(f"{k}={v:.1f}" for k, v in plan.timings.items()))
+        f"{plan.count('User')} users) in {total:.1f} s: {plan.report()}")
     report_refusals(0, plan.rejected, plan.dead_letter_paths[-1] if plan.dead_letter_paths
                     else None)
 

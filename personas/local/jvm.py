@@ -212,6 +212,18 @@ class JvmService(ABC):
             return None
         return pid if self.is_running(pid) else None
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU seconds of the running instance so far, from /proc (0 when
+        none runs, or without /proc)."""
+        pid = self.pid()
+        if pid is None:
+            return 0.0
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def is_running(self, pid: int) -> bool:
         if not _signalable(pid) or is_zombie(pid):
             return False

@@ -8,15 +8,17 @@ import json
 import math
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from graph.db import Graph, create_driver, wipe
+from graph.migrate import missing_owner_ids
 from graph.settings import Settings
 from personas.demo import DemoPopulation
-from tests.helpers import PERSONAS
+from tests.helpers import PERSONAS, empty_graph
 from tests.integration.test_interacted_marks import MARKS, MARKS_OFF
 
 pytestmark = pytest.mark.integration
@@ -32,6 +34,23 @@ IGNORED = {("User", "created_at"), ("Interaction", "recorded_at"), ("DeadLetter"
 NODES = "MATCH (n) RETURN elementId(n) AS eid, labels(n) AS labels, properties(n) AS props"
 RELATIONSHIPS = ("MATCH (a)-[r]->(b) RETURN elementId(a) AS a, elementId(b) AS b, "
                  "type(r) AS type, properties(r) AS props")
+
+
+@pytest.fixture
+def graph(neo4j_running: Settings) -> Iterator[Graph]:
+    """The suite's ``graph`` on a driver of this test's own, and checked after it through a
+    new one: a bulk import replaces the database, and a driver that wrote to the one before
+    holds bookmarks the new one never reaches (``BookmarkTimeout``, in this test's teardown
+    and every later test's setup when the session's driver was used)."""
+    driver = create_driver(neo4j_running)
+    try:
+        yield empty_graph(driver, neo4j_running)
+    finally:
+        driver.close()
+    with create_driver(neo4j_running) as after:
+        missing = {kind: n for kind, n in missing_owner_ids(
+            Graph(after, neo4j_running.neo4j_database)).items() if n}
+    assert missing == {}, f"rows without their owner's id: {missing}"
 
 
 def snapshot(graph: Graph) -> tuple[dict[Any, dict[str, Any]], dict[Any, list[dict[str, Any]]]]:
@@ -211,3 +230,46 @@ def test_for_a_server_it_does_not_run_it_writes_the_files_and_the_command(
     assert f"--nodes=User={tmp_path / 'csv' / 'User.csv'}" in command
     assert (tmp_path / "csv" / "Interaction.csv").read_text().count("\n") == 1 + 5
     assert graph.rows("MATCH (n) WHERE NOT n:Migration RETURN count(n) AS n")[0]["n"] == 0
+
+
+@pytest.mark.bulk
+def test_values_with_line_breaks_are_imported_whole(graph: Graph, settings: Settings,
+                                                    tmp_path: Path) -> None:
+    """Only the CSV files holding a line break are read as multi-line by neo4j-admin: the
+    values that hold one, and everything around them, come out as the transactional path
+    writes them."""
+    at = "2026-11-0{}T10:00:00Z"
+    broken: list[dict[str, Any]] = [
+        {"event_id": "n-1", "type": "chat_message", "occurred_at": at.format(1),
+         "user": {"cookie": "ck-n"}, "session_id": "chat-n",
+         "properties": {"text": "first line\nsecond line", "channel": "whatsapp"}},
+        {"event_id": "n-2", "type": "page_view", "occurred_at": at.format(2),
+         "user": {"cookie": "ck-n"},
+         "properties": {"item_id": "it-n", "item_name": "two\r\nlines", "category": "books",
+                        "price": "5.00"}},
+        {"event_id": "n-3", "type": "search", "occurred_at": at.format(3),
+         "user": {"cookie": "ck-m"}, "properties": {"query": "a\nb\rc"}},
+    ]
+    history = tmp_path / "h.jsonl"
+    history.write_text("\n".join(extra_events() + [json.dumps(e) for e in broken]) + "\n")
+    env = local_env(settings)
+    done = personas(env, "import", str(history))
+    assert done.returncode == 1, done.stderr  # the rejects
+    transactional = snapshot(graph)
+    history.with_name(history.name + ".deadletter.jsonl").unlink()
+
+    wipe(graph)
+    done = personas(env, "import", "--bulk", "--csv-dir", str(tmp_path / "csv"), str(history))
+    assert done.returncode == 1, done.stderr
+    assert "rejected: 3" in done.stderr
+    graph = Graph(create_driver(settings), settings.neo4j_database)  # as in the test above
+    bulk = snapshot(graph)
+    assert differences(transactional[0], bulk[0]) == []
+    assert differences(transactional[1], bulk[1]) == []
+    texts = {r["id"]: r["text"] for r in graph.rows(
+        "MATCH (i:Interaction) WHERE i.event_id STARTS WITH 'n-' "
+        "RETURN i.event_id AS id, coalesce(i.text, i.query) AS text")}
+    assert texts == {"n-1": "first line\nsecond line", "n-2": None, "n-3": "a\nb\rc"}
+    assert graph.rows("MATCH (i:Item {id: 'it-n'}) RETURN i.name AS name") == [
+        {"name": "two\r\nlines"}]
+    graph.driver.close()

@@ -89,3 +89,26 @@ def test_files_staged_in_parallel_give_the_same_plan(tmp_path: Path) -> None:
             ours, theirs = ([{k: v for k, v in row.items() if k not in STAMPS}
                              for row in csv.DictReader(h)] for h in (a, b))
             assert ours == theirs, f.name
+
+
+def test_only_files_with_line_breaks_are_read_as_multiline(tmp_path: Path) -> None:
+    result = plan(tmp_path, event("e1", "01T10:00:00", {"cookie": "a"}, type="search",
+                                  query="red\nshoes"),
+                  event("e2", "01T11:00:00", {"cookie": "a"}, type="search",
+                        query="blue\r\nshoes"),
+                  event("e3", "01T12:00:00", {"cookie": "a"}, item_id="i1", item_name="plain"))
+    multiline = {f.name for f in result.files if f.multiline}
+    assert multiline == {"Interaction"}
+    interactions = tmp_path / "csv" / "Interaction.csv"
+    assert result.multiline_arguments() == [
+        "--multiline-fields-format=v2", f"--multiline-fields={interactions}"]
+    assert "--multiline-fields=true" not in result.arguments()
+    text = interactions.read_bytes()
+    assert b'"red\nshoes"' in text and b'"blue\r\nshoes"' in text
+
+
+def test_a_history_without_line_breaks_is_read_single_line(tmp_path: Path) -> None:
+    result = plan(tmp_path, event("e1", "01T10:00:00", {"cookie": "a"}, category="books"),
+                  "{broken")
+    assert not any(f.multiline for f in result.files)
+    assert not [a for a in result.arguments() if a.startswith("--multiline")]

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,23 @@ def test_cypher_settings_reach_both_servers(tmp_path: Path) -> None:
         assert f"\n{key}={value}\n" in text
         docker_name = "NEO4J_" + key.replace("_", "__").replace(".", "_")
         assert environment[docker_name] == value
+
+
+def test_cpu_seconds_are_the_running_instances_own(tmp_path: Path) -> None:
+    """What the bulk import's restart phase adds to its CPU: the server's user and system
+    seconds from /proc, 0 when no instance runs."""
+    server = neo4j_server.Neo4jServer(Settings(cache_dir=tmp_path))
+    assert server.cpu_seconds() == 0.0
+    busy = subprocess.Popen(  # a process running as the server's main class says it is
+        [sys.executable, "-c", "import sys, time\nt = time.process_time()\n"
+         "while time.process_time() - t < 0.3: pass\nprint(flush=True)\ntime.sleep(30)",
+         neo4j_server.Neo4jServer.main_class], stdout=subprocess.PIPE)
+    try:
+        assert busy.stdout is not None and busy.stdout.readline()  # its 0.3 CPU s spent
+        server.pid_file.parent.mkdir(parents=True)
+        server.pid_file.write_text(f"{busy.pid}\n")
+        assert 0.3 <= server.cpu_seconds() < 5.0
+    finally:
+        busy.kill()
+        busy.wait()
+    assert server.cpu_seconds() == 0.0
