@@ -42,6 +42,7 @@ START_TIMEOUT_S = 90.0
 WS_PROTOCOL = "graphql-transport-ws"
 MAX_BODY_BYTES = 100_000
 BODY_TIMEOUT_S = 2.0
+HEADER_TIMEOUT_S = 2.0
 CRM_MAPPING = Path(__file__).resolve().parents[2] / "docs" / "crm-mapping.example.yaml"
 CRM_SECRET = "whsec-served-secret"
 
@@ -117,6 +118,7 @@ def served(driver: Driver, settings: Settings,
            "PERSONAS_API_SUBSCRIPTION_POLL_SECONDS": str(POLL_SECONDS),
            "PERSONAS_API_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
            "PERSONAS_API_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+           "PERSONAS_API_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
            "PERSONAS_CRM_MAPPING_FILE": str(CRM_MAPPING),
            "PERSONAS_CRM_WEBHOOK_SECRET": CRM_SECRET}
     env.pop("PERSONAS_DEMO", None)
@@ -156,6 +158,75 @@ def test_a_body_that_trickles_in_is_408_within_its_time(served: Served) -> None:
     assert answer.startswith(b"HTTP/1.1 408"), answer
     assert b'"code":"TIMEOUT"' in answer
     assert BODY_TIMEOUT_S <= took < BODY_TIMEOUT_S + 8, took
+
+
+def read_until_closed(sock: socket.socket, seconds: float, trickle: bytes = b"") -> bytes:
+    """What the server sends until it closes the connection (or ``seconds`` pass), sending
+    ``trickle`` one byte every half second meanwhile."""
+    started, answer, sent = time.monotonic(), b"", 0
+    sock.settimeout(0.5)
+    while time.monotonic() - started < seconds:
+        try:
+            chunk = sock.recv(4096)
+        except TimeoutError:
+            if sent < len(trickle):
+                with contextlib.suppress(OSError):
+                    sock.sendall(trickle[sent:sent + 1])
+                sent += 1
+            continue
+        if not chunk:
+            return answer
+        answer += chunk
+    raise AssertionError(f"still open after {seconds} s: {answer!r}")
+
+
+@pytest.mark.parametrize("kind", ["trickled", "silent", "second request trickled"])
+def test_headers_that_do_not_arrive_in_time_are_408_and_closed(served: Served,
+                                                               kind: str) -> None:
+    """Slowloris on headers: uvicorn has no header timeout, so a client sending a header byte
+    every half second (or nothing at all after connecting, or trickling the headers of a
+    second request on a kept-alive connection) held its connection for ever. Now answered
+    408 TIMEOUT and closed once PERSONAS_API_HEADER_TIMEOUT_S has passed, while a client that
+    sends its headers at once on another connection meanwhile is served."""
+    port = int(served.base.rsplit(":", 1)[1])
+    trickle = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        started = time.monotonic()
+        if kind == "second request trickled":
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = b""
+            while b"\r\n\r\n" not in first or not first.rstrip().endswith(b"}"):
+                first += sock.recv(4096)
+            assert first.startswith(b"HTTP/1.1 200"), first
+            started = time.monotonic()
+        meanwhile = httpx.get(f"{served.base}/healthz", timeout=10)
+        answer = read_until_closed(sock, HEADER_TIMEOUT_S + 8,
+                                   b"" if kind == "silent" else trickle)
+        took = time.monotonic() - started
+    assert meanwhile.status_code == 200
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b'"code":"TIMEOUT"' in answer and b"PERSONAS_API_HEADER_TIMEOUT_S" in answer
+    assert HEADER_TIMEOUT_S - 0.5 <= took < HEADER_TIMEOUT_S + 6, took
+
+
+def test_a_kept_alive_connection_outliving_the_header_deadline_is_served(
+        served: Served) -> None:
+    """The deadline runs from a request's first byte, not from the connection's opening: three
+    requests sent at once each, over a connection that lives longer than the header timeout
+    (each pause shorter than uvicorn's keep-alive), are all answered."""
+    port = int(served.base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        started = time.monotonic()
+        for _ in range(3):
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while not answer.rstrip().endswith(b"}"):
+                chunk = sock.recv(4096)
+                assert chunk, answer
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200"), answer
+            time.sleep(HEADER_TIMEOUT_S * 0.7)
+    assert time.monotonic() - started > HEADER_TIMEOUT_S * 1.5
 
 
 def test_graphql_over_http(served: Served) -> None:
