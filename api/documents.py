@@ -27,6 +27,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.fastapi import GraphQLRouter
 from strawberry.types.unset import UNSET
 
+from graph import strictjson
 from graph.errors import InvalidInput
 
 CACHE_BYTES = 2_000_000
@@ -181,12 +182,12 @@ class JsonRouter(GraphQLRouter[Any, Any]):
         return response
 
     def decode_json(self, data: str | bytes) -> object:
-        return orjson.loads(data)
+        return strictjson.loads(data)  # a repeated key ({"query": .., "query": ..}) refused
 
     def parse_json(self, data: str | bytes) -> Any:
         try:
             value = self.decode_json(data)
-        except orjson.JSONDecodeError as exc:
+        except strictjson.JSONDecodeError as exc:
             raise InvalidInput(f"the body is not valid JSON: {exc}") from None
         # strawberry reads fields of an object (or of each in a batch): any other JSON value
         # crashed it (AttributeError, a 500).
