@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import socket
@@ -29,6 +30,7 @@ from websockets.exceptions import ConnectionClosed
 from graph.auth import Role, create_key, revoke_key
 from graph.crm.webhook import signature
 from graph.db import Graph
+from graph.privacy import Pseudonymizer
 from graph.segments.run import run_segmentation
 from graph.settings import Settings
 from tests.helpers import PERSONAS, empty_graph, load_demo
@@ -375,6 +377,157 @@ def test_the_crm_webhook_takes_signed_deliveries_only(served: Served) -> None:
     assert applied.json()["accepted"] == 1
     assert replayed.status_code == 409 and replayed.json()["error"]["code"] == "CONFLICT"
     assert forged.status_code == 401 and forged.json()["error"]["code"] == "UNAUTHENTICATED"
+
+
+def crm_delivery(body: bytes, at: int | None = None, secret: str = CRM_SECRET,
+                 ) -> dict[str, str]:
+    at = int(time.time()) if at is None else at
+    return {"X-Personas-Timestamp": str(at), "content-type": "application/json",
+            "X-Personas-Signature": signature(secret, at, body)}
+
+
+def crm_users(served: Served, settings: Settings, crm_id: str) -> int:
+    """Users the CRM id identifies (stored as its keyed hash)."""
+    digest = Pseudonymizer(settings.pseudonym_key.get_secret_value()).digest("crm_id", crm_id)
+    return int(served.graph.rows(
+        "MATCH (:Identifier {kind: 'crm_id', hash: $hash})-[:IDENTIFIES]->(u:User) "
+        "RETURN count(u) AS n", hash=digest)[0]["n"])
+
+
+def test_the_crm_webhook_refuses_every_unsigned_stale_or_odd_delivery(served: Served,
+                                                                     settings: Settings,
+                                                                     ) -> None:
+    """The CRM webhook, driven live as an attacker would: no signature, no timestamp, the wrong
+    secret, a signature over another body or time, a time past the tolerance either way, a
+    time that is not epoch seconds, a replay (also with the hex in capitals), then bodies of
+    every shape under a good signature (empty, not UTF-8, not JSON, a scalar, deep, a key
+    repeated, chunked). Each a 4xx with a code; nothing written but the one good delivery."""
+    crm_id = "C-hostile"
+    body = json.dumps([{"customer_no": crm_id, "tier": "silver",
+                        "updated_at": "2026-11-01T10:00:00Z"}]).encode()
+    now = int(time.time())
+    good = crm_delivery(body, now)
+    unsigned = {k: v for k, v in good.items() if k != "X-Personas-Signature"}
+    untimed = {k: v for k, v in good.items() if k != "X-Personas-Timestamp"}
+    attempts: list[tuple[str, dict[str, str], bytes, int, str]] = [
+        ("no signature", unsigned, body, 401, "UNAUTHENTICATED"),
+        ("no timestamp", untimed, body, 401, "UNAUTHENTICATED"),
+        ("wrong secret", crm_delivery(body, now, "guess"), body, 401, "UNAUTHENTICATED"),
+        ("another body", good, body.replace(b"silver", b"gold"), 401, "UNAUTHENTICATED"),
+        ("another time", {**good, "X-Personas-Timestamp": str(now + 1)}, body, 401,
+         "UNAUTHENTICATED"),
+        ("stale", crm_delivery(body, now - 400), body, 401, "UNAUTHENTICATED"),
+        ("future", crm_delivery(body, now + 400), body, 401, "UNAUTHENTICATED"),
+        ("not epoch seconds", {**good, "X-Personas-Timestamp": "1e9"}, body, 401,
+         "UNAUTHENTICATED"),
+        ("negative", {**good, "X-Personas-Timestamp": "-1"}, body, 401, "UNAUTHENTICATED"),
+        ("signature not hex", {**good, "X-Personas-Signature": "sha256=" + "z" * 64}, body,
+         401, "UNAUTHENTICATED"),
+    ]
+    with httpx.Client(base_url=served.base, timeout=30) as client:
+        for what, headers, sent, status, code in attempts:
+            answer = client.post("/v1/webhooks/crm", content=sent, headers=headers)
+            assert (answer.status_code, answer.json()["error"]["code"]) == (status, code), what
+        assert crm_users(served, settings, crm_id) == 0
+        applied = client.post("/v1/webhooks/crm", content=body, headers=good)
+        assert applied.status_code == 200 and applied.json()["accepted"] == 1, applied.text
+        upper = {**good, "X-Personas-Signature": good["X-Personas-Signature"].upper()}
+        for headers in (good, upper):
+            again = client.post("/v1/webhooks/crm", content=body, headers=headers)
+            assert again.status_code == 409, again.text
+            assert again.json()["error"]["code"] == "CONFLICT"
+        bodies = {
+            "empty": b"",
+            "not UTF-8": b'[{"customer_no": "C-x\xff"}]',
+            "not JSON": b"customer_no=C-x",
+            "a scalar": b"42",
+            "deep": b"[" * 5000 + b"]" * 5000,
+            "a key repeated": b'[{"customer_no": "C-x", "customer_no": "C-y", '
+                              b'"updated_at": "2026-11-01T10:00:00Z"}]',
+        }
+        for what, sent in bodies.items():
+            answer = client.post("/v1/webhooks/crm", content=sent, headers=crm_delivery(sent))
+            assert answer.status_code == 400, (what, answer.text)
+            assert answer.json()["error"]["code"] == "BAD_USER_INPUT", what
+        repeated = client.post("/v1/webhooks/crm", content=bodies["a key repeated"],
+                               headers=crm_delivery(bodies["a key repeated"], now - 1))
+        assert 'key "customer_no" repeated' in repeated.json()["error"]["message"]
+        chunked_body = json.dumps({"customer_no": "C-chunked", "tier": "gold",
+                                   "updated_at": "2026-11-01T10:00:00Z"}).encode()
+        chunked = client.post("/v1/webhooks/crm", headers=crm_delivery(chunked_body),
+                              content=iter([chunked_body[:10], chunked_body[10:]]))
+        assert chunked.status_code == 200 and chunked.json()["accepted"] == 1, chunked.text
+    assert crm_users(served, settings, "C-x") == crm_users(served, settings, "C-y") == 0
+    assert crm_users(served, settings, crm_id) == 1
+    assert crm_users(served, settings, "C-chunked") == 1
+
+
+def test_one_crm_delivery_sent_many_times_at_once_is_applied_once(served: Served,
+                                                                  settings: Settings) -> None:
+    """A CRM retrying a delivery it thinks timed out, several times at the same moment: one
+    answer 200, every other 409 CONFLICT (none 500), and the delivery applied once."""
+    body = json.dumps([{"customer_no": f"C-burst-{i}", "points": 10 + i,
+                        "updated_at": "2026-11-01T10:00:00Z"} for i in range(20)]).encode()
+    headers = crm_delivery(body)
+    start = threading.Barrier(8)
+
+    def send() -> int:
+        start.wait()
+        return httpx.post(f"{served.base}/v1/webhooks/crm", content=body, headers=headers,
+                          timeout=60).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = sorted(pool.map(lambda _: send(), range(8)))
+    assert statuses == [200] + [409] * 7, statuses
+    deliveries = served.graph.rows("MATCH (d:WebhookDelivery {id: $id}) RETURN count(d) AS n",
+                                   id=hashlib.sha256(headers["X-Personas-Signature"].lower()
+                                                     .encode()).hexdigest())
+    assert deliveries == [{"n": 1}]
+    assert all(crm_users(served, settings, f"C-burst-{i}") == 1 for i in range(20))
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/graphql", b'{"query": "{ __typename }", "query": "{ categories { name } }"}'),
+    ("/graphql", b'{"query": "query($id: ID!) { user(id: $id) { id } }", '
+                 b'"variables": {"id": "a", "id": "b"}}'),
+    ("/v1/events", b'{"events": [{"event_id": "dup-1", "event_id": "dup-2", "type": "view", '
+                   b'"occurred_at": "2026-11-02T10:00:00Z", "user": {"email": "d@example.com"},'
+                   b' "session_id": "s-dup"}]}'),
+    ("/v1/events", b'{"events": [], "events": [{"event_id": "dup-3"}]}'),
+    ("/v1/webhooks/context", b'{"weather": [], "weather": []}'),
+])
+def test_a_key_repeated_in_a_body_is_refused(served: Served, path: str, body: bytes) -> None:
+    """Two values for one key (a body checked by one parser and run by another would mean two
+    things): 400 BAD_USER_INPUT naming the key, on every JSON route, and nothing written."""
+    headers = {**bearer(served.keys["admin"]), "content-type": "application/json"}
+    answer = httpx.post(f"{served.base}{path}", content=body, headers=headers, timeout=30)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "BAD_USER_INPUT" and "repeated in one object" in error["message"]
+    assert served.graph.rows("MATCH (i:Interaction) WHERE i.event_id STARTS WITH 'dup-' "
+                             "RETURN count(i) AS n") == [{"n": 0}]
+
+
+def test_a_key_repeated_in_a_websocket_message_is_refused(served: Served) -> None:
+    """The same over graphql-transport-ws: a `subscribe` whose payload names `query` twice is
+    not run (the connection is closed with 4400, as for any message it cannot read)."""
+    async def scenario() -> int | None:
+        ws = await connect(served.base.replace("http", "ws") + "/graphql",
+                           subprotocols=[WS_PROTOCOL],
+                           additional_headers=bearer(served.keys["reader"]))
+        async with ws:
+            await ws.send(json.dumps({"type": "connection_init"}))
+            assert (await receive(ws))["type"] == "connection_ack"
+            await ws.send('{"id": "d", "type": "subscribe", "payload": {"query": '
+                          '"subscription { segmentationFinished { id } }", "query": '
+                          '"{ __typename }"}}')
+            try:
+                message = await asyncio.wait_for(ws.recv(), 30)
+            except ConnectionClosed as closed:
+                return closed.rcvd.code if closed.rcvd else None
+        raise AssertionError(f"answered {message!r}")
+
+    assert asyncio.run(scenario()) == 4400
 
 
 def test_websocket_messages_are_bounded(served: Served) -> None:
