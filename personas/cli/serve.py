@@ -36,10 +36,11 @@ def serve_api(host: str, port: int) -> None:
     # The app logs each request itself (api.access, with its latency); uvicorn's own access
     # line would be a second line per request.
     # A WebSocket message (a subscription's document and variables) is bounded like a body;
-    # request headers by a deadline uvicorn does not have (api.serving).
+    # request headers by a deadline and a size uvicorn does not have (api.serving).
     uvicorn.run("api.app:create_served_app", factory=True, host=host, port=port, log_level="info",
                 access_log=False, ws_max_size=settings().api_max_body_bytes,
-                http=header_deadline_protocol(settings().api_header_timeout_s),
+                http=header_deadline_protocol(settings().api_header_timeout_s,
+                                              settings().api_max_header_bytes),
                 log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG)
 
 

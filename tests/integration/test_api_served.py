@@ -162,16 +162,18 @@ def test_a_body_that_trickles_in_is_408_within_its_time(served: Served) -> None:
     assert BODY_TIMEOUT_S <= took < BODY_TIMEOUT_S + 8, took
 
 
-def read_until_closed(sock: socket.socket, seconds: float, trickle: bytes = b"") -> bytes:
+def read_until_closed(sock: socket.socket, seconds: float, trickle: bytes = b"",
+                      trickle_for: float = 0.0) -> bytes:
     """What the server sends until it closes the connection (or ``seconds`` pass), sending
-    ``trickle`` one byte every half second meanwhile."""
+    ``trickle`` one byte every half second for the first ``trickle_for`` seconds (a byte sent
+    as the server closes would reset the connection and lose its answer)."""
     started, answer, sent = time.monotonic(), b"", 0
     sock.settimeout(0.5)
     while time.monotonic() - started < seconds:
         try:
             chunk = sock.recv(4096)
         except TimeoutError:
-            if sent < len(trickle):
+            if sent < len(trickle) and time.monotonic() - started < trickle_for:
                 with contextlib.suppress(OSError):
                     sock.sendall(trickle[sent:sent + 1])
                 sent += 1
@@ -203,7 +205,8 @@ def test_headers_that_do_not_arrive_in_time_are_408_and_closed(served: Served,
             started = time.monotonic()
         meanwhile = httpx.get(f"{served.base}/healthz", timeout=10)
         answer = read_until_closed(sock, HEADER_TIMEOUT_S + 8,
-                                   b"" if kind == "silent" else trickle)
+                                   b"" if kind == "silent" else trickle,
+                                   HEADER_TIMEOUT_S - 0.6 - (time.monotonic() - started))
         took = time.monotonic() - started
     assert meanwhile.status_code == 200
     assert answer.startswith(b"HTTP/1.1 408"), answer
@@ -229,6 +232,49 @@ def test_a_kept_alive_connection_outliving_the_header_deadline_is_served(
             assert answer.startswith(b"HTTP/1.1 200"), answer
             time.sleep(HEADER_TIMEOUT_S * 0.7)
     assert time.monotonic() - started > HEADER_TIMEOUT_S * 1.5
+
+
+MAX_HEADER_BYTES = 65_536  # the default of PERSONAS_API_MAX_HEADER_BYTES
+UPGRADE = (b"GET /graphql HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+           b"Sec-WebSocket-Protocol: graphql-transport-ws\r\n")
+
+
+@pytest.mark.parametrize("kind", ["one huge cookie", "many headers", "sent in small pieces",
+                                  "pipelined after a good request", "a WebSocket upgrade"])
+def test_headers_over_their_size_are_431_and_closed(served: Served, kind: str) -> None:
+    """uvicorn (httptools) reads headers of any size: a 20 MB cookie was held whole and
+    answered 200, so a few clients could exhaust the process's memory. Now the request line
+    and headers together are bounded by PERSONAS_API_MAX_HEADER_BYTES: 431 LIMIT_EXCEEDED, in
+    the request's turn (a pipelined request before it is answered first), and closed."""
+    port = int(served.base.rsplit(":", 1)[1])
+    big = b"a" * (MAX_HEADER_BYTES + 1000)
+    request = {
+        "one huge cookie": b"GET /healthz HTTP/1.1\r\nHost: x\r\nCookie: " + big + b"\r\n\r\n",
+        "many headers": b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 10_000
+        + b"\r\n",
+        "sent in small pieces": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-B: " + big + b"\r\n\r\n",
+        "pipelined after a good request": b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nX-C: " + big
+        + b"\r\n\r\n{}",
+        "a WebSocket upgrade": UPGRADE + b"X-D: " + big + b"\r\n\r\n",
+    }[kind]
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        piece = 2048 if kind == "sent in small pieces" else len(request)
+        with contextlib.suppress(OSError):  # the server may close before it has it all
+            for at in range(0, len(request), piece):
+                sock.sendall(request[at:at + piece])
+                if piece < len(request):
+                    time.sleep(0.002)
+        answer = read_until_closed(sock, 20)
+    if kind == "pipelined after a good request":
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        answer = answer[answer.index(b"HTTP/1.1 ", 10):]
+    assert answer.startswith(b"HTTP/1.1 431"), answer
+    assert b'"code":"LIMIT_EXCEEDED"' in answer and b"PERSONAS_API_MAX_HEADER_BYTES" in answer
+    within = httpx.get(f"{served.base}/healthz", timeout=10,
+                       headers={"Cookie": "a" * (MAX_HEADER_BYTES - 2000)})
+    assert within.status_code == 200
 
 
 def test_graphql_over_http(served: Served) -> None:
