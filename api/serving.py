@@ -34,18 +34,14 @@ def header_timeout_refusal(timeout_s: float) -> bytes:
                    f"within {timeout_s:g} s (PERSONAS_API_HEADER_TIMEOUT_S)")
 
 
-def header_size_body(limit: int) -> bytes:
-    return orjson.dumps({"error": {
-        "code": "LIMIT_EXCEEDED", "message": f"the request line and headers pass {limit} bytes "
-        "(PERSONAS_API_MAX_HEADER_BYTES)"}})
+def header_size_message(limit: int) -> str:
+    return f"the request line and headers pass {limit} bytes (PERSONAS_API_MAX_HEADER_BYTES)"
 
 
 def header_size_refusal(limit: int) -> bytes:
     """The 431 a client gets when its request line and headers pass ``limit`` bytes."""
-    body = header_size_body(limit)
-    return (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json"
-            b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n"
-            + body)
+    return refusal(b"431 Request Header Fields Too Large", "LIMIT_EXCEEDED",
+                   header_size_message(limit))
 
 
 class HeaderDeadlineProtocol(HttpToolsProtocol):
@@ -96,6 +92,16 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         if self._header_bytes > self.max_header_bytes:
             self._refuse_size()
 
+    def send_400_response(self, msg: str) -> None:
+        """What uvicorn answers a request its parser refuses (smuggling attempts such as a
+        Content-Length beside a Transfer-Encoding, bare LFs, NUL bytes in headers, an HTTP/2
+        preface): the API's JSON error with a code, not uvicorn's plain text."""
+        self._disarm()
+        if not self.transport.is_closing():
+            self.transport.write(refusal(b"400 Bad Request", "BAD_USER_INPUT",
+                                         f"the request is not valid HTTP/1.1 ({msg})"))
+            self.transport.close()
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()
@@ -132,7 +138,8 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     async def _too_large(self, _scope: Scope, _receive: ASGIReceiveCallable,
                          send: ASGISendCallable) -> None:
-        body = header_size_body(self.max_header_bytes)
+        body = orjson.dumps({"error": {"code": "LIMIT_EXCEEDED",
+                                       "message": header_size_message(self.max_header_bytes)}})
         await send({"type": "http.response.start", "status": 431, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
             (b"connection", b"close")]})

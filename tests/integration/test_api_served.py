@@ -277,6 +277,41 @@ def test_headers_over_their_size_are_431_and_closed(served: Served, kind: str) -
     assert within.status_code == 200
 
 
+SMUGGLED = b"GET /v1/never HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked"
+    b"\r\n\r\n0\r\n\r\n" + SMUGGLED,
+    b"POST /graphql HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 40"
+    b"\r\n\r\n0\r\n\r\n" + SMUGGLED,
+    b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 41\r\n\r\n{}"
+    + SMUGGLED,
+    b"POST /graphql HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n"
+    + SMUGGLED,
+    b"POST /graphql HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"FFFFFFFFFFFFFFFFFF\r\nabc\r\n0\r\n\r\n",
+    b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n{}",
+    b"GET /healthz HTTP/1.1\nHost: x\n\n",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+], ids=["CL.TE", "TE.CL", "two lengths", "TE with a space", "chunk size overflow",
+        "length past 64 bits", "bare LF", "NUL in a header", "HTTP/2 preface"])
+def test_ambiguous_or_malformed_requests_are_400_json_and_nothing_smuggled(
+        served: Served, request_bytes: bytes) -> None:
+    """Request smuggling (a Content-Length beside a Transfer-Encoding, two lengths, an
+    obfuscated Transfer-Encoding) and malformed framing: the parser refuses each (held), and
+    the answer is now the API's JSON error, not uvicorn's plain text; the request smuggled
+    behind it is never answered."""
+    port = int(served.base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request_bytes)
+        answer = read_until_closed(sock, 20)
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    assert answer.count(b"\r\n\r\n") == 1, answer  # one response only
+    assert b'"code":"BAD_USER_INPUT"' in answer and b"application/json" in answer
+
+
 def test_graphql_over_http(served: Served) -> None:
     query = "query($id: ID!) { user(id: $id) { id persona { id name } } }"
     response = httpx.post(f"{served.base}/graphql", headers=bearer(served.keys["reader"]),
