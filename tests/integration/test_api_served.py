@@ -611,6 +611,45 @@ def test_a_key_repeated_in_a_websocket_message_is_refused(served: Served) -> Non
     assert asyncio.run(scenario()) == 4400
 
 
+@pytest.mark.parametrize("message", [
+    "[1, 2]", "42", '"subscribe"', "null", '{"type": 7}', '{"type": ["subscribe"]}',
+    '{"id": {"x": 1}, "type": "subscribe", "payload": {"query": "{ __typename }"}}',
+    '{"id": 1, "type": "complete"}',
+    '{"id": "p", "type": "subscribe", "payload": "{ __typename }"}',
+    '{"id": "p", "type": "subscribe", "payload": [1]}',
+    '{"id": "p", "type": "subscribe", "payload": {"query": 5}}',
+    '{"id": "p", "type": "subscribe", "payload": {"query": "{ __typename }", "variables": [1]}}',
+    '{"id": "p", "type": "subscribe", "payload": {"query": "{ __typename }", '
+    '"operationName": 3}}',
+    '{"type": "ping", "payload": [1]}',
+])
+def test_websocket_messages_of_any_shape_close_with_4400(served: Served, message: str) -> None:
+    """graphql-transport-ws messages that are JSON but not the protocol's shape (an array, an
+    `id` that is not a string, a `payload` that is not an object): strawberry indexed them
+    unchecked, raised (a traceback in the log per message) and dropped the connection with
+    no close code. Now each closes it with 4400 and the reason, and nothing is logged as an
+    error."""
+    async def scenario() -> tuple[int | None, str]:
+        ws = await connect(served.base.replace("http", "ws") + "/graphql",
+                           subprotocols=[WS_PROTOCOL],
+                           additional_headers=bearer(served.keys["reader"]))
+        async with ws:
+            await ws.send(json.dumps({"type": "connection_init"}))
+            assert (await receive(ws))["type"] == "connection_ack"
+            await ws.send(message)
+            try:
+                answer = await asyncio.wait_for(ws.recv(), 30)
+            except ConnectionClosed as closed:
+                return (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else (None, "")
+        raise AssertionError(f"answered {answer!r}")
+
+    before = served.log.read_text()
+    code, reason = asyncio.run(scenario())
+    assert code == 4400 and reason, (code, reason)
+    time.sleep(0.2)
+    assert "Traceback" not in served.log.read_text()[len(before):]
+
+
 def test_websocket_messages_are_bounded(served: Served) -> None:
     async def scenario() -> tuple[dict[str, Any], int | None]:
         padded = "subscription { segmentationFinished { id } } # " + "x" * 30_000
