@@ -332,6 +332,12 @@ def test_graphql_over_http(served: Served) -> None:
                                    "operationName": "C"}}, 400, "BAD_USER_INPUT"),
     ("DELETE", "/graphql", {}, 405, "METHOD_NOT_ALLOWED"),
     ("GET", "/no/such/route", {}, 404, "NOT_FOUND"),
+    # A subscription over plain HTTP ran as a query: INTERNAL_SERVER_ERROR ("Cannot return
+    # null for non-nullable field"); subscriptions go over the WebSocket.
+    ("POST", "/graphql", {"json": {"query": "subscription { segmentationFinished { id } }"}},
+     400, "BAD_USER_INPUT"),
+    ("GET", "/graphql", {"params": {"query": "subscription { segmentationFinished { id } }"}},
+     400, "BAD_USER_INPUT"),
 ])
 def test_the_frameworks_own_refusals_are_json_with_a_code(
         served: Served, method: str, path: str, body: dict[str, Any], status: int,
