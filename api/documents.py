@@ -25,8 +25,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from strawberry.extensions import SchemaExtension
 from strawberry.fastapi import GraphQLRouter
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
 from strawberry.types.unset import UNSET
 
+from graph import strictjson
 from graph.errors import InvalidInput
 
 CACHE_BYTES = 2_000_000
@@ -149,6 +153,48 @@ def document_extensions(max_bytes: int) -> list[Callable[[], SchemaExtension]]:
     return [functools.partial(CachedDocuments, DocumentCache(), max_bytes)]
 
 
+_OPTIONAL_OBJECT = (dict, type(None))
+_SUBSCRIBE_FIELDS: dict[str, tuple[type, ...]] = {
+    "query": (str,), "variables": _OPTIONAL_OBJECT, "operationName": (str, type(None)),
+    "extensions": _OPTIONAL_OBJECT}
+
+
+def transport_message_problem(message: object) -> str | None:
+    """Why a graphql-transport-ws message (parsed JSON) cannot be read, or None. strawberry
+    indexes a message without checking its shape: an array, an `id` that is not a string or a
+    `payload` that is not an object raised inside it (a traceback logged per message, the
+    connection dropped without a close code)."""
+    if not isinstance(message, dict):
+        return "a message must be a JSON object"
+    kind = message.get("type")
+    if not isinstance(kind, str):
+        return "a message needs a string `type`"
+    payload = message.get("payload")
+    if kind in ("subscribe", "complete") and not isinstance(message.get("id"), str):
+        return f"a `{kind}` message needs a string `id`"
+    if kind != "subscribe":
+        return None if isinstance(payload, _OPTIONAL_OBJECT) else "`payload` must be an object"
+    if not isinstance(payload, dict):
+        return "a `subscribe` message needs an object `payload`"
+    for name, types in _SUBSCRIBE_FIELDS.items():
+        if not isinstance(payload.get(name), types):
+            return f"`payload.{name}` has the wrong type"
+    return None
+
+
+class CheckedTransportWS(BaseGraphQLTransportWSHandler[Any, Any]):
+    """strawberry's graphql-transport-ws handler with each message's shape checked first: a
+    message it cannot read closes the connection with 4400 and the reason, as the protocol
+    says, whatever its shape."""
+
+    async def handle_message(self, message: Any) -> None:
+        problem = transport_message_problem(message)
+        if problem is not None:
+            await self.handle_invalid_message(problem)
+            return
+        await super().handle_message(message)
+
+
 class JsonRouter(GraphQLRouter[Any, Any]):
     """strawberry's router with request JSON (HTTP bodies, WebSocket messages) decoded by
     orjson: nesting beyond its depth limit or a number beyond a double is a decoding error,
@@ -158,6 +204,8 @@ class JsonRouter(GraphQLRouter[Any, Any]):
     HTTP answers are encoded by orjson too (the standard library's encoder was a visible share
     of the API's CPU per chatbot request; docs/performance.md). WebSocket messages keep
     strawberry's text encoding: graphql-transport-ws sends text frames, not bytes."""
+
+    graphql_transport_ws_handler_class = CheckedTransportWS
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
         # strawberry answers its own refusals over HTTP (batching, a content type, an unknown
@@ -181,12 +229,12 @@ class JsonRouter(GraphQLRouter[Any, Any]):
         return response
 
     def decode_json(self, data: str | bytes) -> object:
-        return orjson.loads(data)
+        return strictjson.loads(data)  # a repeated key ({"query": .., "query": ..}) refused
 
     def parse_json(self, data: str | bytes) -> Any:
         try:
             value = self.decode_json(data)
-        except orjson.JSONDecodeError as exc:
+        except strictjson.JSONDecodeError as exc:
             raise InvalidInput(f"the body is not valid JSON: {exc}") from None
         # strawberry reads fields of an object (or of each in a batch): any other JSON value
         # crashed it (AttributeError, a 500).

@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, Header, Request, Response
 from starlette.requests import HTTPConnection
 
 from api.auth import requires
 from api.deps import SettingsDep, WriterDep
-from graph import consistency
+from graph import consistency, strictjson
 from graph.auth import WRITERS
 from graph.crm import webhook
 from graph.crm.mapping import FieldMapping, load_mapping
@@ -62,8 +61,8 @@ def post_events(received: ReceivedDep, writer: WriterDep, settings: SettingsDep,
     """Ingest a batch of events, ``{"events": [...]}``; one result per event, in order, and
     the consistency token of the write (also in the ``X-Consistency-Token`` header)."""
     try:
-        data = orjson.loads(received.body)
-    except orjson.JSONDecodeError as exc:
+        data = strictjson.loads(received.body)
+    except strictjson.JSONDecodeError as exc:
         raise InvalidInput(f"malformed JSON body: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("events"), list):
         raise InvalidInput('the body must be a JSON object {"events": [...]}')

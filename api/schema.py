@@ -3,12 +3,15 @@ segmentation run. Every root field names the roles it admits (`graph.auth`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.types import ExecutionContext
+from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES
+from strawberry.types import ExecutionContext, ExecutionResult
+from strawberry.types.graphql import OperationType
 
 from api.auth import allowed
 from api.documents import document_extensions
@@ -189,6 +192,21 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
 
 
 class PersonaSchema(strawberry.Schema):
+    async def execute(  # noqa: PLR0913
+            self, query: str | None, variable_values: dict[str, Any] | None = None,
+            context_value: Any | None = None, root_value: Any | None = None,
+            operation_name: str | None = None,
+            allowed_operation_types: Iterable[OperationType] | None = None,
+            operation_extensions: dict[str, Any] | None = None) -> ExecutionResult:
+        """As strawberry's, without subscriptions: ``execute`` answers one result (GraphQL over
+        HTTP; WebSocket operations go through ``stream``), and a subscription run by it
+        ended in INTERNAL_SERVER_ERROR ("Cannot return null for non-nullable field"). Now
+        strawberry's 400, "subscriptions are not allowed when using POST"."""
+        allowed = set(allowed_operation_types or DEFAULT_ALLOWED_OPERATION_TYPES)
+        return await super().execute(query, variable_values, context_value, root_value,
+                                     operation_name, allowed - {OperationType.SUBSCRIPTION},
+                                     operation_extensions)
+
     def process_errors(self, errors: list[GraphQLError],
                        execution_context: ExecutionContext | None = None,  # noqa: ARG002
                        ) -> None:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import time
 
-import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import requires
+from graph import strictjson
 from graph.auth import WRITERS
 from graph.db import Graph
 from graph.errors import InvalidInput, InvalidRecords, LimitExceeded
@@ -46,8 +46,8 @@ async def push_context(request: Request) -> JSONResponse:
     try:
         # orjson: deep nesting and huge numbers are decoding errors (the standard library
         # raised RecursionError and ValueError, a 500).
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        data = strictjson.loads(raw)
+    except strictjson.JSONDecodeError as exc:
         metrics.reject(SOURCE, "malformed")
         raise InvalidInput(f"body is not valid JSON ({exc})") from None
     try:

@@ -227,6 +227,15 @@ class Settings(BaseSettings):
         default=30.0, gt=0, le=3600,
         description="How long a request body may take to arrive, whole, on any route (408 "
         "TIMEOUT after): a client sending a byte now and then cannot hold a connection open.")
+    api_header_timeout_s: float = Field(
+        default=10.0, gt=0, le=3600,
+        description="How long a request's headers may take to arrive, from the connection's "
+        "opening (or a kept-alive request's first byte), in `personas serve` (408 TIMEOUT and "
+        "the connection closed after): a client trickling headers cannot hold a connection.")
+    api_max_header_bytes: int = Field(
+        default=65_536, ge=1024, le=16_777_216,
+        description="Longest request line and headers, together, in `personas serve` (431 "
+        "LIMIT_EXCEEDED and the connection closed above): headers are held in memory whole.")
     metrics_token: SecretStr | None = Field(
         default=None,
         description="Bearer token `/metrics` asks for (Prometheus: `authorization.credentials` "

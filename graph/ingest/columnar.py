@@ -45,6 +45,7 @@ from graph.events import (
     normalize_category,
 )
 from graph.privacy import IDENTIFIER_KINDS, Pseudonymizer
+from graph.strictjson import may_repeat_a_key
 from graph.times import EARLIEST, MAX_FUTURE_SKEW
 
 EVENT_KEYS = frozenset(Event.model_fields)
@@ -174,17 +175,22 @@ def flatten(lines: Sequence[tuple[int, bytes]], max_bytes: int,
     and the lines left to the per-event path, in order. Blank lines are neither (the reader
     skips them).
 
-    orjson parses each record as the per-event path does (the last of a repeated key, no NaN,
-    integers of at most 64 bits), its keys are checked level by level, and the record written
-    again as orjson's canonical JSON, whose text ``MISTYPED`` checks for values of another type
-    than the model reads (one regular expression over the block). Polars then builds the
+    orjson parses each record as the per-event path does (no NaN, integers of at most 64 bits),
+    its keys are checked level by level, and the record written again as orjson's canonical
+    JSON, whose text ``MISTYPED`` checks for values of another type than the model reads (one
+    regular expression over the block); a record that may repeat a key (its text and that
+    JSON differ in colons, ``graph.strictjson``) is left to the per-event path, which refuses
+    it. Polars then builds the
     columns from the records that passed (taking each field apart in Python was most of the
     staging's cost)."""
     numbers, records, slow = _parsed(lines, max_bytes)
     canonical = list(map(orjson.dumps, records))
     mistyped = pl.Series(canonical, dtype=pl.Binary).cast(pl.String).str.contains(MISTYPED)
+    by_line = dict(lines)
+    repeats = list(map(may_repeat_a_key, (by_line[n] for n in numbers), canonical))
+    if any(repeats):
+        mistyped = mistyped | pl.Series(repeats, dtype=pl.Boolean)
     if mistyped.any():
-        by_line = dict(lines)
         kept = [(n, d) for n, d, bad in zip(numbers, records, mistyped, strict=True) if not bad]
         slow = sorted(slow + [(n, by_line[n]) for n, bad in zip(numbers, mistyped, strict=True)
                               if bad])

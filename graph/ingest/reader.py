@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import orjson
 from pydantic import ValidationError
 
+from graph import strictjson
 from graph.errors import InvalidInput
 from graph.events import ATTRIBUTE_PREFIX, Event, describe_validation_error
 from graph.ingest.deadletter import SCRUB_CHARS
@@ -63,11 +63,12 @@ def load_json(text: str | bytes) -> Any:
 
     orjson rather than the standard library: with validation, parsing was the largest Python
     cost per streamed event, and orjson takes little more than half the time
-    (``docs/performance.md``). It also refuses ``NaN`` and ``Infinity``, which are not JSON.
+    (``docs/performance.md``). It also refuses ``NaN`` and ``Infinity``, which are not JSON,
+    and an object that repeats a key (``graph.strictjson``).
     """
     try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
+        return strictjson.loads(text)
+    except strictjson.JSONDecodeError as exc:
         raise InvalidJson(f"invalid JSON: {exc.msg} at column {exc.colno}") from None
 
 

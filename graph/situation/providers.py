@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-import orjson
 from pydantic import ValidationError
 
+from graph import strictjson
 from graph.errors import InvalidInput, Upstream
 from graph.events import Location, describe_validation_error
 from graph.ingest.reader import InvalidJson, load_json
@@ -59,8 +59,8 @@ def load_situation_file(path: Path) -> SituationBatch:
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"{path}: cannot read it ({exc})") from None
     try:
-        data = orjson.loads(text)  # as load_json: deep nesting is an error, not a crash
-    except orjson.JSONDecodeError as exc:
+        data = strictjson.loads(text)  # as load_json: deep nesting is an error, not a crash
+    except strictjson.JSONDecodeError as exc:
         raise InvalidInput(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: "
                            f"{exc.msg})") from None
     return parse_situation(data, origin=str(path))

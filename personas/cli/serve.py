@@ -26,6 +26,8 @@ def serve_api(host: str, port: int) -> None:
     ``demo_unless_keyed`` may have turned demo mode on for this process."""
     import uvicorn
 
+    from api.serving import header_deadline_protocol
+
     # With JSON logs, uvicorn's own loggers go through the root handler too (no config of its
     # own), so every line of the service is JSON.
     json_logs = settings().log_format == "json"
@@ -33,9 +35,12 @@ def serve_api(host: str, port: int) -> None:
     logging.getLogger().setLevel(logging.INFO)  # one access line per request (api.metrics)
     # The app logs each request itself (api.access, with its latency); uvicorn's own access
     # line would be a second line per request.
-    # A WebSocket message (a subscription's document and variables) is bounded like a body.
+    # A WebSocket message (a subscription's document and variables) is bounded like a body;
+    # request headers by a deadline and a size uvicorn does not have (api.serving).
     uvicorn.run("api.app:create_served_app", factory=True, host=host, port=port, log_level="info",
                 access_log=False, ws_max_size=settings().api_max_body_bytes,
+                http=header_deadline_protocol(settings().api_header_timeout_s,
+                                              settings().api_max_header_bytes),
                 log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import socket
@@ -29,6 +30,7 @@ from websockets.exceptions import ConnectionClosed
 from graph.auth import Role, create_key, revoke_key
 from graph.crm.webhook import signature
 from graph.db import Graph
+from graph.privacy import Pseudonymizer
 from graph.segments.run import run_segmentation
 from graph.settings import Settings
 from tests.helpers import PERSONAS, empty_graph, load_demo
@@ -42,6 +44,7 @@ START_TIMEOUT_S = 90.0
 WS_PROTOCOL = "graphql-transport-ws"
 MAX_BODY_BYTES = 100_000
 BODY_TIMEOUT_S = 2.0
+HEADER_TIMEOUT_S = 2.0
 CRM_MAPPING = Path(__file__).resolve().parents[2] / "docs" / "crm-mapping.example.yaml"
 CRM_SECRET = "whsec-served-secret"
 
@@ -117,6 +120,7 @@ def served(driver: Driver, settings: Settings,
            "PERSONAS_API_SUBSCRIPTION_POLL_SECONDS": str(POLL_SECONDS),
            "PERSONAS_API_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
            "PERSONAS_API_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+           "PERSONAS_API_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
            "PERSONAS_CRM_MAPPING_FILE": str(CRM_MAPPING),
            "PERSONAS_CRM_WEBHOOK_SECRET": CRM_SECRET}
     env.pop("PERSONAS_DEMO", None)
@@ -158,6 +162,156 @@ def test_a_body_that_trickles_in_is_408_within_its_time(served: Served) -> None:
     assert BODY_TIMEOUT_S <= took < BODY_TIMEOUT_S + 8, took
 
 
+def read_until_closed(sock: socket.socket, seconds: float, trickle: bytes = b"",
+                      trickle_for: float = 0.0) -> bytes:
+    """What the server sends until it closes the connection (or ``seconds`` pass), sending
+    ``trickle`` one byte every half second for the first ``trickle_for`` seconds (a byte sent
+    as the server closes would reset the connection and lose its answer)."""
+    started, answer, sent = time.monotonic(), b"", 0
+    sock.settimeout(0.5)
+    while time.monotonic() - started < seconds:
+        try:
+            chunk = sock.recv(4096)
+        except TimeoutError:
+            if sent < len(trickle) and time.monotonic() - started < trickle_for:
+                with contextlib.suppress(OSError):
+                    sock.sendall(trickle[sent:sent + 1])
+                sent += 1
+            continue
+        if not chunk:
+            return answer
+        answer += chunk
+    raise AssertionError(f"still open after {seconds} s: {answer!r}")
+
+
+@pytest.mark.parametrize("kind", ["trickled", "silent", "second request trickled"])
+def test_headers_that_do_not_arrive_in_time_are_408_and_closed(served: Served,
+                                                               kind: str) -> None:
+    """Slowloris on headers: uvicorn has no header timeout, so a client sending a header byte
+    every half second (or nothing at all after connecting, or trickling the headers of a
+    second request on a kept-alive connection) held its connection for ever. Now answered
+    408 TIMEOUT and closed once PERSONAS_API_HEADER_TIMEOUT_S has passed, while a client that
+    sends its headers at once on another connection meanwhile is served."""
+    port = int(served.base.rsplit(":", 1)[1])
+    trickle = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        started = time.monotonic()
+        if kind == "second request trickled":
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = b""
+            while b"\r\n\r\n" not in first or not first.rstrip().endswith(b"}"):
+                first += sock.recv(4096)
+            assert first.startswith(b"HTTP/1.1 200"), first
+            started = time.monotonic()
+        meanwhile = httpx.get(f"{served.base}/healthz", timeout=10)
+        answer = read_until_closed(sock, HEADER_TIMEOUT_S + 8,
+                                   b"" if kind == "silent" else trickle,
+                                   HEADER_TIMEOUT_S - 0.6 - (time.monotonic() - started))
+        took = time.monotonic() - started
+    assert meanwhile.status_code == 200
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b'"code":"TIMEOUT"' in answer and b"PERSONAS_API_HEADER_TIMEOUT_S" in answer
+    assert HEADER_TIMEOUT_S - 0.5 <= took < HEADER_TIMEOUT_S + 6, took
+
+
+def test_a_kept_alive_connection_outliving_the_header_deadline_is_served(
+        served: Served) -> None:
+    """The deadline runs from a request's first byte, not from the connection's opening: three
+    requests sent at once each, over a connection that lives longer than the header timeout
+    (each pause shorter than uvicorn's keep-alive), are all answered."""
+    port = int(served.base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        started = time.monotonic()
+        for _ in range(3):
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while not answer.rstrip().endswith(b"}"):
+                chunk = sock.recv(4096)
+                assert chunk, answer
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200"), answer
+            time.sleep(HEADER_TIMEOUT_S * 0.7)
+    assert time.monotonic() - started > HEADER_TIMEOUT_S * 1.5
+
+
+MAX_HEADER_BYTES = 65_536  # the default of PERSONAS_API_MAX_HEADER_BYTES
+UPGRADE = (b"GET /graphql HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+           b"Sec-WebSocket-Protocol: graphql-transport-ws\r\n")
+
+
+@pytest.mark.parametrize("kind", ["one huge cookie", "many headers", "sent in small pieces",
+                                  "pipelined after a good request", "a WebSocket upgrade"])
+def test_headers_over_their_size_are_431_and_closed(served: Served, kind: str) -> None:
+    """uvicorn (httptools) reads headers of any size: a 20 MB cookie was held whole and
+    answered 200, so a few clients could exhaust the process's memory. Now the request line
+    and headers together are bounded by PERSONAS_API_MAX_HEADER_BYTES: 431 LIMIT_EXCEEDED, in
+    the request's turn (a pipelined request before it is answered first), and closed."""
+    port = int(served.base.rsplit(":", 1)[1])
+    big = b"a" * (MAX_HEADER_BYTES + 1000)
+    request = {
+        "one huge cookie": b"GET /healthz HTTP/1.1\r\nHost: x\r\nCookie: " + big + b"\r\n\r\n",
+        "many headers": b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 10_000
+        + b"\r\n",
+        "sent in small pieces": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-B: " + big + b"\r\n\r\n",
+        "pipelined after a good request": b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nX-C: " + big
+        + b"\r\n\r\n{}",
+        "a WebSocket upgrade": UPGRADE + b"X-D: " + big + b"\r\n\r\n",
+    }[kind]
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        piece = 2048 if kind == "sent in small pieces" else len(request)
+        with contextlib.suppress(OSError):  # the server may close before it has it all
+            for at in range(0, len(request), piece):
+                sock.sendall(request[at:at + piece])
+                if piece < len(request):
+                    time.sleep(0.002)
+        answer = read_until_closed(sock, 20)
+    if kind == "pipelined after a good request":
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        answer = answer[answer.index(b"HTTP/1.1 ", 10):]
+    assert answer.startswith(b"HTTP/1.1 431"), answer
+    assert b'"code":"LIMIT_EXCEEDED"' in answer and b"PERSONAS_API_MAX_HEADER_BYTES" in answer
+    within = httpx.get(f"{served.base}/healthz", timeout=10,
+                       headers={"Cookie": "a" * (MAX_HEADER_BYTES - 2000)})
+    assert within.status_code == 200
+
+
+SMUGGLED = b"GET /v1/never HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked"
+    b"\r\n\r\n0\r\n\r\n" + SMUGGLED,
+    b"POST /graphql HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 40"
+    b"\r\n\r\n0\r\n\r\n" + SMUGGLED,
+    b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 41\r\n\r\n{}"
+    + SMUGGLED,
+    b"POST /graphql HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n"
+    + SMUGGLED,
+    b"POST /graphql HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"FFFFFFFFFFFFFFFFFF\r\nabc\r\n0\r\n\r\n",
+    b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n{}",
+    b"GET /healthz HTTP/1.1\nHost: x\n\n",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+], ids=["CL.TE", "TE.CL", "two lengths", "TE with a space", "chunk size overflow",
+        "length past 64 bits", "bare LF", "NUL in a header", "HTTP/2 preface"])
+def test_ambiguous_or_malformed_requests_are_400_json_and_nothing_smuggled(
+        served: Served, request_bytes: bytes) -> None:
+    """Request smuggling (a Content-Length beside a Transfer-Encoding, two lengths, an
+    obfuscated Transfer-Encoding) and malformed framing: the parser refuses each (held), and
+    the answer is now the API's JSON error, not uvicorn's plain text; the request smuggled
+    behind it is never answered."""
+    port = int(served.base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request_bytes)
+        answer = read_until_closed(sock, 20)
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    assert answer.count(b"\r\n\r\n") == 1, answer  # one response only
+    assert b'"code":"BAD_USER_INPUT"' in answer and b"application/json" in answer
+
+
 def test_graphql_over_http(served: Served) -> None:
     query = "query($id: ID!) { user(id: $id) { id persona { id name } } }"
     response = httpx.post(f"{served.base}/graphql", headers=bearer(served.keys["reader"]),
@@ -178,6 +332,12 @@ def test_graphql_over_http(served: Served) -> None:
                                    "operationName": "C"}}, 400, "BAD_USER_INPUT"),
     ("DELETE", "/graphql", {}, 405, "METHOD_NOT_ALLOWED"),
     ("GET", "/no/such/route", {}, 404, "NOT_FOUND"),
+    # A subscription over plain HTTP ran as a query: INTERNAL_SERVER_ERROR ("Cannot return
+    # null for non-nullable field"); subscriptions go over the WebSocket.
+    ("POST", "/graphql", {"json": {"query": "subscription { segmentationFinished { id } }"}},
+     400, "BAD_USER_INPUT"),
+    ("GET", "/graphql", {"params": {"query": "subscription { segmentationFinished { id } }"}},
+     400, "BAD_USER_INPUT"),
 ])
 def test_the_frameworks_own_refusals_are_json_with_a_code(
         served: Served, method: str, path: str, body: dict[str, Any], status: int,
@@ -304,6 +464,196 @@ def test_the_crm_webhook_takes_signed_deliveries_only(served: Served) -> None:
     assert applied.json()["accepted"] == 1
     assert replayed.status_code == 409 and replayed.json()["error"]["code"] == "CONFLICT"
     assert forged.status_code == 401 and forged.json()["error"]["code"] == "UNAUTHENTICATED"
+
+
+def crm_delivery(body: bytes, at: int | None = None, secret: str = CRM_SECRET,
+                 ) -> dict[str, str]:
+    at = int(time.time()) if at is None else at
+    return {"X-Personas-Timestamp": str(at), "content-type": "application/json",
+            "X-Personas-Signature": signature(secret, at, body)}
+
+
+def crm_users(served: Served, settings: Settings, crm_id: str) -> int:
+    """Users the CRM id identifies (stored as its keyed hash)."""
+    digest = Pseudonymizer(settings.pseudonym_key.get_secret_value()).digest("crm_id", crm_id)
+    return int(served.graph.rows(
+        "MATCH (:Identifier {kind: 'crm_id', hash: $hash})-[:IDENTIFIES]->(u:User) "
+        "RETURN count(u) AS n", hash=digest)[0]["n"])
+
+
+def test_the_crm_webhook_refuses_every_unsigned_stale_or_odd_delivery(served: Served,
+                                                                     settings: Settings,
+                                                                     ) -> None:
+    """The CRM webhook, driven live as an attacker would: no signature, no timestamp, the wrong
+    secret, a signature over another body or time, a time past the tolerance either way, a
+    time that is not epoch seconds, a replay (also with the hex in capitals), then bodies of
+    every shape under a good signature (empty, not UTF-8, not JSON, a scalar, deep, a key
+    repeated, chunked). Each a 4xx with a code; nothing written but the one good delivery."""
+    crm_id = "C-hostile"
+    body = json.dumps([{"customer_no": crm_id, "tier": "silver",
+                        "updated_at": "2026-11-01T10:00:00Z"}]).encode()
+    now = int(time.time())
+    good = crm_delivery(body, now)
+    unsigned = {k: v for k, v in good.items() if k != "X-Personas-Signature"}
+    untimed = {k: v for k, v in good.items() if k != "X-Personas-Timestamp"}
+    attempts: list[tuple[str, dict[str, str], bytes, int, str]] = [
+        ("no signature", unsigned, body, 401, "UNAUTHENTICATED"),
+        ("no timestamp", untimed, body, 401, "UNAUTHENTICATED"),
+        ("wrong secret", crm_delivery(body, now, "guess"), body, 401, "UNAUTHENTICATED"),
+        ("another body", good, body.replace(b"silver", b"gold"), 401, "UNAUTHENTICATED"),
+        ("another time", {**good, "X-Personas-Timestamp": str(now + 1)}, body, 401,
+         "UNAUTHENTICATED"),
+        ("stale", crm_delivery(body, now - 400), body, 401, "UNAUTHENTICATED"),
+        ("future", crm_delivery(body, now + 400), body, 401, "UNAUTHENTICATED"),
+        ("not epoch seconds", {**good, "X-Personas-Timestamp": "1e9"}, body, 401,
+         "UNAUTHENTICATED"),
+        ("negative", {**good, "X-Personas-Timestamp": "-1"}, body, 401, "UNAUTHENTICATED"),
+        ("signature not hex", {**good, "X-Personas-Signature": "sha256=" + "z" * 64}, body,
+         401, "UNAUTHENTICATED"),
+    ]
+    with httpx.Client(base_url=served.base, timeout=30) as client:
+        for what, headers, sent, status, code in attempts:
+            answer = client.post("/v1/webhooks/crm", content=sent, headers=headers)
+            assert (answer.status_code, answer.json()["error"]["code"]) == (status, code), what
+        assert crm_users(served, settings, crm_id) == 0
+        applied = client.post("/v1/webhooks/crm", content=body, headers=good)
+        assert applied.status_code == 200 and applied.json()["accepted"] == 1, applied.text
+        upper = {**good, "X-Personas-Signature": good["X-Personas-Signature"].upper()}
+        for headers in (good, upper):
+            again = client.post("/v1/webhooks/crm", content=body, headers=headers)
+            assert again.status_code == 409, again.text
+            assert again.json()["error"]["code"] == "CONFLICT"
+        bodies = {
+            "empty": b"",
+            "not UTF-8": b'[{"customer_no": "C-x\xff"}]',
+            "not JSON": b"customer_no=C-x",
+            "a scalar": b"42",
+            "deep": b"[" * 5000 + b"]" * 5000,
+            "a key repeated": b'[{"customer_no": "C-x", "customer_no": "C-y", '
+                              b'"updated_at": "2026-11-01T10:00:00Z"}]',
+        }
+        for what, sent in bodies.items():
+            answer = client.post("/v1/webhooks/crm", content=sent, headers=crm_delivery(sent))
+            assert answer.status_code == 400, (what, answer.text)
+            assert answer.json()["error"]["code"] == "BAD_USER_INPUT", what
+        repeated = client.post("/v1/webhooks/crm", content=bodies["a key repeated"],
+                               headers=crm_delivery(bodies["a key repeated"], now - 1))
+        assert 'key "customer_no" repeated' in repeated.json()["error"]["message"]
+        chunked_body = json.dumps({"customer_no": "C-chunked", "tier": "gold",
+                                   "updated_at": "2026-11-01T10:00:00Z"}).encode()
+        chunked = client.post("/v1/webhooks/crm", headers=crm_delivery(chunked_body),
+                              content=iter([chunked_body[:10], chunked_body[10:]]))
+        assert chunked.status_code == 200 and chunked.json()["accepted"] == 1, chunked.text
+    assert crm_users(served, settings, "C-x") == crm_users(served, settings, "C-y") == 0
+    assert crm_users(served, settings, crm_id) == 1
+    assert crm_users(served, settings, "C-chunked") == 1
+
+
+def test_one_crm_delivery_sent_many_times_at_once_is_applied_once(served: Served,
+                                                                  settings: Settings) -> None:
+    """A CRM retrying a delivery it thinks timed out, several times at the same moment: one
+    answer 200, every other 409 CONFLICT (none 500), and the delivery applied once."""
+    body = json.dumps([{"customer_no": f"C-burst-{i}", "points": 10 + i,
+                        "updated_at": "2026-11-01T10:00:00Z"} for i in range(20)]).encode()
+    headers = crm_delivery(body)
+    start = threading.Barrier(8)
+
+    def send() -> int:
+        start.wait()
+        return httpx.post(f"{served.base}/v1/webhooks/crm", content=body, headers=headers,
+                          timeout=60).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = sorted(pool.map(lambda _: send(), range(8)))
+    assert statuses == [200] + [409] * 7, statuses
+    deliveries = served.graph.rows("MATCH (d:WebhookDelivery {id: $id}) RETURN count(d) AS n",
+                                   id=hashlib.sha256(headers["X-Personas-Signature"].lower()
+                                                     .encode()).hexdigest())
+    assert deliveries == [{"n": 1}]
+    assert all(crm_users(served, settings, f"C-burst-{i}") == 1 for i in range(20))
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/graphql", b'{"query": "{ __typename }", "query": "{ categories { name } }"}'),
+    ("/graphql", b'{"query": "query($id: ID!) { user(id: $id) { id } }", '
+                 b'"variables": {"id": "a", "id": "b"}}'),
+    ("/v1/events", b'{"events": [{"event_id": "dup-1", "event_id": "dup-2", "type": "view", '
+                   b'"occurred_at": "2026-11-02T10:00:00Z", "user": {"email": "d@example.com"},'
+                   b' "session_id": "s-dup"}]}'),
+    ("/v1/events", b'{"events": [], "events": [{"event_id": "dup-3"}]}'),
+    ("/v1/webhooks/context", b'{"weather": [], "weather": []}'),
+])
+def test_a_key_repeated_in_a_body_is_refused(served: Served, path: str, body: bytes) -> None:
+    """Two values for one key (a body checked by one parser and run by another would mean two
+    things): 400 BAD_USER_INPUT naming the key, on every JSON route, and nothing written."""
+    headers = {**bearer(served.keys["admin"]), "content-type": "application/json"}
+    answer = httpx.post(f"{served.base}{path}", content=body, headers=headers, timeout=30)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "BAD_USER_INPUT" and "repeated in one object" in error["message"]
+    assert served.graph.rows("MATCH (i:Interaction) WHERE i.event_id STARTS WITH 'dup-' "
+                             "RETURN count(i) AS n") == [{"n": 0}]
+
+
+def test_a_key_repeated_in_a_websocket_message_is_refused(served: Served) -> None:
+    """The same over graphql-transport-ws: a `subscribe` whose payload names `query` twice is
+    not run (the connection is closed with 4400, as for any message it cannot read)."""
+    async def scenario() -> int | None:
+        ws = await connect(served.base.replace("http", "ws") + "/graphql",
+                           subprotocols=[WS_PROTOCOL],
+                           additional_headers=bearer(served.keys["reader"]))
+        async with ws:
+            await ws.send(json.dumps({"type": "connection_init"}))
+            assert (await receive(ws))["type"] == "connection_ack"
+            await ws.send('{"id": "d", "type": "subscribe", "payload": {"query": '
+                          '"subscription { segmentationFinished { id } }", "query": '
+                          '"{ __typename }"}}')
+            try:
+                message = await asyncio.wait_for(ws.recv(), 30)
+            except ConnectionClosed as closed:
+                return closed.rcvd.code if closed.rcvd else None
+        raise AssertionError(f"answered {message!r}")
+
+    assert asyncio.run(scenario()) == 4400
+
+
+@pytest.mark.parametrize("message", [
+    "[1, 2]", "42", '"subscribe"', "null", '{"type": 7}', '{"type": ["subscribe"]}',
+    '{"id": {"x": 1}, "type": "subscribe", "payload": {"query": "{ __typename }"}}',
+    '{"id": 1, "type": "complete"}',
+    '{"id": "p", "type": "subscribe", "payload": "{ __typename }"}',
+    '{"id": "p", "type": "subscribe", "payload": [1]}',
+    '{"id": "p", "type": "subscribe", "payload": {"query": 5}}',
+    '{"id": "p", "type": "subscribe", "payload": {"query": "{ __typename }", "variables": [1]}}',
+    '{"id": "p", "type": "subscribe", "payload": {"query": "{ __typename }", '
+    '"operationName": 3}}',
+    '{"type": "ping", "payload": [1]}',
+])
+def test_websocket_messages_of_any_shape_close_with_4400(served: Served, message: str) -> None:
+    """graphql-transport-ws messages that are JSON but not the protocol's shape (an array, an
+    `id` that is not a string, a `payload` that is not an object): strawberry indexed them
+    unchecked, raised (a traceback in the log per message) and dropped the connection with
+    no close code. Now each closes it with 4400 and the reason, and nothing is logged as an
+    error."""
+    async def scenario() -> tuple[int | None, str]:
+        ws = await connect(served.base.replace("http", "ws") + "/graphql",
+                           subprotocols=[WS_PROTOCOL],
+                           additional_headers=bearer(served.keys["reader"]))
+        async with ws:
+            await ws.send(json.dumps({"type": "connection_init"}))
+            assert (await receive(ws))["type"] == "connection_ack"
+            await ws.send(message)
+            try:
+                answer = await asyncio.wait_for(ws.recv(), 30)
+            except ConnectionClosed as closed:
+                return (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else (None, "")
+        raise AssertionError(f"answered {answer!r}")
+
+    before = served.log.read_text()
+    code, reason = asyncio.run(scenario())
+    assert code == 4400 and reason, (code, reason)
+    time.sleep(0.2)
+    assert "Traceback" not in served.log.read_text()[len(before):]
 
 
 def test_websocket_messages_are_bounded(served: Served) -> None:

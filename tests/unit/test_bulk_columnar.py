@@ -253,3 +253,20 @@ def test_each_guarded_key_names_one_kind_of_value() -> None:
     every = (columnar.EVENT_KEYS | columnar.PROPERTY_KEYS | columnar.DEVICE_KEYS
              | columnar.PROFILE_KEYS | columnar.LOCATION_KEYS) - containers
     assert set(names) == every
+
+
+def test_a_record_repeating_a_key_is_refused_on_both_paths(tmp_path: Path) -> None:
+    """A key named twice in one record (at the top, or inside `user` or `properties`): left by
+    the fast path to the per-event path, which dead-letters it naming the key, as the stream
+    and the file import do; the records around it are staged as before."""
+    good = [json.dumps(base(i)) for i in range(4)]
+    twice = [json.dumps(base(10))[:-1] + ', "event_id": "e-other"}',
+             json.dumps(base(11)).replace('"user": {', '"user": {"cookie": "ck-x", ', 1),
+             json.dumps(base(12)).replace('"properties": {', '"properties": {"price": 1, ', 1)]
+    lines = good[:2] + twice + good[2:]
+    fast, slow = stage_both(tmp_path, lines)
+    assert_same(fast, slow)
+    reasons = fast.dead_letters["reason"].to_list()
+    assert len(reasons) == 3 and all("repeated in one object" in r for r in reasons), reasons
+    raw, left = columnar.flatten([(n, line.encode()) for n, line in enumerate(lines, 1)], 1 << 16)
+    assert raw["line"].to_list() == [1, 2, 6, 7] and [n for n, _ in left] == [3, 4, 5]
