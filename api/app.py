@@ -236,7 +236,10 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
     # The newest migration this code ships with, when its folder is at hand (a checkout, or
     # PERSONAS_MIGRATIONS_DIR).
     expected_version = latest_version(settings.migrations_dir)
-    app = FastAPI(title="persona-graph", version="0.1.0", lifespan=lifespan)
+    # No redirect for a trailing slash: Starlette builds its Location from the client's Host
+    # header, so a forged Host would send the client elsewhere; such a path is a 404.
+    app = FastAPI(title="persona-graph", version="0.1.0", lifespan=lifespan,
+                  redirect_slashes=False)
     app.state.settings = settings
     app.state.key_limits = KeyLimits(settings.api_key_rate_per_second,
                                      settings.api_key_rate_burst,

@@ -332,6 +332,10 @@ def test_graphql_over_http(served: Served) -> None:
                                    "operationName": "C"}}, 400, "BAD_USER_INPUT"),
     ("DELETE", "/graphql", {}, 405, "METHOD_NOT_ALLOWED"),
     ("GET", "/no/such/route", {}, 404, "NOT_FOUND"),
+    # A trailing slash was redirected to a Location built from the client's Host header.
+    ("POST", "/graphql/", {"json": {"query": "{ __typename }"},
+                           "headers": {"host": "evil.example"}}, 404, "NOT_FOUND"),
+    ("GET", "/explorer/", {"headers": {"host": "evil.example"}}, 404, "NOT_FOUND"),
     # A subscription over plain HTTP ran as a query: INTERNAL_SERVER_ERROR ("Cannot return
     # null for non-nullable field"); subscriptions go over the WebSocket.
     ("POST", "/graphql", {"json": {"query": "subscription { segmentationFinished { id } }"}},
@@ -346,8 +350,10 @@ def test_the_frameworks_own_refusals_are_json_with_a_code(
     name) in plain text and FastAPI its own with ``{"detail": ...}``: every refusal is the API's
     JSON error, with a code and the reason."""
     headers = {**bearer(served.keys["reader"]), **body.pop("headers", {})}
-    response = httpx.request(method, f"{served.base}{path}", headers=headers, timeout=30, **body)
+    response = httpx.request(method, f"{served.base}{path}", headers=headers, timeout=30,
+                             follow_redirects=False, **body)
     assert response.status_code == status, response.text
+    assert "location" not in response.headers
     error = response.json()["error"]
     assert error["code"] == code and error["message"], error
 
