@@ -10,7 +10,6 @@ year 1 with a positive offset, or epoch seconds of 1e20, raises ``OverflowError`
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -83,19 +82,9 @@ def epoch_ms(at: datetime) -> int:
 
 def from_cypher_text(text: str) -> datetime:
     """A Neo4j ``DateTime`` a statement returned as text (``toString``) as the driver's
-    ``to_native`` gives it: the same instant, offset and microseconds (nanoseconds rounded half
-    to even). A zone id after the offset (``+01:00[Europe/Paris]``) is dropped: the offset
-    already fixes the instant and what ``isoformat`` prints. The driver turns each temporal
-    value it receives into Python in pure Python, about ten times the CPU of this parse; the
-    chatbot's statement returns its times this way (docs/performance.md)."""
-    text = text.split("[", 1)[0]
-    fraction = _LONG_FRACTION.search(text)
-    if fraction is None:
-        return datetime.fromisoformat(text)
-    nanoseconds = int(fraction[1][:9].ljust(9, "0"))
-    whole = datetime.fromisoformat(text[:fraction.start()] + text[fraction.end():])
-    return whole + timedelta(microseconds=round(nanoseconds / 1000))
-
-
-_LONG_FRACTION = re.compile(r"\.(\d{7,})")
-"""Fractions of a second finer than microseconds, which ``fromisoformat`` truncates."""
+    ``to_native`` gives it: the same instant, offset and microseconds (finer digits cut off, as
+    the driver cuts them). A zone id after the offset (``+01:00[Europe/Paris]``) is dropped: the
+    offset already fixes the instant and what ``isoformat`` prints. The driver turns each
+    temporal value it receives into Python in pure Python, many times the CPU of this parse;
+    the chatbot's statement returns its times this way (docs/performance.md)."""
+    return datetime.fromisoformat(text.split("[", 1)[0])
