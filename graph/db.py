@@ -11,6 +11,7 @@ and is sent its records. ``Graph`` runs it on the sync driver, ``AsyncGraph`` on
 from __future__ import annotations
 
 import asyncio
+import functools
 import queue
 import random
 import time
@@ -76,6 +77,13 @@ class QueryText(str):
 
     def __repr__(self) -> str:
         return f"<Cypher of {len(self)} characters: {self.strip()[:60]!r}...>"
+
+
+@functools.lru_cache(maxsize=1024)
+def _query_text(query: str) -> QueryText:
+    """One ``QueryText`` per statement, not a copy per read (the statements are constants, or
+    built from a few shapes)."""
+    return QueryText(query)
 
 
 def chunks(rows: Sequence[Any], size: int = WRITE_BATCH) -> Iterator[Rows]:
@@ -288,7 +296,7 @@ async def _read_rows(driver: AsyncDriver, database: str, query: LiteralString,
                      ) -> list[dict[str, Any]]:
     started = time.monotonic()
     failures = 0
-    text = QueryText(query)
+    text = _query_text(query)
     while True:
         session = _read_session(driver, database)
         try:
