@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-from collections.abc import Awaitable, Callable, Iterator
+import weakref
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from graphql import (
+    DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
@@ -223,18 +225,57 @@ def operation_cost(schema: GraphQLSchema, document: Any, operation_name: str | N
     return _CostWalk(schema, fragments, values, cap).walk(operation.selection_set, root)
 
 
+class CostCache:
+    """Costs already measured, by document (the parsed one ``api.documents`` keeps) and the
+    operation and integer variables they were measured with: the only variables a cost
+    depends on (any other value in a page argument counts as the field's default). Chatbots
+    send the same documents with new ids; measuring each again was a visible share of the
+    API's CPU per request (docs/performance.md). A document keeps at most ``PER_DOCUMENT``
+    costs, and none once it is dropped from the document cache."""
+
+    PER_DOCUMENT = 64
+
+    def __init__(self) -> None:
+        # By the document's identity: a parsed document hashes (and compares) its whole tree.
+        self._costs: dict[int, tuple[weakref.ref[DocumentNode], dict[Hashable, int]]] = {}
+
+    def _known(self, document: DocumentNode) -> dict[Hashable, int]:
+        key = id(document)
+        found = self._costs.get(key)
+        if found is not None and found[0]() is document:
+            return found[1]
+        known: dict[Hashable, int] = {}
+        self._costs[key] = (weakref.ref(document, lambda _: self._costs.pop(key, None)), known)
+        return known
+
+    def cost(self, schema: GraphQLSchema, document: DocumentNode, operation_name: str | None,
+             variables: dict[str, Any] | None, cap: int) -> int:
+        """``operation_cost``, measured once per document, operation and integer variables."""
+        key = (operation_name, tuple(sorted((name, value) for name, value
+                                            in (variables or {}).items() if type(value) is int)))
+        known = self._known(document)
+        cost = known.get(key)
+        if cost is None:
+            cost = operation_cost(schema, document, operation_name, variables, cap)
+            if len(known) >= self.PER_DOCUMENT:
+                known.clear()
+            known[key] = cost
+        return cost
+
+
 class CostLimit(SchemaExtension):
     """Refuses an operation whose cost, with its variables, is over PERSONAS_API_MAX_COST."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, costs: CostCache | None = None) -> None:
         super().__init__()
         self.limit = limit
+        self.costs = costs or CostCache()
 
     def on_execute(self) -> Iterator[None]:
         execution = self.execution_context
         if execution.graphql_document is not None:
-            cost = operation_cost(execution.schema._schema, execution.graphql_document,
-                                  execution.operation_name, execution.variables, self.limit + 1)
+            cost = self.costs.cost(execution.schema._schema, execution.graphql_document,
+                                   execution.operation_name, execution.variables, self.limit + 1)
             if cost > self.limit:
                 # A GraphQLError raised here reaches the client as it is, code included.
                 raise limit_error("query cost (PERSONAS_API_MAX_COST)", self.limit)
@@ -245,7 +286,7 @@ def limit_extensions(settings: Settings) -> list[Callable[[], SchemaExtension]]:
     """Extension factories: strawberry makes one extension per request."""
     return [functools.partial(AddValidationRules, [shape_rule(settings)]),
             functools.partial(MaxTokensLimiter, max_token_count=settings.api_max_tokens),
-            functools.partial(CostLimit, settings.api_max_cost)]
+            functools.partial(CostLimit, settings.api_max_cost, CostCache())]
 
 
 def body_refusal(limit: int, size: int | None) -> Message:

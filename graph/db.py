@@ -11,6 +11,7 @@ and is sent its records. ``Graph`` runs it on the sync driver, ``AsyncGraph`` on
 from __future__ import annotations
 
 import asyncio
+import functools
 import queue
 import random
 import time
@@ -18,6 +19,7 @@ from collections.abc import Callable, Coroutine, Generator, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, LiteralString, Protocol, TypeVar, cast
+from weakref import WeakKeyDictionary
 
 from neo4j import (
     READ_ACCESS,
@@ -36,6 +38,7 @@ from neo4j import (
     Session,
 )
 from neo4j.exceptions import DriverError, Neo4jError
+from neo4j.graph import Node, Path, Relationship
 from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind
 
@@ -60,6 +63,27 @@ class Rows(list[Any]):
 
     def __repr__(self) -> str:
         return f"<{len(self)} rows>"
+
+
+class QueryText(str):
+    """Cypher whose ``repr`` is its start and size, for the same debug line as ``Rows``: the
+    driver formats each statement's text into it on every run, whatever the log level (about
+    60 us for the chatbot's 15,000 characters). The driver sends it as any ``str``."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:  # ``str()`` of a subclass copies to a plain str, repr and all
+        return self
+
+    def __repr__(self) -> str:
+        return f"<Cypher of {len(self)} characters: {self.strip()[:60]!r}...>"
+
+
+@functools.lru_cache(maxsize=1024)
+def _query_text(query: str) -> QueryText:
+    """One ``QueryText`` per statement, not a copy per read (the statements are constants, or
+    built from a few shapes)."""
+    return QueryText(query)
 
 
 def chunks(rows: Sequence[Any], size: int = WRITE_BATCH) -> Iterator[Rows]:
@@ -221,19 +245,66 @@ async def read_rows(driver: AsyncDriver, database: str, query: LiteralString,
         return await _read_rows(driver, database, query, params, timeout)
 
 
+_idle_sessions: WeakKeyDictionary[AsyncDriver, dict[str, list[AsyncSession]]] = \
+    WeakKeyDictionary()
+"""Each driver's read sessions between two reads, by database (``_read_rows``)."""
+
+
+def _read_session(driver: AsyncDriver, database: str) -> AsyncSession:
+    """An idle read session of ``driver`` on ``database``, or a new one. Opening a session per
+    read cost the API a visible share of its CPU per chatbot request (the driver builds and
+    checks the session's configuration each time; docs/performance.md). A session runs one
+    query at a time: a read takes it from here and gives it back once its result is consumed,
+    when the session holds no connection (the driver's pool keeps those)."""
+    idle = _idle_sessions.setdefault(driver, {}).setdefault(database, [])
+    if idle:
+        return idle.pop()
+    return driver.session(database=database, default_access_mode=READ_ACCESS,
+                          bookmark_manager=driver.execute_query_bookmark_manager)
+
+
+class _GraphValue(Exception):
+    """A row holds a node, relationship or path: ``Record.data()`` converts it."""
+
+
+def _plain(value: Any) -> Any:
+    """A value of a row as ``Record.data()`` gives it, for rows without nodes, relationships
+    or paths (``_GraphValue`` otherwise). The driver's own export tests every value, nested
+    ones too, against abstract classes: several times the cost, for the maps and lists that
+    rows hold, of testing exact types first (docs/performance.md)."""
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value
+    if kind is dict:
+        return {k: _plain(v) for k, v in value.items()}
+    if kind is list:
+        return [_plain(v) for v in value]
+    if isinstance(value, Node | Relationship | Path):
+        raise _GraphValue
+    return value  # temporal and spatial values, as the driver hydrated them
+
+
+def _row(keys: tuple[str, ...], record: Record) -> dict[str, Any]:
+    try:
+        return {k: _plain(v) for k, v in zip(keys, record, strict=True)}
+    except _GraphValue:
+        return record.data()
+
+
 async def _read_rows(driver: AsyncDriver, database: str, query: LiteralString,
                      params: dict[str, Any] | None, timeout: float | None,
                      ) -> list[dict[str, Any]]:
     started = time.monotonic()
     failures = 0
+    text = _query_text(query)
     while True:
+        session = _read_session(driver, database)
         try:
-            async with driver.session(
-                    database=database, default_access_mode=READ_ACCESS,
-                    bookmark_manager=driver.execute_query_bookmark_manager) as session:
-                result = await session.run(Query(query, timeout=timeout), params)
-                return await result.data()
+            result = await session.run(Query(text, timeout=timeout), params)
+            keys = result.keys()
+            rows = [_row(keys, record) async for record in result]
         except (Neo4jError, DriverError) as error:
+            await session.close()
             if timeout is not None and isinstance(error, Neo4jError) \
                     and "TransactionTimedOut" in (error.code or ""):
                 raise ReadTimedOut(f"the read took longer than its {timeout:g} s "
@@ -244,6 +315,12 @@ async def _read_rows(driver: AsyncDriver, database: str, query: LiteralString,
             failures += 1
             left = READ_RETRY_BUDGET_S - (time.monotonic() - started)
             await asyncio.sleep(min(READ_RETRY_BACKOFF.delay(failures, _rng), left))
+            continue
+        except BaseException:  # cancelled, or anything unexpected: never reused
+            await session.close()
+            raise
+        _idle_sessions[driver][database].append(session)
+        return rows
 
 
 class Reader(Protocol):

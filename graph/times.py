@@ -78,3 +78,13 @@ def epoch_ms(at: datetime) -> int:
     ``datetime`` objects about ten times slower than integers (the statements make DateTime
     values of them)."""
     return int(at.timestamp() * 1000)
+
+
+def from_cypher_text(text: str) -> datetime:
+    """A Neo4j ``DateTime`` a statement returned as text (``toString``) as the driver's
+    ``to_native`` gives it: the same instant, offset and microseconds (finer digits cut off, as
+    the driver cuts them). A zone id after the offset (``+01:00[Europe/Paris]``) is dropped: the
+    offset already fixes the instant and what ``isoformat`` prints. The driver turns each
+    temporal value it receives into Python in pure Python, many times the CPU of this parse;
+    the chatbot's statement returns its times this way (docs/performance.md)."""
+    return datetime.fromisoformat(text.split("[", 1)[0])

@@ -9,12 +9,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from graph.times import from_cypher_text
+
 T = TypeVar("T")
 
 
+def time_of(value: Any) -> datetime:
+    """A time a statement returned, as a ``datetime``: a Neo4j temporal value, or its text
+    (``toString``), which the chatbot's statement returns instead (``queries.USER_PROFILE``;
+    ``graph.times.from_cypher_text``)."""
+    return from_cypher_text(value) if isinstance(value, str) else value.to_native()
+
+
 def native(value: Any) -> datetime | None:
-    """A Neo4j temporal value as a ``datetime`` (None stays None)."""
-    return value.to_native() if value is not None else None
+    """``time_of`` a time that may be missing (None stays None)."""
+    return time_of(value) if value is not None else None
 
 
 def _number(value: float | None) -> float | None:
@@ -182,7 +191,7 @@ class Weather:
 
     @classmethod
     def from_row(cls, w: dict[str, Any]) -> Weather:
-        return cls(at=w["at"].to_native(), temp_c=w["temp_c"], condition=w["condition"],
+        return cls(at=time_of(w["at"]), temp_c=w["temp_c"], condition=w["condition"],
                    valid_until=native(w.get("valid_until")), id=w.get("id"))
 
 
@@ -195,7 +204,7 @@ class LocalEvent:
 
     @classmethod
     def from_row(cls, e: dict[str, Any]) -> LocalEvent:
-        return cls(id=e["id"], name=e["name"], starts_at=e["starts_at"].to_native(),
+        return cls(id=e["id"], name=e["name"], starts_at=time_of(e["starts_at"]),
                    ends_at=native(e.get("ends_at")))
 
 

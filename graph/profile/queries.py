@@ -649,6 +649,27 @@ ORDER BY s.size DESC, s.id
 """
 
 
+# What USER_PROFILE returns: the columns of _USER_FIELDS and of the parts' queries, with every
+# time as text (`toString`), which the API parses itself (``graph.times.from_cypher_text``): the
+# driver turns each temporal value it receives into Python in pure Python, a visible share of
+# the API's CPU per chatbot request (docs/performance.md).
+_PROFILE_FIELDS = """
+RETURN u.id AS id, toString(u.first_seen) AS first_seen, toString(u.last_seen) AS last_seen,
+       u.age_band AS age_band, u.gender AS gender, u.locale AS locale,
+       u.events AS events, u.purchases AS purchases, u.spend AS spend,
+       u.consent_personalization AS consent_personalization,
+       u.consent_analytics AS consent_analytics,
+       persona, segment, distance,
+       [p IN prefs | p {.category, .weight, .source, updated_at: toString(p.updated_at)}]
+         AS prefs,
+       location,
+       weather {.id, .temp_c, .condition, at: toString(weather.at),
+                valid_until: toString(weather.valid_until)} AS weather,
+       [e IN events | e {.id, .name, starts_at: toString(e.starts_at),
+                         ends_at: toString(e.ends_at)}] AS upcoming_events,
+       recommendations
+"""
+
 # One user with everything a chatbot asks of them, in one round trip (``prefetch``): each
 # part only when $want names it, preferences and recommendations only with personalization
 # consent. The parts take the parameters of the queries they come from.
@@ -666,10 +687,8 @@ CALL (u, personal) {
   RETURN collect({item_id: item_id, name: name, category: category, score: score,
                   reasons: reasons}) AS recommendations
 }
-""" + _USER_FIELDS + """,
-       persona, segment, distance, prefs, location, weather, events AS upcoming_events,
-       recommendations
-"""
+""" + _PROFILE_FIELDS
+
 USER_PROFILE = _USER_BY_ID + _PROFILE
 USER_PROFILE_BY_IDENTIFIER = _USER_BY_IDENTIFIER + _PROFILE
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from neo4j import Driver
+from neo4j import time as neo4j_time
 
 from api.app import create_app
 from graph.auth import Role, create_key
@@ -376,6 +377,67 @@ def test_one_user_comes_in_one_round_trip_with_what_the_fields_would_fetch(
         caplog.clear()
         assert data(client, world, by_fragment, id=expected["id"])["user"] == expected
         assert round_trips(caplog) == 1
+
+
+TIMES = """id firstSeen lastSeen preferences(first: 5) { category source updatedAt }
+  context { currentWeather { at validUntil } upcomingEvents { id startsAt endsAt } }"""
+ODD_TIMES = """
+MATCH (u:User {id: $id})-[:LOCATED_IN]->(l:Location)
+SET u.first_seen = datetime('2026-01-02T03:04:05.123456789+05:30'),
+    u.last_seen = datetime('2026-03-29T01:30:00.0000015[Europe/Paris]')
+WITH u, l
+MATCH (u)-[p:PREFERS]->()
+SET p.updated_at = datetime('2026-02-03T04:05:06.0000025-03:00')
+WITH DISTINCT l
+MATCH (w:WeatherObservation {location_id: l.id})
+SET w.valid_until = datetime() + duration('P2D') + duration('PT0.000000123S')
+WITH DISTINCT l
+MATCH (e:LocalEvent {location_id: l.id}) WHERE e.starts_at >= datetime()
+SET e.ends_at = datetime({datetime: e.starts_at + duration('PT2H0.5S'),
+                          timezone: 'America/New_York'})
+"""
+
+
+def temporal_values(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in temporal_values(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in temporal_values(v)]
+    return [value] if isinstance(value, neo4j_time.DateTime) else []
+
+
+def test_the_prefetched_times_read_as_the_driver_gives_them(client: TestClient, world: World,
+                                                            settings: Settings) -> None:
+    """The chatbot statement returns its times as text, which the API parses itself: every
+    time of a user's answer, at any offset, zone or precision (nanoseconds cut off as the
+    driver cuts them), reads as the field-by-field path, on the driver's own conversion,
+    gives it."""
+    [found] = world.graph.rows("MATCH (u:User)-[:LOCATED_IN]->() WHERE EXISTS { "
+                               "(u)-[:PREFERS]->() } RETURN u.id AS id ORDER BY id LIMIT 1")
+    kept = world.graph.rows("MATCH (u:User {id: $id}) RETURN u.first_seen AS first, "
+                            "u.last_seen AS last", id=found["id"])[0]
+    world.graph.execute(ODD_TIMES, id=found["id"])
+    # The statement hands the driver no time to convert (its conversion is pure Python).
+    [row] = world.graph.rows(queries.USER_PROFILE, id=found["id"],
+                             **profile_params(CHATBOT, settings, datetime.now(UTC)))
+    assert row["first_seen"] and row["prefs"] and row["upcoming_events"]
+    assert temporal_values(row) == []
+    try:
+        q = "query($id: ID!) { user(id: $id) {" + TIMES + "} }"
+        prefetched = data(client, world, q, id=found["id"])["user"]
+        page = data(client, world, "{ users(first: 80) { edges { node {" + TIMES + "} } } }")
+        [expected] = [e["node"] for e in page["users"]["edges"] if e["node"]["id"] == found["id"]]
+        assert prefetched == expected
+        assert prefetched["firstSeen"] == "2026-01-02T03:04:05.123456+05:30"
+        assert prefetched["lastSeen"] == "2026-03-29T01:30:00.000001+01:00"
+        assert {p["updatedAt"] for p in prefetched["preferences"] if p["source"] == "explicit"} \
+            <= {"2026-02-03T04:05:06.000002-03:00"}
+        assert prefetched["context"]["currentWeather"]["validUntil"]
+        assert all(e["endsAt"][-6:] in ("-05:00", "-04:00")
+                   for e in prefetched["context"]["upcomingEvents"])
+    finally:
+        world.graph.execute("MATCH (u:User {id: $id}) SET u.first_seen = $first, "
+                            "u.last_seen = $last", id=found["id"], **kept)
 
 
 def test_a_field_asked_twice_fetches_its_second_page_as_before(

@@ -6,8 +6,10 @@ from __future__ import annotations
 import multiprocessing
 from typing import Any
 
+import pytest
 from graphql import parse
 
+from api import limits
 from api.limits import operation_cost
 from api.schema import build_schema
 
@@ -58,3 +60,26 @@ def test_fragments_are_measured_once_each() -> None:
         assert pool.apply_async(cost, (fragment_chain(400),)).get(timeout=60) == CAP
     finally:
         pool.terminate()
+
+
+def test_a_documents_cost_is_measured_once_per_integer_variables(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests that repeat a document with new ids reuse its measure; another page size (or
+    another document) is measured anew, and gives what measuring it alone gives."""
+    measured: list[dict[str, Any] | None] = []
+
+    def counting(*args: Any) -> int:
+        measured.append(args[3])
+        return operation_cost(*args)
+
+    monkeypatch.setattr(limits, "operation_cost", counting)
+    costs = limits.CostCache()
+    query = ("query($id: ID!, $n: Int!) { user(id: $id) { id "
+             "preferences(first: $n) { category } } }")
+    document = parse(query)
+    first = [costs.cost(SCHEMA, document, None, {"id": f"u{i}", "n": 2}, CAP) for i in range(5)]
+    assert first == [cost(query, {"id": "u0", "n": 2})] * 5 and len(measured) == 1
+    assert costs.cost(SCHEMA, document, None, {"id": "u9", "n": 40}, CAP) == cost(
+        query, {"id": "u9", "n": 40}) != first[0]
+    assert costs.cost(SCHEMA, parse(query), None, {"id": "u0", "n": 2}, CAP) == first[0]
+    assert len(measured) == 3

@@ -1,9 +1,11 @@
 """``graph.db.read_rows``: the API's auto-commit reads retry what a managed transaction would
-retry, and nothing else (a driver double: failures on demand cannot be had from a live server)."""
+retry, and nothing else, and reuse their sessions (a driver double: failures on demand cannot be
+had from a live server)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,19 +18,21 @@ from graph.backoff import Backoff
 
 
 class Result:
-    async def data(self) -> list[dict[str, Any]]:
-        return [{"n": 1}]
+    def keys(self) -> tuple[str, ...]:
+        return ("n",)
+
+    async def __aiter__(self) -> AsyncIterator[tuple[int]]:
+        await asyncio.sleep(0)  # records arrive later: other reads run meanwhile
+        yield (1,)
 
 
 class Session:
     def __init__(self, driver: Driver) -> None:
         self.driver = driver
+        self.closed = False
 
-    async def __aenter__(self) -> Session:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        return None
+    async def close(self) -> None:
+        self.closed = True
 
     async def run(self, query: Query, params: dict[str, Any] | None) -> Result:
         self.driver.calls.append((query.text, params))
@@ -45,6 +49,7 @@ class Driver:
         self.calls: list[tuple[str, dict[str, Any] | None]] = []
         self.timeouts: list[float | None] = []
         self.modes: list[str] = []
+        self.sessions: list[Session] = []
         self.execute_query_bookmark_manager = object()
 
     def session(self, database: str, default_access_mode: str,
@@ -55,7 +60,8 @@ class Driver:
         self.modes.append(default_access_mode)
         if self.always is not None:
             self.failures.append(self.always)
-        return Session(self)
+        self.sessions.append(Session(self))
+        return self.sessions[-1]
 
 
 def read(driver: Driver) -> list[dict[str, Any]]:
@@ -84,6 +90,31 @@ def test_retryable_failures_are_retried() -> None:
     driver = Driver(SessionExpired("gone"), ServiceUnavailable("down"))
     assert read(driver) == [{"n": 1}]
     assert len(driver.calls) == 3
+    # A session that failed is closed, never used again.
+    assert [s.closed for s in driver.sessions] == [True, True, False]
+
+
+def test_reads_one_after_another_share_a_session() -> None:
+    driver = Driver()
+
+    async def reads() -> list[list[dict[str, Any]]]:
+        return [await db.read_rows(driver, "neo4j", "RETURN 1 AS n")  # type: ignore[arg-type]
+                for _ in range(3)]
+
+    assert asyncio.run(reads()) == [[{"n": 1}]] * 3
+    assert len(driver.calls) == 3 and len(driver.sessions) == 1
+    assert not driver.sessions[0].closed
+
+
+def test_reads_at_the_same_time_each_have_their_own_session() -> None:
+    driver = Driver()
+
+    async def reads() -> list[list[dict[str, Any]]]:
+        return list(await asyncio.gather(*(db.read_rows(driver, "neo4j",  # type: ignore[arg-type]
+                                                        "RETURN 1 AS n") for _ in range(3))))
+
+    assert asyncio.run(reads()) == [[{"n": 1}]] * 3
+    assert len(driver.sessions) == 3
 
 
 def test_retries_end_when_the_time_budget_is_spent(monkeypatch: pytest.MonkeyPatch) -> None:

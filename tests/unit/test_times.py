@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from neo4j import time as neo4j_time
 from pydantic import ValidationError
 
 from graph.crm.mapping import parse_timestamp
 from graph.events import Event
 from graph.situation.models import LocalEvent, WeatherObservation
-from graph.times import FAR_FUTURE, from_epoch, to_utc
+from graph.times import FAR_FUTURE, from_cypher_text, from_epoch, to_utc
 
 
 def event(occurred_at: Any) -> dict[str, Any]:
@@ -95,3 +96,25 @@ def test_a_validator_failing_unexpectedly_gives_a_reject_not_a_crash(
     assert isinstance(record, Reject) and record.reason == "invalid record (OverflowError)"
     message = parse_message(json.dumps(event("2026-01-01T00:00:00Z")).encode(), 3, 10_000)
     assert isinstance(message, Rejected) and message.reason == "invalid record (OverflowError)"
+
+
+@settings(max_examples=300)
+@given(st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(9000, 1, 1)),
+       st.integers(0, 999), st.integers(-18 * 60, 18 * 60), st.booleans())
+def test_a_time_as_cypher_text_reads_as_the_driver_converts_it(
+        at: datetime, nanos: int, offset_minutes: int, zoned: bool) -> None:
+    """``toString`` of a Neo4j DateTime (nanoseconds, any offset, a zone id after it) parses to
+    what the driver's ``to_native`` gives for the same value."""
+    tz = timezone(timedelta(minutes=offset_minutes))
+    value = neo4j_time.DateTime.from_native(at.replace(tzinfo=tz))
+    value = value.replace(nanosecond=value.nanosecond + nanos)
+    text = value.iso_format() + ("[Etc/Unknown]" if zoned else "")
+    parsed = from_cypher_text(text)
+    assert parsed == value.to_native()
+    assert parsed.isoformat() == value.to_native().isoformat()
+
+
+def test_cypher_text_without_seconds_or_with_z() -> None:
+    assert from_cypher_text("2026-12-07T20:00Z").isoformat() == "2026-12-07T20:00:00+00:00"
+    assert from_cypher_text("2026-12-07T20:00:00.341Z") == datetime(2026, 12, 7, 20, 0, 0,
+                                                                     341000, tzinfo=UTC)
