@@ -45,7 +45,7 @@ from api.segmentation import SegmentationRunner
 from api.situation_routes import router as situation_router
 from api.tracing import install_tracing
 from graph.auth import ANALYSTS
-from graph.db import DriverReader, LoopGraph, create_async_driver
+from graph.db import DriverReader, LoopGraph, close_async_driver, create_async_driver
 from graph.errors import (
     Conflict,
     Forbidden,
@@ -231,7 +231,7 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
             _, pending = await asyncio.wait({preload}, timeout=PRELOAD_SHUTDOWN_WAIT_S)
             if pending:
                 log.warning("segment assignment was still loading at shutdown; stopping it")
-            await app.state.driver.close()
+            await close_async_driver(app.state.driver)
 
     # The newest migration this code ships with, when its folder is at hand (a checkout, or
     # PERSONAS_MIGRATIONS_DIR).

@@ -32,7 +32,7 @@ from api.errors import MASKED_MESSAGE, UNAVAILABLE_ERRORS, UNAVAILABLE_MESSAGE
 from graph import auth, consistency
 from graph.auth import PERSONA_READERS, WRITERS, Principal, Role
 from graph.consistency import noting_pending
-from graph.db import DriverReader, LoopGraph, create_async_driver
+from graph.db import DriverReader, LoopGraph, close_async_driver, create_async_driver
 from graph.errors import InvalidInput, NotFound, PersonaError, Unauthenticated, Unavailable
 from graph.events import MAX_KEY_CHARS, normalize_category
 from graph.ingest.batch import ingest_records
@@ -471,7 +471,7 @@ async def serve_stdio(settings: Settings, key: str) -> None:
                                     settings.api_max_streams_per_key))
         await build_mcp_server(lambda: backend, stdio_key=key).run_stdio_async()
     finally:
-        await driver.close()
+        await close_async_driver(driver)
 
 
 def app_backend(state: Any) -> Callable[[], Backend]:

@@ -249,6 +249,19 @@ _idle_sessions: WeakKeyDictionary[AsyncDriver, dict[str, list[AsyncSession]]] = 
     WeakKeyDictionary()
 """Each driver's read sessions between two reads, by database (``_read_rows``)."""
 
+MAX_IDLE_READ_SESSIONS = 64
+"""Idle read sessions kept per driver and database: a burst's reads beyond it open sessions
+that are closed after their read, so a saturated moment does not leave thousands behind."""
+
+
+async def close_async_driver(driver: AsyncDriver) -> None:
+    """Close ``driver`` and the idle read sessions ``read_rows`` kept for it (a session left
+    open warns when collected)."""
+    for sessions in _idle_sessions.pop(driver, {}).values():
+        for session in sessions:
+            await session.close()
+    await driver.close()
+
 
 def _read_session(driver: AsyncDriver, database: str) -> AsyncSession:
     """An idle read session of ``driver`` on ``database``, or a new one. Opening a session per
@@ -319,7 +332,11 @@ async def _read_rows(driver: AsyncDriver, database: str, query: LiteralString,
         except BaseException:  # cancelled, or anything unexpected: never reused
             await session.close()
             raise
-        _idle_sessions[driver][database].append(session)
+        idle = _idle_sessions.setdefault(driver, {}).setdefault(database, [])
+        if len(idle) < MAX_IDLE_READ_SESSIONS:
+            idle.append(session)
+        else:
+            await session.close()
         return rows
 
 

@@ -51,6 +51,10 @@ class Driver:
         self.modes: list[str] = []
         self.sessions: list[Session] = []
         self.execute_query_bookmark_manager = object()
+        self.closed = False
+
+    async def close(self) -> None:
+        self.closed = True
 
     def session(self, database: str, default_access_mode: str,
                 bookmark_manager: object) -> Session:
@@ -115,6 +119,24 @@ def test_reads_at_the_same_time_each_have_their_own_session() -> None:
 
     assert asyncio.run(reads()) == [[{"n": 1}]] * 3
     assert len(driver.sessions) == 3
+
+
+def test_idle_sessions_are_bounded_and_closed_with_the_driver(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst keeps at most MAX_IDLE_READ_SESSIONS for later reads (the rest are closed after
+    their read); closing the driver closes those kept."""
+    monkeypatch.setattr(db, "MAX_IDLE_READ_SESSIONS", 2)
+    driver = Driver()
+
+    async def burst_then_close() -> None:
+        await asyncio.gather(*(db.read_rows(driver, "neo4j",  # type: ignore[arg-type]
+                                            "RETURN 1 AS n") for _ in range(5)))
+        assert len(driver.sessions) == 5
+        assert sum(not s.closed for s in driver.sessions) == 2
+        await db.close_async_driver(driver)  # type: ignore[arg-type]
+
+    asyncio.run(burst_then_close())
+    assert driver.closed and all(s.closed for s in driver.sessions)
 
 
 def test_retries_end_when_the_time_budget_is_spent(monkeypatch: pytest.MonkeyPatch) -> None:
