@@ -117,8 +117,9 @@ CALL (u, few) {
 }
 CALL (u, run_id) {
   MATCH (u)-[:IN_SEGMENT {run_id: run_id}]->(s:Segment {level: 0})
+  WITH s, s.label AS label
   OPTIONAL MATCH (s)-[f:FAVOURITE]->(it)
-  RETURN head(collect(s.label)) AS segment,
+  RETURN head(collect(label)) AS segment,
          collect(CASE WHEN it IS NOT NULL THEN {item: it, seg: f.share} END) AS seg_items
 }
 CALL (u, run_id) {
