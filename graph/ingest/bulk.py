@@ -463,7 +463,8 @@ def build_tables(staged: Sequence[StagedFile]) -> tuple[dict[str, pl.DataFrame],
         _last("item_name"), _last("item_price"), _last("category"), _last("brand"))
     tables["Item"] = items.select(pl.col("item_id").alias("id:ID(Item)"),
                                   pl.col("item_name").alias("name"),
-                                  pl.col("item_price").alias("price:double"))
+                                  pl.col("item_price").alias("price:double"),
+                                  pl.col("category"))  # as UPSERT_ITEMS: with its edge
     tables["IN_CATEGORY"] = items.filter(pl.col("category").is_not_null()).select(
         pl.col("item_id").alias(":START_ID(Item)"), pl.col("category").alias(":END_ID(Category)"))
     tables["OF_BRAND"] = items.filter(pl.col("brand").is_not_null()).select(

@@ -120,6 +120,11 @@ UNWIND $names AS name
 MERGE (:Brand {name: name})
 """
 
+# An item is in one category, the latest an event named: its `category` (what the
+# recommendation reads: a property, not an expansion of the dense item node; migrations/0019)
+# and its one IN_CATEGORY edge (what the catalogue reads and analysts use) are written
+# together, here and in the bulk import (graph/ingest/bulk.py), and only when the category
+# changes: the edge then moves, as LOCATED_IN does.
 UPSERT_ITEMS = """
 CYPHER replan=skip
 UNWIND $rows AS row
@@ -130,9 +135,17 @@ CALL (it, row) {
                   OR (row.price IS NOT NULL AND (it.price IS NULL OR it.price <> row.price))
   SET it.name = coalesce(row.name, it.name), it.price = coalesce(row.price, it.price)
 }
-OPTIONAL MATCH (c:Category {name: row.category})
+CALL (it, row) {
+  WITH it, row WHERE row.category IS NOT NULL
+                 AND (it.category IS NULL OR it.category <> row.category)
+  MATCH (c:Category {name: row.category})
+  OPTIONAL MATCH (it)-[old:IN_CATEGORY]->(other) WHERE other <> c
+  DELETE old
+  WITH DISTINCT it, c
+  MERGE (it)-[:IN_CATEGORY]->(c)
+  SET it.category = c.name
+}
 OPTIONAL MATCH (b:Brand {name: row.brand})
-FOREACH (_ IN CASE WHEN c IS NULL THEN [] ELSE [1] END | MERGE (it)-[:IN_CATEGORY]->(c))
 FOREACH (_ IN CASE WHEN b IS NULL THEN [] ELSE [1] END | MERGE (it)-[:OF_BRAND]->(b))
 """
 

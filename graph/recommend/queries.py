@@ -90,7 +90,10 @@ USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 # neighbours are unwound; a run edge's score or overlap only when its run_id is the run's
 # (tested in a CASE, which the planner cannot turn into a seek of the run index). Labels that
 # the writers guarantee are not checked again per row (SIMILAR_TO joins users, SIMILAR_ITEM
-# items, IN_CATEGORY an item to a category). The item's name is read after the LIMIT.
+# items, FAVOURITE a segment to items, IN_CATEGORY an item to a category). A candidate's
+# category is the item's `category` property, which every writer keeps beside its IN_CATEGORY
+# edge (migrations/0019): a property read, not an expansion of the item, a dense node. The
+# item's name is read after the LIMIT.
 # The newest-items seeks' filter on the user's aggregate `mine` (carted, bought or rated 4-5,
 # and not rated 2 or lower), spliced into both seeks of (b) and (d) and their tie re-reads: one
 # predicate, a CASE rather than an OR (see above).
@@ -114,8 +117,9 @@ CALL (u, few) {
 }
 CALL (u, run_id) {
   MATCH (u)-[:IN_SEGMENT {run_id: run_id}]->(s:Segment {level: 0})
-  OPTIONAL MATCH (s)-[f:FAVOURITE]->(it:Item)
-  RETURN head(collect(s.label)) AS segment,
+  WITH s, s.label AS label
+  OPTIONAL MATCH (s)-[f:FAVOURITE]->(it)
+  RETURN head(collect(label)) AS segment,
          collect(CASE WHEN it IS NOT NULL THEN {item: it, seg: f.share} END) AS seg_items
 }
 CALL (u, run_id) {
@@ -243,7 +247,7 @@ CALL (prefs) {
   ORDER BY p.weight DESC, p.category LIMIT $limits.top_categories
   MATCH (c:Category {name: p.category})
   CALL (c) {
-    MATCH (c)<-[:IN_CATEGORY]-(it:Item)
+    MATCH (c)<-[:IN_CATEGORY]-(it)
     WITH it LIMIT $limits.category_scan
     WITH it, COUNT { (it)<-[:INTERACTED]-() } AS users
     ORDER BY users DESC, it.id LIMIT $limits.category_items
@@ -302,7 +306,7 @@ WITH u, few, owned, segment, prefs, boosts, blend, users, cand.item AS it,
      head(collect(cand.because)) AS because
 WHERE NOT it IN owned
 WITH u, few, segment, boosts, blend, users, it, seg, sim, similar_buyers, item_sim, because,
-     head([(it)-[:IN_CATEGORY]->(c) | c.name]) AS category, prefs
+     it.category AS category, prefs
 WITH u, few, segment, boosts, blend, users, it, seg, sim, similar_buyers, item_sim, because,
      category, head([p IN prefs WHERE p.category = category]) AS pref
 WHERE coalesce(pref.explicit, 0.0) >= 0
@@ -361,7 +365,7 @@ WHERE NOT ($personal AND EXISTS {
 })
 WITH it, it.buyers AS buyers LIMIT $first
 RETURN it.id AS item_id, coalesce(it.name, it.id) AS name,
-       head([(it)-[:IN_CATEGORY]->(c:Category) | c.name]) AS category,
+       it.category AS category,
        toFloat(buyers) AS score,
        ['bought by ' + buyers + CASE buyers WHEN 1 THEN ' shopper' ELSE ' shoppers' END]
        AS reasons

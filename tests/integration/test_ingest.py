@@ -12,7 +12,9 @@ from graph.db import Graph
 from graph.events import Event
 from graph.ingest.files import ingest_file
 from graph.ingest.writer import EventWriter
+from graph.migrate import split_statements
 from graph.privacy import Pseudonymizer
+from graph.recommend.queries import POPULAR
 from personas.demo import DemoPopulation
 from tests.helpers import PERSONAS, graph_counts
 
@@ -246,6 +248,66 @@ def test_an_item_keeps_its_list_price_through_discounted_sales(graph: Graph) -> 
     write(good_event("p3", occurred_at="2026-11-03T10:00:00Z",
                      properties={"item_id": "sku-1", "price": "21.50"}))
     assert item() == {"name": "Lamp", "price": 21.5}
+
+
+ITEM_CATEGORIES = """
+MATCH (it:Item)
+RETURN it.id AS id, it.category AS category,
+       COLLECT { MATCH (it)-[:IN_CATEGORY]->(c:Category) RETURN c.name ORDER BY c.name } AS edges
+ORDER BY id
+"""
+
+
+def test_an_item_moves_to_the_latest_category_named(graph: Graph) -> None:
+    """An item is in one category, the latest an event names: its `category` (what the
+    recommendation reads) and its one IN_CATEGORY edge move together, in one statement; an
+    event naming no category leaves both as they are."""
+    writer = EventWriter(graph, Pseudonymizer("k"))
+
+    def bought(event_id: str, day: int, **properties: Any) -> None:
+        writer.write([Event.model_validate(good_event(
+            event_id, occurred_at=f"2026-11-0{day}T10:00:00Z",
+            properties={"item_id": "sku-1", "price": "9.5", **properties}))])
+
+    bought("c1", 1, category="Garden")
+    assert graph.rows(ITEM_CATEGORIES) == [
+        {"id": "sku-1", "category": "garden", "edges": ["garden"]}]
+    bought("c2", 2, category="Books")
+    assert graph.rows(ITEM_CATEGORIES) == [
+        {"id": "sku-1", "category": "books", "edges": ["books"]}]
+    bought("c3", 3)
+    bought("c4", 4, category="Books")
+    assert graph.rows(ITEM_CATEGORIES) == [
+        {"id": "sku-1", "category": "books", "edges": ["books"]}]
+    assert {r["name"] for r in graph.rows("MATCH (c:Category) RETURN c.name AS name")} == {
+        "garden", "books"}  # the category itself stays
+    # The recommendation's reads take the property: the best-sellers name the new category.
+    popular = graph.rows(POPULAR, personal=False, user_id="", first=5)
+    assert [(r["item_id"], r["category"]) for r in popular] == [("sku-1", "books")]
+
+
+def test_the_migration_gives_items_their_category(graph: Graph, settings) -> None:
+    """Items written before 0019 get the category their edge names; one that the writer of
+    then left in two categories (it added an edge when the category changed) keeps one, the
+    property naming it. A second run changes nothing."""
+    writer = EventWriter(graph, Pseudonymizer("k"))
+    writer.write([Event.model_validate(good_event(
+        f"m{n}", properties={"item_id": f"sku-{n}", "price": "9.5", "category": category}))
+        for n, category in enumerate(["Garden", "Books", "Toys"])])
+    graph.execute("MATCH (it:Item) REMOVE it.category")
+    graph.execute("MATCH (it:Item {id: 'sku-1'}), (c:Category {name: 'garden'}) "
+                  "CREATE (it)-[:IN_CATEGORY]->(c)")
+    migration = next(settings.migrations_dir.glob("0019_*.cypher"))
+    for statement in split_statements(migration.read_text()):
+        graph.auto_commit(statement)  # type: ignore[arg-type]
+    rows = graph.rows(ITEM_CATEGORIES)
+    assert rows[0] == {"id": "sku-0", "category": "garden", "edges": ["garden"]}
+    assert rows[1]["category"] in {"books", "garden"}
+    assert rows[1]["edges"] == [rows[1]["category"]]
+    assert rows[2] == {"id": "sku-2", "category": "toys", "edges": ["toys"]}
+    again = graph.auto_commit(split_statements(migration.read_text())[-1])  # type: ignore[arg-type]
+    assert again.counters.properties_set == 0
+    assert again.counters.relationships_deleted == 0
 
 
 def test_a_location_takes_new_and_changed_values(graph: Graph) -> None:

@@ -391,7 +391,10 @@ def _own_item_reads(plan: dict[str, Any]) -> list[tuple[str, ...]]:
         details = op.get("args", {}).get("Details", "")
         children = op.get("children", [])
         stop = next((a for a in reversed(above) if a not in _IN_ORDER), "")
-        if ":INTERACTED(user_id, last_at)" in details and "user_id = u.id" in details:
+        # The user's id as read from the user, or from the seek that found it (`cache[u.id]`,
+        # as the planner gives it once no pattern comprehension reads the candidates' items).
+        if ":INTERACTED(user_id, last_at)" in details and (
+                "user_id = u.id" in details or "user_id = cache[u.id]" in details):
             tie = "last_at IS NOT NULL" not in details
             found.append((kind, "ties" if tie else "newest", stop))
         elif details.startswith("(u)-[") and ":INTERACTED]" in details:
