@@ -61,6 +61,7 @@ from graph.profile import queries as q
 from graph.profile.prefetch import CHATBOT, profile_params
 from graph.settings import Settings
 from personas.local import neo4j_server
+from personas.local.jvm import process_cpu_seconds
 
 CHATBOT_QUERY = """
 query Chatbot($id: ID!, $after: String) {
@@ -104,13 +105,9 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def cpu_seconds(pid: int | None) -> float:
-    """CPU time (user + system) a process has used so far; 0 for no process. Per request, it
-    says what the API and Neo4j spend whatever else shares the cores, where latency does not."""
-    if pid is None:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+cpu_seconds = process_cpu_seconds
+"""CPU seconds a process (the API, Neo4j) has used so far: per request, what each spends
+whatever else shares the cores, where latency does not."""
 
 
 JIT_THREAD = re.compile(r"^C[12] CompilerThre")

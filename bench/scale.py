@@ -40,6 +40,7 @@ from bench.http_load import KeepAliveClient
 from graph.db import open_graph, wipe
 from graph.settings import Settings
 from personas.local import neo4j_server
+from personas.local.jvm import process_cpu_seconds
 
 KEY = "bench-scale-key"
 PORT = int(os.environ.get("PERSONAS_BENCH_API_PORT", "8766"))
@@ -158,16 +159,17 @@ def segment_phases() -> None:
     # Per message: wall, this process's CPU and the Neo4j server's (from /proc), so that the
     # phases compare on a shared machine.
     marks: list[tuple[str, float, float, float]] = [
-        ("start", time.perf_counter(), time.process_time(), process_cpu(server_pid))]
+        ("start", time.perf_counter(), time.process_time(), process_cpu_seconds(server_pid))]
 
     def note(message: str) -> None:
-        marks.append((message, time.perf_counter(), time.process_time(), process_cpu(server_pid)))
+        marks.append((message, time.perf_counter(), time.process_time(),
+                      process_cpu_seconds(server_pid)))
         print(f"  {message}", file=sys.stderr, flush=True)
 
     with migrated_graph(cfg) as graph:
         result = run_segmentation(graph, runs_dir=cfg.resolved_runs_dir,
                                   features=cfg.segment_features, on_progress=note)
-    marks.append(("end", time.perf_counter(), time.process_time(), process_cpu(server_pid)))
+    marks.append(("end", time.perf_counter(), time.process_time(), process_cpu_seconds(server_pid)))
 
     def at(prefix: str, column: int = 1) -> float:
         return next(float(mark[column]) for mark in marks if mark[0].startswith(prefix))
@@ -193,17 +195,6 @@ def segment_phases() -> None:
                 "similar": cpu("finding similar", "writing run"),
                 "write": cpu("writing run", "end"), "total": cpu("start", "end")},
     }))
-
-
-def process_cpu(pid: int | None) -> float:
-    """User + system CPU seconds of process ``pid`` so far (0 without one), from /proc."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def env_for(settings: Settings) -> dict[str, str]:

@@ -108,6 +108,19 @@ def is_zombie(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
+def process_cpu_seconds(pid: int | None) -> float:
+    """User and system CPU seconds process ``pid`` has used so far, from /proc (0 for no
+    process, one that is gone, or without /proc). Per request or per phase it says what a
+    process spends whatever else shares the cores, where wall time does not."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _signalable(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -215,14 +228,7 @@ class JvmService(ABC):
     def cpu_seconds(self) -> float:
         """User and system CPU seconds of the running instance so far, from /proc (0 when
         none runs, or without /proc)."""
-        pid = self.pid()
-        if pid is None:
-            return 0.0
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.pid())
 
     def is_running(self, pid: int) -> bool:
         if not _signalable(pid) or is_zombie(pid):

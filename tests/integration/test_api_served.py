@@ -410,13 +410,31 @@ async def receive(ws: ClientConnection, timeout: float = 30.0) -> dict[str, Any]
     return message
 
 
-async def open_stream(base: str, key: str, op_id: str, query: str) -> ClientConnection:
+async def open_acked(base: str, key: str) -> ClientConnection:
+    """A graphql-transport-ws connection, initialised and acknowledged."""
     ws = await connect(base.replace("http", "ws") + "/graphql", subprotocols=[WS_PROTOCOL],
                        additional_headers=bearer(key))
     await ws.send(json.dumps({"type": "connection_init"}))
     assert (await receive(ws))["type"] == "connection_ack"
+    return ws
+
+
+async def open_stream(base: str, key: str, op_id: str, query: str) -> ClientConnection:
+    ws = await open_acked(base, key)
     await ws.send(json.dumps({"id": op_id, "type": "subscribe", "payload": {"query": query}}))
     return ws
+
+
+async def closed_after(served: Served, message: str) -> tuple[int | None, str]:
+    """The close code and reason the server answers ``message`` (raw text) with, on an
+    acknowledged connection; any other answer fails the test."""
+    async with await open_acked(served.base, served.keys["reader"]) as ws:
+        await ws.send(message)
+        try:
+            answer = await asyncio.wait_for(ws.recv(), 30)
+        except ConnectionClosed as closed:
+            return (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else (None, "")
+    raise AssertionError(f"answered {answer!r}")
 
 
 def test_a_subscription_streams_a_new_run(served: Served) -> None:
@@ -604,23 +622,9 @@ def test_a_key_repeated_in_a_body_is_refused(served: Served, path: str, body: by
 def test_a_key_repeated_in_a_websocket_message_is_refused(served: Served) -> None:
     """The same over graphql-transport-ws: a `subscribe` whose payload names `query` twice is
     not run (the connection is closed with 4400, as for any message it cannot read)."""
-    async def scenario() -> int | None:
-        ws = await connect(served.base.replace("http", "ws") + "/graphql",
-                           subprotocols=[WS_PROTOCOL],
-                           additional_headers=bearer(served.keys["reader"]))
-        async with ws:
-            await ws.send(json.dumps({"type": "connection_init"}))
-            assert (await receive(ws))["type"] == "connection_ack"
-            await ws.send('{"id": "d", "type": "subscribe", "payload": {"query": '
-                          '"subscription { segmentationFinished { id } }", "query": '
-                          '"{ __typename }"}}')
-            try:
-                message = await asyncio.wait_for(ws.recv(), 30)
-            except ConnectionClosed as closed:
-                return closed.rcvd.code if closed.rcvd else None
-        raise AssertionError(f"answered {message!r}")
-
-    assert asyncio.run(scenario()) == 4400
+    message = ('{"id": "d", "type": "subscribe", "payload": {"query": '
+               '"subscription { segmentationFinished { id } }", "query": "{ __typename }"}}')
+    assert asyncio.run(closed_after(served, message))[0] == 4400
 
 
 @pytest.mark.parametrize("message", [
@@ -641,22 +645,8 @@ def test_websocket_messages_of_any_shape_close_with_4400(served: Served, message
     unchecked, raised (a traceback in the log per message) and dropped the connection with
     no close code. Now each closes it with 4400 and the reason, and nothing is logged as an
     error."""
-    async def scenario() -> tuple[int | None, str]:
-        ws = await connect(served.base.replace("http", "ws") + "/graphql",
-                           subprotocols=[WS_PROTOCOL],
-                           additional_headers=bearer(served.keys["reader"]))
-        async with ws:
-            await ws.send(json.dumps({"type": "connection_init"}))
-            assert (await receive(ws))["type"] == "connection_ack"
-            await ws.send(message)
-            try:
-                answer = await asyncio.wait_for(ws.recv(), 30)
-            except ConnectionClosed as closed:
-                return (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else (None, "")
-        raise AssertionError(f"answered {answer!r}")
-
     before = served.log.read_text()
-    code, reason = asyncio.run(scenario())
+    code, reason = asyncio.run(closed_after(served, message))
     assert code == 4400 and reason, (code, reason)
     time.sleep(0.2)
     assert "Traceback" not in served.log.read_text()[len(before):]
