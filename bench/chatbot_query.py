@@ -70,10 +70,18 @@ def profiled(graph: Graph, query: LiteralString, params: dict[str, Any],
     return walk(profile)
 
 
-def db_hits(graph: Graph, users: list[str], statement: LiteralString, *,
-            show: int) -> list[int]:
-    """Each user's db hits of ``statement``; the ``show`` dearest operators printed."""
+def chatbot_params(*, against: bool = False) -> dict[str, Any]:
+    """The chatbot statement's parameters at ``NOW``. A revision's statement (``against``) gets
+    ``$now`` as a datetime, as revisions before ``engine.now_param`` took it; this checkout's
+    ``datetime($now)`` reads either, so both run on the same instant."""
     params = profile_params(CHATBOT, bench_settings(), NOW)
+    return {**params, "now": NOW} if against else params
+
+
+def db_hits(graph: Graph, users: list[str], statement: LiteralString, *,
+            show: int, against: bool = False) -> list[int]:
+    """Each user's db hits of ``statement``; the ``show`` dearest operators printed."""
+    params = chatbot_params(against=against)
     graph.rows(statement, id=users[0], **params)  # planned once
     by_operator: collections.Counter[tuple[str, str]] = collections.Counter()
     hits = [profiled(graph, statement, {"id": uid, **params}, by_operator) for uid in users]
@@ -110,17 +118,17 @@ def neo4j_cpu(graph: Graph, users: list[str], statements: dict[str, LiteralStrin
               rounds: int) -> dict[str, float]:
     """Neo4j's CPU ms per query of each statement, alternated round by round."""
     pid = neo4j_server.status(bench_settings()).pid
-    params = profile_params(CHATBOT, bench_settings(), NOW)
+    params = {name: chatbot_params(against=name == "against") for name in statements}
     spent = dict.fromkeys(statements, 0.0)
     with graph.driver.session(database=graph.database) as session:
-        for statement in statements.values():  # planned, and the pages they read cached
+        for name, statement in statements.items():  # planned, and the pages they read cached
             for uid in users:
-                session.run(statement, id=uid, **params).consume()
+                session.run(statement, id=uid, **params[name]).consume()
         for _ in range(rounds):
             for name, statement in statements.items():
                 before = cpu_seconds(pid)
                 for uid in users:
-                    session.run(statement, id=uid, **params).consume()
+                    session.run(statement, id=uid, **params[name]).consume()
                 spent[name] += cpu_seconds(pid) - before
     return {name: 1000 * total / rounds / len(users) for name, total in spent.items()}
 
@@ -146,7 +154,8 @@ def same(graph: Graph, users: list[str], revision: str) -> tuple[int, int]:
         found = []
         for first in (5, 50):
             params = recommend_params(uid, first, NOW)
-            found += differences(graph.rows(old, **params), graph.rows(q.RECOMMEND, **params))
+            found += differences(graph.rows(old, **{**params, "now": NOW}),
+                                 graph.rows(q.RECOMMEND, **params))
         if found:
             differing += 1
             console.print(f"{uid}: {found[:3]}", markup=False)
@@ -168,7 +177,8 @@ def main() -> None:
         line = (f"RESULT db_hits={sum(hits) / len(hits):.0f} {spread_of(hits)} "
                 f"users={len(users)}")
         if args.against:  # the same graph state: a bench.api run adds events
-            against = db_hits(graph, users, statements_at(args.against)[1], show=0)
+            against = db_hits(graph, users, statements_at(args.against)[1], show=0,
+                              against=True)
             line += f" against_db_hits={sum(against) / len(against):.0f}"
         if args.against:
             compared, differing = same(graph, users, args.against)

@@ -195,25 +195,27 @@ LIMIT $first
 RETURN other.id AS id, shared, similarity
 """
 
-# Where the user is and what is going on there at $now: the latest weather observation still
-# valid at $now (its valid_until, else at + $valid_hours; none looks back more than
+# Where the user is and what is going on there at $now (ISO 8601 text of a UTC instant, made a
+# datetime once here; see ``graph.recommend.engine.now_param``): the latest weather observation
+# still valid at $now (its valid_until, else at + $valid_hours; none looks back more than
 # $lookback_hours), and local events starting in the next $days days. Both are ordered seeks
 # of the indexes on the location's id and time (migrations/0015): the observations read are
 # those of the look-back window, newest first, until one is still valid.
 SITUATION_OF_USER = """
 MATCH (u)-[:LOCATED_IN]->(l:Location)
-CALL (l) {
+WITH l, datetime($now) AS now
+CALL (l, now) {
   OPTIONAL MATCH (w:WeatherObservation)
   USING INDEX SEEK w:WeatherObservation(location_id, at)
-  WHERE w.location_id = l.id AND $now - duration({hours: $lookback_hours}) < w.at <= $now
-    AND $now < coalesce(w.valid_until, w.at + duration({hours: $valid_hours}))
+  WHERE w.location_id = l.id AND now - duration({hours: $lookback_hours}) < w.at <= now
+    AND now < coalesce(w.valid_until, w.at + duration({hours: $valid_hours}))
   WITH w ORDER BY w.location_id DESC, w.at DESC LIMIT 1
   RETURN w {.id, .at, .temp_c, .condition, .valid_until} AS weather
 }
-CALL (l) {
+CALL (l, now) {
   OPTIONAL MATCH (e:LocalEvent)
   USING INDEX SEEK e:LocalEvent(location_id, starts_at)
-  WHERE e.location_id = l.id AND $now <= e.starts_at < $now + duration({days: $days})
+  WHERE e.location_id = l.id AND now <= e.starts_at < now + duration({days: $days})
   WITH e ORDER BY e.location_id, e.starts_at LIMIT $events_first
   RETURN collect(e {.id, .name, .starts_at, .ends_at}) AS events
 }

@@ -34,7 +34,7 @@ from graph.profile.model import (
     page,
     scanned_page,
 )
-from graph.recommend.engine import Recommendation, WhatIf, recommend_params
+from graph.recommend.engine import Recommendation, WhatIf, now_param, recommend_params
 from graph.recommend.limits import MAX_ITEM_USERS
 from graph.recommend.queries import POPULAR, RECOMMEND
 from graph.settings import Settings
@@ -199,7 +199,7 @@ async def recommendations(reader: Reader, user_id: str, first: int, *, personal:
 
 def situation_window(now: datetime, settings: Settings, first: int) -> dict[str, Any]:
     """The situation's parameters besides the user (``SITUATION_OF_USER``)."""
-    return {"now": now, "valid_hours": settings.weather_valid_hours,
+    return {"now": now_param(now), "valid_hours": settings.weather_valid_hours,
             "lookback_hours": weather_lookback_hours(settings.weather_valid_hours),
             "days": settings.event_horizon_days, "events_first": first}
 

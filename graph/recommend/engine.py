@@ -120,10 +120,19 @@ def as_utc(at: datetime | None) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
+def now_param(at: datetime | None) -> str:
+    """``$now`` as the statements take it: the UTC instant ``as_utc`` gives, as ISO 8601 text
+    to the microsecond (``2026-12-07T12:00:00.000001+00:00``), which the Cypher turns into a
+    datetime once (``datetime($now)``): the same instant, so comparisons with stored times
+    are unchanged. The driver converts a datetime parameter in Python, through its own
+    temporal types, at a cost in CPU per query far above that of text (docs/performance.md)."""
+    return as_utc(at).isoformat(timespec="microseconds")
+
+
 def recommend_params(user_id: str, first: int = 10, now: datetime | None = None,
                      what_if: WhatIf | None = None) -> dict[str, Any]:
     """Every parameter ``queries.RECOMMEND`` needs, checked (``first`` within 1..100)."""
-    return {"user_id": user_id, "recommendations_first": check_first(first), "now": as_utc(now),
+    return {"user_id": user_id, "recommendations_first": check_first(first), "now": now_param(now),
             "weights": WEIGHTS, "context": CONTEXT_BOOSTS, "limits": LIMITS,
             "what_if": what_if.param() if what_if is not None else None}
 

@@ -1,8 +1,9 @@
 """Cypher for recommendations. Values travel as parameters; see ``engine.recommend_params``.
 
-``RECOMMEND`` takes ``$user_id``, ``$recommendations_first`` (1..100), ``$now`` (a UTC
-datetime), ``$weights`` (``engine.WEIGHTS``), ``$context`` (``engine.CONTEXT_BOOSTS``) and
-``$what_if`` (``engine.WhatIf.param``, or null for the real situation).
+``RECOMMEND`` takes ``$user_id``, ``$recommendations_first`` (1..100), ``$now`` (ISO 8601
+text of a UTC instant, ``engine.now_param``), ``$weights`` (``engine.WEIGHTS``), ``$context``
+(``engine.CONTEXT_BOOSTS``) and ``$what_if`` (``engine.WhatIf.param``, or null for the real
+situation).
 ``RECOMMEND_FOR_USER`` is its body, for a user ``u`` already matched: the API runs it inside the
 one query that fetches a user with everything a chatbot asks of them.
 """
@@ -105,7 +106,7 @@ _MINE_SEEDS = """\
 RECOMMEND_FOR_USER = """
 OPTIONAL MATCH (latest:SegmentationRun)
 WITH u, latest ORDER BY latest.created_at DESC LIMIT 1
-WITH u, latest.id AS run_id, $now AS now,
+WITH u, latest.id AS run_id, datetime($now) AS now,
      {item: coalesce(latest.rec_item_weight, $weights.item),
       similar: coalesce(latest.rec_similar_weight, $weights.similar)} AS blend,
      COUNT { (u)-[:INTERACTED]->() } <= $limits.own_items AS few

@@ -20,7 +20,7 @@ from graph.aggregates.queries import REFRESH_ITEM_COUNTERS
 from graph.db import Graph
 from graph.profile import queries as q
 from graph.profile.users import AS_OF_HORIZON_MS, EVER, INTEREST, NEVER
-from graph.recommend.engine import recommend_params
+from graph.recommend.engine import now_param, recommend_params
 from graph.recommend.limits import MAX_ITEM_USERS, OWN_ITEMS
 from graph.recommend.queries import POPULAR, RECOMMEND
 from graph.segments.publish import PendingRun
@@ -140,7 +140,7 @@ BOUNDED: dict[str, tuple[LiteralString, Any]] = {
     "LOCATION": (q.LOCATION, _user),
     "UPCOMING_EVENTS": (q.UPCOMING_EVENTS, lambda n: {"location_id": "loc-" + n, "first": 5}),
     "SITUATION": (q.SITUATION, lambda n: {
-        **_user(n), "now": NOW, "lookback_hours": 6, "valid_hours": 3, "days": 7,
+        **_user(n), "now": now_param(NOW), "lookback_hours": 6, "valid_hours": 3, "days": 7,
         "events_first": 3}),
     "PERSONA_MEMBERS": (q.PERSONA_MEMBERS, lambda n: {
         "segment_id": "seg-" + n, "after_distance": float(SMALL // 2), "after_id": "",
