@@ -358,6 +358,25 @@ def test_the_frameworks_own_refusals_are_json_with_a_code(
     assert error["code"] == code and error["message"], error
 
 
+def test_every_405_names_the_methods_its_path_takes(served: Served) -> None:
+    """RFC 9110: a 405 carries `Allow`. Starlette named only the first route matching the
+    path (`PUT /graphql` answered `Allow: GET`, though POST is taken too). Each path the
+    OpenAPI document lists, with each method it does not take: 405 and exactly its methods."""
+    paths = httpx.get(f"{served.base}/openapi.json", timeout=30).json()["paths"]
+    assert "/graphql" in paths
+    for template, operations in paths.items():
+        path = template.replace("{run_id}", "r").replace("{kind}", "elbow")
+        taken = {method.upper() for method in operations}
+        expected = taken | ({"HEAD"} if "GET" in taken else set())
+        for method in sorted({"GET", "POST", "PUT", "DELETE", "PATCH"} - taken):
+            response = httpx.request(method, f"{served.base}{path}", timeout=30,
+                                     headers=bearer(served.keys["admin"]))
+            assert response.status_code == 405, (method, path, response.text)
+            allowed = {m.strip() for m in response.headers.get("allow", "").split(",")}
+            assert taken <= allowed <= expected, (method, path, response.headers.get("allow"))
+            assert response.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
+
+
 def test_chat_context_lines_and_replay_through_the_served_api(served: Served) -> None:
     query = """query($id: ID!, $at: DateTime) { chatContext(userId: $id, maxTokens: 300,
       asOf: $at) { text asOf lines { text sources { kind id at } } } }"""
@@ -638,6 +657,9 @@ def test_a_key_repeated_in_a_websocket_message_is_refused(served: Served) -> Non
     '{"id": "p", "type": "subscribe", "payload": {"query": "{ __typename }", '
     '"operationName": 3}}',
     '{"type": "ping", "payload": [1]}',
+    # Every answer echoes the operation's id: one of 100 kB went back whole with each result.
+    '{"id": "%s", "type": "subscribe", "payload": {"query": "{ __typename }"}}' % ("i" * 129),
+    '{"id": "%s", "type": "complete"}' % ("i" * 100_000),
 ])
 def test_websocket_messages_of_any_shape_close_with_4400(served: Served, message: str) -> None:
     """graphql-transport-ws messages that are JSON but not the protocol's shape (an array, an
