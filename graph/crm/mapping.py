@@ -285,7 +285,8 @@ def load_mapping(path: Path) -> FieldMapping:
     """Read and validate a mapping file."""
     if not path.is_file():
         raise InvalidInput(f"{path}: no such mapping file")
-    text = path.read_bytes()
+    with path.open("rb") as handle:  # at most the limit, whatever the file's size
+        text = handle.read(MAX_MAPPING_BYTES + 1)
     if len(text) > MAX_MAPPING_BYTES:
         raise InvalidInput(f"{path}: mapping file over {MAX_MAPPING_BYTES} bytes")
     try:
