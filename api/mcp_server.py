@@ -26,13 +26,14 @@ import orjson
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.stdio import stdio_server
-from mcp.types import PARSE_ERROR, ToolAnnotations
+from mcp.types import INVALID_REQUEST, PARSE_ERROR, ToolAnnotations
 from neo4j import AsyncDriver
 from pydantic import BaseModel, Field
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import KeyLimits, PrincipalCache, credentials, neo4j_loader
 from api.errors import MASKED_MESSAGE, UNAVAILABLE_ERRORS, UNAVAILABLE_MESSAGE
+from api.limits import replay
 from graph import auth, consistency, strictjson
 from graph.auth import PERSONA_READERS, WRITERS, Principal, Role
 from graph.consistency import noting_pending
@@ -408,9 +409,9 @@ class McpGate:
                 body = await read_body(receive)
                 problem = message_problem(body)
                 if problem is not None:
-                    await send_parse_error(send, problem)
+                    await send_refusal(send, problem)
                     return
-                receive = replaying(body, receive)
+                receive = replay(body, receive)
         await self.inner(scope, receive, send)
 
 
@@ -418,26 +419,32 @@ MAX_MESSAGE_ID_CHARS = 128
 """The longest JSON-RPC `id` a message may carry: every answer echoes it."""
 
 
-def message_problem(raw: bytes | str) -> str | None:
+def message_problem(raw: bytes | str) -> tuple[int, str] | None:
     """Why a JSON-RPC message (one line over stdio, one body over HTTP) is refused before the
-    ``mcp`` library reads it, or None. The library parses with pydantic, which keeps the last
-    of a repeated key (``{"id": 1, "id": 2}``, two tool ``name``s: one thing to a proxy or an
-    audit log, another here) and reads ``NaN`` and ``1e400`` as numbers; every other JSON entry
-    point of the service refuses those (``graph.strictjson``), and so does this one."""
+    ``mcp`` library reads it (a JSON-RPC error code and the reason), or None. The library
+    parses with pydantic, which keeps the last of a repeated key (``{"id": 1, "id": 2}``, two
+    tool ``name``s: one thing to a proxy or an audit log, another here) and reads ``NaN`` and
+    ``1e400`` as numbers; every other JSON entry point of the service refuses those
+    (``graph.strictjson``), and so does this one. Over stdio the library answered nothing at
+    all to a line it could not read, a batch (an array) included."""
     try:
         message = strictjson.loads(raw)
     except strictjson.JSONDecodeError as exc:
-        return f"Parse error: {exc}"
-    ident = message.get("id") if isinstance(message, dict) else None
+        return PARSE_ERROR, f"Parse error: {exc}"
+    if not isinstance(message, dict):
+        return INVALID_REQUEST, "Invalid request: a message must be one JSON object"
+    ident = message.get("id")
     if isinstance(ident, str) and len(ident) > MAX_MESSAGE_ID_CHARS:
-        return f"Invalid request: `id` is longer than {MAX_MESSAGE_ID_CHARS} characters"
+        return INVALID_REQUEST, (f"Invalid request: `id` is longer than "
+                                 f"{MAX_MESSAGE_ID_CHARS} characters")
     return None
 
 
-def parse_error(problem: str) -> bytes:
+def refusal(problem: tuple[int, str]) -> bytes:
     """The JSON-RPC error answering a refused message (its id unknown: null)."""
+    code, message = problem
     return orjson.dumps({"jsonrpc": "2.0", "id": None,
-                         "error": {"code": PARSE_ERROR, "message": problem}})
+                         "error": {"code": code, "message": message}})
 
 
 async def read_body(receive: Receive) -> bytes:
@@ -453,23 +460,8 @@ async def read_body(receive: Receive) -> bytes:
     return b"".join(chunks)
 
 
-def replaying(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` giving ``body`` whole first, then what the client sends next (a
-    disconnect)."""
-    sent = False
-
-    async def again() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return again
-
-
-async def send_parse_error(send: Send, problem: str) -> None:
-    body = parse_error(problem)
+async def send_refusal(send: Send, problem: tuple[int, str]) -> None:
+    body = refusal(problem)
     await send({"type": "http.response.start", "status": 400,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]})
@@ -552,7 +544,7 @@ async def serve_stdio(settings: Settings, key: str) -> None:
 class CheckedLines:
     """Lines of stdin as the ``mcp`` library's stdio transport reads them, each checked first
     (:func:`message_problem`, at most ``max_bytes``): a refused line is answered with a
-    JSON-RPC parse error here and never reaches the library. The library answered nothing to
+    JSON-RPC error here and never reaches the library. The library answered nothing to
     a line it could not read (a client waited for ever), took the last of a repeated key,
     replaced bytes that are not UTF-8 and buffered a line of any length."""
 
@@ -569,13 +561,14 @@ class CheckedLines:
                 raise StopAsyncIteration
             if len(line) > self._max and not line.endswith(b"\n"):
                 await anyio.to_thread.run_sync(self._skip_line)
-                problem: str | None = f"Parse error: a message is longer than {self._max} bytes"
+                problem: tuple[int, str] | None = (
+                    PARSE_ERROR, f"Parse error: a message is longer than {self._max} bytes")
             else:
                 problem = message_problem(line)
             if problem is None:
                 return line.decode()
-            log.info("MCP message refused: %s", problem[:200])
-            await self._out.write(parse_error(problem).decode() + "\n")
+            log.info("MCP message refused: %r", problem[1][:200])
+            await self._out.write(refusal(problem).decode() + "\n")
             await self._out.flush()
 
     def _skip_line(self) -> None:

@@ -83,9 +83,8 @@ def normalize_identifier(kind: str, value: str) -> str:
     person several users. Look-alike letters of other scripts (a Cyrillic ``а``) are kept: such
     an address may be another person's."""
     if not value.isascii():
-        form = "NFKC" if kind in ("email", "phone") else "NFC"
         visible = "".join(c for c in value if unicodedata.category(c) != "Cf")
-        value = unicodedata.normalize(form, visible)
+        value = unicodedata.normalize("NFKC" if kind in ("email", "phone") else "NFC", visible)
     value = value.strip()
     if kind == "email":
         return value.lower()

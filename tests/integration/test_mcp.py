@@ -249,7 +249,10 @@ REFUSED_MESSAGES = {
               '"recommend", "arguments": {"user_id": "u_x", "first": 1e400}}}'),
     "not JSON": "{not json",
     "a 100 kB id": '{"jsonrpc": "2.0", "id": "%s", "method": "ping"}' % ("i" * 100_000),
+    "a batch": '[{"jsonrpc": "2.0", "id": 10, "method": "ping"}]',
 }
+INVALID = {"a 100 kB id", "a batch"}
+"""Refused as invalid requests (-32600); the others are parse errors (-32700)."""
 
 
 @pytest.mark.parametrize("what", sorted(REFUSED_MESSAGES))
@@ -263,14 +266,15 @@ def test_messages_other_parsers_would_read_otherwise_are_refused_over_http(
                            timeout=60)
     assert response.status_code == 400, (what, response.text[:300])
     answer = response.json()
-    assert answer["id"] is None and answer["error"]["code"] == -32700, answer
+    assert answer["id"] is None, answer
+    assert answer["error"]["code"] == (-32600 if what in INVALID else -32700), answer
     assert "result" not in answer and len(response.content) < 1000
 
 
 def test_messages_other_parsers_would_read_otherwise_are_refused_over_stdio(
         world: World) -> None:
-    """Over `personas mcp`: each refused line answered with a parse error (the library
-    answered nothing to a line it could not read, and read the others its own way), a line
+    """Over `personas mcp`: each refused line answered with an error (the library answered
+    nothing to a line it could not read, a batch included, and read the others its own way), a line
     that is not UTF-8 and one over the size limit too; the session goes on."""
     lines = [json.dumps(INITIALIZE).encode(),
              b'{"jsonrpc": "2.0", "method": "notifications/initialized"}',
@@ -285,5 +289,6 @@ def test_messages_other_parsers_would_read_otherwise_are_refused_over_stdio(
     assert answers[0]["id"] == 0 and "result" in answers[0]
     refusals = answers[1:-1]
     assert len(refusals) == len(REFUSED_MESSAGES) + 2, answers[1:]
-    assert all(a["id"] is None and a["error"]["code"] == -32700 for a in refusals), refusals
+    assert all(a["id"] is None and a["error"]["code"] in (-32600, -32700)
+               for a in refusals), refusals
     assert answers[-1] == {"jsonrpc": "2.0", "id": 9, "result": {}}
