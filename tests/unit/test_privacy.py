@@ -58,3 +58,10 @@ def test_a_phone_in_other_digits_is_the_same_user() -> None:
 def test_look_alike_letters_of_another_script_stay_another_user() -> None:
     p = Pseudonymizer("k")
     assert p.user_id("email", "anna@example.com") != p.user_id("email", "\u0430nna@example.com")
+
+
+def test_values_of_invisible_characters_only_stay_apart() -> None:
+    """Dropping format characters must not make every invisible-only value one user."""
+    p = Pseudonymizer("k")
+    users = {p.user_id("email", v) for v in ["\u200b", "\u200c", "\ufeff", " \u200b "]}
+    assert len(users) == 3 and p.user_id("email", "") not in users
