@@ -80,8 +80,8 @@ def normalize_identifier(kind: str, value: str) -> str:
     (NFC; for emails and phones NFKC, which also reads fullwidth ``ｊ＠ｂ.de`` and ``４９`` as
     ASCII), invisible format characters (zero-width spaces and joiners, a BOM, direction marks)
     dropped (unless nothing else is left), and a phone's digits of any script (``٤٩``) written
-    as ASCII. Each had made one person several users. Look-alike letters of other scripts (a Cyrillic ``а``) are kept: such
-    an address may be another person's."""
+    as ASCII. Each had made one person several users. Look-alike letters of other scripts (a
+    Cyrillic ``а``) are kept: such an address may be another person's."""
     if not value.isascii():
         # Only invisible characters: kept, or every such value would be one user.
         visible = "".join(c for c in value if unicodedata.category(c) != "Cf").strip() or value
