@@ -61,6 +61,12 @@ INTROSPECTION_FIELDS = frozenset({"__schema", "__type"})
 INTROSPECTION_MAX_DEPTH = 20
 """Introspection is measured on its own: GraphiQL's schema query nests `ofType` 15 deep, over
 PERSONAS_API_MAX_DEPTH, while what it returns is bounded by the schema, not by the data."""
+INTROSPECTION_MAX_SCHEMAS = 1
+INTROSPECTION_MAX_TYPES = 10
+"""Introspection is answered without a key and costs nothing in the cost rule, but each
+`__schema` answer is the whole schema (32 kB, 16 ms of CPU): twenty aliases of it in one 2.8 kB
+request cost 0.32 s of CPU and answered 647 kB, within the address's rate of keyless
+requests. One `__schema` is what GraphiQL and code generators send."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,10 @@ class Shape:
     aliases: int
     introspection: int = 0
     """Deepest level below an introspection field."""
+    schemas: int = 0
+    """How many times `__schema` is selected (aliases and fragments spread again count)."""
+    types: int = 0
+    """How many times `__type` is selected."""
 
 
 class _ShapeWalk:
@@ -82,16 +92,20 @@ class _ShapeWalk:
     def walk(self, selections: SelectionSetNode | None) -> Shape:
         if selections is None:
             return Shape(0, 0)
-        depth = aliases = introspection = 0
+        depth = aliases = introspection = schemas = types = 0
         for node in selections.selections:
             if isinstance(node, FieldNode):
                 inner = self.walk(node.selection_set)
-                if node.name.value in INTROSPECTION_FIELDS:
+                name = node.name.value
+                if name in INTROSPECTION_FIELDS:
                     introspection = max(introspection, 1 + max(inner.depth, inner.introspection))
+                    schemas += name == "__schema"
+                    types += name == "__type"
                 else:
                     depth = max(depth, 1 + inner.depth)
                     introspection = max(introspection, inner.introspection)
                 aliases += inner.aliases + (node.alias is not None)
+                schemas, types = schemas + inner.schemas, types + inner.types
                 continue
             if isinstance(node, InlineFragmentNode):
                 inner = self.walk(node.selection_set)
@@ -101,7 +115,8 @@ class _ShapeWalk:
                 continue
             depth, aliases = max(depth, inner.depth), aliases + inner.aliases
             introspection = max(introspection, inner.introspection)
-        return Shape(depth, aliases, introspection)
+            schemas, types = schemas + inner.schemas, types + inner.types
+        return Shape(depth, aliases, introspection, schemas, types)
 
     def fragment(self, name: str) -> Shape:
         known = self.fragments.get(name)
@@ -123,7 +138,11 @@ def shape_rule(settings: Settings) -> type[ValidationRule]:
             for what, value, limit in (("depth", shape.depth, settings.api_max_depth),
                                        ("aliases", shape.aliases, settings.api_max_aliases),
                                        ("introspection depth", shape.introspection,
-                                        INTROSPECTION_MAX_DEPTH)):
+                                        INTROSPECTION_MAX_DEPTH),
+                                       ("`__schema` selections", shape.schemas,
+                                        INTROSPECTION_MAX_SCHEMAS),
+                                       ("`__type` selections", shape.types,
+                                        INTROSPECTION_MAX_TYPES)):
                 if value > limit:
                     self.report_error(limit_error(f"query {what} {value}", limit, node))
 
