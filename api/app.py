@@ -295,7 +295,10 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
     app.include_router(situation_router)
     # The MCP tools over streamable HTTP (api.mcp_server), behind the same keys and limits.
     app.state.mcp = http_endpoint(app_backend(app.state))
-    app.add_route("/mcp", app.state.mcp.app, methods=["GET", "POST", "DELETE"])
+    # POST only: the endpoint is stateless (no session to DELETE) and sends nothing unasked,
+    # so a GET stream carried nothing and stayed open for ever, outside the per-key cap on
+    # streams (the SDK's client takes the 405 as "no stream", as the protocol allows).
+    app.add_route("/mcp", app.state.mcp.app, methods=["POST"])
     app.include_router(pages_router)  # GraphiQL's assets and the persona explorer (api.pages)
 
     @app.get("/healthz")

@@ -292,3 +292,15 @@ def test_messages_other_parsers_would_read_otherwise_are_refused_over_stdio(
     assert all(a["id"] is None and a["error"]["code"] in (-32600, -32700)
                for a in refusals), refusals
     assert answers[-1] == {"jsonrpc": "2.0", "id": 9, "result": {}}
+
+
+def test_no_stream_is_held_open_by_a_get(world: World) -> None:
+    """The endpoint is stateless and sends nothing unasked: a GET with a key opened an event
+    stream that carried nothing and stayed open (a key could hold any number, outside the cap
+    on its streams). GET and DELETE are 405 naming POST, at once."""
+    for method in ("GET", "DELETE"):
+        response = httpx2.request(method, f"{world.base}/mcp", timeout=10,
+                                  headers={"Authorization": f"Bearer {world.keys['reader']}",
+                                           "Accept": "text/event-stream"})
+        assert response.status_code == 405, (method, response.text[:200])
+        assert response.headers["allow"] == "POST"
