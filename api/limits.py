@@ -410,6 +410,31 @@ def rate_refusal(retry_after: float) -> tuple[list[tuple[bytes, bytes]], bytes]:
             (b"retry-after", str(max(1, math.ceil(retry_after))).encode())], body
 
 
+CREDENTIAL_HEADERS = (b"authorization", b"x-api-key")
+
+
+def repeats_a_credential(scope: Scope) -> bool:
+    """Whether a request sends `Authorization` or `X-API-Key` more than once. Readers of
+    headers disagree on which one counts (FastAPI took the first, the MCP gate and the limits
+    here the last: two keys authenticated as one and were rate-limited or checked as the
+    other, and a proxy may look at either): such a request means two things, and is refused,
+    as a repeated JSON key is."""
+    names = [name.lower() for name, _ in scope["headers"]]
+    return any(names.count(name) > 1 for name in CREDENTIAL_HEADERS)
+
+
+async def refuse_repeated_credential(scope: Scope, send: Send) -> None:
+    message = "send one `Authorization` (or `X-API-Key`) header, not several"
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008, "reason": message})
+        return
+    body = orjson.dumps({"error": {"code": "BAD_USER_INPUT", "message": message}})
+    await send({"type": "http.response.start", "status": 400,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
 class AddressLimit:
     """ASGI middleware: a request (or WebSocket handshake) that presents no key this process
     knows to be live (none, a wrong or made-up one, one not resolved yet) takes a token from
@@ -426,6 +451,9 @@ class AddressLimit:
         self.buckets = buckets
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and repeats_a_credential(scope):
+            await refuse_repeated_credential(scope, send)
+            return
         if scope["type"] not in ("http", "websocket") or self.buckets.rate <= 0:
             await self.app(scope, receive, send)
             return

@@ -25,7 +25,7 @@ import httpx
 import pytest
 from neo4j import Driver
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from graph.auth import Role, create_key, revoke_key
 from graph.crm.webhook import signature
@@ -411,6 +411,40 @@ def test_chat_context_lines_and_replay_through_the_served_api(served: Served) ->
     assert persona["text"].startswith("Persona: ")
     assert [s["kind"] for s in persona["sources"]] == ["SEGMENTATION_RUN"]
     assert ask() == body  # a past moment answers the same, byte for byte
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("POST", "/graphql", b'{"query": "mutation { ingestEvents(events: []) { accepted } }"}'),
+    ("POST", "/v1/events", b'{"events": []}'),
+    ("POST", "/mcp", b'{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}'),
+    ("GET", "/healthz", b""),
+])
+def test_a_credential_header_sent_twice_is_refused(served: Served, method: str, path: str,
+                                                   body: bytes) -> None:
+    """Two `Authorization` headers (or two `X-API-Key`): FastAPI used the first, the MCP gate
+    and the rate limits the last, so a reader key and a writer key in one request wrote
+    through `/v1/events` one way round and were refused by `/mcp` the other. 400, whatever
+    the order, on every route; a WebSocket handshake is refused too."""
+    reader, writer = served.keys["reader"], served.keys["writer"]
+    for first, second in ((reader, writer), (writer, reader)):
+        for name, value in (("authorization", "Bearer {}"), ("x-api-key", "{}")):
+            headers = [(name, value.format(first)), (name, value.format(second)),
+                       ("content-type", "application/json"),
+                       ("accept", "application/json, text/event-stream")]
+            response = httpx.request(method, f"{served.base}{path}", headers=headers,
+                                     content=body, timeout=30)
+            assert response.status_code == 400, (path, name, response.text[:200])
+            assert response.json()["error"]["code"] == "BAD_USER_INPUT"
+
+    async def handshake() -> None:
+        async with connect(served.base.replace("http", "ws") + "/graphql",
+                           subprotocols=[WS_PROTOCOL],
+                           additional_headers=[("Authorization", f"Bearer {reader}"),
+                                               ("Authorization", f"Bearer {writer}")]):
+            pass
+
+    with pytest.raises(InvalidStatus):
+        asyncio.run(handshake())
 
 
 def test_events_route_and_context_webhook(served: Served) -> None:
