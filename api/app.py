@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from neo4j import AsyncDriver
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
+from starlette.routing import Match
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from api.auth import (
@@ -95,15 +96,32 @@ HTTP_CODES = {400: InvalidInput.code, 401: Unauthenticated.code, 403: Forbidden.
               422: InvalidInput.code, 429: RateLimited.code}
 
 
-async def http_refusal(_: Request, exc: Exception) -> JSONResponse:
+PROBED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> str:
+    """The methods some route of the app takes on the request's path (RFC 9110's ``Allow``),
+    found by asking the routes as the router does. Starlette named only the first route
+    matching the path: ``/graphql`` answered ``Allow: GET`` though it takes POST too, and
+    strawberry's own 405 named none."""
+    routes = request.app.router.routes
+    return ", ".join(method for method in PROBED_METHODS
+                     if any(route.matches({**request.scope, "method": method})[0] is Match.FULL
+                            for route in routes))
+
+
+async def http_refusal(request: Request, exc: Exception) -> JSONResponse:
     """Refusals of the framework's own (an unknown route, a method a route does not take, and
     strawberry's transport refusals: ``documents.JsonRouter``) in the same JSON shape, with a
     code, as every other error of the API; FastAPI's default was ``{"detail": ...}`` and
-    strawberry's plain text."""
+    strawberry's plain text. A 405 says which methods the path takes."""
     assert isinstance(exc, StarletteHTTPException)
     code = HTTP_CODES.get(exc.status_code, f"HTTP_{exc.status_code}")
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = allowed_methods(request)
     return JSONResponse({"error": {"code": code, "message": str(exc.detail)}}, exc.status_code,
-                        headers=exc.headers)
+                        headers=headers or None)
 
 
 async def request_invalid(_: Request, exc: Exception) -> JSONResponse:
@@ -277,7 +295,10 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
     app.include_router(situation_router)
     # The MCP tools over streamable HTTP (api.mcp_server), behind the same keys and limits.
     app.state.mcp = http_endpoint(app_backend(app.state))
-    app.add_route("/mcp", app.state.mcp.app, methods=["GET", "POST", "DELETE"])
+    # POST only: the endpoint is stateless (no session to DELETE) and sends nothing unasked,
+    # so a GET stream carried nothing and stayed open for ever, outside the per-key cap on
+    # streams (the SDK's client takes the 405 as "no stream", as the protocol allows).
+    app.add_route("/mcp", app.state.mcp.app, methods=["POST"])
     app.include_router(pages_router)  # GraphiQL's assets and the persona explorer (api.pages)
 
     @app.get("/healthz")

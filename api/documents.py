@@ -159,6 +159,12 @@ _SUBSCRIBE_FIELDS: dict[str, tuple[type, ...]] = {
     "extensions": _OPTIONAL_OBJECT}
 
 
+MAX_OPERATION_ID_CHARS = 128
+"""The longest operation `id` a graphql-transport-ws message may carry. Ids are the client's
+handles (counters, UUIDs); every answer echoes its id, so a 100 kB id was sent back whole with
+every `next` message of the operation."""
+
+
 def transport_message_problem(message: object) -> str | None:
     """Why a graphql-transport-ws message (parsed JSON) cannot be read, or None. strawberry
     indexes a message without checking its shape: an array, an `id` that is not a string or a
@@ -172,6 +178,9 @@ def transport_message_problem(message: object) -> str | None:
     payload = message.get("payload")
     if kind in ("subscribe", "complete") and not isinstance(message.get("id"), str):
         return f"a `{kind}` message needs a string `id`"
+    operation = message.get("id")
+    if isinstance(operation, str) and len(operation) > MAX_OPERATION_ID_CHARS:
+        return f"`id` is longer than {MAX_OPERATION_ID_CHARS} characters"
     if kind != "subscribe":
         return None if isinstance(payload, _OPTIONAL_OBJECT) else "`payload` must be an object"
     if not isinstance(payload, dict):

@@ -61,6 +61,12 @@ INTROSPECTION_FIELDS = frozenset({"__schema", "__type"})
 INTROSPECTION_MAX_DEPTH = 20
 """Introspection is measured on its own: GraphiQL's schema query nests `ofType` 15 deep, over
 PERSONAS_API_MAX_DEPTH, while what it returns is bounded by the schema, not by the data."""
+INTROSPECTION_MAX_SCHEMAS = 1
+INTROSPECTION_MAX_TYPES = 10
+"""Introspection is answered without a key and costs nothing in the cost rule, but each
+`__schema` answer is the whole schema (32 kB, 16 ms of CPU): twenty aliases of it in one 2.8 kB
+request cost 0.32 s of CPU and answered 647 kB, within the address's rate of keyless
+requests. One `__schema` is what GraphiQL and code generators send."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,10 @@ class Shape:
     aliases: int
     introspection: int = 0
     """Deepest level below an introspection field."""
+    schemas: int = 0
+    """How many times `__schema` is selected (aliases and fragments spread again count)."""
+    types: int = 0
+    """How many times `__type` is selected."""
 
 
 class _ShapeWalk:
@@ -82,16 +92,20 @@ class _ShapeWalk:
     def walk(self, selections: SelectionSetNode | None) -> Shape:
         if selections is None:
             return Shape(0, 0)
-        depth = aliases = introspection = 0
+        depth = aliases = introspection = schemas = types = 0
         for node in selections.selections:
             if isinstance(node, FieldNode):
                 inner = self.walk(node.selection_set)
-                if node.name.value in INTROSPECTION_FIELDS:
+                name = node.name.value
+                if name in INTROSPECTION_FIELDS:
                     introspection = max(introspection, 1 + max(inner.depth, inner.introspection))
+                    schemas += name == "__schema"
+                    types += name == "__type"
                 else:
                     depth = max(depth, 1 + inner.depth)
                     introspection = max(introspection, inner.introspection)
                 aliases += inner.aliases + (node.alias is not None)
+                schemas, types = schemas + inner.schemas, types + inner.types
                 continue
             if isinstance(node, InlineFragmentNode):
                 inner = self.walk(node.selection_set)
@@ -101,7 +115,8 @@ class _ShapeWalk:
                 continue
             depth, aliases = max(depth, inner.depth), aliases + inner.aliases
             introspection = max(introspection, inner.introspection)
-        return Shape(depth, aliases, introspection)
+            schemas, types = schemas + inner.schemas, types + inner.types
+        return Shape(depth, aliases, introspection, schemas, types)
 
     def fragment(self, name: str) -> Shape:
         known = self.fragments.get(name)
@@ -123,7 +138,11 @@ def shape_rule(settings: Settings) -> type[ValidationRule]:
             for what, value, limit in (("depth", shape.depth, settings.api_max_depth),
                                        ("aliases", shape.aliases, settings.api_max_aliases),
                                        ("introspection depth", shape.introspection,
-                                        INTROSPECTION_MAX_DEPTH)):
+                                        INTROSPECTION_MAX_DEPTH),
+                                       ("`__schema` selections", shape.schemas,
+                                        INTROSPECTION_MAX_SCHEMAS),
+                                       ("`__type` selections", shape.types,
+                                        INTROSPECTION_MAX_TYPES)):
                 if value > limit:
                     self.report_error(limit_error(f"query {what} {value}", limit, node))
 
@@ -391,6 +410,31 @@ def rate_refusal(retry_after: float) -> tuple[list[tuple[bytes, bytes]], bytes]:
             (b"retry-after", str(max(1, math.ceil(retry_after))).encode())], body
 
 
+CREDENTIAL_HEADERS = (b"authorization", b"x-api-key")
+
+
+def repeats_a_credential(scope: Scope) -> bool:
+    """Whether a request sends `Authorization` or `X-API-Key` more than once. Readers of
+    headers disagree on which one counts (FastAPI took the first, the MCP gate and the limits
+    here the last: two keys authenticated as one and were rate-limited or checked as the
+    other, and a proxy may look at either): such a request means two things, and is refused,
+    as a repeated JSON key is."""
+    names = [name.lower() for name, _ in scope["headers"]]
+    return any(names.count(name) > 1 for name in CREDENTIAL_HEADERS)
+
+
+async def refuse_repeated_credential(scope: Scope, send: Send) -> None:
+    message = "send one `Authorization` (or `X-API-Key`) header, not several"
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008, "reason": message})
+        return
+    body = orjson.dumps({"error": {"code": "BAD_USER_INPUT", "message": message}})
+    await send({"type": "http.response.start", "status": 400,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
 class AddressLimit:
     """ASGI middleware: a request (or WebSocket handshake) that presents no key this process
     knows to be live (none, a wrong or made-up one, one not resolved yet) takes a token from
@@ -407,6 +451,9 @@ class AddressLimit:
         self.buckets = buckets
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and repeats_a_credential(scope):
+            await refuse_repeated_credential(scope, send)
+            return
         if scope["type"] not in ("http", "websocket") or self.buckets.rate <= 0:
             await self.app(scope, receive, send)
             return

@@ -14,22 +14,27 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, ParamSpec, TypeVar
+from typing import Annotated, Any, BinaryIO, Literal, ParamSpec, TypeVar
 
+import anyio
+import orjson
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
+from mcp.server.stdio import stdio_server
+from mcp.types import INVALID_REQUEST, PARSE_ERROR, ToolAnnotations
 from neo4j import AsyncDriver
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import KeyLimits, PrincipalCache, credentials, neo4j_loader
 from api.errors import MASKED_MESSAGE, UNAVAILABLE_ERRORS, UNAVAILABLE_MESSAGE
-from graph import auth, consistency
+from api.limits import replay
+from graph import auth, consistency, strictjson
 from graph.auth import PERSONA_READERS, WRITERS, Principal, Role
 from graph.consistency import noting_pending
 from graph.db import DriverReader, LoopGraph, close_async_driver, create_async_driver
@@ -400,7 +405,67 @@ class McpGate:
                                       "Bearer <key>` or `X-API-Key: <key>`")
             state.key_limits.take(principal)
             scope[PRINCIPAL_SCOPE_KEY] = principal
+            if scope["method"] == "POST":
+                body = await read_body(receive)
+                problem = message_problem(body)
+                if problem is not None:
+                    await send_refusal(send, problem)
+                    return
+                receive = replay(body, receive)
         await self.inner(scope, receive, send)
+
+
+MAX_MESSAGE_ID_CHARS = 128
+"""The longest JSON-RPC `id` a message may carry: every answer echoes it."""
+
+
+def message_problem(raw: bytes | str) -> tuple[int, str] | None:
+    """Why a JSON-RPC message (one line over stdio, one body over HTTP) is refused before the
+    ``mcp`` library reads it (a JSON-RPC error code and the reason), or None. The library
+    parses with pydantic, which keeps the last of a repeated key (``{"id": 1, "id": 2}``, two
+    tool ``name``s: one thing to a proxy or an audit log, another here) and reads ``NaN`` and
+    ``1e400`` as numbers; every other JSON entry point of the service refuses those
+    (``graph.strictjson``), and so does this one. Over stdio the library answered nothing at
+    all to a line it could not read, a batch (an array) included."""
+    try:
+        message = strictjson.loads(raw)
+    except strictjson.JSONDecodeError as exc:
+        return PARSE_ERROR, f"Parse error: {exc}"
+    if not isinstance(message, dict):
+        return INVALID_REQUEST, "Invalid request: a message must be one JSON object"
+    ident = message.get("id")
+    if isinstance(ident, str) and len(ident) > MAX_MESSAGE_ID_CHARS:
+        return INVALID_REQUEST, (f"Invalid request: `id` is longer than "
+                                 f"{MAX_MESSAGE_ID_CHARS} characters")
+    return None
+
+
+def refusal(problem: tuple[int, str]) -> bytes:
+    """The JSON-RPC error answering a refused message (its id unknown: null)."""
+    code, message = problem
+    return orjson.dumps({"jsonrpc": "2.0", "id": None,
+                         "error": {"code": code, "message": message}})
+
+
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body (``api.limits.BodyLimit``, outside, has bounded it)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def send_refusal(send: Send, problem: tuple[int, str]) -> None:
+    body = refusal(problem)
+    await send({"type": "http.response.start", "status": 400,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 class McpEndpoint:
@@ -469,9 +534,75 @@ async def serve_stdio(settings: Settings, key: str) -> None:
                           KeyLimits(settings.api_key_rate_per_second,
                                     settings.api_key_rate_burst,
                                     settings.api_max_streams_per_key))
-        await build_mcp_server(lambda: backend, stdio_key=key).run_stdio_async()
+        server = build_mcp_server(lambda: backend, stdio_key=key)
+        await serve_checked_stdio(server, sys.stdin.buffer, sys.stdout.buffer,
+                                  max_line_bytes=settings.api_max_body_bytes)
     finally:
         await close_async_driver(driver)
+
+
+class CheckedLines:
+    """Lines of stdin as the ``mcp`` library's stdio transport reads them, each checked first
+    (:func:`message_problem`, at most ``max_bytes``): a refused line is answered with a
+    JSON-RPC error here and never reaches the library. The library answered nothing to
+    a line it could not read (a client waited for ever), took the last of a repeated key,
+    replaced bytes that are not UTF-8 and buffered a line of any length."""
+
+    def __init__(self, stdin: BinaryIO, out: CheckedOut, max_bytes: int) -> None:
+        self._stdin, self._out, self._max = stdin, out, max_bytes
+
+    def __aiter__(self) -> CheckedLines:
+        return self
+
+    async def __anext__(self) -> str:
+        while True:
+            line = await anyio.to_thread.run_sync(self._stdin.readline, self._max + 1)
+            if not line:
+                raise StopAsyncIteration
+            if len(line) > self._max and not line.endswith(b"\n"):
+                await anyio.to_thread.run_sync(self._skip_line)
+                problem: tuple[int, str] | None = (
+                    PARSE_ERROR, f"Parse error: a message is longer than {self._max} bytes")
+            else:
+                problem = message_problem(line)
+            if problem is None:
+                return line.decode()
+            log.info("MCP message refused: %r", problem[1][:200])
+            await self._out.write(refusal(problem).decode() + "\n")
+            await self._out.flush()
+
+    def _skip_line(self) -> None:
+        while (chunk := self._stdin.readline(65536)) and not chunk.endswith(b"\n"):
+            pass
+
+
+class CheckedOut:
+    """stdout for the stdio transport, shared by the library's answers and our refusals: one
+    line at a time, under a lock, so that they never interleave."""
+
+    def __init__(self, stdout: BinaryIO) -> None:
+        self._stdout = stdout
+        self._lock = anyio.Lock()
+
+    async def write(self, text: str) -> None:
+        async with self._lock:
+            data = text.encode()
+            await anyio.to_thread.run_sync(self._stdout.write, data)
+
+    async def flush(self) -> None:
+        async with self._lock:
+            await anyio.to_thread.run_sync(self._stdout.flush)
+
+
+async def serve_checked_stdio(server: MCPServer, stdin: BinaryIO, stdout: BinaryIO, *,
+                              max_line_bytes: int) -> None:
+    """``server.run_stdio_async()`` with every line checked first (:class:`CheckedLines`)."""
+    out = CheckedOut(stdout)
+    lines = CheckedLines(stdin, out, max_line_bytes)
+    # The library types its streams as anyio files; it only iterates, writes and flushes.
+    async with stdio_server(stdin=lines, stdout=out) as (read, write):  # type: ignore[arg-type]
+        lowlevel = server._lowlevel_server
+        await lowlevel.run(read, write, lowlevel.create_initialization_options())
 
 
 def app_backend(state: Any) -> Callable[[], Backend]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -88,9 +89,18 @@ class EventType(StrEnum):
 
 @lru_cache(maxsize=4096)
 def normalize_category(name: str) -> str:
-    """Categories compare case- and space-insensitively: ``' Home  Garden'`` -> ``home garden``.
+    """Categories compare case- and space-insensitively: ``' Home  Garden'`` -> ``home garden``,
+    and whatever Unicode form they come in: composed or decomposed letters and fullwidth forms
+    are one (NFKC), invisible format characters (zero-width spaces, direction overrides: a
+    ``\u202ebooks`` shown as ``skoob``) are dropped unless nothing else is left; each had
+    made a category of its own.
 
     Cached: a catalogue names few categories, and every event of an ingest names one."""
+    if not name.isascii():
+        # Only invisible characters: kept as they are (the bulk import's checks, which run
+        # before this, must agree with the event model's).
+        visible = "".join(c for c in name if unicodedata.category(c) != "Cf")
+        name = unicodedata.normalize("NFKC", visible if visible.strip() else name)
     return " ".join(name.split()).lower()  # split() takes the runs of whitespace \s+ does
 
 

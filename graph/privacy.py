@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import re
+import unicodedata
 from collections.abc import Callable, Iterator
 
 import phonenumbers
@@ -73,12 +74,25 @@ _UK_POSTCODE = re.compile(r"[A-Z]{1,2}\d[A-Z\d]?\d[A-Z]{2}")
 
 
 def normalize_identifier(kind: str, value: str) -> str:
-    """Canonical form, so that ``A@B.com `` and ``a@b.com`` pseudonymize alike."""
+    """Canonical form, so that ``A@B.com `` and ``a@b.com`` pseudonymize alike.
+
+    Text that looks the same is the same person: one form for composed and decomposed letters
+    (NFC; for emails and phones NFKC, which also reads fullwidth ``ｊ＠ｂ.de`` and ``４９`` as
+    ASCII), invisible format characters (zero-width spaces and joiners, a BOM, direction marks)
+    dropped (unless nothing else is left), and a phone's digits of any script (``٤٩``) written
+    as ASCII. Each had made one person several users. Look-alike letters of other scripts (a
+    Cyrillic ``а``) are kept: such an address may be another person's."""
+    if not value.isascii():
+        # Only invisible characters: kept, or every such value would be one user.
+        visible = "".join(c for c in value if unicodedata.category(c) != "Cf").strip() or value
+        value = unicodedata.normalize("NFKC" if kind in ("email", "phone") else "NFC", visible)
     value = value.strip()
     if kind == "email":
         return value.lower()
     if kind == "phone":
         digits = re.sub(r"\D", "", value)
+        if not digits.isascii():
+            digits = "".join(str(unicodedata.decimal(c)) for c in digits)
         return ("+" if value.startswith("+") else "") + digits
     return value
 

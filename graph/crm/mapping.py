@@ -285,7 +285,8 @@ def load_mapping(path: Path) -> FieldMapping:
     """Read and validate a mapping file."""
     if not path.is_file():
         raise InvalidInput(f"{path}: no such mapping file")
-    text = path.read_bytes()
+    with path.open("rb") as handle:  # at most the limit, whatever the file's size
+        text = handle.read(MAX_MAPPING_BYTES + 1)
     if len(text) > MAX_MAPPING_BYTES:
         raise InvalidInput(f"{path}: mapping file over {MAX_MAPPING_BYTES} bytes")
     try:
@@ -349,7 +350,11 @@ def convert(ctype: ColumnType, value: Any, values: list[str] | None = None) -> A
             raise ValueError("expected a decimal number") from None
         if not number.is_finite():
             raise ValueError("expected a finite decimal number")
-        return float(number.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+        try:
+            cents = number.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+        except InvalidOperation:  # past the context's 28 digits (-1e308 answered 500)
+            raise ValueError("a decimal number out of range") from None
+        return float(cents)
     if ctype is ColumnType.BOOL:
         if isinstance(value, bool):
             return value

@@ -49,11 +49,19 @@ class SituationProvider(Protocol):
         ...
 
 
+MAX_FILE_BYTES = 50_000_000
+"""The largest context file `personas context load` reads (it is parsed whole)."""
+
+
 def load_situation_file(path: Path) -> SituationBatch:
     """Read and validate an offline context file; an unreadable file, bad JSON or any bad
     record raises ``InvalidInput`` naming the file (and each bad record)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:  # at most the limit: /dev/zero was read for ever
+            raw = handle.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            raise InvalidInput(f"{path}: over {MAX_FILE_BYTES} bytes")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise InvalidInput(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:

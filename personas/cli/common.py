@@ -96,7 +96,8 @@ def count_lines(path: Path) -> int:
 
 def require_file(file: Path) -> None:
     if not file.is_file():
-        console.print(f"[red]error:[/red] {file}: no such file")
+        what = "not a regular file" if file.exists() else "no such file"
+        console.print(f"[red]error:[/red] {file}: {what}")
         raise typer.Exit(2)
 
 

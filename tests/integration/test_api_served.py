@@ -25,7 +25,7 @@ import httpx
 import pytest
 from neo4j import Driver
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from graph.auth import Role, create_key, revoke_key
 from graph.crm.webhook import signature
@@ -358,6 +358,40 @@ def test_the_frameworks_own_refusals_are_json_with_a_code(
     assert error["code"] == code and error["message"], error
 
 
+def test_every_405_names_the_methods_its_path_takes(served: Served) -> None:
+    """RFC 9110: a 405 carries `Allow`. Starlette named only the first route matching the
+    path (`PUT /graphql` answered `Allow: GET`, though POST is taken too). Each path the
+    OpenAPI document lists, with each method it does not take: 405 and exactly its methods."""
+    paths = httpx.get(f"{served.base}/openapi.json", timeout=30).json()["paths"]
+    assert "/graphql" in paths
+    for template, operations in paths.items():
+        path = template.replace("{run_id}", "r").replace("{kind}", "elbow")
+        taken = {method.upper() for method in operations}
+        expected = taken | ({"HEAD"} if "GET" in taken else set())
+        for method in sorted({"GET", "POST", "PUT", "DELETE", "PATCH"} - taken):
+            response = httpx.request(method, f"{served.base}{path}", timeout=30,
+                                     headers=bearer(served.keys["admin"]))
+            assert response.status_code == 405, (method, path, response.text)
+            allowed = {m.strip() for m in response.headers.get("allow", "").split(",")}
+            assert taken <= allowed <= expected, (method, path, response.headers.get("allow"))
+            assert response.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
+
+
+def test_the_schema_is_introspected_once_per_request_without_a_key(served: Served) -> None:
+    """Introspection needs no key: twenty aliases of `__schema` in a 2.8 kB request made the
+    served process spend 0.32 s of CPU answering 647 kB. Refused now before execution; one
+    `__schema` (what GraphiQL sends) is answered."""
+    fields = "{ types { name fields { name type { name ofType { name } } } } }"
+    many = "{ " + " ".join(f"a{i}: __schema {fields}" for i in range(20)) + " }"
+    refused = httpx.post(f"{served.base}/graphql", json={"query": many}, timeout=60)
+    [error] = refused.json()["errors"]
+    assert error["extensions"]["code"] == "LIMIT_EXCEEDED" and "__schema" in error["message"]
+    assert len(refused.content) < 1000
+    once = httpx.post(f"{served.base}/graphql", json={"query": f"{{ __schema {fields} }}"},
+                      timeout=60).json()
+    assert "errors" not in once and once["data"]["__schema"]["types"]
+
+
 def test_chat_context_lines_and_replay_through_the_served_api(served: Served) -> None:
     query = """query($id: ID!, $at: DateTime) { chatContext(userId: $id, maxTokens: 300,
       asOf: $at) { text asOf lines { text sources { kind id at } } } }"""
@@ -377,6 +411,40 @@ def test_chat_context_lines_and_replay_through_the_served_api(served: Served) ->
     assert persona["text"].startswith("Persona: ")
     assert [s["kind"] for s in persona["sources"]] == ["SEGMENTATION_RUN"]
     assert ask() == body  # a past moment answers the same, byte for byte
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("POST", "/graphql", b'{"query": "mutation { ingestEvents(events: []) { accepted } }"}'),
+    ("POST", "/v1/events", b'{"events": []}'),
+    ("POST", "/mcp", b'{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}'),
+    ("GET", "/healthz", b""),
+])
+def test_a_credential_header_sent_twice_is_refused(served: Served, method: str, path: str,
+                                                   body: bytes) -> None:
+    """Two `Authorization` headers (or two `X-API-Key`): FastAPI used the first, the MCP gate
+    and the rate limits the last, so a reader key and a writer key in one request wrote
+    through `/v1/events` one way round and were refused by `/mcp` the other. 400, whatever
+    the order, on every route; a WebSocket handshake is refused too."""
+    reader, writer = served.keys["reader"], served.keys["writer"]
+    for first, second in ((reader, writer), (writer, reader)):
+        for name, value in (("authorization", "Bearer {}"), ("x-api-key", "{}")):
+            headers = [(name, value.format(first)), (name, value.format(second)),
+                       ("content-type", "application/json"),
+                       ("accept", "application/json, text/event-stream")]
+            response = httpx.request(method, f"{served.base}{path}", headers=headers,
+                                     content=body, timeout=30)
+            assert response.status_code == 400, (path, name, response.text[:200])
+            assert response.json()["error"]["code"] == "BAD_USER_INPUT"
+
+    async def handshake() -> None:
+        async with connect(served.base.replace("http", "ws") + "/graphql",
+                           subprotocols=[WS_PROTOCOL],
+                           additional_headers=[("Authorization", f"Bearer {reader}"),
+                                               ("Authorization", f"Bearer {writer}")]):
+            pass
+
+    with pytest.raises(InvalidStatus):
+        asyncio.run(handshake())
 
 
 def test_events_route_and_context_webhook(served: Served) -> None:
@@ -638,6 +706,10 @@ def test_a_key_repeated_in_a_websocket_message_is_refused(served: Served) -> Non
     '{"id": "p", "type": "subscribe", "payload": {"query": "{ __typename }", '
     '"operationName": 3}}',
     '{"type": "ping", "payload": [1]}',
+    # Every answer echoes the operation's id: one of 100 kB went back whole with each result
+    # (under the test server's message limit: 10 kB).
+    '{"id": "%s", "type": "subscribe", "payload": {"query": "{ __typename }"}}' % ("i" * 129),
+    '{"id": "%s", "type": "complete"}' % ("i" * 10_000),
 ])
 def test_websocket_messages_of_any_shape_close_with_4400(served: Served, message: str) -> None:
     """graphql-transport-ws messages that are JSON but not the protocol's shape (an array, an

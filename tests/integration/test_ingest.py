@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,20 @@ def test_missing_file_is_a_clear_error(cli_env, tmp_path: Path) -> None:
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "no such file" in proc.stderr
+
+
+@pytest.mark.parametrize("command", [["ingest"], ["import"], ["import", "--bulk"]])
+def test_a_path_that_is_not_a_regular_file_says_so(cli_env, tmp_path: Path,
+                                                   command: list[str]) -> None:
+    """A directory, a FIFO or a device: refused, exit 2, naming what it is (the message said
+    "no such file" of a directory that is there)."""
+    fifo = tmp_path / "events.jsonl"
+    os.mkfifo(fifo)
+    for path in (tmp_path, fifo, Path("/dev/zero")):
+        proc = subprocess.run([PERSONAS, *command, str(path)], env=cli_env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, (path, proc.stderr)
+        assert "not a regular file" in proc.stderr, (path, proc.stderr)
 
 
 def test_a_late_event_does_not_overwrite_a_newer_profile(graph: Graph) -> None:

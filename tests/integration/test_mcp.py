@@ -224,3 +224,83 @@ def test_stdio_with_a_bad_key_exits_with_the_reason(world: World) -> None:
                           input=b"", capture_output=True, timeout=120)
     assert done.returncode == 2
     assert b"UNAUTHENTICATED" in done.stderr and done.stdout == b""
+
+
+MAX_LINE = Settings.model_fields["api_max_body_bytes"].default
+"""Over stdio, a line is bounded by the body limit, as a request to `/mcp` is."""
+INITIALIZE = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+              "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                         "clientInfo": {"name": "raw", "version": "1"}}}
+FIND = ('"method": "tools/call", "params": {"name": "find_user", "arguments": '
+        '{"kind": "email", "value": "a@b.c"}}')
+REFUSED_MESSAGES = {
+    # Each meant one thing to a proxy or an audit log and another to the `mcp` library
+    # (pydantic keeps the last of a repeated key), or was read as a number.
+    "an id repeated": '{"jsonrpc": "2.0", "id": 1, "id": 2, ' + FIND + "}",
+    "a tool named twice": ('{"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": '
+                           '{"name": "find_user", "name": "persona", "arguments": '
+                           '{"kind": "email", "value": "a@b.c"}}}'),
+    "an argument repeated": ('{"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": '
+                             '{"name": "recommend", "arguments": {"user_id": "u_x", '
+                             '"first": 1, "first": 100}}}'),
+    "NaN": ('{"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": '
+            '"recommend", "arguments": {"user_id": "u_x", "first": NaN}}}'),
+    "1e400": ('{"jsonrpc": "2.0", "id": 6, "method": "tools/call", "params": {"name": '
+              '"recommend", "arguments": {"user_id": "u_x", "first": 1e400}}}'),
+    "not JSON": "{not json",
+    "a 100 kB id": '{"jsonrpc": "2.0", "id": "%s", "method": "ping"}' % ("i" * 100_000),
+    "a batch": '[{"jsonrpc": "2.0", "id": 10, "method": "ping"}]',
+}
+INVALID = {"a 100 kB id", "a batch"}
+"""Refused as invalid requests (-32600); the others are parse errors (-32700)."""
+
+
+@pytest.mark.parametrize("what", sorted(REFUSED_MESSAGES))
+def test_messages_other_parsers_would_read_otherwise_are_refused_over_http(
+        world: World, what: str) -> None:
+    """Over `/mcp`: 400 and a JSON-RPC parse error naming the reason; no tool runs."""
+    response = httpx2.post(f"{world.base}/mcp", content=REFUSED_MESSAGES[what].encode(),
+                           headers={"Authorization": f"Bearer {world.keys['reader']}",
+                                    "Content-Type": "application/json",
+                                    "Accept": "application/json, text/event-stream"},
+                           timeout=60)
+    assert response.status_code == 400, (what, response.text[:300])
+    answer = response.json()
+    assert answer["id"] is None, answer
+    assert answer["error"]["code"] == (-32600 if what in INVALID else -32700), answer
+    assert "result" not in answer and len(response.content) < 1000
+
+
+def test_messages_other_parsers_would_read_otherwise_are_refused_over_stdio(
+        world: World) -> None:
+    """Over `personas mcp`: each refused line answered with an error (the library answered
+    nothing to a line it could not read, a batch included, and read the others its own way), a line
+    that is not UTF-8 and one over the size limit too; the session goes on."""
+    lines = [json.dumps(INITIALIZE).encode(),
+             b'{"jsonrpc": "2.0", "method": "notifications/initialized"}',
+             *(REFUSED_MESSAGES[what].encode() for what in sorted(REFUSED_MESSAGES)),
+             b'{"jsonrpc": "2.0", "id": 7, "method": "ping", "x": "\xff\xfe"}',
+             b'{"jsonrpc": "2.0", "id": 8, "method": "ping", "pad": "' + b"x" * MAX_LINE + b'"}',
+             b'{"jsonrpc": "2.0", "id": 9, "method": "ping"}']
+    done = subprocess.run([PERSONAS, "mcp"],
+                          env={**world.env, "PERSONAS_MCP_KEY": world.keys["reader"]},
+                          input=b"\n".join(lines) + b"\n", capture_output=True, timeout=120)
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    assert answers[0]["id"] == 0 and "result" in answers[0]
+    refusals = answers[1:-1]
+    assert len(refusals) == len(REFUSED_MESSAGES) + 2, answers[1:]
+    assert all(a["id"] is None and a["error"]["code"] in (-32600, -32700)
+               for a in refusals), refusals
+    assert answers[-1] == {"jsonrpc": "2.0", "id": 9, "result": {}}
+
+
+def test_no_stream_is_held_open_by_a_get(world: World) -> None:
+    """The endpoint is stateless and sends nothing unasked: a GET with a key opened an event
+    stream that carried nothing and stayed open (a key could hold any number, outside the cap
+    on its streams). GET and DELETE are 405 naming POST, at once."""
+    for method in ("GET", "DELETE"):
+        response = httpx2.request(method, f"{world.base}/mcp", timeout=10,
+                                  headers={"Authorization": f"Bearer {world.keys['reader']}",
+                                           "Accept": "text/event-stream"})
+        assert response.status_code == 405, (method, response.text[:200])
+        assert response.headers["allow"] == "POST"

@@ -280,3 +280,27 @@ def test_backoff_schedule() -> None:
     for bad in ({"base_seconds": 0}, {"factor": 0.5}, {"max_seconds": 10}, {"jitter": 1.0}):
         with pytest.raises(ValueError, match="backoff needs"):
             Backoff(**bad)
+
+
+def test_a_context_file_is_read_only_up_to_its_limit(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file was read whole before anything was checked: a symlink to /dev/zero grew the
+    process until the kernel killed it. Now at most the limit is read, then refused; a
+    directory or a file that is not UTF-8 is refused with the reason."""
+    import graph.situation.providers as providers
+
+    monkeypatch.setattr(providers, "MAX_FILE_BYTES", 1000)
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({"weather": [GOOD_WEATHER] * 20}), encoding="utf-8")
+    with pytest.raises(InvalidInput, match="over 1000 bytes"):
+        load_situation_file(big)
+    zero = tmp_path / "zero.json"
+    zero.symlink_to("/dev/zero")
+    with pytest.raises(InvalidInput, match="over 1000 bytes"):
+        load_situation_file(zero)
+    with pytest.raises(InvalidInput, match="cannot read it"):
+        load_situation_file(tmp_path)
+    latin = tmp_path / "latin.json"
+    latin.write_bytes(b'{"weather": [], "x": "\xe9"}')
+    with pytest.raises(InvalidInput, match="cannot read it"):
+        load_situation_file(latin)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from decimal import Decimal
 
 import pytest
@@ -48,6 +49,26 @@ def test_category_normalization() -> None:
     # Every kind of whitespace run is one space, as with the regular expression it replaced.
     assert normalize_category("\tHome\u00a0\u2003Garden\n") == "home garden"
     assert normalize_category("Été\r\nFR") == "été fr"
+
+
+@pytest.mark.parametrize("shown", ["Bücher", "Home & Garden", "Électronique"])
+def test_a_category_that_looks_the_same_is_one_category(shown: str) -> None:
+    """Composed or decomposed, fullwidth, with a zero-width space or a direction override
+    pasted in: each had made a category of its own (a reader saw the same name twice)."""
+    forms = {normalize_category(unicodedata.normalize("NFC", shown)),
+             normalize_category(unicodedata.normalize("NFD", shown)),
+             normalize_category(shown[:2] + "\u200b" + shown[2:]),
+             normalize_category("\u202d" + shown + "\u2069"),
+             normalize_category("".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c
+                                        for c in shown))}
+    assert forms == {normalize_category(shown)}
+
+
+def test_invisible_only_categories_stay_apart() -> None:
+    """Dropping format characters must not make every invisible-only name one category (or an
+    empty one, which the bulk import's checks would not see)."""
+    names = {normalize_category(v) for v in ("\u200b", "\u200c", "\ufeff")}
+    assert len(names) == 3 and "" not in names
 
 
 @pytest.mark.parametrize(("text", "reason"), [

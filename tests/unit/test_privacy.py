@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import unicodedata
+
+from hypothesis import given
+from hypothesis import strategies as st
+
 from graph.privacy import Pseudonymizer
 
 
@@ -20,3 +25,43 @@ def test_scrub_text_replaces_emails_and_phones_only() -> None:
     assert "ann.lee" not in text and "234 5678" not in text
     assert "[email:" in text and "[phone:" in text
     assert "2026-11-28" in text and "order 12345" in text and "10:00:00" in text
+
+
+INVISIBLE = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u202e", "\u200f", "\u00ad"]
+
+
+@given(local=st.text(st.characters(codec="utf-8", categories=["L", "N"]), min_size=1,
+                     max_size=12),
+       domain=st.text(st.characters(codec="utf-8", categories=["Ll"]), min_size=1,
+                      max_size=12),
+       invisible=st.sampled_from(INVISIBLE), at=st.integers(min_value=0, max_value=30))
+def test_an_email_that_looks_the_same_is_the_same_user(local: str, domain: str,
+                                                      invisible: str, at: int) -> None:
+    """Composed and decomposed letters, an invisible character pasted along, fullwidth forms:
+    one person, one pseudonym (each had made a user of its own)."""
+    p = Pseudonymizer("k")
+    email = f"{local}@{domain}.de"
+    same = {p.user_id("email", unicodedata.normalize("NFC", email)),
+            p.user_id("email", unicodedata.normalize("NFD", email)),
+            p.user_id("email", email[:at] + invisible + email[at:]),
+            p.user_id("email", unicodedata.normalize("NFKD", email).replace("@", "\uff20"))}
+    assert len(same) == 1, email
+
+
+def test_a_phone_in_other_digits_is_the_same_user() -> None:
+    p = Pseudonymizer("k")
+    same = {p.user_id("phone", v) for v in ["+49 30 1234567", "+٤٩ ٣٠ ١٢٣٤٥٦٧",
+                                            "+４９ ３０ １２３４５６７", "\u200e+49 30 1234567"]}
+    assert len(same) == 1
+
+
+def test_look_alike_letters_of_another_script_stay_another_user() -> None:
+    p = Pseudonymizer("k")
+    assert p.user_id("email", "anna@example.com") != p.user_id("email", "\u0430nna@example.com")
+
+
+def test_values_of_invisible_characters_only_stay_apart() -> None:
+    """Dropping format characters must not make every invisible-only value one user."""
+    p = Pseudonymizer("k")
+    users = {p.user_id("email", v) for v in ["\u200b", "\u200c", "\ufeff", " \u200b "]}
+    assert len(users) == 3 and p.user_id("email", "") not in users
