@@ -29,6 +29,7 @@ The transactional path's rules, applied to the whole history:
 from __future__ import annotations
 
 import multiprocessing
+import re
 import resource
 import shlex
 import time
@@ -163,7 +164,7 @@ class BulkPlan:
         report = self.files[0].path.with_name("import.report") if self.files else None
         return ["--overwrite-destination=true", *self.multiline_arguments(),
                 *([f"--report-file={report}"] if report else []),
-                f"--array-delimiter={ARRAY_DELIMITER}", "--id-type=string",
+                f"--array-delimiter={ARRAY_DELIMITER}", "--id-type=integer",
                 *(f.argument() for f in self.files)]
 
     def multiline_arguments(self) -> list[str]:
@@ -613,6 +614,52 @@ def _preferences(ev: pl.DataFrame, tables: dict[str, pl.DataFrame]) -> None:
     ])
 
 
+NODE_ID = re.compile(r"^(?P<property>\w*):ID\((?P<group>\w+)\)$")
+"""A node table's id column (``id:ID(User)``; no property name: the id is not stored)."""
+END_ID = re.compile(r"^:(?:START|END)_ID\((?P<group>\w+)\)$")
+
+
+class BrokenGraph(ValueError):
+    """The computed tables name a node twice, or a relationship names a node none holds: a
+    fault of this module, stopped before ``neo4j-admin`` runs."""
+
+
+def number_nodes(tables: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """The tables with every node's import id a number (its row) and the relationships' ends
+    named by it, for ``--id-type=integer``: ``neo4j-admin`` then maps numbers, not strings
+    (hashes of up to 70 characters), to the nodes it writes. A node's id property, when it has
+    one, stays as it was (``id:ID(User)`` becomes ``id`` beside ``:ID(User)``)."""
+    numbered: dict[str, pl.DataFrame] = {}
+    keys: dict[str, pl.DataFrame] = {}
+    for name, frame in tables.items():
+        if name.isupper():
+            continue
+        column, match = next((c, m) for c in frame.columns if (m := NODE_ID.match(c)))
+        group = match["group"]
+        number = pl.int_range(pl.len(), dtype=pl.Int64)
+        key = frame.select(pl.col(column).alias("key"), number.alias("number"))
+        if key.get_column("key").is_duplicated().any():
+            raise BrokenGraph(f"{name}: a node id appears twice")
+        keys[group] = key
+        rest = ([pl.col(column).alias(match["property"])] if match["property"] else [])
+        numbered[name] = frame.select(number.alias(f":ID({group})"), *rest,
+                                      pl.exclude(column))
+    for name, frame in tables.items():
+        if not name.isupper():
+            continue
+        for column in frame.columns:
+            if not (end := END_ID.match(column)):
+                continue
+            ends = frame.join(keys[end["group"]], left_on=column, right_on="key", how="left",
+                              maintain_order="left").get_column("number")
+            if ends.null_count():
+                raise BrokenGraph(f"{name}: {ends.null_count()} relationship(s) name a "
+                                  f"{end['group']} node no table holds")
+            frame = frame.with_columns(ends.alias(column))
+        numbered[name] = frame
+    return numbered
+
+
 def write_files(tables: dict[str, pl.DataFrame], folder: Path) -> list[ImportFile]:
     """One CSV file per table (header line first); empty tables are left out."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -654,5 +701,5 @@ def plan_import(paths: Sequence[Path], pseudonymizer: Pseudonymizer, folder: Pat
         tables, plan.events, plan.duplicates = build_tables(staged)
         del staged
     with plan.phase("write_csv_s"):
-        plan.files = write_files(tables, folder)
+        plan.files = write_files(number_nodes(tables), folder)
     return plan

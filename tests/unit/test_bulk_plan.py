@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 
 from graph.aggregates.rules import decayed
@@ -53,12 +54,13 @@ def test_users_are_resolved_in_file_order_and_duplicates_dropped(tmp_path: Path)
                   "{broken")
     assert (result.events, result.duplicates, result.rejected) == (3, 1, 1)
     users = rows(tmp_path, "User")
-    assert [u["id:ID(User)"] for u in users] == [PSEUDONYMIZER.user_id("cookie", "a")]
+    assert [u["id"] for u in users] == [PSEUDONYMIZER.user_id("cookie", "a")]
     assert users[0]["events:long"] == "3" and users[0]["searches:long"] == "1"
     assert users[0]["first_seen:datetime"] == "2026-11-01T10:00:00.000Z"
     identifiers = rows(tmp_path, "Identifier")
     assert {i["kind"] for i in identifiers} == {"cookie", "email"}
-    prefs = {p[":END_ID(Category)"]: p for p in rows(tmp_path, "PREFERS")}
+    categories = {c[":ID(Category)"]: c["name"] for c in rows(tmp_path, "Category")}
+    prefs = {categories[p[":END_ID(Category)"]]: p for p in rows(tmp_path, "PREFERS")}
     day = 86_400_000
     books = 1.0 + decayed(0.5, day)  # the view a day after the search
     assert float(prefs["books"]["score:double"]) == pytest.approx(books, rel=1e-12)
@@ -112,3 +114,33 @@ def test_a_history_without_line_breaks_is_read_single_line(tmp_path: Path) -> No
                   "{broken")
     assert not any(f.multiline for f in result.files)
     assert not [a for a in result.arguments() if a.startswith("--multiline")]
+
+
+def test_nodes_are_numbered_and_relationships_name_them_by_number(tmp_path: Path) -> None:
+    plan(tmp_path, event("e1", "01T10:00:00", {"cookie": "a"}, item_id="i1", category="books"),
+         event("e2", "01T11:00:00", {"cookie": "b"}, item_id="i2", category="toys"))
+    assert "--id-type=integer" in bulk.BulkPlan().arguments()
+    users = {u[":ID(User)"]: u["id"] for u in rows(tmp_path, "User")}
+    items = {i[":ID(Item)"]: i["id"] for i in rows(tmp_path, "Item")}
+    assert sorted(users) == sorted(items) == ["0", "1"]  # numbers, each label from 0
+    pairs = {(users[r[":START_ID(User)"]], items[r[":END_ID(Item)"]])
+             for r in rows(tmp_path, "INTERACTED")}
+    assert pairs == {(PSEUDONYMIZER.user_id("cookie", "a"), "i1"),
+                     (PSEUDONYMIZER.user_id("cookie", "b"), "i2")}
+    # An id with no property name is not stored: only its number is written.
+    assert set(rows(tmp_path, "Interaction")[0]) >= {":ID(Interaction)", "event_id"}
+    assert "pos" not in rows(tmp_path, "Interaction")[0]
+
+
+def test_a_node_named_twice_or_a_missing_end_stops_before_neo4j_admin() -> None:
+    users = pl.DataFrame({"id:ID(User)": ["u1", "u2"]})
+    items = pl.DataFrame({"id:ID(Item)": ["i1"]})
+    edges = pl.DataFrame({":START_ID(User)": ["u1", "u2"], ":END_ID(Item)": ["i1", "i9"]})
+    with pytest.raises(bulk.BrokenGraph, match="INTERACTED: 1 relationship"):
+        bulk.number_nodes({"User": users, "Item": items, "INTERACTED": edges})
+    twice = pl.DataFrame({"id:ID(User)": ["u1", "u1"]})
+    with pytest.raises(bulk.BrokenGraph, match="User: a node id appears twice"):
+        bulk.number_nodes({"User": twice, "Item": items, "INTERACTED": edges})
+    ok = bulk.number_nodes({"User": users, "Item": items, "INTERACTED": edges.head(1)})
+    assert ok["INTERACTED"].rows() == [(0, 0)]
+    assert ok["User"].rows() == [(0, "u1"), (1, "u2")]
