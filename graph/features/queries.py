@@ -104,14 +104,16 @@ RETURN u.id AS user_id, it.id AS item_id,
 """
 
 # The same edges a page of users at a time (keyset on the user id), so that a million users'
-# ten million edges are never one result held at once. Every user of the page has a row, one
-# with a null item when they have no edge, so the page's last user id is the last row's.
+# ten million edges are never one result held at once: one row per user, its edges as a list of
+# [item id, weight] (empty without any). A row per edge cost the driver most of the feature
+# read's client CPU: a record per edge, each turned into a dict (docs/performance.md).
 USER_ITEM_EDGE_PAGE = """
 MATCH (u:User)
 WHERE u.id > $after AND coalesce(u.consent_analytics, true)
 WITH u ORDER BY u.id LIMIT $limit
-OPTIONAL MATCH (u)-[r:INTERACTED]->(it:Item)
-RETURN u.id AS user_id, it.id AS item_id, r.views + 3 * r.carts + 5 * r.purchases AS weight
+RETURN u.id AS user_id,
+       [(u)-[r:INTERACTED]->(it:Item) | [it.id, r.views + 3 * r.carts + 5 * r.purchases]]
+         AS edges
 """
 
 # Text features (graph/features/text.py). The population-wide counts decide whether the text

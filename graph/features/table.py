@@ -8,10 +8,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import partial
 from typing import Any, Protocol
 
 import networkx as nx
 import numpy as np
+from neo4j import ManagedTransaction
 from numpy.typing import NDArray
 from scipy import sparse
 from scipy.sparse.linalg import LinearOperator, svds
@@ -99,9 +101,17 @@ class BoltSource:
 
     def user_item_edges(self, graph: Graph) -> Iterable[dict[str, Any]]:
         after = ""
-        while page := graph.rows(q.USER_ITEM_EDGE_PAGE, after=after, limit=EDGE_PAGE_USERS):
-            yield from page
-            after = page[-1]["user_id"]
+        while page := graph.read(partial(_edge_page, after=after, limit=EDGE_PAGE_USERS),
+                                 query=q.USER_ITEM_EDGE_PAGE):
+            for user_id, edges in page:
+                for item_id, weight in edges:
+                    yield {"user_id": user_id, "item_id": item_id, "weight": weight}
+            after = page[-1][0]
+
+
+def _edge_page(tx: ManagedTransaction, after: str, limit: int) -> list[list[Any]]:
+    """A page of users' edges as plain lists (``values``: no dict per record)."""
+    return tx.run(q.USER_ITEM_EDGE_PAGE, after=after, limit=limit).values()
 
 
 def _days(delta_s: float) -> float:

@@ -197,7 +197,12 @@ def best_of_grid(S: sparse.csr_matrix, N: sparse.csr_matrix, W: sparse.csr_matri
     ``S`` their seed items, ``N`` the item neighbours, ``W`` their peers' shares, ``P`` the
     peers' items, ``E`` what they bought or rated (never offered), ``target`` their held-out
     items (-1 for none). The best pair by NDCG@K, then hit rate, then nearness to the
-    defaults."""
+    defaults.
+
+    Only a user's candidates (an item term or a similar-user term above 0, not had) can rank
+    ahead of a held-out item, and a held-out item that is not one never ranks: so each pair
+    is scored over the candidates alone, a few hundred per user, not over every item (a dense
+    users x items score per pair and held-out item was most of the blend's time)."""
     n_items = N.shape[0]
     n_targets = int((target >= 0).sum())
 
@@ -206,25 +211,26 @@ def best_of_grid(S: sparse.csr_matrix, N: sparse.csr_matrix, W: sparse.csr_matri
     block = max(1, SCORE_BUDGET // max(n_items, 1))
     for lo in range(0, S.shape[0], block):
         hi = min(lo + block, S.shape[0])
-        item_term = np.asarray((S[lo:hi] @ N).todense())
-        top = item_term.max(axis=1, keepdims=True)
-        item_term = item_term / np.where(top > 0, top, 1.0)
-        sim_term = np.asarray((W[lo:hi] @ P).todense())
-        candidate = (item_term > 0) | (sim_term > 0)
-        candidate &= ~np.asarray(E[lo:hi].todense(), dtype=bool)
+        row, col, item_term, sim_term = _candidates(S[lo:hi] @ N, W[lo:hi] @ P, E[lo:hi])
+        if not len(row):
+            continue  # no candidate: nothing ranks
+        key = row * n_items + col  # sorted: by row, then item
         rows = np.arange(hi - lo)
+        pop = popularity[col]
         for g, (wi, ws) in enumerate(GRID):
-            score = wi * item_term + ws * sim_term + popularity_weight * popularity
-            score = np.where(candidate, score, -np.inf)
+            score = wi * item_term + ws * sim_term + popularity_weight * pop
             for j in range(TARGETS):
                 t = target[lo:hi, j]
                 known = t >= 0
                 t = np.where(known, t, 0)
-                mine = score[rows, t][:, None]
-                ahead = (score > mine) | ((score == mine)
-                                          & (id_rank[None, :] < id_rank[t][:, None]))
-                rank = ahead.sum(axis=1)
-                ok = known & np.isfinite(mine[:, 0]) & (rank < K)
+                want = rows * n_items + t
+                at = np.minimum(np.searchsorted(key, want), len(key) - 1)
+                found = known & (key[at] == want)
+                mine = np.where(found, score[at], -np.inf)
+                theirs = mine[row]
+                ahead = (score > theirs) | ((score == theirs) & (id_rank[col] < id_rank[t][row]))
+                rank = np.bincount(row, weights=ahead, minlength=hi - lo).astype(np.int64)
+                ok = found & (rank < K)
                 hits[g] += ok.sum()
                 gains[g] += (ok / np.log2(rank + 2)).sum()
     best = max(range(len(GRID)), key=lambda g: (
@@ -233,3 +239,32 @@ def best_of_grid(S: sparse.csr_matrix, N: sparse.csr_matrix, W: sparse.csr_matri
         - abs(np.log2((GRID[g][1] + 0.125) / (default_similar + 0.125)))))
     return Blend(GRID[best][0], GRID[best][1], S.shape[0], float(hits[best] / n_targets),
                  float(gains[best] / n_targets))
+
+
+def _candidates(item_scores: Any, similar_scores: Any, had_items: Any,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The candidates of a block of users: (row, item) where the item term or the
+    similar-user term is above 0 and the user has not had the item, ordered by row then item,
+    with the item term (over the row's largest) and the similar-user term there."""
+    n_items = item_scores.shape[1]
+    items = sparse.coo_matrix(item_scores)
+    similar = sparse.coo_matrix(similar_scores)
+    had = sparse.coo_matrix(had_items)
+    # The row's largest item term, implicit zeros included (the terms are never negative).
+    top = np.zeros(items.shape[0])
+    np.maximum.at(top, items.row, items.data)
+    ikey = items.row.astype(np.int64) * n_items + items.col
+    skey = similar.row.astype(np.int64) * n_items + similar.col
+    keys = np.union1d(ikey[items.data > 0], skey[similar.data > 0])
+    keys = keys[~np.isin(keys, had.row.astype(np.int64) * n_items + had.col)]
+    item_term = np.zeros(len(keys))
+    sim_term = np.zeros(len(keys))
+    for values, key, out in ((items.data, ikey, item_term), (similar.data, skey, sim_term)):
+        # A product's coordinates are unique; those among the candidates take their value.
+        at = np.searchsorted(keys, key)
+        hit = at < len(keys)
+        hit[hit] = keys[at[hit]] == key[hit]
+        out[at[hit]] = values[hit]
+    row = keys // n_items
+    item_term = item_term / np.where(top > 0, top, 1.0)[row]
+    return row, keys % n_items, item_term, sim_term

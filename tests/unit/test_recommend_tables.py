@@ -19,13 +19,17 @@ import pytest
 from scipy import sparse
 
 from graph.errors import InvalidInput
+from graph.recommend import blend
 from graph.recommend.baselines import EASE
 from graph.recommend.blend import (
+    GRID,
     MIN_VALIDATION_USERS,
+    SCORE_BUDGET,
     SEED,
     TARGETS,
     VALIDATION_USERS,
     Blend,
+    K,
     best_of_grid,
     tune_blend,
 )
@@ -327,6 +331,47 @@ def old_tune_blend(interactions: Sequence[dict[str, Any]], carted: Sequence[dict
                         default_item, default_similar)
 
 
+def dense_best_of_grid(S: sparse.csr_matrix, N: sparse.csr_matrix, W: sparse.csr_matrix,
+                       P: sparse.csr_matrix, E: sparse.csr_matrix, target: np.ndarray,
+                       popularity: np.ndarray, id_rank: np.ndarray, popularity_weight: float,
+                       default_item: float, default_similar: float) -> tuple[Any, ...]:
+    """``best_of_grid`` as it was: every pair scored over a dense users x items block."""
+    n_items = N.shape[0]
+    n_targets = int((target >= 0).sum())
+    hits = np.zeros(len(GRID))
+    gains = np.zeros(len(GRID))
+    block = max(1, blend.SCORE_BUDGET // max(n_items, 1))
+    for lo in range(0, S.shape[0], block):
+        hi = min(lo + block, S.shape[0])
+        item_term = np.asarray((S[lo:hi] @ N).todense())
+        top = item_term.max(axis=1, keepdims=True)
+        item_term = item_term / np.where(top > 0, top, 1.0)
+        sim_term = np.asarray((W[lo:hi] @ P).todense())
+        candidate = (item_term > 0) | (sim_term > 0)
+        candidate &= ~np.asarray(E[lo:hi].todense(), dtype=bool)
+        rows = np.arange(hi - lo)
+        for g, (wi, ws) in enumerate(GRID):
+            score = wi * item_term + ws * sim_term + popularity_weight * popularity
+            score = np.where(candidate, score, -np.inf)
+            for j in range(TARGETS):
+                t = target[lo:hi, j]
+                known = t >= 0
+                t = np.where(known, t, 0)
+                mine = score[rows, t][:, None]
+                ahead = (score > mine) | ((score == mine)
+                                          & (id_rank[None, :] < id_rank[t][:, None]))
+                rank = ahead.sum(axis=1)
+                ok = known & np.isfinite(mine[:, 0]) & (rank < K)
+                hits[g] += ok.sum()
+                gains[g] += (ok / np.log2(rank + 2)).sum()
+    best = max(range(len(GRID)), key=lambda g: (
+        round(float(gains[g]), 9), hits[g],
+        -abs(np.log2((GRID[g][0] + 0.125) / (default_item + 0.125)))
+        - abs(np.log2((GRID[g][1] + 0.125) / (default_similar + 0.125)))))
+    return (GRID[best][0], GRID[best][1], S.shape[0], float(hits[best] / n_targets),
+            float(gains[best] / n_targets))
+
+
 # --- the shop and the comparison ------------------------------------------------------------
 
 def shop(seed: int, users: int = 160, items: int = 70) -> list[dict[str, Any]]:
@@ -426,3 +471,40 @@ def test_vectorised_top_k_keeps_the_per_row_order_at_the_cut(seed: int) -> None:
     new = {r["user_id"]: r["peers"] for r in similar_users_of(ix)}
     assert new == old
     assert sum(len(p) == PEERS for p in new.values()) > 100
+
+
+@pytest.mark.parametrize(("seed", "items", "budget"), [(0, 7, SCORE_BUDGET), (1, 300, SCORE_BUDGET), (2, 2_000, SCORE_BUDGET), (3, 2_000, 20_000), (4, 300, 3_000), (5, 7, 20)])
+def test_grid_scored_over_the_candidates_equals_the_dense_scores(
+        seed: int, items: int, budget: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The grid is scored over each user's candidates only; the figures are the dense ones,
+    bit for bit: ties in score (integer weights, equal popularity), held-out items that are
+    no candidate, that the user had, or missing (-1), users without a candidate, and blocks
+    of users (a small budget for several)."""
+    monkeypatch.setattr(blend, "SCORE_BUDGET", budget)  # a small budget: blocks of users
+    rng = np.random.default_rng(seed)
+    users, peers = int(rng.integers(20, 300)), int(rng.integers(5, 200))
+
+    def integers(rows: int, cols: int, density: float) -> sparse.csr_matrix:
+        m = sparse.random(rows, cols, density=density, format="csr", random_state=int(rng.integers(2**31)))
+        m.data = np.ceil(m.data * 3)
+        return m
+
+    density = min(0.05, 200 / items)
+    S, N = integers(users, items, density), integers(items, items, density)
+    W, P = integers(users, peers, 0.05), integers(peers, items, density)
+    E = integers(users, items, density / 2)
+    E.data[:] = 1.0
+    target = rng.integers(-1, items, size=(users, TARGETS))
+    # Most users' first held-out item is one of their candidates, so that ranks are compared.
+    C = (S @ N).tocsr()
+    for u in range(users):
+        lo, hi = C.indptr[u], C.indptr[u + 1]
+        if hi > lo and u % 5:
+            target[u, 0] = C.indices[lo + int(rng.integers(hi - lo))]
+    popularity = rng.integers(0, 4, items) / 4
+    id_rank = rng.permutation(items)
+    got = best_of_grid(S, N, W, P, E, target, popularity, id_rank, 0.3, 1.0, 1.0)
+    want = dense_best_of_grid(S, N, W, P, E, target, popularity, id_rank, 0.3, 1.0, 1.0)
+    assert (got.item, got.similar, got.validation_users, got.validation_hit,
+            got.validation_ndcg) == want
+    assert want[3] > 0  # some held-out items ranked in the top K

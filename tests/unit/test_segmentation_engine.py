@@ -37,6 +37,37 @@ def test_cut_tree_counts() -> None:
         assert len(set(cut_tree(children, 50, k))) == k
 
 
+def union_find_cut(children: np.ndarray, n: int, k: int) -> np.ndarray:
+    """``cut_tree`` as it was: the first n - k merges by union-find, labels by first
+    appearance."""
+    parent = list(range(2 * n - 1))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for step in range(n - k):
+        a, b = children[step]
+        parent[find(int(a))] = parent[find(int(b))] = n + step
+    order: dict[int, int] = {}
+    return np.array([order.setdefault(find(i), len(order)) for i in range(n)])
+
+
+@pytest.mark.parametrize("n", [3, 10, 257, 3000])
+def test_cut_tree_equals_the_merges_applied_one_by_one(n: int) -> None:
+    """Every cut of Ward's tree and of a chain (each merge takes the previous node: the
+    deepest tree) labels every user as applying its merges one at a time does."""
+    X = np.random.default_rng(n).normal(size=(n, 3))
+    ward = HierarchicalSegmenter(n_clusters=2, n_resamples=0).fit(X).children_
+    chain = np.array([[0, 1]] + [[n + s - 1, s + 1] for s in range(1, n - 1)])
+    for children in (ward, chain):
+        for k in sorted({1, 2, 3, n // 2, n - 1, n} - {0}):
+            got = cut_tree(children, n, k)
+            assert got.dtype == np.int64
+            assert got.tolist() == union_find_cut(children, n, k).tolist()
+
+
 def test_preparation_logs_and_standardizes() -> None:
     X = np.array([[1.0, 100.0], [2.0, 1000.0], [3.0, 10000.0]])
     Z = make_preparation(["a", "b"], ["b"]).fit_transform(X)
