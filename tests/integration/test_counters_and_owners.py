@@ -39,6 +39,16 @@ RETURN it.id AS id, [coalesce(it.buyers, 0), coalesce(it.units, 0)] AS counters,
 ORDER BY id
 """
 
+# Each item's users as its counter says (none rather than 0), and as the live users who
+# performed an interaction with it count them.
+USERS = """
+MATCH (it:Item)
+OPTIONAL MATCH (u:User)-[:PERFORMED]->(:Interaction {item_id: it.id})
+WITH it, count(DISTINCT u) AS users
+RETURN it.id AS id, it.users AS counter, CASE WHEN users > 0 THEN users END AS recount
+ORDER BY id
+"""
+
 # Interactions whose owner or session id is not the user who performed them or their session.
 WRONG_OWNERS = """
 MATCH (u)-[:PERFORMED]->(i:Interaction)
@@ -71,6 +81,7 @@ def check(graph: Graph, when: str) -> None:
     counters = graph.rows(COUNTERS)
     assert counters, when
     assert [r for r in counters if r["counters"] != r["recount"]] == [], when
+    assert [r for r in graph.rows(USERS) if r["counter"] != r["recount"]] == [], when
     assert graph.rows(WRONG_OWNERS) == [], when
 
 
@@ -94,6 +105,8 @@ def test_merges_unmerges_and_erasure_keep_counters_and_owner_ids(graph: Graph) -
     check(graph, "written")
     assert {r["id"]: r["counters"] for r in graph.rows(COUNTERS)} == {
         "sku-1": [2, 5], "sku-2": [2, 2], "sku-3": [1, 1]}
+    assert {r["id"]: r["counter"] for r in graph.rows(USERS)} == {
+        "sku-1": 2, "sku-2": 3, "sku-3": 2}
     merge_id = merge_users(graph, UID["A"], UID["B"], source="test", reason="same person")
     check(graph, "merged")
     assert {r["id"]: r["counters"] for r in graph.rows(COUNTERS)}["sku-1"] == [1, 5]
@@ -107,6 +120,7 @@ def test_merges_unmerges_and_erasure_keep_counters_and_owner_ids(graph: Graph) -
     assert graph.rows("MATCH (i:Interaction) RETURN count(i) AS n") == [{"n": 0}]
     assert {r["id"]: r["counters"] for r in graph.rows(COUNTERS)} == {
         "sku-1": [0, 0], "sku-2": [0, 0], "sku-3": [0, 0]}
+    assert graph.rows("MATCH (it:Item) WHERE it.users IS NOT NULL RETURN it.id AS id") == []
 
 
 BATCHES, BUYERS = 12, 4
@@ -220,11 +234,12 @@ def test_a_purchase_waiting_on_another_of_the_same_item_loses_no_count(graph: Gr
     counters in a WITH before its SET (its read not a direct dependency) loses the first
     purchase under the same interleaving: the interleaving is one that can lose an update."""
     assert _second_waits_on_the_first(graph, UPDATE_INTERACTED) == [2, 5]
+    counters = UPDATE_INTERACTED[UPDATE_INTERACTED.index("SET it.users"):]
     read_first = UPDATE_INTERACTED.replace(
-        "SET it.buyers = coalesce(it.buyers, 0) + buyers, it.units = coalesce(it.units, 0) + units",
+        counters,
         "WITH it, buyers, units, it.buyers AS had_buyers, it.units AS had_units\n"
         "SET it.buyers = coalesce(had_buyers, 0) + buyers, "
-        "it.units = coalesce(had_units, 0) + units")
+        "it.units = coalesce(had_units, 0) + units\n")
     assert read_first != UPDATE_INTERACTED
     assert _second_waits_on_the_first(graph, read_first) == [1, 3]
 
