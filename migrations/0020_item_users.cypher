@@ -3,7 +3,8 @@
 // INTERACTED degree: each item carries its users (`users`: users with an INTERACTED to it; none
 // before the first), kept by every writer as `buyers` and `units` are
 // (graph/aggregates/queries.py UPDATE_INTERACTED and REFRESH_ITEM_COUNTERS, the bulk import).
-CREATE INDEX item_category_users IF NOT EXISTS FOR (n:Item) ON (n.category, n.users);
+// The id last: the items tied on users are read in id order, as many as needed.
+CREATE INDEX item_category_users IF NOT EXISTS FOR (n:Item) ON (n.category, n.users, n.id);
 // Items interacted with before then are counted here, in batches; those whose count is right
 // are left alone, so running it again changes nothing.
 MATCH (it:Item)

@@ -33,8 +33,8 @@ PEERS = 50
 PEER_ITEMS = 200
 
 # A preferred category contributes its most interacted-with items, read in order from an index
-# (CATEGORY_ITEMS + 1 entries); its items tied with the last, or its items without users when
-# it has fewer than CATEGORY_ITEMS with, are read from no more than CATEGORY_SCAN of them.
+# (at most twice CATEGORY_ITEMS + 1 entries, ties included); its items without users, when it
+# has fewer than CATEGORY_ITEMS with, are found among no more than CATEGORY_SCAN of its items.
 CATEGORY_ITEMS = 100
 CATEGORY_SCAN = 20_000
 # ... from the user's TOP_CATEGORIES strongest preferred categories.

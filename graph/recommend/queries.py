@@ -38,9 +38,10 @@ USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 #       items, most users first, then by id: an ordered seek of the index on the items'
 #       category and users counter (`users`, kept by every writer of INTERACTED,
 #       migrations/0020), one past the limit; when that one ties the last kept, the items with
-#       that many users or more are read again (at most $limits.category_scan) and the ties
-#       broken by id; when the category has fewer interacted-with items than the limit, its
-#       items without any follow by id (among at most $limits.category_scan of its items);
+#       that many users are read again in id order (the index's third property, at most
+#       $limits.category_items of them); when the category has fewer interacted-with items
+#       than the limit, its items without any follow by id (among at most
+#       $limits.category_scan of its items);
 #   (d) the item neighbours (`SIMILAR_ITEM {score, run_id}` of the latest run: EASE weights,
 #       see ``items``) of the user's $limits.seed_items most recently bought, carted or liked
 #       (rated 4-5) items.
@@ -80,8 +81,8 @@ USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 #
 # Every expansion is bounded whatever the graph's shape (see ``limits``): (a) FAVOURITES,
 # (b) $limits.peers stored peers x $limits.peer_items or, found here, $limits.recent_items
-# items x $limits.max_item_users buyers, (c) $limits.top_categories x ($limits.category_items
-# + 1) index entries, or x $limits.category_scan on a tie or a category with fewer
+# items x $limits.max_item_users buyers, (c) $limits.top_categories x 2 x ($limits.category_items
+# + 1) index entries, or x $limits.category_scan items for a category with fewer
 # interacted-with items than that, (d) $limits.seed_items x ITEM_NEIGHBOURS;
 # popularity is a degree read per candidate. PROFILE on the demo graph: see docs/performance.md.
 # A user's or item's run edges are all its edges, filtered by run_id afterwards (at most a few
@@ -256,8 +257,8 @@ CALL (prefs) {
   CALL (c) {
     CALL (c) {
       MATCH (it:Item)
-      USING INDEX SEEK it:Item(category, users)
-      WHERE it.category = c.name AND it.users > 0
+      USING INDEX SEEK it:Item(category, users, id)
+      WHERE it.category = c.name AND it.users > 0 AND it.id IS NOT NULL
       WITH it ORDER BY it.category DESC, it.users DESC LIMIT $limits.category_items + 1
       RETURN collect({it: it, users: it.users}) AS top
     }
@@ -268,12 +269,16 @@ CALL (prefs) {
       UNION ALL
       WITH c, top
       WHERE size(top) > $limits.category_items AND top[-1].users = top[-2].users
-      CALL (c, top) {
+      WITH c, top[-1].users AS tied, [t IN top WHERE t.users > top[-1].users] AS above
+      CALL (c, tied, above) {
+        UNWIND above AS t
+        RETURN t.it AS it, t.users AS users
+        UNION ALL
         MATCH (it:Item)
-        USING INDEX SEEK it:Item(category, users)
-        WHERE it.category = c.name AND it.users >= top[-2].users
-        WITH it ORDER BY it.category DESC, it.users DESC LIMIT $limits.category_scan
-        RETURN it, it.users AS users
+        USING INDEX SEEK it:Item(category, users, id)
+        WHERE it.category = c.name AND it.users = tied AND it.id IS NOT NULL
+        WITH it ORDER BY it.category, it.users, it.id LIMIT $limits.category_items
+        RETURN it, tied AS users
       }
       RETURN it, users
       UNION ALL
