@@ -18,7 +18,7 @@ from graph.db import Graph
 from graph.events import Event
 from graph.identity import merge_users, unmerge
 from graph.ingest.writer import EventWriter
-from graph.migrate import migrate
+from graph.migrate import migrate, split_statements
 from graph.privacy import Pseudonymizer
 from graph.subjects.erasure import forget_user
 
@@ -291,22 +291,25 @@ def test_an_older_interest_waiting_on_a_newer_one_keeps_the_newer_time(graph: Gr
     assert found["score"] == pytest.approx(expected)
 
 
-# What migration 0015 gives data written before it (and 0017 memberships and periods).
+# What migration 0015 gives data written before it (0017 memberships and periods, 0020 the
+# items' users: one taken away, one wrong).
 SIMULATE_OLD = [
     "MATCH (i:Interaction) REMOVE i.user_id, i.session_id",
     "MATCH ()-[h:HAD_SESSION]->() REMOVE h.user_id, h.started_at",
     "MATCH (it:Item) REMOVE it.buyers, it.units",
+    "MATCH (it:Item {id: 'sku-1'}) REMOVE it.users",
+    "MATCH (it:Item {id: 'sku-2'}) SET it.users = 7",
     "MATCH (w:WeatherObservation) REMOVE w.location_id",
     "MATCH (e:LocalEvent) REMOVE e.location_id",
     "MATCH ()-[m:IN_SEGMENT]->() REMOVE m.user_id",
     "MATCH ()-[h:HAD_PERSONA]->() REMOVE h.user_id",
-    "MATCH (m:Migration) WHERE m.version IN [15, 17] DELETE m",
+    "MATCH (m:Migration) WHERE m.version IN [15, 17, 20] DELETE m",
 ]
 OWNED = """
 CALL () { MATCH (i:Interaction) RETURN collect([i.event_id, i.user_id, i.session_id]) AS i }
 CALL () { MATCH (u)-[h:HAD_SESSION]->(s)
           RETURN collect([u.id, s.id, h.user_id, h.started_at]) AS h }
-CALL () { MATCH (it:Item) RETURN collect([it.id, it.buyers, it.units]) AS it }
+CALL () { MATCH (it:Item) RETURN collect([it.id, it.buyers, it.units, it.users]) AS it }
 CALL () { MATCH (w:WeatherObservation) RETURN collect([w.id, w.location_id]) AS w }
 CALL () { MATCH (e:LocalEvent) RETURN collect([e.id, e.location_id]) AS e }
 CALL () { MATCH (u)-[m:IN_SEGMENT]->(s) RETURN collect([u.id, s.id, m.user_id]) AS m }
@@ -323,8 +326,8 @@ def owned(graph: Graph) -> dict[str, list[Any]]:
 def test_the_backfill_gives_old_data_what_fresh_writes_give(graph: Graph) -> None:
     """Events, a location's weather and events, and a run's memberships and persona periods
     written by today's writers; their owner ids, session links and counters taken away as
-    data from before 0015 (and 0017) lacks them, and those migrations run again: the graph is
-    as written."""
+    data from before 0015 (and 0017, 0020) lacks them, and those migrations run again: the
+    graph is as written; 0020 run again changes nothing."""
     EventWriter(graph, PZ).write([
         event("a1", A, "2026-10-01T10:00:00Z", quantity=2, session="sA"),
         event("a2", A, "2026-10-01T10:05:00Z", "page_view", item="sku-2", session="sA"),
@@ -348,8 +351,12 @@ def test_the_backfill_gives_old_data_what_fresh_writes_give(graph: Graph) -> Non
     for statement in SIMULATE_OLD:
         graph.execute(statement)
     assert owned(graph) != fresh
-    assert [m.version for m in migrate(graph, MIGRATIONS)] == [15, 17]
+    assert [m.version for m in migrate(graph, MIGRATIONS)] == [15, 17, 20]
     assert owned(graph) == fresh
+    [backfill] = [s for s in split_statements((MIGRATIONS / "0020_item_users.cypher").read_text())
+                  if "IN TRANSACTIONS" in s]
+    with graph.driver.session(database=graph.database) as session:
+        assert session.run(backfill).consume().counters.properties_set == 0
 
 
 SESSION_LINKS = """
