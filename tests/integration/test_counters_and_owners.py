@@ -256,6 +256,23 @@ def test_two_batches_buying_the_same_item_for_one_user_count_one_buyer(graph: Gr
                       "RETURN r.purchases AS p") == [{"p": 5}]
 
 
+@pytest.mark.parametrize(("second_user", "users"), [("u1", 1), ("u2", 2)])
+def test_batches_creating_aggregates_of_one_item_in_turn_count_its_users(
+        graph: Graph, second_user: str, users: int) -> None:
+    """Two batches each creating a first aggregate of `sku`, the second waiting on the first's
+    open transaction: the same user (u1 twice) is one user of the item, two users are two.
+    Whether the aggregate is new is what the MERGE did, which re-reads once the first has
+    committed: the waiting batch finds u1's aggregate and does not count u1 again."""
+    graph.execute("MATCH (n) DETACH DELETE n")
+    graph.execute("CREATE (:Item {id: 'sku'}) WITH * UNWIND ['u1', 'u2'] AS id "
+                  "CREATE (:User {id: id})")
+    _writers_in_turn(graph, UPDATE_INTERACTED, {"rows": [_aggregate("u1", 1)]},
+                     {"rows": [_aggregate(second_user, 2)]})
+    assert graph.rows("MATCH (it:Item {id: 'sku'}) RETURN it.users AS users, "
+                      "COUNT { (it)<-[r:INTERACTED]-() WHERE r.counting IS NULL } AS unmarked"
+                      ) == [{"users": users, "unmarked": users}]
+
+
 def test_an_older_rating_waiting_on_a_newer_one_does_not_replace_it(graph: Graph) -> None:
     """The latest rating stands whatever order two batches commit in: a batch rating `sku`
     at 1500 that waits on another's open transaction rating it at 2000 compares with the
