@@ -13,8 +13,11 @@ from __future__ import annotations
 
 # An item's buyers (users who bought it) and units (bought in all) are counters on the item
 # (`buyers`, `units`; none before its first purchase), so that best-sellers and an item's buyers
-# are read from an index (migrations/0015), not summed over every purchase. A batch adds to them
-# here, once per item (its rows summed: a user new to buying the item is a buyer more), the
+# are read from an index (migrations/0015), not summed over every purchase; likewise its users
+# (`users`: users with an INTERACTED to it; none before the first), so that a category's most
+# interacted-with items are an ordered seek (migrations/0020). A batch adds to them
+# here, once per item (its rows summed: a user new to buying the item is a buyer more, an
+# aggregate this batch created a user more, marked `counting` on creation and unmarked below), the
 # items in id order; each SET reads its counter in its own expression (a direct dependency),
 # for which Neo4j takes the item's write lock before reading, so two writers never lose an
 # update (a read in a WITH before the SET would: tests/integration/test_counters_and_owners.py);
@@ -36,27 +39,30 @@ WITH row, datetime({epochMillis: row.first_at}) AS first_at,
 MATCH (u:User {id: row.user_id}), (it:Item {id: row.item_id})
 MERGE (u)-[r:INTERACTED]->(it)
 ON CREATE SET r.user_id = row.user_id, r.views = 0, r.carts = 0, r.purchases = 0,
-              r.spend = 0.0, r.first_at = first_at, r.last_at = last_at
+              r.spend = 0.0, r.first_at = first_at, r.last_at = last_at, r.counting = true
 SET r.views = r.views + row.views,
     r.carts = r.carts + row.carts,
     r.purchases = r.purchases + row.purchases,
     r.spend = r.spend + row.spend,
     r.first_at = CASE WHEN first_at < r.first_at THEN first_at ELSE r.first_at END,
     r.last_at = CASE WHEN last_at > r.last_at THEN last_at ELSE r.last_at END
-WITH row, it, r, r.purchases - row.purchases AS before,
+WITH row, it, r, r.purchases - row.purchases AS before, r.counting IS NOT NULL AS created,
      CASE WHEN row.rated_at IS NOT NULL THEN datetime({epochMillis: row.rated_at}) END
        AS rated_at
-WITH row, it, r, before, rated_at,
+REMOVE r.counting
+WITH row, it, r, before, created, rated_at,
      rated_at IS NOT NULL AND (r.rated_at IS NULL OR rated_at >= r.rated_at) AS rates
 FOREACH (_ IN CASE WHEN rates THEN [1] ELSE [] END |
   SET r.rating = row.rating, r.rated_at = rated_at)
 SET r.bought_or_liked = (r.purchases > 0 OR coalesce(r.rating, 0) >= 4)
                         AND coalesce(r.rating, 3) > 2
 WITH it, sum(CASE WHEN row.purchases > 0 AND NOT coalesce(before, 0) > 0 THEN 1 ELSE 0 END)
-       AS buyers, sum(row.purchases) AS units
-WHERE units > 0
-WITH it, buyers, units ORDER BY it.id
-SET it.buyers = coalesce(it.buyers, 0) + buyers, it.units = coalesce(it.units, 0) + units
+       AS buyers, sum(row.purchases) AS units, sum(CASE WHEN created THEN 1 ELSE 0 END) AS users
+WHERE units > 0 OR users > 0
+WITH it, buyers, units, users ORDER BY it.id
+SET it.users = CASE WHEN users > 0 THEN coalesce(it.users, 0) + users ELSE it.users END,
+    it.buyers = CASE WHEN units > 0 THEN coalesce(it.buyers, 0) + buyers ELSE it.buyers END,
+    it.units = CASE WHEN units > 0 THEN coalesce(it.units, 0) + units ELSE it.units END
 """
 
 # Inferred interest decays exponentially ($decay_per_ms: rules.DECAY_PER_MS): a score is
@@ -305,16 +311,18 @@ MERGE (u)-[p:PREFERS {source: 'inferred'}]->(c)
 SET p.score = score, p.updated_at = at
 """
 
-# An item's counters recounted from its buyers' aggregates (see UPDATE_INTERACTED): for the
-# items whose purchases a merge, an unmerge or an erasure moved or removed.
+# An item's counters recounted from its users' aggregates (see UPDATE_INTERACTED): for the
+# items whose aggregates a merge, an unmerge or an erasure moved or removed.
 REFRESH_ITEM_COUNTERS = """
 UNWIND $item_ids AS id
 MATCH (it:Item {id: id})
 CALL (it) {
-  OPTIONAL MATCH (:User)-[r:INTERACTED]->(it) WHERE r.purchases > 0
-  RETURN count(r) AS buyers, sum(r.purchases) AS units
+  OPTIONAL MATCH (:User)-[r:INTERACTED]->(it)
+  RETURN count(r) AS users, count(CASE WHEN r.purchases > 0 THEN r END) AS buyers,
+         sum(CASE WHEN r.purchases > 0 THEN r.purchases ELSE 0 END) AS units
 }
-SET it.buyers = CASE WHEN buyers > 0 THEN buyers END,
+SET it.users = CASE WHEN users > 0 THEN users END,
+    it.buyers = CASE WHEN buyers > 0 THEN buyers END,
     it.units = CASE WHEN buyers > 0 THEN units END
 """
 

@@ -550,7 +550,8 @@ def _locations(staged: Sequence[StagedFile], keys: pl.DataFrame,
 
 def _interacted(with_item: pl.DataFrame, tables: dict[str, pl.DataFrame]) -> None:
     """``INTERACTED`` per user and item (``UPDATE_INTERACTED``): the latest rating stands, with
-    its user's id and whether it was bought or liked; and the items' buyer and unit counters."""
+    its user's id and whether it was bought or liked; and the items' buyer, unit and user
+    counters."""
     kind = pl.col("type")
     purchase = kind == EventType.PURCHASE.value
     rated = (kind == EventType.FEEDBACK.value) & pl.col("rating").is_not_null()
@@ -577,6 +578,11 @@ def _interacted(with_item: pl.DataFrame, tables: dict[str, pl.DataFrame]) -> Non
         pl.col("purchases").sum().cast(pl.Int64).alias("units:long"))
     tables["Item"] = tables["Item"].join(
         counters.rename({"item_id": "id:ID(Item)"}), on="id:ID(Item)", how="left",
+        maintain_order="left")
+    # And its users (who interacted with it at all): none before the first.
+    users = agg.group_by("item_id").agg(pl.len().cast(pl.Int64).alias("users:long"))
+    tables["Item"] = tables["Item"].join(
+        users.rename({"item_id": "id:ID(Item)"}), on="id:ID(Item)", how="left",
         maintain_order="left")
 
 

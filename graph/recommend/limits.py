@@ -32,8 +32,9 @@ PEERS = 50
 # bought 50,000 items adds 200 candidates, not 50,000.
 PEER_ITEMS = 200
 
-# A preferred category contributes its most interacted-with items, looking at no more than
-# CATEGORY_SCAN of them (a 50,000-item category costs a bounded scan, not 50,000 candidates).
+# A preferred category contributes its most interacted-with items, read in order from an index
+# (at most twice CATEGORY_ITEMS + 1 entries, ties included); its items without users, when it
+# has fewer than CATEGORY_ITEMS with, are found among no more than CATEGORY_SCAN of its items.
 CATEGORY_ITEMS = 100
 CATEGORY_SCAN = 20_000
 # ... from the user's TOP_CATEGORIES strongest preferred categories.

@@ -35,7 +35,13 @@ USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 #       their properties cost over half of the chatbot query's db hits);
 #   (c) the items of the user's $limits.top_categories strongest categories (weight >=
 #       $weights.preference_min), each category's $limits.category_items most interacted-with
-#       items (among at most $limits.category_scan of them);
+#       items, most users first, then by id: an ordered seek of the index on the items'
+#       category and users counter (`users`, kept by every writer of INTERACTED,
+#       migrations/0020), one past the limit; when that one ties the last kept, the items with
+#       that many users are read again in id order (the index's third property, at most
+#       $limits.category_items of them); when the category has fewer interacted-with items
+#       than the limit, its items without any follow by id (among at most
+#       $limits.category_scan of its items);
 #   (d) the item neighbours (`SIMILAR_ITEM {score, run_id}` of the latest run: EASE weights,
 #       see ``items``) of the user's $limits.seed_items most recently bought, carted or liked
 #       (rated 4-5) items.
@@ -75,8 +81,9 @@ USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 #
 # Every expansion is bounded whatever the graph's shape (see ``limits``): (a) FAVOURITES,
 # (b) $limits.peers stored peers x $limits.peer_items or, found here, $limits.recent_items
-# items x $limits.max_item_users buyers, (c) $limits.top_categories x $limits.category_scan
-# degree reads, (d) $limits.seed_items x ITEM_NEIGHBOURS;
+# items x $limits.max_item_users buyers, (c) $limits.top_categories x 2 x ($limits.category_items
+# + 1) index entries, or x $limits.category_scan items for a category with fewer
+# interacted-with items than that, (d) $limits.seed_items x ITEM_NEIGHBOURS;
 # popularity is a degree read per candidate. PROFILE on the demo graph: see docs/performance.md.
 # A user's or item's run edges are all its edges, filtered by run_id afterwards (at most a few
 # runs' worth): with the run_id in the pattern the planner may seek the run_id index instead
@@ -248,11 +255,40 @@ CALL (prefs) {
   ORDER BY p.weight DESC, p.category LIMIT $limits.top_categories
   MATCH (c:Category {name: p.category})
   CALL (c) {
-    MATCH (c)<-[:IN_CATEGORY]-(it)
-    WITH it LIMIT $limits.category_scan
-    WITH it, COUNT { (it)<-[:INTERACTED]-() } AS users
-    ORDER BY users DESC, it.id LIMIT $limits.category_items
-    RETURN it
+    CALL (c) {
+      MATCH (it:Item)
+      USING INDEX SEEK it:Item(category, users, id)
+      WHERE it.category = c.name AND it.users > 0 AND it.id IS NOT NULL
+      WITH it ORDER BY it.category DESC, it.users DESC LIMIT $limits.category_items + 1
+      RETURN collect({it: it, users: it.users}) AS top
+    }
+    CALL (c, top) {
+      WITH top WHERE size(top) <= $limits.category_items OR top[-1].users < top[-2].users
+      UNWIND top AS t
+      RETURN t.it AS it, t.users AS users
+      UNION ALL
+      WITH c, top
+      WHERE size(top) > $limits.category_items AND top[-1].users = top[-2].users
+      WITH c, top[-1].users AS tied, [t IN top WHERE t.users > top[-1].users] AS above
+      CALL (c, tied, above) {
+        UNWIND above AS t
+        RETURN t.it AS it, t.users AS users
+        UNION ALL
+        MATCH (it:Item)
+        USING INDEX SEEK it:Item(category, users, id)
+        WHERE it.category = c.name AND it.users = tied AND it.id IS NOT NULL
+        WITH it ORDER BY it.category, it.users, it.id LIMIT $limits.category_items
+        RETURN it, tied AS users
+      }
+      RETURN it, users
+      UNION ALL
+      WITH c, top WHERE size(top) < $limits.category_items
+      MATCH (c)<-[:IN_CATEGORY]-(it)
+      WITH it LIMIT $limits.category_scan
+      WITH it WHERE it.users IS NULL
+      RETURN it, 0 AS users
+    }
+    RETURN it ORDER BY users DESC, it.id LIMIT $limits.category_items
   }
   RETURN collect({item: it}) AS pref_items
 }

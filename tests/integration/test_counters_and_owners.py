@@ -18,7 +18,7 @@ from graph.db import Graph
 from graph.events import Event
 from graph.identity import merge_users, unmerge
 from graph.ingest.writer import EventWriter
-from graph.migrate import migrate
+from graph.migrate import migrate, split_statements
 from graph.privacy import Pseudonymizer
 from graph.subjects.erasure import forget_user
 
@@ -36,6 +36,16 @@ WITH it, u, sum(CASE WHEN i IS NULL THEN 0 ELSE coalesce(i.quantity, 1) END) AS 
 WITH it, count(u) AS buyers, sum(units) AS units
 RETURN it.id AS id, [coalesce(it.buyers, 0), coalesce(it.units, 0)] AS counters,
        [buyers, units] AS recount
+ORDER BY id
+"""
+
+# Each item's users as its counter says (none rather than 0), and as the live users who
+# performed an interaction with it count them.
+USERS = """
+MATCH (it:Item)
+OPTIONAL MATCH (u:User)-[:PERFORMED]->(:Interaction {item_id: it.id})
+WITH it, count(DISTINCT u) AS users
+RETURN it.id AS id, it.users AS counter, CASE WHEN users > 0 THEN users END AS recount
 ORDER BY id
 """
 
@@ -71,6 +81,7 @@ def check(graph: Graph, when: str) -> None:
     counters = graph.rows(COUNTERS)
     assert counters, when
     assert [r for r in counters if r["counters"] != r["recount"]] == [], when
+    assert [r for r in graph.rows(USERS) if r["counter"] != r["recount"]] == [], when
     assert graph.rows(WRONG_OWNERS) == [], when
 
 
@@ -94,6 +105,8 @@ def test_merges_unmerges_and_erasure_keep_counters_and_owner_ids(graph: Graph) -
     check(graph, "written")
     assert {r["id"]: r["counters"] for r in graph.rows(COUNTERS)} == {
         "sku-1": [2, 5], "sku-2": [2, 2], "sku-3": [1, 1]}
+    assert {r["id"]: r["counter"] for r in graph.rows(USERS)} == {
+        "sku-1": 2, "sku-2": 3, "sku-3": 2}
     merge_id = merge_users(graph, UID["A"], UID["B"], source="test", reason="same person")
     check(graph, "merged")
     assert {r["id"]: r["counters"] for r in graph.rows(COUNTERS)}["sku-1"] == [1, 5]
@@ -107,6 +120,7 @@ def test_merges_unmerges_and_erasure_keep_counters_and_owner_ids(graph: Graph) -
     assert graph.rows("MATCH (i:Interaction) RETURN count(i) AS n") == [{"n": 0}]
     assert {r["id"]: r["counters"] for r in graph.rows(COUNTERS)} == {
         "sku-1": [0, 0], "sku-2": [0, 0], "sku-3": [0, 0]}
+    assert graph.rows("MATCH (it:Item) WHERE it.users IS NOT NULL RETURN it.id AS id") == []
 
 
 BATCHES, BUYERS = 12, 4
@@ -220,11 +234,12 @@ def test_a_purchase_waiting_on_another_of_the_same_item_loses_no_count(graph: Gr
     counters in a WITH before its SET (its read not a direct dependency) loses the first
     purchase under the same interleaving: the interleaving is one that can lose an update."""
     assert _second_waits_on_the_first(graph, UPDATE_INTERACTED) == [2, 5]
+    counters = UPDATE_INTERACTED[UPDATE_INTERACTED.index("SET it.users"):]
     read_first = UPDATE_INTERACTED.replace(
-        "SET it.buyers = coalesce(it.buyers, 0) + buyers, it.units = coalesce(it.units, 0) + units",
+        counters,
         "WITH it, buyers, units, it.buyers AS had_buyers, it.units AS had_units\n"
         "SET it.buyers = coalesce(had_buyers, 0) + buyers, "
-        "it.units = coalesce(had_units, 0) + units")
+        "it.units = coalesce(had_units, 0) + units\n")
     assert read_first != UPDATE_INTERACTED
     assert _second_waits_on_the_first(graph, read_first) == [1, 3]
 
@@ -239,6 +254,23 @@ def test_two_batches_buying_the_same_item_for_one_user_count_one_buyer(graph: Gr
         graph, UPDATE_INTERACTED, _aggregate("u1", 2), _aggregate("u1", 3)) == [1, 5]
     assert graph.rows("MATCH (:User {id: 'u1'})-[r:INTERACTED]->(:Item {id: 'sku'}) "
                       "RETURN r.purchases AS p") == [{"p": 5}]
+
+
+@pytest.mark.parametrize(("second_user", "users"), [("u1", 1), ("u2", 2)])
+def test_batches_creating_aggregates_of_one_item_in_turn_count_its_users(
+        graph: Graph, second_user: str, users: int) -> None:
+    """Two batches each creating a first aggregate of `sku`, the second waiting on the first's
+    open transaction: the same user (u1 twice) is one user of the item, two users are two.
+    Whether the aggregate is new is what the MERGE did, which re-reads once the first has
+    committed: the waiting batch finds u1's aggregate and does not count u1 again."""
+    graph.execute("MATCH (n) DETACH DELETE n")
+    graph.execute("CREATE (:Item {id: 'sku'}) WITH * UNWIND ['u1', 'u2'] AS id "
+                  "CREATE (:User {id: id})")
+    _writers_in_turn(graph, UPDATE_INTERACTED, {"rows": [_aggregate("u1", 1)]},
+                     {"rows": [_aggregate(second_user, 2)]})
+    assert graph.rows("MATCH (it:Item {id: 'sku'}) RETURN it.users AS users, "
+                      "COUNT { (it)<-[r:INTERACTED]-() WHERE r.counting IS NULL } AS unmarked"
+                      ) == [{"users": users, "unmarked": users}]
 
 
 def test_an_older_rating_waiting_on_a_newer_one_does_not_replace_it(graph: Graph) -> None:
@@ -276,22 +308,25 @@ def test_an_older_interest_waiting_on_a_newer_one_keeps_the_newer_time(graph: Gr
     assert found["score"] == pytest.approx(expected)
 
 
-# What migration 0015 gives data written before it (and 0017 memberships and periods).
+# What migration 0015 gives data written before it (0017 memberships and periods, 0020 the
+# items' users: one taken away, one wrong).
 SIMULATE_OLD = [
     "MATCH (i:Interaction) REMOVE i.user_id, i.session_id",
     "MATCH ()-[h:HAD_SESSION]->() REMOVE h.user_id, h.started_at",
     "MATCH (it:Item) REMOVE it.buyers, it.units",
+    "MATCH (it:Item {id: 'sku-1'}) REMOVE it.users",
+    "MATCH (it:Item {id: 'sku-2'}) SET it.users = 7",
     "MATCH (w:WeatherObservation) REMOVE w.location_id",
     "MATCH (e:LocalEvent) REMOVE e.location_id",
     "MATCH ()-[m:IN_SEGMENT]->() REMOVE m.user_id",
     "MATCH ()-[h:HAD_PERSONA]->() REMOVE h.user_id",
-    "MATCH (m:Migration) WHERE m.version IN [15, 17] DELETE m",
+    "MATCH (m:Migration) WHERE m.version IN [15, 17, 20] DELETE m",
 ]
 OWNED = """
 CALL () { MATCH (i:Interaction) RETURN collect([i.event_id, i.user_id, i.session_id]) AS i }
 CALL () { MATCH (u)-[h:HAD_SESSION]->(s)
           RETURN collect([u.id, s.id, h.user_id, h.started_at]) AS h }
-CALL () { MATCH (it:Item) RETURN collect([it.id, it.buyers, it.units]) AS it }
+CALL () { MATCH (it:Item) RETURN collect([it.id, it.buyers, it.units, it.users]) AS it }
 CALL () { MATCH (w:WeatherObservation) RETURN collect([w.id, w.location_id]) AS w }
 CALL () { MATCH (e:LocalEvent) RETURN collect([e.id, e.location_id]) AS e }
 CALL () { MATCH (u)-[m:IN_SEGMENT]->(s) RETURN collect([u.id, s.id, m.user_id]) AS m }
@@ -308,8 +343,8 @@ def owned(graph: Graph) -> dict[str, list[Any]]:
 def test_the_backfill_gives_old_data_what_fresh_writes_give(graph: Graph) -> None:
     """Events, a location's weather and events, and a run's memberships and persona periods
     written by today's writers; their owner ids, session links and counters taken away as
-    data from before 0015 (and 0017) lacks them, and those migrations run again: the graph is
-    as written."""
+    data from before 0015 (and 0017, 0020) lacks them, and those migrations run again: the
+    graph is as written; 0020 run again changes nothing."""
     EventWriter(graph, PZ).write([
         event("a1", A, "2026-10-01T10:00:00Z", quantity=2, session="sA"),
         event("a2", A, "2026-10-01T10:05:00Z", "page_view", item="sku-2", session="sA"),
@@ -333,8 +368,12 @@ def test_the_backfill_gives_old_data_what_fresh_writes_give(graph: Graph) -> Non
     for statement in SIMULATE_OLD:
         graph.execute(statement)
     assert owned(graph) != fresh
-    assert [m.version for m in migrate(graph, MIGRATIONS)] == [15, 17]
+    assert [m.version for m in migrate(graph, MIGRATIONS)] == [15, 17, 20]
     assert owned(graph) == fresh
+    [backfill] = [s for s in split_statements((MIGRATIONS / "0020_item_users.cypher").read_text())
+                  if "IN TRANSACTIONS" in s]
+    with graph.driver.session(database=graph.database) as session:
+        assert session.run(backfill).consume().counters.properties_set == 0
 
 
 SESSION_LINKS = """
