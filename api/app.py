@@ -18,7 +18,8 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from neo4j import AsyncDriver
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
-from starlette.routing import Match
+from starlette.routing import Match, Route
+from starlette.types import Scope
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from api.auth import (
@@ -108,6 +109,18 @@ def allowed_methods(request: Request) -> str:
     return ", ".join(method for method in PROBED_METHODS
                      if any(route.matches({**request.scope, "method": method})[0] is Match.FULL
                             for route in routes))
+
+
+class LabelledRoute(Route):
+    """A plain ASGI route that, like FastAPI's own, puts itself in the scope when it matches,
+    so that the access log and ``/metrics`` label its requests by its path (``/mcp`` was
+    counted as ``unmatched``, beside unknown paths)."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE:
+            child["route"] = self
+        return match, child
 
 
 async def http_refusal(request: Request, exc: Exception) -> JSONResponse:
@@ -282,7 +295,8 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
     # Outside the key look-ups and the body read: the first thing a request without a live
     # key meets.
     app.add_middleware(AddressLimit, buckets=TokenBuckets(settings.api_address_rate_per_second,
-                                                         settings.api_address_rate_burst))
+                                                         settings.api_address_rate_burst),
+                       max_header_bytes=settings.api_max_header_bytes)
     token = settings.metrics_token
     request_metrics.install(app, token.get_secret_value() if token is not None else None)
     install_tracing(settings)
@@ -298,7 +312,7 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
     # POST only: the endpoint is stateless (no session to DELETE) and sends nothing unasked,
     # so a GET stream carried nothing and stayed open for ever, outside the per-key cap on
     # streams (the SDK's client takes the 405 as "no stream", as the protocol allows).
-    app.add_route("/mcp", app.state.mcp.app, methods=["POST"])
+    app.router.routes.append(LabelledRoute("/mcp", app.state.mcp.app, methods=["POST"]))
     app.include_router(pages_router)  # GraphiQL's assets and the persona explorer (api.pages)
 
     @app.get("/healthz")

@@ -411,6 +411,17 @@ def rate_refusal(retry_after: float) -> tuple[list[tuple[bytes, bytes]], bytes]:
 
 
 CREDENTIAL_HEADERS = (b"authorization", b"x-api-key")
+SINGLE_HEADERS = (*CREDENTIAL_HEADERS, b"content-type")
+"""Headers a request may send once only: readers disagree on which of several counts."""
+UTF8_CHARSETS = frozenset({"utf-8", "utf8", "us-ascii"})
+"""Declared charsets of a body read as UTF-8 (ASCII is UTF-8)."""
+
+
+@dataclass(frozen=True)
+class HeaderRefusal:
+    status: int
+    code: str
+    message: str
 
 
 def repeats_a_credential(scope: Scope) -> bool:
@@ -423,13 +434,66 @@ def repeats_a_credential(scope: Scope) -> bool:
     return any(names.count(name) > 1 for name in CREDENTIAL_HEADERS)
 
 
-async def refuse_repeated_credential(scope: Scope, send: Send) -> None:
-    message = "send one `Authorization` (or `X-API-Key`) header, not several"
+def declared_charsets(content_type: str) -> list[str]:
+    """The ``charset`` parameters of a Content-Type value, lower-cased and unquoted."""
+    found = []
+    for parameter in content_type.split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            found.append(value.strip().strip('"').strip().lower())
+    return found
+
+
+def header_refusal(scope: Scope, max_bytes: int) -> HeaderRefusal | None:
+    """Why a request's headers are refused before anything reads them, or None; checked by the
+    app itself, whatever server runs it (``personas serve`` bounds header size and time below
+    the app already: ``api.serving``).
+
+    - the request line and headers over ``max_bytes`` (PERSONAS_API_MAX_HEADER_BYTES): 431;
+    - `Authorization`, `X-API-Key` or `Content-Type` sent more than once: 400 (which one counts
+      differs between readers, ``repeats_a_credential``);
+    - a body declared in a charset other than UTF-8 (`charset=latin-1`, `utf-16`, an unknown
+      one): 415. JSON is UTF-8 (RFC 8259) and every route reads it so; a Latin-1 body that
+      happened to be valid UTF-8 would have been misread in silence.
+
+    A media type in capitals (`APPLICATION/JSON`: media types are case-insensitive, RFC 9110)
+    is written in lower case in the scope, for readers that compare it as written
+    (strawberry)."""
+    headers = scope["headers"]
+    size = len(scope.get("raw_path") or scope["path"]) + len(scope.get("query_string", b""))
+    for name, value in headers:
+        size += len(name) + len(value) + 4
+    if size > max_bytes:
+        return HeaderRefusal(431, "LIMIT_EXCEEDED", f"the request line and headers pass "
+                             f"{max_bytes} bytes (PERSONAS_API_MAX_HEADER_BYTES)")
+    names = [name.lower() for name, _ in headers]
+    repeated = [name.decode("latin-1") for name in SINGLE_HEADERS if names.count(name) > 1]
+    if repeated:
+        shown = " or ".join(f"`{name}`" for name in repeated)
+        return HeaderRefusal(400, "BAD_USER_INPUT", f"send one {shown} header, not several")
+    if b"content-type" not in names:
+        return None
+    at = names.index(b"content-type")
+    content_type = headers[at][1].decode("latin-1")
+    for charset in declared_charsets(content_type):
+        if charset not in UTF8_CHARSETS:
+            return HeaderRefusal(415, "UNSUPPORTED_MEDIA_TYPE", f"the body is declared as "
+                                 f"charset {charset[:40]!r}: send it as UTF-8 (JSON is UTF-8, "
+                                 "RFC 8259)")
+    media, semicolon, parameters = content_type.partition(";")
+    if media != media.lower():
+        scope["headers"] = [*headers[:at], (b"content-type",
+                            (media.lower() + semicolon + parameters).encode("latin-1")),
+                            *headers[at + 1:]]
+    return None
+
+
+async def refuse_headers(scope: Scope, send: Send, refusal: HeaderRefusal) -> None:
     if scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": 1008, "reason": message})
+        await send({"type": "websocket.close", "code": 1008, "reason": refusal.message})
         return
-    body = orjson.dumps({"error": {"code": "BAD_USER_INPUT", "message": message}})
-    await send({"type": "http.response.start", "status": 400,
+    body = orjson.dumps({"error": {"code": refusal.code, "message": refusal.message}})
+    await send({"type": "http.response.start", "status": refusal.status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
@@ -443,17 +507,23 @@ class AddressLimit:
     refused, HTTP 403). Requests with a live key are limited per key (``api.auth.KeyLimits``),
     so many clients behind one address are not starved by one of them without a key.
 
+    Before that, every request's headers pass ``header_refusal`` (size, repeated credentials
+    and Content-Type, a charset other than UTF-8), whatever server runs the app.
+
     The address is the one uvicorn gives: the peer, or the X-Forwarded-For of a proxy it
     trusts (FORWARDED_ALLOW_IPS); docs/security.md."""
 
-    def __init__(self, app: ASGIApp, buckets: TokenBuckets) -> None:
+    def __init__(self, app: ASGIApp, buckets: TokenBuckets, *, max_header_bytes: int) -> None:
         self.app = app
         self.buckets = buckets
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket") and repeats_a_credential(scope):
-            await refuse_repeated_credential(scope, send)
-            return
+        if scope["type"] in ("http", "websocket"):
+            refusal = header_refusal(scope, self.max_header_bytes)
+            if refusal is not None:
+                await refuse_headers(scope, send, refusal)
+                return
         if scope["type"] not in ("http", "websocket") or self.buckets.rate <= 0:
             await self.app(scope, receive, send)
             return

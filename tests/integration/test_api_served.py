@@ -817,3 +817,120 @@ def test_identical_batches_sent_at_once_store_each_event_once(served: Served) ->
         "MATCH (i:Interaction) WHERE i.event_id STARTS WITH 'twice-' "
         "RETURN count(i) AS n, count(DISTINCT i.event_id) AS ids")[0]
     assert stored == {"n": rounds * size, "ids": rounds * size}
+
+
+MISREAD = {"events": [{"event_id": "charset-1", "type": "add_to_cart", "source": "web",
+                       "occurred_at": "2026-11-01T10:00:00Z", "user": {"cookie": "ck-charset"},
+                       "properties": {"item_id": "sku-charset", "category": "Ã©tÃ©"}}]}
+"""A Latin-1 body whose bytes are valid UTF-8 too: read as UTF-8, the category `Ã©tÃ©` the
+client sent became `été`, in silence."""
+
+
+@pytest.mark.parametrize("charset", ["latin-1", "ISO-8859-1", '"windows-1252"', "utf-16",
+                                     "UTF-16LE", "no-such-charset", "utf-8; charset=latin-1"])
+@pytest.mark.parametrize("path", ["/graphql", "/v1/events", "/v1/webhooks/context",
+                                  "/v1/webhooks/crm", "/mcp"])
+def test_a_body_declared_in_another_charset_is_refused_not_misread(served: Served, path: str,
+                                                                   charset: str) -> None:
+    """Every route read its body as UTF-8 whatever charset the request declared: a Latin-1
+    body that happened to be valid UTF-8 was misread without a word. JSON is UTF-8 (RFC 8259):
+    a declared charset other than UTF-8 (or US-ASCII) is 415 UNSUPPORTED_MEDIA_TYPE, nothing
+    read or written."""
+    body = json.dumps(MISREAD, ensure_ascii=False).encode("latin-1")
+    response = httpx.post(f"{served.base}{path}", content=body, timeout=30, headers={
+        **bearer(served.keys["admin"]), "content-type": f"application/json; charset={charset}",
+        "accept": "application/json, text/event-stream"})
+    assert response.status_code == 415, response.text
+    error = response.json()["error"]
+    assert error["code"] == "UNSUPPORTED_MEDIA_TYPE" and "UTF-8" in error["message"]
+    assert served.graph.rows("MATCH (i:Interaction {event_id: 'charset-1'}) RETURN count(i) AS n"
+                             ) == [{"n": 0}]
+
+
+@pytest.mark.parametrize("content_type", ["APPLICATION/JSON", 'Application/Json; Charset="UTF-8"',
+                                          "application/json;charset=utf8",
+                                          "application/JSON; charset=US-ASCII"])
+def test_json_media_types_are_read_whatever_their_case(served: Served,
+                                                       content_type: str) -> None:
+    """Media types and charset names are case-insensitive (RFC 9110): strawberry refused
+    `APPLICATION/JSON` ("Unsupported content type")."""
+    response = httpx.post(f"{served.base}/graphql", content=b'{"query": "{ __typename }"}',
+                          headers={**bearer(served.keys["reader"]),
+                                   "content-type": content_type}, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"data": {"__typename": "Query"}}
+
+
+@pytest.mark.parametrize("path", ["/graphql", "/v1/events", "/mcp"])
+def test_a_content_type_sent_twice_is_refused(served: Served, path: str) -> None:
+    """Which of two Content-Type headers counts differs between readers (Starlette the first,
+    a dict of the headers the last): such a request means two things, like two keys."""
+    for types in (("application/json", "text/plain"), ("text/plain", "application/json")):
+        headers = [*bearer(served.keys["admin"]).items(), *(("content-type", t) for t in types),
+                   ("accept", "application/json, text/event-stream")]
+        response = httpx.post(f"{served.base}{path}", headers=headers, timeout=30,
+                              content=b'{"query": "{ __typename }", "events": []}')
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "BAD_USER_INPUT"
+        assert "content-type" in response.json()["error"]["message"]
+
+
+def scraped_routes(base: str) -> dict[tuple[str, str], float]:
+    """`personas_http_requests_total` by (route, status), from `/metrics` (this host: no
+    token needed)."""
+    text = httpx.get(f"{base}/metrics", timeout=30).text
+    found: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        if line.startswith("personas_http_requests_total{"):
+            labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:
+                                                               line.index("}")].split(","))
+            key = (labels["route"].strip('"'), labels["status"].strip('"'))
+            found[key] = found.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def test_mcp_requests_are_counted_under_their_route(served: Served) -> None:
+    """`/mcp` was counted (and logged) as `unmatched`, beside scans of unknown paths. Now under
+    its own route; unknown paths of any shape still share `unmatched`, so user input does not
+    grow the label set."""
+    httpx.get(f"{served.base}/scan", timeout=30)  # the labels a scan and a scrape make
+    scraped_routes(served.base)
+    before = scraped_routes(served.base)
+    message = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    for _ in range(3):
+        answer = httpx.post(f"{served.base}/mcp", json=message, timeout=30, headers={
+            **bearer(served.keys["reader"]), "accept": "application/json, text/event-stream"})
+        assert answer.status_code == 200, answer.text
+    for n in range(20):
+        httpx.get(f"{served.base}/scan-{n}/{'x' * n}", headers=bearer(served.keys["reader"]),
+                  timeout=30)
+    after = scraped_routes(served.base)
+    assert after.get(("/mcp", "200"), 0) - before.get(("/mcp", "200"), 0) == 3
+    assert after[("unmatched", "404")] - before.get(("unmatched", "404"), 0) == 20
+    assert {route for route, _ in after} - {route for route, _ in before} <= {"/mcp"}
+
+
+def test_the_app_bounds_headers_under_any_server(served: Served, settings: Settings,
+                                                 tmp_path: Path) -> None:
+    """The app served by plain uvicorn (its factory, as one would run it by hand or under
+    another process manager), not `personas serve`: uvicorn's default parser (httptools) has
+    no limit, so a 100 kB cookie or 20,000 headers reached the app, which answered 200. The app
+    now refuses them itself, 431 LIMIT_EXCEEDED (the memory the server spent reading them is
+    its own to bound: docs/security.md)."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ,
+           "PERSONAS_NEO4J_URI": settings.bolt_uri,
+           "PERSONAS_NEO4J_PASSWORD": settings.neo4j_password.get_secret_value(),
+           "PERSONAS_PSEUDONYM_KEY": settings.pseudonym_key.get_secret_value(),
+           "PERSONAS_RUNS_DIR": str(settings.resolved_runs_dir)}
+    env.pop("PERSONAS_DEMO", None)
+    uvicorn = Path(PERSONAS).parent / "uvicorn"
+    with serving([str(uvicorn), "--factory", "api.app:create_app", "--host", "127.0.0.1",
+                  "--port", str(port)], env, base, tmp_path / "uvicorn.log"):
+        for headers in ([("cookie", "a" * 100_000)], [(f"x-h{i}", "y") for i in range(20_000)]):
+            response = httpx.get(f"{base}/healthz", headers=headers, timeout=60)
+            assert response.status_code == 431, response.text[:200]
+            assert response.json()["error"]["code"] == "LIMIT_EXCEEDED"
+        assert httpx.get(f"{base}/healthz", headers={"cookie": "a" * 30_000},
+                         timeout=30).status_code == 200
