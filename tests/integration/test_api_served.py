@@ -934,3 +934,73 @@ def test_the_app_bounds_headers_under_any_server(served: Served, settings: Setti
             assert response.json()["error"]["code"] == "LIMIT_EXCEEDED"
         assert httpx.get(f"{base}/healthz", headers={"cookie": "a" * 30_000},
                          timeout=30).status_code == 200
+
+
+BLANKS = ["\u200b", "\u200c\u200d", "\ufeff", "\u2060 \u3000", "\u202e", "\u3164", "\x00"]
+"""Values that show nothing (zero-width, format and filler characters, spaces, a control)."""
+
+
+def test_values_that_show_nothing_are_refused_on_every_write_route(served: Served,
+                                                                   settings: Settings) -> None:
+    """Identifiers, ids and categories made only of invisible characters were stored: a user
+    whose email looks empty, an item and a category that look like nothing. Each is now a
+    rejected record with its reason (a dead letter on Kafka and files), BAD_USER_INPUT in
+    GraphQL, and nothing is written."""
+    writer = bearer(served.keys["writer"])
+    events = []
+    for n, blank in enumerate(BLANKS):
+        events += [
+            {"event_id": f"blank-user-{n}", "type": "page_view", "source": "web",
+             "occurred_at": "2026-11-01T10:00:00Z", "user": {"email": blank}},
+            {"event_id": f"blank-item-{n}", "type": "add_to_cart", "source": "web",
+             "occurred_at": "2026-11-01T10:00:00Z", "user": {"cookie": "ck-blank"},
+             "properties": {"item_id": blank}},
+            {"event_id": f"blank-category-{n}", "type": "page_view", "source": "web",
+             "occurred_at": "2026-11-01T10:00:00Z", "user": {"cookie": "ck-blank"},
+             "properties": {"category": blank}},
+            {"event_id": blank, "type": "page_view", "source": "web",
+             "occurred_at": "2026-11-01T10:00:00Z", "user": {"cookie": "ck-blank"}}]
+    response = httpx.post(f"{served.base}/v1/events", json={"events": events}, headers=writer,
+                          timeout=60)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == ["rejected"] * len(events)
+    assert all("invisible characters" in r["reason"] or "at least 1 character" in r["reason"]
+               for r in results), results
+    pseudonymizer = Pseudonymizer(settings.pseudonym_key.get_secret_value())
+    hashes = [pseudonymizer.digest("email", blank) for blank in BLANKS]
+    assert served.graph.rows("MATCH (i:Identifier) WHERE i.hash IN $hashes "
+                             "RETURN count(i) AS n", hashes=hashes) == [{"n": 0}]
+    assert served.graph.rows("MATCH (i:Interaction) WHERE i.event_id STARTS WITH 'blank-' "
+                             "RETURN count(i) AS n") == [{"n": 0}]
+    mutation = ("mutation($value: String!) { upsertUser(profile: {identifiers: "
+                "[{kind: \"email\", value: $value}]}) { userId } }")
+    for blank in BLANKS:
+        answer = httpx.post(f"{served.base}/graphql", headers=writer, timeout=30, json={
+            "query": mutation, "variables": {"value": blank}}).json()
+        assert answer["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", answer
+        assert "invisible characters" in answer["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(("day", "reason"), [
+    ("9999-12-31", "date is more than a day in the future"),
+    ("2999-01-01", "date is more than a day in the future"),
+    ("1969-12-31", "date is before 1970"), ("0001-01-01", "date is before 1970")])
+def test_crm_dates_out_of_bounds_are_refused(served: Served, settings: Settings, day: str,
+                                             reason: str) -> None:
+    """A CRM `signupDate` of 9999-12-31 was stored, through `upsertUser` and the signed CRM
+    webhook alike: dates have the plausible-time bounds every event time has."""
+    mutation = ("mutation($day: Date!) { upsertUser(profile: {identifiers: [{kind: \"crm_id\", "
+                "value: \"C-far-date\"}], signupDate: $day}) { userId } }")
+    answer = httpx.post(f"{served.base}/graphql", headers=bearer(served.keys["writer"]),
+                        json={"query": mutation, "variables": {"day": day}}, timeout=30).json()
+    assert answer["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", answer
+    assert reason in answer["errors"][0]["message"]
+    body = json.dumps([{"customer_no": "C-far-date", "member_since": day,
+                        "updated_at": "2026-11-01T10:00:00Z"}]).encode()
+    hook = httpx.post(f"{served.base}/v1/webhooks/crm", content=body, headers=crm_delivery(body),
+                      timeout=30)
+    assert hook.status_code == 200, hook.text
+    assert hook.json()["results"][0]["status"] == "rejected"
+    assert "member_since" in hook.json()["results"][0]["reason"]
+    assert crm_users(served, settings, "C-far-date") == 0
