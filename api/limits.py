@@ -34,7 +34,10 @@ from graphql import (
     GraphQLSchema,
     InlineFragmentNode,
     IntValueNode,
+    ListValueNode,
+    NullValueNode,
     OperationDefinitionNode,
+    OperationType,
     SelectionSetNode,
     ValidationContext,
     ValidationRule,
@@ -282,13 +285,66 @@ class CostCache:
         return cost
 
 
-class CostLimit(SchemaExtension):
-    """Refuses an operation whose cost, with its variables, is over PERSONAS_API_MAX_COST."""
+BATCH_FIELD = "ingestEvents"
+"""The mutation whose list of events is bounded per request, not per field."""
 
-    def __init__(self, limit: int, costs: CostCache | None = None) -> None:
+
+def batch_events(document: DocumentNode, operation_name: str | None,
+                 variables: dict[str, Any] | None) -> int:
+    """How many events the operation's ``ingestEvents`` fields carry together, aliases and
+    fragments included, as literals or variables (or their defaults); 0 for a query.
+
+    Each field was held to PERSONAS_API_MAX_BATCH_EVENTS on its own, so twenty aliases of one
+    field, all given the same variable of a thousand events, wrote twenty thousand events for
+    one request (one token of the key's rate, one body within its limit)."""
+    operation = get_operation_ast(document, operation_name)
+    if operation is None or operation.operation is not OperationType.MUTATION:
+        return 0
+    values = dict(variables or {})
+    defaults = {d.variable.name.value: d.default_value
+                for d in operation.variable_definitions or () if d.default_value is not None}
+    fragments = {d.name.value: d for d in document.definitions
+                 if isinstance(d, FragmentDefinitionNode)}
+
+    def size(value: Any) -> int:
+        if isinstance(value, VariableNode):
+            name = value.name.value
+            if name in values:
+                given = values[name]
+                return len(given) if isinstance(given, list) else int(given is not None)
+            return size(defaults.get(name))
+        if isinstance(value, ListValueNode):
+            return len(value.values)
+        return int(value is not None and not isinstance(value, NullValueNode))
+
+    def walk(selections: SelectionSetNode, spread: frozenset[str]) -> int:
+        total = 0
+        for node in selections.selections:
+            if isinstance(node, FieldNode) and node.name.value == BATCH_FIELD:
+                total += sum(size(a.value) for a in node.arguments or ()
+                             if a.name.value == "events")
+            elif isinstance(node, InlineFragmentNode):
+                total += walk(node.selection_set, spread)
+            elif isinstance(node, FragmentSpreadNode) and node.name.value not in spread:
+                definition = fragments.get(node.name.value)
+                if definition is not None:
+                    total += walk(definition.selection_set, spread | {node.name.value})
+        return total
+
+    return walk(operation.selection_set, frozenset())
+
+
+class CostLimit(SchemaExtension):
+    """Refuses an operation whose cost, with its variables, is over PERSONAS_API_MAX_COST, and
+    a mutation writing more events in all than PERSONAS_API_MAX_BATCH_EVENTS
+    (``batch_events``): before anything runs, so nothing is half written."""
+
+    def __init__(self, limit: int, costs: CostCache | None = None,
+                 max_batch_events: int | None = None) -> None:
         super().__init__()
         self.limit = limit
         self.costs = costs or CostCache()
+        self.max_batch_events = max_batch_events
 
     def on_execute(self) -> Iterator[None]:
         execution = self.execution_context
@@ -298,6 +354,13 @@ class CostLimit(SchemaExtension):
             if cost > self.limit:
                 # A GraphQLError raised here reaches the client as it is, code included.
                 raise limit_error("query cost (PERSONAS_API_MAX_COST)", self.limit)
+            if self.max_batch_events is not None:
+                events = batch_events(execution.graphql_document, execution.operation_name,
+                                      execution.variables)
+                if events > self.max_batch_events:
+                    raise limit_error(f"{events} events in the request's `{BATCH_FIELD}` "
+                                      "fields together (PERSONAS_API_MAX_BATCH_EVENTS)",
+                                      self.max_batch_events)
         yield
 
 
@@ -305,7 +368,8 @@ def limit_extensions(settings: Settings) -> list[Callable[[], SchemaExtension]]:
     """Extension factories: strawberry makes one extension per request."""
     return [functools.partial(AddValidationRules, [shape_rule(settings)]),
             functools.partial(MaxTokensLimiter, max_token_count=settings.api_max_tokens),
-            functools.partial(CostLimit, settings.api_max_cost, CostCache())]
+            functools.partial(CostLimit, settings.api_max_cost, CostCache(),
+                              settings.api_max_batch_events)]
 
 
 def body_refusal(limit: int, size: int | None) -> Message:

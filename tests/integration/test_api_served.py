@@ -336,6 +336,9 @@ def test_graphql_over_http(served: Served) -> None:
     ("POST", "/graphql/", {"json": {"query": "{ __typename }"},
                            "headers": {"host": "evil.example"}}, 404, "NOT_FOUND"),
     ("GET", "/explorer/", {"headers": {"host": "evil.example"}}, 404, "NOT_FOUND"),
+    # FastAPI's Swagger UI and ReDoc pages ran scripts from public CDNs on the API's origin.
+    ("GET", "/docs", {}, 404, "NOT_FOUND"), ("GET", "/redoc", {}, 404, "NOT_FOUND"),
+    ("GET", "/docs/oauth2-redirect", {}, 404, "NOT_FOUND"),
     # A subscription over plain HTTP ran as a query: INTERNAL_SERVER_ERROR ("Cannot return
     # null for non-nullable field"); subscriptions go over the WebSocket.
     ("POST", "/graphql", {"json": {"query": "subscription { segmentationFinished { id } }"}},
@@ -1004,3 +1007,38 @@ def test_crm_dates_out_of_bounds_are_refused(served: Served, settings: Settings,
     assert hook.json()["results"][0]["status"] == "rejected"
     assert "member_since" in hook.json()["results"][0]["reason"]
     assert crm_users(served, settings, "C-far-date") == 0
+
+
+ALIASED = "mutation($e: [JSON!]!) { " + " ".join(
+    f"a{n}: ingestEvents(events: $e) {{ accepted }}" for n in range(20)) + " }"
+SPREAD = ("mutation($e: [JSON!]!) { ...Twice ... on Mutation { c: ingestEvents(events: $e) "
+          "{ accepted } } } fragment Twice on Mutation { a: ingestEvents(events: $e) { accepted } "
+          "b: ingestEvents(events: $e) { accepted } }")
+
+
+@pytest.mark.parametrize(("query", "per_field"), [(ALIASED, 60), (SPREAD, 400)])
+def test_aliased_batches_are_bounded_per_request(served: Served, query: str,
+                                                 per_field: int) -> None:
+    """Each `ingestEvents` field was held to PERSONAS_API_MAX_BATCH_EVENTS (1,000) on its own:
+    twenty aliases given one variable of 60 events wrote 1,200 events' worth for one request
+    (one token of the key's rate, a body well within its limit), and any number within the
+    alias limit would multiply it. The events of all the fields count together, aliases and
+    fragments included, before anything runs: LIMIT_EXCEEDED, nothing written."""
+    tag = f"alias-{per_field}"
+    events = [{"event_id": f"{tag}-{n}", "type": "page_view", "source": "web",
+               "occurred_at": "2026-11-01T10:00:00Z", "user": {"cookie": f"ck-{tag}"}}
+              for n in range(per_field)]
+    answer = httpx.post(f"{served.base}/graphql", headers=bearer(served.keys["writer"]),
+                        json={"query": query, "variables": {"e": events}}, timeout=60).json()
+    assert answer.get("data") is None, str(answer)[:300]
+    error = answer["errors"][0]
+    assert error["extensions"]["code"] == "LIMIT_EXCEEDED", error
+    assert "PERSONAS_API_MAX_BATCH_EVENTS" in error["message"]
+    assert served.graph.rows("MATCH (i:Interaction) WHERE i.event_id STARTS WITH $tag "
+                             "RETURN count(i) AS n", tag=tag) == [{"n": 0}]
+    within = httpx.post(f"{served.base}/graphql", headers=bearer(served.keys["writer"]),
+                        json={"query": query, "variables": {"e": events[:40]}},
+                        timeout=60).json()
+    assert "errors" not in within, within
+    assert served.graph.rows("MATCH (i:Interaction) WHERE i.event_id STARTS WITH $tag "
+                             "RETURN count(i) AS n", tag=tag) == [{"n": 40}]
