@@ -269,8 +269,12 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
     expected_version = latest_version(settings.migrations_dir)
     # No redirect for a trailing slash: Starlette builds its Location from the client's Host
     # header, so a forged Host would send the client elsewhere; such a path is a 404.
+    # No Swagger UI or ReDoc pages (`/docs`, `/redoc`): FastAPI builds them on scripts, styles
+    # and fonts from public CDNs, run on the API's own origin, where GraphiQL keeps the key a
+    # user typed (in the browser's storage). The OpenAPI document stays (`/openapi.json`): the
+    # routes are public, as the SDL is.
     app = FastAPI(title="persona-graph", version="0.1.0", lifespan=lifespan,
-                  redirect_slashes=False)
+                  redirect_slashes=False, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.key_limits = KeyLimits(settings.api_key_rate_per_second,
                                      settings.api_key_rate_burst,
@@ -347,7 +351,13 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
         check_kind(kind)
         path = run_dir(settings.resolved_runs_dir, run_id) / f"{kind}.png"
         if not path.exists():
-            render(kind, load(settings.resolved_runs_dir, run_id), path)
+            try:
+                artifacts = load(settings.resolved_runs_dir, run_id)
+            except NotFound:
+                # Without the runs folder's path, which the CLI's message names.
+                raise NotFound(f"no saved artifacts for run {run_id!r} on this server"
+                               ) from None
+            render(kind, artifacts, path)
         return FileResponse(path, media_type="image/png")
 
     return app
