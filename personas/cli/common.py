@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +26,7 @@ from rich.progress import (
 
 from graph import migrate as migrations
 from graph.db import Graph, open_graph
-from graph.errors import PersonaError
+from graph.errors import InvalidInput, PersonaError
 from graph.settings import Settings
 
 console = Console(stderr=True, soft_wrap=True)
@@ -58,6 +60,26 @@ def fails_cleanly(func: F) -> F:
 
 def settings() -> Settings:
     return Settings()
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable and writable by its owner only whatever the file
+    was before (an existing file kept its mode: an export was left readable by all). A
+    symbolic link is not followed (another user's link in a shared folder would have the file
+    written where it points), and only a regular file is written: ``InvalidInput`` says why
+    not, as for a directory or a path that cannot be opened."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
+    except OSError as exc:
+        why = ("it is a symbolic link: give the file itself" if exc.errno == errno.ELOOP
+               else exc.strerror)
+        raise InvalidInput(f"cannot write {path}: {why}") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InvalidInput(f"cannot write {path}: not a regular file")
+        os.fchmod(fd, 0o600)
+        out.truncate(0)
+        out.write(text)
 
 
 def demo_unless_keyed(cfg: Settings) -> Settings:
