@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import stat
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 import typer
 from neo4j.exceptions import AuthError, Neo4jError, ServiceUnavailable
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -34,6 +36,19 @@ log = logging.getLogger("personas")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def plain(value: object) -> str:
+    """Text from outside the command (ids and names that events, writers or files chose, an
+    error naming such a value, a provider's answer) as the console may show it: rich's markup
+    escaped and control characters written as escapes (``\\x1b``). Printed as it was, a
+    location id `x[/bold]` ended the command with rich's MarkupError, and an escape sequence
+    in an event's source drove the operator's terminal (its title, a cleared screen)."""
+    text = str(value)
+    if not text.isprintable():
+        text = "".join(f"\\x{ord(c):02x}" if unicodedata.category(c) == "Cc"
+                       and c not in "\n\t" else c for c in text)
+    return escape(text)
+
+
 def fails_cleanly(func: F) -> F:
     """Turn expected failures into one clear message and a non-zero exit, without a traceback."""
 
@@ -42,17 +57,17 @@ def fails_cleanly(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except PersonaError as exc:
-            console.print(f"[red]error ({exc.code}):[/red] {exc}")
+            console.print(f"[red]error ({exc.code}):[/red] {plain(exc)}")
             raise typer.Exit(2) from None
         except ServiceUnavailable as exc:
-            console.print(f"[red]error:[/red] Neo4j is not reachable ({exc}). "
+            console.print(f"[red]error:[/red] Neo4j is not reachable ({plain(exc)}). "
                           "Start it with `personas neo4j start` or set PERSONAS_NEO4J_URI.")
             raise typer.Exit(3) from None
         except AuthError as exc:
-            console.print(f"[red]error:[/red] Neo4j refused the credentials: {exc.message}")
+            console.print(f"[red]error:[/red] Neo4j refused the credentials: {plain(exc.message)}")
             raise typer.Exit(3) from None
         except Neo4jError as exc:
-            console.print(f"[red]error:[/red] Neo4j: {exc.message}")
+            console.print(f"[red]error:[/red] Neo4j: {plain(exc.message)}")
             raise typer.Exit(3) from None
 
     return wrapper  # type: ignore[return-value]
