@@ -399,7 +399,8 @@ def argument_problems(error: ValidationError) -> str:
 class PersonaMCPServer(MCPServer):
     """The SDK's server, with the API's errors for calls that never reach a tool: an unknown
     tool is ``NOT_FOUND`` naming the tools there are, wrong arguments ``BAD_USER_INPUT`` naming
-    each (``argument_problems``)."""
+    each (``argument_problems``); and every tool error's text starts with its code, as the
+    tools raise it (the SDK put "Error executing tool <name>: " first)."""
 
     async def call_tool(self, name: str, arguments: dict[str, Any],
                         context: Context[Any, Any] | None = None) -> Any:
@@ -410,11 +411,15 @@ class PersonaMCPServer(MCPServer):
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
-            if not isinstance(exc.__cause__, ValidationError):
-                raise
-            # Raised from the ValidationError: the SDK then logs the arguments' names only.
-            raise ToolError(f"{InvalidInput.code}: {argument_problems(exc.__cause__)}"
-                            ) from exc.__cause__
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError):
+                # Raised from the ValidationError: the SDK then logs the arguments' names only.
+                raise ToolError(f"{InvalidInput.code}: {argument_problems(cause)}") from cause
+            if type(cause) is ToolError and type(exc) is ToolError:
+                # A tool's own refusal (``tool_errors``: its code first), without the SDK's
+                # "Error executing tool <name>: " before the code.
+                raise ToolError(str(cause)) from cause
+            raise
 
 
 def build_mcp_server(backend: Callable[[], Backend], *, stdio_key: str | None = None,

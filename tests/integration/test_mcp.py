@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -186,6 +187,9 @@ def test_bad_arguments_are_clear_errors(world: World) -> None:
     assert texts[0].startswith("BAD_USER_INPUT: `kind`: Input should be 'crm_id'"), texts[0]
     assert texts[1] == "BAD_USER_INPUT: `value`: Field required"
     assert all("pydantic" not in text and "input_value" not in text for text in texts)
+    # Every error starts with its code, the tools' own refusals too (the SDK put "Error
+    # executing tool <name>: " before theirs).
+    assert all(re.match(r"[A-Z_]+: ", text) for text in texts), texts
     assert "NOT_FOUND" in texts[2] and "nobody@example.com" not in texts[2]
     assert "NOT_FOUND" in texts[3]
     assert "max_tokens" in texts[4]
