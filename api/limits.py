@@ -488,16 +488,6 @@ class HeaderRefusal:
     message: str
 
 
-def repeats_a_credential(scope: Scope) -> bool:
-    """Whether a request sends `Authorization` or `X-API-Key` more than once. Readers of
-    headers disagree on which one counts (FastAPI took the first, the MCP gate and the limits
-    here the last: two keys authenticated as one and were rate-limited or checked as the
-    other, and a proxy may look at either): such a request means two things, and is refused,
-    as a repeated JSON key is."""
-    names = [name.lower() for name, _ in scope["headers"]]
-    return any(names.count(name) > 1 for name in CREDENTIAL_HEADERS)
-
-
 def declared_charsets(content_type: str) -> list[str]:
     """The ``charset`` parameters of a Content-Type value, lower-cased and unquoted."""
     found = []
@@ -514,8 +504,11 @@ def header_refusal(scope: Scope, max_bytes: int) -> HeaderRefusal | None:
     the app already: ``api.serving``).
 
     - the request line and headers over ``max_bytes`` (PERSONAS_API_MAX_HEADER_BYTES): 431;
-    - `Authorization`, `X-API-Key` or `Content-Type` sent more than once: 400 (which one counts
-      differs between readers, ``repeats_a_credential``);
+    - `Authorization`, `X-API-Key` or `Content-Type` sent more than once: 400. Readers of
+      headers disagree on which one counts (FastAPI took the first credential, the MCP gate
+      and the limits here the last: two keys authenticated as one and were rate-limited or
+      checked as the other, and a proxy may look at either): such a request means two
+      things, and is refused, as a repeated JSON key is;
     - a body declared in a charset other than UTF-8 (`charset=latin-1`, `utf-16`, an unknown
       one): 415. JSON is UTF-8 (RFC 8259) and every route reads it so; a Latin-1 body that
       happened to be valid UTF-8 would have been misread in silence.
@@ -525,25 +518,30 @@ def header_refusal(scope: Scope, max_bytes: int) -> HeaderRefusal | None:
     (strawberry)."""
     headers = scope["headers"]
     size = len(scope.get("raw_path") or scope["path"]) + len(scope.get("query_string", b""))
-    for name, value in headers:
+    # One pass, names as ASGI gives them (lower case): this runs before every request.
+    seen: list[bytes] = []
+    at = -1
+    for index, (name, value) in enumerate(headers):
         size += len(name) + len(value) + 4
+        if name in SINGLE_HEADERS:
+            seen.append(name)
+            at = index if name == b"content-type" else at
     if size > max_bytes:
         return HeaderRefusal(431, "LIMIT_EXCEEDED", f"the request line and headers pass "
                              f"{max_bytes} bytes (PERSONAS_API_MAX_HEADER_BYTES)")
-    names = [name.lower() for name, _ in headers]
-    repeated = [name.decode("latin-1") for name in SINGLE_HEADERS if names.count(name) > 1]
-    if repeated:
+    if len(seen) > len(set(seen)):
+        repeated = [name.decode() for name in SINGLE_HEADERS if seen.count(name) > 1]
         shown = " or ".join(f"`{name}`" for name in repeated)
         return HeaderRefusal(400, "BAD_USER_INPUT", f"send one {shown} header, not several")
-    if b"content-type" not in names:
+    if at < 0:
         return None
-    at = names.index(b"content-type")
     content_type = headers[at][1].decode("latin-1")
-    for charset in declared_charsets(content_type):
-        if charset not in UTF8_CHARSETS:
-            return HeaderRefusal(415, "UNSUPPORTED_MEDIA_TYPE", f"the body is declared as "
-                                 f"charset {charset[:40]!r}: send it as UTF-8 (JSON is UTF-8, "
-                                 "RFC 8259)")
+    if "=" in content_type:
+        for charset in declared_charsets(content_type):
+            if charset not in UTF8_CHARSETS:
+                return HeaderRefusal(415, "UNSUPPORTED_MEDIA_TYPE", f"the body is declared as "
+                                     f"charset {charset[:40]!r}: send it as UTF-8 (JSON is "
+                                     "UTF-8, RFC 8259)")
     media, semicolon, parameters = content_type.partition(";")
     if media != media.lower():
         scope["headers"] = [*headers[:at], (b"content-type",

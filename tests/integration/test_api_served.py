@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 from neo4j import Driver
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -883,12 +884,11 @@ def scraped_routes(base: str) -> dict[tuple[str, str], float]:
     token needed)."""
     text = httpx.get(f"{base}/metrics", timeout=30).text
     found: dict[tuple[str, str], float] = {}
-    for line in text.splitlines():
-        if line.startswith("personas_http_requests_total{"):
-            labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:
-                                                               line.index("}")].split(","))
-            key = (labels["route"].strip('"'), labels["status"].strip('"'))
-            found[key] = found.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "personas_http_requests_total":
+                key = (sample.labels["route"], sample.labels["status"])
+                found[key] = found.get(key, 0.0) + sample.value
     return found
 
 
