@@ -18,7 +18,8 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from neo4j import AsyncDriver
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
-from starlette.routing import Match
+from starlette.routing import Match, Route
+from starlette.types import Scope
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from api.auth import (
@@ -108,6 +109,18 @@ def allowed_methods(request: Request) -> str:
     return ", ".join(method for method in PROBED_METHODS
                      if any(route.matches({**request.scope, "method": method})[0] is Match.FULL
                             for route in routes))
+
+
+class LabelledRoute(Route):
+    """A plain ASGI route that, like FastAPI's own, puts itself in the scope when it matches,
+    so that the access log and ``/metrics`` label its requests by its path (``/mcp`` was
+    counted as ``unmatched``, beside unknown paths)."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE:
+            child["route"] = self
+        return match, child
 
 
 async def http_refusal(request: Request, exc: Exception) -> JSONResponse:
@@ -256,8 +269,12 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
     expected_version = latest_version(settings.migrations_dir)
     # No redirect for a trailing slash: Starlette builds its Location from the client's Host
     # header, so a forged Host would send the client elsewhere; such a path is a 404.
+    # No Swagger UI or ReDoc pages (`/docs`, `/redoc`): FastAPI builds them on scripts, styles
+    # and fonts from public CDNs, run on the API's own origin, where GraphiQL keeps the key a
+    # user typed (in the browser's storage). The OpenAPI document stays (`/openapi.json`): the
+    # routes are public, as the SDL is.
     app = FastAPI(title="persona-graph", version="0.1.0", lifespan=lifespan,
-                  redirect_slashes=False)
+                  redirect_slashes=False, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.key_limits = KeyLimits(settings.api_key_rate_per_second,
                                      settings.api_key_rate_burst,
@@ -282,7 +299,8 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
     # Outside the key look-ups and the body read: the first thing a request without a live
     # key meets.
     app.add_middleware(AddressLimit, buckets=TokenBuckets(settings.api_address_rate_per_second,
-                                                         settings.api_address_rate_burst))
+                                                         settings.api_address_rate_burst),
+                       max_header_bytes=settings.api_max_header_bytes)
     token = settings.metrics_token
     request_metrics.install(app, token.get_secret_value() if token is not None else None)
     install_tracing(settings)
@@ -298,7 +316,7 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
     # POST only: the endpoint is stateless (no session to DELETE) and sends nothing unasked,
     # so a GET stream carried nothing and stayed open for ever, outside the per-key cap on
     # streams (the SDK's client takes the 405 as "no stream", as the protocol allows).
-    app.add_route("/mcp", app.state.mcp.app, methods=["POST"])
+    app.router.routes.append(LabelledRoute("/mcp", app.state.mcp.app, methods=["POST"]))
     app.include_router(pages_router)  # GraphiQL's assets and the persona explorer (api.pages)
 
     @app.get("/healthz")
@@ -333,7 +351,13 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
         check_kind(kind)
         path = run_dir(settings.resolved_runs_dir, run_id) / f"{kind}.png"
         if not path.exists():
-            render(kind, load(settings.resolved_runs_dir, run_id), path)
+            try:
+                artifacts = load(settings.resolved_runs_dir, run_id)
+            except NotFound:
+                # Without the runs folder's path, which the CLI's message names.
+                raise NotFound(f"no saved artifacts for run {run_id!r} on this server"
+                               ) from None
+            render(kind, artifacts, path)
         return FileResponse(path, media_type="image/png")
 
     return app

@@ -34,7 +34,10 @@ from graphql import (
     GraphQLSchema,
     InlineFragmentNode,
     IntValueNode,
+    ListValueNode,
+    NullValueNode,
     OperationDefinitionNode,
+    OperationType,
     SelectionSetNode,
     ValidationContext,
     ValidationRule,
@@ -282,13 +285,66 @@ class CostCache:
         return cost
 
 
-class CostLimit(SchemaExtension):
-    """Refuses an operation whose cost, with its variables, is over PERSONAS_API_MAX_COST."""
+BATCH_FIELD = "ingestEvents"
+"""The mutation whose list of events is bounded per request, not per field."""
 
-    def __init__(self, limit: int, costs: CostCache | None = None) -> None:
+
+def batch_events(document: DocumentNode, operation_name: str | None,
+                 variables: dict[str, Any] | None) -> int:
+    """How many events the operation's ``ingestEvents`` fields carry together, aliases and
+    fragments included, as literals or variables (or their defaults); 0 for a query.
+
+    Each field was held to PERSONAS_API_MAX_BATCH_EVENTS on its own, so twenty aliases of one
+    field, all given the same variable of a thousand events, wrote twenty thousand events for
+    one request (one token of the key's rate, one body within its limit)."""
+    operation = get_operation_ast(document, operation_name)
+    if operation is None or operation.operation is not OperationType.MUTATION:
+        return 0
+    values = dict(variables or {})
+    defaults = {d.variable.name.value: d.default_value
+                for d in operation.variable_definitions or () if d.default_value is not None}
+    fragments = {d.name.value: d for d in document.definitions
+                 if isinstance(d, FragmentDefinitionNode)}
+
+    def size(value: Any) -> int:
+        if isinstance(value, VariableNode):
+            name = value.name.value
+            if name in values:
+                given = values[name]
+                return len(given) if isinstance(given, list) else int(given is not None)
+            return size(defaults.get(name))
+        if isinstance(value, ListValueNode):
+            return len(value.values)
+        return int(value is not None and not isinstance(value, NullValueNode))
+
+    def walk(selections: SelectionSetNode, spread: frozenset[str]) -> int:
+        total = 0
+        for node in selections.selections:
+            if isinstance(node, FieldNode) and node.name.value == BATCH_FIELD:
+                total += sum(size(a.value) for a in node.arguments or ()
+                             if a.name.value == "events")
+            elif isinstance(node, InlineFragmentNode):
+                total += walk(node.selection_set, spread)
+            elif isinstance(node, FragmentSpreadNode) and node.name.value not in spread:
+                definition = fragments.get(node.name.value)
+                if definition is not None:
+                    total += walk(definition.selection_set, spread | {node.name.value})
+        return total
+
+    return walk(operation.selection_set, frozenset())
+
+
+class CostLimit(SchemaExtension):
+    """Refuses an operation whose cost, with its variables, is over PERSONAS_API_MAX_COST, and
+    a mutation writing more events in all than PERSONAS_API_MAX_BATCH_EVENTS
+    (``batch_events``): before anything runs, so nothing is half written."""
+
+    def __init__(self, limit: int, costs: CostCache | None = None,
+                 max_batch_events: int | None = None) -> None:
         super().__init__()
         self.limit = limit
         self.costs = costs or CostCache()
+        self.max_batch_events = max_batch_events
 
     def on_execute(self) -> Iterator[None]:
         execution = self.execution_context
@@ -298,6 +354,13 @@ class CostLimit(SchemaExtension):
             if cost > self.limit:
                 # A GraphQLError raised here reaches the client as it is, code included.
                 raise limit_error("query cost (PERSONAS_API_MAX_COST)", self.limit)
+            if self.max_batch_events is not None:
+                events = batch_events(execution.graphql_document, execution.operation_name,
+                                      execution.variables)
+                if events > self.max_batch_events:
+                    raise limit_error(f"{events} events in the request's `{BATCH_FIELD}` "
+                                      "fields together (PERSONAS_API_MAX_BATCH_EVENTS)",
+                                      self.max_batch_events)
         yield
 
 
@@ -305,7 +368,8 @@ def limit_extensions(settings: Settings) -> list[Callable[[], SchemaExtension]]:
     """Extension factories: strawberry makes one extension per request."""
     return [functools.partial(AddValidationRules, [shape_rule(settings)]),
             functools.partial(MaxTokensLimiter, max_token_count=settings.api_max_tokens),
-            functools.partial(CostLimit, settings.api_max_cost, CostCache())]
+            functools.partial(CostLimit, settings.api_max_cost, CostCache(),
+                              settings.api_max_batch_events)]
 
 
 def body_refusal(limit: int, size: int | None) -> Message:
@@ -411,25 +475,87 @@ def rate_refusal(retry_after: float) -> tuple[list[tuple[bytes, bytes]], bytes]:
 
 
 CREDENTIAL_HEADERS = (b"authorization", b"x-api-key")
+SINGLE_HEADERS = (*CREDENTIAL_HEADERS, b"content-type")
+"""Headers a request may send once only: readers disagree on which of several counts."""
+UTF8_CHARSETS = frozenset({"utf-8", "utf8", "us-ascii"})
+"""Declared charsets of a body read as UTF-8 (ASCII is UTF-8)."""
 
 
-def repeats_a_credential(scope: Scope) -> bool:
-    """Whether a request sends `Authorization` or `X-API-Key` more than once. Readers of
-    headers disagree on which one counts (FastAPI took the first, the MCP gate and the limits
-    here the last: two keys authenticated as one and were rate-limited or checked as the
-    other, and a proxy may look at either): such a request means two things, and is refused,
-    as a repeated JSON key is."""
-    names = [name.lower() for name, _ in scope["headers"]]
-    return any(names.count(name) > 1 for name in CREDENTIAL_HEADERS)
+@dataclass(frozen=True)
+class HeaderRefusal:
+    status: int
+    code: str
+    message: str
 
 
-async def refuse_repeated_credential(scope: Scope, send: Send) -> None:
-    message = "send one `Authorization` (or `X-API-Key`) header, not several"
+def declared_charsets(content_type: str) -> list[str]:
+    """The ``charset`` parameters of a Content-Type value, lower-cased and unquoted."""
+    found = []
+    for parameter in content_type.split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            found.append(value.strip().strip('"').strip().lower())
+    return found
+
+
+def header_refusal(scope: Scope, max_bytes: int) -> HeaderRefusal | None:
+    """Why a request's headers are refused before anything reads them, or None; checked by the
+    app itself, whatever server runs it (``personas serve`` bounds header size and time below
+    the app already: ``api.serving``).
+
+    - the request line and headers over ``max_bytes`` (PERSONAS_API_MAX_HEADER_BYTES): 431;
+    - `Authorization`, `X-API-Key` or `Content-Type` sent more than once: 400. Readers of
+      headers disagree on which one counts (FastAPI took the first credential, the MCP gate
+      and the limits here the last: two keys authenticated as one and were rate-limited or
+      checked as the other, and a proxy may look at either): such a request means two
+      things, and is refused, as a repeated JSON key is;
+    - a body declared in a charset other than UTF-8 (`charset=latin-1`, `utf-16`, an unknown
+      one): 415. JSON is UTF-8 (RFC 8259) and every route reads it so; a Latin-1 body that
+      happened to be valid UTF-8 would have been misread in silence.
+
+    A media type in capitals (`APPLICATION/JSON`: media types are case-insensitive, RFC 9110)
+    is written in lower case in the scope, for readers that compare it as written
+    (strawberry)."""
+    headers = scope["headers"]
+    size = len(scope.get("raw_path") or scope["path"]) + len(scope.get("query_string", b""))
+    # One pass, names as ASGI gives them (lower case): this runs before every request.
+    seen: list[bytes] = []
+    at = -1
+    for index, (name, value) in enumerate(headers):
+        size += len(name) + len(value) + 4
+        if name in SINGLE_HEADERS:
+            seen.append(name)
+            at = index if name == b"content-type" else at
+    if size > max_bytes:
+        return HeaderRefusal(431, "LIMIT_EXCEEDED", f"the request line and headers pass "
+                             f"{max_bytes} bytes (PERSONAS_API_MAX_HEADER_BYTES)")
+    if len(seen) > len(set(seen)):
+        repeated = [name.decode() for name in SINGLE_HEADERS if seen.count(name) > 1]
+        shown = " or ".join(f"`{name}`" for name in repeated)
+        return HeaderRefusal(400, "BAD_USER_INPUT", f"send one {shown} header, not several")
+    if at < 0:
+        return None
+    content_type = headers[at][1].decode("latin-1")
+    if "=" in content_type:
+        for charset in declared_charsets(content_type):
+            if charset not in UTF8_CHARSETS:
+                return HeaderRefusal(415, "UNSUPPORTED_MEDIA_TYPE", f"the body is declared as "
+                                     f"charset {charset[:40]!r}: send it as UTF-8 (JSON is "
+                                     "UTF-8, RFC 8259)")
+    media, semicolon, parameters = content_type.partition(";")
+    if media != media.lower():
+        scope["headers"] = [*headers[:at], (b"content-type",
+                            (media.lower() + semicolon + parameters).encode("latin-1")),
+                            *headers[at + 1:]]
+    return None
+
+
+async def refuse_headers(scope: Scope, send: Send, refusal: HeaderRefusal) -> None:
     if scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": 1008, "reason": message})
+        await send({"type": "websocket.close", "code": 1008, "reason": refusal.message})
         return
-    body = orjson.dumps({"error": {"code": "BAD_USER_INPUT", "message": message}})
-    await send({"type": "http.response.start", "status": 400,
+    body = orjson.dumps({"error": {"code": refusal.code, "message": refusal.message}})
+    await send({"type": "http.response.start", "status": refusal.status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
@@ -443,17 +569,23 @@ class AddressLimit:
     refused, HTTP 403). Requests with a live key are limited per key (``api.auth.KeyLimits``),
     so many clients behind one address are not starved by one of them without a key.
 
+    Before that, every request's headers pass ``header_refusal`` (size, repeated credentials
+    and Content-Type, a charset other than UTF-8), whatever server runs the app.
+
     The address is the one uvicorn gives: the peer, or the X-Forwarded-For of a proxy it
     trusts (FORWARDED_ALLOW_IPS); docs/security.md."""
 
-    def __init__(self, app: ASGIApp, buckets: TokenBuckets) -> None:
+    def __init__(self, app: ASGIApp, buckets: TokenBuckets, *, max_header_bytes: int) -> None:
         self.app = app
         self.buckets = buckets
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket") and repeats_a_credential(scope):
-            await refuse_repeated_credential(scope, send)
-            return
+        if scope["type"] in ("http", "websocket"):
+            refusal = header_refusal(scope, self.max_header_bytes)
+            if refusal is not None:
+                await refuse_headers(scope, send, refusal)
+                return
         if scope["type"] not in ("http", "websocket") or self.buckets.rate <= 0:
             await self.app(scope, receive, send)
             return

@@ -28,7 +28,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.stdio import stdio_server
 from mcp.types import INVALID_REQUEST, PARSE_ERROR, ToolAnnotations
 from neo4j import AsyncDriver
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import KeyLimits, PrincipalCache, credentials, neo4j_loader
@@ -362,7 +362,7 @@ class PersonaTools:
         backend = self._backend()
         name = normalize_category(category)
         if not name:
-            raise InvalidInput("`category` must not be empty")
+            raise InvalidInput("`category` has no visible character")
         when = _utc(at, "at") or datetime.now(UTC)
         found = await self._user(user_id)
         await asyncio.to_thread(backend.writer.state_preferences,
@@ -374,12 +374,60 @@ class PersonaTools:
                 "consistency_token": token}
 
 
+MAX_SHOWN_CHARS = 60
+"""Longest piece of a caller's text (a tool's name, an argument's name) an error repeats."""
+
+
+def _shown(text: object) -> str:
+    shown = str(text)
+    return shown if len(shown) <= MAX_SHOWN_CHARS else shown[:MAX_SHOWN_CHARS - 3] + "..."
+
+
+def argument_problems(error: ValidationError) -> str:
+    """Which arguments are wrong and why, as the API says it (``where: reason``; at most three),
+    from pydantic's errors: their messages, never pydantic's own text, which repeated the
+    caller's values whole and linked to pydantic's site."""
+    parts = []
+    for problem in error.errors(include_url=False, include_input=False)[:3]:
+        where = ".".join(_shown(part) for part in problem.get("loc", ())) or "arguments"
+        reason = str(problem.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"`{where}`: {reason}")
+    more = len(error.errors()) - len(parts)
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+class PersonaMCPServer(MCPServer):
+    """The SDK's server, with the API's errors for calls that never reach a tool: an unknown
+    tool is ``NOT_FOUND`` naming the tools there are, wrong arguments ``BAD_USER_INPUT`` naming
+    each (``argument_problems``); and every tool error's text starts with its code, as the
+    tools raise it (the SDK put "Error executing tool <name>: " first)."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any],
+                        context: Context[Any, Any] | None = None) -> Any:
+        if self._tool_manager.get_tool(name) is None:
+            known = ", ".join(sorted(tool.name for tool in self._tool_manager.list_tools()))
+            raise ToolError(f"{NotFound.code}: no tool named {_shown(name)!r}; the tools are "
+                            f"{known}")
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError):
+                # Raised from the ValidationError: the SDK then logs the arguments' names only.
+                raise ToolError(f"{InvalidInput.code}: {argument_problems(cause)}") from cause
+            if type(cause) is ToolError and type(exc) is ToolError:
+                # A tool's own refusal (``tool_errors``: its code first), without the SDK's
+                # "Error executing tool <name>: " before the code.
+                raise ToolError(str(cause)) from cause
+            raise
+
+
 def build_mcp_server(backend: Callable[[], Backend], *, stdio_key: str | None = None,
                      ) -> MCPServer:
     """The MCP server with every tool registered; ``backend`` is read at each call (over HTTP
     the app's lifespan makes it after this is built)."""
-    server: MCPServer = MCPServer("persona-graph", instructions=INSTRUCTIONS,
-                                  version="0.1.0", log_level="WARNING")
+    server: MCPServer = PersonaMCPServer("persona-graph", instructions=INSTRUCTIONS,
+                                         version="0.1.0", log_level="WARNING")
     PersonaTools(backend, stdio_key).register(server)
     return server
 

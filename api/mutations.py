@@ -186,7 +186,7 @@ class Mutation:
             raise InvalidInput(f"`weight` must be between -1 and 1, got {weight}")
         name = normalize_category(category)
         if not name:
-            raise InvalidInput("`category` must not be empty")
+            raise InvalidInput("`category` has no visible character")
         when = utc_or_none(at, "at") or datetime.now(UTC)
         user_id = strawberry.ID((await users.user(info.context.reader, user_id)).id)
         await asyncio.to_thread(info.context.writer.state_preferences,

@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from graph.privacy import DIRECT_IDENTIFIER_ATTRIBUTES, EMAIL_RE, IDENTIFIER_KINDS
+from graph.privacy import DIRECT_IDENTIFIER_ATTRIBUTES, EMAIL_RE, IDENTIFIER_KINDS, blank
 from graph.times import to_utc
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -28,8 +28,20 @@ KNOWN_KINDS = frozenset(IDENTIFIER_KINDS)
 
 MAX_KEY_CHARS = 200
 """Longest id or identifier value an event may carry (a longer one is never stored)."""
+BLANK_MESSAGE = "has only invisible characters (spaces, zero-width or format characters)"
+
+
+def _visible(value: str) -> str:
+    # Printable ASCII, stripped and not empty, shows something: the common case, at C speed.
+    if (value.isascii() and value.isprintable()) or not blank(value):
+        return value
+    raise ValueError(BLANK_MESSAGE)
+
+
 Key = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
-                                       max_length=MAX_KEY_CHARS)]
+                                       max_length=MAX_KEY_CHARS), AfterValidator(_visible)]
+"""An id or an identifier's value: 1 to 200 characters once stripped, at least one of them
+visible (a zero-width space alone had made a user, a category, an item of its own)."""
 
 
 def _not_an_email(value: str) -> str:
@@ -92,15 +104,16 @@ def normalize_category(name: str) -> str:
     """Categories compare case- and space-insensitively: ``' Home  Garden'`` -> ``home garden``,
     and whatever Unicode form they come in: composed or decomposed letters and fullwidth forms
     are one (NFKC), invisible format characters (zero-width spaces, direction overrides: a
-    ``\u202ebooks`` shown as ``skoob``) are dropped unless nothing else is left; each had
-    made a category of its own.
+    ``\u202ebooks`` shown as ``skoob``) are dropped; each had made a category of its own. A
+    name with nothing visible (``graph.privacy.blank``) is the empty string: callers refuse it
+    (the event model refuses such a name before it gets here).
 
     Cached: a catalogue names few categories, and every event of an ingest names one."""
+    if blank(name):
+        return ""
     if not name.isascii():
-        # Only invisible characters: kept as they are (the bulk import's checks, which run
-        # before this, must agree with the event model's).
         visible = "".join(c for c in name if unicodedata.category(c) != "Cf")
-        name = unicodedata.normalize("NFKC", visible if visible.strip() else name)
+        name = unicodedata.normalize("NFKC", visible)
     return " ".join(name.split()).lower()  # split() takes the runs of whitespace \s+ does
 
 

@@ -73,6 +73,27 @@ person down to a street, and with an age band and a gender often to one person."
 _UK_POSTCODE = re.compile(r"[A-Z]{1,2}\d[A-Z\d]?\d[A-Z]{2}")
 
 
+BLANK_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+"""Control and format characters (zero-width spaces and joiners, a BOM, direction marks) and
+every kind of space."""
+BLANK_CHARACTERS = frozenset(
+    "\u034f\u115f\u1160\u17b4\u17b5\u2800\u3164\uffa0"
+    + "".join(map(chr, range(0x180B, 0x1810))) + "".join(map(chr, range(0xFE00, 0xFE10)))
+    + "".join(map(chr, range(0xE0100, 0xE01F0))))
+"""Characters of other categories that show nothing: the combining grapheme joiner, Hangul
+and Khmer fillers, the blank Braille pattern, variation selectors."""
+
+
+def blank(text: str) -> bool:
+    """Whether ``text`` shows nothing: made only of spaces, control and format characters and
+    the few others that render as nothing (``BLANK_CHARACTERS``). Such a value, an identifier
+    or a name, looks empty to whoever reads it, and after normalization is empty."""
+    if text.isascii():
+        return not any("!" <= c <= "~" for c in text)
+    return all(c in BLANK_CHARACTERS or unicodedata.category(c) in BLANK_CATEGORIES
+               for c in text)
+
+
 def normalize_identifier(kind: str, value: str) -> str:
     """Canonical form, so that ``A@B.com `` and ``a@b.com`` pseudonymize alike.
 

@@ -234,8 +234,9 @@ class Settings(BaseSettings):
         "the connection closed after): a client trickling headers cannot hold a connection.")
     api_max_header_bytes: int = Field(
         default=65_536, ge=1024, le=16_777_216,
-        description="Longest request line and headers, together, in `personas serve` (431 "
-        "LIMIT_EXCEEDED and the connection closed above): headers are held in memory whole.")
+        description="Longest request line and headers, together (431 LIMIT_EXCEEDED above): "
+        "`personas serve` refuses them as they arrive and closes the connection; the app "
+        "refuses them too under any other server, once that server has read them.")
     metrics_token: SecretStr | None = Field(
         default=None,
         description="Bearer token `/metrics` asks for (Prometheus: `authorization.credentials` "

@@ -10,7 +10,7 @@ year 1 with a positive offset, or epoch seconds of 1e20, raises ``OverflowError`
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_FUTURE_SKEW = timedelta(days=1)
@@ -33,6 +33,17 @@ def to_utc(value: datetime, *, ahead: timedelta = MAX_FUTURE_SKEW) -> datetime:
         raise ValueError("time is more than a day in the future" if ahead == MAX_FUTURE_SKEW
                          else f"time is more than {ahead.days} days in the future")
     return at
+
+
+def plausible_date(value: date, *, ahead: timedelta = MAX_FUTURE_SKEW) -> date:
+    """``value`` if its first moment (midnight UTC) passes ``to_utc``'s bounds: a date of
+    something that happened (a sign-up) lies between 1970-01-01 and a day ahead of today. A
+    CRM sent `9999-12-31` and it was stored."""
+    try:
+        to_utc(datetime(value.year, value.month, value.day, tzinfo=UTC), ahead=ahead)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("time is", "date is", 1)) from None
+    return value
 
 
 READ_EARLIEST = datetime(1000, 1, 1, tzinfo=UTC)

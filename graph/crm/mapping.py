@@ -46,14 +46,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from graph.errors import InvalidInput
 from graph.events import (
     ATTRIBUTE_PREFIX,
+    BLANK_MESSAGE,
     MAX_ATTRIBUTE_CHARS,
     MAX_ATTRIBUTES,
     Profile,
     check_attribute_name,
     describe_validation_error,
 )
-from graph.privacy import IDENTIFIER_KINDS, Pseudonymizer
-from graph.times import from_epoch, to_utc
+from graph.privacy import IDENTIFIER_KINDS, Pseudonymizer, blank
+from graph.times import from_epoch, plausible_date, to_utc
 
 MAX_MAPPING_BYTES = 1_000_000
 MAX_TEXT = 500
@@ -328,6 +329,8 @@ def convert(ctype: ColumnType, value: Any, values: list[str] | None = None) -> A
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise ValueError("expected text")
         text = str(value).strip()
+        if blank(text):  # empty cells are skipped before; this one only looks empty
+            raise ValueError(BLANK_MESSAGE)
         if len(text) > MAX_TEXT:
             raise ValueError(f"longer than {MAX_TEXT} characters")
         if ctype is ColumnType.ENUM and text not in (values or []):
@@ -368,9 +371,10 @@ def convert(ctype: ColumnType, value: Any, values: list[str] | None = None) -> A
         if not isinstance(value, str):
             raise ValueError("expected a date (YYYY-MM-DD)")
         try:
-            return date.fromisoformat(value.strip())
+            day = date.fromisoformat(value.strip())
         except ValueError:
             raise ValueError("expected a date (YYYY-MM-DD)") from None
+        return plausible_date(day)
     if ctype is ColumnType.DATETIME:
         return parse_timestamp(value)
     raise ValueError(f"unsupported type {ctype}")  # pragma: no cover - the enum is exhaustive

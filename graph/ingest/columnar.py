@@ -61,6 +61,8 @@ PROFILE_FIELDS = ("age_band", "gender", "locale", "demo_group")
 """The profile's own fields, in the model's order (``Profile.model_dump``)."""
 # What str.strip() removes at either end: such a value is left to the model, which strips it.
 EDGE_SPACE = r"^[\s\x1c-\x1f]|[\s\x1c-\x1f]$"
+SHOWN = r"[!-~]"
+"""A printable ASCII character, not a space: a value holding one shows something."""
 TIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$"
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%:z"
 MONEY = r"^(0|[1-9]\d{0,11})(\.\d{1,2})?$"
@@ -273,11 +275,13 @@ def _collector_paused() -> Iterator[None]:
 
 
 def _key(name: str, *, required: bool = False, identifier: bool = False) -> pl.Expr:
-    """A ``graph.events.Key`` the model takes as it is: 1 to 200 characters, nothing to strip.
-    Not an ``identifier`` (a ``graph.events.Id``): without an "@" too, so that the model judges
-    any that might hold an email address."""
+    """A ``graph.events.Key`` the model takes as it is: 1 to 200 characters, nothing to strip,
+    a printable ASCII character among them (so surely not blank: values without one are left
+    to the model's ``graph.privacy.blank``). Not an ``identifier`` (a ``graph.events.Id``):
+    without an "@" too, so that the model judges any that might hold an email address."""
     col = pl.col(name)
-    ok = col.str.len_chars().is_between(1, MAX_KEY_CHARS) & ~col.str.contains(EDGE_SPACE)
+    ok = (col.str.len_chars().is_between(1, MAX_KEY_CHARS) & ~col.str.contains(EDGE_SPACE)
+          & col.str.contains(SHOWN))
     if not identifier:
         ok = ok & ~col.str.contains("@", literal=True)
     return (col.is_not_null() & ok) if required else (col.is_null() | ok)

@@ -11,7 +11,7 @@ from rich.table import Table
 from graph.auth import create_key, ensure_demo_key, list_keys, parse_role, revoke_key
 from graph.db import Graph
 from graph.settings import Settings
-from personas.cli.common import console, fails_cleanly, migrated_graph, settings
+from personas.cli.common import console, fails_cleanly, migrated_graph, plain, settings
 
 apikey_app = typer.Typer(help="Create, list and revoke the API keys of the GraphQL API.",
                          no_args_is_help=True)
@@ -44,7 +44,7 @@ def apikey_create(
     with migrated_graph(settings()) as graph:
         created = create_key(graph, parsed, name)
     print(created.key)
-    console.print(f"created API key {created.info.id} ({created.info.name}, role "
+    console.print(f"created API key {created.info.id} ({plain(created.info.name)}, role "
                   f"{created.info.role.value}). Store it now: only its hash is kept, so it "
                   "cannot be shown again.")
 
@@ -62,7 +62,7 @@ def apikey_list() -> None:
     for column in (0, 2, 3, 4):
         table.columns[column].no_wrap = True  # only names may wrap on a narrow terminal
     for k in keys:
-        table.add_row(k.id, k.name, k.role.value, f"{k.created_at:%Y-%m-%d %H:%M:%S}",
+        table.add_row(k.id, plain(k.name), k.role.value, f"{k.created_at:%Y-%m-%d %H:%M:%S}",
                       f"{k.revoked_at:%Y-%m-%d %H:%M:%S}" if k.revoked_at else "")
     Console().print(table)
 

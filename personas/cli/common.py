@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
+import stat
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +16,7 @@ from typing import Any, TypeVar
 import typer
 from neo4j.exceptions import AuthError, Neo4jError, ServiceUnavailable
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -24,12 +28,25 @@ from rich.progress import (
 
 from graph import migrate as migrations
 from graph.db import Graph, open_graph
-from graph.errors import PersonaError
+from graph.errors import InvalidInput, PersonaError
 from graph.settings import Settings
 
 console = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger("personas")
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def plain(value: object) -> str:
+    """Text from outside the command (ids and names that events, writers or files chose, an
+    error naming such a value, a provider's answer) as the console may show it: rich's markup
+    escaped and control characters written as escapes (``\\x1b``). Printed as it was, a
+    location id `x[/bold]` ended the command with rich's MarkupError, and an escape sequence
+    in an event's source drove the operator's terminal (its title, a cleared screen)."""
+    text = str(value)
+    if not text.isprintable():
+        text = "".join(f"\\x{ord(c):02x}" if unicodedata.category(c) == "Cc"
+                       and c not in "\n\t" else c for c in text)
+    return escape(text)
 
 
 def fails_cleanly(func: F) -> F:
@@ -40,17 +57,17 @@ def fails_cleanly(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except PersonaError as exc:
-            console.print(f"[red]error ({exc.code}):[/red] {exc}")
+            console.print(f"[red]error ({exc.code}):[/red] {plain(exc)}")
             raise typer.Exit(2) from None
         except ServiceUnavailable as exc:
-            console.print(f"[red]error:[/red] Neo4j is not reachable ({exc}). "
+            console.print(f"[red]error:[/red] Neo4j is not reachable ({plain(exc)}). "
                           "Start it with `personas neo4j start` or set PERSONAS_NEO4J_URI.")
             raise typer.Exit(3) from None
         except AuthError as exc:
-            console.print(f"[red]error:[/red] Neo4j refused the credentials: {exc.message}")
+            console.print(f"[red]error:[/red] Neo4j refused the credentials: {plain(exc.message)}")
             raise typer.Exit(3) from None
         except Neo4jError as exc:
-            console.print(f"[red]error:[/red] Neo4j: {exc.message}")
+            console.print(f"[red]error:[/red] Neo4j: {plain(exc.message)}")
             raise typer.Exit(3) from None
 
     return wrapper  # type: ignore[return-value]
@@ -58,6 +75,26 @@ def fails_cleanly(func: F) -> F:
 
 def settings() -> Settings:
     return Settings()
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable and writable by its owner only whatever the file
+    was before (an existing file kept its mode: an export was left readable by all). A
+    symbolic link is not followed (another user's link in a shared folder would have the file
+    written where it points), and only a regular file is written: ``InvalidInput`` says why
+    not, as for a directory or a path that cannot be opened."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
+    except OSError as exc:
+        why = ("it is a symbolic link: give the file itself" if exc.errno == errno.ELOOP
+               else exc.strerror)
+        raise InvalidInput(f"cannot write {path}: {why}") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InvalidInput(f"cannot write {path}: not a regular file")
+        os.fchmod(fd, 0o600)
+        out.truncate(0)
+        out.write(text)
 
 
 def demo_unless_keyed(cfg: Settings) -> Settings:

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from personas.cli.common import console, fails_cleanly, migrated_graph, settings
+from personas.cli.common import console, fails_cleanly, migrated_graph, plain, settings
 
 identity_app = typer.Typer(help="Identity resolution: merge users, undo merges, list them.",
                            no_args_is_help=True)
@@ -27,7 +27,7 @@ def identity_merge_cmd(
     with migrated_graph(settings()) as graph:
         merge_id = merge_users(graph, survivor, merged, source="cli", reason=reason)
     print(merge_id)
-    console.print(f"merged {merged} into {survivor} ({merge_id})")
+    console.print(f"merged {plain(merged)} into {plain(survivor)} ({merge_id})")
 
 
 @identity_app.command("unmerge")
@@ -40,7 +40,8 @@ def identity_unmerge_cmd(
 
     with migrated_graph(settings()) as graph:
         survivor, merged = unmerge(graph, merge_id)
-    console.print(f"unmerged {merge_id}: {merged} is separate from {survivor} again")
+    console.print(f"unmerged {plain(merge_id)}: {plain(merged)} is separate from "
+                  f"{plain(survivor)} again")
 
 
 @identity_app.command("merges")
@@ -54,11 +55,11 @@ def identity_merges_cmd(
     with migrated_graph(settings()) as graph:
         history = merges_of(graph, user)
     if not history:
-        console.print(f"no merges for {user}")
+        console.print(f"no merges for {plain(user)}")
         return
     table = Table("merge", "at (UTC)", "survivor", "merged", "source", "reason", "undone (UTC)")
     for m in history:
-        table.add_row(m["id"], f"{m['at']:%Y-%m-%d %H:%M:%S}", m["survivor_id"], m["merged_id"],
-                      m["source"], m["reason"],
+        table.add_row(plain(m["id"]), f"{m['at']:%Y-%m-%d %H:%M:%S}", plain(m["survivor_id"]),
+                      plain(m["merged_id"]), plain(m["source"]), plain(m["reason"]),
                       f"{m['undone_at']:%Y-%m-%d %H:%M:%S}" if m["undone_at"] else "")
     Console(width=200).print(table)

@@ -8,7 +8,13 @@ from typing import Annotated
 
 import typer
 
-from personas.cli.common import console, fails_cleanly, migrated_graph, settings
+from personas.cli.common import (
+    console,
+    fails_cleanly,
+    migrated_graph,
+    settings,
+    write_private,
+)
 
 privacy_app = typer.Typer(help="Privacy: export or erase a user's data, record consent, prune "
                           "old raw interactions.", no_args_is_help=True)
@@ -38,8 +44,7 @@ def privacy_export(
     if out is None:
         print(text, end="")
         return
-    out.touch(mode=0o600)
-    out.write_text(text, encoding="utf-8")
+    write_private(out, text)
     console.print(f"wrote {out}: {len(data['interactions'])} interactions, "
                   f"{len(data['identifiers'])} identifiers")
 

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from graph import situation
-from personas.cli.common import console, fails_cleanly, migrated_graph, settings
+from personas.cli.common import console, fails_cleanly, migrated_graph, plain, settings
 
 situation_app = typer.Typer(help="External context: weather and local events per location.",
                             no_args_is_help=True)
@@ -57,7 +57,7 @@ def situation_poll(
             console.print(f"{provider.name}: {ok} location(s) updated, "
                           f"{len(report.failed)} failed")
             for failure in report.failed:
-                console.print(f"[red]{failure.location_id}[/red]: {failure.error}")
+                console.print(f"[red]{plain(failure.location_id)}[/red]: {plain(failure.error)}")
             if report.failed:
                 raise typer.Exit(1)
             return

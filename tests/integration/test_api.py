@@ -160,6 +160,8 @@ def test_run_pictures_are_served(demo_graph: Graph, client: TestClient) -> None:
     assert bad_kind.status_code == 400 and bad_kind.json()["error"]["code"] == "BAD_USER_INPUT"
     unknown = client.get("/runs/run-20000101T000000-abcdef/plots/pca.png")
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "NOT_FOUND"
+    # The server's runs folder is not named to the client (it was: an internal path).
+    assert "/" not in unknown.json()["error"]["message"], unknown.text
     escape = client.get("/runs/..%2F..%2Fetc/plots/pca.png")
     assert escape.status_code in (400, 404)
 

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 from neo4j import Driver
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -336,6 +337,9 @@ def test_graphql_over_http(served: Served) -> None:
     ("POST", "/graphql/", {"json": {"query": "{ __typename }"},
                            "headers": {"host": "evil.example"}}, 404, "NOT_FOUND"),
     ("GET", "/explorer/", {"headers": {"host": "evil.example"}}, 404, "NOT_FOUND"),
+    # FastAPI's Swagger UI and ReDoc pages ran scripts from public CDNs on the API's origin.
+    ("GET", "/docs", {}, 404, "NOT_FOUND"), ("GET", "/redoc", {}, 404, "NOT_FOUND"),
+    ("GET", "/docs/oauth2-redirect", {}, 404, "NOT_FOUND"),
     # A subscription over plain HTTP ran as a query: INTERNAL_SERVER_ERROR ("Cannot return
     # null for non-nullable field"); subscriptions go over the WebSocket.
     ("POST", "/graphql", {"json": {"query": "subscription { segmentationFinished { id } }"}},
@@ -817,3 +821,224 @@ def test_identical_batches_sent_at_once_store_each_event_once(served: Served) ->
         "MATCH (i:Interaction) WHERE i.event_id STARTS WITH 'twice-' "
         "RETURN count(i) AS n, count(DISTINCT i.event_id) AS ids")[0]
     assert stored == {"n": rounds * size, "ids": rounds * size}
+
+
+MISREAD = {"events": [{"event_id": "charset-1", "type": "add_to_cart", "source": "web",
+                       "occurred_at": "2026-11-01T10:00:00Z", "user": {"cookie": "ck-charset"},
+                       "properties": {"item_id": "sku-charset", "category": "Ã©tÃ©"}}]}
+"""A Latin-1 body whose bytes are valid UTF-8 too: read as UTF-8, the category `Ã©tÃ©` the
+client sent became `été`, in silence."""
+
+
+@pytest.mark.parametrize("charset", ["latin-1", "ISO-8859-1", '"windows-1252"', "utf-16",
+                                     "UTF-16LE", "no-such-charset", "utf-8; charset=latin-1"])
+@pytest.mark.parametrize("path", ["/graphql", "/v1/events", "/v1/webhooks/context",
+                                  "/v1/webhooks/crm", "/mcp"])
+def test_a_body_declared_in_another_charset_is_refused_not_misread(served: Served, path: str,
+                                                                   charset: str) -> None:
+    """Every route read its body as UTF-8 whatever charset the request declared: a Latin-1
+    body that happened to be valid UTF-8 was misread without a word. JSON is UTF-8 (RFC 8259):
+    a declared charset other than UTF-8 (or US-ASCII) is 415 UNSUPPORTED_MEDIA_TYPE, nothing
+    read or written."""
+    body = json.dumps(MISREAD, ensure_ascii=False).encode("latin-1")
+    response = httpx.post(f"{served.base}{path}", content=body, timeout=30, headers={
+        **bearer(served.keys["admin"]), "content-type": f"application/json; charset={charset}",
+        "accept": "application/json, text/event-stream"})
+    assert response.status_code == 415, response.text
+    error = response.json()["error"]
+    assert error["code"] == "UNSUPPORTED_MEDIA_TYPE" and "UTF-8" in error["message"]
+    assert served.graph.rows("MATCH (i:Interaction {event_id: 'charset-1'}) RETURN count(i) AS n"
+                             ) == [{"n": 0}]
+
+
+@pytest.mark.parametrize("content_type", ["APPLICATION/JSON", 'Application/Json; Charset="UTF-8"',
+                                          "application/json;charset=utf8",
+                                          "application/JSON; charset=US-ASCII"])
+def test_json_media_types_are_read_whatever_their_case(served: Served,
+                                                       content_type: str) -> None:
+    """Media types and charset names are case-insensitive (RFC 9110): strawberry refused
+    `APPLICATION/JSON` ("Unsupported content type")."""
+    response = httpx.post(f"{served.base}/graphql", content=b'{"query": "{ __typename }"}',
+                          headers={**bearer(served.keys["reader"]),
+                                   "content-type": content_type}, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"data": {"__typename": "Query"}}
+
+
+@pytest.mark.parametrize("path", ["/graphql", "/v1/events", "/mcp"])
+def test_a_content_type_sent_twice_is_refused(served: Served, path: str) -> None:
+    """Which of two Content-Type headers counts differs between readers (Starlette the first,
+    a dict of the headers the last): such a request means two things, like two keys."""
+    for types in (("application/json", "text/plain"), ("text/plain", "application/json")):
+        headers = [*bearer(served.keys["admin"]).items(), *(("content-type", t) for t in types),
+                   ("accept", "application/json, text/event-stream")]
+        response = httpx.post(f"{served.base}{path}", headers=headers, timeout=30,
+                              content=b'{"query": "{ __typename }", "events": []}')
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "BAD_USER_INPUT"
+        assert "content-type" in response.json()["error"]["message"]
+
+
+def scraped_routes(base: str) -> dict[tuple[str, str], float]:
+    """`personas_http_requests_total` by (route, status), from `/metrics` (this host: no
+    token needed)."""
+    text = httpx.get(f"{base}/metrics", timeout=30).text
+    found: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "personas_http_requests_total":
+                key = (sample.labels["route"], sample.labels["status"])
+                found[key] = found.get(key, 0.0) + sample.value
+    return found
+
+
+def test_mcp_requests_are_counted_under_their_route(served: Served) -> None:
+    """`/mcp` was counted (and logged) as `unmatched`, beside scans of unknown paths. Now under
+    its own route; unknown paths of any shape still share `unmatched`, so user input does not
+    grow the label set."""
+    httpx.get(f"{served.base}/scan", timeout=30)  # the labels a scan and a scrape make
+    scraped_routes(served.base)
+    before = scraped_routes(served.base)
+    message = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    for _ in range(3):
+        answer = httpx.post(f"{served.base}/mcp", json=message, timeout=30, headers={
+            **bearer(served.keys["reader"]), "accept": "application/json, text/event-stream"})
+        assert answer.status_code == 200, answer.text
+    for n in range(20):
+        httpx.get(f"{served.base}/scan-{n}/{'x' * n}", headers=bearer(served.keys["reader"]),
+                  timeout=30)
+    after = scraped_routes(served.base)
+    assert after.get(("/mcp", "200"), 0) - before.get(("/mcp", "200"), 0) == 3
+    assert after[("unmatched", "404")] - before.get(("unmatched", "404"), 0) == 20
+    assert {route for route, _ in after} - {route for route, _ in before} <= {"/mcp"}
+
+
+def test_the_app_bounds_headers_under_any_server(served: Served, settings: Settings,
+                                                 tmp_path: Path) -> None:
+    """The app served by plain uvicorn (its factory, as one would run it by hand or under
+    another process manager), not `personas serve`: uvicorn's default parser (httptools) has
+    no limit, so a 100 kB cookie or 20,000 headers reached the app, which answered 200. The app
+    now refuses them itself, 431 LIMIT_EXCEEDED (the memory the server spent reading them is
+    its own to bound: docs/security.md)."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ,
+           "PERSONAS_NEO4J_URI": settings.bolt_uri,
+           "PERSONAS_NEO4J_PASSWORD": settings.neo4j_password.get_secret_value(),
+           "PERSONAS_PSEUDONYM_KEY": settings.pseudonym_key.get_secret_value(),
+           "PERSONAS_RUNS_DIR": str(settings.resolved_runs_dir)}
+    env.pop("PERSONAS_DEMO", None)
+    uvicorn = Path(PERSONAS).parent / "uvicorn"
+    with serving([str(uvicorn), "--factory", "api.app:create_app", "--host", "127.0.0.1",
+                  "--port", str(port)], env, base, tmp_path / "uvicorn.log"):
+        for headers in ([("cookie", "a" * 100_000)], [(f"x-h{i}", "y") for i in range(20_000)]):
+            response = httpx.get(f"{base}/healthz", headers=headers, timeout=60)
+            assert response.status_code == 431, response.text[:200]
+            assert response.json()["error"]["code"] == "LIMIT_EXCEEDED"
+        assert httpx.get(f"{base}/healthz", headers={"cookie": "a" * 30_000},
+                         timeout=30).status_code == 200
+
+
+BLANKS = ["\u200b", "\u200c\u200d", "\ufeff", "\u2060 \u3000", "\u202e", "\u3164", "\x00"]
+"""Values that show nothing (zero-width, format and filler characters, spaces, a control)."""
+
+
+def test_values_that_show_nothing_are_refused_on_every_write_route(served: Served,
+                                                                   settings: Settings) -> None:
+    """Identifiers, ids and categories made only of invisible characters were stored: a user
+    whose email looks empty, an item and a category that look like nothing. Each is now a
+    rejected record with its reason (a dead letter on Kafka and files), BAD_USER_INPUT in
+    GraphQL, and nothing is written."""
+    writer = bearer(served.keys["writer"])
+    events = []
+    for n, blank in enumerate(BLANKS):
+        events += [
+            {"event_id": f"blank-user-{n}", "type": "page_view", "source": "web",
+             "occurred_at": "2026-11-01T10:00:00Z", "user": {"email": blank}},
+            {"event_id": f"blank-item-{n}", "type": "add_to_cart", "source": "web",
+             "occurred_at": "2026-11-01T10:00:00Z", "user": {"cookie": "ck-blank"},
+             "properties": {"item_id": blank}},
+            {"event_id": f"blank-category-{n}", "type": "page_view", "source": "web",
+             "occurred_at": "2026-11-01T10:00:00Z", "user": {"cookie": "ck-blank"},
+             "properties": {"category": blank}},
+            {"event_id": blank, "type": "page_view", "source": "web",
+             "occurred_at": "2026-11-01T10:00:00Z", "user": {"cookie": "ck-blank"}}]
+    response = httpx.post(f"{served.base}/v1/events", json={"events": events}, headers=writer,
+                          timeout=60)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == ["rejected"] * len(events)
+    assert all("invisible characters" in r["reason"] or "at least 1 character" in r["reason"]
+               for r in results), results
+    pseudonymizer = Pseudonymizer(settings.pseudonym_key.get_secret_value())
+    hashes = [pseudonymizer.digest("email", blank) for blank in BLANKS]
+    assert served.graph.rows("MATCH (i:Identifier) WHERE i.hash IN $hashes "
+                             "RETURN count(i) AS n", hashes=hashes) == [{"n": 0}]
+    assert served.graph.rows("MATCH (i:Interaction) WHERE i.event_id STARTS WITH 'blank-' "
+                             "RETURN count(i) AS n") == [{"n": 0}]
+    mutation = ("mutation($value: String!) { upsertUser(profile: {identifiers: "
+                "[{kind: \"email\", value: $value}]}) { userId } }")
+    for blank in BLANKS:
+        answer = httpx.post(f"{served.base}/graphql", headers=writer, timeout=30, json={
+            "query": mutation, "variables": {"value": blank}}).json()
+        assert answer["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", answer
+        assert "invisible characters" in answer["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(("day", "reason"), [
+    ("9999-12-31", "date is more than a day in the future"),
+    ("2999-01-01", "date is more than a day in the future"),
+    ("1969-12-31", "date is before 1970"), ("0001-01-01", "date is before 1970")])
+def test_crm_dates_out_of_bounds_are_refused(served: Served, settings: Settings, day: str,
+                                             reason: str) -> None:
+    """A CRM `signupDate` of 9999-12-31 was stored, through `upsertUser` and the signed CRM
+    webhook alike: dates have the plausible-time bounds every event time has."""
+    mutation = ("mutation($day: Date!) { upsertUser(profile: {identifiers: [{kind: \"crm_id\", "
+                "value: \"C-far-date\"}], signupDate: $day}) { userId } }")
+    answer = httpx.post(f"{served.base}/graphql", headers=bearer(served.keys["writer"]),
+                        json={"query": mutation, "variables": {"day": day}}, timeout=30).json()
+    assert answer["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", answer
+    assert reason in answer["errors"][0]["message"]
+    body = json.dumps([{"customer_no": "C-far-date", "member_since": day,
+                        "updated_at": "2026-11-01T10:00:00Z"}]).encode()
+    hook = httpx.post(f"{served.base}/v1/webhooks/crm", content=body, headers=crm_delivery(body),
+                      timeout=30)
+    assert hook.status_code == 200, hook.text
+    assert hook.json()["results"][0]["status"] == "rejected"
+    assert "member_since" in hook.json()["results"][0]["reason"]
+    assert crm_users(served, settings, "C-far-date") == 0
+
+
+ALIASED = "mutation($e: [JSON!]!) { " + " ".join(
+    f"a{n}: ingestEvents(events: $e) {{ accepted }}" for n in range(20)) + " }"
+SPREAD = ("mutation($e: [JSON!]!) { ...Twice ... on Mutation { c: ingestEvents(events: $e) "
+          "{ accepted } } } fragment Twice on Mutation { a: ingestEvents(events: $e) { accepted } "
+          "b: ingestEvents(events: $e) { accepted } }")
+
+
+@pytest.mark.parametrize(("query", "per_field"), [(ALIASED, 60), (SPREAD, 400)])
+def test_aliased_batches_are_bounded_per_request(served: Served, query: str,
+                                                 per_field: int) -> None:
+    """Each `ingestEvents` field was held to PERSONAS_API_MAX_BATCH_EVENTS (1,000) on its own:
+    twenty aliases given one variable of 60 events wrote 1,200 events' worth for one request
+    (one token of the key's rate, a body well within its limit), and any number within the
+    alias limit would multiply it. The events of all the fields count together, aliases and
+    fragments included, before anything runs: LIMIT_EXCEEDED, nothing written."""
+    tag = f"alias-{per_field}"
+    events = [{"event_id": f"{tag}-{n}", "type": "page_view", "source": "web",
+               "occurred_at": "2026-11-01T10:00:00Z", "user": {"cookie": f"ck-{tag}"}}
+              for n in range(per_field)]
+    answer = httpx.post(f"{served.base}/graphql", headers=bearer(served.keys["writer"]),
+                        json={"query": query, "variables": {"e": events}}, timeout=60).json()
+    assert answer.get("data") is None, str(answer)[:300]
+    error = answer["errors"][0]
+    assert error["extensions"]["code"] == "LIMIT_EXCEEDED", error
+    assert "PERSONAS_API_MAX_BATCH_EVENTS" in error["message"]
+    assert served.graph.rows("MATCH (i:Interaction) WHERE i.event_id STARTS WITH $tag "
+                             "RETURN count(i) AS n", tag=tag) == [{"n": 0}]
+    within = httpx.post(f"{served.base}/graphql", headers=bearer(served.keys["writer"]),
+                        json={"query": query, "variables": {"e": events[:40]}},
+                        timeout=60).json()
+    assert "errors" not in within, within
+    assert served.graph.rows("MATCH (i:Interaction) WHERE i.event_id STARTS WITH $tag "
+                             "RETURN count(i) AS n", tag=tag) == [{"n": 40}]

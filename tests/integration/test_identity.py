@@ -432,6 +432,28 @@ def test_cli(graph: Graph, cli_env) -> None:
     assert missing.returncode == 2 and "NOT_FOUND" in missing.stderr
 
 
+HOSTILE_TEXT = "x[/bold] [link=https://evil.example]here[/link] \x1b]0;pwned\x07\x1b[2J"
+"""Rich markup that does not close (MarkupError), a link, and terminal escape sequences (a
+window title, a cleared screen)."""
+
+
+def test_the_cli_shows_text_from_outside_as_text(graph: Graph, cli_env) -> None:
+    """A merge's source and reason, ids in error messages: text other people chose, printed
+    through rich. A tag that does not close ended `identity merges` (and any error naming such
+    an id) with rich's MarkupError and a traceback; escape sequences reached the terminal."""
+    write(graph, a_events(), b_events())
+    merge_users(graph, A, B, source=HOSTILE_TEXT, reason=HOSTILE_TEXT)
+    runs = [subprocess.run([PERSONAS, "identity", "merges", B], env=cli_env,
+                           capture_output=True, text=True),
+            subprocess.run([PERSONAS, "identity", "unmerge", "merge-" + HOSTILE_TEXT],
+                           env=cli_env, capture_output=True, text=True)]
+    assert [run.returncode for run in runs] == [0, 2], [run.stderr[-500:] for run in runs]
+    for run in runs:
+        out = run.stdout + run.stderr
+        assert "Traceback" not in out and "\x1b" not in out and "\x07" not in out
+        assert "[/bold]" in out and "\\x1b]0;pwned" in out.replace("\n", "")
+
+
 def test_an_identifier_linked_by_two_concurrent_writers_merges_their_users(
         graph: Graph, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two writers (the consumer and the API, say) each see a cookie as new and link it to a

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -171,7 +172,9 @@ def test_bad_arguments_are_clear_errors(world: World) -> None:
                      ("recommend", {"user_id": "u_x", "first": 1000}),
                      ("recommend", {"user_id": "u_x", "first": "many"}),
                      ("recommend", {"user_id": "u_x", "what_if": {"weather": "hail"}}),
-                     ("no_such_tool", {})]
+                     ("no_such_tool", {}),
+                     ("find_user", {"kind": ["email"] * 5_000, "value": {"x": "y" * 5_000}}),
+                     ("t" * 5_000, {})]
             texts = [error_text(await client.call_tool(name, args)) for name, args in calls]
             # The server is still answering after all of them.
             assert payload(await client.call_tool("find_user", {"kind": "email",
@@ -179,15 +182,24 @@ def test_bad_arguments_are_clear_errors(world: World) -> None:
             return texts
 
     texts = asyncio.run(run())
-    assert "kind" in texts[0] and "passport" in texts[0]
-    assert "value" in texts[1]
+    # The API's shape (code, then each argument and why), not pydantic's text, which repeated
+    # the caller's values whole and linked to pydantic's site.
+    assert texts[0].startswith("BAD_USER_INPUT: `kind`: Input should be 'crm_id'"), texts[0]
+    assert texts[1] == "BAD_USER_INPUT: `value`: Field required"
+    assert all("pydantic" not in text and "input_value" not in text for text in texts)
+    # Every error starts with its code, the tools' own refusals too (the SDK put "Error
+    # executing tool <name>: " before theirs).
+    assert all(re.match(r"[A-Z_]+: ", text) for text in texts), texts
     assert "NOT_FOUND" in texts[2] and "nobody@example.com" not in texts[2]
     assert "NOT_FOUND" in texts[3]
     assert "max_tokens" in texts[4]
     assert "BAD_USER_INPUT" in texts[5] and "time zone" in texts[5]
-    assert "first" in texts[6] and "first" in texts[7]
-    assert "what_if" in texts[8] and "hail" in texts[8]
-    assert "no_such_tool" in texts[9]
+    assert "first" in texts[6]
+    assert texts[7].startswith("BAD_USER_INPUT: `first`: Input should be a valid integer")
+    assert texts[8].startswith("BAD_USER_INPUT: `what_if.weather`: Input should be 'clear'")
+    assert texts[9].startswith("NOT_FOUND: no tool named 'no_such_tool'; the tools are ")
+    assert texts[10].startswith("BAD_USER_INPUT: `kind`: ") and len(texts[10]) < 300
+    assert texts[11].startswith("NOT_FOUND: no tool named 'ttt") and len(texts[11]) < 300
 
 
 def test_http_without_a_live_key_is_refused(world: World) -> None:

@@ -410,6 +410,31 @@ def test_privacy_commands(graph: Graph, tmp_path: Path, key: str,
         assert unknown.returncode == 2 and "NOT_FOUND" in unknown.stderr, args
 
 
+def test_an_export_file_is_private_whatever_was_there(graph: Graph, tmp_path: Path, key: str,
+                                                      cli_env: dict[str, str]) -> None:
+    """`privacy export --out` promised a file its owner alone can read, yet an existing file
+    kept its mode (0644: the export readable by all), a symbolic link was followed (a link
+    planted in a shared folder sent the personal data where it pointed), and a directory
+    ended in a traceback."""
+    jane, _ = ingest_world(graph, tmp_path, key)
+    existing = tmp_path / "existing.json"
+    existing.write_text("x" * 100_000)
+    existing.chmod(0o644)
+    done = run_cli(cli_env, "export", jane, "--out", str(existing))
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o600
+    assert json.loads(existing.read_text())["user_id"] == jane  # nothing left of the old text
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("kept")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    for path, reason in ((link, "symbolic link"), (tmp_path, "Is a directory")):
+        refused = run_cli(cli_env, "export", jane, "--out", str(path))
+        assert refused.returncode == 2, refused.stderr
+        assert reason in refused.stderr and "Traceback" not in refused.stderr
+    assert target.read_text() == "kept"
+
+
 def test_forgetting_a_survivor_erases_the_users_merged_into_it(graph: Graph, tmp_path: Path,
                                                                key: str) -> None:
     from graph.errors import Conflict

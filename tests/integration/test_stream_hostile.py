@@ -65,6 +65,12 @@ def test_hostile_messages_through_the_broker(graph: Graph, kafka_running: Settin
         (b"x" * BIG_BYTES, "too_large"),
         (b"null", "record is not a JSON object"),
         (b'"just a string"', "record is not a JSON object"),
+        # Identifiers, ids and categories that show nothing: each had been stored as given.
+        *((json.dumps({**first, "event_id": f"blank-{n}", **change}).encode(),
+           "invisible characters") for n, change in enumerate([
+               {"user": {"email": "\u200b\u200c"}}, {"user": {"cookie": "\ufeff"}},
+               {"session_id": "\u3164"}, {"event_id": "\u2060\u3000"},
+               {"properties": {**first["properties"], "category": "\u202e"}}])),
     ]
     poison_burst = [(b"{" + str(i).encode(), "invalid JSON") for i in range(300)]
     keys: list[bytes | None] = [None, b"", b"\x00\xff", "ключ".encode(), b"k" * 100_000]

@@ -255,6 +255,24 @@ def test_each_guarded_key_names_one_kind_of_value() -> None:
     assert set(names) == every
 
 
+BLANK_VALUES = [{"event_id": "\u200b"}, {"user": {"cookie": "\u2060\u200b"}},
+                {"device": {"id": "\ufeff"}}, {"session_id": "\u3164"},
+                {"properties": {"item_id": "\u00a0\u200d", "price": "1"}},
+                {"properties": {"category": "\u202e", "price": "1"}}]
+
+
+def test_values_that_show_nothing_are_dead_letters_on_both_paths(tmp_path: Path) -> None:
+    """Ids, identifiers and categories made only of invisible characters had been staged as
+    given on both paths; now both dead-letter them, saying why."""
+    lines = [json.dumps(merged(change, i)) for i, change in enumerate(BLANK_VALUES)]
+    fast, slow = stage_both(tmp_path, lines)
+    assert_same(fast, slow)
+    assert fast.events.height == 0
+    reasons = fast.dead_letters["reason"].to_list()
+    assert len(reasons) == len(BLANK_VALUES)
+    assert all("invisible characters" in reason for reason in reasons), reasons
+
+
 def test_a_record_repeating_a_key_is_refused_on_both_paths(tmp_path: Path) -> None:
     """A key named twice in one record (at the top, or inside `user` or `properties`): left by
     the fast path to the per-event path, which dead-letters it naming the key, as the stream

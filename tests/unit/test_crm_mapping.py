@@ -173,6 +173,33 @@ def test_bad_conversions(ctype: ColumnType, value: Any) -> None:
         convert(ctype, value)
 
 
+@given(st.dates())
+def test_a_date_is_plausible_or_refused(day: date) -> None:
+    """A CRM date (`signup_date`) falls within the bounds an event's time has: 1970 to a day
+    ahead. `9999-12-31` was stored as it came."""
+    today = datetime.now(UTC).date()
+    text = day.isoformat()
+    if date(1970, 1, 1) <= day <= today:
+        assert convert(ColumnType.DATE, text) == day
+    elif day < date(1970, 1, 1) or day > date.fromordinal(today.toordinal() + 2):
+        with pytest.raises(ValueError, match="date is"):
+            convert(ColumnType.DATE, text)
+
+
+@pytest.mark.parametrize("value", ["\u200b", "\ufeff\u200d", "\u2063", "\u3164", "\x00"])
+@pytest.mark.parametrize("column", ["customer_no", "email", "tier"])
+def test_a_value_of_invisible_characters_is_refused_naming_its_column(value: str,
+                                                                     column: str) -> None:
+    """Such a value had been stored (an identifier that looks empty hashed as a user's), where
+    an empty cell is skipped."""
+    m = load_mapping(EXAMPLE)
+    data = {"customer_no": "C-1", "updated_at": "2026-11-01T10:00:00Z", column: value}
+    with pytest.raises(InvalidInput) as err:
+        parse_record(m, data, PSEUDO)
+    assert str(err.value).startswith(f"column {column!r}")
+    assert "invisible characters" in str(err.value)
+
+
 def test_redaction_keeps_no_identifier_name_or_unmapped_value() -> None:
     m = mapping(mail={"target": "email"}, given={"target": "first_name"},
                 tier={"target": "tier"})

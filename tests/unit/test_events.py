@@ -5,10 +5,13 @@ import unicodedata
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from graph.events import Event, normalize_category
 from graph.ingest.reader import InvalidJson, csv_row_to_envelope, load_json
+from graph.privacy import blank
 
 
 def base(**kw):
@@ -64,11 +67,46 @@ def test_a_category_that_looks_the_same_is_one_category(shown: str) -> None:
     assert forms == {normalize_category(shown)}
 
 
-def test_invisible_only_categories_stay_apart() -> None:
-    """Dropping format characters must not make every invisible-only name one category (or an
-    empty one, which the bulk import's checks would not see)."""
-    names = {normalize_category(v) for v in ("\u200b", "\u200c", "\ufeff")}
-    assert len(names) == 3 and "" not in names
+BLANK = ["\u200b", "\u200c\u200d", "\ufeff", "\u2060\u2063", "\u202e", "\u3164",
+         "\u3000\u200b", " \u00a0\u200b ", "\x00", "\x01\x7f", "\u180e", "\ufe0f",
+         "\u2800", "\U000e0001", "\u034f", "\u00ad"]
+"""Values that show nothing: zero-width and format characters, fillers, spaces of every kind,
+controls."""
+
+
+def test_invisible_only_categories_are_empty() -> None:
+    """A name made only of invisible characters is the empty string, which every caller
+    refuses: it had been kept as given, a category of its own that looked like none."""
+    assert {normalize_category(v) for v in BLANK} == {""}
+
+
+@pytest.mark.parametrize("value", BLANK)
+@pytest.mark.parametrize("where", ["event_id", "session_id", "user", "device", "item_id",
+                                   "category", "source"])
+def test_ids_identifiers_and_categories_need_a_visible_character(value: str,
+                                                                  where: str) -> None:
+    """Each had been accepted: a user, an item or a category that looks like nothing."""
+    changes: dict[str, object] = {
+        "event_id": {"event_id": value}, "session_id": {"session_id": value},
+        "user": {"user": {"email": value}}, "device": {"device": {"id": value}},
+        "item_id": {"type": "add_to_cart", "properties": {"item_id": value}},
+        "category": {"properties": {"category": value}}, "source": {"source": value}}
+    with pytest.raises(ValidationError) as err:
+        Event.model_validate(base(**changes[where]))
+    reason = str(err.value)
+    assert "invisible characters" in reason or "at least 1 character" in reason, reason
+
+
+@given(st.lists(st.sampled_from(BLANK), min_size=1, max_size=4).map("".join),
+       st.text(min_size=1, max_size=3).filter(lambda t: not blank(t)),
+       st.integers(0, 4))
+def test_one_visible_character_makes_an_id(padding: str, shown: str, at: int) -> None:
+    """Invisible characters around or inside something visible are no reason to refuse it;
+    without anything visible, always refused."""
+    value = (padding[:at] + shown + padding[at:])[:200]
+    assert shown.strip() in (Event.model_validate(base(session_id=value)).session_id or "")
+    with pytest.raises(ValidationError):
+        Event.model_validate(base(session_id=padding))
 
 
 @pytest.mark.parametrize(("text", "reason"), [

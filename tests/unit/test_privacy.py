@@ -5,7 +5,7 @@ import unicodedata
 from hypothesis import given
 from hypothesis import strategies as st
 
-from graph.privacy import Pseudonymizer
+from graph.privacy import BLANK_CHARACTERS, Pseudonymizer, blank
 
 
 def test_digest_is_keyed_and_normalized() -> None:
@@ -65,3 +65,14 @@ def test_values_of_invisible_characters_only_stay_apart() -> None:
     p = Pseudonymizer("k")
     users = {p.user_id("email", v) for v in ["\u200b", "\u200c", "\ufeff", " \u200b "]}
     assert len(users) == 3 and p.user_id("email", "") not in users
+
+
+@given(st.text(alphabet=st.characters(categories=["Cc", "Cf", "Zs", "Zl", "Zp"]), max_size=8),
+       st.text(alphabet=st.characters(categories=["L", "N", "P", "S"]), min_size=1, max_size=3))
+def test_blank_means_nothing_shows(invisible: str, shown: str) -> None:
+    """``blank``: only control, format and space characters (and the fillers that render as
+    nothing); one letter, digit, mark of punctuation or symbol among them and it is not."""
+    assert blank(invisible)
+    assert blank(invisible + "\u3164\u2800\ufe0f")
+    assert blank(invisible[:2] + shown + invisible[2:]) == blank(shown)
+    assert not blank(shown) or all(c in BLANK_CHARACTERS for c in shown)
