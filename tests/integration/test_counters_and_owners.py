@@ -262,15 +262,16 @@ def test_batches_creating_aggregates_of_one_item_in_turn_count_its_users(
     """Two batches each creating a first aggregate of `sku`, the second waiting on the first's
     open transaction: the same user (u1 twice) is one user of the item, two users are two.
     Whether the aggregate is new is what the MERGE did, which re-reads once the first has
-    committed: the waiting batch finds u1's aggregate and does not count u1 again."""
+    committed: the waiting batch finds u1's aggregate, with its mark (`bought_or_liked`), and
+    does not count u1 again."""
     graph.execute("MATCH (n) DETACH DELETE n")
     graph.execute("CREATE (:Item {id: 'sku'}) WITH * UNWIND ['u1', 'u2'] AS id "
                   "CREATE (:User {id: id})")
     _writers_in_turn(graph, UPDATE_INTERACTED, {"rows": [_aggregate("u1", 1)]},
                      {"rows": [_aggregate(second_user, 2)]})
-    assert graph.rows("MATCH (it:Item {id: 'sku'}) RETURN it.users AS users, "
-                      "COUNT { (it)<-[r:INTERACTED]-() WHERE r.counting IS NULL } AS unmarked"
-                      ) == [{"users": users, "unmarked": users}]
+    assert graph.rows("MATCH (it:Item {id: 'sku'}) RETURN it.users AS users, COUNT "
+                      "{ (it)<-[r:INTERACTED]-() WHERE r.bought_or_liked IS NOT NULL } AS marked"
+                      ) == [{"users": users, "marked": users}]
 
 
 def test_an_older_rating_waiting_on_a_newer_one_does_not_replace_it(graph: Graph) -> None:
