@@ -15,11 +15,11 @@ from __future__ import annotations
 # (`buyers`, `units`; none before its first purchase), so that best-sellers and an item's buyers
 # are read from an index (migrations/0015), not summed over every purchase; likewise its users
 # (`users`: users with an INTERACTED to it; none before the first), so that a category's most
-# interacted-with items are an ordered seek (migrations/0020). A batch adds to them
-# here, once per item (its rows summed: a user new to buying the item is a buyer more, an
-# aggregate this batch created a user more, marked `counting` on creation and unmarked below), the
-# items in id order; each SET reads its counter in its own expression (a direct dependency),
-# for which Neo4j takes the item's write lock before reading, so two writers never lose an
+# interacted-with items are an ordered seek (migrations/0020). A batch adds to them here, once
+# per item (its rows summed: a user new to buying the item is a buyer more, an aggregate this
+# statement's MERGE created a user more), the items in id order; each SET reads its counter in
+# its own expression (a direct dependency), for which Neo4j takes the item's write lock before
+# reading, so two writers never lose an
 # update (a read in a WITH before the SET would: tests/integration/test_counters_and_owners.py);
 # what moves or removes purchases otherwise (merges, unmerges, erasure) recounts the items
 # concerned (REFRESH_ITEM_COUNTERS). The aggregate's own counters are written first, in SETs
@@ -30,7 +30,11 @@ from __future__ import annotations
 # carries its user's id (`user_id`) and `bought_or_liked` (bought, or rated 4-5, and not rated
 # 2 or lower: a similar user's evidence in graph/recommend/queries.py), kept here and by
 # RECOMPUTE_INTERACTED, indexed with the user's id (migrations/0016): a user's marked items are
-# read without touching the others.
+# read without touching the others. Every committed aggregate has its `bought_or_liked` (set
+# below whatever the row; RECOMPUTE_INTERACTED, the bulk import and migration 0016 too), so an
+# aggregate without it just after the MERGE is one the MERGE created (`created`): a new user of
+# the item, counted without marking the aggregate and unmarking it (a MERGE that waited on
+# another writer's creation of the same aggregate finds it committed, with its mark).
 UPDATE_INTERACTED = """
 CYPHER replan=skip
 UNWIND $rows AS row
@@ -39,17 +43,17 @@ WITH row, datetime({epochMillis: row.first_at}) AS first_at,
 MATCH (u:User {id: row.user_id}), (it:Item {id: row.item_id})
 MERGE (u)-[r:INTERACTED]->(it)
 ON CREATE SET r.user_id = row.user_id, r.views = 0, r.carts = 0, r.purchases = 0,
-              r.spend = 0.0, r.first_at = first_at, r.last_at = last_at, r.counting = true
+              r.spend = 0.0, r.first_at = first_at, r.last_at = last_at
+WITH row, it, r, first_at, last_at, r.bought_or_liked IS NULL AS created
 SET r.views = r.views + row.views,
     r.carts = r.carts + row.carts,
     r.purchases = r.purchases + row.purchases,
     r.spend = r.spend + row.spend,
     r.first_at = CASE WHEN first_at < r.first_at THEN first_at ELSE r.first_at END,
     r.last_at = CASE WHEN last_at > r.last_at THEN last_at ELSE r.last_at END
-WITH row, it, r, r.purchases - row.purchases AS before, r.counting IS NOT NULL AS created,
+WITH row, it, r, r.purchases - row.purchases AS before, created,
      CASE WHEN row.rated_at IS NOT NULL THEN datetime({epochMillis: row.rated_at}) END
        AS rated_at
-REMOVE r.counting
 WITH row, it, r, before, created, rated_at,
      rated_at IS NOT NULL AND (r.rated_at IS NULL OR rated_at >= r.rated_at) AS rates
 FOREACH (_ IN CASE WHEN rates THEN [1] ELSE [] END |
