@@ -23,6 +23,7 @@ Prints figures and ends with one `RESULT` line, with the stream's events/s over 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import subprocess
@@ -37,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.api import cpu_seconds
+from bench.api import cpu_seconds, neo4j_log
 from bench.common import bench_graph, bench_settings, warm_up
 from graph.db import Graph, wipe
 from graph.ingest import stream
@@ -182,6 +183,8 @@ def freshness(graph: Graph, settings: Settings, path: Path, n: int,
     consumer.start()
     time.sleep(3.0)  # let it join the group before the clock starts
     meter = CpuMeter(settings)
+    neo4j_events = neo4j_log(settings)
+    full_gcs = gc.get_stats()[2]["collections"]
     # The producer is a process of its own, as it would be: it does not compete with the
     # consumer for this interpreter. Kafka timestamps come from the same machine clock.
     env = {**os.environ, "PERSONAS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap_servers,
@@ -204,6 +207,12 @@ def freshness(graph: Graph, settings: Settings, path: Path, n: int,
     print(f"  to the Kafka commit: p50 {np.percentile(kafka_ms, 50):.0f} ms, p99 "
           f"{np.percentile(kafka_ms, 99):.0f} ms")
     print(f"  {cpu}")
+    # What may stall every batch at once: Neo4j planning a statement again or pausing its JVM
+    # (its debug.log), this process's full garbage collections.
+    events = ", ".join(f"{e.kind} {e.detail} at {e.at - (time.time() - time.monotonic()) - t0:.1f}s"
+                       for e in neo4j_events.events()) or "none"
+    print(f"  Neo4j replans and pauses: {events}; full Python collections "
+          f"{gc.get_stats()[2]['collections'] - full_gcs}")
     describe_batches("all", reports)
     # The batches the slowest 1% of events were in: what made the p99.
     cut = p99 / 1000
