@@ -7,9 +7,11 @@ after a warm-up load of the same events that is wiped again:
    code behind `personas consume`: sustained events/s from the first poll to the last commit;
 2. the same events through `personas ingest`'s code (`ingest_file`) on a wiped graph;
 3. events produced at fixed rates (1,000/s, then 2,000/s, 30 s each, into a wiped graph) while
-   the consumer runs: freshness, from the Kafka timestamp the producer sets to the commit of the
-   event's offset, p50 and p99, and where a batch's time went (filling, writing, committing),
-   for all batches and for those holding the slowest 1% of events.
+   the consumer runs: freshness, from the Kafka timestamp the producer sets to the event's
+   commit in the graph (the transaction that records its offsets for reads; the metric
+   ``personas_event_freshness_seconds``), p50 and p99, the same to the Kafka commit of its
+   offset, and where a batch's time went (filling, writing, committing), for all batches and
+   for those holding the slowest 1% of events.
 
 Each phase prints the CPU time per event of this process (the consumer) and of Neo4j, which
 say what the work costs whatever else shares the cores, and the load average.
@@ -21,6 +23,7 @@ Prints figures and ends with one `RESULT` line, with the stream's events/s over 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import subprocess
@@ -35,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.api import cpu_seconds
+from bench.api import cpu_seconds, neo4j_log
 from bench.common import bench_graph, bench_settings, warm_up
 from graph.db import Graph, wipe
 from graph.ingest import stream
@@ -160,12 +163,14 @@ def freshness(graph: Graph, settings: Settings, path: Path, n: int,
     topic, dlq, group = topics()
     stream.ensure_topics(settings, [topic, dlq])
     samples: list[float] = []
+    to_kafka: list[float] = []
     reports: list[stream.BatchReport] = []
     stop = threading.Event()
     consumed = threading.Event()
 
     def on_batch(report: stream.BatchReport) -> None:
         samples.extend(report.freshness_s)
+        to_kafka.extend(f + report.kafka_after_seconds for f in report.freshness_s)
         reports.append(report)
         if len(samples) >= n:
             consumed.set()
@@ -178,6 +183,8 @@ def freshness(graph: Graph, settings: Settings, path: Path, n: int,
     consumer.start()
     time.sleep(3.0)  # let it join the group before the clock starts
     meter = CpuMeter(settings)
+    neo4j_events = neo4j_log(settings)
+    full_gcs = gc.get_stats()[2]["collections"]
     # The producer is a process of its own, as it would be: it does not compete with the
     # consumer for this interpreter. Kafka timestamps come from the same machine clock.
     env = {**os.environ, "PERSONAS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap_servers,
@@ -196,7 +203,16 @@ def freshness(graph: Graph, settings: Settings, path: Path, n: int,
     p50, p99, top = (float(np.percentile(ms, q)) for q in (50, 99, 100))
     print(f"freshness at {rate:,.0f}/s: p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {top:.0f} ms "
           f"over {len(ms)} events")
+    kafka_ms = np.array(to_kafka) * 1000
+    print(f"  to the Kafka commit: p50 {np.percentile(kafka_ms, 50):.0f} ms, p99 "
+          f"{np.percentile(kafka_ms, 99):.0f} ms")
     print(f"  {cpu}")
+    # What may stall every batch at once: Neo4j planning a statement again or pausing its JVM
+    # (its debug.log), this process's full garbage collections.
+    events = ", ".join(f"{e.kind} {e.detail} at {e.at - (time.time() - time.monotonic()) - t0:.1f}s"
+                       for e in neo4j_events.events()) or "none"
+    print(f"  Neo4j replans and pauses: {events}; full Python collections "
+          f"{gc.get_stats()[2]['collections'] - full_gcs}")
     describe_batches("all", reports)
     # The batches the slowest 1% of events were in: what made the p99.
     cut = p99 / 1000
@@ -206,17 +222,20 @@ def freshness(graph: Graph, settings: Settings, path: Path, n: int,
 
 def describe_batches(title: str, reports: list[stream.BatchReport]) -> None:
     """Batch sizes and the parts of a batch's time (see ``stream.BatchReport``); ``before``
-    is each event's time from its Kafka timestamp to its batch going to the writer."""
+    is each event's time from its Kafka timestamp to its batch going to the writer, ``kafka``
+    from its commit in the graph to its offset's Kafka commit."""
     if not reports:
         return
     sizes = np.array([r.messages for r in reports])
     print(f"  {title}: {len(reports)} batches, median {np.median(sizes):.0f} events, p99 "
           f"{np.percentile(sizes, 99):.0f}, max {sizes.max()}")
-    before = [f - r.write_seconds - r.commit_seconds for r in reports for f in r.freshness_s]
+    before = [f - r.write_seconds - r.commit_seconds + r.kafka_after_seconds
+              for r in reports for f in r.freshness_s]
     for name, values in (("before", before),
                          ("fill", [r.fill_seconds for r in reports]),
                          ("write", [r.write_seconds for r in reports]),
-                         ("commit", [r.commit_seconds for r in reports])):
+                         ("commit", [r.commit_seconds for r in reports]),
+                         ("kafka", [r.kafka_after_seconds for r in reports])):
         ms = np.array(values) * 1000
         print(f"  {name:>8}: p50 {np.percentile(ms, 50):.0f} ms, p99 "
               f"{np.percentile(ms, 99):.0f} ms, max {ms.max():.0f} ms")

@@ -55,12 +55,15 @@ HEADER = "X-Consistency-Token"
 """The response header of ``POST /v1/events`` that carries the token too."""
 
 RECORD_OFFSETS: LiteralString = (
+    "CYPHER replan=skip "
     "UNWIND $rows AS row "
     "MERGE (o:StreamOffset {group: row.group, topic: row.topic, partition: row.partition}) "
     "SET o.next = CASE WHEN o.next IS NULL OR o.next < row.next THEN row.next "
     "ELSE o.next END, o.updated_at = datetime()")
 """A consumer group's next offset per partition, only ever moving forward (a batch read again
-after a crash must not move it back)."""
+after a crash must not move it back). It runs in every stream batch's transaction, so, like the
+writer's statements, it keeps its plan (a seek on the unique key) whatever the statistics do:
+never planned again inside a batch's transaction (docs/performance.md)."""
 APPLIED_OFFSET: LiteralString = (
     "MATCH (o:StreamOffset {group: $group, topic: $topic, partition: $partition}) "
     "RETURN o.next AS next")

@@ -48,7 +48,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from graph.backoff import Backoff
 from graph.consistency import offsets_statement, record_offsets
-from graph.db import Graph
+from graph.db import Graph, Statement
 from graph.errors import EnvironmentProblem, InvalidInput
 from graph.events import Event
 from graph.ingest.deadletter import DeadLetter, DeadLetterStore, make_dead_letter
@@ -131,7 +131,8 @@ def parse_message(value: bytes | None, offset: int, max_bytes: int) -> Event | R
 @dataclass(frozen=True)
 class BatchReport:
     """What one committed batch did; ``freshness_s`` holds, per valid message, the time from
-    its Kafka timestamp to the commit of its offsets."""
+    its Kafka timestamp to its commit in the graph: the transaction that recorded its offsets
+    for reads (``graph.consistency``), after which a read-your-writes read sees it."""
 
     messages: int
     events: int
@@ -139,14 +140,16 @@ class BatchReport:
     duplicates: int
     dead_letters: int
     write_seconds: float
-    """From handing the batch to the writer to seeing its transaction committed."""
+    """From handing the batch to the writer to its transaction's commit."""
     freshness_s: tuple[float, ...]
     lag: int | None
     fill_seconds: float = 0.0
     """From reading the batch's first message to handing the batch to the writer."""
     commit_seconds: float = 0.0
     """After its transaction: dead letters, offsets recorded for reads (when not in the
-    transaction) and the Kafka commit."""
+    transaction) and the Kafka commit, which only says where a restart resumes."""
+    kafka_after_seconds: float = 0.0
+    """From its commit in the graph to the Kafka commit of its offsets."""
     planned: bool = False
     """Worked out on the polling thread before it went to the writer (a full batch), and
     written as planned."""
@@ -165,6 +168,8 @@ class _Batch:
     started: float = 0.0
     letters: list[DeadLetter] = field(default_factory=list)
     offsets_in_transaction: bool = False
+    stored: float = 0.0
+    """``time.perf_counter()`` when the writer's thread saw the batch's transaction commit."""
     plan: Plan | None = None
     """Worked out ahead (``EventWriter.plan``) on top of the batch in flight, while it was
     written; only a full batch is."""
@@ -380,8 +385,7 @@ class StreamConsumer:
             then = None if batch.letters else offsets_statement(self.group, batch.offsets)
             batch.offsets_in_transaction = then is not None
             work: Sequence[Event] | Plan = batch.plan or batch.events
-            future = self._pool.submit(self.writer.write, work, source=SOURCE,
-                                       then=then, assign=False)
+            future = self._pool.submit(self._write, batch, work, then)
             batch.future = future
             # Once the batch is stored (the assignment is derived from its events), while its
             # offsets are committed and the next batch is written. A write that failed raises
@@ -389,6 +393,14 @@ class StreamConsumer:
             assert self._assigning is not None
             self._assigning.submit(self._assign_newcomers, future)
         self._in_flight = batch
+
+    def _write(self, batch: _Batch, work: Sequence[Event] | Plan,
+               then: Statement | None) -> WriteResult:
+        """The batch's transaction, on the writer's thread, which notes when it committed (the
+        polling thread sees it up to a poll later)."""
+        result = self.writer.write(work, source=SOURCE, then=then, assign=False)
+        batch.stored = time.perf_counter()
+        return result
 
     def _assign_newcomers(self, written: Future[WriteResult]) -> None:
         if written.exception() is None:
@@ -402,7 +414,7 @@ class StreamConsumer:
         if batch is None:
             return
         result = batch.future.result() if batch.future is not None else WriteResult(0, 0)
-        written = time.perf_counter()
+        written = batch.stored or time.perf_counter()
         write_seconds = written - batch.started
         if self._pending.plan is not None and (batch.plan is None or not result.as_planned):
             # Planned on what this batch did not do (it merged users, or was worked out
@@ -417,10 +429,14 @@ class StreamConsumer:
             # After the batch's transaction: a read with a Kafka token waits for this
             # (graph.consistency); dead letters and duplicates count as applied too.
             record_offsets(self.writer.graph, self.group, batch.offsets)
+            written = time.perf_counter()
+        # In the graph (and readable with the batch's Kafka token) from here, on the wall clock
+        # the Kafka timestamps use.
+        visible_ms = (time.time() - (time.perf_counter() - written)) * 1000
         self._commit(batch.offsets)
-        committed_ms = time.time() * 1000
-        commit_seconds = time.perf_counter() - written
-        freshness = tuple(max(0.0, (committed_ms - ts) / 1000) for ts in batch.timestamps_ms)
+        kafka_after_seconds = time.perf_counter() - written
+        commit_seconds = time.perf_counter() - batch.started - write_seconds
+        freshness = tuple(max(0.0, (visible_ms - ts) / 1000) for ts in batch.timestamps_ms)
         histogram = self.metrics.freshness.labels(SOURCE)
         for seconds in freshness:
             histogram.observe(seconds)
@@ -445,6 +461,7 @@ class StreamConsumer:
                                       freshness, lag,
                                       fill_seconds=batch.started - batch.first_read,
                                       commit_seconds=commit_seconds,
+                                      kafka_after_seconds=kafka_after_seconds,
                                       planned=batch.plan is not None and result.as_planned))
 
     # -- dead letters -----------------------------------------------------------------------

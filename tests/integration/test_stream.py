@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from graph import db
 from graph.db import Graph, wipe
 from graph.ingest import stream
 from graph.ingest.deadletter import scrub_record
@@ -357,6 +358,86 @@ def test_lag_is_reported_and_reaches_zero(graph: Graph, kafka: Settings,
     count = metrics.registry.get_sample_value("personas_event_freshness_seconds_count",
                                               {"source": "kafka"})
     assert count == 50
+
+
+class StampingWriter(EventWriter):
+    """The shared writer, noting the wall time each batch's transaction returned."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.stored: list[float] = []
+
+    def write(self, *args: Any, **kwargs: Any) -> Any:
+        result = super().write(*args, **kwargs)
+        self.stored.append(time.time())
+        return result
+
+
+class SlowCommitConsumer(stream.StreamConsumer):
+    """A consumer whose Kafka commits each take half a second longer (a slow coordinator)."""
+
+    def _commit(self, offsets: Any) -> None:
+        time.sleep(0.5)
+        super()._commit(offsets)
+
+
+def test_freshness_ends_at_the_commit_in_the_graph(graph: Graph, kafka: Settings,
+                                                   tmp_path: Path) -> None:
+    """An event is fresh once its batch's transaction (which records its offsets for reads)
+    committed: the Kafka commit after it, which only says where a restart resumes, is not in
+    the freshness metric, and the batch report gives it apart."""
+    lines = demo_lines(2, seed=5)[:30]
+    topic, dlq, group = names("fresh")
+    produce(kafka, tmp_path, topic, lines)
+    stamps = [m.timestamp()[1] / 1000 for m in read_all(kafka, topic, len(lines))]
+    assert len(stamps) == len(lines) and max(stamps) - min(stamps) < 0.3
+    writer = StampingWriter(graph, Pseudonymizer(kafka.pseudonym_key.get_secret_value()))
+    reports: list[stream.BatchReport] = []
+    metrics = IngestMetrics()
+    consumer = SlowCommitConsumer(writer, kafka, metrics, topic=topic, dead_letter_topic=dlq,
+                                  group=group, batch_max=10, on_batch=reports.append)
+    summary = consumer.run(threading.Event(), max_messages=len(lines))
+
+    assert summary.written == len(lines) and len(reports) == len(writer.stored) >= 3
+    for report, stored in zip(reports, writer.stored, strict=True):
+        assert report.kafka_after_seconds >= 0.5
+        # Each event's freshness ends when its batch was stored (give or take the thread
+        # switch), not half a second later at the Kafka commit.
+        assert max(report.freshness_s) <= stored - min(stamps) + 0.05
+        assert min(report.freshness_s) >= stored - max(stamps) - 0.05
+    observed = metrics.registry.get_sample_value("personas_event_freshness_seconds_sum",
+                                                 {"source": "kafka"})
+    assert observed == pytest.approx(sum(sum(r.freshness_s) for r in reports))
+
+
+def test_a_batch_transaction_runs_only_statements_that_keep_their_plans(
+        graph: Graph, kafka: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every statement of a stream batch's transaction starts with ``CYPHER replan=skip``: the
+    graph's statistics move all the time under ingestion, and a statement found stale is
+    planned again inside the transaction that runs it, holding that batch and the ones behind
+    it."""
+    lines = demo_lines(3, seed=4)[:40]
+    topic, dlq, group = names("plans")
+    produce(kafka, tmp_path, topic, lines)
+    seen: list[str] = []
+    real_run_work = db.run_work
+
+    class Recording:
+        def __init__(self, tx: Any) -> None:
+            self.tx = tx
+
+        def run(self, query: str, params: Any) -> Any:
+            seen.append(query)
+            return self.tx.run(query, params)
+
+    monkeypatch.setattr(db, "run_work", lambda tx, work: real_run_work(Recording(tx), work))
+    summary = stream.consume(graph, kafka, stop=threading.Event(), topic=topic,
+                             dead_letter_topic=dlq, group=group, batch_max=10,
+                             max_messages=len(lines), metrics=IngestMetrics())
+
+    assert summary.written == len(lines)
+    assert any("StreamOffset" in query for query in seen)
+    assert [q for q in seen if not q.lstrip().startswith("CYPHER replan=skip")] == []
 
 
 class WaitingAssigner:
