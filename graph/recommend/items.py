@@ -150,8 +150,8 @@ def write_item_neighbours(graph: Graph, run_id: str, found: Sequence[dict[str, A
     rows again) replaces the run's edges of its items, never doubles them. Returns the edges
     written."""
     return write_run_edges(graph, found, "neighbours", RunEdges(
-        q.RUN_EDGES_OF_FIRST_ITEM, q.DELETE_RUN_ITEM_NEIGHBOURS_OF, q.CREATE_ITEM_NEIGHBOURS,
-        node="item_id", value="score"), run_id=run_id, on_progress=on_progress)
+        q.RUN_EDGES_OF_FIRST_ITEM, q.DELETE_RUN_ITEM_NEIGHBOURS_OF, q.CREATE_ITEM_NEIGHBOURS),
+        run_id=run_id, on_progress=on_progress)
 
 
 def drop_item_neighbours_except(graph: Graph, run_id: str) -> int:

@@ -171,8 +171,8 @@ def write_similar_users(graph: Graph, run_id: str, found: Sequence[dict[str, Any
     the same rows again) replaces the run's edges of its users, never doubles them.
     ``on_progress(users done, users)`` after each chunk. Returns the edges written."""
     return write_run_edges(graph, found, "peers", RunEdges(
-        q.RUN_EDGES_OF_FIRST_USER, q.DELETE_RUN_SIMILAR_USERS_OF, q.CREATE_SIMILAR_USERS,
-        node="user_id", value="overlap"), run_id=run_id, on_progress=on_progress)
+        q.RUN_EDGES_OF_FIRST_USER, q.DELETE_RUN_SIMILAR_USERS_OF, q.CREATE_SIMILAR_USERS),
+        run_id=run_id, on_progress=on_progress)
 
 
 @dataclass(frozen=True)
@@ -185,18 +185,6 @@ class RunEdges:
     """Delete the run's edges of the chunk's rows."""
     create: LiteralString
     """Create the chunk's edges (returns ``edges``)."""
-    node: str
-    """The key of a row's id and of each list entry's (``edge_rows``)."""
-    value: str
-    """The key of each list entry's edge property."""
-
-
-def edge_rows(rows: Sequence[dict[str, Any]], key: str, node: str, value: str) -> Rows:
-    """A chunk's rows as the create statements take them: ``[id, [other ids], [values]]``
-    per row. A map per edge cost Neo4j a map and its two keys to unpack and look up per edge,
-    and the driver the same to pack (docs/performance.md)."""
-    return Rows([[row[node], [e[node] for e in row[key]], [e[value] for e in row[key]]]
-                 for row in rows])
 
 
 def write_run_edges(graph: Graph, found: Sequence[dict[str, Any]], key: str,
@@ -216,8 +204,7 @@ def write_run_edges(graph: Graph, found: Sequence[dict[str, Any]], key: str,
 
     written = done = 0
     for rows in edge_chunks(found, key):
-        written += graph.write_work(
-            partial(work, edge_rows(rows, key, statements.node, statements.value)))
+        written += graph.write_work(partial(work, rows))
         done += len(rows)
         if on_progress is not None:
             on_progress(done, len(found))

@@ -436,25 +436,23 @@ RETURN u.id AS user_id, it.id AS item_id, coalesce(r.last_at, r.rated_at) AS las
 # uniqueness constraint's index, one seek each. Only the run writes its edges, so nothing else
 # races to create one.
 RUN_EDGES_OF_FIRST_USER = """
-MATCH (u:User {id: $rows[0][0]})
+MATCH (u:User {id: $rows[0].user_id})
 RETURN size([s IN [(u)-[s:SIMILAR_TO]->() | s] WHERE s.run_id = $run_id]) AS edges
 """
 
 DELETE_RUN_SIMILAR_USERS_OF = """
 UNWIND $rows AS row
-MATCH (u:User {id: row[0]})
+MATCH (u:User {id: row.user_id})
 UNWIND [s IN [(u)-[s:SIMILAR_TO]->() | s] WHERE s.run_id = $run_id] AS s
 DELETE s
 """
 
-# A row is [user id, [peer ids], [overlaps]]: lists, not a map per edge (``edge_rows``).
 CREATE_SIMILAR_USERS = """
 UNWIND $rows AS row
-MATCH (u:User {id: row[0]})
-WITH u, row[1] AS peers, row[2] AS overlaps
-UNWIND range(0, size(peers) - 1) AS i
-MATCH (peer:User {id: peers[i]})
-CREATE (u)-[:SIMILAR_TO {run_id: $run_id, overlap: overlaps[i]}]->(peer)
+MATCH (u:User {id: row.user_id})
+UNWIND row.peers AS p
+MATCH (peer:User {id: p.user_id})
+CREATE (u)-[:SIMILAR_TO {run_id: $run_id, overlap: p.overlap}]->(peer)
 RETURN count(*) AS edges
 """
 
@@ -507,25 +505,23 @@ RETURN u.id AS user_id, coalesce(u.consent_personalization, true) AS personal,
 # As the similar users: a chunk whose first item has edges of the run is a retry, and the run's
 # edges of its items are deleted before they are created, in the same transaction.
 RUN_EDGES_OF_FIRST_ITEM = """
-MATCH (it:Item {id: $rows[0][0]})
+MATCH (it:Item {id: $rows[0].item_id})
 RETURN size([s IN [(it)-[s:SIMILAR_ITEM]->() | s] WHERE s.run_id = $run_id]) AS edges
 """
 
 DELETE_RUN_ITEM_NEIGHBOURS_OF = """
 UNWIND $rows AS row
-MATCH (it:Item {id: row[0]})
+MATCH (it:Item {id: row.item_id})
 UNWIND [s IN [(it)-[s:SIMILAR_ITEM]->() | s] WHERE s.run_id = $run_id] AS s
 DELETE s
 """
 
-# A row is [item id, [neighbour ids], [scores]], as CREATE_SIMILAR_USERS's.
 CREATE_ITEM_NEIGHBOURS = """
 UNWIND $rows AS row
-MATCH (it:Item {id: row[0]})
-WITH it, row[1] AS neighbours, row[2] AS scores
-UNWIND range(0, size(neighbours) - 1) AS i
-MATCH (other:Item {id: neighbours[i]})
-CREATE (it)-[:SIMILAR_ITEM {run_id: $run_id, score: scores[i]}]->(other)
+MATCH (it:Item {id: row.item_id})
+UNWIND row.neighbours AS n
+MATCH (other:Item {id: n.item_id})
+CREATE (it)-[:SIMILAR_ITEM {run_id: $run_id, score: n.score}]->(other)
 RETURN count(*) AS edges
 """
 

@@ -413,9 +413,7 @@ def test_a_users_or_items_run_edges_are_read_from_the_node_not_the_run_index(
     graph.execute("UNWIND range(1, 3) AS n CREATE (:User {id: 'u' + n}), (:Item {id: 'i' + n})")
     peers = [{"user_id": "u1", "peers": [{"user_id": "u2", "overlap": 2}]}]
     neighbours = [{"item_id": "i1", "neighbours": [{"item_id": "i2", "score": 0.5}]}]
-    # The write statements' rows: [id, [other ids], [values]] (``edge_rows``).
-    rows = [["u1", ["u2"], [2]], ["i1", ["i2"], [0.5]]]
-    params = {**recommend_params("u1"), "run_id": "run-1", "rows": rows}
+    params = {**recommend_params("u1"), "run_id": "run-1", "rows": peers + neighbours}
     operators = plan_operators(graph, getattr(q, name), **params)
     assert "Expand" in " ".join(operators), operators
     assert not [op for op in operators
