@@ -19,7 +19,10 @@ RETURN max(u.last_seen) AS at
 
 # One row per user: counters kept on the user by ingestion, session statistics, purchase
 # statistics and the category mix of their interactions. The users come from the statement
-# that precedes this body (a page, or a list of ids).
+# that precedes this body (a page, or a list of ids). First and last seen are nanoseconds since
+# the epoch: the features need only their differences, and the driver's hydration of two zoned
+# datetimes per user was the largest part of the feature read's client CPU
+# (docs/performance.md).
 _USER_FEATURES = """
 CALL (u) {
   OPTIONAL MATCH (u)-[:HAD_SESSION]->(s:Session)
@@ -60,7 +63,9 @@ CALL (u) {
          CASE WHEN size(buys) > 0
               THEN reduce(t = 0.0, b IN buys | t + b.discount) / size(buys) END AS avg_discount
 }
-RETURN u.id AS user_id, u.first_seen AS first_seen, u.last_seen AS last_seen,
+RETURN u.id AS user_id,
+       u.first_seen.epochSeconds * 1000000000 + u.first_seen.nanosecond AS first_seen_ns,
+       u.last_seen.epochSeconds * 1000000000 + u.last_seen.nanosecond AS last_seen_ns,
        u.events AS events, u.page_views AS page_views, u.carts AS carts,
        u.purchases AS purchases, u.spend AS spend, u.chat_messages AS chat_messages,
        u.age_band AS age_band, u.demo_group AS demo_group,
@@ -175,7 +180,7 @@ WHERE coalesce(u.consent_analytics, true)
 WITH u ORDER BY u.id
 """ + _USER_FEATURES + """
 }
-RETURN user_id, first_seen, last_seen, events, page_views, carts, purchases, spend,
+RETURN user_id, first_seen_ns, last_seen_ns, events, page_views, carts, purchases, spend,
        chat_messages, age_band, demo_group, sessions, avg_session_s, mobile_sessions,
        app_sessions, chat_sessions, explicit_preference, locations, orders, avg_discount,
        purchase_months,

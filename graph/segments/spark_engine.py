@@ -18,12 +18,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from neo4j.time import Date, DateTime
+from neo4j.time import Date
 from numpy.typing import ArrayLike
 
 from graph.db import Graph
@@ -109,10 +109,10 @@ def _number(value: Any) -> float | int | None:
     return float(value)
 
 
-def _datetime(value: Any) -> DateTime:
-    # Spark hands timestamps back as naive local times; astimezone reads them as such.
-    native = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return DateTime.from_native(native.astimezone(UTC))
+def _epoch_ns(value: Any) -> int:
+    # Nanoseconds since the epoch (``_USER_FEATURES``); a column the connector sampled only
+    # nulls of arrives as text.
+    return int(value)
 
 
 def _date(value: Any) -> Date:
@@ -120,15 +120,16 @@ def _date(value: Any) -> Date:
 
 
 def bolt_shaped(row: dict[str, Any]) -> dict[str, Any]:
-    """A ``SPARK_USER_ROWS`` row as ``USER_PAGE`` gives it over Bolt: Neo4j temporal values,
-    numbers as numbers, and the split lists zipped back into [category, count] and
-    [day, count] pairs, so ``feature_rows`` reads both alike."""
+    """A ``SPARK_USER_ROWS`` row as ``USER_PAGE`` gives it over Bolt: Neo4j dates, numbers
+    as numbers (first and last seen in nanoseconds since the epoch), and the split lists
+    zipped back into [category, count] and [day, count] pairs, so ``feature_rows`` reads both
+    alike."""
     out = {k: v for k, v in row.items()
            if k not in ("category_names", "category_ns", "days", "day_ns")}
     for name in NUMBERS:
         out[name] = _number(row[name])
-    out["first_seen"] = _datetime(row["first_seen"])
-    out["last_seen"] = _datetime(row["last_seen"])
+    out["first_seen_ns"] = _epoch_ns(row["first_seen_ns"])
+    out["last_seen_ns"] = _epoch_ns(row["last_seen_ns"])
     out["purchase_months"] = [int(m) for m in row["purchase_months"] or ()]
     out["locations"] = list(row["locations"] or ())
     out["category_counts"] = [[name, int(n)] for name, n in

@@ -439,6 +439,44 @@ def test_a_users_or_items_run_edges_are_read_from_the_node_not_the_run_index(
                       ) == [{"peer": "u3", "overlap": 1}]
 
 
+def test_a_runs_edges_are_written_exactly_as_found_over_several_transactions(
+        graph: Graph) -> None:
+    """The similar users and item neighbours written are the rows found, edge for edge: each
+    (user, peer, overlap) and (item, neighbour, score) once, across transactions of
+    ``EDGES_PER_TRANSACTION`` edges, and a chunk written again replaces its edges."""
+    from graph.recommend.items import write_item_neighbours
+    from graph.recommend.neighbours import EDGES_PER_TRANSACTION, write_similar_users
+
+    users = 600
+    graph.execute("UNWIND range(0, $n - 1) AS n CREATE (:User {id: 'u' + n}), "
+                  "(:Item {id: 'i' + n})", n=users)
+    peers = [{"user_id": f"u{n}", "peers": [{"user_id": f"u{(n + k) % users}", "overlap": k}
+                                             for k in range(1, 1 + n % 41)]}
+             for n in range(users)]
+    neighbours = [{"item_id": f"i{n}", "neighbours": [
+        {"item_id": f"i{(n * 7 + k) % users}", "score": 1.0 / k} for k in range(1, 1 + n % 37)]}
+        for n in range(users)]
+    want_peers = {(r["user_id"], p["user_id"], p["overlap"]) for r in peers for p in r["peers"]}
+    want_items = {(r["item_id"], e["item_id"], e["score"])
+                  for r in neighbours for e in r["neighbours"]}
+    assert len(want_peers) > EDGES_PER_TRANSACTION  # more than one transaction
+    assert write_similar_users(graph, "run-1", peers) == len(want_peers)
+    assert write_item_neighbours(graph, "run-1", neighbours) == len(want_items)
+    # A retry: the last chunk's rows written again replace their edges.
+    assert write_similar_users(graph, "run-1", peers[-50:]) == sum(
+        len(r["peers"]) for r in peers[-50:])
+
+    def stored(kind: LiteralString, prop: LiteralString) -> list[tuple[str, str, Any]]:
+        return [(r["a"], r["b"], r["v"]) for r in graph.rows(
+            "MATCH (a)-[s:" + kind + "]->(b) WHERE s.run_id = 'run-1' "
+            "RETURN a.id AS a, b.id AS b, s." + prop + " AS v")]
+
+    for got, want in ((stored("SIMILAR_TO", "overlap"), want_peers),
+                      (stored("SIMILAR_ITEM", "score"), want_items)):
+        assert len(got) == len(want)
+        assert set(got) == want
+
+
 # Every user bought the one item 'every' and, the day before, one of $items others.
 SHARED_ITEM_SHOP = """
 CREATE (:Item {id: 'every', name: 'every'})
