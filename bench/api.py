@@ -208,6 +208,9 @@ class Probe:
     in_flight: int = 0
     requests: list[tuple[float, float]] = field(default_factory=list)
     """(due, ms from due; NaN for an error), due in seconds from the start."""
+    calls: list[tuple[float, float, float, str]] = field(default_factory=list)
+    """Each request's due, sent and done times (``time.perf_counter``: the system's monotonic
+    clock, the one another process's ``perf_counter`` reads too) and its user."""
     samples: list[tuple[float, int, float, float, float]] = field(default_factory=list)
     """(seconds from the start, requests in flight, this loop's lag in ms, API CPU s, Neo4j CPU
     s so far)."""
@@ -349,6 +352,18 @@ async def probed(rate: int, seconds: float, users: list[str],
     return lat, errors, achieved, probe
 
 
+def write_calls(folder: Path | None, phase: str, probe: Probe) -> None:
+    """Each request of a phase, one line each (``Probe.calls``), in ``folder/phase.csv``: to
+    line them up with what the API or Neo4j recorded on the same clock."""
+    if folder is None:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / f"{phase}.csv").open("w") as out:
+        out.write("due,sent,done,user\n")
+        out.writelines(f"{due:.6f},{sent:.6f},{done:.6f},{user}\n"
+                       for due, sent, done, user in sorted(probe.calls))
+
+
 def show_timeline(title: str, probe: Probe) -> None:
     """The probe's rows as plain lines (a table would be cut to the width of a pipe)."""
     console.print(title)
@@ -379,6 +394,7 @@ async def open_loop(rate: int, seconds: float, users: list[str],
 
     async def one(due: float, user: str) -> None:
         nonlocal errors
+        sent = time.perf_counter()
         if probe is not None:
             probe.in_flight += 1
         try:
@@ -391,9 +407,11 @@ async def open_loop(rate: int, seconds: float, users: list[str],
         finally:
             if probe is not None:
                 probe.in_flight -= 1
-        latencies.append((time.perf_counter() - due) * 1000)
+        done = time.perf_counter()
+        latencies.append((done - due) * 1000)
         if probe is not None:
             probe.requests.append((due - start, latencies[-1]))
+            probe.calls.append((due, sent, done, user))
 
     start = probe.start if probe is not None else time.perf_counter()
     tasks = []
@@ -552,10 +570,12 @@ async def warm_up(base: str, key: str, users: list[str], seconds: float) -> None
 async def measure(base: str, key: str, users: list[str], rates: list[int], seconds: float,
                   warm_seconds: float, settings: Settings,
                   pids: tuple[int | None, int | None], timelines: bool = False,
+                  requests_out: Path | None = None,
                   ) -> tuple[dict[int, dict[str, float]], dict[str, float]]:
     """Latencies at each rate, and CPU ms per request of the API and of Neo4j (``pids``);
     the timeline (``Probe``) of the milestone rate and of plain Cypher when their p99 is over
-    ``STALL_MS``, of every phase with ``timelines``."""
+    ``STALL_MS``, of every phase with ``timelines``; each request's times in
+    ``requests_out`` (``write_calls``), if given."""
     api_pid, neo4j_pid = pids
     results: dict[int, dict[str, float]] = {}
     await warm_up(base, key, users, warm_seconds)
@@ -588,6 +608,7 @@ async def measure(base: str, key: str, users: list[str], rates: list[int], secon
                           f"{results[rate]['load']:.1f}; Neo4j replans "
                           f"{results[rate]['replans']:.0f}, pauses "
                           f"{results[rate]['neo4j_pauses']:.0f}")
+            write_calls(requests_out, f"graphql-{rate}", probe)
             if timelines or (results[rate]["p99"] > STALL_MS and rate == MILESTONE_RPS):
                 show_timeline(f"graphql {rate} req/s, second by second", probe)
             if results[rate]["p99"] > 1000 and rate >= MILESTONE_RPS:
@@ -610,6 +631,7 @@ async def measure(base: str, key: str, users: list[str], rates: list[int], secon
                   f"p99 {cypher['p99']:.1f} ms, {errors} errors; Neo4j CPU per request "
                   f"{neo4j_cpu:.1f} ms; load {os.getloadavg()[0]:.1f}; Neo4j replans "
                   f"{probe.summary()['replans']:.0f}")
+    write_calls(requests_out, f"cypher-{MILESTONE_RPS}", probe)
     if timelines or cypher["p99"] > STALL_MS:
         show_timeline(f"cypher {MILESTONE_RPS} req/s, second by second", probe)
     return results, cypher
@@ -634,6 +656,10 @@ def main() -> None:
                         help="Print every phase second by second (requests, in flight, this "
                         "process's lag, the API's /healthz, CPU, collections, Neo4j's replans "
                         "and pauses), not only a slow milestone or plain Cypher phase")
+    parser.add_argument("--requests-out", type=Path,
+                        help="A folder for each phase's requests, one line each (due, sent and "
+                        "done on the system's monotonic clock, the user): to line them up with "
+                        "what the API or Neo4j recorded")
     parser.add_argument("--personas", type=Path,
                         default=Path(sys.executable).parent / "personas",
                         help="The `personas` executable that serves the API (another "
@@ -676,7 +702,7 @@ def main() -> None:
             else:
                 results, cypher = asyncio.run(
                     measure(base, key, users, rates, args.seconds, args.warm_seconds,
-                            settings, pids, args.timelines))
+                            settings, pids, args.timelines, args.requests_out))
             ryw = asyncio.run(read_your_writes(base, key, writer_key, users, args.seconds,
                                                args.ryw_rps, pids))
         finally:

@@ -34,9 +34,9 @@ PEER_ITEMS = 200
 
 # A preferred category contributes its most interacted-with items, read in order from an index
 # (at most twice CATEGORY_ITEMS + 1 entries, ties included); its items without users, when it
-# has fewer than CATEGORY_ITEMS with, are found among no more than CATEGORY_SCAN of its items.
+# has fewer than CATEGORY_ITEMS with, follow in id order from another index (at most twice
+# CATEGORY_ITEMS entries, whatever the category's size).
 CATEGORY_ITEMS = 100
-CATEGORY_SCAN = 20_000
 # ... from the user's TOP_CATEGORIES strongest preferred categories.
 TOP_CATEGORIES = 3
 
@@ -74,7 +74,6 @@ LIMITS: dict[str, int] = {
     "top_categories": TOP_CATEGORIES,
     "peer_items": PEER_ITEMS,
     "category_items": CATEGORY_ITEMS,
-    "category_scan": CATEGORY_SCAN,
     "seed_items": SEED_ITEMS,
     "own_items": OWN_ITEMS,
 }

@@ -40,8 +40,9 @@ USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 #       migrations/0020), one past the limit; when that one ties the last kept, the items with
 #       that many users are read again in id order (the index's third property, at most
 #       $limits.category_items of them); when the category has fewer interacted-with items
-#       than the limit, its items without any follow by id (among at most
-#       $limits.category_scan of its items);
+#       than the limit, its items without any follow by id: an ordered seek of the index on
+#       the items' category and id (migrations/0022), stopped by the limit, which passes over
+#       at most the category's fewer than $limits.category_items interacted-with items;
 #   (d) the item neighbours (`SIMILAR_ITEM {score, run_id}` of the latest run: EASE weights,
 #       see ``items``) of the user's $limits.seed_items most recently bought, carted or liked
 #       (rated 4-5) items.
@@ -77,12 +78,15 @@ USER_EXISTS = "MATCH (u:User {id: $user_id}) RETURN u.id AS id"
 # sort of all of them would. The seek's filter has no OR: the planner may answer `A OR B` on
 # a hinted seek as two seeks and a union, which loses the index's order, and then sorts every
 # aggregate of the user (planned on an empty graph's statistics: 27,787 db hits for 3,000
-# aggregates, docs/performance.md); a CASE is one predicate.
+# aggregates, docs/performance.md); a CASE is one predicate. The seek of a category's items
+# without users is given a null category (which finds nothing) unless the category has few
+# interacted-with items: as a `WHERE size(top) < …` before it, the planner moved that test
+# after the seek, which then read every item of every preferred category.
 #
 # Every expansion is bounded whatever the graph's shape (see ``limits``): (a) FAVOURITES,
 # (b) $limits.peers stored peers x $limits.peer_items or, found here, $limits.recent_items
 # items x $limits.max_item_users buyers, (c) $limits.top_categories x 2 x ($limits.category_items
-# + 1) index entries, or x $limits.category_scan items for a category with fewer
+# + 1) index entries, or x 2 x $limits.category_items for a category with fewer
 # interacted-with items than that, (d) $limits.seed_items x ITEM_NEIGHBOURS;
 # popularity is a degree read per candidate. PROFILE on the demo graph: see docs/performance.md.
 # A user's or item's run edges are all its edges, filtered by run_id afterwards (at most a few
@@ -282,10 +286,11 @@ CALL (prefs) {
       }
       RETURN it, users
       UNION ALL
-      WITH c, top WHERE size(top) < $limits.category_items
-      MATCH (c)<-[:IN_CATEGORY]-(it)
-      WITH it LIMIT $limits.category_scan
-      WITH it WHERE it.users IS NULL
+      WITH CASE WHEN size(top) < $limits.category_items THEN c.name END AS few_of
+      MATCH (it:Item)
+      USING INDEX SEEK it:Item(category, id)
+      WHERE it.category = few_of AND it.id IS NOT NULL AND it.users IS NULL
+      WITH it ORDER BY it.category, it.id LIMIT $limits.category_items
       RETURN it, 0 AS users
     }
     RETURN it ORDER BY users DESC, it.id LIMIT $limits.category_items

@@ -456,8 +456,8 @@ def test_recommendations_do_not_grow_with_the_users_own_items(graph: Graph) -> N
 # -- The preferred categories' items (source (c) of RECOMMEND_FOR_USER) ----------------------
 
 # A category of `$n` items, item k (from 1) interacted with by k % 7 of seven users (ties
-# everywhere, a seventh of them with none), its items' users counted as every writer counts
-# them; and a fan, who prefers it and nothing else.
+# everywhere, a seventh of them with none) while k <= `$interacted` (by nobody after), its
+# items' users counted as every writer counts them; and a fan, who prefers it and nothing else.
 CATEGORY = """
 MERGE (c:Category {name: $name})
 CREATE (:User {id: $name + '-fan'})-[:PREFERS {source: 'explicit', weight: 1.0}]->(c)
@@ -469,7 +469,7 @@ UNWIND range(1, $n) AS k
 CREATE (it:Item {id: $name + '-' + right('0000' + toString(k), 5), category: c.name})
 CREATE (it)-[:IN_CATEGORY]->(c)
 WITH it, k
-UNWIND range(0, k % 7 - 1) AS j
+UNWIND range(0, CASE WHEN k <= $interacted THEN k % 7 - 1 ELSE -1 END) AS j
 MATCH (v:User {id: 'viewer-' + j})
 CREATE (v)-[:INTERACTED {user_id: v.id, views: 1, carts: 0, purchases: 0, spend: 0.0,
                          first_at: $now, last_at: $now, bought_or_liked: false}]->(it)
@@ -489,7 +489,7 @@ def test_a_categorys_top_items_do_not_grow_with_the_category(graph: Graph) -> No
     up to 20,000 items' degree: 5 db hits an item), and both are recommended the items a
     sort of the whole category gives (most users first, then id; ties re-read)."""
     for name, n in (("small", SMALL), ("big", BIG)):
-        graph.execute(CATEGORY, name=name, n=n, now=NOW)
+        graph.execute(CATEGORY, name=name, n=n, interacted=n, now=NOW)
     count_users(graph)
     hits = {}
     for name in ("small", "big"):
@@ -506,7 +506,7 @@ def test_a_categorys_top_items_do_not_grow_with_the_category(graph: Graph) -> No
 def test_a_category_with_few_interacted_items_adds_the_others_by_id(graph: Graph) -> None:
     """A category with fewer interacted-with items than the step keeps: those, most users
     first, then the items nobody interacted with, by id (as a sort of the whole category)."""
-    graph.execute(CATEGORY, name="few", n=40, now=NOW)
+    graph.execute(CATEGORY, name="few", n=40, interacted=40, now=NOW)
     count_users(graph)
     expected = [r["id"] for r in graph.rows(
         "MATCH (it:Item {category: 'few'}) "
@@ -515,6 +515,30 @@ def test_a_category_with_few_interacted_items_adds_the_others_by_id(graph: Graph
     rows = graph.rows(RECOMMEND, **recommend_params("few-fan", first=100, now=NOW))
     assert [r["item_id"] for r in rows] == expected
     assert len(expected) == 40
+
+
+def test_a_category_with_few_interacted_items_does_not_grow_with_its_other_items(
+        graph: Graph) -> None:
+    """A category's items nobody interacted with, added by id when it has fewer interacted-with
+    items than the step keeps, are an ordered seek of the index on the items' category and id
+    (migrations/0022) stopped by the limit, not an expansion of every item of the category
+    (before, up to 20,000 of them): a fan of a category of BIG items, 30 of them interacted
+    with, costs what a fan of one of SMALL items does, and both get what a sort of the whole
+    category gives."""
+    for name, n in (("small", SMALL), ("big", BIG)):
+        graph.execute(CATEGORY, name=name, n=n, interacted=30, now=NOW)
+    count_users(graph)
+    hits = {}
+    for name in ("small", "big"):
+        expected = [r["id"] for r in graph.rows(
+            "MATCH (it:Item {category: $name}) "
+            "WITH it, COUNT { (it)<-[:INTERACTED]-() } AS users "
+            "RETURN it.id AS id ORDER BY users DESC, id LIMIT 100", name=name)]
+        hits[name], rows = db_hits(graph, RECOMMEND,
+                                   **recommend_params(name + "-fan", first=100, now=NOW))
+        assert [r["item_id"] for r in rows] == expected, name
+        assert len(expected) == 100
+    assert hits["big"] <= hits["small"] * 1.2 + 20, hits
 
 
 # -- Reads that grew with the segmentation runs a user was in ---------------------------------
