@@ -920,14 +920,12 @@ def test_the_app_bounds_headers_under_any_server(served: Served, settings: Setti
     no limit, so a 100 kB cookie or 20,000 headers reached the app, which answered 200. The app
     now refuses them itself, 431 LIMIT_EXCEEDED (the memory the server spent reading them is
     its own to bound: docs/security.md)."""
+    # served.py imports this module's serving helpers: imported here, not at the top.
+    from tests.integration.served import server_env
+
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**os.environ,
-           "PERSONAS_NEO4J_URI": settings.bolt_uri,
-           "PERSONAS_NEO4J_PASSWORD": settings.neo4j_password.get_secret_value(),
-           "PERSONAS_PSEUDONYM_KEY": settings.pseudonym_key.get_secret_value(),
-           "PERSONAS_RUNS_DIR": str(settings.resolved_runs_dir)}
-    env.pop("PERSONAS_DEMO", None)
+    env = server_env(settings)
     uvicorn = Path(PERSONAS).parent / "uvicorn"
     with serving([str(uvicorn), "--factory", "api.app:create_app", "--host", "127.0.0.1",
                   "--port", str(port)], env, base, tmp_path / "uvicorn.log"):
