@@ -144,11 +144,10 @@ def epoch_ns(at: datetime) -> int:
     return (at - EPOCH) // timedelta(microseconds=1) * 1000
 
 
-def behaviour_row(row: dict[str, Any], as_of: datetime | int) -> dict[str, float]:
-    """The behaviour features of a ``USER_PAGE`` row; ``as_of`` a datetime or ``epoch_ns``.
+def behaviour_row(row: dict[str, Any], as_of_ns: int) -> dict[str, float]:
+    """The behaviour features of a ``USER_PAGE`` row as of ``as_of_ns`` (``epoch_ns``).
     Seconds are the exact quotient of whole nanoseconds (as ``timedelta.total_seconds``)."""
     first, last = row["first_seen_ns"], row["last_seen_ns"]
-    as_of_ns = as_of if isinstance(as_of, int) else epoch_ns(as_of)
     tenure = _days((last - first) / NS)
     sessions = row["sessions"] or 0
     orders = row["orders"] or 0
